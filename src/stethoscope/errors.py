@@ -1,0 +1,27 @@
+"""Errors that name the offending file and the problem, so users can fix their input."""
+from __future__ import annotations
+
+
+class StethoscopeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class AudioError(StethoscopeError):
+    """An audio file is unreadable, empty, silent, non-finite or otherwise unusable."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class LayoutError(StethoscopeError):
+    """A data folder does not match any known layout, or has no usable clips."""
+
+
+class CheckpointError(StethoscopeError):
+    """A model directory or pretrained weight file is missing or does not match."""
+
+
+class ConfigError(StethoscopeError):
+    """A configuration key or value is unknown or invalid."""

@@ -1,0 +1,26 @@
+"""The official DCASE autoencoder baseline as a `System`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.ae import DcaseAE
+from .base import register
+from .frame_recon import FrameReconstructionSystem
+
+
+@register
+class DcaseAESystem(FrameReconstructionSystem):
+    """DCASE 2023-2025 AE baseline: MSE or MAHALA scores, gamma-fit 90th-percentile threshold."""
+
+    name = "dcase_ae"
+    description = "official DCASE autoencoder baseline (MSE / MAHALA)"
+
+    def build_model(self, input_dim: int) -> nn.Module:
+        return DcaseAE(input_dim=input_dim)
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model.loss(x).mean()
+
+    def reconstruct(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)

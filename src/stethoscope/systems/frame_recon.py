@@ -1,0 +1,209 @@
+"""Shared machinery of frame-level reconstruction systems (the DCASE AE, GammaVAE).
+
+Clips become log-mels held once in a `FrameBank`; 5-frame vectors are gathered per batch.
+Scores follow the official DCASE 2023-2025 AE code:
+
+* ``mse``: mean squared error over all of a clip's vectors and dimensions.
+* ``mahala``: residuals ``x - x_hat`` give a covariance for the source domain and one for the
+  target domain (each batch centred on its own mean, summed, divided by n - 1, as the
+  official code does); a clip's score is the squared Mahalanobis norm of its *mean*
+  residual under each precision, the smaller of the two. (The official code computes
+  ``mean(D P D^T)`` over the clip's residual matrix D, which equals that quantity.)
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.clip import Clip
+from ..errors import ConfigError
+from ..features.extract import FrameBank, logmels
+from ..features.logmel import LogMelParams
+from ..utils import resolve_device, seed_everything
+from .base import System
+
+SCORE_MODES = ("mse", "mahala")
+
+
+class FrameReconstructionSystem(System):
+    """Base for systems that reconstruct stacked log-mel vectors. Subclasses give the model
+    (`build_model`), its training loss and its reconstruction."""
+
+    def __init__(self, *, score_mode: str = "mse", epochs: int = 100, batch_size: int = 256,
+                 learning_rate: float = 1e-3, n_frames: int = 5, n_mels: int = 128,
+                 log_floor: str = "max", seed: int = 0, device: str = "cpu", progress: bool = True,
+                 cache_dir: str | None = None) -> None:
+        if score_mode not in SCORE_MODES:
+            raise ConfigError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
+        self.score_mode, self.epochs, self.batch_size = score_mode, epochs, batch_size
+        self.learning_rate, self.n_frames, self.n_mels, self.log_floor = learning_rate, n_frames, n_mels, log_floor
+        self.seed, self.device, self.progress, self.cache_dir = seed, device, progress, cache_dir
+        self.model: nn.Module | None = None
+        self.precision_source_: torch.Tensor | None = None
+        self.precision_target_: torch.Tensor | None = None
+        self.history_: list[float] = []
+
+    # -- what subclasses provide ------------------------------------------------------
+    @abstractmethod
+    def build_model(self, input_dim: int) -> nn.Module:
+        """A fresh model for ``input_dim``-dimensional vectors."""
+
+    @abstractmethod
+    def training_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of a batch in training mode."""
+
+    @abstractmethod
+    def reconstruct(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction used for scoring (eval mode)."""
+
+    # -- features ---------------------------------------------------------------------
+    @property
+    def logmel_params(self) -> LogMelParams:
+        return LogMelParams(n_mels=self.n_mels, log_floor=self.log_floor)
+
+    def _logmels(self, clips: Sequence[Clip]) -> list[np.ndarray]:
+        return logmels(clips, self.logmel_params, cache_dir=self.cache_dir, progress=self.progress)
+
+    # -- training ---------------------------------------------------------------------
+    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None) -> "FrameReconstructionSystem":
+        del val  # reconstruction systems select nothing on validation data
+        if not train:
+            raise ConfigError("fit needs at least one training clip")
+        seed_everything(self.seed)
+        device = resolve_device(self.device)
+        bank = FrameBank(self._logmels(train), self.n_frames)
+        self.model = self.build_model(bank.dim).to(device)
+        optimiser = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
+        generator = torch.Generator().manual_seed(self.seed)
+        self.history_ = []
+        bar = tqdm(range(self.epochs), desc=f"train {self.name}", unit="epoch", disable=not self.progress, leave=False)
+        for _ in bar:
+            self.model.train()
+            order = torch.randperm(len(bank), generator=generator)
+            total, count = 0.0, 0
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                if len(idx) <= 1:  # BatchNorm needs two samples, as the official code skips
+                    continue
+                x = bank.vectors(idx).to(device)
+                loss = self.training_loss(self.model, x)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            self.history_.append(total / max(count, 1))
+            bar.set_postfix(loss=f"{self.history_[-1]:.4f}")
+        self._fit_covariances(bank, train, generator, device)
+        self.fit_threshold(self._score_bank(bank, device))
+        return self
+
+    @torch.no_grad()
+    def _fit_covariances(self, bank: FrameBank, clips: Sequence[Clip], generator: torch.Generator,
+                         device: torch.device) -> None:
+        assert self.model is not None
+        self.model.eval()
+        target = torch.tensor([c.is_target for c in clips])[bank.clip_index]
+        order = torch.randperm(len(bank), generator=generator)
+        dim = bank.dim
+        sums = {False: torch.zeros(dim, dim, dtype=torch.float64), True: torch.zeros(dim, dim, dtype=torch.float64)}
+        counts = {False: 0, True: 0}
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = bank.vectors(idx).to(device)
+            diff = (x - self.reconstruct(self.model, x)).double().cpu()
+            for is_target in (False, True):
+                part = diff[target[idx] == is_target]
+                if len(part):
+                    centred = part - part.mean(dim=0)
+                    sums[is_target] += centred.T @ centred
+                    counts[is_target] += len(part)
+        covs = {k: sums[k] / max(counts[k] - 1, 1) for k in sums}
+        if counts[False] == 0:
+            covs[False] = covs[True]
+        if counts[True] == 0:
+            covs[True] = covs[False]
+        self.precision_source_ = _precision(covs[False])
+        self.precision_target_ = _precision(covs[True])
+
+    # -- scoring ----------------------------------------------------------------------
+    @torch.no_grad()
+    def _residual_stats(self, bank: FrameBank, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        """Per clip: mean squared error and mean residual vector."""
+        assert self.model is not None
+        self.model.eval()
+        mse, mean_diff = [], []
+        for sl in bank.clip_slices():
+            x = bank.vectors(torch.arange(sl.start, sl.stop)).to(device)
+            diff = (x - self.reconstruct(self.model, x)).cpu()
+            mse.append(float(diff.pow(2).mean()))
+            mean_diff.append(diff.double().mean(dim=0).numpy())
+        return np.array(mse), np.stack(mean_diff)
+
+    def _score_bank(self, bank: FrameBank, device: torch.device) -> np.ndarray:
+        mse, mean_diff = self._residual_stats(bank, device)
+        if self.score_mode == "mse":
+            return mse
+        assert self.precision_source_ is not None and self.precision_target_ is not None
+        d = torch.from_numpy(mean_diff)
+        source = torch.einsum("nd,de,ne->n", d, self.precision_source_, d)
+        target = torch.einsum("nd,de,ne->n", d, self.precision_target_, d)
+        return torch.minimum(source, target).numpy()
+
+    def score(self, clips: Sequence[Clip]) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        device = resolve_device(self.device)
+        self.model.to(device)
+        return self._score_bank(FrameBank(self._logmels(clips), self.n_frames), device)
+
+    def anomaly_map(self, clip: Clip) -> np.ndarray:
+        """Squared residual per (mel bin, frame), averaged over the vectors covering each frame."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before explaining")
+        device = resolve_device(self.device)
+        mel = self._logmels([clip])[0]
+        bank = FrameBank([mel], self.n_frames)
+        self.model.eval()
+        with torch.no_grad():
+            x = bank.vectors(torch.arange(len(bank))).to(device)
+            err = (x - self.reconstruct(self.model, x)).pow(2).cpu().reshape(len(bank), self.n_frames, self.n_mels)
+        total = torch.zeros(mel.shape[1], self.n_mels)
+        hits = torch.zeros(mel.shape[1], 1)
+        for k in range(self.n_frames):
+            total[k:k + len(bank)] += err[:, k]
+            hits[k:k + len(bank)] += 1
+        return (total / hits).T.numpy()
+
+    # -- persistence ------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
+        state = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        state["precision_source"] = self.precision_source_
+        state["precision_target"] = self.precision_target_
+        return state
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        dim = tensors["precision_source"].shape[0]
+        self.model = self.build_model(dim)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model.eval()
+        self.precision_source_ = tensors["precision_source"].double()
+        self.precision_target_ = tensors["precision_target"].double()
+
+
+def _precision(cov: torch.Tensor) -> torch.Tensor:
+    """Inverse covariance; the pseudo-inverse when too few vectors make it singular."""
+    try:
+        inv = torch.linalg.inv(cov)
+        if torch.isfinite(inv).all():
+            return inv
+    except RuntimeError:
+        pass
+    return torch.linalg.pinv(cov, hermitian=True)
