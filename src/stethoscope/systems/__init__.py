@@ -1,5 +1,6 @@
 """Trainable systems; importing this package registers the built-in ones."""
 from .base import REGISTRY, System, get_system, list_systems, load_system, register
 from . import dcase_ae  # noqa: F401
+from . import gamma_vae  # noqa: F401
 
 __all__ = ["REGISTRY", "System", "get_system", "list_systems", "load_system", "register"]
