@@ -1,0 +1,335 @@
+"""Synthetic "toy factory": physically motivated machine sounds with known, graded faults.
+
+Why: tests, the demo and benchmarks need a labelled data set that is small, deterministic,
+generated in seconds, and whose anomalies are known in time and frequency (for checking
+anomaly maps). `toy_clip` synthesises one clip; `make_toy_dataset` writes a DCASE 2022+
+folder tree of them plus ``fault_regions.csv``. See ``docs/toy_factory.md`` for the physics.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import fftconvolve
+
+from ..utils import atomic_write_bytes, atomic_write_text
+
+MACHINES = ("fan", "gearbox", "pump")
+DOMAINS = ("source", "target")
+ANOMALY_KINDS = ("bearing", "imbalance", "rubbing", "drift", "clicks")
+SEVERITIES = (1, 2, 3)
+GAIN = 0.25  # fixed output gain: no per-clip normalisation, so levels (load, imbalance) stay meaningful
+TARGET_TRAIN_FRACTION = 0.1  # DCASE 2022+: 990 source vs 10 target training clips per section
+
+# Attribute values each domain draws from (discrete, as in DCASE). ``speed`` is shaft rpm,
+# ``load`` a percentage, ``bg`` the colour of the background noise.
+DOMAIN_ATTRIBUTES: dict[str, dict[str, dict[str, tuple]]] = {
+    "fan": {
+        "source": {"speed": (1200, 1350, 1500), "load": (40, 60), "bg": ("pink",)},
+        "target": {"speed": (1800, 1950), "load": (80,), "bg": ("white",)},
+    },
+    "gearbox": {
+        "source": {"speed": (900, 1050, 1200), "load": (30, 50), "bg": ("pink",)},
+        "target": {"speed": (1500, 1650), "load": (70,), "bg": ("brown",)},
+    },
+    "pump": {
+        "source": {"speed": (1450, 1500), "load": (40, 60), "bg": ("pink",)},
+        "target": {"speed": (2900,), "load": (50,), "bg": ("white",)},
+    },
+}
+BG_LEVEL = {"source": 0.012, "target": 0.02}  # background RMS before gain; target plant is louder
+BG_SLOPE = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f**slope
+
+
+@dataclass(frozen=True)
+class FaultRegion:
+    """Where an injected fault lives: seconds [t0, t1] and Hz [f0, f1]."""
+
+    kind: str
+    severity: int
+    t0: float
+    t1: float
+    f0: float
+    f1: float
+
+
+# -- building blocks -------------------------------------------------------------------------
+def _coloured_noise(rng: np.random.Generator, n: int, sr: int, slope: float,
+                    band: tuple[float, float] | None = None) -> np.ndarray:
+    """Unit-RMS Gaussian noise with power spectrum ~ 1/f**slope, optionally band-limited."""
+    spec = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    shape = 1.0 / np.maximum(freqs, 20.0) ** (slope / 2)
+    if band is not None:
+        shape = shape * ((freqs >= band[0]) & (freqs <= band[1]))
+    out = np.fft.irfft(spec * shape, n)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def _speed_profile(rng: np.random.Generator, n: int, sr: int, f_shaft: float, jitter: float) -> np.ndarray:
+    """Instantaneous shaft frequency (Hz per sample): nominal plus a slow random wander."""
+    knots = rng.standard_normal(int(n / sr * 4) + 2)  # 4 knots per second -> slow wander
+    wander = np.interp(np.linspace(0, len(knots) - 1, n), np.arange(len(knots)), knots)
+    return f_shaft * (1.0 + jitter * wander)
+
+
+def _damped_kernel(sr: int, freq: float, decay_s: float) -> np.ndarray:
+    """Impulse response of a structural resonance: exp-decaying sinusoid."""
+    t = np.arange(int(decay_s * 6 * sr)) / sr
+    return np.exp(-t / decay_s) * np.sin(2 * np.pi * freq * t)
+
+
+def _impulses(n: int, sr: int, times: np.ndarray, amps: np.ndarray | float) -> np.ndarray:
+    out = np.zeros(n)
+    idx = np.clip((np.asarray(times) * sr).astype(int), 0, n - 1)
+    np.add.at(out, idx, amps)
+    return out
+
+
+def _window(n: int, sr: int, t0: float, t1: float, ramp_s: float = 0.05) -> np.ndarray:
+    """0..1 gate that is 1 on [t0, t1] with short raised-cosine edges (no clicks at the edges)."""
+    t = np.arange(n) / sr
+    up = np.clip((t - t0) / ramp_s, 0, 1)
+    down = np.clip((t1 - t) / ramp_s, 0, 1)
+    return 0.5 - 0.5 * np.cos(np.pi * np.minimum(up, down))
+
+
+# -- machines ----------------------------------------------------------------------------------
+@dataclass
+class _Machine:
+    """What an anomaly needs to know about the normal sound it is injected into."""
+
+    f_inst: np.ndarray  # instantaneous shaft frequency per sample
+    phase: np.ndarray  # shaft rotation phase (radians) per sample
+    f_shaft: float  # nominal shaft frequency
+    tone_order: int  # a prominent harmonic order (of the shaft) that can drift
+    tone_amp: float
+    one_x_amp: float  # residual 1x (imbalance) amplitude of a healthy machine
+    bearing_order: float  # outer-race defect frequency / shaft frequency
+    resonance: float  # structural resonance excited by impacts (Hz)
+
+
+def _harmonics(phase: np.ndarray, orders: Sequence[float], amps: Sequence[float],
+               rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros_like(phase)
+    for order, amp in zip(orders, amps):
+        out += amp * np.sin(order * phase + rng.uniform(0, 2 * np.pi))
+    return out
+
+
+def _fan(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, _Machine]:
+    """Blade-pass harmonics (with speed jitter) over amplitude-modulated broadband flow noise."""
+    blades = 7 + section  # each section is a fan model with another blade count
+    f_inst = _speed_profile(rng, n, sr, rpm / 60, jitter=0.004)
+    phase = 2 * np.pi * np.cumsum(f_inst) / sr
+    k = np.arange(1, 9)
+    amps = 0.05 * (0.5 + load / 100) * k**-1.0 * rng.uniform(0.8, 1.2, len(k))
+    tonal = _harmonics(phase, blades * k, amps, rng)
+    one_x = 0.01
+    tonal += one_x * np.sin(phase + rng.uniform(0, 2 * np.pi))
+    flow = _coloured_noise(rng, n, sr, slope=0.7, band=(60, 7000))
+    flow *= 0.05 * (0.4 + load / 100) * (1 + 0.15 * np.sin(blades * phase))
+    return tonal + flow, _Machine(f_inst, phase, rpm / 60, 2 * blades, amps[1], one_x, 3.57, 3000.0)
+
+
+def _gearbox(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, _Machine]:
+    """Gear-mesh harmonics amplitude-modulated by the shaft (sidebands) plus one weak
+    impact per revolution exciting a housing resonance."""
+    teeth = 27 + 2 * section
+    f_inst = _speed_profile(rng, n, sr, rpm / 60, jitter=0.002)
+    phase = 2 * np.pi * np.cumsum(f_inst) / sr
+    k = np.arange(1, 6)
+    amps = 0.05 * (0.6 + load / 100) * k**-0.8 * rng.uniform(0.8, 1.2, len(k))
+    am = 1 + 0.3 * np.cos(phase) + 0.1 * np.cos(2 * phase + 1.0)  # sidebands at mesh +- 1x, 2x
+    tonal = am * _harmonics(phase, teeth * k, amps, rng)
+    one_x = 0.01
+    tonal += one_x * np.sin(phase)
+    rev_times = np.flatnonzero(np.diff(np.floor(phase / (2 * np.pi))) > 0) / sr
+    impacts = fftconvolve(_impulses(n, sr, rev_times, 0.1 * rng.uniform(0.8, 1.2, len(rev_times))),
+                          _damped_kernel(sr, 2200.0, 0.004))[:n]
+    noise = 0.015 * (0.5 + load / 100) * _coloured_noise(rng, n, sr, slope=1.0, band=(50, 7500))
+    return tonal + impacts + noise, _Machine(f_inst, phase, rpm / 60, teeth * 2, amps[1], one_x, 4.1, 4200.0)
+
+
+def _pump(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, _Machine]:
+    """Vane-pass harmonics plus turbulent flow noise whose level follows the load."""
+    vanes = 5 + section
+    f_inst = _speed_profile(rng, n, sr, rpm / 60, jitter=0.003)
+    phase = 2 * np.pi * np.cumsum(f_inst) / sr
+    k = np.arange(1, 7)
+    amps = 0.04 * (0.5 + load / 100) * k**-1.2 * rng.uniform(0.8, 1.2, len(k))
+    tonal = _harmonics(phase, vanes * k, amps, rng)
+    one_x = 0.01
+    tonal += one_x * np.sin(phase)
+    flow = 0.04 * (0.3 + load / 100) * _coloured_noise(rng, n, sr, slope=0.4, band=(100, 6000))
+    return tonal + flow, _Machine(f_inst, phase, rpm / 60, 2 * vanes, amps[1], one_x, 3.05, 3500.0)
+
+
+_MACHINE_SOUNDS = {"fan": _fan, "gearbox": _gearbox, "pump": _pump}
+
+# -- anomalies ---------------------------------------------------------------------------------
+# Per-kind strength per severity level 1, 2, 3 (calibrated: see docs/toy_factory.md).
+_STRENGTH = {
+    "bearing": (0.03, 0.06, 0.12),  # impact amplitude
+    "imbalance": (3.0, 6.0, 12.0),  # added 1x amplitude, in multiples of the healthy 1x
+    "rubbing": (0.03, 0.06, 0.12),  # burst RMS
+    "drift": (0.03, 0.06, 0.10),  # final relative detuning of one harmonic
+    "clicks": (0.1, 0.2, 0.4),  # click amplitude
+}
+
+
+def _inject(kind: str, severity: int, m: _Machine, rng: np.random.Generator, n: int, sr: int,
+            seconds: float) -> tuple[np.ndarray, FaultRegion]:
+    """The fault signal to add to a normal clip and the region it occupies."""
+    s = _STRENGTH[kind][severity - 1]
+    dur = rng.uniform(0.4, 0.7) * seconds
+    t0 = float(rng.uniform(0, seconds - dur))
+    t1 = t0 + dur
+    gate = _window(n, sr, t0, t1)
+    if kind == "bearing":  # outer-race defect: impacts at BPFO ringing a resonance
+        f_def = m.bearing_order * m.f_shaft
+        times = np.arange(t0, t1, 1 / f_def)
+        times = times + rng.normal(0, 0.0005, len(times))  # slip: defect impacts are not exactly periodic
+        amps = s * (1 + 0.5 * np.cos(2 * np.pi * m.f_shaft * times))  # load-zone modulation by 1x
+        sig = fftconvolve(_impulses(n, sr, times, amps), _damped_kernel(sr, m.resonance, 0.002))[:n]
+        bw = 1 / (np.pi * 0.002)
+        return sig, FaultRegion(kind, severity, t0, t1, m.resonance - 3 * bw, m.resonance + 3 * bw)
+    if kind == "imbalance":  # mass imbalance: the 1x component grows
+        sig = gate * s * m.one_x_amp * np.sin(m.phase)
+        return sig, FaultRegion(kind, severity, t0, t1, 0.8 * m.f_inst.min(), 1.2 * m.f_inst.max())
+    if kind == "rubbing":  # rotor touches stator: short broadband bursts, about once per revolution
+        starts = np.arange(t0, t1 - 0.03, 1 / m.f_shaft)
+        starts = starts[rng.random(len(starts)) < 0.6]
+        env = np.zeros(n)
+        burst = np.hanning(int(0.02 * sr))
+        for st in (starts * sr).astype(int):
+            env[st: st + len(burst)] += burst[: n - st]
+        lo, hi = 1000.0, 6000.0
+        sig = s * env * _coloured_noise(rng, n, sr, slope=0.0, band=(lo, hi))
+        return sig, FaultRegion(kind, severity, t0, t1, lo, hi)
+    if kind == "drift":  # one harmonic slowly detunes from the others (e.g. a loosening part)
+        ramp = np.clip((np.arange(n) / sr - t0) / dur, 0, 1)
+        base = m.tone_order * m.f_inst
+        detuned = base * (1 + s * ramp)
+        sig = 1.5 * m.tone_amp * gate * np.sin(2 * np.pi * np.cumsum(detuned) / sr)
+        f_nom = m.tone_order * m.f_shaft
+        return sig, FaultRegion(kind, severity, t0, t1, 0.98 * f_nom, (1 + s) * 1.02 * f_nom)
+    if kind == "clicks":  # intermittent loose-part clicks at random times
+        count = rng.poisson(3 * dur) + 1
+        times = np.sort(rng.uniform(t0, t1, count))
+        kernel = _damped_kernel(sr, 5000.0, 0.0004)
+        sig = fftconvolve(_impulses(n, sr, times, s * rng.uniform(0.6, 1.0, count)), kernel)[:n]
+        return sig, FaultRegion(kind, severity, t0, t1, 2000.0, 8000.0)
+    raise ValueError(f"unknown anomaly kind {kind!r}; known: {ANOMALY_KINDS}")
+
+
+# -- public API --------------------------------------------------------------------------------
+def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> dict[str, object]:
+    """One clip's operating condition (speed, load, background) drawn from its domain's values."""
+    if machine not in DOMAIN_ATTRIBUTES:
+        raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    choices = DOMAIN_ATTRIBUTES[machine][domain]
+    return {key: values[rng.integers(len(values))] for key, values in choices.items()}
+
+
+def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = None, severity: int = 1,
+             seed: int = 0, seconds: float = 10.0, sample_rate: int = 16_000, section: int = 0,
+             attributes: dict[str, object] | None = None) -> tuple[np.ndarray, FaultRegion | None]:
+    """One float32 waveform in [-1, 1] and the fault region (None for a normal clip).
+
+    Deterministic in ``seed``. ``attributes`` (speed/load/bg) default to a draw from ``domain``.
+    """
+    if machine not in _MACHINE_SOUNDS:
+        raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
+    if anomaly_kind is not None and severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    rng = np.random.default_rng(seed)
+    attrs = attributes if attributes is not None else draw_attributes(machine, domain, rng)
+    n = int(round(seconds * sample_rate))
+    wave, m = _MACHINE_SOUNDS[machine](rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section)
+    wave += BG_LEVEL[domain] * _coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
+    region = None
+    if anomaly_kind is not None:
+        fault, region = _inject(anomaly_kind, severity, m, rng, n, sample_rate, seconds)
+        wave += fault
+    return np.clip(GAIN * wave, -1.0, 1.0).astype(np.float32), region
+
+
+def _attr_tag(attrs: dict[str, object]) -> str:
+    return "_".join(f"{k}_{v}" for k, v in attrs.items())
+
+
+def _wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _plan(n_train: int, n_test: int) -> list[tuple[str, str, int | None]]:
+    """(split, domain, label) of every clip of one section, DCASE proportions."""
+    n_target = int(round(TARGET_TRAIN_FRACTION * n_train)) if n_train >= 2 else 0
+    n_target = max(n_target, 1) if n_train >= 2 else n_target
+    plan = [("train", "source", 0)] * (n_train - n_target) + [("train", "target", 0)] * n_target
+    for i in range(n_test):  # alternate normal/anomaly, then source/target
+        label = i % 2
+        domain = DOMAINS[(i // 2) % 2]
+        plan.append(("test", domain, label))
+    return plan
+
+
+def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbox"), n_train: int = 20,
+                     n_test: int = 20, seconds: float = 10.0, sample_rate: int = 16_000, seed: int = 0,
+                     sections: Sequence[str] = ("00",)) -> Path:
+    """Write a DCASE 2022+ style data set of toy machines under ``root`` and return ``root``.
+
+    Per machine: ``train/`` (normal, ~10% target domain), ``test/`` (half anomalies, half
+    target), ``attributes_XX.csv`` and ``fault_regions.csv``. Same arguments -> identical files.
+    """
+    root = Path(root)
+    for mi, machine in enumerate(machines):
+        if machine not in _MACHINE_SOUNDS:
+            raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
+        mdir = root / machine
+        faults: list[list[object]] = []
+        for si, section in enumerate(sections):
+            attr_rows: list[list[object]] = []
+            counters: dict[tuple, int] = {}
+            n_anom = 0
+            for ci, (split, domain, label) in enumerate(_plan(n_train, n_test)):
+                clip_seed = np.random.SeedSequence([seed, mi, si, ci, sum(map(ord, machine))])
+                rng = np.random.default_rng(clip_seed)
+                attrs = draw_attributes(machine, domain, rng)
+                kind = severity = None
+                if label == 1:
+                    kind = ANOMALY_KINDS[n_anom % len(ANOMALY_KINDS)]
+                    severity = SEVERITIES[(n_anom // len(ANOMALY_KINDS)) % len(SEVERITIES)]
+                    n_anom += 1
+                wave, region = toy_clip(machine, domain, kind, severity or 1, seed=int(rng.integers(2**63)),
+                                        seconds=seconds, sample_rate=sample_rate, section=si, attributes=attrs)
+                state = "anomaly" if label else "normal"
+                key = (split, domain, state)
+                number = counters.get(key, 0)
+                counters[key] = number + 1
+                name = f"section_{section}_{domain}_{split}_{state}_{number:04d}_{_attr_tag(attrs)}.wav"
+                atomic_write_bytes(mdir / split / name, _wav_bytes(wave, sample_rate))
+                attr_rows.append([f"{machine}/{split}/{name}"] + [x for kv in attrs.items() for x in kv])
+                if region is not None:
+                    faults.append([f"{split}/{name}", region.kind, region.severity, f"{region.t0:.3f}",
+                                   f"{region.t1:.3f}", f"{region.f0:.1f}", f"{region.f1:.1f}"])
+            header = ["file_name"] + [f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"]
+            atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header] + attr_rows))
+        atomic_write_text(mdir / "fault_regions.csv", _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"]] + faults))
+    return root
+
+
+def _csv(rows: list[list[object]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,88 @@
+"""Cross-validated benchmark for small labelled sets (protocol of ../shared/DESIGN.md).
+
+Each set (a machine type, or a machine type + section) pools its labelled clips. Normals
+are split into K folds (K = min(folds, n_normal)) with a fixed seed, stratified by domain
+where every domain has at least K normals. Fold k trains on the other normals and tests on
+fold-k normals plus all anomalies. Reported: mean AUC, pAUC, AUC-s, AUC-t over folds.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold
+from tqdm.auto import tqdm
+
+from ..data.clip import Clip
+from ..systems.base import System
+from .metrics import section_metrics
+
+
+def group_sets(clips: Sequence[Clip], by: str = "machine") -> dict[str, list[Clip]]:
+    """Labelled clips grouped into benchmark sets: by ``machine`` or by ``section``."""
+    if by not in ("machine", "section"):
+        raise ValueError(f"group must be 'machine' or 'section', got {by!r}")
+    sets: dict[str, list[Clip]] = {}
+    for c in clips:
+        if c.label is None:
+            continue
+        key = c.machine if by == "machine" else f"{c.machine}_{c.section_tag}"
+        sets.setdefault(key, []).append(c)
+    return dict(sorted(sets.items()))
+
+
+def normal_folds(normals: Sequence[Clip], folds: int, seed: int) -> list[np.ndarray]:
+    """Test-fold indices into ``normals``; stratified by domain when possible."""
+    k = min(folds, len(normals))
+    if k < 2:
+        raise ValueError(f"need at least 2 normal clips for cross-validation, got {len(normals)}")
+    domains = np.array([c.domain or "none" for c in normals])
+    _, counts = np.unique(domains, return_counts=True)
+    index = np.arange(len(normals))
+    if len(counts) > 1 and counts.min() >= k:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [test for _, test in splitter.split(index, domains)]
+    return [test for _, test in KFold(n_splits=k, shuffle=True, random_state=seed).split(index)]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def cross_validate(clips: Sequence[Clip], make_system: Callable[[int], System], folds: int = 5,
+                   seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run the protocol on one set; ``make_system(fold)`` builds a fresh, unfitted system."""
+    normals = [c for c in clips if c.label == 0]
+    anomalies = [c for c in clips if c.label == 1]
+    if not anomalies:
+        raise ValueError("cross-validation needs at least one anomalous clip")
+    fold_results, train_s, score_ms = [], [], []
+    for k, test_idx in enumerate(tqdm(normal_folds(normals, folds, seed), desc="folds", disable=not progress,
+                                      leave=False)):
+        test_set = set(test_idx.tolist())
+        train = [c for i, c in enumerate(normals) if i not in test_set]
+        test = [normals[i] for i in test_idx] + anomalies
+        system = make_system(k)
+        t0 = time.perf_counter()
+        system.fit(train)
+        train_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scores = system.score(test)
+        score_ms.append(1000 * (time.perf_counter() - t0) / len(test))
+        m = section_metrics([c.label for c in test], scores, [c.domain for c in test])
+        fold_results.append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
+                             "auc_target": m["auc_target"], "n_train": len(train), "n_test": len(test)})
+    has_domains = any(c.domain for c in clips)
+    return {
+        "n_normal": len(normals), "n_anomaly": len(anomalies),
+        "auc": _mean([f["auc"] for f in fold_results]),
+        "pauc": _mean([f["pauc"] for f in fold_results]),
+        "auc_source": _mean([f["auc_source"] for f in fold_results]) if has_domains else None,
+        "auc_target": _mean([f["auc_target"] for f in fold_results]) if has_domains else None,
+        "auc_std": float(np.std([f["auc"] for f in fold_results])),
+        "folds": fold_results,
+        "train_seconds": float(np.mean(train_s)),
+        "score_ms_per_clip": float(np.mean(score_ms)),
+    }
