@@ -1,0 +1,134 @@
+"""Frozen waveform encoders: a registry by name and cached clip embeddings.
+
+| name | dim | weights |
+| --- | --- | --- |
+| ``efficientat_mn04`` (default) | 384 | ``mn04_as_mAP_432.pt`` (downloaded + sha256-checked) |
+| ``efficientat_mn04_hidden`` | 512 | same file, classifier hidden layer |
+| ``eat_base`` | 768 | user's local ``EAT-base_epoch30_pretrain`` folder (HF safetensors) |
+| ``beats_iter3`` | 768 | user's local ``BEATs_iter3.pt`` |
+| ``random`` | 384 | none: randomly initialised mn04, seed 0 (``weights == "random"``) |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.clip import Clip
+from ..errors import ConfigError
+from ..features.extract import FeatureCache, default_cache_dir, read_clip
+from .base import Encoder
+from .weights import candidate_paths
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    dim: int
+    weights_file: str | None
+    factory: Callable[..., Encoder]
+    description: str
+
+
+def _mn04(layer: str) -> Callable[..., Encoder]:
+    def build(device: str = "cpu", weights_path: str | None = None, **options: Any) -> Encoder:
+        from .efficientat import EfficientATEncoder
+        enc = EfficientATEncoder(device=device, weights_path=weights_path, layer=layer, **options)
+        if layer == "hidden":
+            enc.name = "efficientat_mn04_hidden"  # type: ignore[misc]
+        return enc
+    return build
+
+
+def _random(device: str = "cpu", weights_path: str | None = None, **options: Any) -> Encoder:
+    from .efficientat import EfficientATEncoder
+    if weights_path not in (None, "random"):
+        raise ConfigError("the 'random' encoder takes no weights_path")
+    enc = EfficientATEncoder(device=device, pretrained=False, seed=options.pop("seed", 0), **options)
+    enc.name = "random"  # type: ignore[misc]
+    return enc
+
+
+def _eat(device: str = "cpu", weights_path: str | None = None, **options: Any) -> Encoder:
+    from .eat import EATEncoder
+    return EATEncoder(device=device, weights_path=weights_path, **options)
+
+
+def _beats(device: str = "cpu", weights_path: str | None = None, **options: Any) -> Encoder:
+    from .beats import BEATsEncoder
+    return BEATsEncoder(device=device, weights_path=weights_path, **options)
+
+
+ENCODERS: dict[str, EncoderSpec] = {s.name: s for s in (
+    EncoderSpec("efficientat_mn04", 384, "mn04_as_mAP_432.pt", _mn04("pooled"),
+                "EfficientAT mn04 (AudioSet MobileNetV3), pooled 384-d feature"),
+    EncoderSpec("efficientat_mn04_hidden", 512, "mn04_as_mAP_432.pt", _mn04("hidden"),
+                "EfficientAT mn04, 512-d classifier hidden layer"),
+    EncoderSpec("eat_base", 768, "EAT-base_epoch30_pretrain", _eat,
+                "EAT base (data2vec 2.0 audio), CLS token; local checkpoint only"),
+    EncoderSpec("beats_iter3", 768, "BEATs_iter3.pt", _beats,
+                "BEATs iter3, mean over patches; local checkpoint only"),
+    EncoderSpec("random", 384, None, _random, "randomly initialised mn04 (seed 0): a no-pretraining control"),
+)}
+
+
+def get_encoder(name: str, device: str = "cpu", weights_path: str | None = None, **options: Any) -> Encoder:
+    """Build a frozen encoder by name (see the module table). ``weights_path="random"``
+    gives EAT / BEATs random weights (architecture tests)."""
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
+    return ENCODERS[name].factory(device=device, weights_path=weights_path, **options)
+
+
+def list_encoders() -> list[dict[str, Any]]:
+    """Name, dim, weight file name and whether that file is present locally (no download)."""
+    rows = []
+    for spec in ENCODERS.values():
+        present = spec.weights_file is None or any(p.exists() for p in candidate_paths(spec.weights_file))
+        rows.append({"name": spec.name, "dim": spec.dim, "weights_file": spec.weights_file,
+                     "weights_present": present, "description": spec.description})
+    return rows
+
+
+def encoder_tag(encoder: Encoder) -> dict[str, Any]:
+    """What identifies an encoder's outputs: name, weights kind and file sha256, dim."""
+    return {"encoder": encoder.name, "weights": encoder.weights,
+            "weights_sha256": getattr(encoder, "weights_sha256", encoder.weights), "dim": encoder.dim}
+
+
+def embed_clips(encoder: Encoder, clips: Sequence[Clip], cache_dir: str | Path | None | bool = None,
+                progress: bool = True, batch_size: int = 16) -> np.ndarray:
+    """(n, dim) float32 embeddings of clips, cached per file content + encoder + weights sha.
+
+    ``cache_dir=None`` uses the default cache (``$STETHOSCOPE_CACHE``); ``False`` disables it.
+    """
+    cache = None if cache_dir is False else FeatureCache(cache_dir or default_cache_dir(), "embeddings",
+                                                         encoder_tag(encoder))
+    out = np.zeros((len(clips), encoder.dim), np.float32)
+    bar = tqdm(total=len(clips), desc=f"embed {encoder.name}", unit="clip", disable=not progress, leave=False)
+    for start in range(0, len(clips), batch_size):
+        todo: list[tuple[int, str, np.ndarray]] = []
+        for i in range(start, min(start + batch_size, len(clips))):
+            key, wave = read_clip(clips[i], SAMPLE_RATE)
+            hit = cache.get(key) if cache else None
+            if hit is not None and hit.shape == (encoder.dim,):
+                out[i] = hit
+            else:
+                todo.append((i, key, wave))
+        if todo:
+            emb = encoder.embed([w for _, _, w in todo], SAMPLE_RATE)
+            for (i, key, _), row in zip(todo, emb):
+                out[i] = row
+                if cache:
+                    cache.put(key, np.ascontiguousarray(row, np.float32))
+        bar.update(min(batch_size, len(clips) - start))
+    bar.close()
+    return out
+
+
+__all__ = ["ENCODERS", "Encoder", "embed_clips", "encoder_tag", "get_encoder", "list_encoders"]

@@ -45,6 +45,18 @@ def candidate_paths(file_name: str, weights_path: str | Path | None = None) -> l
     return paths
 
 
+def locate_local(name: str, url: str, what: str, weights_path: str | Path | None = None) -> Path:
+    """First existing candidate for a file or folder that is never downloaded automatically
+    (model-hub checkpoints); `CheckpointError` naming where to put it otherwise."""
+    for path in candidate_paths(name, weights_path):
+        if path.exists():
+            return path
+    raise CheckpointError(
+        f"{name}: weights not found; put {what} at ${WEIGHTS_DIR_ENV}/{name} or {weights_cache_dir() / name}, "
+        f"or pass weights_path=<path>; download it from {url}"
+    )
+
+
 def verify_sha256(path: Path, sha256: str | None) -> None:
     """Raise `CheckpointError` when ``path`` does not have the expected sha256."""
     if sha256 is None:
