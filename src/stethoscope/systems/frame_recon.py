@@ -199,11 +199,10 @@ class FrameReconstructionSystem(System):
 
 
 def _precision(cov: torch.Tensor) -> torch.Tensor:
-    """Inverse covariance; the pseudo-inverse when too few vectors make it singular."""
-    try:
-        inv = torch.linalg.inv(cov)
-        if torch.isfinite(inv).all():
-            return inv
-    except RuntimeError:
-        pass
-    return torch.linalg.pinv(cov, hermitian=True)
+    """Inverse covariance, as the official code; the pseudo-inverse when the covariance is
+    (numerically) singular, e.g. fewer residual vectors than dimensions on tiny data sets,
+    where a plain inverse returns garbage that can even make distances negative."""
+    eig = torch.linalg.eigvalsh(cov)
+    if eig.min() > eig.max() * 1e-10:
+        return torch.linalg.inv(cov)
+    return torch.linalg.pinv(cov, hermitian=True, rtol=1e-10)

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from stethoscope.data.clip import Clip
+from stethoscope.features.extract import FrameBank
+from stethoscope.models.ae import DcaseAE
+from stethoscope.systems import get_system, load_system
+from stethoscope.systems.base import gamma_threshold
+
+from conftest import write_wav
+
+
+def test_architecture_matches_official_baseline():
+    model = DcaseAE()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [
+        (640, 128), (128, 128), (128, 128), (128, 128), (128, 8),
+        (8, 128), (128, 128), (128, 128), (128, 128), (128, 640)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 9  # every hidden layer, the 8-unit bottleneck included, not the output
+    assert norms[4].num_features == 8
+
+
+def test_gamma_threshold_is_90th_percentile_of_fitted_gamma():
+    scores = scipy.stats.gamma.rvs(2.0, loc=1.0, scale=0.5, size=500, random_state=0)
+    a, loc, scale = scipy.stats.gamma.fit(scores)
+    assert gamma_threshold(scores) == pytest.approx(scipy.stats.gamma.ppf(0.9, a, loc=loc, scale=scale))
+    assert 0.85 < np.mean(scores <= gamma_threshold(scores)) < 0.95
+
+
+def _tone_clips(tmp_path, n, anomaly=False, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(32000) / 16000
+    clips = []
+    for i in range(n):
+        f0 = 300 * (1 + 0.01 * rng.standard_normal())
+        wave = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.2 * np.sin(2 * np.pi * 2 * f0 * t) + 0.02 * rng.standard_normal(len(t))
+        if anomaly:
+            wave += 0.3 * np.sin(2 * np.pi * 2300 * t) * (t > 1.0)
+        path = write_wav(tmp_path / f"{'a' if anomaly else 'n'}{seed}_{i}.wav", wave.astype(np.float32))
+        clips.append(Clip(path=path, machine="tone", domain="target" if i % 4 == 3 else "source",
+                          label=int(anomaly)))
+    return clips
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ae")
+    train = _tone_clips(tmp, 8)
+    system = get_system("dcase_ae", epochs=20, batch_size=32, progress=False, cache_dir=str(tmp / "cache"))
+    system.fit(train)
+    test = _tone_clips(tmp, 4, seed=1) + _tone_clips(tmp, 4, anomaly=True, seed=2)
+    return system, train, test, tmp
+
+
+def test_training_lowers_loss_and_ranks_anomalies(trained):
+    system, _, test, _ = trained
+    assert system.history_[-1] < 0.5 * system.history_[0]
+    y = np.array([c.label for c in test])
+    for mode in ("mse", "mahala"):
+        system.score_mode = mode
+        s = system.score(test)
+        assert s[y == 1].min() > s[y == 0].max(), mode
+    system.score_mode = "mse"
+    assert system.threshold_ is not None and np.isfinite(system.threshold_)
+
+
+def test_mahala_equals_official_matrix_formula(trained):
+    system, _, test, _ = trained
+    system.score_mode = "mahala"
+    ours = system.score(test[:3])
+    system.score_mode = "mse"
+    bank = FrameBank(system._logmels(test[:3]), 5)
+    for i, sl in enumerate(bank.clip_slices()):
+        x = bank.vectors(torch.arange(sl.start, sl.stop))
+        with torch.no_grad():
+            recon = system.model(x)
+        d = (recon - x).double()
+        official = [float((d @ p @ d.T).mean(dim=1).sum() / len(d))  # mean(D P D^T), as the baseline reduces it
+                    for p in (system.precision_source_, system.precision_target_)]
+        assert ours[i] == pytest.approx(min(official), rel=1e-6)
+
+
+def test_save_load_round_trip_gives_identical_scores(trained):
+    system, _, test, tmp = trained
+    system.save(tmp / "model")
+    again = load_system(tmp / "model")
+    np.testing.assert_array_equal(again.score(test), system.score(test))
+    assert again.threshold_ == system.threshold_
+    assert again.get_params() == system.get_params()
+
+
+def test_anomaly_map_shape_and_location(trained):
+    system, _, test, _ = trained
+    amap = system.anomaly_map(test[-1])
+    assert amap.shape == (128, 63)
+    # the injected 2.3 kHz tone after 1 s dominates the map's later frames
+    assert amap[:, 40:].mean() > amap[:, :25].mean()
