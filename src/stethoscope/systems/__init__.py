@@ -2,5 +2,7 @@
 from .base import REGISTRY, System, get_system, list_systems, load_system, register
 from . import dcase_ae  # noqa: F401
 from . import gamma_vae  # noqa: F401
+from . import ldgan  # noqa: F401
+from . import embedding_knn  # noqa: F401
 
 __all__ = ["REGISTRY", "System", "get_system", "list_systems", "load_system", "register"]
