@@ -1,0 +1,113 @@
+"""Frozen pretrained encoder + outlier detector on clip embeddings (no training of weights).
+
+fit: embed the normal training clips (cached), fit the detector (KNN by default, or LOF,
+GMM, SOS, Mahalanobis), and set the DCASE gamma threshold on the detector's *training*
+scores: leave-one-out for KNN / LOF / SOS (a training clip is not its own neighbour), plain
+in-sample for GMM / Mahalanobis (slightly optimistic, so the threshold is a little low).
+
+There is no silent fallback: if the pretrained weights are missing the encoder raises
+`CheckpointError`; random weights are used only when ``encoder="random"`` is chosen.
+Saved state: the detector's training matrix (+ scaler statistics) as tensors, and the
+encoder's name / weights kind / weights sha256 as JSON; a reload refits the detector
+deterministically and refuses an encoder whose weights differ from the saved ones.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.clip import Clip
+from ..detectors import get_detector
+from ..detectors.embedding import DETECTORS, TrainingSetDetector
+from ..encoders import embed_clips, encoder_tag, get_encoder
+from ..encoders.base import Encoder
+from ..errors import CheckpointError, ConfigError
+from ..utils import seed_everything
+from .base import System, register
+
+
+@register
+class EmbeddingKNNSystem(System):
+    """Pretrained waveform embeddings (EfficientAT mn04 by default) + k-NN distance."""
+
+    name = "embedding_knn"
+    description = "frozen pretrained encoder embeddings + KNN / LOF / GMM / SOS / Mahalanobis"
+
+    def __init__(self, *, encoder: str = "efficientat_mn04", detector: str = "knn", n_neighbors: int = 2,
+                 standardize: bool = True, weights_path: str | None = None, seed: int = 0, device: str = "cpu",
+                 progress: bool = True, cache_dir: str | None = None) -> None:
+        if detector not in DETECTORS:
+            raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
+        self.encoder, self.detector, self.n_neighbors = encoder, detector, n_neighbors
+        self.standardize, self.weights_path, self.seed = standardize, weights_path, seed
+        self.device, self.progress, self.cache_dir = device, progress, cache_dir
+        self.detector_: TrainingSetDetector | None = None
+        self.encoder_tag_: dict[str, Any] | None = None
+        self._encoder: Encoder | None = None
+
+    # -- pieces -----------------------------------------------------------------------
+    def _get_encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = get_encoder(self.encoder, device=self.device, weights_path=self.weights_path)
+            tag = encoder_tag(self._encoder)
+            if self.encoder_tag_ is not None and tag["weights_sha256"] != self.encoder_tag_["weights_sha256"]:
+                raise CheckpointError(
+                    f"encoder {self.encoder!r}: weights {tag['weights_sha256']} differ from the ones this "
+                    f"model was fitted with ({self.encoder_tag_['weights_sha256']})")
+        return self._encoder
+
+    def _detector_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"standardize": self.standardize}
+        cls = DETECTORS[self.detector]
+        if "n_neighbors" in cls.param_names:
+            params["n_neighbors"] = self.n_neighbors
+        if "seed" in cls.param_names:
+            params["seed"] = self.seed
+        return params
+
+    def embed(self, clips: Sequence[Clip]) -> np.ndarray:
+        """(n, dim) clip embeddings from the (cached) encoder."""
+        return embed_clips(self._get_encoder(), clips, cache_dir=self.cache_dir, progress=self.progress)
+
+    # -- System contract --------------------------------------------------------------
+    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None) -> "EmbeddingKNNSystem":
+        del val  # nothing is selected on validation data here
+        if not train:
+            raise ConfigError("fit needs at least one training clip")
+        seed_everything(self.seed)
+        X = self.embed(train)
+        self.encoder_tag_ = encoder_tag(self._get_encoder())
+        self.detector_ = get_detector(self.detector, **self._detector_params()).fit(X)  # type: ignore[assignment]
+        self.fit_threshold(self.detector_.train_scores())
+        return self
+
+    def score(self, clips: Sequence[Clip]) -> np.ndarray:
+        if self.detector_ is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        return self.detector_.score(self.embed(clips))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.detector_ is None:
+            raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
+        return {f"detector.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.detector_.state().items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        state = {k[len("detector."):]: v.numpy() for k, v in tensors.items() if k.startswith("detector.")}
+        if "train" not in state:
+            raise CheckpointError(f"{self.name}: saved weights hold no detector training matrix")
+        self.detector_ = DETECTORS[self.detector].from_state(state, **self._detector_params())
+
+    def extra_state(self) -> dict[str, Any]:
+        tag = self.encoder_tag_ or {}
+        return {"encoder": tag.get("encoder", self.encoder), "encoder_weights": tag.get("weights"),
+                "encoder_weights_sha256": tag.get("weights_sha256"), "embedding_dim": tag.get("dim"),
+                "detector": self.detector, "detector_params": self._detector_params()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("encoder") not in (None, self.encoder):
+            raise CheckpointError(f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}")
+        if state.get("encoder_weights_sha256"):
+            self.encoder_tag_ = {"encoder": state["encoder"], "weights": state.get("encoder_weights"),
+                                 "weights_sha256": state["encoder_weights_sha256"], "dim": state.get("embedding_dim")}
