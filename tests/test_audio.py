@@ -1,0 +1,86 @@
+"""Audio loading: bad files give `AudioError`s naming the file and the problem; resampling and
+channel selection are right. The feature pipeline's in-memory decoder must agree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_wav
+
+from stethoscope.data.audio import load_audio
+from stethoscope.data.clip import Clip
+from stethoscope.errors import AudioError
+from stethoscope.features.extract import read_clip
+
+
+def _loaders(path: Path, channel: int | None = 0) -> list:
+    """The two public ways a file is decoded: `load_audio` and the feature pipeline's `read_clip`."""
+    return [lambda: load_audio(path, channel=channel),
+            lambda: read_clip(Clip(path, "m", channel=channel or 0), 16_000)[1]]
+
+
+def _noise(n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    wave = np.random.default_rng(seed).uniform(-0.3, 0.3, (n, channels)).astype(np.float32)
+    return wave[:, 0] if channels == 1 else wave
+
+
+@pytest.mark.parametrize("name, make, problem", [
+    ("empty.wav", lambda p: p.write_bytes(b""), "empty file"),
+    ("text.wav", lambda p: p.write_text("this is not audio\n" * 20), "not a readable WAV/FLAC"),
+    ("zeros.wav", lambda p: write_wav(p, np.zeros(1600, np.float32), subtype="PCM_16"), "all zeros"),
+    ("nan.wav", lambda p: write_wav(p, np.full(1600, np.nan, np.float32), subtype="FLOAT"), "NaN"),
+    ("inf.wav", lambda p: write_wav(p, np.r_[_noise(1599), np.inf].astype(np.float32), subtype="FLOAT"), "infinite"),
+])
+def test_bad_files_name_file_and_problem(tmp_path: Path, name: str, make, problem: str) -> None:
+    path = tmp_path / name
+    make(path)
+    for load in _loaders(path):
+        with pytest.raises(AudioError, match=problem) as err:
+            load()
+        assert name in str(err.value)
+
+
+def test_truncated_wav(tmp_path: Path) -> None:
+    full = write_wav(tmp_path / "full.wav", _noise(16_000), subtype="PCM_16")
+    raw = full.read_bytes()
+    assert len(load_audio(full)) == 16_000
+    for cut in (30, 44, len(raw) // 2, len(raw) - 1):
+        path = tmp_path / f"cut{cut}.wav"
+        path.write_bytes(raw[:cut])
+        with pytest.raises(AudioError, match="truncated WAV") as err:
+            load_audio(path)
+        assert path.name in str(err.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="absent.wav: file not found"):
+        load_audio(tmp_path / "absent.wav")
+
+
+def test_wrong_channel(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "stereo.wav", _noise(800, channels=2), subtype="PCM_16")
+    for load in _loaders(path, channel=2):
+        with pytest.raises(AudioError, match="stereo.wav: channel 2 requested but the file has 2 channel"):
+            load()
+
+
+def test_resampling_length_and_content(tmp_path: Path) -> None:
+    sr = 44_100
+    t = np.arange(sr) / sr  # 1 s of 1 kHz
+    path = write_wav(tmp_path / "hi.flac", (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), sr)
+    for load in _loaders(path):
+        wave = load()
+        assert wave.dtype == np.float32 and len(wave) == 16_000
+        peak_hz = np.argmax(np.abs(np.fft.rfft(wave))) * 16_000 / len(wave)
+        assert peak_hz == pytest.approx(1000, abs=2)
+        assert np.sqrt(np.mean(wave[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
+
+
+def test_stereo_channel_selection_and_mix(tmp_path: Path) -> None:
+    left, right = _noise(1000, seed=1), _noise(1000, seed=2)
+    path = write_wav(tmp_path / "lr.wav", np.stack([left, right], axis=1), subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path, channel=0), left)
+    np.testing.assert_array_equal(load_audio(path, channel=1), right)
+    np.testing.assert_allclose(load_audio(path, channel=None), (left + right) / 2, atol=1e-7)
+    np.testing.assert_array_equal(read_clip(Clip(path, "m", channel=1), 16_000)[1], right)
