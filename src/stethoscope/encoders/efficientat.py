@@ -209,6 +209,29 @@ def load_mn04_state(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: MobileNetV3Audio, frontend: EfficientATMel, seed: int) -> None:
+    """Give a randomly initialised network usable BatchNorm statistics.
+
+    With fresh statistics (mean 0, variance 1) activations shrink about 10x per stage and
+    the embedding ends near 1e-8; instead, the running statistics are set from a fixed,
+    seeded batch of white and brown noise at a few levels (never from user data), so the
+    random control encoder gives well-scaled, deterministic features.
+    """
+    gen = np.random.default_rng(seed)
+    white = gen.standard_normal((4, 64_000))
+    brown = np.cumsum(gen.standard_normal((4, 64_000)), axis=1)
+    brown /= brown.std(axis=1, keepdims=True)
+    waves = np.concatenate([white, brown]) * np.array([0.01, 0.05, 0.1, 0.3] * 2)[:, None]
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    model(frontend(torch.from_numpy(waves.astype(np.float32)))[:, None])
+    model.eval()
+
+
 class EfficientATEncoder(Encoder):
     """Frozen mn04 clip encoder; ``layer`` "pooled" (384-d, default) or "hidden" (512-d)."""
 
@@ -236,6 +259,8 @@ class EfficientATEncoder(Encoder):
             self.weights = "random"
         self.dim = self.model.embed_dim if layer == "pooled" else self.model.hidden_dim
         self.frontend = EfficientATMel()
+        if not pretrained:
+            calibrate_batchnorm(self.model, self.frontend, seed)
         self.model.eval().requires_grad_(False).to(self.device)
         self.frontend.eval().to(self.device)
 
