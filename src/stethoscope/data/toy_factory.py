@@ -23,7 +23,6 @@ MACHINES = ("fan", "gearbox", "pump")
 DOMAINS = ("source", "target")
 ANOMALY_KINDS = ("bearing", "imbalance", "rubbing", "drift", "clicks")
 SEVERITIES = (1, 2, 3)
-GAIN = 1.0  # fixed output gain: no per-clip normalisation, so levels (load, imbalance) stay meaningful
 TARGET_TRAIN_FRACTION = 0.1  # DCASE 2022+: 990 source vs 10 target training clips per section
 
 # Attribute values each domain draws from (discrete, as in DCASE). ``speed`` is shaft rpm,
@@ -31,7 +30,7 @@ TARGET_TRAIN_FRACTION = 0.1  # DCASE 2022+: 990 source vs 10 target training cli
 DOMAIN_ATTRIBUTES: dict[str, dict[str, dict[str, tuple]]] = {
     "fan": {
         "source": {"speed": (1200, 1350, 1500), "load": (40, 60), "bg": ("pink",)},
-        "target": {"speed": (1800, 1950), "load": (80,), "bg": ("white",)},
+        "target": {"speed": (1800,), "load": (60,), "bg": ("white",)},
     },
     "gearbox": {
         "source": {"speed": (900, 1050, 1200), "load": (30, 50), "bg": ("pink",)},
@@ -42,7 +41,7 @@ DOMAIN_ATTRIBUTES: dict[str, dict[str, dict[str, tuple]]] = {
         "target": {"speed": (2900,), "load": (50,), "bg": ("white",)},
     },
 }
-BG_LEVEL = {"source": 0.012, "target": 0.02}  # background RMS before gain; target plant is louder
+BG_LEVEL = {"source": 0.012, "target": 0.016}  # background RMS before gain; target plant is louder
 BG_SLOPE = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f**slope
 
 
@@ -187,20 +186,21 @@ def _pump(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, se
 _MACHINE_SOUNDS = {"fan": _fan, "gearbox": _gearbox, "pump": _pump}
 
 # -- anomalies ---------------------------------------------------------------------------------
-# Per-kind strength per severity level 1, 2, 3 (calibrated: see docs/toy_factory.md).
+# Per-kind strength per severity level 1, 2, 3 (calibrated: see docs/toy_factory.md). Impact,
+# burst and click amplitudes are in multiples of the healthy clip's RMS (machine + background).
 _STRENGTH = {
-    "bearing": (0.03, 0.06, 0.12),  # impact amplitude
-    "imbalance": (3.0, 6.0, 12.0),  # added 1x amplitude, in multiples of the healthy 1x
-    "rubbing": (0.03, 0.06, 0.12),  # burst RMS
+    "bearing": (0.25, 0.5, 1.0),  # impact amplitude / level
+    "imbalance": (1.0, 2.0, 4.0),  # added 1x amplitude, in multiples of the healthy 1x
+    "rubbing": (0.25, 0.5, 1.0),  # burst RMS / level
     "drift": (0.03, 0.06, 0.10),  # final relative detuning of one harmonic
-    "clicks": (0.1, 0.2, 0.4),  # click amplitude
+    "clicks": (1.5, 3.0, 6.0),  # click amplitude / level
 }
 
 
-def _inject(kind: str, severity: int, m: _Machine, rng: np.random.Generator, n: int, sr: int,
-            seconds: float) -> tuple[np.ndarray, FaultRegion]:
-    """The fault signal to add to a normal clip and the region it occupies."""
-    s = _STRENGTH[kind][severity - 1]
+def _inject(kind: str, severity: int, m: _Machine, level: float, rng: np.random.Generator, n: int,
+            sr: int, seconds: float) -> tuple[np.ndarray, FaultRegion]:
+    """The fault signal to add to a normal clip (of RMS ``level``) and the region it occupies."""
+    s = _STRENGTH[kind][severity - 1] * (level if kind in ("bearing", "rubbing", "clicks") else 1.0)
     dur = rng.uniform(0.4, 0.7) * seconds
     t0 = float(rng.uniform(0, seconds - dur))
     t1 = t0 + dur
@@ -230,7 +230,7 @@ def _inject(kind: str, severity: int, m: _Machine, rng: np.random.Generator, n: 
         ramp = np.clip((np.arange(n) / sr - t0) / dur, 0, 1)
         base = m.tone_order * m.f_inst
         detuned = base * (1 + s * ramp)
-        sig = 1.5 * m.tone_amp * gate * _sin(np.cumsum(detuned), 2 * np.pi / sr)
+        sig = 0.6 * m.tone_amp * gate * _sin(np.cumsum(detuned), 2 * np.pi / sr)
         f_nom = m.tone_order * m.f_shaft
         return sig, FaultRegion(kind, severity, t0, t1, 0.98 * f_nom, (1 + s) * 1.02 * f_nom)
     if kind == "clicks":  # intermittent loose-part clicks at random times
@@ -239,7 +239,7 @@ def _inject(kind: str, severity: int, m: _Machine, rng: np.random.Generator, n: 
         kernel = _damped_kernel(sr, 5000.0, 0.0004)
         sig = _ring(n, sr, times, s * rng.uniform(0.6, 1.0, count), kernel)
         return sig, FaultRegion(kind, severity, t0, t1, 2000.0, 8000.0)
-    raise ValueError(f"unknown anomaly kind {kind!r}; known: {ANOMALY_KINDS}")
+    raise AssertionError(f"unhandled anomaly kind {kind!r}")
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -262,6 +262,8 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
     """
     if machine not in _MACHINE_SOUNDS:
         raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
+    if anomaly_kind is not None and anomaly_kind not in ANOMALY_KINDS:
+        raise ValueError(f"unknown anomaly kind {anomaly_kind!r}; known: {ANOMALY_KINDS}")
     if anomaly_kind is not None and severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     rng = np.random.default_rng(seed)
@@ -271,9 +273,11 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
     wave += BG_LEVEL[domain] * _coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
     region = None
     if anomaly_kind is not None:
-        fault, region = _inject(anomaly_kind, severity, m, rng, n, sample_rate, seconds)
+        level = float(np.sqrt(np.mean(wave**2)))
+        fault, region = _inject(anomaly_kind, severity, m, level, rng, n, sample_rate, seconds)
         wave += fault
-    return np.clip(GAIN * wave, -1.0, 1.0).astype(np.float32), region
+    # no per-clip normalisation: levels (load, imbalance, background) must stay meaningful
+    return np.clip(wave, -1.0, 1.0).astype(np.float32), region
 
 
 def _attr_tag(attrs: dict[str, object]) -> str:
@@ -286,10 +290,10 @@ def _wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def _plan(n_train: int, n_test: int) -> list[tuple[str, str, int | None]]:
-    """(split, domain, label) of every clip of one section, DCASE proportions."""
-    n_target = int(round(TARGET_TRAIN_FRACTION * n_train)) if n_train >= 2 else 0
-    n_target = max(n_target, 1) if n_train >= 2 else n_target
+def _plan(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
+    """(split, domain, label) of every clip of one section, DCASE proportions: ~10% of the
+    training clips (at least one, once there are two) are target domain."""
+    n_target = max(1, int(round(TARGET_TRAIN_FRACTION * n_train))) if n_train >= 2 else 0
     plan = [("train", "source", 0)] * (n_train - n_target) + [("train", "target", 0)] * n_target
     for i in range(n_test):  # alternate normal/anomaly, then source/target
         label = i % 2
@@ -306,6 +310,8 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     Per machine: ``train/`` (normal, ~10% target domain), ``test/`` (half anomalies, half
     target), ``attributes_XX.csv`` and ``fault_regions.csv``. Same arguments -> identical files.
     """
+    if n_train < 1 or n_test < 0:
+        raise ValueError(f"need n_train >= 1 and n_test >= 0, got {n_train} and {n_test}")
     root = Path(root)
     for mi, machine in enumerate(machines):
         if machine not in _MACHINE_SOUNDS:
