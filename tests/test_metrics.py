@@ -59,6 +59,22 @@ def test_jackknife_ci_shrinks_with_more_data():
     assert 0 < ci(200) < ci(20)
 
 
+def test_jackknife_standard_error_matches_bootstrap_scale():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(60), np.ones(60)]
+    s = rng.standard_normal(120) + y
+    fn = lambda a, b: roc_auc_score(a, b)  # noqa: E731
+    _, half = jackknife_ci95(fn, y, s)
+    boots = []
+    for _ in range(300):
+        i = rng.integers(0, 120, 120)
+        if len(set(y[i])) == 2:
+            boots.append(fn(y[i], s[i]))
+    assert 0.5 < half / (1.96 * np.std(boots)) < 2.0
+    _, official = jackknife_ci95(fn, y, s, dcase_evaluator=True)
+    assert official == pytest.approx(half / (len(y) - 1), rel=1e-9)
+
+
 def _rows():
     rng = np.random.default_rng(2)
     rows = []

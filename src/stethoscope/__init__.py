@@ -1,2 +1,12 @@
-"""Stethoscope: unsupervised anomalous sound detection for machine condition monitoring."""
+"""Stethoscope: unsupervised anomalous sound detection for machine condition monitoring.
+
+    from stethoscope import scan, get_system
+    clips = scan("dev_data/fan")
+    system = get_system("dcase_ae").fit([c for c in clips if c.split == "train"])
+    scores = system.score([c for c in clips if c.split == "test"])
+"""
+from .data import Clip, load_audio, make_toy_dataset, scan
+from .systems import get_system, list_systems, load_system
+
 __version__ = "0.1.0"
+__all__ = ["Clip", "get_system", "list_systems", "load_audio", "load_system", "make_toy_dataset", "scan"]

@@ -168,15 +168,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not (args.data and args.models):
         raise StethoscopeError("evaluate needs --data ROOT --models DIR, or --scores DIR --ground-truth DIR")
     clips = _scan(args.data, args.layout, args.machine, args.channel)
-    rows, paths, systems = [], [], {}
+    rows, paths, models, thresholds, names = [], [], {}, {}, set()
     for machine, mclips in _by_machine(clips).items():
         test = [c for c in mclips if c.split == "test"] or mclips
         model_dir = _model_dir_for(Path(args.models), machine)
         system = load_system(model_dir, device=args.device)
-        systems[machine] = {"model_dir": str(model_dir), "system": system.name, "threshold": system.threshold_}
+        models[machine], thresholds[machine] = str(model_dir.resolve()), system.threshold_
+        names.add(system.name)
         rows += _score_clips(system, test)
         paths += [c.path for c in test]
-    _finish_evaluation(out, rows, {"data": str(args.data), "models": systems}, paths)
+    _finish_evaluation(out, rows, {"system": ",".join(sorted(names)), "data": str(args.data), "models": models,
+                                   "thresholds": thresholds}, paths)
     return 0
 
 
@@ -229,7 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"toy factory data set: {data}", file=sys.stderr)
     clips = _scan(data)
     variant = "demo" if args.system == DEFAULT_SYSTEM and not args.config else None
-    rows, paths, models = [], [], {}
+    rows, paths, models, thresholds = [], [], {}, {}
     for machine, mclips in _by_machine(clips).items():
         seed_everything(args.seed)
         system = _build_system(args, args.system, variant)
@@ -237,12 +239,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"[{machine}] training {args.system} on {len(train)} clips", file=sys.stderr)
         system.fit(train)
         system.save(out / "models" / machine, run_metadata(system.get_params(), args.seed))
-        models[machine] = str(out / "models" / machine)
+        models[machine], thresholds[machine] = str((out / "models" / machine).resolve()), system.threshold_
         test = [c for c in mclips if c.split == "test"]
         rows += _score_clips(system, test)
         paths += [c.path for c in test]
     _finish_evaluation(out, rows, {"system": args.system, "data": str(data), "models": models,
-                                   "config": system.get_params(), "seed": args.seed}, paths)
+                                   "thresholds": thresholds, "config": system.get_params(), "seed": args.seed}, paths)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}", file=sys.stderr)
     return 0
 

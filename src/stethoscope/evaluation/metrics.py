@@ -88,14 +88,20 @@ def official_score(sections: Sequence[dict]) -> float | None:
 
 
 def jackknife_ci95(fn: Callable[[np.ndarray, np.ndarray], float], y_true: Sequence[int],
-                   scores: Sequence[float]) -> tuple[float, float]:
-    """(jackknife estimate, 95% half-width) of ``fn(y, s)`` over clips (Mesaros et al. 2019)."""
+                   scores: Sequence[float], dcase_evaluator: bool = False) -> tuple[float, float]:
+    """(jackknife estimate, 95% half-width) of ``fn(y, s)`` over clips (Mesaros et al. 2019).
+
+    The standard jackknife standard error is sqrt((n-1)/n * sum((theta_i - mean)^2)).
+    The DCASE 2024 evaluator divides the sum by n(n-1) instead, which shrinks the interval
+    by a factor n-1; ``dcase_evaluator=True`` reproduces its number for comparison.
+    """
     y, s = np.asarray(y_true), np.asarray(scores)
     n = len(y)
     theta = fn(y, s)
     keep = ~np.eye(n, dtype=bool)
     thetas = np.array([fn(y[keep[i]], s[keep[i]]) for i in range(n)])
     estimate = float(np.mean(n * theta - (n - 1) * thetas))
-    sigma = np.sqrt(np.sum((thetas - thetas.mean()) ** 2) / (n * (n - 1)))
+    spread = np.sum((thetas - thetas.mean()) ** 2)
+    sigma = np.sqrt(spread / (n * (n - 1))) if dcase_evaluator else np.sqrt(spread * (n - 1) / n)
     t_crit = abs(scipy.stats.t.ppf(0.025, n - 1))
     return estimate, float(t_crit * sigma)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -10,12 +9,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 from tqdm.auto import tqdm
 
-from ..data.audio import load_audio
+from ..data.audio import decode_audio
 from ..data.clip import Clip
 from ..errors import AudioError
 from .logmel import LogMel, LogMelParams
@@ -62,29 +59,7 @@ def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
     except OSError as err:
         raise AudioError(clip.path, f"cannot read file ({err.strerror or err})") from err
     key = hashlib.blake2b(raw, digest_size=16).hexdigest() + f"-c{clip.channel}"
-    return key, load_audio_bytes(raw, clip.path, sample_rate, clip.channel)
-
-
-def load_audio_bytes(raw: bytes, path: Path, sample_rate: int, channel: int | None) -> np.ndarray:
-    """`load_audio` on bytes already in memory (same checks, same errors)."""
-    if not raw:
-        raise AudioError(path, "empty file (0 bytes)")
-    try:
-        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(path, f"not a readable WAV/FLAC file ({err})") from err
-    if data.shape[0] == 0:
-        raise AudioError(path, "empty audio (0 samples)")
-    if channel is not None and not 0 <= channel < data.shape[1]:
-        raise AudioError(path, f"channel {channel} requested but the file has {data.shape[1]} channel(s)")
-    wave = data.mean(axis=1) if channel is None else data[:, channel]
-    if not np.isfinite(wave).all():
-        raise AudioError(path, "audio contains NaN or infinite samples")
-    if not np.any(wave):
-        raise AudioError(path, "audio is all zeros (silent)")
-    if sr != sample_rate:
-        wave = soxr.resample(wave, sr, sample_rate, quality="HQ")
-    return np.ascontiguousarray(wave, dtype=np.float32)
+    return key, decode_audio(raw, clip.path, sample_rate, clip.channel)
 
 
 def load_waveforms(clips: Sequence[Clip], sample_rate: int = 16_000, workers: int = 2) -> list[np.ndarray]:
