@@ -117,7 +117,9 @@ class FrameBank:
     Holds each frame once (0.16 MB per 10 s clip) instead of 640-dim copies (0.79 MB).
     """
 
-    def __init__(self, mels: Sequence[np.ndarray], n_frames: int = 5) -> None:
+    def __init__(self, mels: list[np.ndarray], n_frames: int = 5, consume: bool = False) -> None:
+        """``consume=True`` releases each entry of ``mels`` once copied, so that peak memory
+        holds the frames once rather than twice."""
         if not mels:
             raise ValueError("FrameBank needs at least one clip")
         self.n_frames = n_frames
@@ -125,11 +127,15 @@ class FrameBank:
         lengths = [m.shape[1] for m in mels]
         if min(lengths) < n_frames:
             raise ValueError(f"a clip has fewer than {n_frames} frames")
-        self.frames = torch.from_numpy(np.concatenate([m.T for m in mels], axis=0).astype(np.float32))
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.frames = torch.empty(int(sum(lengths)), self.n_mels, dtype=torch.float32)
+        for i, (offset, n) in enumerate(zip(offsets, lengths)):
+            self.frames[offset:offset + n] = torch.from_numpy(np.asarray(mels[i], dtype=np.float32).T)
+            if consume:
+                mels[i] = None  # type: ignore[call-overload]
         counts = [n - n_frames + 1 for n in lengths]
         self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(offsets, counts)]))
-        self.clip_index = torch.from_numpy(np.repeat(np.arange(len(mels)), counts))
+        self.clip_index = torch.from_numpy(np.repeat(np.arange(len(lengths)), counts))
         self._window = torch.arange(n_frames)
 
     def __len__(self) -> int:

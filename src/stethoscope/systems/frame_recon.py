@@ -76,7 +76,7 @@ class FrameReconstructionSystem(System):
             raise ConfigError("fit needs at least one training clip")
         seed_everything(self.seed)
         device = resolve_device(self.device)
-        bank = FrameBank(self._logmels(train), self.n_frames)
+        bank = FrameBank(self._logmels(train), self.n_frames, consume=True)
         self.model = self.build_model(bank.dim).to(device)
         optimiser = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
         generator = torch.Generator().manual_seed(self.seed)
