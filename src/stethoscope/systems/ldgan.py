@@ -102,6 +102,7 @@ class LDGANSystem(System):
         self.classes_: list[str] = []
         self.history_: list[dict[str, float]] = []
         self.tmixup_active_ = False
+        self.train_scores_: np.ndarray | None = None
 
     # -- construction and features ----------------------------------------------------
     def build_model(self, n_classes: int) -> LDGAN:
@@ -189,7 +190,8 @@ class LDGANSystem(System):
             if self.checkpoint_dir and ((epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs):
                 self._save_checkpoint(epoch + 1, opts, generator)
         self.model.eval()
-        self.fit_threshold(self._score_mels(mels))
+        self.train_scores_ = self._score_mels(mels)  # in-sample; reused by the tldiffgan system
+        self.fit_threshold(self.train_scores_)
         return self
 
     def _train_step(self, x: torch.Tensor, onehot: torch.Tensor, opts: dict[str, torch.optim.Optimizer],
