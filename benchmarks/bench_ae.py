@@ -1,0 +1,98 @@
+"""DCASE AE training speed and memory on 100 / 400 / 1,600 toy clips, and scoring latency.
+
+Each size runs in a fresh subprocess so that its peak RSS is its own.
+
+    python benchmarks/bench_ae.py [--sizes 100 400 1600] [--epochs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import command, machine, peak_rss_mb, table  # noqa: E402
+
+
+def one_size(root: Path, n: int, epochs: int) -> dict:
+    """Train on the first n clips of ``root`` (called in a subprocess)."""
+    from stethoscope.data import scan
+    from stethoscope.features.extract import logmels
+    from stethoscope.systems import get_system
+
+    clips = [c for c in scan(root) if c.split == "train"][:n]
+    logmels(clips, progress=False)  # fill the feature cache, as a second training run finds it
+    base = peak_rss_mb()
+    system = get_system("dcase_ae", epochs=epochs, progress=False)
+    t0 = time.perf_counter()
+    system.fit(clips)
+    total = time.perf_counter() - t0
+    return {"n": n, "seconds_per_epoch": total / epochs, "fit_seconds": total, "peak_rss_mb": peak_rss_mb(),
+            "rss_before_fit_mb": base}
+
+
+def latency(root: Path, repeats: int = 50) -> dict:
+    """ms per 10 s clip: file read + decode + log-mel + AE + score, one clip at a time."""
+    import torch
+
+    from stethoscope.data import scan
+    from stethoscope.systems import get_system
+
+    clips = [c for c in scan(root) if c.split == "train"]
+    system = get_system("dcase_ae", epochs=1, progress=False, cache_dir=False).fit(clips[:20])
+    out = {}
+    for mode in ("mse", "mahala"):
+        system.score_mode = mode
+        system.score(clips[:2])
+        times = []
+        for c in clips[:repeats]:
+            t0 = time.perf_counter()
+            system.score([c])
+            times.append(1000 * (time.perf_counter() - t0))
+        out[mode] = {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 1600])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        root, n, epochs = Path(args.child[0]), int(args.child[1]), int(args.child[2])
+        print(json.dumps(one_size(root, n, epochs) if n > 0 else latency(root)))
+        return
+    from stethoscope.data import make_toy_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_toy_dataset(Path(tmp) / "toy", machines=("fan",), n_train=max(args.sizes), n_test=0, seed=0)
+        env_cache = {"STETHOSCOPE_CACHE": str(Path(tmp) / "cache")}
+        import os
+
+        def child(n: int) -> dict:
+            res = subprocess.run([sys.executable, __file__, "--child", str(root), str(n), str(args.epochs)],
+                                 capture_output=True, text=True, check=True, env={**os.environ, **env_cache})
+            return json.loads(res.stdout.strip().splitlines()[-1])
+
+        rows = [child(n) for n in args.sizes]
+        lat = child(0)
+    print(f"machine: {machine()}\ncommand: {command()}\n")
+    print(table(["clips", "vectors/epoch", "s/epoch", "peak RSS MB"],
+                [[r["n"], r["n"] * 309, r["seconds_per_epoch"], r["peak_rss_mb"]] for r in rows]))
+    growth = (rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]) / (rows[-1]["n"] - rows[0]["n"])
+    print(f"\nmemory growth: {growth:.3f} MB per clip (target <= 0.25)")
+    print(f"scoring latency per 10 s clip (read + log-mel + AE), {lat['threads']} threads: "
+          f"MSE median {lat['mse']['median_ms']:.2f} ms (p90 {lat['mse']['p90_ms']:.2f}), "
+          f"MAHALA median {lat['mahala']['median_ms']:.2f} ms (p90 {lat['mahala']['p90_ms']:.2f}); target < 5 ms")
+
+
+if __name__ == "__main__":
+    main()
