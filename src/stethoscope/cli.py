@@ -1,4 +1,4 @@
-"""Command line: ``stethoscope demo | train | score | evaluate | bench | explain | report | list``."""
+"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | report | list``."""
 from __future__ import annotations
 
 import argparse
@@ -249,6 +249,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .data.audio import load_audio
+    from .realtime import StreamingScorer, stream_file
+
+    system = load_system(args.model, device=args.device)
+    scorer = StreamingScorer(system, window_seconds=args.window, hop_seconds=args.hop)
+    wave = load_audio(args.file, channel=args.channel)
+    print(f"{'t (s)':>8}  {'score':>12}  decision   (threshold {system.threshold_:.6g})")
+    n = 0
+    for result in stream_file(scorer, wave):
+        n += 1
+        flag = "ANOMALY" if result.decision else "normal"
+        print(f"{result.end_seconds:8.2f}  {result.score:12.6g}  {flag}", flush=True)
+    if n == 0:
+        print(f"{args.file}: shorter than one {args.window} s window; nothing scored", file=sys.stderr)
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from .reports.maps import save_anomaly_map_png
 
@@ -353,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p, data=True, system=True)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("stream", help="replay a recording as a live stream: a score every --hop seconds")
+    p.add_argument("--model", required=True)
+    p.add_argument("file", help="recording to replay in 1,024-sample chunks")
+    p.add_argument("--window", type=float, default=10.0, help="seconds of audio per score (default 10)")
+    p.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
+    p.add_argument("--channel", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("explain", help="anomaly map (input, reconstruction, difference) of one file as PNG")
     p.add_argument("--model", required=True)

@@ -89,6 +89,21 @@ class System(ABC):
     def score(self, clips: Sequence[Clip]) -> np.ndarray:
         """Anomaly score per clip, higher = more anomalous."""
 
+    def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000) -> np.ndarray:
+        """Scores of in-memory mono waveforms (streams, microphones). This generic version
+        writes temporary WAV files and calls `score`; systems with a direct path override it."""
+        import tempfile
+
+        import soundfile as sf
+
+        with tempfile.TemporaryDirectory(prefix="stethoscope-") as tmp:
+            clips = []
+            for i, wave in enumerate(waves):
+                path = Path(tmp) / f"chunk_{i:05d}.wav"
+                sf.write(str(path), np.asarray(wave, dtype=np.float32), sample_rate, subtype="FLOAT")
+                clips.append(Clip(path=path, machine="stream"))
+            return self.score(clips)
+
     def anomaly_map(self, clip: Clip) -> np.ndarray:
         """Where in (mel bin, frame) the clip looks abnormal; only reconstruction systems have one."""
         raise NotImplementedError(f"system {self.name!r} has no anomaly map")

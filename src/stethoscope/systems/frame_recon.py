@@ -162,6 +162,26 @@ class FrameReconstructionSystem(System):
         self.model.to(device)
         return self._score_bank(FrameBank(self._logmels(clips), self.n_frames), device)
 
+    def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000) -> np.ndarray:
+        """Direct path for streams: resample if needed, log-mel, score; no files involved."""
+        import soxr
+
+        from ..features.logmel import LogMel
+
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        transform = LogMel(self.logmel_params)
+        mels = []
+        for wave in waves:
+            wave = np.asarray(wave, dtype=np.float32)
+            if sample_rate != self.logmel_params.sample_rate:
+                wave = soxr.resample(wave, sample_rate, self.logmel_params.sample_rate).astype(np.float32)
+            with torch.no_grad():
+                mels.append(transform(torch.from_numpy(wave)[None])[0].numpy())
+        device = resolve_device(self.device)
+        self.model.to(device)
+        return self._score_bank(FrameBank(mels, self.n_frames), device)
+
     def anomaly_map(self, clip: Clip) -> np.ndarray:
         """Squared residual per (mel bin, frame), averaged over the vectors covering each frame."""
         if self.model is None:
