@@ -1,0 +1,210 @@
+"""Ablation grid: baselines, LDGAN and TLDiffGAN variants under `stethoscope bench`, plus latency.
+
+For every data set and system, runs ``stethoscope bench`` (K-fold cross-validation over the
+normal clips of each machine type, tested on the held-out normals + all anomalies; see
+``evaluation/crossval.py``) and writes ``<out>/<data>/<system>/bench.json``. Then prints a
+Markdown table (AUC, pAUC, AUC-s / AUC-t where the data has domains, training seconds per
+fold) and writes it to ``<out>/ablation.md``.
+
+Systems (``--systems`` picks a subset by these names):
+
+| name | system | config |
+| --- | --- | --- |
+| dcase_ae_mse, dcase_ae_mahala | dcase_ae | dcase_ae.yaml + score_mode |
+| gamma_vae_mse, gamma_vae_mahala | gamma_vae | gamma_vae.yaml + score_mode |
+| embedding_knn | embedding_knn | embedding_knn.yaml (mn04 + 2-NN) |
+| ldgan | ldgan | ldgan_cpu.yaml |
+| tldiffgan, tldiffgan_no_diffusion, tldiffgan_no_wave, tldiffgan_no_tmixup, tldiffgan_random_encoder | tldiffgan | tldiffgan_cpu.yaml and its ablation files |
+
+Data (``--data``, several allowed): folders of labelled clips in any supported layout, or
+``toy`` for a toy-factory set generated with a fixed seed into a temporary folder. Default:
+``toy``, ``../shared/data/real/dcase2020`` and ``../shared/data/real/mimii_0db`` (those that exist).
+
+Latency (unless ``--no-latency``): the full ``tldiffgan_cpu`` system is trained on toy-factory
+10 s clips (training seconds reported), saved, reloaded with feature caches off, and scores
+clips one at a time: reading the file, log-mel, LDGAN reconstruction and mel embedding,
+waveform encoder, fusion and all five candidates (the ensemble needs every one) -> ms per
+10 s clip, with ``--latency-threads`` torch threads (default 2 = the machine's 2 cores).
+
+    python benchmarks/bench_ablation.py --data toy --systems dcase_ae_mse tldiffgan --out /tmp/ablation
+
+Timings depend on machine load; accuracy on the tiny shared sets moves by 0.1-0.3 between folds.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from stethoscope.cli import main as cli_main
+from stethoscope.data.layouts import scan
+from stethoscope.data.toy_factory import make_toy_dataset
+from stethoscope.systems import get_system, load_system
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "src" / "stethoscope" / "configs"
+SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", REPO.parent / "shared"))
+DEFAULT_DATA = ["toy", str(SHARED / "data" / "real" / "dcase2020"), str(SHARED / "data" / "real" / "mimii_0db")]
+
+# name -> (registered system, packaged config file or None, overrides)
+SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+    "dcase_ae_mse": ("dcase_ae", None, {"score_mode": "mse"}),
+    "dcase_ae_mahala": ("dcase_ae", None, {"score_mode": "mahala"}),
+    "gamma_vae_mse": ("gamma_vae", None, {"score_mode": "mse"}),
+    "gamma_vae_mahala": ("gamma_vae", None, {"score_mode": "mahala"}),
+    "embedding_knn": ("embedding_knn", None, {}),
+    "ldgan": ("ldgan", "ldgan_cpu.yaml", {}),
+    "tldiffgan": ("tldiffgan", "tldiffgan_cpu.yaml", {}),
+    "tldiffgan_no_diffusion": ("tldiffgan", "tldiffgan_no_diffusion.yaml", {}),
+    "tldiffgan_no_wave": ("tldiffgan", "tldiffgan_no_wave.yaml", {}),
+    "tldiffgan_no_tmixup": ("tldiffgan", "tldiffgan_no_tmixup.yaml", {}),
+    "tldiffgan_random_encoder": ("tldiffgan", "tldiffgan_random_encoder.yaml", {}),
+}
+
+
+def bench_one(data: Path, name: str, out: Path, folds: int, seed: int, epochs: int | None) -> dict[str, Any]:
+    """``stethoscope bench`` for one system on one data folder; returns its bench.json."""
+    system, config, overrides = SYSTEMS[name]
+    sets = {**overrides, "progress": False}
+    if epochs is not None:
+        sets["epochs"] = epochs
+    argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(folds),
+            "--seed", str(seed), "--quiet"]
+    if config:
+        argv += ["--config", str(CONFIGS / config)]
+    argv += ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())]
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for this script's tables
+        rc = cli_main(argv)
+    if rc != 0:
+        raise RuntimeError(f"stethoscope {' '.join(argv)} exited with {rc}")
+    return json.loads((out / "bench.json").read_text())
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def tables(results: dict[tuple[str, str], dict[str, Any] | str]) -> str:
+    """Markdown: mean over sets per (data, system), then every set."""
+    lines = ["| data | system | mean AUC | mean pAUC | sets |", "| --- | --- | --- | --- | --- |"]
+    for (data, name), res in results.items():
+        if isinstance(res, str):
+            lines.append(f"| {data} | {name} | failed: {res} | | |")
+        else:
+            lines.append(f"| {data} | {name} | {_f(res.get('mean_auc'))} | {_f(res.get('mean_pauc'))} | "
+                         f"{len(res['sets'])} |")
+    lines += ["", "| data | set | system | normal | anomalous | AUC | pAUC | AUC-s | AUC-t | train s/fold |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (data, name), res in results.items():
+        if isinstance(res, str):
+            continue
+        for set_name, s in res["sets"].items():
+            lines.append(f"| {data} | {set_name} | {name} | {s['n_normal']} | {s['n_anomaly']} | {_f(s['auc'])} | "
+                         f"{_f(s['pauc'])} | {_f(s['auc_source'])} | {_f(s['auc_target'])} | "
+                         f"{s['train_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | None) -> str:
+    """Train the full CPU TLDiffGAN on 10 s toy clips, then time end-to-end scoring per clip."""
+    params = {**yaml.safe_load((CONFIGS / "tldiffgan_cpu.yaml").read_text()), "progress": False,
+              "cache_dir": str(out / ".latency-cache")}
+    if epochs is not None:
+        params["epochs"] = epochs
+    clips = scan(root, machine="fan")
+    train = [c for c in clips if c.split == "train"]
+    test = [c for c in clips if c.split == "test"][:n_clips]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        system = get_system("tldiffgan", **params).fit(train)
+        train_s = time.perf_counter() - start
+        system.save(out / "latency-model")
+        cold = load_system(out / "latency-model", cache_dir=False)
+        cold.score(test[:1])  # first call builds the encoder: not part of the per-clip cost
+        times = []
+        for clip in test:
+            start = time.perf_counter()
+            cold.score([clip])
+            times.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(before)
+    seconds = np.mean([c.path.stat().st_size for c in test]) / (2 * 16_000)  # 16-bit mono WAV
+    per_10s = np.array(times) * 10.0 / seconds
+    return "\n".join([
+        "| measurement | value |", "| --- | --- |",
+        f"| training, {len(train)} clips x 10 s, {params['epochs']} epochs | {train_s:.1f} s |",
+        f"| scoring, ms per 10 s clip (median of {len(times)}) | {np.median(per_10s):.0f} |",
+        f"| scoring, ms per 10 s clip (min / max) | {per_10s.min():.0f} / {per_10s.max():.0f} |",
+        f"| torch threads | {threads} |",
+        f"| selection at scoring | {cold.selection_['chosen']} (all {len(cold.candidates)} candidates computed) |",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="data folders, or 'toy'")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="override every system's epochs (quick runs)")
+    parser.add_argument("--toy-train", type=int, default=20, help="toy factory training clips per machine")
+    parser.add_argument("--toy-test", type=int, default=20, help="toy factory test clips per machine")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the grid (1: loaded machine)")
+    parser.add_argument("--latency-threads", type=int, default=2)
+    parser.add_argument("--latency-clips", type=int, default=10)
+    parser.add_argument("--no-latency", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if "STETHOSCOPE_WEIGHTS_DIR" not in os.environ and (SHARED / "weights").is_dir():
+        os.environ["STETHOSCOPE_WEIGHTS_DIR"] = str(SHARED / "weights")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        toy = None
+        if "toy" in args.data or not args.no_latency:
+            toy = make_toy_dataset(Path(tmp) / "toy", n_train=args.toy_train, n_test=args.toy_test, seed=0)
+        results: dict[tuple[str, str], dict[str, Any] | str] = {}
+        for data in args.data:
+            root = toy if data == "toy" else Path(data)
+            label = "toy" if data == "toy" else root.name
+            if not root.is_dir():
+                print(f"skipping {data}: not a folder", file=sys.stderr)
+                continue
+            for name in args.systems:
+                print(f"== {label} / {name}", file=sys.stderr)
+                try:
+                    results[(label, name)] = bench_one(root, name, out / label / name, args.folds, args.seed,
+                                                       args.epochs)
+                except Exception as err:  # noqa: BLE001  (one failing system must not stop the grid)
+                    traceback.print_exc()
+                    results[(label, name)] = f"{type(err).__name__}: {err}".replace("|", "/")[:200]
+        report = [tables(results)]
+        if not args.no_latency:
+            report += ["", "Latency of the full TLDiffGAN (tldiffgan_cpu, mn04, ensemble):", "",
+                       latency(toy, out, args.latency_clips, args.latency_threads, args.epochs)]
+    report += ["", f"command: python {' '.join(sys.argv)}",
+               f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+               f"grid threads {args.threads}; total {time.perf_counter() - started:.0f} s"]
+    text = "\n".join(report) + "\n"
+    (out / "ablation.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
