@@ -84,6 +84,17 @@ def test_bench_writes_documented_json(toy_root, tmp_path):
     assert len(fan["folds"]) == 2 and 0 <= fan["auc"] <= 1
 
 
+def test_bench_score_modes_share_training(toy_root, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--data", str(toy_root), "--machine", "fan", "--folds", "2", "--out", str(out),
+                 "--score-modes", "mse,mahala", "--quiet", *FAST]) == 0
+    mse = json.loads((out / "mse" / "bench.json").read_text())
+    mahala = json.loads((out / "mahala" / "bench.json").read_text())
+    assert mse["params"]["score_mode"] == "mse" and mahala["params"]["score_mode"] == "mahala"
+    assert mse["sets"]["fan"]["train_seconds"] == mahala["sets"]["fan"]["train_seconds"]
+    assert mse["sets"]["fan"]["folds"] != mahala["sets"]["fan"]["folds"]  # two scorings, not one copied
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n-train", "6", "--n-test", "6", *FAST]) == 0

@@ -187,38 +187,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     clips = _scan(args.data, args.layout, args.machine, args.channel)
     sets = group_sets(clips, args.group)
+    modes = args.score_modes.split(",") if args.score_modes else [None]
     probe = _build_system(args, args.system)
-    report: dict[str, Any] = {"system": args.system, "params": probe.get_params(), "folds": args.folds,
-                              "seed": args.seed, "data": str(args.data), "sets": {}}
+    reports: dict[str | None, dict[str, Any]] = {}
+    for mode in modes:
+        params = {**probe.get_params(), **({"score_mode": mode} if mode else {})}
+        reports[mode] = {"system": args.system, "params": params, "folds": args.folds, "seed": args.seed,
+                         "data": str(args.data), "sets": {}}
     out = Path(args.out)
+    paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
+    built: list[System] = []
+
+    def make(fold: int) -> System:
+        seed_everything(args.seed + fold)
+        built.append(_build_system(args, args.system))
+        return built[-1]
+
+    def write() -> None:
+        for m in modes:
+            atomic_write_json(paths[m], {**reports[m], "run": run_metadata(reports[m]["params"], args.seed)})
+
     for name, set_clips in sets.items():
         n_normal = sum(c.label == 0 for c in set_clips)
         if n_normal < 2 or not any(c.label == 1 for c in set_clips):
-            report.setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
+            for m in modes:
+                reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
             continue
         print(f"[{name}] {args.folds}-fold benchmark of {args.system}", file=sys.stderr)
-
-        def make(fold: int) -> System:
-            seed_everything(args.seed + fold)
-            return _build_system(args, args.system)
-
-        res = cross_validate(set_clips, make, args.folds, args.seed, progress=not args.quiet)
-        report["sets"][name] = res
-        extra = getattr(probe, "extra_state", lambda: {})()
-        report.update({k: v for k, v in extra.items() if k in ("encoder", "encoder_weights")})
-        atomic_write_json(out / "bench.json", {**report, "run": run_metadata(report["params"], args.seed)})
-        print(f"[{name}] AUC {res['auc']:.3f}  pAUC {res['pauc']:.3f}  (train {res['train_seconds']:.1f} s/fold)",
-              file=sys.stderr)
-    aucs = [s["auc"] for s in report["sets"].values()]
-    report["mean_auc"] = float(np.mean(aucs)) if aucs else None
-    report["mean_pauc"] = float(np.mean([s["pauc"] for s in report["sets"].values()])) if aucs else None
-    atomic_write_json(out / "bench.json", {**report, "run": run_metadata(report["params"], args.seed)})
-    print(f"{'set':<16}{'normal':>8}{'anom':>6}{'AUC':>8}{'pAUC':>8}{'AUC-s':>8}{'AUC-t':>8}")
-    for name, s in report["sets"].items():
-        f = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"  # noqa: E731
-        print(f"{name:<16}{s['n_normal']:>8}{s['n_anomaly']:>6}{f(s['auc'])}{f(s['pauc'])}"
-              f"{f(s['auc_source'])}{f(s['auc_target'])}")
-    print(f"bench: {out / 'bench.json'}", file=sys.stderr)
+        res = cross_validate(set_clips, make, args.folds, args.seed, progress=not args.quiet,
+                             score_modes=modes if args.score_modes else None)
+        per_mode = res if args.score_modes else {None: res}
+        encoder = {k: v for k, v in built[-1].extra_state().items() if k in ("encoder", "encoder_weights")}
+        for m in modes:
+            reports[m]["sets"][name] = per_mode[m]
+            reports[m].update(encoder)
+            r = per_mode[m]
+            print(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
+                  f"(train {r['train_seconds']:.1f} s/fold)", file=sys.stderr)
+        write()
+    for m in modes:
+        rep = reports[m]
+        aucs = [s["auc"] for s in rep["sets"].values()]
+        rep["mean_auc"] = float(np.mean(aucs)) if aucs else None
+        rep["mean_pauc"] = float(np.mean([s["pauc"] for s in rep["sets"].values()])) if aucs else None
+    write()
+    f = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"  # noqa: E731
+    for m in modes:
+        print(f"{args.system}{' (' + m + ')' if m else ''}")
+        print(f"{'set':<16}{'normal':>8}{'anom':>6}{'AUC':>8}{'pAUC':>8}{'AUC-s':>8}{'AUC-t':>8}")
+        for name, st in reports[m]["sets"].items():
+            print(f"{name:<16}{st['n_normal']:>8}{st['n_anomaly']:>6}{f(st['auc'])}{f(st['pauc'])}"
+                  f"{f(st['auc_source'])}{f(st['auc_target'])}")
+        print(f"bench: {paths[m]}", file=sys.stderr)
     return 0
 
 
@@ -367,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=DEFAULT_SYSTEM)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--group", default="machine", choices=("machine", "section"), help="what one set is")
+    p.add_argument("--score-modes", help="e.g. mse,mahala: train each fold once, score in every mode, "
+                                         "write OUT/<mode>/bench.json")
     p.add_argument("--out", required=True, help="output folder for bench.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p, data=True, system=True)
