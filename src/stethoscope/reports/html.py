@@ -1,0 +1,534 @@
+"""One self-contained HTML report (and its Markdown twin) of an evaluation folder.
+
+Reads ``results.json`` and ``scores.csv`` as ``stethoscope evaluate`` / ``demo`` write them
+and shows: a headline (official score, pooled AUC/pAUC with their jackknife CIs), per
+machine a colour-coded metrics table, ROC curves (pAUC region shaded), score histograms
+with the decision threshold, and anomaly maps of the most anomalous clips beside a typical
+normal one on the same colour scale; a reproducibility footer closes it. Everything lives in
+one file (inline CSS, PNGs as data URIs, no external fetches) so it can be mailed or
+archived; the Markdown twin links the same PNGs from ``<stem>_files/``.
+
+What cannot be drawn (no labels, no audio paths, no model, a system without maps) is said
+in the report instead of failing it.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.clip import Clip
+from ..errors import StethoscopeError
+from ..utils import atomic_directory, atomic_write_text
+import matplotlib
+
+from .maps import anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels, new_figure
+
+N_TOP_MAPS = 3
+MAX_FPR = 0.1
+NORMAL_COLOUR, ANOMALY_COLOUR = "#2563eb", "#ea580c"  # blue / orange: safe for red-green colour blindness
+SECTION_COLOURS = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#ca8a04", "#db2777", "#0891b2", "#4b5563")
+COLUMNS = (("auc_source", "AUC-s"), ("auc_target", "AUC-t"), ("auc", "AUC"), ("pauc", "pAUC"),
+           ("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
+PLOT_STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+              "grid.color": "#e5e7eb", "grid.linewidth": 0.8, "axes.edgecolor": "#9ca3af",
+              "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
+
+
+# -- inputs ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreRow:
+    file: str
+    path: str
+    machine: str
+    section: str
+    domain: str | None
+    label: int | None
+    score: float
+    decision: int | None
+
+
+def read_scores_csv(path: Path) -> list[ScoreRow]:
+    """Rows of ``scores.csv`` (``file,path,machine,section,domain,label,score,decision``)."""
+    rows = []
+    with open(path, newline="") as handle:
+        for i, r in enumerate(csv.DictReader(handle), start=2):
+            try:
+                rows.append(ScoreRow(r["file"], r.get("path") or "", r["machine"], r.get("section") or "",
+                                     r.get("domain") or None, int(r["label"]) if r.get("label") not in (None, "") else None,
+                                     float(r["score"]), int(r["decision"]) if r.get("decision") not in (None, "") else None))
+            except (KeyError, ValueError) as err:
+                raise StethoscopeError(f"{path}, line {i}: unreadable row ({err})") from err
+    return rows
+
+
+# -- the report's content, independent of HTML or Markdown -------------------------------
+@dataclass
+class Picture:
+    name: str  # file name in <stem>_files/
+    alt: str
+    caption: str
+    png: bytes
+
+
+@dataclass
+class MachinePart:
+    name: str
+    official_score: float | None = None
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (label, kind, metrics)
+    charts: list[Picture] = field(default_factory=list)
+    maps: list[Picture] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counts: str = ""
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _table(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict[str, Any]]]]:
+    """Columns that hold at least one value, and rows: sections, then the means."""
+    rows = [(tag, "section", sec) for tag, sec in entry.get("sections", {}).items()]
+    if len(rows) > 1:
+        rows += [("arithmetic mean", "mean", entry.get("mean", {})), ("harmonic mean", "mean", entry.get("hmean", {}))]
+    cols = [(k, label) for k, label in COLUMNS if any(r[2].get(k) is not None for r in rows)]
+    return cols, rows
+
+
+def _roc_picture(machine: str, rows: Sequence[ScoreRow]) -> Picture | None:
+    """ROC curves per section (source and target where domains exist), pAUC region shaded."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    sections = sorted({r.section for r in rows})
+    curves = []
+    for si, sec in enumerate(sections):
+        srows = [r for r in rows if r.section == sec]
+        y = np.array([r.label for r in srows])
+        if len(set(y.tolist())) < 2:
+            continue
+        s = np.array([r.score for r in srows])
+        dom = np.array([r.domain or "" for r in srows])
+        domains = [d for d in ("source", "target") if ((dom == d) & (y == 0)).any()]
+        for di, d in enumerate(domains or [""]):
+            use = (dom == d) | (y == 1) if d else np.ones(len(y), bool)
+            fpr, tpr, _ = roc_curve(y[use], s[use])
+            colour = SECTION_COLOURS[(di if len(sections) == 1 else si) % len(SECTION_COLOURS)]
+            style = "--" if d == "target" else "-"
+            name = " ".join(p for p in (sec if len(sections) > 1 else "", d or "all clips") if p)
+            curves.append((fpr, tpr, colour, style, f"{name}  AUC {roc_auc_score(y[use], s[use]):.3f}"))
+    if not curves:
+        return None
+    with matplotlib.rc_context(PLOT_STYLE):
+        ax = new_figure((5.2, 4.4)).subplots()
+        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label=f"pAUC region (FPR ≤ {MAX_FPR:g})")
+        ax.plot([0, 1], [0, 1], color="#9ca3af", lw=1, ls=":", label="chance")
+        for fpr, tpr, colour, style, label in curves:
+            ax.plot(fpr, tpr, color=colour, ls=style, lw=2, label=label, drawstyle="steps-post")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+               title=f"{machine}: ROC")
+        ax.set_aspect("equal")
+        ax.legend(loc="lower right", fontsize=8.5)
+        png = figure_png_bytes(ax.figure, dpi=120)
+    caption = ("ROC curves; AUC-s uses source normals and all anomalies, AUC-t target normals and all "
+               "anomalies. The shaded band is the region the pAUC averages over.")
+    return Picture(f"{_slug(machine)}_roc.png", f"ROC curves of {machine}", caption, png)
+
+
+def _histogram_picture(machine: str, rows: Sequence[ScoreRow], threshold: float | None) -> Picture:
+    """Score histogram, normal vs anomalous (or all clips when unlabelled), threshold marked."""
+    scores = np.array([r.score for r in rows], dtype=float)
+    finite = scores[np.isfinite(scores)]
+    log = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 50
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    if threshold is not None and np.isfinite(threshold) and (not log or threshold > 0):
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi <= lo:
+        hi = lo + 1.0 if not log else lo * 2
+    bins = np.geomspace(lo, hi, 31) if log else np.linspace(lo, hi, 31)
+    labelled = any(r.label is not None for r in rows)
+    groups = ([("normal", NORMAL_COLOUR, [r.score for r in rows if r.label == 0]),
+               ("anomalous", ANOMALY_COLOUR, [r.score for r in rows if r.label == 1])]
+              if labelled else [("all clips (unlabelled)", "#4b5563", list(finite))])
+    with matplotlib.rc_context(PLOT_STYLE):
+        ax = new_figure((5.2, 4.4)).subplots()
+        for name, colour, vals in groups:
+            if vals:
+                ax.hist(vals, bins=bins, color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
+                        edgecolor=colour, linewidth=0.8)
+        if threshold is not None and np.isfinite(threshold):
+            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {threshold:.4g}")
+        if log:
+            ax.set_xscale("log")
+        ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="clips",
+               title=f"{machine}: score distribution")
+        ax.legend(fontsize=8.5)
+        png = figure_png_bytes(ax.figure, dpi=120)
+    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
+               "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
+    return Picture(f"{_slug(machine)}_scores.png", f"score histogram of {machine}", caption, png)
+
+
+def _resolve_audio(path: str, results_dir: Path) -> Path | None:
+    if not path:
+        return None
+    p = Path(path)
+    for candidate in (p, results_dir / p):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load_model(model_dir: str | None):
+    """(system, None) or (None, reason)."""
+    from ..systems import list_systems, load_system
+
+    if not model_dir:
+        return None, "no model folder is recorded in results.json"
+    directory = Path(model_dir)
+    if not (directory / "config.json").exists():
+        return None, f"the model folder {directory} is missing"
+    try:
+        name = json.loads((directory / "config.json").read_text())["system"]
+        cls = list_systems().get(name)
+        params = cls.param_names() if cls is not None else []
+        overrides = {k: v for k, v in (("device", "cpu"), ("progress", False)) if k in params}
+        return load_system(directory, **overrides), None
+    except (StethoscopeError, KeyError, ValueError, OSError, RuntimeError) as err:
+        return None, f"the model in {directory} could not be loaded ({err})"
+
+
+def _map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
+                  results_dir: Path) -> tuple[list[Picture], list[str]]:
+    """Anomaly maps of the top clips by score plus a typical normal clip, on one colour scale."""
+    ranked = sorted(rows, key=lambda r: r.score, reverse=True)
+    chosen = [(r, "most anomalous #%d" % (i + 1)) for i, r in enumerate(ranked[:N_TOP_MAPS])]
+    normals = [r for r in ranked if r.label == 0] or ([] if any(r.label is not None for r in rows) else ranked)
+    normals = [r for r in normals if r not in [c[0] for c in chosen]]
+    if normals:
+        chosen.append((normals[len(normals) // 2], "typical normal clip (median score)" if normals[0].label == 0
+                       else "typical clip (median score)"))
+    if not any(r.path for r in rows):
+        return [], ["scores.csv records no audio paths (scores read from submission files), so no anomaly maps."]
+    system, reason = _load_model(model_dir)
+    if system is None:
+        return [], [f"No anomaly maps: {reason}."]
+    panels, notes = [], []
+    for row, role in chosen:
+        audio = _resolve_audio(row.path, results_dir)
+        if audio is None:
+            notes.append(f"{row.file}: audio file {row.path or '(none)'} not found, no map.")
+            continue
+        clip = Clip(path=audio, machine=machine, section=row.section.split("_")[-1], domain=row.domain, label=row.label)
+        try:
+            panels.append((row, role, audio, map_panels(system, clip)))
+        except NotImplementedError:
+            return [], [f"The system {getattr(system, 'name', '?')!r} produces no anomaly maps."]
+        except StethoscopeError as err:
+            notes.append(f"{row.file}: no map ({err}).")
+    if not panels:
+        return [], notes
+    vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in panels)
+    threshold = getattr(system, "threshold_", None)
+    pictures = []
+    for i, (row, role, audio, p) in enumerate(panels):
+        regions = fault_regions_for(audio)
+        title = decision_title(row.file, row.score, threshold)
+        with matplotlib.rc_context({"font.size": 9}):
+            png = figure_png_bytes(anomaly_figure(p, title, regions, map_vmax=vmax, width=7.5), dpi=100)
+        truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
+        bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
+        if regions:
+            bits.append("dashed box: injected fault (" + ", ".join(r.kind for r in regions if r.kind) + ")")
+        pictures.append(Picture(f"{_slug(machine)}_map{i + 1}_{_slug(Path(row.file).stem)}.png",
+                                f"anomaly map of {row.file}", " · ".join(bits), png))
+    return pictures, notes
+
+
+def _machine_part(machine: str, results: dict[str, Any], rows: Sequence[ScoreRow], results_dir: Path) -> MachinePart:
+    part = MachinePart(machine)
+    entry = results.get("machines", {}).get(machine)
+    if entry:
+        part.official_score = entry.get("official_score")
+        part.columns, part.rows = _table(entry)
+    labels = [r.label for r in rows]
+    n_norm, n_anom, n_unl = labels.count(0), labels.count(1), labels.count(None)
+    part.counts = ", ".join(f"{n} {w}" for n, w in ((n_norm, "normal"), (n_anom, "anomalous"), (n_unl, "unlabelled")) if n)
+    if not rows:
+        part.notes.append("scores.csv has no clips of this machine type: no figures.")
+        return part
+    threshold = results.get("thresholds", {}).get(machine)
+    if n_norm and n_anom:
+        roc = _roc_picture(machine, rows)
+        if roc:
+            part.charts.append(roc)
+    elif not entry:
+        part.notes.append("No clips with both labels: metrics and ROC curves need normal and anomalous clips; "
+                          "the histogram shows the scores only.")
+    part.charts.append(_histogram_picture(machine, rows, threshold))
+    maps, notes = _map_pictures(machine, rows, results.get("models", {}).get(machine), results_dir)
+    part.maps, part.notes = maps, part.notes + notes
+    return part
+
+
+# -- rendering --------------------------------------------------------------------------
+def _quality_class(v: Any) -> str:
+    """Colour bin of a metric in [0, 1]: orange below chance, then light to dark blue."""
+    if v is None:
+        return "na"
+    for bound, cls in ((0.5, "q-bad"), (0.6, "q0"), (0.7, "q1"), (0.8, "q2"), (0.9, "q3")):
+        if v < bound:
+            return cls
+    return "q4"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+CSS = """
+:root{--bg:#f5f6f8;--card:#fff;--ink:#1f2328;--muted:#5b6470;--line:#e3e6ea;--accent:#1d4ed8;
+--shadow:0 1px 2px rgba(16,24,40,.05),0 1px 3px rgba(16,24,40,.08)}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);line-height:1.55;
+font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans",sans-serif;
+-webkit-font-smoothing:antialiased}
+.wrap{max-width:1160px;margin:0 auto;padding:40px 24px 64px}
+.eyebrow{text-transform:uppercase;letter-spacing:.08em;font-size:.75rem;font-weight:600;color:var(--accent)}
+h1{font-size:2rem;line-height:1.2;margin:.25rem 0 .5rem;letter-spacing:-.01em}
+h2{font-size:1.45rem;margin:0;letter-spacing:-.01em}
+h3{font-size:1rem;margin:1.75rem 0 .75rem;color:var(--muted);font-weight:600}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em;
+background:#eef0f3;padding:.1em .35em;border-radius:4px;word-break:break-all}
+.sub{color:var(--muted);margin:0 0 1.5rem}
+.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:16px;margin:1.5rem 0 1rem}
+.kpi{background:var(--card);border-radius:14px;padding:18px 20px;box-shadow:var(--shadow)}
+.kpi .label{font-size:.8rem;color:var(--muted);font-weight:600;text-transform:uppercase;letter-spacing:.05em}
+.kpi .value{font-size:2.1rem;font-weight:700;font-variant-numeric:tabular-nums;line-height:1.2;margin-top:4px}
+.kpi .value small{font-size:1rem;font-weight:500;color:var(--muted)}
+.kpi .hint{font-size:.8rem;color:var(--muted);margin-top:2px}
+.kpi.main{background:linear-gradient(135deg,#1d4ed8,#1e40af);color:#fff}
+.kpi.main .label,.kpi.main .hint,.kpi.main .value small{color:#dbe4ff}
+nav.toc{display:flex;flex-wrap:wrap;gap:8px;margin:1rem 0 2rem}
+nav.toc a{background:var(--card);box-shadow:var(--shadow);border-radius:999px;padding:6px 14px;
+color:var(--ink);text-decoration:none;font-weight:500;font-size:.9rem}
+nav.toc a:hover{background:#e8eefc}
+nav.toc a span{color:var(--muted);font-variant-numeric:tabular-nums;margin-left:6px}
+.card{background:var(--card);border-radius:16px;box-shadow:var(--shadow);padding:24px 28px;margin:0 0 28px}
+.card-head{display:flex;align-items:baseline;justify-content:space-between;gap:16px;flex-wrap:wrap}
+.badge{display:inline-block;border-radius:999px;padding:4px 12px;font-weight:600;font-size:.9rem;
+font-variant-numeric:tabular-nums}
+.counts{color:var(--muted);font-size:.9rem;margin:.25rem 0 0}
+.table-wrap{overflow-x:auto;margin-top:1rem}
+table{border-collapse:separate;border-spacing:0;width:100%;font-variant-numeric:tabular-nums;font-size:.92rem}
+th{font-weight:600;color:var(--muted);text-align:right;padding:8px 10px;border-bottom:1px solid var(--line);
+font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+td{padding:6px 10px;text-align:right;border-bottom:1px solid #f0f1f3;white-space:nowrap}
+td.m{padding:4px 6px}
+td.m span{display:block;border-radius:6px;padding:3px 8px}
+tr.mean td{font-weight:600}
+tr.mean:first-of-type td,tr.mean td{border-top:1px solid var(--line)}
+.q-bad{background:#ffe3cc;color:#7c2d00}.q0{background:#eef0f3;color:#374151}.q1{background:#dbeafe;color:#1e3a8a}
+.q2{background:#bfdbfe;color:#1e3a8a}.q3{background:#8db8fb;color:#0f1d4a}.q4{background:#1d4ed8;color:#fff}
+.na{color:#9aa1ab}
+.legend{display:flex;flex-wrap:wrap;gap:6px;align-items:center;font-size:.78rem;color:var(--muted);margin-top:10px}
+.legend span.sw{border-radius:4px;padding:1px 8px;font-variant-numeric:tabular-nums}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:20px}
+figure{margin:0;background:#fff;border:1px solid var(--line);border-radius:12px;padding:10px;overflow:hidden}
+figure img{display:block;width:100%;height:auto;border-radius:6px}
+figcaption{font-size:.82rem;color:var(--muted);margin:8px 4px 2px}
+.note{background:#fff8e6;border:1px solid #f5d48a;color:#5c4300;border-radius:10px;padding:10px 14px;
+margin:12px 0 0;font-size:.9rem}
+footer{margin-top:40px;color:var(--muted);font-size:.88rem}
+footer .card{color:var(--ink)}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:6px 18px;margin:0}
+dl.kv dt{color:var(--muted);font-weight:600}
+dl.kv dd{margin:0;font-variant-numeric:tabular-nums}
+details{margin-top:14px}summary{cursor:pointer;font-weight:600}
+pre{background:#f6f8fa;border:1px solid var(--line);border-radius:8px;padding:12px 14px;overflow-x:auto;
+font-size:.8rem;line-height:1.45}
+@media (max-width:560px){.grid{grid-template-columns:1fr}.card{padding:18px}}
+"""
+
+
+def _headline(results: dict[str, Any]) -> dict[str, Any]:
+    am = results.get("arithmetic_mean") or {}
+    ci = results.get("ci95") or {}
+    return {"system": results.get("system") or "unknown system", "data": results.get("data") or "",
+            "official": results.get("official_score"), "auc": am.get("auc"), "pauc": am.get("pauc"),
+            "ci_auc": ci.get("auc"), "ci_pauc": ci.get("pauc"),
+            "n_clips": results.get("n_clips"), "n_labelled": results.get("n_labelled")}
+
+
+def _metric_cell(v: Any) -> str:
+    return f'<td class="m"><span class="{_quality_class(v)}">{_fmt(v)}</span></td>'
+
+
+def _html_machine(part: MachinePart) -> str:
+    out = [f'<section class="card" id="m-{escape(_slug(part.name))}"><div class="card-head">'
+           f"<h2>{escape(part.name)}</h2>"]
+    if part.official_score is not None:
+        out.append(f'<span class="badge {_quality_class(part.official_score)}" title="harmonic mean of AUC-s, AUC-t '
+                   f'and pAUC over sections">official score {_fmt(part.official_score)}</span>')
+    out.append(f'</div><p class="counts">{escape(part.counts)} test clips</p>')
+    if part.rows:
+        head = "".join(f"<th>{escape(label)}</th>" for _, label in part.columns)
+        out.append(f'<div class="table-wrap"><table><thead><tr><th>section</th>{head}<th>normal / anom.</th></tr>'
+                   "</thead><tbody>")
+        for label, kind, m in part.rows:
+            n = f"{m['n_normal']} / {m['n_anomaly']}" if "n_normal" in m else ""
+            cells = "".join(_metric_cell(m.get(k)) for k, _ in part.columns)
+            out.append(f'<tr class="{kind}"><td>{escape(label)}</td>{cells}<td>{n}</td></tr>')
+        out.append("</tbody></table></div>")
+    for note in part.notes:
+        out.append(f'<p class="note">{escape(note)}</p>')
+    if part.charts:
+        out.append("<h3>Detection</h3><div class=\"grid\">" + "".join(_html_figure(p) for p in part.charts) + "</div>")
+    if part.maps:
+        out.append("<h3>Anomaly maps: where the model fails to reconstruct the clip (same colour scale for all)</h3>"
+                   '<div class="grid">' + "".join(_html_figure(p) for p in part.maps) + "</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _html_figure(p: Picture) -> str:
+    return (f'<figure><img src="{_data_uri(p.png)}" alt="{escape(p.alt)}" loading="lazy">'
+            f"<figcaption>{escape(p.caption)}</figcaption></figure>")
+
+
+def _legend_html() -> str:
+    bins = (("q-bad", "< 0.5"), ("q0", "0.5–0.6"), ("q1", "0.6–0.7"), ("q2", "0.7–0.8"), ("q3", "0.8–0.9"),
+            ("q4", "≥ 0.9"))
+    return ('<div class="legend">cell colours:' + "".join(f'<span class="sw {c}">{t}</span>' for c, t in bins)
+            + "<span>· AUC 0.5 = chance</span></div>")
+
+
+def _repro(results: dict[str, Any]) -> dict[str, Any]:
+    run = results.get("run") or {}
+    cmd = run.get("command")
+    return {"seed": run.get("seed", results.get("seed")), "config": run.get("config") or results.get("config") or {},
+            "versions": run.get("versions") or {}, "command": " ".join(cmd) if isinstance(cmd, list) else cmd,
+            "python": run.get("python"), "platform": run.get("platform"), "time": run.get("time_utc")}
+
+
+def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Sequence[str], results_dir: Path) -> str:
+    h = _headline(results)
+    ci_auc = f" <small>± {h['ci_auc']:.3f}</small>" if h["ci_auc"] is not None else ""
+    ci_pauc = f" <small>± {h['ci_pauc']:.3f}</small>" if h["ci_pauc"] is not None else ""
+    kpis = [("main", "official score", _fmt(h["official"]), "harmonic mean of AUC-s, AUC-t, pAUC"),
+            ("", "AUC", _fmt(h["auc"]) + ci_auc, "mean over sections · ± 95% CI (jackknife, pooled clips)"),
+            ("", "pAUC", _fmt(h["pauc"]) + ci_pauc, f"FPR ≤ {MAX_FPR:g}, McClish-standardised"),
+            ("", "clips", str(h["n_clips"] if h["n_clips"] is not None else "–"),
+             f"{h['n_labelled'] or 0} labelled · {len(parts)} machine type{'s' if len(parts) != 1 else ''}")]
+    kpi_html = "".join(f'<div class="kpi {c}"><div class="label">{escape(l)}</div><div class="value">{v}</div>'
+                       f'<div class="hint">{escape(t)}</div></div>' for c, l, v, t in kpis)
+    toc = "".join(f'<a href="#m-{escape(_slug(p.name))}">{escape(p.name)}<span>{_fmt(p.official_score)}</span></a>'
+                  for p in parts)
+    r = _repro(results)
+    versions = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in r["versions"].items())
+    facts = [("seed", r["seed"]), ("command", r["command"]), ("python", r["python"]), ("platform", r["platform"]),
+             ("run at (UTC)", r["time"]), ("results folder", str(results_dir))]
+    facts_html = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(str(v))}</code></dd>" for k, v in facts if v is not None)
+    note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Stethoscope report: {escape(h['system'])}</title>
+<style>{CSS}</style></head>
+<body><main class="wrap">
+<div class="eyebrow">Stethoscope · anomalous sound detection report</div>
+<h1>{escape(h['system'])}</h1>
+<p class="sub">data <code>{escape(h['data'])}</code></p>
+<div class="kpis">{kpi_html}</div>
+{_legend_html()}
+{note_html}
+<nav class="toc" aria-label="machine types">{toc}</nav>
+{''.join(_html_machine(p) for p in parts)}
+<footer><section class="card"><h2>Reproducibility</h2>
+<p class="counts">Regenerate this page with <code>stethoscope report --results {escape(str(results_dir))} --out report.html</code></p>
+<h3>Run</h3><dl class="kv">{facts_html}</dl>
+<h3>Versions</h3><dl class="kv">{versions or '<dt>versions</dt><dd>not recorded</dd>'}</dl>
+<details><summary>Configuration</summary><pre>{escape(json.dumps(r['config'], indent=2, default=str))}</pre></details>
+</section>
+<p>Made by Stethoscope. Scores: higher = more anomalous. Self-contained: no external resources.</p></footer>
+</main></body></html>
+"""
+
+
+def _render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], notes: Sequence[str],
+                     files_dir: str, results_dir: Path) -> str:
+    h = _headline(results)
+    ci = lambda v: f" ± {v:.3f}" if v is not None else ""  # noqa: E731
+    lines = [f"# Stethoscope report: {h['system']}", "", f"Data: `{h['data']}`", "",
+             f"**Official score {_fmt(h['official'])}** (harmonic mean of AUC-s, AUC-t, pAUC) · "
+             f"AUC {_fmt(h['auc'])}{ci(h['ci_auc'])} · pAUC {_fmt(h['pauc'])}{ci(h['ci_pauc'])} "
+             f"(95% CI half-widths, jackknife over pooled clips) · {h['n_clips']} clips, {h['n_labelled'] or 0} labelled", ""]
+    lines += [f"> {n}" for n in notes] + ([""] if notes else [])
+    for part in parts:
+        lines += [f"## {part.name}", ""]
+        if part.official_score is not None:
+            lines += [f"Official score **{_fmt(part.official_score)}** · {part.counts} test clips", ""]
+        else:
+            lines += [f"{part.counts} test clips", ""]
+        if part.rows:
+            lines.append("| section | " + " | ".join(label for _, label in part.columns) + " | normal / anom. |")
+            lines.append("| --- |" + " ---: |" * (len(part.columns) + 1))
+            for label, kind, m in part.rows:
+                n = f"{m['n_normal']} / {m['n_anomaly']}" if "n_normal" in m else ""
+                name = f"**{label}**" if kind == "mean" else label
+                lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k, _ in part.columns) + f" | {n} |")
+            lines.append("")
+        lines += [f"> {n}" for n in part.notes] + ([""] if part.notes else [])
+        for p in part.charts + part.maps:
+            lines += [f"![{p.alt}]({files_dir}/{p.name})", "", f"*{p.caption}*", ""]
+    r = _repro(results)
+    lines += ["## Reproducibility", "", f"- seed: {r['seed']}", f"- command: `{r['command']}`",
+              f"- python {r['python']} on {r['platform']}, run at {r['time']} UTC",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
+              f"- regenerate: `stethoscope report --results {results_dir} --out report.html`", "",
+              "```json", json.dumps(r["config"], indent=2, default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
+    """Write ``out_path`` (HTML, self-contained) and ``<stem>.md`` + ``<stem>_files/`` beside it."""
+    results_dir, out_path = Path(results_dir), Path(out_path)
+    res_file = results_dir / "results.json"
+    if not res_file.exists():
+        raise StethoscopeError(f"{results_dir}: no results.json (run `stethoscope evaluate` or `demo` first)")
+    try:
+        results = json.loads(res_file.read_text())
+    except json.JSONDecodeError as err:
+        raise StethoscopeError(f"{res_file}: corrupt JSON ({err})") from err
+    scores_file = results_dir / "scores.csv"
+    notes: list[str] = [f"Skipped: {s}" for s in results.get("skipped", [])]
+    if scores_file.exists():
+        rows = read_scores_csv(scores_file)
+    else:
+        rows = []
+        notes.append(f"{scores_file} is missing: tables only, no figures.")
+    machines = sorted(set(results.get("machines", {})) | {r.machine for r in rows})
+    parts = [_machine_part(m, results, [r for r in rows if r.machine == m], results_dir) for m in machines]
+    files_dir = out_path.with_name(f"{out_path.stem}_files")
+    html = _render_html(results, parts, notes, results_dir)
+    md = _render_markdown(results, parts, notes, files_dir.name, results_dir)
+    with atomic_directory(files_dir) as tmp:
+        for part in parts:
+            for p in part.charts + part.maps:
+                (tmp / p.name).write_bytes(p.png)
+    atomic_write_text(out_path.with_suffix(".md"), md)
+    atomic_write_text(out_path, html)
+    return out_path

@@ -1,0 +1,191 @@
+"""Reports: anomaly-map PNGs and the self-contained HTML report with its Markdown twin."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stethoscope.cli import main as cli_main
+from stethoscope.data.clip import Clip
+from stethoscope.evaluation.dcase_io import ScoredClip
+from stethoscope.evaluation.evaluate import evaluate
+from stethoscope.features.logmel import mel_filterbank
+from stethoscope.reports import build_report, save_anomaly_map_png
+from stethoscope.reports.maps import fault_regions_for, mel_centre_frequencies
+from stethoscope.systems import get_system
+
+SR = 16_000
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _wav(path: Path, seed: int, anomalous: bool = False, seconds: float = 2.0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
+    if anomalous:  # a 3 kHz whine in the second half
+        x += 0.3 * np.sin(2 * np.pi * 3000 * t) * (t > seconds / 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), SR)
+    return path
+
+
+def _write_scores(path: Path, rows: list[ScoredClip], paths: list[Path]) -> None:
+    lines = ["file,path,machine,section,domain,label,score,decision"]
+    for r, p in zip(rows, paths):
+        label = "" if r.label is None else r.label
+        lines.append(f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},{r.score!r},{r.decision}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A trained tiny dcase_ae for "fan", test clips of "fan" and "gearbox" (whose model is missing)."""
+    root = tmp_path_factory.mktemp("reports")
+    train = [Clip(_wav(root / "data/fan/train" / f"normal_{i}.wav", i), "fan", split="train") for i in range(3)]
+    system = get_system("dcase_ae", epochs=2, batch_size=32, progress=False, cache_dir=str(root / "cache"))
+    system.fit(train)
+    system.save(root / "models/fan")
+    test = {"fan": [], "gearbox": []}
+    for machine in test:
+        for i in range(8):
+            anomalous, domain = i >= 4, ("source", "target")[i % 2]
+            name = f"section_00_{domain}_test_{'anomaly' if anomalous else 'normal'}_{i:04d}.wav"
+            path = _wav(root / "data" / machine / "test" / name, 100 + i, anomalous)
+            test[machine].append(Clip(path, machine, "00", domain, "test", int(anomalous), layout="dcase2022"))
+    return root, system, test
+
+
+def _results_dir(root: Path, system, test: dict[str, list[Clip]], name: str, labelled: bool = True) -> Path:
+    out = root / name
+    out.mkdir()
+    rows, paths = [], []
+    for machine, clips in test.items():
+        scores = system.score(clips)
+        if machine == "gearbox":
+            scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
+        for c, s in zip(clips, scores):
+            rows.append(ScoredClip(c.name, machine, c.section, c.label if labelled else None, c.domain, float(s),
+                                   int(s > system.threshold_)))
+            paths.append(c.path)
+    result = {"system": "dcase_ae", "data": str(root / "data"),
+              "models": {"fan": str(root / "models/fan"), "gearbox": str(root / "models/gearbox")},
+              "thresholds": {"fan": system.threshold_, "gearbox": system.threshold_}, **evaluate(rows),
+              "run": {"config": system.get_params(), "seed": 0, "versions": {"numpy": np.__version__},
+                      "command": ["stethoscope", "demo"]}}
+    (out / "results.json").write_text(json.dumps(result))
+    _write_scores(out / "scores.csv", rows, paths)
+    return out
+
+
+def _images(html: str) -> list[str]:
+    return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", html)
+
+
+def test_report_is_self_contained_and_complete(workspace):
+    root, system, test = workspace
+    results_dir = _results_dir(root, system, test, "labelled")
+    out = build_report(results_dir, results_dir / "report.html")
+    html = out.read_text()
+    results = json.loads((results_dir / "results.json").read_text())
+
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert "<link" not in html and "<script" not in html and "@import" not in html
+    images = _images(html)
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_MAGIC
+    # fan: ROC + histogram + 3 most anomalous + 1 typical normal map; gearbox: ROC + histogram only
+    assert len(images) == 8
+    assert f"{results['official_score']:.3f}" in html
+    for machine, entry in results["machines"].items():
+        assert f'id="m-{machine}"' in html
+        for sec in entry["sections"].values():
+            for key in ("auc_source", "auc_target", "auc", "pauc", "f1"):
+                assert f">{sec[key]:.3f}<" in html, (machine, key)
+    gearbox = html.split('id="m-gearbox"', 1)[1]
+    assert "models/gearbox is missing" in gearbox and "<img" in gearbox  # a note, and still its charts
+
+    md = (results_dir / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\((report_files/[^)]+\.png)\)", md)
+    assert len(linked) == 8
+    for rel in linked:
+        assert (results_dir / rel).read_bytes()[:8] == PNG_MAGIC
+    assert f"{results['machines']['fan']['sections']['section_00']['auc']:.3f}" in md
+    assert sorted(p.name for p in (results_dir / "report_files").iterdir()) == sorted(Path(r).name for r in linked)
+
+
+def test_unlabelled_report_has_histograms_but_no_roc(workspace):
+    root, system, test = workspace
+    results_dir = _results_dir(root, system, test, "unlabelled", labelled=False)
+    html = build_report(results_dir, results_dir / "r.html").read_text()
+    assert "ROC curves of" not in html and "score histogram of fan" in html
+    assert html.count("score histogram of") == 2
+    assert len(_images(html)) == 2 + 4  # two histograms; fan's 3 top clips + its median clip
+    assert (results_dir / "r.md").exists() and len(list((results_dir / "r_files").glob("*.png"))) == 6
+
+
+def test_cli_report_verb(workspace, capsys):
+    root, system, test = workspace
+    results_dir = _results_dir(root, system, {"gearbox": test["gearbox"]}, "cli")  # no model: fast
+    assert cli_main(["report", "--results", str(results_dir), "--out", str(results_dir / "x.html")]) == 0
+    assert "x.html" in capsys.readouterr().out and (results_dir / "x.md").exists()
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="results.json"):
+        build_report(tmp_path, tmp_path / "report.html")
+
+
+def test_anomaly_map_png_two_and_three_panels(workspace, tmp_path):
+    root, system, test = workspace
+    clip = test["fan"][5]
+    two = save_anomaly_map_png(system, clip, tmp_path / "two.png")
+    img2 = mpimg.imread(two)
+    assert img2.ndim == 3 and img2.shape[2] in (3, 4) and img2.shape[1] > 500
+
+    class WithReconstruction:  # a system offering the optional reconstruction(clip)
+        def __init__(self, inner):
+            self.inner, self.threshold_, self.logmel_params = inner, inner.threshold_, inner.logmel_params
+            self.called = 0
+
+        def anomaly_map(self, c):
+            return self.inner.anomaly_map(c)
+
+        def score(self, clips):
+            return self.inner.score(clips)
+
+        def reconstruction(self, c):
+            self.called += 1
+            mel = self.inner._logmels([c])[0]
+            return mel, mel - np.sqrt(self.inner.anomaly_map(c))
+
+    wrapped = WithReconstruction(system)
+    three = save_anomaly_map_png(wrapped, clip, tmp_path / "three.png", score=1.0)
+    img3 = mpimg.imread(three)
+    assert wrapped.called == 1
+    assert img3.shape[1] == img2.shape[1] and img3.shape[0] > img2.shape[0] * 1.2
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temp file
+
+
+def test_mel_centres_are_the_filter_peaks():
+    centres = mel_centre_frequencies(128, SR)
+    fft_freqs = np.linspace(0, SR / 2, 513)
+    peaks = fft_freqs[mel_filterbank(SR, 1024, 128).argmax(axis=1)]
+    assert np.all(np.diff(centres) > 0) and centres[-1] < SR / 2
+    assert np.max(np.abs(peaks - centres)) <= SR / 1024  # within one FFT bin
+
+
+def test_fault_regions_lookup(tmp_path):
+    clip = tmp_path / "fan" / "test" / "a.wav"
+    clip.parent.mkdir(parents=True)
+    (tmp_path / "fan" / "fault_regions.csv").write_text(
+        "file,kind,severity,t0,t1,f0,f1\ntest/a.wav,click,2,1.5,2.0,3000,4000\ntest/b.wav,hum,1,0,1,50,60\n")
+    (region,) = fault_regions_for(clip)
+    assert (region.t0, region.t1, region.f0, region.f1, region.kind) == (1.5, 2.0, 3000.0, 4000.0, "click")
+    assert fault_regions_for(tmp_path / "fan" / "train" / "a.wav") == []
