@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from stethoscope.cli import main as cli_main
+from stethoscope.config import read_config
 from stethoscope.data.layouts import scan
 from stethoscope.data.toy_factory import make_toy_dataset
 from stethoscope.systems import get_system, load_system
@@ -119,7 +119,7 @@ def tables(results: dict[tuple[str, str], dict[str, Any] | str]) -> str:
 
 def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | None) -> str:
     """Train the full CPU TLDiffGAN on 10 s toy clips, then time end-to-end scoring per clip."""
-    params = {**yaml.safe_load((CONFIGS / "tldiffgan_cpu.yaml").read_text()), "progress": False,
+    params = {**read_config(CONFIGS / "tldiffgan_cpu.yaml"), "progress": False,
               "cache_dir": str(out / ".latency-cache")}
     if epochs is not None:
         params["epochs"] = epochs

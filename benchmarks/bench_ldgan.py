@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from stethoscope.config import read_config
 from sklearn.metrics import roc_auc_score
 
 from stethoscope.data.layouts import scan
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="toy data folder (default: a temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = yaml.safe_load((CONFIG_DIR / f"{args.config}.yaml").read_text())
+    params = read_config(CONFIG_DIR / f"{args.config}.yaml")
     params.update(progress=False)
     if args.epochs is not None:
         params["epochs"] = args.epochs

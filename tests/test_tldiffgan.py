@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from stethoscope.config import read_config
 from sklearn.metrics import roc_auc_score
 
 from stethoscope.cli import main as cli_main
@@ -166,7 +166,7 @@ def test_no_wave_ablation_needs_no_encoder(gearbox, tmp_path, monkeypatch):
 def test_encoder_swap_without_checkpoint_fails_before_training(config, gearbox, tmp_path, monkeypatch):
     monkeypatch.setattr(W, "weights_cache_dir", lambda: tmp_path / "no-weights")
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV, raising=False)
-    cfg = yaml.safe_load((CONFIGS / config).read_text())
+    cfg = read_config(CONFIGS / config)
     system = get_system("tldiffgan", **{**cfg, **TINY, "cache_dir": str(tmp_path / "c")})
     with pytest.raises(CheckpointError, match="weights not found"):
         system.fit(gearbox[0])
@@ -177,17 +177,17 @@ def test_configs_mirror_the_constructor():
     names = sorted(p.name for p in CONFIGS.glob("tldiffgan*.yaml"))
     assert {"tldiffgan.yaml", "tldiffgan_cpu.yaml", "tldiffgan_no_diffusion.yaml", "tldiffgan_no_wave.yaml",
             "tldiffgan_no_tmixup.yaml", "tldiffgan_random_encoder.yaml"} <= set(names)
-    cpu = yaml.safe_load((CONFIGS / "tldiffgan_cpu.yaml").read_text())
+    cpu = read_config(CONFIGS / "tldiffgan_cpu.yaml")
     expected = {"tldiffgan_no_diffusion.yaml": {"latent_diffusion": False}, "tldiffgan_no_tmixup.yaml": {"tmixup": False},
                 "tldiffgan_no_wave.yaml": {"use_wave_branch": False}, "tldiffgan_random_encoder.yaml": {"encoder": "random"},
                 "tldiffgan_eat.yaml": {"encoder": "eat_base"}, "tldiffgan_beats.yaml": {"encoder": "beats_iter3"}}
     for name in names:
-        cfg = yaml.safe_load((CONFIGS / name).read_text())
+        cfg = read_config(CONFIGS / name)
         assert set(cfg) == set(TLDiffGANSystem.param_names()), name
         assert get_system("tldiffgan", **cfg).get_params() == cfg
         if name in expected:
             assert {k: v for k, v in cfg.items() if cpu[k] != v} == expected[name], name
-    paper = yaml.safe_load((CONFIGS / "tldiffgan.yaml").read_text())
+    paper = read_config(CONFIGS / "tldiffgan.yaml")
     assert (paper["batch_size"], paper["epochs"], paper["learning_rate"]) == (512, 150, 1e-4)
     with pytest.raises(ConfigError):
         get_system("tldiffgan", selection="best")
