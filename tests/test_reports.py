@@ -71,7 +71,7 @@ def _results_dir(root: Path, system, test: dict[str, list[Clip]], name: str, lab
             scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
         for c, s in zip(clips, scores):
             rows.append(ScoredClip(c.name, machine, c.section, c.label if labelled else None, c.domain, float(s),
-                                   int(s > system.threshold_)))
+                                   int(s > system.threshold_), layout=c.layout))
             paths.append(c.path)
     result = {"system": "dcase_ae", "data": str(root / "data"),
               "models": {"fan": str(root / "models/fan"), "gearbox": str(root / "models/gearbox")},
@@ -135,6 +135,20 @@ def test_cli_report_verb(workspace, capsys):
     results_dir = _results_dir(root, system, {"gearbox": test["gearbox"]}, "cli")  # no model: fast
     assert cli_main(["report", "--results", str(results_dir), "--out", str(results_dir / "x.html")]) == 0
     assert "x.html" in capsys.readouterr().out and (results_dir / "x.md").exists()
+
+
+def test_domainless_sections_layout(workspace):
+    """2020-style machine ids without domains: no AUC-s/AUC-t columns, per-id curves, mean rows."""
+    root, system, test = workspace
+    clips = [Clip(c.path, "gearbox", ("00", "02")[i % 2], None, "test", c.label, layout="dcase2020")
+             for i, c in enumerate(test["gearbox"])]
+    results_dir = _results_dir(root, system, {"gearbox": clips}, "domainless")
+    html = build_report(results_dir, results_dir / "report.html").read_text()
+    table = html.split("<table>", 1)[1].split("</table>", 1)[0]
+    assert "AUC-s" not in table and "AUC-t" not in table and ">AUC<" in table
+    assert "id_00" in table and "id_02" in table and "arithmetic mean" in table and "harmonic mean" in table
+    assert len(_images(html)) == 2  # ROC + histogram; the model folder is missing, so a note instead of maps
+    assert "models/gearbox is missing" in html
 
 
 def test_missing_results_is_a_clear_error(tmp_path):

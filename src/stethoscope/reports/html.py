@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from html import escape
@@ -29,8 +29,10 @@ from ..data.clip import Clip
 from ..errors import StethoscopeError
 from ..utils import atomic_directory, atomic_write_text
 import matplotlib
+from matplotlib.ticker import MaxNLocator
 
-from .maps import anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels, new_figure
+from .maps import (anomaly_figure, current_umask, decision_title, fault_regions_for, figure_png_bytes, map_panels,
+                   new_figure)
 
 N_TOP_MAPS = 3
 MAX_FPR = 0.1
@@ -62,9 +64,10 @@ def read_scores_csv(path: Path) -> list[ScoreRow]:
     with open(path, newline="") as handle:
         for i, r in enumerate(csv.DictReader(handle), start=2):
             try:
+                label, decision = r.get("label") or "", r.get("decision") or ""
                 rows.append(ScoreRow(r["file"], r.get("path") or "", r["machine"], r.get("section") or "",
-                                     r.get("domain") or None, int(r["label"]) if r.get("label") not in (None, "") else None,
-                                     float(r["score"]), int(r["decision"]) if r.get("decision") not in (None, "") else None))
+                                     r.get("domain") or None, int(label) if label else None, float(r["score"]),
+                                     int(decision) if decision else None))
             except (KeyError, ValueError) as err:
                 raise StethoscopeError(f"{path}, line {i}: unreadable row ({err})") from err
     return rows
@@ -127,7 +130,7 @@ def _roc_picture(machine: str, rows: Sequence[ScoreRow]) -> Picture | None:
             fpr, tpr, _ = roc_curve(y[use], s[use])
             colour = SECTION_COLOURS[(di if len(sections) == 1 else si) % len(SECTION_COLOURS)]
             style = "--" if d == "target" else "-"
-            name = " ".join(p for p in (sec if len(sections) > 1 else "", d or "all clips") if p)
+            name = " ".join(p for p in (sec if len(sections) > 1 else "", d) if p) or "all clips"
             curves.append((fpr, tpr, colour, style, f"{name}  AUC {roc_auc_score(y[use], s[use]):.3f}"))
     if not curves:
         return None
@@ -142,8 +145,10 @@ def _roc_picture(machine: str, rows: Sequence[ScoreRow]) -> Picture | None:
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=8.5)
         png = figure_png_bytes(ax.figure, dpi=120)
-    caption = ("ROC curves; AUC-s uses source normals and all anomalies, AUC-t target normals and all "
-               "anomalies. The shaded band is the region the pAUC averages over.")
+    has_domains = any(r.domain for r in rows)
+    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target normals and all "
+                "anomalies (dashed). " if has_domains else "ROC curves per section. ")
+               + "The shaded band is the region the pAUC averages over.")
     return Picture(f"{_slug(machine)}_roc.png", f"ROC curves of {machine}", caption, png)
 
 
@@ -174,7 +179,9 @@ def _histogram_picture(machine: str, rows: Sequence[ScoreRow], threshold: float 
             ax.set_xscale("log")
         ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="clips",
                title=f"{machine}: score distribution")
-        ax.legend(fontsize=8.5)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom: the legend sits above the bars
+        ax.legend(fontsize=8.5, loc="upper left", ncols=2 if len(groups) > 1 else 1)
         png = figure_png_bytes(ax.figure, dpi=120)
     caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
                "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
@@ -247,7 +254,7 @@ def _map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
         regions = fault_regions_for(audio)
         title = decision_title(row.file, row.score, threshold)
         with matplotlib.rc_context({"font.size": 9}):
-            png = figure_png_bytes(anomaly_figure(p, title, regions, map_vmax=vmax, width=7.5), dpi=100)
+            png = figure_png_bytes(anomaly_figure(p, title, regions, map_vmax=vmax, width=6.2), dpi=100)
         truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
         bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
         if regions:
@@ -265,7 +272,8 @@ def _machine_part(machine: str, results: dict[str, Any], rows: Sequence[ScoreRow
         part.columns, part.rows = _table(entry)
     labels = [r.label for r in rows]
     n_norm, n_anom, n_unl = labels.count(0), labels.count(1), labels.count(None)
-    part.counts = ", ".join(f"{n} {w}" for n, w in ((n_norm, "normal"), (n_anom, "anomalous"), (n_unl, "unlabelled")) if n)
+    counts = ((n_norm, "normal"), (n_anom, "anomalous"), (n_unl, "unlabelled"))
+    part.counts = ", ".join(f"{n} {w}" for n, w in counts if n)
     if not rows:
         part.notes.append("scores.csv has no clips of this machine type: no figures.")
         return part
@@ -346,7 +354,7 @@ tr.mean:first-of-type td,tr.mean td{border-top:1px solid var(--line)}
 .na{color:#9aa1ab}
 .legend{display:flex;flex-wrap:wrap;gap:6px;align-items:center;font-size:.78rem;color:var(--muted);margin-top:10px}
 .legend span.sw{border-radius:4px;padding:1px 8px;font-variant-numeric:tabular-nums}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:20px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:20px}
 figure{margin:0;background:#fff;border:1px solid var(--line);border-radius:12px;padding:10px;overflow:hidden}
 figure img{display:block;width:100%;height:auto;border-radius:6px}
 figcaption{font-size:.82rem;color:var(--muted);margin:8px 4px 2px}
@@ -357,6 +365,9 @@ footer .card{color:var(--ink)}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:6px 18px;margin:0}
 dl.kv dt{color:var(--muted);font-weight:600}
 dl.kv dd{margin:0;font-variant-numeric:tabular-nums}
+.chips{display:flex;flex-wrap:wrap;gap:8px}
+.chips span{background:#eef0f3;border-radius:999px;padding:3px 12px;font-size:.85rem;color:var(--muted)}
+.chips b{color:var(--ink);font-weight:600;font-variant-numeric:tabular-nums}
 details{margin-top:14px}summary{cursor:pointer;font-weight:600}
 pre{background:#f6f8fa;border:1px solid var(--line);border-radius:8px;padding:12px 14px;overflow-x:auto;
 font-size:.8rem;line-height:1.45}
@@ -428,7 +439,9 @@ def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: S
     h = _headline(results)
     ci_auc = f" <small>± {h['ci_auc']:.3f}</small>" if h["ci_auc"] is not None else ""
     ci_pauc = f" <small>± {h['ci_pauc']:.3f}</small>" if h["ci_pauc"] is not None else ""
-    kpis = [("main", "official score", _fmt(h["official"]), "harmonic mean of AUC-s, AUC-t, pAUC"),
+    unavailable = "not available: no section has both normal and anomalous clips"
+    kpis = [("main", "official score", _fmt(h["official"]),
+             "harmonic mean of AUC-s, AUC-t, pAUC" if h["official"] is not None else unavailable),
             ("", "AUC", _fmt(h["auc"]) + ci_auc, "mean over sections · ± 95% CI (jackknife, pooled clips)"),
             ("", "pAUC", _fmt(h["pauc"]) + ci_pauc, f"FPR ≤ {MAX_FPR:g}, McClish-standardised"),
             ("", "clips", str(h["n_clips"] if h["n_clips"] is not None else "–"),
@@ -438,10 +451,11 @@ def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: S
     toc = "".join(f'<a href="#m-{escape(_slug(p.name))}">{escape(p.name)}<span>{_fmt(p.official_score)}</span></a>'
                   for p in parts)
     r = _repro(results)
-    versions = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in r["versions"].items())
+    versions = "".join(f"<span>{escape(k)} <b>{escape(str(v))}</b></span>" for k, v in r["versions"].items())
     facts = [("seed", r["seed"]), ("command", r["command"]), ("python", r["python"]), ("platform", r["platform"]),
              ("run at (UTC)", r["time"]), ("results folder", str(results_dir))]
-    facts_html = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(str(v))}</code></dd>" for k, v in facts if v is not None)
+    facts_html = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(str(v))}</code></dd>"
+                         for k, v in facts if v is not None)
     note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -458,9 +472,10 @@ def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: S
 <nav class="toc" aria-label="machine types">{toc}</nav>
 {''.join(_html_machine(p) for p in parts)}
 <footer><section class="card"><h2>Reproducibility</h2>
-<p class="counts">Regenerate this page with <code>stethoscope report --results {escape(str(results_dir))} --out report.html</code></p>
+<p class="counts">Regenerate this page with
+<code>stethoscope report --results {escape(str(results_dir))} --out report.html</code></p>
 <h3>Run</h3><dl class="kv">{facts_html}</dl>
-<h3>Versions</h3><dl class="kv">{versions or '<dt>versions</dt><dd>not recorded</dd>'}</dl>
+<h3>Versions</h3><div class="chips">{versions or '<span>not recorded</span>'}</div>
 <details><summary>Configuration</summary><pre>{escape(json.dumps(r['config'], indent=2, default=str))}</pre></details>
 </section>
 <p>Made by Stethoscope. Scores: higher = more anomalous. Self-contained: no external resources.</p></footer>
@@ -475,7 +490,8 @@ def _render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], note
     lines = [f"# Stethoscope report: {h['system']}", "", f"Data: `{h['data']}`", "",
              f"**Official score {_fmt(h['official'])}** (harmonic mean of AUC-s, AUC-t, pAUC) · "
              f"AUC {_fmt(h['auc'])}{ci(h['ci_auc'])} · pAUC {_fmt(h['pauc'])}{ci(h['ci_pauc'])} "
-             f"(95% CI half-widths, jackknife over pooled clips) · {h['n_clips']} clips, {h['n_labelled'] or 0} labelled", ""]
+             f"(95% CI half-widths, jackknife over pooled clips) · {h['n_clips']} clips, "
+             f"{h['n_labelled'] or 0} labelled", ""]
     lines += [f"> {n}" for n in notes] + ([""] if notes else [])
     for part in parts:
         lines += [f"## {part.name}", ""]
@@ -531,4 +547,7 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
                 (tmp / p.name).write_bytes(p.png)
     atomic_write_text(out_path.with_suffix(".md"), md)
     atomic_write_text(out_path, html)
+    mask = current_umask()  # the atomic writers create private (0600/0700) files; a report is for sharing
+    for path, mode in [(files_dir, 0o777), (out_path, 0o666), (out_path.with_suffix(".md"), 0o666)]:
+        os.chmod(path, mode & ~mask)
     return out_path

@@ -173,19 +173,18 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
     axes[-1].set_title("anomaly map: squared difference, input vs reconstruction", loc="left", fontsize=10)
     axes[-1].set_xlabel("time (s)")
     if title:
-        fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+        fig.suptitle(title, fontsize=10, x=0.01, ha="left", linespacing=1.4)
     return fig
 
 
 def decision_title(name: str, score: float | None, threshold: float | None) -> str:
-    """``file — score 1.23 (threshold 1.0) → ANOMALY``; parts that are unknown are left out."""
-    parts = [name]
+    """Two lines: the file name, then ``score 1.23 · threshold 1.0 · ANOMALY`` (unknown parts left out)."""
+    parts = []
     if score is not None:
         parts.append(f"score {score:.4g}")
         if threshold is not None and np.isfinite(threshold):
-            parts[-1] += f" (threshold {threshold:.4g})"
-            parts.append("ANOMALY" if score > threshold else "normal")
-    return "  ·  ".join(parts)
+            parts += [f"threshold {threshold:.4g}", "ANOMALY" if score > threshold else "normal"]
+    return "\n".join([name, "  ·  ".join(parts)]) if parts else name
 
 
 def new_figure(size: tuple[float, float]) -> Figure:
@@ -202,6 +201,12 @@ def figure_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes) -> Path:
     """Temp file in the same folder, then ``os.replace``: readers never see half a picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +214,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a picture is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
