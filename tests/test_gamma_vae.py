@@ -39,7 +39,7 @@ def toy_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clip], lis
     test = [Clip(_write(root / f"test_normal_{i}.wav", toy_clip("fan", seed=100 + i, seconds=SECONDS,
                                                                 attributes=ATTRS)[0]),
                  "fan", domain="source", label=0) for i in range(5)]
-    kinds = ("clicks", "rubbing", "bearing", "clicks", "rubbing")
+    kinds = ("rubbing", "bearing", "imbalance", "clicks", "rubbing")
     test += [Clip(_write(root / f"test_anomaly_{i}.wav", toy_clip("fan", anomaly_kind=kind, severity=3, seed=200 + i,
                                                                   seconds=SECONDS, attributes=ATTRS)[0]),
                   "fan", domain="source", label=1) for i, kind in enumerate(kinds)]
