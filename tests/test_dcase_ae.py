@@ -92,6 +92,15 @@ def test_save_load_round_trip_gives_identical_scores(trained):
     assert again.get_params() == system.get_params()
 
 
+def test_reconstruction_is_the_overlap_average_in_db(trained):
+    system, _, test, _ = trained
+    mel, rec = system.reconstruction(test[0])
+    assert mel.shape == rec.shape == (128, 63)
+    np.testing.assert_allclose(mel, system._logmels(test[:1])[0])
+    # the anomaly map is the squared error of the same overlap-averaged vectors: large where rec is far
+    assert np.corrcoef(((rec - mel) ** 2).ravel(), system.anomaly_map(test[0]).ravel())[0, 1] > 0.5
+
+
 def test_anomaly_map_shape_and_location(trained):
     system, _, test, _ = trained
     amap = system.anomaly_map(test[-1])

@@ -171,6 +171,9 @@ def test_end_to_end_scores_maps_embeddings_and_roundtrip(clips, tmp_path) -> Non
     std_map = system.anomaly_map(clips[9], domain="standardised")
     assert np.allclose(amap, std_map * system.mel_std_.numpy()[:, None] ** 2, rtol=1e-4, atol=1e-6)
     assert np.mean(std_map) == pytest.approx(scores[9], rel=1e-4)
+    mel, rec = system.reconstruction(clips[9])  # back in dB: its squared difference is the map
+    assert mel.shape == rec.shape == (128, 47)
+    assert np.allclose((rec - mel) ** 2, amap, rtol=1e-3, atol=1e-4)
     emb = system.mel_embedding(clips[:3])
     assert emb.shape == (3, 4) and np.isfinite(emb).all()
     att = system.temporal_attention(clips[0])

@@ -140,16 +140,16 @@ def fault_regions_for(path: str | Path) -> list[FaultRegion]:
 def map_panels(system, clip: Clip) -> MapPanels:
     """Input, reconstruction (if ``system.reconstruction(clip)`` exists) and anomaly map of a clip.
 
-    Systems may implement ``reconstruction(clip) -> (input_logmel, reconstruction_logmel)``
-    (both (n_mels, frames), dB); without it the input log-mel is computed here and the
+    Reconstruction systems implement ``reconstruction(clip) -> (input_logmel, reconstruction_logmel)``
+    (both (n_mels, frames), dB); for others the input log-mel is computed here and the
     figure has two panels. Raises ``NotImplementedError`` when the system has no map.
     """
     amap = np.asarray(system.anomaly_map(clip), dtype=np.float32)
     params: LogMelParams = getattr(system, "logmel_params", None) or LogMelParams(n_mels=amap.shape[0])
-    reconstruction = None
-    if callable(getattr(system, "reconstruction", None)):
+    try:
         logmel, reconstruction = (np.asarray(a, dtype=np.float32) for a in system.reconstruction(clip))
-    else:
+    except (NotImplementedError, AttributeError):
+        reconstruction = None
         logmel = logmels([clip], params, cache_dir=getattr(system, "cache_dir", None), progress=False)[0]
     return MapPanels(logmel, reconstruction, amap, params.sample_rate, params.hop_length)
 

@@ -108,6 +108,10 @@ class System(ABC):
         """Where in (mel bin, frame) the clip looks abnormal; only reconstruction systems have one."""
         raise NotImplementedError(f"system {self.name!r} has no anomaly map")
 
+    def reconstruction(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        """(input log-mel, reconstructed log-mel) of a reconstruction system, for pictures."""
+        raise NotImplementedError(f"system {self.name!r} reconstructs nothing")
+
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """1 = anomaly where the score exceeds the gamma-fit threshold learned in `fit`."""
         if self.threshold_ is None:

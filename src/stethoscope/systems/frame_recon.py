@@ -182,23 +182,38 @@ class FrameReconstructionSystem(System):
         self.model.to(device)
         return self._score_bank(FrameBank(mels, self.n_frames), device)
 
-    def anomaly_map(self, clip: Clip) -> np.ndarray:
-        """Squared residual per (mel bin, frame), averaged over the vectors covering each frame."""
+    @torch.no_grad()
+    def _frame_view(self, clip: Clip) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """(log-mel, reconstruction, squared error) of one clip, the last two per (frame, mel)
+        averaged over the overlapping 5-frame vectors that cover each frame."""
         if self.model is None:
             raise RuntimeError(f"{self.name}: fit or load the system before explaining")
         device = resolve_device(self.device)
         mel = self._logmels([clip])[0]
         bank = FrameBank([mel], self.n_frames)
-        self.model.eval()
-        with torch.no_grad():
-            x = bank.vectors(torch.arange(len(bank))).to(device)
-            err = (x - self.reconstruct(self.model, x)).pow(2).cpu().reshape(len(bank), self.n_frames, self.n_mels)
-        total = torch.zeros(mel.shape[1], self.n_mels)
-        hits = torch.zeros(mel.shape[1], 1)
-        for k in range(self.n_frames):
-            total[k:k + len(bank)] += err[:, k]
-            hits[k:k + len(bank)] += 1
-        return (total / hits).T.numpy()
+        self.model.to(device).eval()
+        x = bank.vectors(torch.arange(len(bank))).to(device)
+        rec = self.reconstruct(self.model, x)
+        shape = (len(bank), self.n_frames, self.n_mels)
+        per_vector = {"rec": rec.cpu().reshape(shape), "err": (x - rec).pow(2).cpu().reshape(shape)}
+        out = {}
+        for key, values in per_vector.items():
+            total = torch.zeros(mel.shape[1], self.n_mels)
+            hits = torch.zeros(mel.shape[1], 1)
+            for k in range(self.n_frames):
+                total[k:k + len(bank)] += values[:, k]
+                hits[k:k + len(bank)] += 1
+            out[key] = total / hits
+        return mel, out["rec"], out["err"]
+
+    def anomaly_map(self, clip: Clip) -> np.ndarray:
+        """Squared residual per (mel bin, frame), averaged over the vectors covering each frame."""
+        return self._frame_view(clip)[2].T.numpy()
+
+    def reconstruction(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        """(input log-mel, reconstructed log-mel), both (n_mels, frames) in dB, for pictures."""
+        mel, rec, _ = self._frame_view(clip)
+        return mel, rec.T.numpy()
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

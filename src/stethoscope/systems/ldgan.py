@@ -340,6 +340,13 @@ class LDGANSystem(System):
             diff = diff * self.mel_std_[:, None]
         return diff.pow(2).numpy()
 
+    def reconstruction(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        """(input log-mel, reconstructed log-mel), both (n_mels, frames) in dB, for pictures."""
+        assert self.mel_mean_ is not None and self.mel_std_ is not None
+        mel = self._logmels([clip])[0]
+        _, rec = self._reconstruct([mel])[0]
+        return mel, (rec * self.mel_std_[:, None] + self.mel_mean_[:, None]).numpy()
+
     @torch.no_grad()
     def mel_embedding(self, clips: Sequence[Clip]) -> np.ndarray:
         """Attention-pooled latent of each (unmixed) clip: (n, latent_channels) float32."""

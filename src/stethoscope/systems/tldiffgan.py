@@ -126,6 +126,10 @@ class TLDiffGANSystem(System):
         """The LDGAN branch's squared reconstruction error per (mel bin, frame)."""
         return self.mel_branch.anomaly_map(clip, domain)
 
+    def reconstruction(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        """The LDGAN branch's (input log-mel, reconstruction), for pictures."""
+        return self.mel_branch.reconstruction(clip)
+
     def temporal_attention(self, clip: Clip) -> np.ndarray:
         """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
         return self.mel_branch.temporal_attention(clip)
