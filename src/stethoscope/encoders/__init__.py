@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.clip import Clip
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..features.extract import FeatureCache, default_cache_dir, read_clip
 from .base import Encoder
 from .weights import candidate_paths
@@ -99,6 +99,18 @@ def encoder_tag(encoder: Encoder) -> dict[str, Any]:
     """What identifies an encoder's outputs: name, weights kind and file sha256, dim."""
     return {"encoder": encoder.name, "weights": encoder.weights,
             "weights_sha256": getattr(encoder, "weights_sha256", encoder.weights), "dim": encoder.dim}
+
+
+def get_fitted_encoder(name: str, fitted_tag: dict[str, Any] | None, device: str = "cpu",
+                       weights_path: str | Path | None = None) -> Encoder:
+    """`get_encoder`, refusing weights other than those a saved model was fitted with
+    (``fitted_tag`` from `encoder_tag` at fit time; None before fitting)."""
+    encoder = get_encoder(name, device=device, weights_path=weights_path)
+    sha = encoder_tag(encoder)["weights_sha256"]
+    if fitted_tag is not None and sha != fitted_tag["weights_sha256"]:
+        raise CheckpointError(f"encoder {name!r}: weights {sha} differ from the ones this model was fitted with "
+                              f"({fitted_tag['weights_sha256']})")
+    return encoder
 
 
 def embed_clips(encoder: Encoder, clips: Sequence[Clip], cache_dir: str | Path | None | bool = None,

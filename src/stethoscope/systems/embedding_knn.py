@@ -21,7 +21,7 @@ import torch
 from ..data.clip import Clip
 from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import embed_clips, encoder_tag, get_encoder
+from ..encoders import embed_clips, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..errors import CheckpointError, ConfigError
 from ..utils import seed_everything
@@ -50,12 +50,7 @@ class EmbeddingKNNSystem(System):
     # -- pieces -----------------------------------------------------------------------
     def _get_encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = get_encoder(self.encoder, device=self.device, weights_path=self.weights_path)
-            tag = encoder_tag(self._encoder)
-            if self.encoder_tag_ is not None and tag["weights_sha256"] != self.encoder_tag_["weights_sha256"]:
-                raise CheckpointError(
-                    f"encoder {self.encoder!r}: weights {tag['weights_sha256']} differ from the ones this "
-                    f"model was fitted with ({self.encoder_tag_['weights_sha256']})")
+            self._encoder = get_fitted_encoder(self.encoder, self.encoder_tag_, self.device, self.weights_path)
         return self._encoder
 
     def _detector_params(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import embed_clips, encoder_tag, get_encoder
+from ..encoders import embed_clips, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..errors import CheckpointError, ConfigError
 from ..utils import seed_everything
@@ -106,12 +106,7 @@ class TLDiffGANSystem(System):
         if not self.use_wave_branch:
             raise ConfigError("tldiffgan: the waveform branch is off (use_wave_branch=false)")
         if self._encoder is None:
-            self._encoder = get_encoder(self.encoder, device=self.device, weights_path=self.weights_path)
-            tag = encoder_tag(self._encoder)
-            if self.encoder_tag_ is not None and tag["weights_sha256"] != self.encoder_tag_["weights_sha256"]:
-                raise CheckpointError(
-                    f"encoder {self.encoder!r}: weights {tag['weights_sha256']} differ from the ones this "
-                    f"model was fitted with ({self.encoder_tag_['weights_sha256']})")
+            self._encoder = get_fitted_encoder(self.encoder, self.encoder_tag_, self.device, self.weights_path)
         return self._encoder
 
     def mel_embedding(self, clips: Sequence[Clip]) -> np.ndarray:
