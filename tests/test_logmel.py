@@ -90,3 +90,19 @@ def test_resampled_input_gives_313_frames(tmp_path):
     sf.write(path, 0.1 * np.random.default_rng(3).standard_normal(441000), 44100)
     mel = logmels([Clip(path=path, machine="m")], cache_dir=False, progress=False)[0]
     assert mel.shape == (128, 313)
+
+
+def test_frame_bank_from_clips_preallocates_and_matches_list_path(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(4)
+    clips = []
+    for i, (sr, seconds) in enumerate([(16000, 2.0), (44100, 1.37), (16000, 0.9), (22050, 3.01)]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, 0.1 * rng.standard_normal(int(sr * seconds)), sr)
+        clips.append(Clip(path=path, machine="m"))
+    params = LogMelParams()
+    direct = FrameBank.from_clips(clips, params, 5, cache_dir=False, progress=False)
+    listed = FrameBank(logmels(clips, params, cache_dir=False, progress=False), 5)
+    assert torch.equal(direct.frames, listed.frames) and torch.equal(direct.starts, listed.starts)
+    assert torch.equal(direct.clip_index, listed.clip_index)

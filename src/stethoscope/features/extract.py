@@ -5,14 +5,15 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.audio import decode_audio
+from ..data.audio import audio_info, decode_audio
 from ..data.clip import Clip
 from ..errors import AudioError
 from .logmel import LogMel, LogMelParams
@@ -52,13 +53,18 @@ class FeatureCache:
         os.replace(tmp, p)
 
 
-def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
-    """(content hash, waveform) of a clip, reading the file once."""
+def _read_bytes(clip: Clip) -> tuple[str, bytes]:
+    """(content key, raw bytes) of a clip's file: the key hashes the bytes and the channel."""
     try:
         raw = Path(clip.path).read_bytes()
     except OSError as err:
         raise AudioError(clip.path, f"cannot read file ({err.strerror or err})") from err
-    key = hashlib.blake2b(raw, digest_size=16).hexdigest() + f"-c{clip.channel}"
+    return hashlib.blake2b(raw, digest_size=16).hexdigest() + f"-c{clip.channel}", raw
+
+
+def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
+    """(content hash, waveform) of a clip, reading the file once."""
+    key, raw = _read_bytes(clip)
     return key, decode_audio(raw, clip.path, sample_rate, clip.channel)
 
 
@@ -68,47 +74,77 @@ def load_waveforms(clips: Sequence[Clip], sample_rate: int = 16_000, workers: in
         return list(pool.map(lambda c: read_clip(c, sample_rate)[1], clips))
 
 
-def logmels(
+@lru_cache(maxsize=8)
+def _transform(params: LogMelParams, device: str) -> LogMel:
+    return LogMel(params).to(device)
+
+
+def iter_logmels(
     clips: Sequence[Clip],
     params: LogMelParams = LogMelParams(),
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None | bool = None,
     workers: int = 2,
     batch_size: int = 32,
     progress: bool = True,
     device: str = "cpu",
-) -> list[np.ndarray]:
-    """Log-mel (n_mels, frames) float32 for every clip, in input order.
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, log-mel) pairs, chunk by chunk, so callers can store each where it belongs.
 
-    ``cache_dir=None`` uses `default_cache_dir`; pass ``False`` to disable caching.
+    Files are read and hashed in threads; a cache hit skips decoding; misses of equal
+    length share one batched STFT. ``cache_dir=None`` uses `default_cache_dir`, ``False``
+    disables the cache.
     """
     cache = None if cache_dir is False else FeatureCache(cache_dir or default_cache_dir(), "logmel", params.as_dict())
-    transform = LogMel(params).to(device)
-    out: list[np.ndarray | None] = [None] * len(clips)
+    transform = _transform(params, device)
+
+    def load(i: int) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+        key, raw = _read_bytes(clips[i])
+        hit = cache.get(key) if cache else None
+        wave = None if hit is not None else decode_audio(raw, clips[i].path, params.sample_rate, clips[i].channel)
+        return key, hit, wave
+
     bar = tqdm(total=len(clips), desc="log-mel", unit="clip", disable=not progress, leave=False)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
+    try:
         for start in range(0, len(clips), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(clips))))
-            read = list(pool.map(lambda i: read_clip(clips[i], params.sample_rate), chunk))
+            chunk = range(start, min(start + batch_size, len(clips)))
+            loaded = dict(zip(chunk, pool.map(load, chunk) if pool else map(load, chunk)))
             todo: dict[int, list[int]] = {}
-            for i, (key, wave) in zip(chunk, read):
-                hit = cache.get(key) if cache else None
+            for i, (_, hit, wave) in loaded.items():
                 if hit is not None:
-                    out[i] = hit
+                    yield i, hit
                 else:
-                    todo.setdefault(len(wave), []).append(i)
-            waves = dict(zip(chunk, (w for _, w in read)))
-            keys = dict(zip(chunk, (k for k, _ in read)))
-            for idx in todo.values():  # equal lengths share one batched STFT
-                batch = torch.from_numpy(np.stack([waves[i] for i in idx])).to(device)
+                    todo.setdefault(len(wave), []).append(i)  # type: ignore[arg-type]
+            for idx in todo.values():
+                batch = torch.from_numpy(np.stack([loaded[i][2] for i in idx])).to(device)  # type: ignore[misc]
                 with torch.no_grad():
                     mels = transform(batch).cpu().numpy()
                 for i, mel in zip(idx, mels):
-                    out[i] = np.ascontiguousarray(mel, dtype=np.float32)
+                    mel = np.ascontiguousarray(mel, dtype=np.float32)
                     if cache:
-                        cache.put(keys[i], out[i])
+                        cache.put(loaded[i][0], mel)
+                    yield i, mel
             bar.update(len(chunk))
-    bar.close()
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+
+
+def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_dir: str | Path | None | bool = None,
+            workers: int = 2, batch_size: int = 32, progress: bool = True, device: str = "cpu") -> list[np.ndarray]:
+    """Log-mel (n_mels, frames) float32 for every clip, in input order (see `iter_logmels`)."""
+    out: list[np.ndarray | None] = [None] * len(clips)
+    for i, mel in iter_logmels(clips, params, cache_dir, workers, batch_size, progress, device):
+        out[i] = mel
     return out  # type: ignore[return-value]
+
+
+def expected_frames(clip: Clip, params: LogMelParams) -> int:
+    """Frames a clip will have, from its header alone (soxr's output length is round(n * out / in))."""
+    sr, _, seconds = audio_info(clip.path)
+    n = int(round(seconds * sr))
+    return params.n_frames(n if sr == params.sample_rate else int(round(n * params.sample_rate / sr)))
 
 
 class FrameBank:
@@ -117,22 +153,37 @@ class FrameBank:
     Holds each frame once (0.16 MB per 10 s clip) instead of 640-dim copies (0.79 MB).
     """
 
-    def __init__(self, mels: list[np.ndarray], n_frames: int = 5, consume: bool = False) -> None:
-        """``consume=True`` releases each entry of ``mels`` once copied, so that peak memory
-        holds the frames once rather than twice."""
+    def __init__(self, mels: Sequence[np.ndarray], n_frames: int = 5) -> None:
         if not mels:
             raise ValueError("FrameBank needs at least one clip")
-        self.n_frames = n_frames
-        self.n_mels = mels[0].shape[0]
         lengths = [m.shape[1] for m in mels]
+        frames = torch.empty(int(sum(lengths)), mels[0].shape[0], dtype=torch.float32)
+        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels):
+            frames[offset:offset + mel.shape[1]] = torch.from_numpy(np.asarray(mel, dtype=np.float32).T)
+        self._index(frames, lengths, n_frames)
+
+    @classmethod
+    def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5, **kwargs) -> "FrameBank":
+        """Extract log-mels straight into one preallocated tensor (sized from the file headers),
+        so that peak memory holds every frame once, not a list of arrays plus their copy."""
+        lengths = [expected_frames(c, params) for c in clips]
+        if not clips or min(lengths) < n_frames:
+            return cls(logmels(clips, params, **kwargs), n_frames)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        frames = torch.empty(int(sum(lengths)), params.n_mels, dtype=torch.float32)
+        for i, mel in iter_logmels(clips, params, **kwargs):
+            if mel.shape[1] != lengths[i]:  # a header that lied: fall back to the simple path
+                return cls(logmels(clips, params, **kwargs), n_frames)
+            frames[offsets[i]:offsets[i] + lengths[i]] = torch.from_numpy(mel.T)
+        bank = cls.__new__(cls)
+        bank._index(frames, lengths, n_frames)
+        return bank
+
+    def _index(self, frames: torch.Tensor, lengths: Sequence[int], n_frames: int) -> None:
         if min(lengths) < n_frames:
             raise ValueError(f"a clip has fewer than {n_frames} frames")
+        self.frames, self.n_frames, self.n_mels = frames, n_frames, frames.shape[1]
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        self.frames = torch.empty(int(sum(lengths)), self.n_mels, dtype=torch.float32)
-        for i, (offset, n) in enumerate(zip(offsets, lengths)):
-            self.frames[offset:offset + n] = torch.from_numpy(np.asarray(mels[i], dtype=np.float32).T)
-            if consume:
-                mels[i] = None  # type: ignore[call-overload]
         counts = [n - n_frames + 1 for n in lengths]
         self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(offsets, counts)]))
         self.clip_index = torch.from_numpy(np.repeat(np.arange(len(lengths)), counts))

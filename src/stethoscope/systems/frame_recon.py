@@ -12,6 +12,7 @@ Scores follow the official DCASE 2023-2025 AE code:
 """
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from typing import Sequence
 
@@ -47,6 +48,7 @@ class FrameReconstructionSystem(System):
         self.precision_source_: torch.Tensor | None = None
         self.precision_target_: torch.Tensor | None = None
         self.history_: list[float] = []
+        self.epoch_seconds_: list[float] = []
 
     # -- what subclasses provide ------------------------------------------------------
     @abstractmethod
@@ -76,13 +78,15 @@ class FrameReconstructionSystem(System):
             raise ConfigError("fit needs at least one training clip")
         seed_everything(self.seed)
         device = resolve_device(self.device)
-        bank = FrameBank(self._logmels(train), self.n_frames, consume=True)
+        bank = FrameBank.from_clips(train, self.logmel_params, self.n_frames, cache_dir=self.cache_dir,
+                                    progress=self.progress)
         self.model = self.build_model(bank.dim).to(device)
         optimiser = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
         generator = torch.Generator().manual_seed(self.seed)
-        self.history_ = []
+        self.history_, self.epoch_seconds_ = [], []
         bar = tqdm(range(self.epochs), desc=f"train {self.name}", unit="epoch", disable=not self.progress, leave=False)
         for _ in bar:
+            started = time.perf_counter()
             self.model.train()
             order = torch.randperm(len(bank), generator=generator)
             total, count = 0.0, 0
@@ -98,6 +102,7 @@ class FrameReconstructionSystem(System):
                 total += loss.item() * len(idx)
                 count += len(idx)
             self.history_.append(total / max(count, 1))
+            self.epoch_seconds_.append(time.perf_counter() - started)
             bar.set_postfix(loss=f"{self.history_[-1]:.4f}")
         self._fit_covariances(bank, train, generator, device)
         self.fit_threshold(self._score_bank(bank, device))
