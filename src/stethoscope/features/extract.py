@@ -53,13 +53,16 @@ class FeatureCache:
         os.replace(tmp, p)
 
 
-def _read_bytes(clip: Clip) -> tuple[str, bytes]:
-    """(content key, raw bytes) of a clip's file: the key hashes the bytes and the channel."""
+def _read_bytes(clip: Clip, hash_content: bool = True) -> tuple[str, bytes]:
+    """(content key, raw bytes) of a clip's file: the key hashes the bytes (sha256, the fastest
+    hashlib digest on CPUs with SHA extensions) and the channel; "" when not hashed."""
     try:
         raw = Path(clip.path).read_bytes()
     except OSError as err:
         raise AudioError(clip.path, f"cannot read file ({err.strerror or err})") from err
-    return hashlib.blake2b(raw, digest_size=16).hexdigest() + f"-c{clip.channel}", raw
+    if not hash_content:
+        return "", raw
+    return hashlib.sha256(raw).hexdigest()[:32] + f"-c{clip.channel}", raw
 
 
 def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
@@ -98,7 +101,7 @@ def iter_logmels(
     transform = _transform(params, device)
 
     def load(i: int) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-        key, raw = _read_bytes(clips[i])
+        key, raw = _read_bytes(clips[i], hash_content=cache is not None)
         hit = cache.get(key) if cache else None
         wave = None if hit is not None else decode_audio(raw, clips[i].path, params.sample_rate, clips[i].channel)
         return key, hit, wave
@@ -106,9 +109,14 @@ def iter_logmels(
     bar = tqdm(total=len(clips), desc="log-mel", unit="clip", disable=not progress, leave=False)
     pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
     try:
-        for start in range(0, len(clips), batch_size):
-            chunk = range(start, min(start + batch_size, len(clips)))
-            loaded = dict(zip(chunk, pool.map(load, chunk) if pool else map(load, chunk)))
+        chunks = [range(s, min(s + batch_size, len(clips))) for s in range(0, len(clips), batch_size)]
+        pending = [pool.submit(load, i) for i in chunks[0]] if pool and chunks else []
+        for n, chunk in enumerate(chunks):
+            if pool:  # the next chunk's files are read and decoded while this one is transformed
+                loaded = dict(zip(chunk, (f.result() for f in pending)))
+                pending = [pool.submit(load, i) for i in chunks[n + 1]] if n + 1 < len(chunks) else []
+            else:
+                loaded = dict(zip(chunk, map(load, chunk)))
             todo: dict[int, list[int]] = {}
             for i, (_, hit, wave) in loaded.items():
                 if hit is not None:
@@ -128,7 +136,7 @@ def iter_logmels(
     finally:
         bar.close()
         if pool:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
 
 
 def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_dir: str | Path | None | bool = None,

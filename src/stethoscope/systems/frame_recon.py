@@ -141,7 +141,8 @@ class FrameReconstructionSystem(System):
     def _residual_stats(self, bank: FrameBank, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
         """Per clip: mean squared error and mean residual vector."""
         assert self.model is not None
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: only when needed (hot path)
+            self.model.eval()
         mse, mean_diff = [], []
         for sl in bank.clip_slices():
             x = bank.vectors(torch.arange(sl.start, sl.stop)).to(device)
@@ -160,11 +161,18 @@ class FrameReconstructionSystem(System):
         target = torch.einsum("nd,de,ne->n", d, self.precision_target_, d)
         return torch.minimum(source, target).numpy()
 
+    def _model_device(self) -> torch.device:
+        """The configured device, moving the model there only when it is elsewhere."""
+        assert self.model is not None
+        device = resolve_device(self.device)
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+        return device
+
     def score(self, clips: Sequence[Clip]) -> np.ndarray:
         if self.model is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        device = resolve_device(self.device)
-        self.model.to(device)
+        device = self._model_device()
         return self._score_bank(FrameBank(self._logmels(clips), self.n_frames), device)
 
     def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000) -> np.ndarray:
@@ -183,9 +191,7 @@ class FrameReconstructionSystem(System):
                 wave = soxr.resample(wave, sample_rate, self.logmel_params.sample_rate).astype(np.float32)
             with torch.no_grad():
                 mels.append(transform(torch.from_numpy(wave)[None])[0].numpy())
-        device = resolve_device(self.device)
-        self.model.to(device)
-        return self._score_bank(FrameBank(mels, self.n_frames), device)
+        return self._score_bank(FrameBank(mels, self.n_frames), self._model_device())
 
     @torch.no_grad()
     def _frame_view(self, clip: Clip) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
@@ -193,10 +199,10 @@ class FrameReconstructionSystem(System):
         averaged over the overlapping 5-frame vectors that cover each frame."""
         if self.model is None:
             raise RuntimeError(f"{self.name}: fit or load the system before explaining")
-        device = resolve_device(self.device)
+        device = self._model_device()
         mel = self._logmels([clip])[0]
         bank = FrameBank([mel], self.n_frames)
-        self.model.to(device).eval()
+        self.model.eval()
         x = bank.vectors(torch.arange(len(bank))).to(device)
         rec = self.reconstruct(self.model, x)
         shape = (len(bank), self.n_frames, self.n_mels)
