@@ -78,6 +78,14 @@ def _write_scores_table(path: Path, rows: Sequence[ScoredClip], paths: Sequence[
     atomic_write_text(path, buf.getvalue())
 
 
+def _load_quiet(model_dir: str | Path, device: str) -> System:
+    """A saved system for a few clips: no progress bars (they would drown the one-line answers)."""
+    cfg_path = Path(model_dir) / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    quiet = {"progress": False} if "progress" in cfg.get("params", {}) else {}
+    return load_system(model_dir, device=device, **quiet)
+
+
 def _model_dir_for(models: Path, machine: str) -> Path:
     if (models / "config.json").exists():
         return models
@@ -129,7 +137,7 @@ def _audio_paths(paths: Sequence[str]) -> list[Path]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    system = load_system(args.model, device=args.device)
+    system = _load_quiet(args.model, args.device)
     paths = _audio_paths(args.paths)
     machine = json.loads((Path(args.model) / "config.json").read_text()).get("run", {}).get("machine", "unknown")
     clips = [Clip(path=p, machine=machine, channel=args.channel) for p in paths]
@@ -273,7 +281,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .data.audio import load_audio
     from .realtime import StreamingScorer, stream_file
 
-    system = load_system(args.model, device=args.device)
+    system = _load_quiet(args.model, args.device)
     scorer = StreamingScorer(system, window_seconds=args.window, hop_seconds=args.hop)
     wave = load_audio(args.file, channel=args.channel)
     print(f"{'t (s)':>8}  {'score':>12}  decision   (threshold {system.threshold_:.6g})")
@@ -290,7 +298,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .reports.maps import save_anomaly_map_png
 
-    system = load_system(args.model, device=args.device)
+    system = _load_quiet(args.model, args.device)
     clip = Clip(path=Path(args.file), machine="unknown", channel=args.channel)
     score = float(system.score([clip])[0])
     png = save_anomaly_map_png(system, clip, Path(args.out), score=score)
