@@ -156,7 +156,7 @@ def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="data folders, or 'toy'")
+    parser.add_argument("--data", nargs="*", default=DEFAULT_DATA, help="data folders, or 'toy' (none: latency only)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--folds", type=int, default=5)
