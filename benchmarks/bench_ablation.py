@@ -74,6 +74,19 @@ SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
 }
 
 
+def bench_modes(data: Path, system: str, modes: list[str], out: Path, folds: int, seed: int,
+                epochs: int | None) -> dict[str, dict[str, Any]]:
+    """One ``stethoscope bench --score-modes`` run: each fold trained once, scored in every mode."""
+    argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(folds),
+            "--seed", str(seed), "--quiet", "--score-modes", ",".join(modes),
+            "--set", "progress=false", *([f"epochs={epochs}"] if epochs is not None else [])]
+    with contextlib.redirect_stdout(sys.stderr):
+        rc = cli_main(argv)
+    if rc != 0:
+        raise RuntimeError(f"stethoscope {' '.join(argv)} exited with {rc}")
+    return {m: json.loads((out / m / "bench.json").read_text()) for m in modes}
+
+
 def bench_one(data: Path, name: str, out: Path, folds: int, seed: int, epochs: int | None) -> dict[str, Any]:
     """``stethoscope bench`` for one system on one data folder; returns its bench.json."""
     system, config, overrides = SYSTEMS[name]
@@ -186,7 +199,20 @@ def main() -> None:
             if not root.is_dir():
                 print(f"skipping {data}: not a folder", file=sys.stderr)
                 continue
+            for system in ("dcase_ae", "gamma_vae"):  # MSE and MAHALA share each fold's training
+                names = [f"{system}_{m}" for m in ("mse", "mahala") if f"{system}_{m}" in args.systems]
+                if len(names) == 2:
+                    print(f"== {label} / {system} (mse, mahala)", file=sys.stderr)
+                    try:
+                        both = bench_modes(root, system, ["mse", "mahala"], out / label / system, args.folds,
+                                           args.seed, args.epochs)
+                        results.update({(label, f"{system}_{m}"): r for m, r in both.items()})
+                    except Exception as err:  # noqa: BLE001
+                        traceback.print_exc()
+                        results.update({(label, n): f"{type(err).__name__}: {err}"[:200] for n in names})
             for name in args.systems:
+                if (label, name) in results:
+                    continue
                 print(f"== {label} / {name}", file=sys.stderr)
                 try:
                     results[(label, name)] = bench_one(root, name, out / label / name, args.folds, args.seed,
