@@ -167,11 +167,25 @@ def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | Non
     ])
 
 
+def collect(dirs: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Results of earlier runs (``<out>/<data>/<name>/bench.json`` and, for score modes,
+    ``<out>/<data>/<system>/<mode>/bench.json``), in grid order, for re-tabulating."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for root in dirs:
+        for path in sorted(root.glob("*/*/bench.json")) + sorted(root.glob("*/*/*/bench.json")):
+            rel = path.relative_to(root).parts
+            name = rel[1] if len(rel) == 3 else f"{rel[1]}_{rel[2]}"
+            found[(rel[0], name)] = json.loads(path.read_text())
+    data_order = ["toy", "dcase2020", "mimii_0db"]
+    return dict(sorted(found.items(), key=lambda kv: (data_order.index(kv[0][0]) if kv[0][0] in data_order else 9,
+                                                     list(SYSTEMS).index(kv[0][1]) if kv[0][1] in SYSTEMS else 99)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="*", default=DEFAULT_DATA, help="data folders, or 'toy' (none: latency only)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder (required unless --collect)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override every system's epochs (quick runs)")
@@ -181,7 +195,13 @@ def main() -> None:
     parser.add_argument("--latency-threads", type=int, default=2)
     parser.add_argument("--latency-clips", type=int, default=10)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--collect", nargs="+", metavar="DIR", help="only re-tabulate the bench.json files of earlier --out folders")
     args = parser.parse_args()
+    if args.collect:
+        print(tables(collect([Path(d) for d in args.collect])))
+        return
+    if not args.out:
+        parser.error("--out is required")
     torch.set_num_threads(args.threads)
     if "STETHOSCOPE_WEIGHTS_DIR" not in os.environ and (SHARED / "weights").is_dir():
         os.environ["STETHOSCOPE_WEIGHTS_DIR"] = str(SHARED / "weights")
