@@ -130,6 +130,30 @@ def tables(results: dict[tuple[str, str], dict[str, Any] | str]) -> str:
     return "\n".join(lines)
 
 
+def pivot(results: dict[tuple[str, str], dict[str, Any] | str], key: str = "auc") -> str:
+    """Per data set: one row per set, one column per system (``key``, mean over folds)."""
+    lines: list[str] = []
+    for data in dict.fromkeys(d for d, _ in results):
+        names = [n for d, n in results if d == data and not isinstance(results[(d, n)], str)]
+        sets = list(dict.fromkeys(s for n in names for s in results[(data, n)]["sets"]))  # type: ignore[index]
+        if all(results[(data, n)]["sets"][st].get(key) is None  # type: ignore[index]
+               for n in names for st in results[(data, n)]["sets"]):  # type: ignore[index]
+            continue  # e.g. AUC-s / AUC-t of a layout without domains
+        lines += ["", f"{data}: {key} per set", "", "| set | " + " | ".join(names) + " |",
+                  "|" + " --- |" * (len(names) + 1)]
+        for set_name in sets + ["mean"]:
+            cells = []
+            for n in names:
+                res = results[(data, n)]
+                if set_name == "mean":
+                    vals = [v[key] for v in res["sets"].values() if v.get(key) is not None]  # type: ignore[index]
+                    cells.append(_f(float(np.mean(vals)) if vals else None))
+                else:
+                    cells.append(_f(res["sets"].get(set_name, {}).get(key)))  # type: ignore[index]
+            lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | None) -> str:
     """Train the full CPU TLDiffGAN on 10 s toy clips, then time end-to-end scoring per clip."""
     params = {**read_config(CONFIGS / "tldiffgan_cpu.yaml"), "progress": False,
@@ -198,7 +222,8 @@ def main() -> None:
     parser.add_argument("--collect", nargs="+", metavar="DIR", help="only re-tabulate the bench.json files of earlier --out folders")
     args = parser.parse_args()
     if args.collect:
-        print(tables(collect([Path(d) for d in args.collect])))
+        found = collect([Path(d) for d in args.collect])
+        print("\n".join([tables(found)] + [pivot(found, k) for k in ("auc", "pauc", "auc_source", "auc_target")]))
         return
     if not args.out:
         parser.error("--out is required")
