@@ -103,16 +103,24 @@ def scan_dcase2020(root: str | Path, channel: int = 0) -> list[Clip]:
                        "<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav")
 
 
+def _labelled_section(stem: str) -> tuple[str, str, str, int, tuple[tuple[str, str], ...]] | None:
+    """(section, domain, split, label, name attributes) of a labelled DCASE 2021+ file name."""
+    m = _RE_SECTION.match(stem)
+    if m is None:
+        return None
+    section, domain, split, state, _, tail = m.groups()
+    return section, domain, split, _LABELS[state], _name_attributes(tail)
+
+
 # -- DCASE 2021 -------------------------------------------------------------------------------
 def scan_dcase2021(root: str | Path, channel: int = 0) -> list[Clip]:
     """DCASE 2021 Task 2: ``<type>/{train,source_test,target_test}/section_XX_...`` files."""
 
     def parse(path: Path) -> Clip | None:
         folder, machine = path.parent.name, path.parent.parent.name
-        m = _RE_SECTION.match(path.stem)
-        if m is not None:
-            section, domain, split, state, _, tail = m.groups()
-            label, attrs = _LABELS[state], _name_attributes(tail)
+        named = _labelled_section(path.stem)
+        if named is not None:
+            section, domain, split, label, attrs = named
         elif (e := _RE_2021_EVAL.match(path.stem)) is not None:
             section, domain, _ = e.groups()
             split, label, attrs = "test", None, ()
@@ -165,10 +173,9 @@ def scan_dcase2022(root: str | Path, channel: int = 0) -> list[Clip]:
 
     def parse(path: Path) -> Clip | None:
         folder, machine = path.parent.name, path.parent.parent.name
-        m = _RE_SECTION.match(path.stem)
-        if m is not None:
-            section, domain, split, state, _, tail = m.groups()
-            label, attrs = _LABELS[state], _name_attributes(tail)
+        named = _labelled_section(path.stem)
+        if named is not None:
+            section, domain, split, label, attrs = named
         elif (e := _RE_2022_EVAL.match(path.stem)) is not None:
             section, domain, split, label, attrs = e.group(1), None, "test", None, ()
         else:
