@@ -43,6 +43,14 @@ def test_score_prints_file_score_decision(trained, toy_root, tmp_path, capsys):
     assert len(rows) == 1 and float(rows[0]["score"]) > 0
 
 
+def test_stream_prints_one_score_per_hop(trained, toy_root, capsys):
+    wav = sorted((toy_root / "gearbox" / "test").glob("*.wav"))[0]  # 4 s toy clip
+    assert main(["stream", "--model", str(trained / "gearbox"), str(wav), "--window", "2", "--hop", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [float(r[0]) for r in rows] == [2.0, 3.0, 4.0]
+    assert all(r[2] in ("normal", "ANOMALY") for r in rows)
+
+
 def test_evaluate_from_models_then_from_submission_csvs(trained, toy_root, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["evaluate", "--data", str(toy_root), "--models", str(trained), "--out", str(out)]) == 0
