@@ -40,7 +40,8 @@ def decode_audio(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE, c
     try:
         data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(path, f"not a readable WAV/FLAC file ({err})") from err
+        reason = str(err).rsplit(">: ", 1)[-1]  # drop libsndfile's "Error opening <BytesIO ...>" prefix
+        raise AudioError(path, f"not a readable WAV/FLAC file ({reason})") from err
     if data.shape[0] == 0:
         raise AudioError(path, "empty audio (0 samples)")
     if channel is None:
