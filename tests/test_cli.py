@@ -22,8 +22,9 @@ def trained(toy_root, tmp_path_factory):
 def test_list_shows_systems(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
-    for name in ("dcase_ae", "gamma_vae", "ldgan", "embedding_knn"):
-        assert name in text
+    for name in ("dcase_ae", "gamma_vae", "ldgan", "tldiffgan", "embedding_knn", "efficientat_mn04", "eat_base",
+                 "knn", "lof", "gmm", "sos"):
+        assert f"  {name} " in text
 
 
 def test_train_writes_one_model_per_machine(trained):

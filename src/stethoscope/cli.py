@@ -315,27 +315,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .detectors import list_detectors
+    from .encoders import list_encoders
+
     del args
     print("systems:")
     for name, cls in list_systems().items():
-        print(f"  {name:<16} {cls.description}")
-    try:
-        from .encoders import list_encoders
-    except ImportError:
-        list_encoders = None
-    if list_encoders is not None:
-        print("encoders:")
-        for enc in list_encoders():
-            state = "weights present" if enc.get("weights_present") else "weights missing"
-            print(f"  {enc['name']:<16} dim {enc['dim']:<5} {state}")
-    try:
-        from .detectors import list_detectors
-    except ImportError:
-        list_detectors = None
-    if list_detectors is not None:
-        print("detectors:")
-        for name in list_detectors():
-            print(f"  {name}")
+        print(f"  {name:<24} {cls.description}")
+    print("encoders:")
+    for enc in list_encoders():
+        if enc["name"] == "random":
+            state = "random weights (a no-pretraining control)"
+        else:
+            state = f"weights {'present' if enc.get('weights_present') else 'missing'} ({enc.get('weights_file')})"
+        print(f"  {enc['name']:<24} dim {enc['dim']:<4} {state}")
+    print("detectors:")
+    for det in list_detectors():
+        params = ", ".join(f"{k}={v}" for k, v in det["params"].items())
+        print(f"  {det['name']:<24} {det['description']} [{params}]")
     return 0
 
 
