@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Every figure in docs/RESULTS.md, in the order it was measured. Speed figures need a quiet
-# machine (nothing else running); the accuracy grid runs two halves side by side, one torch
-# thread each, so its "train s/fold" column is indicative only.
+# machine (nothing else running). The accuracy grid runs in parallel processes with one torch
+# thread each (its "train s/fold" column is then indicative only); seeds fix its results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/results}
+REAL=../shared/data/real
 mkdir -p "$OUT"
 export STETHOSCOPE_WEIGHTS_DIR=${STETHOSCOPE_WEIGHTS_DIR:-../shared/weights}
-python benchmarks/bench_logmel.py --n 200            | tee "$OUT/logmel.md"
-python benchmarks/bench_ae.py                         | tee "$OUT/ae.md"
-python benchmarks/bench_encoders.py                   | tee "$OUT/encoders.md"
-python benchmarks/bench_ldgan.py                      | tee "$OUT/ldgan.md"
-python benchmarks/bench_ablation.py --data --out "$OUT/latency" | tee "$OUT/latency.md"
-python benchmarks/bench_ablation.py --out "$OUT/grid-a" --no-latency \
-  --systems dcase_ae_mse dcase_ae_mahala gamma_vae_mse gamma_vae_mahala embedding_knn ldgan > "$OUT/grid-a.md" &
-python benchmarks/bench_ablation.py --out "$OUT/grid-b" --no-latency \
-  --systems tldiffgan tldiffgan_no_diffusion tldiffgan_no_wave tldiffgan_no_tmixup tldiffgan_random_encoder \
-  > "$OUT/grid-b.md"
+/usr/bin/time -v stethoscope demo --out "$OUT/demo" 2>&1 | tail -30 > "$OUT/demo.txt"
+python benchmarks/bench_logmel.py --n 200                       | tee "$OUT/logmel.md"
+python benchmarks/bench_ae.py                                    | tee "$OUT/ae.md"
+python benchmarks/bench_encoders.py                              | tee "$OUT/encoders.md"
+python benchmarks/bench_ldgan.py                                 | tee "$OUT/ldgan.md"
+python benchmarks/bench_ablation.py --data --out "$OUT/latency"  | tee "$OUT/latency.md"
+BASELINES="dcase_ae_mse dcase_ae_mahala gamma_vae_mse gamma_vae_mahala embedding_knn ldgan"
+TLDIFFGAN="tldiffgan tldiffgan_no_diffusion tldiffgan_no_wave tldiffgan_no_tmixup tldiffgan_random_encoder"
+python benchmarks/bench_ablation.py --no-latency --out "$OUT/grid-a" --systems $BASELINES > /dev/null &
+python benchmarks/bench_ablation.py --no-latency --out "$OUT/grid-b" --systems $TLDIFFGAN > /dev/null
 wait
+python benchmarks/bench_ablation.py --collect "$OUT/grid-a" "$OUT/grid-b" | tee "$OUT/grid.md"
