@@ -71,12 +71,6 @@ def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
     return key, decode_audio(raw, clip.path, sample_rate, clip.channel)
 
 
-def load_waveforms(clips: Sequence[Clip], sample_rate: int = 16_000, workers: int = 2) -> list[np.ndarray]:
-    """Decode clips in parallel threads (libsndfile and soxr release the GIL)."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda c: read_clip(c, sample_rate)[1], clips))
-
-
 @lru_cache(maxsize=8)
 def _transform(params: LogMelParams, device: str) -> LogMel:
     return LogMel(params).to(device)
@@ -208,9 +202,3 @@ class FrameBank:
         """Stacked vectors for vector indices ``idx`` -> (len(idx), n_mels * n_frames)."""
         rows = self.starts[idx][:, None] + self._window
         return self.frames[rows].reshape(len(idx), -1)
-
-    def clip_slices(self) -> list[slice]:
-        """Vector index range of each clip, in clip order."""
-        counts = torch.bincount(self.clip_index).tolist()
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]

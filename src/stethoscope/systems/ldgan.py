@@ -113,7 +113,7 @@ class LDGANSystem(System):
             disc_channels=self.disc_channels, n_steps=self.n_steps, schedule=self.schedule,
             beta_min=self.beta_min, beta_max=self.beta_max, prediction=self.prediction, x0_clip=self.x0_clip,
             latent_diffusion=self.latent_diffusion, n_classes=n_classes, gp_type=self.gp_type,
-            gp_weight=self.gp_weight, w_eps=self.w_pred, w_stat=self.w_stat, w_adv=self.w_adv))
+            gp_weight=self.gp_weight))
 
     def _logmels(self, clips: Sequence[Clip]) -> list[np.ndarray]:
         params = LogMelParams(n_mels=self.n_mels, log_floor=self.log_floor)

@@ -45,9 +45,6 @@ class LDGANConfig:
     n_classes: int = 0
     gp_type: str = "r1"
     gp_weight: float = 10.0
-    w_eps: float = 1.0
-    w_stat: float = 1.0
-    w_adv: float = 0.1
 
 
 def moment_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
