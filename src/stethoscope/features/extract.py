@@ -72,7 +72,8 @@ def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
-def _transform(params: LogMelParams, device: str) -> LogMel:
+def logmel_transform(params: LogMelParams, device: str = "cpu") -> LogMel:
+    """One shared `LogMel` module per parameters and device (its filter bank is built once)."""
     return LogMel(params).to(device)
 
 
@@ -92,7 +93,7 @@ def iter_logmels(
     disables the cache.
     """
     cache = None if cache_dir is False else FeatureCache(cache_dir or default_cache_dir(), "logmel", params.as_dict())
-    transform = _transform(params, device)
+    transform = logmel_transform(params, device)
 
     def load(i: int) -> tuple[str, np.ndarray | None, np.ndarray | None]:
         key, raw = _read_bytes(clips[i], hash_content=cache is not None)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data.clip import Clip
 from ..errors import ConfigError
-from ..features.extract import FrameBank, logmels
+from ..features.extract import FrameBank, logmel_transform, logmels
 from ..features.logmel import LogMelParams
 from ..utils import resolve_device, seed_everything
 from .base import System
@@ -189,11 +189,9 @@ class FrameReconstructionSystem(System):
         """Direct path for streams: resample if needed, log-mel, score; no files involved."""
         import soxr
 
-        from ..features.logmel import LogMel
-
         if self.model is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        transform = LogMel(self.logmel_params)
+        transform = logmel_transform(self.logmel_params)
         mels = []
         for wave in waves:
             wave = np.asarray(wave, dtype=np.float32)
