@@ -195,3 +195,21 @@ def test_fault_regions_lookup(tmp_path):
     (region,) = fault_regions_for(clip)
     assert (region.t0, region.t1, region.f0, region.f1, region.kind) == (1.5, 2.0, 3000.0, 4000.0, "click")
     assert fault_regions_for(tmp_path / "fan" / "train" / "a.wav") == []
+
+
+def test_outputs_are_shareable_not_private(tmp_path):
+    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700); the results must not stay private."""
+    import os
+    import stat
+
+    from stethoscope.utils import atomic_directory, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        with atomic_directory(tmp_path / "model") as tmp:
+            (tmp / "w").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755

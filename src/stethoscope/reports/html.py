@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from html import escape
@@ -31,7 +30,7 @@ from ..utils import atomic_directory, atomic_write_text
 import matplotlib
 from matplotlib.ticker import MaxNLocator
 
-from .maps import (anomaly_figure, current_umask, decision_title, fault_regions_for, figure_png_bytes, map_panels,
+from .maps import (anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels,
                    new_figure)
 
 N_TOP_MAPS = 3
@@ -547,7 +546,4 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
                 (tmp / p.name).write_bytes(p.png)
     atomic_write_text(out_path.with_suffix(".md"), md)
     atomic_write_text(out_path, html)
-    mask = current_umask()  # the atomic writers create private (0600/0700) files; a report is for sharing
-    for path, mode in [(files_dir, 0o777), (out_path, 0o666), (out_path.with_suffix(".md"), 0o666)]:
-        os.chmod(path, mode & ~mask)
     return out_path

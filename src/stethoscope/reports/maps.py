@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -26,6 +24,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from ..data.clip import Clip
 from ..features.extract import logmels
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
+from ..utils import atomic_write_bytes
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"
 HZ_TICKS = (0, 250, 500, 1000, 2000, 4000, 8000)
@@ -201,27 +200,6 @@ def figure_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Temp file in the same folder, then ``os.replace``: readers never see half a picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a picture is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_anomaly_map_png(system, clip: Clip, out_png: str | Path, score: float | None = None,
                          regions: Sequence[FaultRegion] | Literal["auto"] = "auto") -> Path:
     """Write the anomaly-map figure of ``clip`` under ``system`` to ``out_png``.
@@ -236,4 +214,4 @@ def save_anomaly_map_png(system, clip: Clip, out_png: str | Path, score: float |
         score = float(system.score([clip])[0])
     boxes = fault_regions_for(clip.path) if regions == "auto" else list(regions)
     title = decision_title(Path(clip.path).name, score, getattr(system, "threshold_", None))
-    return write_atomic(out_png, figure_png_bytes(anomaly_figure(panels, title, boxes)))
+    return atomic_write_bytes(Path(out_png), figure_png_bytes(anomaly_figure(panels, title, boxes)))
