@@ -151,8 +151,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish_evaluation(out: Path, rows: Sequence[ScoredClip], extra: dict[str, Any], paths=None) -> dict[str, Any]:
-    write_result_csvs(out, rows)
+def _finish_evaluation(out: Path, rows: Sequence[ScoredClip], extra: dict[str, Any], paths=None,
+                       result_csvs: bool = True) -> dict[str, Any]:
+    """results.json, scores.csv (and the DCASE result CSVs unless they were the input), printed table."""
+    if result_csvs:
+        write_result_csvs(out, rows)
     _write_scores_table(out / "scores.csv", rows, paths)
     result = {**extra, **evaluate(rows), "run": run_metadata(extra.get("config"), extra.get("seed"))}
     atomic_write_json(out / "results.json", result)
@@ -167,11 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.ground_truth:
             raise StethoscopeError("--scores needs --ground-truth DIR")
         rows = read_submission(args.scores, args.ground_truth)
-        result = evaluate(rows)
-        result["run"] = run_metadata({"scores": args.scores, "ground_truth": args.ground_truth})
-        atomic_write_json(out / "results.json", result)
-        _write_scores_table(out / "scores.csv", rows)
-        print(format_table(result))
+        _finish_evaluation(out, rows, {"scores": args.scores, "ground_truth": args.ground_truth}, result_csvs=False)
         return 0
     if not (args.data and args.models):
         raise StethoscopeError("evaluate needs --data ROOT --models DIR, or --scores DIR --ground-truth DIR")
@@ -204,12 +203,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          "data": str(args.data), "sets": {}}
     out = Path(args.out)
     paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
-    built: list[System] = []
+    built: list[System] = []  # the latest fold's system only (earlier ones are freed), for its encoder tag
 
     def make(fold: int) -> System:
         seed_everything(args.seed + fold)
-        built.append(_build_system(args, args.system))
-        return built[-1]
+        built[:] = [_build_system(args, args.system)]
+        return built[0]
 
     def write() -> None:
         for m in modes:
