@@ -7,7 +7,7 @@ import pytest
 
 from stethoscope.cli import main
 
-from conftest import write_wav
+from tests.conftest import write_wav
 
 FAST = ["--set", "epochs=2", "batch_size=64", "progress=false"]
 

@@ -9,7 +9,7 @@ from stethoscope.models.ae import DcaseAE
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
 
-from conftest import write_wav
+from tests.conftest import write_wav
 
 
 def test_architecture_matches_official_baseline():

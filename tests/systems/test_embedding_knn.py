@@ -14,7 +14,7 @@ from stethoscope.encoders import weights as W
 from stethoscope.errors import CheckpointError
 from stethoscope.systems import get_system, load_system
 
-SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 MN04 = SHARED / "weights" / "mn04_as_mAP_432.pt"
 SR = 16_000
 

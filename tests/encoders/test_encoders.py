@@ -13,7 +13,7 @@ from stethoscope.encoders import weights as W
 from stethoscope.encoders.fbank import FbankParams, KaldiFbank
 from stethoscope.errors import CheckpointError, ConfigError
 
-SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 FIXTURE = SHARED / "fixtures" / "encoder_reference.npz"
 MN04 = SHARED / "weights" / "mn04_as_mAP_432.pt"
 

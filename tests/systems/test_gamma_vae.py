@@ -19,7 +19,7 @@ from stethoscope.models.gamma_vae import GammaVAE, kl_gamma
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.gamma_vae import GammaVAESystem
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "stethoscope" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
 SR, SECONDS = 16_000, 3.0
 ATTRS = {"speed": 1350, "load": 60, "bg": "pink"}  # one operating condition: the test is about faults
 

@@ -19,9 +19,9 @@ from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
 from stethoscope.systems.tldiffgan import TLDiffGANSystem
 
-SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 MN04 = SHARED / "weights" / "mn04_as_mAP_432.pt"
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "stethoscope" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
 TINY = dict(n_frames=48, ae_channels=8, latent_channels=4, gen_channels=8, gen_blocks=1, disc_channels=8,
             batch_size=4, learning_rate=1e-3, epochs=2, progress=False)
 CANDIDATES = ["recon", "knn", "lof", "gmm", "sos"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_wav
+from tests.conftest import write_wav
 
 from stethoscope.data.audio import load_audio
 from stethoscope.data.clip import Clip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_wav
+from tests.conftest import write_wav
 
 from stethoscope.data import load_audio, make_toy_dataset, scan
 from stethoscope.data.layouts import detect_layout
