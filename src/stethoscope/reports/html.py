@@ -14,7 +14,6 @@ in the report instead of failing it.
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from matplotlib.ticker import MaxNLocator
 
 from .maps import (anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels,
                    new_figure)
+from .results import ScoreRow, read_results_json, read_scores_csv
+
 
 N_TOP_MAPS = 3
 MAX_FPR = 0.1
@@ -42,34 +43,6 @@ COLUMNS = (("auc_source", "AUC-s"), ("auc_target", "AUC-t"), ("auc", "AUC"), ("p
 PLOT_STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
               "grid.color": "#e5e7eb", "grid.linewidth": 0.8, "axes.edgecolor": "#9ca3af",
               "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
-
-
-# -- inputs ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ScoreRow:
-    file: str
-    path: str
-    machine: str
-    section: str
-    domain: str | None
-    label: int | None
-    score: float
-    decision: int | None
-
-
-def read_scores_csv(path: Path) -> list[ScoreRow]:
-    """Rows of ``scores.csv`` (``file,path,machine,section,domain,label,score,decision``)."""
-    rows = []
-    with open(path, newline="") as handle:
-        for i, r in enumerate(csv.DictReader(handle), start=2):
-            try:
-                label, decision = r.get("label") or "", r.get("decision") or ""
-                rows.append(ScoreRow(r["file"], r.get("path") or "", r["machine"], r.get("section") or "",
-                                     r.get("domain") or None, int(label) if label else None, float(r["score"]),
-                                     int(decision) if decision else None))
-            except (KeyError, ValueError) as err:
-                raise StethoscopeError(f"{path}, line {i}: unreadable row ({err})") from err
-    return rows
 
 
 # -- the report's content, independent of HTML or Markdown -------------------------------
@@ -521,13 +494,7 @@ def _render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], note
 def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
     """Write ``out_path`` (HTML, self-contained) and ``<stem>.md`` + ``<stem>_files/`` beside it."""
     results_dir, out_path = Path(results_dir), Path(out_path)
-    res_file = results_dir / "results.json"
-    if not res_file.exists():
-        raise StethoscopeError(f"{results_dir}: no results.json (run `stethoscope evaluate` or `demo` first)")
-    try:
-        results = json.loads(res_file.read_text())
-    except json.JSONDecodeError as err:
-        raise StethoscopeError(f"{res_file}: corrupt JSON ({err})") from err
+    results = read_results_json(results_dir)
     scores_file = results_dir / "scores.csv"
     notes: list[str] = [f"Skipped: {s}" for s in results.get("skipped", [])]
     if scores_file.exists():
