@@ -15,43 +15,28 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
 import numpy as np
 
 from ..data.clip import Clip
 from ..errors import StethoscopeError
 from ..utils import atomic_directory, atomic_write_text
-import matplotlib
-from matplotlib.ticker import MaxNLocator
-
-from .maps import (anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels,
-                   new_figure)
+from .figures import MAX_FPR, Picture, histogram_picture, roc_picture, slug
+from .maps import anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels
 from .results import ScoreRow, read_results_json, read_scores_csv
 
 
 N_TOP_MAPS = 3
-MAX_FPR = 0.1
-NORMAL_COLOUR, ANOMALY_COLOUR = "#2563eb", "#ea580c"  # blue / orange: safe for red-green colour blindness
-SECTION_COLOURS = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#ca8a04", "#db2777", "#0891b2", "#4b5563")
 COLUMNS = (("auc_source", "AUC-s"), ("auc_target", "AUC-t"), ("auc", "AUC"), ("pauc", "pAUC"),
            ("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
-PLOT_STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-              "grid.color": "#e5e7eb", "grid.linewidth": 0.8, "axes.edgecolor": "#9ca3af",
-              "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
 
 
 # -- the report's content, independent of HTML or Markdown -------------------------------
-@dataclass
-class Picture:
-    name: str  # file name in <stem>_files/
-    alt: str
-    caption: str
-    png: bytes
 
 
 @dataclass
@@ -70,10 +55,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-
-
 def _table(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict[str, Any]]]]:
     """Columns that hold at least one value, and rows: sections, then the means."""
     rows = [(tag, "section", sec) for tag, sec in entry.get("sections", {}).items()]
@@ -81,83 +62,6 @@ def _table(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str
         rows += [("arithmetic mean", "mean", entry.get("mean", {})), ("harmonic mean", "mean", entry.get("hmean", {}))]
     cols = [(k, label) for k, label in COLUMNS if any(r[2].get(k) is not None for r in rows)]
     return cols, rows
-
-
-def _roc_picture(machine: str, rows: Sequence[ScoreRow]) -> Picture | None:
-    """ROC curves per section (source and target where domains exist), pAUC region shaded."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    sections = sorted({r.section for r in rows})
-    curves = []
-    for si, sec in enumerate(sections):
-        srows = [r for r in rows if r.section == sec]
-        y = np.array([r.label for r in srows])
-        if len(set(y.tolist())) < 2:
-            continue
-        s = np.array([r.score for r in srows])
-        dom = np.array([r.domain or "" for r in srows])
-        domains = [d for d in ("source", "target") if ((dom == d) & (y == 0)).any()]
-        for di, d in enumerate(domains or [""]):
-            use = (dom == d) | (y == 1) if d else np.ones(len(y), bool)
-            fpr, tpr, _ = roc_curve(y[use], s[use])
-            colour = SECTION_COLOURS[(di if len(sections) == 1 else si) % len(SECTION_COLOURS)]
-            style = "--" if d == "target" else "-"
-            name = " ".join(p for p in (sec if len(sections) > 1 else "", d) if p) or "all clips"
-            curves.append((fpr, tpr, colour, style, f"{name}  AUC {roc_auc_score(y[use], s[use]):.3f}"))
-    if not curves:
-        return None
-    with matplotlib.rc_context(PLOT_STYLE):
-        ax = new_figure((5.2, 4.4)).subplots()
-        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label=f"pAUC region (FPR ≤ {MAX_FPR:g})")
-        ax.plot([0, 1], [0, 1], color="#9ca3af", lw=1, ls=":", label="chance")
-        for fpr, tpr, colour, style, label in curves:
-            ax.plot(fpr, tpr, color=colour, ls=style, lw=2, label=label, drawstyle="steps-post")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-               title=f"{machine}: ROC")
-        ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize=8.5)
-        png = figure_png_bytes(ax.figure, dpi=120)
-    has_domains = any(r.domain for r in rows)
-    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target normals and all "
-                "anomalies (dashed). " if has_domains else "ROC curves per section. ")
-               + "The shaded band is the region the pAUC averages over.")
-    return Picture(f"{_slug(machine)}_roc.png", f"ROC curves of {machine}", caption, png)
-
-
-def _histogram_picture(machine: str, rows: Sequence[ScoreRow], threshold: float | None) -> Picture:
-    """Score histogram, normal vs anomalous (or all clips when unlabelled), threshold marked."""
-    scores = np.array([r.score for r in rows], dtype=float)
-    finite = scores[np.isfinite(scores)]
-    log = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 50
-    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    if threshold is not None and np.isfinite(threshold) and (not log or threshold > 0):
-        lo, hi = min(lo, threshold), max(hi, threshold)
-    if hi <= lo:
-        hi = lo + 1.0 if not log else lo * 2
-    bins = np.geomspace(lo, hi, 31) if log else np.linspace(lo, hi, 31)
-    labelled = any(r.label is not None for r in rows)
-    groups = ([("normal", NORMAL_COLOUR, [r.score for r in rows if r.label == 0]),
-               ("anomalous", ANOMALY_COLOUR, [r.score for r in rows if r.label == 1])]
-              if labelled else [("all clips (unlabelled)", "#4b5563", list(finite))])
-    with matplotlib.rc_context(PLOT_STYLE):
-        ax = new_figure((5.2, 4.4)).subplots()
-        for name, colour, vals in groups:
-            if vals:
-                ax.hist(vals, bins=bins, color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
-                        edgecolor=colour, linewidth=0.8)
-        if threshold is not None and np.isfinite(threshold):
-            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {threshold:.4g}")
-        if log:
-            ax.set_xscale("log")
-        ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="clips",
-               title=f"{machine}: score distribution")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom: the legend sits above the bars
-        ax.legend(fontsize=8.5, loc="upper left", ncols=2 if len(groups) > 1 else 1)
-        png = figure_png_bytes(ax.figure, dpi=120)
-    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
-               "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
-    return Picture(f"{_slug(machine)}_scores.png", f"score histogram of {machine}", caption, png)
 
 
 def _resolve_audio(path: str, results_dir: Path) -> Path | None:
@@ -231,7 +135,7 @@ def _map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
         bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
         if regions:
             bits.append("dashed box: injected fault (" + ", ".join(r.kind for r in regions if r.kind) + ")")
-        pictures.append(Picture(f"{_slug(machine)}_map{i + 1}_{_slug(Path(row.file).stem)}.png",
+        pictures.append(Picture(f"{slug(machine)}_map{i + 1}_{slug(Path(row.file).stem)}.png",
                                 f"anomaly map of {row.file}", " · ".join(bits), png))
     return pictures, notes
 
@@ -251,13 +155,13 @@ def _machine_part(machine: str, results: dict[str, Any], rows: Sequence[ScoreRow
         return part
     threshold = results.get("thresholds", {}).get(machine)
     if n_norm and n_anom:
-        roc = _roc_picture(machine, rows)
+        roc = roc_picture(machine, rows)
         if roc:
             part.charts.append(roc)
     elif not entry:
         part.notes.append("No clips with both labels: metrics and ROC curves need normal and anomalous clips; "
                           "the histogram shows the scores only.")
-    part.charts.append(_histogram_picture(machine, rows, threshold))
+    part.charts.append(histogram_picture(machine, rows, threshold))
     maps, notes = _map_pictures(machine, rows, results.get("models", {}).get(machine), results_dir)
     part.maps, part.notes = maps, part.notes + notes
     return part
@@ -361,7 +265,7 @@ def _metric_cell(v: Any) -> str:
 
 
 def _html_machine(part: MachinePart) -> str:
-    out = [f'<section class="card" id="m-{escape(_slug(part.name))}"><div class="card-head">'
+    out = [f'<section class="card" id="m-{escape(slug(part.name))}"><div class="card-head">'
            f"<h2>{escape(part.name)}</h2>"]
     if part.official_score is not None:
         out.append(f'<span class="badge {_quality_class(part.official_score)}" title="harmonic mean of AUC-s, AUC-t '
@@ -420,7 +324,7 @@ def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: S
              f"{h['n_labelled'] or 0} labelled · {len(parts)} machine type{'s' if len(parts) != 1 else ''}")]
     kpi_html = "".join(f'<div class="kpi {c}"><div class="label">{escape(l)}</div><div class="value">{v}</div>'
                        f'<div class="hint">{escape(t)}</div></div>' for c, l, v, t in kpis)
-    toc = "".join(f'<a href="#m-{escape(_slug(p.name))}">{escape(p.name)}<span>{_fmt(p.official_score)}</span></a>'
+    toc = "".join(f'<a href="#m-{escape(slug(p.name))}">{escape(p.name)}<span>{_fmt(p.official_score)}</span></a>'
                   for p in parts)
     r = _repro(results)
     versions = "".join(f"<span>{escape(k)} <b>{escape(str(v))}</b></span>" for k, v in r["versions"].items())
