@@ -15,74 +15,14 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..utils import atomic_directory, atomic_write_text
-from .figures import MAX_FPR, Picture, histogram_picture, roc_picture, slug
-from .map_gallery import map_pictures
-from .results import ScoreRow, read_results_json, read_scores_csv
-
-
-COLUMNS = (("auc_source", "AUC-s"), ("auc_target", "AUC-t"), ("auc", "AUC"), ("pauc", "pAUC"),
-           ("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
-
-
-# -- the report's content, independent of HTML or Markdown -------------------------------
-
-
-@dataclass
-class MachinePart:
-    name: str
-    official_score: float | None = None
-    columns: list[tuple[str, str]] = field(default_factory=list)
-    rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (label, kind, metrics)
-    charts: list[Picture] = field(default_factory=list)
-    maps: list[Picture] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    counts: str = ""
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _table(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict[str, Any]]]]:
-    """Columns that hold at least one value, and rows: sections, then the means."""
-    rows = [(tag, "section", sec) for tag, sec in entry.get("sections", {}).items()]
-    if len(rows) > 1:
-        rows += [("arithmetic mean", "mean", entry.get("mean", {})), ("harmonic mean", "mean", entry.get("hmean", {}))]
-    cols = [(k, label) for k, label in COLUMNS if any(r[2].get(k) is not None for r in rows)]
-    return cols, rows
-
-
-def _machine_part(machine: str, results: dict[str, Any], rows: Sequence[ScoreRow], results_dir: Path) -> MachinePart:
-    part = MachinePart(machine)
-    entry = results.get("machines", {}).get(machine)
-    if entry:
-        part.official_score = entry.get("official_score")
-        part.columns, part.rows = _table(entry)
-    labels = [r.label for r in rows]
-    n_norm, n_anom, n_unl = labels.count(0), labels.count(1), labels.count(None)
-    counts = ((n_norm, "normal"), (n_anom, "anomalous"), (n_unl, "unlabelled"))
-    part.counts = ", ".join(f"{n} {w}" for n, w in counts if n)
-    if not rows:
-        part.notes.append("scores.csv has no clips of this machine type: no figures.")
-        return part
-    threshold = results.get("thresholds", {}).get(machine)
-    if n_norm and n_anom:
-        roc = roc_picture(machine, rows)
-        if roc:
-            part.charts.append(roc)
-    elif not entry:
-        part.notes.append("No clips with both labels: metrics and ROC curves need normal and anomalous clips; "
-                          "the histogram shows the scores only.")
-    part.charts.append(histogram_picture(machine, rows, threshold))
-    maps, notes = map_pictures(machine, rows, results.get("models", {}).get(machine), results_dir)
-    part.maps, part.notes = maps, part.notes + notes
-    return part
+from .content import MachinePart, fmt, headline, machine_part, reproducibility
+from .figures import MAX_FPR, Picture, slug
+from .results import read_results_json, read_scores_csv
 
 
 # -- rendering --------------------------------------------------------------------------
@@ -169,17 +109,8 @@ font-size:.8rem;line-height:1.45}
 """
 
 
-def _headline(results: dict[str, Any]) -> dict[str, Any]:
-    am = results.get("arithmetic_mean") or {}
-    ci = results.get("ci95") or {}
-    return {"system": results.get("system") or "unknown system", "data": results.get("data") or "",
-            "official": results.get("official_score"), "auc": am.get("auc"), "pauc": am.get("pauc"),
-            "ci_auc": ci.get("auc"), "ci_pauc": ci.get("pauc"),
-            "n_clips": results.get("n_clips"), "n_labelled": results.get("n_labelled")}
-
-
 def _metric_cell(v: Any) -> str:
-    return f'<td class="m"><span class="{_quality_class(v)}">{_fmt(v)}</span></td>'
+    return f'<td class="m"><span class="{_quality_class(v)}">{fmt(v)}</span></td>'
 
 
 def _html_machine(part: MachinePart) -> str:
@@ -187,7 +118,7 @@ def _html_machine(part: MachinePart) -> str:
            f"<h2>{escape(part.name)}</h2>"]
     if part.official_score is not None:
         out.append(f'<span class="badge {_quality_class(part.official_score)}" title="harmonic mean of AUC-s, AUC-t '
-                   f'and pAUC over sections">official score {_fmt(part.official_score)}</span>')
+                   f'and pAUC over sections">official score {fmt(part.official_score)}</span>')
     out.append(f'</div><p class="counts">{escape(part.counts)} test clips</p>')
     if part.rows:
         head = "".join(f"<th>{escape(label)}</th>" for _, label in part.columns)
@@ -221,30 +152,22 @@ def _legend_html() -> str:
             + "<span>· AUC 0.5 = chance</span></div>")
 
 
-def _repro(results: dict[str, Any]) -> dict[str, Any]:
-    run = results.get("run") or {}
-    cmd = run.get("command")
-    return {"seed": run.get("seed", results.get("seed")), "config": run.get("config") or results.get("config") or {},
-            "versions": run.get("versions") or {}, "command": " ".join(cmd) if isinstance(cmd, list) else cmd,
-            "python": run.get("python"), "platform": run.get("platform"), "time": run.get("time_utc")}
-
-
 def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Sequence[str], results_dir: Path) -> str:
-    h = _headline(results)
+    h = headline(results)
     ci_auc = f" <small>± {h['ci_auc']:.3f}</small>" if h["ci_auc"] is not None else ""
     ci_pauc = f" <small>± {h['ci_pauc']:.3f}</small>" if h["ci_pauc"] is not None else ""
     unavailable = "not available: no section has both normal and anomalous clips"
-    kpis = [("main", "official score", _fmt(h["official"]),
+    kpis = [("main", "official score", fmt(h["official"]),
              "harmonic mean of AUC-s, AUC-t, pAUC" if h["official"] is not None else unavailable),
-            ("", "AUC", _fmt(h["auc"]) + ci_auc, "mean over sections · ± 95% CI (jackknife, pooled clips)"),
-            ("", "pAUC", _fmt(h["pauc"]) + ci_pauc, f"FPR ≤ {MAX_FPR:g}, McClish-standardised"),
+            ("", "AUC", fmt(h["auc"]) + ci_auc, "mean over sections · ± 95% CI (jackknife, pooled clips)"),
+            ("", "pAUC", fmt(h["pauc"]) + ci_pauc, f"FPR ≤ {MAX_FPR:g}, McClish-standardised"),
             ("", "clips", str(h["n_clips"] if h["n_clips"] is not None else "–"),
              f"{h['n_labelled'] or 0} labelled · {len(parts)} machine type{'s' if len(parts) != 1 else ''}")]
     kpi_html = "".join(f'<div class="kpi {c}"><div class="label">{escape(l)}</div><div class="value">{v}</div>'
                        f'<div class="hint">{escape(t)}</div></div>' for c, l, v, t in kpis)
-    toc = "".join(f'<a href="#m-{escape(slug(p.name))}">{escape(p.name)}<span>{_fmt(p.official_score)}</span></a>'
+    toc = "".join(f'<a href="#m-{escape(slug(p.name))}">{escape(p.name)}<span>{fmt(p.official_score)}</span></a>'
                   for p in parts)
-    r = _repro(results)
+    r = reproducibility(results)
     versions = "".join(f"<span>{escape(k)} <b>{escape(str(v))}</b></span>" for k, v in r["versions"].items())
     facts = [("seed", r["seed"]), ("command", r["command"]), ("python", r["python"]), ("platform", r["platform"]),
              ("run at (UTC)", r["time"]), ("results folder", str(results_dir))]
@@ -279,18 +202,18 @@ def _render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: S
 
 def _render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], notes: Sequence[str],
                      files_dir: str, results_dir: Path) -> str:
-    h = _headline(results)
+    h = headline(results)
     ci = lambda v: f" ± {v:.3f}" if v is not None else ""  # noqa: E731
     lines = [f"# Stethoscope report: {h['system']}", "", f"Data: `{h['data']}`", "",
-             f"**Official score {_fmt(h['official'])}** (harmonic mean of AUC-s, AUC-t, pAUC) · "
-             f"AUC {_fmt(h['auc'])}{ci(h['ci_auc'])} · pAUC {_fmt(h['pauc'])}{ci(h['ci_pauc'])} "
+             f"**Official score {fmt(h['official'])}** (harmonic mean of AUC-s, AUC-t, pAUC) · "
+             f"AUC {fmt(h['auc'])}{ci(h['ci_auc'])} · pAUC {fmt(h['pauc'])}{ci(h['ci_pauc'])} "
              f"(95% CI half-widths, jackknife over pooled clips) · {h['n_clips']} clips, "
              f"{h['n_labelled'] or 0} labelled", ""]
     lines += [f"> {n}" for n in notes] + ([""] if notes else [])
     for part in parts:
         lines += [f"## {part.name}", ""]
         if part.official_score is not None:
-            lines += [f"Official score **{_fmt(part.official_score)}** · {part.counts} test clips", ""]
+            lines += [f"Official score **{fmt(part.official_score)}** · {part.counts} test clips", ""]
         else:
             lines += [f"{part.counts} test clips", ""]
         if part.rows:
@@ -299,12 +222,12 @@ def _render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], note
             for label, kind, m in part.rows:
                 n = f"{m['n_normal']} / {m['n_anomaly']}" if "n_normal" in m else ""
                 name = f"**{label}**" if kind == "mean" else label
-                lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k, _ in part.columns) + f" | {n} |")
+                lines.append(f"| {name} | " + " | ".join(fmt(m.get(k)) for k, _ in part.columns) + f" | {n} |")
             lines.append("")
         lines += [f"> {n}" for n in part.notes] + ([""] if part.notes else [])
         for p in part.charts + part.maps:
             lines += [f"![{p.alt}]({files_dir}/{p.name})", "", f"*{p.caption}*", ""]
-    r = _repro(results)
+    r = reproducibility(results)
     lines += ["## Reproducibility", "", f"- seed: {r['seed']}", f"- command: `{r['command']}`",
               f"- python {r['python']} on {r['platform']}, run at {r['time']} UTC",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
@@ -325,7 +248,7 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
         rows = []
         notes.append(f"{scores_file} is missing: tables only, no figures.")
     machines = sorted(set(results.get("machines", {})) | {r.machine for r in rows})
-    parts = [_machine_part(m, results, [r for r in rows if r.machine == m], results_dir) for m in machines]
+    parts = [machine_part(m, results, [r for r in rows if r.machine == m], results_dir) for m in machines]
     files_dir = out_path.with_name(f"{out_path.stem}_files")
     html = _render_html(results, parts, notes, results_dir)
     md = _render_markdown(results, parts, notes, files_dir.name, results_dir)
