@@ -38,6 +38,11 @@ def fmt(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def clip_counts(metrics: dict[str, Any]) -> str:
+    """A table row's ``normal / anomalous`` clip counts; empty where the row has none (the means)."""
+    return f"{metrics['n_normal']} / {metrics['n_anomaly']}" if "n_normal" in metrics else ""
+
+
 def _table(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict[str, Any]]]]:
     """Columns that hold at least one value, and rows: sections, then the means."""
     rows = [(tag, "section", sec) for tag, sec in entry.get("sections", {}).items()]

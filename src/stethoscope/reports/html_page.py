@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Sequence
 
-from .content import MachinePart, fmt, headline, reproducibility
+from .content import MachinePart, clip_counts, fmt, headline, reproducibility
 from .figures import MAX_FPR, Picture, slug
 
 
@@ -105,6 +105,11 @@ def _metric_cell(v: Any) -> str:
     return f'<td class="m"><span class="{_quality_class(v)}">{fmt(v)}</span></td>'
 
 
+def _notes_html(notes: Sequence[str]) -> str:
+    """Notes as highlighted paragraphs."""
+    return "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+
+
 def _html_machine(part: MachinePart) -> str:
     """One machine type's card: badge, metrics table, notes, charts and anomaly maps."""
     out = [f'<section class="card" id="m-{escape(slug(part.name))}"><div class="card-head">'
@@ -118,12 +123,10 @@ def _html_machine(part: MachinePart) -> str:
         out.append(f'<div class="table-wrap"><table><thead><tr><th>section</th>{head}<th>normal / anom.</th></tr>'
                    "</thead><tbody>")
         for label, kind, m in part.rows:
-            n = f"{m['n_normal']} / {m['n_anomaly']}" if "n_normal" in m else ""
             cells = "".join(_metric_cell(m.get(k)) for k, _ in part.columns)
-            out.append(f'<tr class="{kind}"><td>{escape(label)}</td>{cells}<td>{n}</td></tr>')
+            out.append(f'<tr class="{kind}"><td>{escape(label)}</td>{cells}<td>{clip_counts(m)}</td></tr>')
         out.append("</tbody></table></div>")
-    for note in part.notes:
-        out.append(f'<p class="note">{escape(note)}</p>')
+    out.append(_notes_html(part.notes))
     if part.charts:
         out.append("<h3>Detection</h3><div class=\"grid\">" + "".join(_html_figure(p) for p in part.charts) + "</div>")
     if part.maps:
@@ -169,7 +172,6 @@ def render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Se
              ("run at (UTC)", r["time"]), ("results folder", str(results_dir))]
     facts_html = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(str(v))}</code></dd>"
                          for k, v in facts if v is not None)
-    note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
@@ -181,7 +183,7 @@ def render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Se
 <p class="sub">data <code>{escape(h['data'])}</code></p>
 <div class="kpis">{kpi_html}</div>
 {_legend_html()}
-{note_html}
+{_notes_html(notes)}
 <nav class="toc" aria-label="machine types">{toc}</nav>
 {''.join(_html_machine(p) for p in parts)}
 <footer><section class="card"><h2>Reproducibility</h2>

@@ -9,7 +9,12 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .content import MachinePart, fmt, headline, reproducibility
+from .content import MachinePart, clip_counts, fmt, headline, reproducibility
+
+
+def _quoted(notes: Sequence[str]) -> list[str]:
+    """Notes as block quotes, followed by a blank line when there are any."""
+    return [f"> {n}" for n in notes] + ([""] if notes else [])
 
 
 def render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], notes: Sequence[str],
@@ -22,7 +27,7 @@ def render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], notes
              f"AUC {fmt(h['auc'])}{ci(h['ci_auc'])} · pAUC {fmt(h['pauc'])}{ci(h['ci_pauc'])} "
              f"(95% CI half-widths, jackknife over pooled clips) · {h['n_clips']} clips, "
              f"{h['n_labelled'] or 0} labelled", ""]
-    lines += [f"> {n}" for n in notes] + ([""] if notes else [])
+    lines += _quoted(notes)
     for part in parts:
         lines += [f"## {part.name}", ""]
         if part.official_score is not None:
@@ -33,11 +38,11 @@ def render_markdown(results: dict[str, Any], parts: Sequence[MachinePart], notes
             lines.append("| section | " + " | ".join(label for _, label in part.columns) + " | normal / anom. |")
             lines.append("| --- |" + " ---: |" * (len(part.columns) + 1))
             for label, kind, m in part.rows:
-                n = f"{m['n_normal']} / {m['n_anomaly']}" if "n_normal" in m else ""
                 name = f"**{label}**" if kind == "mean" else label
-                lines.append(f"| {name} | " + " | ".join(fmt(m.get(k)) for k, _ in part.columns) + f" | {n} |")
+                cells = " | ".join(fmt(m.get(k)) for k, _ in part.columns)
+                lines.append(f"| {name} | {cells} | {clip_counts(m)} |")
             lines.append("")
-        lines += [f"> {n}" for n in part.notes] + ([""] if part.notes else [])
+        lines += _quoted(part.notes)
         for p in part.charts + part.maps:
             lines += [f"![{p.alt}]({files_dir}/{p.name})", "", f"*{p.caption}*", ""]
     r = reproducibility(results)
