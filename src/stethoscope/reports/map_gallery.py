@@ -1,0 +1,101 @@
+"""The report's anomaly-map gallery of one machine type: the top clips beside a typical one.
+
+Loads the machine's saved model (on the CPU, quietly) and draws, with `maps`, the
+most anomalous clips by score and a median-score normal clip on one colour scale, so that
+"where does it fail to reconstruct" is comparable between them. Whatever prevents a map
+(no audio paths, no model, a system without maps, a missing file) becomes a note for the
+report instead of an error.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+
+from ..data.clip import Clip
+from ..errors import StethoscopeError
+from .figures import Picture, slug
+from .maps import anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels
+from .results import ScoreRow
+
+N_TOP_MAPS = 3
+
+
+def _resolve_audio(path: str, results_dir: Path) -> Path | None:
+    """``path`` as recorded, or relative to the results folder; None when neither exists."""
+    if not path:
+        return None
+    p = Path(path)
+    for candidate in (p, results_dir / p):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load_model(model_dir: str | None) -> tuple[Any, str | None]:
+    """(system, None) or (None, reason)."""
+    from ..systems import list_systems, load_system
+
+    if not model_dir:
+        return None, "no model folder is recorded in results.json"
+    directory = Path(model_dir)
+    if not (directory / "config.json").exists():
+        return None, f"the model folder {directory} is missing"
+    try:
+        name = json.loads((directory / "config.json").read_text())["system"]
+        cls = list_systems().get(name)
+        params = cls.param_names() if cls is not None else []
+        overrides = {k: v for k, v in (("device", "cpu"), ("progress", False)) if k in params}
+        return load_system(directory, **overrides), None
+    except (StethoscopeError, KeyError, ValueError, OSError, RuntimeError) as err:
+        return None, f"the model in {directory} could not be loaded ({err})"
+
+
+def map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
+                 results_dir: Path) -> tuple[list[Picture], list[str]]:
+    """Anomaly maps of the top clips by score plus a typical normal clip, on one colour scale."""
+    ranked = sorted(rows, key=lambda r: r.score, reverse=True)
+    chosen = [(r, "most anomalous #%d" % (i + 1)) for i, r in enumerate(ranked[:N_TOP_MAPS])]
+    normals = [r for r in ranked if r.label == 0] or ([] if any(r.label is not None for r in rows) else ranked)
+    normals = [r for r in normals if r not in [c[0] for c in chosen]]
+    if normals:
+        chosen.append((normals[len(normals) // 2], "typical normal clip (median score)" if normals[0].label == 0
+                       else "typical clip (median score)"))
+    if not any(r.path for r in rows):
+        return [], ["scores.csv records no audio paths (scores read from submission files), so no anomaly maps."]
+    system, reason = _load_model(model_dir)
+    if system is None:
+        return [], [f"No anomaly maps: {reason}."]
+    panels, notes = [], []
+    for row, role in chosen:
+        audio = _resolve_audio(row.path, results_dir)
+        if audio is None:
+            notes.append(f"{row.file}: audio file {row.path or '(none)'} not found, no map.")
+            continue
+        clip = Clip(path=audio, machine=machine, section=row.section.split("_")[-1], domain=row.domain, label=row.label)
+        try:
+            panels.append((row, role, audio, map_panels(system, clip)))
+        except NotImplementedError:
+            return [], [f"The system {getattr(system, 'name', '?')!r} produces no anomaly maps."]
+        except StethoscopeError as err:
+            notes.append(f"{row.file}: no map ({err}).")
+    if not panels:
+        return [], notes
+    vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in panels)
+    threshold = getattr(system, "threshold_", None)
+    pictures = []
+    for i, (row, role, audio, p) in enumerate(panels):
+        regions = fault_regions_for(audio)
+        title = decision_title(row.file, row.score, threshold)
+        with matplotlib.rc_context({"font.size": 9}):
+            png = figure_png_bytes(anomaly_figure(p, title, regions, map_vmax=vmax, width=6.2), dpi=100)
+        truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
+        bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
+        if regions:
+            bits.append("dashed box: injected fault (" + ", ".join(r.kind for r in regions if r.kind) + ")")
+        pictures.append(Picture(f"{slug(machine)}_map{i + 1}_{slug(Path(row.file).stem)}.png",
+                                f"anomaly map of {row.file}", " · ".join(bits), png))
+    return pictures, notes
