@@ -6,6 +6,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .engine import RunContext
+from .errors import ConfigError
 from .systems.base import System
 
 
@@ -27,10 +29,11 @@ class StreamingScorer:
     """
 
     def __init__(self, system: System, window_seconds: float = 10.0, hop_seconds: float = 1.0,
-                 sample_rate: int = 16_000) -> None:
+                 sample_rate: int = 16_000, ctx: RunContext | None = None) -> None:
         if hop_seconds <= 0 or window_seconds <= 0:
-            raise ValueError("window_seconds and hop_seconds must be positive")
+            raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and {hop_seconds}")
         self.system, self.sample_rate = system, sample_rate
+        self.ctx = ctx or RunContext(progress=False)
         self.window = int(round(window_seconds * sample_rate))
         self.hop = int(round(hop_seconds * sample_rate))
         self._buffer = np.zeros(0, dtype=np.float32)
@@ -53,7 +56,7 @@ class StreamingScorer:
         self._buffer = self._buffer[len(self._buffer) - keep:] if 0 <= keep < len(self._buffer) else self._buffer
         if not windows:
             return []
-        scores = self.system.score_waveforms(windows, self.sample_rate)
+        scores = self.system.score_waveforms(windows, self.sample_rate, self.ctx)
         decisions = self.system.decide(scores)
         return [StreamScore(e, float(s), int(d)) for e, s, d in zip(ends, scores, decisions)]
 

@@ -11,13 +11,17 @@ from tests.conftest import write_wav
 from stethoscope.data.audio import load_audio
 from stethoscope.data.clip import Clip
 from stethoscope.errors import AudioError
-from stethoscope.features.extract import read_clip
+from stethoscope.features.extract import FeatureRequest, iter_decoded
+
+
+def _decoded(clip: Clip) -> np.ndarray:
+    """The feature pipeline's waveform of one clip (`iter_decoded`, the path every system reads)."""
+    return next(iter_decoded([clip], FeatureRequest(wave=True), progress=False)).waves[0]
 
 
 def _loaders(path: Path, channel: int | None = 0) -> list:
-    """The two public ways a file is decoded: `load_audio` and the feature pipeline's `read_clip`."""
-    return [lambda: load_audio(path, channel=channel),
-            lambda: read_clip(Clip(path, "m", channel=channel or 0), 16_000)[1]]
+    """The two public ways a file is decoded: `load_audio` and the feature pipeline's `iter_decoded`."""
+    return [lambda: load_audio(path, channel=channel), lambda: _decoded(Clip(path, "m", channel=channel or 0))]
 
 
 def _noise(n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -83,4 +87,4 @@ def test_stereo_channel_selection_and_mix(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_audio(path, channel=0), left)
     np.testing.assert_array_equal(load_audio(path, channel=1), right)
     np.testing.assert_allclose(load_audio(path, channel=None), (left + right) / 2, atol=1e-7)
-    np.testing.assert_array_equal(read_clip(Clip(path, "m", channel=1), 16_000)[1], right)
+    np.testing.assert_array_equal(_decoded(Clip(path, "m", channel=1)), right)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..data.clip import Clip
 from ..errors import CheckpointError, ConfigError
-from ..features.extract import FeatureCache, default_cache_dir, read_clip
+from ..features.extract import Decoded, FeatureCache, FeatureRequest, iter_decoded
 from .base import Encoder
 from .weights import candidate_paths
 
@@ -113,34 +112,36 @@ def get_fitted_encoder(name: str, fitted_tag: dict[str, Any] | None, device: str
     return encoder
 
 
-def embed_clips(encoder: Encoder, clips: Sequence[Clip], cache_dir: str | Path | None | bool = None,
-                progress: bool = True, batch_size: int = 16) -> np.ndarray:
-    """(n, dim) float32 embeddings of clips, cached per file content + encoder + weights sha.
-
-    ``cache_dir=None`` uses the default cache (``$STETHOSCOPE_CACHE``); ``False`` disables it.
-    """
-    cache = None if cache_dir is False else FeatureCache(cache_dir or default_cache_dir(), "embeddings",
-                                                         encoder_tag(encoder))
-    out = np.zeros((len(clips), encoder.dim), np.float32)
-    bar = tqdm(total=len(clips), desc=f"embed {encoder.name}", unit="clip", disable=not progress, leave=False)
-    for start in range(0, len(clips), batch_size):
-        todo: list[tuple[int, str, np.ndarray]] = []
-        for i in range(start, min(start + batch_size, len(clips))):
-            key, wave = read_clip(clips[i], SAMPLE_RATE)
-            hit = cache.get(key) if cache else None
-            if hit is not None and hit.shape == (encoder.dim,):
-                out[i] = hit
-            else:
-                todo.append((i, key, wave))
-        if todo:
-            emb = encoder.embed([w for _, _, w in todo], SAMPLE_RATE)
-            for (i, key, _), row in zip(todo, emb):
-                out[i] = row
-                if cache:
-                    cache.put(key, np.ascontiguousarray(row, np.float32))
-        bar.update(min(batch_size, len(clips) - start))
-    bar.close()
+def embed_decoded(encoder: Encoder, decoded: Decoded, cache_dir: str | Path | None = None,
+                  batch_size: int = 16) -> np.ndarray:
+    """(n, dim) float32 embeddings of a decoded chunk's waveforms, cached per content key +
+    encoder + weights sha (clips that never were files, key "", are never cached)."""
+    assert decoded.waves is not None, "the chunk was decoded without waveforms"
+    cache = FeatureCache(cache_dir, "embeddings", encoder_tag(encoder)) if cache_dir is not None else None
+    out = np.zeros((len(decoded), encoder.dim), np.float32)
+    todo = []
+    for i, key in enumerate(decoded.keys):
+        hit = cache.get(key) if cache and key else None
+        if hit is not None and hit.shape == (encoder.dim,):
+            out[i] = hit
+        else:
+            todo.append(i)
+    for start in range(0, len(todo), batch_size):
+        part = todo[start:start + batch_size]
+        emb = encoder.embed([decoded.waves[i] for i in part], SAMPLE_RATE)
+        for i, row in zip(part, emb):
+            out[i] = row
+            if cache and decoded.keys[i]:
+                cache.put(decoded.keys[i], np.ascontiguousarray(row, np.float32))
     return out
 
 
-__all__ = ["ENCODERS", "Encoder", "embed_clips", "encoder_tag", "get_encoder", "list_encoders"]
+def embed_clips(encoder: Encoder, clips: Sequence[Clip], cache_dir: str | Path | None = None,
+                progress: bool = True) -> np.ndarray:
+    """(n, dim) float32 embeddings of clips, each file decoded once (see `embed_decoded`)."""
+    parts = [embed_decoded(encoder, d, cache_dir)
+             for d in iter_decoded(clips, FeatureRequest(wave=True), cache_dir, progress)]
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
+
+
+__all__ = ["ENCODERS", "Encoder", "embed_clips", "embed_decoded", "encoder_tag", "get_encoder", "list_encoders"]

@@ -15,6 +15,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from tqdm.auto import tqdm
 
 from ..data.clip import Clip
+from ..engine import RunContext, discard_checkpoint
 from ..systems.base import System
 from .metrics import section_metrics
 
@@ -51,15 +52,18 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def cross_validate(clips: Sequence[Clip], make_system: Callable[[int], System], folds: int = 5,
-                   seed: int = 0, progress: bool = True,
-                   score_modes: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the protocol on one set; ``make_system(fold)`` builds a fresh, unfitted system.
+def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], folds: int = 5,
+                   ctx: RunContext | None = None, score_modes: Sequence[str] | None = None,
+                   name: str = "set") -> dict[str, Any]:
+    """Run the protocol on one set; ``make_system()`` builds a fresh, unfitted system.
 
+    Fold k trains with seed ``ctx.seed + k`` and checkpoints in ``<checkpoint_dir>/<name>/fold<k>``,
+    so that no fold resumes another's training (fold k-1 trained on fold k's test normals).
     With ``score_modes`` (systems with a ``score_mode`` attribute, e.g. MSE and MAHALA of the
     AE), each fold is trained once and scored in every mode; the result is then a dict
     mode -> result.
     """
+    ctx = ctx or RunContext()
     normals = [c for c in clips if c.label == 0]
     anomalies = [c for c in clips if c.label == 1]
     if not anomalies:
@@ -68,20 +72,22 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[int], System], 
     fold_results: dict[str | None, list[dict]] = {m: [] for m in modes}
     score_ms: dict[str | None, list[float]] = {m: [] for m in modes}
     train_s = []
-    for k, test_idx in enumerate(tqdm(normal_folds(normals, folds, seed), desc="folds", disable=not progress,
-                                      leave=False)):
+    for k, test_idx in enumerate(tqdm(normal_folds(normals, folds, ctx.seed), desc="folds",
+                                      disable=not ctx.progress, leave=False)):
         test_set = set(test_idx.tolist())
         train = [c for i, c in enumerate(normals) if i not in test_set]
         test = [normals[i] for i in test_idx] + anomalies
-        system = make_system(k)
+        fold_ctx = ctx.replace(seed=ctx.seed + k).for_run(name, f"fold{k}")
+        system = make_system()
         t0 = time.perf_counter()
-        system.fit(train)
+        system.fit(train, ctx=fold_ctx)
         train_s.append(time.perf_counter() - t0)
+        discard_checkpoint(fold_ctx.checkpoint_dir)
         for mode in modes:
             if mode is not None:
                 system.score_mode = mode  # type: ignore[attr-defined]
             t0 = time.perf_counter()
-            scores = system.score(test)
+            scores = system.score(test, fold_ctx)
             score_ms[mode].append(1000 * (time.perf_counter() - t0) / len(test))
             m = section_metrics([c.label for c in test], scores, [c.domain for c in test])
             fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],

@@ -1,19 +1,22 @@
-"""Log-mel extraction for many clips: threaded decoding, batched torch maths, on-disk cache."""
+"""Decoding and log-mel extraction: each file read and decoded once, batched torch maths,
+an optional on-disk cache keyed by content."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import soxr
 import torch
 from tqdm.auto import tqdm
 
-from ..data.audio import audio_info, decode_audio
+from ..data.audio import SAMPLE_RATE, audio_info, decode_audio
 from ..data.clip import Clip
 from ..errors import AudioError
 from .logmel import LogMel, LogMelParams
@@ -53,7 +56,7 @@ class FeatureCache:
         os.replace(tmp, p)
 
 
-def _read_bytes(clip: Clip, hash_content: bool = True) -> tuple[str, bytes]:
+def _read_bytes(clip: Clip, hash_content: bool) -> tuple[str, bytes]:
     """(content key, raw bytes) of a clip's file: the key hashes the bytes (sha256, the fastest
     hashlib digest on CPUs with SHA extensions) and the channel; "" when not hashed."""
     try:
@@ -65,82 +68,125 @@ def _read_bytes(clip: Clip, hash_content: bool = True) -> tuple[str, bytes]:
     return hashlib.sha256(raw).hexdigest()[:32] + f"-c{clip.channel}", raw
 
 
-def read_clip(clip: Clip, sample_rate: int) -> tuple[str, np.ndarray]:
-    """(content hash, waveform) of a clip, reading the file once."""
-    key, raw = _read_bytes(clip)
-    return key, decode_audio(raw, clip.path, sample_rate, clip.channel)
-
-
 @lru_cache(maxsize=8)
 def logmel_transform(params: LogMelParams, device: str = "cpu") -> LogMel:
     """One shared `LogMel` module per parameters and device (its filter bank is built once)."""
     return LogMel(params).to(device)
 
 
-def iter_logmels(
-    clips: Sequence[Clip],
-    params: LogMelParams = LogMelParams(),
-    cache_dir: str | Path | None | bool = None,
-    workers: int = 2,
-    batch_size: int = 32,
-    progress: bool = True,
-    device: str = "cpu",
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, log-mel) pairs, chunk by chunk, so callers can store each where it belongs.
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What a system reads from each clip: its log-mel (with these parameters), its
+    16 kHz waveform, or both. One decoding pass serves every branch."""
 
-    Files are read and hashed in threads; a cache hit skips decoding; misses of equal
-    length share one batched STFT. ``cache_dir=None`` uses `default_cache_dir`, ``False``
-    disables the cache.
+    logmel: LogMelParams | None = None
+    wave: bool = False
+
+
+@dataclass
+class Decoded:
+    """A chunk of clips, each file read, hashed and decoded once.
+
+    ``keys`` are content keys for caches ("" where nothing was hashed: no cache, or audio
+    that never was a file); ``waves`` and ``logmels`` are filled as the request asked.
     """
-    cache = None if cache_dir is False else FeatureCache(cache_dir or default_cache_dir(), "logmel", params.as_dict())
-    transform = logmel_transform(params, device)
 
-    def load(i: int) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-        key, raw = _read_bytes(clips[i], hash_content=cache is not None)
+    keys: list[str]
+    waves: list[np.ndarray] | None = None
+    logmels: list[np.ndarray] | None = None
+    clips: Sequence[Clip] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _logmel_batch(waves: Sequence[np.ndarray], params: LogMelParams) -> list[np.ndarray]:
+    """Log-mels of waveforms; equal lengths share one batched STFT."""
+    transform = logmel_transform(params)
+    out: list[np.ndarray | None] = [None] * len(waves)
+    by_length: dict[int, list[int]] = {}
+    for i, wave in enumerate(waves):
+        by_length.setdefault(len(wave), []).append(i)
+    for idx in by_length.values():
+        with torch.no_grad():
+            mels = transform(torch.from_numpy(np.stack([waves[i] for i in idx]))).numpy()
+        for i, mel in zip(idx, mels):
+            out[i] = np.ascontiguousarray(mel, dtype=np.float32)
+    return out  # type: ignore[return-value]
+
+
+def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
+                 progress: bool = True, chunk: int = 32, workers: int = 2) -> Iterator[Decoded]:
+    """`Decoded` chunks of ``clips`` in input order.
+
+    Files are read (and hashed, when a cache is used) in threads while the previous chunk
+    is transformed. With ``cache_dir`` a log-mel cache hit skips decoding unless the
+    waveform is wanted too; ``cache_dir=None`` reads and writes no cache.
+    """
+    cache = None
+    if cache_dir is not None and request.logmel is not None:
+        cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
+    sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
+
+    def load(clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+        key, raw = _read_bytes(clip, hash_content=cache_dir is not None)
         hit = cache.get(key) if cache else None
-        wave = None if hit is not None else decode_audio(raw, clips[i].path, params.sample_rate, clips[i].channel)
+        wave = decode_audio(raw, clip.path, sample_rate, clip.channel) if hit is None or request.wave else None
         return key, hit, wave
 
-    bar = tqdm(total=len(clips), desc="log-mel", unit="clip", disable=not progress, leave=False)
+    chunks = [clips[s:s + chunk] for s in range(0, len(clips), chunk)]
+    bar = tqdm(total=len(clips), desc="decode", unit="clip", disable=not progress, leave=False)
     pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
     try:
-        chunks = [range(s, min(s + batch_size, len(clips))) for s in range(0, len(clips), batch_size)]
-        pending = [pool.submit(load, i) for i in chunks[0]] if pool and chunks else []
-        for n, chunk in enumerate(chunks):
+        pending = [pool.submit(load, c) for c in chunks[0]] if pool and chunks else []
+        for n, part in enumerate(chunks):
             if pool:  # the next chunk's files are read and decoded while this one is transformed
-                loaded = dict(zip(chunk, (f.result() for f in pending)))
-                pending = [pool.submit(load, i) for i in chunks[n + 1]] if n + 1 < len(chunks) else []
+                loaded = [f.result() for f in pending]
+                pending = [pool.submit(load, c) for c in chunks[n + 1]] if n + 1 < len(chunks) else []
             else:
-                loaded = dict(zip(chunk, map(load, chunk)))
-            todo: dict[int, list[int]] = {}
-            for i, (_, hit, wave) in loaded.items():
-                if hit is not None:
-                    yield i, hit
-                else:
-                    todo.setdefault(len(wave), []).append(i)  # type: ignore[arg-type]
-            for idx in todo.values():
-                batch = torch.from_numpy(np.stack([loaded[i][2] for i in idx])).to(device)  # type: ignore[misc]
-                with torch.no_grad():
-                    mels = transform(batch).cpu().numpy()
-                for i, mel in zip(idx, mels):
-                    mel = np.ascontiguousarray(mel, dtype=np.float32)
+                loaded = [load(c) for c in part]
+            out = Decoded(keys=[k for k, _, _ in loaded], clips=part)
+            if request.wave:
+                out.waves = [w for _, _, w in loaded]  # type: ignore[misc]
+            if request.logmel is not None:
+                misses = [i for i, (_, hit, _) in enumerate(loaded) if hit is None]
+                mels = [hit for _, hit, _ in loaded]
+                for i, mel in zip(misses, _logmel_batch([loaded[i][2] for i in misses], request.logmel)):
+                    mels[i] = mel
                     if cache:
                         cache.put(loaded[i][0], mel)
-                    yield i, mel
-            bar.update(len(chunk))
+                out.logmels = mels  # type: ignore[assignment]
+            bar.update(len(part))
+            yield out
     finally:
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
 
 
-def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_dir: str | Path | None | bool = None,
-            workers: int = 2, batch_size: int = 32, progress: bool = True, device: str = "cpu") -> list[np.ndarray]:
-    """Log-mel (n_mels, frames) float32 for every clip, in input order (see `iter_logmels`)."""
-    out: list[np.ndarray | None] = [None] * len(clips)
-    for i, mel in iter_logmels(clips, params, cache_dir, workers, batch_size, progress, device):
-        out[i] = mel
-    return out  # type: ignore[return-value]
+def decode_waves(waves: Sequence[np.ndarray], sample_rate: int, request: FeatureRequest) -> Decoded:
+    """In-memory mono waveforms (a stream, an upload) as a `Decoded` chunk: resampled to the
+    request's rate, no files, no hashing, nothing written to any cache."""
+    target = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
+    ready = []
+    for wave in waves:
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if sample_rate != target:
+            wave = soxr.resample(wave, sample_rate, target, quality="HQ").astype(np.float32)
+        ready.append(np.ascontiguousarray(wave))
+    out = Decoded(keys=[""] * len(ready))
+    if request.wave:
+        out.waves = ready
+    if request.logmel is not None:
+        out.logmels = _logmel_batch(ready, request.logmel)
+    return out
+
+
+def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_dir: str | Path | None = None,
+            progress: bool = True) -> list[np.ndarray]:
+    """Log-mel (n_mels, frames) float32 for every clip, in input order."""
+    return [m for part in iter_decoded(clips, FeatureRequest(logmel=params), cache_dir, progress)
+            for m in part.logmels]  # type: ignore[union-attr]
 
 
 def expected_frames(clip: Clip, params: LogMelParams) -> int:
@@ -166,18 +212,22 @@ class FrameBank:
         self._index(frames, lengths, n_frames)
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5, **kwargs) -> "FrameBank":
+    def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5,
+                   cache_dir: str | Path | None = None, progress: bool = True) -> "FrameBank":
         """Extract log-mels straight into one preallocated tensor (sized from the file headers),
         so that peak memory holds every frame once, not a list of arrays plus their copy."""
         lengths = [expected_frames(c, params) for c in clips]
         if not clips or min(lengths) < n_frames:
-            return cls(logmels(clips, params, **kwargs), n_frames)
+            return cls(logmels(clips, params, cache_dir, progress), n_frames)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         frames = torch.empty(int(sum(lengths)), params.n_mels, dtype=torch.float32)
-        for i, mel in iter_logmels(clips, params, **kwargs):
-            if mel.shape[1] != lengths[i]:  # a header that lied: fall back to the simple path
-                return cls(logmels(clips, params, **kwargs), n_frames)
-            frames[offsets[i]:offsets[i] + lengths[i]] = torch.from_numpy(mel.T)
+        i = 0
+        for part in iter_decoded(clips, FeatureRequest(logmel=params), cache_dir, progress):
+            for mel in part.logmels:  # type: ignore[union-attr]
+                if mel.shape[1] != lengths[i]:  # a header that lied: fall back to the simple path
+                    return cls(logmels(clips, params, cache_dir, progress), n_frames)
+                frames[offsets[i]:offsets[i] + lengths[i]] = torch.from_numpy(mel.T)
+                i += 1
         bank = cls.__new__(cls)
         bank._index(frames, lengths, n_frames)
         return bank

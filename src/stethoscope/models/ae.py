@@ -21,10 +21,11 @@ class DcaseAE(nn.Module):
         dec = [mlp_block(latent if i == 0 else hidden, hidden) for i in range(n_hidden)]
         self.decoder = nn.Sequential(*dec, nn.Linear(hidden, input_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction of ``x``."""
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``x`` (eval mode: BatchNorm uses its running statistics)."""
         return self.decoder(self.encoder(x))
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-vector mean squared reconstruction error (the training loss and the MSE score)."""
-        return (self(x) - x).pow(2).mean(dim=1)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-vector training loss: the mean squared reconstruction error (also the MSE score)."""
+        del generator  # nothing random in the AE
+        return {"loss": (self.reconstruct(x) - x).pow(2).mean(dim=1)}

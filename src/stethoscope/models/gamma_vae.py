@@ -35,14 +35,6 @@ def kl_gamma(concentration_q: torch.Tensor, rate_q: torch.Tensor,
             + concentration_q * (rate_p - rate_q) / rate_q)
 
 
-class GammaParams(NamedTuple):
-    """What `GammaVAE.forward` returns: the reconstruction and the latent Gamma's parameters."""
-
-    recon: torch.Tensor
-    concentration: torch.Tensor
-    rate: torch.Tensor
-
-
 class GammaVAELoss(NamedTuple):
     """Per-vector loss terms: mean squared error over the input dims, KL summed over the latent."""
 
@@ -61,13 +53,13 @@ class GammaVAE(nn.Module):
 
     def __init__(self, input_dim: int = 640, hidden: int = 128, latent: int = 8, n_hidden: int = 4,
                  positivity: str = "softplus", min_param: float = 1e-3,
-                 prior_concentration: float = 1.0, prior_rate: float = 1.0) -> None:
+                 prior_concentration: float = 1.0, prior_rate: float = 1.0, kl_weight: float = 1.0) -> None:
         super().__init__()
         if positivity not in POSITIVITY:
             raise ValueError(f"positivity must be one of {POSITIVITY}, got {positivity!r}")
         if prior_concentration <= 0 or prior_rate <= 0:
             raise ValueError("the Gamma prior needs positive concentration and rate")
-        self.positivity, self.min_param = positivity, min_param
+        self.positivity, self.min_param, self.kl_weight = positivity, min_param, kl_weight
         self.encoder = nn.Sequential(*[mlp_block(input_dim if i == 0 else hidden, hidden) for i in range(n_hidden)])
         self.fc_mu = nn.Linear(hidden, latent)   # -> concentration (shape, alpha)
         self.fc_var = nn.Linear(hidden, latent)  # -> rate (beta = 1 / scale)
@@ -88,17 +80,21 @@ class GammaVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> GammaParams:
-        """Reconstruction from a reparameterised latent sample, and the latent's parameters."""
-        concentration, rate = self.encode(x)
-        z = Gamma(concentration, rate, validate_args=False).rsample()
-        return GammaParams(self.decode(z), concentration, rate)
-
     def loss(self, x: torch.Tensor) -> GammaVAELoss:
-        """Per-vector reconstruction MSE (report eq. 1) and KL to the prior (exact closed form)."""
-        recon, concentration, rate = self(x)
+        """Per-vector reconstruction MSE (report eq. 1) of a reparameterised latent sample and
+        the KL to the prior (exact closed form). The Gamma sample draws from the device's
+        global generator: torch's Gamma sampler takes no generator (the engine seeds and
+        checkpoints that generator)."""
+        concentration, rate = self.encode(x)
+        recon = self.decode(Gamma(concentration, rate, validate_args=False).rsample())
         kl = kl_gamma(concentration, rate, self.prior_concentration, self.prior_rate).sum(dim=1)
         return GammaVAELoss((recon - x).pow(2).mean(dim=1), kl)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-vector training losses: ``loss`` = recon + kl_weight * kl, and both terms."""
+        del generator
+        terms = self.loss(x)
+        return {"loss": terms.recon + self.kl_weight * terms.kl, "recon": terms.recon, "kl": terms.kl}
 
     def reconstruct(self, x: torch.Tensor, latent: str = "mean") -> torch.Tensor:
         """Reconstruction for scoring: from the latent mean alpha / beta (deterministic) or a sample."""

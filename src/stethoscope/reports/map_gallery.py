@@ -8,7 +8,6 @@ report instead of an error.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +15,7 @@ import matplotlib
 import numpy as np
 
 from ..data.clip import Clip
+from ..engine import RunContext
 from ..errors import StethoscopeError
 from .figures import Picture, slug
 from .maps import anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels
@@ -37,7 +37,7 @@ def _resolve_audio(path: str, results_dir: Path) -> Path | None:
 
 def _load_model(model_dir: str | None) -> tuple[Any, str | None]:
     """(system, None) or (None, reason)."""
-    from ..systems import list_systems, load_system
+    from ..systems import load_system
 
     if not model_dir:
         return None, "no model folder is recorded in results.json"
@@ -45,11 +45,7 @@ def _load_model(model_dir: str | None) -> tuple[Any, str | None]:
     if not (directory / "config.json").exists():
         return None, f"the model folder {directory} is missing"
     try:
-        name = json.loads((directory / "config.json").read_text())["system"]
-        cls = list_systems().get(name)
-        params = cls.param_names() if cls is not None else []
-        overrides = {k: v for k, v in (("device", "cpu"), ("progress", False)) if k in params}
-        return load_system(directory, **overrides), None
+        return load_system(directory), None
     except (StethoscopeError, KeyError, ValueError, OSError, RuntimeError) as err:
         return None, f"the model in {directory} could not be loaded ({err})"
 
@@ -76,10 +72,10 @@ def map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
             notes.append(f"{row.file}: audio file {row.path or '(none)'} not found, no map.")
             continue
         clip = Clip(path=audio, machine=machine, section=row.section.split("_")[-1], domain=row.domain, label=row.label)
+        if not system.has_anomaly_map:
+            return [], [f"The system {system.name!r} produces no anomaly maps."]
         try:
-            panels.append((row, role, audio, map_panels(system, clip)))
-        except NotImplementedError:
-            return [], [f"The system {getattr(system, 'name', '?')!r} produces no anomaly maps."]
+            panels.append((row, role, audio, map_panels(system.explain(clip, RunContext(progress=False)))))
         except StethoscopeError as err:
             notes.append(f"{row.file}: no map ({err}).")
     if not panels:

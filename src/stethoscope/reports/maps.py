@@ -22,8 +22,9 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..data.clip import Clip
-from ..features.extract import logmels
+from ..errors import ConfigError
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
+from ..systems.base import Explanation
 from ..utils import atomic_write_bytes
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"
@@ -136,21 +137,15 @@ def fault_regions_for(path: str | Path) -> list[FaultRegion]:
         return []  # a malformed ground-truth file only costs the outline
 
 
-def map_panels(system, clip: Clip) -> MapPanels:
-    """Input, reconstruction (if ``system.reconstruction(clip)`` exists) and anomaly map of a clip.
-
-    Reconstruction systems implement ``reconstruction(clip) -> (input_logmel, reconstruction_logmel)``
-    (both (n_mels, frames), dB); for others the input log-mel is computed here and the
-    figure has two panels. Raises ``NotImplementedError`` when the system has no map.
-    """
-    amap = np.asarray(system.anomaly_map(clip), dtype=np.float32)
-    params: LogMelParams = getattr(system, "logmel_params", None) or LogMelParams(n_mels=amap.shape[0])
-    try:
-        logmel, reconstruction = (np.asarray(a, dtype=np.float32) for a in system.reconstruction(clip))
-    except (NotImplementedError, AttributeError):
-        reconstruction = None
-        logmel = logmels([clip], params, cache_dir=getattr(system, "cache_dir", None), progress=False)[0]
-    return MapPanels(logmel, reconstruction, amap, params.sample_rate, params.hop_length)
+def map_panels(explanation: Explanation, params: LogMelParams = LogMelParams()) -> MapPanels:
+    """The panels of one `System.explain` result: input, reconstruction (where the system
+    has one) and anomaly map, all from the same pass."""
+    if explanation.anomaly_map is None:
+        raise ConfigError("this system produces no anomaly map")
+    rec = explanation.reconstruction
+    return MapPanels(np.asarray(explanation.logmel, dtype=np.float32),
+                     None if rec is None else np.asarray(rec, dtype=np.float32),
+                     np.asarray(explanation.anomaly_map, dtype=np.float32), params.sample_rate, params.hop_length)
 
 
 def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRegion] = (),
@@ -200,18 +195,15 @@ def figure_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def save_anomaly_map_png(system, clip: Clip, out_png: str | Path, score: float | None = None,
+def save_anomaly_map_png(explanation: Explanation, clip: Clip, out_png: str | Path, threshold: float | None = None,
                          regions: Sequence[FaultRegion] | Literal["auto"] = "auto") -> Path:
-    """Write the anomaly-map figure of ``clip`` under ``system`` to ``out_png``.
+    """Write the anomaly-map figure of one `System.explain` result to ``out_png``.
 
-    The title names the file, its score (scored here when not given), the system's decision
-    threshold and the decision. ``regions="auto"`` outlines the toy factory's known fault
-    when its ``fault_regions.csv`` lies beside the clip's folder.
+    The title names the file, its score, the decision threshold and the decision.
+    ``regions="auto"`` outlines the toy factory's known fault when its ``fault_regions.csv``
+    lies beside the clip's folder.
     """
-    out_png = Path(out_png)
-    panels = map_panels(system, clip)
-    if score is None:
-        score = float(system.score([clip])[0])
+    panels = map_panels(explanation)
     boxes = fault_regions_for(clip.path) if regions == "auto" else list(regions)
-    title = decision_title(Path(clip.path).name, score, getattr(system, "threshold_", None))
+    title = decision_title(Path(clip.path).name, explanation.score, threshold)
     return atomic_write_bytes(Path(out_png), figure_png_bytes(anomaly_figure(panels, title, boxes)))

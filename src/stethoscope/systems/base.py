@@ -1,26 +1,39 @@
 """The `System` contract every trainable detector follows, its registry and persistence.
 
 A system is fitted on normal clips of one machine type and returns one score per clip
-(higher = more anomalous). Parameters are constructor arguments (sklearn-style) so that a
-YAML config mirrors them. A model directory holds ``config.json`` (system name, parameters,
-decision threshold, run metadata) and ``weights.safetensors``; nothing is pickled.
+(higher = more anomalous). Hyperparameters are constructor arguments (sklearn-style),
+checked on construction, so that a YAML config mirrors them; runtime settings (device,
+seed, threads, cache, checkpoints, progress) arrive separately as a `RunContext`.
+
+Every scoring path decodes each clip once: `score`, `score_waveforms` and `explain` build
+`Decoded` chunks holding what the system's `feature_request` asks for, and the system's
+`score_decoded` / `explain_decoded` feed every branch from them. A model directory holds
+``config.json`` (system name, hyperparameters, threshold, learned JSON state, run record)
+and ``weights.safetensors``; nothing is pickled.
 """
 from __future__ import annotations
 
 import inspect
 import json
+import typing
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..data.clip import Clip
+from ..engine.checkpoint import fingerprint
+from ..engine.context import RunContext
 from ..errors import CheckpointError, ConfigError
-from ..utils import atomic_directory, atomic_write_json, run_metadata
+from ..features.extract import Decoded, FeatureRequest, decode_waves, iter_decoded
+from ..features.logmel import LogMelParams
+from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json, run_metadata
+from .params import RUNTIME_KEYS, check_params, runtime_key_error
 
 REGISTRY: dict[str, type["System"]] = {}
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
@@ -33,11 +46,14 @@ def register(cls: type["System"]) -> type["System"]:
 
 
 def get_system(name: str, **params: Any) -> "System":
-    """Build a registered system from its name and constructor parameters."""
+    """Build a registered system from its name and hyperparameters."""
     _load_builtin_systems()
     if name not in REGISTRY:
         raise ConfigError(f"unknown system {name!r}; known: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
+    runtime = [k for k in params if k in RUNTIME_KEYS]
+    if runtime:
+        raise runtime_key_error(name, runtime)
     known = cls.param_names()
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -63,57 +79,116 @@ def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
     return float(scipy.stats.gamma.ppf(q=percentile, a=shape, loc=loc, scale=scale))
 
 
+@dataclass
+class Explanation:
+    """One clip seen through a system in one pass: its score, input log-mel (dB), and where
+    the system has them, the reconstruction (dB) and the anomaly map, all (n_mels, frames)."""
+
+    score: float
+    logmel: np.ndarray
+    reconstruction: np.ndarray | None = None
+    anomaly_map: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class System(ABC):
-    """Base class: subclasses set ``name``, take their parameters as keyword arguments and
-    implement `fit`, `score`, `state_tensors` and `load_state_tensors`."""
+    """Base class: subclasses set ``name``, take their hyperparameters as keyword arguments
+    (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`,
+    `score_decoded`, `state_tensors` and `load_state_tensors`."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     threshold_: float | None = None
+    run_: dict[str, Any] | None = None
 
+    # -- hyperparameters ------------------------------------------------------------------
     @classmethod
     def param_names(cls) -> list[str]:
         kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         params = inspect.signature(cls.__init__).parameters.values()
         return [p.name for p in params if p.name != "self" and p.kind in kinds]
 
+    def _set_params(self, values: Mapping[str, Any]) -> None:
+        """Check the constructor's arguments (types from its annotations, ranges from
+        ``param_rules``) and store them as attributes of the same names."""
+        params = {k: values[k] for k in type(self).param_names() if k in values}  # a base class sets its share
+        hints = typing.get_type_hints(type(self).__init__)
+        check_params(self.name, hints, params, self.param_rules)
+        for key, value in params.items():
+            setattr(self, key, list(value) if isinstance(value, tuple) else value)
+
     def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as they are now (what a YAML config holds)."""
+        """Hyperparameters as they are now (what a YAML config holds)."""
         return {p: getattr(self, p) for p in self.param_names()}
 
+    # -- training -------------------------------------------------------------------------
     @abstractmethod
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None) -> "System":
+    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
+            ctx: RunContext | None = None) -> "System":
         """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model selection."""
 
+    def _begin_fit(self, train: Sequence[Clip], ctx: RunContext | None, minimum: int = 1) -> RunContext:
+        """Common start of `fit`: check the clip count, seed every generator, record the runtime."""
+        if len(train) < minimum:
+            raise ConfigError(f"{self.name}: fit needs at least {minimum} training clip(s), got {len(train)}")
+        ctx = ctx or RunContext()
+        ctx.seed_everything()
+        self.run_ = {"runtime": ctx.metadata(), "n_train": len(train)}
+        return ctx
+
+    def fingerprint(self, train: Sequence[Clip], ctx: RunContext) -> str:
+        """What a training checkpoint must match to be resumed (see `engine.checkpoint`)."""
+        return fingerprint(self.name, self.get_params(), ctx.seed, train)
+
+    # -- scoring --------------------------------------------------------------------------
     @abstractmethod
-    def score(self, clips: Sequence[Clip]) -> np.ndarray:
-        """Anomaly score per clip, higher = more anomalous."""
+    def feature_request(self) -> FeatureRequest:
+        """What the scoring pass decodes for this system (log-mel, waveform or both)."""
 
-    def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000) -> np.ndarray:
-        """Scores of in-memory mono waveforms (streams, microphones). This generic version
-        writes temporary WAV files and calls `score`; systems with a direct path override it."""
-        import tempfile
+    @abstractmethod
+    def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:
+        """Scores of one decoded chunk, higher = more anomalous."""
 
-        import soundfile as sf
+    def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
+        """Score and pictures of a one-clip chunk; systems with maps override this."""
+        raise ConfigError(f"system {self.name!r} has no anomaly map")
 
-        with tempfile.TemporaryDirectory(prefix="stethoscope-") as tmp:
-            clips = []
-            for i, wave in enumerate(waves):
-                path = Path(tmp) / f"chunk_{i:05d}.wav"
-                sf.write(str(path), np.asarray(wave, dtype=np.float32), sample_rate, subtype="FLOAT")
-                clips.append(Clip(path=path, machine="stream"))
-            return self.score(clips)
+    @property
+    def has_anomaly_map(self) -> bool:
+        """Whether `explain` gives a map (the system overrides `explain_decoded`)."""
+        return type(self).explain_decoded is not System.explain_decoded
 
-    def anomaly_map(self, clip: Clip) -> np.ndarray:
-        """Where in (mel bin, frame) the clip looks abnormal; only reconstruction systems have one."""
-        raise NotImplementedError(f"system {self.name!r} has no anomaly map")
+    def score(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
+        """Anomaly score per clip, higher = more anomalous; each file decoded once."""
+        ctx = ctx or RunContext()
+        parts = [self.score_decoded(d, ctx) for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir,
+                                                                    ctx.progress)]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
-    def reconstruction(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        """(input log-mel, reconstructed log-mel) of a reconstruction system, for pictures."""
-        raise NotImplementedError(f"system {self.name!r} reconstructs nothing")
+    def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000,
+                        ctx: RunContext | None = None) -> np.ndarray:
+        """Scores of in-memory mono waveforms (streams, uploads): no files, no cache writes."""
+        ctx = ctx or RunContext()
+        return self.score_decoded(decode_waves(waves, sample_rate, self.feature_request()), ctx).astype(np.float64)
+
+    def explain(self, clip: Clip, ctx: RunContext | None = None) -> Explanation:
+        """Score, input, reconstruction and anomaly map of one clip, from one pass."""
+        ctx = ctx or RunContext()
+        request = self.feature_request()
+        request = FeatureRequest(logmel=request.logmel or LogMelParams(), wave=request.wave)
+        decoded = next(iter_decoded([clip], request, ctx.cache_dir, progress=False))
+        return self.explain_decoded(decoded, ctx)
+
+    def anomaly_map(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:
+        """Where in (mel bin, frame) the clip looks abnormal (see `explain`)."""
+        amap = self.explain(clip, ctx).anomaly_map
+        if amap is None:
+            raise ConfigError(f"system {self.name!r} has no anomaly map")
+        return amap
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
-        """1 = anomaly where the score exceeds the gamma-fit threshold learned in `fit`."""
+        """1 = anomaly where the score exceeds the threshold learned in `fit`."""
         if self.threshold_ is None:
             raise RuntimeError("the system is not fitted: no decision threshold")
         return (np.asarray(scores) > self.threshold_).astype(int)
@@ -121,7 +196,7 @@ class System(ABC):
     def fit_threshold(self, train_scores: np.ndarray) -> None:
         self.threshold_ = gamma_threshold(train_scores)
 
-    # -- persistence ------------------------------------------------------------------
+    # -- persistence ------------------------------------------------------------------------
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything learned, as named tensors (saved as safetensors)."""
@@ -141,30 +216,39 @@ class System(ABC):
         """Write the model directory atomically: readers see the old one or the new one."""
         directory = Path(directory)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
+        run = {**run_metadata(self.get_params()), **(self.run_ or {}), **(metadata or {})}
         with atomic_directory(directory) as tmp:
-            save_file(tensors, str(tmp / WEIGHTS_FILE))
+            atomic_write_bytes(tmp / WEIGHTS_FILE, save(tensors))
             atomic_write_json(tmp / CONFIG_FILE, {
                 "system": self.name,
                 "params": self.get_params(),
                 "threshold": self.threshold_,
                 "extra_state": self.extra_state(),
-                "run": metadata or run_metadata(self.get_params(), getattr(self, "seed", None)),
+                "run": run,
             })
         return directory
 
 
-def load_system(directory: str | Path, **overrides: Any) -> System:
-    """Rebuild a saved system; ``overrides`` replace saved parameters (e.g. ``device='cpu'``)."""
+def load_system(directory: str | Path) -> System:
+    """Rebuild a saved system from its folder; clear errors for missing or corrupt files."""
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not cfg_path.exists() or not w_path.exists():
         raise CheckpointError(f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{cfg_path}: corrupt JSON ({err})") from err
-    system = get_system(cfg["system"], **{**cfg["params"], **overrides})
+        name, params = cfg["system"], dict(cfg["params"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{cfg_path}: corrupt model config ({type(err).__name__}: {err})") from err
+    for key in RUNTIME_KEYS:  # folders written before runtime settings left the hyperparameters
+        params.pop(key, None)
+    system = get_system(name, **params)
     system.threshold_ = cfg.get("threshold")
+    system.run_ = cfg.get("run")
     system.load_extra_state(cfg.get("extra_state", {}))
-    system.load_state_tensors(load_file(str(w_path)))
+    try:
+        tensors = load_file(str(w_path))
+    except Exception as err:  # safetensors raises its own error type for truncated or foreign files
+        raise CheckpointError(f"{w_path}: corrupt weights file ({err})") from err
+    system.load_state_tensors(tensors)
     return system

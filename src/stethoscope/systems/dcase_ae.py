@@ -1,7 +1,6 @@
 """The official DCASE autoencoder baseline as a `System`."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..models.ae import DcaseAE
@@ -18,9 +17,3 @@ class DcaseAESystem(FrameReconstructionSystem):
 
     def build_model(self, input_dim: int) -> nn.Module:
         return DcaseAE(input_dim=input_dim)
-
-    def training_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return model.loss(x).mean()
-
-    def reconstruct(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return model(x)

@@ -21,10 +21,11 @@ import torch
 from ..data.clip import Clip
 from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import embed_clips, encoder_tag, get_fitted_encoder
+from ..encoders import embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
-from ..errors import CheckpointError, ConfigError
-from ..utils import seed_everything
+from ..engine import RunContext
+from ..errors import CheckpointError
+from ..features.extract import Decoded, FeatureRequest
 from .base import System, register
 
 
@@ -35,23 +36,22 @@ class EmbeddingKNNSystem(System):
     name = "embedding_knn"
     description = "frozen pretrained encoder embeddings + KNN / LOF / GMM / SOS / Mahalanobis"
 
+    param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
+
     def __init__(self, *, encoder: str = "efficientat_mn04", detector: str = "knn", n_neighbors: int = 2,
-                 standardize: bool = True, weights_path: str | None = None, seed: int = 0, device: str = "cpu",
-                 progress: bool = True, cache_dir: str | None = None) -> None:
-        if detector not in DETECTORS:
-            raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
-        self.encoder, self.detector, self.n_neighbors = encoder, detector, n_neighbors
-        self.standardize, self.weights_path, self.seed = standardize, weights_path, seed
-        self.device, self.progress, self.cache_dir = device, progress, cache_dir
+                 standardize: bool = True, weights_path: str | None = None) -> None:
+        self._set_params(locals())
         self.detector_: TrainingSetDetector | None = None
         self.encoder_tag_: dict[str, Any] | None = None
-        self._encoder: Encoder | None = None
+        self._encoder: tuple[str, Encoder] | None = None  # (device, encoder)
+        self._seed = 0  # the fitting run's seed (GMM initialisation)
 
     # -- pieces -----------------------------------------------------------------------
-    def _get_encoder(self) -> Encoder:
-        if self._encoder is None:
-            self._encoder = get_fitted_encoder(self.encoder, self.encoder_tag_, self.device, self.weights_path)
-        return self._encoder
+    def _get_encoder(self, ctx: RunContext) -> Encoder:
+        if self._encoder is None or self._encoder[0] != ctx.device:
+            self._encoder = (ctx.device, get_fitted_encoder(self.encoder, self.encoder_tag_, ctx.device,
+                                                            self.weights_path))
+        return self._encoder[1]
 
     def _detector_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"standardize": self.standardize}
@@ -59,29 +59,33 @@ class EmbeddingKNNSystem(System):
         if "n_neighbors" in cls.param_names:
             params["n_neighbors"] = self.n_neighbors
         if "seed" in cls.param_names:
-            params["seed"] = self.seed
+            params["seed"] = self._seed
         return params
 
-    def embed(self, clips: Sequence[Clip]) -> np.ndarray:
+    def feature_request(self) -> FeatureRequest:
+        return FeatureRequest(wave=True)
+
+    def embed(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """(n, dim) clip embeddings from the (cached) encoder."""
-        return embed_clips(self._get_encoder(), clips, cache_dir=self.cache_dir, progress=self.progress)
+        ctx = ctx or RunContext()
+        return embed_clips(self._get_encoder(ctx), clips, cache_dir=ctx.cache_dir, progress=ctx.progress)
 
     # -- System contract --------------------------------------------------------------
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None) -> "EmbeddingKNNSystem":
+    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
+            ctx: RunContext | None = None) -> "EmbeddingKNNSystem":
         del val  # nothing is selected on validation data here
-        if not train:
-            raise ConfigError("fit needs at least one training clip")
-        seed_everything(self.seed)
-        X = self.embed(train)
-        self.encoder_tag_ = encoder_tag(self._get_encoder())
+        ctx = self._begin_fit(train, ctx)
+        self._seed = ctx.seed
+        X = self.embed(train, ctx)
+        self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
         self.detector_ = get_detector(self.detector, **self._detector_params()).fit(X)  # type: ignore[assignment]
         self.fit_threshold(self.detector_.train_scores())
         return self
 
-    def score(self, clips: Sequence[Clip]) -> np.ndarray:
+    def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:
         if self.detector_ is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        return self.detector_.score(self.embed(clips))
+        return self.detector_.score(embed_decoded(self._get_encoder(ctx), decoded, ctx.cache_dir))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.detector_ is None:
@@ -98,9 +102,10 @@ class EmbeddingKNNSystem(System):
         tag = self.encoder_tag_ or {}
         return {"encoder": tag.get("encoder", self.encoder), "encoder_weights": tag.get("weights"),
                 "encoder_weights_sha256": tag.get("weights_sha256"), "embedding_dim": tag.get("dim"),
-                "detector": self.detector, "detector_params": self._detector_params()}
+                "detector": self.detector, "detector_params": self._detector_params(), "seed": self._seed}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._seed = int(state.get("seed", 0))
         if state.get("encoder") not in (None, self.encoder):
             raise CheckpointError(f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}")
         if state.get("encoder_weights_sha256"):

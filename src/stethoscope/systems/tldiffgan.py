@@ -24,6 +24,7 @@ The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Sequence
 
@@ -33,12 +34,13 @@ from sklearn.metrics import roc_auc_score
 
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import embed_clips, encoder_tag, get_fitted_encoder
+from ..encoders import embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
+from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
-from ..utils import seed_everything
-from .base import System, gamma_threshold, register
-from .ldgan import LDGANSystem
+from ..features.extract import Decoded, FeatureRequest, iter_decoded
+from .base import Explanation, System, gamma_threshold, register
+from .ldgan import BranchEval, LDGANSystem, MelBranch, check_ldgan_params
 
 RECON = "recon"
 SELECTION_RULES = ("validation", "ensemble")
@@ -52,12 +54,13 @@ class TLDiffGANSystem(System):
     name = "tldiffgan"
     description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
 
+    param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
+
     def __init__(self, *, encoder: str = "efficientat_mn04", weights_path: str | None = None,
                  use_wave_branch: bool = True, balance_branches: bool = True,
                  detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"), n_neighbors: int = 2,
-                 selection: str = "validation", holdout_fraction: float = 0.2,
-                 seed: int = 0, device: str = "cpu", progress: bool = True, cache_dir: str | None = None,
-                 checkpoint_dir: str | None = None, **ldgan: Any) -> None:
+                 selection: str = "validation", holdout_fraction: float = 0.2, **ldgan: Any) -> None:
+        own = {k: v for k, v in locals().items() if k not in ("self", "ldgan", "__class__")}
         detectors = list(detectors)
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown or not detectors or len(set(detectors)) != len(detectors):
@@ -65,26 +68,22 @@ class TLDiffGANSystem(System):
         allowed = (*SELECTION_RULES, RECON, *detectors)
         if selection not in allowed:
             raise ConfigError(f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}")
-        if not 0.0 < holdout_fraction <= 0.5:
-            raise ConfigError(f"tldiffgan: holdout_fraction must be in (0, 0.5], got {holdout_fraction}")
-        self.encoder, self.weights_path = encoder, weights_path
-        self.use_wave_branch, self.balance_branches = use_wave_branch, balance_branches
-        self.detectors, self.n_neighbors = detectors, n_neighbors
-        self.selection, self.holdout_fraction = selection, holdout_fraction
-        self.seed, self.device, self.progress = seed, device, progress
-        self.cache_dir, self.checkpoint_dir = cache_dir, checkpoint_dir
-        try:
-            self.mel_branch = LDGANSystem(seed=seed, device=device, progress=progress, cache_dir=cache_dir,
-                                          checkpoint_dir=checkpoint_dir, **ldgan)
-        except TypeError as err:
-            raise ConfigError(f"tldiffgan: {err}; parameters: {self.param_names()}") from err
-        self._encoder: Encoder | None = None
+        extra = sorted(set(ldgan) - set(LDGANSystem.param_names()))
+        if extra:
+            raise ConfigError(f"tldiffgan: unknown parameter(s) {extra}; parameters: {self.param_names()}")
+        defaults = {p: inspect.signature(LDGANSystem).parameters[p].default for p in LDGANSystem.param_names()}
+        mel_params = {**defaults, **ldgan}
+        check_ldgan_params(self.name, mel_params)
+        self._set_params({**own, **mel_params})
+        self.branch = MelBranch(mel_params)
+        self._encoder: tuple[str, Encoder] | None = None  # (device, encoder)
         self.encoder_tag_: dict[str, Any] | None = None
         self.scalers_: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # branch -> (mean, scale)
         self.joint_train_: np.ndarray | None = None
         self.detectors_: dict[str, TrainingSetDetector] = {}
         self.reference_: dict[str, np.ndarray] = {}  # candidate -> held-out scores of the training clips
         self.selection_: dict[str, Any] = {}
+        self._seed = 0  # the fitting run's seed: detectors and cross-fitting folds use it
 
     # -- parameters: own ones plus every LDGAN parameter under its own name -----------------
     @classmethod
@@ -92,48 +91,35 @@ class TLDiffGANSystem(System):
         own = super().param_names()
         return own + [p for p in LDGANSystem.param_names() if p not in own]
 
-    def get_params(self) -> dict[str, Any]:
-        own = {p: getattr(self, p) for p in super().param_names()}
-        return {**own, **{k: v for k, v in self.mel_branch.get_params().items() if k not in own}}
-
     @property
     def candidates(self) -> list[str]:
         """Scorers the selection chooses among: the reconstruction error, then the detectors."""
         return [RECON, *self.detectors]
 
+    def feature_request(self) -> FeatureRequest:
+        return FeatureRequest(logmel=self.branch.logmel_params, wave=self.use_wave_branch)
+
     # -- branches -------------------------------------------------------------------------
-    def _get_encoder(self) -> Encoder:
+    def _get_encoder(self, ctx: RunContext) -> Encoder:
         if not self.use_wave_branch:
             raise ConfigError("tldiffgan: the waveform branch is off (use_wave_branch=false)")
-        if self._encoder is None:
-            self._encoder = get_fitted_encoder(self.encoder, self.encoder_tag_, self.device, self.weights_path)
-        return self._encoder
+        if self._encoder is None or self._encoder[0] != ctx.device:
+            self._encoder = (ctx.device, get_fitted_encoder(self.encoder, self.encoder_tag_, ctx.device,
+                                                            self.weights_path))
+        return self._encoder[1]
 
-    def mel_embedding(self, clips: Sequence[Clip]) -> np.ndarray:
-        """LDGAN's attention-pooled latent per clip: (n, latent_channels) float32."""
-        return self.mel_branch.mel_embedding(clips)
-
-    def wave_embedding(self, clips: Sequence[Clip]) -> np.ndarray:
-        """Frozen encoder embedding per clip (cached): (n, encoder dim) float32."""
-        return embed_clips(self._get_encoder(), clips, cache_dir=self.cache_dir, progress=self.progress)
-
-    def anomaly_map(self, clip: Clip, domain: str = "logmel") -> np.ndarray:
-        """The LDGAN branch's squared reconstruction error per (mel bin, frame)."""
-        return self.mel_branch.anomaly_map(clip, domain)
-
-    def reconstruction(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        """The LDGAN branch's (input log-mel, reconstruction), for pictures."""
-        return self.mel_branch.reconstruction(clip)
-
-    def temporal_attention(self, clip: Clip) -> np.ndarray:
-        """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
-        return self.mel_branch.temporal_attention(clip)
-
-    def _branch_embeddings(self, clips: Sequence[Clip]) -> dict[str, np.ndarray]:
-        out = {"mel": self.mel_embedding(clips).astype(np.float64)}
+    def _branches(self, decoded: Decoded, ctx: RunContext, mel: BranchEval | None = None) -> dict[str, Any]:
+        """Every branch of one decoded chunk from one pass: the LDGAN evaluation (reconstruction
+        score and mel embedding) and, with the waveform branch, the encoder embedding."""
+        mel = mel or self.branch.evaluate(decoded.logmels, ctx)  # type: ignore[arg-type]
+        out: dict[str, Any] = {"recon": mel.scores, "mel": mel.embeddings.astype(np.float64)}
         if self.use_wave_branch:
-            out["wave"] = self.wave_embedding(clips).astype(np.float64)
+            out["wave"] = embed_decoded(self._get_encoder(ctx), decoded, ctx.cache_dir).astype(np.float64)
         return out
+
+    def temporal_attention(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:
+        """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
+        return self.explain(clip, ctx).extras["attention"]
 
     def _fuse(self, branches: dict[str, np.ndarray], scalers: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Standardise each branch, weight it (``balance_branches``), concatenate: (n, joint dim)."""
@@ -146,11 +132,14 @@ class TLDiffGANSystem(System):
             parts.append(weight * (X - mean) / scale)
         return np.concatenate(parts, axis=1)
 
-    def joint_embedding(self, clips: Sequence[Clip]) -> np.ndarray:
+    def joint_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """The fused embedding the detectors see: (n, mel dim [+ wave dim]) float64."""
         if not self.scalers_:
             raise RuntimeError(f"{self.name}: fit or load the system before embedding")
-        return self._fuse(self._branch_embeddings(clips), self.scalers_)
+        ctx = ctx or RunContext()
+        parts = [self._fuse(_drop_recon(self._branches(d, ctx)), self.scalers_)
+                 for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress)]
+        return np.concatenate(parts)
 
     # -- detectors ------------------------------------------------------------------------
     def _detector(self, name: str) -> TrainingSetDetector:
@@ -159,7 +148,7 @@ class TLDiffGANSystem(System):
         if "n_neighbors" in cls.param_names:
             params["n_neighbors"] = self.n_neighbors
         if "seed" in cls.param_names:
-            params["seed"] = self.seed
+            params["seed"] = self._seed
         return cls(**params)
 
     def _heldout_scores(self, branches: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -170,7 +159,7 @@ class TLDiffGANSystem(System):
         k = min(max(2, round(1 / self.holdout_fraction)), n)
         if n - math.ceil(n / k) < 2:
             return {d: self.detectors_[d].train_scores() for d in self.detectors}
-        order = np.random.default_rng(self.seed).permutation(n)
+        order = np.random.default_rng(self._seed).permutation(n)
         out = {d: np.zeros(n) for d in self.detectors}
         for held in np.array_split(order, k):
             rest = np.setdiff1d(order, held)
@@ -181,27 +170,32 @@ class TLDiffGANSystem(System):
         return out
 
     # -- fitting and selection --------------------------------------------------------------
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None) -> "TLDiffGANSystem":
+    def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
+            ctx: RunContext | None = None) -> "TLDiffGANSystem":
         """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the threshold."""
-        if len(train) < 2:
-            raise ConfigError(f"tldiffgan: fit needs at least 2 training clips, got {len(train)}")
-        seed_everything(self.seed)
+        ctx = self._begin_fit(train_clips, ctx, minimum=2)
+        self._seed = ctx.seed
         if self.use_wave_branch:  # fail fast on missing encoder weights, before LDGAN training
-            self.encoder_tag_ = encoder_tag(self._get_encoder())
-        self.mel_branch.fit(train)
-        branches = self._branch_embeddings(train)
+            self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
+        mels: list[np.ndarray] = []
+        waves: list[np.ndarray] = []
+        for part in iter_decoded(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress):
+            mels += part.logmels  # type: ignore[arg-type]
+            if self.use_wave_branch:  # embedded now: waveforms are not kept for the whole set
+                waves.append(embed_decoded(self._get_encoder(ctx), part, ctx.cache_dir).astype(np.float64))
+        self.branch.fit(mels, train_clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        mel = self.branch.evaluate(mels, ctx)
+        branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {})}
         self.scalers_ = {key: _scaler(X) for key, X in branches.items()}
         self.joint_train_ = self._fuse(branches, self.scalers_)
         self.detectors_ = {d: self._detector(d).fit(self.joint_train_) for d in self.detectors}
-        assert self.mel_branch.train_scores_ is not None
-        self.reference_ = {RECON: np.asarray(self.mel_branch.train_scores_, np.float64),
-                           **self._heldout_scores(branches)}
-        self.selection_ = self._select(val)
+        self.reference_ = {RECON: np.asarray(mel.scores, np.float64), **self._heldout_scores(branches)}
+        self.selection_ = self._select(val, ctx)
         chosen = self.selection_["chosen"]
         self.threshold_ = gamma_threshold(self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen])
         return self
 
-    def _select(self, val: Sequence[Clip] | None) -> dict[str, Any]:
+    def _select(self, val: Sequence[Clip] | None, ctx: RunContext) -> dict[str, Any]:
         """Which scorer `score` uses, and why."""
         if self.selection not in SELECTION_RULES:
             return {"rule": "fixed", "chosen": self.selection, "reason": f"fixed by selection={self.selection!r}"}
@@ -215,7 +209,7 @@ class TLDiffGANSystem(System):
         elif n_norm == 0 or n_anom == 0:
             reason = f"ensemble: validation data needs normal and anomalous clips (got {n_norm} and {n_anom})"
         else:
-            scores = self.candidate_scores(labelled)
+            scores = self.candidate_scores(labelled, ctx=ctx)
             aucs = {c: float(roc_auc_score(labels, s)) for c, s in scores.items()}
             chosen = max(self.candidates, key=lambda c: aucs[c])  # ties: the earlier candidate
             return {"rule": "validation", "chosen": chosen, "validation_auc": aucs, "n_val_normal": n_norm,
@@ -224,16 +218,23 @@ class TLDiffGANSystem(System):
         return {"rule": ENSEMBLE, "chosen": ENSEMBLE, "reason": reason}
 
     # -- scoring --------------------------------------------------------------------------
-    def candidate_scores(self, clips: Sequence[Clip], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def candidate_scores(self, clips: Sequence[Clip], names: Sequence[str] | None = None,
+                         ctx: RunContext | None = None) -> dict[str, np.ndarray]:
         """Raw scores of the named candidates (default all), higher = more anomalous."""
+        ctx = ctx or RunContext()
+        parts = [self._candidates_decoded(d, ctx, names)
+                 for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress)]
+        return {n: np.concatenate([p[n] for p in parts]) for n in (names or self.candidates)}
+
+    def _candidates_decoded(self, decoded: Decoded, ctx: RunContext, names: Sequence[str] | None = None,
+                            mel: BranchEval | None = None) -> dict[str, np.ndarray]:
         if not self.detectors_:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         names = list(names or self.candidates)
-        out: dict[str, np.ndarray] = {}
-        if RECON in names:
-            out[RECON] = self.mel_branch.score(clips)
+        branches = self._branches(decoded, ctx, mel)
+        out = {RECON: branches["recon"]}
         if any(n != RECON for n in names):
-            joint = self.joint_embedding(clips)
+            joint = self._fuse(_drop_recon(branches), self.scalers_)
             out.update({n: self.detectors_[n].score(joint) for n in names if n != RECON})
         return {n: out[n] for n in names}
 
@@ -252,21 +253,34 @@ class TLDiffGANSystem(System):
     def _loo_ensemble(self) -> np.ndarray:
         return np.mean([self._cdf(c, self.reference_[c], exclude_self=True) for c in self.candidates], axis=0)
 
-    def score(self, clips: Sequence[Clip]) -> np.ndarray:
-        """Score of the selected candidate, or the mean CDF position over all candidates (ensemble)."""
+    def _combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """The selected candidate's score, or the mean CDF position over all candidates (ensemble)."""
+        chosen = self.selection_["chosen"]
+        if chosen != ENSEMBLE:
+            return scores[chosen]
+        return np.mean([self._cdf(c, s) for c, s in scores.items()], axis=0)
+
+    def _needed(self) -> list[str]:
         if not self.selection_:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         chosen = self.selection_["chosen"]
-        if chosen != ENSEMBLE:
-            return self.candidate_scores(clips, [chosen])[chosen]
-        scores = self.candidate_scores(clips)
-        return np.mean([self._cdf(c, s) for c, s in scores.items()], axis=0)
+        return self.candidates if chosen == ENSEMBLE else [chosen]
+
+    def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:
+        return self._combine(self._candidates_decoded(decoded, ctx, self._needed()))
+
+    def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
+        """The system's score and the LDGAN branch's map, reconstruction and attention, from one
+        LDGAN pass shared by the score and the pictures."""
+        mel = self.branch.evaluate(decoded.logmels, ctx, maps=True)  # type: ignore[arg-type]
+        score = float(self._combine(self._candidates_decoded(decoded, ctx, self._needed(), mel))[0])
+        return self.branch.explain_from(decoded.logmels[0], score, mel)  # type: ignore[index]
 
     # -- persistence ------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.joint_train_ is None:
             raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
-        state = {f"ldgan.{k}": v for k, v in self.mel_branch.state_tensors().items()}
+        state = {f"ldgan.{k}": v for k, v in self.branch.state_tensors().items()}
         for key, (mean, scale) in self.scalers_.items():
             state[f"scaler.{key}.mean"], state[f"scaler.{key}.scale"] = _tensor(mean), _tensor(scale)
         state["joint_train"] = _tensor(self.joint_train_)  # every detector's training matrix, stored once
@@ -278,7 +292,7 @@ class TLDiffGANSystem(System):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "joint_train" not in tensors:
             raise CheckpointError(f"{self.name}: saved weights hold no joint training matrix")
-        self.mel_branch.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("ldgan.")})
+        self.branch.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("ldgan.")})
         branches = ["mel", "wave"] if self.use_wave_branch else ["mel"]
         self.scalers_ = {b: (tensors[f"scaler.{b}.mean"].numpy(), tensors[f"scaler.{b}.scale"].numpy())
                          for b in branches}
@@ -293,19 +307,24 @@ class TLDiffGANSystem(System):
 
     def extra_state(self) -> dict[str, Any]:
         tag = self.encoder_tag_ or {}
-        return {"ldgan": self.mel_branch.extra_state(), "selection": self.selection_,
+        return {"ldgan": self.branch.extra_state(), "selection": self.selection_, "seed": self._seed,
                 "candidates": self.candidates, "encoder": tag.get("encoder"),
                 "encoder_weights": tag.get("weights"), "encoder_weights_sha256": tag.get("weights_sha256"),
                 "dims": {b: int(m.shape[0]) for b, (m, _) in self.scalers_.items()}}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.mel_branch.load_extra_state(state.get("ldgan", {}))
+        self.branch.load_extra_state(state.get("ldgan", {}))
         self.selection_ = dict(state.get("selection", {}))
+        self._seed = int(state.get("seed", 0))
         if state.get("encoder") not in (None, self.encoder):
             raise CheckpointError(f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}")
         if state.get("encoder_weights_sha256"):
             self.encoder_tag_ = {"encoder": state["encoder"], "weights": state.get("encoder_weights"),
                                  "weights_sha256": state["encoder_weights_sha256"]}
+
+
+def _drop_recon(branches: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in branches.items() if k != "recon"}
 
 
 def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

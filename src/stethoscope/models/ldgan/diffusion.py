@@ -71,9 +71,10 @@ class Diffusion(nn.Module):
 
     def q_sample_pairs(self, z0: torch.Tensor, t: torch.Tensor,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A real pair (z_{t-1}, z_t) from the forward process, t >= 1 (DDGAN's real sample)."""
-        n1 = torch.randn(z0.shape, generator=generator, device=z0.device)
-        n2 = torch.randn(z0.shape, generator=generator, device=z0.device)
+        """A real pair (z_{t-1}, z_t) from the forward process, t >= 1 (DDGAN's real sample);
+        ``generator`` lives on z0's device."""
+        n1 = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        n2 = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         z_prev = self.q_sample(z0, t - 1, n1)
         return z_prev, self.q_step(z_prev, t, n2)
 

@@ -1,16 +1,24 @@
 """LDGAN: autoencoder + latent diffusion + denoising generator + step discriminator.
 
-Reads top to bottom: the pieces, then the three training losses (autoencoder, discriminator,
-generator) and the scoring reconstruction. Training order (optimisers, TMixup) lives in
-`stethoscope.systems.ldgan`.
+Reads top to bottom: the configuration, the pieces, ``forward`` (the one definition of a
+training step: per-sample losses of the three optimiser groups) and ``evaluate`` (the one
+scoring pass: score, anomaly map, reconstruction, embedding and attention of a batch).
+
+Optimiser groups (`optimiser_groups`): ``ae`` (autoencoder, attention pooling, auxiliary
+head), ``g`` (the denoising generator) and ``d`` (the discriminator). One forward gives
+all three losses; the engine steps each group on the gradient of its own loss with
+respect to its own parameters, so generator and discriminator are updated simultaneously
+from the same batch (docs/tldiffgan.md, "Training step").
 
 With ``latent_diffusion=False`` (ablation) the model is a plain adversarial autoencoder: the
-discriminator judges log-mel reconstructions against their inputs and the generator is the
-decoder.
+discriminator judges log-mel reconstructions against their inputs, the decoder is the
+generator, and there is no ``g`` group.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +27,15 @@ from torch import nn
 from .autoencoder import ConvAutoencoder
 from .diffusion import Diffusion
 from .networks import Denoiser, Discriminator, discriminator_loss, generator_adv_loss, gradient_penalty
-from .tmixup import AttentionPooling, attention_map
+from .tmixup import AttentionPooling, attention_map, tmixup
 
 PREDICTIONS = ("eps", "x0")
+REDUCTIONS = ("mean", "topk")
 
 
 @dataclass(frozen=True)
 class LDGANConfig:
-    """Architecture and loss settings (see docs/tldiffgan.md for each choice)."""
+    """Architecture, losses, TMixup and scoring settings (docs/tldiffgan.md argues each)."""
 
     n_mels: int = 128
     ae_channels: int = 64
@@ -45,6 +54,27 @@ class LDGANConfig:
     n_classes: int = 0
     gp_type: str = "r1"
     gp_weight: float = 10.0
+    w_pred: float = 1.0
+    w_stat: float = 1.0
+    w_adv: float = 0.1
+    aux_weight: float = 0.1
+    tmixup: bool = True
+    tmixup_alpha: float = 0.2
+    tau_low: float = 0.2
+    tau_high: float = 0.5
+    score_step: int = 2
+    score_reduction: str = "mean"
+    score_topk: float = 0.1
+
+
+class LDGANEval(NamedTuple):
+    """`LDGAN.evaluate` of a batch (standardised log-mel domain)."""
+
+    score: torch.Tensor           # (B,) reduced per-frame squared error
+    anomaly_map: torch.Tensor     # (B, n_mels, T) squared error
+    reconstruction: torch.Tensor  # (B, n_mels, T)
+    embedding: torch.Tensor       # (B, latent_channels) attention-pooled latent
+    attention: torch.Tensor       # (B, T) temporal attention in [0, 1]
 
 
 def moment_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -74,6 +104,20 @@ class LDGAN(nn.Module):
             self.generator = None
             self.discriminator = Discriminator(cfg.n_mels, 0, cfg.disc_channels, n_down=cfg.n_down, use_step=False)
 
+    @property
+    def tmixup_active(self) -> bool:
+        """TMixup needs classes: the auxiliary head is what trains the attention pooling."""
+        return self.cfg.tmixup and self.aux_head is not None
+
+    def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {"ae": [*self.autoencoder.parameters(), *self.attention.parameters()],
+                  "d": list(self.discriminator.parameters())}
+        if self.aux_head is not None:
+            groups["ae"] += list(self.aux_head.parameters())
+        if self.generator is not None:
+            groups["g"] = list(self.generator.parameters())
+        return groups
+
     # -- pieces -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
         return self.autoencoder.encode(x, update_stats)
@@ -99,82 +143,112 @@ class LDGAN(nn.Module):
             return z0, out
         return out, self.diffusion.noise_from_z0(out, zt, t)
 
-    # -- training losses --------------------------------------------------------------
-    def autoencoder_losses(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Per-sample reconstruction MSE of ``x`` and, with class targets (B, K), the auxiliary
-        soft cross-entropy of the attention-pooled latent. Also returns the latent and the
-        reconstruction for the adversarial terms."""
-        z0 = self.encode(x)
-        x_rec = self.decode(z0, x.shape[-1])
-        out = {"z0": z0, "x_rec": x_rec, "ae": (x_rec - x).pow(2).flatten(1).mean(dim=1)}
-        if self.aux_head is not None and targets is not None:
-            pooled, _ = self.embed(z0)
-            out["aux"] = -(targets * F.log_softmax(self.aux_head(pooled), dim=1)).sum(dim=1)
-        return out
-
     def sample_step(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Draw t ~ U{1..T}, a real pair (z_{t-1}, z_t) and the generator's fake z_{t-1}."""
+        """Draw t ~ U{1..T}, a real pair (z_{t-1}, z_t) and the generator's fake z_{t-1};
+        every draw on z0's device."""
         b = z0.shape[0]
-        t = torch.randint(1, self.cfg.n_steps + 1, (b,), generator=generator).to(z0.device)
+        t = torch.randint(1, self.cfg.n_steps + 1, (b,), generator=generator, device=z0.device)
         z_prev, zt = self.diffusion.q_sample_pairs(z0, t, generator)
         z0_hat, eps_hat = self.predict_z0(zt, t)
-        noise = torch.randn(z0.shape, generator=generator).to(z0.device)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         fake_prev = self.diffusion.posterior_sample(z0_hat, zt, t, noise)
         return {"t": t, "zt": zt, "real_prev": z_prev, "fake_prev": fake_prev, "z0_hat": z0_hat, "eps_hat": eps_hat,
-                "eps": self.diffusion.noise_from_z0(z0, zt, t)}
+                "eps": self.diffusion.noise_from_z0(z0, zt, t), "z0": z0}
 
-    def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor | None = None,
-                             t: torch.Tensor | None = None,
-                             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """GAN loss of D on detached real/fake samples plus its gradient penalty."""
+    def _critic_losses(self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor | None,
+                       t: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Per-sample D loss (GAN loss + gradient penalty) and the fake side's adversarial loss.
+        D judges ``fake`` once; the engine keeps each loss's gradient to its own group."""
+        cfg = self.cfg
+
         def critic(v: torch.Tensor) -> torch.Tensor:
             return self.discriminator(v, cond, t)
 
-        fake = fake.detach()
-        adv = discriminator_loss(critic(real.detach()), critic(fake), self.cfg.gp_type)
-        gp = gradient_penalty(critic, real, fake, self.cfg.gp_type, self.cfg.gp_weight, generator)
-        return {"d_adv": adv, "d_gp": gp}
+        real_in = real.detach().requires_grad_(cfg.gp_type == "r1")
+        real_logit, fake_logit = critic(real_in), critic(fake)
+        gp = gradient_penalty(critic, real_in, fake, cfg.gp_type, cfg.gp_weight, generator, real_logit=real_logit)
+        d_adv = discriminator_loss(real_logit, fake_logit, cfg.gp_type)
+        return {"d": d_adv + gp, "d_adv": d_adv, "d_gp": gp, "adv": generator_adv_loss(fake_logit, cfg.gp_type)}
 
-    def generator_losses(self, step: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-sample generator losses on a `sample_step` result: noise prediction (or clean
-        latent prediction for ``prediction='x0'``), statistics matching, adversarial."""
-        if self.cfg.prediction == "eps":
+    # -- the training step ------------------------------------------------------------
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-sample losses of one training batch: ``ae``, ``d`` and (with latent diffusion)
+        ``g`` are the optimiser groups' totals; the other keys are their terms, for logs.
+
+        ``targets`` (B, n_classes) are one-hot auxiliary classes; with TMixup active the
+        batch is first mixed inside its attention masks and the targets mixed likewise (the
+        reconstruction target of a mixed clip is the mixed clip itself).
+        """
+        cfg = self.cfg
+        if self.tmixup_active and targets is not None:
+            with torch.no_grad():
+                attention = self.frame_attention(x)
+            mix = tmixup(x, attention, cfg.tmixup_alpha, (cfg.tau_low, cfg.tau_high), generator)
+            x, targets = mix.mixed, mix.mix_targets(targets)
+        z0 = self.encode(x)
+        x_rec = self.decode(z0, x.shape[-1])
+        recon = (x_rec - x).pow(2).flatten(1).mean(dim=1)
+        out = {"recon": recon}
+        ae = recon
+        if self.aux_head is not None and targets is not None:
+            pooled, _ = self.embed(z0)
+            out["aux"] = -(targets * F.log_softmax(self.aux_head(pooled), dim=1)).sum(dim=1)
+            ae = ae + cfg.aux_weight * out["aux"]
+        if not cfg.latent_diffusion:  # adversarial autoencoder: D judges reconstructions
+            critic = self._critic_losses(x, x_rec, None, None, generator)
+            stat = moment_loss(x_rec, x)
+            out.update(ae=ae + cfg.w_stat * stat + cfg.w_adv * critic["adv"], d=critic["d"], d_adv=critic["d_adv"],
+                       d_gp=critic["d_gp"], g_stat=stat, g_adv=critic["adv"])
+            return out
+        step = self.sample_step(z0.detach(), generator)  # the diffusion part does not move the latent
+        critic = self._critic_losses(step["real_prev"], step["fake_prev"], step["zt"], step["t"], generator)
+        if cfg.prediction == "eps":
             pred = (step["eps_hat"] - step["eps"]).pow(2).flatten(1).mean(dim=1)
         else:
             pred = (step["z0_hat"] - step["z0"]).pow(2).flatten(1).mean(dim=1)
         stat = moment_loss(step["fake_prev"], step["real_prev"])
-        adv = generator_adv_loss(self.discriminator(step["fake_prev"], step["zt"], step["t"]), self.cfg.gp_type)
-        return {"g_pred": pred, "g_stat": stat, "g_adv": adv}
+        g = cfg.w_pred * pred + cfg.w_stat * stat + cfg.w_adv * critic["adv"]
+        out.update(ae=ae, d=critic["d"], g=g, d_adv=critic["d_adv"], d_gp=critic["d_gp"], g_pred=pred, g_stat=stat,
+                   g_adv=critic["adv"])
+        return out
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Per-sample generator-side losses of a batch (no mixup, no discriminator update):
-        ``ae`` and, with latent diffusion, ``g_pred``, ``g_stat``, ``g_adv``."""
-        ae = self.autoencoder_losses(x)
-        losses = {"ae": ae["ae"]}
-        if self.cfg.latent_diffusion:
-            step = self.sample_step(ae["z0"].detach(), generator)
-            step["z0"] = ae["z0"].detach()
-            losses.update(self.generator_losses(step))
-        return losses
-
-    # -- scoring ----------------------------------------------------------------------
+    # -- the scoring pass ---------------------------------------------------------------
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, score_step: int, noises: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Encode, diffuse to ``score_step``, denoise back step by step, decode.
+    def evaluate(self, x: torch.Tensor, draws: Sequence[Sequence[torch.Tensor]] = ()) -> LDGANEval:
+        """Encode once; pool the latent (embedding, attention); per noise draw, diffuse the
+        latent to ``score_step``, denoise back step by step and decode; average the draws'
+        reconstructions and compare with the input.
 
-        ``noises`` holds score_step + 1 standard-normal tensors shaped like the latent (the
-        caller seeds them so that scoring is deterministic). ``score_step = 0`` or no latent
-        diffusion gives the plain autoencoder reconstruction.
+        Each draw holds score_step + 1 standard-normal tensors shaped like the latent (the
+        caller fixes them so that scores are deterministic). ``score_step = 0`` or no latent
+        diffusion gives the plain autoencoder reconstruction and needs no draws.
         """
-        z = self.encode(x)
-        if score_step > 0 and self.cfg.latent_diffusion:
-            if noises is None or len(noises) < score_step + 1:
-                raise ValueError(f"reconstruct needs {score_step + 1} noise tensors for score_step={score_step}")
-            b = x.shape[0]
-            t = torch.full((b,), score_step, dtype=torch.long, device=x.device)
-            z = self.diffusion.q_sample(z, t, noises[0])
-            for k in range(score_step, 0, -1):
-                t = torch.full((b,), k, dtype=torch.long, device=x.device)
-                z0_hat, _ = self.predict_z0(z, t)
-                z = self.diffusion.posterior_sample(z0_hat, z, t, noises[k])
-        return self.decode(z, x.shape[-1])
+        cfg = self.cfg
+        z0 = self.encode(x, update_stats=False)
+        embedding, weights = self.embed(z0)
+        if cfg.score_step > 0 and cfg.latent_diffusion:
+            if not draws or any(len(d) < cfg.score_step + 1 for d in draws):
+                raise ValueError(f"evaluate needs draws of {cfg.score_step + 1} noise tensors "
+                                 f"for score_step={cfg.score_step}")
+            rec = sum(self.decode(self._denoise(z0, d), x.shape[-1]) for d in draws) / len(draws)
+        else:
+            rec = self.decode(z0, x.shape[-1])
+        amap = (rec - x).pow(2)
+        per_frame = amap.mean(dim=1)
+        if cfg.score_reduction == "mean":
+            score = per_frame.mean(dim=1)
+        else:
+            k = max(1, math.ceil(cfg.score_topk * per_frame.shape[1]))
+            score = per_frame.topk(k, dim=1).values.mean(dim=1)
+        return LDGANEval(score, amap, rec, embedding, attention_map(weights, x.shape[-1]))
+
+    def _denoise(self, z0: torch.Tensor, noises: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Jump the clean latent to ``score_step`` with ``noises[0]``, then walk back to step 0."""
+        b, step = z0.shape[0], self.cfg.score_step
+        z = self.diffusion.q_sample(z0, torch.full((b,), step, dtype=torch.long, device=z0.device), noises[0])
+        for k in range(step, 0, -1):
+            t = torch.full((b,), k, dtype=torch.long, device=z0.device)
+            z0_hat, _ = self.predict_z0(z, t)
+            z = self.diffusion.posterior_sample(z0_hat, z, t, noises[k])
+        return z

@@ -80,34 +80,41 @@ class Discriminator(nn.Module):
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
                      fake: torch.Tensor | None = None, kind: str = "r1", weight: float = 10.0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """Gradient penalty, averaged over the batch.
+                     generator: torch.Generator | None = None,
+                     real_logit: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient penalty per sample.
 
-    ``r1`` (Mescheder et al. 2018, as DDGAN / StyleGAN): weight / 2 * ||grad D(real)||^2.
+    ``r1`` (Mescheder et al. 2018, as DDGAN / StyleGAN): weight / 2 * ||grad D(real)||^2; pass
+    ``real_logit`` = D(real) of a ``real`` that requires grad to reuse that forward pass.
     ``wgan-gp`` (Gulrajani et al. 2017): weight * (||grad D(x_hat)|| - 1)^2 on random
-    interpolates x_hat of real and fake.
+    interpolates x_hat of real and fake, drawn on the samples' device.
     """
     if kind == "r1":
-        point = real.detach().requires_grad_(True)
+        if real_logit is None or not real.requires_grad:
+            real = real.detach().requires_grad_(True)
+            real_logit = critic(real)
+        point, logit = real, real_logit
     elif kind == "wgan-gp":
         if fake is None:
             raise ValueError("wgan-gp needs fake samples")
-        u = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device)
+        u = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device,
+                       dtype=real.dtype)
         point = (u * real.detach() + (1 - u) * fake.detach()).requires_grad_(True)
+        logit = critic(point)
     else:
         raise ValueError(f"gradient penalty kind must be one of {GP_KINDS}, got {kind!r}")
-    (grad,) = torch.autograd.grad(critic(point).sum(), point, create_graph=True)
+    (grad,) = torch.autograd.grad(logit.sum(), point, create_graph=True)
     sq_norm = grad.pow(2).flatten(1).sum(dim=1)
     if kind == "r1":
-        return 0.5 * weight * sq_norm.mean()
-    return weight * (sq_norm.add(1e-12).sqrt() - 1.0).pow(2).mean()
+        return 0.5 * weight * sq_norm
+    return weight * (sq_norm.add(1e-12).sqrt() - 1.0).pow(2)
 
 
 def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor, kind: str) -> torch.Tensor:
-    """Non-saturating logistic loss (with R1) or the Wasserstein critic loss (with WGAN-GP)."""
+    """Per-sample non-saturating logistic loss (with R1) or Wasserstein critic loss (with WGAN-GP)."""
     if kind == "r1":
-        return F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
-    return fake_logit.mean() - real_logit.mean()
+        return F.softplus(-real_logit) + F.softplus(fake_logit)
+    return fake_logit - real_logit
 
 
 def generator_adv_loss(fake_logit: torch.Tensor, kind: str) -> torch.Tensor:

@@ -71,14 +71,14 @@ class TMixupBatch:
 
 def tmixup(x: torch.Tensor, attention: torch.Tensor, alpha: float = 0.2, tau_range: tuple[float, float] = (0.2, 0.5),
            generator: torch.Generator | None = None) -> TMixupBatch:
-    """Mix every clip of ``x`` (B, F, T) with a random partner inside its attention mask."""
-    b = x.shape[0]
-    partner = torch.randperm(b, generator=generator).to(x.device)
-    tau = tau_range[0] + (tau_range[1] - tau_range[0]) * torch.rand(b, generator=generator)
+    """Mix every clip of ``x`` (B, F, T) with a random partner inside its attention mask;
+    every draw on ``x``'s device (``generator`` must live there)."""
+    b, device = x.shape[0], x.device
+    partner = torch.randperm(b, generator=generator, device=device)
+    tau = tau_range[0] + (tau_range[1] - tau_range[0]) * torch.rand(b, generator=generator, device=device)
     # lambda ~ Beta(alpha, alpha) as a ratio of Gammas: torch's Beta sampler takes no generator
-    g1, g2 = _gamma(alpha, b, generator), _gamma(alpha, b, generator)
-    lam = g1 / (g1 + g2).clamp_min(1e-12)
-    tau, lam = tau.to(x.device), lam.to(x.device, x.dtype)
+    g1, g2 = _gamma(alpha, b, generator, device), _gamma(alpha, b, generator, device)
+    lam = (g1 / (g1 + g2).clamp_min(1e-12)).to(x.dtype)
     mask = temporal_mask(attention, tau)
     inside = mask[:, None, :].to(x.dtype)
     lam_b = lam[:, None, None]
@@ -86,7 +86,8 @@ def tmixup(x: torch.Tensor, attention: torch.Tensor, alpha: float = 0.2, tau_ran
     return TMixupBatch(mixed=mixed, mask=mask, lam=lam, tau=tau, partner=partner)
 
 
-def _gamma(concentration: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
+def _gamma(concentration: float, n: int, generator: torch.Generator | None,
+           device: torch.device | str = "cpu") -> torch.Tensor:
     """Gamma(concentration, 1) samples from ``generator`` (torch's sampler takes no generator).
 
     Marsaglia-Tsang for shape >= 1; for shape < 1 the boost Gamma(a + 1) * U^(1/a).
@@ -94,16 +95,16 @@ def _gamma(concentration: float, n: int, generator: torch.Generator | None) -> t
     a = concentration + 1.0 if concentration < 1.0 else concentration
     d = a - 1.0 / 3.0
     c = 1.0 / (9.0 * d) ** 0.5
-    out = torch.empty(n, dtype=torch.float64)
+    out = torch.empty(n, dtype=torch.float64, device=device)
     filled = 0
     while filled < n:
-        z = torch.randn(2 * n, generator=generator, dtype=torch.float64)
-        u = torch.rand(2 * n, generator=generator, dtype=torch.float64)
+        z = torch.randn(2 * n, generator=generator, dtype=torch.float64, device=device)
+        u = torch.rand(2 * n, generator=generator, dtype=torch.float64, device=device)
         v = (1.0 + c * z) ** 3
         ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-300)))
         take = (d * v)[ok][: n - filled]
         out[filled:filled + len(take)] = take
         filled += len(take)
     if concentration < 1.0:
-        out = out * torch.rand(n, generator=generator, dtype=torch.float64) ** (1.0 / concentration)
+        out = out * torch.rand(n, generator=generator, dtype=torch.float64, device=device) ** (1.0 / concentration)
     return out

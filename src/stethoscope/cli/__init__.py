@@ -1,0 +1,33 @@
+"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | report | list``.
+
+Exit codes: 0 success, 2 a clear error about the input (file, key or value named), 130
+interrupted (Ctrl-C; a training run says where its checkpoint is).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from ..engine import TrainingInterrupted
+from ..errors import StethoscopeError
+from .parser import build_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StethoscopeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as err:
+        where = f"checkpoint after epoch {err.epoch} in {err.checkpoint}; continue with --resume" if err.checkpoint \
+            else "no checkpoint was written yet"
+        print(f"interrupted: {where}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

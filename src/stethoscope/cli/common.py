@@ -1,0 +1,104 @@
+"""What the CLI verbs share: the run context from flags, systems from configs, scanning,
+scoring into rows, and the evaluation outputs."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import load_config
+from ..data.clip import Clip
+from ..engine import RunContext
+from ..errors import CheckpointError
+from ..evaluation.dcase_io import ScoredClip, write_result_csvs
+from ..evaluation.evaluate import evaluate, format_table
+from ..features.extract import default_cache_dir
+from ..systems.base import System, get_system
+from ..utils import atomic_write_json, atomic_write_text, run_metadata
+
+DEFAULT_SYSTEM = "dcase_ae"
+
+
+def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progress: bool | None = None) -> RunContext:
+    """The runtime settings of this command from its flags (never from a system config)."""
+    ctx = RunContext(device=args.device, precision=getattr(args, "precision", "fp32"), seed=args.seed,
+                     threads=args.threads, progress=not args.quiet if progress is None else progress,
+                     cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
+                     checkpoint_dir=checkpoints, checkpoint_every=getattr(args, "checkpoint_every", 1),
+                     resume=getattr(args, "resume", False))
+    ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+    ctx.apply_threads()
+    return ctx
+
+
+def build_system(args: argparse.Namespace, name: str, variant: str | None = None) -> System:
+    """Packaged config (or its ``variant``), the user's file, then ``--set`` overrides."""
+    cfg = load_config(name, getattr(args, "config", None), getattr(args, "set", None) or (), variant)
+    return get_system(name, **cfg)
+
+
+def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int = 0) -> list[Clip]:
+    from ..data.layouts import scan as scan_layout
+
+    return scan_layout(root, layout=layout, machine=machine, channel=channel)
+
+
+def training_clips(clips: Sequence[Clip]) -> list[Clip]:
+    """The layout's training split; where a folder has none (e.g. only labelled test clips),
+    the clips labelled normal, said aloud."""
+    train = [c for c in clips if c.split == "train" and c.label in (0, None)]
+    if train:
+        return train
+    normals = [c for c in clips if c.label == 0]
+    if normals:
+        print(f"note: no training split found; training on the {len(normals)} clips labelled normal", file=sys.stderr)
+    return normals
+
+
+def by_machine(clips: Sequence[Clip]) -> dict[str, list[Clip]]:
+    out: dict[str, list[Clip]] = {}
+    for c in clips:
+        out.setdefault(c.machine, []).append(c)
+    return dict(sorted(out.items()))
+
+
+def score_rows(system: System, clips: Sequence[Clip], ctx: RunContext) -> list[ScoredClip]:
+    scores = system.score(clips, ctx)
+    decisions = system.decide(scores)
+    return [ScoredClip(file=c.name, machine=c.machine, section=c.section, label=c.label, domain=c.domain,
+                       score=float(s), decision=int(d), layout=c.layout)
+            for c, s, d in zip(clips, scores, decisions)]
+
+
+def write_scores_table(path: Path, rows: Sequence[ScoredClip], paths: Sequence[Path] | None = None) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "path", "machine", "section", "domain", "label", "score", "decision"])
+    for i, r in enumerate(rows):
+        w.writerow([r.file, str(paths[i]) if paths else "", r.machine, r.section_tag, r.domain or "",
+                    "" if r.label is None else r.label, repr(r.score), r.decision])
+    atomic_write_text(path, buf.getvalue())
+
+
+def model_dir_for(models: Path, machine: str) -> Path:
+    if (models / "config.json").exists():
+        return models
+    if (models / machine / "config.json").exists():
+        return models / machine
+    raise CheckpointError(f"{models}: no model for machine type {machine!r} (expected {models / machine}/config.json)")
+
+
+def finish_evaluation(out: Path, rows: Sequence[ScoredClip], extra: dict[str, Any], paths=None,
+                      result_csvs: bool = True) -> dict[str, Any]:
+    """results.json, scores.csv (and the DCASE result CSVs unless they were the input), printed table."""
+    if result_csvs:
+        write_result_csvs(out, rows)
+    write_scores_table(out / "scores.csv", rows, paths)
+    result = {**extra, **evaluate(rows), "run": run_metadata(extra.get("config"), extra.get("seed"))}
+    atomic_write_json(out / "results.json", result)
+    print(format_table(result))
+    print(f"results: {out / 'results.json'}", file=sys.stderr)
+    return result

@@ -1,0 +1,105 @@
+"""Training checkpoints: model, optimisers, RNG states, epoch and history, fingerprinted.
+
+A checkpoint folder holds ``checkpoint.safetensors`` (tensors) and ``checkpoint.json``
+(epoch, history, optimiser hyperparameters, fingerprint), both written atomically; the JSON
+is written last, so a JSON that exists always names tensors that exist. The fingerprint
+is a sha256 of the system's hyperparameters, the seed and the training clip list: a
+checkpoint resumes only the run it was made for.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save
+
+from ..data.clip import Clip
+from ..errors import CheckpointError
+from ..utils import atomic_write_bytes, atomic_write_json
+
+TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+
+
+def fingerprint(system: str, params: dict[str, Any], seed: int, clips: Sequence[Clip]) -> str:
+    """sha256 of what determines a training run: system, hyperparameters, seed, and the
+    sorted list of training clips (path, channel, size)."""
+    listing = sorted(f"{c.path}|{c.channel}|{_size(c.path)}" for c in clips)
+    blob = json.dumps({"system": system, "params": params, "seed": seed, "clips": listing},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return -1
+
+
+def save_checkpoint(directory: Path, module: torch.nn.Module, optimisers: dict[str, torch.optim.Optimizer],
+                    generators: dict[str, torch.Generator], epoch: int, history: list[dict[str, float]],
+                    fingerprint_: str) -> Path:
+    """Write the training state after ``epoch`` completed epochs."""
+    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    groups = {}
+    for name, opt in optimisers.items():
+        state = opt.state_dict()
+        groups[name] = state["param_groups"]
+        for pid, slots in state["state"].items():
+            for slot, value in slots.items():
+                tensors[f"opt.{name}.{pid}.{slot}"] = torch.as_tensor(value)
+    for name, gen in generators.items():
+        tensors[f"rng.{name}"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(directory / TENSORS, save(tensors))
+    atomic_write_json(directory / META, {"epoch": epoch, "fingerprint": fingerprint_, "history": history,
+                                         "param_groups": groups})
+    return directory
+
+
+def read_meta(directory: Path) -> dict[str, Any] | None:
+    """The checkpoint's JSON, None when there is none; a clear error when it is corrupt."""
+    path = directory / META
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to start fresh") from err
+
+
+def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Module,
+                    optimisers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator]) -> None:
+    """Restore what `save_checkpoint` wrote into freshly built objects."""
+    try:
+        tensors = load_file(str(directory / TENSORS))
+    except Exception as err:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"{directory / TENSORS}: unreadable checkpoint ({err}); delete it to start fresh") from err
+    device = next(module.parameters()).device
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name, opt in optimisers.items():
+        state: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        for key, value in tensors.items():
+            if key.startswith(f"opt.{name}."):
+                _, _, pid, slot = key.split(".", 3)
+                state[int(pid)][slot] = value if slot == "step" else value.to(device)
+        opt.load_state_dict({"state": dict(state), "param_groups": meta["param_groups"][name]})
+    for name, gen in generators.items():
+        gen.set_state(tensors[f"rng.{name}"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
+
+
+def discard_checkpoint(directory: Path | None) -> None:
+    """Remove a finished run's checkpoint folder (its model is saved by then)."""
+    if directory is not None and (directory / META).exists():
+        shutil.rmtree(directory, ignore_errors=True)

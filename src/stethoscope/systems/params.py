@@ -1,0 +1,94 @@
+"""Hyperparameter checks on construction, before any audio is read.
+
+Types come from the constructor's annotations (int, float, bool, str, optional, sequences of
+str); ranges and choices from the class's ``param_rules``: an interval string such as
+``"[1, inf)"`` or ``"(0, 0.5]"``, or a tuple of allowed values. NaN and infinite floats are
+refused unless the interval includes ``inf``. Errors name the system, the key, the allowed
+values and what was given.
+"""
+from __future__ import annotations
+
+import collections.abc
+import math
+import re
+import typing
+from types import UnionType
+from typing import Any, Mapping, Sequence
+
+from ..errors import ConfigError
+
+_INTERVAL = re.compile(r"^\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])\s*$")
+RUNTIME_KEYS = ("device", "seed", "progress", "cache_dir", "checkpoint_dir", "threads", "precision")
+
+
+def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any],
+                 rules: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` for the first value whose type, range or choice is wrong."""
+    for key, value in values.items():
+        kind = hints.get(key)
+        if kind is not None:
+            _check_type(owner, key, value, kind)
+        rule = rules.get(key)
+        if rule is None or value is None:
+            continue
+        if isinstance(rule, tuple):
+            if value not in rule:
+                raise ConfigError(f"{owner}: {key} must be one of {list(rule)}, got {value!r}")
+        elif not _in_interval(float(value), rule):
+            raise ConfigError(f"{owner}: {key} must be in {rule}, got {value!r}")
+
+
+def runtime_key_error(owner: str, keys: Sequence[str]) -> ConfigError:
+    """The error for runtime settings given as hyperparameters (they are flags, not config)."""
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k in keys)
+    return ConfigError(f"{owner}: {', '.join(keys)} {'is a runtime setting' if len(keys) == 1 else 'are runtime settings'}"
+                       f", not a hyperparameter; use {flags} (or RunContext in the API)")
+
+
+def _check_type(owner: str, key: str, value: Any, kind: Any) -> None:
+    args = typing.get_args(kind)
+    if value is None:
+        if type(None) not in args:
+            raise ConfigError(f"{owner}: {key} must not be null")
+        return
+    options = [a for a in args if a is not type(None)] if typing.get_origin(kind) in (typing.Union, UnionType) else [kind]
+    for option in options:
+        if _matches(value, option):
+            return
+    raise ConfigError(f"{owner}: {key} must be {_describe(options)}, got {value!r} ({type(value).__name__})")
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner = typing.get_args(kind)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(inner[0] is Any or _matches(v, inner[0]) for v in value)
+    return True  # anything richer is the constructor's own business
+
+
+def _describe(options: list[Any]) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return " or ".join(names.get(o, "a list" if typing.get_origin(o) else getattr(o, "__name__", str(o)))
+                       for o in options)
+
+
+def _in_interval(value: float, rule: str) -> bool:
+    match = _INTERVAL.match(rule)
+    if not match:
+        raise ValueError(f"bad interval rule {rule!r}")
+    left, lo, hi, right = match.groups()
+    lo_v, hi_v = float(lo), float(hi)
+    if math.isnan(value) or (math.isinf(value) and not math.isinf(hi_v if value > 0 else lo_v)):
+        return False
+    above = value > lo_v or (left == "[" and value == lo_v)
+    below = value < hi_v or (right == "]" and value == hi_v)
+    return above and below
+

@@ -1,0 +1,67 @@
+"""Train one system per machine type: the loop the CLI's `train` and `demo` share.
+
+Each machine type gets its own checkpoint folder (``ctx.checkpoint_dir/<machine>``), so runs
+never resume each other; its model is written crash-safe to ``OUT/<machine>`` (or ``OUT``
+for a single type); ``OUT/run.json`` says per type ``trained``, ``failed: reason`` or
+``not reached``, updated as the run goes. With ``ctx.resume`` types already trained are
+skipped and an interrupted one continues from its checkpoint.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .data.clip import Clip
+from .engine import RunContext, TrainingInterrupted, discard_checkpoint
+from .engine.runlog import RunLog
+from .errors import StethoscopeError
+from .systems.base import CONFIG_FILE, System, load_system
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], System], out: str | Path,
+                   ctx: RunContext, val: Sequence[Clip] | None = None, nested: bool = True,
+                   meta: Mapping[str, Any] | None = None, say: Callable[[str], None] = _say) -> dict[str, System]:
+    """Fit and save one system per machine type; returns the fitted (or, when resumed, loaded)
+    systems. A type that fails is recorded and the others go on; the error is raised at the end."""
+    out = Path(out)
+    log = (RunLog.resume if ctx.resume else RunLog)(out / "run.json", list(groups), dict(meta or {}))
+    systems: dict[str, System] = {}
+    failures: dict[str, str] = {}
+    for machine, train in groups.items():
+        target = out / machine if nested else out
+        if ctx.resume and log.status(machine) == "trained" and (target / CONFIG_FILE).exists():
+            say(f"[{machine}] already trained in {target}; skipped (--resume)")
+            systems[machine] = load_system(target)
+            continue
+        log.start(machine)
+        mctx = ctx.for_run(machine)
+        try:
+            system = build()
+            mval = [c for c in val if c.machine == machine] if val else None
+            say(f"[{machine}] training {system.name} on {len(train)} clips")
+            started = time.perf_counter()
+            system.fit(train, mval, mctx)
+            seconds = time.perf_counter() - started
+            system.save(target, {"data_machine": machine, "train_seconds": seconds, **(meta or {})})
+        except TrainingInterrupted:
+            log.failed(machine, "interrupted")
+            raise
+        except StethoscopeError as err:
+            log.failed(machine, str(err))
+            failures[machine] = str(err)
+            say(f"[{machine}] failed: {err}")
+            continue
+        discard_checkpoint(mctx.checkpoint_dir)
+        log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=system.threshold_)
+        systems[machine] = system
+        say(f"[{machine}] saved to {target} ({seconds:.1f} s, threshold {system.threshold_:.4g})")
+    if failures:
+        listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
+        raise StethoscopeError(f"{len(failures)} of {len(groups)} machine type(s) failed ({listed}); see {log.path}")
+    return systems
