@@ -2,6 +2,7 @@
 persistence, the softmax option and the configs."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch.distributions import Gamma, kl_divergence
 
 from stethoscope.data.clip import Clip
 from stethoscope.data.toy_factory import toy_clip
+from stethoscope.engine import RunContext
 from stethoscope.errors import ConfigError
 from stethoscope.models.gamma_vae import GammaVAE, kl_gamma
 from stethoscope.systems import get_system, load_system
@@ -22,6 +24,8 @@ from stethoscope.systems.gamma_vae import GammaVAESystem
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
 SR, SECONDS = 16_000, 3.0
 ATTRS = {"speed": 1350, "load": 60, "bg": "pink"}  # one operating condition: the test is about faults
+
+CTX = RunContext(progress=False)
 
 
 def _write(path: Path, wave: np.ndarray) -> Path:
@@ -49,9 +53,16 @@ def toy_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clip], lis
 @pytest.fixture(scope="module")
 def fitted(toy_clips: tuple[list[Clip], list[Clip]], tmp_path_factory: pytest.TempPathFactory) -> GammaVAESystem:
     # lr 1e-2 instead of the baseline's 1e-3 so that 40 epochs suffice on raw dB log-mels
-    system = get_system("gamma_vae", epochs=40, batch_size=128, learning_rate=1e-2, progress=False,
-                        cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return system.fit(toy_clips[0])
+    system = get_system("gamma_vae", epochs=40, batch_size=128, learning_rate=1e-2)
+    return system.fit(toy_clips[0], ctx=CTX.replace(cache_dir=tmp_path_factory.mktemp("cache")))
+
+
+def _variant(system: GammaVAESystem, **changes: str) -> GammaVAESystem:
+    """A copy of the fitted system with other scoring settings (the shared fixture is never changed)."""
+    other = copy.deepcopy(system)
+    for key, value in changes.items():
+        setattr(other, key, value)
+    return other
 
 
 def test_kl_closed_form_matches_torch() -> None:
@@ -91,10 +102,9 @@ def test_training_lowers_loss(fitted: GammaVAESystem) -> None:
 @pytest.mark.parametrize("mode", ["mse", "mahala"])
 def test_scores_rank_toy_anomalies_above_normals(fitted: GammaVAESystem, toy_clips: tuple[list[Clip], list[Clip]],
                                                 mode: str) -> None:
-    fitted.score_mode = mode
     test = toy_clips[1]
     labels = np.array([c.label for c in test])
-    scores = fitted.score(test)
+    scores = _variant(fitted, score_mode=mode).score(test, CTX)
     assert np.isfinite(scores).all()
     assert scores[labels == 1].mean() > scores[labels == 0].mean()
     assert roc_auc_score(labels, scores) >= 0.7
@@ -102,14 +112,10 @@ def test_scores_rank_toy_anomalies_above_normals(fitted: GammaVAESystem, toy_cli
 
 def test_mean_scoring_is_deterministic_and_sample_is_not(fitted: GammaVAESystem,
                                                          toy_clips: tuple[list[Clip], list[Clip]]) -> None:
-    fitted.score_mode = "mse"
     clips = toy_clips[1][:3]
-    np.testing.assert_array_equal(fitted.score(clips), fitted.score(clips))
-    fitted.score_latent = "sample"
-    try:
-        assert not np.array_equal(fitted.score(clips), fitted.score(clips))
-    finally:
-        fitted.score_latent = "mean"
+    np.testing.assert_allclose(fitted.score(clips, CTX), fitted.score(clips, CTX), rtol=1e-6)
+    sampled = _variant(fitted, score_latent="sample")
+    assert not np.allclose(sampled.score(clips, CTX), sampled.score(clips, CTX), rtol=1e-6)
 
 
 def test_save_load_round_trip_gives_identical_scores(fitted: GammaVAESystem, toy_clips: tuple[list[Clip], list[Clip]],
@@ -118,8 +124,14 @@ def test_save_load_round_trip_gives_identical_scores(fitted: GammaVAESystem, toy
     loaded = load_system(tmp_path / "model")
     assert isinstance(loaded, GammaVAESystem) and loaded.threshold_ == fitted.threshold_
     for mode in ("mse", "mahala"):
-        fitted.score_mode = loaded.score_mode = mode
-        np.testing.assert_array_equal(loaded.score(toy_clips[1]), fitted.score(toy_clips[1]))
+        np.testing.assert_allclose(_variant(loaded, score_mode=mode).score(toy_clips[1], CTX),
+                                   _variant(fitted, score_mode=mode).score(toy_clips[1], CTX), rtol=1e-6)
+
+
+def test_same_seed_gives_the_same_model(toy_clips: tuple[list[Clip], list[Clip]]) -> None:
+    fits = [get_system("gamma_vae", epochs=2, batch_size=64).fit(toy_clips[0][:3], ctx=CTX.replace(seed=4))
+            for _ in range(2)]
+    np.testing.assert_allclose(fits[0].score(toy_clips[1][:3], CTX), fits[1].score(toy_clips[1][:3], CTX), rtol=1e-6)
 
 
 def test_softmax_option_runs(toy_clips: tuple[list[Clip], list[Clip]], tmp_path: Path) -> None:
@@ -127,9 +139,9 @@ def test_softmax_option_runs(toy_clips: tuple[list[Clip], list[Clip]], tmp_path:
     concentration, rate = model.encode(torch.randn(6, 40))
     torch.testing.assert_close(concentration.sum(dim=1), torch.ones(6))  # the report's softmax: shapes sum to 1
     assert (rate < 1).all()
-    system = get_system("gamma_vae", positivity="softmax", epochs=2, progress=False, cache_dir=str(tmp_path))
-    system.fit(toy_clips[0][:2])
-    assert np.isfinite(system.score(toy_clips[1][:2])).all() and np.isfinite(system.history_).all()
+    system = get_system("gamma_vae", positivity="softmax", epochs=2)
+    system.fit(toy_clips[0][:2], ctx=CTX.replace(cache_dir=tmp_path))
+    assert np.isfinite(system.score(toy_clips[1][:2], CTX)).all() and np.isfinite(system.history_).all()
 
 
 def test_configs_mirror_constructors() -> None:
@@ -142,7 +154,7 @@ def test_configs_mirror_constructors() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"positivity": "relu"}, {"score_latent": "mode"}, {"prior_rate": 0.0},
-                                 {"kl_weight": -1.0}])
+                                 {"kl_weight": -1.0}, {"kl_weight": float("nan")}, {"epochs": 1.5}])
 def test_invalid_parameters_are_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError):
         get_system("gamma_vae", **bad)
