@@ -1,4 +1,5 @@
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -101,6 +102,11 @@ def test_save_load_round_trip_gives_identical_scores(trained):
     np.testing.assert_allclose(again.score(test, CTX), system.score(test, CTX), rtol=1e-6)
     assert again.threshold_ == system.threshold_
     assert again.get_params() == system.get_params()
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("weights.safetensors", "config.json"):  # shareable: plain-file modes, not mkstemp's 0600
+        assert (tmp / "model" / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp / "model").stat().st_mode & 0o777 == 0o777 & ~umask
     saved, now = load_file(str(tmp / "model" / "weights.safetensors")), again.state_tensors()
     assert set(saved) == set(now)
     for key, tensor in saved.items():  # stored tensors round-trip bit-exactly
