@@ -15,7 +15,7 @@ from ..engine import RunContext
 from ..errors import CheckpointError
 from ..evaluation.dcase_io import ScoredClip, write_result_csvs
 from ..evaluation.evaluate import evaluate, format_table
-from ..features.extract import default_cache_dir
+from ..features.cache import default_cache_dir
 from ..systems.base import System, get_system
 from ..utils import atomic_write_json, atomic_write_text, run_metadata
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..data.clip import Clip
 from ..errors import CheckpointError, ConfigError
-from ..features.extract import Decoded, FeatureCache, FeatureRequest, iter_decoded
+from ..features.cache import FeatureCache
+from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from .base import Encoder
 from .weights import candidate_paths
 

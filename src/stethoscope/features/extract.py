@@ -3,8 +3,6 @@ an optional on-disk cache keyed by content."""
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,41 +17,8 @@ from tqdm.auto import tqdm
 from ..data.audio import SAMPLE_RATE, audio_info, decode_audio
 from ..data.clip import Clip
 from ..errors import AudioError
+from .cache import FeatureCache
 from .logmel import LogMel, LogMelParams
-
-
-def default_cache_dir() -> Path:
-    """``$STETHOSCOPE_CACHE`` or ``~/.cache/stethoscope``."""
-    return Path(os.environ.get("STETHOSCOPE_CACHE", Path.home() / ".cache" / "stethoscope"))
-
-
-class FeatureCache:
-    """Arrays stored as .npy under a key made of the file's content hash and the parameters."""
-
-    def __init__(self, root: str | Path, namespace: str, params: dict) -> None:
-        tag = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=8).hexdigest()
-        self.dir = Path(root) / namespace / tag
-        self.params = params
-
-    def path(self, content_key: str) -> Path:
-        return self.dir / content_key[:2] / f"{content_key}.npy"
-
-    def get(self, content_key: str) -> np.ndarray | None:
-        p = self.path(content_key)
-        if not p.exists():
-            return None
-        try:
-            return np.load(p)
-        except (ValueError, OSError):  # a corrupt entry is recomputed, never trusted
-            return None
-
-    def put(self, content_key: str, array: np.ndarray) -> None:
-        p = self.path(content_key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, p)
 
 
 def _read_bytes(clip: Clip, hash_content: bool) -> tuple[str, bytes]:
