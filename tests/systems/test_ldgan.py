@@ -295,8 +295,21 @@ def test_default_config_builds_without_warnings() -> None:
 
 @pytest.mark.parametrize("key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every"])
 def test_runtime_settings_are_not_hyperparameters(key) -> None:
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match=f"{key} is a runtime setting"):
         get_system("ldgan", **{key: 1})
+
+
+def test_model_folder_from_before_the_engine_loads(fitted, clips, tmp_path) -> None:
+    """Folders saved when runtime settings were still hyperparameters load without them."""
+    fitted.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    config = json.loads(path.read_text())
+    config["params"].update(seed=0, device="cpu", progress=True, cache_dir=None, checkpoint_dir=None,
+                            checkpoint_every=10)
+    path.write_text(json.dumps(config))
+    loaded = load_system(tmp_path / "model")
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_allclose(loaded.score(clips[8:], CTX), fitted.score(clips[8:], CTX), **TOL)
 
 
 @pytest.mark.parametrize("params,key", [
