@@ -12,11 +12,20 @@ import torch
 import torch.nn.functional as F
 
 from stethoscope.engine import OptimiserSpec, RunContext, train
-from stethoscope.models.ldgan import (LDGAN, Diffusion, Discriminator, LDGANConfig, attention_map,
-                                      gradient_penalty, moment_loss, tmixup)
+from stethoscope.models.ldgan import (
+    LDGAN,
+    Diffusion,
+    Discriminator,
+    LDGANConfig,
+    attention_map,
+    gradient_penalty,
+    moment_loss,
+    tmixup,
+)
 from stethoscope.models.ldgan.networks import discriminator_loss, generator_adv_loss
 
-SMALL = dict(n_mels=12, ae_channels=8, latent_channels=4, n_down=2, gen_channels=8, gen_blocks=1, disc_channels=8)
+SMALL = {"n_mels": 12, "ae_channels": 8, "latent_channels": 4, "n_down": 2, "gen_channels": 8, "gen_blocks": 1,
+         "disc_channels": 8}
 LOSS_KEYS = {"recon", "aux", "ae", "d", "g", "d_adv", "d_gp", "g_pred", "g_stat", "g_adv"}
 
 
@@ -297,7 +306,7 @@ def test_one_engine_step_moves_each_group_by_its_own_loss(kw) -> None:
                 continue
             step = lr * grad / (grad.abs() + 1e-8)  # Adam's bias-corrected first step
             torch.testing.assert_close(new.detach(), p.detach() - step, rtol=0, atol=2e-6,
-                                       msg=lambda m: f"group {name}: {m}")
+                                       msg=lambda m, name=name: f"group {name}: {m}")
             moved += int((new.detach() != p.detach()).sum())
     assert moved > 0.9 * sum(p.numel() for p in model.parameters())
     # the training forward also refreshed the latent statistics (a buffer, not a parameter)
@@ -355,14 +364,14 @@ def test_evaluate_equals_itself_for_the_same_draws() -> None:
     b = model.evaluate(x, _draws(model, 3, 30, 2, seed=0))
     c = model.evaluate(x, _draws(model, 3, 30, 2, seed=1))
     for name, left, right in zip(a._fields, a, b):
-        torch.testing.assert_close(left, right, rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(left, right, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
     assert not torch.allclose(a.reconstruction, c.reconstruction)  # the draws matter
     torch.testing.assert_close(a.embedding, c.embedding)  # the embedding does not depend on them
     # scoring never moves the model: not even in training mode (no latent statistics update)
     model.train()
     model.evaluate(x, _draws(model, 3, 30, 1, seed=0))
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_evaluate_averages_the_draws_and_each_sample_alone() -> None:

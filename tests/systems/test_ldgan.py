@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,14 +19,13 @@ from stethoscope.errors import ConfigError
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
 from stethoscope.systems.ldgan import LDGANSystem
-
 from tests.conftest import write_wav
 
-TINY = dict(n_frames=48, ae_channels=8, latent_channels=4, gen_channels=8, gen_blocks=1, disc_channels=8,
-            batch_size=4, learning_rate=1e-3, epochs=2)
+TINY = {"n_frames": 48, "ae_channels": 8, "latent_channels": 4, "gen_channels": 8, "gen_blocks": 1,
+        "disc_channels": 8, "batch_size": 4, "learning_rate": 1e-3, "epochs": 2}
 CTX = RunContext(progress=False)
 LOSSES = {"recon", "aux", "ae", "d", "g", "d_adv", "d_gp", "g_pred", "g_stat", "g_adv"}
-TOL = dict(rtol=1e-6, atol=1e-9)
+TOL = {"rtol": 1e-6, "atol": 1e-9}
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -25,11 +26,11 @@ from stethoscope.systems.params import RUNTIME_KEYS
 from stethoscope.systems.tldiffgan import TLDiffGANSystem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
-TINY = dict(n_frames=48, ae_channels=8, latent_channels=4, gen_channels=8, gen_blocks=1, disc_channels=8,
-            batch_size=4, learning_rate=1e-3, epochs=2)
+TINY = {"n_frames": 48, "ae_channels": 8, "latent_channels": 4, "gen_channels": 8, "gen_blocks": 1,
+        "disc_channels": 8, "batch_size": 4, "learning_rate": 1e-3, "epochs": 2}
 CTX = RunContext(progress=False)
 CANDIDATES = ["recon", "knn", "lof", "gmm", "sos"]
-TOL = dict(rtol=1e-6, atol=1e-9)
+TOL = {"rtol": 1e-6, "atol": 1e-9}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def test_fusion_dims_and_standardisation(fitted, gearbox):
     assert mel.shape == (len(train), TINY["latent_channels"]) and wave.shape == (len(train), 384)
     joint = fitted.joint_embedding(train, CTX)
     assert joint.shape == (len(train), 4 + 384)
-    np.testing.assert_allclose(joint, fitted.joint_train_, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(joint.mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(joint, fitted.joint_train_, **TOL)
+    np.testing.assert_allclose(joint.mean(axis=0), 0.0, atol=1e-8)
     live = wave.std(axis=0) > 1e-12  # constant wave dimensions stay at 0
     assert live.sum() > 300
     # balanced: each branch carries half of the total variance (= joint dimension)
@@ -168,6 +169,9 @@ def test_explain_score_equals_score(fitted, gearbox):
         assert e.score == pytest.approx(fitted.score([clip], CTX)[0], rel=1e-6, abs=1e-9)
         # in a batch the float32 encoders round differently (~1e-7), which the detectors amplify a little
         assert e.score == pytest.approx(batch[i], rel=1e-4)
+    # an in-memory waveform scores like the file it came from
+    wave, sr = sf.read(str(test[0].path), dtype="float32")
+    assert fitted.score_waveforms([wave], sr, CTX)[0] == pytest.approx(fitted.score(test[:1], CTX)[0], rel=1e-5)
 
 
 def test_same_seed_gives_the_same_scores(fitted, gearbox):
