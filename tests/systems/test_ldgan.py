@@ -1,36 +1,36 @@
-"""LDGAN: diffusion maths, gradient penalty, spectral norm, TMixup, and the `ldgan` system."""
+"""The `ldgan` system: training through the engine, scoring, explanations, persistence,
+resume, ablation switches and hyperparameter checks (the model itself: tests/models/test_ldgan.py)."""
 from __future__ import annotations
 
+import copy
+import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.stats
 import soundfile as sf
 import torch
 
 from stethoscope.data.clip import Clip
-from stethoscope.models.ldgan import Diffusion, Discriminator, attention_map, gradient_penalty, tmixup
+from stethoscope.engine import RunContext, TrainingInterrupted
+from stethoscope.engine import trainer as engine_trainer
+from stethoscope.errors import ConfigError
 from stethoscope.systems import get_system, load_system
+from stethoscope.systems.base import gamma_threshold
+from stethoscope.systems.ldgan import LDGANSystem
+from tests.conftest import write_wav
 
-TINY = dict(n_frames=48, ae_channels=8, latent_channels=4, gen_channels=8, gen_blocks=1, disc_channels=8,
-            batch_size=4, learning_rate=1e-3, progress=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two OpenMP threads on a loaded 2-core machine are ~30x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TINY = {"n_frames": 48, "ae_channels": 8, "latent_channels": 4, "gen_channels": 8, "gen_blocks": 1,
+        "disc_channels": 8, "batch_size": 4, "learning_rate": 1e-3, "epochs": 2}
+CTX = RunContext(progress=False)
+LOSSES = {"recon", "aux", "ae", "d", "g", "d_adv", "d_gp", "g_pred", "g_stat", "g_adv"}
+TOL = {"rtol": 1e-6, "atol": 1e-9}
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> list[Clip]:
-    """Eight 2 s training clips in two sections (tones + noise) and two test clips."""
+    """Eight 2 s training clips in two sections (tones + noise) and two test clips (one 1.5 s)."""
     root = tmp_path_factory.mktemp("ldgan_audio")
     rng = np.random.default_rng(0)
     out = []
@@ -40,198 +40,290 @@ def clips(tmp_path_factory) -> list[Clip]:
         wave = 0.1 * np.sin(2 * np.pi * (300 + 200 * (i % 2)) * t) + 0.01 * rng.standard_normal(len(t))
         if i == 8:  # an "anomaly": a loud high tone in the second half
             wave += 0.2 * np.sin(2 * np.pi * 3000 * t) * (t > 1.0)
-        path = root / f"clip_{i}.wav"
-        sf.write(path, wave.astype(np.float32), 16000)
+        path = write_wav(root / f"clip_{i}.wav", wave.astype(np.float32))
         out.append(Clip(path=path, machine="toy", section=f"0{i % 2}", split="train" if i < 8 else "test",
                         label=0 if i != 8 else 1))
     return out
 
 
-def _system(tmp_path: Path, **kw):
-    return get_system("ldgan", cache_dir=str(tmp_path / "cache"), **{**TINY, "epochs": 2, **kw})
+def _system(**kw) -> LDGANSystem:
+    return get_system("ldgan", **{**TINY, **kw})
 
 
-# -- diffusion -------------------------------------------------------------------------
-@pytest.mark.parametrize("schedule,lo,hi", [("vp", 0.1, 20.0), ("linear", 0.1, 0.6)])
-def test_schedule_monotone_and_q_sample_statistics(schedule: str, lo: float, hi: float) -> None:
-    d = Diffusion(4, schedule, lo, hi)
-    ab = d.alphas_cumprod
-    assert ab[0] == 1.0 and torch.all(ab[1:] < ab[:-1]) and torch.all(ab > 0)
-    torch.manual_seed(0)
-    z0 = torch.full((20000, 1), 1.5)
-    for t in range(1, 5):
-        zt = d.q_sample(z0, torch.full((20000,), t), torch.randn_like(z0))
-        assert zt.mean().item() == pytest.approx(1.5 * math.sqrt(ab[t]), abs=0.03)
-        assert zt.std().item() == pytest.approx(math.sqrt(1 - ab[t]), rel=0.03)
-        # the two-stage pair sampler has the same marginal
-        _, zt2 = d.q_sample_pairs(z0, torch.full((20000,), t))
-        assert zt2.mean().item() == pytest.approx(1.5 * math.sqrt(ab[t]), abs=0.03)
-        assert zt2.std().item() == pytest.approx(math.sqrt(1 - ab[t]), rel=0.03)
+@pytest.fixture(scope="module")
+def fitted(clips) -> LDGANSystem:
+    """Fitted once (seed 0) and shared: tests only read it (`_variant` gives a private copy)."""
+    return _system().fit(clips[:8], ctx=CTX)
 
 
-def test_posterior_matches_gaussian_bayes() -> None:
-    """q(z_{t-1}|z_t,z_0) from the prior N(sqrt(ab_{t-1}) z0, 1-ab_{t-1}) times N(z_t; sqrt(a_t) z_{t-1}, b_t)."""
-    d = Diffusion(4)
-    z0, zt = torch.tensor([[0.7]]), torch.tensor([[-0.4]])
-    for t in range(2, 5):
-        b, a, ab_prev = d.betas[t].double(), 1 - d.betas[t].double(), d.alphas_cumprod[t - 1].double()
-        precision = 1 / (1 - ab_prev) + a / b
-        mean = (ab_prev.sqrt() * 0.7 / (1 - ab_prev) + a.sqrt() * -0.4 / b) / precision
-        got_mean, got_var = d.posterior(z0, zt, torch.tensor([t]))
-        assert got_mean.item() == pytest.approx(mean.item(), rel=1e-4)
-        assert got_var.item() == pytest.approx((1 / precision).item(), rel=1e-4)
-    mean, var = d.posterior(z0, zt, torch.tensor([1]))  # last step lands on z0 exactly
-    assert mean.item() == pytest.approx(0.7, abs=1e-6) and var.item() == 0
-    noise = torch.randn(3, 2, 5)
-    z = torch.randn(3, 2, 5)
-    t = torch.tensor([1, 2, 3])
-    assert torch.allclose(d.noise_from_z0(z, d.q_sample(z, t, noise), t), noise, atol=1e-4)
+def _variant(system: LDGANSystem, **changes) -> LDGANSystem:
+    """A private copy of a fitted system, with some hyperparameters changed (scoring ones)."""
+    other = get_system(system.name, **{**system.get_params(), **changes})
+    other.load_extra_state(copy.deepcopy(system.extra_state()))
+    other.load_state_tensors({k: v.clone() for k, v in system.state_tensors().items()})
+    other.threshold_ = system.threshold_
+    return other
 
 
-# -- GAN pieces ------------------------------------------------------------------------
-def test_gradient_penalty_on_known_critics() -> None:
-    a = torch.tensor([[3.0, 4.0]])  # ||a|| = 5
-    real, fake = torch.randn(6, 1, 2), torch.randn(6, 1, 2)
-
-    def linear(x: torch.Tensor) -> torch.Tensor:
-        return (x * a).flatten(1).sum(1)
-
-    assert gradient_penalty(linear, real, kind="r1", weight=10).item() == pytest.approx(0.5 * 10 * 25)
-    assert gradient_penalty(linear, real, fake, kind="wgan-gp", weight=10).item() == pytest.approx(10 * 16)
-
-    def quadratic(x: torch.Tensor) -> torch.Tensor:  # grad = 2x
-        return x.pow(2).flatten(1).sum(1)
-
-    expected = 0.5 * 10 * (4 * real.pow(2).flatten(1).sum(1)).mean()
-    assert gradient_penalty(quadratic, real, kind="r1", weight=10).item() == pytest.approx(expected.item(), rel=1e-5)
+def _without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-def test_discriminator_weights_have_unit_spectral_norm() -> None:
-    torch.manual_seed(0)
-    disc = Discriminator(in_channels=4, cond_channels=4, channels=16, n_down=2, use_step=True)
-    disc.train()
-    x, t = torch.randn(3, 4, 20), torch.tensor([1, 2, 3])
-    for _ in range(30):  # each training forward runs one power iteration
-        disc(x, x, t)
-    layers = [disc.conv_in, disc.step_emb, disc.head, *disc.down]
-    for layer in layers:
-        assert hasattr(layer, "parametrizations"), "every discriminator layer is spectrally normalised"
-        weight = layer.weight.detach().reshape(layer.weight.shape[0], -1)
-        assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=0.02)
-        raw = layer.parametrizations.weight.original.detach().reshape(weight.shape[0], -1)
-        assert torch.linalg.matrix_norm(raw, ord=2).item() != pytest.approx(1.0, abs=0.02)
+# -- training ------------------------------------------------------------------------
+def test_training_history_and_threshold(fitted, clips) -> None:
+    history = fitted.branch.history_
+    assert len(history) == 2
+    for epoch in history:
+        assert set(epoch) == LOSSES | {"seconds"}
+        assert all(math.isfinite(v) for v in epoch.values())
+    assert fitted.branch.model is not None and fitted.branch.model.tmixup_active
+    assert fitted.branch.classes_ == ["00|", "01|"]  # two sections, no attributes
+    # the threshold is the gamma fit of the in-sample training scores
+    assert fitted.threshold_ is not None and np.isfinite(fitted.threshold_)
+    assert fitted.threshold_ == pytest.approx(gamma_threshold(fitted.score(clips[:8], CTX)), rel=1e-6)
+    # the standardisation statistics are those of the training frames
+    mels = [fitted.explain(c, CTX).logmel for c in clips[:8]]
+    frames = np.concatenate([m.T for m in mels])
+    np.testing.assert_allclose(fitted.branch.mel_mean_.numpy(), frames.mean(axis=0), rtol=1e-5, atol=1e-4)
 
 
-# -- TMixup ----------------------------------------------------------------------------
-def test_tmixup_mask_and_mixing() -> None:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 5, 40, generator=g)
-    weights = torch.softmax(torch.randn(64, 10, generator=g) * 2, dim=1)
-    att = attention_map(weights, 40)
-    assert att.shape == (64, 40) and att.min() >= 0 and torch.allclose(att.amax(1), torch.ones(64))
-    mix = tmixup(x, att, alpha=0.2, tau_range=(0.2, 0.5), generator=g)
-    assert torch.all((mix.tau >= 0.2) & (mix.tau <= 0.5))
-    assert torch.all((mix.lam >= 0) & (mix.lam <= 1))
-    assert torch.equal(mix.mask, att > mix.tau[:, None])
-    assert 0 < mix.mask.float().mean() < 1  # some frames in, some out
-    outside = ~mix.mask[:, None, :].expand_as(x)
-    assert torch.equal(mix.mixed[outside], x[outside])
-    lam = mix.lam[:, None, None]
-    expected = lam * x + (1 - lam) * x[mix.partner]
-    inside = ~outside
-    assert torch.allclose(mix.mixed[inside], expected[inside], atol=1e-6)
-    onehot = torch.nn.functional.one_hot(torch.arange(64) % 3, 3).float()
-    soft = mix.mix_targets(onehot)
-    assert torch.allclose(soft.sum(1), torch.ones(64))
-    share = (1 - mix.lam) * mix.mask.float().mean(1)
-    assert torch.allclose(soft[torch.arange(64), torch.arange(64) % 3] + 1e-7 >= 1 - share, torch.ones(64).bool())
+def test_same_seed_gives_the_same_scores(fitted, clips) -> None:
+    """Two fits in one process with the same RunContext seed (the other ran earlier, with
+    other work in between) score within 1e-6; another seed gives other scores."""
+    again = _system().fit(clips[:8], ctx=CTX)
+    np.testing.assert_allclose(again.score(clips, CTX), fitted.score(clips, CTX), rtol=0, atol=1e-6)
+    assert _without_seconds(again.branch.history_) == pytest.approx(_without_seconds(fitted.branch.history_),
+                                                                     rel=1e-6)
+    other = _system().fit(clips[:8], ctx=CTX.replace(seed=1))
+    assert not np.allclose(other.score(clips, CTX), fitted.score(clips, CTX), rtol=0, atol=1e-6)
 
 
-def test_tmixup_lambda_is_beta_distributed() -> None:
-    g = torch.Generator().manual_seed(1)
-    x = torch.zeros(50000, 1, 4)
-    lam = tmixup(x, torch.ones(50000, 4), alpha=0.2, generator=g).lam.double()
-    assert lam.mean().item() == pytest.approx(0.5, abs=0.01)
-    assert lam.var().item() == pytest.approx(1 / (4 * (2 * 0.2 + 1)), abs=0.01)  # Beta(a, a) variance
-    # the shape is tested where float32 rounding (lambda within 6e-8 of 0 or 1) cannot distort it
-    lam2 = tmixup(x, torch.ones(50000, 4), alpha=2.0, generator=g).lam.double()
-    assert scipy.stats.kstest(lam2.numpy(), "beta", args=(2.0, 2.0)).pvalue > 1e-4
-
-
-# -- the system ------------------------------------------------------------------------
-def test_end_to_end_scores_maps_embeddings_and_roundtrip(clips, tmp_path) -> None:
-    system = _system(tmp_path).fit(clips[:8])
-    assert len(system.history_) == 2
-    assert {"ae", "aux", "d_adv", "d_gp", "g_pred", "g_stat", "g_adv"} <= set(system.history_[0])
-    scores = system.score(clips)
+# -- scoring and explanations ------------------------------------------------------------
+def test_scores_do_not_depend_on_the_batch(fitted, clips) -> None:
+    scores = fitted.score(clips, CTX)
     assert scores.shape == (10,) and np.all(np.isfinite(scores)) and np.all(scores > 0)
-    assert system.score([clips[9]])[0] == pytest.approx(scores[9])  # batch composition does not matter
-    amap = system.anomaly_map(clips[9])
-    assert amap.shape == (128, 47)  # 1.5 s -> 47 frames, scored at full length
-    std_map = system.anomaly_map(clips[9], domain="standardised")
-    assert np.allclose(amap, std_map * system.mel_std_.numpy()[:, None] ** 2, rtol=1e-4, atol=1e-6)
-    assert np.mean(std_map) == pytest.approx(scores[9], rel=1e-4)
-    mel, rec = system.reconstruction(clips[9])  # back in dB: its squared difference is the map
-    assert mel.shape == rec.shape == (128, 47)
-    assert np.allclose((rec - mel) ** 2, amap, rtol=1e-3, atol=1e-4)
-    emb = system.mel_embedding(clips[:3])
-    assert emb.shape == (3, 4) and np.isfinite(emb).all()
-    att = system.temporal_attention(clips[0])
-    assert att.shape == (63,) and att.max() == pytest.approx(1.0)
-    assert system.threshold_ is not None and np.isfinite(system.threshold_)
-    system.save(tmp_path / "model")
+    np.testing.assert_allclose(fitted.score([clips[9]], CTX), scores[9:], **TOL)
+    np.testing.assert_allclose(fitted.score(clips[::-1], CTX), scores[::-1], **TOL)
+    # in-memory waveforms score like the files they came from
+    waves = [sf.read(str(c.path), dtype="float32")[0] for c in clips[8:]]
+    np.testing.assert_allclose(fitted.score_waveforms(waves, 16_000, CTX), scores[8:], rtol=1e-5, atol=1e-9)
+
+
+def test_explain_score_equals_score(fitted, clips) -> None:
+    scores = fitted.score(clips[8:], CTX)
+    for clip, score in zip(clips[8:], scores):
+        assert fitted.explain(clip, CTX).score == pytest.approx(score, rel=1e-6, abs=1e-9)
+
+
+def test_explain_map_reconstruction_and_attention(fitted, clips) -> None:
+    e = fitted.explain(clips[9], CTX)
+    assert e.logmel.shape == e.reconstruction.shape == e.anomaly_map.shape == (128, 47)  # 1.5 s, full length
+    assert set(e.extras) == {"attention", "anomaly_map_standardised"}
+    std_map = e.extras["anomaly_map_standardised"]
+    mel_std = fitted.branch.mel_std_.numpy()[:, None]
+    np.testing.assert_allclose(e.anomaly_map, std_map * mel_std ** 2, rtol=1e-5, atol=1e-9)
+    assert np.mean(std_map) == pytest.approx(e.score, rel=1e-5)  # the score is the map's mean
+    # the reconstruction is back in dB: its squared difference from the input is the map
+    np.testing.assert_allclose((e.reconstruction - e.logmel) ** 2, e.anomaly_map, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fitted.anomaly_map(clips[9], CTX), e.anomaly_map, **TOL)
+    att = fitted.explain(clips[0], CTX).extras["attention"]
+    assert att.shape == (63,) and att.min() >= 0 and att.max() == pytest.approx(1.0)
+    assert fitted.has_anomaly_map
+
+
+def test_mel_embedding(fitted, clips) -> None:
+    emb = fitted.mel_embedding(clips[:3], CTX)
+    assert emb.shape == (3, 4) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    np.testing.assert_allclose(fitted.mel_embedding(clips[1:2], CTX), emb[1:2], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(emb[0], emb[1])  # clips of the two sections embed apart
+
+
+def test_topk_reduction_is_at_least_the_mean(fitted, clips) -> None:
+    top = _variant(fitted, score_reduction="topk", score_topk=0.1)
+    top_scores, mean_scores = top.score(clips[8:], CTX), fitted.score(clips[8:], CTX)
+    assert np.all(top_scores >= mean_scores) and np.any(top_scores > mean_scores * 1.01)
+    # top-k = the mean of the ceil(0.1 * frames) worst frames of the (standardised) map
+    e = top.explain(clips[9], CTX)
+    per_frame = e.extras["anomaly_map_standardised"].mean(axis=0)
+    k = math.ceil(0.1 * len(per_frame))
+    assert e.score == pytest.approx(np.sort(per_frame)[-k:].mean(), rel=1e-5)
+    assert e.score == pytest.approx(top_scores[1], rel=1e-6)
+
+
+def test_feature_cache_gives_the_same_scores(fitted, clips, tmp_path) -> None:
+    cached = CTX.replace(cache_dir=tmp_path / "cache")
+    plain = fitted.score(clips, CTX)
+    np.testing.assert_allclose(fitted.score(clips, cached), plain, **TOL)  # writes the cache
+    assert any((tmp_path / "cache").rglob("*"))
+    np.testing.assert_allclose(fitted.score(clips, cached), plain, **TOL)  # reads it
+
+
+# -- persistence ---------------------------------------------------------------------
+def test_save_and_load_round_trip(fitted, clips, tmp_path) -> None:
+    fitted.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["params"] == fitted.get_params()
+    assert not {"seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every"} & set(config["params"])
+    assert config["extra_state"]["tmixup_active"] is True
     loaded = load_system(tmp_path / "model")
-    assert np.array_equal(loaded.score(clips), scores)
-    assert np.array_equal(loaded.mel_embedding(clips[:3]), emb)
-    assert torch.equal(loaded.mel_mean_, system.mel_mean_)
-    assert loaded.history_ == system.history_
+    assert isinstance(loaded, LDGANSystem) and loaded.get_params() == fitted.get_params()
+    saved, restored = fitted.state_tensors(), loaded.state_tensors()
+    assert saved.keys() == restored.keys()
+    for key in saved:  # stored tensors come back bit for bit
+        assert torch.equal(saved[key], restored[key]), key
+    assert loaded.branch.history_ == fitted.branch.history_
+    assert loaded.branch.classes_ == fitted.branch.classes_
+    assert loaded.threshold_ == fitted.threshold_
+    np.testing.assert_allclose(loaded.score(clips, CTX), fitted.score(clips, CTX), **TOL)
+    np.testing.assert_allclose(loaded.mel_embedding(clips[:3], CTX), fitted.mel_embedding(clips[:3], CTX), **TOL)
+    np.testing.assert_allclose(loaded.anomaly_map(clips[9], CTX), fitted.anomaly_map(clips[9], CTX), **TOL)
 
 
-def test_topk_reduction_is_at_least_the_mean(clips, tmp_path) -> None:
-    system = _system(tmp_path, epochs=1, score_reduction="topk", score_topk=0.1).fit(clips[:8])
-    top = system.score(clips[8:])
-    system.score_reduction = "mean"
-    assert np.all(top >= system.score(clips[8:]))
-
-
-def test_resume_continues_at_the_right_epoch(clips, tmp_path) -> None:
-    reference = _system(tmp_path, epochs=3).fit(clips[:8])
+# -- checkpoints and resume --------------------------------------------------------------
+def test_resume_continues_at_the_right_epoch(clips, tmp_path, monkeypatch, capsys) -> None:
+    """A 3-epoch run stopped (Ctrl-C) after its epoch-2 checkpoint and resumed equals an
+    uninterrupted run: model, optimisers, RNG states and latent statistics were restored."""
+    reference = _system(epochs=3).fit(clips[:8], ctx=CTX)
     ckpt = tmp_path / "ckpt"
-    first = _system(tmp_path, epochs=2, checkpoint_dir=str(ckpt), checkpoint_every=1).fit(clips[:8])
-    assert (ckpt / "checkpoint.json").exists()
-    resumed = _system(tmp_path, epochs=3, checkpoint_dir=str(ckpt), checkpoint_every=1).fit(clips[:8])
-    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
-    assert resumed.history_[:2] == first.history_
-    # optimiser, RNG and latent statistics were restored: the run equals an uninterrupted one
-    assert resumed.history_[2]["ae"] == pytest.approx(reference.history_[2]["ae"], rel=1e-5)
-    assert np.allclose(resumed.score(clips[8:]), reference.score(clips[8:]), rtol=1e-5)
-    with pytest.raises(Exception, match="does not match"):
-        _system(tmp_path, epochs=4, latent_channels=6, checkpoint_dir=str(ckpt)).fit(clips[:8])
+    ctx = CTX.replace(checkpoint_dir=ckpt, checkpoint_every=1)
+    real_save = engine_trainer.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        out = real_save(*args, **kwargs)
+        if args[4] == 2:  # the epoch just saved
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(engine_trainer, "save_checkpoint", save_then_stop)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        _system(epochs=3).fit(clips[:8], ctx=ctx)
+    monkeypatch.undo()
+    assert stopped.value.checkpoint == str(ckpt) and stopped.value.epoch == 2
+    saved = json.loads((ckpt / "checkpoint.json").read_text())
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2
+    capsys.readouterr()
+
+    resumed = _system(epochs=3).fit(clips[:8], ctx=ctx.replace(resume=True))
+    assert "resume: continuing after epoch 2" in capsys.readouterr().err
+    history = resumed.branch.history_
+    assert len(history) == 3 and history[:2] == saved["history"]
+    assert _without_seconds(history) == pytest.approx(_without_seconds(reference.branch.history_), rel=1e-5)
+    np.testing.assert_allclose(resumed.score(clips[8:], CTX), reference.score(clips[8:], CTX), rtol=1e-5)
+    assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 3
 
 
-@pytest.mark.parametrize("switch", [{"latent_diffusion": False}, {"tmixup": False}, {"gp_type": "wgan-gp",
-                                                                                       "prediction": "x0"}])
-def test_ablation_switches_run(clips, tmp_path, switch) -> None:
-    system = _system(tmp_path, **switch).fit(clips[:8])
-    scores = system.score(clips[8:])
-    assert np.all(np.isfinite(scores)) and system.anomaly_map(clips[8]).shape == (128, 63)
-    assert system.model is not None
-    assert (system.model.generator is None) == (switch.get("latent_diffusion") is False)
-    assert ("g_pred" in system.history_[0]) == switch.get("latent_diffusion", True)
-    assert system.tmixup_active_ == switch.get("tmixup", True)
+@pytest.mark.parametrize("change", ["none", "hyperparameter", "seed", "clips"])
+def test_resume_starts_fresh_when_the_checkpoint_is_for_another_run(change, clips, tmp_path, capsys) -> None:
+    ckpt = tmp_path / "ckpt"
+    ctx = CTX.replace(checkpoint_dir=ckpt, resume=True)
+    params, train = {"epochs": 1}, clips[:8]
+    if change != "none":
+        _system(**params).fit(train, ctx=ctx.replace(resume=False))
+        assert (ckpt / "checkpoint.json").exists()
+    if change == "hyperparameter":
+        params["latent_channels"] = 6
+    elif change == "seed":
+        ctx = ctx.replace(seed=1)
+    elif change == "clips":
+        train = clips[:7]
+    capsys.readouterr()
+    fresh = _system(**params).fit(train, ctx=ctx)
+    err = capsys.readouterr().err
+    if change == "none":
+        assert f"resume: no checkpoint in {ckpt}; starting fresh" in err
+    else:
+        assert "made for other hyperparameters, seed or training clips; starting fresh" in err
+    assert "continuing" not in err
+    # a fresh start trains every epoch and equals a run without checkpoints
+    plain = _system(**params).fit(train, ctx=ctx.replace(checkpoint_dir=None, resume=False))
+    assert _without_seconds(fresh.branch.history_) == pytest.approx(_without_seconds(plain.branch.history_), rel=1e-6)
+    assert json.loads((ckpt / "checkpoint.json").read_text())["fingerprint"] == fresh.fingerprint(train, ctx)
 
 
-def test_single_class_turns_tmixup_off_with_a_warning(clips, tmp_path) -> None:
+# -- ablations and special cases ------------------------------------------------------------
+@pytest.mark.parametrize("switch", [{"latent_diffusion": False}, {"tmixup": False},
+                                    {"gp_type": "wgan-gp", "prediction": "x0"}])
+def test_ablation_switches_run(clips, switch) -> None:
+    system = _system(**switch).fit(clips[:8], ctx=CTX)
+    scores = system.score(clips[8:], CTX)
+    assert np.all(np.isfinite(scores))
+    assert system.explain(clips[8], CTX).anomaly_map.shape == (128, 63)
+    model = system.branch.model
+    assert model is not None
+    diffusion = switch.get("latent_diffusion", True)
+    assert (model.generator is None) == (not diffusion)
+    assert set(model.optimiser_groups()) == ({"ae", "d", "g"} if diffusion else {"ae", "d"})
+    history = system.branch.history_[0]
+    assert ("g_pred" in history) == diffusion and ("g" in history) == diffusion
+    assert all(math.isfinite(v) for v in history.values())
+    assert model.tmixup_active == switch.get("tmixup", True)
+    assert system.extra_state()["tmixup_active"] == switch.get("tmixup", True)
+    assert (model.cfg.gp_type, model.cfg.prediction) == (switch.get("gp_type", "r1"), switch.get("prediction", "eps"))
+
+
+def test_single_class_turns_tmixup_off_with_a_warning(clips) -> None:
     same = [Clip(path=c.path, machine=c.machine, section="00", split="train", label=0) for c in clips[:4]]
     with pytest.warns(UserWarning, match="TMixup is off"):
-        system = _system(tmp_path, epochs=1).fit(same)
-    assert not system.tmixup_active_ and system.model.aux_head is None
-    assert "aux" not in system.history_[0]
+        system = _system(epochs=1).fit(same, ctx=CTX)
+    assert not system.branch.model.tmixup_active and system.branch.model.aux_head is None
+    assert system.extra_state()["tmixup_active"] is False
+    assert "aux" not in system.branch.history_[0]
+    with warnings.catch_warnings():  # two classes: no warning
+        warnings.simplefilter("error")
+        _system(epochs=1).fit(clips[:4], ctx=CTX)
 
 
-def test_invalid_config_is_rejected() -> None:
-    with pytest.raises(Exception, match="score_step"):
-        get_system("ldgan", n_steps=4, score_step=5)
+def test_fit_needs_clips() -> None:
+    with pytest.raises(ConfigError, match="at least 1"):
+        _system().fit([], ctx=CTX)
+
+
+def test_scoring_before_fit_is_an_error(clips) -> None:
+    with pytest.raises(RuntimeError, match="fit or load"):
+        _system().score(clips[:1], CTX)
+
+
+# -- hyperparameters --------------------------------------------------------------------------
+def test_default_config_builds_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        get_system("ldgan")
+        system = get_system("ldgan")
+    assert system.get_params()["epochs"] == 150
+
+
+@pytest.mark.parametrize("key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every"])
+def test_runtime_settings_are_not_hyperparameters(key) -> None:
+    with pytest.raises(ConfigError, match=f"{key} is a runtime setting"):
+        get_system("ldgan", **{key: 1})
+
+
+def test_model_folder_from_before_the_engine_loads(fitted, clips, tmp_path) -> None:
+    """Folders saved when runtime settings were still hyperparameters load without them."""
+    fitted.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    config = json.loads(path.read_text())
+    config["params"].update(seed=0, device="cpu", progress=True, cache_dir=None, checkpoint_dir=None,
+                            checkpoint_every=10)
+    path.write_text(json.dumps(config))
+    loaded = load_system(tmp_path / "model")
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_allclose(loaded.score(clips[8:], CTX), fitted.score(clips[8:], CTX), **TOL)
+
+
+@pytest.mark.parametrize("params,key", [
+    ({"n_steps": 4, "score_step": 5}, "score_step"),
+    ({"tau_low": 0.6, "tau_high": 0.5}, "tau_low"),
+    ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"epochs": 0}, "epochs"),
+    ({"n_mels": "128"}, "n_mels"),
+    ({"n_frames": 4.5}, "n_frames"),
+    ({"tmixup": 1}, "tmixup"),
+    ({"schedule": "cosine"}, "schedule"),
+    ({"gp_type": "r2"}, "gp_type"),
+    ({"score_topk": 1.5}, "score_topk"),
+    ({"aux_labels": "machine"}, "aux_labels"),
+])
+def test_invalid_config_is_rejected_naming_the_key(params, key) -> None:
+    with pytest.raises(ConfigError, match=key):
+        get_system("ldgan", **params)

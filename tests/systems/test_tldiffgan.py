@@ -1,30 +1,36 @@
 """TLDiffGAN system: fusion, cross-fitted references, detector selection, ensemble, persistence,
-ablations, configs and the CLI path with labelled validation clips."""
+ablations, configs, reproducibility and the CLI path with labelled validation clips."""
 from __future__ import annotations
 
+import copy
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from stethoscope.config import read_config
+import soundfile as sf
+import torch
 from sklearn.metrics import roc_auc_score
 
 from stethoscope.cli import main as cli_main
+from stethoscope.config import read_config
 from stethoscope.data.layouts import scan
+from stethoscope.encoders import embed_clips, get_encoder
 from stethoscope.encoders import weights as W
+from stethoscope.engine import RunContext
 from stethoscope.errors import CheckpointError, ConfigError
+from stethoscope.features.extract import logmels
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
+from stethoscope.systems.params import RUNTIME_KEYS
 from stethoscope.systems.tldiffgan import TLDiffGANSystem
 
-SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-MN04 = SHARED / "weights" / "mn04_as_mAP_432.pt"
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
-TINY = dict(n_frames=48, ae_channels=8, latent_channels=4, gen_channels=8, gen_blocks=1, disc_channels=8,
-            batch_size=4, learning_rate=1e-3, epochs=2, progress=False)
+TINY = {"n_frames": 48, "ae_channels": 8, "latent_channels": 4, "gen_channels": 8, "gen_blocks": 1,
+        "disc_channels": 8, "batch_size": 4, "learning_rate": 1e-3, "epochs": 2}
+CTX = RunContext(progress=False)
 CANDIDATES = ["recon", "knn", "lof", "gmm", "sos"]
+TOL = {"rtol": 1e-6, "atol": 1e-9}
 
 
 @pytest.fixture(scope="module")
@@ -33,39 +39,56 @@ def gearbox(toy_root: Path) -> tuple[list, list]:
     return [c for c in clips if c.split == "train"], [c for c in clips if c.split == "test"]
 
 
-def _system(tmp: Path, **kw) -> TLDiffGANSystem:
-    return get_system("tldiffgan", **{"encoder": "random", "cache_dir": str(tmp / "cache"), **TINY, **kw})
+def _system(**kw) -> TLDiffGANSystem:
+    return get_system("tldiffgan", **{"encoder": "random", **TINY, **kw})
 
 
 @pytest.fixture(scope="module")
-def fitted(gearbox, tmp_path_factory) -> TLDiffGANSystem:
-    """Full system (random encoder), fitted without validation data: the ensemble default."""
+def fitted(gearbox) -> TLDiffGANSystem:
+    """Full system (random encoder), fitted without validation data (the ensemble default),
+    seed 0. Shared: tests only read it (`_variant` gives a private copy)."""
     train, _ = gearbox
-    return _system(tmp_path_factory.mktemp("tld")).fit(train)
+    return _system().fit(train, ctx=CTX)
+
+
+def _variant(system: TLDiffGANSystem, **changes) -> TLDiffGANSystem:
+    """A private copy of a fitted system, with some hyperparameters changed (scoring ones)."""
+    other = get_system(system.name, **{**system.get_params(), **changes})
+    other.load_extra_state(copy.deepcopy(system.extra_state()))
+    other.load_state_tensors({k: v.clone() for k, v in system.state_tensors().items()})
+    other.threshold_ = system.threshold_
+    return other
+
+
+def _mel_embedding(system: TLDiffGANSystem, clips) -> np.ndarray:
+    mels = logmels(clips, system.branch.logmel_params, None, progress=False)
+    return system.branch.evaluate(mels, CTX).embeddings.astype(np.float64)
 
 
 def test_fusion_dims_and_standardisation(fitted, gearbox):
     train, _ = gearbox
-    mel, wave = fitted.mel_embedding(train), fitted.wave_embedding(train)
+    mel = _mel_embedding(fitted, train)
+    wave = embed_clips(get_encoder("random"), train, None, progress=False).astype(np.float64)
     assert mel.shape == (len(train), TINY["latent_channels"]) and wave.shape == (len(train), 384)
-    joint = fitted.joint_embedding(train)
+    joint = fitted.joint_embedding(train, CTX)
     assert joint.shape == (len(train), 4 + 384)
-    np.testing.assert_allclose(joint, fitted.joint_train_, atol=1e-9)
+    np.testing.assert_allclose(joint, fitted.joint_train_, **TOL)
     np.testing.assert_allclose(joint.mean(axis=0), 0.0, atol=1e-8)
     live = wave.std(axis=0) > 1e-12  # constant wave dimensions stay at 0
+    assert live.sum() > 300
     # balanced: each branch carries half of the total variance (= joint dimension)
-    var = joint.var(axis=0)
+    var = fitted.joint_train_.var(axis=0)
     np.testing.assert_allclose(var[:4], 388 / (2 * 4), rtol=1e-6)
     np.testing.assert_allclose(var[4:][live], 388 / (2 * 384), rtol=1e-6)
     # the stored scaler statistics are the branch means and stds of the training clips
-    np.testing.assert_allclose(fitted.scalers_["mel"][0], mel.mean(axis=0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fitted.scalers_["mel"][0], mel.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted.scalers_["mel"][1], mel.std(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted.scalers_["wave"][0], wave.mean(axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fitted.scalers_["wave"][1][live], wave.std(axis=0)[live], rtol=1e-5)
-    fitted.balance_branches = False
-    try:
-        plain = fitted.joint_embedding(train)
-    finally:
-        fitted.balance_branches = True
-    np.testing.assert_allclose(plain.var(axis=0)[np.r_[np.ones(4, bool), live]], 1.0, rtol=1e-6)
+    # without balancing, each dimension is plainly standardised
+    plain = _variant(fitted, balance_branches=False).joint_embedding(train, CTX)
+    np.testing.assert_allclose(plain.var(axis=0)[np.r_[np.ones(4, bool), live]], 1.0, rtol=1e-4)
+    np.testing.assert_allclose(plain[:, :4] * np.sqrt(388 / 8), joint[:, :4], rtol=1e-6, atol=1e-9)
 
 
 def test_heldout_references_are_cross_fitted(fitted, gearbox):
@@ -73,7 +96,8 @@ def test_heldout_references_are_cross_fitted(fitted, gearbox):
     assert fitted.candidates == CANDIDATES
     for name in CANDIDATES:
         assert fitted.reference_[name].shape == (len(train),)
-    np.testing.assert_allclose(fitted.reference_["recon"], fitted.mel_branch.score(train), rtol=1e-6)
+    np.testing.assert_allclose(fitted.reference_["recon"],
+                               fitted.candidate_scores(train, ["recon"], CTX)["recon"], **TOL)
     # held-out KNN distances come from detectors that never saw the clip: larger on average than
     # the in-sample ones of the full fit, and not its leave-one-out scores either
     knn = fitted.detectors_["knn"]
@@ -85,43 +109,85 @@ def test_ensemble_default_without_validation(fitted, gearbox, monkeypatch):
     _, test = gearbox
     assert fitted.selection_ == {"rule": "ensemble", "chosen": "ensemble",
                                  "reason": "ensemble: no labelled validation data"}
-    scores = fitted.score(test)
+    scores = fitted.score(test, CTX)
     assert scores.shape == (len(test),) and np.all((scores >= 0) & (scores <= 1))
     # rank normalisation: below every reference -> 0, above every reference -> 1, at the median -> ~0.5
     ref = fitted.reference_
     fake = {c: np.array([r.min() - 100 * r.std(), r.max() + 100 * r.std(), np.median(r)]) for c, r in ref.items()}
-    monkeypatch.setattr(fitted, "candidate_scores", lambda clips, names=None: fake)
-    low, high, mid = fitted.score(test[:3])
+    private = _variant(fitted)
+    monkeypatch.setattr(private, "_candidates_decoded",
+                        lambda decoded, ctx, names=None, mel=None: {n: fake[n][:len(decoded)] for n in names})
+    low, high, mid = private.score(test[:3], CTX)
     assert low < 1e-6 and high > 1 - 1e-6 and 0.3 < mid < 0.7
     # the threshold is the gamma fit of the training clips' leave-one-out ensemble scores
-    assert fitted.threshold_ == pytest.approx(gamma_threshold(fitted._loo_ensemble()))
-    decisions = fitted.decide(np.array([0.0, 1.0]))
-    assert decisions.tolist() == [0, 1]
+    assert fitted.threshold_ == pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9)
+    assert fitted.decide(np.array([0.0, 1.0])).tolist() == [0, 1]
 
 
 def test_end_to_end_round_trip(fitted, gearbox, tmp_path):
     _, test = gearbox
-    scores = fitted.score(test)
+    scores = fitted.score(test, CTX)
     labels = np.array([c.label for c in test])
     assert np.isfinite(scores).all() and len(set(scores.round(9))) > 1 and set(labels) == {0, 1}
-    amap = fitted.anomaly_map(test[0])
-    assert amap.shape == (128, 126) and np.isfinite(amap).all() and amap.min() >= 0
-    np.testing.assert_array_equal(amap, fitted.mel_branch.anomaly_map(test[0]))
-    assert fitted.temporal_attention(test[0]).shape == (126,)
+    e = fitted.explain(test[0], CTX)
+    assert e.anomaly_map.shape == (128, 126) and np.isfinite(e.anomaly_map).all() and e.anomaly_map.min() >= 0
+    np.testing.assert_allclose(fitted.anomaly_map(test[0], CTX), e.anomaly_map, **TOL)
+    # the map, reconstruction and attention are the mel branch's own
+    own = fitted.branch.explain(e.logmel, CTX)
+    np.testing.assert_allclose(e.anomaly_map, own.anomaly_map, **TOL)
+    np.testing.assert_allclose(e.reconstruction, own.reconstruction, **TOL)
+    attention = fitted.temporal_attention(test[0], CTX)
+    assert attention.shape == (126,) and attention.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(attention, e.extras["attention"], **TOL)
     fitted.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["extra_state"]["selection"]["reason"] == "ensemble: no labelled validation data"
     assert config["extra_state"]["dims"] == {"mel": 4, "wave": 384}
     assert config["extra_state"]["encoder_weights"] == "random"
+    assert not set(RUNTIME_KEYS) & set(config["params"])
     loaded = load_system(tmp_path / "model")
-    np.testing.assert_array_equal(loaded.score(test), scores)
-    for name, values in fitted.candidate_scores(test).items():
-        np.testing.assert_array_equal(loaded.candidate_scores(test, [name])[name], values)
+    saved, restored = fitted.state_tensors(), loaded.state_tensors()
+    assert saved.keys() == restored.keys()
+    for key in saved:  # stored tensors come back bit for bit
+        assert torch.equal(saved[key], restored[key]), key
+    np.testing.assert_allclose(loaded.score(test, CTX), scores, **TOL)
+    candidates = fitted.candidate_scores(test, ctx=CTX)
+    assert list(candidates) == CANDIDATES
+    for name, values in loaded.candidate_scores(test, ctx=CTX).items():
+        np.testing.assert_allclose(values, candidates[name], **TOL)
+    assert list(loaded.candidate_scores(test, ["gmm"], CTX)) == ["gmm"]
     assert loaded.threshold_ == fitted.threshold_
+    assert loaded.selection_ == fitted.selection_
     np.testing.assert_array_equal(loaded.decide(scores), fitted.decide(scores))
 
 
-def test_validation_picks_the_best_candidate(gearbox, tmp_path, monkeypatch):
+def test_explain_score_equals_score(fitted, gearbox):
+    _, test = gearbox
+    batch = fitted.score(test[:2], CTX)
+    for i, clip in enumerate(test[:2]):
+        e = fitted.explain(clip, CTX)
+        assert e.score == pytest.approx(fitted.score([clip], CTX)[0], rel=1e-6, abs=1e-9)
+        # in a batch the float32 encoders round differently (~1e-7), which the detectors amplify a little
+        assert e.score == pytest.approx(batch[i], rel=1e-4)
+    # an in-memory waveform scores like the file it came from
+    wave, sr = sf.read(str(test[0].path), dtype="float32")
+    assert fitted.score_waveforms([wave], sr, CTX)[0] == pytest.approx(fitted.score(test[:1], CTX)[0], rel=1e-5)
+
+
+def test_same_seed_gives_the_same_scores(fitted, gearbox):
+    """Two fits in one process with the same RunContext seed (the other ran earlier, with
+    other work in between) score within 1e-6; another seed gives other scores."""
+    train, test = gearbox
+    again = _system().fit(train, ctx=CTX)
+    np.testing.assert_allclose(again.score(test, CTX), fitted.score(test, CTX), rtol=0, atol=1e-6)
+    for name in CANDIDATES:
+        np.testing.assert_allclose(again.reference_[name], fitted.reference_[name], rtol=1e-6, atol=1e-9)
+    assert again.selection_ == fitted.selection_
+    other = _system().fit(train, ctx=CTX.replace(seed=1))
+    assert not np.allclose(other.score(test, CTX), fitted.score(test, CTX), rtol=0, atol=1e-6)
+
+
+def test_validation_picks_the_best_candidate(gearbox, monkeypatch):
     """Fake candidate scores on the validation clips where GMM separates perfectly and the
     others do not: selection must pick GMM, record every AUC and use GMM's threshold."""
     train, test = gearbox
@@ -130,36 +196,46 @@ def test_validation_picks_the_best_candidate(gearbox, tmp_path, monkeypatch):
     fake = {c: rng.standard_normal(len(test)) for c in CANDIDATES}
     fake["gmm"] = labels + 0.01 * rng.standard_normal(len(test))
     fake["recon"] = -labels  # confidently wrong
-    system = _system(tmp_path)
-    monkeypatch.setattr(system, "candidate_scores", lambda clips, names=None: fake)
-    system.fit(train, test)
+    seen = []
+    system = _system()
+
+    def candidate_scores(clips, names=None, ctx=None):
+        seen.append((list(clips), ctx))
+        return fake
+
+    monkeypatch.setattr(system, "candidate_scores", candidate_scores)
+    system.fit(train, test, ctx=CTX)
     monkeypatch.undo()
+    assert seen == [(test, CTX)]  # the validation clips, scored once, in the run's context
     sel = system.selection_
     assert sel["rule"] == "validation" and sel["chosen"] == "gmm"
     assert sel["validation_auc"]["gmm"] == 1.0 and sel["validation_auc"]["recon"] == 0.0
     assert set(sel["validation_auc"]) == set(CANDIDATES)
-    assert system.threshold_ == pytest.approx(gamma_threshold(system.reference_["gmm"]))
-    np.testing.assert_array_equal(system.score(test), system.candidate_scores(test, ["gmm"])["gmm"])
+    assert (sel["n_val_normal"], sel["n_val_anomaly"]) == (int((labels == 0).sum()), int((labels == 1).sum()))
+    assert system.threshold_ == pytest.approx(gamma_threshold(system.reference_["gmm"]), rel=1e-9)
+    np.testing.assert_allclose(system.score(test, CTX), system.candidate_scores(test, ["gmm"], CTX)["gmm"], **TOL)
     # validation clips without anomalies fall back to the ensemble, saying why
     normals = [c for c in test if c.label == 0]
-    assert system._select(normals)["reason"].startswith("ensemble: validation data needs normal and anomalous")
+    assert system._select(normals, CTX)["reason"].startswith("ensemble: validation data needs normal and anomalous")
 
 
 def test_no_wave_ablation_needs_no_encoder(gearbox, tmp_path, monkeypatch):
     monkeypatch.setattr(W, "weights_cache_dir", lambda: tmp_path / "no-weights")
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV, raising=False)
     train, test = gearbox
-    system = _system(tmp_path, encoder="eat_base", use_wave_branch=False, selection="knn").fit(train)
+    system = _system(encoder="eat_base", use_wave_branch=False, selection="knn").fit(train, ctx=CTX)
     assert system.joint_train_.shape == (len(train), 4)
     assert system.selection_["chosen"] == "knn" and system.selection_["rule"] == "fixed"
+    assert system.feature_request().wave is False  # no waveform is even decoded
+    assert system.extra_state()["dims"] == {"mel": 4} and system.extra_state()["encoder_weights"] is None
     mean, scale = system.scalers_["mel"]
-    joint = system.joint_embedding(test)
-    np.testing.assert_allclose(joint, (system.mel_embedding(test) - mean) / scale, rtol=1e-6, atol=1e-9)
-    np.testing.assert_array_equal(system.score(test), system.detectors_["knn"].score(joint))
+    joint = system.joint_embedding(test, CTX)
+    np.testing.assert_allclose(joint, (_mel_embedding(system, test) - mean) / scale, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(system.score(test, CTX), system.detectors_["knn"].score(joint), **TOL)
     with pytest.raises(ConfigError, match="waveform branch is off"):
-        system.wave_embedding(test)
+        system._get_encoder(CTX)
     system.save(tmp_path / "m")
-    np.testing.assert_array_equal(load_system(tmp_path / "m").score(test), system.score(test))
+    np.testing.assert_allclose(load_system(tmp_path / "m").score(test, CTX), system.score(test, CTX), **TOL)
 
 
 @pytest.mark.parametrize("config", ["tldiffgan_eat.yaml", "tldiffgan_beats.yaml"])
@@ -167,10 +243,10 @@ def test_encoder_swap_without_checkpoint_fails_before_training(config, gearbox, 
     monkeypatch.setattr(W, "weights_cache_dir", lambda: tmp_path / "no-weights")
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV, raising=False)
     cfg = read_config(CONFIGS / config)
-    system = get_system("tldiffgan", **{**cfg, **TINY, "cache_dir": str(tmp_path / "c")})
+    system = get_system("tldiffgan", **{**cfg, **TINY})
     with pytest.raises(CheckpointError, match="weights not found"):
-        system.fit(gearbox[0])
-    assert system.mel_branch.model is None  # nothing was trained
+        system.fit(gearbox[0], ctx=CTX)
+    assert system.branch.model is None and system.branch.history_ == []  # nothing was trained
 
 
 def test_configs_mirror_the_constructor():
@@ -184,44 +260,70 @@ def test_configs_mirror_the_constructor():
     for name in names:
         cfg = read_config(CONFIGS / name)
         assert set(cfg) == set(TLDiffGANSystem.param_names()), name
+        assert not set(RUNTIME_KEYS) & set(cfg), name  # runtime settings are flags, not config
         assert get_system("tldiffgan", **cfg).get_params() == cfg
         if name in expected:
             assert {k: v for k, v in cfg.items() if cpu[k] != v} == expected[name], name
     paper = read_config(CONFIGS / "tldiffgan.yaml")
     assert (paper["batch_size"], paper["epochs"], paper["learning_rate"]) == (512, 150, 1e-4)
-    with pytest.raises(ConfigError):
-        get_system("tldiffgan", selection="best")
-    with pytest.raises(ConfigError):
-        get_system("tldiffgan", detectors=["knn", "recon"])
+
+
+@pytest.mark.parametrize("params,key", [
+    ({"selection": "best"}, "selection"),
+    ({"detectors": ["knn", "recon"]}, "detectors"),
+    ({"detectors": ["knn", "knn"]}, "detectors"),
+    ({"holdout_fraction": 0.7}, "holdout_fraction"),
+    ({"n_neighbors": 0}, "n_neighbors"),
+    ({"balance_branches": "yes"}, "balance_branches"),
+    ({"learning_rate": float("nan")}, "learning_rate"),  # an LDGAN parameter, checked here too
+    ({"n_steps": 2, "score_step": 3}, "score_step"),
+    ({"no_such_key": 1}, "no_such_key"),
+])
+def test_invalid_config_is_rejected_naming_the_key(params, key):
+    with pytest.raises(ConfigError, match=key):
+        get_system("tldiffgan", **params)
+
+
+@pytest.mark.parametrize("key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every",
+                                 "threads", "precision"])
+def test_runtime_settings_are_not_hyperparameters(key):
+    with pytest.raises(ConfigError, match=f"{key} is a runtime setting"):
+        get_system("tldiffgan", **{key: 1})
+
+
+def test_fit_needs_two_clips(gearbox):
+    with pytest.raises(ConfigError, match="at least 2"):
+        _system().fit(gearbox[0][:1], ctx=CTX)
 
 
 def test_cli_train_with_validation_selects_by_auc(toy_root, tmp_path):
     """`stethoscope train --config tldiffgan_cpu.yaml --val ROOT`: the saved config records the
     validation AUC of every candidate and the argmax is the chosen scorer."""
-    sets = [f"{k}={v}" for k, v in {**TINY, "encoder": "random", "cache_dir": str(tmp_path / "c")}.items()]
+    sets = [f"{k}={v}" for k, v in {**TINY, "encoder": "random"}.items()]
     rc = cli_main(["train", "--data", str(toy_root), "--machine", "gearbox", "--system", "tldiffgan",
                    "--config", str(CONFIGS / "tldiffgan_cpu.yaml"), "--val", str(toy_root), "--out",
-                   str(tmp_path / "model"), "--set", *sets])
+                   str(tmp_path / "model"), "--quiet", "--no-cache", "--threads", "1", "--set", *sets])
     assert rc == 0
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert {k: saved["params"][k] for k in TINY} == TINY
     sel = saved["extra_state"]["selection"]
     assert sel["rule"] == "validation" and set(sel["validation_auc"]) == set(CANDIDATES)
     assert sel["chosen"] == max(CANDIDATES, key=lambda c: sel["validation_auc"][c])
     system = load_system(tmp_path / "model")
     val = scan(toy_root, machine="gearbox")
     labels = [c.label for c in val]
-    for name, scores in system.candidate_scores(val).items():
-        assert roc_auc_score(labels, scores) == pytest.approx(sel["validation_auc"][name])
+    for name, scores in system.candidate_scores(val, ctx=CTX).items():
+        assert roc_auc_score(labels, scores) == pytest.approx(sel["validation_auc"][name], abs=1e-9)
 
 
-def test_pretrained_mn04_branch(gearbox, tmp_path):
-    if not MN04.exists():
-        pytest.skip(f"shared mn04 weights not found at {MN04}")
+def test_pretrained_mn04_branch(gearbox, shared):
+    mn04 = shared / "weights" / "mn04_as_mAP_432.pt"
+    if not mn04.exists():
+        pytest.skip(f"shared mn04 weights not found at {mn04}")
     train, test = gearbox
-    system = get_system("tldiffgan", weights_path=str(MN04), cache_dir=str(tmp_path / "c"),
-                        **{**TINY, "epochs": 1}).fit(train)
+    system = get_system("tldiffgan", weights_path=str(mn04), **{**TINY, "epochs": 1}).fit(train, ctx=CTX)
     extra = system.extra_state()
     assert extra["encoder"] == "efficientat_mn04" and extra["encoder_weights"] == "pretrained"
-    assert extra["encoder_weights_sha256"] == W.sha256_of(MN04)
+    assert extra["encoder_weights_sha256"] == W.sha256_of(mn04)
     assert system.joint_train_.shape == (len(train), 4 + 384)
-    assert np.isfinite(system.score(test)).all()
+    assert np.isfinite(system.score(test, CTX)).all()

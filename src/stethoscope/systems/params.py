@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ConfigError
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])\s*$")
-RUNTIME_KEYS = ("device", "seed", "progress", "cache_dir", "checkpoint_dir", "threads", "precision")
+RUNTIME_KEYS = ("device", "seed", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every", "threads", "precision")
 
 
 def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any],
