@@ -121,3 +121,15 @@ def test_without_resume_a_checkpoint_is_not_read(tmp_path: Path) -> None:
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
     module = _run(RunContext(progress=False, precision="bf16"), epochs=1)
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_a_resumed_run_may_train_longer_but_not_shorter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = RunContext(progress=False, checkpoint_dir=tmp_path / "ckpt", seed=1)
+    _run(ctx, epochs=2)
+    longer = _run(ctx.replace(resume=True), epochs=4)  # continues at epoch 3
+    straight = _run(RunContext(progress=False, seed=1), epochs=4)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(longer.state_dict()[key], value, rtol=1e-6, atol=1e-6)
+    _run(ctx.replace(resume=True), epochs=3)  # the checkpoint is at 4: past 3
+    assert "past the 3 epochs asked for; starting fresh" in capsys.readouterr().err
+    assert read_meta(tmp_path / "ckpt")["epoch"] == 3

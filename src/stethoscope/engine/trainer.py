@@ -73,7 +73,7 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
             for g, params in groups.items()}
     gens = {"data": ctx.generator(offset=1, device="cpu"), "model": ctx.generator(offset=2, device=device)}
     history: list[dict[str, float]] = []
-    start = _resume(module, opts, gens, ctx, fingerprint, history)
+    start = _resume(module, opts, gens, ctx, fingerprint, history, epochs)
     bar = tqdm(range(start, epochs), desc=name, unit="epoch", disable=not ctx.progress, leave=False)
     epoch = start
     try:
@@ -120,7 +120,7 @@ def _epoch(module: nn.Module, batches: Batches, opts: dict[str, torch.optim.Opti
 
 
 def _resume(module: nn.Module, opts: dict[str, torch.optim.Optimizer], gens: dict[str, torch.Generator],
-            ctx: RunContext, fingerprint: str, history: list[dict[str, float]]) -> int:
+            ctx: RunContext, fingerprint: str, history: list[dict[str, float]], epochs: int) -> int:
     """Epochs already done according to a matching checkpoint (0 for a fresh start)."""
     if ctx.checkpoint_dir is None or not ctx.resume:
         return 0
@@ -131,6 +131,10 @@ def _resume(module: nn.Module, opts: dict[str, torch.optim.Optimizer], gens: dic
     if meta.get("fingerprint") != fingerprint:
         print(f"resume: the checkpoint in {ctx.checkpoint_dir} was made for other hyperparameters, seed or "
               f"training clips; starting fresh", file=sys.stderr)
+        return 0
+    if int(meta["epoch"]) > epochs:
+        print(f"resume: the checkpoint in {ctx.checkpoint_dir} is at epoch {meta['epoch']}, past the {epochs} "
+              f"epochs asked for; starting fresh", file=sys.stderr)
         return 0
     load_checkpoint(ctx.checkpoint_dir, meta, module, opts, gens)
     history.extend(meta["history"])

@@ -138,8 +138,10 @@ class System(ABC):
         return ctx
 
     def fingerprint(self, train: Sequence[Clip], ctx: RunContext) -> str:
-        """What a training checkpoint must match to be resumed (see `engine.checkpoint`)."""
-        return fingerprint(self.name, self.get_params(), ctx.seed, train)
+        """What a training checkpoint must match to be resumed (see `engine.checkpoint`).
+        ``epochs`` is left out: a run may be resumed to train for longer."""
+        params = {k: v for k, v in self.get_params().items() if k != "epochs"}
+        return fingerprint(self.name, params, ctx.seed, train)
 
     # -- scoring --------------------------------------------------------------------------
     @abstractmethod
