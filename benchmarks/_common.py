@@ -13,14 +13,15 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stethoscope.engine import RunContext
 
 
-def bench_context(cache_dir: str | Path | None = None, seed: int = 0) -> "RunContext":
+def bench_context(cache_dir: str | Path | None = None, seed: int = 0) -> RunContext:
     """The runtime of a benchmark: CPU, fp32, no progress bars, no checkpoints.
 
     ``cache_dir=None`` reads and writes no feature cache (a cold measurement); a folder
