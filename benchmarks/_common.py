@@ -1,17 +1,68 @@
-"""Helpers shared by the benchmark scripts: machine description and Markdown output."""
+"""Helpers shared by the benchmark scripts: run contexts, timing, child processes, machine
+description and Markdown output.
+
+torch and stethoscope are imported inside the helpers that need them, so that a parent
+process that only starts children (and measures their memory) stays small.
+"""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    from stethoscope.engine import RunContext
+
+
+def bench_context(cache_dir: str | Path | None = None, seed: int = 0) -> RunContext:
+    """The runtime of a benchmark: CPU, fp32, no progress bars, no checkpoints.
+
+    ``cache_dir=None`` reads and writes no feature cache (a cold measurement); a folder
+    gives a warm one once it holds the clips' features. Torch threads are left as the
+    script set them (`RunContext.apply_threads` is not called).
+    """
+    from stethoscope.engine import RunContext
+
+    return RunContext(seed=seed, progress=False, cache_dir=Path(cache_dir) if cache_dir is not None else None)
+
+
+def per_clip_ms(score: Callable[[list], Any], clips: Sequence[Any]) -> list[float]:
+    """Wall-clock milliseconds of ``score([clip])`` for each clip, one clip at a time
+    (the caller warms up first: nothing here is discarded)."""
+    times = []
+    for clip in clips:
+        start = time.perf_counter()
+        score([clip])
+        times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def child_json(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python ARGV`` in a fresh process (its memory peak is its own) and return the JSON
+    object on the last line of its stdout. A failed child raises `subprocess.CalledProcessError`
+    (its ``stderr`` says why)."""
+    res = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a child's stderr (the exception, for a table cell)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def machine() -> str:
     """One line naming the machine a figure was measured on."""
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -24,6 +75,11 @@ def machine() -> str:
 
 def command() -> str:
     return "python " + " ".join(sys.argv)
+
+
+def provenance() -> str:
+    """The machine and command lines every benchmark prints with its table."""
+    return f"machine: {machine()}\ncommand: {command()}"
 
 
 def peak_rss_mb() -> float:

@@ -20,11 +20,15 @@ Data (``--data``, several allowed): folders of labelled clips in any supported l
 ``toy`` for a toy-factory set generated with a fixed seed into a temporary folder. Default:
 ``toy``, ``../shared/data/real/dcase2020`` and ``../shared/data/real/mimii_0db`` (those that exist).
 
+The grid runs ``stethoscope bench`` in this process with ``--threads`` torch threads, the
+default feature cache, and checkpoints only at the end of each fold's training (the CLI's
+``--checkpoint-every`` set past any epoch count: the grid never resumes).
+
 Latency (unless ``--no-latency``): the full ``tldiffgan_cpu`` system is trained on toy-factory
-10 s clips (training seconds reported), saved, reloaded with feature caches off, and scores
-clips one at a time: reading the file, log-mel, LDGAN reconstruction and mel embedding,
-waveform encoder, fusion and all five candidates (the ensemble needs every one) -> ms per
-10 s clip, with ``--latency-threads`` torch threads (default 2 = the machine's 2 cores).
+10 s clips (training seconds reported; features cached in ``<out>/.latency-cache``), saved,
+reloaded, and, with no feature or embedding cache, scores clips one at a time: reading the
+file, log-mel, LDGAN reconstruction and mel embedding, waveform encoder, fusion and all five
+candidates (the ensemble needs every one) -> ms per 10 s clip, with ``--latency-threads`` torch threads (default 2 = the machine's 2 cores).
 
     python benchmarks/bench_ablation.py --data toy --systems dcase_ae_mse tldiffgan --out /tmp/ablation
 
@@ -36,7 +40,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -47,18 +50,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from stethoscope.cli import main as cli_main
-from stethoscope.config import read_config
-from stethoscope.data.layouts import scan
-from stethoscope.data.toy_factory import make_toy_dataset
-from stethoscope.systems import get_system, load_system
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import bench_context, per_clip_ms, provenance  # noqa: E402
+
+from stethoscope.cli import main as cli_main  # noqa: E402
+from stethoscope.config import read_config  # noqa: E402
+from stethoscope.data.layouts import scan  # noqa: E402
+from stethoscope.data.toy_factory import make_toy_dataset  # noqa: E402
+from stethoscope.systems import get_system, load_system  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "src" / "stethoscope" / "configs"
 SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", REPO.parent / "shared"))
 DEFAULT_DATA = ["toy", str(SHARED / "data" / "real" / "dcase2020"), str(SHARED / "data" / "real" / "mimii_0db")]
 
-# name -> (registered system, packaged config file or None, overrides)
+FINAL_CHECKPOINT_ONLY = 10**9  # --checkpoint-every past any epoch count: one checkpoint, at the end of training
+# name -> (registered system, packaged config or None, overrides)
 SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "dcase_ae_mse": ("dcase_ae", None, {"score_mode": "mse"}),
     "dcase_ae_mahala": ("dcase_ae", None, {"score_mode": "mahala"}),
@@ -74,34 +80,34 @@ SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
 }
 
 
-def bench_modes(data: Path, system: str, modes: list[str], out: Path, folds: int, seed: int,
-                epochs: int | None) -> dict[str, dict[str, Any]]:
-    """One ``stethoscope bench --score-modes`` run: each fold trained once, scored in every mode."""
-    argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(folds),
-            "--seed", str(seed), "--quiet", "--score-modes", ",".join(modes),
-            "--set", "progress=false", *([f"epochs={epochs}"] if epochs is not None else [])]
+def run_bench(data: Path, system: str, out: Path, args: argparse.Namespace, config: str | None = None,
+              sets: dict[str, Any] | None = None, modes: list[str] | None = None) -> None:
+    """``stethoscope bench`` in this process (its table goes to stderr: stdout keeps this script's);
+    ``modes``: ``--score-modes``, each fold trained once and scored in every mode."""
+    sets = {**(sets or {}), **({"epochs": args.epochs} if args.epochs is not None else {})}
+    argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(args.folds),
+            "--seed", str(args.seed), "--threads", str(args.threads), "--quiet",
+            "--checkpoint-every", str(FINAL_CHECKPOINT_ONLY)]
+    argv += ["--config", config] if config else []
+    argv += ["--score-modes", ",".join(modes)] if modes else []
+    argv += ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())] if sets else []
     with contextlib.redirect_stdout(sys.stderr):
         rc = cli_main(argv)
     if rc != 0:
         raise RuntimeError(f"stethoscope {' '.join(argv)} exited with {rc}")
+
+
+def bench_modes(data: Path, system: str, modes: list[str], out: Path, args: argparse.Namespace
+                ) -> dict[str, dict[str, Any]]:
+    """One ``stethoscope bench --score-modes`` run; returns each mode's bench.json."""
+    run_bench(data, system, out, args, modes=modes)
     return {m: json.loads((out / m / "bench.json").read_text()) for m in modes}
 
 
-def bench_one(data: Path, name: str, out: Path, folds: int, seed: int, epochs: int | None) -> dict[str, Any]:
+def bench_one(data: Path, name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``stethoscope bench`` for one system on one data folder; returns its bench.json."""
     system, config, overrides = SYSTEMS[name]
-    sets = {**overrides, "progress": False}
-    if epochs is not None:
-        sets["epochs"] = epochs
-    argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(folds),
-            "--seed", str(seed), "--quiet"]
-    if config:
-        argv += ["--config", str(CONFIGS / config)]
-    argv += ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())]
-    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for this script's tables
-        rc = cli_main(argv)
-    if rc != 0:
-        raise RuntimeError(f"stethoscope {' '.join(argv)} exited with {rc}")
+    run_bench(data, system, out, args, config, overrides)
     return json.loads((out / "bench.json").read_text())
 
 
@@ -156,8 +162,7 @@ def pivot(results: dict[tuple[str, str], dict[str, Any] | str], key: str = "auc"
 
 def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | None) -> str:
     """Train the full CPU TLDiffGAN on 10 s toy clips, then time end-to-end scoring per clip."""
-    params = {**read_config(CONFIGS / "tldiffgan_cpu.yaml"), "progress": False,
-              "cache_dir": str(out / ".latency-cache")}
+    params = read_config("tldiffgan_cpu.yaml")
     if epochs is not None:
         params["epochs"] = epochs
     clips = scan(root, machine="fan")
@@ -167,16 +172,12 @@ def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | Non
     torch.set_num_threads(threads)
     try:
         start = time.perf_counter()
-        system = get_system("tldiffgan", **params).fit(train)
+        system = get_system("tldiffgan", **params).fit(train, ctx=bench_context(out / ".latency-cache"))
         train_s = time.perf_counter() - start
         system.save(out / "latency-model")
-        cold = load_system(out / "latency-model", cache_dir=False)
-        cold.score(test[:1])  # first call builds the encoder: not part of the per-clip cost
-        times = []
-        for clip in test:
-            start = time.perf_counter()
-            cold.score([clip])
-            times.append(1000 * (time.perf_counter() - start))
+        cold, ctx = load_system(out / "latency-model"), bench_context(cache_dir=None)
+        cold.score(test[:1], ctx)  # first call builds the encoder: not part of the per-clip cost
+        times = per_clip_ms(lambda one: cold.score(one, ctx), test)
     finally:
         torch.set_num_threads(before)
     seconds = np.mean([c.path.stat().st_size for c in test]) / (2 * 16_000)  # 16-bit mono WAV
@@ -249,8 +250,7 @@ def main() -> None:
                 if len(names) == 2:
                     print(f"== {label} / {system} (mse, mahala)", file=sys.stderr)
                     try:
-                        both = bench_modes(root, system, ["mse", "mahala"], out / label / system, args.folds,
-                                           args.seed, args.epochs)
+                        both = bench_modes(root, system, ["mse", "mahala"], out / label / system, args)
                         results.update({(label, f"{system}_{m}"): r for m, r in both.items()})
                     except Exception as err:  # noqa: BLE001
                         traceback.print_exc()
@@ -260,8 +260,7 @@ def main() -> None:
                     continue
                 print(f"== {label} / {name}", file=sys.stderr)
                 try:
-                    results[(label, name)] = bench_one(root, name, out / label / name, args.folds, args.seed,
-                                                       args.epochs)
+                    results[(label, name)] = bench_one(root, name, out / label / name, args)
                 except Exception as err:  # noqa: BLE001  (one failing system must not stop the grid)
                     traceback.print_exc()
                     results[(label, name)] = f"{type(err).__name__}: {err}".replace("|", "/")[:200]
@@ -269,9 +268,7 @@ def main() -> None:
         if not args.no_latency:
             report += ["", "Latency of the full TLDiffGAN (tldiffgan_cpu, mn04, ensemble):", "",
                        latency(toy, out, args.latency_clips, args.latency_threads, args.epochs)]
-    report += ["", f"command: python {' '.join(sys.argv)}",
-               f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-               f"grid threads {args.threads}; total {time.perf_counter() - started:.0f} s"]
+    report += ["", provenance(), f"grid threads {args.threads}; total {time.perf_counter() - started:.0f} s"]
     text = "\n".join(report) + "\n"
     (out / "ablation.md").write_text(text)
     print(text)

@@ -11,14 +11,14 @@ frames at hop 512 / 16 kHz (frame k is centred at k * 512 / 16000 s).
 
     python benchmarks/bench_ldgan.py [--config ldgan_cpu] [--machines fan gearbox] [--epochs N]
 
-Prints a Markdown table, the command and the machine. Timings depend on machine load.
+Training and scoring read features from a cache under the data folder, warmed before any
+timing, so that timings are the model's. Prints a Markdown table, the command and the
+machine. Timings depend on machine load.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import platform
-import resource
 import sys
 import tempfile
 import time
@@ -26,15 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stethoscope.config import read_config
 from sklearn.metrics import roc_auc_score
 
-from stethoscope.data.layouts import scan
-from stethoscope.data.toy_factory import make_toy_dataset
-from stethoscope.features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
-from stethoscope.systems import get_system
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import bench_context, peak_rss_mb, provenance, table  # noqa: E402
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "src" / "stethoscope" / "configs"
+from stethoscope.config import read_config  # noqa: E402
+from stethoscope.data.layouts import scan  # noqa: E402
+from stethoscope.data.toy_factory import make_toy_dataset  # noqa: E402
+from stethoscope.engine import RunContext  # noqa: E402
+from stethoscope.features.extract import logmels  # noqa: E402
+from stethoscope.features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz  # noqa: E402
+from stethoscope.systems import get_system  # noqa: E402
+
 VARIANTS = {"full": {}, "no latent diffusion": {"latent_diffusion": False}, "no TMixup": {"tmixup": False}}
 
 
@@ -57,16 +61,17 @@ def fault_regions(machine_dir: Path) -> dict[str, tuple[float, float, float, flo
                 for r in csv.DictReader(handle)}
 
 
-def run_variant(machine_dir: Path, clips: list, params: dict) -> dict[str, float]:
+def run_variant(machine_dir: Path, clips: list, params: dict, ctx: RunContext) -> dict[str, float]:
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"]
     system = get_system("ldgan", **params)
-    system._logmels(train + test)  # warm the feature cache so that timings are the model's
+    # warm the feature cache so that timings are the model's
+    logmels(train + test, system.branch.logmel_params, ctx.cache_dir, progress=False)
     start = time.perf_counter()
-    system.fit(train)
+    system.fit(train, ctx=ctx)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
-    scores = system.score(test)
+    scores = system.score(test, ctx)
     score_ms = 1000 * (time.perf_counter() - start) / len(test)
     labels = np.array([c.label for c in test])
     regions = fault_regions(machine_dir)
@@ -74,7 +79,7 @@ def run_variant(machine_dir: Path, clips: list, params: dict) -> dict[str, float
     for clip in test:
         if clip.label != 1 or clip.name not in regions:
             continue
-        amap = system.anomaly_map(clip)
+        amap = system.anomaly_map(clip, ctx)
         mask = region_mask(amap.shape[0], amap.shape[1], *regions[clip.name])
         fraction, share = amap[mask].sum() / amap.sum(), mask.mean()
         fractions.append(fraction)
@@ -88,7 +93,7 @@ def run_variant(machine_dir: Path, clips: list, params: dict) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="ldgan_cpu")
+    parser.add_argument("--config", default="ldgan_cpu", help="packaged config name or YAML file")
     parser.add_argument("--machines", nargs="+", default=["fan", "gearbox"])
     parser.add_argument("--n-train", type=int, default=20)
     parser.add_argument("--n-test", type=int, default=20)
@@ -97,29 +102,25 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="toy data folder (default: a temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = read_config(CONFIG_DIR / f"{args.config}.yaml")
-    params.update(progress=False)
+    params = read_config(args.config)
     if args.epochs is not None:
         params["epochs"] = args.epochs
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp)
-        params["cache_dir"] = str(root / ".cache")
+        ctx = bench_context(cache_dir=root / ".cache")
         make_toy_dataset(root, machines=tuple(args.machines), n_train=args.n_train, n_test=args.n_test, seed=0)
         rows = []
         for machine in args.machines:
             clips = scan(root, machine=machine)
             for variant, switch in VARIANTS.items():
-                rows.append((machine, variant, run_variant(root / machine, clips, {**params, **switch})))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                rows.append((machine, variant, run_variant(root / machine, clips, {**params, **switch}, ctx)))
+    peak_mb = peak_rss_mb()
     keys = list(rows[0][2])
-    print(f"| machine | variant | {' | '.join(keys)} |")
-    print("|" + " --- |" * (len(keys) + 2))
-    for machine, variant, result in rows:
-        print(f"| {machine} | {variant} | " + " | ".join(f"{result[k]:.3f}" for k in keys) + " |")
+    print(table(["machine", "variant", *keys],
+                [[machine, variant, *(float(result[k]) for k in keys)] for machine, variant, result in rows]))
     print(f"\npeak RSS {peak_mb:.0f} MB; config {args.config} (epochs {params['epochs']}), "
           f"{args.n_train} train / {args.n_test} test clips per machine, torch threads {args.threads}")
-    print(f"command: {' '.join(sys.argv)}")
-    print(f"machine: {platform.platform()}, {platform.processor() or 'cpu'}, torch {torch.__version__}")
+    print(provenance())
 
 
 if __name__ == "__main__":

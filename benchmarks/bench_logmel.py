@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import command, machine, table  # noqa: E402
+from _common import provenance, table  # noqa: E402
 
 from stethoscope.data import make_toy_dataset, scan  # noqa: E402
 from stethoscope.features.extract import logmels  # noqa: E402
@@ -43,12 +43,12 @@ def main() -> None:
         clips = scan(root)[: args.n]
         paths = [c.path for c in clips]
         librosa_path(paths[:2])  # import and JIT warm-up outside the timing
-        logmels(clips[:2], cache_dir=False, progress=False)
+        logmels(clips[:2], cache_dir=None, progress=False)  # cache_dir=None: no cache
         t0 = time.perf_counter()
         ref = librosa_path(paths)
         t_librosa = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ours = logmels(clips, cache_dir=False, progress=False)
+        ours = logmels(clips, cache_dir=None, progress=False)
         t_ours = time.perf_counter() - t0
         cache = Path(tmp) / "cache"
         logmels(clips, cache_dir=cache, progress=False)
@@ -57,7 +57,7 @@ def main() -> None:
         t_cached = time.perf_counter() - t0
         err = max(float(np.abs(a - b).max()) for a, b in zip(ours, ref))
     n = len(clips)
-    print(f"machine: {machine()}\ncommand: {command()}\n")
+    print(provenance() + "\n")
     print(table(["path", "clips/s", "speed-up vs librosa"], [
         ["librosa.load + melspectrogram, per file", n / t_librosa, 1.0],
         ["stethoscope batched torch (no cache)", n / t_ours, t_librosa / t_ours],

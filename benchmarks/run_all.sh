@@ -2,13 +2,16 @@
 # Every figure in docs/RESULTS.md, in the order it was measured. Speed figures need a quiet
 # machine (nothing else running). The accuracy grid runs in parallel processes with one torch
 # thread each (its "train s/fold" column is then indicative only); seeds fix its results.
+# Every step runs the same `python` (and so the same stethoscope package): the demo too, as
+# `python -m stethoscope.cli`. Feature caches: the demo and the grid use the CLI's default
+# ($STETHOSCOPE_CACHE or ~/.cache/stethoscope); each script documents what it caches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/results}
 REAL=../shared/data/real
 mkdir -p "$OUT"
 export STETHOSCOPE_WEIGHTS_DIR=${STETHOSCOPE_WEIGHTS_DIR:-../shared/weights}
-/usr/bin/time -v stethoscope demo --out "$OUT/demo" 2>&1 | tail -30 > "$OUT/demo.txt"
+/usr/bin/time -v python -m stethoscope.cli demo --out "$OUT/demo" 2>&1 | tail -30 > "$OUT/demo.txt"
 python benchmarks/bench_logmel.py --n 200                       | tee "$OUT/logmel.md"
 python benchmarks/bench_ae.py                                    | tee "$OUT/ae.md"
 python benchmarks/bench_encoders.py                              | tee "$OUT/encoders.md"

@@ -3,17 +3,16 @@
 Detector 1: per-clip mean and std of the DCASE log-mel over time (256 dims), standardised on
 the training normals, mean distance to the 2 nearest training normals. Detector 2: the DCASE
 AE system (MSE score), 20 epochs. AUC over all test clips; AUC-s / AUC-t use source / target
-normals with all anomalies (DCASE 2022+); pAUC at max FPR 0.1.
+normals with all anomalies (DCASE 2022+); pAUC at max FPR 0.1. Both detectors share one
+feature cache in the temporary folder; one torch thread.
 
     python benchmarks/toy_factory_auc.py [--machines fan,gearbox,pump] [--n-train 40] [--n-test 60]
 """
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from stethoscope.data import make_toy_dataset, scan
-from stethoscope.features.extract import logmels
-from stethoscope.systems import get_system
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import bench_context, provenance  # noqa: E402
+
+from stethoscope.data import make_toy_dataset, scan  # noqa: E402
+from stethoscope.features.extract import logmels  # noqa: E402
+from stethoscope.systems import get_system  # noqa: E402
 
 
 def knn_scores(train, test, cache: Path) -> np.ndarray:
@@ -59,17 +61,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = make_toy_dataset(Path(tmp) / "toy", machines=machines, n_train=args.n_train, n_test=args.n_test,
                                 seed=args.seed)
+        ctx = bench_context(cache_dir=Path(tmp) / "c", seed=args.seed)
         for machine in machines:
             train, test = scan(root, machine=machine, split="train"), scan(root, machine=machine, split="test")
-            rows.append((machine, "log-mel mean/std + 2-NN", *aucs(test, knn_scores(train, test, Path(tmp) / "c"))))
+            rows.append((machine, "log-mel mean/std + 2-NN", *aucs(test, knn_scores(train, test, ctx.cache_dir))))
             if not args.no_ae:
-                system = get_system("dcase_ae", epochs=args.epochs, progress=False, seed=args.seed,
-                                    cache_dir=str(Path(tmp) / "c")).fit(train)
-                rows.append((machine, f"DCASE AE, MSE, {args.epochs} epochs", *aucs(test, system.score(test))))
-    print(f"Command: {' '.join([Path(sys.executable).name] + sys.argv)}  ")
-    print(f"Machine: {platform.platform()}, {platform.processor() or 'cpu'}; "
-          f"seed {args.seed}, {args.n_train} train / {args.n_test} test clips per machine, "
-          f"{time.strftime('%Y-%m-%d')}\n")
+                system = get_system("dcase_ae", epochs=args.epochs).fit(train, ctx=ctx)
+                rows.append((machine, f"DCASE AE, MSE, {args.epochs} epochs", *aucs(test, system.score(test, ctx))))
+    print(provenance())
+    print(f"seed {args.seed}, {args.n_train} train / {args.n_test} test clips per machine\n")
     print("| machine | detector | AUC | AUC-s | AUC-t | pAUC |")
     print("| --- | --- | --- | --- | --- | --- |")
     for machine, name, *vals in rows:
