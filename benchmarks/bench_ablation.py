@@ -22,7 +22,7 @@ Data (``--data``, several allowed): folders of labelled clips in any supported l
 
 The grid runs ``stethoscope bench`` in this process with ``--threads`` torch threads, the
 default feature cache, and checkpoints only at the end of each fold's training (the CLI's
-``--checkpoint-every`` set past any epoch count: the grid never resumes).
+``--checkpoint-every 0``: the grid never resumes, so it writes no checkpoints).
 
 Latency (unless ``--no-latency``): the full ``tldiffgan_cpu`` system is trained on toy-factory
 10 s clips (training seconds reported; features cached in ``<out>/.latency-cache``), saved,
@@ -63,7 +63,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", REPO.parent / "shared"))
 DEFAULT_DATA = ["toy", str(SHARED / "data" / "real" / "dcase2020"), str(SHARED / "data" / "real" / "mimii_0db")]
 
-FINAL_CHECKPOINT_ONLY = 10**9  # --checkpoint-every past any epoch count: one checkpoint, at the end of training
 # name -> (registered system, packaged config or None, overrides)
 SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "dcase_ae_mse": ("dcase_ae", None, {"score_mode": "mse"}),
@@ -87,7 +86,7 @@ def run_bench(data: Path, system: str, out: Path, args: argparse.Namespace, conf
     sets = {**(sets or {}), **({"epochs": args.epochs} if args.epochs is not None else {})}
     argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(args.folds),
             "--seed", str(args.seed), "--threads", str(args.threads), "--quiet",
-            "--checkpoint-every", str(FINAL_CHECKPOINT_ONLY)]
+            "--checkpoint-every", "0"]
     argv += ["--config", config] if config else []
     argv += ["--score-modes", ",".join(modes)] if modes else []
     argv += ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())] if sets else []

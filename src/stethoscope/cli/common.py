@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from ..config import load_config
 from ..data.clip import Clip
 from ..engine import RunContext
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..evaluation.dcase_io import ScoredClip, write_result_csvs
 from ..evaluation.evaluate import evaluate, format_table
 from ..features.cache import default_cache_dir
@@ -24,10 +24,13 @@ DEFAULT_SYSTEM = "dcase_ae"
 
 def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progress: bool | None = None) -> RunContext:
     """The runtime settings of this command from its flags (never from a system config)."""
+    every = getattr(args, "checkpoint_every", 1)
+    if every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0 (0 = no checkpoints), got {every}")
     ctx = RunContext(device=args.device, precision=getattr(args, "precision", "fp32"), seed=args.seed,
                      threads=args.threads, progress=not args.quiet if progress is None else progress,
                      cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
-                     checkpoint_dir=checkpoints, checkpoint_every=getattr(args, "checkpoint_every", 1),
+                     checkpoint_dir=checkpoints if every else None, checkpoint_every=max(every, 1),
                      resume=getattr(args, "resume", False))
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()

@@ -24,7 +24,7 @@ def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
         g.add_argument("--resume", action="store_true",
                        help="continue an interrupted run from OUT/.checkpoints (skips machine types already trained)")
         g.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
-                       help="save a training checkpoint every N epochs (default 1)")
+                       help="save a training checkpoint every N epochs (default 1; 0 = none)")
 
 
 def _data(p: argparse.ArgumentParser) -> None:
