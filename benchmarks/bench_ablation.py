@@ -21,8 +21,7 @@ Data (``--data``, several allowed): folders of labelled clips in any supported l
 ``toy``, ``../shared/data/real/dcase2020`` and ``../shared/data/real/mimii_0db`` (those that exist).
 
 The grid runs ``stethoscope bench`` in this process with ``--threads`` torch threads, the
-default feature cache, and checkpoints only at the end of each fold's training (the CLI's
-``--checkpoint-every 0``: the grid never resumes, so it writes no checkpoints).
+default feature cache, and no checkpoints (``--checkpoint-every 0``: the grid never resumes).
 
 Latency (unless ``--no-latency``): the full ``tldiffgan_cpu`` system is trained on toy-factory
 10 s clips (training seconds reported; features cached in ``<out>/.latency-cache``), saved,
