@@ -116,3 +116,20 @@ def discard_checkpoint(directory: Path | None) -> None:
     """Remove a finished run's checkpoint folder (its model is saved by then)."""
     if directory is not None and (directory / META).exists():
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def prune_checkpoints(root: Path | None) -> None:
+    """Remove the empty folders left under (and including) ``root`` once every run in it was
+    discarded; folders that still hold a checkpoint (a failed or interrupted run) stay."""
+    if root is None or not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        _rmdir_if_empty(folder)
+    _rmdir_if_empty(root)
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or already gone)
+        pass
