@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .data.clip import Clip
-from .engine import RunContext, TrainingInterrupted, discard_checkpoint
+from .engine import RunContext, TrainingInterrupted, discard_checkpoint, prune_checkpoints
 from .engine.runlog import RunLog
 from .errors import StethoscopeError
 from .systems.base import CONFIG_FILE, System, load_system
@@ -61,6 +61,7 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=system.threshold_)
         systems[machine] = system
         say(f"[{machine}] saved to {target} ({seconds:.1f} s, threshold {system.threshold_:.4g})")
+    prune_checkpoints(ctx.checkpoint_dir)
     if failures:
         listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
         raise StethoscopeError(f"{len(failures)} of {len(groups)} machine type(s) failed ({listed}); see {log.path}")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from stethoscope.data.clip import Clip
-from stethoscope.features.extract import FrameBank, logmels
+from stethoscope.features.extract import FeatureRequest, FrameBank, decode_waves, iter_decoded, logmels
 from stethoscope.features.logmel import EPS, LogMel, LogMelParams, mel_filterbank, stack_frames
 
 librosa = pytest.importorskip("librosa")
@@ -34,7 +34,7 @@ def test_logmel_equals_librosa_on_synthetic_batch():
 def test_logmel_equals_librosa_on_real_clip(real_data):
     path = next((real_data / "dcase2020" / "fan" / "test").glob("*.flac"))
     y, _ = librosa.load(path, sr=16000)
-    ours = logmels([Clip(path=path, machine="fan")], cache_dir=False, progress=False)[0]
+    ours = logmels([Clip(path=path, machine="fan")], cache_dir=None, progress=False)[0]
     np.testing.assert_allclose(ours, _librosa_logmel(y), atol=2e-3)
 
 
@@ -89,7 +89,7 @@ def test_resampled_input_gives_313_frames(tmp_path):
 
     path = tmp_path / "x.wav"
     sf.write(path, 0.1 * np.random.default_rng(3).standard_normal(441000), 44100)
-    mel = logmels([Clip(path=path, machine="m")], cache_dir=False, progress=False)[0]
+    mel = logmels([Clip(path=path, machine="m")], cache_dir=None, progress=False)[0]
     assert mel.shape == (128, 313)
 
 
@@ -103,7 +103,38 @@ def test_frame_bank_from_clips_preallocates_and_matches_list_path(tmp_path):
         sf.write(path, 0.1 * rng.standard_normal(int(sr * seconds)), sr)
         clips.append(Clip(path=path, machine="m"))
     params = LogMelParams()
-    direct = FrameBank.from_clips(clips, params, 5, cache_dir=False, progress=False)
-    listed = FrameBank(logmels(clips, params, cache_dir=False, progress=False), 5)
+    direct = FrameBank.from_clips(clips, params, 5, cache_dir=None, progress=False)
+    listed = FrameBank(logmels(clips, params, cache_dir=None, progress=False), 5)
     assert torch.equal(direct.frames, listed.frames) and torch.equal(direct.starts, listed.starts)
     assert torch.equal(direct.clip_index, listed.clip_index)
+
+
+def test_decoded_chunks_hold_what_was_requested(tmp_path):
+    """One pass gives waveform and log-mel in input order, in chunks; a cache hit still
+    decodes when the waveform is wanted; in-memory waveforms give the same log-mels."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(5)
+    clips = []
+    for i in range(5):
+        path = tmp_path / f"w{i}.wav"
+        sf.write(path, 0.1 * rng.standard_normal(16000 + 800 * i), 16000)
+        clips.append(Clip(path=path, machine="m"))
+    request = FeatureRequest(logmel=LogMelParams(), wave=True)
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # no cache, cold cache, warm cache
+        chunks = list(iter_decoded(clips, request, cache, progress=False, chunk=2))
+        assert [len(c) for c in chunks] == [2, 2, 1]
+        assert [c.path for part in chunks for c in part.clips] == [c.path for c in clips]
+        waves = [w for part in chunks for w in part.waves]
+        mels = [m for part in chunks for m in part.logmels]
+        assert [len(w) for w in waves] == [16000 + 800 * i for i in range(5)]
+        keys = [k for part in chunks for k in part.keys]
+        assert all(keys) if cache else not any(keys)
+        for mel, ref in zip(mels, logmels(clips, cache_dir=None, progress=False)):
+            np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-4)
+    in_memory = decode_waves(waves, 16000, request)
+    assert in_memory.keys == [""] * 5 and len(in_memory.waves) == 5
+    for mel, ref in zip(in_memory.logmels, mels):
+        np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-4)
+    only_mel = next(iter_decoded(clips[:1], FeatureRequest(logmel=LogMelParams()), None, progress=False))
+    assert only_mel.waves is None and only_mel.logmels[0].shape == mels[0].shape

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -13,14 +14,16 @@ import soundfile as sf
 
 from stethoscope.cli import main as cli_main
 from stethoscope.data.clip import Clip
+from stethoscope.engine import RunContext
 from stethoscope.evaluation.dcase_io import ScoredClip
 from stethoscope.evaluation.evaluate import evaluate
 from stethoscope.features.logmel import mel_filterbank
 from stethoscope.reports import build_report, save_anomaly_map_png
-from stethoscope.reports.maps import fault_regions_for, mel_centre_frequencies
+from stethoscope.reports.maps import fault_regions_for, map_panels, mel_centre_frequencies
 from stethoscope.systems import get_system
 
 SR = 16_000
+QUIET = RunContext(progress=False)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,11 +48,12 @@ def _write_scores(path: Path, rows: list[ScoredClip], paths: list[Path]) -> None
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A trained tiny dcase_ae for "fan", test clips of "fan" and "gearbox" (whose model is missing)."""
+    """A trained tiny dcase_ae for "fan", test clips of "fan" and "gearbox" (whose model is
+    missing). Read-only for the tests: each writes its results folder under its own tmp_path."""
     root = tmp_path_factory.mktemp("reports")
     train = [Clip(_wav(root / "data/fan/train" / f"normal_{i}.wav", i), "fan", split="train") for i in range(3)]
-    system = get_system("dcase_ae", epochs=2, batch_size=32, progress=False, cache_dir=str(root / "cache"))
-    system.fit(train)
+    system = get_system("dcase_ae", epochs=2, batch_size=32)
+    system.fit(train, ctx=RunContext(progress=False, cache_dir=root / "cache"))
     system.save(root / "models/fan")
     test = {"fan": [], "gearbox": []}
     for machine in test:
@@ -61,12 +65,12 @@ def workspace(tmp_path_factory):
     return root, system, test
 
 
-def _results_dir(root: Path, system, test: dict[str, list[Clip]], name: str, labelled: bool = True) -> Path:
-    out = root / name
+def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, labelled: bool = True) -> Path:
+    """A results folder in ``out`` like `evaluate` writes, pointing at the models under ``root``."""
     out.mkdir()
     rows, paths = [], []
     for machine, clips in test.items():
-        scores = system.score(clips)
+        scores = system.score(clips, QUIET)
         if machine == "gearbox":
             scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
         for c, s in zip(clips, scores):
@@ -87,9 +91,9 @@ def _images(html: str) -> list[str]:
     return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", html)
 
 
-def test_report_is_self_contained_and_complete(workspace):
+def test_report_is_self_contained_and_complete(workspace, tmp_path):
     root, system, test = workspace
-    results_dir = _results_dir(root, system, test, "labelled")
+    results_dir = _results_dir(root, system, test, tmp_path / "labelled")
     out = build_report(results_dir, results_dir / "report.html")
     html = out.read_text()
     results = json.loads((results_dir / "results.json").read_text())
@@ -120,9 +124,9 @@ def test_report_is_self_contained_and_complete(workspace):
     assert sorted(p.name for p in (results_dir / "report_files").iterdir()) == sorted(Path(r).name for r in linked)
 
 
-def test_unlabelled_report_has_histograms_but_no_roc(workspace):
+def test_unlabelled_report_has_histograms_but_no_roc(workspace, tmp_path):
     root, system, test = workspace
-    results_dir = _results_dir(root, system, test, "unlabelled", labelled=False)
+    results_dir = _results_dir(root, system, test, tmp_path / "unlabelled", labelled=False)
     html = build_report(results_dir, results_dir / "r.html").read_text()
     assert "ROC curves of" not in html and "score histogram of fan" in html
     assert html.count("score histogram of") == 2
@@ -130,19 +134,19 @@ def test_unlabelled_report_has_histograms_but_no_roc(workspace):
     assert (results_dir / "r.md").exists() and len(list((results_dir / "r_files").glob("*.png"))) == 6
 
 
-def test_cli_report_verb(workspace, capsys):
+def test_cli_report_verb(workspace, tmp_path, capsys):
     root, system, test = workspace
-    results_dir = _results_dir(root, system, {"gearbox": test["gearbox"]}, "cli")  # no model: fast
+    results_dir = _results_dir(root, system, {"gearbox": test["gearbox"]}, tmp_path / "cli")  # no model: fast
     assert cli_main(["report", "--results", str(results_dir), "--out", str(results_dir / "x.html")]) == 0
     assert "x.html" in capsys.readouterr().out and (results_dir / "x.md").exists()
 
 
-def test_domainless_sections_layout(workspace):
+def test_domainless_sections_layout(workspace, tmp_path):
     """2020-style machine ids without domains: no AUC-s/AUC-t columns, per-id curves, mean rows."""
     root, system, test = workspace
     clips = [Clip(c.path, "gearbox", ("00", "02")[i % 2], None, "test", c.label, layout="dcase2020")
              for i, c in enumerate(test["gearbox"])]
-    results_dir = _results_dir(root, system, {"gearbox": clips}, "domainless")
+    results_dir = _results_dir(root, system, {"gearbox": clips}, tmp_path / "domainless")
     html = build_report(results_dir, results_dir / "report.html").read_text()
     table = html.split("<table>", 1)[1].split("</table>", 1)[0]
     assert "AUC-s" not in table and "AUC-t" not in table and ">AUC<" in table
@@ -157,26 +161,32 @@ def test_missing_results_is_a_clear_error(tmp_path):
 
 
 def test_anomaly_map_png_two_and_three_panels(workspace, tmp_path):
-    root, system, test = workspace
+    _, system, test = workspace
     clip = test["fan"][5]
+    explanation = system.explain(clip, QUIET)  # one pass: score, input, reconstruction, map
+    no_reconstruction = dataclasses.replace(explanation, reconstruction=None)  # as a system with a map only
 
-    class MapOnly:  # a system with an anomaly map but no reconstruction
-        def __init__(self, inner):
-            self.inner, self.threshold_, self.logmel_params = inner, inner.threshold_, inner.logmel_params
-
-        def anomaly_map(self, c):
-            return self.inner.anomaly_map(c)
-
-        def score(self, clips):
-            return self.inner.score(clips)
-
-    two = save_anomaly_map_png(MapOnly(system), clip, tmp_path / "two.png")
+    two = save_anomaly_map_png(no_reconstruction, clip, tmp_path / "two.png")
     img2 = mpimg.imread(two)
     assert img2.ndim == 3 and img2.shape[2] in (3, 4) and img2.shape[1] > 500
-    three = save_anomaly_map_png(system, clip, tmp_path / "three.png", score=1.0)  # the AE reconstructs
+    three = save_anomaly_map_png(explanation, clip, tmp_path / "three.png", threshold=system.threshold_)
     img3 = mpimg.imread(three)
     assert img3.shape[1] == img2.shape[1] and img3.shape[0] > img2.shape[0] * 1.2
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temp file
+
+
+def test_explain_is_one_consistent_pass(workspace):
+    """The explanation's score is the clip's score; its panels are its own arrays, one shape."""
+    _, system, test = workspace
+    clip = test["fan"][5]
+    explanation = system.explain(clip, QUIET)
+    assert explanation.score == pytest.approx(float(system.score([clip], QUIET)[0]), rel=1e-5)
+    panels = map_panels(explanation)
+    assert panels.logmel.shape == panels.reconstruction.shape == panels.amap.shape == explanation.logmel.shape
+    np.testing.assert_array_equal(panels.amap, explanation.anomaly_map)
+    assert (panels.amap >= 0).all()
+    with pytest.raises(Exception, match="no anomaly map"):
+        map_panels(dataclasses.replace(explanation, anomaly_map=None))
 
 
 def test_mel_centres_are_the_filter_peaks():

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import prune_checkpoints
 from ..errors import LayoutError
 from ..training import train_machines
 from ..utils import atomic_write_json, run_metadata
@@ -75,6 +76,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
                   f"(train {r['train_seconds']:.1f} s/fold)", file=sys.stderr)
         write()
+    prune_checkpoints(ctx.checkpoint_dir)
     for m in modes:
         rep = reports[m]
         aucs = [s["auc"] for s in rep["sets"].values()]

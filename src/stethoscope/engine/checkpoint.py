@@ -1,10 +1,12 @@
 """Training checkpoints: model, optimisers, RNG states, epoch and history, fingerprinted.
 
-A checkpoint folder holds ``checkpoint.safetensors`` (tensors) and ``checkpoint.json``
-(epoch, history, optimiser hyperparameters, fingerprint), both written atomically; the JSON
-is written last, so a JSON that exists always names tensors that exist. The fingerprint
-is a sha256 of the system's hyperparameters, the seed and the training clip list: a
-checkpoint resumes only the run it was made for.
+A checkpoint folder holds ``checkpoint-<run>-<epoch>.safetensors`` (tensors) and
+``checkpoint.json`` (epoch, history, optimiser hyperparameters, fingerprint, and the name of
+its tensors file), both written atomically. The JSON is written last and the previous
+epoch's tensors are removed only after it, so the JSON always names the tensors of its own
+epoch wherever a run is killed (one shared tensors file would already hold epoch k + 1 while
+the JSON still said k). The fingerprint is a sha256 of the system's hyperparameters, the
+seed and the training clip list: a checkpoint resumes only the run it was made for.
 """
 from __future__ import annotations
 
@@ -22,7 +24,13 @@ from ..data.clip import Clip
 from ..errors import CheckpointError
 from ..utils import atomic_write_bytes, atomic_write_json
 
-TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+TENSORS, META = "checkpoint.safetensors", "checkpoint.json"  # TENSORS: where a JSON names no file
+
+
+def _tensors_name(epoch: int, fingerprint_: str) -> str:
+    """Per epoch and run: a fresh run over another run's checkpoint never overwrites the
+    tensors that the other run's JSON still names."""
+    return f"checkpoint-{fingerprint_[:12]}-{epoch:06d}.safetensors"
 
 
 def fingerprint(system: str, params: dict[str, Any], seed: int, clips: Sequence[Clip]) -> str:
@@ -59,9 +67,13 @@ def save_checkpoint(directory: Path, module: torch.nn.Module, optimisers: dict[s
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(directory / TENSORS, save(tensors))
+    name = _tensors_name(epoch, fingerprint_)
+    atomic_write_bytes(directory / name, save(tensors))
     atomic_write_json(directory / META, {"epoch": epoch, "fingerprint": fingerprint_, "history": history,
-                                         "param_groups": groups})
+                                         "param_groups": groups, "tensors": name})
+    for old in [directory / TENSORS, *directory.glob("checkpoint-*.safetensors")]:
+        if old.name != name:  # earlier epochs, now that the JSON names this one
+            old.unlink(missing_ok=True)
     return directory
 
 
@@ -79,10 +91,11 @@ def read_meta(directory: Path) -> dict[str, Any] | None:
 def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Module,
                     optimisers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator]) -> None:
     """Restore what `save_checkpoint` wrote into freshly built objects."""
+    path = directory / str(meta.get("tensors", TENSORS))
     try:
-        tensors = load_file(str(directory / TENSORS))
+        tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for truncated files
-        raise CheckpointError(f"{directory / TENSORS}: unreadable checkpoint ({err}); delete it to start fresh") from err
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to start fresh") from err
     device = next(module.parameters()).device
     module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, opt in optimisers.items():
@@ -103,3 +116,20 @@ def discard_checkpoint(directory: Path | None) -> None:
     """Remove a finished run's checkpoint folder (its model is saved by then)."""
     if directory is not None and (directory / META).exists():
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def prune_checkpoints(root: Path | None) -> None:
+    """Remove the empty folders left under (and including) ``root`` once every run in it was
+    discarded; folders that still hold a checkpoint (a failed or interrupted run) stay."""
+    if root is None or not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        _rmdir_if_empty(folder)
+    _rmdir_if_empty(root)
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or already gone)
+        pass

@@ -19,6 +19,10 @@ from ..errors import ConfigError
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])\s*$")
 RUNTIME_KEYS = ("device", "seed", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every", "threads", "precision")
+# the CLI flag that sets each runtime key (several have no flag of the same name)
+RUNTIME_FLAGS = {"device": "--device", "seed": "--seed", "progress": "--quiet", "cache_dir": "--cache DIR / --no-cache",
+                 "checkpoint_dir": "--out (checkpoints go to OUT/.checkpoints)", "checkpoint_every": "--checkpoint-every",
+                 "threads": "--threads", "precision": "--precision"}
 
 
 def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any],
@@ -26,9 +30,9 @@ def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any]
     """Raise `ConfigError` for the first value whose type, range or choice is wrong."""
     for key, value in values.items():
         kind = hints.get(key)
-        if kind is not None:
-            _check_type(owner, key, value, kind)
         rule = rules.get(key)
+        if kind is not None:
+            _check_type(owner, key, value, kind, rule)
         if rule is None or value is None:
             continue
         if isinstance(rule, tuple):
@@ -40,12 +44,13 @@ def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any]
 
 def runtime_key_error(owner: str, keys: Sequence[str]) -> ConfigError:
     """The error for runtime settings given as hyperparameters (they are flags, not config)."""
-    flags = ", ".join(f"--{k.replace('_', '-')}" for k in keys)
-    return ConfigError(f"{owner}: {', '.join(keys)} {'is a runtime setting' if len(keys) == 1 else 'are runtime settings'}"
-                       f", not a hyperparameter; use {flags} (or RunContext in the API)")
+    flags = ", ".join(RUNTIME_FLAGS.get(k, f"--{k.replace('_', '-')}") for k in keys)
+    what = "is a runtime setting, not a hyperparameter" if len(keys) == 1 else \
+        "are runtime settings, not hyperparameters"
+    return ConfigError(f"{owner}: {', '.join(keys)} {what}; use {flags} (or RunContext in the API)")
 
 
-def _check_type(owner: str, key: str, value: Any, kind: Any) -> None:
+def _check_type(owner: str, key: str, value: Any, kind: Any, rule: Any = None) -> None:
     args = typing.get_args(kind)
     if value is None:
         if type(None) not in args:
@@ -55,7 +60,8 @@ def _check_type(owner: str, key: str, value: Any, kind: Any) -> None:
     for option in options:
         if _matches(value, option):
             return
-    raise ConfigError(f"{owner}: {key} must be {_describe(options)}, got {value!r} ({type(value).__name__})")
+    allowed = f" in {rule}" if isinstance(rule, str) else f" among {list(rule)}" if isinstance(rule, tuple) else ""
+    raise ConfigError(f"{owner}: {key} must be {_describe(options)}{allowed}, got {value!r} ({type(value).__name__})")
 
 
 def _matches(value: Any, kind: Any) -> bool:
