@@ -218,7 +218,8 @@ class System(ABC):
         """Write the model directory atomically: readers see the old one or the new one."""
         directory = Path(directory)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        run = {**run_metadata(self.get_params()), **(self.run_ or {}), **(metadata or {})}
+        seed = (self.run_ or {}).get("runtime", {}).get("seed")
+        run = {**run_metadata(self.get_params(), seed), **(self.run_ or {}), **(metadata or {})}
         with atomic_directory(directory) as tmp:
             atomic_write_bytes(tmp / WEIGHTS_FILE, save(tensors))
             atomic_write_json(tmp / CONFIG_FILE, {
