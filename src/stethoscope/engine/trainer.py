@@ -21,8 +21,8 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .context import RunContext
 
@@ -74,7 +74,7 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     gens = {"data": ctx.generator(offset=1, device="cpu"), "model": ctx.generator(offset=2, device=device)}
     history: list[dict[str, float]] = []
     start = _resume(module, opts, gens, ctx, fingerprint, history, epochs)
-    bar = tqdm(range(start, epochs), desc=name, unit="epoch", disable=not ctx.progress, leave=False)
+    bar = progress(range(start, epochs), desc=name, unit="epoch", total=epochs, initial=start, enabled=ctx.progress)
     epoch = start
     try:
         for epoch in bar:

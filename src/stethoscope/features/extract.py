@@ -12,11 +12,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import soxr
 import torch
-from tqdm.auto import tqdm
 
 from ..data.audio import SAMPLE_RATE, audio_info, decode_audio
 from ..data.clip import Clip
 from ..errors import AudioError
+from ..progress import progress as show_progress
 from .cache import FeatureCache
 from .logmel import LogMel, LogMelParams
 
@@ -100,7 +100,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
         return key, hit, wave
 
     chunks = [clips[s:s + chunk] for s in range(0, len(clips), chunk)]
-    bar = tqdm(total=len(clips), desc="decode", unit="clip", disable=not progress, leave=False)
+    bar = show_progress(desc="decode", unit="clip", total=len(clips), enabled=progress)
     pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
     try:
         pending = [pool.submit(load, c) for c in chunks[0]] if pool and chunks else []
