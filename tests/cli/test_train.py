@@ -1,6 +1,7 @@
 """`train`, `bench` and `demo`: model folders, run.json, checked hyperparameters, runtime apart."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -93,15 +94,28 @@ def test_saved_config_keeps_runtime_apart_from_hyperparameters(multi: Path) -> N
         assert cfg["run"]["data_machine"] == machine
 
 
-def test_single_type_model_sits_in_out(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_single_type_model_sits_in_out(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --quiet, info lines and (stderr not being a terminal) progress as log lines."""
+    monkeypatch.setenv("STETHOSCOPE_PROGRESS_SECONDS", "0")  # a progress line per step
     out = tmp_path / "fan"
-    assert main(["train", "--data", str(tiny_root), "--machine", "fan", "--out", str(out), *FAST, *RUNTIME,
+    assert main(["train", "--data", str(tiny_root), "--machine", "fan", "--out", str(out), *FAST, "--threads", "1",
                  "--no-cache"]) == 0
     assert (out / "config.json").exists() and (out / "weights.safetensors").exists()
     items = read_json(out / "run.json")["items"]
     assert list(items) == ["fan"] and items["fan"]["status"] == "trained"
     assert not (out / ".checkpoints").exists()
-    assert "[fan] saved to" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[fan] saved to" in err and "\r" not in err
+    assert re.search(r"^train dcase_ae: epoch 2/2, \d+\.\d (s/epoch|epoch/s), loss \S+$", err, re.M), err
+    assert re.search(r"^decode: clip 4/4, ", err, re.M), err
+
+
+def test_quiet_train_says_nothing(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STETHOSCOPE_PROGRESS_SECONDS", "0")
+    assert main(["train", "--data", str(tiny_root), "--out", str(tmp_path / "m"), *FAST, *RUNTIME, "--no-cache"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 # -- bench and demo ----------------------------------------------------------------------

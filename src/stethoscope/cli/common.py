@@ -7,7 +7,7 @@ import csv
 import io
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..config import load_config
 from ..data.clip import Clip
@@ -20,6 +20,21 @@ from ..systems.base import System, get_system
 from ..utils import atomic_write_json, atomic_write_text, run_metadata
 
 DEFAULT_SYSTEM = "dcase_ae"
+
+
+def add_quiet(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--quiet``, which every verb takes."""
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or lines and no info lines on stderr (warnings and errors still show)")
+
+
+def print_info(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def info(args: argparse.Namespace) -> Callable[[str], None]:
+    """The printer of this command's info lines: `print_info`, or nothing with ``--quiet``."""
+    return (lambda message: None) if getattr(args, "quiet", False) else print_info
 
 
 def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progress: bool | None = None) -> RunContext:
@@ -95,7 +110,7 @@ def model_dir_for(models: Path, machine: str) -> Path:
 
 
 def finish_evaluation(out: Path, rows: Sequence[ScoredClip], extra: dict[str, Any], paths=None,
-                      result_csvs: bool = True) -> dict[str, Any]:
+                      result_csvs: bool = True, say: Callable[[str], None] = print_info) -> dict[str, Any]:
     """results.json, scores.csv (and the DCASE result CSVs unless they were the input), printed table."""
     if result_csvs:
         write_result_csvs(out, rows)
@@ -103,5 +118,5 @@ def finish_evaluation(out: Path, rows: Sequence[ScoredClip], extra: dict[str, An
     result = {**extra, **evaluate(rows), "run": run_metadata(extra.get("config"), extra.get("seed"))}
     atomic_write_json(out / "results.json", result)
     print(format_table(result))
-    print(f"results: {out / 'results.json'}", file=sys.stderr)
+    say(f"results: {out / 'results.json'}")
     return result

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
-from .common import DEFAULT_SYSTEM
+from . import cache
+from .common import DEFAULT_SYSTEM, add_quiet
 from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
 
@@ -18,7 +19,7 @@ def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
     g.add_argument("--cache", metavar="DIR", help="feature cache folder (default $STETHOSCOPE_CACHE or "
                                                   "~/.cache/stethoscope)")
     g.add_argument("--no-cache", action="store_true", help="read and write no feature cache")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(g)
     if training:
         g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (default) or bf16 autocast")
         g.add_argument("--resume", action="store_true",
@@ -39,11 +40,23 @@ def _system(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override hyperparameters, e.g. epochs=10")
 
 
+def _version() -> str:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return f"stethoscope {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __doc__ as doc
 
     parser = argparse.ArgumentParser(prog="stethoscope", description=doc)
-    sub = parser.add_subparsers(dest="verb", required=True)
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print the stethoscope, torch and Python versions and exit")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (VERB --help for more)")
 
     p = sub.add_parser("demo", help="toy-factory data, train, evaluate, print a table (about 1-2 min)")
     p.add_argument("--out", default="stethoscope-demo", help="output folder (default ./stethoscope-demo)")
@@ -115,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="self-contained HTML (and Markdown) report of an evaluation folder")
     p.add_argument("--results", required=True, help="folder written by `evaluate` or `demo`")
     p.add_argument("--out", required=True, help="report.html path")
+    add_quiet(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("list", help="systems, encoders and detectors")
+    add_quiet(p)
     p.set_defaults(func=cmd_list)
+
+    cache.add_parser(sub)
     return parser

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from ..engine import prune_checkpoints
 from ..errors import LayoutError
 from ..training import train_machines
 from ..utils import atomic_write_json, run_metadata
-from .common import (DEFAULT_SYSTEM, build_system, by_machine, finish_evaluation, run_context, scan, score_rows,
-                     training_clips)
+from .common import (DEFAULT_SYSTEM, build_system, by_machine, finish_evaluation, info, run_context, scan,
+                     score_rows, training_clips)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -28,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if empty:
         raise LayoutError(f"{args.data}: no training clips for machine type(s) {empty}")
     train_machines(groups, lambda: build_system(args, args.system), out, ctx, val,
-                   nested=not (args.machine or len(groups) == 1), meta={"data": str(args.data)})
+                   nested=not (args.machine or len(groups) == 1), meta={"data": str(args.data)}, say=info(args))
     return 0
 
 
@@ -36,7 +35,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..evaluation.crossval import cross_validate, group_sets
 
     probe = build_system(args, args.system)
-    out = Path(args.out)
+    out, say = Path(args.out), info(args)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
     clips = scan(args.data, args.layout, args.machine, args.channel)
     sets = group_sets(clips, args.group)
@@ -64,7 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for m in modes:
                 reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
             continue
-        print(f"[{name}] {args.folds}-fold benchmark of {args.system}", file=sys.stderr)
+        say(f"[{name}] {args.folds}-fold benchmark of {args.system}")
         res = cross_validate(set_clips, make, args.folds, ctx, score_modes=modes if args.score_modes else None,
                              name=name)
         per_mode = res if args.score_modes else {None: res}
@@ -73,8 +72,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             reports[m]["sets"][name] = per_mode[m]
             reports[m].update(encoder)
             r = per_mode[m]
-            print(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
-                  f"(train {r['train_seconds']:.1f} s/fold)", file=sys.stderr)
+            say(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
+                f"(train {r['train_seconds']:.1f} s/fold)")
         write()
     prune_checkpoints(ctx.checkpoint_dir)
     for m in modes:
@@ -90,7 +89,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name, st in reports[m]["sets"].items():
             print(f"{name:<16}{st['n_normal']:>8}{st['n_anomaly']:>6}{f(st['auc'])}{f(st['pauc'])}"
                   f"{f(st['auc_source'])}{f(st['auc_target'])}")
-        print(f"bench: {paths[m]}", file=sys.stderr)
+        say(f"bench: {paths[m]}")
     return 0
 
 
@@ -99,15 +98,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     variant = "demo" if args.system == DEFAULT_SYSTEM and not args.config else None
     probe = build_system(args, args.system, variant)
-    out = Path(args.out)
+    out, say = Path(args.out), info(args)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
     t0 = time.perf_counter()
     data = make_toy_dataset(out / "data", seed=args.seed, n_train=args.n_train, n_test=args.n_test)
-    print(f"toy factory data set: {data}", file=sys.stderr)
+    say(f"toy factory data set: {data}")
     groups = by_machine(scan(data))
     train = {m: [c for c in clips if c.split == "train"] for m, clips in groups.items()}
     systems = train_machines(train, lambda: build_system(args, args.system, variant), out / "models", ctx,
-                             meta={"data": str(data)})
+                             meta={"data": str(data)}, say=say)
     rows, paths, models, thresholds = [], [], {}, {}
     for machine, clips in groups.items():
         test = [c for c in clips if c.split == "test"]
@@ -115,6 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rows += score_rows(systems[machine], test, ctx)
         paths += [c.path for c in test]
     finish_evaluation(out, rows, {"system": args.system, "data": str(data), "models": models,
-                                  "thresholds": thresholds, "config": probe.get_params(), "seed": args.seed}, paths)
-    print(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}", file=sys.stderr)
+                                  "thresholds": thresholds, "config": probe.get_params(), "seed": args.seed}, paths,
+                      say=say)
+    say(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0

@@ -10,7 +10,8 @@ from ..data.clip import Clip
 from ..errors import ConfigError, LayoutError, StethoscopeError
 from ..evaluation.dcase_io import read_submission
 from ..systems.base import list_systems, load_system
-from .common import by_machine, finish_evaluation, model_dir_for, run_context, scan, score_rows, write_scores_table
+from .common import (by_machine, finish_evaluation, info, model_dir_for, run_context, scan, score_rows,
+                     write_scores_table)
 
 
 def _audio_paths(paths: Sequence[str]) -> list[Path]:
@@ -52,7 +53,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.ground_truth:
             raise StethoscopeError("--scores needs --ground-truth DIR")
         rows = read_submission(args.scores, args.ground_truth)
-        finish_evaluation(out, rows, {"scores": args.scores, "ground_truth": args.ground_truth}, result_csvs=False)
+        finish_evaluation(out, rows, {"scores": args.scores, "ground_truth": args.ground_truth}, result_csvs=False,
+                          say=info(args))
         return 0
     if not (args.data and args.models):
         raise StethoscopeError("evaluate needs --data ROOT --models DIR, or --scores DIR --ground-truth DIR")
@@ -68,7 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows += score_rows(system, test, ctx)
         paths += [c.path for c in test]
     finish_evaluation(out, rows, {"system": ",".join(sorted(names)), "data": str(args.data), "models": models,
-                                  "thresholds": thresholds}, paths)
+                                  "thresholds": thresholds}, paths, say=info(args))
     return 0
 
 

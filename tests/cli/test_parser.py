@@ -1,0 +1,56 @@
+"""The parser: every option of every verb explains itself, every verb takes --quiet, --version."""
+from __future__ import annotations
+
+import argparse
+import platform
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from stethoscope import __version__
+from stethoscope.cli import build_parser, main
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "stethoscope") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """The parser and, recursively, every sub-command's parser, with its command line."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {verb}")
+
+
+VERBS = [name for name, _ in _parsers(build_parser())][1:]
+
+
+def test_every_option_has_help() -> None:
+    actions = [(name, a) for name, parser in _parsers(build_parser()) for a in parser._actions]
+    actions += [(name, verb) for name, a in actions if isinstance(a, argparse._SubParsersAction)
+                for verb in a._choices_actions]  # each verb's line in the verb list
+    missing = [f"{name}: {'/'.join(a.option_strings) or a.dest}" for name, a in actions
+               if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+    missing += [f"{name} {verb}" for name, a in actions if isinstance(a, argparse._SubParsersAction)
+                for verb in set(a.choices) - {c.dest for c in a._choices_actions}]  # added without help=
+    assert not missing, missing
+
+
+def test_every_verb_takes_quiet() -> None:
+    assert len(VERBS) >= 10
+    lacking = [name for name, parser in _parsers(build_parser())
+               if name in VERBS and "--quiet" not in parser._option_string_actions]
+    assert not lacking, lacking
+
+
+def test_quiet_list_still_lists(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "systems:" in captured.out and "  dcase_ae " in captured.out and captured.err == ""
+
+
+def test_version_names_package_torch_and_python(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == \
+        f"stethoscope {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
