@@ -68,7 +68,7 @@ class LogProgress:
         self._written = False
 
     def __iter__(self) -> Iterator[Any]:
-        for item in self.iterable or ():
+        for item in () if self.iterable is None else self.iterable:
             yield item
             self.update(1)
 
