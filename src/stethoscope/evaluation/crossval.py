@@ -12,10 +12,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
-from tqdm.auto import tqdm
 
 from ..data.clip import Clip
 from ..engine import RunContext, discard_checkpoint
+from ..progress import progress
 from ..systems.base import System
 from .metrics import section_metrics
 
@@ -72,8 +72,8 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
     fold_results: dict[str | None, list[dict]] = {m: [] for m in modes}
     score_ms: dict[str | None, list[float]] = {m: [] for m in modes}
     train_s = []
-    for k, test_idx in enumerate(tqdm(normal_folds(normals, folds, ctx.seed), desc="folds",
-                                      disable=not ctx.progress, leave=False)):
+    for k, test_idx in enumerate(progress(normal_folds(normals, folds, ctx.seed), desc="folds", unit="fold",
+                                          enabled=ctx.progress)):
         test_set = set(test_idx.tolist())
         train = [c for i, c in enumerate(normals) if i not in test_set]
         test = [normals[i] for i in test_idx] + anomalies
