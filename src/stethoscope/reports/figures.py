@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .maps import figure_png_bytes, new_figure
-from .numbers import readable, readable_formatter
+from .numbers import plain_formatter, readable
 from .results import ScoreRow
 
 MAX_FPR = 0.1
@@ -134,7 +134,7 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
             ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {readable(threshold)}")
         if log:
             ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(readable_formatter(3))
+        ax.xaxis.set_major_formatter(plain_formatter(log))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="clips",
                title=f"{machine}: score distribution")
@@ -146,7 +146,8 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
 
 def histogram_picture(machine: str, key: str, rows: Sequence[ScoreRow], threshold: float | None) -> Picture:
     """`histogram_figure` as a report picture."""
-    png = figure_png_bytes(histogram_figure(machine, rows, threshold), dpi=120)
+    with matplotlib.rc_context(PLOT_STYLE):  # ticks and grid lines are made while drawing
+        png = figure_png_bytes(histogram_figure(machine, rows, threshold), dpi=120)
     caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
                "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
     return Picture(f"{key}/scores.png", f"score histogram of {machine}", caption, png)

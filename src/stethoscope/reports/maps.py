@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
 from ..systems.base import Explanation
 from ..utils import atomic_write_bytes
-from .numbers import readable, readable_formatter
+from .numbers import plain_formatter, readable
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"
 HZ_TICKS = (0, 250, 500, 1000, 2000, 4000, 8000)
@@ -112,7 +112,7 @@ def plot_anomaly_map(ax: Axes, amap: np.ndarray, sample_rate: int = 16_000, hop_
     if colorbar:
         bar = ax.figure.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04, extend="max")
         bar.set_label(unit)
-        bar.ax.yaxis.set_major_formatter(readable_formatter(3))
+        bar.ax.yaxis.set_major_formatter(plain_formatter())
     draw_regions(ax, regions)
     return mesh
 
@@ -190,10 +190,14 @@ def decision_title(name: str, score: float | None, threshold: float | None) -> s
     """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left out),
     numbers in plain notation."""
     parts = []
+    known = threshold is not None and np.isfinite(threshold)
     if score is not None:
-        parts.append(f"score {readable(score)}")
-        if threshold is not None and np.isfinite(threshold):
-            parts += [f"threshold {readable(threshold)}", "ANOMALY" if score > threshold else "normal"]
+        digits = 4  # more where 4 would print a score just above the threshold as equal to it
+        while known and score != threshold and digits < 12 and readable(score, digits) == readable(threshold, digits):
+            digits += 1
+        parts.append(f"score {readable(score, digits)}")
+        if known:
+            parts += [f"threshold {readable(threshold, digits)}", "ANOMALY" if score > threshold else "normal"]
     return "\n".join([name, "  ·  ".join(parts)]) if parts else name
 
 
