@@ -167,3 +167,17 @@ def test_outputs_are_shareable_not_private(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+
+
+def test_machine_names_with_one_slug_get_distinct_anchors_and_folders(tmp_path):
+    """"a b" and "a_b" both reduce to a_b: each keeps its own card, link and figure folder."""
+    (tmp_path / "results.json").write_text(json.dumps({"system": "x"}))
+    rows = [f"c{i}.wav,,{m},section_00,,{i % 2},{float(i)!r},0" for m in ("a b", "a_b") for i in range(4)]
+    (tmp_path / "scores.csv").write_text("file,path,machine,section,domain,label,score,decision\n" + "\n".join(rows))
+    html = build_report(tmp_path, tmp_path / "report.html").read_text()
+    assert html.count('id="m-a_b"') == 1 and html.count('id="m-a_b-2"') == 1
+    assert 'href="#m-a_b"' in html and 'href="#m-a_b-2"' in html
+    md = (tmp_path / "report.md").read_text()
+    for key in ("a_b", "a_b-2"):
+        assert (tmp_path / "report_files" / key / "scores.png").exists() and f"report_files/{key}/roc.png" in md
+
