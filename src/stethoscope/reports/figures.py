@@ -2,8 +2,8 @@
 
 Each chart comes back as a `Picture` (PNG bytes plus alt text and caption), so the same
 rendering serves the HTML page (inlined as a data URI) and the Markdown twin (a file in
-``<stem>_files/<machine key>/``). Figures are drawn outside pyplot (`maps.new_figure`), in one plot style,
-with colours that stay apart under red-green colour blindness.
+``<stem>_files/<machine key>/``). Figures are drawn outside pyplot (`maps.new_figure`), in one
+plot style, with colours that stay apart under red-green colour blindness.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
     """Score histogram, normal vs anomalous (or all clips when unlabelled), threshold marked.
 
     The legend sits below the axes, so neither the bars nor the threshold line run through it;
-    tick labels are `readable` numbers (no offset or scientific notation).
+    tick labels are plain numbers (`plain_formatter`: no offset, no scientific notation).
     """
     scores = np.array([r.score for r in rows], dtype=float)
     finite = scores[np.isfinite(scores)]

@@ -56,7 +56,8 @@ def _evaluation_report(results_dir: Path, out_path: Path) -> Path:
     results = read_results_json(results_dir)
     scores_file = results_dir / "scores.csv"
     skipped = results.get("skipped") or []
-    notes: list[str] = [f"Skipped: {s}" for s in (skipped.items() if isinstance(skipped, dict) else skipped)]
+    items = [f"{k}: {v}" for k, v in skipped.items()] if isinstance(skipped, dict) else skipped
+    notes: list[str] = [f"Skipped: {s}" for s in items]
     if scores_file.exists():
         rows = read_scores_csv(scores_file)
     else:

@@ -2,10 +2,10 @@
 
 Loads the machine's saved model (on the CPU, quietly) and draws, with `maps`, the
 most anomalous clips by score and a median-score normal clip. All of them share two colour
-scales: one in dB for the input and reconstruction panels, one for the anomaly maps, so that
-"what did it hear" and "where does it fail to reconstruct" are comparable between them. Whatever prevents a map
-(no audio paths, no model, a system without maps, a missing file) becomes a note for the
-report instead of an error.
+scales, one in dB for the input and reconstruction panels and one for the anomaly maps, so
+that "what did it hear" and "where does it fail to reconstruct" compare between them.
+Whatever prevents a map (no audio paths, no model, a system without maps, a missing file)
+becomes a note for the report instead of an error.
 """
 from __future__ import annotations
 
