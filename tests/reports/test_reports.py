@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import re
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -15,91 +15,29 @@ import soundfile as sf
 from stethoscope.cli import main as cli_main
 from stethoscope.data.clip import Clip
 from stethoscope.engine import RunContext
-from stethoscope.evaluation.dcase_io import ScoredClip
-from stethoscope.evaluation.evaluate import evaluate
 from stethoscope.features.logmel import mel_filterbank
 from stethoscope.reports import build_report, save_anomaly_map_png
 from stethoscope.reports.maps import fault_regions_for, map_panels, mel_centre_frequencies
-from stethoscope.systems import get_system
 
-SR = 16_000
 QUIET = RunContext(progress=False)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _wav(path: Path, seed: int, anomalous: bool = False, seconds: float = 2.0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
-    if anomalous:  # a 3 kHz whine in the second half
-        x += 0.3 * np.sin(2 * np.pi * 3000 * t) * (t > seconds / 2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), SR)
-    return path
-
-
-def _write_scores(path: Path, rows: list[ScoredClip], paths: list[Path]) -> None:
-    lines = ["file,path,machine,section,domain,label,score,decision"]
-    for r, p in zip(rows, paths):
-        label = "" if r.label is None else r.label
-        lines.append(f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},{r.score!r},{r.decision}")
-    path.write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A trained tiny dcase_ae for "fan", test clips of "fan" and "gearbox" (whose model is
-    missing). Read-only for the tests: each writes its results folder under its own tmp_path."""
-    root = tmp_path_factory.mktemp("reports")
-    train = [Clip(_wav(root / "data/fan/train" / f"normal_{i}.wav", i), "fan", split="train") for i in range(3)]
-    system = get_system("dcase_ae", epochs=2, batch_size=32)
-    system.fit(train, ctx=RunContext(progress=False, cache_dir=root / "cache"))
-    system.save(root / "models/fan")
-    test = {"fan": [], "gearbox": []}
-    for machine in test:
-        for i in range(8):
-            anomalous, domain = i >= 4, ("source", "target")[i % 2]
-            name = f"section_00_{domain}_test_{'anomaly' if anomalous else 'normal'}_{i:04d}.wav"
-            path = _wav(root / "data" / machine / "test" / name, 100 + i, anomalous)
-            test[machine].append(Clip(path, machine, "00", domain, "test", int(anomalous), layout="dcase2022"))
-    return root, system, test
-
-
-def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, labelled: bool = True) -> Path:
-    """A results folder in ``out`` like `evaluate` writes, pointing at the models under ``root``."""
-    out.mkdir()
-    rows, paths = [], []
-    for machine, clips in test.items():
-        scores = system.score(clips, QUIET)
-        if machine == "gearbox":
-            scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
-        for c, s in zip(clips, scores):
-            rows.append(ScoredClip(c.name, machine, c.section, c.label if labelled else None, c.domain, float(s),
-                                   int(s > system.threshold_), layout=c.layout))
-            paths.append(c.path)
-    result = {"system": "dcase_ae", "data": str(root / "data"),
-              "models": {"fan": str(root / "models/fan"), "gearbox": str(root / "models/gearbox")},
-              "thresholds": {"fan": system.threshold_, "gearbox": system.threshold_}, **evaluate(rows),
-              "run": {"config": system.get_params(), "seed": 0, "versions": {"numpy": np.__version__},
-                      "command": ["stethoscope", "demo"]}}
-    (out / "results.json").write_text(json.dumps(result))
-    _write_scores(out / "scores.csv", rows, paths)
-    return out
+SR = 16_000
 
 
 def _images(html: str) -> list[str]:
     return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", html)
 
 
-def test_report_is_self_contained_and_complete(workspace, tmp_path):
+def test_report_is_self_contained_and_complete(workspace, results_folder, tmp_path):
     root, system, test = workspace
-    results_dir = _results_dir(root, system, test, tmp_path / "labelled")
+    results_dir = results_folder(test, tmp_path / "labelled")
     out = build_report(results_dir, results_dir / "report.html")
     html = out.read_text()
     results = json.loads((results_dir / "results.json").read_text())
 
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
-    assert "<link" not in html and "<script" not in html and "@import" not in html
+    assert "<link" not in html and "@import" not in html
+    assert re.findall(r"<script\b[^>]*>", html) == ["<script>"]  # one inline script (the clip table), no src
     images = _images(html)
     for src in images:
         assert src.startswith("data:image/png;base64,")
@@ -114,6 +52,11 @@ def test_report_is_self_contained_and_complete(workspace, tmp_path):
                 assert f">{sec[key]:.3f}<" in html, (machine, key)
     gearbox = html.split('id="m-gearbox"', 1)[1]
     assert "models/gearbox is missing" in gearbox and "<img" in gearbox  # a note, and still its charts
+    players = re.findall(r"<audio\b[^>]*\bsrc=\"([^\"]*)\"", html)  # one per mapped clip (fan's 4), embedded
+    assert len(players) == 4 and all(src.startswith("data:audio/wav;base64,") for src in players)
+    wave, sr = sf.read(io.BytesIO(base64.b64decode(players[0].split(",", 1)[1])))
+    assert sr == SR and len(wave) == 2 * SR
+    assert html.count("<tr><td>section_00_") == 16  # every clip in the clip table
 
     md = (results_dir / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\((report_files/[^)]+\.png)\)", md)
@@ -121,32 +64,33 @@ def test_report_is_self_contained_and_complete(workspace, tmp_path):
     for rel in linked:
         assert (results_dir / rel).read_bytes()[:8] == PNG_MAGIC
     assert f"{results['machines']['fan']['sections']['section_00']['auc']:.3f}" in md
-    assert sorted(p.name for p in (results_dir / "report_files").iterdir()) == sorted(Path(r).name for r in linked)
+    files = results_dir / "report_files"
+    assert sorted(str(p.relative_to(results_dir)) for p in files.rglob("*.png")) == sorted(linked)
 
 
-def test_unlabelled_report_has_histograms_but_no_roc(workspace, tmp_path):
+def test_unlabelled_report_has_histograms_but_no_roc(workspace, results_folder, tmp_path):
     root, system, test = workspace
-    results_dir = _results_dir(root, system, test, tmp_path / "unlabelled", labelled=False)
+    results_dir = results_folder(test, tmp_path / "unlabelled", labelled=False)
     html = build_report(results_dir, results_dir / "r.html").read_text()
     assert "ROC curves of" not in html and "score histogram of fan" in html
     assert html.count("score histogram of") == 2
     assert len(_images(html)) == 2 + 4  # two histograms; fan's 3 top clips + its median clip
-    assert (results_dir / "r.md").exists() and len(list((results_dir / "r_files").glob("*.png"))) == 6
+    assert (results_dir / "r.md").exists() and len(list((results_dir / "r_files").glob("*/*.png"))) == 6
 
 
-def test_cli_report_verb(workspace, tmp_path, capsys):
+def test_cli_report_verb(workspace, results_folder, tmp_path, capsys):
     root, system, test = workspace
-    results_dir = _results_dir(root, system, {"gearbox": test["gearbox"]}, tmp_path / "cli")  # no model: fast
+    results_dir = results_folder({"gearbox": test["gearbox"]}, tmp_path / "cli")  # no model: fast
     assert cli_main(["report", "--results", str(results_dir), "--out", str(results_dir / "x.html")]) == 0
     assert "x.html" in capsys.readouterr().out and (results_dir / "x.md").exists()
 
 
-def test_domainless_sections_layout(workspace, tmp_path):
+def test_domainless_sections_layout(workspace, results_folder, tmp_path):
     """2020-style machine ids without domains: no AUC-s/AUC-t columns, per-id curves, mean rows."""
     root, system, test = workspace
     clips = [Clip(c.path, "gearbox", ("00", "02")[i % 2], None, "test", c.label, layout="dcase2020")
              for i, c in enumerate(test["gearbox"])]
-    results_dir = _results_dir(root, system, {"gearbox": clips}, tmp_path / "domainless")
+    results_dir = results_folder({"gearbox": clips}, tmp_path / "domainless")
     html = build_report(results_dir, results_dir / "report.html").read_text()
     table = html.split("<table>", 1)[1].split("</table>", 1)[0]
     assert "AUC-s" not in table and "AUC-t" not in table and ">AUC<" in table
@@ -223,3 +167,17 @@ def test_outputs_are_shareable_not_private(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+
+
+def test_machine_names_with_one_slug_get_distinct_anchors_and_folders(tmp_path):
+    """"a b" and "a_b" both reduce to a_b: each keeps its own card, link and figure folder."""
+    (tmp_path / "results.json").write_text(json.dumps({"system": "x"}))
+    rows = [f"c{i}.wav,,{m},section_00,,{i % 2},{float(i)!r},0" for m in ("a b", "a_b") for i in range(4)]
+    (tmp_path / "scores.csv").write_text("file,path,machine,section,domain,label,score,decision\n" + "\n".join(rows))
+    html = build_report(tmp_path, tmp_path / "report.html").read_text()
+    assert html.count('id="m-a_b"') == 1 and html.count('id="m-a_b-2"') == 1
+    assert 'href="#m-a_b"' in html and 'href="#m-a_b-2"' in html
+    md = (tmp_path / "report.md").read_text()
+    for key in ("a_b", "a_b-2"):
+        assert (tmp_path / "report_files" / key / "scores.png").exists() and f"report_files/{key}/roc.png" in md
+

@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime(p)
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("report", help="self-contained HTML (and Markdown) report of an evaluation folder")
-    p.add_argument("--results", required=True, help="folder written by `evaluate` or `demo`")
+    p = sub.add_parser("report", help="self-contained HTML (and Markdown) report of an evaluation or bench folder")
+    p.add_argument("--results", required=True, help="folder written by `evaluate`, `demo` or `bench`")
     p.add_argument("--out", required=True, help="report.html path")
     add_quiet(p)
     p.set_defaults(func=cmd_report)

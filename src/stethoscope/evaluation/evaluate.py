@@ -6,9 +6,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .dcase_io import ScoredClip
-from .metrics import hmean, jackknife_ci95, official_score, auc, pauc, section_metrics
+from .metrics import auc, hmean, jackknife_ci95, official_score, official_score_terms, pauc, section_metrics
 
 TABLE_KEYS = ("auc_source", "auc_target", "auc", "pauc", "precision", "recall", "f1")
+TERM_NAMES = {"auc_source": "AUC-s", "auc_target": "AUC-t", "auc": "AUC", "pauc": "pAUC"}
 
 
 def evaluate(results: Sequence[ScoredClip]) -> dict[str, Any]:
@@ -59,6 +60,28 @@ def _means(sections: Sequence[dict], fn) -> dict[str, float | None]:
     return out
 
 
+def describe_official_score(sections: Sequence[tuple[str, dict]]) -> str:
+    """What the official score of these ``(tag, metrics)`` sections averages, in words.
+
+    The terms follow the layout (`official_score_terms`): AUC-s, AUC-t and pAUC where sections
+    have domains (2021+), AUC and pAUC where they have none (2020's machine IDs).
+    """
+    if not sections:
+        return "not available: no section has both normal and anomalous clips"
+    used = {k for _, sec in sections for k in official_score_terms(sec)}
+    names = [name for key, name in TERM_NAMES.items() if key in used]
+    unit = "machine ID" if all(tag.startswith("id_") for tag, _ in sections) else "section"
+    text = (f"harmonic mean of {', '.join(names[:-1])} and {names[-1]} over {len(sections)} "
+            f"{unit}{'s' if len(sections) != 1 else ''}")
+    return text + (" (AUC where a section has no domains)" if "auc" in used and len(used) > 2 else "")
+
+
+def evaluated_sections(evaluation: dict[str, Any]) -> list[tuple[str, dict]]:
+    """Every evaluated ``(tag, metrics)`` section of every machine type of an `evaluate` result."""
+    return [(tag, sec) for entry in (evaluation.get("machines") or {}).values()
+            for tag, sec in (entry.get("sections") or {}).items()]
+
+
 def format_table(evaluation: dict[str, Any]) -> str:
     """A plain-text table of the per-section metrics (what the CLI prints)."""
     cols = ("AUC-s", "AUC-t", "AUC", "pAUC", "prec", "recall", "F1")
@@ -73,7 +96,7 @@ def format_table(evaluation: dict[str, Any]) -> str:
         lines.append(f"{machine:<14}{'mean':<12}" + "".join(fmt(entry["mean"].get(k)) for k in TABLE_KEYS))
     score = evaluation.get("official_score")
     if score is not None:
-        lines.append(f"official score (harmonic mean of AUC-s, AUC-t, pAUC): {score:.4f}")
+        lines.append(f"official score ({describe_official_score(evaluated_sections(evaluation))}): {score:.4f}")
     ci = evaluation.get("ci95")
     if ci:
         lines.append(f"95% CI half-width (jackknife over clips): AUC ±{ci['auc']:.3f}, pAUC ±{ci['pauc']:.3f}")

@@ -71,19 +71,20 @@ def hmean(values: Sequence[float]) -> float:
     return float(scipy.stats.hmean(np.maximum(np.asarray(values, dtype=float), EPS)))
 
 
+def official_score_terms(section: dict) -> list[str]:
+    """The metric keys one section contributes to `official_score`: its AUC-s and AUC-t where it
+    has domains, its AUC where it has none (2020 layouts), and its pAUC."""
+    domains = [k for k in ("auc_source", "auc_target") if section.get(k) is not None]
+    return (domains or ["auc"]) + ["pauc"]
+
+
 def official_score(sections: Sequence[dict]) -> float | None:
     """Harmonic mean of all AUC-s, AUC-t and pAUC values of the given sections (2021+).
 
     Sections without domains contribute their AUC in place of AUC-s (the 2020 convention
     has no official harmonic score; this keeps one number for every layout).
     """
-    values: list[float] = []
-    for sec in sections:
-        if sec.get("auc_source") is None and sec.get("auc_target") is None:
-            values.append(sec["auc"])
-        else:
-            values += [v for v in (sec.get("auc_source"), sec.get("auc_target")) if v is not None]
-        values.append(sec["pauc"])
+    values = [float(sec[k]) for sec in sections for k in official_score_terms(sec)]
     return hmean(values) if values else None
 
 

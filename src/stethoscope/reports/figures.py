@@ -2,20 +2,23 @@
 
 Each chart comes back as a `Picture` (PNG bytes plus alt text and caption), so the same
 rendering serves the HTML page (inlined as a data URI) and the Markdown twin (a file in
-``<stem>_files/``). Figures are drawn outside pyplot (`maps.new_figure`), in one plot style,
-with colours that stay apart under red-green colour blindness.
+``<stem>_files/<machine key>/``). Figures are drawn outside pyplot (`maps.new_figure`), in one
+plot style, with colours that stay apart under red-green colour blindness.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .maps import figure_png_bytes, new_figure
+from .numbers import plain_formatter, readable
 from .results import ScoreRow
 
 MAX_FPR = 0.1
@@ -30,10 +33,11 @@ PLOT_STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": Fa
 class Picture:
     """One rendered figure of the report."""
 
-    name: str  # file name in <stem>_files/
+    name: str  # path in <stem>_files/: "<machine key>/<file>.png"
     alt: str
     caption: str
     png: bytes
+    audio: Path | None = None  # the clip the figure shows, for a player beside it
 
 
 def slug(text: str) -> str:
@@ -41,7 +45,25 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def roc_picture(machine: str, rows: Sequence[ScoreRow]) -> Picture | None:
+def unique_slugs(names: Iterable[str]) -> dict[str, str]:
+    """A distinct `slug` per name, for anchors and folder names: where two names reduce to the
+    same slug (``a b`` and ``a_b``), or differ only in case (a case-insensitive file system
+    would merge them), later ones get ``-2``, ``-3``, ... and no result is another's natural slug."""
+    names = list(dict.fromkeys(names))
+    natural = {n: slug(n) for n in names}
+    reserved = {s.lower() for s in natural.values()}
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        candidate, i = natural[name], 2
+        while candidate.lower() in used or (candidate != natural[name] and candidate.lower() in reserved):
+            candidate, i = f"{natural[name]}-{i}", i + 1
+        used.add(candidate.lower())
+        out[name] = candidate
+    return out
+
+
+def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | None:
     """ROC curves per section (source and target where domains exist), pAUC region shaded."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -79,11 +101,15 @@ def roc_picture(machine: str, rows: Sequence[ScoreRow]) -> Picture | None:
     caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target normals and all "
                 "anomalies (dashed). " if has_domains else "ROC curves per section. ")
                + "The shaded band is the region the pAUC averages over.")
-    return Picture(f"{slug(machine)}_roc.png", f"ROC curves of {machine}", caption, png)
+    return Picture(f"{key}/roc.png", f"ROC curves of {machine}", caption, png)
 
 
-def histogram_picture(machine: str, rows: Sequence[ScoreRow], threshold: float | None) -> Picture:
-    """Score histogram, normal vs anomalous (or all clips when unlabelled), threshold marked."""
+def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | None) -> Figure:
+    """Score histogram, normal vs anomalous (or all clips when unlabelled), threshold marked.
+
+    The legend sits below the axes, so neither the bars nor the threshold line run through it;
+    tick labels are plain numbers (`plain_formatter`: no offset, no scientific notation).
+    """
     scores = np.array([r.score for r in rows], dtype=float)
     finite = scores[np.isfinite(scores)]
     log = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 50
@@ -98,21 +124,30 @@ def histogram_picture(machine: str, rows: Sequence[ScoreRow], threshold: float |
                ("anomalous", ANOMALY_COLOUR, [r.score for r in rows if r.label == 1])]
               if labelled else [("all clips (unlabelled)", "#4b5563", list(finite))])
     with matplotlib.rc_context(PLOT_STYLE):
-        ax = new_figure((5.2, 4.4)).subplots()
+        fig = new_figure((5.2, 4.6))
+        ax = fig.subplots()
         for name, colour, vals in groups:
             if vals:
                 ax.hist(vals, bins=bins, color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
                         edgecolor=colour, linewidth=0.8)
         if threshold is not None and np.isfinite(threshold):
-            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {threshold:.4g}")
+            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {readable(threshold)}")
         if log:
             ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plain_formatter(log))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="clips",
                title=f"{machine}: score distribution")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom: the legend sits above the bars
-        ax.legend(fontsize=8.5, loc="upper left", ncols=2 if len(groups) > 1 else 1)
-        png = figure_png_bytes(ax.figure, dpi=120)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
+        fig.legend(fontsize=8.5, loc="outside lower center", ncols=3)
+    return fig
+
+
+def histogram_picture(machine: str, key: str, rows: Sequence[ScoreRow], threshold: float | None) -> Picture:
+    """`histogram_figure` as a report picture."""
+    with matplotlib.rc_context(PLOT_STYLE):  # ticks and grid lines are made while drawing
+        png = figure_png_bytes(histogram_figure(machine, rows, threshold), dpi=120)
     caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
                "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
-    return Picture(f"{slug(machine)}_scores.png", f"score histogram of {machine}", caption, png)
+    return Picture(f"{key}/scores.png", f"score histogram of {machine}", caption, png)

@@ -1,10 +1,11 @@
 """The report's anomaly-map gallery of one machine type: the top clips beside a typical one.
 
 Loads the machine's saved model (on the CPU, quietly) and draws, with `maps`, the
-most anomalous clips by score and a median-score normal clip on one colour scale, so that
-"where does it fail to reconstruct" is comparable between them. Whatever prevents a map
-(no audio paths, no model, a system without maps, a missing file) becomes a note for the
-report instead of an error.
+most anomalous clips by score and a median-score normal clip. All of them share two colour
+scales, one in dB for the input and reconstruction panels and one for the anomaly maps, so
+that "what did it hear" and "where does it fail to reconstruct" compare between them.
+Whatever prevents a map (no audio paths, no model, a system without maps, a missing file)
+becomes a note for the report instead of an error.
 """
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from typing import Any, Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..data.clip import Clip
 from ..engine import RunContext
 from ..errors import StethoscopeError
 from .figures import Picture, slug
-from .maps import anomaly_figure, decision_title, fault_regions_for, figure_png_bytes, map_panels
+from .maps import (FaultRegion, MapPanels, anomaly_figure, decision_title, fault_regions_for, figure_png_bytes,
+                   map_panels, spectrogram_range)
 from .results import ScoreRow
 
 N_TOP_MAPS = 3
+MAP_STYLE = {"font.size": 9}  # set while the figures are made and drawn (tick labels are made at drawing)
 
 
 def _resolve_audio(path: str, results_dir: Path) -> Path | None:
@@ -50,9 +54,10 @@ def _load_model(model_dir: str | None) -> tuple[Any, str | None]:
         return None, f"the model in {directory} could not be loaded ({err})"
 
 
-def map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
+def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: str | None,
                  results_dir: Path) -> tuple[list[Picture], list[str]]:
-    """Anomaly maps of the top clips by score plus a typical normal clip, on one colour scale."""
+    """Anomaly maps of the top clips by score plus a typical normal clip, on shared colour scales;
+    each picture carries its clip's audio path. ``key`` is the machine's folder in the files."""
     ranked = sorted(rows, key=lambda r: r.score, reverse=True)
     chosen = [(r, "most anomalous #%d" % (i + 1)) for i, r in enumerate(ranked[:N_TOP_MAPS])]
     normals = [r for r in ranked if r.label == 0] or ([] if any(r.label is not None for r in rows) else ranked)
@@ -80,18 +85,28 @@ def map_pictures(machine: str, rows: Sequence[ScoreRow], model_dir: str | None,
             notes.append(f"{row.file}: no map ({err}).")
     if not panels:
         return [], notes
-    vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in panels)
     threshold = getattr(system, "threshold_", None)
+    regions = [fault_regions_for(audio) for _, _, audio, _ in panels]
+    figures = shared_scale_figures([(decision_title(row.file, row.score, threshold), boxes, p)
+                                    for (row, _, _, p), boxes in zip(panels, regions)])
     pictures = []
-    for i, (row, role, audio, p) in enumerate(panels):
-        regions = fault_regions_for(audio)
-        title = decision_title(row.file, row.score, threshold)
-        with matplotlib.rc_context({"font.size": 9}):
-            png = figure_png_bytes(anomaly_figure(p, title, regions, map_vmax=vmax, width=6.2), dpi=100)
+    for i, ((row, role, audio, _), boxes, fig) in enumerate(zip(panels, regions, figures)):
         truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
         bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
-        if regions:
-            bits.append("dashed box: injected fault (" + ", ".join(r.kind for r in regions if r.kind) + ")")
-        pictures.append(Picture(f"{slug(machine)}_map{i + 1}_{slug(Path(row.file).stem)}.png",
-                                f"anomaly map of {row.file}", " · ".join(bits), png))
+        if boxes:
+            bits.append("dashed box: injected fault (" + ", ".join(r.kind for r in boxes if r.kind) + ")")
+        with matplotlib.rc_context(MAP_STYLE):
+            png = figure_png_bytes(fig, dpi=100)
+        pictures.append(Picture(f"{key}/map{i + 1}_{slug(Path(row.file).stem)}.png", f"anomaly map of {row.file}",
+                                " · ".join(bits), png, audio=audio))
     return pictures, notes
+
+
+def shared_scale_figures(items: Sequence[tuple[str, Sequence[FaultRegion], MapPanels]]) -> list[Figure]:
+    """One anomaly figure per ``(title, fault regions, panels)``, all on the same two colour scales:
+    the dB range of every input and reconstruction, and the largest 99.5th percentile of the maps."""
+    vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in items)
+    spec_range = spectrogram_range([p for *_, p in items])
+    with matplotlib.rc_context(MAP_STYLE):
+        return [anomaly_figure(p, title, boxes, map_vmax=vmax, width=6.2, spec_range=spec_range)
+                for title, boxes, p in items]

@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
 from ..systems.base import Explanation
 from ..utils import atomic_write_bytes
+from .numbers import plain_formatter, readable
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"
 HZ_TICKS = (0, 250, 500, 1000, 2000, 4000, 8000)
@@ -109,7 +110,9 @@ def plot_anomaly_map(ax: Axes, amap: np.ndarray, sample_rate: int = 16_000, hop_
     vmax = float(np.percentile(amap, 99.5)) if vmax is None else vmax
     mesh = _mesh(ax, amap, sample_rate, hop_length, cmap=MAP_CMAP, vmin=0.0, vmax=max(vmax, 1e-12))
     if colorbar:
-        ax.figure.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04, extend="max").set_label(unit)
+        bar = ax.figure.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04, extend="max")
+        bar.set_label(unit)
+        bar.ax.yaxis.set_major_formatter(plain_formatter())
     draw_regions(ax, regions)
     return mesh
 
@@ -148,16 +151,28 @@ def map_panels(explanation: Explanation, params: LogMelParams = LogMelParams()) 
                      np.asarray(explanation.anomaly_map, dtype=np.float32), params.sample_rate, params.hop_length)
 
 
+def spectrogram_range(panels: Sequence[MapPanels]) -> tuple[float, float]:
+    """The dB range (1st to 99.9th percentile) of the inputs and reconstructions of ``panels``,
+    so that several figures can share one spectrogram colour scale."""
+    spec = np.concatenate([a.ravel() for p in panels for a in (p.logmel, p.reconstruction) if a is not None])
+    lo, hi = np.percentile(spec, [1, 99.9])
+    return float(lo), float(hi)
+
+
 def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRegion] = (),
-                   map_vmax: float | None = None, width: float = 10.0) -> Figure:
-    """The stacked panels (input, [reconstruction,] difference) sharing time and frequency axes."""
+                   map_vmax: float | None = None, width: float = 10.0,
+                   spec_range: tuple[float, float] | None = None) -> Figure:
+    """The stacked panels (input, [reconstruction,] difference) sharing time and frequency axes.
+
+    ``spec_range`` (dB) and ``map_vmax`` fix the colour scales, to compare figures; by default
+    each figure scales to its own values.
+    """
     rows = [("input log-mel", panels.logmel)]
     if panels.reconstruction is not None:
         rows.append(("reconstruction", panels.reconstruction))
     fig = new_figure((width, 2.3 * (len(rows) + 1) + 0.6))
     axes = fig.subplots(len(rows) + 1, 1, sharex=True, sharey=True)
-    spec = np.concatenate([r.ravel() for _, r in rows])
-    vmin, vmax = np.percentile(spec, [1, 99.9])
+    vmin, vmax = spec_range or spectrogram_range([panels])
     sr, hop = panels.sample_rate, panels.hop_length
     for ax, (label, image) in zip(axes, rows):
         plot_logmel(ax, image, sr, hop, vmin=vmin, vmax=vmax)
@@ -172,12 +187,17 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
 
 
 def decision_title(name: str, score: float | None, threshold: float | None) -> str:
-    """Two lines: the file name, then ``score 1.23 · threshold 1.0 · ANOMALY`` (unknown parts left out)."""
+    """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left out),
+    numbers in plain notation."""
     parts = []
+    known = threshold is not None and np.isfinite(threshold)
     if score is not None:
-        parts.append(f"score {score:.4g}")
-        if threshold is not None and np.isfinite(threshold):
-            parts += [f"threshold {threshold:.4g}", "ANOMALY" if score > threshold else "normal"]
+        digits = 4  # more where 4 would print a score just above the threshold as equal to it
+        while known and score != threshold and digits < 12 and readable(score, digits) == readable(threshold, digits):
+            digits += 1
+        parts.append(f"score {readable(score, digits)}")
+        if known:
+            parts += [f"threshold {readable(threshold, digits)}", "ANOMALY" if score > threshold else "normal"]
     return "\n".join([name, "  ·  ".join(parts)]) if parts else name
 
 

@@ -1,4 +1,4 @@
-"""Reading an evaluation folder: ``results.json`` and ``scores.csv``.
+"""Reading an evaluation folder: ``results.json`` and ``scores.csv`` (and any JSON object file).
 
 Both are written by ``stethoscope evaluate`` / ``demo``; here they are read back for the
 report, and unreadable input becomes a `StethoscopeError` naming the file (and line) at fault
@@ -29,15 +29,33 @@ class ScoreRow:
     decision: int | None
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a clear error naming the file when it is unreadable, corrupt
+    or valid JSON of another kind (``[]``, a number), which ``what`` (its writer) never writes."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise StethoscopeError(f"{path}: unreadable ({err})") from err
+    except json.JSONDecodeError as err:
+        raise StethoscopeError(f"{path}: corrupt JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise StethoscopeError(f"{path}: expected a JSON object as {what} writes it, got {type(data).__name__}")
+    for key, kind in (("machines", dict), ("sets", dict), ("skipped", (list, dict)), ("run", dict)):
+        if key in data and data[key] is not None and not isinstance(data[key], kind):
+            raise StethoscopeError(f"{path}: key {key!r} holds {type(data[key]).__name__}, not what {what} writes")
+    return data
+
+
 def read_results_json(results_dir: Path) -> dict[str, Any]:
     """The parsed ``results.json`` of ``results_dir``; a clear error when it is missing or corrupt."""
     res_file = results_dir / "results.json"
     if not res_file.exists():
         raise StethoscopeError(f"{results_dir}: no results.json (run `stethoscope evaluate` or `demo` first)")
-    try:
-        return json.loads(res_file.read_text())
-    except json.JSONDecodeError as err:
-        raise StethoscopeError(f"{res_file}: corrupt JSON ({err})") from err
+    results = read_json_object(res_file, "`stethoscope evaluate`")
+    for machine, entry in (results.get("machines") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sections") or {}, dict):
+            raise StethoscopeError(f"{res_file}: machines.{machine} is not an object with a 'sections' object")
+    return results
 
 
 def read_scores_csv(path: Path) -> list[ScoreRow]:
