@@ -236,6 +236,7 @@ def test_real_dcase2020_and_mimii(real_data: Path) -> None:
     mimii = scan(real_data / "mimii_0db")
     assert len(mimii) == 48 and {c.layout for c in mimii} == {"mimii"}
     assert {c.machine for c in mimii} == {"fan", "pump", "slider", "valve"}
-    # the real root mixes two layouts: a clear error, not a partial list
-    with pytest.raises(LayoutError, match="auto-detected"):
+    # the real root mixes two layouts: a clear error listing both and their flags, not a partial list
+    with pytest.raises(LayoutError, match=r"no single layout.*mimii fits 48 of 176.*dcase2020 fits 128 of 176.*"
+                                          r"--layout mimii or --layout dcase2020"):
         scan(real_data)
