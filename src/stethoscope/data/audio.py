@@ -49,10 +49,11 @@ def decode_audio(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE, c
     return decode_checked(raw, path, sample_rate, channel, min_seconds)[0]
 
 
-def decode_checked(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0,
+def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPLE_RATE, channel: int | None = 0,
                    min_seconds: float = 0.0, policy: AudioPolicy | None = None) -> tuple[np.ndarray, WaveStats]:
     """Decode once, check the header and the samples (at the file's own rate, before
-    resampling), apply the policy, resample: (waveform, its `WaveStats`)."""
+    resampling), apply the policy, resample (``sample_rate=None``: keep the file's rate):
+    (waveform, its `WaveStats`)."""
     policy = policy or current_policy()
 
     def refuse(reason: str) -> NoReturn:
@@ -78,7 +79,7 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE,
     sample_problems = stats.problems(min_seconds)
     unreadable = any(p.unreadable for p in sample_problems)
     policy.require(path, sample_problems if unreadable else header_problems(header) + sample_problems)
-    if header.sample_rate != sample_rate:
+    if sample_rate is not None and header.sample_rate != sample_rate:
         wave = soxr.resample(wave, header.sample_rate, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(wave, dtype=np.float32), stats
 

@@ -29,8 +29,8 @@ AUDIO_SUFFIXES = tuple(s for s, formats in _SUFFIX_FORMATS.items() if _DECODABLE
 
 MIN_SAMPLE_RATE = 8_000          # Hz: below this, half of the 16 kHz model input band is empty
 DURATION_RANGE = (0.5, 3.0)      # a clip outside these multiples of its set's median duration is flagged
-DC_OFFSET = 0.01                 # |mean sample| (full scale 1.0): -40 dBFS of DC
-CLIPPED_FRACTION = 0.001         # share of samples at full scale (|x| >= 0.999)
+DC_OFFSET = 0.01                 # |mean sample| (full scale 1.0): -40 dBFS of DC, and over a tenth of the AC level
+CLIPPED_FRACTION = 0.003         # share of samples at full scale (|x| >= 0.999); uniform random bytes: 0.001
 SILENCE_DBFS = -70.0             # AC level under which a clip is near silence (1-LSB noise is -90)
 LOUD_DBFS = -10.0                # AC level over which uncorrelated samples are full-scale white noise
 WHITE_CORRELATION = 0.1          # |lag-1 autocorrelation| under which samples look uncorrelated (random bytes)
@@ -246,7 +246,7 @@ class WaveStats:
                                "(a stuck or DC-only signal)"))
         elif level < SILENCE_DBFS:
             out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} dBFS)"))
-        if abs(self.mean) >= DC_OFFSET:
+        if abs(self.mean) >= max(DC_OFFSET, 0.1 * self.ac_rms):
             out.append(Problem(f"DC offset: mean sample value {self.mean:.3g}"))
         if level >= LOUD_DBFS and abs(self.lag1) < WHITE_CORRELATION and self.peak <= 1.0:
             out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with uncorrelated samples "
