@@ -165,8 +165,8 @@ def too_short(seconds: float, min_seconds: float) -> Problem | None:
     """An unreadable finding when a clip is shorter than the model's shortest input."""
     if seconds >= min_seconds:
         return None
-    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for one input "
-                   "frame", unreadable=True)
+    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for the model's "
+                   "input", unreadable=True)
 
 
 def duration_problem(seconds: float, median: float) -> Problem | None:
