@@ -15,6 +15,11 @@ class AudioError(StethoscopeError):
         self.problem = problem
 
 
+class AudioSkipped(AudioError):
+    """A file the audio policy left out (``--on-bad-audio skip|warn``); callers that can drop
+    one file catch it, the rest report it like any `AudioError`."""
+
+
 class LayoutError(StethoscopeError):
     """A data folder does not match any known layout, or has no usable clips."""
 

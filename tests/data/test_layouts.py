@@ -202,6 +202,40 @@ def test_manifest(tmp_path: Path) -> None:
         scan(manifest)
 
 
+def test_normal_and_anomaly_folders_of_dcase_named_files_are_a_plain_folder(tmp_path: Path) -> None:
+    """DCASE 2020 names outside train/ and test/ do not make a DCASE 2020 tree."""
+    root = tmp_path / "valve"
+    for rel in ["normal/normal_id_00_00000000.wav", "normal/normal_id_00_00000001.wav",
+                "anomaly/anomaly_id_00_00000000.wav"]:
+        _touch(root, rel)
+    assert detect_layout(root) == "folder"
+    assert _summary(scan(root)) == Counter({("valve", "00", None, "test", 0, "folder"): 2,
+                                            ("valve", "00", None, "test", 1, "folder"): 1})
+
+
+def test_hidden_files_and_folders_are_never_scanned(dcase2020: Path) -> None:
+    (dcase2020 / "fan" / "test" / "._normal_id_00_00000000.wav").write_bytes(b"\x00\x05\x16\x07")
+    _touch(dcase2020, ".trash/fan/test/whatever.wav")
+    assert len(scan(dcase2020)) == 5
+
+
+def test_a_misfit_after_detection_names_the_flag(tmp_path: Path) -> None:
+    root = tmp_path / "pump"
+    for rel in ["normal/a.wav", "anomaly/b.wav", "extra/c.wav"]:
+        _touch(root, rel)
+    with pytest.raises(LayoutError, match=r"extra/c.wav.*auto-detected as folder.*--layout dcase2020") as err:
+        scan(root)
+    assert "layout=" not in str(err.value)
+
+
+def test_layouts_fitting_disjoint_parts_are_ambiguous(tmp_path: Path) -> None:
+    _touch(tmp_path, "a/fan/test/normal_id_00_00000000.wav")
+    _touch(tmp_path, "b/fan/id_00/normal/00000000.wav")
+    with pytest.raises(LayoutError, match=r"no single layout fits every audio file \(mimii fits 1 of 2, dcase2020 "
+                                          r"fits 1 of 2\).*--layout mimii or --layout dcase2020"):
+        detect_layout(tmp_path)
+
+
 # -- errors ---------------------------------------------------------------------------------
 def test_empty_and_unknown_folders(tmp_path: Path) -> None:
     with pytest.raises(LayoutError, match=f"{tmp_path}.*no audio.*tried layouts") as err:
@@ -236,6 +270,7 @@ def test_real_dcase2020_and_mimii(real_data: Path) -> None:
     mimii = scan(real_data / "mimii_0db")
     assert len(mimii) == 48 and {c.layout for c in mimii} == {"mimii"}
     assert {c.machine for c in mimii} == {"fan", "pump", "slider", "valve"}
-    # the real root mixes two layouts: a clear error, not a partial list
-    with pytest.raises(LayoutError, match="auto-detected"):
+    # the real root mixes two layouts: a clear error listing both and their flags, not a partial list
+    with pytest.raises(LayoutError, match=r"no single layout.*mimii fits 48 of 176.*dcase2020 fits 128 of 176.*"
+                                          r"--layout mimii or --layout dcase2020"):
         scan(real_data)

@@ -1,4 +1,4 @@
-"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | report | list | cache``.
+"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | scan | report | list | cache``.
 
 Exit codes: 0 success, 2 a clear error about the input (file, key or value named), 130
 interrupted (Ctrl-C; a training run says where its checkpoint is).
@@ -10,13 +10,15 @@ from typing import Sequence
 
 from ..engine import TrainingInterrupted
 from ..errors import StethoscopeError
+from .audio import audio_policy
 from .parser import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with audio_policy(args):  # --on-bad-audio; the run ends with one line of counts
+            return args.func(args)
     except StethoscopeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

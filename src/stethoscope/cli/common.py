@@ -16,6 +16,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.dcase_io import ScoredClip, write_result_csvs
 from ..evaluation.evaluate import evaluate, format_table
 from ..features.cache import default_cache_dir
+from ..features.extract import FeatureRequest
 from ..systems.base import System, get_system
 from ..utils import atomic_write_json, atomic_write_text, run_metadata
 
@@ -58,10 +59,13 @@ def build_system(args: argparse.Namespace, name: str, variant: str | None = None
     return get_system(name, **cfg)
 
 
-def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int = 0) -> list[Clip]:
+def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int = 0,
+         min_seconds: float = FeatureRequest().min_seconds) -> list[Clip]:
+    """The clips of a data folder that pass the audio policy's file and header checks."""
     from ..data.layouts import scan as scan_layout
+    from .audio import screened
 
-    return scan_layout(root, layout=layout, machine=machine, channel=channel)
+    return screened(scan_layout(root, layout=layout, machine=machine, channel=channel), min_seconds)
 
 
 def training_clips(clips: Sequence[Clip]) -> list[Clip]:
@@ -83,12 +87,15 @@ def by_machine(clips: Sequence[Clip]) -> dict[str, list[Clip]]:
     return dict(sorted(out.items()))
 
 
-def score_rows(system: System, clips: Sequence[Clip], ctx: RunContext) -> list[ScoredClip]:
+def scored(system: System, clips: Sequence[Clip], ctx: RunContext) -> tuple[list[Path], list[ScoredClip]]:
+    """(paths, rows) of the clips scored: those the audio checks left out have no row."""
     scores = system.score(clips, ctx)
-    decisions = system.decide(scores)
-    return [ScoredClip(file=c.name, machine=c.machine, section=c.section, label=c.label, domain=c.domain,
-                       score=float(s), decision=int(d), layout=c.layout)
-            for c, s, d in zip(clips, scores, decisions)]
+    kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
+    decisions = system.decide(scores[kept])
+    return [Path(clips[i].path) for i in kept], [
+        ScoredClip(file=clips[i].name, machine=clips[i].machine, section=clips[i].section, label=clips[i].label,
+                   domain=clips[i].domain, score=float(scores[i]), decision=int(d), layout=clips[i].layout)
+        for i, d in zip(kept, decisions)]
 
 
 def write_scores_table(path: Path, rows: Sequence[ScoredClip], paths: Sequence[Path] | None = None) -> None:

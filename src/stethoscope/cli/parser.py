@@ -5,6 +5,8 @@ import argparse
 
 from ..engine.context import PRECISIONS
 from . import cache
+from . import scan as scan_verb
+from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_quiet
 from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
@@ -20,6 +22,7 @@ def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
                                                   "~/.cache/stethoscope)")
     g.add_argument("--no-cache", action="store_true", help="read and write no feature cache")
     add_quiet(g)
+    add_audio_flag(g)
     if training:
         g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (default) or bf16 autocast")
         g.add_argument("--resume", action="store_true",
@@ -124,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
     _runtime(p)
     p.set_defaults(func=cmd_explain)
+
+    scan_verb.add_parser(sub)
 
     p = sub.add_parser("report", help="self-contained HTML (and Markdown) report of an evaluation or bench folder")
     p.add_argument("--results", required=True, help="folder written by `evaluate`, `demo` or `bench`")

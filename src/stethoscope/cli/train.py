@@ -12,16 +12,17 @@ from ..engine import prune_checkpoints
 from ..errors import LayoutError
 from ..training import train_machines
 from ..utils import atomic_write_json, run_metadata
-from .common import (DEFAULT_SYSTEM, build_system, by_machine, finish_evaluation, info, run_context, scan,
-                     score_rows, training_clips)
+from .common import (DEFAULT_SYSTEM, build_system, by_machine, finish_evaluation, info, run_context, scan, scored,
+                     training_clips)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    build_system(args, args.system)  # hyperparameters are checked before any audio is read
+    probe = build_system(args, args.system)  # hyperparameters are checked before any audio is read
     out = Path(args.out)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
-    clips = scan(args.data, args.layout, args.machine, args.channel)
-    val = scan(args.val, args.layout, args.machine, args.channel) if args.val else None
+    shortest = probe.feature_request().min_seconds
+    clips = scan(args.data, args.layout, args.machine, args.channel, shortest)
+    val = scan(args.val, args.layout, args.machine, args.channel, shortest) if args.val else None
     groups = {m: training_clips(c) for m, c in by_machine(clips).items()}
     empty = [m for m, train in groups.items() if not train]
     if empty:
@@ -37,7 +38,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     probe = build_system(args, args.system)
     out, say = Path(args.out), info(args)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
-    clips = scan(args.data, args.layout, args.machine, args.channel)
+    clips = scan(args.data, args.layout, args.machine, args.channel, probe.feature_request().min_seconds)
     sets = group_sets(clips, args.group)
     modes = args.score_modes.split(",") if args.score_modes else [None]
     reports: dict[str | None, dict[str, Any]] = {}
@@ -111,8 +112,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for machine, clips in groups.items():
         test = [c for c in clips if c.split == "test"]
         models[machine], thresholds[machine] = str((out / "models" / machine).resolve()), systems[machine].threshold_
-        rows += score_rows(systems[machine], test, ctx)
-        paths += [c.path for c in test]
+        kept, scored_rows = scored(systems[machine], test, ctx)
+        rows, paths = rows + scored_rows, paths + kept
     finish_evaluation(out, rows, {"system": args.system, "data": str(data), "models": models,
                                   "thresholds": thresholds, "config": probe.get_params(), "seed": args.seed}, paths,
                       say=say)

@@ -4,41 +4,23 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
-from ..data.clip import Clip
-from ..errors import ConfigError, LayoutError, StethoscopeError
+from ..errors import AudioSkipped, ConfigError, StethoscopeError
 from ..evaluation.dcase_io import read_submission
 from ..systems.base import list_systems, load_system
-from .common import (by_machine, finish_evaluation, info, model_dir_for, run_context, scan, score_rows,
+from .common import (by_machine, finish_evaluation, info, model_dir_for, run_context, scan, scored,
                      write_scores_table)
 
 
-def _audio_paths(paths: Sequence[str]) -> list[Path]:
-    from ..data.audio import AUDIO_SUFFIXES
-
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
-                raise LayoutError(f"{p}: folder holds no .wav or .flac files")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise LayoutError(f"{p}: no such file or folder")
-    return out
-
-
 def cmd_score(args: argparse.Namespace) -> int:
+    from .audio import audio_clips
+
     system = load_system(args.model)
     ctx = run_context(args, progress=False)
-    paths = _audio_paths(args.paths)
     machine = (system.run_ or {}).get("data_machine", "unknown")
-    clips = [Clip(path=p, machine=machine, channel=args.channel) for p in paths]
-    rows = score_rows(system, clips, ctx)
-    width = max(len(str(p)) for p in paths)
+    clips = audio_clips(args.paths, args.channel, machine, system.feature_request().min_seconds)
+    paths, rows = scored(system, clips, ctx)
+    width = max([len(str(p)) for p in paths], default=4)
     print(f"{'file':<{width}}  {'score':>12}  decision   (threshold {system.threshold_:.6g})")
     for p, r in zip(paths, rows):
         print(f"{str(p):<{width}}  {r.score:12.6g}  {'ANOMALY' if r.decision else 'normal'}")
@@ -67,8 +49,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         system = load_system(model_dir)
         models[machine], thresholds[machine] = str(model_dir.resolve()), system.threshold_
         names.add(system.name)
-        rows += score_rows(system, test, ctx)
-        paths += [c.path for c in test]
+        kept, scored_rows = scored(system, test, ctx)
+        rows, paths = rows + scored_rows, paths + kept
     finish_evaluation(out, rows, {"system": ",".join(sorted(names)), "data": str(args.data), "models": models,
                                   "thresholds": thresholds}, paths, say=info(args))
     return 0
@@ -77,13 +59,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from ..data.audio import load_audio
     from ..realtime import StreamingScorer, stream_file
+    from .audio import audio_clips
 
     if args.hop <= 0 or args.window <= 0:
         raise ConfigError(f"--window and --hop must be positive seconds, got {args.window} and {args.hop}")
     system = load_system(args.model)
     scorer = StreamingScorer(system, window_seconds=args.window, hop_seconds=args.hop,
                              ctx=run_context(args, progress=False))
-    wave = load_audio(args.file, channel=args.channel)
+    min_seconds = system.feature_request().min_seconds
+    try:
+        if not audio_clips([args.file], args.channel, "unknown", min_seconds):
+            return 0  # left out by --on-bad-audio: the run's last line says so
+        wave = load_audio(args.file, channel=args.channel, min_seconds=min_seconds)
+    except AudioSkipped:
+        return 0
     print(f"{'t (s)':>8}  {'score':>12}  decision   (threshold {system.threshold_:.6g})")
     n = 0
     for result in stream_file(scorer, wave):
@@ -97,12 +86,20 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..reports.maps import save_anomaly_map_png
+    from .audio import audio_clips
 
     system = load_system(args.model)
     if not system.has_anomaly_map:
         raise ConfigError(f"system {system.name!r} has no anomaly map; explain needs a reconstruction system")
-    clip = Clip(path=Path(args.file), machine="unknown", channel=args.channel)
-    explanation = system.explain(clip, run_context(args, progress=False))  # one pass: score, map, reconstruction
+    ctx = run_context(args, progress=False)
+    clips = audio_clips([args.file], args.channel, "unknown", system.feature_request().min_seconds)
+    try:
+        if not clips:
+            return 0  # left out by --on-bad-audio: the run's last line says so
+        clip = clips[0]
+        explanation = system.explain(clip, ctx)  # one pass: score, map, reconstruction
+    except AudioSkipped:
+        return 0
     png = save_anomaly_map_png(explanation, clip, Path(args.out), threshold=system.threshold_)
     decision = "ANOMALY" if system.decide([explanation.score])[0] else "normal"
     print(f"{args.file}: score {explanation.score:.6g} ({decision}); map: {png}")

@@ -1,86 +1,95 @@
-"""Audio loading with soundfile + soxr and errors that say which file is wrong and why."""
+"""Audio loading with soundfile + soxr: every format this libsndfile decodes, each file
+checked by the audio policy (`data.policy`) on the samples decoded once, errors naming the file."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from ..errors import AudioError
+from .policy import AudioPolicy, current_policy
+from .quality import AUDIO_SUFFIXES, AudioHeader, Problem, WaveStats, entry_problem, header_problems, read_header, \
+    wav_truncation
 
 SAMPLE_RATE = 16_000
-AUDIO_SUFFIXES = (".wav", ".flac")
+__all__ = ["AUDIO_SUFFIXES", "SAMPLE_RATE", "audio_info", "decode_audio", "decode_checked", "load_audio", "read_file"]
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0) -> np.ndarray:
+def read_file(path: str | Path, policy: AudioPolicy | None = None) -> bytes:
+    """A file's bytes, after `quality.entry_problem` made sure it is a regular file: a FIFO,
+    a device or a folder is refused by name and never opened."""
+    policy = policy or current_policy()
+    problem = entry_problem(path)
+    if problem:
+        policy.refuse(path, problem)
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        policy.refuse(path, Problem(f"cannot read file ({err.strerror or err})", unreadable=True))
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0,
+               min_seconds: float = 0.0) -> np.ndarray:
     """Read one file as float32 mono at ``sample_rate``.
 
     ``channel`` picks one channel of a multichannel file (MIMII raw has 8); ``None`` averages
-    them. Raises `AudioError` for missing, empty, truncated, unreadable, silent or non-finite audio.
+    them. Unusable files (missing, not a regular file, empty, truncated, undecodable, shorter
+    than ``min_seconds``, NaN, all zeros) raise `AudioError`; suspicious ones go through the
+    active audio policy (by default a warning).
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as err:
-        raise AudioError(path, "file not found") from err
-    except OSError as err:
-        raise AudioError(path, f"cannot read file ({err.strerror or err})") from err
-    return decode_audio(raw, path, sample_rate, channel)
+    return decode_audio(read_file(path), path, sample_rate, channel, min_seconds)
 
 
-def decode_audio(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0) -> np.ndarray:
-    """`load_audio` on a file's bytes already in memory (``path`` only names it in errors)."""
+def decode_audio(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0,
+                 min_seconds: float = 0.0) -> np.ndarray:
+    """`load_audio` on a file's bytes already in memory (``path`` names it in messages)."""
+    return decode_checked(raw, path, sample_rate, channel, min_seconds)[0]
+
+
+def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPLE_RATE, channel: int | None = 0,
+                   min_seconds: float = 0.0, policy: AudioPolicy | None = None) -> tuple[np.ndarray, WaveStats]:
+    """Decode once, check the header and the samples (at the file's own rate, before
+    resampling), apply the policy, resample (``sample_rate=None``: keep the file's rate):
+    (waveform, its `WaveStats`)."""
+    policy = policy or current_policy()
+
+    def refuse(reason: str) -> NoReturn:
+        policy.refuse(path, Problem(reason, unreadable=True))
+
     if not raw:
-        raise AudioError(path, "empty file (0 bytes)")
-    truncated = wav_truncation(raw)
+        refuse("empty file (0 bytes)")
+    truncated = wav_truncation(raw, len(raw))
     if truncated:
-        raise AudioError(path, truncated)
+        refuse(truncated)
     try:
-        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(raw)) as handle:
+            header = AudioHeader(Path(path), handle.format, handle.subtype, handle.samplerate, handle.channels,
+                                 handle.frames)
+            data = handle.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        reason = str(err).rsplit(">: ", 1)[-1]  # drop libsndfile's "Error opening <BytesIO ...>" prefix
-        raise AudioError(path, f"not a readable WAV/FLAC file ({reason})") from err
-    if data.shape[0] == 0:
-        raise AudioError(path, "empty audio (0 samples)")
-    if channel is None:
-        wave = data.mean(axis=1)
-    elif not 0 <= channel < data.shape[1]:
-        raise AudioError(path, f"channel {channel} requested but the file has {data.shape[1]} channel(s)")
-    else:
-        wave = data[:, channel]
-    if not np.isfinite(wave).all():
-        raise AudioError(path, "audio contains NaN or infinite samples")
-    if not np.any(wave):
-        raise AudioError(path, "audio is all zeros (silent)")
-    if sr != sample_rate:
-        wave = soxr.resample(wave, sr, sample_rate, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(wave, dtype=np.float32)
-
-
-def wav_truncation(raw: bytes) -> str | None:
-    """Why a RIFF/WAV file is cut short, or None. libsndfile silently returns the frames that
-    are present, so a half-copied file would otherwise pass as a shorter clip."""
-    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        return None  # not RIFF/WAV (FLAC, RF64, garbage): soundfile judges it
-    offset = 12
-    while offset + 8 <= len(raw):
-        chunk, size = raw[offset:offset + 4], int.from_bytes(raw[offset + 4:offset + 8], "little")
-        available = len(raw) - offset - 8
-        if chunk == b"data":
-            if size not in (0, 0xFFFFFFFF) and available < size:  # 0 / -1: size unknown (streamed)
-                return f"truncated WAV: data chunk declares {size} bytes but only {available} are present"
-            return None
-        offset += 8 + size + (size & 1)
-    return "truncated WAV: no complete data chunk" if offset != len(raw) else None
+        reason = str(err).rsplit(": ", 1)[-1]  # drop libsndfile's "Error opening <BytesIO ...>" prefix
+        refuse(f"not a readable audio file ({reason})")
+    if channel is not None and not 0 <= channel < data.shape[1]:
+        refuse(f"channel {channel} requested but the file has {data.shape[1]} channel(s)")
+    wave = data.mean(axis=1) if channel is None else data[:, channel]
+    stats = WaveStats.of(wave, header.sample_rate)
+    sample_problems = stats.problems(min_seconds)
+    unreadable = any(p.unreadable for p in sample_problems)
+    policy.require(path, sample_problems if unreadable else header_problems(header) + sample_problems)
+    if sample_rate is not None and header.sample_rate != sample_rate:
+        wave = soxr.resample(wave, header.sample_rate, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(wave, dtype=np.float32), stats
 
 
 def audio_info(path: str | Path) -> tuple[int, int, float]:
-    """(sample_rate, channels, seconds) of a file, with the same errors as `load_audio`."""
-    path = Path(path)
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise AudioError(path, f"not a readable WAV/FLAC file ({err})") from err
-    return info.samplerate, info.channels, info.frames / max(info.samplerate, 1)
+    """(sample_rate, channels, seconds) of a file from its header; unusable files raise
+    `AudioError` naming them (a FIFO or folder is never opened)."""
+    header, problems = read_header(path)
+    for problem in problems:
+        if problem.unreadable or header is None:
+            current_policy().refuse(path, problem)
+    assert header is not None, "read_header gives no header only with an unreadable finding"
+    return header.sample_rate, header.channels, header.seconds

@@ -1,8 +1,9 @@
 """Scanners that turn a data folder into `Clip` records, one per known layout, plus auto-detection.
 
-The one place that parses file names. Every audio file (.wav/.flac) under a scanned folder
-must parse, or `LayoutError` names it: nothing is dropped silently. Other files (.csv, .txt,
-.md, ...) are ignored. Layouts:
+The one place that parses file names. Which files are audio is the audio policy's call
+(`data.policy.list_audio`: audio suffixes, hidden names ignored, non-regular entries refused
+by name); every audio file under a scanned folder must parse, or `LayoutError` names it:
+nothing is dropped silently. Other files (.csv, .txt, .md, ...) are ignored. Layouts:
 
 * ``dcase2020``: ``<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav``
 * ``dcase2021``: ``<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_[{normal,anomaly}_]NNNN[_attrs].wav``
@@ -17,11 +18,15 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import LayoutError
-from .audio import AUDIO_SUFFIXES
 from .clip import ANOMALY, NORMAL, Clip
+from .manifest import scan_manifest
+from .policy import current_policy, list_audio
+
+Parser = Callable[[Path], "Clip | None"]
 
 LAYOUTS = ("dcase2020", "dcase2021", "dcase2022", "mimii", "folder", "manifest")
 _LABELS = {"normal": NORMAL, "anomaly": ANOMALY, "abnormal": ANOMALY}
@@ -34,14 +39,14 @@ _RE_ID = re.compile(r"^id_(\d+)$")
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def is_audio(path: Path) -> bool:
-    """True for .wav / .flac files (any case); hidden files are never audio."""
-    return path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
-
-
 def audio_files(root: Path) -> list[Path]:
-    """All audio files below ``root``, sorted (deterministic order)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and is_audio(p))
+    """The regular audio files below ``root``, sorted; audio-named entries that are not
+    regular files (folders, FIFOs, broken links) go through the active audio policy."""
+    files, refused = list_audio(root)
+    policy = current_policy()
+    for path, problem in refused:
+        policy.judge(path, [problem])
+    return files
 
 
 def _section(digits: str) -> str:
@@ -63,16 +68,17 @@ def _mismatch(path: Path, layout: str, expected: str) -> LayoutError:
     return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected {expected})")
 
 
-def _scan_files(root: Path, layout: str, parse: Callable[[Path], Clip | None], expected: str) -> list[Clip]:
+def _scan_files(root: Path, layout: str, channel: int, files: list[Path] | None = None) -> list[Clip]:
     root = _existing_dir(root, layout)
-    files = audio_files(root)
+    files = audio_files(root) if files is None else files
     if not files:
-        raise LayoutError(f"{root}: no audio files (.wav/.flac) found for layout {layout}")
+        raise LayoutError(f"{root}: no audio files found for layout {layout}")
+    parse = PARSERS[layout](root, channel)
     clips = []
     for path in files:
         clip = parse(path)
         if clip is None:
-            raise _mismatch(path, layout, expected)
+            raise _mismatch(path, layout, EXPECTED[layout])
         clips.append(clip)
     return clips
 
@@ -85,8 +91,8 @@ def _existing_dir(root: str | Path, layout: str) -> Path:
 
 
 # -- DCASE 2020 -------------------------------------------------------------------------------
-def scan_dcase2020(root: str | Path, channel: int = 0) -> list[Clip]:
-    """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type folder."""
+def _parser_dcase2020(base: Path, channel: int) -> Parser:
+    del base  # the machine type is the split folder's parent, wherever the scan started
 
     def parse(path: Path) -> Clip | None:
         m = _RE_2020.match(path.stem)
@@ -99,8 +105,12 @@ def scan_dcase2020(root: str | Path, channel: int = 0) -> list[Clip]:
             return None
         return Clip(path, path.parent.parent.name, _section(ident), None, split, label, (), "dcase2020", channel)
 
-    return _scan_files(Path(root), "dcase2020", parse,
-                       "<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav")
+    return parse
+
+
+def scan_dcase2020(root: str | Path, channel: int = 0) -> list[Clip]:
+    """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type folder."""
+    return _scan_files(Path(root), "dcase2020", channel)
 
 
 def _labelled_section(stem: str) -> tuple[str, str, str, int, tuple[tuple[str, str], ...]] | None:
@@ -113,8 +123,8 @@ def _labelled_section(stem: str) -> tuple[str, str, str, int, tuple[tuple[str, s
 
 
 # -- DCASE 2021 -------------------------------------------------------------------------------
-def scan_dcase2021(root: str | Path, channel: int = 0) -> list[Clip]:
-    """DCASE 2021 Task 2: ``<type>/{train,source_test,target_test}/section_XX_...`` files."""
+def _parser_dcase2021(base: Path, channel: int) -> Parser:
+    del base
 
     def parse(path: Path) -> Clip | None:
         folder, machine = path.parent.name, path.parent.parent.name
@@ -131,9 +141,12 @@ def scan_dcase2021(root: str | Path, channel: int = 0) -> list[Clip]:
             return None
         return Clip(path, machine, _section(section), domain, split, label, attrs, "dcase2021", channel)
 
-    return _scan_files(Path(root), "dcase2021", parse,
-                       "<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_"
-                       "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav")
+    return parse
+
+
+def scan_dcase2021(root: str | Path, channel: int = 0) -> list[Clip]:
+    """DCASE 2021 Task 2: ``<type>/{train,source_test,target_test}/section_XX_...`` files."""
+    return _scan_files(Path(root), "dcase2021", channel)
 
 
 # -- DCASE 2022-2025 --------------------------------------------------------------------------
@@ -161,8 +174,8 @@ def read_attribute_csvs(type_dir: Path) -> dict[str, tuple[tuple[str, str], ...]
     return table
 
 
-def scan_dcase2022(root: str | Path, channel: int = 0) -> list[Clip]:
-    """DCASE 2022-2025 Task 2: ``<type>/{train,test}/section_XX_...`` plus ``attributes_XX.csv``."""
+def _parser_dcase2022(base: Path, channel: int) -> Parser:
+    del base
     tables: dict[Path, dict[str, tuple[tuple[str, str], ...]]] = {}
 
     def attributes_of(path: Path) -> tuple[tuple[str, str], ...] | None:
@@ -186,15 +199,17 @@ def scan_dcase2022(root: str | Path, channel: int = 0) -> list[Clip]:
         return Clip(path, machine, _section(section), domain, split, label,
                     from_csv if from_csv else attrs, "dcase2022", channel)
 
-    return _scan_files(Path(root), "dcase2022", parse,
-                       "<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav"
-                       " or <type>/test/section_XX_NNNN.wav")
+    return parse
+
+
+def scan_dcase2022(root: str | Path, channel: int = 0) -> list[Clip]:
+    """DCASE 2022-2025 Task 2: ``<type>/{train,test}/section_XX_...`` plus ``attributes_XX.csv``."""
+    return _scan_files(Path(root), "dcase2022", channel)
 
 
 # -- MIMII ------------------------------------------------------------------------------------
-def scan_mimii(root: str | Path, channel: int = 0) -> list[Clip]:
-    """MIMII: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav``; ``root`` may be the data set, a
-    type folder or an id folder. Raw MIMII files have 8 channels: ``channel`` picks one."""
+def _parser_mimii(base: Path, channel: int) -> Parser:
+    del base
 
     def parse(path: Path) -> Clip | None:
         state, ident = path.parent.name, _RE_ID.match(path.parent.parent.name)
@@ -203,7 +218,13 @@ def scan_mimii(root: str | Path, channel: int = 0) -> list[Clip]:
         return Clip(path, path.parent.parent.parent.name, _section(ident.group(1)), None, "test",
                     _LABELS[state], (), "mimii", channel)
 
-    return _scan_files(Path(root), "mimii", parse, "<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav")
+    return parse
+
+
+def scan_mimii(root: str | Path, channel: int = 0) -> list[Clip]:
+    """MIMII: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav``; ``root`` may be the data set, a
+    type folder or an id folder. Raw MIMII files have 8 channels: ``channel`` picks one."""
+    return _scan_files(Path(root), "mimii", channel)
 
 
 # -- plain folder -----------------------------------------------------------------------------
@@ -211,11 +232,7 @@ _FOLDER_SPLITS = {"normal": ("test", NORMAL), "anomaly": ("test", ANOMALY), "abn
                   "train": ("train", NORMAL)}
 
 
-def scan_folder(root: str | Path, channel: int = 0) -> list[Clip]:
-    """``<root>/normal/``, ``<root>/anomaly/`` (or ``abnormal/``) as test clips and an optional
-    ``<root>/train/`` of normal clips; the machine is the root folder's name."""
-    base = _existing_dir(root, "folder")
-
+def _parser_folder(base: Path, channel: int) -> Parser:
     def parse(path: Path) -> Clip | None:
         top = path.relative_to(base).parts[0]
         if top not in _FOLDER_SPLITS or path.parent == base:
@@ -223,49 +240,28 @@ def scan_folder(root: str | Path, channel: int = 0) -> list[Clip]:
         split, label = _FOLDER_SPLITS[top]
         return Clip(path, base.name, "00", None, split, label, (), "folder", channel)
 
-    return _scan_files(base, "folder", parse, "<root>/{train,normal,anomaly,abnormal}/<file>.wav")
+    return parse
 
 
-# -- CSV manifest -----------------------------------------------------------------------------
-_MANIFEST_LABELS = {"normal": NORMAL, "0": NORMAL, "anomaly": ANOMALY, "abnormal": ANOMALY, "1": ANOMALY, "": None}
+def scan_folder(root: str | Path, channel: int = 0) -> list[Clip]:
+    """``<root>/normal/``, ``<root>/anomaly/`` (or ``abnormal/``) as test clips and an optional
+    ``<root>/train/`` of normal clips; the machine is the root folder's name."""
+    return _scan_files(Path(root), "folder", channel)
 
 
-def scan_manifest(csv_path: str | Path, channel: int = 0) -> list[Clip]:
-    """A CSV with header ``path,label[,machine,section,domain,split]``; paths are relative to
-    the CSV's folder (or absolute); label normal/anomaly/0/1/empty (unlabelled); other
-    columns are ignored. Machine defaults to the CSV's folder name, split to ``test``."""
-    csv_path = Path(csv_path).absolute()
-    if not csv_path.is_file():
-        raise LayoutError(f"{csv_path}: manifest file not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = [f.strip() for f in reader.fieldnames or []]
-        if "path" not in fields or "label" not in fields:
-            raise LayoutError(f"{csv_path}: manifest header must contain 'path' and 'label' (got {fields})")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    clips = []
-    for line, row in enumerate(rows, start=2):
-        path = Path(row["path"])
-        path = path if path.is_absolute() else csv_path.parent / path
-        where = f"{csv_path}, line {line}"
-        if not row["path"] or not is_audio(path):
-            raise LayoutError(f"{where}: {row['path']!r} is not a .wav/.flac path")
-        if not path.is_file():
-            raise LayoutError(f"{where}: audio file {path} not found")
-        label = row["label"].lower()
-        if label not in _MANIFEST_LABELS:
-            raise LayoutError(f"{where}: label {row['label']!r} is not normal/anomaly/0/1/empty")
-        domain = row.get("domain", "").lower() or None
-        if domain not in (None, "source", "target"):
-            raise LayoutError(f"{where}: domain {row['domain']!r} is not source/target/empty")
-        section = row.get("section", "") or "00"
-        clips.append(Clip(path, row.get("machine", "") or csv_path.parent.name,
-                          _section(section) if section.isdigit() else section, domain,
-                          row.get("split", "") or "test", _MANIFEST_LABELS[label], (), "manifest", channel))
-    if not clips:
-        raise LayoutError(f"{csv_path}: manifest lists no clips")
-    return clips
-
+PARSERS: dict[str, Callable[[Path, int], Parser]] = {
+    "dcase2020": _parser_dcase2020, "dcase2021": _parser_dcase2021, "dcase2022": _parser_dcase2022,
+    "mimii": _parser_mimii, "folder": _parser_folder,
+}
+EXPECTED = {
+    "dcase2020": "<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav",
+    "dcase2021": "<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_"
+                 "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav",
+    "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav"
+                 " or <type>/test/section_XX_NNNN.wav",
+    "mimii": "<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav",
+    "folder": "<root>/{train,normal,anomaly,abnormal}/<file>.wav",
+}
 
 SCANNERS: dict[str, Callable[..., list[Clip]]] = {
     "dcase2020": scan_dcase2020, "dcase2021": scan_dcase2021, "dcase2022": scan_dcase2022,
@@ -274,64 +270,99 @@ SCANNERS: dict[str, Callable[..., list[Clip]]] = {
 
 
 # -- detection and the front door -------------------------------------------------------------
-def _looks_like(layout: str, root: Path, files: Iterable[Path]) -> bool:
-    for path in files:
-        stem, folder = path.stem, path.parent.name
-        if layout == "mimii" and folder in ("normal", "abnormal") and _RE_ID.match(path.parent.parent.name):
-            return True
-        if layout == "dcase2021" and stem.startswith("section_") and folder in ("source_test", "target_test"):
-            return True
-        if layout == "dcase2022" and stem.startswith("section_"):
-            return True
-        if layout == "dcase2020" and _RE_2020.match(stem):
-            return True
-        if layout == "folder" and path.relative_to(root).parts[0] in _FOLDER_SPLITS and path.parent != root:
-            return True
-    return False
+_TRIED = ("mimii", "dcase2021", "dcase2022", "dcase2020", "folder")
+# where both fit every file, the more specific layout wins: names say more than folders, and
+# DCASE 2021's plain test/ folder is a leniency, while DCASE 2022+ is built on it
+_REFINED_BY = {"folder": ("mimii", "dcase2020", "dcase2021", "dcase2022"), "dcase2021": ("dcase2022",)}
+_FLAGS = ", ".join(f"--layout {name}" for name in (*_TRIED, "manifest"))
 
 
-def detect_layout(root: str | Path) -> str:
-    """Which layout ``root`` holds, by looking at its files (most specific layout first)."""
+@dataclass(frozen=True)
+class Detection:
+    """The layout found in a folder, why, and how many of its ``n_files`` audio files each
+    layout's names fit (``fits``)."""
+
+    layout: str
+    reason: str
+    fits: dict[str, int] = field(default_factory=dict)
+    n_files: int = 0
+    files: tuple[Path, ...] = ()
+
+
+def detect(root: str | Path) -> Detection:
+    """Which layout ``root`` holds: the one whose names fit every audio file (the more specific
+    one where several do); with only part of the files fitting, the one layout that fits
+    any. Several layouts fitting parts, or none fitting, is a `LayoutError` listing the
+    candidates and their ``--layout`` flags."""
     root = Path(root).absolute()
     if root.is_file():
         if root.suffix.lower() == ".csv":
-            return "manifest"
+            return Detection("manifest", "a .csv file is a manifest")
         raise LayoutError(f"{root}: a file that is not a .csv manifest; give a data folder or a manifest")
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder or file")
-    tried = ("mimii", "dcase2021", "dcase2022", "dcase2020", "folder")
     files = audio_files(root)
+    n = len(files)
     if not files:
-        raise LayoutError(f"{root}: no audio files (.wav/.flac) found; tried layouts {', '.join(tried)} "
+        raise LayoutError(f"{root}: no audio files found; tried layouts {', '.join(_TRIED)} "
                           "(a manifest must be given as the .csv file itself)")
-    for layout in tried:
-        if _looks_like(layout, root, files):
-            return layout
-    raise LayoutError(f"{root}: no known layout matches (tried {', '.join(tried)}, manifest); "
-                      f"e.g. {files[0].relative_to(root)} fits none of them")
+    fitted: dict[str, set[Path]] = {}
+    for layout in _TRIED:
+        parse = PARSERS[layout](root, 0)
+        fitted[layout] = {p for p in files if parse(p) is not None}
+    fits = {name: len(fitted[name]) for name in _TRIED}
+    full = [name for name in _TRIED if fits[name] == n]
+    best = [name for name in full if not any(other in full for other in _REFINED_BY.get(name, ()))]
+    found = lambda layout, why: Detection(layout, why, fits, n, tuple(files))  # noqa: E731
+    if len(best) == 1:
+        also = [name for name in full if name != best[0]]
+        more = f" ({', '.join(also)} fit too; {best[0]} is more specific)" if also else ""
+        return found(best[0], f"all {n} audio files fit its names and folders{more}")
+    if best:
+        raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio files; "
+                          f"choose one with {' or '.join(f'--layout {b}' for b in best)}")
+    partial = [name for name in _TRIED if fits[name]]
+    if not partial:
+        raise LayoutError(f"{root}: no known layout matches (tried {', '.join(_TRIED)}, manifest); "
+                          f"e.g. {files[0].relative_to(root)} fits none of them")
+    widest = [a for a in partial if all(fitted[b] <= fitted[a] for b in partial)]
+    if widest:  # every file some layout fits, this one fits too: the others explain nothing more
+        return found(widest[0], f"{fits[widest[0]]} of {n} audio files fit its names and folders, "
+                                "and no other layout fits a file it does not")
+    listed = ", ".join(f"{name} fits {fits[name]} of {n}" for name in partial)
+    raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part on its own "
+                      f"(one folder per layout), or choose one with {' or '.join(f'--layout {p}' for p in partial)} "
+                      "to have the files it does not fit named")
+
+
+def detect_layout(root: str | Path) -> str:
+    """The name of the layout `detect` finds in ``root``."""
+    return detect(root).layout
 
 
 def scan(root: str | Path, layout: str = "auto", machine: str | None = None, split: str | None = None,
          channel: int = 0) -> list[Clip]:
     """All clips under ``root`` (a folder, or a .csv manifest), sorted by path.
 
-    ``layout`` is one of `LAYOUTS` or "auto" (see `detect_layout`); ``machine`` and ``split``
-    keep only matching clips; ``channel`` selects the channel of multichannel files.
+    ``layout`` is one of `LAYOUTS` or "auto" (see `detect`); ``machine`` and ``split`` keep
+    only matching clips; ``channel`` selects the channel of multichannel files.
     """
-    auto = layout == "auto"
-    if auto:
-        layout = detect_layout(root)
+    detection = detect(root) if layout == "auto" else None
+    layout = detection.layout if detection else layout
     if layout not in SCANNERS:
         raise LayoutError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
     if channel < 0:
         raise LayoutError(f"channel must be >= 0, got {channel}")
     try:
-        clips = SCANNERS[layout](root, channel=channel)
+        if detection and layout != "manifest":  # the files detection listed, not a second walk
+            clips = _scan_files(Path(root), layout, channel, list(detection.files))
+        else:
+            clips = SCANNERS[layout](root, channel=channel)
     except LayoutError as err:
-        if not auto:
+        if detection is None:
             raise
-        raise LayoutError(f"{err} [layout auto-detected as {layout} from the folder's files; a folder "
-                          "mixing layouts must be scanned one part at a time, or pass layout=...]") from err
+        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; a folder mixing layouts "
+                          f"must be scanned one part at a time; otherwise name its layout: {_FLAGS}]") from err
     if machine is not None:
         kept = [c for c in clips if c.machine == machine]
         if not kept:

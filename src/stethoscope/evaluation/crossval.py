@@ -89,7 +89,8 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
             t0 = time.perf_counter()
             scores = system.score(test, fold_ctx)
             score_ms[mode].append(1000 * (time.perf_counter() - t0) / len(test))
-            m = section_metrics([c.label for c in test], scores, [c.domain for c in test])
+            kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
+            m = section_metrics([test[i].label for i in kept], scores[kept], [test[i].domain for i in kept])
             fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
                                        "auc_target": m["auc_target"], "n_train": len(train), "n_test": len(test)})
     has_domains = any(c.domain for c in clips)

@@ -95,7 +95,7 @@ def _entries(root: Path) -> list[tuple[float, int, Path]]:
 
 
 def cache_usage(root: str | Path) -> CacheUsage:
-    """Files and bytes in the cache, per namespace (``logmel``, ``embeddings``)."""
+    """Files and bytes in the cache, per namespace (``logmel``, ``embeddings``, ``wavestats``)."""
     entries = _entries(Path(root))
     by_ns: dict[str, int] = {}
     for _, size, p in entries:
@@ -127,6 +127,6 @@ def clear_cache(root: str | Path) -> int:
     """Remove every cached feature under ``root``; returns the bytes freed."""
     root = Path(root)
     usage = cache_usage(root)
-    for child in ("logmel", "embeddings"):
+    for child in ("logmel", "embeddings", "wavestats"):
         shutil.rmtree(root / child, ignore_errors=True)
     return usage.bytes

@@ -13,21 +13,21 @@ import numpy as np
 import soxr
 import torch
 
-from ..data.audio import SAMPLE_RATE, audio_info, decode_audio
+from ..data.audio import SAMPLE_RATE, audio_info, decode_checked, read_file
 from ..data.clip import Clip
-from ..errors import AudioError
+from ..data.policy import AudioPolicy, current_policy
+from ..data.quality import WaveStats, read_header
+from ..errors import AudioError, AudioSkipped, StethoscopeError
 from ..progress import progress as show_progress
 from .cache import FeatureCache
 from .logmel import LogMel, LogMelParams
 
 
-def _read_bytes(clip: Clip, hash_content: bool) -> tuple[str, bytes]:
+def _read_bytes(clip: Clip, hash_content: bool, policy: AudioPolicy) -> tuple[str, bytes]:
     """(content key, raw bytes) of a clip's file: the key hashes the bytes (sha256, the fastest
-    hashlib digest on CPUs with SHA extensions) and the channel; "" when not hashed."""
-    try:
-        raw = Path(clip.path).read_bytes()
-    except OSError as err:
-        raise AudioError(clip.path, f"cannot read file ({err.strerror or err})") from err
+    hashlib digest on CPUs with SHA extensions) and the channel; "" when not hashed. A FIFO,
+    folder or device is refused by the audio policy without being opened."""
+    raw = read_file(clip.path, policy)
     if not hash_content:
         return "", raw
     return hashlib.sha256(raw).hexdigest()[:32] + f"-c{clip.channel}", raw
@@ -42,10 +42,18 @@ def logmel_transform(params: LogMelParams, device: str = "cpu") -> LogMel:
 @dataclass(frozen=True)
 class FeatureRequest:
     """What a system reads from each clip: its log-mel (with these parameters), its
-    16 kHz waveform, or both. One decoding pass serves every branch."""
+    16 kHz waveform, or both. One decoding pass serves every branch. ``min_frames``: the
+    fewest log-mel frames a clip must give (shorter clips are unreadable to the audio policy)."""
 
     logmel: LogMelParams | None = None
     wave: bool = False
+    min_frames: int = 1
+
+    @property
+    def min_seconds(self) -> float:
+        """The shortest clip this request can use: one full STFT window, and ``min_frames`` frames."""
+        p = self.logmel or LogMelParams()
+        return max(p.n_fft, (self.min_frames - 1) * p.hop_length) / p.sample_rate
 
 
 @dataclass
@@ -54,12 +62,16 @@ class Decoded:
 
     ``keys`` are content keys for caches ("" where nothing was hashed: no cache, or audio
     that never was a file); ``waves`` and ``logmels`` are filled as the request asked.
+    ``clips`` are the clips in the chunk and ``index`` their positions in the sequence given
+    to `iter_decoded`: clips the audio policy left out (``--on-bad-audio skip|warn``) are in
+    no chunk, so code that pairs outputs with clips reads these, not its own list.
     """
 
     keys: list[str]
     waves: list[np.ndarray] | None = None
     logmels: list[np.ndarray] | None = None
     clips: Sequence[Clip] | None = None
+    index: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -85,32 +97,61 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
     """`Decoded` chunks of ``clips`` in input order.
 
     Files are read (and hashed, when a cache is used) in threads while the previous chunk
-    is transformed. With ``cache_dir`` a log-mel cache hit skips decoding unless the
-    waveform is wanted too; ``cache_dir=None`` reads and writes no cache.
+    is transformed. Each decoded file's samples are checked by the active audio policy in
+    the same pass (`data.audio.decode_checked`); with ``cache_dir`` a log-mel cache hit skips
+    decoding unless the waveform is wanted too, and the checks then read the file's cached
+    `WaveStats` and header instead. ``cache_dir=None`` reads and writes no cache.
     """
-    cache = None
+    cache = stats_cache = None
     if cache_dir is not None and request.logmel is not None:
         cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
+        stats_cache = FeatureCache(cache_dir, "wavestats", {"fields": list(WaveStats.__dataclass_fields__)})
     sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
+    policy = current_policy()  # read here: the worker threads do not see the caller's context
 
-    def load(clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-        key, raw = _read_bytes(clip, hash_content=cache_dir is not None)
+    def checked_hit(clip: Clip, key: str) -> np.ndarray | None:
+        """A cached log-mel whose file passes the policy on its cached stats and its header."""
         hit = cache.get(key) if cache else None
-        wave = decode_audio(raw, clip.path, sample_rate, clip.channel) if hit is None or request.wave else None
+        stats = stats_cache.get(key) if stats_cache and hit is not None else None
+        if hit is None or stats is None:
+            return None
+        _, header_problems = read_header(clip.path)
+        problems = WaveStats.from_array(stats).problems(request.min_seconds)
+        policy.require(clip.path, problems if any(p.unreadable for p in problems) else header_problems + problems)
+        return hit
+
+    def load(clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None] | None:
+        if policy.is_skipped(clip.path):
+            return None
+        try:
+            key, raw = _read_bytes(clip, cache_dir is not None, policy)
+            hit = checked_hit(clip, key) if not request.wave else None
+            wave = None
+            if hit is None or request.wave:
+                wave, stats = decode_checked(raw, clip.path, sample_rate, clip.channel, request.min_seconds, policy)
+                if stats_cache:
+                    stats_cache.put(key, stats.as_array())
+        except AudioSkipped:
+            return None
         return key, hit, wave
 
-    chunks = [clips[s:s + chunk] for s in range(0, len(clips), chunk)]
+    chunks = [range(s, min(s + chunk, len(clips))) for s in range(0, len(clips), chunk)]
     bar = show_progress(desc="decode", unit="clip", total=len(clips), enabled=progress)
     pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
     try:
-        pending = [pool.submit(load, c) for c in chunks[0]] if pool and chunks else []
+        pending = [pool.submit(load, clips[i]) for i in chunks[0]] if pool and chunks else []
         for n, part in enumerate(chunks):
             if pool:  # the next chunk's files are read and decoded while this one is transformed
-                loaded = [f.result() for f in pending]
-                pending = [pool.submit(load, c) for c in chunks[n + 1]] if n + 1 < len(chunks) else []
+                results = [f.result() for f in pending]
+                pending = [pool.submit(load, clips[i]) for i in chunks[n + 1]] if n + 1 < len(chunks) else []
             else:
-                loaded = [load(c) for c in part]
-            out = Decoded(keys=[k for k, _, _ in loaded], clips=part)
+                results = [load(clips[i]) for i in part]
+            bar.update(len(part))
+            index = [i for i, r in zip(part, results) if r is not None]
+            if not index:
+                continue
+            loaded = [r for r in results if r is not None]
+            out = Decoded(keys=[k for k, _, _ in loaded], clips=[clips[i] for i in index], index=index)
             if request.wave:
                 out.waves = [w for _, _, w in loaded]  # type: ignore[misc]
             if request.logmel is not None:
@@ -121,7 +162,6 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
                     if cache:
                         cache.put(loaded[i][0], mel)
                 out.logmels = mels  # type: ignore[assignment]
-            bar.update(len(part))
             yield out
     finally:
         bar.close()
@@ -147,11 +187,30 @@ def decode_waves(waves: Sequence[np.ndarray], sample_rate: int, request: Feature
     return out
 
 
+def decoded_logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(),
+                    cache_dir: str | Path | None = None, progress: bool = True,
+                    min_frames: int = 1) -> tuple[list[Clip], list[np.ndarray]]:
+    """(clips, their log-mels (n_mels, frames) float32) in input order, for the clips the
+    audio policy kept (all of them unless it skips files)."""
+    kept: list[Clip] = []
+    mels: list[np.ndarray] = []
+    for part in iter_decoded(clips, FeatureRequest(logmel=params, min_frames=min_frames), cache_dir, progress):
+        kept += part.clips  # type: ignore[arg-type]
+        mels += part.logmels  # type: ignore[arg-type]
+    if clips and not kept:
+        raise _nothing_left(len(clips))
+    return kept, mels
+
+
 def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_dir: str | Path | None = None,
             progress: bool = True) -> list[np.ndarray]:
-    """Log-mel (n_mels, frames) float32 for every clip, in input order."""
-    return [m for part in iter_decoded(clips, FeatureRequest(logmel=params), cache_dir, progress)
-            for m in part.logmels]  # type: ignore[union-attr]
+    """Log-mel (n_mels, frames) float32 for every clip the audio policy kept, in input order
+    (`decoded_logmels` says which clips those are)."""
+    return decoded_logmels(clips, params, cache_dir, progress)[1]
+
+
+def _nothing_left(n: int) -> StethoscopeError:
+    return StethoscopeError(f"all {n} clips were left out by the audio checks (--on-bad-audio); nothing to use")
 
 
 def expected_frames(clip: Clip, params: LogMelParams) -> int:
@@ -161,11 +220,23 @@ def expected_frames(clip: Clip, params: LogMelParams) -> int:
     return params.n_frames(n if sr == params.sample_rate else int(round(n * params.sample_rate / sr)))
 
 
+def _header_frames(clip: Clip, params: LogMelParams) -> int:
+    """`expected_frames`, or 0 where the header is unusable (the decoding pass then judges the file)."""
+    try:
+        return expected_frames(clip, params)
+    except AudioError:
+        return 0
+
+
 class FrameBank:
     """All clips' log-mel frames in one (total_frames, n_mels) tensor; n-frame vectors on demand.
 
     Holds each frame once (0.16 MB per 10 s clip) instead of 640-dim copies (0.79 MB).
+    ``clips`` (where built `from_clips`) are the clips in the bank, in order: those the audio
+    policy kept.
     """
+
+    clips: list[Clip] | None = None
 
     def __init__(self, mels: Sequence[np.ndarray], n_frames: int = 5) -> None:
         if not mels:
@@ -180,21 +251,31 @@ class FrameBank:
     def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5,
                    cache_dir: str | Path | None = None, progress: bool = True) -> "FrameBank":
         """Extract log-mels straight into one preallocated tensor (sized from the file headers),
-        so that peak memory holds every frame once, not a list of arrays plus their copy."""
-        lengths = [expected_frames(c, params) for c in clips]
-        if not clips or min(lengths) < n_frames:
-            return cls(logmels(clips, params, cache_dir, progress), n_frames)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        so that peak memory holds every frame once, not a list of arrays plus their copy.
+        Clips shorter than ``n_frames`` frames are unreadable to the audio policy."""
+        lengths = [_header_frames(c, params) for c in clips]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
         frames = torch.empty(int(sum(lengths)), params.n_mels, dtype=torch.float32)
-        i = 0
-        for part in iter_decoded(clips, FeatureRequest(logmel=params), cache_dir, progress):
-            for mel in part.logmels:  # type: ignore[union-attr]
+        kept: list[int] = []
+        for part in iter_decoded(clips, FeatureRequest(logmel=params, min_frames=n_frames), cache_dir, progress):
+            for i, mel in zip(part.index, part.logmels):  # type: ignore[arg-type]
                 if mel.shape[1] != lengths[i]:  # a header that lied: fall back to the simple path
-                    return cls(logmels(clips, params, cache_dir, progress), n_frames)
+                    return cls._from_list(*decoded_logmels(clips, params, cache_dir, progress, n_frames), n_frames)
                 frames[offsets[i]:offsets[i] + lengths[i]] = torch.from_numpy(mel.T)
-                i += 1
+                kept.append(i)
+        if clips and not kept:
+            raise _nothing_left(len(clips))
+        if len(kept) < len(clips):  # files left out by the audio policy: drop their rows
+            frames = frames[torch.cat([torch.arange(offsets[i], offsets[i] + lengths[i]) for i in kept])]
         bank = cls.__new__(cls)
-        bank._index(frames, lengths, n_frames)
+        bank._index(frames, [lengths[i] for i in kept], n_frames)
+        bank.clips = [clips[i] for i in kept]
+        return bank
+
+    @classmethod
+    def _from_list(cls, clips: list[Clip], mels: list[np.ndarray], n_frames: int) -> "FrameBank":
+        bank = cls(mels, n_frames)
+        bank.clips = clips
         return bank
 
     def _index(self, frames: torch.Tensor, lengths: Sequence[int], n_frames: int) -> None:

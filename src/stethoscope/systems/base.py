@@ -13,6 +13,7 @@ and ``weights.safetensors``; nothing is pickled.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import typing
@@ -29,7 +30,7 @@ from safetensors.torch import load_file, save
 from ..data.clip import Clip
 from ..engine.checkpoint import fingerprint
 from ..engine.context import RunContext
-from ..errors import CheckpointError, ConfigError
+from ..errors import AudioSkipped, CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, decode_waves, iter_decoded
 from ..features.logmel import LogMelParams
 from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json, run_metadata
@@ -162,11 +163,13 @@ class System(ABC):
         return type(self).explain_decoded is not System.explain_decoded
 
     def score(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
-        """Anomaly score per clip, higher = more anomalous; each file decoded once."""
+        """Anomaly score per clip, higher = more anomalous; each file decoded once. NaN for a
+        clip the audio checks left out (``--on-bad-audio skip|warn``, see `data.policy`)."""
         ctx = ctx or RunContext()
-        parts = [self.score_decoded(d, ctx) for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir,
-                                                                    ctx.progress)]
-        return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+        scores = np.full(len(clips), np.nan)
+        for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress):
+            scores[d.index] = self.score_decoded(d, ctx)
+        return scores
 
     def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000,
                         ctx: RunContext | None = None) -> np.ndarray:
@@ -178,8 +181,10 @@ class System(ABC):
         """Score, input, reconstruction and anomaly map of one clip, from one pass."""
         ctx = ctx or RunContext()
         request = self.feature_request()
-        request = FeatureRequest(logmel=request.logmel or LogMelParams(), wave=request.wave)
-        decoded = next(iter_decoded([clip], request, ctx.cache_dir, progress=False))
+        request = dataclasses.replace(request, logmel=request.logmel or LogMelParams())
+        decoded = next(iter_decoded([clip], request, ctx.cache_dir, progress=False), None)
+        if decoded is None:
+            raise AudioSkipped(clip.path, "left out by the audio checks (--on-bad-audio); nothing to explain")
         return self.explain_decoded(decoded, ctx)
 
     def anomaly_map(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:

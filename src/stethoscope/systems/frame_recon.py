@@ -62,7 +62,7 @@ class FrameReconstructionSystem(System):
         return LogMelParams(n_mels=self.n_mels, log_floor=self.log_floor)
 
     def feature_request(self) -> FeatureRequest:
-        return FeatureRequest(logmel=self.logmel_params)
+        return FeatureRequest(logmel=self.logmel_params, min_frames=self.n_frames)
 
     # -- training ---------------------------------------------------------------------
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
@@ -83,7 +83,7 @@ class FrameReconstructionSystem(System):
                        self.fingerprint(train_clips, ctx), name=f"train {self.name}")
         self.history_ = [h["loss"] for h in result.history]
         self.epoch_seconds_ = [h["seconds"] for h in result.history]
-        self._fit_covariances(bank, train_clips, ctx)
+        self._fit_covariances(bank, bank.clips or train_clips, ctx)  # the clips the audio checks kept
         self.fit_threshold(self._score_bank(bank, ctx))
         return self
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..data.clip import Clip
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import ConfigError
-from ..features.extract import Decoded, FeatureRequest, logmels
+from ..features.extract import Decoded, FeatureRequest, decoded_logmels, logmels
 from ..features.logmel import LogMelParams
 from ..models.ldgan import LDGAN, LDGANConfig
 from ..models.ldgan.diffusion import SCHEDULES
@@ -247,8 +247,8 @@ class LDGANSystem(System):
         """Train on normal clips; the threshold comes from the in-sample training scores."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)
-        mels = logmels(train_clips, self.branch.logmel_params, ctx.cache_dir, ctx.progress)
-        self.branch.fit(mels, train_clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        kept, mels = decoded_logmels(train_clips, self.branch.logmel_params, ctx.cache_dir, ctx.progress)
+        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         self.fit_threshold(self.branch.evaluate(mels, ctx).scores)
         return self
 

@@ -179,11 +179,13 @@ class TLDiffGANSystem(System):
             self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
         mels: list[np.ndarray] = []
         waves: list[np.ndarray] = []
+        kept: list[Clip] = []  # the clips the audio checks kept, in the order of their features
         for part in iter_decoded(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress):
+            kept += part.clips  # type: ignore[arg-type]
             mels += part.logmels  # type: ignore[arg-type]
             if self.use_wave_branch:  # embedded now: waveforms are not kept for the whole set
                 waves.append(embed_decoded(self._get_encoder(ctx), part, ctx.cache_dir).astype(np.float64))
-        self.branch.fit(mels, train_clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         mel = self.branch.evaluate(mels, ctx)
         branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {})}
         self.scalers_ = {key: _scaler(X) for key, X in branches.items()}
@@ -210,7 +212,8 @@ class TLDiffGANSystem(System):
             reason = f"ensemble: validation data needs normal and anomalous clips (got {n_norm} and {n_anom})"
         else:
             scores = self.candidate_scores(labelled, ctx=ctx)
-            aucs = {c: float(roc_auc_score(labels, s)) for c, s in scores.items()}
+            kept = np.isfinite(scores[self.candidates[0]])  # NaN: left out by the audio checks
+            aucs = {c: float(roc_auc_score(labels[kept], s[kept])) for c, s in scores.items()}
             chosen = max(self.candidates, key=lambda c: aucs[c])  # ties: the earlier candidate
             return {"rule": "validation", "chosen": chosen, "validation_auc": aucs, "n_val_normal": n_norm,
                     "n_val_anomaly": n_anom, "reason": f"best validation AUC ({aucs[chosen]:.4f}) of "
@@ -220,11 +223,14 @@ class TLDiffGANSystem(System):
     # -- scoring --------------------------------------------------------------------------
     def candidate_scores(self, clips: Sequence[Clip], names: Sequence[str] | None = None,
                          ctx: RunContext | None = None) -> dict[str, np.ndarray]:
-        """Raw scores of the named candidates (default all), higher = more anomalous."""
+        """Raw scores of the named candidates (default all), higher = more anomalous; NaN for
+        clips the audio checks left out."""
         ctx = ctx or RunContext()
-        parts = [self._candidates_decoded(d, ctx, names)
-                 for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress)]
-        return {n: np.concatenate([p[n] for p in parts]) for n in (names or self.candidates)}
+        out = {n: np.full(len(clips), np.nan) for n in (names or self.candidates)}
+        for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress):
+            for n, values in self._candidates_decoded(d, ctx, names).items():
+                out[n][d.index] = values
+        return out
 
     def _candidates_decoded(self, decoded: Decoded, ctx: RunContext, names: Sequence[str] | None = None,
                             mel: BranchEval | None = None) -> dict[str, np.ndarray]:

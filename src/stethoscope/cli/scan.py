@@ -1,0 +1,89 @@
+"""``stethoscope scan DATA``: what a data folder holds, as `train` and `score` will see it.
+
+Prints the layout and why it was chosen; machine types, sections, domains, splits and
+labels with their clip counts; formats, sample rates, channels and durations; and the
+audio policy's findings (`data.policy`), each file decoded once at its own rate. By default
+every finding is reported and nothing stops the scan (``--on-bad-audio warn``); with
+``--on-bad-audio error`` the first bad file ends it with exit 2, as `train` would.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..data.audio import decode_checked, read_file
+from ..data.layouts import detect, scan
+from ..data.policy import current_policy, screen
+from ..errors import AudioSkipped
+from ..features.extract import FeatureRequest
+from .audio import add_audio_flag
+from .common import add_quiet
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("scan", help="what a data folder holds: layout and why, types, splits, audio facts, "
+                                    "quality findings")
+    p.add_argument("data", help="data folder (any supported layout) or a .csv manifest")
+    p.add_argument("--layout", default="auto",
+                   help="auto (default), dcase2020, dcase2021, dcase2022, mimii, folder, manifest")
+    p.add_argument("--machine", help="only this machine type")
+    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    p.add_argument("--headers-only", action="store_true",
+                   help="check file headers only (fast: no sample-level checks, nothing decoded)")
+    add_audio_flag(p)
+    add_quiet(p)
+    p.set_defaults(func=cmd_scan, on_bad_audio="warn")
+
+
+def _spread(values: list[float], unit: str) -> str:
+    return (f"min {min(values):.4g} {unit}, median {statistics.median(values):.4g} {unit}, "
+            f"max {max(values):.4g} {unit}") if values else "-"
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{key} ({n})" for key, n in sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    detection = detect(args.data) if args.layout == "auto" else None
+    layout = detection.layout if detection else args.layout
+    why = detection.reason if detection else "given with --layout"
+    clips = scan(args.data, layout=args.layout, machine=args.machine, channel=args.channel)
+    print(f"{args.data}: layout {layout}: {why}")
+    if detection and detection.fits:
+        others = [f"{name} {n}" for name, n in detection.fits.items() if name != layout and n]
+        if others:
+            print(f"  files other layouts fit: {', '.join(others)} of {detection.n_files}")
+    print(f"{len(clips)} clips, {len({c.machine for c in clips})} machine type(s)")
+    print(f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<7}{'label':<11}{'clips':>6}")
+    label = {0: "normal", 1: "anomaly", None: "unlabelled"}
+    groups = Counter((c.machine, c.section_tag, c.domain or "-", c.split, label[c.label]) for c in clips)
+    for (machine, section, domain, split, lab), n in sorted(groups.items()):
+        print(f"  {machine:<16}{section:<12}{domain:<8}{split:<7}{lab:<11}{n:>6}")
+
+    min_seconds = FeatureRequest().min_seconds
+    kept, headers = screen(clips, min_seconds)
+    facts = list(headers.values())
+    print(f"audio: {len(facts)} readable headers of {len({Path(c.path) for c in clips})} files")
+    print(f"  formats: {_counts(Counter(f'{h.format}/{h.subtype}' for h in facts))}")
+    print(f"  sample rates: {_counts(Counter(f'{h.sample_rate} Hz' for h in facts))}")
+    print(f"  channels: {_counts(Counter(h.channels for h in facts))}")
+    print(f"  durations: {_spread([h.seconds for h in facts], 's')}")
+    policy = current_policy()
+    if not args.headers_only:
+        for path in dict.fromkeys(Path(c.path) for c in kept):  # each file decoded once, at its own rate
+            try:
+                decode_checked(read_file(path, policy), path, None, args.channel, min_seconds, policy)
+            except AudioSkipped:
+                continue
+    flagged = {f.path for f in policy.findings}
+    kinds = Counter(re.split(r"[:(]", f.reason)[0].strip() for f in policy.findings)
+    checked = "header" if args.headers_only else "header and sample"
+    print(f"quality ({checked} checks): {len(flagged)} file(s) flagged")
+    for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<40}{n:>6}")
+    return 0

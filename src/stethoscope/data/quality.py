@@ -1,0 +1,254 @@
+"""What can be wrong with one audio file, found without opening what is not a regular file,
+from the header alone (soundfile.info) or from the samples decoded once.
+
+Each finding is a `Problem`: ``unreadable`` ones make a file unusable (not a regular file,
+no decodable audio, truncated, too short, NaN, all zeros); the others are *suspicious*:
+the file decodes, but a practitioner wants a word (wrong extension for its content, a very
+low sample rate, DC offset, clipping, near silence, a constant signal, an odd duration).
+`data.policy` decides what each kind of finding does (error, skip or warn).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+# file-name suffix -> the libsndfile formats its content may have ("" = libsndfile cannot decode it)
+_SUFFIX_FORMATS: dict[str, tuple[str, ...]] = {
+    ".wav": ("WAV", "WAVEX", "RF64", "W64"), ".flac": ("FLAC",), ".ogg": ("OGG",), ".oga": ("OGG",),
+    ".opus": ("OGG",), ".mp3": ("MP3",), ".aif": ("AIFF",), ".aiff": ("AIFF",), ".aifc": ("AIFF",),
+    ".m4a": (), ".aac": (), ".wma": (),
+}
+_DECODABLE = set(sf.available_formats())
+KNOWN_SUFFIXES = tuple(_SUFFIX_FORMATS)
+AUDIO_SUFFIXES = tuple(s for s, formats in _SUFFIX_FORMATS.items() if _DECODABLE & set(formats))
+
+MIN_SAMPLE_RATE = 8_000          # Hz: below this, half of the 16 kHz model input band is empty
+DURATION_RANGE = (0.5, 3.0)      # a clip outside these multiples of its set's median duration is flagged
+DC_OFFSET = 0.01                 # |mean sample| (full scale 1.0): -40 dBFS of DC, and over a tenth of the AC level
+CLIPPED_FRACTION = 0.003         # share of samples at full scale (|x| >= 0.999); uniform random bytes: 0.001
+SILENCE_DBFS = -70.0             # AC level under which a clip is near silence (1-LSB noise is -90)
+LOUD_DBFS = -10.0                # AC level over which uncorrelated samples are full-scale white noise
+WHITE_CORRELATION = 0.1          # |lag-1 autocorrelation| under which samples look uncorrelated (random bytes)
+CONSTANT_FRACTION = 0.5          # share of samples equal to the previous one
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a file; ``unreadable`` ones make it unusable."""
+
+    reason: str
+    unreadable: bool = False
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden names (``.DS_Store``, macOS ``._x.flac`` resource forks, ``.git``) are never data."""
+    return name.startswith(".")
+
+
+def is_audio_name(name: str) -> bool:
+    """A visible name with an audio suffix (decodable by this libsndfile or not)."""
+    return not is_hidden(name) and Path(name).suffix.lower() in _SUFFIX_FORMATS
+
+
+def entry_problem(path: str | Path) -> Problem | None:
+    """Why ``path`` cannot be read as a file, from ``lstat``/``stat`` alone: nothing is opened,
+    so a FIFO never blocks and a device is never read."""
+    path = Path(path)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return Problem("file not found", unreadable=True)
+    except OSError as err:
+        return Problem(f"cannot read file ({err.strerror or err})", unreadable=True)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return Problem(f"a broken symbolic link (its target {os.readlink(path)} does not exist)", unreadable=True)
+        except OSError as err:
+            return Problem(f"a symbolic link that cannot be followed ({err.strerror or err})", unreadable=True)
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    for test, kind in kinds:
+        if test(st.st_mode):
+            return Problem(f"{kind}, not an audio file (not opened)", unreadable=True)
+    if not stat.S_ISREG(st.st_mode):
+        return Problem("not a regular file (not opened)", unreadable=True)
+    if st.st_size == 0:
+        return Problem("empty file (0 bytes)", unreadable=True)
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIX_FORMATS and suffix not in AUDIO_SUFFIXES:
+        names = "/".join(_SUFFIX_FORMATS[suffix]) or suffix[1:].upper()
+        return Problem(f"{names} files cannot be decoded by this libsndfile ({sf.__libsndfile_version__}); "
+                       "convert it to WAV or FLAC", unreadable=True)
+    return None
+
+
+def wav_truncation(head: bytes, size: int) -> str | None:
+    """Why a RIFF/WAV file of ``size`` bytes starting with ``head`` is cut short, or None.
+    libsndfile silently returns the frames present, so a half-copied file would pass as a
+    shorter clip; the chunk headers in ``head`` and the file size tell without reading it all."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None  # not RIFF/WAV (FLAC, RF64, garbage): soundfile judges it
+    offset = 12
+    while offset + 8 <= min(len(head), size):
+        chunk, length = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
+        available = size - offset - 8
+        if chunk == b"data":
+            if length not in (0, 0xFFFFFFFF) and available < length:  # 0 / -1: size unknown (streamed)
+                return f"truncated WAV: data chunk declares {length} bytes but only {available} are present"
+            return None
+        offset += 8 + length + (length & 1)
+    if offset < size and offset + 8 > len(head):
+        return None  # chunks beyond the bytes looked at: soundfile judges the rest
+    return "truncated WAV: no complete data chunk" if offset != size else None
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """What ``soundfile.info`` says about a file."""
+
+    path: Path
+    format: str
+    subtype: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / max(self.sample_rate, 1)
+
+
+def read_header(path: str | Path) -> tuple[AudioHeader | None, list[Problem]]:
+    """The header of a regular file and what it shows: undecodable, truncated, empty,
+    content that does not match the suffix, a sample rate under `MIN_SAMPLE_RATE`."""
+    path = Path(path)
+    problem = entry_problem(path)
+    if problem:
+        return None, [problem]
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        truncated = wav_truncation(head, path.stat().st_size)
+        info = sf.info(str(path))
+    except OSError as err:
+        return None, [Problem(f"cannot read file ({err.strerror or err})", unreadable=True)]
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        return None, [Problem(f"not a readable audio file ({_soundfile_reason(err)})", unreadable=True)]
+    if truncated:
+        return None, [Problem(truncated, unreadable=True)]
+    header = AudioHeader(path, info.format, info.subtype, info.samplerate, info.channels, info.frames)
+    if header.frames == 0:
+        return header, [Problem("empty audio (0 samples)", unreadable=True)]
+    return header, header_problems(header)
+
+
+def header_problems(header: AudioHeader) -> list[Problem]:
+    """Suspicious facts of a readable header: content vs. suffix, sample rate."""
+    out = []
+    expected = _SUFFIX_FORMATS.get(header.path.suffix.lower(), ())
+    if expected and header.format not in expected:
+        out.append(Problem(f"the content is {header.format} ({header.subtype}), not {expected[0]} as its name says"))
+    if header.sample_rate < MIN_SAMPLE_RATE:
+        out.append(Problem(f"sample rate {header.sample_rate} Hz is under {MIN_SAMPLE_RATE} Hz "
+                           f"(nothing above {header.sample_rate // 2} Hz was recorded)"))
+    return out
+
+
+def too_short(seconds: float, min_seconds: float) -> Problem | None:
+    """An unreadable finding when a clip is shorter than the model's shortest input."""
+    if seconds >= min_seconds:
+        return None
+    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for the model's "
+                   "input", unreadable=True)
+
+
+def duration_problem(seconds: float, median: float) -> Problem | None:
+    """A suspicious finding when a clip's duration is far from its set's median."""
+    low, high = DURATION_RANGE
+    if median <= 0 or low * median <= seconds <= high * median:
+        return None
+    return Problem(f"duration {seconds:.4g} s is far from the set's median {median:.4g} s "
+                   f"(outside {low:g}x-{high:g}x)")
+
+
+def _soundfile_reason(err: Exception) -> str:
+    return str(err).rsplit(": ", 1)[-1]  # drop libsndfile's "Error opening <file>" prefix
+
+
+@dataclass(frozen=True)
+class WaveStats:
+    """Sample statistics of one decoded channel at its native rate: what the sample-level
+    checks need, small enough to cache beside a file's features."""
+
+    samples: int
+    sample_rate: int
+    finite: bool
+    peak: float
+    mean: float
+    ac_rms: float
+    clipped: float    # share of samples with |x| >= 0.999
+    repeated: float   # share of samples equal to the previous one
+    lag1: float       # lag-1 autocorrelation of the AC part (about 0 for random bytes, near 1 for sound)
+
+    @classmethod
+    def of(cls, wave: np.ndarray, sample_rate: int) -> "WaveStats":
+        wave = np.asarray(wave, dtype=np.float32)
+        n = len(wave)
+        if n == 0 or not np.isfinite(wave).all():
+            return cls(n, sample_rate, n > 0 and bool(np.isfinite(wave).all()), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        mean = float(wave.mean(dtype=np.float64))
+        ac = wave - np.float32(mean)
+        power = float(np.dot(ac, ac))
+        return cls(n, sample_rate, True, float(np.abs(wave).max()), mean, float(np.sqrt(power / n)),
+                   float(np.count_nonzero(np.abs(wave) >= 0.999) / n),
+                   float(np.count_nonzero(wave[1:] == wave[:-1]) / max(n - 1, 1)),
+                   float(np.dot(ac[1:], ac[:-1]) / power) if power > 0 else 0.0)
+
+    def as_array(self) -> np.ndarray:
+        return np.array(astuple(self), dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, values: np.ndarray) -> "WaveStats":
+        n, sr, finite, *rest = (float(v) for v in values)
+        return cls(int(n), int(sr), bool(finite), *rest)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / max(self.sample_rate, 1)
+
+    def problems(self, min_seconds: float = 0.0) -> list[Problem]:
+        """Unreadable: no samples, NaN/inf, all zeros, too short. Suspicious: over full scale,
+        clipping, a mostly constant signal, DC offset, near silence, full-scale noise."""
+        if self.samples == 0:
+            return [Problem("empty audio (0 samples)", unreadable=True)]
+        if not self.finite:
+            return [Problem("audio contains NaN or infinite samples", unreadable=True)]
+        if self.peak == 0:
+            return [Problem("audio is all zeros (silent)", unreadable=True)]
+        short = too_short(self.seconds, min_seconds)
+        if short:
+            return [short]
+        out, level = [], 20 * np.log10(max(self.ac_rms, 1e-12))
+        if self.peak > 1.0:
+            out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples should lie "
+                               "within -1..1)"))
+        elif self.clipped >= CLIPPED_FRACTION:
+            out.append(Problem(f"clipped: {100 * self.clipped:.2g}% of samples at full scale"))
+        if self.repeated >= CONSTANT_FRACTION:
+            out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat the previous one "
+                               "(a stuck or DC-only signal)"))
+        elif level < SILENCE_DBFS:
+            out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} dBFS)"))
+        if abs(self.mean) >= max(DC_OFFSET, 0.1 * self.ac_rms):
+            out.append(Problem(f"DC offset: mean sample value {self.mean:.3g}"))
+        if level >= LOUD_DBFS and abs(self.lag1) < WHITE_CORRELATION and self.peak <= 1.0:
+            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with uncorrelated samples "
+                               "(random bytes rather than a recording?)"))
+        return out
