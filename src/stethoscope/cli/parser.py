@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
+from . import toy
 from .common import DEFAULT_SYSTEM
 from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="folder written by `evaluate` or `demo`")
     p.add_argument("--out", required=True, help="report.html path")
     p.set_defaults(func=cmd_report)
+
+    toy.add_parser(sub)
 
     p = sub.add_parser("list", help="systems, encoders and detectors")
     p.set_defaults(func=cmd_list)
