@@ -327,3 +327,15 @@ def test_model_folder_from_before_the_engine_loads(fitted, clips, tmp_path) -> N
 def test_invalid_config_is_rejected_naming_the_key(params, key) -> None:
     with pytest.raises(ConfigError, match=key):
         get_system("ldgan", **params)
+
+
+def test_spilled_training_set_learns_the_same_model(clips, fitted, monkeypatch) -> None:
+    """Past the feature budget the log-mels are memory-mapped and standardised per batch with
+    statistics streamed clip by clip: the same model as from RAM."""
+    from stethoscope.features.spill import BUDGET_ENV
+
+    monkeypatch.setenv(BUDGET_ENV, "0")
+    spilled = _system().fit(clips[:8], ctx=CTX)
+    torch.testing.assert_close(spilled.branch.mel_mean_, fitted.branch.mel_mean_, rtol=0, atol=0)
+    torch.testing.assert_close(spilled.branch.mel_std_, fitted.branch.mel_std_, rtol=0, atol=0)
+    np.testing.assert_array_equal(spilled.score(clips[8:], CTX), fitted.score(clips[8:], CTX))
