@@ -158,7 +158,7 @@ def configs(tiny: bool, ae_epochs: int, gan_epochs: int, real_mn04: bool) -> dic
 def warm_cache(clips: list, cfg: dict[str, tuple[str, dict]], device: str, cache: Path) -> float:
     """Log-mels and the TLDiffGAN encoder's embeddings of every clip into ``cache``; seconds."""
     start = time.perf_counter()
-    system = get_system(*cfg["tldiffgan"][:1], **cfg["tldiffgan"][1])
+    system = get_system("tldiffgan", **cfg["tldiffgan"][1])
     logmels(clips, system.branch.logmel_params, cache_dir=cache, progress=False)
     encoder = get_encoder(system.encoder, device=device, weights_path=system.weights_path)
     embed_clips(encoder, clips, cache_dir=cache, progress=False)
