@@ -7,7 +7,10 @@ plus ``--test`` labelled test clips), the same toy-factory data set is given to
   as its ``train_ae.sh`` / ``test_ae.sh`` run it (``train.py --train_only``, then
   ``--test_only --score MSE``) with ``--epochs E --use_cuda False`` added, in a fresh scratch
   copy per size (its feature pickles, models and results start empty), with its own Python
-  (``--python``: an environment with matplotlib < 3.11, which its test step needs);
+  (``--python``: an environment with matplotlib < 3.11, which its test step needs); the data
+  set is linked under the copy's ``data/dcase2023t2/dev_data/raw/<machine>``, since the code
+  takes its ``--dataset_directory`` (``./data`` in baseline.yaml) relative to the working
+  folder, and it knows only the DCASE 2023 machine-type names;
 * ``stethoscope train --system dcase_ae --set epochs=E --no-cache`` then ``stethoscope
   evaluate --no-cache`` (both on the CPU, features computed from the files as the official
   code's first run does).
