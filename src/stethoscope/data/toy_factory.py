@@ -309,7 +309,6 @@ class _ClipJob:
     """Everything one clip of a data set needs, so that a worker process can write it alone."""
 
     directory: Path
-    machine: str
     sound: str
     split: str
     domain: str
@@ -349,7 +348,7 @@ def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, sectio
         key = (split, domain, label)
         number = counters.get(key, 0)
         counters[key] = number + 1
-        jobs.append(_ClipJob(mdir, machine, sound, split, domain, section, si, number, kind, severity,
+        jobs.append(_ClipJob(mdir, sound, split, domain, section, si, number, kind, severity,
                              np.random.SeedSequence([seed, mi, si, ci, sum(map(ord, machine))]), seconds,
                              sample_rate))
     return jobs
