@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stethoscope.engine import RunContext
 
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", REPO.parent / "shared"))
+
 
 def bench_context(cache_dir: str | Path | None = None, seed: int = 0) -> RunContext:
     """The runtime of a benchmark: CPU, fp32, no progress bars, no checkpoints.
@@ -69,7 +72,8 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
 
 
@@ -102,3 +106,43 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def use_shared_weights() -> bool:
+    """Point ``$STETHOSCOPE_WEIGHTS_DIR`` at ``../shared/weights`` unless it is set (children
+    inherit it); whether the real EfficientAT mn04 weights are then found (never downloads)."""
+    if "STETHOSCOPE_WEIGHTS_DIR" not in os.environ and (SHARED / "weights").is_dir():
+        os.environ["STETHOSCOPE_WEIGHTS_DIR"] = str(SHARED / "weights")
+    from stethoscope.encoders.weights import candidate_paths
+
+    return any(p.exists() for p in candidate_paths("mn04_as_mAP_432.pt"))
+
+
+def toy_set(root: Path, n_train: int, n_test: int, machines: Sequence[str] = ("fan",), seconds: float = 10.0,
+            sounds: dict[str, str] | None = None, seed: int = 0, exact: bool = True) -> Path:
+    """A toy-factory set at ``root`` (``stethoscope toy``'s generator), written once: a folder
+    that already holds it (arguments recorded in ``toy.json``) is reused as it is, and so is a
+    larger one of the same kind unless ``exact`` (the caller then takes the clips it needs)."""
+    from stethoscope.data.toy_factory import make_toy_dataset
+    from stethoscope.engine.context import available_cores
+
+    spec = {"machines": list(machines), "n_train": n_train, "n_test": n_test, "seconds": seconds,
+            "sounds": sounds or {}, "seed": seed}
+    marker = root / "toy.json"
+    if marker.is_file():
+        have = json.loads(marker.read_text())
+        same_kind = all(have[k] == spec[k] for k in ("machines", "seconds", "sounds", "seed"))
+        if have == spec or (same_kind and not exact and have["n_train"] >= n_train and have["n_test"] >= n_test):
+            return root
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(f"{root} holds other files than this toy set ({spec}); give an empty or new folder")
+    print(f"writing toy set {spec} to {root}", file=sys.stderr)
+    make_toy_dataset(root, machines, n_train=n_train, n_test=n_test, seconds=seconds, seed=seed, sounds=sounds,
+                     workers=available_cores(), progress=True)
+    marker.write_text(json.dumps(spec))
+    return root
+
+
+def markdown_header(title: str) -> str:
+    """A section heading plus the command and machine lines, ready to paste into docs/RESULTS.md."""
+    return f"### {title}\n\n`{command()}`\n\nMachine: {machine()}\n"

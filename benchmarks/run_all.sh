@@ -23,3 +23,7 @@ python benchmarks/bench_ablation.py --no-latency --out "$OUT/grid-a" --systems $
 python benchmarks/bench_ablation.py --no-latency --out "$OUT/grid-b" --systems $TLDIFFGAN > /dev/null
 wait
 python benchmarks/bench_ablation.py --collect "$OUT/grid-a" "$OUT/grid-b" | tee "$OUT/grid.md"
+# Paper scale (issue 11). The side-by-side run needs the official code and its venv (see
+# benchmarks/bench_official.py); the GPU check runs on a CUDA machine: bash benchmarks/gpu_check.sh
+python benchmarks/bench_scale.py --data runs/toy-scale           | tee "$OUT/scale.md"
+python benchmarks/bench_throughput.py                            | tee "$OUT/throughput.md"

@@ -327,3 +327,22 @@ def test_model_folder_from_before_the_engine_loads(fitted, clips, tmp_path) -> N
 def test_invalid_config_is_rejected_naming_the_key(params, key) -> None:
     with pytest.raises(ConfigError, match=key):
         get_system("ldgan", **params)
+
+
+def test_spilled_training_set_learns_the_same_model(clips, fitted, monkeypatch) -> None:
+    """Past the feature budget the log-mels are memory-mapped and standardised per batch with
+    statistics streamed clip by clip: the same model as from RAM."""
+    from stethoscope.features.spill import BUDGET_ENV
+
+    monkeypatch.setenv(BUDGET_ENV, "0")
+    spilled = _system().fit(clips[:8], ctx=CTX)
+    torch.testing.assert_close(spilled.branch.mel_mean_, fitted.branch.mel_mean_, rtol=0, atol=0)
+    torch.testing.assert_close(spilled.branch.mel_std_, fitted.branch.mel_std_, rtol=0, atol=0)
+    np.testing.assert_array_equal(spilled.score(clips[8:], CTX), fitted.score(clips[8:], CTX))
+
+
+def test_bf16_autocast_trains_and_keeps_fp32_statistics(clips) -> None:
+    system = _system(epochs=1).fit(clips[:8], ctx=CTX.replace(precision="bf16"))
+    norm = system.branch.model.autoencoder.latent_norm
+    assert norm.mean.dtype == torch.float32 and norm.std.dtype == torch.float32
+    assert np.isfinite(system.score(clips[8:], CTX)).all()

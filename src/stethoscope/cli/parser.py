@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
-from . import cache
+from . import cache, toy
 from . import scan as scan_verb
 from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_quiet
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report.html path")
     add_quiet(p)
     p.set_defaults(func=cmd_report)
+
+    toy.add_parser(sub)
 
     p = sub.add_parser("list", help="systems, encoders and detectors")
     add_quiet(p)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import scipy.fft
 import soundfile as sf
+from tqdm.auto import tqdm
 
 from ..utils import atomic_write_bytes, atomic_write_text
 
@@ -302,50 +304,103 @@ def _plan(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
     return plan
 
 
+@dataclass(frozen=True)
+class _ClipJob:
+    """Everything one clip of a data set needs, so that a worker process can write it alone."""
+
+    directory: Path
+    sound: str
+    split: str
+    domain: str
+    section: str
+    section_index: int
+    number: int
+    kind: str | None
+    severity: int
+    seed: np.random.SeedSequence
+    seconds: float
+    sample_rate: int
+
+
+def _write_clip(job: _ClipJob) -> tuple[str, dict[str, object], FaultRegion | None]:
+    """Synthesise and write one clip; (file name, attributes, fault region). Nothing is kept."""
+    rng = np.random.default_rng(job.seed)
+    attrs = draw_attributes(job.sound, job.domain, rng)
+    wave, region = toy_clip(job.sound, job.domain, job.kind, job.severity, seed=int(rng.integers(2**63)),
+                            seconds=job.seconds, sample_rate=job.sample_rate, section=job.section_index,
+                            attributes=attrs)
+    state = "normal" if job.kind is None else "anomaly"
+    name = f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_{_attr_tag(attrs)}.wav"
+    atomic_write_bytes(job.directory / job.split / name, _wav_bytes(wave, job.sample_rate))
+    return name, attrs, region
+
+
+def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, section: str, n_train: int,
+                  n_test: int, seed: int, seconds: float, sample_rate: int) -> list[_ClipJob]:
+    """One section's clips in file order: seeds, fault kinds and per-(split, domain, state) numbers."""
+    jobs, counters, n_anom = [], {}, 0
+    for ci, (split, domain, label) in enumerate(_plan(n_train, n_test)):
+        kind, severity = None, 1
+        if label == 1:
+            kind = ANOMALY_KINDS[n_anom % len(ANOMALY_KINDS)]
+            severity = SEVERITIES[(n_anom // len(ANOMALY_KINDS)) % len(SEVERITIES)]
+            n_anom += 1
+        key = (split, domain, label)
+        number = counters.get(key, 0)
+        counters[key] = number + 1
+        jobs.append(_ClipJob(mdir, sound, split, domain, section, si, number, kind, severity,
+                             np.random.SeedSequence([seed, mi, si, ci, sum(map(ord, machine))]), seconds,
+                             sample_rate))
+    return jobs
+
+
 def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbox"), n_train: int = 20,
                      n_test: int = 20, seconds: float = 10.0, sample_rate: int = 16_000, seed: int = 0,
-                     sections: Sequence[str] = ("00",)) -> Path:
+                     sections: Sequence[str] = ("00",), sounds: Mapping[str, str] | None = None,
+                     workers: int = 1, progress: bool = False) -> Path:
     """Write a DCASE 2022+ style data set of toy machines under ``root`` and return ``root``.
 
     Per machine: ``train/`` (normal, ~10% target domain), ``test/`` (half anomalies, half
     target), ``attributes_XX.csv`` and ``fault_regions.csv``. Same arguments -> identical files.
+    ``sounds`` maps a machine-type name to the toy sound it uses (default: the name itself, which
+    must then be one of `MACHINES`), e.g. ``{"valve": "pump"}`` for DCASE 2023 names. Clips are
+    written one at a time (``workers`` processes write them in parallel, with identical files),
+    so that any number of clips fits in memory.
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got {n_train} and {n_test}")
+    sounds = dict(sounds or {})
+    for machine in machines:
+        if sounds.get(machine, machine) not in _MACHINE_SOUNDS:
+            raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine type {machine!r}; "
+                             f"known sounds: {MACHINES}")
     root = Path(root)
-    for mi, machine in enumerate(machines):
-        if machine not in _MACHINE_SOUNDS:
-            raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
-        mdir = root / machine
-        faults: list[list[object]] = []
-        for si, section in enumerate(sections):
-            attr_rows: list[list[object]] = []
-            counters: dict[tuple, int] = {}
-            n_anom = 0
-            for ci, (split, domain, label) in enumerate(_plan(n_train, n_test)):
-                clip_seed = np.random.SeedSequence([seed, mi, si, ci, sum(map(ord, machine))])
-                rng = np.random.default_rng(clip_seed)
-                attrs = draw_attributes(machine, domain, rng)
-                kind = severity = None
-                if label == 1:
-                    kind = ANOMALY_KINDS[n_anom % len(ANOMALY_KINDS)]
-                    severity = SEVERITIES[(n_anom // len(ANOMALY_KINDS)) % len(SEVERITIES)]
-                    n_anom += 1
-                wave, region = toy_clip(machine, domain, kind, severity or 1, seed=int(rng.integers(2**63)),
-                                        seconds=seconds, sample_rate=sample_rate, section=si, attributes=attrs)
-                state = "anomaly" if label else "normal"
-                key = (split, domain, state)
-                number = counters.get(key, 0)
-                counters[key] = number + 1
-                name = f"section_{section}_{domain}_{split}_{state}_{number:04d}_{_attr_tag(attrs)}.wav"
-                atomic_write_bytes(mdir / split / name, _wav_bytes(wave, sample_rate))
-                attr_rows.append([f"{machine}/{split}/{name}"] + [x for kv in attrs.items() for x in kv])
-                if region is not None:
-                    faults.append([f"{split}/{name}", region.kind, region.severity, f"{region.t0:.3f}",
-                                   f"{region.t1:.3f}", f"{region.f0:.1f}", f"{region.f1:.1f}"])
-            header = ["file_name"] + [f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"]
-            atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header] + attr_rows))
-        atomic_write_text(mdir / "fault_regions.csv", _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"]] + faults))
+    total = len(machines) * len(sections) * (n_train + n_test)
+    bar = tqdm(total=total, desc="toy", unit="clip", disable=not progress)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        for mi, machine in enumerate(machines):
+            mdir = root / machine
+            faults: list[list[object]] = []
+            for si, section in enumerate(sections):
+                jobs = _section_jobs(mdir, machine, sounds.get(machine, machine), mi, si, section, n_train,
+                                     n_test, seed, seconds, sample_rate)
+                results = pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
+                attr_rows: list[list[object]] = []
+                for job, (name, attrs, region) in zip(jobs, results):
+                    attr_rows.append([f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv])
+                    if region is not None:
+                        faults.append([f"{job.split}/{name}", region.kind, region.severity, f"{region.t0:.3f}",
+                                       f"{region.t1:.3f}", f"{region.f0:.1f}", f"{region.f1:.1f}"])
+                    bar.update()
+                header = ["file_name"] + [f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"]
+                atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header] + attr_rows))
+            atomic_write_text(mdir / "fault_regions.csv",
+                              _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"]] + faults))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return root
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import soxr
@@ -21,6 +21,9 @@ from ..errors import AudioError, AudioSkipped, StethoscopeError
 from ..progress import progress as show_progress
 from .cache import FeatureCache
 from .logmel import LogMel, LogMelParams
+from .spill import float32_array
+
+T = TypeVar("T")
 
 
 def _read_bytes(clip: Clip, hash_content: bool, policy: AudioPolicy) -> tuple[str, bytes]:
@@ -228,65 +231,125 @@ def _header_frames(clip: Clip, params: LogMelParams) -> int:
         return 0
 
 
+class MelStore:
+    """Every kept clip's log-mel frames in one (total_frames, n_mels) float32 array, each frame once.
+
+    The array is in RAM within the feature budget and memory-mapped past it (`spill`); clip i
+    is the (n_mels, frames) view `mel(i)`. 10 s clips take 0.16 MB each. ``clips`` are the
+    clips the audio policy kept, in order (None when built from arrays).
+    """
+
+    def __init__(self, frames: np.ndarray, lengths: Sequence[int], clips: list[Clip] | None = None) -> None:
+        self.array = frames
+        self.frames = torch.from_numpy(frames)
+        self.lengths = list(lengths)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.spilled = isinstance(frames, np.memmap)
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def n_mels(self) -> int:
+        return self.array.shape[1]
+
+    def mel(self, i: int) -> np.ndarray:
+        """Clip i's log-mel, (n_mels, frames): a view, no copy."""
+        return self.array[self.offsets[i]:self.offsets[i] + self.lengths[i]].T
+
+    def mels(self) -> list[np.ndarray]:
+        return [self.mel(i) for i in range(len(self))]
+
+    @classmethod
+    def from_mels(cls, mels: Sequence[np.ndarray], spill_dir: str | Path | None = None,
+                  clips: list[Clip] | None = None) -> "MelStore":
+        if not mels:
+            raise ValueError("MelStore needs at least one clip")
+        lengths = [m.shape[1] for m in mels]
+        frames = float32_array(int(sum(lengths)), mels[0].shape[0], spill_dir)
+        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels):
+            frames[offset:offset + mel.shape[1]] = np.asarray(mel, dtype=np.float32).T
+        return cls(frames, lengths, clips)
+
+    @classmethod
+    def from_clips(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
+                   progress: bool = True, each: Callable[[Decoded], T] | None = None,
+                   spill_dir: str | Path | None = None) -> tuple["MelStore", list[T]]:
+        """Extract log-mels straight into one array sized from the file headers, so that peak
+        memory holds every frame once (not a list of arrays plus their copy); ``each`` is called
+        on every `Decoded` chunk (e.g. to embed its waveforms) and its results are returned.
+        Clips the audio policy leaves out are dropped (`clips` says which were kept)."""
+        assert request.logmel is not None, "a MelStore needs log-mels"
+        if not clips:
+            raise ValueError("MelStore needs at least one clip")
+        lengths = [_header_frames(c, request.logmel) for c in clips]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        frames = float32_array(int(sum(lengths)), request.logmel.n_mels, spill_dir)
+        results: list[T] = []
+        kept: list[int] = []
+        for part in iter_decoded(clips, request, cache_dir, progress):
+            for i, mel in zip(part.index, part.logmels):  # type: ignore[arg-type]
+                if mel.shape[1] != lengths[i]:  # a header that lied: start again the simple way
+                    return cls._listed(clips, request, cache_dir, progress, each, spill_dir)
+                frames[offsets[i]:offsets[i] + lengths[i]] = mel.T
+                kept.append(i)
+            if each is not None:
+                results.append(each(part))
+        if not kept:
+            raise _nothing_left(len(clips))
+        if len(kept) < len(clips):  # files left out by the audio policy: drop their rows
+            rows = np.concatenate([np.arange(offsets[i], offsets[i] + lengths[i]) for i in kept])
+            compact = float32_array(len(rows), request.logmel.n_mels, spill_dir)
+            compact[:] = frames[rows]
+            frames = compact
+        return cls(frames, [lengths[i] for i in kept], [clips[i] for i in kept]), results
+
+    @classmethod
+    def _listed(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None,
+                progress: bool, each: Callable[[Decoded], T] | None,
+                spill_dir: str | Path | None) -> tuple["MelStore", list[T]]:
+        kept: list[Clip] = []
+        mels: list[np.ndarray] = []
+        results: list[T] = []
+        for part in iter_decoded(clips, request, cache_dir, progress):
+            kept += part.clips  # type: ignore[arg-type]
+            mels += part.logmels  # type: ignore[arg-type]
+            if each is not None:
+                results.append(each(part))
+        if not kept:
+            raise _nothing_left(len(clips))
+        return cls.from_mels(mels, spill_dir, kept), results
+
+
 class FrameBank:
-    """All clips' log-mel frames in one (total_frames, n_mels) tensor; n-frame vectors on demand.
+    """All clips' log-mel frames (a `MelStore`); n-frame vectors gathered on demand.
 
     Holds each frame once (0.16 MB per 10 s clip) instead of 640-dim copies (0.79 MB).
     ``clips`` (where built `from_clips`) are the clips in the bank, in order: those the audio
     policy kept.
     """
 
-    clips: list[Clip] | None = None
-
-    def __init__(self, mels: Sequence[np.ndarray], n_frames: int = 5) -> None:
-        if not mels:
-            raise ValueError("FrameBank needs at least one clip")
-        lengths = [m.shape[1] for m in mels]
-        frames = torch.empty(int(sum(lengths)), mels[0].shape[0], dtype=torch.float32)
-        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels):
-            frames[offset:offset + mel.shape[1]] = torch.from_numpy(np.asarray(mel, dtype=np.float32).T)
-        self._index(frames, lengths, n_frames)
+    def __init__(self, mels: Sequence[np.ndarray] | MelStore, n_frames: int = 5) -> None:
+        store = mels if isinstance(mels, MelStore) else MelStore.from_mels(mels)
+        if min(store.lengths) < n_frames:
+            raise ValueError(f"a clip has fewer than {n_frames} frames")
+        self.store, self.frames, self.n_frames, self.n_mels = store, store.frames, n_frames, store.n_mels
+        self.clips = store.clips  # the clips the audio policy kept (None when built from arrays)
+        counts = [n - n_frames + 1 for n in store.lengths]
+        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts)]))
+        self.clip_index = torch.from_numpy(np.repeat(np.arange(len(store)), counts))
+        self._window = torch.arange(n_frames)
 
     @classmethod
     def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5,
                    cache_dir: str | Path | None = None, progress: bool = True) -> "FrameBank":
-        """Extract log-mels straight into one preallocated tensor (sized from the file headers),
-        so that peak memory holds every frame once, not a list of arrays plus their copy.
+        """A bank extracted straight into one array (`MelStore.from_clips`); past the RAM budget
+        that array is memory-mapped in the feature cache folder (or the temporary folder).
         Clips shorter than ``n_frames`` frames are unreadable to the audio policy."""
-        lengths = [_header_frames(c, params) for c in clips]
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
-        frames = torch.empty(int(sum(lengths)), params.n_mels, dtype=torch.float32)
-        kept: list[int] = []
-        for part in iter_decoded(clips, FeatureRequest(logmel=params, min_frames=n_frames), cache_dir, progress):
-            for i, mel in zip(part.index, part.logmels):  # type: ignore[arg-type]
-                if mel.shape[1] != lengths[i]:  # a header that lied: fall back to the simple path
-                    return cls._from_list(*decoded_logmels(clips, params, cache_dir, progress, n_frames), n_frames)
-                frames[offsets[i]:offsets[i] + lengths[i]] = torch.from_numpy(mel.T)
-                kept.append(i)
-        if clips and not kept:
-            raise _nothing_left(len(clips))
-        if len(kept) < len(clips):  # files left out by the audio policy: drop their rows
-            frames = frames[torch.cat([torch.arange(offsets[i], offsets[i] + lengths[i]) for i in kept])]
-        bank = cls.__new__(cls)
-        bank._index(frames, [lengths[i] for i in kept], n_frames)
-        bank.clips = [clips[i] for i in kept]
-        return bank
-
-    @classmethod
-    def _from_list(cls, clips: list[Clip], mels: list[np.ndarray], n_frames: int) -> "FrameBank":
-        bank = cls(mels, n_frames)
-        bank.clips = clips
-        return bank
-
-    def _index(self, frames: torch.Tensor, lengths: Sequence[int], n_frames: int) -> None:
-        if min(lengths) < n_frames:
-            raise ValueError(f"a clip has fewer than {n_frames} frames")
-        self.frames, self.n_frames, self.n_mels = frames, n_frames, frames.shape[1]
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        counts = [n - n_frames + 1 for n in lengths]
-        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(offsets, counts)]))
-        self.clip_index = torch.from_numpy(np.repeat(np.arange(len(lengths)), counts))
-        self._window = torch.arange(n_frames)
+        store, _ = MelStore.from_clips(clips, FeatureRequest(logmel=params, min_frames=n_frames), cache_dir,
+                                       progress, spill_dir=cache_dir)
+        return cls(store, n_frames)
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..data.clip import Clip
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import ConfigError
-from ..features.extract import Decoded, FeatureRequest, decoded_logmels, logmels
+from ..features.extract import Decoded, FeatureRequest, MelStore, logmels
 from ..features.logmel import LogMelParams
 from ..models.ldgan import LDGAN, LDGANConfig
 from ..models.ldgan.diffusion import SCHEDULES
@@ -85,23 +85,34 @@ class MelBranch:
         assert self.mel_mean_ is not None and self.mel_std_ is not None
         return (torch.from_numpy(mel) - self.mel_mean_[:, None]) / self.mel_std_[:, None]
 
-    def _crop(self, mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A random ``n_frames`` window of a longer clip; shorter clips are padded with 0 (the mean)."""
+    def _crop(self, mel: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        """A random ``n_frames`` window of a longer clip, standardised; shorter clips are padded
+        with 0 (the mean). Standardised per batch, so that the training set is held once."""
         frames, want = mel.shape[1], self.hp["n_frames"]
         if frames > want:
             start = int(torch.randint(0, frames - want + 1, (1,), generator=generator))
-            return mel[:, start:start + want]
-        return F.pad(mel, (0, want - frames))
+            return self._standardise(mel[:, start:start + want])
+        return F.pad(self._standardise(mel), (0, want - frames))
+
+    def _fit_statistics(self, mels: Sequence[np.ndarray]) -> None:
+        """Per-mel-bin mean and std over every training frame, streamed clip by clip in float64
+        (two passes, as numpy's std), so that no copy of the training set is made."""
+        total = sum(m.shape[1] for m in mels)
+        sums = np.zeros(mels[0].shape[0])
+        for m in mels:
+            sums += m.sum(axis=1, dtype=np.float64)
+        mean = sums / total
+        squares = np.zeros_like(mean)
+        for m in mels:
+            squares += np.square(m.astype(np.float64) - mean[:, None]).sum(axis=1)
+        self.mel_mean_ = torch.from_numpy(mean).float()
+        self.mel_std_ = torch.from_numpy(np.sqrt(squares / total)).float().clamp_min(1e-2)
 
     # -- training ---------------------------------------------------------------------
     def fit(self, mels: Sequence[np.ndarray], clips: Sequence[Clip], ctx: RunContext, fingerprint: str,
             name: str) -> None:
         """Standardisation statistics, auxiliary classes, then the engine's training loop."""
-        frames = np.concatenate([m.T for m in mels], axis=0).astype(np.float64)
-        self.mel_mean_ = torch.from_numpy(frames.mean(axis=0)).float()
-        self.mel_std_ = torch.from_numpy(frames.std(axis=0)).float().clamp_min(1e-2)
-        del frames
-        data = [self._standardise(m) for m in mels]
+        self._fit_statistics(mels)
         keys = [self.class_key(c) for c in clips]
         self.classes_ = sorted(set(keys)) if self.hp["aux_labels"] != "none" else []
         n_classes = len(self.classes_) if len(self.classes_) > 1 else 0
@@ -115,10 +126,10 @@ class MelBranch:
         batch_size = self.hp["batch_size"]
 
         def batches(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            order = torch.randperm(len(data), generator=generator)
+            order = torch.randperm(len(mels), generator=generator)
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                x = torch.stack([self._crop(data[i], generator) for i in idx.tolist()])
+                x = torch.stack([self._crop(mels[i], generator) for i in idx.tolist()])
                 yield x, F.one_hot(labels[idx], max(n_classes, 1)).float()
 
         spec = OptimiserSpec(self.hp["learning_rate"], (self.hp["adam_beta1"], self.hp["adam_beta2"]))
@@ -247,8 +258,10 @@ class LDGANSystem(System):
         """Train on normal clips; the threshold comes from the in-sample training scores."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)
-        kept, mels = decoded_logmels(train_clips, self.branch.logmel_params, ctx.cache_dir, ctx.progress)
-        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        store, _ = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
+                                       spill_dir=ctx.cache_dir)
+        mels = store.mels()
+        self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         self.fit_threshold(self.branch.evaluate(mels, ctx).scores)
         return self
 

@@ -38,7 +38,7 @@ from ..encoders import embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
-from ..features.extract import Decoded, FeatureRequest, iter_decoded
+from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
 from .base import Explanation, System, gamma_threshold, register
 from .ldgan import BranchEval, LDGANSystem, MelBranch, check_ldgan_params
 
@@ -177,15 +177,14 @@ class TLDiffGANSystem(System):
         self._seed = ctx.seed
         if self.use_wave_branch:  # fail fast on missing encoder weights, before LDGAN training
             self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
-        mels: list[np.ndarray] = []
-        waves: list[np.ndarray] = []
-        kept: list[Clip] = []  # the clips the audio checks kept, in the order of their features
-        for part in iter_decoded(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress):
-            kept += part.clips  # type: ignore[arg-type]
-            mels += part.logmels  # type: ignore[arg-type]
-            if self.use_wave_branch:  # embedded now: waveforms are not kept for the whole set
-                waves.append(embed_decoded(self._get_encoder(ctx), part, ctx.cache_dir).astype(np.float64))
-        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+
+        def embed(part: Decoded) -> np.ndarray:  # each chunk as it is decoded: waveforms are never kept
+            return embed_decoded(self._get_encoder(ctx), part, ctx.cache_dir).astype(np.float64)
+
+        store, waves = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
+                                           embed if self.use_wave_branch else None, spill_dir=ctx.cache_dir)
+        mels = store.mels()
+        self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         mel = self.branch.evaluate(mels, ctx)
         branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {})}
         self.scalers_ = {key: _scaler(X) for key, X in branches.items()}

@@ -31,6 +31,7 @@ class LatentNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, raw: torch.Tensor) -> None:
+        raw = raw.float()  # bf16 autocast gives bf16 activations; the running statistics stay fp32
         mean = raw.mean(dim=(0, 2))
         std = raw.std(dim=(0, 2)).clamp_min(1e-4) if raw[:, 0].numel() > 1 else self.std
         if not bool(self.initialised):
