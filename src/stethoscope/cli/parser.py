@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
+from . import calibrate
 from .common import DEFAULT_SYSTEM
 from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stethoscope", description=doc)
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    p = sub.add_parser("demo", help="toy-factory data, train, evaluate, print a table (about 1-2 min)")
+    p = sub.add_parser("demo", help="toy-factory data, train, evaluate, print a table (about 2-3 min)")
     p.add_argument("--out", default="stethoscope-demo", help="output folder (default ./stethoscope-demo)")
     p.add_argument("--system", default=DEFAULT_SYSTEM, help=f"system name (default {DEFAULT_SYSTEM}); see `list`")
     p.add_argument("--n-train", type=int, default=40, help="training clips per machine type")
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="folder written by `evaluate` or `demo`")
     p.add_argument("--out", required=True, help="report.html path")
     p.set_defaults(func=cmd_report)
+
+    calibrate.add_parser(sub)
 
     p = sub.add_parser("list", help="systems, encoders and detectors")
     p.set_defaults(func=cmd_list)

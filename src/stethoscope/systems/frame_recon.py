@@ -84,7 +84,7 @@ class FrameReconstructionSystem(System):
         self.history_ = [h["loss"] for h in result.history]
         self.epoch_seconds_ = [h["seconds"] for h in result.history]
         self._fit_covariances(bank, train_clips, ctx)
-        self.fit_threshold(self._score_bank(bank, ctx))
+        self.fit_threshold(self._score_bank(bank, ctx), train_clips, ctx)
         return self
 
     @torch.no_grad()

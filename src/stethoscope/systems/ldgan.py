@@ -244,12 +244,12 @@ class LDGANSystem(System):
 
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
             ctx: RunContext | None = None) -> "LDGANSystem":
-        """Train on normal clips; the threshold comes from the in-sample training scores."""
+        """Train on normal clips, then fit the threshold (`System.fit_threshold`)."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)
         mels = logmels(train_clips, self.branch.logmel_params, ctx.cache_dir, ctx.progress)
         self.branch.fit(mels, train_clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
-        self.fit_threshold(self.branch.evaluate(mels, ctx).scores)
+        self.fit_threshold(self.branch.evaluate(mels, ctx).scores, train_clips, ctx)
         return self
 
     def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:
