@@ -127,7 +127,7 @@ def summary(rows: list[dict], seconds: dict[str, float]) -> str:
         n = sum(r["n_normal"] for r in rs)
         a = sum(r["n_anomaly"] for r in rs)
 
-        def pct(key: str, total: int) -> str:
+        def pct(key: str, total: int, rs: list[dict] = rs) -> str:
             return f"{100 * sum(r[key] for r in rs) / total:.0f}%"
 
         ratio = float(np.median([r["crossfit"] / r["in_sample"] for r in rs]))

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -67,7 +68,7 @@ def crossfit_folds(n: int, folds: int, seed: int, minimum: int = 1,
 def score_summary(scores: np.ndarray) -> dict[str, float | int]:
     """What the run record keeps of a set of scores."""
     scores = np.asarray(scores, dtype=np.float64)
-    return {"n": int(len(scores)), "min": float(scores.min()), "median": float(np.median(scores)),
+    return {"n": len(scores), "min": float(scores.min()), "median": float(np.median(scores)),
             "mean": float(scores.mean()), "p90": float(np.percentile(scores, 90)), "max": float(scores.max())}
 
 
