@@ -78,9 +78,11 @@ def test_training_history_and_threshold(fitted, clips) -> None:
         assert all(math.isfinite(v) for v in epoch.values())
     assert fitted.branch.model is not None and fitted.branch.model.tmixup_active
     assert fitted.branch.classes_ == ["00|", "01|"]  # two sections, no attributes
-    # the threshold is the gamma fit of the in-sample training scores
+    # the threshold is cross-fitted (the default); the in-sample one is recorded beside it
     assert fitted.threshold_ is not None and np.isfinite(fitted.threshold_)
-    assert fitted.threshold_ == pytest.approx(gamma_threshold(fitted.score(clips[:8], CTX)), rel=1e-6)
+    assert fitted.run_["threshold"]["fit"] == "crossfit"
+    assert fitted.run_["threshold"]["in_sample_threshold"] == \
+        pytest.approx(gamma_threshold(fitted.score(clips[:8], CTX)), rel=1e-6)
     # the standardisation statistics are those of the training frames
     mels = [fitted.explain(c, CTX).logmel for c in clips[:8]]
     frames = np.concatenate([m.T for m in mels])

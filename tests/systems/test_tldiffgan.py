@@ -119,8 +119,10 @@ def test_ensemble_default_without_validation(fitted, gearbox, monkeypatch):
                         lambda decoded, ctx, names=None, mel=None: {n: fake[n][:len(decoded)] for n in names})
     low, high, mid = private.score(test[:3], CTX)
     assert low < 1e-6 and high > 1 - 1e-6 and 0.3 < mid < 0.7
-    # the threshold is the gamma fit of the training clips' leave-one-out ensemble scores
-    assert fitted.threshold_ == pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9)
+    # the in-sample threshold is the gamma fit of the training clips' leave-one-out ensemble
+    # scores; the one used (crossfit, the default) comes from fold copies (tests/systems/test_threshold.py)
+    assert fitted.run_["threshold"]["in_sample_threshold"] == \
+        pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9)
     assert fitted.decide(np.array([0.0, 1.0])).tolist() == [0, 1]
 
 
@@ -212,7 +214,8 @@ def test_validation_picks_the_best_candidate(gearbox, monkeypatch):
     assert sel["validation_auc"]["gmm"] == 1.0 and sel["validation_auc"]["recon"] == 0.0
     assert set(sel["validation_auc"]) == set(CANDIDATES)
     assert (sel["n_val_normal"], sel["n_val_anomaly"]) == (int((labels == 0).sum()), int((labels == 1).sum()))
-    assert system.threshold_ == pytest.approx(gamma_threshold(system.reference_["gmm"]), rel=1e-9)
+    assert system.run_["threshold"]["in_sample_threshold"] == \
+        pytest.approx(gamma_threshold(system.reference_["gmm"]), rel=1e-9)
     np.testing.assert_allclose(system.score(test, CTX), system.candidate_scores(test, ["gmm"], CTX)["gmm"], **TOL)
     # validation clips without anomalies fall back to the ensemble, saying why
     normals = [c for c in test if c.label == 0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
-from . import cache, toy
+from . import cache, calibrate, toy
 from . import scan as scan_verb
 from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_quiet
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the stethoscope, torch and Python versions and exit")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (VERB --help for more)")
 
-    p = sub.add_parser("demo", help="toy-factory data, train, evaluate, print a table (about 1-2 min)")
+    p = sub.add_parser("demo", help="toy-factory data, train, evaluate, print a table (about 2-3 min)")
     p.add_argument("--out", default="stethoscope-demo", help="output folder (default ./stethoscope-demo)")
     p.add_argument("--system", default=DEFAULT_SYSTEM, help=f"system name (default {DEFAULT_SYSTEM}); see `list`")
     p.add_argument("--n-train", type=int, default=40, help="training clips per machine type")
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     toy.add_parser(sub)
+    calibrate.add_parser(sub)
 
     p = sub.add_parser("list", help="systems, encoders and detectors")
     add_quiet(p)

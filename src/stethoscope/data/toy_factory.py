@@ -17,8 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.fft
 import soundfile as sf
-from tqdm.auto import tqdm
 
+from ..progress import progress as show_progress
 from ..utils import atomic_write_bytes, atomic_write_text
 
 MACHINES = ("fan", "gearbox", "pump")
@@ -376,7 +376,7 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
                              f"known sounds: {MACHINES}")
     root = Path(root)
     total = len(machines) * len(sections) * (n_train + n_test)
-    bar = tqdm(total=total, desc="toy", unit="clip", disable=not progress)
+    bar = show_progress(desc="toy", unit="clip", total=total, enabled=progress)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         for mi, machine in enumerate(machines):

@@ -10,6 +10,10 @@ Every scoring path decodes each clip once: `score`, `score_waveforms` and `expla
 `score_decoded` / `explain_decoded` feed every branch from them. A model directory holds
 ``config.json`` (system name, hyperparameters, threshold, learned JSON state, run record)
 and ``weights.safetensors``; nothing is pickled.
+
+The decision threshold is fitted once here for every system (`System.fit_threshold`): to
+cross-fitted held-out training scores by default, or in-sample as the DCASE baselines do
+(see `threshold`).
 """
 from __future__ import annotations
 
@@ -17,13 +21,13 @@ import dataclasses
 import inspect
 import json
 import typing
-from abc import ABC, abstractmethod
+import warnings
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
-import scipy.stats
 import torch
 from safetensors.torch import load_file, save
 
@@ -33,8 +37,10 @@ from ..engine.context import RunContext
 from ..errors import AudioSkipped, CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, decode_waves, iter_decoded
 from ..features.logmel import LogMelParams
+from ..progress import progress
 from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json, run_metadata
 from .params import RUNTIME_KEYS, check_params, runtime_key_error
+from .threshold import CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, crossfit_folds, gamma_threshold, score_summary
 
 REGISTRY: dict[str, type["System"]] = {}
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
@@ -71,15 +77,6 @@ def _load_builtin_systems() -> None:
     from .. import systems  # noqa: F401  (importing the package registers the built-ins)
 
 
-def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
-    """DCASE decision threshold: a gamma distribution fitted to normal scores, its 90th percentile."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) < 2 or np.ptp(scores) == 0:
-        return float(scores.max()) if len(scores) else float("inf")
-    shape, loc, scale = scipy.stats.gamma.fit(scores)
-    return float(scipy.stats.gamma.ppf(q=percentile, a=shape, loc=loc, scale=scale))
-
-
 @dataclass
 class Explanation:
     """One clip seen through a system in one pass: its score, input log-mel (dB), and where
@@ -92,23 +89,52 @@ class Explanation:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class System(ABC):
+class _SystemMeta(ABCMeta):
+    """Every system takes the threshold hyperparameters without naming them in its
+    constructor: they are taken out of the keyword arguments, checked and set here."""
+
+    def __init__(cls, *args: Any, **kwargs: Any) -> None:
+        """`inspect.signature` of a system class: its constructor's parameters, then the threshold ones."""
+        super().__init__(*args, **kwargs)
+        own = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+                 for k, (kind, default, _) in THRESHOLD_PARAMS.items()]
+        var_kw = [p for p in own if p.kind is inspect.Parameter.VAR_KEYWORD]
+        cls.__signature__ = inspect.Signature([p for p in own if p not in var_kw] + extra + var_kw)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        threshold = {k: kwargs.pop(k) for k in THRESHOLD_PARAMS if k in kwargs}
+        system = super().__call__(*args, **kwargs)
+        system._set_threshold_params(threshold)
+        return system
+
+
+class System(metaclass=_SystemMeta):
     """Base class: subclasses set ``name``, take their hyperparameters as keyword arguments
-    (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`,
-    `score_decoded`, `state_tensors` and `load_state_tensors`."""
+    (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`
+    (ending with `fit_threshold`), `score_decoded`, `state_tensors` and `load_state_tensors`.
+    The threshold hyperparameters (`threshold.THRESHOLD_PARAMS`) are every system's."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     threshold_: float | None = None
     run_: dict[str, Any] | None = None
+    threshold_fit: str
+    threshold_folds: int
+    threshold_percentile: float
 
     # -- hyperparameters ------------------------------------------------------------------
     @classmethod
-    def param_names(cls) -> list[str]:
+    def constructor_param_names(cls) -> list[str]:
+        """The hyperparameters the constructor names (the threshold ones are every system's)."""
         kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         params = inspect.signature(cls.__init__).parameters.values()
         return [p.name for p in params if p.name != "self" and p.kind in kinds]
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return cls.constructor_param_names() + list(THRESHOLD_PARAMS)
 
     def _set_params(self, values: Mapping[str, Any]) -> None:
         """Check the constructor's arguments (types from its annotations, ranges from
@@ -118,6 +144,14 @@ class System(ABC):
         check_params(self.name, hints, params, self.param_rules)
         for key, value in params.items():
             setattr(self, key, list(value) if isinstance(value, tuple) else value)
+
+    def _set_threshold_params(self, values: Mapping[str, Any]) -> None:
+        """Check and store the threshold hyperparameters (defaults for those not given)."""
+        params = {k: values.get(k, default) for k, (_, default, _) in THRESHOLD_PARAMS.items()}
+        check_params(self.name, {k: kind for k, (kind, _, _) in THRESHOLD_PARAMS.items()}, params,
+                     {k: rule for k, (_, _, rule) in THRESHOLD_PARAMS.items()})
+        for key, value in params.items():
+            setattr(self, key, value)
 
     def get_params(self) -> dict[str, Any]:
         """Hyperparameters as they are now (what a YAML config holds)."""
@@ -140,8 +174,9 @@ class System(ABC):
 
     def fingerprint(self, train: Sequence[Clip], ctx: RunContext) -> str:
         """What a training checkpoint must match to be resumed (see `engine.checkpoint`).
-        ``epochs`` is left out: a run may be resumed to train for longer."""
-        params = {k: v for k, v in self.get_params().items() if k != "epochs"}
+        ``epochs`` is left out: a run may be resumed to train for longer; so are the threshold
+        hyperparameters, which do not change what the model learns."""
+        params = {k: v for k, v in self.get_params().items() if k != "epochs" and k not in THRESHOLD_PARAMS}
         return fingerprint(self.name, params, ctx.seed, train)
 
     # -- scoring --------------------------------------------------------------------------
@@ -200,8 +235,58 @@ class System(ABC):
             raise RuntimeError("the system is not fitted: no decision threshold")
         return (np.asarray(scores) > self.threshold_).astype(int)
 
-    def fit_threshold(self, train_scores: np.ndarray) -> None:
-        self.threshold_ = gamma_threshold(train_scores)
+    def fit_threshold(self, train_scores: np.ndarray, train: Sequence[Clip], ctx: RunContext, minimum: int = 1,
+                      heldout: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+        """Set `threshold_`: the gamma fit (at ``threshold_percentile``) of the fitted model's
+        ``train_scores`` (in_sample) or of held-out scores of the ``train`` clips (crossfit).
+
+        Held-out scores come from ``heldout(folds)`` where a system can compute them cheaply
+        (e.g. refitting a detector on embeddings), else from `crossfit_scores`. With too few
+        clips for folds of at least ``minimum`` training clips the fit is in-sample, with a
+        warning. The run record's ``threshold`` entry says which fit was used and summarises
+        the scores."""
+        info: dict[str, Any] = {"fit": self.threshold_fit, "percentile": self.threshold_percentile,
+                                "in_sample_scores": score_summary(train_scores),
+                                "in_sample_threshold": gamma_threshold(train_scores, self.threshold_percentile)}
+        scores = np.asarray(train_scores, dtype=np.float64)
+        if self.threshold_fit == CROSSFIT:
+            folds = crossfit_folds(len(train), self.threshold_folds, ctx.seed, minimum,
+                                   groups=[c.domain or "none" for c in train])
+            if folds is None:
+                info.update(fit=IN_SAMPLE, note=f"{len(train)} training clips are too few for cross-fitting "
+                                                f"(folds need {minimum}+ training clips); fitted in-sample")
+                warnings.warn(f"{self.name}: {info['note']}", stacklevel=2)
+            else:
+                scores = heldout(folds) if heldout else self.crossfit_scores(train, folds, ctx)
+                info.update(folds=len(folds), heldout_scores=score_summary(scores))
+        self.threshold_ = gamma_threshold(scores, self.threshold_percentile)
+        info["threshold"] = self.threshold_
+        self.run_ = {**(self.run_ or {}), "threshold": info}
+
+    def fold_params(self) -> dict[str, Any]:
+        """Hyperparameters of the copies that give held-out scores: the system's own, with an
+        in-sample threshold (a fold's threshold is never used). Systems that choose something
+        while fitting fix that choice here, so that every fold scores the way the system does."""
+        return {**self.get_params(), "threshold_fit": IN_SAMPLE}
+
+    def crossfit_scores(self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext) -> np.ndarray:
+        """Held-out score of every ``train`` clip: per fold, a copy trained by the engine on the
+        other folds (seed ``ctx.seed + k``, checkpoints in ``threshold/fold<k>``) scores it."""
+        out = np.zeros(len(train))
+        for held, system, fold_ctx in self.crossfit_models(train, folds, ctx):
+            out[held] = system.score([train[i] for i in held], fold_ctx)
+        return out
+
+    def crossfit_models(self, train: Sequence[Clip], folds: Sequence[np.ndarray],
+                        ctx: RunContext) -> typing.Iterator[tuple[np.ndarray, "System", RunContext]]:
+        """(held-out indices, the copy fitted on the other clips, its context) per fold."""
+        for k, held in enumerate(progress(folds, desc=f"threshold folds ({self.name})", unit="fold",
+                                          enabled=ctx.progress)):
+            fold_ctx = ctx.replace(seed=ctx.seed + k).for_run("threshold", f"fold{k}")
+            rest = np.setdiff1d(np.arange(len(train)), held)
+            system = type(self)(**self.fold_params())
+            system.fit([train[i] for i in rest], ctx=fold_ctx)
+            yield held, system, fold_ctx
 
     # -- persistence ------------------------------------------------------------------------
     @abstractmethod
@@ -223,18 +308,26 @@ class System(ABC):
         """Write the model directory atomically: readers see the old one or the new one."""
         directory = Path(directory)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        seed = (self.run_ or {}).get("runtime", {}).get("seed")
-        run = {**run_metadata(self.get_params(), seed), **(self.run_ or {}), **(metadata or {})}
         with atomic_directory(directory) as tmp:
             atomic_write_bytes(tmp / WEIGHTS_FILE, save(tensors))
-            atomic_write_json(tmp / CONFIG_FILE, {
-                "system": self.name,
-                "params": self.get_params(),
-                "threshold": self.threshold_,
-                "extra_state": self.extra_state(),
-                "run": run,
-            })
+            atomic_write_json(tmp / CONFIG_FILE, self._config(metadata))
         return directory
+
+    def save_config(self, directory: str | Path) -> Path:
+        """Rewrite only ``config.json`` (threshold, run record) of this system's saved folder,
+        atomically: the weights are unchanged, and files beside the model stay (a single-type
+        `train` keeps its ``run.json`` in the model folder)."""
+        path = Path(directory) / CONFIG_FILE
+        if not path.exists():
+            raise CheckpointError(f"{directory}: not a model directory (no {CONFIG_FILE})")
+        atomic_write_json(path, self._config())
+        return Path(directory)
+
+    def _config(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        seed = (self.run_ or {}).get("runtime", {}).get("seed")
+        run = {**run_metadata(self.get_params(), seed), **(self.run_ or {}), **(metadata or {})}
+        return {"system": self.name, "params": self.get_params(), "threshold": self.threshold_,
+                "extra_state": self.extra_state(), "run": run}
 
 
 def load_system(directory: str | Path) -> System:
@@ -250,6 +343,7 @@ def load_system(directory: str | Path) -> System:
         raise CheckpointError(f"{cfg_path}: corrupt model config ({type(err).__name__}: {err})") from err
     for key in RUNTIME_KEYS:  # folders written before runtime settings left the hyperparameters
         params.pop(key, None)
+    params.setdefault("threshold_fit", IN_SAMPLE)  # folders written before cross-fitted thresholds
     system = get_system(name, **params)
     system.threshold_ = cfg.get("threshold")
     system.run_ = cfg.get("run")

@@ -1,9 +1,12 @@
 """Frozen pretrained encoder + outlier detector on clip embeddings (no training of weights).
 
 fit: embed the normal training clips (cached), fit the detector (KNN by default, or LOF,
-GMM, SOS, Mahalanobis), and set the DCASE gamma threshold on the detector's *training*
-scores: leave-one-out for KNN / LOF / SOS (a training clip is not its own neighbour), plain
-in-sample for GMM / Mahalanobis (slightly optimistic, so the threshold is a little low).
+GMM, SOS, Mahalanobis), and fit the DCASE gamma threshold. By default (``threshold_fit:
+crossfit``) it is fitted to held-out scores: per fold, a detector fitted on the other folds'
+embeddings scores the fold (the encoder is frozen, so only the detector is refitted: no
+extra encoding). ``in_sample`` uses the detector's *training* scores: leave-one-out for
+KNN / LOF / SOS (a training clip is not its own neighbour), plain in-sample for GMM /
+Mahalanobis (optimistic, so the threshold is low).
 
 There is no silent fallback: if the pretrained weights are missing the encoder raises
 `CheckpointError`; random weights are used only when ``encoder="random"`` is chosen.
@@ -24,8 +27,8 @@ from ..detectors.embedding import DETECTORS, TrainingSetDetector
 from ..encoders import embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
-from ..errors import CheckpointError
-from ..features.extract import Decoded, FeatureRequest
+from ..errors import CheckpointError, ConfigError
+from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from .base import System, register
 
 
@@ -76,11 +79,28 @@ class EmbeddingKNNSystem(System):
         del val  # nothing is selected on validation data here
         ctx = self._begin_fit(train, ctx)
         self._seed = ctx.seed
-        X = self.embed(train, ctx)
-        self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
+        encoder = self._get_encoder(ctx)
+        kept: list[Clip] = []  # the clips the audio checks kept, in the order of their embeddings
+        parts = []
+        for part in iter_decoded(train, self.feature_request(), ctx.cache_dir, ctx.progress):
+            kept += part.clips  # type: ignore[arg-type]
+            parts.append(embed_decoded(encoder, part, ctx.cache_dir))
+        if not kept:
+            raise ConfigError(f"{self.name}: all {len(train)} training clips were left out by the audio checks")
+        X = np.concatenate(parts)
+        self.encoder_tag_ = encoder_tag(encoder)
         self.detector_ = get_detector(self.detector, **self._detector_params()).fit(X)  # type: ignore[assignment]
-        self.fit_threshold(self.detector_.train_scores())
+        self.fit_threshold(self.detector_.train_scores(), kept, ctx, minimum=self.detector_.min_train,
+                           heldout=lambda folds: self._heldout_scores(X, folds))
         return self
+
+    def _heldout_scores(self, X: np.ndarray, folds: Sequence[np.ndarray]) -> np.ndarray:
+        """Each fold's embeddings scored by a detector (and scaler) fitted on the other folds'."""
+        out = np.zeros(len(X))
+        for held in folds:
+            rest = np.setdiff1d(np.arange(len(X)), held)
+            out[held] = get_detector(self.detector, **self._detector_params()).fit(X[rest]).score(X[held])
+        return out
 
     def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:
         if self.detector_ is None:

@@ -83,8 +83,9 @@ class FrameReconstructionSystem(System):
                        self.fingerprint(train_clips, ctx), name=f"train {self.name}")
         self.history_ = [h["loss"] for h in result.history]
         self.epoch_seconds_ = [h["seconds"] for h in result.history]
-        self._fit_covariances(bank, bank.clips or train_clips, ctx)  # the clips the audio checks kept
-        self.fit_threshold(self._score_bank(bank, ctx))
+        kept = bank.clips or train_clips  # the clips the audio checks kept, in the bank's order
+        self._fit_covariances(bank, kept, ctx)
+        self.fit_threshold(self._score_bank(bank, ctx), kept, ctx)
         return self
 
     @torch.no_grad()

@@ -255,14 +255,14 @@ class LDGANSystem(System):
 
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
             ctx: RunContext | None = None) -> "LDGANSystem":
-        """Train on normal clips; the threshold comes from the in-sample training scores."""
+        """Train on normal clips, then fit the threshold (`System.fit_threshold`)."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)
         store, _ = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
                                        spill_dir=ctx.cache_dir)
         mels = store.mels()
         self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
-        self.fit_threshold(self.branch.evaluate(mels, ctx).scores)
+        self.fit_threshold(self.branch.evaluate(mels, ctx).scores, store.clips, ctx)
         return self
 
     def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:

@@ -18,7 +18,10 @@ Per machine type (one system each):
    validation clips when `fit` gets them and falls back to the ensemble otherwise;
    "ensemble" always averages the candidates' positions in their held-out score
    distributions (a kernel-smoothed empirical CDF); a candidate name fixes it.
-6. Threshold: DCASE gamma fit on the chosen scorer's held-out training scores.
+6. Threshold (`System.fit_threshold`): by default (``threshold_fit: crossfit``) the DCASE
+   gamma fit of held-out scores from copies of the whole system trained on the other folds,
+   each scoring with the chosen scorer; ``in_sample`` fits it to the chosen scorer's
+   reference scores (held-out for the detectors, in-sample for "recon").
 
 The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 """
@@ -39,12 +42,13 @@ from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
-from .base import Explanation, System, gamma_threshold, register
+from .base import Explanation, System, register
 from .ldgan import BranchEval, LDGANSystem, MelBranch, check_ldgan_params
 
 RECON = "recon"
 SELECTION_RULES = ("validation", "ensemble")
 ENSEMBLE = "ensemble"
+MIN_TRAIN_CLIPS = 2  # the detectors' cross-fitting needs two
 
 
 @register
@@ -68,10 +72,11 @@ class TLDiffGANSystem(System):
         allowed = (*SELECTION_RULES, RECON, *detectors)
         if selection not in allowed:
             raise ConfigError(f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}")
-        extra = sorted(set(ldgan) - set(LDGANSystem.param_names()))
+        ldgan_names = LDGANSystem.constructor_param_names()
+        extra = sorted(set(ldgan) - set(ldgan_names))
         if extra:
             raise ConfigError(f"tldiffgan: unknown parameter(s) {extra}; parameters: {self.param_names()}")
-        defaults = {p: inspect.signature(LDGANSystem).parameters[p].default for p in LDGANSystem.param_names()}
+        defaults = {p: inspect.signature(LDGANSystem).parameters[p].default for p in ldgan_names}
         mel_params = {**defaults, **ldgan}
         check_ldgan_params(self.name, mel_params)
         self._set_params({**own, **mel_params})
@@ -87,9 +92,9 @@ class TLDiffGANSystem(System):
 
     # -- parameters: own ones plus every LDGAN parameter under its own name -----------------
     @classmethod
-    def param_names(cls) -> list[str]:
-        own = super().param_names()
-        return own + [p for p in LDGANSystem.param_names() if p not in own]
+    def constructor_param_names(cls) -> list[str]:
+        own = super().constructor_param_names()
+        return own + [p for p in LDGANSystem.constructor_param_names() if p not in own]
 
     @property
     def candidates(self) -> list[str]:
@@ -173,7 +178,7 @@ class TLDiffGANSystem(System):
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
             ctx: RunContext | None = None) -> "TLDiffGANSystem":
         """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the threshold."""
-        ctx = self._begin_fit(train_clips, ctx, minimum=2)
+        ctx = self._begin_fit(train_clips, ctx, minimum=MIN_TRAIN_CLIPS)
         self._seed = ctx.seed
         if self.use_wave_branch:  # fail fast on missing encoder weights, before LDGAN training
             self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
@@ -193,8 +198,13 @@ class TLDiffGANSystem(System):
         self.reference_ = {RECON: np.asarray(mel.scores, np.float64), **self._heldout_scores(branches)}
         self.selection_ = self._select(val, ctx)
         chosen = self.selection_["chosen"]
-        self.threshold_ = gamma_threshold(self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen])
+        in_sample = self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen]
+        self.fit_threshold(in_sample, store.clips, ctx, minimum=MIN_TRAIN_CLIPS)
         return self
+
+    def fold_params(self) -> dict[str, Any]:
+        """Threshold folds score with the scorer this fit chose (no selection of their own)."""
+        return {**super().fold_params(), "selection": self.selection_["chosen"]}
 
     def _select(self, val: Sequence[Clip] | None, ctx: RunContext) -> dict[str, Any]:
         """Which scorer `score` uses, and why."""
