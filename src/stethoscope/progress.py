@@ -14,7 +14,6 @@ if any was written. Call sites use one function for both::
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm as auto_tqdm
 from tqdm.autonotebook import tqdm as notebook_tqdm
 from tqdm.std import tqdm as std_tqdm
 
-from .errors import ConfigError
+from .utils import env_number
 
 DEFAULT_SECONDS = 30.0
 
@@ -43,14 +42,7 @@ class Progress(Protocol):
 
 def log_interval() -> float:
     """Seconds between log lines: ``$STETHOSCOPE_PROGRESS_SECONDS`` (default 30)."""
-    raw = os.environ.get("STETHOSCOPE_PROGRESS_SECONDS", str(DEFAULT_SECONDS))
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ConfigError(f"STETHOSCOPE_PROGRESS_SECONDS must be a number of seconds >= 0, got {raw!r}")
-    return seconds
+    return env_number("STETHOSCOPE_PROGRESS_SECONDS", DEFAULT_SECONDS, unit=" s")
 
 
 class LogProgress:

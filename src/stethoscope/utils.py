@@ -1,15 +1,13 @@
-"""Small shared helpers: seeding, device choice, run metadata; the atomic writers of `fsutil`."""
+"""Small shared helpers: numbers from the environment, run metadata; the atomic writers of `fsutil`."""
 from __future__ import annotations
 
 import os
 import platform
-import random
 import sys
 import time
 from importlib import metadata
 from typing import Any
 
-import numpy as np
 import torch
 
 from .errors import ConfigError
@@ -22,20 +20,17 @@ from .fsutil import (  # noqa: F401  (re-exported: the writers lived here first)
 )
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch so that a run can be repeated."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``; a clear error if CUDA was asked for but is absent."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}: use cpu or cuda")
-    return torch.device(device)
+def env_number(name: str, default: float, minimum: float = 0.0, strict: bool = False, unit: str = "") -> float:
+    """A number from the environment variable ``name`` (``default`` when unset or empty); a
+    clear error naming the variable when it is not a number at least (above) ``minimum``."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = float("nan")
+    if not (value > minimum if strict else value >= minimum):
+        raise ConfigError(f"${name} must be a number {'>' if strict else '>='} {minimum:g}{unit}, got {raw!r}")
+    return value
 
 
 def run_metadata(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:

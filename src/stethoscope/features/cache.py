@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..utils import env_number
 
 DEFAULT_MAX_GB = 2.0
 _written_since_check: dict[Path, int] = {}
@@ -30,14 +30,7 @@ def default_cache_dir() -> Path:
 
 def max_cache_bytes() -> int:
     """The cap: ``$STETHOSCOPE_CACHE_MAX_GB`` gigabytes (default 2)."""
-    raw = os.environ.get("STETHOSCOPE_CACHE_MAX_GB", str(DEFAULT_MAX_GB))
-    try:
-        gb = float(raw)
-    except ValueError:
-        gb = -1.0
-    if not gb > 0:
-        raise ConfigError(f"STETHOSCOPE_CACHE_MAX_GB must be a positive number of gigabytes, got {raw!r}")
-    return int(gb * 1e9)
+    return int(env_number("STETHOSCOPE_CACHE_MAX_GB", DEFAULT_MAX_GB, strict=True, unit=" GB") * 1e9)
 
 
 class FeatureCache:

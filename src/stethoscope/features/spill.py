@@ -10,13 +10,12 @@ system's temporary folder (``$TMPDIR``).
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..utils import env_number
 
 BUDGET_ENV = "STETHOSCOPE_FEATURE_RAM_GB"
 DEFAULT_BUDGET_GB = 2.0
@@ -24,14 +23,7 @@ DEFAULT_BUDGET_GB = 2.0
 
 def ram_budget_bytes() -> int:
     """The largest feature array kept in RAM, from ``$STETHOSCOPE_FEATURE_RAM_GB`` (default 2)."""
-    raw = os.environ.get(BUDGET_ENV, "").strip()
-    try:
-        gb = float(raw) if raw else DEFAULT_BUDGET_GB
-    except ValueError:
-        gb = -1.0
-    if not gb >= 0:
-        raise ConfigError(f"${BUDGET_ENV} must be a number of GB >= 0, got {raw!r}")
-    return int(gb * 2**30)
+    return int(env_number(BUDGET_ENV, DEFAULT_BUDGET_GB, unit=" GB") * 2**30)
 
 
 def float32_array(rows: int, cols: int, spill_dir: str | Path | None = None) -> np.ndarray:
