@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import scipy.fft
 import soundfile as sf
 
 from ..progress import progress as show_progress
+from .toy_sounds import MACHINE_SOUNDS, MachineState, coloured_noise, damped_kernel, ring, sin_at, time_window
 from ..utils import atomic_write_bytes, atomic_write_text
 
 MACHINES = ("fan", "gearbox", "pump")
@@ -59,133 +59,6 @@ class FaultRegion:
     f1: float
 
 
-# -- building blocks -------------------------------------------------------------------------
-def _coloured_noise(rng: np.random.Generator, n: int, sr: int, slope: float,
-                    band: tuple[float, float] | None = None) -> np.ndarray:
-    """Unit-RMS Gaussian noise with power spectrum ~ 1/f**slope, optionally band-limited."""
-    spec = rng.standard_normal((n // 2 + 1, 2), dtype=np.float32).view(np.complex64)[:, 0]
-    freqs = np.fft.rfftfreq(n, 1 / sr).astype(np.float32)
-    shape = np.maximum(freqs, np.float32(20.0)) ** np.float32(-slope / 2)
-    if band is not None:
-        shape[(freqs < band[0]) | (freqs > band[1])] = 0.0
-    out = scipy.fft.irfft(spec * shape, n)
-    return out / np.float32(np.sqrt(np.mean(out**2)) + 1e-12)
-
-
-def _sin(phase: np.ndarray, order: float = 1.0, offset: float = 0.0) -> np.ndarray:
-    """float32 sin(order * phase + offset): the argument is reduced in float64, then the
-    (SIMD-fast) float32 sine is taken; 1e-7 error is far below 16-bit PCM resolution."""
-    return np.sin(np.mod(order * phase + offset, 2 * np.pi).astype(np.float32))
-
-
-def _speed_profile(rng: np.random.Generator, n: int, sr: int, f_shaft: float, jitter: float) -> np.ndarray:
-    """Instantaneous shaft frequency (Hz per sample): nominal plus a slow random wander."""
-    knots = rng.standard_normal(int(n / sr * 4) + 2)  # 4 knots per second -> slow wander
-    wander = np.interp(np.linspace(0, len(knots) - 1, n), np.arange(len(knots)), knots)
-    return f_shaft * (1.0 + jitter * wander)
-
-
-def _damped_kernel(sr: int, freq: float, decay_s: float) -> np.ndarray:
-    """Impulse response of a structural resonance: exp-decaying sinusoid."""
-    t = np.arange(int(decay_s * 6 * sr)) / sr
-    return np.exp(-t / decay_s) * np.sin(2 * np.pi * freq * t)
-
-
-def _ring(n: int, sr: int, times: np.ndarray, amps: np.ndarray | float, kernel: np.ndarray) -> np.ndarray:
-    """Sum of ``kernel`` copies started at ``times`` (s) scaled by ``amps``: impacts exciting a
-    resonance. Sparse impacts make this cheaper than a full-length convolution."""
-    times = np.asarray(times, dtype=np.float64)
-    starts = np.clip((times * sr).astype(np.int64), 0, n - 1)
-    idx = starts[:, None] + np.arange(len(kernel))
-    weights = np.broadcast_to(np.asarray(amps, dtype=np.float64).reshape(-1, 1) if np.ndim(amps) else amps,
-                              (len(times), 1)) * kernel
-    return np.bincount(idx.ravel(), weights.ravel(), minlength=n + len(kernel))[:n].astype(np.float32)
-
-
-def _window(n: int, sr: int, t0: float, t1: float, ramp_s: float = 0.05) -> np.ndarray:
-    """0..1 gate that is 1 on [t0, t1] with short raised-cosine edges (no clicks at the edges)."""
-    t = np.arange(n, dtype=np.float32) / np.float32(sr)
-    x = np.clip(np.minimum(t - np.float32(t0), np.float32(t1) - t) / np.float32(ramp_s), 0.0, 1.0)
-    edge = (x > 0) & (x < 1)
-    x[edge] = 0.5 - 0.5 * np.cos(np.pi * x[edge])
-    return x
-
-
-# -- machines ----------------------------------------------------------------------------------
-@dataclass
-class _Machine:
-    """What an anomaly needs to know about the normal sound it is injected into."""
-
-    f_inst: np.ndarray  # instantaneous shaft frequency per sample
-    phase: np.ndarray  # shaft rotation phase (radians) per sample
-    f_shaft: float  # nominal shaft frequency
-    tone_order: int  # a prominent harmonic order (of the shaft) that can drift
-    tone_amp: float
-    one_x_amp: float  # residual 1x (imbalance) amplitude of a healthy machine
-    bearing_order: float  # outer-race defect frequency / shaft frequency
-    resonance: float  # structural resonance excited by impacts (Hz)
-
-
-def _harmonics(phase: np.ndarray, base_order: float, amps: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """sum_k amps[k-1] * sin(k * base_order * phase + random phase), by complex powers (fast)."""
-    arg = np.mod(base_order * phase, 2 * np.pi).astype(np.float32)
-    z = np.cos(arg) + np.complex64(1j) * np.sin(arg)
-    acc = np.ones_like(z)
-    out = np.zeros(len(phase), dtype=np.float32)
-    for amp in amps:
-        acc *= z
-        out += (acc * np.complex64(amp * np.exp(1j * rng.uniform(0, 2 * np.pi)))).imag
-    return out
-
-
-def _fan(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, _Machine]:
-    """Blade-pass harmonics (with speed jitter) over amplitude-modulated broadband flow noise."""
-    blades = 7 + section  # each section is a fan model with another blade count
-    f_inst = _speed_profile(rng, n, sr, rpm / 60, jitter=0.004)
-    phase = 2 * np.pi * np.cumsum(f_inst) / sr
-    k = np.arange(1, 9)
-    amps = 0.05 * (0.5 + load / 100) * k**-1.0 * rng.uniform(0.8, 1.2, len(k))
-    tonal = _harmonics(phase, blades, amps, rng)
-    one_x = 0.01
-    tonal += one_x * _sin(phase, offset=rng.uniform(0, 2 * np.pi))
-    flow = _coloured_noise(rng, n, sr, slope=0.7, band=(60, 7000))
-    flow *= 0.05 * (0.4 + load / 100) * (1 + 0.15 * _sin(phase, blades))
-    return tonal + flow, _Machine(f_inst, phase, rpm / 60, 2 * blades, amps[1], one_x, 3.57, 3000.0)
-
-
-def _gearbox(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, _Machine]:
-    """Gear-mesh harmonics amplitude-modulated by the shaft (sidebands) plus one weak
-    impact per revolution exciting a housing resonance."""
-    teeth = 27 + 2 * section
-    f_inst = _speed_profile(rng, n, sr, rpm / 60, jitter=0.002)
-    phase = 2 * np.pi * np.cumsum(f_inst) / sr
-    k = np.arange(1, 6)
-    amps = 0.05 * (0.6 + load / 100) * k**-0.8 * rng.uniform(0.8, 1.2, len(k))
-    am = 1 + 0.3 * _sin(phase, 1, np.pi / 2) + 0.1 * _sin(phase, 2, 1.0 + np.pi / 2)  # sidebands at mesh +- 1x, 2x
-    tonal = am * _harmonics(phase, teeth, amps, rng)
-    one_x = 0.01
-    tonal += one_x * _sin(phase)
-    rev_times = np.flatnonzero(np.diff(np.floor(phase / (2 * np.pi))) > 0) / sr
-    impacts = _ring(n, sr, rev_times, 0.1 * rng.uniform(0.8, 1.2, len(rev_times)), _damped_kernel(sr, 2200.0, 0.004))
-    noise = 0.015 * (0.5 + load / 100) * _coloured_noise(rng, n, sr, slope=1.0, band=(50, 7500))
-    return tonal + impacts + noise, _Machine(f_inst, phase, rpm / 60, teeth * 2, amps[1], one_x, 4.1, 4200.0)
-
-
-def _pump(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, _Machine]:
-    """Vane-pass harmonics plus turbulent flow noise whose level follows the load."""
-    vanes = 5 + section
-    f_inst = _speed_profile(rng, n, sr, rpm / 60, jitter=0.003)
-    phase = 2 * np.pi * np.cumsum(f_inst) / sr
-    k = np.arange(1, 7)
-    amps = 0.04 * (0.5 + load / 100) * k**-1.2 * rng.uniform(0.8, 1.2, len(k))
-    tonal = _harmonics(phase, vanes, amps, rng)
-    one_x = 0.01
-    tonal += one_x * _sin(phase)
-    flow = 0.04 * (0.3 + load / 100) * _coloured_noise(rng, n, sr, slope=0.4, band=(100, 6000))
-    return tonal + flow, _Machine(f_inst, phase, rpm / 60, 2 * vanes, amps[1], one_x, 3.05, 3500.0)
-
-
-_MACHINE_SOUNDS = {"fan": _fan, "gearbox": _gearbox, "pump": _pump}
 
 # -- anomalies ---------------------------------------------------------------------------------
 # Per-kind strength per severity level 1, 2, 3 (calibrated: see docs/toy_factory.md). Impact,
@@ -199,24 +72,24 @@ _STRENGTH = {
 }
 
 
-def _inject(kind: str, severity: int, m: _Machine, level: float, rng: np.random.Generator, n: int,
+def _inject(kind: str, severity: int, m: MachineState, level: float, rng: np.random.Generator, n: int,
             sr: int, seconds: float) -> tuple[np.ndarray, FaultRegion]:
     """The fault signal to add to a normal clip (of RMS ``level``) and the region it occupies."""
     s = _STRENGTH[kind][severity - 1] * (level if kind in ("bearing", "rubbing", "clicks") else 1.0)
     dur = rng.uniform(0.4, 0.7) * seconds
     t0 = float(rng.uniform(0, seconds - dur))
     t1 = t0 + dur
-    gate = _window(n, sr, t0, t1)
+    gate = time_window(n, sr, t0, t1)
     if kind == "bearing":  # outer-race defect: impacts at BPFO ringing a resonance
         f_def = m.bearing_order * m.f_shaft
         times = np.arange(t0, t1, 1 / f_def)
         times = times + rng.normal(0, 0.0005, len(times))  # slip: defect impacts are not exactly periodic
         amps = s * (1 + 0.5 * np.cos(2 * np.pi * m.f_shaft * times))  # load-zone modulation by 1x
-        sig = _ring(n, sr, times, amps, _damped_kernel(sr, m.resonance, 0.002))
+        sig = ring(n, sr, times, amps, damped_kernel(sr, m.resonance, 0.002))
         bw = 1 / (np.pi * 0.002)
         return sig, FaultRegion(kind, severity, t0, t1, m.resonance - 3 * bw, m.resonance + 3 * bw)
     if kind == "imbalance":  # mass imbalance: the 1x component grows
-        sig = gate * s * m.one_x_amp * _sin(m.phase)
+        sig = gate * s * m.one_x_amp * sin_at(m.phase)
         return sig, FaultRegion(kind, severity, t0, t1, 0.8 * m.f_inst.min(), 1.2 * m.f_inst.max())
     if kind == "rubbing":  # rotor touches stator: short broadband bursts, about once per revolution
         starts = np.arange(t0, t1 - 0.03, 1 / m.f_shaft)
@@ -226,20 +99,20 @@ def _inject(kind: str, severity: int, m: _Machine, level: float, rng: np.random.
         for st in (starts * sr).astype(int):
             env[st: st + len(burst)] += burst[: n - st]
         lo, hi = 1000.0, 6000.0
-        sig = s * env * _coloured_noise(rng, n, sr, slope=0.0, band=(lo, hi))
+        sig = s * env * coloured_noise(rng, n, sr, slope=0.0, band=(lo, hi))
         return sig, FaultRegion(kind, severity, t0, t1, lo, hi)
     if kind == "drift":  # one harmonic slowly detunes from the others (e.g. a loosening part)
         ramp = np.clip((np.arange(n) / sr - t0) / dur, 0, 1)
         base = m.tone_order * m.f_inst
         detuned = base * (1 + s * ramp)
-        sig = 0.6 * m.tone_amp * gate * _sin(np.cumsum(detuned), 2 * np.pi / sr)
+        sig = 0.6 * m.tone_amp * gate * sin_at(np.cumsum(detuned), 2 * np.pi / sr)
         f_nom = m.tone_order * m.f_shaft
         return sig, FaultRegion(kind, severity, t0, t1, 0.98 * f_nom, (1 + s) * 1.02 * f_nom)
     if kind == "clicks":  # intermittent loose-part clicks at random times
         count = rng.poisson(3 * dur) + 1
         times = np.sort(rng.uniform(t0, t1, count))
-        kernel = _damped_kernel(sr, 5000.0, 0.0004)
-        sig = _ring(n, sr, times, s * rng.uniform(0.6, 1.0, count), kernel)
+        kernel = damped_kernel(sr, 5000.0, 0.0004)
+        sig = ring(n, sr, times, s * rng.uniform(0.6, 1.0, count), kernel)
         return sig, FaultRegion(kind, severity, t0, t1, 2000.0, 8000.0)
     raise AssertionError(f"unhandled anomaly kind {kind!r}")
 
@@ -262,7 +135,7 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
 
     Deterministic in ``seed``. ``attributes`` (speed/load/bg) default to a draw from ``domain``.
     """
-    if machine not in _MACHINE_SOUNDS:
+    if machine not in MACHINE_SOUNDS:
         raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
     if anomaly_kind is not None and anomaly_kind not in ANOMALY_KINDS:
         raise ValueError(f"unknown anomaly kind {anomaly_kind!r}; known: {ANOMALY_KINDS}")
@@ -271,8 +144,8 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
     rng = np.random.default_rng(seed)
     attrs = attributes if attributes is not None else draw_attributes(machine, domain, rng)
     n = int(round(seconds * sample_rate))
-    wave, m = _MACHINE_SOUNDS[machine](rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section)
-    wave += BG_LEVEL[domain] * _coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
+    wave, m = MACHINE_SOUNDS[machine](rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section)
+    wave += BG_LEVEL[domain] * coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
     region = None
     if anomaly_kind is not None:
         level = float(np.sqrt(np.mean(wave**2)))
@@ -371,7 +244,7 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got {n_train} and {n_test}")
     sounds = dict(sounds or {})
     for machine in machines:
-        if sounds.get(machine, machine) not in _MACHINE_SOUNDS:
+        if sounds.get(machine, machine) not in MACHINE_SOUNDS:
             raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine type {machine!r}; "
                              f"known sounds: {MACHINES}")
     root = Path(root)
