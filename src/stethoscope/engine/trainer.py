@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -75,7 +74,6 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     history: list[dict[str, float]] = []
     start = _resume(module, opts, gens, ctx, fingerprint, history, epochs)
     bar = progress(range(start, epochs), desc=name, unit="epoch", total=epochs, initial=start, enabled=ctx.progress)
-    epoch = start
     try:
         for epoch in bar:
             history.append(_epoch(module, batches, opts, gens, ctx, device))
@@ -96,7 +94,7 @@ def _epoch(module: nn.Module, batches: Batches, opts: dict[str, torch.optim.Opti
            gens: dict[str, torch.Generator], ctx: RunContext, device: torch.device) -> dict[str, float]:
     started = time.perf_counter()
     module.train()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per batch
     count = 0
     for batch in batches(gens["data"]):
         batch = tuple(ctx.to_device(t) for t in batch)
@@ -112,9 +110,10 @@ def _epoch(module: nn.Module, batches: Batches, opts: dict[str, torch.optim.Opti
             opt.step()
         n = len(batch[0])
         for key, value in losses.items():
-            sums[key] += float(value.detach().float().mean()) * n
+            total = value.detach().float().mean() * n
+            sums[key] = sums[key] + total if key in sums else total
         count += n
-    out = {k: v / max(count, 1) for k, v in sums.items()}
+    out = {k: float(v) / max(count, 1) for k, v in sums.items()}
     out["seconds"] = time.perf_counter() - started
     return out
 
