@@ -5,6 +5,12 @@ never resume each other; its model is written crash-safe to ``OUT/<machine>`` (o
 for a single type); ``OUT/run.json`` says per type ``trained``, ``failed: reason`` or
 ``not reached``, updated as the run goes. With ``ctx.resume`` types already trained are
 skipped and an interrupted one continues from its checkpoint.
+
+A joint system (`System.joint`) is fitted once over every machine type (`System.fit_joint`,
+checkpoints in ``ctx.checkpoint_dir/joint``); each machine type's system it returns is saved
+to that type's folder, and ``run.json`` keeps one record per type as above. Resumed, it is
+skipped when every type is trained, else the joint fit runs again (continuing from its
+checkpoint) and every type's folder is written anew.
 """
 from __future__ import annotations
 
@@ -31,6 +37,12 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
     systems. A type that fails is recorded and the others go on; the error is raised at the end."""
     out = Path(out)
     log = (RunLog.resume if ctx.resume else RunLog)(out / "run.json", list(groups), dict(meta or {}))
+    try:
+        joint = build().joint
+    except StethoscopeError:  # the per-type loop below records the error for every type
+        joint = False
+    if joint:
+        return _train_joint(groups, build, out, ctx, log, val, nested, meta, say)
     systems: dict[str, System] = {}
     failures: dict[str, str] = {}
     for machine, train in groups.items():
@@ -61,8 +73,55 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=system.threshold_)
         systems[machine] = system
         say(f"[{machine}] saved to {target} ({seconds:.1f} s, threshold {system.threshold_:.4g})")
+    _finish(groups, ctx, log, failures)
+    return systems
+
+
+def _train_joint(groups: Mapping[str, Sequence[Clip]], build: Callable[[], System], out: Path, ctx: RunContext,
+                 log: RunLog, val: Sequence[Clip] | None, nested: bool, meta: Mapping[str, Any] | None,
+                 say: Callable[[str], None]) -> dict[str, System]:
+    """`train_machines` for a joint system: one `fit_joint` over every type, one folder per type."""
+    targets = {machine: out / machine if nested else out for machine in groups}
+    if ctx.resume and all(log.status(m) == "trained" and (t / CONFIG_FILE).exists() for m, t in targets.items()):
+        say(f"[joint] every machine type already trained in {out}; skipped (--resume)")
+        return {machine: load_system(target) for machine, target in targets.items()}
+    for machine in groups:
+        log.start(machine)
+    jctx = ctx.for_run("joint")
+    system = build()
+    say(f"[joint] training {system.name} on {sum(map(len, groups.values()))} clips of {len(groups)} machine "
+        f"type(s): {', '.join(groups)}")
+    started = time.perf_counter()
+    failures: dict[str, str] = {}
+    try:
+        fitted = system.fit_joint(groups, val, jctx)
+    except TrainingInterrupted:
+        for machine in groups:
+            log.failed(machine, "interrupted")
+        raise
+    except StethoscopeError as err:
+        say(f"[joint] failed: {err}")
+        fitted, failures = {}, {machine: f"joint fit: {err}" for machine in groups}
+    seconds = time.perf_counter() - started
+    for machine, target in targets.items():
+        if machine not in fitted:
+            failures.setdefault(machine, "the joint fit returned no system for it")
+            log.failed(machine, failures[machine])
+            continue
+        fitted[machine].save(target, {"data_machine": machine, "train_seconds": seconds,
+                                      "joint_machines": list(groups), **(meta or {})})
+        log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=fitted[machine].threshold_,
+                 joint=True)
+        say(f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold {fitted[machine].threshold_:.4g})")
+    if not failures:
+        discard_checkpoint(jctx.checkpoint_dir, nested=True)
+    _finish(groups, ctx, log, failures)
+    return {machine: fitted[machine] for machine in targets}
+
+
+def _finish(groups: Mapping[str, Sequence[Clip]], ctx: RunContext, log: RunLog, failures: Mapping[str, str]) -> None:
+    """Remove empty checkpoint folders; raise naming every failed machine type."""
     prune_checkpoints(ctx.checkpoint_dir)
     if failures:
         listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
         raise StethoscopeError(f"{len(failures)} of {len(groups)} machine type(s) failed ({listed}); see {log.path}")
-    return systems

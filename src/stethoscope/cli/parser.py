@@ -70,9 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime(p, training=True)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a system per machine type on normal clips")
+    p = sub.add_parser("train", help="train a system per machine type on normal clips",
+                       description="Train a system per machine type on normal clips. A joint system (marked "
+                                   "in `list`) is fitted once over every machine type in --data and writes "
+                                   "one self-contained model per type all the same.")
     p.add_argument("--data", required=True, help="data root (any supported layout)")
-    p.add_argument("--system", default=DEFAULT_SYSTEM, help=f"system name (default {DEFAULT_SYSTEM}); see `list`")
+    p.add_argument("--system", default=DEFAULT_SYSTEM,
+                   help=f"system name (default {DEFAULT_SYSTEM}); see `list` (joint: one fit over all types)")
     p.add_argument("--out", required=True, help="model folder (one subfolder per machine type if several)")
     p.add_argument("--val", help="labelled validation data root (for systems that select on it)")
     _data(p)
@@ -98,9 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="K-fold cross-validated benchmark on small labelled sets")
+    p = sub.add_parser("bench", help="K-fold cross-validated benchmark on small labelled sets",
+                       description="K-fold cross-validated benchmark on small labelled sets. A joint system "
+                                   "(marked in `list`) is fitted once per fold over the fold's training "
+                                   "normals of every set; each set is scored by its machine type's model.")
     p.add_argument("--data", required=True, help="folder of labelled clips (any supported layout)")
-    p.add_argument("--system", default=DEFAULT_SYSTEM, help=f"system name (default {DEFAULT_SYSTEM})")
+    p.add_argument("--system", default=DEFAULT_SYSTEM,
+                   help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over all sets")
     p.add_argument("--folds", type=int, default=5, help="folds over the normal clips (default 5)")
     p.add_argument("--group", default="machine", choices=("machine", "section"), help="what one set is")
     p.add_argument("--score-modes", help="e.g. mse,mahala: train each fold once, score in every mode, "

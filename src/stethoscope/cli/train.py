@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..evaluation.crossval import cross_validate, group_sets
+    from ..evaluation.crossval import cross_validate, cross_validate_joint, group_sets
 
     probe = build_system(args, args.system)
     out, say = Path(args.out), info(args)
@@ -58,23 +58,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
             run = {**run_metadata(reports[m]["params"], args.seed), "runtime": ctx.metadata()}
             atomic_write_json(paths[m], {**reports[m], "run": run})
 
-    for name, set_clips in sets.items():
-        n_normal = sum(c.label == 0 for c in set_clips)
-        if n_normal < 2 or not any(c.label == 1 for c in set_clips):
-            for m in modes:
-                reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
-            continue
-        say(f"[{name}] {args.folds}-fold benchmark of {args.system}")
-        res = cross_validate(set_clips, make, args.folds, ctx, score_modes=modes if args.score_modes else None,
-                             name=name)
+    def record(name: str, res: dict[str, Any], fitted: Any) -> None:
         per_mode = res if args.score_modes else {None: res}
-        encoder = {k: v for k, v in latest[0].extra_state().items() if k in ("encoder", "encoder_weights")}
+        encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
         for m in modes:
             reports[m]["sets"][name] = per_mode[m]
             reports[m].update(encoder)
             r = per_mode[m]
             say(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
                 f"(train {r['train_seconds']:.1f} s/fold)")
+
+    joint_sets: dict[str, list[Any]] = {}  # a joint system: every set in one run of folds
+    for name, set_clips in sets.items():
+        n_normal = sum(c.label == 0 for c in set_clips)
+        if n_normal < 2 or not any(c.label == 1 for c in set_clips):
+            for m in modes:
+                reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
+            continue
+        if probe.joint:
+            joint_sets[name] = set_clips
+            continue
+        say(f"[{name}] {args.folds}-fold benchmark of {args.system}")
+        res = cross_validate(set_clips, make, args.folds, ctx, score_modes=modes if args.score_modes else None,
+                             name=name)
+        record(name, res, latest[0])
+        write()
+    if joint_sets:
+        say(f"[joint] {args.folds}-fold benchmark of {args.system} over {len(joint_sets)} set(s), "
+            "one joint fit per fold")
+        results, fitted = cross_validate_joint(joint_sets, make, args.folds, ctx,
+                                               score_modes=modes if args.score_modes else None)
+        for m in modes:
+            reports[m]["joint_fit"] = True
+        for name, res in results.items():
+            record(name, res, next(iter(fitted.values())))
         write()
     prune_checkpoints(ctx.checkpoint_dir)
     for m in modes:

@@ -121,7 +121,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     del args
     print("systems:")
     for name, cls in list_systems().items():
-        print(f"  {name:<24} {cls.description}")
+        joint = " [joint: one fit over all machine types]" if cls.joint is True else ""
+        print(f"  {name:<24} {cls.description}{joint}")
     print("encoders:")
     for enc in list_encoders():
         if enc["name"] == "random":

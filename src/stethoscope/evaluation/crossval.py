@@ -6,11 +6,12 @@ where every domain has at least K normals. Fold k trains on the other normals an
 fold-k normals plus all anomalies. Reported: mean AUC, pAUC, AUC-s, AUC-t over folds.
 These rank clips, which no threshold changes, so each fold's system fits its threshold
 in-sample rather than training ``threshold_folds`` more models for a cross-fitted one.
+A joint system (`System.joint`) is benchmarked over every set at once (`cross_validate_joint`).
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -86,20 +87,82 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
         system.fit(train, ctx=fold_ctx)
         train_s.append(time.perf_counter() - t0)
         discard_checkpoint(fold_ctx.checkpoint_dir)
-        for mode in modes:
-            if mode is not None:
-                system.score_mode = mode  # type: ignore[attr-defined]
-            t0 = time.perf_counter()
-            scores = system.score(test, fold_ctx)
-            score_ms[mode].append(1000 * (time.perf_counter() - t0) / len(test))
-            kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
-            m = section_metrics([test[i].label for i in kept], scores[kept], [test[i].domain for i in kept])
-            fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
-                                       "auc_target": m["auc_target"], "n_train": len(train), "n_test": len(test)})
+        _score_fold(system, test, fold_ctx, modes, len(train), fold_results, score_ms)
     has_domains = any(c.domain for c in clips)
     out = {m: _summary(len(normals), len(anomalies), fold_results[m], train_s, score_ms[m], has_domains)
            for m in modes}
     return out if score_modes else out[None]
+
+
+def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callable[[], System], folds: int = 5,
+                         ctx: RunContext | None = None, score_modes: Sequence[str] | None = None
+                         ) -> tuple[dict[str, Any], dict[str, System]]:
+    """The protocol for a joint system (`System.joint`), over all ``sets`` at once.
+
+    Each set keeps the folds `cross_validate` gives it (same seed). Fold k fits one joint model
+    (`System.fit_joint`, seed ``ctx.seed + k``, checkpoints in ``<checkpoint_dir>/joint/fold<k>``)
+    on the fold-k training normals of every set, grouped by machine type, and scores each
+    set's fold-k test clips with its machine type's system. A set with fewer folds than another
+    (fewer normals than ``folds``) trains on all its normals in its missing folds and is not
+    tested there. ``train_seconds`` is the joint fit's time per fold, the same for every set.
+
+    Returns (set -> result as `cross_validate` gives it, the last fold's systems per machine type).
+    """
+    ctx = ctx or RunContext()
+    modes = list(score_modes) if score_modes else [None]
+    plan = {}
+    for name, clips in sets.items():
+        normals = [c for c in clips if c.label == 0]
+        anomalies = [c for c in clips if c.label == 1]
+        if not anomalies:
+            raise ValueError(f"{name}: cross-validation needs at least one anomalous clip")
+        plan[name] = (normals, anomalies, normal_folds(normals, folds, ctx.seed))
+    fold_results = {name: {m: [] for m in modes} for name in plan}
+    score_ms = {name: {m: [] for m in modes} for name in plan}
+    train_s: list[float] = []
+    systems: dict[str, System] = {}
+    n_folds = max(len(test_folds) for _, _, test_folds in plan.values())
+    for k in progress(range(n_folds), desc="joint folds", unit="fold", enabled=ctx.progress):
+        groups: dict[str, list[Clip]] = {}
+        tests: dict[str, tuple[list[Clip], int]] = {}
+        for name, (normals, anomalies, test_folds) in plan.items():
+            held = set(test_folds[k].tolist()) if k < len(test_folds) else set()
+            train = [c for i, c in enumerate(normals) if i not in held]
+            groups.setdefault(normals[0].machine, []).extend(train)
+            if held:
+                tests[name] = ([normals[i] for i in test_folds[k]] + anomalies, len(train))
+        fold_ctx = ctx.replace(seed=ctx.seed + k).for_run("joint", f"fold{k}")
+        system = make_system()
+        system.threshold_fit = "in_sample"  # AUCs ignore the threshold: no extra fold models
+        t0 = time.perf_counter()
+        systems = system.fit_joint(groups, ctx=fold_ctx)
+        train_s.append(time.perf_counter() - t0)
+        discard_checkpoint(fold_ctx.checkpoint_dir, nested=True)
+        for name, (test, n_train) in tests.items():
+            _score_fold(systems[plan[name][0][0].machine], test, fold_ctx, modes, n_train, fold_results[name],
+                        score_ms[name])
+    out = {}
+    for name, (normals, anomalies, _) in plan.items():
+        has_domains = any(c.domain for c in sets[name])
+        per_mode = {m: _summary(len(normals), len(anomalies), fold_results[name][m], train_s, score_ms[name][m],
+                                has_domains) for m in modes}
+        out[name] = per_mode if score_modes else per_mode[None]
+    return out, systems
+
+
+def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Sequence[str | None], n_train: int,
+                fold_results: dict[str | None, list[dict]], score_ms: dict[str | None, list[float]]) -> None:
+    """Score one fold's test clips in every mode; append its metrics and scoring time."""
+    for mode in modes:
+        if mode is not None:
+            system.score_mode = mode  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        scores = system.score(test, ctx)
+        score_ms[mode].append(1000 * (time.perf_counter() - t0) / len(test))
+        kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
+        m = section_metrics([test[i].label for i in kept], scores[kept], [test[i].domain for i in kept])
+        fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
+                                   "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test)})
 
 
 def _summary(n_normal: int, n_anomaly: int, folds: list[dict], train_s: list[float], score_ms: list[float],

@@ -113,10 +113,15 @@ class System(metaclass=_SystemMeta):
     """Base class: subclasses set ``name``, take their hyperparameters as keyword arguments
     (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`
     (ending with `fit_threshold`), `score_decoded`, `state_tensors` and `load_state_tensors`.
-    The threshold hyperparameters (`threshold.THRESHOLD_PARAMS`) are every system's."""
+    The threshold hyperparameters (`threshold.THRESHOLD_PARAMS`) are every system's.
+
+    A *joint* system (``joint = True``) learns from several machine types at once: it
+    overrides `fit_joint`, which `training.train_machines` and the K-fold bench then call once
+    over every machine type instead of one `fit` per type."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    joint: ClassVar[bool] = False   # True: learns from several machine types at once (`fit_joint`)
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     threshold_: float | None = None
     run_: dict[str, Any] | None = None
@@ -162,6 +167,24 @@ class System(metaclass=_SystemMeta):
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
             ctx: RunContext | None = None) -> "System":
         """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model selection."""
+
+    def fit_joint(self, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None = None,
+                  ctx: RunContext | None = None) -> dict[str, "System"]:
+        """Fit over every machine type in ``groups`` (machine type -> its normal training clips);
+        returns one fitted, self-contained system per machine type, which is saved to its own
+        model folder and scores clips of its own type. ``val`` holds labelled clips of any type.
+
+        Default: one independent `fit` per type of a copy with this system's hyperparameters,
+        with that type's ``val`` clips and ``ctx.for_run(machine)`` (same seed, checkpoints in a
+        folder per type). A joint system overrides this to train one model over all groups."""
+        ctx = ctx or RunContext()
+        fitted: dict[str, System] = {}
+        for machine, train in groups.items():
+            system = type(self)(**self.get_params())
+            mval = [c for c in val if c.machine == machine] if val else None
+            system.fit(train, mval, ctx.for_run(machine))
+            fitted[machine] = system
+        return fitted
 
     def _begin_fit(self, train: Sequence[Clip], ctx: RunContext | None, minimum: int = 1) -> RunContext:
         """Common start of `fit`: check the clip count, seed every generator, record the runtime."""
