@@ -68,7 +68,10 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     """
     device = ctx.torch_device
     groups = optimiser_groups(module)
-    opts = {g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas)
+    # fused Adam: one kernel per step instead of several per tensor (about 30 % of a DCASE AE
+    # step on 2 CPU cores, RESULTS 7.1); both the CPU and the CUDA build have it
+    opts = {g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas,
+                                fused=device.type in ("cpu", "cuda"))
             for g, params in groups.items()}
     gens = {"data": ctx.generator(offset=1, device="cpu"), "model": ctx.generator(offset=2, device=device)}
     history: list[dict[str, float]] = []
