@@ -11,7 +11,7 @@ plus ``--test`` labelled test clips), the same toy-factory data set is given to
   set is linked under the copy's ``data/dcase2023t2/dev_data/raw/<machine>``, since the code
   takes its ``--dataset_directory`` (``./data`` in baseline.yaml) relative to the working
   folder, and it knows only the DCASE 2023 machine-type names;
-* ``stethoscope train --system dcase_ae --set epochs=E --set threshold_fit=in_sample
+* ``stethoscope train --system dcase_ae --set epochs=E threshold_fit=in_sample
   --no-cache`` (the official code's threshold: a gamma fit to the final model's own training
   scores; stethoscope's default cross-fitted threshold would train 4 more models) then ``stethoscope
   evaluate --no-cache`` (both on the CPU, features computed from the files as the official
@@ -116,7 +116,7 @@ def run_ours(data: Path, epochs: int, work: Path) -> tuple[float, Path]:
         if folder.exists():
             shutil.rmtree(folder)
     train = ["train", "--data", str(data), "--system", "dcase_ae", "--out", str(models), "--set", f"epochs={epochs}",
-             "--set", "threshold_fit=in_sample", "--no-cache", "--quiet", "--checkpoint-every", "0"]
+             "threshold_fit=in_sample", "--no-cache", "--quiet", "--checkpoint-every", "0"]
     seconds = timed(cli + train, REPO, work / "ours-train.log")
     seconds += timed(cli + ["evaluate", "--data", str(data), "--models", str(models), "--out", str(results),
                             "--no-cache", "--quiet"], REPO, work / "ours-evaluate.log")

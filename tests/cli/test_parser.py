@@ -54,3 +54,10 @@ def test_version_names_package_torch_and_python(capsys: pytest.CaptureFixture) -
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == \
         f"stethoscope {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
+def test_repeated_set_flags_accumulate() -> None:
+    """`--set a=1 --set b=2` keeps both (a later flag once silently replaced the earlier)."""
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--set", "epochs=3", "batch_size=8",
+                                      "--set", "threshold_fit=in_sample"])
+    assert args.set == ["epochs=3", "batch_size=8", "threshold_fit=in_sample"]

@@ -40,7 +40,8 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 def _system(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file (or packaged config name) of system hyperparameters")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override hyperparameters, e.g. epochs=10")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override hyperparameters, e.g. --set epochs=10 batch_size=64 (repeatable)")
 
 
 def _version() -> str:
