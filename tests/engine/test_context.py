@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stethoscope.engine import RunContext, available_cores
+from stethoscope.engine.context import default_threads
 from stethoscope.errors import ConfigError
 
 
@@ -37,9 +38,12 @@ def test_for_run_gives_each_machine_and_fold_its_own_folder(tmp_path: Path) -> N
     assert RunContext().for_run("fan").checkpoint_dir is None
 
 
-def test_threads_default_to_the_cores_this_process_may_use() -> None:
+def test_threads_default_to_one_under_passive_wait_else_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     before = torch.get_num_threads()
     try:
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")   # what importing stethoscope sets
+        assert default_threads() == 1 == RunContext().apply_threads() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")    # a user's own choice
         assert RunContext().apply_threads() == available_cores() == torch.get_num_threads()
         if hasattr(os, "sched_getaffinity"):
             assert available_cores() == len(os.sched_getaffinity(0))

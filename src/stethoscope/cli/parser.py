@@ -17,7 +17,7 @@ def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--threads", type=int, help="torch threads (default: the cores this process may use)")
+    g.add_argument("--threads", type=int, help="torch threads (default 1 under OpenMP's PASSIVE wait, stethoscope's default; docs/architecture.md)")
     g.add_argument("--cache", metavar="DIR", help="feature cache folder (default $STETHOSCOPE_CACHE or "
                                                   "~/.cache/stethoscope)")
     g.add_argument("--no-cache", action="store_true", help="read and write no feature cache")

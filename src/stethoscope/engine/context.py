@@ -30,6 +30,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """Torch threads when ``--threads`` is not given: 1 under OpenMP's PASSIVE wait policy
+    (stethoscope's default, see the package ``__init__``), else the cores this process may use.
+
+    With PASSIVE, idle OpenMP threads sleep, so every parallel region pays a wake-up; for the
+    small layers of these models that cost more than a second core gave on 2 cores (RESULTS
+    7.1, 7.4: an AE epoch on 3,000 clips 31 s on 1 thread, 51-59 s on 2; TLDiffGAN 31 ms per
+    clip on 1 thread). Large encoders (EAT, BEATs) on many cores want ``--threads N``."""
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        return 1
+    return available_cores()
+
+
 @dataclass(frozen=True)
 class RunContext:
     """How a run executes. ``cache_dir=None`` means no feature cache; ``checkpoint_dir=None``
@@ -79,8 +92,8 @@ class RunContext:
         return torch.device(self.device)
 
     def apply_threads(self) -> int:
-        """Set torch's intra-op threads to ``threads`` or the cores this process may use."""
-        n = self.threads or available_cores()
+        """Set torch's intra-op threads to ``threads``, else to `default_threads`."""
+        n = self.threads or default_threads()
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
         return n
