@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-official"),
                         help="scratch folder: toy sets, official copies, logs (default /tmp/bench-official)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="keep the official side of an earlier run in --work (its official.json) and time "
+                             "only stethoscope again, e.g. after a change to stethoscope")
     args = parser.parse_args()
     if args.setup:
         setup_venv(args.python)
@@ -168,8 +171,7 @@ def main() -> None:
     for n in args.sizes:
         work = args.work / f"n{n}"
         data = toy_set(work / "toy", n, args.test, machines=(machine,), sounds={machine: sound or machine})
-        print(f"[{n} clips] official code", file=sys.stderr)
-        off_s, off_csv = run_official(args.official, args.python, data, machine, args.epochs, work)
+        off_s, off_csv = official_side(args, data, machine, work, n)
         print(f"[{n} clips] stethoscope dcase_ae", file=sys.stderr)
         our_s, our_dir = run_ours(data, args.epochs, work)
         rows.append({"n": n, "official_s": off_s, "ours_s": our_s, "official": detection(data, [off_csv]),
@@ -177,6 +179,23 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(report(rows, args))
+
+
+def official_side(args: argparse.Namespace, data: Path, machine: str, work: Path, n: int) -> tuple[float, Path]:
+    """The official code's wall time and score CSV: run now (recorded in ``work/official.json``),
+    or with ``--ours-only`` read from that record."""
+    record = work / "official.json"
+    if args.ours_only:
+        if not record.exists():
+            raise SystemExit(f"--ours-only: {record} is missing; run the official side for {n} clips first")
+        kept = json.loads(record.read_text())
+        if kept["epochs"] != args.epochs:
+            raise SystemExit(f"--ours-only: {record} is of {kept['epochs']} epochs, not {args.epochs}")
+        return float(kept["seconds"]), Path(kept["csv"])
+    print(f"[{n} clips] official code", file=sys.stderr)
+    seconds, csv = run_official(args.official, args.python, data, machine, args.epochs, work)
+    record.write_text(json.dumps({"seconds": seconds, "csv": str(csv), "epochs": args.epochs}))
+    return seconds, csv
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> str:
