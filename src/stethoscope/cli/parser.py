@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
-from . import cache, calibrate, toy
+from . import cache, calibrate, serve, toy
 from . import scan as scan_verb
 from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_quiet
@@ -153,4 +153,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     cache.add_parser(sub)
+    serve.add_parser(sub)
     return parser

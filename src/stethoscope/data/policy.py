@@ -36,6 +36,7 @@ from .quality import AudioHeader, Problem, duration_problem, entry_problem, is_a
     too_short
 
 ON_BAD_AUDIO = ("error", "skip", "warn")
+SKIP_HINT = " (--on-bad-audio skip leaves such files out)"  # ends an error that the flag could turn into a skip
 
 
 class AudioWarning(UserWarning):
@@ -90,7 +91,7 @@ class AudioPolicy:
         unreadable = any(p.unreadable for p in problems)
         action = self.action(unreadable)
         if action == "error":
-            hint = "" if self.on_bad_audio == "error" else " (--on-bad-audio skip leaves such files out)"
+            hint = "" if self.on_bad_audio == "error" else SKIP_HINT
             raise AudioError(path, "; ".join(p.reason for p in problems) + hint)
         done = "skipped" if action == "skip" else "warned"
         with self._lock:

@@ -1,0 +1,140 @@
+"""``serve``: the monitoring service. Loads the models of one folder (one per machine type),
+scores clips posted to ``/score`` and PCM streamed to ``/stream/{machine}``, and keeps every
+score and alarm in an event store (SQLite file by default, any SQLAlchemy URL). See docs/monitor.md.
+
+Token policy: writes and streams need a bearer token, from ``--token`` or ``$STETHOSCOPE_TOKEN``
+(the environment keeps it out of ``ps``). Without one the service refuses to start, unless
+``--no-token`` says that unauthenticated writes are wanted, which is allowed on a loopback
+address only.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+
+from ..engine import RunContext
+from ..engine.context import available_cores
+from ..errors import ConfigError, StethoscopeError
+from .common import add_quiet, print_info
+
+TOKEN_ENV = "STETHOSCOPE_TOKEN"
+MIN_TOKEN = 16
+DEFAULT_DB = "stethoscope-events.db"
+NEW_TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The write token (None with ``--no-token``), or a `ConfigError` saying what to do."""
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.no_token:
+        if token:
+            raise ConfigError(f"--no-token was given but a token is set (--token or ${TOKEN_ENV}); choose one")
+        if not _is_loopback(args.host):
+            raise ConfigError(f"--no-token on {args.host} would let anyone on the network post scores: "
+                              f"set ${TOKEN_ENV} instead (or bind to 127.0.0.1)")
+        return None
+    if token is None:
+        raise ConfigError(f"no token: set ${TOKEN_ENV} (or --token) so that only clients holding it may write, "
+                          f"e.g. export {TOKEN_ENV}=$({NEW_TOKEN_HINT}); or pass --no-token to accept "
+                          f"unauthenticated writes on 127.0.0.1")
+    if len(token) < MIN_TOKEN:
+        raise ConfigError(f"the token is {len(token)} characters; use at least {MIN_TOKEN}, e.g. {NEW_TOKEN_HINT}")
+    return token
+
+
+def parse_alarm(value: str | None) -> tuple[int, int] | None:
+    """``"3/5"`` -> (3, 5): alarm when 3 of the last 5 decisions are anomalous."""
+    if value is None:
+        return None
+    k, _, n = value.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit()):
+        raise ConfigError(f"--alarm must be K/N, e.g. 3/5 (3 of the last 5 decisions anomalous), got {value!r}")
+    from ..monitor.store import check_alarm_rule
+
+    check_alarm_rule(int(k), int(n))
+    return int(k), int(n)
+
+
+def _require_extra() -> None:
+    missing = []
+    for module in ("fastapi", "uvicorn", "sqlalchemy", "prometheus_client", "websockets"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise StethoscopeError(f"`stethoscope serve` needs the serve extra ({', '.join(missing)} missing): "
+                               f"pip install 'stethoscope[serve]'")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_extra()
+    token = resolve_token(args)
+    alarm = parse_alarm(args.alarm)
+    if args.workers < 1 or args.threads < 1 or args.max_body_mb <= 0 or not 0 <= args.port <= 65535:
+        raise ConfigError(f"need --workers >= 1, --threads >= 1, --max-body-mb > 0 and a port in 0-65535; got "
+                          f"{args.workers}, {args.threads}, {args.max_body_mb} and {args.port}")
+    import uvicorn
+
+    from ..monitor.app import create_app
+    from ..monitor.db import database_url
+    from ..monitor.service import Monitor
+
+    say = (lambda message: None) if args.quiet else print_info
+    ctx = RunContext(device=args.device, threads=args.threads, progress=False)
+    ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+    ctx.apply_threads()
+    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say)
+    try:
+        app = create_app(monitor, token, max_body=int(args.max_body_mb * 1024 * 1024), workers=args.workers,
+                         protect_reads=args.protect_reads, window=args.window, hop=args.hop)
+        writes = "writes need the token" if token else "writes are OPEN (--no-token)"
+        say(f"serving {len(monitor.models)} machine(s) ({', '.join(sorted(monitor.models))}) on "
+            f"http://{args.host}:{args.port}; event store {monitor.store.where} (schema v{monitor.store.version}); "
+            f"{writes}")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
+                    access_log=not args.quiet, timeout_graceful_shutdown=10)
+    finally:
+        monitor.close()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP service: score clips and PCM streams per machine, keep every score "
+                                     "and alarm in an event store (needs the serve extra)")
+    p.add_argument("--models", required=True, help="folder written by `train --out` (one sub-folder per machine "
+                                                   "type, or one model); requests name machines, never paths")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL of the event store "
+                                                    f"(default ./{DEFAULT_DB})")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token", help=f"bearer token for writes and streams (default ${TOKEN_ENV}; the environment "
+                                   f"keeps it out of `ps`)")
+    p.add_argument("--no-token", action="store_true", help="accept writes without a token (loopback only)")
+    p.add_argument("--protect-reads", action="store_true", help="require the token for reads too (events, alarms, "
+                                                                "machines, metrics; /health stays open)")
+    p.add_argument("--alarm", metavar="K/N", help="alarm rule for every served machine: K of the last N decisions "
+                                                  "anomalous (default: a new machine gets 3/5, a known one keeps its)")
+    p.add_argument("--window", type=float, default=10.0, help="default seconds per streamed score (default 10)")
+    p.add_argument("--hop", type=float, default=1.0, help="default seconds between streamed scores (default 1)")
+    p.add_argument("--workers", type=int, default=available_cores(),
+                   help="clips decoded and scored at once (default: the cores this process may use)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per scoring (default 1: requests run "
+                                                          "side by side instead)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body in MB (default 50)")
+    p.add_argument("--sync", default="full", choices=("full", "normal"),
+                   help="SQLite commit durability: full (default; survives power loss) or normal (survives a "
+                        "killed process, not a power cut)")
+    add_quiet(p)
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,125 @@
+"""The event store's schema, version by version: an ordered list of migrations applied on open.
+
+Each migration is a function of one connection that moves the schema from version ``i`` to
+``i + 1``; it runs in one transaction with the row that records it in ``schema_version``, so a
+crash leaves the database at the old version or the new one. A migration describes its own
+tables (never the current ones in `store`), so that an old database always migrates the same way.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    inspect,
+    select,
+    text,
+)
+
+from ..errors import ConfigError
+from .db import writing
+
+Migration = Callable[[Connection], None]
+DEFAULT_ALARM_K, DEFAULT_ALARM_N = 3, 5
+
+
+def _version_table(metadata: MetaData) -> Table:
+    return Table("schema_version", metadata,
+                 Column("version", Integer, primary_key=True, autoincrement=False),
+                 Column("applied_at", Float, nullable=False))
+
+
+def _v1_machines_models_scores(conn: Connection) -> None:
+    """Machines, the models that scored for them (system, content hash, threshold), and scores."""
+    md = MetaData()
+    Table("machines", md,
+          Column("id", Integer, primary_key=True),
+          Column("name", String(64), nullable=False, unique=True),
+          Column("created_at", Float, nullable=False))
+    Table("models", md,
+          Column("id", Integer, primary_key=True),
+          Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
+          Column("system", String(64), nullable=False),
+          Column("version", String(64), nullable=False),
+          Column("threshold", Float, nullable=False),
+          Column("loaded_at", Float, nullable=False),
+          UniqueConstraint("machine_id", "version", name="uq_models_machine_version"))
+    scores = Table("scores", md,
+                   Column("id", Integer, primary_key=True),
+                   Column("time", Float, nullable=False),
+                   Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
+                   Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+                   Column("source", String(200), nullable=False),
+                   Column("score", Float, nullable=False),
+                   Column("decision", Integer, nullable=False),
+                   sqlite_autoincrement=True)  # ids are never reused: an acknowledged id names one event
+    Index("ix_scores_machine_id", scores.c.machine_id, scores.c.id)
+    Index("ix_scores_time", scores.c.time)
+    md.create_all(conn)
+
+
+def _v2_alarms(conn: Connection) -> None:
+    """Alarms: a rule per machine (k of the last n decisions anomalous) and raised/cleared episodes."""
+    for column, default in (("alarm_k", DEFAULT_ALARM_K), ("alarm_n", DEFAULT_ALARM_N)):
+        conn.execute(text(f"ALTER TABLE machines ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"))
+    md = MetaData()
+    Table("machines", md, Column("id", Integer, primary_key=True))
+    Table("scores", md, Column("id", Integer, primary_key=True))
+    alarms = Table("alarms", md,
+                   Column("id", Integer, primary_key=True),
+                   Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
+                   Column("k", Integer, nullable=False),
+                   Column("n", Integer, nullable=False),
+                   Column("raised_at", Float, nullable=False),
+                   Column("raised_score_id", Integer, ForeignKey("scores.id"), nullable=False),
+                   Column("cleared_at", Float),
+                   Column("cleared_score_id", Integer, ForeignKey("scores.id")),
+                   sqlite_autoincrement=True)
+    Index("ix_alarms_machine_id", alarms.c.machine_id, alarms.c.id)
+    alarms.create(conn)
+
+
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms]
+LATEST = len(MIGRATIONS)
+
+
+def schema_version(conn: Connection) -> int:
+    """The version a database is at: 0 for an empty one."""
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    table = _version_table(MetaData())
+    return int(conn.execute(select(table.c.version).order_by(table.c.version.desc()).limit(1)).scalar() or 0)
+
+
+def migrate(engine: Engine, target: int = LATEST, say: Callable[[str], None] = lambda message: None) -> int:
+    """Bring the database to ``target`` (default: the latest), one transaction per step;
+    returns the version it is at. A database newer than this code is refused, never touched.
+    Each step re-reads the version inside its write transaction, so two processes opening one
+    SQLite file at once apply every migration once."""
+    if not 0 <= target <= LATEST:
+        raise ConfigError(f"schema version {target} does not exist (latest is {LATEST})")
+    table = _version_table(MetaData())
+    while True:
+        with writing(engine) as conn:
+            version = schema_version(conn)
+            if version > LATEST:
+                raise ConfigError(f"{engine.url.render_as_string(hide_password=True)}: the event store is at schema "
+                                  f"version {version}, newer than this stethoscope knows ({LATEST}); upgrade it")
+            if version >= target:
+                return version
+            if version == 0:
+                table.create(conn, checkfirst=True)
+            MIGRATIONS[version](conn)
+            conn.execute(table.insert().values(version=version + 1, applied_at=time.time()))
+        say(f"event store: migrated to schema version {version + 1}")

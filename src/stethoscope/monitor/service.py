@@ -1,0 +1,205 @@
+"""The monitor's core, without HTTP: the models of one folder, scoring a clip or a stream for a
+machine, and recording every score in the event store before anyone is told about it.
+
+`Monitor.score_clip` ("score one clip for machine M and record it") is what ``POST /score``
+runs, and what a folder watcher reuses; `Monitor.stream` gives the `realtime.StreamingScorer`
+behind the ``stream`` verb, so that a websocket scores exactly as that verb does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data.audio import SAMPLE_RATE, decode_checked
+from ..data.policy import SKIP_HINT, AudioPolicy
+from ..engine import RunContext
+from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
+from ..realtime import StreamingScorer
+from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
+from .store import AlarmChange, EventStore
+
+MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SOURCE_MAX = 200
+
+
+class UnknownMachine(StethoscopeError):
+    """A request named a machine that has no model in the served folder."""
+
+
+def check_machine_name(name: str) -> str:
+    """``name`` when it can be a machine name (letters, digits, ``_ . -``; no ``..``, no
+    slash, at most 64 characters), else `ConfigError`: no request names a path."""
+    if not MACHINE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"invalid machine name {name[:80]!r}: use letters, digits, '_', '.' or '-' "
+                          f"(at most 64, no '..')")
+    return name
+
+
+def check_source(source: str) -> str:
+    """A free-text source label (microphone, file name): printable, at most 200 characters."""
+    if len(source) > SOURCE_MAX or not source.isprintable():
+        raise ConfigError(f"source must be at most {SOURCE_MAX} printable characters")
+    return source
+
+
+def model_version(folder: Path) -> str:
+    """A content hash of a model folder (config and weights): a retrained or recalibrated
+    model is a new version."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(folder / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def find_models(folder: str | Path) -> dict[str, Path]:
+    """{machine: model folder} of a folder written by ``train --out``: one model (machine named
+    by its run record, else the folder) or one sub-folder per machine type."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise CheckpointError(f"--models {root}: no such folder")
+    if (root / CONFIG_FILE).is_file():
+        try:
+            run = json.loads((root / CONFIG_FILE).read_text()).get("run") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+            raise CheckpointError(f"{root / CONFIG_FILE}: corrupt model config ({err})") from err
+        name = str(run.get("data_machine") or root.resolve().name)
+        return {check_machine_name(name): root}
+    found = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (sub / CONFIG_FILE).is_file():
+            try:
+                found[check_machine_name(sub.name)] = sub
+            except ConfigError as err:
+                raise CheckpointError(f"{sub}: {err}") from err
+    if not found:
+        raise CheckpointError(f"--models {root}: no trained model in it (expected {root}/{CONFIG_FILE} or "
+                              f"{root}/<machine>/{CONFIG_FILE}, as `stethoscope train --out` writes)")
+    return found
+
+
+@dataclass
+class ServedModel:
+    """One machine's model as served: the system, its content version and its store id."""
+
+    machine: str
+    system: System
+    version: str
+    model_id: int
+
+    @property
+    def threshold(self) -> float:
+        return float(self.system.threshold_)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ScoreEvent:
+    """A score as stored and answered: event id, time, the decision and what made it."""
+
+    id: int
+    time: float
+    machine: str
+    source: str
+    score: float
+    decision: int
+    threshold: float
+    system: str
+    model_version: str
+    alarm: AlarmChange | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["anomaly"] = bool(self.decision)
+        return out
+
+
+class Monitor:
+    """The served models and the event store (see the module docstring)."""
+
+    def __init__(self, models: dict[str, ServedModel], store: EventStore, ctx: RunContext) -> None:
+        self.models, self.store, self.ctx = models, store, ctx
+
+    @classmethod
+    def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
+             alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None) -> "Monitor":
+        """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``."""
+        found = find_models(models_dir)
+        store = EventStore(db, sync, say=say)
+        models = {}
+        for machine, folder in found.items():
+            system = load_system(folder)
+            if system.threshold_ is None:
+                raise CheckpointError(f"{folder}: the model has no decision threshold")
+            store.ensure_machine(machine, alarm)
+            version = model_version(folder)
+            model_id = store.register_model(machine, system.name, version, system.threshold_)
+            models[machine] = ServedModel(machine, system, version, model_id)
+            _warm_up(system, ctx)
+            say(f"[{machine}] {system.name} model {version} (threshold {system.threshold_:.6g}) from {folder}")
+        return cls(models, store, ctx)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def model(self, machine: str) -> ServedModel:
+        served = self.models.get(check_machine_name(machine))
+        if served is None:
+            raise UnknownMachine(f"no model for machine {machine!r}; served: {', '.join(sorted(self.models))}")
+        return served
+
+    def score_clip(self, machine: str, raw: bytes, source: str = "", channel: int = 0) -> ScoreEvent:
+        """Decode one clip (WAV, FLAC, anything libsndfile reads) from memory, score it for
+        ``machine`` and record it; `AudioError` names what is wrong with unusable audio."""
+        served = self.model(machine)
+        check_source(source)
+        found: list[str] = []
+        try:
+            wave, _ = decode_checked(raw, "request body", SAMPLE_RATE, channel,
+                                     served.system.feature_request().min_seconds, AudioPolicy(say=found.append))
+        except AudioError as err:  # the CLI's hint about --on-bad-audio means nothing to a client
+            raise AudioError(err.path, err.problem.removesuffix(SKIP_HINT)) from None
+        return self.score_wave(machine, wave, SAMPLE_RATE, source, found)
+
+    def score_wave(self, machine: str, wave: np.ndarray, sample_rate: int, source: str = "",
+                   warnings: list[str] | None = None) -> ScoreEvent:
+        """Score one in-memory mono waveform for ``machine`` and record it."""
+        served = self.model(machine)
+        score = float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0])
+        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings)
+
+    def record(self, machine: str, score: float, decision: int, source: str = "",
+               warnings: list[str] | None = None) -> ScoreEvent:
+        """Commit a score of ``machine``'s served model to the store; returns after the commit."""
+        served = self.model(machine)
+        check_source(source)
+        done = self.store.record_score(machine, served.model_id, score, decision, source)
+        return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
+                          served.system.name, served.version, done.alarm, list(warnings or []))
+
+    def stream(self, machine: str, sample_rate: int, window_seconds: float, hop_seconds: float) -> StreamingScorer:
+        """The ``stream`` verb's scorer for ``machine``'s model (record its scores with `record`)."""
+        return StreamingScorer(self.model(machine).system, window_seconds, hop_seconds, sample_rate, self.ctx)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The served machines: model, threshold, alarm rule, stored score count, active alarm."""
+        stored = {row["name"]: row for row in self.store.machines()}
+        return [{"machine": m, "system": s.system.name, "model_version": s.version, "threshold": s.threshold,
+                 "alarm_k": stored.get(m, {}).get("alarm_k"), "alarm_n": stored.get(m, {}).get("alarm_n"),
+                 "scores": stored.get(m, {}).get("scores", 0), "active_alarm": stored.get(m, {}).get("active_alarm")}
+                for m, s in sorted(self.models.items())]
+
+
+def _warm_up(system: System, ctx: RunContext) -> None:
+    """Score a little noise once, so that lazy set-up (device moves, eval mode) happens before
+    requests score concurrently."""
+    seconds = max(2.0, system.feature_request().min_seconds + 1.0)
+    noise = np.random.default_rng(0).normal(0, 0.01, int(seconds * SAMPLE_RATE)).astype(np.float32)
+    system.score_waveforms([noise], SAMPLE_RATE, ctx)

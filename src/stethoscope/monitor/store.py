@@ -1,0 +1,233 @@
+"""The event store: machines, models, every score and the alarms they raise, on SQLAlchemy Core.
+
+A score is written in one transaction together with what it does to its machine's alarm, and
+`EventStore.record_score` returns only after that transaction committed: whoever acknowledges
+a score after this call (the HTTP service answers 200) knows it is on disk (see `db` for what
+"on disk" means for SQLite). The schema is versioned (`migrations`); opening a store migrates it.
+
+Alarm rule, per machine: an alarm is *raised* by the score that makes at least ``k`` of the
+machine's last ``n`` decisions anomalous while no alarm is active, and *cleared* by the score
+that makes fewer than ``k`` of the last ``n`` anomalous. Each episode is one row of ``alarms``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlalchemy import Column, Engine, Float, ForeignKey, Integer, MetaData, String, Table, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import ConfigError, StethoscopeError
+from .db import database_url, make_engine, writing
+from .migrations import DEFAULT_ALARM_K, DEFAULT_ALARM_N, migrate
+
+METADATA = MetaData()
+MACHINES = Table("machines", METADATA,
+                 Column("id", Integer, primary_key=True), Column("name", String(64), nullable=False, unique=True),
+                 Column("created_at", Float, nullable=False), Column("alarm_k", Integer, nullable=False),
+                 Column("alarm_n", Integer, nullable=False))
+MODELS = Table("models", METADATA,
+               Column("id", Integer, primary_key=True), Column("machine_id", ForeignKey("machines.id")),
+               Column("system", String(64)), Column("version", String(64)), Column("threshold", Float),
+               Column("loaded_at", Float))
+SCORES = Table("scores", METADATA,
+               Column("id", Integer, primary_key=True), Column("time", Float), Column("machine_id", ForeignKey(
+                   "machines.id")), Column("model_id", ForeignKey("models.id")), Column("source", String(200)),
+               Column("score", Float), Column("decision", Integer))
+ALARMS = Table("alarms", METADATA,
+               Column("id", Integer, primary_key=True), Column("machine_id", ForeignKey("machines.id")),
+               Column("k", Integer), Column("n", Integer), Column("raised_at", Float),
+               Column("raised_score_id", ForeignKey("scores.id")), Column("cleared_at", Float),
+               Column("cleared_score_id", ForeignKey("scores.id")))
+MAX_LIMIT = 10_000
+
+
+class StoreError(StethoscopeError):
+    """The database cannot be opened, read or written (names the database, never a traceback)."""
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    """What a score did to its machine's alarm: ``state`` is "raised", "active" or "cleared"."""
+
+    id: int
+    state: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A committed score: its event id and time, and the alarm it raised, kept or cleared."""
+
+    id: int
+    time: float
+    alarm: AlarmChange | None
+
+
+def check_alarm_rule(k: int, n: int) -> None:
+    if not 1 <= k <= n <= 1000:
+        raise ConfigError(f"alarm rule must be k of the last n decisions with 1 <= k <= n <= 1000, got {k} of {n}")
+
+
+class EventStore:
+    """One database (SQLAlchemy URL or SQLite path), migrated to the latest schema on open.
+
+    Writes from this process are serialised by a lock (SQLite allows one writer anyway); on a
+    server database the machine's row is locked for the alarm update, so that several
+    processes may write to one store."""
+
+    def __init__(self, url: str, sync: str = "full", say: Callable[[str], None] = lambda message: None) -> None:
+        self.url = database_url(url)
+        self.engine: Engine = make_engine(self.url, sync)
+        self._lock = threading.Lock()
+        self._machine_ids: dict[str, int] = {}
+        self.version = self._guard(lambda: migrate(self.engine, say=say))
+
+    @property
+    def where(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _guard(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except SQLAlchemyError as err:
+            raise StoreError(f"event store {self.where}: {getattr(err, 'orig', None) or err}") from err
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- machines and models --------------------------------------------------------------
+    def ensure_machine(self, name: str, alarm: tuple[int, int] | None = None) -> int:
+        """The machine's id, creating it (with ``alarm`` or the default rule); an ``alarm``
+        given for an existing machine replaces its rule."""
+        if alarm is not None:
+            check_alarm_rule(*alarm)
+
+        def run() -> int:
+            with self._lock, writing(self.engine) as conn:
+                row = conn.execute(select(MACHINES.c.id).where(MACHINES.c.name == name)).first()
+                if row is None:
+                    k, n = alarm or (DEFAULT_ALARM_K, DEFAULT_ALARM_N)
+                    return int(conn.execute(MACHINES.insert().values(name=name, created_at=time.time(), alarm_k=k,
+                                                                     alarm_n=n)).inserted_primary_key[0])
+                if alarm is not None:
+                    conn.execute(update(MACHINES).where(MACHINES.c.id == row.id).values(alarm_k=alarm[0],
+                                                                                        alarm_n=alarm[1]))
+                return int(row.id)
+        self._machine_ids[name] = self._guard(run)
+        return self._machine_ids[name]
+
+    def set_alarm_rule(self, name: str, k: int, n: int) -> None:
+        self.ensure_machine(name, (k, n))
+
+    def register_model(self, machine: str, system: str, version: str, threshold: float) -> int:
+        """The id of (machine, model version), added on first sight."""
+        machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
+
+        def run() -> int:
+            with self._lock, writing(self.engine) as conn:
+                found = conn.execute(select(MODELS.c.id).where(MODELS.c.machine_id == machine_id,
+                                                               MODELS.c.version == version)).scalar()
+                if found is not None:
+                    return int(found)
+                return int(conn.execute(MODELS.insert().values(
+                    machine_id=machine_id, system=system, version=version, threshold=float(threshold),
+                    loaded_at=time.time())).inserted_primary_key[0])
+        return self._guard(run)
+
+    # -- scores -----------------------------------------------------------------------------
+    def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
+                     at: float | None = None) -> Recorded:
+        """Insert one score and update its machine's alarm in one transaction; returns after
+        the commit (the event is durable when this returns)."""
+        machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
+        now = time.time() if at is None else float(at)
+
+        def run() -> Recorded:
+            with self._lock, writing(self.engine) as conn:
+                rule = conn.execute(select(MACHINES.c.alarm_k, MACHINES.c.alarm_n)
+                                    .where(MACHINES.c.id == machine_id).with_for_update()).one()
+                event_id = int(conn.execute(SCORES.insert().values(
+                    time=now, machine_id=machine_id, model_id=model_id, source=source, score=float(score),
+                    decision=int(decision))).inserted_primary_key[0])
+                return Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k, rule.alarm_n,
+                                                                  event_id, now))
+        return self._guard(run)
+
+    @staticmethod
+    def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float) -> AlarmChange | None:
+        last = select(SCORES.c.decision).where(SCORES.c.machine_id == machine_id).order_by(
+            SCORES.c.id.desc()).limit(n).subquery()
+        anomalous = int(conn.execute(select(func.coalesce(func.sum(last.c.decision), 0))).scalar())
+        active = conn.execute(select(ALARMS.c.id).where(ALARMS.c.machine_id == machine_id,
+                                                        ALARMS.c.cleared_at.is_(None))).scalar()
+        if active is None and anomalous >= k:
+            alarm_id = conn.execute(ALARMS.insert().values(machine_id=machine_id, k=k, n=n, raised_at=now,
+                                                           raised_score_id=event_id)).inserted_primary_key[0]
+            return AlarmChange(int(alarm_id), "raised")
+        if active is not None and anomalous < k:
+            conn.execute(update(ALARMS).where(ALARMS.c.id == active).values(cleared_at=now,
+                                                                            cleared_score_id=event_id))
+            return AlarmChange(int(active), "cleared")
+        return AlarmChange(int(active), "active") if active is not None else None
+
+    # -- reading --------------------------------------------------------------------------
+    def events(self, machine: str | None = None, since: float | None = None, after_id: int | None = None,
+               limit: int = 100, newest_first: bool = True) -> list[dict[str, Any]]:
+        """Scores (with machine name, model version and threshold), filtered; the newest
+        ``limit`` ones (or, ``newest_first=False``, the oldest, for paging with ``after_id``)."""
+        query = (select(SCORES.c.id, SCORES.c.time, MACHINES.c.name.label("machine"), SCORES.c.source,
+                        SCORES.c.score, SCORES.c.decision, MODELS.c.system, MODELS.c.version.label("model_version"),
+                        MODELS.c.threshold)
+                 .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id).join(MODELS, MODELS.c.id == SCORES.c.model_id))
+        if machine is not None:
+            query = query.where(MACHINES.c.name == machine)
+        if since is not None:
+            query = query.where(SCORES.c.time >= since)
+        if after_id is not None:
+            query = query.where(SCORES.c.id > after_id)
+        query = query.order_by(SCORES.c.id.desc() if newest_first else SCORES.c.id).limit(_limit(limit))
+        return self._rows(query)
+
+    def alarms(self, machine: str | None = None, active: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Alarm episodes, newest first."""
+        query = select(ALARMS.c.id, MACHINES.c.name.label("machine"), ALARMS.c.k, ALARMS.c.n, ALARMS.c.raised_at,
+                       ALARMS.c.raised_score_id, ALARMS.c.cleared_at, ALARMS.c.cleared_score_id).join(
+            MACHINES, MACHINES.c.id == ALARMS.c.machine_id)
+        if machine is not None:
+            query = query.where(MACHINES.c.name == machine)
+        if active is not None:
+            query = query.where(ALARMS.c.cleared_at.is_(None) if active else ALARMS.c.cleared_at.is_not(None))
+        rows = self._rows(query.order_by(ALARMS.c.id.desc()).limit(_limit(limit)))
+        return [{**row, "active": row["cleared_at"] is None} for row in rows]
+
+    def machines(self) -> list[dict[str, Any]]:
+        """Every machine with its alarm rule, score count and whether an alarm is active."""
+        counts = select(SCORES.c.machine_id, func.count().label("scores")).group_by(SCORES.c.machine_id).subquery()
+        active = select(ALARMS.c.machine_id, ALARMS.c.id.label("active_alarm")).where(
+            ALARMS.c.cleared_at.is_(None)).subquery()
+        query = (select(MACHINES.c.name, MACHINES.c.alarm_k, MACHINES.c.alarm_n,
+                        func.coalesce(counts.c.scores, 0).label("scores"), active.c.active_alarm)
+                 .outerjoin(counts, counts.c.machine_id == MACHINES.c.id)
+                 .outerjoin(active, active.c.machine_id == MACHINES.c.id).order_by(MACHINES.c.name))
+        return self._rows(query)
+
+    def ping(self) -> None:
+        """Raise `StoreError` unless the database answers."""
+        def run() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        self._guard(run)
+
+    def _rows(self, query: Any) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                return [dict(row._mapping) for row in conn.execute(query)]
+        return self._guard(run)
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit

@@ -1,0 +1,59 @@
+"""``serve``'s refusals happen before anything listens: no token, a weak one, open writes on
+a network address, a bad alarm rule, a missing folder, a missing extra: exit 2, one clear line."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from stethoscope.cli import main
+from stethoscope.cli.serve import parse_alarm
+
+GOOD = "0123456789abcdef-token"
+
+
+def serve(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    code = main(["serve", *args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.fixture(autouse=True)
+def _no_token_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STETHOSCOPE_TOKEN", raising=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no token: set $STETHOSCOPE_TOKEN"),
+    (["--token", "short"], "use at least 16"),
+    (["--no-token", "--host", "0.0.0.0"], "would let anyone on the network"),
+    (["--no-token", "--token", GOOD], "choose one"),
+    (["--token", GOOD, "--alarm", "3"], "--alarm must be K/N"),
+    (["--token", GOOD, "--alarm", "6/5"], "1 <= k <= n"),
+    (["--token", GOOD, "--workers", "0"], "--workers >= 1"),
+])
+def test_refusals(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = serve(["--models", str(tmp_path), "--db", str(tmp_path / "e.db"), *args], capsys)
+    assert code == 2 and message in err
+
+
+def test_token_from_the_environment_and_missing_models(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STETHOSCOPE_TOKEN", GOOD)
+    code, err = serve(["--models", str(tmp_path / "none"), "--db", str(tmp_path / "e.db")], capsys)
+    assert code == 2 and "no such folder" in err  # past the token check
+    code, err = serve(["--models", str(tmp_path), "--db", str(tmp_path / "e.db")], capsys)
+    assert code == 2 and "no trained model" in err
+
+
+def test_without_the_serve_extra(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # what an install without the extra looks like
+    code, err = serve(["--models", str(tmp_path), "--token", GOOD], capsys)
+    assert code == 2 and "pip install 'stethoscope[serve]'" in err and "fastapi" in err
+
+
+def test_parse_alarm() -> None:
+    assert parse_alarm("3/5") == (3, 5) and parse_alarm(None) is None
