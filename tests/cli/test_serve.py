@@ -33,6 +33,7 @@ def _no_token_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--token", GOOD, "--alarm", "3"], "--alarm must be K/N"),
     (["--token", GOOD, "--alarm", "6/5"], "1 <= k <= n"),
     (["--token", GOOD, "--workers", "0"], "--workers >= 1"),
+    (["--token", GOOD, "--hop", "0.01"], "<= --hop <= --window"),
 ])
 def test_refusals(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = serve(["--models", str(tmp_path), "--db", str(tmp_path / "e.db"), *args], capsys)

@@ -149,13 +149,16 @@ def test_websocket_scores_equal_the_stream_verb(server: Server, models_dir: Path
 def test_websocket_refuses_bad_streams(server: Server) -> None:
     base = f"ws://127.0.0.1:{server.port}/stream"
     for path, status in (("pump", 404), ("fan?rate=abc", 422), ("fan?format=mp3", 422), ("fan?window=0", 422),
-                         ("fan?window=2&hop=3", 422)):
+                         ("fan?window=2&hop=3", 422), ("fan?hop=0.01", 422)):
         with pytest.raises(InvalidStatus) as refused:
             connect(f"{base}/{path}", additional_headers=AUTH)
         assert refused.value.response.status_code == status, path
     with connect(f"{base}/fan", additional_headers=AUTH) as ws:
         ws.send(b"abc")
         assert "whole 4-byte samples" in json.loads(ws.recv(timeout=10))["error"]
+    with connect(f"{base}/fan", additional_headers=AUTH) as ws:
+        ws.send(np.full(100, np.nan, dtype="<f4").tobytes())
+        assert "NaN" in json.loads(ws.recv(timeout=10))["error"]
 
 
 def test_health_and_metrics(server: Server) -> None:
@@ -167,3 +170,4 @@ def test_health_and_metrics(server: Server) -> None:
     assert re.search(r'stethoscope_http_requests_total\{method="POST",route="/score",status="200"\} \d', text)
     assert 'stethoscope_http_request_duration_seconds_bucket{le="+Inf",route="/score"}' in text
     assert "stethoscope_streams_open 0.0" in text
+    assert re.search(r'stethoscope_scoring_duration_seconds_count\{machine="gearbox"\} 1\.0', text)

@@ -86,10 +86,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           f"{args.workers}, {args.threads}, {args.max_body_mb} and {args.port}")
     import uvicorn
 
-    from ..monitor.app import create_app
+    from ..monitor.app import MAX_WINDOW_S, MIN_HOP_S, create_app
     from ..monitor.db import database_url
     from ..monitor.service import Monitor
 
+    if not MIN_HOP_S <= args.hop <= args.window <= MAX_WINDOW_S:
+        raise ConfigError(f"need {MIN_HOP_S:g} <= --hop <= --window <= {MAX_WINDOW_S:g} seconds, got {args.hop:g} "
+                          f"and {args.window:g}")
     say = (lambda message: None) if args.quiet else print_info
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent

@@ -35,7 +35,7 @@ from .store import MAX_LIMIT, StoreError, check_alarm_rule
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
 AUDIO_TYPES = ("audio/", "application/octet-stream")
-MAX_WINDOW_S = 600.0
+MIN_HOP_S, MAX_WINDOW_S = 0.1, 600.0  # a stream costs at most 10 scores per second of audio
 PCM_FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
 log = logging.getLogger("stethoscope.serve")
 
@@ -103,8 +103,13 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     read_guard = [Depends(need_token)] if protect_reads else []
 
-    async def in_worker(call: Callable[[], Any]) -> Any:
+    async def scoring(call: Callable[[], Any]) -> Any:
+        """Decode, score and record in a worker thread, at most ``workers`` at once."""
         return await anyio.to_thread.run_sync(call, limiter=limiter[0])
+
+    async def blocking(call: Callable[[], Any]) -> Any:
+        """A database read or write in a thread (never waiting behind the scorers)."""
+        return await anyio.to_thread.run_sync(call)
 
     @app.exception_handler(StethoscopeError)
     async def _known(request: Request, err: StethoscopeError) -> JSONResponse:
@@ -120,7 +125,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
     @app.get("/health")
     async def health() -> JSONResponse:
         try:
-            await in_worker(monitor.store.ping)
+            await blocking(monitor.store.ping)
         except StoreError as err:
             return JSONResponse({"status": "error", "detail": str(err)}, status_code=503)
         return JSONResponse({"status": "ok", "machines": sorted(monitor.models),
@@ -128,18 +133,18 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.get("/metrics", dependencies=read_guard)
     async def prometheus() -> Response:
-        body = await in_worker(partial(generate_latest, metrics.registry))
+        body = await blocking(partial(generate_latest, metrics.registry))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/machines", dependencies=read_guard)
     async def machines() -> JSONResponse:
-        return JSONResponse(await in_worker(monitor.describe))
+        return JSONResponse(await blocking(monitor.describe))
 
     @app.put("/machines/{machine}/alarm", dependencies=[Depends(need_token)])
     async def set_alarm(machine: str, rule: AlarmRule) -> JSONResponse:
         monitor.model(machine)
         check_alarm_rule(rule.k, rule.n)
-        await in_worker(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
+        await blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
         return JSONResponse({"machine": machine, "k": rule.k, "n": rule.n})
 
     @app.post("/score", dependencies=[Depends(need_token)])
@@ -151,7 +156,11 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
             raise HTTPException(415, f"the body must be one audio clip (WAV, FLAC, ...) sent as raw bytes with "
                                      f"Content-Type audio/* or application/octet-stream, not {kind[:60]!r}")
         raw = await _read_body(request, max_body)
-        event: ScoreEvent = await in_worker(partial(monitor.score_clip, machine, raw, source, channel))
+        def score_and_record() -> ScoreEvent:
+            with metrics.scoring.labels(machine).time():
+                return monitor.score_clip(machine, raw, source, channel)
+
+        event: ScoreEvent = await scoring(score_and_record)
         metrics.scored(machine, event.decision)
         return JSONResponse(event.as_json())
 
@@ -161,7 +170,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                      ) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
-        return JSONResponse(await in_worker(partial(monitor.store.events, machine, _since(since), after_id, limit,
+        return JSONResponse(await blocking(partial(monitor.store.events, machine, _since(since), after_id, limit,
                                                     order == "desc")))
 
     @app.get("/alarms", dependencies=read_guard)
@@ -169,7 +178,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                      limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
-        return JSONResponse(await in_worker(partial(monitor.store.alarms, machine, active, limit)))
+        return JSONResponse(await blocking(partial(monitor.store.alarms, machine, active, limit)))
 
     @app.websocket("/stream/{machine}")
     async def stream(ws: WebSocket, machine: str) -> None:
@@ -187,9 +196,9 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                 raise ConfigError(f"rate must be whole Hz between 8000 and 192000, got {rate[:20]!r}")
             source = params.get("source", "stream")
             seconds = float(params.get("window", window)), float(params.get("hop", hop))
-            if not 0 < seconds[1] <= seconds[0] <= MAX_WINDOW_S:
-                raise ConfigError(f"need 0 < hop <= window <= {MAX_WINDOW_S:g} seconds, got window {seconds[0]:g} "
-                                  f"and hop {seconds[1]:g}")
+            if not MIN_HOP_S <= seconds[1] <= seconds[0] <= MAX_WINDOW_S:
+                raise ConfigError(f"need {MIN_HOP_S:g} <= hop <= window <= {MAX_WINDOW_S:g} seconds, got window "
+                                  f"{seconds[0]:g} and hop {seconds[1]:g}")
             scorer = monitor.stream(machine, int(rate), *seconds)
         except ValueError as err:
             await _deny(ws, 422, f"window and hop must be seconds ({err})")
@@ -200,7 +209,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         await ws.accept()
         metrics.streams.inc()
         try:
-            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], source, in_worker)
+            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], source, scoring)
         except WebSocketDisconnect:
             pass
         finally:
@@ -235,7 +244,7 @@ async def _deny(ws: WebSocket, status: int, detail: str) -> None:
 
 
 async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, scorer: StreamingScorer,
-                dtype: np.dtype, source: str, in_worker: Callable[[Callable[[], Any]], Any]) -> None:
+                dtype: np.dtype, source: str, scoring: Callable[[Callable[[], Any]], Any]) -> None:
     """Binary PCM frames in; for each hop completed, one JSON message out (after its score is
     committed). Bad frames end the stream with a message and close code 1007."""
     scale = 1.0 / 32768.0 if dtype.kind == "i" else 1.0
@@ -255,7 +264,7 @@ async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str,
             return [(monitor.record(machine, s.score, s.decision, source), s.end_seconds) for s in scorer.push(chunk)]
 
         try:
-            events = await in_worker(partial(score_and_record, samples))
+            events = await scoring(partial(score_and_record, samples))
         except (ValueError, StethoscopeError) as err:
             await _fail(ws, str(err))
             return

@@ -44,7 +44,7 @@ class Metrics:
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.scores = Counter("stethoscope_scores", "scores recorded by this process",
                               ["machine", "decision"], registry=self.registry)
-        self.scoring = Histogram("stethoscope_scoring_duration_seconds", "decode, score and commit of one clip",
+        self.scoring = Histogram("stethoscope_scoring_duration_seconds", "decode, score and commit of one posted clip",
                                  ["machine"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.streams = Gauge("stethoscope_streams_open", "websocket streams open", registry=self.registry)
         self.registry.register(_ActiveAlarms(monitor))
