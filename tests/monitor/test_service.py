@@ -77,3 +77,14 @@ def test_suspicious_audio_is_scored_with_a_warning(monitor: Monitor) -> None:
     loud = np.clip(fan_clip(5) * 50, -1, 1)  # clipped
     event = monitor.score_clip("fan", wav_bytes(loud))
     assert event.warnings and "clip" in " ".join(event.warnings).lower()
+
+
+def test_concurrent_scoring_equals_serial(monitor: Monitor) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    waves = [fan_clip(seed, 2.0) for seed in range(8)]
+    serial = [monitor.score_wave("fan", w, 16_000).score for w in waves]
+    with ThreadPoolExecutor(4) as pool:
+        events = list(pool.map(lambda w: monitor.score_wave("fan", w, 16_000), waves))
+    np.testing.assert_allclose([e.score for e in events], serial, rtol=1e-6)
+    assert len({e.id for e in events}) == 8 and len(monitor.store.events(limit=100)) == 16
