@@ -115,13 +115,16 @@ def test_fifo_is_refused_without_blocking(trained: Path, tmp_path: Path, cli_cac
         assert "Traceback" not in result.stderr
 
 
-def test_explain_and_stream_skip_a_bad_file(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_explain_and_stream_skip_a_bad_file(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # `stream` lists skipped files in ./skipped.csv
     short = write_wav(tmp_path / "short.wav", _noise(0.05, 0))
     png = tmp_path / "maps" / "x.png"
     skip = [*RUNTIME, "--on-bad-audio", "skip"]
     assert main(["explain", "--model", str(trained / "fan"), str(short), "--out", str(png), *skip]) == 0
     assert not png.exists() and _rows(tmp_path / "maps" / "skipped.csv")[0]["file"] == str(short)
     assert main(["stream", "--model", str(trained / "fan"), str(short), *skip]) == 0
+    assert _rows(tmp_path / "skipped.csv")[0]["file"] == str(short)
     assert main(["stream", "--model", str(trained / "fan"), str(short), *RUNTIME]) == 2
     assert "short.wav: too short: 0.05 s" in capsys.readouterr().err
 
