@@ -114,7 +114,7 @@ def _train_joint(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Syste
                  joint=True)
         say(f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold {fitted[machine].threshold_:.4g})")
     if not failures:
-        discard_checkpoint(jctx.checkpoint_dir, nested=True)
+        discard_checkpoint(jctx.checkpoint_dir)
     _finish(groups, ctx, log, failures)
     return {machine: fitted[machine] for machine in targets}
 

@@ -27,6 +27,9 @@ def _tiny(name: str) -> dict[str, Any]:
         "ldgan": ldgan,
         "tldiffgan": {**ldgan, "encoder": "random", "detectors": ["knn", "gmm"]},
         "embedding_knn": {"encoder": "random", "detector": "gmm"},
+        "ensemble": {"members": ["dcase_ae", "embedding_knn"], "threshold_folds": 2,
+                     "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64},
+                                       "embedding_knn": {"encoder": "random", "detector": "gmm"}}},
     }[name]
 
 

@@ -6,7 +6,8 @@ from typing import Sequence
 import pytest
 
 from stethoscope.errors import ConfigError
-from stethoscope.systems.params import check_params, runtime_key_error
+from stethoscope.systems import get_system
+from stethoscope.systems.params import check_params, runtime_key_error, split_comma_lists
 
 HINTS = {"n": int, "rate": float, "flag": bool, "name": str, "maybe": str | None, "names": Sequence[str]}
 RULES = {"n": "[1, inf)", "rate": "(0, 0.5]", "name": ("a", "b")}
@@ -48,3 +49,12 @@ def test_unbounded_interval_admits_infinity() -> None:
 def test_runtime_keys_point_at_their_flags() -> None:
     message = str(runtime_key_error("dcase_ae", ["device"]))
     assert "device is a runtime setting" in message and "--device" in message
+
+
+def test_comma_lists_for_list_typed_parameters_only() -> None:
+    hints = {"names": Sequence[str], "maybe": list[float] | None, "name": str, "n": int}
+    given = {"names": "a, b", "maybe": "1,2.5", "name": "x,y", "n": 3}
+    assert split_comma_lists(hints, given) == {"names": ["a", "b"], "maybe": [1, 2.5], "name": "x,y", "n": 3}
+    assert split_comma_lists(hints, {"names": ["a,b"], "maybe": None}) == {"names": ["a,b"], "maybe": None}
+    # what `--set detectors=knn,gmm` gives a system
+    assert get_system("tldiffgan", detectors="knn,gmm", selection="knn").detectors == ["knn", "gmm"]

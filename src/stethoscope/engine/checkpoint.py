@@ -112,11 +112,10 @@ def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Modu
         torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
 
 
-def discard_checkpoint(directory: Path | None, nested: bool = False) -> None:
-    """Remove a finished run's checkpoint folder (its model is saved by then). With ``nested``
-    the folder goes even without a checkpoint of its own: a joint fit keeps its checkpoints in
-    sub-folders of its run folder (per machine type, per threshold fold)."""
-    if directory is not None and ((directory / META).exists() or (nested and directory.is_dir())):
+def discard_checkpoint(directory: Path | None) -> None:
+    """Remove a finished run's checkpoint folder and everything under it (its threshold folds,
+    an ensemble's members, a joint fit's per-type runs): its model is saved by then."""
+    if directory is not None and directory.is_dir():
         shutil.rmtree(directory, ignore_errors=True)
 
 

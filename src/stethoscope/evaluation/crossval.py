@@ -137,7 +137,7 @@ def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callab
         t0 = time.perf_counter()
         systems = system.fit_joint(groups, ctx=fold_ctx)
         train_s.append(time.perf_counter() - t0)
-        discard_checkpoint(fold_ctx.checkpoint_dir, nested=True)
+        discard_checkpoint(fold_ctx.checkpoint_dir)
         for name, (test, n_train) in tests.items():
             _score_fold(systems[plan[name][0][0].machine], test, fold_ctx, modes, n_train, fold_results[name],
                         score_ms[name])

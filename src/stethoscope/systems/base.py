@@ -39,7 +39,7 @@ from ..features.extract import Decoded, FeatureRequest, decode_waves, iter_decod
 from ..features.logmel import LogMelParams
 from ..progress import progress
 from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json, run_metadata
-from .params import RUNTIME_KEYS, check_params, runtime_key_error
+from .params import RUNTIME_KEYS, check_params, runtime_key_error, split_comma_lists
 from .threshold import CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, crossfit_folds, gamma_threshold, score_summary
 
 REGISTRY: dict[str, type["System"]] = {}
@@ -58,6 +58,7 @@ def get_system(name: str, **params: Any) -> "System":
     if name not in REGISTRY:
         raise ConfigError(f"unknown system {name!r}; known: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
+    params = split_comma_lists(typing.get_type_hints(cls.__init__), params)  # --set members=a,b
     runtime = [k for k in params if k in RUNTIME_KEYS]
     if runtime:
         raise runtime_key_error(name, runtime)
@@ -125,6 +126,10 @@ class System(metaclass=_SystemMeta):
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     threshold_: float | None = None
     run_: dict[str, Any] | None = None
+    # what `fit_threshold` was given, kept after a fit (never saved) for systems built on others
+    # (`ensemble`): {"clips": the training clips, "in_sample": their scores by the fitted model,
+    # "heldout": their cross-fitted held-out scores, or None where the fit was in-sample}
+    fit_scores_: dict[str, Any] | None = None
     threshold_fit: str
     threshold_folds: int
     threshold_percentile: float
@@ -272,6 +277,7 @@ class System(metaclass=_SystemMeta):
                                 "in_sample_scores": score_summary(train_scores),
                                 "in_sample_threshold": gamma_threshold(train_scores, self.threshold_percentile)}
         scores = np.asarray(train_scores, dtype=np.float64)
+        self.fit_scores_ = {"clips": list(train), "in_sample": scores, "heldout": None}
         if self.threshold_fit == CROSSFIT:
             folds = crossfit_folds(len(train), self.threshold_folds, ctx.seed, minimum,
                                    groups=[c.domain or "none" for c in train])
@@ -281,6 +287,7 @@ class System(metaclass=_SystemMeta):
                 warnings.warn(f"{self.name}: {info['note']}", stacklevel=2)
             else:
                 scores = heldout(folds) if heldout else self.crossfit_scores(train, folds, ctx)
+                self.fit_scores_["heldout"] = scores = np.asarray(scores, dtype=np.float64)
                 info.update(folds=len(folds), heldout_scores=score_summary(scores))
         self.threshold_ = gamma_threshold(scores, self.threshold_percentile)
         info["threshold"] = self.threshold_

@@ -4,7 +4,8 @@ Types come from the constructor's annotations (int, float, bool, str, optional, 
 str); ranges and choices from the class's ``param_rules``: an interval string such as
 ``"[1, inf)"`` or ``"(0, 0.5]"``, or a tuple of allowed values. NaN and infinite floats are
 refused unless the interval includes ``inf``. Errors name the system, the key, the allowed
-values and what was given.
+values and what was given. A string given for a list-typed parameter is read as a comma
+list (`split_comma_lists`): ``--set members=dcase_ae,embedding_knn``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import re
 import typing
 from types import UnionType
 from typing import Any, Mapping, Sequence
+
+import yaml
 
 from ..errors import ConfigError
 
@@ -40,6 +43,32 @@ def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any]
                 raise ConfigError(f"{owner}: {key} must be one of {list(rule)}, got {value!r}")
         elif not _in_interval(float(value), rule):
             raise ConfigError(f"{owner}: {key} must be in {rule}, got {value!r}")
+
+
+def split_comma_lists(hints: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with each string given for a list-typed parameter (``list[str]``,
+    ``Sequence[float] | None``...) split on commas: ``"a, b"`` -> ``["a", "b"]``; the items of a
+    list of numbers are YAML-typed (``"1,2.5"`` -> ``[1, 2.5]``), those of a list of strings stay
+    strings. What a `--set key=a,b` gives; a YAML list (``[a, b]``) needs no splitting."""
+    out = dict(values)
+    for key, value in values.items():
+        item = _list_item_type(hints.get(key))
+        if item is None or not isinstance(value, str):
+            continue
+        parts = [part.strip() for part in value.split(",")]
+        out[key] = parts if item is str else [yaml.safe_load(part) if part else None for part in parts]
+    return out
+
+
+def _list_item_type(kind: Any) -> Any:
+    """The item type of a list-typed annotation (also inside ``X | None``); None for others."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, UnionType):
+        found = [_list_item_type(a) for a in args if a is not type(None)]
+        return next((f for f in found if f is not None), None)
+    if typing.get_origin(kind) in (list, collections.abc.Sequence):
+        return args[0] if args else Any
+    return None
 
 
 def runtime_key_error(owner: str, keys: Sequence[str]) -> ConfigError:
