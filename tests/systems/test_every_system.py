@@ -27,8 +27,8 @@ def _tiny(name: str) -> dict[str, Any]:
         "ldgan": ldgan,
         "tldiffgan": {**ldgan, "encoder": "random", "detectors": ["knn", "gmm"]},
         "embedding_knn": {"encoder": "random", "detector": "gmm"},
-        "ensemble": {"members": ["dcase_ae", "embedding_knn"], "threshold_folds": 2,
-                     "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64},
+        "ensemble": {"members": ["dcase_ae", "embedding_knn"],
+                     "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64, "threshold_folds": 2},
                                        "embedding_knn": {"encoder": "random", "detector": "gmm"}}},
     }[name]
 
