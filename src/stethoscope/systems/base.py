@@ -122,7 +122,9 @@ class System(metaclass=_SystemMeta):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    joint: ClassVar[bool] = False   # True: learns from several machine types at once (`fit_joint`)
+    # True: learns from several machine types at once (`fit_joint`); callers read it on the built
+    # system, which may set its own where its hyperparameters decide (an ensemble with a joint member)
+    joint: ClassVar[bool] = False
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     threshold_: float | None = None
     run_: dict[str, Any] | None = None
