@@ -27,6 +27,8 @@ def _tiny(name: str) -> dict[str, Any]:
         "ldgan": ldgan,
         "tldiffgan": {**ldgan, "encoder": "random", "detectors": ["knn", "gmm"]},
         "embedding_knn": {"encoder": "random", "detector": "gmm"},
+        "aux_classifier": {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125, "n_mels": 32,
+                           "embedding_dim": 16},
     }[name]
 
 
