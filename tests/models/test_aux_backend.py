@@ -19,21 +19,21 @@ def _data(n_source: int = 30, n_target: int = 4, dim: int = 8, seed: int = 0) ->
 def test_smote_oversamples_the_few_target_embeddings() -> None:
     X, sections, domains = _data()
     backend = EmbeddingBackend("knn", smote=True, smote_ratio=1.0).fit(X, sections, domains)
-    target = [b for b in backend.banks if b.domain == "target"][0]
+    target = next(b for b in backend.banks if b.domain == "target")
     assert target.n_real == 4 and len(target.rows) == 30  # as many as the source rows
     np.testing.assert_allclose(np.linalg.norm(target.rows, axis=1), 1.0)
     np.testing.assert_allclose(target.rows[:4], l2_normalise(X[30:]))
     half = EmbeddingBackend("knn", smote=True, smote_ratio=0.5).fit(X, sections, domains)
-    assert len([b for b in half.banks if b.domain == "target"][0].rows) == 15
+    assert len(next(b for b in half.banks if b.domain == "target").rows) == 15
     off = EmbeddingBackend("knn", smote=False).fit(X, sections, domains)
-    assert len([b for b in off.banks if b.domain == "target"][0].rows) == 4
+    assert len(next(b for b in off.banks if b.domain == "target").rows) == 4
 
 
 @pytest.mark.parametrize("n_target, rows", [(1, 1), (2, 30)])
 def test_smote_caps_its_neighbours_by_the_sample_count(n_target: int, rows: int) -> None:
     X, sections, domains = _data(n_target=n_target)
     backend = EmbeddingBackend("knn", smote=True).fit(X, sections, domains)
-    assert len([b for b in backend.banks if b.domain == "target"][0].rows) == rows
+    assert len(next(b for b in backend.banks if b.domain == "target").rows) == rows
 
 
 def test_knn_score_is_the_smallest_domain_distance() -> None:

@@ -1,6 +1,8 @@
 """STgram-MFN and the fine-tuned mn04 front-end: shapes, frame alignment, resampling, freezing."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -76,7 +78,7 @@ def test_all_mn04_trains_every_layer() -> None:
     assert not torch.equal(before["features.0.0.weight"], after["features.0.0.weight"])
 
 
-def test_pretrained_mn04_loads(shared) -> None:  # noqa: ANN001 (fixture)
+def test_pretrained_mn04_loads(shared: Path) -> None:
     path = shared / "weights" / "mn04_as_mAP_432.pt"
     if not path.is_file():
         pytest.skip("mn04 weights not in ../shared/weights")

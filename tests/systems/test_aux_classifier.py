@@ -58,7 +58,7 @@ def test_joint_fit_gives_one_system_per_machine_type(groups: dict, tests: dict, 
 
 
 def test_fit_is_the_joint_fit_of_its_clips(groups: dict, tests: dict) -> None:
-    machine = sorted(groups)[0]
+    machine = min(groups)
     ctx = RunContext(seed=2, progress=False)
     alone = get_system("aux_classifier", **TINY).fit(groups[machine], ctx=ctx)
     joint = get_system("aux_classifier", **TINY).fit_joint({machine: groups[machine]}, ctx=ctx)[machine]
@@ -75,7 +75,7 @@ def test_bad_hyperparameters_are_config_errors(params: dict) -> None:
 
 
 def test_single_class_fit_warns_and_still_works(groups: dict, tests: dict) -> None:
-    machine = sorted(groups)[0]
+    machine = min(groups)
     with pytest.warns(UserWarning, match="single class.*jointly"):
         system = get_system("aux_classifier", **TINY, classes="section").fit(groups[machine],
                                                                               ctx=RunContext(progress=False))

@@ -142,7 +142,7 @@ class AuxClassifierSystem(System):
         del val  # nothing is selected on validation data
         machines = sorted({c.machine for c in train})
         key = "+".join(machines) if machines else "none"
-        self._fit_groups({key: list(train)}, ctx, {key: self}, joint=False)
+        self._fit_groups({key: list(train)}, ctx, {key: self})
         return self
 
     def fit_joint(self, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None = None,
@@ -150,11 +150,13 @@ class AuxClassifierSystem(System):
         """One network over every machine type in ``groups``; one fitted system per type."""
         del val
         targets = {m: type(self)(**self.get_params()) for m in groups}
-        self._fit_groups({m: list(c) for m, c in groups.items()}, ctx, targets, joint=True)
+        self._fit_groups({m: list(c) for m, c in groups.items()}, ctx, targets)
         return dict(targets)
 
     def _fit_groups(self, groups: Mapping[str, list[Clip]], ctx: RunContext | None,
-                    targets: Mapping[str, "AuxClassifierSystem"], joint: bool) -> None:
+                    targets: Mapping[str, "AuxClassifierSystem"]) -> None:
+        """Train the network on every group's clips (checkpoints in ``ctx.checkpoint_dir``: the
+        callers of `fit_joint` give a ``joint`` folder), then each target's back-end."""
         ctx = ctx or RunContext()
         clips = [c for m in groups for c in groups[m]]
         owners = [m for m in groups for _ in groups[m]]
@@ -172,7 +174,7 @@ class AuxClassifierSystem(System):
         net = self.build_net(len(classes), pretrained=True).to(ctx.torch_device)
         batches = bank.batches(labels, self.batch_size, crop_samples(self.crop_frames), self.mixup, self.mixup_alpha)
         result = train(net, batches, self.epochs, OptimiserSpec(self.learning_rate),
-                       ctx.for_run("joint") if joint else ctx, self.fingerprint(clips, ctx), name=f"train {self.name}")
+                       ctx, self.fingerprint(clips, ctx), name=f"train {self.name}")
         embeddings = self.embed_waves(bank.waves, ctx, net)
         kept_owner = [owners[i] for i in bank.index]
         for machine, target in targets.items():

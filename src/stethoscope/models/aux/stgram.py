@@ -22,7 +22,7 @@ MFN_SETTING = ((2, 128, 2, 2), (4, 128, 2, 2), (4, 128, 2, 2))
 
 def scaled(channels: int, width: float) -> int:
     """Channels times ``width``, rounded to a multiple of 8 (at least 8)."""
-    return max(8, int(round(channels * width / 8)) * 8)
+    return max(8, round(channels * width / 8) * 8)
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
