@@ -62,7 +62,7 @@ class AuxClassifierSystem(System):
                  mixup_alpha: float = 0.5, specaugment: bool = True, specaug_masks: int = 2, specaug_freq: int = 16,
                  specaug_time: int = 16, classes: str = "section_attributes", crop_frames: int = 64,
                  epochs: int = 20, batch_size: int = 16, learning_rate: float = 1e-3, backend: str = "knn",
-                 n_neighbors: int = 1, smote: bool = True, smote_ratio: float = 1.0, per_section: bool = False,
+                 n_neighbors: int = 1, smote: bool = True, smote_ratio: float = 1.0, per_section: bool = True,
                  gmm_components: int = 1) -> None:
         self._set_params(locals())
         if self.mixup == "noisy_arcmix" and self.loss != "arcface":

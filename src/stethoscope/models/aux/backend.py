@@ -101,8 +101,9 @@ class EmbeddingBackend:
             if len(rows[small]) == 1 and len(rows[other]):
                 rows = {other: np.vstack([rows[other], rows[small]]), small: rows[small][:0]}
         if sum(len(r) for r in rows.values()) < 2:
-            raise ConfigError(f"the gmm back-end needs at least 2 training clips per machine type"
-                              f"{'' if group == ALL else f' and section ({group})'}; use backend knn or centres")
+            where, fix = ("machine type", "") if group == ALL else (f"section ({group})", "set per_section false, ")
+            raise ConfigError(f"the gmm back-end needs at least 2 training clips per {where}; "
+                              f"{fix}or use backend knn or centres")
         return rows
 
     def _oversample(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
