@@ -205,7 +205,7 @@ def _parser_dcase2022(base: Path, channel: int | None) -> Parser:
             return None
         from_csv = attributes_of(path)
         if from_csv is not None and any(p == HIDDEN or v == HIDDEN for p, v in from_csv):
-            hidden, from_csv = True, ()
+            hidden, from_csv, attrs = True, (), ()  # the attribute file withholds them
         return Clip(path, machine, _section(section), domain, split, label,
                     from_csv if from_csv else attrs, "dcase2022", channel, hidden)
 

@@ -17,7 +17,7 @@ import soundfile as sf
 import yaml
 
 SR = 16_000
-GT_PATH = "nttcslab/dcase2023_task2_baseline_ae/0000000000000000000000000000000000000000/datasets/eval_data_list_2025.csv"
+GT_PATH = f"nttcslab/dcase2023_task2_baseline_ae/{'0' * 40}/datasets/eval_data_list_2025.csv"
 
 
 @dataclass
@@ -124,7 +124,8 @@ def dcase2025_archives() -> dict[str, bytes]:
            for i, d in enumerate(["source", "source", "target"])}
     dev |= {f"fan/test/section_00_source_test_{s}_{i:04d}_mode_1.wav": wav_bytes(seed=10 + i)
             for i, s in enumerate(["normal", "anomaly"])}
-    dev["fan/attributes_00.csv"] = b"file_name,d1p,d1v\nfan/train/section_00_source_train_normal_0000_mode_0.wav,mode,0\n"
+    dev["fan/attributes_00.csv"] = (b"file_name,d1p,d1v\n"
+                                    b"fan/train/section_00_source_train_normal_0000_mode_0.wav,mode,0\n")
     train = {f"eval_data/ToyPet/train/section_00_source_train_normal_{i:04d}_noAttribute.wav": wav_bytes(seed=20 + i)
              for i in range(2)}
     train |= {"eval_data/ToyPet/supplemental/section_00_machine_0000_.wav": wav_bytes(seed=30),

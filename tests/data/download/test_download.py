@@ -51,8 +51,9 @@ def test_good_run_lands_in_the_scanned_layout(server: Server, registry: Path, tm
     assert (root / "eval" / "ToyPet" / "eval_official_names.csv").read_text().splitlines()[1] == \
            "section_00_0000.wav,section_00_source_test_anomaly_0000_noAttribute.wav"
     state = root / ".download"
-    assert sorted(p.name for p in state.iterdir()) == ["dev_fan.zip.done.json", "eval_data_ToyPet_test.zip.done.json",
-                                                       "eval_data_ToyPet_train.zip.done.json", "eval_data_list_2025.csv"]
+    assert sorted(p.name for p in state.iterdir()) == [
+        "dev_fan.zip.done.json", "eval_data_ToyPet_test.zip.done.json", "eval_data_ToyPet_train.zip.done.json",
+        "eval_data_list_2025.csv"]
     assert json.loads((state / "dev_fan.zip.done.json").read_text())["verified"] is True
     assert main(["scan", str(root / "eval")]) == 0
     shown = capsys.readouterr().out

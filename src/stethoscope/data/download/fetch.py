@@ -13,7 +13,7 @@ import hashlib
 import http.client
 import re
 import sys
-import time
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -86,6 +86,7 @@ class Fetcher:
     chunk: int = 1 << 20
     on_bytes: Callable[[int], None] = field(default=lambda n: None)
     say: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
+    stop: threading.Event = field(default_factory=threading.Event)  # set: every transfer ends soon
 
     def fetch(self, remote: Remote, url: str, dest: Path) -> bool:
         """Download ``url`` to ``dest`` (through ``dest.part``) and verify it; True when it was
@@ -119,7 +120,8 @@ class Fetcher:
                                     f"{kept} bytes received: run the same command again to resume")
             delay = self.backoff * 2 ** attempt
             self.say(f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in {delay:.3g} s")
-            time.sleep(delay)
+            if self.stop.wait(delay):
+                raise DownloadError(f"{remote.file}: interrupted; run the same command again to resume")
         verified = verify(part, remote)
         part.replace(dest)
         return verified
@@ -155,6 +157,8 @@ class Fetcher:
                 raise _DiskFull(part, err) if err.errno in DISK_FULL else err
             with handle:
                 while block := response.read(self.chunk):
+                    if self.stop.is_set():
+                        raise DownloadError(f"{part.name}: interrupted; run the same command again to resume")
                     try:
                         handle.write(block)
                     except OSError as err:

@@ -174,9 +174,15 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
         except DownloadError as err:
             failures[remote.file] = str(err)
 
-    with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=opts.jobs)
+    try:
         list(pool.map(one, todo))
-    bar.close()
+    except KeyboardInterrupt:  # Ctrl-C: stop the transfers (their .part files stay for a resume)
+        fetcher.stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     renamed = 0 if failures else _ground_truth(plan, opts, fetcher)
     if failures:
         listed = "\n  ".join(failures.values())
