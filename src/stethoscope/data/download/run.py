@@ -60,7 +60,9 @@ class Plan:
         return self.root / STATE
 
     def marker(self, remote: Remote) -> Path:
-        return self.state / f"{remote.file}.done.json"
+        """What says ``remote`` is done: an archive's ``.done.json`` (verified and unpacked), a
+        ground-truth table's own verified file."""
+        return self.state / (f"{remote.file}.done.json" if remote.machine else remote.file)
 
     def into(self, remote: Remote) -> Path:
         return self.root / remote.into
