@@ -30,3 +30,11 @@ class CheckpointError(StethoscopeError):
 
 class ConfigError(StethoscopeError):
     """A configuration key or value is unknown or invalid."""
+
+
+class DownloadError(StethoscopeError):
+    """A data set archive could not be fetched, verified or unpacked (the message names it)."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded archive does not match its published checksum (the file is deleted)."""

@@ -113,6 +113,48 @@ def test_dcase2022_attributes_from_csv_and_name(tmp_path: Path) -> None:
         scan(tmp_path)
 
 
+def test_dcase2025_supplemental_and_hidden_attributes(tmp_path: Path) -> None:
+    for rel in ["ToyPet/train/section_00_source_train_normal_0000_noAttribute.wav",
+                "ToyPet/train/section_00_target_train_normal_0001_.wav",
+                "ToyPet/test/section_00_source_test_anomaly_0000_noAttribute.wav",
+                "ToyPet/supplemental/section_00_machine_0001_mic_2.wav",
+                "ToyPet/supplemental/section_00_noise_0001_.wav",
+                "ToyPet/supplemental/recording 7.wav",
+                "bearing/train/section_00_source_train_normal_0000_vel_6.wav"]:
+        _touch(tmp_path, rel)
+    (tmp_path / "bearing" / "attributes_00.csv").write_text(
+        "file_name,d1p,d1v\nbearing/train/section_00_source_train_normal_0000_vel_6.wav,noAttribute,\n")
+    assert detect_layout(tmp_path) == "dcase2022"
+    clips = {c.name: c for c in scan(tmp_path)}
+    hidden = {name for name, c in clips.items() if c.hidden_attributes}
+    assert hidden == {"section_00_source_train_normal_0000_noAttribute.wav",
+                      "section_00_source_test_anomaly_0000_noAttribute.wav",
+                      "section_00_source_train_normal_0000_vel_6.wav"}  # withheld in attributes_00.csv
+    assert all(clips[name].attributes == () for name in hidden)
+    assert clips["section_00_target_train_normal_0001_.wav"].attributes == ()  # empty attribute tail
+    extra = {c.name: c for c in scan(tmp_path, split="supplemental")}
+    assert {(c.split, c.label, c.domain, c.machine) for c in extra.values()} == {("supplemental", None, None, "ToyPet")}
+    assert extra["section_00_machine_0001_mic_2.wav"].attributes == (("kind", "machine"), ("mic", "2"))
+    assert extra["section_00_noise_0001_.wav"].attributes == (("kind", "noise"),)
+    assert extra["recording 7.wav"].attributes == () and extra["recording 7.wav"].section == "00"
+    assert {c.split for c in scan(tmp_path, machine="ToyPet")} == {"train", "test", "supplemental"}
+
+
+def test_dcase2026_two_channels(tmp_path: Path) -> None:
+    near, far = _tone(440.0, 0.2), _tone(1000.0, 0.2) * 0.5
+    for rel in ["ToyCar/train/section_00_source_train_normal_0000_car_A2_spd_28V_mic_1_noise_1.wav",
+                "ToyCar/test/section_00_target_test_anomaly_0000_car_A2_spd_28V_mic_1_noise_1.wav"]:
+        write_wav(tmp_path / rel, np.stack([near, far], axis=1), SR, subtype="PCM_16")
+    for channel, expected in ((0, near), (1, far), (None, (near + far) / 2)):
+        clips = scan(tmp_path, channel=channel)
+        assert {c.channel for c in clips} == {channel}
+        wave = load_audio(clips[0].path, channel=clips[0].channel)
+        np.testing.assert_allclose(wave, expected, atol=2e-4)
+    assert dict(scan(tmp_path)[0].attributes) == {"car": "A2", "spd": "28V", "mic": "1", "noise": "1"}
+    with pytest.raises(LayoutError, match="channel must be >= 0"):
+        scan(tmp_path, channel=-1)
+
+
 def test_toy_factory_output_scans(tmp_path: Path) -> None:
     root = make_toy_dataset(tmp_path, machines=("fan", "gearbox"), n_train=10, n_test=8, seconds=0.5)
     clips = scan(root)

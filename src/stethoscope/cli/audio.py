@@ -57,6 +57,6 @@ def screened(clips: Sequence[Clip], min_seconds: float) -> list[Clip]:
     return screen(clips, min_seconds)[0]
 
 
-def audio_clips(paths: Sequence[str], channel: int, machine: str, min_seconds: float) -> list[Clip]:
+def audio_clips(paths: Sequence[str], channel: int | None, machine: str, min_seconds: float) -> list[Clip]:
     """Files and folders named on the command line as clips, after the policy's file and header checks."""
     return screened([Clip(path=p, machine=machine, channel=channel) for p in audio_paths(paths)], min_seconds)

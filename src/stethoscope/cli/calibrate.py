@@ -22,7 +22,7 @@ from ..data.layouts import audio_files
 from ..errors import ConfigError, LayoutError
 from ..systems.base import System, load_system
 from ..systems.threshold import false_alarm_rate, gamma_threshold, score_summary
-from .common import run_context, scan
+from .common import add_channel, chosen_channel, run_context, scan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="set this threshold instead of fitting one")
     p.add_argument("--layout", default="auto", help="layout of --data (default auto)")
     p.add_argument("--machine", help="machine type of --data to use (default: the model's)")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    add_channel(p, model=True)
     _runtime(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -94,14 +94,14 @@ def normal_clips(args: argparse.Namespace, system: System) -> list[Clip]:
     root = Path(args.data)
     machine = args.machine or (system.run_ or {}).get("data_machine")
     try:
-        clips = scan(root, args.layout, args.machine, args.channel)
+        clips = scan(root, args.layout, args.machine, chosen_channel(args, system))
     except LayoutError:
         files = audio_files(root) if args.layout == "auto" and args.machine is None and root.is_dir() else []
         if not files:
             raise
         print(f"note: {root} matches no data layout; its {len(files)} recordings are all taken as normal",
               file=sys.stderr)
-        return [Clip(path=p, machine=machine or "unknown", channel=args.channel) for p in files]
+        return [Clip(path=p, machine=machine or "unknown", channel=chosen_channel(args, system)) for p in files]
     machines = sorted({c.machine for c in clips})
     if len(machines) > 1:
         if machine not in machines:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import load_config
-from ..data.clip import Clip
+from ..data.clip import Clip, channel_name, parse_channel
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.dcase_io import ScoredClip, write_result_csvs
@@ -27,6 +27,38 @@ def add_quiet(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--quiet``, which every verb takes."""
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars or lines and no info lines on stderr (warnings and errors still show)")
+
+
+def channel_arg(text: str) -> str:
+    """argparse type of ``--channel``: ``0``, ``1``, ... or ``mean``, checked, kept as text."""
+    from ..errors import ConfigError
+
+    try:
+        return str(channel_name(parse_channel(text)))
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_channel(p: argparse.ArgumentParser | argparse._ArgumentGroup, model: bool = False) -> None:
+    """``--channel 0|1|...|mean``; for verbs that use a model, its default is the model's own."""
+    default = "the channel the model was trained on (0 for older models)" if model else "0"
+    p.add_argument("--channel", type=channel_arg, default=None, metavar="N|mean",
+                   help=f"channel of multichannel files: a number or mean (default: {default}); DCASE 2026: "
+                        "0 near, 1 far microphone; MIMII: 0-7")
+
+
+def chosen_channel(args: argparse.Namespace, system: System | None = None) -> int | None:
+    """The channel a command reads: ``--channel`` when given, else the model's recorded one
+    (``run.channel`` in its config.json), else 0. A flag that differs from the model's is said."""
+    recorded = (system.run_ or {}).get("channel", 0) if system is not None else 0
+    given = getattr(args, "channel", None)
+    if given is None:
+        return parse_channel(recorded)
+    channel = parse_channel(given)
+    if system is not None and channel_name(channel) != recorded:
+        print(f"warning: the model was trained on channel {recorded}; reading channel {given} as asked",
+              file=sys.stderr)
+    return channel
 
 
 def print_info(message: str) -> None:
@@ -59,7 +91,7 @@ def build_system(args: argparse.Namespace, name: str, variant: str | None = None
     return get_system(name, **cfg)
 
 
-def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int = 0,
+def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int | None = 0,
          min_seconds: float = FeatureRequest().min_seconds) -> list[Clip]:
     """The clips of a data folder that pass the audio policy's file and header checks."""
     from ..data.layouts import scan as scan_layout

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
-from . import cache, calibrate, serve, toy
+from . import cache, calibrate, download, serve, toy
 from . import scan as scan_verb
 from .audio import add_audio_flag
-from .common import DEFAULT_SYSTEM, add_quiet
+from .common import DEFAULT_SYSTEM, add_channel, add_quiet
 from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
 
@@ -31,11 +31,11 @@ def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
                        help="save a training checkpoint every N epochs (default 1; 0 = none)")
 
 
-def _data(p: argparse.ArgumentParser) -> None:
+def _data(p: argparse.ArgumentParser, model: bool = False) -> None:
     p.add_argument("--layout", default="auto",
                    help="auto (default), dcase2020, dcase2021, dcase2022, mimii, folder, manifest")
     p.add_argument("--machine", help="only this machine type")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    add_channel(p, model=model)
 
 
 def _system(p: argparse.ArgumentParser) -> None:
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("paths", nargs="+", help="audio files or folders")
     p.add_argument("--csv", help="also write the scores to this CSV")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    add_channel(p, model=True)
     _runtime(p)
     p.set_defaults(func=cmd_score)
 
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", help="folder of anomaly_score_*/decision_result_* CSVs to evaluate")
     p.add_argument("--ground-truth", help="folder with ground_truth_data/ and ground_truth_domain/")
     p.add_argument("--out", required=True, help="output folder for results.json and CSVs")
-    _data(p)
+    _data(p, model=True)
     _runtime(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="recording to replay in 1,024-sample chunks")
     p.add_argument("--window", type=float, default=10.0, help="seconds of audio per score (default 10)")
     p.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    add_channel(p, model=True)
     _runtime(p)
     p.set_defaults(func=cmd_stream)
 
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("file", help="audio file to explain")
     p.add_argument("--out", required=True, help="PNG path")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    add_channel(p, model=True)
     _runtime(p)
     p.set_defaults(func=cmd_explain)
 
@@ -154,4 +154,5 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache.add_parser(sub)
     serve.add_parser(sub)
+    download.add_parser(sub)
     return parser

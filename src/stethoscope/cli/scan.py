@@ -1,7 +1,9 @@
 """``stethoscope scan DATA``: what a data folder holds, as `train` and `score` will see it.
 
-Prints the layout and why it was chosen; machine types, sections, domains, splits and
-labels with their clip counts; formats, sample rates, channels and durations; and the
+Prints the layout and why it was chosen; machine types, sections, domains, splits (roles:
+train, test, DCASE 2025's supplemental) and labels with their clip counts and how many have
+withheld attributes (``noAttribute``); formats, sample rates, channels (and the one read)
+and durations; and the
 audio policy's findings (`data.policy`), each file decoded once at its own rate. By default
 every finding is reported and nothing stops the scan (``--on-bad-audio warn``); with
 ``--on-bad-audio error`` the first bad file ends it with exit 2, as `train` would.
@@ -16,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..data.audio import decode_checked, read_file
+from ..data.clip import SUPPLEMENTAL, channel_name
 from ..data.layouts import detect, scan
 from ..data.policy import current_policy, screen
 from ..errors import AudioSkipped
 from ..features.extract import FeatureRequest
 from .audio import add_audio_flag
-from .common import add_quiet
+from .common import add_channel, add_quiet, chosen_channel
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--layout", default="auto",
                    help="auto (default), dcase2020, dcase2021, dcase2022, mimii, folder, manifest")
     p.add_argument("--machine", help="only this machine type")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    add_channel(p)
     p.add_argument("--headers-only", action="store_true",
                    help="check file headers only (fast: no sample-level checks, nothing decoded)")
     add_audio_flag(p)
@@ -52,18 +55,28 @@ def cmd_scan(args: argparse.Namespace) -> int:
     detection = detect(args.data) if args.layout == "auto" else None
     layout = detection.layout if detection else args.layout
     why = detection.reason if detection else "given with --layout"
-    clips = scan(args.data, layout=args.layout, machine=args.machine, channel=args.channel)
+    channel = chosen_channel(args)
+    clips = scan(args.data, layout=args.layout, machine=args.machine, channel=channel)
     print(f"{args.data}: layout {layout}: {why}")
     if detection and detection.fits:
         others = [f"{name} {n}" for name, n in detection.fits.items() if name != layout and n]
         if others:
             print(f"  files other layouts fit: {', '.join(others)} of {detection.n_files}")
     print(f"{len(clips)} clips, {len({c.machine for c in clips})} machine type(s)")
-    print(f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<7}{'label':<11}{'clips':>6}")
+    print(f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<13}{'label':<11}{'clips':>6}{'hidden attrs':>14}")
     label = {0: "normal", 1: "anomaly", None: "unlabelled"}
-    groups = Counter((c.machine, c.section_tag, c.domain or "-", c.split, label[c.label]) for c in clips)
-    for (machine, section, domain, split, lab), n in sorted(groups.items()):
-        print(f"  {machine:<16}{section:<12}{domain:<8}{split:<7}{lab:<11}{n:>6}")
+    keys = [(c.machine, c.section_tag, c.domain or "-", c.split, label[c.label]) for c in clips]
+    groups, hidden = Counter(keys), Counter(k for k, c in zip(keys, clips) if c.hidden_attributes)
+    for key, n in sorted(groups.items()):
+        machine, section, domain, split, lab = key
+        print(f"  {machine:<16}{section:<12}{domain:<8}{split:<13}{lab:<11}{n:>6}{hidden[key] or '-':>14}")
+    roles = Counter(c.split for c in clips)
+    print(f"roles: {_counts(roles)}" + (f"; {SUPPLEMENTAL}: extra clean machine / noise clips, for systems that "
+                                         "ask for them (none is trained on them by default)"
+                                         if roles[SUPPLEMENTAL] else ""))
+    n_hidden, n_attrs = sum(c.hidden_attributes for c in clips), sum(bool(c.attributes) for c in clips)
+    print(f"attributes: {n_attrs} clip(s) with attributes, {n_hidden} withheld (noAttribute), "
+          f"{len(clips) - n_attrs - n_hidden} with none")
 
     min_seconds = FeatureRequest().min_seconds
     kept, headers = screen(clips, min_seconds)
@@ -71,13 +84,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print(f"audio: {len(facts)} readable headers of {len({Path(c.path) for c in clips})} files")
     print(f"  formats: {_counts(Counter(f'{h.format}/{h.subtype}' for h in facts))}")
     print(f"  sample rates: {_counts(Counter(f'{h.sample_rate} Hz' for h in facts))}")
-    print(f"  channels: {_counts(Counter(h.channels for h in facts))}")
+    print(f"  channels: {_counts(Counter(h.channels for h in facts))}; reading channel {channel_name(channel)}"
+          + (" (the mean of all channels)" if channel is None else ""))
     print(f"  durations: {_spread([h.seconds for h in facts], 's')}")
     policy = current_policy()
     if not args.headers_only:
         for path in dict.fromkeys(Path(c.path) for c in kept):  # each file decoded once, at its own rate
             try:
-                decode_checked(read_file(path, policy), path, None, args.channel, min_seconds, policy)
+                decode_checked(read_file(path, policy), path, None, channel, min_seconds, policy)
             except AudioSkipped:
                 continue
     flagged = {f.path for f in policy.findings}

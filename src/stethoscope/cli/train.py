@@ -12,8 +12,9 @@ from ..engine import prune_checkpoints
 from ..errors import LayoutError
 from ..training import train_machines
 from ..utils import atomic_write_json, run_metadata
-from .common import (DEFAULT_SYSTEM, build_system, by_machine, finish_evaluation, info, run_context, scan, scored,
-                     training_clips)
+from ..data.clip import channel_name
+from .common import (DEFAULT_SYSTEM, build_system, by_machine, chosen_channel, finish_evaluation, info, run_context,
+                     scan, scored, training_clips)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -21,14 +22,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
     shortest = probe.feature_request().min_seconds
-    clips = scan(args.data, args.layout, args.machine, args.channel, shortest)
-    val = scan(args.val, args.layout, args.machine, args.channel, shortest) if args.val else None
+    channel = chosen_channel(args)
+    clips = scan(args.data, args.layout, args.machine, channel, shortest)
+    val = scan(args.val, args.layout, args.machine, channel, shortest) if args.val else None
     groups = {m: training_clips(c) for m, c in by_machine(clips).items()}
     empty = [m for m, train in groups.items() if not train]
     if empty:
         raise LayoutError(f"{args.data}: no training clips for machine type(s) {empty}")
     train_machines(groups, lambda: build_system(args, args.system), out, ctx, val,
-                   nested=not (args.machine or len(groups) == 1), meta={"data": str(args.data)}, say=info(args))
+                   nested=not (args.machine or len(groups) == 1),
+                   meta={"data": str(args.data), "channel": channel_name(channel)}, say=info(args))
     return 0
 
 
@@ -38,7 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     probe = build_system(args, args.system)
     out, say = Path(args.out), info(args)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
-    clips = scan(args.data, args.layout, args.machine, args.channel, probe.feature_request().min_seconds)
+    clips = scan(args.data, args.layout, args.machine, chosen_channel(args), probe.feature_request().min_seconds)
     sets = group_sets(clips, args.group)
     modes = args.score_modes.split(",") if args.score_modes else [None]
     reports: dict[str | None, dict[str, Any]] = {}

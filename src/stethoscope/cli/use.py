@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from ..errors import AudioSkipped, ConfigError, StethoscopeError
 from ..evaluation.dcase_io import read_submission
 from ..systems.base import list_systems, load_system
-from .common import (by_machine, finish_evaluation, info, model_dir_for, run_context, scan, scored,
+from .common import (by_machine, chosen_channel, finish_evaluation, info, model_dir_for, run_context, scan, scored,
                      write_scores_table)
 
 
@@ -18,7 +19,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     system = load_system(args.model)
     ctx = run_context(args, progress=False)
     machine = (system.run_ or {}).get("data_machine", "unknown")
-    clips = audio_clips(args.paths, args.channel, machine, system.feature_request().min_seconds)
+    clips = audio_clips(args.paths, chosen_channel(args, system), machine, system.feature_request().min_seconds)
     paths, rows = scored(system, clips, ctx)
     width = max([len(str(p)) for p in paths], default=4)
     print(f"{'file':<{width}}  {'score':>12}  decision   (threshold {system.threshold_:.6g})")
@@ -41,12 +42,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not (args.data and args.models):
         raise StethoscopeError("evaluate needs --data ROOT --models DIR, or --scores DIR --ground-truth DIR")
     ctx = run_context(args)
-    clips = scan(args.data, args.layout, args.machine, args.channel)
+    clips = scan(args.data, args.layout, args.machine, chosen_channel(args))
     rows, paths, models, thresholds, names = [], [], {}, {}, set()
     for machine, mclips in by_machine(clips).items():
         test = [c for c in mclips if c.split == "test"] or mclips
         model_dir = model_dir_for(Path(args.models), machine)
         system = load_system(model_dir)
+        channel = chosen_channel(args, system)  # each machine type's model reads its own channel
+        test = [dataclasses.replace(c, channel=channel) for c in test]
         models[machine], thresholds[machine] = str(model_dir.resolve()), system.threshold_
         names.add(system.name)
         kept, scored_rows = scored(system, test, ctx)
@@ -67,10 +70,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
     scorer = StreamingScorer(system, window_seconds=args.window, hop_seconds=args.hop,
                              ctx=run_context(args, progress=False))
     min_seconds = system.feature_request().min_seconds
+    channel = chosen_channel(args, system)
     try:
-        if not audio_clips([args.file], args.channel, "unknown", min_seconds):
+        if not audio_clips([args.file], channel, "unknown", min_seconds):
             return 0  # left out by --on-bad-audio: the run's last line says so
-        wave = load_audio(args.file, channel=args.channel, min_seconds=min_seconds)
+        wave = load_audio(args.file, channel=channel, min_seconds=min_seconds)
     except AudioSkipped:
         return 0
     print(f"{'t (s)':>8}  {'score':>12}  decision   (threshold {system.threshold_:.6g})")
@@ -92,7 +96,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not system.has_anomaly_map:
         raise ConfigError(f"system {system.name!r} has no anomaly map; explain needs a reconstruction system")
     ctx = run_context(args, progress=False)
-    clips = audio_clips([args.file], args.channel, "unknown", system.feature_request().min_seconds)
+    clips = audio_clips([args.file], chosen_channel(args, system), "unknown", system.feature_request().min_seconds)
     try:
         if not clips:
             return 0  # left out by --on-bad-audio: the run's last line says so

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NORMAL, ANOMALY = 0, 1
+SUPPLEMENTAL = "supplemental"  # the split of DCASE 2025's extra clean machine / noise clips
+HIDDEN = "noAttribute"  # what DCASE 2024+ writes where a machine type's attributes are withheld
 
 
 @dataclass(frozen=True)
@@ -14,6 +16,12 @@ class Clip:
     ``section`` is a two-digit string: the DCASE 2021+ section or the 2020/MIMII machine id.
     ``label`` is 0 (normal), 1 (anomaly) or None (unlabelled evaluation clip).
     ``domain`` is "source", "target" or None where the layout has no domains.
+    ``split`` is "train", "test" or "supplemental" (DCASE 2025's clean machine and noise
+    recordings: no label, used by a system only if it asks for them).
+    ``channel`` is the channel read from multichannel files (DCASE 2026: 0 near, 1 far
+    microphone; MIMII: one of 8), None for the mean of all channels.
+    ``hidden_attributes`` is True where the data set withholds the clip's attributes
+    (``noAttribute``); ``attributes`` is then empty.
     """
 
     path: Path
@@ -24,7 +32,8 @@ class Clip:
     label: int | None = None
     attributes: tuple[tuple[str, str], ...] = field(default=())
     layout: str = "folder"
-    channel: int = 0
+    channel: int | None = 0
+    hidden_attributes: bool = False
 
     @property
     def name(self) -> str:
@@ -39,3 +48,24 @@ class Clip:
     @property
     def is_target(self) -> bool:
         return self.domain == "target"
+
+
+def parse_channel(text: str | int | None) -> int | None:
+    """``"0"``, ``"1"``, ... -> that channel; ``"mean"`` (or None) -> None (the mean of all
+    channels). Anything else is a `ConfigError`."""
+    from ..errors import ConfigError
+
+    if text is None or (isinstance(text, str) and text.strip().lower() == "mean"):
+        return None
+    try:
+        channel = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"channel must be a number (0, 1, ...) or 'mean', got {text!r}") from None
+    if channel < 0:
+        raise ConfigError(f"channel must be >= 0 or 'mean', got {channel}")
+    return channel
+
+
+def channel_name(channel: int | None) -> int | str:
+    """How a channel choice is written in a model's run record: the number, or ``"mean"``."""
+    return "mean" if channel is None else channel

@@ -7,8 +7,11 @@ nothing is dropped silently. Other files (.csv, .txt, .md, ...) are ignored. Lay
 
 * ``dcase2020``: ``<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav``
 * ``dcase2021``: ``<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_[{normal,anomaly}_]NNNN[_attrs].wav``
-* ``dcase2022`` (2022-2025): ``<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav``
-  with ``<type>/attributes_XX.csv``; unlabelled evaluation names ``section_XX_NNNN.wav``
+* ``dcase2022`` (2022-2026): ``<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav``
+  with ``<type>/attributes_XX.csv``; unlabelled evaluation names ``section_XX_NNNN.wav``;
+  ``<attrs>`` ``noAttribute`` (2024+) marks withheld attributes (``Clip.hidden_attributes``);
+  2025's ``<type>/supplemental/`` (clean machine and noise recordings) gives clips of split
+  ``supplemental``; 2026's clips have two channels (0 near, 1 far microphone: ``channel``)
 * ``mimii``: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav`` (8-channel raw files: ``channel`` picks one)
 * ``folder``: ``<root>/{normal,anomaly|abnormal}/...`` (test) and optional ``<root>/train/`` (normals)
 * ``manifest``: a CSV file ``path,label[,machine,section,domain,split]``
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import LayoutError
-from .clip import ANOMALY, NORMAL, Clip
+from .clip import ANOMALY, HIDDEN, NORMAL, SUPPLEMENTAL, Clip
 from .manifest import scan_manifest
 from .policy import current_policy, list_audio
 
@@ -32,7 +35,8 @@ LAYOUTS = ("dcase2020", "dcase2021", "dcase2022", "mimii", "folder", "manifest")
 _LABELS = {"normal": NORMAL, "anomaly": ANOMALY, "abnormal": ANOMALY}
 
 _RE_2020 = re.compile(r"^(?:(normal|anomaly)_)?id_(\d+)_(\d+)$")
-_RE_SECTION = re.compile(r"^section_(\d+)_(source|target)_(train|test)_(normal|anomaly)_(\d+)(?:_(.+))?$")
+_RE_SECTION = re.compile(r"^section_(\d+)_(source|target)_(train|test)_(normal|anomaly)_(\d+)(?:_(.*))?$")
+_RE_SUPPLEMENTAL = re.compile(r"^section_(\d+)_([A-Za-z]+)_(\d+)(?:_(.*))?$")
 _RE_2021_EVAL = re.compile(r"^section_(\d+)_(source|target)_test_(\d+)$")
 _RE_2022_EVAL = re.compile(r"^section_(\d+)_(\d+)$")
 _RE_ID = re.compile(r"^id_(\d+)$")
@@ -55,8 +59,9 @@ def _section(digits: str) -> str:
 
 def _name_attributes(tail: str | None) -> tuple[tuple[str, str], ...]:
     """``speed_1500_load_40`` -> (("speed", "1500"), ("load", "40")); an odd token count keeps
-    the whole tail as one ``("attributes", tail)`` pair rather than guessing."""
-    if not tail:
+    the whole tail as one ``("attributes", tail)`` pair rather than guessing; ``noAttribute``
+    (withheld) and an empty tail give none."""
+    if not tail or tail == HIDDEN:
         return ()
     tokens = tail.split("_")
     if len(tokens) % 2:
@@ -68,7 +73,7 @@ def _mismatch(path: Path, layout: str, expected: str) -> LayoutError:
     return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected {expected})")
 
 
-def _scan_files(root: Path, layout: str, channel: int, files: list[Path] | None = None) -> list[Clip]:
+def _scan_files(root: Path, layout: str, channel: int | None, files: list[Path] | None = None) -> list[Clip]:
     root = _existing_dir(root, layout)
     files = audio_files(root) if files is None else files
     if not files:
@@ -91,7 +96,7 @@ def _existing_dir(root: str | Path, layout: str) -> Path:
 
 
 # -- DCASE 2020 -------------------------------------------------------------------------------
-def _parser_dcase2020(base: Path, channel: int) -> Parser:
+def _parser_dcase2020(base: Path, channel: int | None) -> Parser:
     del base  # the machine type is the split folder's parent, wherever the scan started
 
     def parse(path: Path) -> Clip | None:
@@ -108,43 +113,44 @@ def _parser_dcase2020(base: Path, channel: int) -> Parser:
     return parse
 
 
-def scan_dcase2020(root: str | Path, channel: int = 0) -> list[Clip]:
+def scan_dcase2020(root: str | Path, channel: int | None = 0) -> list[Clip]:
     """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type folder."""
     return _scan_files(Path(root), "dcase2020", channel)
 
 
-def _labelled_section(stem: str) -> tuple[str, str, str, int, tuple[tuple[str, str], ...]] | None:
-    """(section, domain, split, label, name attributes) of a labelled DCASE 2021+ file name."""
+def _labelled_section(stem: str) -> tuple[str, str, str, int, tuple[tuple[str, str], ...], bool] | None:
+    """(section, domain, split, label, name attributes, attributes hidden) of a labelled DCASE
+    2021+ file name."""
     m = _RE_SECTION.match(stem)
     if m is None:
         return None
     section, domain, split, state, _, tail = m.groups()
-    return section, domain, split, _LABELS[state], _name_attributes(tail)
+    return section, domain, split, _LABELS[state], _name_attributes(tail), tail == HIDDEN
 
 
 # -- DCASE 2021 -------------------------------------------------------------------------------
-def _parser_dcase2021(base: Path, channel: int) -> Parser:
+def _parser_dcase2021(base: Path, channel: int | None) -> Parser:
     del base
 
     def parse(path: Path) -> Clip | None:
         folder, machine = path.parent.name, path.parent.parent.name
         named = _labelled_section(path.stem)
         if named is not None:
-            section, domain, split, label, attrs = named
+            section, domain, split, label, attrs, hidden = named
         elif (e := _RE_2021_EVAL.match(path.stem)) is not None:
             section, domain, _ = e.groups()
-            split, label, attrs = "test", None, ()
+            split, label, attrs, hidden = "test", None, (), False
         else:
             return None
         expected_folder = "train" if split == "train" else f"{domain}_test"
         if folder not in (expected_folder, split):  # also accept a plain test/ folder
             return None
-        return Clip(path, machine, _section(section), domain, split, label, attrs, "dcase2021", channel)
+        return Clip(path, machine, _section(section), domain, split, label, attrs, "dcase2021", channel, hidden)
 
     return parse
 
 
-def scan_dcase2021(root: str | Path, channel: int = 0) -> list[Clip]:
+def scan_dcase2021(root: str | Path, channel: int | None = 0) -> list[Clip]:
     """DCASE 2021 Task 2: ``<type>/{train,source_test,target_test}/section_XX_...`` files."""
     return _scan_files(Path(root), "dcase2021", channel)
 
@@ -174,7 +180,7 @@ def read_attribute_csvs(type_dir: Path) -> dict[str, tuple[tuple[str, str], ...]
     return table
 
 
-def _parser_dcase2022(base: Path, channel: int) -> Parser:
+def _parser_dcase2022(base: Path, channel: int | None) -> Parser:
     del base
     tables: dict[Path, dict[str, tuple[tuple[str, str], ...]]] = {}
 
@@ -186,29 +192,45 @@ def _parser_dcase2022(base: Path, channel: int) -> Parser:
 
     def parse(path: Path) -> Clip | None:
         folder, machine = path.parent.name, path.parent.parent.name
+        if folder == SUPPLEMENTAL:
+            return _supplemental(path, machine, channel)
         named = _labelled_section(path.stem)
         if named is not None:
-            section, domain, split, label, attrs = named
+            section, domain, split, label, attrs, hidden = named
         elif (e := _RE_2022_EVAL.match(path.stem)) is not None:
-            section, domain, split, label, attrs = e.group(1), None, "test", None, ()
+            section, domain, split, label, attrs, hidden = e.group(1), None, "test", None, (), False
         else:
             return None
         if folder != split:
             return None
         from_csv = attributes_of(path)
+        if from_csv is not None and any(p == HIDDEN or v == HIDDEN for p, v in from_csv):
+            hidden, from_csv, attrs = True, (), ()  # the attribute file withholds them
         return Clip(path, machine, _section(section), domain, split, label,
-                    from_csv if from_csv else attrs, "dcase2022", channel)
+                    from_csv if from_csv else attrs, "dcase2022", channel, hidden)
 
     return parse
 
 
-def scan_dcase2022(root: str | Path, channel: int = 0) -> list[Clip]:
+def _supplemental(path: Path, machine: str, channel: int | None) -> Clip:
+    """A clip of ``<type>/supplemental/``: DCASE 2025's clean machine and noise recordings.
+    ``section_XX_<kind>_NNNN[_attrs]`` gives the section, ``("kind", <kind>)`` and the
+    attributes; other names are taken as they are (section 00): the folder says what they are."""
+    m = _RE_SUPPLEMENTAL.match(path.stem)
+    section, attrs, hidden = "00", (), False
+    if m is not None:
+        section, kind, _, tail = m.groups()
+        attrs, hidden = (("kind", kind), *_name_attributes(tail)), tail == HIDDEN
+    return Clip(path, machine, _section(section), None, SUPPLEMENTAL, None, attrs, "dcase2022", channel, hidden)
+
+
+def scan_dcase2022(root: str | Path, channel: int | None = 0) -> list[Clip]:
     """DCASE 2022-2025 Task 2: ``<type>/{train,test}/section_XX_...`` plus ``attributes_XX.csv``."""
     return _scan_files(Path(root), "dcase2022", channel)
 
 
 # -- MIMII ------------------------------------------------------------------------------------
-def _parser_mimii(base: Path, channel: int) -> Parser:
+def _parser_mimii(base: Path, channel: int | None) -> Parser:
     del base
 
     def parse(path: Path) -> Clip | None:
@@ -221,7 +243,7 @@ def _parser_mimii(base: Path, channel: int) -> Parser:
     return parse
 
 
-def scan_mimii(root: str | Path, channel: int = 0) -> list[Clip]:
+def scan_mimii(root: str | Path, channel: int | None = 0) -> list[Clip]:
     """MIMII: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav``; ``root`` may be the data set, a
     type folder or an id folder. Raw MIMII files have 8 channels: ``channel`` picks one."""
     return _scan_files(Path(root), "mimii", channel)
@@ -232,7 +254,7 @@ _FOLDER_SPLITS = {"normal": ("test", NORMAL), "anomaly": ("test", ANOMALY), "abn
                   "train": ("train", NORMAL)}
 
 
-def _parser_folder(base: Path, channel: int) -> Parser:
+def _parser_folder(base: Path, channel: int | None) -> Parser:
     def parse(path: Path) -> Clip | None:
         top = path.relative_to(base).parts[0]
         if top not in _FOLDER_SPLITS or path.parent == base:
@@ -243,13 +265,13 @@ def _parser_folder(base: Path, channel: int) -> Parser:
     return parse
 
 
-def scan_folder(root: str | Path, channel: int = 0) -> list[Clip]:
+def scan_folder(root: str | Path, channel: int | None = 0) -> list[Clip]:
     """``<root>/normal/``, ``<root>/anomaly/`` (or ``abnormal/``) as test clips and an optional
     ``<root>/train/`` of normal clips; the machine is the root folder's name."""
     return _scan_files(Path(root), "folder", channel)
 
 
-PARSERS: dict[str, Callable[[Path, int], Parser]] = {
+PARSERS: dict[str, Callable[[Path, int | None], Parser]] = {
     "dcase2020": _parser_dcase2020, "dcase2021": _parser_dcase2021, "dcase2022": _parser_dcase2022,
     "mimii": _parser_mimii, "folder": _parser_folder,
 }
@@ -258,7 +280,7 @@ EXPECTED = {
     "dcase2021": "<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_"
                  "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav",
     "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav"
-                 " or <type>/test/section_XX_NNNN.wav",
+                 ", <type>/test/section_XX_NNNN.wav or <type>/supplemental/<file>",
     "mimii": "<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav",
     "folder": "<root>/{train,normal,anomaly,abnormal}/<file>.wav",
 }
@@ -341,18 +363,18 @@ def detect_layout(root: str | Path) -> str:
 
 
 def scan(root: str | Path, layout: str = "auto", machine: str | None = None, split: str | None = None,
-         channel: int = 0) -> list[Clip]:
+         channel: int | None = 0) -> list[Clip]:
     """All clips under ``root`` (a folder, or a .csv manifest), sorted by path.
 
     ``layout`` is one of `LAYOUTS` or "auto" (see `detect`); ``machine`` and ``split`` keep
-    only matching clips; ``channel`` selects the channel of multichannel files.
+    only matching clips; ``channel`` selects the channel of multichannel files (None: their mean).
     """
     detection = detect(root) if layout == "auto" else None
     layout = detection.layout if detection else layout
     if layout not in SCANNERS:
         raise LayoutError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
-    if channel < 0:
-        raise LayoutError(f"channel must be >= 0, got {channel}")
+    if channel is not None and channel < 0:
+        raise LayoutError(f"channel must be >= 0 (or None for the mean of all channels), got {channel}")
     try:
         if detection and layout != "manifest":  # the files detection listed, not a second walk
             clips = _scan_files(Path(root), layout, channel, list(detection.files))

@@ -12,7 +12,7 @@ from .quality import entry_problem, is_audio_name
 _MANIFEST_LABELS = {"normal": NORMAL, "0": NORMAL, "anomaly": ANOMALY, "abnormal": ANOMALY, "1": ANOMALY, "": None}
 
 
-def scan_manifest(csv_path: str | Path, channel: int = 0) -> list[Clip]:
+def scan_manifest(csv_path: str | Path, channel: int | None = 0) -> list[Clip]:
     """A CSV with header ``path,label[,machine,section,domain,split]``; paths are relative to
     the CSV's folder (or absolute); label normal/anomaly/0/1/empty (unlabelled); other
     columns are ignored. Machine defaults to the CSV's folder name, split to ``test``."""

@@ -33,7 +33,8 @@ def _read_bytes(clip: Clip, hash_content: bool, policy: AudioPolicy) -> tuple[st
     raw = read_file(clip.path, policy)
     if not hash_content:
         return "", raw
-    return hashlib.sha256(raw).hexdigest()[:32] + f"-c{clip.channel}", raw
+    channel = "mean" if clip.channel is None else clip.channel
+    return hashlib.sha256(raw).hexdigest()[:32] + f"-c{channel}", raw
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,65 @@
+"""Unpacking: members placed from their machine-type folder down, zip-slip refused, a second
+attributes file merged, and the ground truth applied once."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stethoscope.data.download.extract import apply_ground_truth, extract_archive, read_ground_truth, relocate
+from stethoscope.errors import DownloadError
+
+from .fixtures import zip_bytes
+
+
+@pytest.mark.parametrize("member, layout, placed", [
+    ("fan/train/a.wav", "dcase2022", "fan/train/a.wav"),
+    ("dev_data/fan/test/a.wav", "dcase2022", "fan/test/a.wav"),
+    ("x/ToyPet/supplemental/s.wav", "dcase2022", "ToyPet/supplemental/s.wav"),
+    ("fan/attributes_00.csv", "dcase2022", "fan/attributes_00.csv"),
+    ("gearbox/source_test/a.wav", "dcase2021", "gearbox/source_test/a.wav"),
+    ("-6dB/fan/id_00/normal/00000000.wav", "mimii", "fan/id_00/normal/00000000.wav"),
+    ("README.md", "dcase2022", None),
+    ("train/a.wav", "dcase2022", None),
+])
+def test_relocate(member: str, layout: str, placed: str | None) -> None:
+    got = relocate(tuple(member.split("/")), layout)
+    assert (str(got) if got else None) == placed
+
+
+def test_unpacking_places_merges_and_refuses(tmp_path: Path) -> None:
+    into = tmp_path / "eval"
+    first = tmp_path / "train.zip"
+    first.write_bytes(zip_bytes({"wrap/fan/train/a.wav": b"a", "LICENSE.txt": b"l",
+                                 "fan/attributes_00.csv": b"file_name,p,v\nfan/train/a.wav,p,1\n"}))
+    second = tmp_path / "test.zip"
+    second.write_bytes(zip_bytes({"fan/test/b.wav": b"b",
+                                  "fan/attributes_00.csv": b"file_name,p,v\nfan/test/b.wav,p,2\n"}))
+    assert extract_archive(first, into, "dcase2022") == 3 and extract_archive(second, into, "dcase2022") == 2
+    assert (into / "fan" / "attributes_00.csv").read_text().splitlines() == [
+        "file_name,p,v", "fan/train/a.wav,p,1", "fan/test/b.wav,p,2"]
+    assert (into / ".unplaced" / "train" / "LICENSE.txt").read_bytes() == b"l"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "test.zip", "train.zip"]  # no staging left
+    evil = tmp_path / "evil.zip"
+    evil.write_bytes(zip_bytes({"../../etc/x.wav": b"x"}))
+    with pytest.raises(DownloadError, match="points outside the archive"):
+        extract_archive(evil, into, "dcase2022")
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DownloadError, match="not a readable zip archive"):
+        extract_archive(broken, into, "dcase2022")
+
+
+def test_ground_truth_renames_once(tmp_path: Path) -> None:
+    table_path = tmp_path / "list.csv"
+    table_path.write_text("fan\nsection_03_source_test_0000.wav,section_03_source_test_anomaly_0000.wav\n"
+                          "section_03_target_test_0000.wav,section_03_target_test_normal_0000.wav\n")
+    for rel in ("fan/source_test/section_03_source_test_0000.wav", "fan/target_test/section_03_target_test_0000.wav"):
+        (tmp_path / "eval" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "eval" / rel).write_bytes(b"w")
+    table = read_ground_truth(table_path)
+    said: list[str] = []
+    assert apply_ground_truth(table, tmp_path / "eval", ["fan"], said.append) == {"fan": 2}
+    assert apply_ground_truth(table, tmp_path / "eval", ["fan"], said.append) == {"fan": 0} and not said
+    assert (tmp_path / "eval/fan/source_test/section_03_source_test_anomaly_0000.wav").exists()
+    assert (tmp_path / "eval/fan/target_test/section_03_target_test_normal_0000.wav").exists()
