@@ -5,6 +5,7 @@ import argparse
 
 from ..engine.context import PRECISIONS
 from . import cache, calibrate, toy
+from . import export as export_verb
 from . import scan as scan_verb
 from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_quiet
@@ -144,4 +145,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     cache.add_parser(sub)
+    export_verb.add_parser(sub)
     return parser
