@@ -5,6 +5,7 @@ import argparse
 
 from ..engine.context import PRECISIONS
 from . import cache, calibrate, download, serve, toy
+from . import export as export_verb
 from . import scan as scan_verb
 from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_channel, add_quiet
@@ -155,4 +156,5 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_parser(sub)
     serve.add_parser(sub)
     download.add_parser(sub)
+    export_verb.add_parser(sub)
     return parser
