@@ -15,6 +15,8 @@ Systems (``--systems`` picks a subset by these names):
 | embedding_knn | embedding_knn | embedding_knn.yaml (mn04 + 2-NN) |
 | ldgan | ldgan | ldgan_cpu.yaml |
 | tldiffgan, tldiffgan_no_diffusion, tldiffgan_no_wave, tldiffgan_no_tmixup, tldiffgan_random_encoder | tldiffgan | tldiffgan_cpu.yaml and its ablation files |
+| aux_stgram, aux_mn04, aux_mn04_pooled | aux_classifier | aux_classifier.yaml (STgram-MFN), aux_classifier_mn04.yaml, the latter with per_section=false |
+| ensemble_ae_knn, ensemble_ae_aux, ensemble_ae_aux_knn | ensemble | AE (MAHALA) with embedding_knn and/or aux_classifier (mn04) |
 
 Data (``--data``, several allowed): folders of labelled clips in any supported layout, or
 ``toy`` for a toy-factory set generated with a fixed seed into a temporary folder. Default:
@@ -62,6 +64,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STETHOSCOPE_SHARED", REPO.parent / "shared"))
 DEFAULT_DATA = ["toy", str(SHARED / "data" / "real" / "dcase2020"), str(SHARED / "data" / "real" / "mimii_0db")]
 
+# aux_classifier as an ensemble member: the packaged aux_classifier_mn04.yaml settings
+MN04 = {"aux_classifier": {"frontend": "mn04", "finetune": "last", "last_blocks": 3}}
 # name -> (registered system, packaged config or None, overrides)
 SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "dcase_ae_mse": ("dcase_ae", None, {"score_mode": "mse"}),
@@ -75,6 +79,16 @@ SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "tldiffgan_no_wave": ("tldiffgan", "tldiffgan_no_wave.yaml", {}),
     "tldiffgan_no_tmixup": ("tldiffgan", "tldiffgan_no_tmixup.yaml", {}),
     "tldiffgan_random_encoder": ("tldiffgan", "tldiffgan_random_encoder.yaml", {}),
+    # the discriminative family and ensembles (issue 12; docs/aux_classifier.md, docs/ensemble.md)
+    "aux_stgram": ("aux_classifier", None, {}),
+    "aux_mn04": ("aux_classifier", "aux_classifier_mn04.yaml", {}),
+    "aux_mn04_pooled": ("aux_classifier", "aux_classifier_mn04.yaml", {"per_section": False}),
+    "ensemble_ae_knn": ("ensemble", None, {"members": ["dcase_ae", "embedding_knn"],
+                                           "member_params": {"dcase_ae": {"score_mode": "mahala"}}}),
+    "ensemble_ae_aux": ("ensemble", None, {"members": ["dcase_ae", "aux_classifier"],
+                                           "member_params": {"dcase_ae": {"score_mode": "mahala"}, **MN04}}),
+    "ensemble_ae_aux_knn": ("ensemble", None, {"members": ["dcase_ae", "aux_classifier", "embedding_knn"],
+                                               "member_params": {"dcase_ae": {"score_mode": "mahala"}, **MN04}}),
 }
 
 
