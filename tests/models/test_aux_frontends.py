@@ -10,6 +10,7 @@ import torch
 
 from stethoscope.engine import OptimiserSpec, RunContext, train
 from stethoscope.features.logmel import LogMelParams
+from stethoscope.models.aux.lora import LoRAConv1x1
 from stethoscope.models.aux import ArcFace, AuxNet, MN04Frontend, STgramMFN, TgramBranch, Upsample2, mixup
 
 
@@ -70,6 +71,23 @@ def test_last_blocks_mn04_trains_the_end_of_the_network() -> None:
             moved = not torch.equal(before[key], after[key])
             assert moved == any(key.startswith(t) for t in trained) or "running" in key and not moved, key
     assert frontend.features[0].training is False and frontend.features[n - 1].training is False  # after train(): eval
+
+
+def test_lora_mn04_starts_as_the_frozen_network_and_trains_only_adapters_and_head() -> None:
+    torch.manual_seed(0)
+    plain = MN04Frontend(embedding_dim=8, finetune="frozen", calibrate_seed=0).eval()
+    torch.manual_seed(0)
+    adapted = MN04Frontend(embedding_dim=8, finetune="lora", lora_rank=4, calibrate_seed=0).eval()
+    x = torch.randn(2, 8_000)
+    with torch.no_grad():  # B = 0 at the start: the adapted network is the pretrained one
+        torch.testing.assert_close(adapted(x), plain(x))
+    adapters = [m for m in adapted.modules() if isinstance(m, LoRAConv1x1)]
+    assert len(adapters) > 20 and all(m.down.out_channels == 4 for m in adapters)
+    frontend, before, after = _mn04_step("lora")
+    for key in before:  # one step: B and the head move; A's gradient is zero while B = 0
+        moved = not torch.equal(before[key], after[key])
+        if ".down." not in key:
+            assert moved == (".up." in key or key.startswith("head.")), key
 
 
 def test_all_mn04_trains_every_layer() -> None:

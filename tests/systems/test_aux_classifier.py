@@ -86,6 +86,7 @@ def test_single_class_fit_warns_and_still_works(groups: dict, tests: dict) -> No
 @pytest.mark.parametrize("params", [
     {"loss": "subcluster_adacos", "mixup": "mixup", "sub_clusters": 2, "backend": "centres", "per_section": True},
     {"frontend": "mn04", "mn04_weights": "random", "finetune": "frozen", "backend": "gmm", "specaugment": False},
+    {"frontend": "mn04", "mn04_weights": "random", "finetune": "lora", "lora_rank": 2, "specaugment": False},
 ])
 def test_other_front_ends_heads_and_back_ends(params: dict, groups: dict, tests: dict, tmp_path: Path) -> None:
     ctx = RunContext(seed=1, progress=False)

@@ -47,7 +47,7 @@ class AuxClassifierSystem(System):
     joint: ClassVar[bool] = True
     param_rules = {
         "frontend": ("stgram", "mn04"), "n_mels": "[16, inf)", "width": "(0, 4]", "embedding_dim": "[2, inf)",
-        "finetune": FINETUNE_MODES, "last_blocks": "[1, 17]", "mn04_weights": ("pretrained", "random"),
+        "finetune": FINETUNE_MODES, "last_blocks": "[1, 17]", "lora_rank": "[1, 64]", "mn04_weights": ("pretrained", "random"),
         "loss": ("arcface", "subcluster_adacos"), "scale": "(0, inf)", "margin": "[0, 1.5]",
         "sub_clusters": "[1, inf)", "mixup": MIX_MODES, "mixup_alpha": "(0, inf)", "specaug_masks": "[0, inf)",
         "specaug_freq": "[0, inf)", "specaug_time": "[0, inf)", "classes": CLASS_MODES, "crop_frames": "[8, inf)",
@@ -56,7 +56,7 @@ class AuxClassifierSystem(System):
     }
 
     def __init__(self, *, frontend: str = "stgram", n_mels: int = 128, width: float = 0.25, embedding_dim: int = 128,
-                 finetune: str = "last", last_blocks: int = 3, mn04_weights: str = "pretrained",
+                 finetune: str = "last", last_blocks: int = 3, lora_rank: int = 8, mn04_weights: str = "pretrained",
                  weights_path: str | None = None, loss: str = "arcface", scale: float = 30.0, margin: float = 0.7,
                  sub_clusters: int = 16, trainable_centres: bool = False, mixup: str = "noisy_arcmix",
                  mixup_alpha: float = 0.5, specaugment: bool = True, specaug_masks: int = 2, specaug_freq: int = 16,
@@ -100,7 +100,8 @@ class AuxClassifierSystem(System):
                 calibrate = self._seed
                 self.frontend_weights_ = {"frontend": "mn04", "init": "random"}
             try:
-                frontend = MN04Frontend(self.embedding_dim, self.finetune, self.last_blocks, specaug, state, calibrate)
+                frontend = MN04Frontend(self.embedding_dim, self.finetune, self.last_blocks, specaug, state, calibrate,
+                                        self.lora_rank)
             except RuntimeError as err:
                 raise CheckpointError(f"mn04 weights do not match the architecture ({err})") from err
         if self.loss == "arcface":

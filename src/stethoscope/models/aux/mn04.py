@@ -3,7 +3,8 @@
 The network (`encoders.efficientat.MobileNetV3Audio`, its AudioSet weights) is cut after its
 feature layers: global average pooling gives 384 values and a trained linear head the clip
 embedding. ``finetune`` says what trains: ``all`` (every layer), ``last`` (the last
-``last_blocks`` feature layers and the head) or ``frozen`` (the head only). Frozen layers
+``last_blocks`` feature layers and the head), ``lora`` (low-rank adapters of rank ``lora_rank``
+on every 1x1 convolution, `lora.py`, and the head) or ``frozen`` (the head only). Frozen layers
 stay in evaluation mode (their BatchNorm statistics are the pretrained ones) and get no
 gradients. The 16 -> 32 kHz resampling runs in torch, on the device, with the filter of
 scipy's ``resample_poly(x, 2, 1)`` (Kaiser-windowed FIR, 41 taps), so that training and
@@ -19,8 +20,9 @@ from torch import nn
 
 from ...encoders.efficientat import EfficientATMel, MobileNetV3Audio, calibrate_batchnorm
 from .augment import spec_augment
+from .lora import add_lora
 
-FINETUNE_MODES = ("all", "last", "frozen")
+FINETUNE_MODES = ("all", "last", "lora", "frozen")
 
 
 class Upsample2(nn.Module):
@@ -50,7 +52,7 @@ class MN04Frontend(nn.Module):
 
     def __init__(self, embedding_dim: int = 128, finetune: str = "last", last_blocks: int = 3,
                  specaug: tuple[int, int, int] | None = None, state: dict[str, torch.Tensor] | None = None,
-                 calibrate_seed: int | None = None) -> None:
+                 calibrate_seed: int | None = None, lora_rank: int = 8) -> None:
         super().__init__()
         if finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}")
@@ -63,10 +65,12 @@ class MN04Frontend(nn.Module):
         self.features = net.features
         self.head = nn.Linear(net.embed_dim, embedding_dim)
         self.finetune, self.specaug = finetune, specaug
-        n_trained = {"all": len(self.features), "last": min(last_blocks, len(self.features)), "frozen": 0}[finetune]
+        n_trained = {"all": len(self.features), "last": min(last_blocks, len(self.features))}.get(finetune, 0)
         self.frozen = [m for m in list(self.features)[:len(self.features) - n_trained]]
         for module in self.frozen:
             module.requires_grad_(False)
+        if finetune == "lora":  # after freezing: the adapters are the features' only trained weights
+            add_lora(self.features, lora_rank)
 
     def train(self, mode: bool = True) -> "MN04Frontend":
         """Training mode for what trains; frozen layers keep their BatchNorm statistics."""
