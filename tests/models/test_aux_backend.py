@@ -60,6 +60,16 @@ def test_per_section_banks_score_a_clip_against_its_section() -> None:
     assert own[0] < other[0] and unknown[0] == pytest.approx(own[0])
 
 
+def test_a_row_alone_in_its_section_gets_a_finite_in_sample_score() -> None:
+    X, _, _ = _data(n_source=6, n_target=0)
+    sections = ["00"] * 5 + ["01"]  # section 01 has one training clip: no neighbour of its own
+    backend = EmbeddingBackend("knn", smote=False, per_section=True).fit(X, sections, [None] * 6)
+    loo = backend.train_scores()
+    assert np.isfinite(loo).all()
+    alone = l2_normalise(X)
+    assert loo[5] == pytest.approx(1 - (alone[:5] @ alone[5]).max())  # its distance to section 00's bank
+
+
 def test_centres_backend_is_cosine_distance_to_the_closest_centre() -> None:
     centres = np.eye(3)
     backend = EmbeddingBackend("centres").fit(np.eye(3), ["00"] * 3, [None] * 3, centres, ["00"] * 3)

@@ -167,7 +167,8 @@ class EmbeddingBackend:
 
     def train_scores(self) -> np.ndarray:
         """In-sample scores of the fitted rows; kNN leaves each row out of its own bank
-        (synthetic SMOTE rows derived from it stay, so target rows score a little low)."""
+        (synthetic SMOTE rows derived from it stay, so target rows score a little low). With
+        ``per_section``, a row alone in its section is scored against every bank."""
         assert self._fit_rows is not None, "fit the back-end first"
         X, groups, doms = self._fit_rows
         if self.kind != "knn":
@@ -180,7 +181,10 @@ class EmbeddingBackend:
             cols.append(self._bank_scores(bank, X, exclude))
         scores = np.stack(cols, axis=1)
         own = np.array([[b.group == g or b.group == ALL for b in self.banks] for g in groups])
-        return np.where(own, scores, np.inf).min(axis=1)
+        best = np.where(own, scores, np.inf).min(axis=1)
+        # a row alone in its section's banks has no neighbour there: score it against every bank,
+        # as a clip of a section without a bank is scored
+        return np.where(np.isfinite(best), best, scores.min(axis=1))
 
     # -- persistence --------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
