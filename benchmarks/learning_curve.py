@@ -3,7 +3,8 @@
 One toy-factory data set (seed 0; ``--machines``, each with ``max(--sizes)`` normal training
 clips and ``--test`` test clips, half anomalous, half target domain) is written once. For each
 size n, every system is trained on the first n training clips of each machine type (file-name
-order, so the sets are nested) and scores the same test clips: AUC and pAUC per machine type
+order, about 10 % of them target domain as in the data set, so the sets are nested) and scores
+the same test clips: AUC and pAUC per machine type
 (DCASE definitions), their mean, training seconds and scoring ms per clip. A joint system
 (`System.joint`, e.g. aux_classifier) is fitted once over all machine types, the others once per
 type. Systems are the names of ``bench_ablation.py`` (same configs); the AE's MSE and MAHALA
@@ -91,6 +92,16 @@ def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], 
     return out
 
 
+def first(clips: list, machine: str, n: int) -> list:
+    """The first n training clips of ``machine`` in file-name order, with the toy factory's
+    domain proportions (about 10 % target, at least one from two clips on), so that every size
+    trains on both domains as the test clips are."""
+    train = [c for c in clips if c.machine == machine and c.split == "train"]
+    n_target = max(1, round(0.1 * n)) if n >= 2 else 0
+    target = [c for c in train if c.domain == "target"][:n_target]
+    return [c for c in train if c.domain != "target"][:n - len(target)] + target
+
+
 def table(results: dict[int, dict[str, Any]], names: list[str]) -> str:
     sizes = sorted(results)
     lines = ["| system | " + " | ".join(f"n={n}" for n in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
@@ -131,7 +142,7 @@ def main() -> None:
         tests = {m: [c for c in clips if c.machine == m and c.split == "test"] for m in args.machines}
         for n in sorted(args.sizes):
             print(f"== {n} training clips per machine type", file=sys.stderr)
-            groups = {m: [c for c in clips if c.machine == m and c.split == "train"][:n] for m in args.machines}
+            groups = {m: first(clips, m, n) for m in args.machines}
             results[n] = run_size(groups, tests, args.systems, args.seed, args.epochs)
             (out / "learning_curve.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     text = "\n".join([f"Mean test AUC over {', '.join(args.machines)} ({args.test} test clips each):", "",
