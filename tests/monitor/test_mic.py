@@ -58,13 +58,6 @@ class FakeInputStream:
         self.closed = True
 
 
-@pytest.fixture
-def monitor(models_dir: Path, tmp_path: Path):
-    m = Monitor.open(models_dir, str(tmp_path / "events.db"), CTX)
-    yield m
-    m.close()
-
-
 def fake(wave: np.ndarray, streams: list[FakeInputStream], overflow_at: tuple[int, ...] = ()) -> Callable[..., Any]:
     def factory(**kwargs: Any) -> FakeInputStream:
         streams.append(FakeInputStream(wave, overflow_at, **kwargs))

@@ -27,20 +27,13 @@ from .conftest import SRC, fan_clip, wav_bytes
 CTX = RunContext(progress=False, threads=1)
 
 
-@pytest.fixture
-def monitor(models_dir: Path, tmp_path: Path):
-    m = Monitor.open(models_dir, str(tmp_path / "events.db"), CTX)
-    yield m
-    m.close()
-
-
 def drop(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
 
 
-def wait_for(condition, what: str, timeout: float = 300.0) -> None:
+def wait_for(condition, what: str, timeout: float = 900.0) -> None:
     """Poll ``condition`` until true; a test failure naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -99,23 +92,18 @@ def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_d
 
 def test_a_growing_file_is_scored_only_once_settled(monitor: Monitor, tmp_path: Path) -> None:
     folder = tmp_path / "in"
-    (folder / "fan").mkdir(parents=True)
     data = wav_bytes(fan_clip(6, seconds=2.0))
-    watcher = FolderWatcher(monitor, folder, settle=2.0)
-    stop = threading.Event()
-    runner = threading.Thread(target=watcher.run, args=(stop,))
-    runner.start()
-    try:
-        with open(folder / "fan" / "growing.wav", "wb") as out:  # a recorder writing 20 pieces, 0.1 s apart
-            for start in range(0, len(data), len(data) // 20):
-                out.write(data[start:start + len(data) // 20])
-                out.flush()
-                time.sleep(0.1)
-        wait_for(lambda: len(marks(monitor)) == 1, "the finished file")
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        runner.join(timeout=30)
+    pieces = [data[start:start + len(data) // 5] for start in range(0, len(data), len(data) // 5)]
+    growing = drop(folder / "fan" / "growing.wav", pieces[0])  # a recorder writing, with pauses
+    watcher = FolderWatcher(monitor, folder, settle=0.2)
+    watcher.scan()
+    for piece in pieces[1:]:
+        time.sleep(0.3)  # longer than --settle, but the file changed since the last look
+        with open(growing, "ab") as out:
+            out.write(piece)
+        assert watcher.step() == 0 and marks(monitor) == []
+    time.sleep(0.3)  # now unchanged for --settle seconds
+    assert watcher.step() == 1
     (mark,) = marks(monitor)  # one mark, for the whole file: no truncated piece was scored or skipped
     assert mark["size"] == len(data) and mark["skip_reason"] is None and mark["score_id"] is not None
 

@@ -118,13 +118,14 @@ class MicListener:
     def open(self) -> InputStream:
         """The input stream from the factory (default ``sounddevice.InputStream``), started."""
         factory = self.factory or sounddevice_module().InputStream
+        stream = None
         try:
             stream = factory(samplerate=self.rate, blocksize=self.blocksize, device=self.device, channels=1,
                              dtype="float32", callback=self.callback)
             stream.start()
-        except MicError:
-            raise
         except Exception as err:  # PortAudioError, ValueError (no such device): the library's own message
+            if stream is not None:
+                stream.close()
             raise MicError(f"cannot record from input device {self.device if self.device is not None else 'default'}"
                            f" at {self.rate} Hz: {err}; list devices with `python3 -m sounddevice`") from None
         return stream

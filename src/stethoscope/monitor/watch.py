@@ -93,7 +93,6 @@ class FolderWatcher:
     channel: str | None = None
     say: Callable[[str], None] = lambda message: None
     warn: Callable[[str], None] = lambda message: None
-    on_done: Callable[[str, Any], None] = lambda key, event: None
     stats: WatchStats = field(default_factory=WatchStats)
 
     def __post_init__(self) -> None:
@@ -252,7 +251,6 @@ class FolderWatcher:
             self.stats.scored += 1
             self.say(f"{key}: {machine} score {event.score:.6g} ({'ANOMALY' if event.decision else 'normal'}), "
                      f"event {event.id}")
-            self.on_done(key, event)
         self._finish(key, mark)
 
     def _policy(self) -> tuple[AudioPolicy, list[str]]:
@@ -268,7 +266,6 @@ class FolderWatcher:
         else:
             self.stats.skipped += 1
             self.warn(f"{self.root / key}: skipped: {reason}")
-            self.on_done(key, None)
         self._finish(key, mark)
 
     def _finish(self, key: str, mark: FileMark) -> None:
