@@ -57,6 +57,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture
+def monitor(models_dir: Path, tmp_path: Path):
+    """The scoring core on the tiny models and a fresh SQLite store in ``tmp_path``."""
+    from stethoscope.engine import RunContext
+    from stethoscope.monitor.service import Monitor
+
+    m = Monitor.open(models_dir, str(tmp_path / "events.db"), RunContext(progress=False, threads=1))
+    yield m
+    m.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

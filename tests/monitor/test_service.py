@@ -20,13 +20,6 @@ from .conftest import fan_clip, wav_bytes
 CTX = RunContext(progress=False, threads=1)
 
 
-@pytest.fixture
-def monitor(models_dir: Path, tmp_path: Path):
-    m = Monitor.open(models_dir, str(tmp_path / "events.db"), CTX)
-    yield m
-    m.close()
-
-
 @pytest.mark.parametrize("name", ["..", "../fan", "a/b", "a\\b", "", ".hidden", "fan..x", "x" * 65, "fan\n"])
 def test_path_like_machine_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="invalid machine name"):

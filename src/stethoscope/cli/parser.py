@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.context import PRECISIONS
-from . import cache, calibrate, download, serve, toy
+from . import cache, calibrate, download, serve, toy, watch
 from . import export as export_verb
 from . import scan as scan_verb
 from .audio import add_audio_flag
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache.add_parser(sub)
     serve.add_parser(sub)
+    watch.add_parser(sub)
     download.add_parser(sub)
     export_verb.add_parser(sub)
     return parser

@@ -90,7 +90,31 @@ def _v2_alarms(conn: Connection) -> None:
     alarms.create(conn)
 
 
-MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms]
+def _v3_watched_files(conn: Connection) -> None:
+    """Files a folder watcher has finished: scored (``score_id``) or skipped (``skip_reason``).
+
+    A file is identified by its watched folder, its path below it, its size and its mtime, so
+    a rewritten file is a new recording; the unique key makes a second mark of one recording
+    fail, which rolls back the score written in the same transaction."""
+    md = MetaData()
+    Table("scores", md, Column("id", Integer, primary_key=True))
+    watched = Table("watched_files", md,
+                    Column("id", Integer, primary_key=True),
+                    Column("root", String(4096), nullable=False),
+                    Column("path", String(4096), nullable=False),
+                    Column("size", Integer, nullable=False),
+                    Column("mtime_ns", Integer, nullable=False),
+                    Column("machine", String(64)),
+                    Column("score_id", Integer, ForeignKey("scores.id")),
+                    Column("skip_reason", String(1000)),
+                    Column("time", Float, nullable=False),
+                    UniqueConstraint("root", "path", "size", "mtime_ns", name="uq_watched_files_recording"),
+                    sqlite_autoincrement=True)
+    Index("ix_watched_files_time", watched.c.time)
+    watched.create(conn)
+
+
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files]
 LATEST = len(MIGRATIONS)
 
 

@@ -22,7 +22,7 @@ from ..engine import RunContext
 from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
-from .store import AlarmChange, EventStore
+from .store import AlarmChange, EventStore, FileMark
 
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SOURCE_MAX = 200
@@ -169,18 +169,20 @@ class Monitor:
         return self.score_wave(machine, wave, SAMPLE_RATE, source, found)
 
     def score_wave(self, machine: str, wave: np.ndarray, sample_rate: int, source: str = "",
-                   warnings: list[str] | None = None) -> ScoreEvent:
-        """Score one in-memory mono waveform for ``machine`` and record it."""
+                   warnings: list[str] | None = None, mark: FileMark | None = None) -> ScoreEvent:
+        """Score one in-memory mono waveform for ``machine`` and record it (with a watched
+        file's ``mark``, see `record`)."""
         served = self.model(machine)
         score = float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0])
-        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings)
+        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings, mark)
 
     def record(self, machine: str, score: float, decision: int, source: str = "",
-               warnings: list[str] | None = None) -> ScoreEvent:
-        """Commit a score of ``machine``'s served model to the store; returns after the commit."""
+               warnings: list[str] | None = None, mark: FileMark | None = None) -> ScoreEvent:
+        """Commit a score of ``machine``'s served model to the store; returns after the commit.
+        ``mark`` (a watched file) commits in the same transaction (`EventStore.record_score`)."""
         served = self.model(machine)
         check_source(source)
-        done = self.store.record_score(machine, served.model_id, score, decision, source)
+        done = self.store.record_score(machine, served.model_id, score, decision, source, mark=mark)
         return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
                           served.system.name, served.version, done.alarm, list(warnings or []))
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import Column, Engine, Float, ForeignKey, Integer, MetaData, String, Table, func, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, StethoscopeError
 from .db import database_url, make_engine, writing
@@ -41,11 +43,31 @@ ALARMS = Table("alarms", METADATA,
                Column("k", Integer), Column("n", Integer), Column("raised_at", Float),
                Column("raised_score_id", ForeignKey("scores.id")), Column("cleared_at", Float),
                Column("cleared_score_id", ForeignKey("scores.id")))
+WATCHED = Table("watched_files", METADATA,
+                Column("id", Integer, primary_key=True), Column("root", String(4096)), Column("path", String(4096)),
+                Column("size", Integer), Column("mtime_ns", Integer), Column("machine", String(64)),
+                Column("score_id", ForeignKey("scores.id")), Column("skip_reason", String(1000)),
+                Column("time", Float))
 MAX_LIMIT = 10_000
 
 
 class StoreError(StethoscopeError):
     """The database cannot be opened, read or written (names the database, never a traceback)."""
+
+
+class AlreadyDone(StethoscopeError):
+    """A watched recording already has its mark (another watcher finished it): nothing was written."""
+
+
+@dataclass(frozen=True)
+class FileMark:
+    """One recording in a watched folder: the folder (absolute), the file's path below it, its
+    size and its mtime in nanoseconds. A rewritten file (new size or mtime) is a new recording."""
+
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -138,19 +160,23 @@ class EventStore:
 
     # -- scores -----------------------------------------------------------------------------
     def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
-                     at: float | None = None) -> Recorded:
+                     at: float | None = None, mark: FileMark | None = None) -> Recorded:
         """Insert one score and update its machine's alarm in one transaction; returns after
-        the commit (the event is durable when this returns)."""
+        the commit (the event is durable when this returns). With ``mark`` the watched file is
+        marked done in the same transaction, so the score and the mark exist both or neither;
+        a recording marked already raises `AlreadyDone` and writes nothing."""
         machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
         now = time.time() if at is None else float(at)
 
         def run() -> Recorded:
-            with self._lock, writing(self.engine) as conn:
+            with self._lock, _once(mark), writing(self.engine) as conn:
                 rule = conn.execute(select(MACHINES.c.alarm_k, MACHINES.c.alarm_n)
                                     .where(MACHINES.c.id == machine_id).with_for_update()).one()
                 event_id = int(conn.execute(SCORES.insert().values(
                     time=now, machine_id=machine_id, model_id=model_id, source=source, score=float(score),
                     decision=int(decision))).inserted_primary_key[0])
+                if mark is not None:
+                    conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, score_id=event_id, time=now))
                 return Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k, rule.alarm_n,
                                                                   event_id, now))
         return self._guard(run)
@@ -213,6 +239,34 @@ class EventStore:
                  .outerjoin(active, active.c.machine_id == MACHINES.c.id).order_by(MACHINES.c.name))
         return self._rows(query)
 
+    # -- watched files ----------------------------------------------------------------------
+    def mark_skipped(self, mark: FileMark, reason: str, machine: str | None = None) -> None:
+        """Mark a watched recording done without a score, saying why; `AlreadyDone` when it has
+        a mark already."""
+        def run() -> None:
+            with self._lock, _once(mark), writing(self.engine) as conn:
+                conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, skip_reason=reason[:1000],
+                                                     time=time.time()))
+        self._guard(run)
+
+    def done_files(self, root: str, paths: list[str]) -> dict[str, set[tuple[int, int]]]:
+        """{path: {(size, mtime_ns), ...}} of the recordings of ``paths`` below ``root`` that
+        are marked done (scored or skipped)."""
+        found: dict[str, set[tuple[int, int]]] = {}
+        for start in range(0, len(paths), 500):  # keep each IN (...) list short
+            query = select(WATCHED.c.path, WATCHED.c.size, WATCHED.c.mtime_ns).where(
+                WATCHED.c.root == root, WATCHED.c.path.in_(paths[start:start + 500]))
+            for row in self._rows(query):
+                found.setdefault(row["path"], set()).add((row["size"], row["mtime_ns"]))
+        return found
+
+    def watched_files(self, root: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest marks of watched recordings (of ``root``, or of every folder), newest first."""
+        query = select(WATCHED)
+        if root is not None:
+            query = query.where(WATCHED.c.root == root)
+        return self._rows(query.order_by(WATCHED.c.id.desc()).limit(_limit(limit)))
+
     def ping(self) -> None:
         """Raise `StoreError` unless the database answers."""
         def run() -> None:
@@ -225,6 +279,19 @@ class EventStore:
             with self.engine.connect() as conn:
                 return [dict(row._mapping) for row in conn.execute(query)]
         return self._guard(run)
+
+
+@contextmanager
+def _once(mark: FileMark | None) -> Iterator[None]:
+    """Turn the unique-key failure of a second mark of one recording into `AlreadyDone` (the
+    transaction it happened in is rolled back on the way out)."""
+    try:
+        yield
+    except IntegrityError as err:
+        if mark is None or "watched_files" not in str(err.orig):
+            raise
+        raise AlreadyDone(f"{mark.root}/{mark.path} ({mark.size} bytes, mtime {mark.mtime_ns}) is done "
+                          f"already") from None
 
 
 def _limit(limit: int) -> int:

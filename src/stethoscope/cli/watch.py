@@ -1,0 +1,179 @@
+"""``watch``: score every audio file a recorder drops into a folder, once and only once across
+restarts (`monitor.watch`), or with ``--mic`` a sound card's input, one score per hop
+(`monitor.mic`). Scores go to the event store ``serve`` uses, so one ``--db`` may be shared with a
+running ``serve`` (its /events, /alarms and dashboard show them). See docs/monitor.md.
+
+Ctrl-C and SIGTERM stop it cleanly: the file being scored is finished (or left unmarked, to be
+scored at the next start), the sound card is closed, and the exit code is 0.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from ..engine import RunContext
+from ..errors import ConfigError, StethoscopeError
+from .audio import add_audio_flag
+from .common import add_channel, add_quiet, info
+from .serve import DEFAULT_DB, parse_alarm
+
+if TYPE_CHECKING:
+    from ..monitor.service import Monitor, ScoreEvent
+
+Say = Callable[[str], None]
+
+
+def _require_store() -> None:
+    if importlib.util.find_spec("sqlalchemy") is None:
+        raise StethoscopeError("`stethoscope watch` needs the event store of the serve extra (sqlalchemy missing): "
+                               "pip install 'stethoscope[serve]'")
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM while the block runs (handlers only in the main thread)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    if args.mic == (args.dir is not None):
+        raise ConfigError("give a folder to watch (stethoscope watch DIR --models M) or --mic, not both")
+    if args.mic:
+        if args.machine is None:
+            raise ConfigError("--mic needs --machine: the machine whose model scores the sound card's input")
+        if args.recursive or args.poll is not None or args.on_bad_audio is not None or args.channel is not None:
+            raise ConfigError("--recursive, --poll, --on-bad-audio and --channel are for watching a folder, not --mic")
+    elif args.device is not None or args.rate is not None:
+        raise ConfigError("--device and --rate are for --mic")
+    elif not Path(args.dir).expanduser().is_dir():
+        raise ConfigError(f"watch {args.dir}: no such folder")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+
+
+def _mic_settings(args: argparse.Namespace) -> tuple[int | str | None, int, str]:
+    """(device, rate, source label) from the flags; the device's own rate when --rate is not given."""
+    from ..monitor.mic import MicError, sounddevice_module
+
+    sd = sounddevice_module()
+    device: int | str | None = int(args.device) if args.device and args.device.isdigit() else args.device
+    try:
+        found = sd.query_devices(device, "input")
+    except (ValueError, sd.PortAudioError) as err:
+        raise MicError(f"--device {args.device or '(default)'}: {err}; list devices with `python3 -m sounddevice`") \
+            from None
+    rate = args.rate or int(found["default_samplerate"])
+    return device, rate, f"mic:{found['name']}"[:200]
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    _require_store()
+    _check_modes(args)
+    alarm = parse_alarm(args.alarm)
+    mic = _mic_settings(args) if args.mic else None  # a missing sounddevice fails before models load
+    from ..monitor.db import database_url
+    from ..monitor.service import Monitor
+
+    say = info(args)
+    ctx = RunContext(device=args.torch_device, threads=args.threads, progress=False)
+    ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+    ctx.apply_threads()
+    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say)
+    try:
+        with _stop_on_signals() as stop:
+            if mic is None:
+                _watch_folder(args, monitor, stop, say)
+            else:
+                _listen(args, monitor, stop, say, *mic)
+    finally:
+        monitor.close()
+    return 0
+
+
+def _watch_folder(args: argparse.Namespace, monitor: Monitor, stop: threading.Event, say: Say) -> None:
+    from ..data.policy import print_warning
+    from ..monitor.watch import FolderWatcher
+
+    watcher = FolderWatcher(monitor, args.dir, machine=args.machine, recursive=args.recursive, settle=args.settle,
+                            poll=args.poll, on_bad_audio=args.on_bad_audio, channel=args.channel, say=say,
+                            warn=print_warning)
+    how = f"rescanning every {args.poll:g} s" if args.poll else "watchdog"
+    whose = args.machine or "the machine named by each sub-folder"
+    say(f"watching {watcher.root} ({how}; settle {args.settle:g} s) for {whose}; event store {monitor.store.where}")
+    stats = watcher.run(stop)
+    say(f"stopped: {stats.scored} file(s) scored, {stats.skipped} skipped, {stats.already} done by another watcher")
+
+
+def _listen(args: argparse.Namespace, monitor: Monitor, stop: threading.Event, say: Say,
+            device: int | str | None, rate: int, source: str) -> None:
+    from ..data.policy import print_warning
+    from ..monitor.mic import MicError, MicListener
+
+    def show(event: ScoreEvent, end: float) -> None:
+        say(f"{end:8.2f} s  {event.score:12.6g}  {'ANOMALY' if event.decision else 'normal'}  event {event.id}")
+
+    listener = MicListener(monitor, args.machine, rate, args.window, args.hop, device, source,
+                           warn=print_warning, on_score=show)
+    say(f"listening to {source} at {rate} Hz for {args.machine}: a {args.window:g} s window every {args.hop:g} s")
+    stats = listener.run(stop)
+    say(f"stopped: {stats.scores} score(s); {stats.overflows} input overflow(s), {stats.dropped_blocks} block(s) "
+        f"dropped")
+    if not stop.is_set():
+        raise MicError(f"the input stream of {source} stopped (device unplugged?)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("watch", help="score every new audio file in a folder exactly once (or --mic: a sound card) "
+                                     "into serve's event store",
+                       description="Score every new audio file a recorder drops into DIR, exactly once even across "
+                                   "restarts, or with --mic a sound card's input every --hop seconds. Scores and "
+                                   "alarms go to the event store of `serve` (docs/monitor.md).")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="folder to watch: DIR/<machine>/clip.wav, or any file "
+                                                         "with --machine")
+    p.add_argument("--models", required=True, help="folder written by `train --out` (one sub-folder per machine)")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL of the event store "
+                                                    f"(default ./{DEFAULT_DB}; may be serve's)")
+    p.add_argument("--machine", help="score every file (or the microphone) with this machine's model; default: "
+                                     "the file's sub-folder name")
+    p.add_argument("--alarm", metavar="K/N", help="alarm rule of every served machine: K of the last N decisions "
+                                                  "anomalous (default: a new machine gets 3/5, a known one keeps its)")
+    p.add_argument("--sync", default="full", choices=("full", "normal"),
+                   help="SQLite commit durability: full (default; survives power loss) or normal (survives a "
+                        "killed process, not a power cut)")
+    folder = p.add_argument_group("watching a folder")
+    folder.add_argument("--recursive", action="store_true", help="also files deeper than DIR/<sub-folder>/ (the "
+                                                                 "machine is still the first sub-folder)")
+    folder.add_argument("--settle", type=float, default=2.0, help="seconds a file's size and mtime must stay "
+                                                                  "unchanged before it is scored (default 2)")
+    folder.add_argument("--poll", type=float, help="rescan every POLL seconds instead of watching with watchdog "
+                                                   "(network shares, where change events do not arrive)")
+    add_channel(folder, model=True)
+    add_audio_flag(folder)
+    mic = p.add_argument_group("--mic: a sound card (needs the mic extra)")
+    mic.add_argument("--mic", action="store_true", help="score a sound card's input instead of a folder")
+    mic.add_argument("--device", help="input device: its index or part of its name (python3 -m sounddevice lists "
+                                      "them; default: the system's default input)")
+    mic.add_argument("--rate", type=int, help="sample rate in Hz (default: the device's own)")
+    mic.add_argument("--window", type=float, default=10.0, help="seconds per score (default 10)")
+    mic.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--torch-device", default="cpu", help="cpu (default), cuda or cuda:N")
+    g.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_quiet(g)
+    p.set_defaults(func=cmd_watch)
+
