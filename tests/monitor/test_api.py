@@ -16,6 +16,7 @@ from websockets.sync.client import connect
 
 from stethoscope.cli import main
 from stethoscope.engine import RunContext
+from stethoscope.monitor.migrations import LATEST
 from stethoscope.monitor.service import model_version
 from stethoscope.systems import load_system
 
@@ -163,7 +164,7 @@ def test_websocket_refuses_bad_streams(server: Server) -> None:
 
 def test_health_and_metrics(server: Server) -> None:
     health = httpx.get(f"{server.url}/health").json()
-    assert health == {"status": "ok", "machines": ["alarming", "fan", "gearbox"], "schema_version": 2}
+    assert health == {"status": "ok", "machines": ["alarming", "fan", "gearbox"], "schema_version": LATEST}
     post(server, "gearbox", wav_bytes(fan_clip(40)))
     text = httpx.get(f"{server.url}/metrics").text
     assert re.search(r'stethoscope_scores_total\{decision="(normal|anomaly)",machine="gearbox"\} 1\.0', text)

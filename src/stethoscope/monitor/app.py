@@ -1,5 +1,6 @@
 """The HTTP service (FastAPI): score clips, read the history and alarms, stream PCM over a
-websocket, health and Prometheus metrics. Built on `service.Monitor`; started by ``stethoscope serve``.
+websocket, health and Prometheus metrics, and the dashboard (`views`). Built on
+`service.Monitor`; started by ``stethoscope serve``.
 
 Security: writes (``POST``/``PUT``) and the websocket need the bearer token unless the server
 was started with ``--no-token``; reads are open unless ``--protect-reads`` (the server binds to
@@ -30,8 +31,10 @@ from pydantic import BaseModel, Field
 from ..errors import AudioError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from .metrics import Metrics, MetricsMiddleware
+from .pictures import NotKept
 from .service import Monitor, ScoreEvent, UnknownMachine
 from .store import MAX_LIMIT, StoreError, check_alarm_rule
+from .views import add_dashboard
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
 AUDIO_TYPES = ("audio/", "application/octet-stream")
@@ -46,7 +49,7 @@ class AlarmRule(BaseModel):
 
 
 def _status(err: Exception) -> int:
-    if isinstance(err, UnknownMachine):
+    if isinstance(err, (UnknownMachine, NotKept)):
         return 404
     if isinstance(err, StoreError):
         return 503
@@ -179,6 +182,8 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         if machine is not None:
             monitor.model(machine)
         return JSONResponse(await blocking(partial(monitor.store.alarms, machine, active, limit)))
+
+    add_dashboard(app, monitor, read_guard, scoring)
 
     @app.websocket("/stream/{machine}")
     async def stream(ws: WebSocket, machine: str) -> None:
