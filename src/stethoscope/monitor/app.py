@@ -214,7 +214,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         await ws.accept()
         metrics.streams.inc()
         try:
-            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], source, scoring)
+            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], int(rate), source, scoring)
         except WebSocketDisconnect:
             pass
         finally:
@@ -249,9 +249,10 @@ async def _deny(ws: WebSocket, status: int, detail: str) -> None:
 
 
 async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, scorer: StreamingScorer,
-                dtype: np.dtype, source: str, scoring: Callable[[Callable[[], Any]], Any]) -> None:
-    """Binary PCM frames in; for each hop completed, one JSON message out (after its score is
-    committed). Bad frames end the stream with a message and close code 1007."""
+                dtype: np.dtype, rate: int, source: str, scoring: Callable[[Callable[[], Any]], Any]) -> None:
+    """Binary PCM frames in; for each hop completed, one JSON message out (after its score, and
+    the window's audio where audio is kept, is committed). Bad frames end the stream with a
+    message and close code 1007."""
     scale = 1.0 / 32768.0 if dtype.kind == "i" else 1.0
     while True:
         message = await ws.receive()
@@ -266,7 +267,9 @@ async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str,
         samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
 
         def score_and_record(chunk: np.ndarray) -> list[tuple[ScoreEvent, float]]:
-            return [(monitor.record(machine, s.score, s.decision, source), s.end_seconds) for s in scorer.push(chunk)]
+            return [(monitor.record(machine, s.score, s.decision, source,
+                                    audio=monitor.audio_to_keep(s.window, rate)), s.end_seconds)
+                    for s in scorer.push(chunk)]
 
         try:
             events = await scoring(partial(score_and_record, samples))

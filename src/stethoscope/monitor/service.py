@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.policy import SKIP_HINT, AudioPolicy
@@ -182,8 +183,17 @@ class Monitor:
         unless ``keep_audio`` is 0)."""
         served = self.model(machine)
         score = float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0])
-        audio = flac_bytes(wave, sample_rate) if self.keep_audio else None
-        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings, audio)
+        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings,
+                           self.audio_to_keep(wave, sample_rate))
+
+    def audio_to_keep(self, wave: np.ndarray | None, sample_rate: int) -> bytes | None:
+        """What the store keeps of a scored waveform: 16 kHz FLAC bytes, or None when audio
+        is not kept (``keep_audio`` 0)."""
+        if wave is None or not self.keep_audio:
+            return None
+        if sample_rate != SAMPLE_RATE:
+            wave = soxr.resample(np.asarray(wave, dtype=np.float32), sample_rate, SAMPLE_RATE, quality="HQ")
+        return flac_bytes(wave, SAMPLE_RATE)
 
     def record(self, machine: str, score: float, decision: int, source: str = "",
                warnings: list[str] | None = None, audio: bytes | None = None) -> ScoreEvent:
