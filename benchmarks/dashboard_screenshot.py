@@ -7,7 +7,7 @@ raised), opens the dashboard in headless Chromium, clicks an anomalous fan event
 page as a PNG (colour-quantised to stay small).
 
     python benchmarks/dashboard_screenshot.py                   # writes docs/img/dashboard.png
-    python benchmarks/dashboard_screenshot.py --out /tmp/d.png --epochs 2 --train 6   # smoke run
+    python benchmarks/dashboard_screenshot.py --out /tmp/d.png --epochs 2 --train 6 --work /tmp/smoke  # smoke run
 """
 from __future__ import annotations
 
@@ -16,49 +16,17 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_serve import TOKEN, free_port, serve  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-TOKEN = "screenshot-token-0123456789abcdef"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-
-
-def cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, STETHOSCOPE_TOKEN=TOKEN, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "stethoscope.cli", *args], env=env, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_service(models: Path, db: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    with open(log, "wb") as handle:
-        proc = cli("serve", "--models", str(models), "--db", str(db), "--port", str(port), "--quiet",
-                   stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"serve exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"serve did not start:\n{log.read_text()}")
 
 
 def post_sequence(url: str, data: Path, pause: float) -> list[dict]:
@@ -119,18 +87,26 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=24, help="test clips per machine, half faulty (default 24)")
     parser.add_argument("--epochs", type=int, default=30, help="dcase_ae epochs (default 30)")
     parser.add_argument("--pause", type=float, default=0.4, help="seconds between posts (default 0.4)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "stethoscope-dashboard-shot",
+                        help="toy set and trained models, reused by a second run (delete it to retrain; default: a folder in /tmp)")
     parser.add_argument("--max-kb", type=int, default=280, help="largest PNG written (default 280 KB)")
     args = parser.parse_args()
     from stethoscope.data.toy_factory import make_toy_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = make_toy_dataset(work / "toy", ("fan", "gearbox"), n_train=args.train, n_test=args.test, seconds=4.0)
-        trained = cli("train", "--data", str(data), "--system", "dcase_ae", "--out", str(work / "models"), "--set",
-                      f"epochs={args.epochs}", "--quiet")
-        if trained.wait():
-            raise SystemExit("training failed")
-        proc, url = start_service(work / "models", work / "events.db", work / "serve.log")
+        data = make_toy_dataset(args.work / "toy", ("fan", "gearbox"), n_train=args.train, n_test=args.test,
+                                seconds=4.0)
+        models = args.work / "models"
+        if not (models / "fan" / "config.json").is_file():
+            trained = subprocess.run([sys.executable, "-m", "stethoscope.cli", "train", "--data", str(data), "--system",
+                                      "dcase_ae", "--out", str(models), "--set", f"epochs={args.epochs}", "--quiet"])
+            if trained.returncode:
+                raise SystemExit("training failed")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = serve(models, work / "events.db", port, argparse.Namespace(workers=2, threads=1, sync="full"),
+                     work / "serve.log", timeout=1800)
         try:
             fan = post_sequence(url, data, args.pause)
             screenshot(url, fan, args.out, args.max_kb * 1024)

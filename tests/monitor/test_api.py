@@ -23,14 +23,6 @@ from stethoscope.systems import load_system
 from .conftest import AUTH, TOKEN, Server, fan_clip, wav_bytes
 
 
-@pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("api")
-    srv = Server(models_dir, tmp / "events.db", tmp / "serve.log").start()
-    yield srv
-    srv.stop()
-
-
 def post(server: Server, machine: str, body: bytes, headers: dict | None = None, **params) -> httpx.Response:
     return httpx.post(f"{server.url}/score", params={"machine": machine, **params}, content=body,
                       headers={"Content-Type": "audio/wav", **AUTH, **(headers or {})}, timeout=30)

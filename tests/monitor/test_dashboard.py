@@ -10,17 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import AUTH, Server, fan_clip, wav_bytes
+from .conftest import AUTH, TOKEN, Server, fan_clip, wav_bytes
 
 WAIT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("dashboard")
-    srv = Server(models_dir, tmp / "events.db", tmp / "serve.log").start()
-    yield srv
-    srv.stop()
 
 
 def _post(server: Server, machine: str, seed: int) -> dict:
@@ -77,3 +69,22 @@ def test_dashboard_shows_live_scores_alarms_and_a_clicked_event(browser, server:
     off_origin = [u for u in log["requests"] if not u.startswith((f"{server.url}/", f"blob:{server.url}/", "data:"))]
     assert off_origin == [] and any(u.endswith("/audio") for u in log["requests"])
     page.close()
+
+
+def test_dashboard_asks_for_the_token_when_reads_are_protected(browser, models_dir: Path, tmp_path: Path) -> None:
+    srv = Server(models_dir, tmp_path / "events.db", tmp_path / "serve.log", ["--protect-reads"]).start()
+    try:
+        event = _post(srv, "fan", 5)
+        page = browser.new_page()
+        page.goto(f"{srv.url}/", wait_until="load")
+        page.wait_for_selector("#login:not([hidden])", timeout=WAIT_MS)
+        assert _count(page, "circle.pt") == 0 and "missing or wrong token" in page.inner_text("#status")
+        page.fill("#token", TOKEN)
+        page.click("#login button")
+        page.wait_for_selector(f"#m-fan circle.pt[data-id='{event['id']}']", timeout=WAIT_MS).click()
+        page.wait_for_function("() => document.getElementById('spectrogram').naturalWidth > 0"
+                               " && document.getElementById('player').readyState >= 1", timeout=WAIT_MS)
+        assert page.is_hidden("#login")
+        page.close()
+    finally:
+        srv.stop()

@@ -100,18 +100,25 @@ def test_scores_survive_reopening_and_ids_are_not_reused(tmp_path: Path) -> None
     s.close()
 
 
-def test_migration_from_v1_to_v2_on_a_file(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
+def _old_database(path: Path, version: int) -> set[str]:
+    """A database at schema ``version`` holding what such a service wrote: machine fan, one model
+    and one score (7.5, anomalous, source mic); returns its table names."""
     engine = make_engine(f"sqlite:///{path}")
-    assert migrate(engine, target=1) == 1
-    with engine.begin() as conn:  # what a version-1 service wrote
+    assert migrate(engine, target=version) == version
+    with engine.begin() as conn:
         conn.execute(text("INSERT INTO machines (id, name, created_at) VALUES (1, 'fan', 0.0)"))
         conn.execute(text("INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
                           "VALUES (1, 1, 'dcase_ae', 'old', 5.0, 0.0)"))
         conn.execute(text("INSERT INTO scores (time, machine_id, model_id, source, score, decision) "
                           "VALUES (10.0, 1, 1, 'mic', 7.5, 1)"))
-        assert "alarms" not in {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+        tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
     engine.dispose()
+    return tables
+
+
+def test_migration_from_v1_to_v2_on_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    assert "alarms" not in _old_database(path, 1)
 
     store = EventStore(str(path))  # opening migrates
     assert store.version == LATEST  # every later migration applied too
@@ -139,16 +146,7 @@ def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
 
 def test_migration_from_v2_keeps_history_and_adds_clips(tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
-    engine = make_engine(f"sqlite:///{path}")
-    assert migrate(engine, target=2) == 2
-    with engine.begin() as conn:  # what a version-2 service wrote
-        conn.execute(text("INSERT INTO machines (id, name, created_at, alarm_k, alarm_n) VALUES (1, 'fan', 0.0, 1, 1)"))
-        conn.execute(text("INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
-                          "VALUES (1, 1, 'dcase_ae', 'old', 5.0, 0.0)"))
-        conn.execute(text("INSERT INTO scores (time, machine_id, model_id, source, score, decision) "
-                          "VALUES (10.0, 1, 1, 'mic', 7.5, 1)"))
-        assert "clips" not in {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
-    engine.dispose()
+    assert "clips" not in _old_database(path, 2)
 
     store = EventStore(str(path))  # opening migrates
     assert store.version == LATEST >= 3

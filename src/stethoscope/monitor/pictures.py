@@ -44,32 +44,41 @@ def kept_audio(monitor: Monitor, event_id: int) -> tuple[dict[str, Any], bytes]:
 
 
 class EventPictures:
-    """PNG bytes of an event's pictures (see the module docstring), at most ``size`` events cached."""
+    """PNG bytes of an event's pictures (see the module docstring), at most ``size`` events cached.
+    Events are drawn one at a time: the page asks for both pictures at once, and the second
+    request then finds the first one's result instead of drawing it again."""
 
     def __init__(self, monitor: Monitor, size: int = CACHE_SIZE) -> None:
         self.monitor, self.size = monitor, size
-        self._cache: OrderedDict[int, dict[str, bytes | None]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._drawing = threading.Lock()  # matplotlib figures are drawn one at a time
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()      # guards the cache
+        self._drawing = threading.Lock()   # one event drawn at a time (matplotlib, and the cores)
 
     def png(self, event_id: int, kind: str) -> bytes:
         """The ``kind`` ("map" or "spectrogram") picture of event ``event_id``."""
         if kind not in KINDS:
             raise NotKept(f"no picture {kind!r}; there are {', '.join(KINDS)}")
-        with self._lock:
-            pictures = self._cache.get(event_id)
-            if pictures is not None:
-                self._cache.move_to_end(event_id)
+        pictures = self._cached(event_id)
         if pictures is None:
-            pictures = self._draw(event_id)
-            with self._lock:
-                self._cache[event_id] = pictures
-                while len(self._cache) > self.size:
-                    self._cache.popitem(last=False)
+            with self._drawing:
+                pictures = self._cached(event_id)
+                if pictures is None:
+                    pictures = self._draw(event_id)
+                    with self._lock:
+                        self._cache[event_id] = pictures
+                        while len(self._cache) > self.size:
+                            self._cache.popitem(last=False)
         picture = pictures[kind]
         if picture is None:
             raise NotKept(f"event {event_id}: its machine's model ({pictures['system']!r}) gives no anomaly map")
         return picture
+
+    def _cached(self, event_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            pictures = self._cache.get(event_id)
+            if pictures is not None:
+                self._cache.move_to_end(event_id)
+            return pictures
 
     def _draw(self, event_id: int) -> dict[str, Any]:
         event, audio = kept_audio(self.monitor, event_id)
@@ -86,9 +95,8 @@ class EventPictures:
         else:
             logmel = decode_waves([wave], rate, FeatureRequest(logmel=params)).logmels[0]  # type: ignore[index]
         where = f"event {event_id} · {event['machine']} · model {served.version}"
-        with self._drawing:
-            return {"system": system.name, "spectrogram": _picture(logmel, None, params, f"{where} · log-mel input"),
-                    "map": None if amap is None else _picture(None, amap, params, f"{where} · anomaly map")}
+        return {"system": system.name, "spectrogram": _picture(logmel, None, params, f"{where} · log-mel input"),
+                "map": None if amap is None else _picture(None, amap, params, f"{where} · anomaly map")}
 
 
 def _picture(logmel: np.ndarray | None, amap: np.ndarray | None, params: LogMelParams, title: str) -> bytes:

@@ -58,6 +58,8 @@ async function load() {
 }
 
 async function poll() {
+  state.machines = await get("/machines");  // a restarted service may serve other machines
+  for (const m of state.machines) if (!state.events.has(m.machine)) state.events.set(m.machine, []);
   for (;;) {  // catch up page by page, oldest first
     const fresh = await get(`/events?after_id=${state.lastId}&order=asc&limit=${PAGE}`);
     for (const e of fresh) {
@@ -68,7 +70,6 @@ async function poll() {
     if (fresh.length < PAGE) break;
   }
   for (const list of state.events.values()) list.splice(0, Math.max(0, list.length - MAX_POINTS));
-  state.machines = await get("/machines");
   state.alarms = await get("/alarms?limit=100");
 }
 
