@@ -65,15 +65,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(models: Path, db: Path, port: int, args: argparse.Namespace, log: Path) -> subprocess.Popen:
-    """Start the service and wait until /health answers."""
+def serve(models: Path, db: Path, port: int, args: argparse.Namespace, log: Path,
+          timeout: float = 300.0) -> subprocess.Popen:
+    """Start the service and wait (at most ``timeout`` seconds) until /health answers."""
     import httpx
 
     with open(log, "wb") as handle:
         proc = cli("serve", "--models", str(models), "--db", str(db), "--port", str(port), "--quiet",
                    "--workers", str(args.workers), "--threads", str(args.threads), "--sync", args.sync,
                    stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"serve exited {proc.returncode}:\n{log.read_text()}")

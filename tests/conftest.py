@@ -1,7 +1,9 @@
-"""Shared fixtures: where ../shared is, tiny audio writers, a small toy-factory data set."""
+"""Shared fixtures: where ../shared is, tiny audio writers, a small toy-factory data set, a
+headless Chromium."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ import soundfile as sf
 import torch
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
 def shared_dir() -> Path | None:
@@ -53,3 +57,24 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stethoscope.data.toy_factory import make_toy_dataset
 
     return make_toy_dataset(tmp_path_factory.mktemp("toy"), n_train=12, n_test=12, seconds=4.0, seed=0)
+
+
+def _chromium() -> str | None:
+    found = os.environ.get("STETHOSCOPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return found if found and Path(found).exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's, driven by Playwright, which cannot download browsers here);
+    skipped, saying why, only when none is installed (``apt-get install chromium``, or point
+    ``STETHOSCOPE_CHROMIUM`` at a Chromium/Chrome binary). Playwright comes with the dev extra."""
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no Chromium installed (apt-get install chromium, or set STETHOSCOPE_CHROMIUM)")
+    from playwright.sync_api import sync_playwright  # the dev extra installs it; missing = a failure
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

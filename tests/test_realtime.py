@@ -37,6 +37,8 @@ def test_stream_windows_equal_offline_scores(system):
     offline = sys_.score_waveforms([wave[int((e - 2.0) * 16000):int(e * 16000)] for e in (2.0, 3.5, 5.0)], ctx=QUIET)
     np.testing.assert_allclose([results[i].score for i in picked], offline, rtol=1e-5)
     np.testing.assert_array_equal([results[i].decision for i in picked], sys_.decide(offline))
+    for i, e in zip(picked, (2.0, 3.5, 5.0)):  # each result carries the samples it scored
+        np.testing.assert_array_equal(results[i].window, wave[int((e - 2.0) * 16000):int(e * 16000)])
 
 
 def test_score_waveforms_matches_file_scores(system):

@@ -1,7 +1,7 @@
 """Real-time scoring: feed audio as it arrives, get a score for every hop of a sliding window."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -13,11 +13,13 @@ from .systems.base import System
 
 @dataclass(frozen=True)
 class StreamScore:
-    """The score of the window that ends ``end_seconds`` into the stream."""
+    """The score of the window that ends ``end_seconds`` into the stream, and that window's
+    samples (at the stream's rate), for callers that keep the audio they scored."""
 
     end_seconds: float
     score: float
     decision: int
+    window: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class StreamingScorer:
@@ -58,7 +60,7 @@ class StreamingScorer:
             return []
         scores = self.system.score_waveforms(windows, self.sample_rate, self.ctx)
         decisions = self.system.decide(scores)
-        return [StreamScore(e, float(s), int(d)) for e, s, d in zip(ends, scores, decisions)]
+        return [StreamScore(e, float(s), int(d), w) for e, s, d, w in zip(ends, scores, decisions, windows)]
 
 
 def stream_file(scorer: StreamingScorer, wave: np.ndarray, chunk: int = 1024) -> Iterator[StreamScore]:

@@ -116,3 +116,12 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One ``stethoscope serve`` per test module, on its own SQLite file."""
+    tmp = tmp_path_factory.mktemp("serve")
+    srv = Server(models_dir, tmp / "events.db", tmp / "serve.log").start()
+    yield srv
+    srv.stop()

@@ -23,14 +23,6 @@ from stethoscope.systems import load_system
 from .conftest import AUTH, TOKEN, Server, fan_clip, wav_bytes
 
 
-@pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("api")
-    srv = Server(models_dir, tmp / "events.db", tmp / "serve.log").start()
-    yield srv
-    srv.stop()
-
-
 def post(server: Server, machine: str, body: bytes, headers: dict | None = None, **params) -> httpx.Response:
     return httpx.post(f"{server.url}/score", params={"machine": machine, **params}, content=body,
                       headers={"Content-Type": "audio/wav", **AUTH, **(headers or {})}, timeout=30)
@@ -139,6 +131,9 @@ def test_websocket_scores_equal_the_stream_verb(server: Server, models_dir: Path
     np.testing.assert_allclose([g["score"] for g in got], verb[:, 1], rtol=1e-5)  # the verb prints 6 digits
     stored = {e["id"]: e for e in httpx.get(f"{server.url}/events", params={"machine": "fan"}).json()}
     assert all(stored[g["id"]]["score"] == g["score"] and stored[g["id"]]["source"] == "line" for g in got)
+    kept, rate = sf.read(io.BytesIO(httpx.get(f"{server.url}/events/{got[-1]['id']}/audio").content), dtype="float32")
+    assert rate == 16_000 and len(kept) == 16_000  # the scored 1 s window, as kept for the dashboard
+    np.testing.assert_allclose(kept, wave[-16_000:], atol=1.5 / 32768)
 
     pcm16 = np.round(wave * 32767).astype("<i2")  # int16 frames, token in the query
     with connect(f"ws://127.0.0.1:{server.port}/stream/fan?format=s16&window=1&hop=0.5&token={TOKEN}") as ws:

@@ -100,21 +100,28 @@ def test_scores_survive_reopening_and_ids_are_not_reused(tmp_path: Path) -> None
     s.close()
 
 
-def test_migration_from_v1_to_the_latest_on_a_file(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
+def _old_database(path: Path, version: int) -> set[str]:
+    """A database at schema ``version`` holding what such a service wrote: machine fan, one model
+    and one score (7.5, anomalous, source mic); returns its table names."""
     engine = make_engine(f"sqlite:///{path}")
-    assert migrate(engine, target=1) == 1
-    with engine.begin() as conn:  # what a version-1 service wrote
+    assert migrate(engine, target=version) == version
+    with engine.begin() as conn:
         conn.execute(text("INSERT INTO machines (id, name, created_at) VALUES (1, 'fan', 0.0)"))
         conn.execute(text("INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
                           "VALUES (1, 1, 'dcase_ae', 'old', 5.0, 0.0)"))
         conn.execute(text("INSERT INTO scores (time, machine_id, model_id, source, score, decision) "
                           "VALUES (10.0, 1, 1, 'mic', 7.5, 1)"))
-        assert "alarms" not in {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+        tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
     engine.dispose()
+    return tables
+
+
+def test_migration_from_v1_to_v2_on_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    assert "alarms" not in _old_database(path, 1)
 
     store = EventStore(str(path))  # opening migrates
-    assert store.version == LATEST >= 3
+    assert store.version == LATEST  # every later migration applied too
     (old,) = store.events()
     assert (old["machine"], old["score"], old["decision"], old["model_version"]) == ("fan", 7.5, 1, "old")
     assert store.machines()[0]["alarm_k"] == 3 and store.machines()[0]["alarm_n"] == 5  # the default rule
@@ -122,8 +129,8 @@ def test_migration_from_v1_to_the_latest_on_a_file(tmp_path: Path) -> None:
     assert store.record_score("fan", 1, 9.0, 1, "mic").alarm.state == "raised"  # with the v1 score
     store.close()
     with sqlite3.connect(path) as raw:
-        assert [row[0] for row in raw.execute("SELECT version FROM schema_version ORDER BY version")] == list(
-            range(1, LATEST + 1))
+        versions = [row[0] for row in raw.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, LATEST + 1))
 
 
 def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
@@ -135,3 +142,32 @@ def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
         EventStore(str(path))
     with pytest.raises(ConfigError, match="does not exist"):
         migrate(make_engine(f"sqlite:///{tmp_path / 'y.db'}"), target=LATEST + 1)
+
+
+def test_migration_from_v2_keeps_history_and_adds_clips(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    assert "clips" not in _old_database(path, 2)
+
+    store = EventStore(str(path))  # opening migrates
+    assert store.version == LATEST >= 3
+    (old,) = store.events()
+    assert (old["score"], old["source"]) == (7.5, "mic")
+    assert store.event(old["id"])["has_audio"] is False and store.clip_audio(old["id"]) is None
+    new = store.record_score("fan", 1, 9.0, 1, "mic", audio=b"fLaC-bytes", keep_audio=5)
+    assert store.clip_audio(new.id) == b"fLaC-bytes" and store.event(new.id)["has_audio"] is True
+    assert store.event(new.id + 1) is None
+    store.close()
+
+
+def test_audio_is_kept_for_the_newest_n_clips_per_machine(store: EventStore) -> None:
+    fan = store.register_model("fan", "dcase_ae", "v1", 1.0)
+    pump = store.register_model("pump", "dcase_ae", "v1", 1.0)
+    fans = [store.record_score("fan", fan, 0.5, 0, audio=f"fan{i}".encode(), keep_audio=3).id for i in range(5)]
+    pumps = [store.record_score("pump", pump, 0.5, 0, audio=f"pump{i}".encode(), keep_audio=3).id for i in range(2)]
+    assert [store.clip_audio(i) for i in fans] == [None, None, b"fan2", b"fan3", b"fan4"]
+    assert [store.clip_audio(i) for i in pumps] == [b"pump0", b"pump1"]  # another machine's clips do not count
+    quiet = store.record_score("fan", fan, 0.5, 0, audio=b"not kept", keep_audio=0)
+    assert store.clip_audio(quiet.id) is None and store.clip_audio(fans[-1]) == b"fan4"  # 0: keep none, prune none
+    store.record_score("fan", fan, 0.5, 0, audio=b"fan5", keep_audio=1)  # a smaller limit prunes down to it
+    assert [store.clip_audio(i) for i in fans] == [None] * 5
+    assert len(store.events("fan")) == 7  # pruning audio never deletes scores

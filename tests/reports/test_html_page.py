@@ -2,39 +2,15 @@
 no console errors and no request beyond the page itself, every image and audio clip loads, and
 the clip table sorts on a header click and filters as text is typed.
 
-Skipped, saying why, only when no Chromium is installed (``apt-get install chromium``; or point
-``STETHOSCOPE_CHROMIUM`` at a Chromium/Chrome binary). Playwright itself comes with the dev extra.
+Skipped, saying why, only when no Chromium is installed (the ``browser`` fixture of tests/conftest.py).
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from stethoscope.reports import build_report
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-
-def _chromium() -> str | None:
-    found = os.environ.get("STETHOSCOPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    return found if found and Path(found).exists() else None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _chromium()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium, or set STETHOSCOPE_CHROMIUM)")
-    from playwright.sync_api import sync_playwright  # the dev extra installs it; missing = a failure
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _open(browser, html: Path):

@@ -21,6 +21,7 @@ from .common import add_quiet, print_info
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
 MIN_TOKEN = 16
 DEFAULT_DB = "stethoscope-events.db"
+DEFAULT_KEEP_AUDIO = 1000  # monitor.service.DEFAULT_KEEP_AUDIO (not imported: the serve extra may be missing)
 NEW_TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
@@ -84,6 +85,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1 or args.max_body_mb <= 0 or not 0 <= args.port <= 65535:
         raise ConfigError(f"need --workers >= 1, --threads >= 1, --max-body-mb > 0 and a port in 0-65535; got "
                           f"{args.workers}, {args.threads}, {args.max_body_mb} and {args.port}")
+    if args.keep_audio < 0:
+        raise ConfigError(f"--keep-audio must be 0 (keep no audio) or a number of clips per machine, got "
+                          f"{args.keep_audio}")
     import uvicorn
 
     from ..monitor.app import MAX_WINDOW_S, MIN_HOP_S, create_app
@@ -97,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
-    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say)
+    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say, args.keep_audio)
     try:
         app = create_app(monitor, token, max_body=int(args.max_body_mb * 1024 * 1024), workers=args.workers,
                          protect_reads=args.protect_reads, window=args.window, hop=args.hop)
@@ -128,6 +132,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                                 "machines, metrics; /health stays open)")
     p.add_argument("--alarm", metavar="K/N", help="alarm rule for every served machine: K of the last N decisions "
                                                   "anomalous (default: a new machine gets 3/5, a known one keeps its)")
+    p.add_argument("--keep-audio", type=int, default=DEFAULT_KEEP_AUDIO, metavar="N",
+                   help=f"keep the audio (FLAC, in the event store) of each machine's newest N scored clips, for "
+                        f"the dashboard's player and pictures (default {DEFAULT_KEEP_AUDIO}; 0 = keep none)")
     p.add_argument("--window", type=float, default=10.0, help="default seconds per streamed score (default 10)")
     p.add_argument("--hop", type=float, default=1.0, help="default seconds between streamed scores (default 1)")
     p.add_argument("--workers", type=int, default=available_cores(),

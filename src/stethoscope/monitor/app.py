@@ -1,5 +1,6 @@
 """The HTTP service (FastAPI): score clips, read the history and alarms, stream PCM over a
-websocket, health and Prometheus metrics. Built on `service.Monitor`; started by ``stethoscope serve``.
+websocket, health and Prometheus metrics, and the dashboard (`views`). Built on
+`service.Monitor`; started by ``stethoscope serve``.
 
 Security: writes (``POST``/``PUT``) and the websocket need the bearer token unless the server
 was started with ``--no-token``; reads are open unless ``--protect-reads`` (the server binds to
@@ -30,8 +31,10 @@ from pydantic import BaseModel, Field
 from ..errors import AudioError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from .metrics import Metrics, MetricsMiddleware
+from .pictures import NotKept
 from .service import Monitor, ScoreEvent, UnknownMachine
 from .store import MAX_LIMIT, StoreError, check_alarm_rule
+from .views import add_dashboard
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
 AUDIO_TYPES = ("audio/", "application/octet-stream")
@@ -46,7 +49,7 @@ class AlarmRule(BaseModel):
 
 
 def _status(err: Exception) -> int:
-    if isinstance(err, UnknownMachine):
+    if isinstance(err, (UnknownMachine, NotKept)):
         return 404
     if isinstance(err, StoreError):
         return 503
@@ -180,6 +183,8 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
             monitor.model(machine)
         return JSONResponse(await blocking(partial(monitor.store.alarms, machine, active, limit)))
 
+    add_dashboard(app, monitor, read_guard, scoring)
+
     @app.websocket("/stream/{machine}")
     async def stream(ws: WebSocket, machine: str) -> None:
         presented = _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
@@ -209,7 +214,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         await ws.accept()
         metrics.streams.inc()
         try:
-            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], source, scoring)
+            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], int(rate), source, scoring)
         except WebSocketDisconnect:
             pass
         finally:
@@ -244,9 +249,10 @@ async def _deny(ws: WebSocket, status: int, detail: str) -> None:
 
 
 async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, scorer: StreamingScorer,
-                dtype: np.dtype, source: str, scoring: Callable[[Callable[[], Any]], Any]) -> None:
-    """Binary PCM frames in; for each hop completed, one JSON message out (after its score is
-    committed). Bad frames end the stream with a message and close code 1007."""
+                dtype: np.dtype, rate: int, source: str, scoring: Callable[[Callable[[], Any]], Any]) -> None:
+    """Binary PCM frames in; for each hop completed, one JSON message out (after its score, and
+    the window's audio where audio is kept, is committed). Bad frames end the stream with a
+    message and close code 1007."""
     scale = 1.0 / 32768.0 if dtype.kind == "i" else 1.0
     while True:
         message = await ws.receive()
@@ -261,7 +267,9 @@ async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str,
         samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
 
         def score_and_record(chunk: np.ndarray) -> list[tuple[ScoreEvent, float]]:
-            return [(monitor.record(machine, s.score, s.decision, source), s.end_seconds) for s in scorer.push(chunk)]
+            return [(monitor.record(machine, s.score, s.decision, source,
+                                    audio=monitor.audio_to_keep(s.window, rate)), s.end_seconds)
+                    for s in scorer.push(chunk)]
 
         try:
             events = await scoring(partial(score_and_record, samples))

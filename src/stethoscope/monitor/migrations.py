@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -114,7 +115,22 @@ def _v3_watched_files(conn: Connection) -> None:
     watched.create(conn)
 
 
-MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files]
+def _v4_clips(conn: Connection) -> None:
+    """Clip audio of recent scores (FLAC bytes), for the dashboard's player and pictures; pruned
+    to the newest ``--keep-audio`` per machine. ``machine_id`` repeats the score's, so that
+    pruning one machine reads only that machine's rows (index on machine, score)."""
+    md = MetaData()
+    Table("machines", md, Column("id", Integer, primary_key=True))
+    Table("scores", md, Column("id", Integer, primary_key=True))
+    clips = Table("clips", md,
+                  Column("score_id", Integer, ForeignKey("scores.id"), primary_key=True, autoincrement=False),
+                  Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
+                  Column("flac", LargeBinary, nullable=False))
+    Index("ix_clips_machine_id", clips.c.machine_id, clips.c.score_id)
+    clips.create(conn)
+
+
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips]
 LATEST = len(MIGRATIONS)
 
 

@@ -8,6 +8,7 @@ behind the ``stream`` verb, so that a websocket scores exactly as that verb does
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.policy import SKIP_HINT, AudioPolicy
@@ -26,6 +29,7 @@ from .store import AlarmChange, EventStore, FileMark
 
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SOURCE_MAX = 200
+DEFAULT_KEEP_AUDIO = 1000
 
 
 class UnknownMachine(StethoscopeError):
@@ -124,13 +128,18 @@ class ScoreEvent:
 class Monitor:
     """The served models and the event store (see the module docstring)."""
 
-    def __init__(self, models: dict[str, ServedModel], store: EventStore, ctx: RunContext) -> None:
-        self.models, self.store, self.ctx = models, store, ctx
+    def __init__(self, models: dict[str, ServedModel], store: EventStore, ctx: RunContext,
+                 keep_audio: int = DEFAULT_KEEP_AUDIO) -> None:
+        if keep_audio < 0:
+            raise ConfigError(f"--keep-audio must be 0 (keep none) or more clips per machine, got {keep_audio}")
+        self.models, self.store, self.ctx, self.keep_audio = models, store, ctx, keep_audio
 
     @classmethod
     def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
-             alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None) -> "Monitor":
-        """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``."""
+             alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None,
+             keep_audio: int = DEFAULT_KEEP_AUDIO) -> "Monitor":
+        """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``;
+        the newest ``keep_audio`` scored clips of each machine keep their audio (0: none)."""
         found = find_models(models_dir)
         store = EventStore(db, sync, say=say)
         models = {}
@@ -144,7 +153,7 @@ class Monitor:
             models[machine] = ServedModel(machine, system, version, model_id)
             _warm_up(system, ctx)
             say(f"[{machine}] {system.name} model {version} (threshold {system.threshold_:.6g}) from {folder}")
-        return cls(models, store, ctx)
+        return cls(models, store, ctx, keep_audio)
 
     def close(self) -> None:
         self.store.close()
@@ -170,19 +179,32 @@ class Monitor:
 
     def score_wave(self, machine: str, wave: np.ndarray, sample_rate: int, source: str = "",
                    warnings: list[str] | None = None, mark: FileMark | None = None) -> ScoreEvent:
-        """Score one in-memory mono waveform for ``machine`` and record it (with a watched
-        file's ``mark``, see `record`)."""
+        """Score one in-memory mono waveform for ``machine`` and record it (with its audio,
+        unless ``keep_audio`` is 0, and a watched file's ``mark``, see `record`)."""
         served = self.model(machine)
         score = float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0])
-        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings, mark)
+        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings,
+                           self.audio_to_keep(wave, sample_rate), mark)
+
+    def audio_to_keep(self, wave: np.ndarray | None, sample_rate: int) -> bytes | None:
+        """What the store keeps of a scored waveform: 16 kHz FLAC bytes, or None when audio
+        is not kept (``keep_audio`` 0)."""
+        if wave is None or not self.keep_audio:
+            return None
+        if sample_rate != SAMPLE_RATE:
+            wave = soxr.resample(np.asarray(wave, dtype=np.float32), sample_rate, SAMPLE_RATE, quality="HQ")
+        return flac_bytes(wave, SAMPLE_RATE)
 
     def record(self, machine: str, score: float, decision: int, source: str = "",
-               warnings: list[str] | None = None, mark: FileMark | None = None) -> ScoreEvent:
-        """Commit a score of ``machine``'s served model to the store; returns after the commit.
-        ``mark`` (a watched file) commits in the same transaction (`EventStore.record_score`)."""
+               warnings: list[str] | None = None, audio: bytes | None = None,
+               mark: FileMark | None = None) -> ScoreEvent:
+        """Commit a score of ``machine``'s served model (and ``audio``, FLAC bytes of the scored
+        clip, when audio is kept) to the store; returns after the commit. ``mark`` (a watched
+        file) commits in the same transaction (`EventStore.record_score`)."""
         served = self.model(machine)
         check_source(source)
-        done = self.store.record_score(machine, served.model_id, score, decision, source, mark=mark)
+        done = self.store.record_score(machine, served.model_id, score, decision, source, audio=audio,
+                                       keep_audio=self.keep_audio, mark=mark)
         return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
                           served.system.name, served.version, done.alarm, list(warnings or []))
 
@@ -197,6 +219,14 @@ class Monitor:
                  "alarm_k": stored.get(m, {}).get("alarm_k"), "alarm_n": stored.get(m, {}).get("alarm_n"),
                  "scores": stored.get(m, {}).get("scores", 0), "active_alarm": stored.get(m, {}).get("active_alarm")}
                 for m, s in sorted(self.models.items())]
+
+
+def flac_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
+    """A mono waveform as 16-bit FLAC bytes (lossless at 16 bits; what the store keeps)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(wave, dtype=np.float32).reshape(-1), -1.0, 1.0), sample_rate,
+             format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
 
 
 def _warm_up(system: System, ctx: RunContext) -> None:

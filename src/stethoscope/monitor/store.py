@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import Column, Engine, Float, ForeignKey, Integer, MetaData, String, Table, func, select, text, update
+from sqlalchemy import (Column, Engine, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, delete, func,
+                        select, text, update)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, StethoscopeError
@@ -48,6 +49,9 @@ WATCHED = Table("watched_files", METADATA,
                 Column("size", Integer), Column("mtime_ns", Integer), Column("machine", String(64)),
                 Column("score_id", ForeignKey("scores.id")), Column("skip_reason", String(1000)),
                 Column("time", Float))
+CLIPS = Table("clips", METADATA,
+              Column("score_id", ForeignKey("scores.id"), primary_key=True),
+              Column("machine_id", ForeignKey("machines.id")), Column("flac", LargeBinary))
 MAX_LIMIT = 10_000
 
 
@@ -160,11 +164,14 @@ class EventStore:
 
     # -- scores -----------------------------------------------------------------------------
     def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
-                     at: float | None = None, mark: FileMark | None = None) -> Recorded:
+                     at: float | None = None, audio: bytes | None = None, keep_audio: int = 0,
+                     mark: FileMark | None = None) -> Recorded:
         """Insert one score and update its machine's alarm in one transaction; returns after
-        the commit (the event is durable when this returns). With ``mark`` the watched file is
-        marked done in the same transaction, so the score and the mark exist both or neither;
-        a recording marked already raises `AlreadyDone` and writes nothing."""
+        the commit (the event is durable when this returns). ``audio`` (FLAC bytes) is kept
+        with it in the same transaction when ``keep_audio`` > 0, and the machine's clips past
+        the newest ``keep_audio`` are deleted. With ``mark`` the watched file is marked done in
+        the same transaction, so the score and the mark exist both or neither; a recording
+        marked already raises `AlreadyDone` and writes nothing."""
         machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
         now = time.time() if at is None else float(at)
 
@@ -177,9 +184,20 @@ class EventStore:
                     decision=int(decision))).inserted_primary_key[0])
                 if mark is not None:
                     conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, score_id=event_id, time=now))
+                if audio is not None and keep_audio > 0:
+                    self._keep_clip(conn, machine_id, event_id, audio, keep_audio)
                 return Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k, rule.alarm_n,
                                                                   event_id, now))
         return self._guard(run)
+
+    @staticmethod
+    def _keep_clip(conn: Any, machine_id: int, event_id: int, audio: bytes, keep: int) -> None:
+        """Store one clip and delete the machine's clips older than its newest ``keep``."""
+        conn.execute(CLIPS.insert().values(score_id=event_id, machine_id=machine_id, flac=audio))
+        oldest_kept = conn.execute(select(CLIPS.c.score_id).where(CLIPS.c.machine_id == machine_id)
+                                   .order_by(CLIPS.c.score_id.desc()).offset(keep - 1).limit(1)).scalar()
+        if oldest_kept is not None:
+            conn.execute(delete(CLIPS).where(CLIPS.c.machine_id == machine_id, CLIPS.c.score_id < oldest_kept))
 
     @staticmethod
     def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float) -> AlarmChange | None:
@@ -203,10 +221,7 @@ class EventStore:
                limit: int = 100, newest_first: bool = True) -> list[dict[str, Any]]:
         """Scores (with machine name, model version and threshold), filtered; the newest
         ``limit`` ones (or, ``newest_first=False``, the oldest, for paging with ``after_id``)."""
-        query = (select(SCORES.c.id, SCORES.c.time, MACHINES.c.name.label("machine"), SCORES.c.source,
-                        SCORES.c.score, SCORES.c.decision, MODELS.c.system, MODELS.c.version.label("model_version"),
-                        MODELS.c.threshold)
-                 .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id).join(MODELS, MODELS.c.id == SCORES.c.model_id))
+        query = _event_query()
         if machine is not None:
             query = query.where(MACHINES.c.name == machine)
         if since is not None:
@@ -215,6 +230,21 @@ class EventStore:
             query = query.where(SCORES.c.id > after_id)
         query = query.order_by(SCORES.c.id.desc() if newest_first else SCORES.c.id).limit(_limit(limit))
         return self._rows(query)
+
+    def event(self, event_id: int) -> dict[str, Any] | None:
+        """One score as `events` gives it, plus ``has_audio``; None when there is no such event."""
+        query = (_event_query(CLIPS.c.score_id.is_not(None).label("has_audio"))
+                 .outerjoin(CLIPS, CLIPS.c.score_id == SCORES.c.id).where(SCORES.c.id == event_id))
+        rows = self._rows(query)
+        return {**rows[0], "has_audio": bool(rows[0]["has_audio"])} if rows else None
+
+    def clip_audio(self, event_id: int) -> bytes | None:
+        """The FLAC bytes kept for event ``event_id``, or None (not kept, pruned, or no such event)."""
+        def run() -> bytes | None:
+            with self.engine.connect() as conn:
+                found = conn.execute(select(CLIPS.c.flac).where(CLIPS.c.score_id == event_id)).scalar()
+                return None if found is None else bytes(found)
+        return self._guard(run)
 
     def alarms(self, machine: str | None = None, active: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Alarm episodes, newest first."""
@@ -292,6 +322,14 @@ def _once(mark: FileMark | None) -> Iterator[None]:
             raise
         raise AlreadyDone(f"{mark.root}/{mark.path} ({mark.size} bytes, mtime {mark.mtime_ns}) is done "
                           f"already") from None
+
+
+def _event_query(*extra: Any) -> Any:
+    """Scores joined with their machine's name and their model (system, version, threshold)."""
+    return (select(SCORES.c.id, SCORES.c.time, MACHINES.c.name.label("machine"), SCORES.c.source, SCORES.c.score,
+                   SCORES.c.decision, MODELS.c.system, MODELS.c.version.label("model_version"), MODELS.c.threshold,
+                   *extra)
+            .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id).join(MODELS, MODELS.c.id == SCORES.c.model_id))
 
 
 def _limit(limit: int) -> int:

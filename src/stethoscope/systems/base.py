@@ -245,12 +245,21 @@ class System(metaclass=_SystemMeta):
     def explain(self, clip: Clip, ctx: RunContext | None = None) -> Explanation:
         """Score, input, reconstruction and anomaly map of one clip, from one pass."""
         ctx = ctx or RunContext()
-        request = self.feature_request()
-        request = dataclasses.replace(request, logmel=request.logmel or LogMelParams())
-        decoded = next(iter_decoded([clip], request, ctx.cache_dir, progress=False), None)
+        decoded = next(iter_decoded([clip], self._explain_request(), ctx.cache_dir, progress=False), None)
         if decoded is None:
             raise AudioSkipped(clip.path, "left out by the audio checks (--on-bad-audio); nothing to explain")
         return self.explain_decoded(decoded, ctx)
+
+    def explain_waveform(self, wave: np.ndarray, sample_rate: int = 16_000,
+                         ctx: RunContext | None = None) -> Explanation:
+        """`explain` of an in-memory mono waveform (a kept upload): no files, no cache writes."""
+        ctx = ctx or RunContext()
+        return self.explain_decoded(decode_waves([wave], sample_rate, self._explain_request()), ctx)
+
+    def _explain_request(self) -> FeatureRequest:
+        """What `explain` decodes: the scoring request, with the log-mel always (the picture's input)."""
+        request = self.feature_request()
+        return dataclasses.replace(request, logmel=request.logmel or LogMelParams())
 
     def anomaly_map(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:
         """Where in (mel bin, frame) the clip looks abnormal (see `explain`)."""
