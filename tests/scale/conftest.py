@@ -3,6 +3,7 @@ two-type toy set and dcase_ae models trained on it in this process."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +20,10 @@ TINY = ["--set", "epochs=1", "batch_size=64", "threshold_fit=in_sample", "--thre
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[ModuleType]:
-    """A local Ray with 2 CPUs for the module's tests, shut down at its end."""
+    """A local Ray with 2 CPUs for the module's tests, shut down at its end. Ray's agents get 5
+    minutes to start (default 30 s): on a machine shared by many jobs the raylet otherwise
+    aborts waiting for them."""
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray
     ray.shutdown()

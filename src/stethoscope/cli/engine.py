@@ -42,7 +42,7 @@ def check_engine(args: argparse.Namespace) -> None:
     given = [flag for flag, key in (("--address", "address"), ("--ray-cpus", "ray_cpus"), ("--out", "out"))
              if getattr(args, key, None) is not None and (key != "out" or args.verb == "score")]
     if given:
-        raise ConfigError(f"{', '.join(given)} need --engine ray")
+        raise ConfigError(f"{', '.join(given)}: only with --engine ray")
 
 
 def score_on_ray(args: argparse.Namespace) -> int:

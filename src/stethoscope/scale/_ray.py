@@ -55,8 +55,3 @@ def ray_session(address: str | None = None, cpus: int | None = None, progress: b
     finally:
         if started:
             ray.shutdown()
-
-
-def cluster_cpus(ray: ModuleType) -> int:
-    """Whole CPUs of the Ray session (a cluster's total), at least 1."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))

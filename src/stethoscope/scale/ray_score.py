@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.audio import decode_checked, read_file
+from ..data.audio import SAMPLE_RATE, decode_checked, read_file
 from ..data.clip import Clip, parse_channel
 from ..data.policy import AudioPolicy, current_policy
 from ..data.quality import Problem, is_hidden
@@ -36,7 +36,7 @@ from ..evaluation.dcase_io import ScoredClip, write_result_csvs
 from ..features.extract import Decoded, FeatureRequest, decode_waves
 from ..fsutil import atomic_write_bytes
 from ..systems.base import CONFIG_FILE, System, load_system
-from ._ray import cluster_cpus, ray_session
+from ._ray import ray_session
 from .sources import assign_models, is_uri, list_inputs, resolve_filesystem
 
 BATCH = 32  # files per decode task batch and per scoring call
@@ -73,7 +73,7 @@ def model_spec(folder: str | Path, system: System, channel: int | str | None = N
     """A model's `ModelSpec`; ``channel`` overrides the channel the model was trained on."""
     request = system.feature_request()
     recorded = (system.run_ or {}).get("channel", 0)
-    rate = request.logmel.sample_rate if request.logmel else 16_000
+    rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
     return ModelSpec(str(folder), request, parse_channel(recorded if channel is None else channel), rate)
 
 
@@ -170,48 +170,60 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     from ``models`` on Ray Data; returns (paths, rows) in input order, for the files the audio
     policy kept. With ``out``: ``scores.parquet``, ``scores.csv`` and the DCASE result CSVs.
 
-    ``actors``: scoring actors (default: one per CPU of the session, or per GPU with
-    ``ctx.device`` cuda); a Ray session the
-    caller started is used, else one is started (``address``, or a local one of ``cpus``)."""
+    ``actors``: scoring actors (default: one per CPU of the session, or per GPU with ``ctx.device``
+    cuda). A Ray session the caller started is used, else one is started (``address``, or a
+    local one of ``cpus`` CPUs) and shut down at the end."""
     ctx = ctx or RunContext(progress=False)
     systems = load_models(models)
     specs = {m: model_spec(folder_of(models, m), s, channel) for m, s in systems.items()}
     files = list_inputs(inputs, filesystem)
     machines = assign_models(files, systems)
+    items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines))]
     policy = current_policy()
-    if not files:
-        return [], []
-    with ray_session(address, cpus, ctx.progress) as ray:
-        total = cluster_cpus(ray)
-        gpu = ctx.device.startswith("cuda")
-        n_actors = actors or (max(1, int(ray.cluster_resources().get("GPU", 1))) if gpu else total)
-        items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines))]
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(n_actors, math.ceil(len(items) / BATCH))))
-        ds = ds.map_batches(decode_batch, batch_size=BATCH, batch_format="numpy", num_cpus=1,
-                            fn_kwargs={"specs": specs, "on_bad_audio": policy.on_bad_audio, "filesystem": filesystem})
-        # on CPUs Ray Data fuses the decode map into the actors (no features through the object
-        # store); a GPU actor takes a GPU, and the decode tasks stay CPU tasks that feed it
-        ds = ds.map_batches(Scorer, batch_size=BATCH, batch_format="numpy",
-                            fn_constructor_kwargs={"specs": specs, "ctx": ctx.replace(cache_dir=None, progress=False)},
-                            compute=ray.data.ActorPoolStrategy(size=n_actors),
-                            **({"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}))
-        kept: dict[int, tuple[str, ScoredClip]] = {}
-        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-            for i in range(len(batch["index"])):
-                path = str(batch["path"][i])
-                if batch["error"][i]:
-                    raise AudioError(path, str(batch["error"][i]))
-                found = [Problem(reason, unreadable) for reason, unreadable in json.loads(batch["problems"][i])]
-                if policy.judge(path, found) and batch["ok"][i]:
-                    machine = str(batch["machine"][i])
-                    kept[int(batch["index"][i])] = (path, ScoredClip(
-                        file=Path(path).name, machine=machine, section="00", label=None, domain=None,
-                        score=float(batch["score"][i]), decision=int(batch["decision"][i]), layout="folder"))
+    kept: dict[int, tuple[str, ScoredClip]] = {}
+    if items:
+        with ray_session(address, cpus, ctx.progress) as ray:
+            ds = _pipeline(ray, items, specs, ctx, actors, policy.on_bad_audio, filesystem)
+            for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+                kept.update(_judged(batch, policy))
     order = sorted(kept)
     paths, rows = [kept[i][0] for i in order], [kept[i][1] for i in order]
     if out is not None:
         write_outputs(Path(out), paths, rows, {m: s.threshold_ for m, s in systems.items()})
     return paths, rows
+
+
+def _pipeline(ray: Any, items: list[dict[str, Any]], specs: Mapping[str, ModelSpec], ctx: RunContext,
+              actors: int | None, on_bad_audio: str | None, filesystem: Any) -> Any:
+    """The Ray Data dataset: blocks of `BATCH` files, decode tasks, scoring actors."""
+    gpu = ctx.device.startswith("cuda")
+    n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
+    blocks = min(len(items), max(n_actors, math.ceil(len(items) / BATCH)))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ds.map_batches(decode_batch, batch_size=BATCH, batch_format="numpy", num_cpus=1,
+                        fn_kwargs={"specs": specs, "on_bad_audio": on_bad_audio, "filesystem": filesystem})
+    # on CPUs Ray Data fuses the decode map into the actors (no features through the object
+    # store); a GPU actor takes a GPU, and the decode tasks stay CPU tasks that feed it
+    return ds.map_batches(Scorer, batch_size=BATCH, batch_format="numpy",
+                          fn_constructor_kwargs={"specs": specs, "ctx": ctx.replace(cache_dir=None, progress=False)},
+                          compute=ray.data.ActorPoolStrategy(size=n_actors),
+                          **({"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}))
+
+
+def _judged(batch: Mapping[str, np.ndarray], policy: AudioPolicy) -> dict[int, tuple[str, ScoredClip]]:
+    """{input index: (path, row)} of a result batch's files that ``policy`` keeps, after replaying
+    each file's findings through it; the first file it refuses raises its `AudioError`."""
+    kept = {}
+    for i in range(len(batch["index"])):
+        path = str(batch["path"][i])
+        if batch["error"][i]:
+            raise AudioError(path, str(batch["error"][i]))
+        found = [Problem(reason, unreadable) for reason, unreadable in json.loads(batch["problems"][i])]
+        if policy.judge(path, found) and batch["ok"][i]:
+            kept[int(batch["index"][i])] = (path, ScoredClip(
+                file=Path(path).name, machine=str(batch["machine"][i]), section="00", label=None, domain=None,
+                score=float(batch["score"][i]), decision=int(batch["decision"][i]), layout="folder"))
+    return kept
 
 
 def folder_of(models: str | Path | Mapping[str, str | Path], machine: str) -> Path:
