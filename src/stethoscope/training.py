@@ -54,13 +54,7 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         log.start(machine)
         mctx = ctx.for_run(machine)
         try:
-            system = build()
-            mval = [c for c in val if c.machine == machine] if val else None
-            say(f"[{machine}] training {system.name} on {len(train)} clips")
-            started = time.perf_counter()
-            system.fit(train, mval, mctx)
-            seconds = time.perf_counter() - started
-            system.save(target, {"data_machine": machine, "train_seconds": seconds, **(meta or {})})
+            system, seconds = fit_and_save(machine, train, build, target, mctx, val, meta, say)
         except TrainingInterrupted:
             log.failed(machine, "interrupted")
             raise
@@ -75,6 +69,21 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         say(f"[{machine}] saved to {target} ({seconds:.1f} s, threshold {system.threshold_:.4g})")
     _finish(groups, ctx, log, failures)
     return systems
+
+
+def fit_and_save(machine: str, train: Sequence[Clip], build: Callable[[], System], target: Path, ctx: RunContext,
+                 val: Sequence[Clip] | None = None, meta: Mapping[str, Any] | None = None,
+                 say: Callable[[str], None] = _say) -> tuple[System, float]:
+    """Fit one machine type's system (``ctx``: its own, from `RunContext.for_run`) and save it
+    crash-safe to ``target``: (system, training seconds). Errors propagate to the caller."""
+    system = build()
+    mval = [c for c in val if c.machine == machine] if val else None
+    say(f"[{machine}] training {system.name} on {len(train)} clips")
+    started = time.perf_counter()
+    system.fit(train, mval, ctx)
+    seconds = time.perf_counter() - started
+    system.save(target, {"data_machine": machine, "train_seconds": seconds, **(meta or {})})
+    return system, seconds
 
 
 def _train_joint(groups: Mapping[str, Sequence[Clip]], build: Callable[[], System], out: Path, ctx: RunContext,

@@ -24,14 +24,14 @@ def add_audio_flag(group: argparse._ActionsContainer) -> None:
 
 def skipped_csv_path(args: argparse.Namespace) -> Path | None:
     """Where this run lists the files it left out: in ``--out`` (a folder; beside it for
-    ``explain``'s PNG), beside ``score --csv``, else in the current folder; ``scan`` only
+    ``explain``'s PNG; ``score --engine ray``'s too), beside ``score --csv``, else in the current folder; ``scan`` only
     reports and writes nothing."""
     if getattr(args, "verb", None) == "scan":
         return None
     if getattr(args, "verb", None) == "explain":
         return Path(args.out).parent / SKIPPED_CSV
-    if getattr(args, "verb", None) == "score":
-        return (Path(args.csv).parent if args.csv else Path.cwd()) / SKIPPED_CSV
+    if getattr(args, "verb", None) == "score" and args.csv:
+        return Path(args.csv).parent / SKIPPED_CSV
     out = getattr(args, "out", None)
     return (Path(out) if out else Path.cwd()) / SKIPPED_CSV
 

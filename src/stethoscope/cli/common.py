@@ -70,8 +70,10 @@ def info(args: argparse.Namespace) -> Callable[[str], None]:
     return (lambda message: None) if getattr(args, "quiet", False) else print_info
 
 
-def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progress: bool | None = None) -> RunContext:
-    """The runtime settings of this command from its flags (never from a system config)."""
+def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progress: bool | None = None,
+                local_device: bool = True) -> RunContext:
+    """The runtime settings of this command from its flags (never from a system config).
+    ``local_device=False``: the device is checked where the work runs (Ray workers), not here."""
     every = getattr(args, "checkpoint_every", 1)
     if every < 0:
         raise ConfigError(f"--checkpoint-every must be >= 0 (0 = no checkpoints), got {every}")
@@ -80,7 +82,8 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
                      cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
                      checkpoint_dir=checkpoints if every else None, checkpoint_every=max(every, 1),
                      resume=getattr(args, "resume", False))
-    ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+    if local_device:
+        ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     return ctx
 

@@ -9,6 +9,7 @@ from . import export as export_verb
 from . import scan as scan_verb
 from .audio import add_audio_flag
 from .common import DEFAULT_SYSTEM, add_channel, add_quiet
+from .engine import add_engine_flags
 from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
 
@@ -84,14 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     _data(p)
     _system(p)
     _runtime(p, training=True)
+    add_engine_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="score audio files with a trained model")
-    p.add_argument("--model", required=True, help="model folder written by `train`")
-    p.add_argument("paths", nargs="+", help="audio files or folders")
+    p.add_argument("--model", required=True, help="model folder written by `train` (--engine ray: also a folder "
+                                                  "of one model per machine type)")
+    p.add_argument("paths", nargs="+", help="audio files or folders (--engine ray: also URIs, e.g. s3://...)")
     p.add_argument("--csv", help="also write the scores to this CSV")
     add_channel(p, model=True)
     _runtime(p)
+    add_engine_flags(p, score=True)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("evaluate", help="DCASE metrics and result CSVs, from models or from submission CSVs")

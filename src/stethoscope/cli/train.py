@@ -13,6 +13,7 @@ from ..errors import LayoutError
 from ..training import train_machines
 from ..utils import atomic_write_json, run_metadata
 from ..data.clip import channel_name
+from .engine import check_engine, train_on_ray
 from .common import (DEFAULT_SYSTEM, build_system, by_machine, chosen_channel, finish_evaluation, info, run_context,
                      scan, scored, training_clips)
 
@@ -20,7 +21,8 @@ from .common import (DEFAULT_SYSTEM, build_system, by_machine, chosen_channel, f
 def cmd_train(args: argparse.Namespace) -> int:
     probe = build_system(args, args.system)  # hyperparameters are checked before any audio is read
     out = Path(args.out)
-    ctx = run_context(args, checkpoints=out / ".checkpoints")
+    check_engine(args)
+    ctx = run_context(args, checkpoints=out / ".checkpoints", local_device=args.engine == "local")
     shortest = probe.feature_request().min_seconds
     channel = chosen_channel(args)
     clips = scan(args.data, args.layout, args.machine, channel, shortest)
@@ -29,9 +31,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     empty = [m for m, train in groups.items() if not train]
     if empty:
         raise LayoutError(f"{args.data}: no training clips for machine type(s) {empty}")
-    train_machines(groups, lambda: build_system(args, args.system), out, ctx, val,
-                   nested=not (args.machine or len(groups) == 1),
-                   meta={"data": str(args.data), "channel": channel_name(channel)}, say=info(args))
+    nested, meta = not (args.machine or len(groups) == 1), {"data": str(args.data), "channel": channel_name(channel)}
+    if args.engine == "ray":
+        train_on_ray(args, probe, groups, ctx, val, nested, meta)
+        return 0
+    train_machines(groups, lambda: build_system(args, args.system), out, ctx, val, nested=nested, meta=meta,
+                   say=info(args))
     return 0
 
 

@@ -15,6 +15,11 @@ from .common import (by_machine, chosen_channel, finish_evaluation, info, model_
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .audio import audio_clips
+    from .engine import check_engine, score_on_ray
+
+    check_engine(args)
+    if args.engine == "ray":
+        return score_on_ray(args)
 
     system = load_system(args.model)
     ctx = run_context(args, progress=False)
