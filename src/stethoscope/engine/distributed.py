@@ -79,6 +79,11 @@ def broadcast_module(module: nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
+def barrier() -> None:
+    """Wait until every rank gets here."""
+    dist.barrier()
+
+
 def average_gradients(params: Sequence[nn.Parameter], weight: float) -> None:
     """Replace every gradient by ``sum_r weight_r * grad_r`` over the ranks: with each rank's loss a
     mean over its samples and ``weight_r`` its share of the batch, the mean over the whole batch.

@@ -27,8 +27,8 @@ from torch import nn
 from ..progress import progress
 from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .context import RunContext
-from .distributed import (MODEL_STREAM_STRIDE, World, average_buffers, average_gradients, broadcast_module,
-                          gather_rng_states, min_shard, sum_over_ranks, world_of)
+from .distributed import (MODEL_STREAM_STRIDE, World, average_buffers, average_gradients, barrier,
+                          broadcast_module, gather_rng_states, min_shard, sum_over_ranks, world_of)
 
 Batches = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, ...]]]
 
@@ -99,6 +99,8 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
                 extra = gather_rng_states(gens["model"], world) if world else None
                 if rank == 0:
                     save_checkpoint(ctx.checkpoint_dir, module, opts, gens, epoch + 1, history, fingerprint, extra)
+                if world:  # no rank goes on (e.g. to resume from it) before the checkpoint is complete
+                    barrier()
     except KeyboardInterrupt as err:
         meta = read_meta(ctx.checkpoint_dir) if ctx.checkpoint_dir is not None else None
         saved = str(ctx.checkpoint_dir) if meta else None
