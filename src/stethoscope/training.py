@@ -11,10 +11,16 @@ checkpoints in ``ctx.checkpoint_dir/joint``); each machine type's system it retu
 to that type's folder, and ``run.json`` keeps one record per type as above. Resumed, it is
 skipped when every type is trained, else the joint fit runs again (continuing from its
 checkpoint) and every type's folder is written anew.
+
+With ``ctx.data_parallel`` > 1 each fit (per type, or the joint one) runs unchanged on that
+many Ray Train workers that train its model together (`engine.launch`, docs/data_parallel.md);
+rank 0's fitted system is the one saved.
 """
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,6 +30,7 @@ from .engine import RunContext, TrainingInterrupted, discard_checkpoint, prune_c
 from .engine.runlog import RunLog
 from .errors import StethoscopeError
 from .systems.base import CONFIG_FILE, System, load_system
+from .utils import run_metadata
 
 
 def _say(message: str) -> None:
@@ -54,7 +61,7 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         log.start(machine)
         mctx = ctx.for_run(machine)
         try:
-            system, seconds = fit_and_save(machine, train, build, target, mctx, val, meta, say)
+            system, seconds = fit_and_save(machine, train, build, target, mctx, val, meta, say, out / ".ray")
         except TrainingInterrupted:
             log.failed(machine, "interrupted")
             raise
@@ -73,14 +80,15 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
 
 def fit_and_save(machine: str, train: Sequence[Clip], build: Callable[[], System], target: Path, ctx: RunContext,
                  val: Sequence[Clip] | None = None, meta: Mapping[str, Any] | None = None,
-                 say: Callable[[str], None] = _say) -> tuple[System, float]:
-    """Fit one machine type's system (``ctx``: its own, from `RunContext.for_run`) and save it
-    crash-safe to ``target``: (system, training seconds). Errors propagate to the caller."""
+                 say: Callable[[str], None] = _say, storage: Path | None = None) -> tuple[System, float]:
+    """Fit one machine type's system (``ctx``: its own, from `RunContext.for_run`; data-parallel
+    with ``ctx.data_parallel`` > 1, Ray's hand-over in ``storage``) and save it crash-safe to
+    ``target``: (system, training seconds). Errors propagate to the caller."""
     system = build()
     mval = [c for c in val if c.machine == machine] if val else None
     say(f"[{machine}] training {system.name} on {len(train)} clips")
     started = time.perf_counter()
-    system.fit(train, mval, ctx)
+    system = fit_system(system, train, mval, ctx, storage or target.parent / ".ray")
     seconds = time.perf_counter() - started
     system.save(target, {"data_machine": machine, "train_seconds": seconds, **(meta or {})})
     return system, seconds
@@ -103,7 +111,7 @@ def _train_joint(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Syste
     started = time.perf_counter()
     failures: dict[str, str] = {}
     try:
-        fitted = system.fit_joint(groups, val, jctx)
+        fitted = fit_joint(system, groups, val, jctx, out / ".ray")
     except TrainingInterrupted:
         for machine in groups:
             log.failed(machine, "interrupted")
@@ -126,6 +134,56 @@ def _train_joint(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Syste
         discard_checkpoint(jctx.checkpoint_dir)
     _finish(groups, ctx, log, failures)
     return {machine: fitted[machine] for machine in targets}
+
+
+def fit_system(system: System, train: Sequence[Clip], val: Sequence[Clip] | None, ctx: RunContext,
+               storage: Path) -> System:
+    """``system.fit``; with ``ctx.data_parallel`` > 1 on that many workers, returning rank 0's
+    fitted copy (``storage``: Ray's folder for the hand-over, removed afterwards)."""
+    if ctx.data_parallel == 1:
+        system.fit(train, val, ctx)
+        return system
+
+    def fit(wctx: RunContext) -> Mapping[str, System]:
+        system.fit(train, val, wctx)
+        return {"model": system}
+    return _fit_in_workers(fit, ctx, storage)["model"]
+
+
+def fit_joint(system: System, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None,
+              ctx: RunContext, storage: Path) -> dict[str, System]:
+    """``system.fit_joint``; with ``ctx.data_parallel`` > 1 on that many workers (rank 0's systems)."""
+    if ctx.data_parallel == 1:
+        return system.fit_joint(groups, val, ctx)
+    return _fit_in_workers(lambda wctx: system.fit_joint(groups, val, wctx), ctx, storage)
+
+
+def _fit_in_workers(fit: Callable[[RunContext], Mapping[str, System]], ctx: RunContext,
+                    storage: Path) -> dict[str, System]:
+    """Run ``fit`` on every worker; rank 0 saves what it fitted, the caller loads it back. The
+    run record keeps the worker's runtime and training facts, this process's command and versions."""
+    from .engine.launch import run_workers
+
+    def work(wctx: RunContext) -> Path | None:
+        import torch.distributed as dist
+
+        fitted = fit(wctx)
+        if dist.get_rank() != 0:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="stethoscope-fit-"))
+        for key, system in fitted.items():
+            system.save(folder / key)
+        return folder
+
+    try:
+        folder = run_workers(work, ctx, storage)
+        systems = {p.name: load_system(p) for p in sorted(folder.iterdir()) if p.is_dir()}
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    here = run_metadata()
+    for system in systems.values():
+        system.run_ = {k: v for k, v in (system.run_ or {}).items() if k not in here}
+    return systems
 
 
 def _finish(groups: Mapping[str, Sequence[Clip]], ctx: RunContext, log: RunLog, failures: Mapping[str, str]) -> None:

@@ -14,7 +14,7 @@ from .train import cmd_bench, cmd_demo, cmd_train
 from .use import cmd_evaluate, cmd_explain, cmd_list, cmd_report, cmd_score, cmd_stream
 
 
-def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
+def _runtime(p: argparse.ArgumentParser, training: bool = False) -> argparse._ArgumentGroup:
     """Runtime settings: how a run executes, never saved as hyperparameters."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -31,6 +31,7 @@ def _runtime(p: argparse.ArgumentParser, training: bool = False) -> None:
                        help="continue an interrupted run from OUT/.checkpoints (skips machine types already trained)")
         g.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                        help="save a training checkpoint every N epochs (default 1; 0 = none)")
+    return g
 
 
 def _data(p: argparse.ArgumentParser, model: bool = False) -> None:
@@ -84,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="labelled validation data root (for systems that select on it)")
     _data(p)
     _system(p)
-    _runtime(p, training=True)
+    _runtime(p, training=True).add_argument(
+        "--data-parallel", type=int, default=1, metavar="N",
+        help="train each model on N Ray Train workers together (gloo on CPU; with --device cuda one GPU each); "
+             "needs pip install 'stethoscope[ray]' (docs/data_parallel.md)")
     add_engine_flags(p)
     p.set_defaults(func=cmd_train)
 

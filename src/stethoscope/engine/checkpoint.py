@@ -51,9 +51,11 @@ def _size(path: Path) -> int:
 
 def save_checkpoint(directory: Path, module: torch.nn.Module, optimisers: dict[str, torch.optim.Optimizer],
                     generators: dict[str, torch.Generator], epoch: int, history: list[dict[str, float]],
-                    fingerprint_: str) -> Path:
-    """Write the training state after ``epoch`` completed epochs."""
+                    fingerprint_: str, extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the training state after ``epoch`` completed epochs (``extra``: more tensors, e.g. the
+    other data-parallel ranks' random states)."""
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    tensors.update(extra or {})
     groups = {}
     for name, opt in optimisers.items():
         state = opt.state_dict()
@@ -89,8 +91,13 @@ def read_meta(directory: Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Module,
-                    optimisers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator]) -> None:
-    """Restore what `save_checkpoint` wrote into freshly built objects."""
+                    optimisers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator],
+                    rank: int = 0, shared: Sequence[str] = ()) -> None:
+    """Restore what `save_checkpoint` wrote into freshly built objects.
+
+    Data-parallel rank ``rank`` > 0 restores its own random streams (``rng.rank<r>.*``, kept by
+    rank 0's checkpoint) except the generators named in ``shared``, which every rank shares; a
+    stream the checkpoint lacks (it was written by fewer ranks) keeps its fresh seed."""
     path = directory / str(meta.get("tensors", TENSORS))
     try:
         tensors = load_file(str(path))
@@ -105,11 +112,15 @@ def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Modu
                 _, _, pid, slot = key.split(".", 3)
                 state[int(pid)][slot] = value if slot == "step" else value.to(device)
         opt.load_state_dict({"state": dict(state), "param_groups": meta["param_groups"][name]})
+    own = "rng." if rank == 0 else f"rng.rank{rank}."
     for name, gen in generators.items():
-        gen.set_state(tensors[f"rng.{name}"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.torch_cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
+        key = f"rng.{name}" if name in shared else own + name
+        if key in tensors:
+            gen.set_state(tensors[key])
+    if own + "torch" in tensors:
+        torch.set_rng_state(tensors[own + "torch"])
+    if own + "torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors[own + "torch_cuda"])
 
 
 def discard_checkpoint(directory: Path | None) -> None:

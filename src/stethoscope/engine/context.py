@@ -46,7 +46,9 @@ def default_threads() -> int:
 @dataclass(frozen=True)
 class RunContext:
     """How a run executes. ``cache_dir=None`` means no feature cache; ``checkpoint_dir=None``
-    means no training checkpoints; ``resume`` continues from a matching checkpoint."""
+    means no training checkpoints; ``resume`` continues from a matching checkpoint;
+    ``data_parallel`` is the number of workers that train one model together (each a process
+    in a torch.distributed group, see `engine.distributed` and `engine.launch`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
@@ -57,6 +59,7 @@ class RunContext:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 1
     resume: bool = False
+    data_parallel: int = 1
 
     def __post_init__(self) -> None:
         if self.device != "cpu" and not self.device.startswith("cuda"):
@@ -65,6 +68,8 @@ class RunContext:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.data_parallel < 1:
+            raise ConfigError(f"data_parallel must be >= 1 worker, got {self.data_parallel}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("cache_dir", "checkpoint_dir"):
