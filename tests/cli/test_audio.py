@@ -153,7 +153,7 @@ def test_bad_audio_flag_is_on_every_audio_verb() -> None:
 
     sub = next(a for a in build_parser()._actions if a.dest == "verb")
     with_flag = {name for name, p in sub.choices.items() if any(a.dest == "on_bad_audio" for a in p._actions)}
-    assert with_flag == {"demo", "train", "score", "evaluate", "bench", "stream", "explain", "scan", "calibrate"}
+    assert with_flag == {"demo", "train", "score", "evaluate", "bench", "stream", "explain", "scan", "calibrate", "watch"}
 
 
 def test_output_of_a_run_with_all_good_audio_has_no_count_line(trained: Path, toy_root: Path,
