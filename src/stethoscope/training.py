@@ -61,7 +61,7 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         log.start(machine)
         mctx = ctx.for_run(machine)
         try:
-            system, seconds = fit_and_save(machine, train, build, target, mctx, val, meta, say, out / ".ray")
+            system, seconds = fit_and_save(machine, train, build, target, mctx, val, meta, say)
         except TrainingInterrupted:
             log.failed(machine, "interrupted")
             raise
@@ -80,15 +80,15 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
 
 def fit_and_save(machine: str, train: Sequence[Clip], build: Callable[[], System], target: Path, ctx: RunContext,
                  val: Sequence[Clip] | None = None, meta: Mapping[str, Any] | None = None,
-                 say: Callable[[str], None] = _say, storage: Path | None = None) -> tuple[System, float]:
+                 say: Callable[[str], None] = _say) -> tuple[System, float]:
     """Fit one machine type's system (``ctx``: its own, from `RunContext.for_run`; data-parallel
-    with ``ctx.data_parallel`` > 1, Ray's hand-over in ``storage``) and save it crash-safe to
-    ``target``: (system, training seconds). Errors propagate to the caller."""
+    with ``ctx.data_parallel`` > 1, Ray's hand-over in ``target/.ray``, removed before the save)
+    and save it crash-safe to ``target``: (system, training seconds). Errors propagate."""
     system = build()
     mval = [c for c in val if c.machine == machine] if val else None
     say(f"[{machine}] training {system.name} on {len(train)} clips")
     started = time.perf_counter()
-    system = fit_system(system, train, mval, ctx, storage or target.parent / ".ray")
+    system = fit_system(system, train, mval, ctx, target / ".ray")
     seconds = time.perf_counter() - started
     system.save(target, {"data_machine": machine, "train_seconds": seconds, **(meta or {})})
     return system, seconds

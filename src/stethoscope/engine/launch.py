@@ -9,8 +9,10 @@ request fails with a clear message. See docs/data_parallel.md.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 from ..errors import ConfigError, StethoscopeError
@@ -19,15 +21,18 @@ from .context import RunContext
 from .trainer import TrainingInterrupted
 
 WorkerFn = Callable[[RunContext], "Path | None"]
+INSTALL_HINT = "pip install 'stethoscope[ray]'"
 
 
-def require_ray() -> None:
-    """A clear error (exit 2 from the CLI) when Ray Train is not installed."""
+def require_ray(flag: str = "--data-parallel", module: str = "ray.train.torch", what: str = "Ray Train") -> ModuleType:
+    """The ``ray`` module once ``module`` imports, else a clear error (exit 2 from the CLI) naming
+    the ``flag`` that needs it and the extra to install."""
     try:
-        import ray.train.torch  # noqa: F401
+        ray = importlib.import_module("ray")
+        importlib.import_module(module)
     except ImportError as err:
-        raise ConfigError(f"--data-parallel needs Ray Train ({err}); install it with "
-                          "pip install 'stethoscope[ray]'") from None
+        raise ConfigError(f"{flag} needs {what}, which is not installed: {INSTALL_HINT} ({err})") from None
+    return ray
 
 
 def run_workers(fn: WorkerFn, ctx: RunContext, storage: Path, name: str = "fit") -> Path:

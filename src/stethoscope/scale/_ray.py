@@ -8,19 +8,13 @@ from contextlib import contextmanager
 from types import ModuleType
 
 from ..engine.context import available_cores
+from ..engine.launch import require_ray
 from ..errors import ConfigError
-
-INSTALL_HINT = "pip install 'stethoscope[ray]'"
 
 
 def import_ray() -> ModuleType:
     """The ``ray`` module with Ray Data, or a `ConfigError` saying how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401  (the extra's ray[data]: pyarrow, pandas)
-    except ImportError as err:
-        raise ConfigError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT} ({err})") from None
-    return ray
+    return require_ray("--engine ray", "ray.data", "Ray (with Ray Data)")
 
 
 @contextmanager
