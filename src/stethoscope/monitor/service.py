@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..engine import RunContext
 from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
+from ..systems.folders import model_folders
 from .store import AlarmChange, EventStore, FileMark
 
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -64,29 +64,18 @@ def model_version(folder: Path) -> str:
 
 
 def find_models(folder: str | Path) -> dict[str, Path]:
-    """{machine: model folder} of a folder written by ``train --out``: one model (machine named
-    by its run record, else the folder) or one sub-folder per machine type."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise CheckpointError(f"--models {root}: no such folder")
-    if (root / CONFIG_FILE).is_file():
+    """{machine: model folder} of a folder written by ``train --out`` (`systems.folders`), each
+    machine name checked: requests name machines, never paths."""
+    found = model_folders(folder)
+    if (Path(folder) / CONFIG_FILE).is_file():  # one model, named by its run record
+        return {check_machine_name(name): path for name, path in found.items()}
+    checked = {}
+    for name, sub in found.items():
         try:
-            run = json.loads((root / CONFIG_FILE).read_text()).get("run") or {}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-            raise CheckpointError(f"{root / CONFIG_FILE}: corrupt model config ({err})") from err
-        name = str(run.get("data_machine") or root.resolve().name)
-        return {check_machine_name(name): root}
-    found = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (sub / CONFIG_FILE).is_file():
-            try:
-                found[check_machine_name(sub.name)] = sub
-            except ConfigError as err:
-                raise CheckpointError(f"{sub}: {err}") from err
-    if not found:
-        raise CheckpointError(f"--models {root}: no trained model in it (expected {root}/{CONFIG_FILE} or "
-                              f"{root}/<machine>/{CONFIG_FILE}, as `stethoscope train --out` writes)")
-    return found
+            checked[check_machine_name(name)] = sub
+        except ConfigError as err:
+            raise CheckpointError(f"{sub}: {err}") from err
+    return checked
 
 
 @dataclass

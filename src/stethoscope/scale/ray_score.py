@@ -29,13 +29,14 @@ import numpy as np
 from ..data.audio import SAMPLE_RATE, decode_checked, read_file
 from ..data.clip import Clip, parse_channel
 from ..data.policy import AudioPolicy, current_policy
-from ..data.quality import Problem, is_hidden
+from ..data.quality import Problem
 from ..engine.context import RunContext
-from ..errors import AudioError, AudioSkipped, CheckpointError, ConfigError
+from ..errors import AudioError, AudioSkipped, ConfigError
 from ..evaluation.dcase_io import ScoredClip, write_result_csvs
 from ..features.extract import Decoded, FeatureRequest, decode_waves
 from ..fsutil import atomic_write_bytes
-from ..systems.base import CONFIG_FILE, System, load_system
+from ..systems.base import System, load_system
+from ..systems.folders import model_folders
 from ._ray import ray_session
 from .sources import assign_models, is_uri, list_inputs, resolve_filesystem
 
@@ -50,23 +51,6 @@ class ModelSpec:
     request: FeatureRequest
     channel: int | None
     sample_rate: int
-
-
-def load_models(models: str | Path | Mapping[str, str | Path]) -> dict[str, System]:
-    """{machine type: system} of a folder written by ``train --out`` (one model, its machine type
-    from its run record, or one sub-folder per type) or of a {machine type: folder} mapping."""
-    if isinstance(models, Mapping):
-        return {str(m): load_system(folder) for m, folder in models.items()}
-    root = Path(models)
-    if (root / CONFIG_FILE).is_file():
-        system = load_system(root)
-        return {str((system.run_ or {}).get("data_machine") or root.resolve().name): system}
-    subs = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)) if root.is_dir() else []
-    found = {p.name: load_system(p) for p in subs if (p / CONFIG_FILE).is_file()}
-    if not found:
-        raise CheckpointError(f"{root}: no trained model in it (expected {root}/{CONFIG_FILE} or "
-                              f"{root}/<machine>/{CONFIG_FILE}, as `stethoscope train --out` writes)")
-    return found
 
 
 def model_spec(folder: str | Path, system: System, channel: int | str | None = None) -> ModelSpec:
@@ -174,8 +158,10 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     cuda). A Ray session the caller started is used, else one is started (``address``, or a
     local one of ``cpus`` CPUs) and shut down at the end."""
     ctx = ctx or RunContext(progress=False)
-    systems = load_models(models)
-    specs = {m: model_spec(folder_of(models, m), s, channel) for m, s in systems.items()}
+    folders = ({str(m): Path(f) for m, f in models.items()} if isinstance(models, Mapping)
+               else model_folders(models, flag="--model"))
+    systems = {m: load_system(folder) for m, folder in folders.items()}
+    specs = {m: model_spec(folders[m], s, channel) for m, s in systems.items()}
     files = list_inputs(inputs, filesystem)
     machines = assign_models(files, systems)
     items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines))]
@@ -224,14 +210,6 @@ def _judged(batch: Mapping[str, np.ndarray], policy: AudioPolicy) -> dict[int, t
                 file=Path(path).name, machine=str(batch["machine"][i]), section="00", label=None, domain=None,
                 score=float(batch["score"][i]), decision=int(batch["decision"][i]), layout="folder"))
     return kept
-
-
-def folder_of(models: str | Path | Mapping[str, str | Path], machine: str) -> Path:
-    """The model folder of ``machine`` in what `load_models` read."""
-    if isinstance(models, Mapping):
-        return Path(models[machine])
-    root = Path(models)
-    return root if (root / CONFIG_FILE).is_file() else root / machine
 
 
 def write_outputs(out: Path, paths: Sequence[str], rows: Sequence[ScoredClip],
