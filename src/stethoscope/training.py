@@ -74,7 +74,7 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Sys
         log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=system.threshold_)
         systems[machine] = system
         say(f"[{machine}] saved to {target} ({seconds:.1f} s, threshold {system.threshold_:.4g})")
-    _finish(groups, ctx, log, failures)
+    finish_training(groups, ctx, log, failures)
     return systems
 
 
@@ -132,7 +132,7 @@ def _train_joint(groups: Mapping[str, Sequence[Clip]], build: Callable[[], Syste
         say(f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold {fitted[machine].threshold_:.4g})")
     if not failures:
         discard_checkpoint(jctx.checkpoint_dir)
-    _finish(groups, ctx, log, failures)
+    finish_training(groups, ctx, log, failures)
     return {machine: fitted[machine] for machine in targets}
 
 
@@ -186,8 +186,9 @@ def _fit_in_workers(fit: Callable[[RunContext], Mapping[str, System]], ctx: RunC
     return systems
 
 
-def _finish(groups: Mapping[str, Sequence[Clip]], ctx: RunContext, log: RunLog, failures: Mapping[str, str]) -> None:
-    """Remove empty checkpoint folders; raise naming every failed machine type."""
+def finish_training(groups: Mapping[str, Sequence[Clip]], ctx: RunContext, log: RunLog, failures: Mapping[str, str]) -> None:
+    """The end of a per-type training (local or on Ray): remove empty checkpoint folders; raise
+    naming every failed machine type."""
     prune_checkpoints(ctx.checkpoint_dir)
     if failures:
         listed = "; ".join(f"{m}: {r}" for m, r in failures.items())

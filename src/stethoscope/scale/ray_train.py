@@ -18,11 +18,11 @@ from typing import Any
 from ..data.clip import Clip
 from ..data.policy import AudioPolicy, current_policy
 from ..data.quality import Problem
-from ..engine import RunContext, discard_checkpoint, prune_checkpoints
+from ..engine import RunContext, discard_checkpoint
 from ..engine.runlog import RunLog
 from ..errors import StethoscopeError
 from ..systems.base import CONFIG_FILE, get_system
-from ..training import fit_and_save, train_machines
+from ..training import finish_training, fit_and_save, train_machines
 from ._ray import ray_session
 
 
@@ -113,10 +113,7 @@ def train_with_ray(groups: Mapping[str, Sequence[Clip]], name: str, params: Mapp
             pending[task.remote(machine, train, name, params, str(targets[machine]), ctx.for_run(machine), mval,
                                 meta, policy.on_bad_audio)] = machine
         failures = _collect(ray, pending, log, targets, policy, say)
-    prune_checkpoints(ctx.checkpoint_dir)
-    if failures:
-        listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
-        raise StethoscopeError(f"{len(failures)} of {len(groups)} machine type(s) failed ({listed}); see {log.path}")
+    finish_training(groups, ctx, log, failures)
     return {m: t for m, t in targets.items() if log.status(m) == "trained"}
 
 
