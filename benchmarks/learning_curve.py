@@ -1,10 +1,10 @@
 """Learning curve on the toy factory: test AUC against the number of training clips per machine type.
 
-One toy-factory data set (seed 0; ``--machines``, each with ``max(--sizes)`` normal training
-clips and ``--test`` test clips, half anomalous, half target domain) is written once. For each
-size n, every system is trained on the first n training clips of each machine type (file-name
-order, about 10 % of them target domain as in the data set, so the sets are nested) and scores
-the same test clips: AUC and pAUC per machine type
+One toy-factory data set (seed 0; ``--machines``, each with ``--sections`` sections of
+``max(--sizes)`` normal training clips and ``--test`` test clips, half anomalous, half target
+domain) is written once. For each size n, every system is trained on the first n training clips
+of each section of each machine type (file-name order, about 10 % of them target domain as in
+the data set, so the sets are nested) and scores the same test clips: AUC and pAUC per machine type
 (DCASE definitions), their mean, training seconds and scoring ms per clip. A joint system
 (`System.joint`, e.g. aux_classifier) is fitted once over all machine types, the others once per
 type. Systems are the names of ``bench_ablation.py`` (same configs); the AE's MSE and MAHALA
@@ -93,13 +93,16 @@ def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], 
 
 
 def first(clips: list, machine: str, n: int) -> list:
-    """The first n training clips of ``machine`` in file-name order, with the toy factory's
-    domain proportions (about 10 % target, at least one from two clips on), so that every size
-    trains on both domains as the test clips are."""
-    train = [c for c in clips if c.machine == machine and c.split == "train"]
+    """The first n training clips of each section of ``machine`` in file-name order, with the toy
+    factory's domain proportions (about 10 % target, at least one from two clips on), so that
+    every size trains on both domains as the test clips are."""
     n_target = max(1, round(0.1 * n)) if n >= 2 else 0
-    target = [c for c in train if c.domain == "target"][:n_target]
-    return [c for c in train if c.domain != "target"][:n - len(target)] + target
+    chosen = []
+    for section in sorted({c.section for c in clips if c.machine == machine}):
+        train = [c for c in clips if c.machine == machine and c.section == section and c.split == "train"]
+        target = [c for c in train if c.domain == "target"][:n_target]
+        chosen += [c for c in train if c.domain != "target"][:n - len(target)] + target
+    return chosen
 
 
 def table(results: dict[int, dict[str, Any]], names: list[str]) -> str:
@@ -122,6 +125,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20, 50, 100])
     parser.add_argument("--test", type=int, default=40, help="test clips per machine type (half anomalous)")
     parser.add_argument("--machines", nargs="+", default=["fan", "gearbox", "pump"])
+    parser.add_argument("--sections", nargs="+", default=["00"],
+                        help="toy sections per machine type (each sounds different: classes for aux_classifier)")
     parser.add_argument("--systems", nargs="+", required=True, choices=list(SYSTEMS), metavar="NAME")
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data is always seed 0)")
@@ -137,7 +142,8 @@ def main() -> None:
     results: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_toy_dataset(Path(tmp) / "toy", machines=args.machines, n_train=max(args.sizes),
-                                n_test=args.test, seconds=args.seconds, seed=0)
+                                n_test=args.test, seconds=args.seconds, seed=0,
+                                sections=args.sections)
         clips = sorted(scan(root), key=lambda c: str(c.path))
         tests = {m: [c for c in clips if c.machine == m and c.split == "test"] for m in args.machines}
         for n in sorted(args.sizes):
@@ -145,7 +151,8 @@ def main() -> None:
             groups = {m: first(clips, m, n) for m in args.machines}
             results[n] = run_size(groups, tests, args.systems, args.seed, args.epochs)
             (out / "learning_curve.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
-    text = "\n".join([f"Mean test AUC over {', '.join(args.machines)} ({args.test} test clips each):", "",
+    text = "\n".join([f"Mean test AUC over {', '.join(args.machines)} ({len(args.sections)} section(s), "
+                      f"{args.test} test clips per section; n = training clips per section):", "",
                       table(results, args.systems), "", provenance()]) + "\n"
     (out / "learning_curve.md").write_text(text)
     print(text)
