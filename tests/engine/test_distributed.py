@@ -166,7 +166,7 @@ def test_two_ranks_fit_the_dcase_ae_close_to_one_process(ranks: tuple[Path, list
 def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="needs a torch.distributed process group of 2 workers"):
         train(MLP(), _batches, 1, OptimiserSpec(1e-2), RunContext(progress=False, data_parallel=2), "fp")
-    with pytest.raises(ConfigError, match="data_parallel must be >= 1"):
+    with pytest.raises(ConfigError, match=r"data_parallel \(--data-parallel\) must be >= 1"):
         RunContext(data_parallel=0)
 
 

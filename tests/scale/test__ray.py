@@ -31,6 +31,14 @@ def test_ray_flags_need_engine_ray(fleet_data: Path, tmp_path: Path, capsys: pyt
     assert "--address: only with --engine ray" in capsys.readouterr().err
 
 
+def test_engine_ray_refuses_data_parallel(fleet_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--data", str(fleet_data), "--out", str(tmp_path / "m"), "--engine", "ray",
+                 "--data-parallel", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--engine ray and --data-parallel: choose one" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
 def test_ray_cpus_and_address_exclude_each_other() -> None:
     pytest.importorskip("ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])")
     import ray

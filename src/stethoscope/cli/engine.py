@@ -33,8 +33,13 @@ def add_engine_flags(p: argparse.ArgumentParser, score: bool = False) -> None:
 
 def check_engine(args: argparse.Namespace) -> None:
     """Before any audio is read: Ray importable for ``--engine ray`` (else the install hint);
-    Ray-only flags given to the local engine are an error, not ignored."""
+    Ray-only flags given to the local engine are an error, not ignored; ``--engine ray`` with
+    ``--data-parallel N`` is refused (a Ray task per machine type cannot start its own Ray Train
+    workers: train the types one by one with ``--data-parallel``, or the fleet with ``--engine ray``)."""
     if args.engine == "ray":
+        if getattr(args, "data_parallel", 1) > 1:
+            raise ConfigError("--engine ray and --data-parallel: choose one (--engine ray trains one machine type per "
+                              "Ray task; --data-parallel N splits one training over N Ray Train workers)")
         from ..scale._ray import import_ray
 
         import_ray()

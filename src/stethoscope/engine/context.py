@@ -69,7 +69,7 @@ class RunContext:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.data_parallel < 1:
-            raise ConfigError(f"data_parallel must be >= 1 worker, got {self.data_parallel}")
+            raise ConfigError(f"data_parallel (--data-parallel) must be >= 1 worker, got {self.data_parallel}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("cache_dir", "checkpoint_dir"):
