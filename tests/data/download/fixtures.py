@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import threading
 import zipfile
@@ -142,6 +143,18 @@ GROUND_TRUTH = (b"ToyPet\r\nsection_00_0000.wav,section_00_source_test_anomaly_0
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def record_json(files: dict[str, bytes], record: int, lie: bool = False, invenio: bool = False) -> bytes:
+    """A Zenodo record's metadata listing its files of ``files`` with their md5 and size, as
+    ``/api/records/N`` answers (``invenio``: as the InvenioRDM ``/files`` listing); ``lie``:
+    every checksum is wrong."""
+    prefix = f"records/{record}/files/"
+    entries = [{"key": path[len(prefix):], "size": len(data), "checksum": f"md5:{md5(data + (b'x' if lie else b''))}",
+                "links": {"self": f"https://zenodo.org/api/{path}/content"}}
+               for path, data in files.items() if path.startswith(prefix)]
+    document = {"entries": entries} if invenio else {"id": record, "metadata": {"title": "test"}, "files": entries}
+    return json.dumps(document).encode()
 
 
 def write_registry(path: Path, files: dict[str, bytes], unverified: str | None = None,

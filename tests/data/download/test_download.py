@@ -3,6 +3,7 @@ resumed partial download, a checksum mismatch, a truncated download, a 500 then 
 archives with no checksum, and a real full disk (a file size limit in a subprocess)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from stethoscope.cli import main
 from stethoscope.data import scan
 
-from .fixtures import Server, write_registry
+from .fixtures import Server, record_json, write_registry
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -78,7 +79,7 @@ def test_dry_run_lists_files_sizes_and_sources(server: Server, archives: dict[st
     assert re.search(rf"dev_fan.zip\s+fan\s+{size / 1000:.1f} kB\s+md5 [0-9a-f]{{32}} \(test-fixture\)", shown)
     test_size = len(archives["records/15519362/files/eval_data_ToyPet_test.zip"])
     assert re.search(rf"eval_data_ToyPet_test.zip\s+ToyPet\s+{test_size / 1000:.1f} kB \(server\)\s+UNVERIFIED", shown)
-    assert "no checksum: test: no checksum published" in shown
+    assert "no checksum: test: no checksum published" in shown  # the test server has no record metadata
     assert f"{server.url}/records/15097779/files/dev_fan.zip?download=1" in shown
     assert "would fetch 4 file(s)" in shown and "needs --allow-unverified" in shown
     assert not out.exists() and not server.faults.gets("dev_fan.zip")
@@ -136,15 +137,50 @@ def test_archives_without_a_checksum_need_the_flag(server: Server, archives: dic
                                                    capsys: pytest.CaptureFixture) -> None:
     registry = write_registry(tmp_path / "r.yaml", archives, unverified="dev_fan.zip")
     assert _download(server, registry, tmp_path / "data", "--split", "dev") == 2
-    assert "no published checksum is known for 1 archive(s) (dev_fan.zip): test: no checksum published. " \
-           "Nothing was downloaded" in capsys.readouterr().err
-    assert not server.faults.requests
+    err = capsys.readouterr().err
+    assert "warning: Zenodo record 15097779: its metadata could not be read (" in err and "HTTP 404" in err
+    assert "no published checksum is known for 1 archive(s) (dev_fan.zip): test: no checksum published; their " \
+           "Zenodo record's metadata gave none either (see the warnings). Nothing was downloaded" in err
+    assert not server.faults.gets("dev_fan.zip")
     assert _download(server, registry, tmp_path / "data", "--split", "dev", "--allow-unverified") == 0
     said = capsys.readouterr()
     assert "warning: dev_fan.zip: no published checksum; it will be kept UNVERIFIED" in said.err
     assert "1 UNVERIFIED" in said.out
     marker = tmp_path / "data" / "dcase2025" / ".download" / "dev_fan.zip.done.json"
     assert json.loads(marker.read_text())["verified"] is False
+
+
+@pytest.mark.parametrize("invenio", [False, True])
+def test_a_missing_checksum_is_read_from_the_zenodo_record(server: Server, archives: dict[str, bytes],
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           invenio: bool) -> None:
+    """An archive the registry pins no checksum for is verified against the md5 its Zenodo
+    record lists (``/api/records/N``, or the InvenioRDM ``/files`` listing), and cited so."""
+    registry = write_registry(tmp_path / "r.yaml", archives, unverified="dev_fan.zip")
+    where = "api/records/15097779" + ("/files" if invenio else "")
+    server.files[where] = record_json(archives, 15097779, invenio=invenio)
+    out = tmp_path / "data"
+    assert _download(server, registry, out, "--split", "dev", "--dry-run") == 0
+    digest = hashlib.md5(archives["records/15097779/files/dev_fan.zip"]).hexdigest()
+    cited = f"Zenodo record 15097779 metadata ({server.url}/api/records/15097779, read at download time)"
+    assert f"md5 {digest} ({cited})" in capsys.readouterr().out
+    assert _download(server, registry, out, "--split", "dev") == 0
+    said = capsys.readouterr()
+    assert "UNVERIFIED" not in said.out + said.err
+    marker = json.loads((out / "dcase2025" / ".download" / "dev_fan.zip.done.json").read_text())
+    assert marker["verified"] is True and marker["md5"] == digest and marker["sources"] == [cited]
+    assert len(scan(out / "dcase2025" / "dev")) == 5
+
+
+def test_a_record_checksum_that_does_not_match_deletes_the_file(server: Server, archives: dict[str, bytes],
+                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    registry = write_registry(tmp_path / "r.yaml", archives, unverified="dev_fan.zip")
+    server.files["api/records/15097779"] = record_json(archives, 15097779, lie=True)
+    out = tmp_path / "data"
+    assert _download(server, registry, out, "--split", "dev") == 2
+    err = capsys.readouterr().err
+    assert "dev_fan.zip: checksum mismatch (md5 " in err and "checksum from Zenodo record 15097779 metadata" in err
+    assert not list((out / "dcase2025" / ".download").iterdir()) and _data_files(out / "dcase2025") == []
 
 
 _LIMITED = textwrap.dedent("""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +20,7 @@ from ...fsutil import atomic_write_json
 from ...progress import progress
 from .extract import apply_ground_truth, extract_archive, read_ground_truth
 from .fetch import Fetcher, remote_size
+from .record import with_record_checksums
 from .registry import Dataset, Registry, Remote, Split, select
 
 STATE = ".download"
@@ -74,6 +75,17 @@ def make_plan(registry: Registry, dataset: str, opts: Options) -> Plan:
     return Plan(ds, splits, archives, truths, Path(opts.out) / dataset)
 
 
+def with_checksums(plan: Plan, opts: Options) -> Plan:
+    """The plan with a checksum, read from each split's Zenodo record, for every archive not yet
+    done that the registry pins none for (`record`)."""
+    records = {s.name: s.record for s in plan.dataset.splits.values()}
+    todo = [a for a in plan.archives if not a.verifiable and not plan.marker(a).exists()]
+    if not todo:
+        return plan
+    found = {a.file: a for a in with_record_checksums(todo, records, opts.base_url, opts.say)}
+    return replace(plan, archives=[found.get(a.file, a) for a in plan.archives])
+
+
 def human(size: int | None) -> str:
     """``1234567`` -> ``1.2 MB`` (decimal units, as Zenodo shows them)."""
     if size is None:
@@ -96,7 +108,9 @@ def _check_line(remote: Remote) -> str:
 
 def dry_run(plan: Plan, opts: Options) -> int:
     """Print what would be fetched, where from, its size and checksum source; fetch nothing.
-    Sizes the registry lacks are asked of the server (HEAD); 0."""
+    Checksums the registry lacks are read from the Zenodo records, sizes it lacks are asked of
+    the server (HEAD); 0."""
+    plan = with_checksums(plan, opts)
     ds = plan.dataset
     print(f"{ds.name}: {ds.title}; licence {ds.licence}")
     files = [*plan.archives, *plan.truths]
@@ -129,7 +143,8 @@ def dry_run(plan: Plan, opts: Options) -> int:
     print(f"would fetch {todo} file(s), {human(total)}{more}; {n_done} already done")
     unverified = [r.file for r in plan.archives if not r.verifiable]
     if unverified:
-        print(f"{len(unverified)} archive(s) have no published checksum; downloading them needs --allow-unverified")
+        print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's metadata; "
+              "downloading them needs --allow-unverified")
     return 0
 
 
@@ -139,12 +154,14 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     say = opts.say
     if opts.jobs < 1:
         raise DownloadError(f"--jobs must be at least 1, got {opts.jobs}")
+    plan = with_checksums(plan, opts)
     todo = [a for a in plan.archives if not plan.marker(a).exists()]
     unverifiable = [a.file for a in todo if not a.verifiable]
     if unverifiable and not opts.allow_unverified:
         reason = next(a.reason for a in todo if not a.verifiable)
         raise DownloadError(f"{plan.dataset.name}: no published checksum is known for {len(unverifiable)} archive(s) "
-                            f"({', '.join(unverifiable)}): {reason}. Nothing was downloaded. Run again with "
+                            f"({', '.join(unverifiable)}): {reason}; their Zenodo record's metadata gave none "
+                            "either (see the warnings). Nothing was downloaded. Run again with "
                             "--allow-unverified to fetch them anyway (each zip member's CRC is still checked)")
     for name in unverifiable:
         say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED (--allow-unverified)")
