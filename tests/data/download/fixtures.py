@@ -137,6 +137,9 @@ def dcase2025_archives() -> dict[str, bytes]:
             "records/15519362/files/eval_data_ToyPet_test.zip": zip_bytes(test)}
 
 
+EVALUATOR_PATH = f"nttcslab/dcase2026_task2_evaluator/{'a' * 40}/ground_truth_attributes/ground_truth_{{machine}}_section_00_test.csv"
+EVALUATOR_TABLE = (b"section_00_0000.wav,section_00_source_test_anomaly_0000_noAttribute\n"
+                   b"section_00_0001.wav,section_00_target_test_normal_0001_noAttribute\n")
 GROUND_TRUTH = (b"ToyPet\r\nsection_00_0000.wav,section_00_source_test_anomaly_0000_noAttribute.wav\r\n"
                 b"section_00_0001.wav,section_00_target_test_normal_0001_noAttribute.wav\r\n")
 
@@ -158,9 +161,11 @@ def record_json(files: dict[str, bytes], record: int, lie: bool = False, invenio
 
 
 def write_registry(path: Path, files: dict[str, bytes], unverified: str | None = None,
-                   wrong_md5: str | None = None) -> Path:
+                   wrong_md5: str | None = None, evaluator_truth: bool = False) -> Path:
     """A registry with the real names of DCASE 2025 (dev fan, eval ToyPet) whose checksums are
-    those of ``files``; ``unverified``: that archive has none; ``wrong_md5``: that one lies."""
+    those of ``files``; ``unverified``: that archive has none; ``wrong_md5``: that one lies;
+    ``evaluator_truth``: the evaluation labels come as per-machine evaluator tables (as DCASE
+    2026's) with no checksum, pinned to a commit, instead of the baseline's list."""
     def entry(machine: str, record: int, name: str) -> dict:
         data = files[f"records/{record}/files/{name}"]
         out = {"machine": machine, "file": name, "size": len(data), "md5": md5(data), "sources": ["test-fixture"]}
@@ -182,5 +187,9 @@ def write_registry(path: Path, files: dict[str, bytes], unverified: str | None =
                  "ground_truth": {"file": "eval_data_list_2025.csv", "host": "github", "path": GT_PATH,
                                   "size": len(truth), "sha256": hashlib.sha256(truth).hexdigest(),
                                   "sources": ["test-fixture"]}}}}}}
+    if evaluator_truth:
+        registry["datasets"]["dcase2025"]["splits"]["eval"]["ground_truth"] = {
+            "per_machine": True, "format": "evaluator", "file": "ground_truth_{machine}_section_00_test.csv",
+            "host": "github", "path": EVALUATOR_PATH, "reason": "test: pinned by commit"}
     path.write_text(yaml.safe_dump(registry, sort_keys=False))
     return path

@@ -16,7 +16,7 @@ import pytest
 from stethoscope.cli import main
 from stethoscope.data import scan
 
-from .fixtures import Server, record_json, write_registry
+from .fixtures import EVALUATOR_PATH, EVALUATOR_TABLE, Server, record_json, write_registry
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -181,6 +181,33 @@ def test_a_record_checksum_that_does_not_match_deletes_the_file(server: Server, 
     err = capsys.readouterr().err
     assert "dev_fan.zip: checksum mismatch (md5 " in err and "checksum from Zenodo record 15097779 metadata" in err
     assert not list((out / "dcase2025" / ".download").iterdir()) and _data_files(out / "dcase2025") == []
+
+
+def test_per_machine_evaluator_tables_label_the_evaluation_clips(server: Server, archives: dict[str, bytes],
+                                                                tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """DCASE 2026's labels: one evaluator table per machine type, no checksum, a commit-pinned
+    URL; every line is checked before a clip is renamed, and a bad table renames nothing."""
+    registry = write_registry(tmp_path / "r.yaml", archives, evaluator_truth=True)
+    table = EVALUATOR_PATH.replace("{machine}", "ToyPet")
+    server.files[table] = EVALUATOR_TABLE
+    out = tmp_path / "data"
+    assert _download(server, registry, out, "--split", "eval", "--dry-run") == 0
+    assert re.search(r"ground_truth_ToyPet_section_00_test.csv\s+ground truth\s+.*no checksum; pinned to commit "
+                     r"aaaaaaaaaaaa, every line checked", capsys.readouterr().out)
+    assert _download(server, registry, out, "--split", "eval") == 0
+    said = capsys.readouterr()
+    assert f"it comes from a URL pinned to commit {'a' * 40}, and every line was checked" in said.out + said.err
+    test = sorted(c.path.name for c in scan(out / "dcase2025" / "eval") if c.split == "test")
+    assert test == ["section_00_source_test_anomaly_0000_noAttribute.wav",
+                    "section_00_target_test_normal_0001_noAttribute.wav"]
+
+    server.files[table] = b"section_00_0000.wav,section_00_source_test_anomaly_0007_noAttribute\n"
+    assert _download(server, registry, tmp_path / "bad", "--split", "eval") == 2
+    err = capsys.readouterr().err
+    assert "ground_truth_ToyPet_section_00_test.csv: line 1 (" in err and "the table is not used" in err
+    names = sorted(p.name for p in (tmp_path / "bad" / "dcase2025" / "eval" / "ToyPet" / "test").iterdir())
+    assert names == ["section_00_0000.wav", "section_00_0001.wav"]  # official names kept
+    assert not (tmp_path / "bad" / "dcase2025" / ".download" / "ground_truth_ToyPet_section_00_test.csv").exists()
 
 
 _LIMITED = textwrap.dedent("""

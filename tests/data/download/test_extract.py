@@ -63,3 +63,23 @@ def test_ground_truth_renames_once(tmp_path: Path) -> None:
     assert apply_ground_truth(table, tmp_path / "eval", ["fan"], said.append) == {"fan": 0} and not said
     assert (tmp_path / "eval/fan/source_test/section_03_source_test_anomaly_0000.wav").exists()
     assert (tmp_path / "eval/fan/target_test/section_03_target_test_normal_0000.wav").exists()
+
+
+def test_an_evaluator_table_is_read_and_each_line_checked(tmp_path: Path) -> None:
+    good = tmp_path / "ground_truth_ToyDrone_section_00_test.csv"
+    good.write_text("section_00_0001.wav,section_00_target_test_anomaly_0001_mdl_B_spd_2\n"
+                    "section_00_0002.wav,section_00_source_test_normal_0002_noAttribute.wav\n")
+    assert read_ground_truth(good, "evaluator", "ToyDrone") == {"ToyDrone": [
+        ("section_00_0001.wav", "section_00_target_test_anomaly_0001_mdl_B_spd_2.wav"),
+        ("section_00_0002.wav", "section_00_source_test_normal_0002_noAttribute.wav")]}
+    for text, line in [("section_00_0001.wav,section_00_target_test_anomaly_0002_x\n", 1),  # another number
+                       ("section_00_0001.wav,section_00_source_test_normal_0001\nsection_00_0002.wav,"
+                        "section_01_source_test_normal_0002\n", 2),  # another section
+                       ("section_00_0001.wav,section_00_source_train_normal_0001\n", 1)]:  # not a test name
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(DownloadError, match=rf"bad.csv: line {line} \(.*\) does not pair"):
+            read_ground_truth(bad, "evaluator", "ToyDrone")
+    (tmp_path / "empty.csv").write_text("\n")
+    with pytest.raises(DownloadError, match="no clip lines"):
+        read_ground_truth(tmp_path / "empty.csv", "evaluator", "ToyDrone")

@@ -33,14 +33,21 @@ def test_every_data_set_and_record_is_there() -> None:
                 assert a.verifiable or a.reason, a.file
                 assert all(s in reg.sources for s in a.sources)
             if split.name == "eval":
-                assert (split.ground_truth is None) != (split.ground_truth_missing is None), ds.name
+                assert bool(split.ground_truths) != (split.ground_truth_missing is not None), ds.name
     counts = {name: sum(a.verifiable for s in ds.splits.values() for a in s.archives)
               for name, ds in reg.datasets.items()}
     assert counts == {"dcase2020": 18, "dcase2021": 0, "dcase2022": 0, "dcase2023": 21, "dcase2024": 0,
                       "dcase2025": 0, "dcase2026": 12, "mimii": 12}
-    truth = reg.datasets["dcase2025"].splits["eval"].ground_truth
-    assert truth is not None and truth.sha256 and truth.url().startswith(
+    (truth,) = reg.datasets["dcase2025"].splits["eval"].ground_truths
+    assert truth.sha256 and truth.format == "list" and truth.labels is None and truth.url().startswith(
         "https://raw.githubusercontent.com/nttcslab/dcase2023_task2_baseline_ae/9b64dc42276a64f65b7cbf2761d3c9ec525cff94/")
+    # 2026: one evaluator table per evaluation machine type, pinned to the evaluator's commit
+    truths = reg.datasets["dcase2026"].splits["eval"].ground_truths
+    assert [t.labels for t in truths] == [a.machine for a in reg.datasets["dcase2026"].splits["eval"].archives]
+    assert all(t.format == "evaluator" and not t.verifiable and t.reason for t in truths)
+    assert truths[0].url() == ("https://raw.githubusercontent.com/nttcslab/dcase2026_task2_evaluator/"
+                               "f6a94a2b5e614a9626c9d1ccff6df0705e6aaa75/ground_truth_attributes/"
+                               "ground_truth_BlowerDustCollector_section_00_test.csv")
 
 
 def test_select_by_split_and_machine() -> None:
@@ -71,4 +78,20 @@ def test_a_bad_registry_names_the_entry(tmp_path: Path, change: dict, message: s
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=rf"{path}: datasets.d.splits.dev.archives\[0\]: {message}"):
+        load_registry(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"path": "o/r/main/gt_{machine}.csv"}, "a ground-truth table without a checksum must name a full 40-digit git commit"),
+    ({"file": "gt.csv"}, "per_machine needs '{machine}' in both 'file' and 'path'"),
+    ({"format": "xml"}, "format 'xml' is not one of list, evaluator"),
+])
+def test_a_bad_ground_truth_entry_is_named(tmp_path: Path, change: dict, message: str) -> None:
+    truth = {"per_machine": True, "format": "evaluator", "file": "gt_{machine}.csv", "host": "github",
+             "path": f"o/r/{'a' * 40}/gt_{{machine}}.csv", "reason": "test", **change}
+    doc = {"version": 1, "datasets": {"d": {"layout": "dcase2022", "splits": {"eval": {
+        "record": 1, "archives": [{"machine": "fan", "file": "e.zip", "reason": "test"}], "ground_truth": truth}}}}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=rf"{path}: datasets.d.splits.eval.ground_truth: {message}"):
         load_registry(path)

@@ -27,6 +27,8 @@ TEST_FOLDERS = ("test", "source_test", "target_test")
 _ATTRIBUTES = re.compile(r"^attributes_\d+\.csv$")
 _MIMII_ID = re.compile(r"^id_\d+$")
 OFFICIAL_NAMES = "eval_official_names.csv"
+_OFFICIAL = re.compile(r"^section_(\d{2})_(\d{4})\.wav$")
+_LABELLED = re.compile(r"^section_(\d{2})_(?:source|target)_test_(?:normal|anomaly)_(\d{4})(?:_[^/\\]*)?\.wav$")
 _MOVE_LOCK = threading.Lock()
 
 
@@ -106,24 +108,42 @@ def _place(source: Path, target: Path) -> None:
     os.replace(source, target)
 
 
-def read_ground_truth(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """The baseline's ``eval_data_list_YYYY.csv``: a machine-type line, then
-    ``official name,labelled name[,label]`` lines -> {type: [(official, labelled), ...]}."""
-    table: dict[str, list[tuple[str, str]]] = {}
-    machine = None
+def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """A ground-truth table -> {type: [(official name, labelled name), ...]}.
+
+    ``list``: the baseline's ``eval_data_list_YYYY.csv``, a machine-type line, then
+    ``official name,labelled name[,label]`` lines. ``evaluator``: the evaluator's
+    ``ground_truth_<type>_section_XX_test.csv`` of ``machine``, ``official,labelled`` lines
+    whose labelled name may lack ``.wav``; every line must pair ``section_XX_NNNN.wav`` with
+    ``section_XX_{source,target}_test_{normal,anomaly}_NNNN[_attributes]`` (same section and
+    number), or the table is refused with the line named."""
+    table: dict[str, list[tuple[str, str]]] = {machine: []} if fmt == "evaluator" and machine else {}
+    current = machine if fmt == "evaluator" else None
     with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.reader(handle):
+        for number, row in enumerate(csv.reader(handle), 1):
             cells = [c.strip() for c in row if c.strip()]
-            if len(cells) == 1:
-                machine = cells[0]
-                table.setdefault(machine, [])
+            if len(cells) == 1 and fmt == "list":
+                current = cells[0]
+                table.setdefault(current, [])
             elif len(cells) >= 2:
-                if machine is None:
+                if current is None:
                     raise DownloadError(f"{path}: a file line before any machine-type line")
                 for name in cells[:2]:
                     if "/" in name or "\\" in name or name.startswith("."):
                         raise DownloadError(f"{path}: {name!r} is not a plain file name")
-                table[machine].append((cells[0], cells[1]))
+                official, labelled = cells[0], cells[1]
+                if fmt == "evaluator":
+                    labelled = labelled if labelled.endswith(".wav") else labelled + ".wav"
+                    a, b = _OFFICIAL.match(official), _LABELLED.match(labelled)
+                    if not (a and b and a.groups() == b.groups()):
+                        raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does not pair an "
+                                            "evaluation clip section_XX_NNNN.wav with its labelled name of the "
+                                            "same section and number; the table is not used")
+                table[current].append((official, labelled))
+            elif cells and fmt == "evaluator":
+                raise DownloadError(f"{path}: line {number} has one value, expected official,labelled names")
+    if fmt == "evaluator" and machine and not table[machine]:
+        raise DownloadError(f"{path}: no clip lines; the table is not used")
     return table
 
 

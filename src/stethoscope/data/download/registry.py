@@ -7,7 +7,7 @@ test server) fails early with the key and value named, never half-way through a 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,13 +20,18 @@ HOSTS = {"zenodo": "https://zenodo.org", "github": "https://raw.githubuserconten
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_COMMIT = re.compile(r"/([0-9a-f]{40})/")
+TRUTH_FORMATS = ("list", "evaluator")
 
 
 @dataclass(frozen=True)
 class Remote:
     """One file to fetch: an archive (``machine`` set) or a ground-truth table (``machine`` None).
 
-    ``md5``/``sha256`` None: no published checksum is known, ``reason`` says why.
+    ``md5``/``sha256`` None: no published checksum is known, ``reason`` says why. A ground-truth
+    table is in ``format`` "list" (the baseline's ``eval_data_list_YYYY.csv``, every machine
+    type) or "evaluator" (the evaluator's ``ground_truth_<type>_section_XX_test.csv`` of the
+    one machine type ``labels``).
     """
 
     dataset: str
@@ -41,6 +46,14 @@ class Remote:
     sha256: str | None
     sources: tuple[str, ...]
     reason: str | None = None
+    format: str = "list"
+    labels: str | None = None
+
+    @property
+    def pinned_commit(self) -> str | None:
+        """The full git commit named in the path (raw.githubusercontent.com serves it unchanged)."""
+        match = _COMMIT.search(f"/{self.path}/")
+        return match.group(1) if match else None
 
     @property
     def verifiable(self) -> bool:
@@ -59,7 +72,7 @@ class Split:
     title: str
     into: str
     archives: tuple[Remote, ...]
-    ground_truth: Remote | None
+    ground_truths: tuple[Remote, ...]
     ground_truth_missing: str | None
 
     @property
@@ -135,6 +148,35 @@ def _remote(entry: Mapping[str, Any], where: str, dataset: str, split: str, reco
                   None if (md5 or sha256) else str(reason))
 
 
+def _truths(entry: Any, where: str, dataset: str, split: str, record: int | None, into: str, machines: list[str],
+            sources: Mapping[str, str]) -> tuple[Remote, ...]:
+    """A split's ground-truth tables: one, or with ``per_machine: true`` one per machine type of
+    the split (``{machine}`` in ``file`` and ``path``). A table without a checksum must name a
+    full git commit in its path, so that what is fetched cannot change."""
+    if not entry:
+        return ()
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
+    fmt = entry.get("format", "list")
+    if fmt not in TRUTH_FORMATS:
+        raise ConfigError(f"{where}: format {fmt!r} is not one of {', '.join(TRUTH_FORMATS)}")
+    per_machine = entry.get("per_machine", False)
+    if per_machine and not all("{machine}" in str(entry.get(k, "")) for k in ("file", "path")):
+        raise ConfigError(f"{where}: per_machine needs '{{machine}}' in both 'file' and 'path'")
+    expand = machines if per_machine else [None]
+    out = []
+    for machine in expand:
+        filled = {k: (v.replace("{machine}", machine) if machine and isinstance(v, str) else v)
+                  for k, v in entry.items() if k not in ("format", "per_machine")}
+        truth = replace(_remote(filled, where, dataset, split, record, into, None, None, sources), format=fmt,
+                        labels=machine)
+        if not truth.verifiable and truth.pinned_commit is None:
+            raise ConfigError(f"{where}: a ground-truth table without a checksum must name a full 40-digit git "
+                              f"commit in its path, got {truth.path!r}")
+        out.append(truth)
+    return tuple(out)
+
+
 def parse_registry(data: Any, origin: str) -> Registry:
     """Check a registry document (see `registry.yaml`) and build it; errors name the entry."""
     if not isinstance(data, Mapping) or data.get("version") != 1:
@@ -160,11 +202,10 @@ def parse_registry(data: Any, origin: str) -> Registry:
             names = [a.file for a in archives]
             if len(set(names)) != len(names):
                 raise ConfigError(f"{swhere}: an archive is listed twice")
-            gt = sbody.get("ground_truth")
-            truth = _remote(gt, f"{swhere}.ground_truth", str(dname), str(sname), record, into, None, None,
-                            sources) if gt else None
+            truths = _truths(sbody.get("ground_truth"), f"{swhere}.ground_truth", str(dname), str(sname), record,
+                             into, [a.machine for a in archives if a.machine], sources)
             splits[str(sname)] = Split(str(sname), record, str(sbody.get("title", sname)), into, tuple(archives),
-                                       truth, sbody.get("ground_truth_missing"))
+                                       truths, sbody.get("ground_truth_missing"))
         datasets[str(dname)] = Dataset(str(dname), str(body.get("title", dname)), _need(body, "layout", where, str),
                                        str(body.get("licence", "unknown")), str(body.get("licence_source", "")),
                                        splits)

@@ -71,7 +71,9 @@ class Plan:
 
 def make_plan(registry: Registry, dataset: str, opts: Options) -> Plan:
     ds, splits, archives = select(registry, dataset, opts.splits, opts.machines)
-    truths = [s.ground_truth for s in splits if s.ground_truth is not None] if opts.ground_truth else []
+    chosen = {a.machine for a in archives}
+    truths = [t for s in splits for t in s.ground_truths if t.labels is None or t.labels in chosen] \
+        if opts.ground_truth else []
     return Plan(ds, splits, archives, truths, Path(opts.out) / dataset)
 
 
@@ -99,6 +101,8 @@ def human(size: int | None) -> str:
 
 
 def _check_line(remote: Remote) -> str:
+    if not remote.verifiable and remote.pinned_commit:
+        return f"no checksum; pinned to commit {remote.pinned_commit[:12]}, every line checked"
     if remote.md5:
         return f"md5 {remote.md5} ({', '.join(remote.sources)})"
     if remote.sha256:
@@ -136,7 +140,7 @@ def dry_run(plan: Plan, opts: Options) -> int:
         reasons = dict.fromkeys(a.reason for a in plan.archives if a.split == split.name and a.reason)
         for reason in reasons:
             print(f"    no checksum: {reason}")
-        if split.ground_truth is None and split.ground_truth_missing:
+        if not split.ground_truths and split.ground_truth_missing:
             print(f"    ground truth: not fetched: {split.ground_truth_missing}")
     todo = len(files) - n_done
     more = f" (+{n_unknown} of unknown size)" if n_unknown else ""
@@ -216,10 +220,17 @@ def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
     """Fetch each planned ground-truth table (verified) and rename the evaluation clips."""
     renamed = 0
     for truth in plan.truths:
-        machines = [a.machine for a in plan.archives if a.split == truth.split and a.machine]
+        machines = [truth.labels] if truth.labels else \
+            [a.machine for a in plan.archives if a.split == truth.split and a.machine]
         table_path = plan.state / truth.file
-        fetcher.fetch(truth, truth.url(opts.base_url), table_path)
-        table = read_ground_truth(table_path)
+        if not fetcher.fetch(truth, truth.url(opts.base_url), table_path):
+            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes from a URL pinned to "
+                     f"commit {truth.pinned_commit}, and every line was checked")
+        try:
+            table = read_ground_truth(table_path, truth.format, truth.labels)
+        except DownloadError:
+            table_path.unlink(missing_ok=True)  # fetched afresh next time
+            raise
         into = plan.root / truth.into
         # the archive's own folder name is the machine type (registry names agree with it)
         done = apply_ground_truth(table, into, machines, opts.say)
