@@ -15,7 +15,7 @@ Systems (``--systems`` picks a subset by these names):
 | embedding_knn | embedding_knn | embedding_knn.yaml (mn04 + 2-NN) |
 | ldgan | ldgan | ldgan_cpu.yaml |
 | tldiffgan, tldiffgan_no_diffusion, tldiffgan_no_wave, tldiffgan_no_tmixup, tldiffgan_random_encoder | tldiffgan | tldiffgan_cpu.yaml and its ablation files |
-| aux_stgram, aux_mn04, aux_mn04_pooled, aux_mn04_lora | aux_classifier | aux_classifier.yaml (STgram-MFN), aux_classifier_mn04.yaml, the latter with per_section=false or finetune=lora |
+| aux_stgram, aux_mn04, aux_mn04_pooled, aux_mn04_lora, aux_mn04_frozen | aux_classifier | aux_classifier.yaml (STgram-MFN), aux_classifier_mn04.yaml, the latter with per_section=false, finetune=lora, or finetune=frozen with 6 s crops and section classes |
 | ensemble_ae_knn, ensemble_ae_aux, ensemble_ae_aux_knn | ensemble | AE (MAHALA) with embedding_knn and/or aux_classifier (mn04) |
 
 Data (``--data``, several allowed): folders of labelled clips in any supported layout, or
@@ -84,6 +84,9 @@ SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "aux_mn04": ("aux_classifier", "aux_classifier_mn04.yaml", {}),
     "aux_mn04_pooled": ("aux_classifier", "aux_classifier_mn04.yaml", {"per_section": False}),
     "aux_mn04_lora": ("aux_classifier", "aux_classifier_mn04.yaml", {"finetune": "lora"}),
+    # chosen on a three-section toy set (benchmarks/aux_sensitivity.py), then measured on the real sets
+    "aux_mn04_frozen": ("aux_classifier", "aux_classifier_mn04.yaml",
+                        {"finetune": "frozen", "crop_frames": 192, "classes": "section"}),
     "ensemble_ae_knn": ("ensemble", None, {"members": ["dcase_ae", "embedding_knn"],
                                            "member_params": {"dcase_ae": {"score_mode": "mahala"}}}),
     "ensemble_ae_aux": ("ensemble", None, {"members": ["dcase_ae", "aux_classifier"],
