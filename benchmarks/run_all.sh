@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in docs/RESULTS.md, in the order it was measured. Speed figures need a quiet
+# Every figure in docs/RESULTS.md, in the order it was measured (RESULTS sections 0-12). Speed figures need a quiet
 # machine (nothing else running). The accuracy grid runs in parallel processes with one torch
 # thread each (its "train s/fold" column is then indicative only); seeds fix its results.
 # Every step runs the same `python` (and so the same stethoscope package): the demo too, as
@@ -27,3 +27,29 @@ python benchmarks/bench_ablation.py --collect "$OUT/grid-a" "$OUT/grid-b" | tee 
 # benchmarks/bench_official.py); the GPU check runs on a CUDA machine: bash benchmarks/gpu_check.sh
 python benchmarks/bench_scale.py --data runs/toy-scale           | tee "$OUT/scale.md"
 python benchmarks/bench_throughput.py                            | tee "$OUT/throughput.md"
+# The engine, thresholds, monitoring and edge export (issues 9, 10, 13): quiet machine
+python benchmarks/bench_concurrency.py --clips 300 --epochs 5 --repeats 2 --scenarios alone demo twin | tee "$OUT/concurrency.md"
+python benchmarks/bench_threshold.py --epochs 50 --per-set        | tee "$OUT/threshold.md"
+python benchmarks/bench_onnx.py --threads 1 --train 20 --clips 30 --data "$OUT/onnx-toy" --json "$OUT/onnx.json"
+python benchmarks/bench_serve.py --clients 4 --duration 60 --json "$OUT/serve.json"
+# The discriminative family and ensembles (issue 12): accuracy grid, then timing and curves alone
+AUX="dcase_ae_mse dcase_ae_mahala embedding_knn tldiffgan ensemble_ae_knn aux_mn04_pooled aux_mn04 aux_mn04_lora aux_stgram ensemble_ae_aux ensemble_ae_aux_knn aux_mn04_frozen"
+python benchmarks/bench_ablation.py --no-latency --out "$OUT/g12" --data toy $REAL/dcase2020 $REAL/mimii_0db --systems $AUX > /dev/null
+python benchmarks/learning_curve.py --sizes 20 --test 40 --out "$OUT/timing" --systems dcase_ae_mse dcase_ae_mahala \
+    embedding_knn tldiffgan aux_stgram aux_mn04 aux_mn04_lora ensemble_ae_knn ensemble_ae_aux ensemble_ae_aux_knn
+python benchmarks/learning_curve.py --sizes 10 20 50 100 200 --test 40 --out "$OUT/lc2" \
+    --systems dcase_ae_mse dcase_ae_mahala embedding_knn aux_stgram aux_mn04
+python benchmarks/learning_curve.py --sizes 10 20 50 --sections 00 01 02 --test 20 --out "$OUT/lc3s" \
+    --systems dcase_ae_mse dcase_ae_mahala embedding_knn aux_mn04 aux_stgram
+python benchmarks/aux_sensitivity.py --out "$OUT/auxsens" --variant frozen='{"finetune": "frozen"}' \
+    --variant all_layers='{"finetune": "all"}' --variant no_augmentation='{"mixup": "none", "specaugment": false}' \
+    --variant margin_0.2='{"margin": 0.2}' --variant subcluster_adacos='{"loss": "subcluster_adacos", "mixup": "mixup"}' \
+    --variant epochs_60='{"epochs": 60}' --variant crop_6s='{"crop_frames": 192}' \
+    --variant classes_section='{"classes": "section"}' --variant no_smote='{"smote": false}' \
+    --variant backend_gmm='{"backend": "gmm"}' --variant backend_centres='{"backend": "centres"}'
+python benchmarks/aux_sensitivity.py --out "$OUT/auxsens2" --reference \
+    --variant section_frozen='{"classes": "section", "finetune": "frozen"}' \
+    --variant section_frozen_crop6s='{"classes": "section", "finetune": "frozen", "crop_frames": 192}' \
+    --variant section_crop6s_adacos='{"classes": "section", "crop_frames": 192, "loss": "subcluster_adacos", "mixup": "mixup"}'
+# Fleet scale on Ray (issue 14); one-GPU DDP on a CUDA machine: bash benchmarks/gpu_ddp_check.sh
+python benchmarks/bench_fleet.py --clips 10000 --machines 50 --seconds 1 --workers 1 2 --json "$OUT/fleet.json"
