@@ -96,3 +96,23 @@ def test_other_front_ends_heads_and_back_ends(params: dict, groups: dict, tests:
     assert np.isfinite(scores).all()
     system.save(tmp_path / "model")
     np.testing.assert_allclose(load_system(tmp_path / "model").score(tests[machine], ctx), scores, rtol=1e-6)
+
+
+def test_explain_gives_an_occlusion_map_drawn_with_its_own_unit(groups: dict, tests: dict) -> None:
+    """The map is the occlusion map (`occlusion.py`, tested there on a known scorer): the
+    explain score is the clip's score, the map is non-negative, constant within each of the
+    8 x 10 regions, and the picture names what its values are."""
+    from stethoscope.reports.maps import anomaly_figure, map_panels
+
+    ctx = RunContext(seed=3, progress=False)
+    machine = min(groups)
+    system = get_system("aux_classifier", **TINY).fit_joint(groups, ctx=ctx)[machine]
+    clip = tests[machine][0]
+    ex = system.explain(clip, ctx)
+    assert system.has_anomaly_map and ex.score == pytest.approx(system.score([clip], ctx)[0], rel=1e-5)
+    assert ex.anomaly_map.shape == ex.logmel.shape and (ex.anomaly_map >= 0).all()
+    assert len(np.unique(ex.anomaly_map)) <= 8 * 10 + 1
+    figure = anomaly_figure(map_panels(ex))
+    titles = [ax.get_title(loc="left") for ax in figure.axes]
+    assert "anomaly map: occlusion, how much deleting each region lowers the score" in titles
+    assert any(ax.get_ylabel() == "score drop" for ax in figure.axes)  # the colour bar's label

@@ -88,25 +88,26 @@ class EventPictures:
         wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
         system = served.system
         params = system.feature_request().logmel or LogMelParams()
-        amap = None
+        amap, unit = None, ""
         if system.has_anomaly_map:
             explained = system.explain_waveform(wave, rate, self.monitor.ctx)
-            logmel, amap = explained.logmel, explained.anomaly_map
+            logmel, amap, unit = explained.logmel, explained.anomaly_map, explained.map_unit
         else:
             logmel = decode_waves([wave], rate, FeatureRequest(logmel=params)).logmels[0]  # type: ignore[index]
         where = f"event {event_id} · {event['machine']} · model {served.version}"
         return {"system": system.name, "spectrogram": _picture(logmel, None, params, f"{where} · log-mel input"),
-                "map": None if amap is None else _picture(None, amap, params, f"{where} · anomaly map")}
+                "map": None if amap is None else _picture(None, amap, params, f"{where} · anomaly map", unit)}
 
 
-def _picture(logmel: np.ndarray | None, amap: np.ndarray | None, params: LogMelParams, title: str) -> bytes:
+def _picture(logmel: np.ndarray | None, amap: np.ndarray | None, params: LogMelParams, title: str,
+             unit: str = "") -> bytes:
     """One panel (a spectrogram, or an anomaly map when ``amap`` is given) as PNG bytes."""
     from ..reports.maps import figure_png_bytes, new_figure, plot_anomaly_map, plot_logmel
 
     fig = new_figure(FIGURE_SIZE)
     ax = fig.subplots()
     if amap is not None:
-        plot_anomaly_map(ax, amap, params.sample_rate, params.hop_length)
+        plot_anomaly_map(ax, amap, params.sample_rate, params.hop_length, unit=unit)
     else:
         plot_logmel(ax, np.asarray(logmel), params.sample_rate, params.hop_length)
     ax.set_title(title, loc="left", fontsize=9)

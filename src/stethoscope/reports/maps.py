@@ -52,6 +52,8 @@ class MapPanels:
     amap: np.ndarray
     sample_rate: int = 16_000
     hop_length: int = 512
+    map_title: str = "squared difference, input vs reconstruction"
+    map_unit: str = "squared error (dB²)"
 
 
 def mel_band_edges(n_mels: int = 128, sample_rate: int = 16_000) -> np.ndarray:
@@ -148,7 +150,8 @@ def map_panels(explanation: Explanation, params: LogMelParams = LogMelParams()) 
     rec = explanation.reconstruction
     return MapPanels(np.asarray(explanation.logmel, dtype=np.float32),
                      None if rec is None else np.asarray(rec, dtype=np.float32),
-                     np.asarray(explanation.anomaly_map, dtype=np.float32), params.sample_rate, params.hop_length)
+                     np.asarray(explanation.anomaly_map, dtype=np.float32), params.sample_rate, params.hop_length,
+                     explanation.map_title, explanation.map_unit)
 
 
 def spectrogram_range(panels: Sequence[MapPanels]) -> tuple[float, float]:
@@ -178,8 +181,8 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
         plot_logmel(ax, image, sr, hop, vmin=vmin, vmax=vmax)
         draw_regions(ax, regions)
         ax.set_title(label, loc="left", fontsize=10)
-    plot_anomaly_map(axes[-1], panels.amap, sr, hop, vmax=map_vmax, regions=regions)
-    axes[-1].set_title("anomaly map: squared difference, input vs reconstruction", loc="left", fontsize=10)
+    plot_anomaly_map(axes[-1], panels.amap, sr, hop, vmax=map_vmax, regions=regions, unit=panels.map_unit)
+    axes[-1].set_title(f"anomaly map: {panels.map_title}", loc="left", fontsize=10)
     axes[-1].set_xlabel("time (s)")
     if title:
         fig.suptitle(title, fontsize=10, x=0.01, ha="left", linespacing=1.4)

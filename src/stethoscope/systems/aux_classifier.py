@@ -34,7 +34,8 @@ from ..features.extract import Decoded, FeatureRequest
 from ..models.aux import (BACKENDS, FINETUNE_MODES, MIX_MODES, ArcFace, AuxNet, EmbeddingBackend, MN04Frontend,
                           STgramMFN, SubClusterAdaCos)
 from .aux_data import CLASS_MODES, WaveBank, class_key, crop_samples, derive_classes
-from .base import System, register
+from .base import Explanation, System, register
+from .occlusion import occlusion_map
 
 
 @register
@@ -226,6 +227,23 @@ class AuxClassifierSystem(System):
         embeddings = self.embed_waves(decoded.waves, ctx)  # type: ignore[arg-type]
         sections = [c.section for c in decoded.clips] if decoded.clips else None
         return self.backend_.score(embeddings, sections)
+
+    def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
+        """The score and an occlusion map (`occlusion`): how much deleting each of 8 mel bands x
+        10 time chunks from the waveform lowers the score. 81 scorings of the clip."""
+        backend = self.backend_
+        if backend is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        section = decoded.clips[0].section if decoded.clips else None
+
+        def score_waves(waves: Sequence[np.ndarray]) -> np.ndarray:
+            return backend.score(self.embed_waves(waves, ctx), [section] * len(waves))
+
+        logmel = decoded.logmels[0]  # type: ignore[index]
+        score, amap = occlusion_map(decoded.waves[0], score_waves, self._explain_request().logmel)  # type: ignore[index,arg-type]
+        return Explanation(score=score, logmel=logmel, anomaly_map=amap,
+                           map_title="occlusion, how much deleting each region lowers the score",
+                           map_unit="score drop")
 
     # -- persistence ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

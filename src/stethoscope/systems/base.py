@@ -88,6 +88,8 @@ class Explanation:
     reconstruction: np.ndarray | None = None
     anomaly_map: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    map_title: str = "squared difference, input vs reconstruction"  # what the map's values are
+    map_unit: str = "squared error (dB²)"
 
 
 class _SystemMeta(ABCMeta):
