@@ -217,20 +217,22 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
 
 
 def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
-    """Fetch each planned ground-truth table (verified) and rename the evaluation clips."""
+    """Fetch each planned ground-truth table (verified by its checksum, or by its pinned commit
+    and a check of every line) and rename the evaluation clips."""
     renamed = 0
     for truth in plan.truths:
         machines = [truth.labels] if truth.labels else \
             [a.machine for a in plan.archives if a.split == truth.split and a.machine]
         table_path = plan.state / truth.file
-        if not fetcher.fetch(truth, truth.url(opts.base_url), table_path):
-            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes from a URL pinned to "
-                     f"commit {truth.pinned_commit}, and every line was checked")
+        verified = fetcher.fetch(truth, truth.url(opts.base_url), table_path)
         try:
             table = read_ground_truth(table_path, truth.format, truth.labels)
         except DownloadError:
             table_path.unlink(missing_ok=True)  # fetched afresh next time
             raise
+        if not verified:
+            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes from a URL pinned to "
+                     f"commit {truth.pinned_commit}, and every line was checked")
         into = plan.root / truth.into
         # the archive's own folder name is the machine type (registry names agree with it)
         done = apply_ground_truth(table, into, machines, opts.say)
