@@ -119,7 +119,8 @@ def _epoch(module: nn.Module, batches: Batches, opts: dict[str, torch.optim.Opti
     sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per batch
     count = 0
     smallest = min_shard(module) if world else 1
-    every = list({id(p): p for opt in opts.values() for g in opt.param_groups for p in g["params"]}.values()) if world else []
+    every = (list({id(p): p for opt in opts.values() for g in opt.param_groups for p in g["params"]}.values())
+             if world else [])  # what gradient averaging covers, in a process group only
     for batch in batches(gens["data"]):
         part, weight = world.shard(batch, smallest) if world else (batch, 1.0)
         if part is None:  # this rank sits the step out: it sends zero gradients

@@ -240,7 +240,8 @@ class AuxClassifierSystem(System):
             return backend.score(self.embed_waves(waves, ctx), [section] * len(waves))
 
         logmel = decoded.logmels[0]  # type: ignore[index]
-        score, amap = occlusion_map(decoded.waves[0], score_waves, self._explain_request().logmel)  # type: ignore[index,arg-type]
+        params = self._explain_request().logmel
+        score, amap = occlusion_map(decoded.waves[0], score_waves, params)  # type: ignore[index,arg-type]
         return Explanation(score=score, logmel=logmel, anomaly_map=amap,
                            map_title="occlusion, how much deleting each region lowers the score",
                            map_unit="score drop")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from .fetch import USER_AGENT
 from .registry import HOSTS, Remote
 
 _MD5 = re.compile(r"^(?:md5:)?([0-9a-f]{32})$")
@@ -59,7 +60,7 @@ def parse_record(document: Any) -> dict[str, tuple[str, int | None]]:
 
 
 def _get(url: str, timeout: float) -> dict[str, tuple[str, int | None]]:
-    request = Request(url, headers={"User-Agent": "stethoscope-download/1", "Accept": "application/json"})
+    request = Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     with urlopen(request, timeout=timeout) as response:
         return parse_record(json.loads(response.read(LIMIT)))
 
@@ -114,10 +115,11 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
     out = []
     for remote in remotes:
         record = records.get(remote.split)
-        listed = read.get(record or -1, {}).get(remote.file)
         if remote.verifiable or record is None or record not in read:
             out.append(remote)
-        elif listed is None:
+            continue
+        listed = read[record].get(remote.file)
+        if listed is None:
             say(f"warning: {remote.file}: not listed in Zenodo record {record}'s metadata; no checksum to verify")
             out.append(remote)
         else:
