@@ -21,18 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import SHARED, bench_context, provenance  # noqa: E402
 from bench_ablation import SYSTEMS  # noqa: E402
-from learning_curve import first, run_size  # noqa: E402
+from learning_curve import first, run_size, score_types  # noqa: E402
 
 from stethoscope.config import read_config  # noqa: E402
 from stethoscope.data.layouts import scan  # noqa: E402
 from stethoscope.data.toy_factory import make_toy_dataset  # noqa: E402
-from stethoscope.evaluation.metrics import auc  # noqa: E402
 from stethoscope.systems import get_system  # noqa: E402
 
 
@@ -51,18 +49,12 @@ def variant(text: str) -> tuple[str, dict[str, Any]]:
 def fit_variant(keys: dict[str, Any], groups: dict[str, list], tests: dict[str, list], seed: int) -> dict[str, Any]:
     params = {k: v for k, v in read_config("aux_classifier_mn04.yaml").items() if k != "base"}
     system = get_system("aux_classifier", **{**params, **keys, "threshold_fit": "in_sample"})
+    ctx = bench_context(seed=seed)
     t0 = time.perf_counter()
-    fitted = system.fit_joint(groups, ctx=bench_context(seed=seed))
+    fitted = system.fit_joint(groups, ctx=ctx)
     train_s = time.perf_counter() - t0
-    per_type, ms = {}, []
-    for machine, clips in tests.items():
-        t0 = time.perf_counter()
-        scores = fitted[machine].score(clips, bench_context(seed=seed))
-        ms.append(1000 * (time.perf_counter() - t0) / len(clips))
-        per_type[machine] = {"auc": auc([c.label for c in clips], scores)}
     history = fitted[next(iter(tests))].history_
-    return {"per_type": per_type, "mean_auc": float(np.mean([v["auc"] for v in per_type.values()])),
-            "train_seconds": train_s, "score_ms_per_clip": float(np.mean(ms)),
+    return {**score_types(fitted, tests, ctx), "train_seconds": train_s,
             "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"]}
 
 

@@ -52,6 +52,24 @@ def build(name: str, mode: str | None = None, epochs: int | None = None) -> Any:
     return get_system(system, **params)
 
 
+def score_types(fitted: dict[str, Any], tests: dict[str, list], ctx: Any, mode: str | None = None) -> dict[str, Any]:
+    """Each type's fitted system scores its test clips (in score mode ``mode`` if given):
+    AUC and pAUC per type, their means, and scoring ms per clip (mean over types)."""
+    per_type, ms = {}, []
+    for machine, clips in tests.items():
+        system = fitted[machine]
+        if mode is not None:
+            system.score_mode = mode
+        t0 = time.perf_counter()
+        scores = system.score(clips, ctx)
+        ms.append(1000 * (time.perf_counter() - t0) / len(clips))
+        y = [c.label for c in clips]
+        per_type[machine] = {"auc": auc(y, scores), "pauc": pauc(y, scores)}
+    return {"per_type": per_type, "score_ms_per_clip": float(np.mean(ms)),
+            "mean_auc": float(np.mean([v["auc"] for v in per_type.values()])),
+            "mean_pauc": float(np.mean([v["pauc"] for v in per_type.values()]))}
+
+
 def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], seed: int,
              epochs: int | None = None) -> dict[str, Any]:
     """Fit every system in ``names`` on ``groups`` and score ``tests``; results per name."""
@@ -74,19 +92,7 @@ def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], 
             fitted = {m: build(name, first_mode, epochs).fit(clips, ctx=ctx) for m, clips in groups.items()}
         train_s = time.perf_counter() - t0
         for label, mode in modes.items():
-            per_type, ms = {}, []
-            for machine, clips in tests.items():
-                system = fitted[machine]
-                if mode is not None:
-                    system.score_mode = mode
-                t0 = time.perf_counter()
-                scores = system.score(clips, ctx)
-                ms.append(1000 * (time.perf_counter() - t0) / len(clips))
-                y = [c.label for c in clips]
-                per_type[machine] = {"auc": auc(y, scores), "pauc": pauc(y, scores)}
-            out[label] = {"per_type": per_type, "train_seconds": train_s, "score_ms_per_clip": float(np.mean(ms)),
-                          "mean_auc": float(np.mean([v["auc"] for v in per_type.values()])),
-                          "mean_pauc": float(np.mean([v["pauc"] for v in per_type.values()]))}
+            out[label] = {**score_types(fitted, tests, ctx, mode), "train_seconds": train_s}
             done.add(label)
             print(f"  {label}: mean AUC {out[label]['mean_auc']:.3f}, train {train_s:.0f} s", file=sys.stderr)
     return out
