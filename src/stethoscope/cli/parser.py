@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "normals of every set; each set is scored by its machine type's model.")
     p.add_argument("--data", required=True, help="folder of labelled clips (any supported layout)")
     p.add_argument("--system", default=DEFAULT_SYSTEM,
-                   help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over all sets")
+                   help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over all sets. Several, "
+                        "comma-separated (a,b@variant,c@file.yaml): each benchmarked on the same folds into OUT/<name>/, "
+                        "compared with paired bootstrap intervals of every AUC difference in OUT/comparison.json")
     p.add_argument("--folds", type=int, default=5, help="folds over the normal clips (default 5)")
     p.add_argument("--group", default="machine", choices=("machine", "section"), help="what one set is")
     p.add_argument("--score-modes", help="e.g. mse,mahala: train each fold once, score in every mode, "

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..engine import prune_checkpoints
-from ..errors import LayoutError
+from ..errors import ConfigError, LayoutError
 from ..training import train_machines
-from ..utils import atomic_write_json, run_metadata
 from ..data.clip import channel_name
 from .engine import check_engine, train_on_ray
 from .common import (DEFAULT_SYSTEM, build_system, by_machine, chosen_channel, finish_evaluation, info, run_context,
@@ -41,82 +38,40 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..evaluation.crossval import cross_validate, cross_validate_joint, group_sets
+    from ..workflows.bench import bench, bench_systems, comparison_table, system_specs
 
-    probe = build_system(args, args.system)
+    specs = system_specs(args.system, args.config, args.set or ())
     out, say = Path(args.out), info(args)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
-    clips = scan(args.data, args.layout, args.machine, chosen_channel(args), probe.feature_request().min_seconds)
-    sets = group_sets(clips, args.group)
-    modes = args.score_modes.split(",") if args.score_modes else [None]
-    reports: dict[str | None, dict[str, Any]] = {}
-    for mode in modes:
-        params = {**probe.get_params(), **({"score_mode": mode} if mode else {})}
-        reports[mode] = {"system": args.system, "params": params, "folds": args.folds, "seed": args.seed,
-                         "data": str(args.data), "sets": {}}
-    paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
-    latest: list[Any] = [probe]  # the latest fold's system only (earlier ones are freed), for its encoder tag
-
-    def make() -> Any:
-        latest[:] = [build_system(args, args.system)]
-        return latest[0]
-
-    def write() -> None:
-        for m in modes:
-            run = {**run_metadata(reports[m]["params"], args.seed), "runtime": ctx.metadata()}
-            atomic_write_json(paths[m], {**reports[m], "run": run})
-
-    def record(name: str, res: dict[str, Any], fitted: Any) -> None:
-        per_mode = res if args.score_modes else {None: res}
-        encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
-        for m in modes:
-            reports[m]["sets"][name] = per_mode[m]
-            reports[m].update(encoder)
-            r = per_mode[m]
-            say(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
-                f"(train {r['train_seconds']:.1f} s/fold)")
-
-    joint_sets: dict[str, list[Any]] = {}  # a joint system: every set in one run of folds
-    for name, set_clips in sets.items():
-        n_normal = sum(c.label == 0 for c in set_clips)
-        if n_normal < 2 or not any(c.label == 1 for c in set_clips):
-            for m in modes:
-                reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
-            continue
-        if probe.joint:
-            joint_sets[name] = set_clips
-            continue
-        say(f"[{name}] {args.folds}-fold benchmark of {args.system}")
-        res = cross_validate(set_clips, make, args.folds, ctx, score_modes=modes if args.score_modes else None,
-                             name=name)
-        record(name, res, latest[0])
-        write()
-    if joint_sets:
-        say(f"[joint] {args.folds}-fold benchmark of {args.system} over {len(joint_sets)} set(s), "
-            "one joint fit per fold")
-        results, fitted = cross_validate_joint(joint_sets, make, args.folds, ctx,
-                                               score_modes=modes if args.score_modes else None)
-        for m in modes:
-            reports[m]["joint_fit"] = True
-        for name, res in results.items():
-            record(name, res, next(iter(fitted.values())))
-        write()
-    prune_checkpoints(ctx.checkpoint_dir)
-    for m in modes:
-        rep = reports[m]
-        aucs = [s["auc"] for s in rep["sets"].values()]
-        rep["mean_auc"] = float(np.mean(aucs)) if aucs else None
-        rep["mean_pauc"] = float(np.mean([s["pauc"] for s in rep["sets"].values()])) if aucs else None
-    write()
-    f = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"  # noqa: E731
-    for m in modes:
-        print(f"{args.system}{' (' + m + ')' if m else ''}")
-        print(f"{'set':<16}{'normal':>8}{'anom':>6}{'AUC':>8}{'pAUC':>8}{'AUC-s':>8}{'AUC-t':>8}")
-        for name, st in reports[m]["sets"].items():
-            print(f"{name:<16}{st['n_normal']:>8}{st['n_anomaly']:>6}{f(st['auc'])}{f(st['pauc'])}"
-                  f"{f(st['auc_source'])}{f(st['auc_target'])}")
-        say(f"bench: {paths[m]}")
+    shortest = max(s.build().feature_request().min_seconds for s in specs)
+    clips = scan(args.data, args.layout, args.machine, chosen_channel(args), shortest)
+    meta = {"data": str(args.data)}
+    if len(specs) > 1:
+        if args.score_modes:
+            raise ConfigError("--score-modes works with one system; name each mode as its own system "
+                              "(e.g. dcase_ae,dcase_ae@mahala)")
+        comparison = bench_systems(clips, specs, out, ctx, args.folds, args.group, meta, say=say)
+        for spec in specs:
+            _print_bench(spec.label, json.loads((out / spec.folder / "bench.json").read_text()))
+        print(comparison_table(comparison))
+        say(f"bench: {out / 'comparison.json'}")
+        return 0
+    modes = args.score_modes.split(",") if args.score_modes else None
+    reports = bench(clips, specs[0], out, ctx, args.folds, args.group, modes, meta, say=say)
+    for m, rep in reports.items():
+        _print_bench(f"{args.system}{' (' + m + ')' if m else ''}", rep)
+        say(f"bench: {out / m / 'bench.json' if m else out / 'bench.json'}")
     return 0
+
+
+def _print_bench(title: str, report: dict[str, Any]) -> None:
+    f = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"  # noqa: E731
+    print(title)
+    print(f"{'set':<16}{'normal':>8}{'anom':>6}{'AUC':>8}{'pAUC':>8}{'AUC-s':>8}{'AUC-t':>8}")
+    for name, st in report["sets"].items():
+        print(f"{name:<16}{st['n_normal']:>8}{st['n_anomaly']:>6}{f(st['auc'])}{f(st['pauc'])}"
+              f"{f(st['auc_source'])}{f(st['auc_target'])}")
+    print(f"{'mean':<30}{f(report.get('mean_auc'))}{f(report.get('mean_pauc'))}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

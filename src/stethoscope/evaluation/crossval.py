@@ -162,7 +162,11 @@ def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Se
         kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
         m = section_metrics([test[i].label for i in kept], scores[kept], [test[i].domain for i in kept])
         fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
-                                   "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test)})
+                                   "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test),
+                                   # per clip, for paired comparisons of systems (`evaluation.compare`)
+                                   "clips": [test[i].name for i in range(len(test))],
+                                   "labels": [test[i].label for i in range(len(test))],
+                                   "scores": [float(v) if v == v else None for v in scores]})
 
 
 def _summary(n_normal: int, n_anomaly: int, folds: list[dict], train_s: list[float], score_ms: list[float],

@@ -19,13 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..detectors.embedding import GMM, KNN, LOF, SOS, Mahalanobis, TrainingSetDetector
+from ..detectors.module import DetectorModule, f64 as _f64
 from ..encoders.efficientat import EfficientATEncoder
 from ..errors import ConfigError
-
-
-def _f64(array: Any) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float64))
 
 
 class FrameReconHead(nn.Module):
@@ -113,82 +109,13 @@ class EncoderHead(nn.Module):
         return out.hidden if self.hidden else out.embedding
 
 
-def _pairwise(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances (B, n_train) in float64."""
-    return (x[:, None, :] - train[None]).pow(2).sum(dim=2).sqrt()
-
-
-class DetectorHead(nn.Module):
-    """A fitted `TrainingSetDetector`'s ``score`` on float64 rows (its scaler included)."""
-
-    def __init__(self, det: TrainingSetDetector) -> None:
-        super().__init__()
-        self.kind = det.name
-        scaler = det.scaler_
-        self.register_buffer("shift", _f64(scaler.mean_ if scaler is not None else np.zeros(det.train_.shape[1])))
-        self.register_buffer("scale", _f64(scaler.scale_ if scaler is not None else np.ones(det.train_.shape[1])))
-        model = det.model_ if hasattr(det, "model_") else None
-        if isinstance(det, KNN):
-            self.k, self.method = det.k_, det.method
-            self.register_buffer("rows", _f64(det._transform(det.train_)))
-        elif isinstance(det, LOF):  # sklearn's fitted state: k-distances and densities of the training rows
-            self.k = model.n_neighbors_
-            self.register_buffer("rows", _f64(det._transform(det.train_)))
-            self.register_buffer("kdist", _f64(model._distances_fit_X_[:, self.k - 1]))
-            self.register_buffer("lrd", _f64(model._lrd))
-        elif isinstance(det, GMM):
-            if model.covariance_type != "diag":
-                raise ConfigError(f"gmm with covariance_type {model.covariance_type!r} cannot be exported (diag only)")
-            prec_chol = np.asarray(model.precisions_cholesky_, np.float64)
-            precisions = prec_chol ** 2
-            self.register_buffer("const", _f64(np.sum(model.means_ ** 2 * precisions, axis=1)))
-            self.register_buffer("cross", _f64((model.means_ * precisions).T))
-            self.register_buffer("precisions", _f64(precisions.T))
-            self.register_buffer("bias", _f64(np.sum(np.log(prec_chol), axis=1) + np.log(model.weights_)
-                                              - 0.5 * model.means_.shape[1] * np.log(2 * np.pi)))
-        elif isinstance(det, SOS):
-            self.register_buffer("rows", _f64(det.X_))
-            self.register_buffer("beta", _f64(det.beta_))
-            self.register_buffer("row_sums", _f64(det.row_sums_))
-        elif isinstance(det, Mahalanobis):
-            self.register_buffer("location", _f64(model.location_))
-            self.register_buffer("precision", _f64(model.get_precision()))
-        else:
-            raise ConfigError(f"detector {det.name!r} cannot be exported to ONNX")
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        x = (rows - self.shift) / self.scale
-        if self.kind == "knn":
-            near = torch.topk(_pairwise(x, self.rows), self.k, dim=1, largest=False).values  # ascending
-            if self.method == "largest":
-                return near[:, -1]
-            if self.method == "mean":
-                return near.mean(dim=1)
-            return 0.5 * (near[:, (self.k - 1) // 2] + near[:, self.k // 2])  # numpy's median
-        if self.kind == "lof":
-            dist, idx = torch.topk(_pairwise(x, self.rows), self.k, dim=1, largest=False)
-            reach = torch.maximum(dist, self.kdist[idx])
-            own = 1.0 / (reach.mean(dim=1) + 1e-10)
-            return (self.lrd[idx] / own[:, None]).mean(dim=1)
-        if self.kind == "gmm":
-            # sklearn's expansion of the diagonal Gaussian log-density, then logsumexp
-            quad = self.const - 2.0 * (x @ self.cross) + x.pow(2) @ self.precisions
-            return -torch.logsumexp(self.bias - 0.5 * quad, dim=1)
-        if self.kind == "sos":
-            a = torch.exp(-_pairwise(x, self.rows).T * self.beta[:, None])  # (n_train, B)
-            b = a / (self.row_sums[:, None] + a)
-            return torch.exp(torch.log1p(-b.clamp(0.0, 1.0 - 1e-15)).sum(dim=0))
-        centred = x - self.location
-        return ((centred @ self.precision) * centred).sum(dim=1)
-
-
 class EmbeddingHead(nn.Module):
     """`EmbeddingKNNSystem`: encoder embedding (float32) -> detector score (float64)."""
 
     def __init__(self, system: Any, encoder: Any) -> None:
         super().__init__()
         self.encoder = EncoderHead(encoder)
-        self.detector = DetectorHead(system.detector_)
+        self.detector = DetectorModule(system.detector_)
 
     def forward(self, mn04_mel: torch.Tensor) -> torch.Tensor:
         return self.detector(self.encoder(mn04_mel).double())
@@ -212,7 +139,7 @@ class TLDiffGANHead(nn.Module):
             weight = math.sqrt(sum(dims.values()) / (len(dims) * dims[key])) if system.balance_branches else 1.0
             self.register_buffer(f"{key}_mean", _f64(mean))
             self.register_buffer(f"{key}_factor", _f64(weight / np.asarray(scale, np.float64)))
-        self.detectors = nn.ModuleDict({n: DetectorHead(system.detectors_[n]) for n in self.names if n != RECON})
+        self.detectors = nn.ModuleDict({n: DetectorModule(system.detectors_[n]) for n in self.names if n != RECON})
         for n in self.names if self.ensemble else []:
             self.register_buffer(f"ref_{n}", _f64(system.reference_[n]))
             self.register_buffer(f"ref_scale_{n}", _f64(_logistic_scale(system.reference_[n])))

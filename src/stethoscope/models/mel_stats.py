@@ -1,0 +1,182 @@
+"""Per-bin log-mel statistics of a clip, and their scoring network (the `mel_stats` system).
+
+A clip's log-mel (n_mels, frames) is summarised per mel bin by a list of statistics over time
+(mean, standard deviation, percentiles, maximum, minimum), optionally followed by modulation
+features: the log power spectrum of band envelopes over time, pooled into log-spaced bins.
+`MelStatsFeatures` computes them in float64 torch; `MelStatsScorer` standardises them and
+scores them with fitted detectors (one per section and domain group; a clip's score is the
+smallest over the groups it may belong to) and spreads each feature's squared standardised
+deviation over the frames that drive it: the anomaly map. Score, map and ONNX export all run
+this one module.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..detectors.module import DetectorModule, f64
+
+STATISTICS = ("mean", "std", "min", "max", "p10", "p25", "p50", "p75", "p90")
+FRAME_RATE = 16_000 / 512  # log-mel frames per second at the DCASE parameters
+MODULATION_HZ = (0.25, FRAME_RATE / 2)
+
+
+def _percentile(sorted_x: torch.Tensor, q: float) -> torch.Tensor:
+    """numpy's default (linear) percentile ``q`` over the last axis of sorted values."""
+    pos = q / 100.0 * (sorted_x.shape[-1] - 1)
+    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
+    hi = min(lo + 1, sorted_x.shape[-1] - 1)
+    return sorted_x[..., lo] * (1.0 - frac) + sorted_x[..., hi] * frac
+
+
+def _band_edges(n_mels: int, bands: int) -> list[tuple[int, int]]:
+    """Contiguous mel-bin ranges of the modulation bands (as equal as the bins allow)."""
+    cuts = [round(i * n_mels / bands) for i in range(bands + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(bands)]
+
+
+class MelStatsFeatures(nn.Module):
+    """(B, n_mels, T) log-mel in dB -> (B, D) float64 features: ``stats`` per bin (stat-major:
+    all bins of the first statistic, then the next), then ``modulation_bands`` x
+    ``modulation_bins`` log modulation powers."""
+
+    def __init__(self, n_mels: int, stats: Sequence[str], modulation_bands: int = 0, modulation_bins: int = 8) -> None:
+        super().__init__()
+        unknown = [s for s in stats if s not in STATISTICS]
+        if unknown or not stats:
+            raise ValueError(f"statistics must be a non-empty list of {STATISTICS}, got {list(stats)}")
+        self.n_mels, self.stats = n_mels, list(stats)
+        self.bands = _band_edges(n_mels, modulation_bands) if modulation_bands else []
+        self.modulation_bins = modulation_bins if modulation_bands else 0
+
+    @property
+    def dim(self) -> int:
+        return self.n_mels * len(self.stats) + len(self.bands) * self.modulation_bins
+
+    def _stat(self, x: torch.Tensor, sorted_x: torch.Tensor, name: str) -> torch.Tensor:
+        if name == "mean":
+            return x.mean(dim=-1)
+        if name == "std":
+            return x.std(dim=-1, unbiased=False)
+        if name == "min":
+            return sorted_x[..., 0]
+        if name == "max":
+            return sorted_x[..., -1]
+        return _percentile(sorted_x, float(name[1:]))
+
+    def envelopes(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, bands, T) band envelopes: each band's mean level per frame, its time mean removed."""
+        env = torch.stack([x[:, a:b].mean(dim=1) for a, b in self.bands], dim=1)
+        return env - env.mean(dim=-1, keepdim=True)
+
+    def modulation_basis(self, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cosine and sine DFT bases (T, F) of the kept modulation frequencies and the pooling
+        matrix (F, bins) that averages them into log-spaced bins (empty bins borrow the nearest)."""
+        freqs = torch.arange(frames // 2 + 1, dtype=torch.float64) * FRAME_RATE / frames
+        lo, hi = MODULATION_HZ
+        edges = torch.logspace(math.log10(lo), math.log10(hi), self.modulation_bins + 1, dtype=torch.float64)
+        pool = torch.zeros(len(freqs), self.modulation_bins, dtype=torch.float64)
+        for j in range(self.modulation_bins):
+            inside = (freqs >= edges[j]) & (freqs < edges[j + 1] if j < self.modulation_bins - 1 else freqs <= hi)
+            if not bool(inside.any()):  # short clips: too few DFT bins for the low bands
+                centre = math.sqrt(float(edges[j] * edges[j + 1]))
+                inside = (freqs - centre).abs() == (freqs - centre).abs().min()
+            pool[:, j] = inside.double() / inside.sum()
+        t = torch.arange(frames, dtype=torch.float64)
+        angle = 2 * math.pi * t[:, None] * torch.arange(len(freqs), dtype=torch.float64)[None, :] / frames
+        return torch.cos(angle), torch.sin(angle), pool
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        x = logmel.double()
+        sorted_x = torch.sort(x, dim=-1).values
+        parts = [self._stat(x, sorted_x, s) for s in self.stats]
+        if self.bands:
+            env = self.envelopes(x)
+            cos, sin, pool = self.modulation_basis(x.shape[-1])
+            power = ((env @ cos).square() + (env @ sin).square()) / x.shape[-1]
+            parts.append(torch.log10(power @ pool + 1e-6).flatten(1))
+        return torch.cat(parts, dim=-1)
+
+    def frame_weights(self, logmel: torch.Tensor, normal_mean: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D, T) which frames drive each feature, each row summing to 1. A mean: the frames
+        that lie beyond the normal mean (``normal_mean``, (B, n_mels)) on the side the clip's mean
+        moved to (every frame when none or not given); a standard deviation: by squared deviation
+        from the clip's mean; a percentile: the frames at or beyond it on its side of the median;
+        min and max: the extreme frames; a modulation feature: every frame."""
+        x = logmel.double()
+        frames = x.shape[-1]
+        sorted_x = torch.sort(x, dim=-1).values
+        rows = []
+        for name in self.stats:
+            if name == "mean":
+                w = torch.ones_like(x)
+                if normal_mean is not None:
+                    centred = x - normal_mean[..., None]
+                    w = torch.relu(centred * torch.sign(centred.mean(dim=-1, keepdim=True)))
+                    w = torch.where(w.sum(dim=-1, keepdim=True) > 0, w, torch.ones_like(w))
+            elif name == "std":
+                w = (x - x.mean(dim=-1, keepdim=True)).square() + 1e-12
+            elif name in ("min", "max"):
+                w = (x == self._stat(x, sorted_x, name)[..., None]).double()
+            else:
+                level = self._stat(x, sorted_x, name)[..., None]
+                w = (x >= level if float(name[1:]) >= 50 else x <= level).double()
+                w = torch.where(w.sum(dim=-1, keepdim=True) > 0, w, torch.ones_like(w))
+            rows.append(w / w.sum(dim=-1, keepdim=True))
+        if self.bands:
+            rows.append(torch.full((x.shape[0], len(self.bands) * self.modulation_bins, frames), 1.0 / frames,
+                                   dtype=torch.float64))
+        return torch.cat(rows, dim=1)
+
+    def bin_weights(self) -> torch.Tensor:
+        """(D, n_mels): the mel bins each feature belongs to (a modulation feature: its band's
+        bins, shared equally)."""
+        w = torch.zeros(self.dim, self.n_mels, dtype=torch.float64)
+        for k in range(len(self.stats)):
+            w[k * self.n_mels:(k + 1) * self.n_mels] = torch.eye(self.n_mels, dtype=torch.float64)
+        row = self.n_mels * len(self.stats)
+        for a, b in self.bands:
+            w[row:row + self.modulation_bins, a:b] = 1.0 / (b - a)
+            row += self.modulation_bins
+        return w
+
+
+class MelStatsScorer(nn.Module):
+    """Features -> (score (B,) float64, anomaly map (B, n_mels, T) float32).
+
+    ``detectors`` are fitted detectors, one per (section, domain) group; ``groups`` says which
+    of them may score a clip (``None``: all). The score is the smallest of those detectors'
+    scores (the DCASE 2023 baseline's rule for a clip whose domain is not known); the map is
+    that detector's squared standardised feature deviations, spread over frames and bins."""
+
+    def __init__(self, features: MelStatsFeatures, detectors: Sequence[DetectorModule],
+                 scales: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__()
+        self.features = features
+        self.detectors = nn.ModuleList(detectors)
+        self.register_buffer("shift", torch.stack([f64(s) for s, _ in scales]))  # (G, D)
+        self.register_buffer("scale", torch.stack([f64(s) for _, s in scales]))
+        self.register_buffer("bins", features.bin_weights())
+
+    def group_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, G) every detector's score."""
+        return torch.stack([det(feats) for det in self.detectors], dim=1)
+
+    def forward(self, logmel: torch.Tensor, groups: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features(logmel)
+        scores = self.group_scores(feats)
+        if groups is not None:
+            scores = scores[:, list(groups)]
+        best, which = scores.min(dim=1)
+        if groups is not None:
+            which = torch.tensor(list(groups), dtype=torch.long)[which]
+        z2 = ((feats - self.shift[which]) / self.scale[which]).square()  # (B, D)
+        means = self.features.stats.index("mean") if "mean" in self.features.stats else None
+        n = self.features.n_mels
+        normal_mean = self.shift[which][:, means * n:(means + 1) * n] if means is not None else None
+        weights = self.features.frame_weights(logmel, normal_mean)  # (B, D, T)
+        amap = torch.einsum("bd,dm,bdt->bmt", z2, self.bins, weights)
+        return best, amap.float()

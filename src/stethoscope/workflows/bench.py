@@ -1,0 +1,160 @@
+"""The K-fold benchmark of one or several systems on labelled sets (``stethoscope bench``).
+
+`bench` runs the protocol of `evaluation.crossval` for one system and writes ``bench.json``
+(with ``score_modes``: one ``<mode>/bench.json`` per mode). `bench_systems` runs it for several
+systems on the same folds (same data, seed and fold count), each into ``OUT/<label>/``, then
+compares them with paired bootstrap intervals of every AUC difference (`evaluation.compare`)
+into ``OUT/comparison.json``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..config import load_config
+from ..data.clip import Clip
+from ..engine import RunContext, prune_checkpoints
+from ..errors import ConfigError
+from ..evaluation.compare import paired_bootstrap
+from ..evaluation.crossval import cross_validate, cross_validate_joint, group_sets
+from ..fsutil import atomic_write_json
+from ..utils import run_metadata
+from ..systems.base import System, get_system
+
+COMPARISON_FILE = "comparison.json"
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A system to benchmark: registered ``name``, its hyperparameters, and its ``label`` in outputs."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def build(self) -> System:
+        return get_system(self.name, **self.params)
+
+    @property
+    def folder(self) -> str:
+        """The label as a folder name."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label or self.name)
+
+
+def system_specs(text: str, config: str | None = None, overrides: Sequence[str] = ()) -> list[SystemSpec]:
+    """``a,b@variant,c@file.yaml`` -> specs: each a system with its packaged config, or the packaged
+    variant ``<name>_<variant>.yaml``, or a YAML file. ``config`` and ``overrides`` (``--config``,
+    ``--set``) apply to a single system only: several systems get theirs from ``@``."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if not entries:
+        raise ConfigError("--system: name at least one system")
+    if len(entries) > 1 and (config or overrides):
+        raise ConfigError("--config and --set apply to one system; with several, give each its settings as "
+                          "name@variant (a packaged config such as tldiffgan@cpu) or name@file.yaml")
+    if len(set(entries)) != len(entries):
+        raise ConfigError(f"--system names a system twice: {text!r}")
+    specs = []
+    for entry in entries:
+        name, _, variant = entry.partition("@")
+        if variant.endswith((".yaml", ".yml")):
+            params = load_config(name, variant, overrides)
+        else:
+            params = load_config(name, config, overrides, variant or None)
+        get_system(name, **params)  # hyperparameters are checked before any audio is read
+        specs.append(SystemSpec(name, params, entry))
+    return specs
+
+
+def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, folds: int = 5,
+          group: str = "machine", score_modes: Sequence[str] | None = None, meta: dict[str, Any] | None = None,
+          say: Callable[[str], None] = lambda _: None) -> dict[str | None, dict[str, Any]]:
+    """The K-fold protocol for one system on every set of ``clips``; writes ``out/bench.json``
+    (or ``out/<mode>/bench.json``) as it goes and returns the reports by mode."""
+    probe = spec.build()
+    sets = group_sets(clips, group)
+    modes: list[str | None] = list(score_modes) if score_modes else [None]
+    reports: dict[str | None, dict[str, Any]] = {
+        m: {"system": spec.name, "label": spec.label, "params": {**probe.get_params(), **({"score_mode": m} if m else {})},
+            "folds": folds, "seed": ctx.seed, **(meta or {}), "sets": {}} for m in modes}
+    paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
+    latest: list[System] = [probe]  # the latest fold's system only (earlier ones are freed), for its encoder tag
+
+    def make() -> System:
+        latest[:] = [spec.build()]
+        return latest[0]
+
+    def write() -> None:
+        for m in modes:
+            run = {**run_metadata(reports[m]["params"], ctx.seed), "runtime": ctx.metadata()}
+            atomic_write_json(paths[m], {**reports[m], "run": run})
+
+    def record(name: str, res: dict[str, Any], fitted: System) -> None:
+        per_mode = res if score_modes else {None: res}
+        encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
+        for m in modes:
+            reports[m]["sets"][name] = per_mode[m]
+            reports[m].update(encoder)
+            r = per_mode[m]
+            say(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
+                f"(train {r['train_seconds']:.1f} s/fold)")
+
+    joint_sets: dict[str, list[Clip]] = {}  # a joint system: every set in one run of folds
+    for name, set_clips in sets.items():
+        if sum(c.label == 0 for c in set_clips) < 2 or not any(c.label == 1 for c in set_clips):
+            for m in modes:
+                reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
+            continue
+        if probe.joint:
+            joint_sets[name] = set_clips
+            continue
+        say(f"[{name}] {folds}-fold benchmark of {spec.label or spec.name}")
+        res = cross_validate(set_clips, make, folds, ctx, score_modes=score_modes, name=name)
+        record(name, res, latest[0])
+        write()
+    if joint_sets:
+        say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} set(s), "
+            "one joint fit per fold")
+        results, fitted = cross_validate_joint(joint_sets, make, folds, ctx, score_modes=score_modes)
+        for m in modes:
+            reports[m]["joint_fit"] = True
+        for name, res in results.items():
+            record(name, res, next(iter(fitted.values())))
+    prune_checkpoints(ctx.checkpoint_dir)
+    for rep in reports.values():
+        aucs = [s["auc"] for s in rep["sets"].values()]
+        rep["mean_auc"] = float(np.mean(aucs)) if aucs else None
+        rep["mean_pauc"] = float(np.mean([s["pauc"] for s in rep["sets"].values()])) if aucs else None
+    write()
+    return reports
+
+
+def bench_systems(clips: Sequence[Clip], specs: Sequence[SystemSpec], out: Path, ctx: RunContext, folds: int = 5,
+                  group: str = "machine", meta: dict[str, Any] | None = None, n_boot: int = 2000,
+                  say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Every system on the same folds into ``out/<label>/bench.json``, then their paired
+    comparison into ``out/comparison.json``; returns the comparison."""
+    reports = {}
+    for spec in specs:
+        ctx_k = ctx.replace(checkpoint_dir=ctx.checkpoint_dir / spec.folder if ctx.checkpoint_dir else None)
+        reports[spec.label] = bench(clips, spec, out / spec.folder, ctx_k, folds, group, meta=meta, say=say)[None]
+    comparison = {**paired_bootstrap(reports, n_boot=n_boot, seed=ctx.seed),
+                  "folders": {s.label: s.folder for s in specs}, "data": (meta or {}).get("data")}
+    atomic_write_json(out / COMPARISON_FILE, comparison)
+    return comparison
+
+
+def comparison_table(comparison: dict[str, Any]) -> str:
+    """Plain-text table: each system's mean AUC and interval, then each pair's difference."""
+    level = round(100 * comparison["level"])
+    lines = [f"{'system':<28}{'mean AUC':>9}   {level} % interval"]
+    for name, m in comparison["mean_auc"].items():
+        lines.append(f"{name:<28}{m['auc']:>9.3f}   [{m['low']:.3f}, {m['high']:.3f}]")
+    lines += ["", f"{'difference (a - b)':<44}{'diff':>7}   {level} % interval"]
+    for p in comparison["pairs"]:
+        verdict = "within noise" if p["within_noise"] else ("a better" if p["diff"] > 0 else "b better")
+        lines.append(f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, {p['high']:+.3f}]  {verdict}")
+    return "\n".join(lines)
