@@ -149,6 +149,34 @@ def test_bench_score_modes_share_training(toy_root: Path, tmp_path: Path) -> Non
     assert mse["sets"]["fan"]["folds"] != mahala["sets"]["fan"]["folds"]  # two scorings, not one copied
 
 
+def test_bench_compares_several_systems_on_the_same_folds(toy_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench"
+    knn = tmp_path / "knn.yaml"
+    knn.write_text("detector: knn\n")
+    assert main(["bench", "--data", str(toy_root), "--system", f"mel_stats,mel_stats@{knn}", "--folds", "3",
+                 "--out", str(out), "--no-cache", *RUNTIME]) == 0
+    comparison = read_json(out / "comparison.json")
+    labels = ["mel_stats", f"mel_stats@{knn}"]
+    assert list(comparison["mean_auc"]) == labels and comparison["sets"] == sorted(MACHINES)
+    (pair,) = comparison["pairs"]
+    assert pair["low"] <= pair["diff"] <= pair["high"] and pair["within_noise"] == (pair["low"] <= 0 <= pair["high"])
+    first, second = (read_json(out / comparison["folders"][lab] / "bench.json") for lab in labels)
+    for machine in MACHINES:  # the same folds: the same test clips, fold by fold
+        assert [f["clips"] for f in first["sets"][machine]["folds"]] == \
+            [f["clips"] for f in second["sets"][machine]["folds"]]
+    assert second["params"]["detector"] == "knn" and first["params"]["detector"] == "mahalanobis"
+    printed = capsys.readouterr().out
+    assert "difference (a - b)" in printed and ("within noise" in printed or "better" in printed)
+
+
+def test_bench_of_several_systems_refuses_shared_overrides(toy_root: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--data", str(toy_root), "--system", "mel_stats,dcase_ae", "--out", str(tmp_path / "b"),
+                 "--set", "epochs=2", *RUNTIME]) == 2
+    assert "name@variant" in capsys.readouterr().err
+
+
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n-train", "6", "--n-test", "6", "--no-cache", *FAST, *RUNTIME]) == 0

@@ -1,7 +1,8 @@
 """Per-bin log-mel statistics of a clip, and their scoring network (the `mel_stats` system).
 
 A clip's log-mel (n_mels, frames) is summarised per mel bin by a list of statistics over time
-(mean, standard deviation, percentiles, maximum, minimum), optionally followed by modulation
+(mean, standard deviation, percentiles, maximum, minimum, the standard deviation of the
+frame-to-frame change), optionally followed by modulation
 features: the log power spectrum of band envelopes over time, pooled into log-spaced bins.
 `MelStatsFeatures` computes them in float64 torch; `MelStatsScorer` standardises them and
 scores them with fitted detectors (one per section and domain group; a clip's score is the
@@ -19,7 +20,7 @@ from torch import nn
 
 from ..detectors.module import DetectorModule, f64
 
-STATISTICS = ("mean", "std", "min", "max", "p10", "p25", "p50", "p75", "p90")
+STATISTICS = ("mean", "std", "min", "max", "p10", "p25", "p50", "p75", "p90", "dstd")
 FRAME_RATE = 16_000 / 512  # log-mel frames per second at the DCASE parameters
 MODULATION_HZ = (0.25, FRAME_RATE / 2)
 
@@ -65,6 +66,8 @@ class MelStatsFeatures(nn.Module):
             return sorted_x[..., 0]
         if name == "max":
             return sorted_x[..., -1]
+        if name == "dstd":  # frame-to-frame change: how rough the bin's level is over time
+            return (x[..., 1:] - x[..., :-1]).std(dim=-1, unbiased=False)
         return _percentile(sorted_x, float(name[1:]))
 
     def envelopes(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +122,10 @@ class MelStatsFeatures(nn.Module):
                     w = torch.where(w.sum(dim=-1, keepdim=True) > 0, w, torch.ones_like(w))
             elif name == "std":
                 w = (x - x.mean(dim=-1, keepdim=True)).square() + 1e-12
+            elif name == "dstd":  # the frames on either side of each change, by its squared size
+                step = (x[..., 1:] - x[..., :-1])
+                step = (step - step.mean(dim=-1, keepdim=True)).square()
+                w = torch.nn.functional.pad(step, (0, 1)) + torch.nn.functional.pad(step, (1, 0)) + 1e-12
             elif name in ("min", "max"):
                 w = (x == self._stat(x, sorted_x, name)[..., None]).double()
             else:

@@ -8,5 +8,6 @@ from . import tldiffgan  # noqa: F401
 from . import ensemble  # noqa: F401
 from . import aux_classifier  # noqa: F401
 from . import mel_stats  # noqa: F401
+from . import auto  # noqa: F401
 
 __all__ = ["REGISTRY", "System", "get_system", "list_systems", "load_system", "register"]

@@ -57,7 +57,13 @@ class EnsembleSystem(System):
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",
                  weights: Sequence[float] | None = None) -> None:
         self._set_params(locals())
-        self.member_params = _checked_member_params(self.members, member_params)
+        self._init_members()
+
+    def _init_members(self) -> None:
+        """Check the members and their parameters; build unfitted prototypes (what `feature_request`
+        reads before a fit)."""
+        self.member_params = _checked_member_params(self.members, self.member_params)
+        weights = self.weights
         if weights is not None and (len(weights) != len(self.members) or min(weights) < 0 or sum(weights) <= 0
                                     or not all(map(math.isfinite, weights))):
             raise ConfigError(f"ensemble: weights must be {len(self.members)} finite non-negative numbers "
@@ -206,12 +212,13 @@ class EnsembleSystem(System):
 
 def _checked_member_params(members: Sequence[str], member_params: Any) -> dict[str, dict[str, Any]]:
     """Members are distinct registered systems (no ensembles); overrides name members only."""
-    known = [name for name in list_systems() if name != EnsembleSystem.name]
+    systems = list_systems()
+    known = [name for name, cls in systems.items() if not issubclass(cls, EnsembleSystem)]
     if not members:
         raise ConfigError("ensemble: members must name at least one system")
     for name in members:
-        if name == EnsembleSystem.name:
-            raise ConfigError("ensemble: an ensemble cannot be a member of an ensemble")
+        if name in systems and name not in known:
+            raise ConfigError(f"ensemble: {name!r} combines systems itself; it cannot be a member of an ensemble")
         if name not in known:
             raise ConfigError(f"ensemble: unknown member system {name!r}; known: {', '.join(known)}")
     if len(set(members)) != len(members):
