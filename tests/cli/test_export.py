@@ -37,6 +37,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "knn": ("embedding_knn", {"encoder": "random"}),
     "ldgan": ("ldgan", LDGAN),
     "tldiffgan": ("tldiffgan", {**LDGAN, "encoder": "random", "detectors": ["knn", "gmm"]}),
+    "mel_stats": ("mel_stats", {"modulation_bands": 4}),
 }
 
 
@@ -112,14 +113,15 @@ def test_cli_exports_dcase_ae(trained: Path, toy_root: Path, tmp_path: Path, fro
 @pytest.mark.parametrize("key,frontend", [("ae_mahala", "outside"), ("ae_mahala", "inside"),
                                           ("vae_mse", "outside"), ("vae_mse", "inside"), ("vae_mahala", "inside"),
                                           ("knn", "outside"), ("knn", "inside"), ("ldgan", "outside"),
-                                          ("tldiffgan", "outside"), ("tldiffgan", "inside")])
+                                          ("tldiffgan", "outside"), ("tldiffgan", "inside"),
+                                          ("mel_stats", "outside"), ("mel_stats", "inside")])
 def test_export_equals_torch(key: str, frontend: str, clips: tuple[list, list], fitted: Fitted, tmp_path: Path) -> None:
     root = tmp_path
     model_dir = fitted[key]
     record = export_onnx(model_dir, root / "export", frontend=frontend, seconds=4.0)
     assert record["frontend"] == frontend and record["system"] == MODELS[key][0]
     _assert_same(model_dir, root / "export", clips[1])
-    if key in ("ldgan", "tldiffgan"):  # scoring noise fixed per length: one clip length only
+    if key in ("ldgan", "tldiffgan", "mel_stats"):  # one clip length only (noise or percentiles fixed per length)
         assert record["clip_samples"] == 64_000
         with pytest.raises(EdgeError, match="exactly 64000 samples"):
             EdgeModel(root / "export").score_waveform(np.zeros(32_000, np.float32))

@@ -32,8 +32,8 @@ def _tiny(name: str) -> dict[str, Any]:
                                        "embedding_knn": {"encoder": "random", "detector": "gmm"}}},
         "mel_stats": {"modulation_bands": 4, "min_group_clips": 2},
         "auto": {"members": ["mel_stats", "dcase_ae"], "weighting": "pseudo", "pseudo_folds": 2,
-                 "pseudo_severities": [3], "threshold_folds": 2,
-                 "member_params": {"dcase_ae": {"epochs": 1, "batch_size": 64}}},
+                 "pseudo_severities": [3],
+                 "member_params": {"dcase_ae": {"epochs": 1, "batch_size": 64, "threshold_folds": 2}}},
         "aux_classifier": {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125, "n_mels": 32,
                            "embedding_dim": 16},
     }[name]

@@ -146,3 +146,58 @@ def test_model_folder_records_the_fit_and_old_folders_load_as_in_sample(train: l
     (tmp_path / "model" / "config.json").write_text(json.dumps(cfg))
     old = load_system(tmp_path / "model")
     assert old.threshold_fit == "in_sample" and old.threshold_ == system.threshold_
+
+
+# -- score normalisation per section and domain ---------------------------------------------
+def test_score_norm_statistics_and_their_fallbacks() -> None:
+    from stethoscope.data.clip import Clip
+    from stethoscope.systems.threshold import apply_score_norm, fit_score_norm
+
+    clips = ([Clip(Path(f"a{i}"), "fan", "00", "source") for i in range(4)]
+             + [Clip(Path(f"b{i}"), "fan", "00", "target") for i in range(3)]
+             + [Clip(Path(f"c{i}"), "fan", "01", "source") for i in range(2)])
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 100.0, 200.0])
+    norm = fit_score_norm(scores, clips, "section_domain")
+    assert set(norm["groups"]) == {"00", "00/source", "00/target"}  # section 01 has 2 < 3 clips
+    src = norm["groups"]["00/source"]
+    assert src["mean"] == pytest.approx(2.5) and src["std"] == pytest.approx(np.std([1, 2, 3, 4]))
+    probe = [Clip(Path("x"), "fan", "00", "source"), Clip(Path("y"), "fan", "00", None),
+             Clip(Path("z"), "fan", "01", "source")]
+    z = apply_score_norm(np.array([5.0, 5.0, 5.0]), probe, norm)
+    tgt, pooled = norm["groups"]["00/target"], norm["pooled"]
+    assert z[0] == pytest.approx((5 - 2.5) / src["std"])
+    assert z[1] == pytest.approx(min((5 - 2.5) / src["std"], (5 - tgt["mean"]) / tgt["std"]))  # unknown domain
+    assert z[2] == pytest.approx((5 - pooled["mean"]) / pooled["std"])  # too few clips: pooled
+    assert apply_score_norm(np.array([5.0]), None, norm)[0] == pytest.approx(z[2])  # a waveform: pooled
+    assert fit_score_norm(scores, clips, "none") is None
+
+
+def test_one_threshold_serves_sections_of_different_scales(tmp_path: Path) -> None:
+    """A pooled detector over a quiet steady section and a loud varied one: raw held-out scores
+    differ by section; normalised, each section's are standardised and the model keeps them."""
+    from stethoscope.data.clip import Clip
+    from stethoscope.systems import load_system
+    from tests.conftest import write_wav
+
+    rng = np.random.default_rng(0)
+    t = np.arange(32_000) / 16_000
+    clips = []
+    for section, spread in (("00", 0.02), ("01", 3.0)):
+        for i in range(9):
+            gain = 1 + spread * rng.random()  # the whole clip louder or quieter: every bin moves
+            wave = gain * (0.1 * np.sin(2 * np.pi * 200 * t) + 0.01 * rng.standard_normal(len(t)))
+            clips.append(Clip(write_wav(tmp_path / f"{section}_{i}.wav", wave.astype(np.float32)), "fan", section))
+    raw = get_system("mel_stats", per_section=False, detector="knn", stats=["mean"], n_mels=16).fit(clips, ctx=CTX)
+    normed = get_system("mel_stats", per_section=False, detector="knn", stats=["mean"], n_mels=16,
+                        score_norm="section").fit(clips, ctx=CTX)
+    held_raw, held = raw.fit_scores_["heldout"], normed.fit_scores_["heldout"]
+    assert held_raw[9:].mean() > 2 * held_raw[:9].mean()  # the loud varied section scores higher
+    for part in (slice(0, 9), slice(9, 18)):
+        assert held[part].mean() == pytest.approx(0.0, abs=1e-9) and held[part].std() == pytest.approx(1.0)
+    assert normed.run_["threshold"]["score_norm"]["mode"] == "section"
+    normed.save(tmp_path / "m")
+    loaded = load_system(tmp_path / "m")
+    assert loaded.score_norm_ == normed.score_norm_
+    expected = (raw.score(clips[:2], CTX) - normed.score_norm_["groups"]["00"]["mean"]) / \
+        normed.score_norm_["groups"]["00"]["std"]
+    np.testing.assert_allclose(loaded.score(clips[:2], CTX), expected, rtol=1e-9, atol=1e-9)

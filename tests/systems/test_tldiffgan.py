@@ -330,3 +330,24 @@ def test_pretrained_mn04_branch(gearbox, shared):
     assert extra["encoder_weights_sha256"] == W.sha256_of(mn04)
     assert system.joint_train_.shape == (len(train), 4 + 384)
     assert np.isfinite(system.score(test, CTX)).all()
+
+
+def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp_path: Path) -> None:
+    """Our extension (off by default): the 640 per-bin statistics are a third fused branch,
+    balanced like the others; scores survive save/load; ONNX export refuses it clearly."""
+    train, test = gearbox
+    assert _system().mel_stats_branch is False  # the seed's system is unchanged by default
+    system = _system(mel_stats_branch=True, threshold_fit="in_sample").fit(train, ctx=CTX)
+    dims = {b: m.shape[0] for b, (m, _) in system.scalers_.items()}
+    assert dims["stats"] == 5 * 128 and list(dims) == ["mel", "wave", "stats"]
+    assert system.joint_train_.shape[1] == sum(dims.values())
+    per_branch = [system.joint_train_[:, a:a + d].var(axis=0).sum()
+                  for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values())]
+    np.testing.assert_allclose(per_branch, per_branch[0], rtol=1e-6)  # each branch: an equal share
+    scores = system.score(test[:4], CTX)
+    system.save(tmp_path / "m")
+    np.testing.assert_allclose(load_system(tmp_path / "m").score(test[:4], CTX), scores, **TOL)
+    from stethoscope.export import export_onnx
+
+    with pytest.raises(ConfigError, match="mel_stats_branch"):
+        export_onnx(tmp_path / "m", tmp_path / "onnx")

@@ -57,7 +57,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], folds: int = 5,
                    ctx: RunContext | None = None, score_modes: Sequence[str] | None = None,
-                   name: str = "set") -> dict[str, Any]:
+                   name: str = "set", own_threshold: bool = False) -> dict[str, Any]:
     """Run the protocol on one set; ``make_system()`` builds a fresh, unfitted system.
 
     Fold k trains with seed ``ctx.seed + k`` and checkpoints in ``<checkpoint_dir>/<name>/fold<k>``,
@@ -65,6 +65,11 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
     With ``score_modes`` (systems with a ``score_mode`` attribute, e.g. MSE and MAHALA of the
     AE), each fold is trained once and scored in every mode; the result is then a dict
     mode -> result.
+
+    Each fold also records its false-alarm rate (test normals above the system's threshold) and
+    detection rate (anomalies above it). The threshold is fitted in-sample, which is cheap and
+    leaves the AUCs unchanged, unless ``own_threshold``: then each fold's system fits it as
+    configured (cross-fitted by default), so that the rates are those a user would see.
     """
     ctx = ctx or RunContext()
     normals = [c for c in clips if c.label == 0]
@@ -82,7 +87,8 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
         test = [normals[i] for i in test_idx] + anomalies
         fold_ctx = ctx.replace(seed=ctx.seed + k).for_run(name, f"fold{k}")
         system = make_system()
-        system.threshold_fit = "in_sample"  # AUCs ignore the threshold: no extra fold models
+        if not own_threshold:
+            system.threshold_fit = "in_sample"  # AUCs ignore the threshold: no extra fold models
         t0 = time.perf_counter()
         system.fit(train, ctx=fold_ctx)
         train_s.append(time.perf_counter() - t0)
@@ -161,8 +167,12 @@ def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Se
         score_ms[mode].append(1000 * (time.perf_counter() - t0) / len(test))
         kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
         m = section_metrics([test[i].label for i in kept], scores[kept], [test[i].domain for i in kept])
+        decided = system.decide(scores[kept])
+        labels = np.array([test[i].label for i in kept])
         fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
                                    "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test),
+                                   "false_alarm": float(decided[labels == 0].mean()) if (labels == 0).any() else None,
+                                   "detected": float(decided[labels == 1].mean()) if (labels == 1).any() else None,
                                    # per clip, for paired comparisons of systems (`evaluation.compare`)
                                    "clips": [test[i].name for i in range(len(test))],
                                    "labels": [test[i].label for i in range(len(test))],
@@ -178,6 +188,8 @@ def _summary(n_normal: int, n_anomaly: int, folds: list[dict], train_s: list[flo
         "auc_source": _mean([f["auc_source"] for f in folds]) if has_domains else None,
         "auc_target": _mean([f["auc_target"] for f in folds]) if has_domains else None,
         "auc_std": float(np.std([f["auc"] for f in folds])),
+        "false_alarm": _mean([f["false_alarm"] for f in folds]),
+        "detected": _mean([f["detected"] for f in folds]),
         "folds": folds,
         "train_seconds": float(np.mean(train_s)),
         "score_ms_per_clip": float(np.mean(score_ms)),

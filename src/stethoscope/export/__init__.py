@@ -10,7 +10,9 @@ the torch system and by the ONNX runtime, and a relative difference above `CHECK
 Supported: ``dcase_ae`` and ``gamma_vae`` (MSE and MAHALA; GammaVAE with ``score_latent:
 mean``), ``embedding_knn`` (EfficientAT mn04 encoders; any detector, GMM with diagonal
 covariances), ``ldgan`` and ``tldiffgan`` (for one clip length, ``--seconds``: their scoring
-noise is fixed per length).
+noise is fixed per length), ``mel_stats`` (its own scoring module, `MelStatsScorer`, for one clip
+length: its percentiles index frames; every section's detectors, the smallest score, as an
+in-memory waveform is scored).
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ import numpy as np
 
 from ..errors import ConfigError, StethoscopeError
 
-SUPPORTED = ("dcase_ae", "gamma_vae", "embedding_knn", "ldgan", "tldiffgan")
-FIXED_LENGTH = ("ldgan", "tldiffgan")
+SUPPORTED = ("dcase_ae", "gamma_vae", "embedding_knn", "ldgan", "tldiffgan", "mel_stats")
+FIXED_LENGTH = ("ldgan", "tldiffgan", "mel_stats")
 OPSET = 18
 CHECK_RTOL = 1e-3
 SAMPLE_RATE = 16_000
@@ -88,6 +90,14 @@ def _plan(system: Any, seconds: float | None) -> _Plan:
         return _Plan(EmbeddingHead(system, encoder), {"mn04_mel": torch.randn(2, 128, 101)},
                      {"mn04_mel": {0: batch, 2: frames}}, [efficientat_frontend()], ["score"], details=details)
     samples = round((10.0 if seconds is None else seconds) * SAMPLE_RATE)
+    if name == "mel_stats":
+        mel_frames = system.logmel_params.n_frames(samples)
+        details = {"detector": system.detector, "stats": system.stats, "groups": system.groups_}
+        return _Plan(system.scorer_, {"logmel": torch.randn(2, system.n_mels, mel_frames)}, {"logmel": {0: batch}},
+                     [dcase_frontend(system.logmel_params)], ["score", "anomaly_map"], samples, details)
+    if name == "tldiffgan" and system.mel_stats_branch:
+        raise ConfigError("tldiffgan with mel_stats_branch=true cannot be exported to ONNX yet (its export head "
+                          "fuses the mel and waveform branches only)")
     params = system.branch.logmel_params
     mel_frames = params.n_frames(samples)
     if name == "ldgan":
@@ -171,6 +181,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
     system = load_system(model_dir)
     if system.threshold_ is None:
         raise ConfigError(f"{model_dir}: the model has no decision threshold")
+    if system.score_norm_:
+        raise ConfigError(f"{model_dir}: models with score_norm={system.score_norm!r} cannot be exported to ONNX yet "
+                          "(the edge runtime does not apply per-section statistics)")
     plan = _plan(system, seconds)
     model = _export_graph(plan, opset)
     if frontend == "inside":

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..detectors.module import DetectorModule, f64
 
+DEFAULT_STATS = ("mean", "std", "p10", "p90", "max")
 STATISTICS = ("mean", "std", "min", "max", "p10", "p25", "p50", "p75", "p90", "dstd")
 FRAME_RATE = 16_000 / 512  # log-mel frames per second at the DCASE parameters
 MODULATION_HZ = (0.25, FRAME_RATE / 2)
@@ -77,20 +79,20 @@ class MelStatsFeatures(nn.Module):
 
     def modulation_basis(self, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cosine and sine DFT bases (T, F) of the kept modulation frequencies and the pooling
-        matrix (F, bins) that averages them into log-spaced bins (empty bins borrow the nearest)."""
-        freqs = torch.arange(frames // 2 + 1, dtype=torch.float64) * FRAME_RATE / frames
+        matrix (F, bins) that averages them into log-spaced bins (empty bins borrow the nearest).
+        Computed in numpy from the clip length alone: constants to an exported graph."""
+        freqs = np.arange(frames // 2 + 1) * FRAME_RATE / frames
         lo, hi = MODULATION_HZ
-        edges = torch.logspace(math.log10(lo), math.log10(hi), self.modulation_bins + 1, dtype=torch.float64)
-        pool = torch.zeros(len(freqs), self.modulation_bins, dtype=torch.float64)
+        edges = np.logspace(np.log10(lo), np.log10(hi), self.modulation_bins + 1)
+        pool = np.zeros((len(freqs), self.modulation_bins))
         for j in range(self.modulation_bins):
-            inside = (freqs >= edges[j]) & (freqs < edges[j + 1] if j < self.modulation_bins - 1 else freqs <= hi)
-            if not bool(inside.any()):  # short clips: too few DFT bins for the low bands
-                centre = math.sqrt(float(edges[j] * edges[j + 1]))
-                inside = (freqs - centre).abs() == (freqs - centre).abs().min()
-            pool[:, j] = inside.double() / inside.sum()
-        t = torch.arange(frames, dtype=torch.float64)
-        angle = 2 * math.pi * t[:, None] * torch.arange(len(freqs), dtype=torch.float64)[None, :] / frames
-        return torch.cos(angle), torch.sin(angle), pool
+            inside = (freqs >= edges[j]) & ((freqs < edges[j + 1]) if j < self.modulation_bins - 1 else (freqs <= hi))
+            if not inside.any():  # short clips: too few DFT bins for the low bands
+                centre = np.sqrt(edges[j] * edges[j + 1])
+                inside = np.abs(freqs - centre) == np.abs(freqs - centre).min()
+            pool[:, j] = inside / inside.sum()
+        angle = 2 * np.pi * np.outer(np.arange(frames), np.arange(len(freqs))) / frames
+        return torch.from_numpy(np.cos(angle)), torch.from_numpy(np.sin(angle)), torch.from_numpy(pool)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         x = logmel.double()
@@ -187,3 +189,15 @@ class MelStatsScorer(nn.Module):
         weights = self.features.frame_weights(logmel, normal_mean)  # (B, D, T)
         amap = torch.einsum("bd,dm,bdt->bmt", z2, self.bins, weights)
         return best, amap.float()
+
+
+def features_of(module: MelStatsFeatures, logmels: Sequence[np.ndarray]) -> np.ndarray:
+    """(n, D) float64 features of log-mels (dB) of any lengths; equal lengths share one batch."""
+    out = np.zeros((len(logmels), module.dim))
+    by_length: dict[int, list[int]] = {}
+    for i, mel in enumerate(logmels):
+        by_length.setdefault(mel.shape[-1], []).append(i)
+    for idx in by_length.values():
+        with torch.no_grad():
+            out[idx] = module(torch.from_numpy(np.stack([logmels[i] for i in idx]))).numpy()
+    return out

@@ -40,7 +40,8 @@ from ..features.logmel import LogMelParams
 from ..progress import progress
 from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json, run_metadata
 from .params import RUNTIME_KEYS, check_params, runtime_key_error, split_comma_lists
-from .threshold import CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, crossfit_folds, gamma_threshold, score_summary
+from .threshold import (CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, apply_score_norm, crossfit_folds, fit_score_norm,
+                        gamma_threshold, score_summary)
 
 REGISTRY: dict[str, type["System"]] = {}
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
@@ -134,6 +135,8 @@ class System(metaclass=_SystemMeta):
     # (`ensemble`): {"clips": the training clips, "in_sample": their scores by the fitted model,
     # "heldout": their cross-fitted held-out scores, or None where the fit was in-sample}
     fit_scores_: dict[str, Any] | None = None
+    score_norm_: dict[str, Any] | None = None  # per-section (and domain) score statistics (`threshold.score_norm`)
+    score_norm: str
     threshold_fit: str
     threshold_folds: int
     threshold_percentile: float
@@ -235,14 +238,19 @@ class System(metaclass=_SystemMeta):
         ctx = ctx or RunContext()
         scores = np.full(len(clips), np.nan)
         for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress):
-            scores[d.index] = self.score_decoded(d, ctx)
+            scores[d.index] = self.normalised(self.score_decoded(d, ctx), d.clips)
         return scores
+
+    def normalised(self, scores: np.ndarray, clips: Sequence[Clip] | None) -> np.ndarray:
+        """Raw scores of ``clips`` (None: in-memory waveforms) on the scale of ``score_norm``."""
+        return apply_score_norm(scores, clips, self.score_norm_) if self.score_norm_ else scores
 
     def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000,
                         ctx: RunContext | None = None) -> np.ndarray:
         """Scores of in-memory mono waveforms (streams, uploads): no files, no cache writes."""
         ctx = ctx or RunContext()
-        return self.score_decoded(decode_waves(waves, sample_rate, self.feature_request()), ctx).astype(np.float64)
+        raw = self.score_decoded(decode_waves(waves, sample_rate, self.feature_request()), ctx)
+        return self.normalised(raw, None).astype(np.float64)
 
     def explain(self, clip: Clip, ctx: RunContext | None = None) -> Explanation:
         """Score, input, reconstruction and anomaly map of one clip, from one pass."""
@@ -250,13 +258,18 @@ class System(metaclass=_SystemMeta):
         decoded = next(iter_decoded([clip], self._explain_request(), ctx.cache_dir, progress=False), None)
         if decoded is None:
             raise AudioSkipped(clip.path, "left out by the audio checks (--on-bad-audio); nothing to explain")
-        return self.explain_decoded(decoded, ctx)
+        return self._explained(self.explain_decoded(decoded, ctx), [clip])
+
+    def _explained(self, ex: Explanation, clips: Sequence[Clip] | None) -> Explanation:
+        ex.score = float(self.normalised(np.array([ex.score]), clips)[0])
+        return ex
 
     def explain_waveform(self, wave: np.ndarray, sample_rate: int = 16_000,
                          ctx: RunContext | None = None) -> Explanation:
         """`explain` of an in-memory mono waveform (a kept upload): no files, no cache writes."""
         ctx = ctx or RunContext()
-        return self.explain_decoded(decode_waves([wave], sample_rate, self._explain_request()), ctx)
+        return self._explained(self.explain_decoded(decode_waves([wave], sample_rate, self._explain_request()), ctx),
+                               None)
 
     def _explain_request(self) -> FeatureRequest:
         """What `explain` decodes: the scoring request, with the log-mel always (the picture's input)."""
@@ -289,8 +302,8 @@ class System(metaclass=_SystemMeta):
         info: dict[str, Any] = {"fit": self.threshold_fit, "percentile": self.threshold_percentile,
                                 "in_sample_scores": score_summary(train_scores),
                                 "in_sample_threshold": gamma_threshold(train_scores, self.threshold_percentile)}
-        scores = np.asarray(train_scores, dtype=np.float64)
-        self.fit_scores_ = {"clips": list(train), "in_sample": scores, "heldout": None}
+        scores = in_sample = np.asarray(train_scores, dtype=np.float64)
+        heldout_scores = None
         if self.threshold_fit == CROSSFIT:
             folds = crossfit_folds(len(train), self.threshold_folds, ctx.seed, minimum,
                                    groups=[c.domain or "none" for c in train])
@@ -300,8 +313,15 @@ class System(metaclass=_SystemMeta):
                 warnings.warn(f"{self.name}: {info['note']}", stacklevel=2)
             else:
                 scores = heldout(folds) if heldout else self.crossfit_scores(train, folds, ctx)
-                self.fit_scores_["heldout"] = scores = np.asarray(scores, dtype=np.float64)
+                heldout_scores = scores = np.asarray(scores, dtype=np.float64)
                 info.update(folds=len(folds), heldout_scores=score_summary(scores))
+        self.score_norm_ = fit_score_norm(scores, train, self.score_norm)  # held-out statistics where there are
+        if self.score_norm_:
+            scores, in_sample = apply_score_norm(scores, train, self.score_norm_), apply_score_norm(
+                in_sample, train, self.score_norm_)
+            heldout_scores = scores if heldout_scores is not None else None
+            info["score_norm"] = self.score_norm_
+        self.fit_scores_ = {"clips": list(train), "in_sample": in_sample, "heldout": heldout_scores}
         self.threshold_ = gamma_threshold(scores, self.threshold_percentile)
         info["threshold"] = self.threshold_
         self.run_ = {**(self.run_ or {}), "threshold": info}
@@ -310,7 +330,7 @@ class System(metaclass=_SystemMeta):
         """Hyperparameters of the copies that give held-out scores: the system's own, with an
         in-sample threshold (a fold's threshold is never used). Systems that choose something
         while fitting fix that choice here, so that every fold scores the way the system does."""
-        return {**self.get_params(), "threshold_fit": IN_SAMPLE}
+        return {**self.get_params(), "threshold_fit": IN_SAMPLE, "score_norm": "none"}  # raw held-out scores
 
     def crossfit_scores(self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext) -> np.ndarray:
         """Held-out score of every ``train`` clip: per fold, a copy trained by the engine on the
@@ -370,7 +390,7 @@ class System(metaclass=_SystemMeta):
         seed = (self.run_ or {}).get("runtime", {}).get("seed")
         run = {**run_metadata(self.get_params(), seed), **(self.run_ or {}), **(metadata or {})}
         return {"system": self.name, "params": self.get_params(), "threshold": self.threshold_,
-                "extra_state": self.extra_state(), "run": run}
+                "score_norm": self.score_norm_, "extra_state": self.extra_state(), "run": run}
 
 
 def load_system(directory: str | Path) -> System:
@@ -388,7 +408,7 @@ def load_system(directory: str | Path) -> System:
         params.pop(key, None)
     params.setdefault("threshold_fit", IN_SAMPLE)  # folders written before cross-fitted thresholds
     system = get_system(name, **params)
-    system.threshold_ = cfg.get("threshold")
+    system.threshold_, system.score_norm_ = cfg.get("threshold"), cfg.get("score_norm")
     system.run_ = cfg.get("run")
     system.load_extra_state(cfg.get("extra_state", {}))
     try:

@@ -168,7 +168,8 @@ class EnsembleSystem(System):
         if self.members_ is None or self.norm_ is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         have = self.feature_request()
-        parts = [normalise(m.score_decoded(_view(decoded, m.feature_request(), have), ctx), stats)
+        parts = [normalise(m.normalised(m.score_decoded(_view(decoded, m.feature_request(), have), ctx), decoded.clips),
+                           stats)
                  for m, stats in zip(self.members_, self.norm_)]
         return np.average(np.stack(parts), axis=0, weights=self._weights())
 
@@ -189,6 +190,7 @@ class EnsembleSystem(System):
         if self.members_ is None or self.norm_ is None:
             return {}
         return {"members": [{"system": m.name, "params": m.get_params(), "threshold": m.threshold_,
+                             "score_norm": m.score_norm_,
                              "extra_state": m.extra_state(), "run": m.run_, "normalisation": stats}
                             for m, stats in zip(self.members_, self.norm_)]}
 
@@ -202,6 +204,7 @@ class EnsembleSystem(System):
             try:
                 member = get_system(record["system"], **record["params"])
                 member.threshold_, member.run_ = record.get("threshold"), record.get("run")
+                member.score_norm_ = record.get("score_norm")
                 member.load_extra_state(record.get("extra_state", {}))
                 norm.append(dict(record["normalisation"]))
             except (KeyError, TypeError) as err:

@@ -31,7 +31,7 @@ from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from ..features.logmel import LogMelParams
-from ..models.mel_stats import STATISTICS, MelStatsFeatures, MelStatsScorer
+from ..models.mel_stats import DEFAULT_STATS, STATISTICS, MelStatsFeatures, MelStatsScorer, features_of
 from .base import Explanation, System, register
 
 DETECTOR_CHOICES = ("mahalanobis", "knn", "gmm")
@@ -48,7 +48,7 @@ class MelStatsSystem(System):
                    "min_group_clips": "[2, inf)",
                    "log_floor": ("max", "add")}
 
-    def __init__(self, *, stats: Sequence[str] = ("mean", "std", "p10", "p90", "max"), modulation_bands: int = 0,
+    def __init__(self, *, stats: Sequence[str] = DEFAULT_STATS, modulation_bands: int = 0,
                  modulation_bins: int = 8, detector: str = "mahalanobis", n_neighbors: int = 2,
                  n_components: int = 1, per_section: bool = True, per_domain: bool = True,
                  min_group_clips: int = 8, n_mels: int = 128, log_floor: str = "max") -> None:
@@ -81,13 +81,8 @@ class MelStatsSystem(System):
         return get_detector(self.detector, **params)  # type: ignore[return-value]
 
     def features(self, logmels: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, D) features of log-mels (dB) of any lengths; equal lengths share one batch."""
-        module = self._features_module()
-        out = np.zeros((len(logmels), module.dim))
-        for idx in _by_length(logmels).values():
-            with torch.no_grad():
-                out[idx] = module(torch.from_numpy(np.stack([logmels[i] for i in idx]))).numpy()
-        return out
+        """(n, D) features of log-mels (dB) of any lengths."""
+        return features_of(self._features_module(), logmels)
 
     def plan_groups(self, clips: Sequence[Clip]) -> list[tuple[dict[str, Any], np.ndarray]]:
         """(section and domain, clip indices) of each detector to fit: one per section (one for
@@ -221,9 +216,3 @@ class MelStatsSystem(System):
             raise CheckpointError(f"{self.name}: config.json's extra_state.groups is missing or empty")
         self.groups_ = groups
 
-
-def _by_length(arrays: Sequence[np.ndarray]) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for i, a in enumerate(arrays):
-        out.setdefault(a.shape[-1], []).append(i)
-    return out

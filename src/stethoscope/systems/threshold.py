@@ -14,6 +14,12 @@ constructor through `System`'s metaclass:
   models on (K - 1) / K of the clips each, so training takes about 1 + K (K - 1) / K = K
   times as long as one model; embedding systems refit only their detector per fold.
 * ``threshold_percentile``: the gamma distribution's quantile taken as the threshold (0.9).
+* ``score_norm``: ``none`` (default), ``section`` or ``section_domain``: every score is
+  standardised by the mean and standard deviation of the held-out (else in-sample) training
+  scores of its clip's section (and domain), so that one threshold serves every section and
+  domain, as the DCASE 2025 top systems do (`fit_score_norm`). A clip of unknown domain takes
+  the smallest of its section's domain z-scores (the DCASE 2023 baseline's rule); a clip of a
+  section not seen in training, or an in-memory waveform, the pooled statistics.
 """
 from __future__ import annotations
 
@@ -33,7 +39,9 @@ THRESHOLD_PARAMS: dict[str, tuple[type, Any, Any]] = {
     "threshold_fit": (str, CROSSFIT, (CROSSFIT, IN_SAMPLE)),
     "threshold_folds": (int, 4, "[2, inf)"),
     "threshold_percentile": (float, 0.9, "(0, 1)"),
+    "score_norm": (str, "none", ("none", "section", "section_domain")),
 }
+MIN_NORM_CLIPS = 3  # a group with fewer training scores borrows its section's (or the pooled) statistics
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
@@ -75,3 +83,44 @@ def score_summary(scores: np.ndarray) -> dict[str, float | int]:
 def false_alarm_rate(normal_scores: np.ndarray, threshold: float) -> float:
     """Share of normal clips whose score is above the threshold (decided anomalous)."""
     return float(np.mean(np.asarray(normal_scores) > threshold))
+
+
+def _stats(scores: np.ndarray) -> dict[str, float]:
+    std = float(np.std(scores))
+    return {"mean": float(np.mean(scores)), "std": std if std > 0 else 1.0}
+
+
+def fit_score_norm(scores: np.ndarray, clips: Sequence[Any], mode: str) -> dict[str, Any] | None:
+    """Statistics of the training ``scores`` per section (and domain): {"pooled": ..., "groups":
+    {"<section>" or "<section>/<domain>": {"mean", "std"}}}; None for ``mode`` none. Groups with
+    fewer than `MIN_NORM_CLIPS` scores are left out (their clips use the next wider statistics)."""
+    if mode == "none":
+        return None
+    scores = np.asarray(scores, dtype=np.float64)
+    keys: dict[str, list[int]] = {}
+    for i, clip in enumerate(clips):
+        keys.setdefault(clip.section, []).append(i)
+        if mode == "section_domain" and clip.domain:
+            keys.setdefault(f"{clip.section}/{clip.domain}", []).append(i)
+    groups = {k: _stats(scores[idx]) for k, idx in sorted(keys.items()) if len(idx) >= MIN_NORM_CLIPS}
+    return {"mode": mode, "pooled": _stats(scores), "groups": groups}
+
+
+def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict[str, Any] | None) -> np.ndarray:
+    """``scores`` as z-scores under `fit_score_norm`'s statistics (unchanged without them)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if norm is None:
+        return scores
+    groups, out = norm["groups"], np.empty(len(scores))
+    for i, s in enumerate(scores):
+        clip = clips[i] if clips is not None else None
+        z = lambda st: (s - st["mean"]) / st["std"]  # noqa: E731
+        section = groups.get(clip.section) if clip is not None else None
+        if clip is not None and norm["mode"] == "section_domain":
+            mine = [st for k, st in groups.items() if k.startswith(f"{clip.section}/")
+                    and (clip.domain is None or k == f"{clip.section}/{clip.domain}")]
+            if mine:
+                out[i] = min(z(st) for st in mine)
+                continue
+        out[i] = z(section or norm["pooled"])
+    return out

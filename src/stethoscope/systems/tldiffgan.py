@@ -7,6 +7,8 @@ Per machine type (one system each):
    ``mel_embedding``.
 2. A frozen waveform encoder (``encoder``: EfficientAT mn04 by default) gives a
    ``wave_embedding``; ``use_wave_branch=False`` drops it (ablation "without EAT").
+   Our extension, off by default (``mel_stats_branch``): a third branch, the per-bin log-mel
+   statistics of `mel_stats` (mean, std, p10, p90, max per bin), joins the joint space.
 3. Fusion: each branch is standardised per dimension (training mean / std, saved as tensors)
    and scaled so that both branches carry half of the joint space's total variance
    (``balance_branches``), then concatenated.
@@ -43,6 +45,7 @@ from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
 from .base import Explanation, System, register
+from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
 from .ldgan import BranchEval, LDGANSystem, MelBranch, check_ldgan_params
 
 RECON = "recon"
@@ -63,7 +66,8 @@ class TLDiffGANSystem(System):
     def __init__(self, *, encoder: str = "efficientat_mn04", weights_path: str | None = None,
                  use_wave_branch: bool = True, balance_branches: bool = True,
                  detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"), n_neighbors: int = 2,
-                 selection: str = "validation", holdout_fraction: float = 0.2, **ldgan: Any) -> None:
+                 selection: str = "validation", holdout_fraction: float = 0.2, mel_stats_branch: bool = False,
+                 **ldgan: Any) -> None:
         own = {k: v for k, v in locals().items() if k not in ("self", "ldgan", "__class__")}
         detectors = list(detectors)
         unknown = [d for d in detectors if d not in DETECTORS]
@@ -120,7 +124,13 @@ class TLDiffGANSystem(System):
         out: dict[str, Any] = {"recon": mel.scores, "mel": mel.embeddings.astype(np.float64)}
         if self.use_wave_branch:
             out["wave"] = embed_decoded(self._get_encoder(ctx), decoded, ctx.cache_dir).astype(np.float64)
+        if self.mel_stats_branch:
+            out["stats"] = self._stats(decoded.logmels)  # type: ignore[arg-type]
         return out
+
+    def _stats(self, logmels: Sequence[np.ndarray]) -> np.ndarray:
+        """The `mel_stats` branch: per-bin statistics of the log-mels (our extension)."""
+        return features_of(MelStatsFeatures(self.branch.logmel_params.n_mels, DEFAULT_STATS), logmels)
 
     def temporal_attention(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:
         """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
@@ -191,7 +201,8 @@ class TLDiffGANSystem(System):
         mels = store.mels()
         self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         mel = self.branch.evaluate(mels, ctx)
-        branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {})}
+        branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {}),
+                    **({"stats": self._stats(mels)} if self.mel_stats_branch else {})}
         self.scalers_ = {key: _scaler(X) for key, X in branches.items()}
         self.joint_train_ = self._fuse(branches, self.scalers_)
         self.detectors_ = {d: self._detector(d).fit(self.joint_train_) for d in self.detectors}
@@ -308,7 +319,7 @@ class TLDiffGANSystem(System):
         if "joint_train" not in tensors:
             raise CheckpointError(f"{self.name}: saved weights hold no joint training matrix")
         self.branch.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("ldgan.")})
-        branches = ["mel", "wave"] if self.use_wave_branch else ["mel"]
+        branches = ["mel", *(["wave"] if self.use_wave_branch else []), *(["stats"] if self.mel_stats_branch else [])]
         self.scalers_ = {b: (tensors[f"scaler.{b}.mean"].numpy(), tensors[f"scaler.{b}.scale"].numpy())
                          for b in branches}
         self.joint_train_ = tensors["joint_train"].numpy()
