@@ -13,7 +13,6 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/stethoscope demo --out demo
-	$(VENV)/bin/stethoscope report --results demo --out demo/report.html
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider

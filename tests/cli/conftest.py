@@ -17,7 +17,7 @@ from stethoscope.cli import main
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 # every run on one thread, quiet, and two epochs unless a test says otherwise
-FAST = ["--set", "epochs=2", "batch_size=64"]
+FAST = ["--system", "dcase_ae", "--set", "epochs=2", "batch_size=64"]
 RUNTIME = ["--threads", "1", "--quiet"]
 
 

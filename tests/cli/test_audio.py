@@ -16,7 +16,7 @@ from tests.conftest import write_wav
 
 from stethoscope.cli import main
 
-TRAIN = ["--set", "epochs=1", "batch_size=64", *RUNTIME, "--no-cache"]
+TRAIN = ["--system", "dcase_ae", "--set", "epochs=1", "batch_size=64", *RUNTIME, "--no-cache"]
 
 
 def _noise(seconds: float, seed: int, level: float = 0.05) -> np.ndarray:

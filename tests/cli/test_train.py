@@ -46,7 +46,8 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory, cli_cache: Path) -> dict:
     not exist: (result, its OUT)."""
     tmp = tmp_path_factory.mktemp("bad")
     outs = [tmp / f"out{i}" for i in range(len(BAD))]
-    results = run_many([["train", "--data", tmp / "no-such-data", "--out", out, "--set", item, *RUNTIME]
+    results = run_many([["train", "--data", tmp / "no-such-data", "--out", out, "--system", "dcase_ae", "--set", item,
+                         *RUNTIME]
                         for out, item in zip(outs, BAD)], cli_cache)
     return {item: (result, out) for item, result, out in zip(BAD, results, outs)}
 
@@ -158,7 +159,7 @@ def test_bench_compares_several_systems_on_the_same_folds(toy_root: Path, tmp_pa
                  "--out", str(out), "--no-cache", *RUNTIME]) == 0
     comparison = read_json(out / "comparison.json")
     labels = ["mel_stats", f"mel_stats@{knn}"]
-    assert list(comparison["mean_auc"]) == labels and comparison["sets"] == sorted(MACHINES)
+    assert list(comparison["mean_auc"]) == labels and comparison["compared_sets"] == sorted(MACHINES)
     (pair,) = comparison["pairs"]
     assert pair["low"] <= pair["diff"] <= pair["high"] and pair["within_noise"] == (pair["low"] <= 0 <= pair["high"])
     first, second = (read_json(out / comparison["folders"][lab] / "bench.json") for lab in labels)

@@ -96,7 +96,7 @@ def bench_dir(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stethoscope.cli import main as cli_main
 
     out = tmp_path_factory.mktemp("bench") / "out"
-    assert cli_main(["bench", "--data", str(toy_root), "--folds", "2", "--score-modes", "mse,mahala",
+    assert cli_main(["bench", "--data", str(toy_root), "--system", "dcase_ae", "--folds", "2", "--score-modes", "mse,mahala",
                      "--out", str(out), "--no-cache", "--set", "epochs=2", "batch_size=64",
                      "--threads", "1", "--quiet"]) == 0
     return out

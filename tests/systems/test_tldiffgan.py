@@ -259,7 +259,8 @@ def test_configs_mirror_the_constructor():
     cpu = read_config(CONFIGS / "tldiffgan_cpu.yaml")
     expected = {"tldiffgan_no_diffusion.yaml": {"latent_diffusion": False}, "tldiffgan_no_tmixup.yaml": {"tmixup": False},
                 "tldiffgan_no_wave.yaml": {"use_wave_branch": False}, "tldiffgan_random_encoder.yaml": {"encoder": "random"},
-                "tldiffgan_eat.yaml": {"encoder": "eat_base"}, "tldiffgan_beats.yaml": {"encoder": "beats_iter3"}}
+                "tldiffgan_eat.yaml": {"encoder": "eat_base"}, "tldiffgan_beats.yaml": {"encoder": "beats_iter3"},
+                "tldiffgan_mel_stats.yaml": {"mel_stats_branch": True}}
     for name in names:
         cfg = read_config(CONFIGS / name)
         assert set(cfg) == set(TLDiffGANSystem.param_names()), name

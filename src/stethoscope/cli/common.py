@@ -20,7 +20,9 @@ from ..features.extract import FeatureRequest
 from ..systems.base import System, get_system
 from ..utils import atomic_write_json, atomic_write_text, run_metadata
 
-DEFAULT_SYSTEM = "dcase_ae"
+# what `train`, `bench` and `demo` use without --system: the measured robust choice on few real
+# clips (docs/mel_stats.md, docs/RESULTS.md section 13), fitted in seconds
+DEFAULT_SYSTEM = "mel_stats"
 
 
 def add_quiet(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -11,7 +11,7 @@ from ..errors import ConfigError, LayoutError
 from ..training import train_machines
 from ..data.clip import channel_name
 from .engine import check_engine, train_on_ray
-from .common import (DEFAULT_SYSTEM, build_system, by_machine, chosen_channel, finish_evaluation, info, run_context,
+from .common import (build_system, by_machine, chosen_channel, finish_evaluation, info, run_context,
                      scan, scored, training_clips)
 
 
@@ -77,7 +77,10 @@ def _print_bench(title: str, report: dict[str, Any]) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..data.toy_factory import make_toy_dataset
 
-    variant = "demo" if args.system == DEFAULT_SYSTEM and not args.config else None
+    from ..config import packaged_config_path
+
+    # a system's packaged demo size (dcase_ae_demo.yaml: fewer epochs) unless the user gave a config
+    variant = "demo" if not args.config and packaged_config_path(f"{args.system}_demo").is_file() else None
     probe = build_system(args, args.system, variant)
     out, say = Path(args.out), info(args)
     ctx = run_context(args, checkpoints=out / ".checkpoints")
@@ -97,5 +100,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finish_evaluation(out, rows, {"system": args.system, "data": str(data), "models": models,
                                   "thresholds": thresholds, "config": probe.get_params(), "seed": args.seed}, paths,
                       say=say)
+    from ..reports.html import build_report
+
+    report = build_report(out, out / "report.html")
+    print(f"report: {report}")
     say(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0

@@ -101,7 +101,7 @@ def paired_bootstrap(reports: Mapping[str, Mapping[str, Any]], n_boot: int = 200
         pairs.append({"a": systems[a], "b": systems[b], **overall, "per_set": per_set})
     lo, hi = np.percentile(replicas.mean(axis=2), [tail, 100 - tail], axis=0)
     return {"method": "paired bootstrap, clips resampled within folds (normals and anomalies separately)",
-            "n_boot": n_boot, "seed": seed, "level": level, "sets": sets,
+            "n_boot": n_boot, "seed": seed, "level": level, "compared_sets": sets,
             "mean_auc": {s: {"auc": float(observed[i].mean()), "low": float(lo[i]), "high": float(hi[i])}
                          for i, s in enumerate(systems)},
             "pairs": pairs}

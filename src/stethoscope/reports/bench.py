@@ -19,6 +19,7 @@ import matplotlib
 import numpy as np
 
 from ..errors import StethoscopeError
+from .comparison import comparison_html, comparison_markdown, read_comparison
 from .content import fmt, reproducibility, shown
 from .figures import PLOT_STYLE, SECTION_COLOURS, Picture
 from .html_base import facts_html, figure_html, kpis_html, legend_html, metric_cell, notes_html, page
@@ -147,13 +148,16 @@ def _notes(mode: BenchMode) -> list[str]:
 
 def _headline(modes: Sequence[BenchMode]) -> dict[str, Any]:
     first = modes[0].data
-    return {"system": first.get("system") or "unknown system", "data": shown(first.get("data")),
+    several = len({m.data.get("label") or m.data.get("system") for m in modes}) > 1 and first.get("label")
+    system = ", ".join(str(m.data.get("label")) for m in modes) if several else first.get("system")
+    return {"system": system or "unknown system", "data": shown(first.get("data")),
             "folds": shown(first.get("folds")), "sets": len({s.name for m in modes for s in m.sets})}
 
 
 def render_bench_html(modes: Sequence[BenchMode], folder: Path, chart: Picture | None, page_dir: Path) -> str:
     """The page of a bench folder."""
     h = _headline(modes)
+    comparison = read_comparison(folder)
     kpis = [("main" if i == 0 else "", f"mean AUC{' · ' + m.title if m.label else ''}", fmt(m.mean("auc")),
              f"pAUC {fmt(m.mean('pauc'))} · mean over {len(m.sets)} set{'s' if len(m.sets) != 1 else ''}")
             for i, m in enumerate(modes)]
@@ -180,6 +184,7 @@ trains on the other normals and tests on its normals plus all anomalies. Metrics
 <div class="kpis">{kpis_html(kpis)}</div>
 {legend_html()}
 {'<section class="card"><div class="grid">' + figure_html(chart, page_dir) + '</div></section>' if chart else ''}
+{comparison_html(comparison) if comparison else ''}
 {''.join(cards)}
 <footer><section class="card"><h2>Reproducibility</h2>
 <p class="counts">Regenerate this page with
@@ -209,6 +214,8 @@ def render_bench_markdown(modes: Sequence[BenchMode], folder: Path, chart: Pictu
             lines.append(f"| {s.name} | {shown(s.n_normal)} | {shown(s.n_anomaly)} | {cells} | "
                          f"{_seconds(s.train_seconds)} | {_seconds(s.score_ms)} |")
         lines += [""] + [f"> {n}" for n in _notes(m)] + ([""] if _notes(m) else [])
+    comparison = read_comparison(folder)
+    lines += comparison_markdown(comparison) if comparison else []
     r = reproducibility(modes[0].data, folder)
     lines += ["## Reproducibility", ""] + [f"- {k}: `{v}`" for k, v in r["facts"]] + [
         f"- regenerate: `stethoscope report --results {folder} --out report.html`", "",
