@@ -79,7 +79,7 @@ def test_evaluate_from_models_then_from_submission_csvs(trained: Path, toy_root:
     assert main(["evaluate", "--scores", str(out), "--ground-truth", str(gt), "--out", str(tmp_path / "e2")]) == 0
     printed = capsys.readouterr().out
     again = read_json(tmp_path / "e2" / "results.json")
-    assert again["official_score"] == pytest.approx(result["official_score"], rel=1e-9)
+    assert again["official_score"] == pytest.approx(result["official_score"], rel=1e-9, abs=1e-9)
     assert "official score" in printed and "AUC-s" in printed
 
 
@@ -113,5 +113,5 @@ def test_explain_writes_png_and_prints_the_score_of_score(trained: Path, toy_roo
 
     assert main(["score", "--model", str(trained / "fan"), str(wav), "--csv", str(tmp_path / "s.csv"), *RUNTIME]) == 0
     (row,) = _score_csv(tmp_path / "s.csv")
-    assert float(match.group(1)) == pytest.approx(float(row["score"]), rel=1e-5)  # printed with 6 digits
+    assert float(match.group(1)) == pytest.approx(float(row["score"]), rel=1e-5, abs=1e-9)  # printed with 6 digits
     assert match.group(2) == ("ANOMALY" if row["decision"] == "1" else "normal")

@@ -75,7 +75,7 @@ def test_fake_microphone_scores_like_the_streaming_scorer(monitor: Monitor, mode
     expected = list(StreamingScorer(load_system(models_dir / "fan"), 2.0, 0.5, RATE, CTX).push(wave))
     assert len(expected) == 5 and stats.scores == 5 and seen == [r.end_seconds for r in expected]
     events = monitor.store.events("fan", newest_first=False)
-    assert [e["score"] for e in events] == pytest.approx([r.score for r in expected], rel=1e-4)
+    assert [e["score"] for e in events] == pytest.approx([r.score for r in expected], rel=1e-4, abs=1e-9)
     assert [e["decision"] for e in events] == [r.decision for r in expected]
     assert {e["source"] for e in events} == {"mic:fake"}
     assert (stats.samples, stats.overflows, stats.dropped_blocks, stats.gaps) == (len(wave), 0, 0, 0)
