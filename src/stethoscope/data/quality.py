@@ -225,6 +225,11 @@ class WaveStats:
         n = len(wave)
         if n == 0 or not np.isfinite(wave).all():
             return cls(n, sample_rate, n > 0 and bool(np.isfinite(wave).all()), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # samples near 1e25 overflow float32: inf, no warning
+            return cls._finite(wave, n, sample_rate)
+
+    @classmethod
+    def _finite(cls, wave: np.ndarray, n: int, sample_rate: int) -> "WaveStats":
         mean = float(wave.mean(dtype=np.float64))
         ac = wave - np.float32(mean)
         power = float(np.dot(ac, ac))
