@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import queue
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from typing import Any, Callable
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.clip import parse_channel
 from ..data.policy import SKIP_HINT, AudioPolicy
-from ..data.quality import entry_problem, is_audio_name, is_hidden
+from ..data.quality import is_audio_name, is_hidden
 from ..errors import AudioError, ConfigError, StethoscopeError
+from .intake import read_capped, refusal, too_big
 from .service import SOURCE_MAX, Monitor
 from .store import AlreadyDone, FileMark, StoreError
 
@@ -247,12 +247,12 @@ class FolderWatcher:
         if machine is None:
             self._skip(key, mark, why, None)
             return
-        refused = self._refusal(item)
+        refused = refusal(self.root, item.path, item.size, self.max_file_bytes)
         if refused is not None:
             self._skip(key, mark, refused, machine)
             return
         try:
-            raw = self._read(item.path)
+            raw = read_capped(item.path, self.max_file_bytes)
             st = item.path.stat()
         except FileNotFoundError:
             self._pending.pop(key, None)  # removed while being read: nothing to score
@@ -264,7 +264,7 @@ class FolderWatcher:
             self._pending[key] = _Pending(item.path, st.st_size, st.st_mtime_ns, time.monotonic())
             return  # written to again: wait for it to settle anew
         if len(raw) > self.max_file_bytes:
-            self._skip(key, mark, self._too_big(len(raw)), machine)
+            self._skip(key, mark, too_big(len(raw), self.max_file_bytes), machine)
             return
         policy, found = self._policy()
         served = self.monitor.model(machine)
@@ -287,37 +287,6 @@ class FolderWatcher:
             self.say(f"{key}: {machine} score {event.score:.6g} ({'ANOMALY' if event.decision else 'normal'}), "
                      f"event {event.id}")
         self._finish(key, mark)
-
-    def _refusal(self, item: _Pending) -> str | None:
-        """Why a file is not opened at all: a symbolic link (here or in a folder above it, up to
-        the watched folder), a path that resolves outside the folder, not a regular file, over
-        ``max_file_bytes``; None when it may be read."""
-        path = item.path
-        below = path.relative_to(self.root)
-        for depth in range(len(below.parts), 0, -1):
-            if (self.root / Path(*below.parts[:depth])).is_symlink():
-                return "a symbolic link (not followed: the watcher reads only files that lie in its folder)"
-        try:
-            path.resolve(strict=True).relative_to(self.root)
-        except (OSError, ValueError):
-            return f"resolves outside the watched folder {self.root}; not read"
-        problem = entry_problem(path)
-        if problem is not None:
-            return problem.reason
-        return self._too_big(item.size) if item.size > self.max_file_bytes else None
-
-    def _too_big(self, size: int) -> str:
-        return (f"{size / 2**20:.1f} MB is over the --max-file-mb {self.max_file_bytes / 2**20:g} limit; "
-                f"not read")
-
-    def _read(self, path: Path) -> bytes:
-        """At most ``max_file_bytes`` + 1 bytes of a regular file, opened without following a
-        symbolic link and without blocking on a FIFO swapped in since it was checked."""
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise OSError(f"{path.name} is no longer a regular file")
-            return handle.read(self.max_file_bytes + 1)
 
     def _store_failed(self, err: StoreError) -> None:
         """A write failed: the file stays pending, and nothing is tried before the backoff ends
