@@ -218,6 +218,10 @@ def test_cli_refuses_bad_arguments(models_dir: Path, tmp_path: Path, capsys: pyt
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--rate", "48000"], "are for --mic"),
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--settle", "-1"], "--settle >= 0"),
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--alarm", "9/5"], "alarm rule"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-file-mb", "0"],
+         "--max-file-mb must be a positive number"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-seconds", "-5"],
+         "--max-seconds must be a positive number"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

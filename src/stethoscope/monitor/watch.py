@@ -289,12 +289,12 @@ class FolderWatcher:
         self._finish(key, mark)
 
     def _store_failed(self, err: StoreError) -> None:
-        """A write failed: the file stays pending, and nothing is tried before the backoff ends
+        """The store failed: the file stays pending, and nothing is tried before the backoff ends
         (1 s, doubling up to `RETRY_MAX_S`); the monitor's health is degraded meanwhile."""
         self.monitor.health.failed(err)
         self._backoff = min(self.retry_max, self._backoff * 2 or self.retry_first)
         self._retry_at = time.monotonic() + self._backoff
-        self.warn(f"event store write failed ({err}); retrying in {self._backoff:g} s")
+        self.warn(f"event store failed ({err}); trying again in {self._backoff:g} s")
 
     def _policy(self) -> tuple[AudioPolicy, list[str]]:
         """A fresh policy per file, so that a watcher running for months keeps no per-file state."""
