@@ -58,3 +58,23 @@ def test_without_the_serve_extra(tmp_path: Path, capsys: pytest.CaptureFixture,
 
 def test_parse_alarm() -> None:
     assert parse_alarm("3/5") == (3, 5) and parse_alarm(None) is None
+
+
+@pytest.mark.parametrize("host, flags, protected", [
+    ("127.0.0.1", [], False), ("::1", [], False), ("localhost", [], False),
+    ("127.0.0.1", ["--protect-reads"], True),
+    ("0.0.0.0", [], True), ("192.168.1.20", [], True), ("::", [], True), ("plant-pc.lan", [], True),
+    ("192.168.1.20", ["--public-reads"], False),
+])
+def test_reads_need_the_token_unless_the_host_is_loopback(host: str, flags: list[str], protected: bool) -> None:
+    from stethoscope.cli.parser import build_parser
+    from stethoscope.cli.serve import reads_protected
+
+    args = build_parser().parse_args(["serve", "--models", "m", "--host", host, *flags])
+    assert reads_protected(args) is protected
+
+
+def test_protect_and_public_reads_contradict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = serve(["--models", str(tmp_path), "--token", GOOD, "--host", "10.0.0.5", "--protect-reads",
+                       "--public-reads"], capsys)
+    assert code == 2 and "contradict" in err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import re
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_evaluate_from_models_then_from_submission_csvs(trained: Path, toy_root:
     assert main(["evaluate", "--scores", str(out), "--ground-truth", str(gt), "--out", str(tmp_path / "e2")]) == 0
     printed = capsys.readouterr().out
     again = read_json(tmp_path / "e2" / "results.json")
-    assert again["official_score"] == pytest.approx(result["official_score"], rel=1e-9)
+    assert again["official_score"] == pytest.approx(result["official_score"], rel=1e-9, abs=1e-9)
     assert "official score" in printed and "AUC-s" in printed
 
 
@@ -113,5 +114,46 @@ def test_explain_writes_png_and_prints_the_score_of_score(trained: Path, toy_roo
 
     assert main(["score", "--model", str(trained / "fan"), str(wav), "--csv", str(tmp_path / "s.csv"), *RUNTIME]) == 0
     (row,) = _score_csv(tmp_path / "s.csv")
-    assert float(match.group(1)) == pytest.approx(float(row["score"]), rel=1e-5)  # printed with 6 digits
+    assert float(match.group(1)) == pytest.approx(float(row["score"]), rel=1e-5, abs=1e-9)  # printed with 6 digits
     assert match.group(2) == ("ANOMALY" if row["decision"] == "1" else "normal")
+
+
+def _poison(path: Path, seconds: float = 4.0) -> Path:
+    """A float WAV whose samples are about 1e25: it decodes, but its score is not finite."""
+    wave = np.random.default_rng(0).normal(0, 0.1, int(16_000 * seconds)).astype(np.float32) * np.float32(1e25)
+    return write_wav(path, wave, subtype="FLOAT")
+
+
+def test_score_and_evaluate_skip_a_poison_clip_with_a_warning(trained: Path, toy_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    good = sorted((toy_root / "fan" / "test").glob("*.wav"))[0]
+    poison = _poison(tmp_path / "poison.wav")
+    assert main(["score", "--model", str(trained / "fan"), str(good), str(poison), "--csv", str(tmp_path / "s.csv"),
+                 *RUNTIME]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and f"{poison}: the model's score is nan (not finite)" in captured.err
+    assert good.name in captured.out and "poison" not in captured.out
+    assert [row["file"] for row in _score_csv(tmp_path / "s.csv")] == [good.name]
+    assert "not finite" in (tmp_path / "skipped.csv").read_text()
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_root, data)
+    victim = sorted((data / "fan" / "test").glob("*.wav"))[0]
+    _poison(victim)  # a test clip of the set turned poison, under its labelled name
+    assert main(["evaluate", "--data", str(data), "--models", str(trained), "--out", str(tmp_path / "eval"),
+                 *RUNTIME]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and victim.name in err and "not finite" in err and "(skipped)" in err
+    scored = _score_csv(tmp_path / "eval" / "scores.csv")
+    assert victim.name not in [row["file"] for row in scored] and len(scored) == 2 * 12 - 1
+
+
+def test_score_refuses_audio_over_max_seconds_from_its_header(trained: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    long = write_wav(tmp_path / "long.wav", np.full(16_000 * 20, 0.1, np.float32))
+    assert main(["score", "--model", str(trained / "fan"), str(long), "--max-seconds", "10", *RUNTIME]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {long}: 20 s of audio" in err and "over the --max-seconds 10 limit" in err
+    assert "Traceback" not in err
+    assert main(["score", "--model", str(trained / "fan"), str(long), "--max-seconds", "0", *RUNTIME]) == 2
+    assert "--max-seconds must be a positive number" in capsys.readouterr().err

@@ -125,3 +125,24 @@ def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     srv = Server(models_dir, tmp / "events.db", tmp / "serve.log").start()
     yield srv
     srv.stop()
+
+
+def poison_wav(seed: int = 0) -> bytes:
+    """A float WAV whose samples are about 1e25: it decodes (with a full-scale warning), but
+    its log-mel, and so its score, is not finite."""
+    buf = io.BytesIO()
+    sf.write(buf, (fan_clip(seed) * np.float32(1e25)).astype(np.float32), 16_000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def constant_flac(seconds: float, sample_rate: int = 16_000) -> bytes:
+    """A FLAC of constant DC: tiny on disk (about 1,300x smaller than its decoded float32),
+    written a minute at a time so that making it needs little memory."""
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as out:
+        left = int(seconds * sample_rate)
+        block = np.full(min(left, 60 * sample_rate), 0.25, np.float32)
+        while left > 0:
+            out.write(block[:left])
+            left -= len(block)
+    return buf.getvalue()

@@ -37,7 +37,7 @@ def test_posted_clips_are_scored_recorded_and_readable(server: Server, models_di
     expected = system.score_waveforms(waves, 16_000, RunContext(progress=False, threads=1))
     for answer, score in zip(answers, expected):
         body = answer.json()
-        assert body["score"] == pytest.approx(score, rel=1e-5)
+        assert body["score"] == pytest.approx(score, rel=1e-5, abs=1e-9)
         assert body["threshold"] == system.threshold_ and body["decision"] == int(body["score"] > system.threshold_)
         assert body["model_version"] == model_version(models_dir / "fan") and body["anomaly"] is bool(body["decision"])
     ids = [a.json()["id"] for a in answers]
@@ -128,7 +128,7 @@ def test_websocket_scores_equal_the_stream_verb(server: Server, models_dir: Path
             ws.send(wave[start:start + 1024].astype("<f4").tobytes())
         got = [json.loads(ws.recv(timeout=30)) for _ in range(len(verb))]
     np.testing.assert_allclose([g["end_seconds"] for g in got], verb[:, 0])
-    np.testing.assert_allclose([g["score"] for g in got], verb[:, 1], rtol=1e-5)  # the verb prints 6 digits
+    np.testing.assert_allclose([g["score"] for g in got], verb[:, 1], rtol=1e-5, atol=1e-9)  # the verb prints 6 digits
     stored = {e["id"]: e for e in httpx.get(f"{server.url}/events", params={"machine": "fan"}).json()}
     assert all(stored[g["id"]]["score"] == g["score"] and stored[g["id"]]["source"] == "line" for g in got)
     kept, rate = sf.read(io.BytesIO(httpx.get(f"{server.url}/events/{got[-1]['id']}/audio").content), dtype="float32")
@@ -139,7 +139,7 @@ def test_websocket_scores_equal_the_stream_verb(server: Server, models_dir: Path
     with connect(f"ws://127.0.0.1:{server.port}/stream/fan?format=s16&window=1&hop=0.5&token={TOKEN}") as ws:
         ws.send(pcm16.tobytes())
         got16 = [json.loads(ws.recv(timeout=30))["score"] for _ in range(len(verb))]
-    np.testing.assert_allclose(got16, verb[:, 1], rtol=1e-2)
+    np.testing.assert_allclose(got16, verb[:, 1], rtol=1e-2, atol=1e-9)
 
 
 def test_websocket_refuses_bad_streams(server: Server) -> None:

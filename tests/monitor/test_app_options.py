@@ -47,3 +47,40 @@ def test_internal_errors_answer_without_traceback(monitor: Monitor, monkeypatch:
         answer = client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(0)), headers=AUTH)
     assert answer.status_code == 500 and "secret" not in answer.text and "Traceback" not in answer.text
     assert "RuntimeError" in answer.json()["detail"]
+
+
+def test_on_a_network_address_every_read_needs_the_token(monitor: Monitor) -> None:
+    from stethoscope.cli.parser import build_parser
+    from stethoscope.cli.serve import reads_protected
+
+    args = build_parser().parse_args(["serve", "--models", "m", "--host", "192.168.1.20"])
+    with TestClient(create_app(monitor, TOKEN, protect_reads=reads_protected(args))) as client:
+        event = client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(0)), headers=AUTH).json()
+        reads = ["/events", "/alarms", "/machines", "/metrics", f"/events/{event['id']}/audio",
+                 f"/events/{event['id']}/spectrogram.png", f"/events/{event['id']}/map.png"]
+        for path in reads:
+            refused = client.get(path)
+            assert refused.status_code == 401 and TOKEN not in refused.text, path
+            assert client.get(path, headers=AUTH).status_code == 200, path
+        assert client.get("/health").status_code == 200  # and the page shell, which holds no data
+        assert client.get("/").status_code == 200 and "fan" not in client.get("/").text
+
+
+def test_ids_beyond_sqlite_integers_are_422_and_errors_never_name_the_database(monitor: Monitor,
+                                                                                tmp_path: Path) -> None:
+    with TestClient(create_app(monitor, TOKEN), raise_server_exceptions=False) as client:
+        for path, params in [("/events", {"after_id": 10**26}), ("/events", {"after_id": 2**63}),
+                             (f"/events/{10**26}/audio", {}), (f"/events/{2**63}/map.png", {}),
+                             (f"/events/{10**26}/spectrogram.png", {})]:
+            answer = client.get(path, params=params)
+            assert answer.status_code == 422, (path, params, answer.text)
+        assert client.get("/events", params={"after_id": 2**63 - 1}).json() == []
+        assert client.get(f"/events/{2**63 - 1}/audio").status_code == 404
+        monitor.store.engine.dispose()
+        for name in ("events.db", "events.db-wal", "events.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        (tmp_path / "events.db").write_bytes(b"not a database at all" * 64)  # the store is broken underneath
+        for answer in (client.get("/health"), client.get("/events"),
+                       client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(1)), headers=AUTH)):
+            assert answer.status_code == 503, answer.text
+            assert str(tmp_path) not in answer.text and "events.db" not in answer.text and TOKEN not in answer.text

@@ -75,7 +75,7 @@ def test_fake_microphone_scores_like_the_streaming_scorer(monitor: Monitor, mode
     expected = list(StreamingScorer(load_system(models_dir / "fan"), 2.0, 0.5, RATE, CTX).push(wave))
     assert len(expected) == 5 and stats.scores == 5 and seen == [r.end_seconds for r in expected]
     events = monitor.store.events("fan", newest_first=False)
-    assert [e["score"] for e in events] == pytest.approx([r.score for r in expected], rel=1e-4)
+    assert [e["score"] for e in events] == pytest.approx([r.score for r in expected], rel=1e-4, abs=1e-9)
     assert [e["decision"] for e in events] == [r.decision for r in expected]
     assert {e["source"] for e in events} == {"mic:fake"}
     assert (stats.samples, stats.overflows, stats.dropped_blocks, stats.gaps) == (len(wave), 0, 0, 0)
@@ -124,3 +124,13 @@ def test_cli_mic_errors_are_clear(models_dir: Path, tmp_path: Path, capsys: pyte
         if "libportaudio2" in err:  # no PortAudio library on this machine: the message says what to install
             message = "pip install 'stethoscope[mic]'"
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_a_window_whose_score_is_not_finite_is_said_and_the_listener_goes_on(monitor: Monitor) -> None:
+    poison = (fan_clip(6, 2.0) * np.float32(1e25)).astype(np.float32)  # NaN log-mel, NaN score
+    wave = np.concatenate([poison, fan_clip(7, 2.0), fan_clip(8, 2.0)])
+    warned: list[str] = []
+    listener = MicListener(monitor, "fan", RATE, window=2.0, hop=2.0, factory=fake(wave, []), warn=warned.append)
+    stats = listener.run(threading.Event())
+    assert stats.scores == 2 and len(monitor.store.events("fan")) == 2  # the poison window alone is not stored
+    assert len(warned) == 1 and "window ending at 2.0 s" in warned[0] and "not finite" in warned[0]

@@ -46,7 +46,7 @@ def test_clip_scores_like_its_file(monitor: Monitor, models_dir: Path, tmp_path:
     event = monitor.score_clip("fan", path.read_bytes(), source="line 3", channel=1)
     system = load_system(models_dir / "fan")
     expected = system.score([Clip(path=path, machine="fan", channel=1)], CTX)[0]
-    assert event.score == pytest.approx(expected, rel=1e-4)
+    assert event.score == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert event.threshold == system.threshold_ and event.decision == int(event.score > system.threshold_)
     assert event.model_version == model_version(models_dir / "fan") and event.system == "dcase_ae"
     (stored,) = monitor.store.events("fan")
@@ -79,5 +79,5 @@ def test_concurrent_scoring_equals_serial(monitor: Monitor) -> None:
     serial = [monitor.score_wave("fan", w, 16_000).score for w in waves]
     with ThreadPoolExecutor(4) as pool:
         events = list(pool.map(lambda w: monitor.score_wave("fan", w, 16_000), waves))
-    np.testing.assert_allclose([e.score for e in events], serial, rtol=1e-6)
+    np.testing.assert_allclose([e.score for e in events], serial, rtol=1e-6, atol=1e-9)
     assert len({e.id for e in events}) == 8 and len(monitor.store.events(limit=100)) == 16

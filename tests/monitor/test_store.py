@@ -171,3 +171,19 @@ def test_audio_is_kept_for_the_newest_n_clips_per_machine(store: EventStore) -> 
     store.record_score("fan", fan, 0.5, 0, audio=b"fan5", keep_audio=1)  # a smaller limit prunes down to it
     assert [store.clip_audio(i) for i in fans] == [None] * 5
     assert len(store.events("fan")) == 7  # pruning audio never deletes scores
+
+
+def test_a_new_database_and_its_wal_and_shm_files_are_0600(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual umask, which would give 0644
+    try:
+        store = EventStore(str(tmp_path / "sub" / "events.db"))
+        store.record_score("fan", store.register_model("fan", "dcase_ae", "v1", 1.0), 0.5, 0)
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "sub").iterdir()}
+        store.close()
+    finally:
+        os.umask(old)
+    assert set(files) >= {"events.db", "events.db-wal", "events.db-shm"}
+    assert all(mode == 0o600 for mode in files.values()), {k: oct(v) for k, v in files.items()}

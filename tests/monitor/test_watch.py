@@ -86,7 +86,7 @@ def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_d
         event = events[mark["score_id"]]
         assert (event["machine"], event["source"]) == (machine, key)
         expected = load_system(models_dir / machine).score([Clip(path=path, machine=machine)], CTX)[0]
-        assert event["score"] == pytest.approx(expected, rel=1e-4)
+        assert event["score"] == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert watcher.stats.scored == 4 and watcher.stats.skipped == 0
 
 
@@ -218,6 +218,10 @@ def test_cli_refuses_bad_arguments(models_dir: Path, tmp_path: Path, capsys: pyt
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--rate", "48000"], "are for --mic"),
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--settle", "-1"], "--settle >= 0"),
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--alarm", "9/5"], "alarm rule"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-file-mb", "0"],
+         "--max-file-mb must be a positive number"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-seconds", "-5"],
+         "--max-seconds must be a positive number"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -43,14 +43,15 @@ def test_scores_equal_the_single_process_path(ray_local, fleet_data: Path, fleet
     machines = [r.machine for r in rows]
     assert machines == [Path(p).parts[-3] for p in paths]  # <root>/<machine>/<split>/<file>
     reference = _single_process(fleet_models, paths, machines)
-    np.testing.assert_allclose([r.score for r in rows], reference, rtol=1e-6, atol=0)
+    np.testing.assert_allclose([r.score for r in rows], reference, rtol=1e-6, atol=1e-9)
     table = pq.read_table(tmp_path / "out" / "scores.parquet").to_pydict()
     assert table["path"] == paths and table["machine"] == machines
-    np.testing.assert_allclose(table["score"], reference, rtol=1e-6)
+    np.testing.assert_allclose(table["score"], reference, rtol=1e-6, atol=1e-9)
     thresholds = {m: load_system(fleet_models / m).threshold_ for m in ("fan", "gearbox")}
     assert table["decision"] == [int(s > thresholds[m]) for s, m in zip(reference, machines)]
     assert table["threshold"] == [thresholds[m] for m in machines]
-    assert _csv_scores(tmp_path / "out" / "scores.csv") == pytest.approx(dict(zip(paths, reference)), rel=1e-6)
+    assert _csv_scores(tmp_path / "out" / "scores.csv") == pytest.approx(dict(zip(paths, reference)),
+        rel=1e-6, abs=1e-9)
     assert (tmp_path / "out" / "anomaly_score_fan_section_00_test.csv").is_file()
     assert (tmp_path / "out" / "decision_result_gearbox_section_00_test.csv").is_file()
 
@@ -63,7 +64,7 @@ def test_cli_engine_ray_equals_cli_local(ray_local, fleet_data: Path, fleet_mode
     assert main(["score", "--engine", "ray", "--model", str(fleet_models / "fan"), str(folder), "--out",
                  str(tmp_path / "ray"), *QUIET]) == 0
     local, ray = _csv_scores(tmp_path / "local.csv"), _csv_scores(tmp_path / "ray" / "scores.csv")
-    assert len(ray) == 4 and ray == pytest.approx(local, rel=1e-6)
+    assert len(ray) == 4 and ray == pytest.approx(local, rel=1e-6, abs=1e-9)
     assert "fan" in capsys.readouterr().out  # the per-machine summary table
 
 
@@ -74,8 +75,8 @@ def test_fsspec_filesystem_and_file_uris_score_alike(ray_local, fleet_data: Path
     uris, by_uri = score_with_ray([folder.as_uri()], fleet_models)
     _, by_fsspec = score_with_ray([str(folder)], fleet_models, filesystem=fsspec.filesystem("file"))
     assert all(u.startswith("file://") for u in uris)
-    np.testing.assert_allclose([r.score for r in by_uri], [r.score for r in by_path], rtol=1e-6)
-    np.testing.assert_allclose([r.score for r in by_fsspec], [r.score for r in by_path], rtol=1e-6)
+    np.testing.assert_allclose([r.score for r in by_uri], [r.score for r in by_path], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose([r.score for r in by_fsspec], [r.score for r in by_path], rtol=1e-6, atol=1e-9)
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ def test_models_equal_the_local_engines(ray_local, fleet_data: Path, fleet_model
         assert ours.run_["data_machine"] == machine and ours.get_params() == local.get_params()
         clips = [c for c in test if c.machine == machine]
         ctx = RunContext(progress=False)
-        np.testing.assert_allclose(ours.score(clips, ctx), local.score(clips, ctx), rtol=1e-6)
-        assert ours.threshold_ == pytest.approx(local.threshold_, rel=1e-6)
+        np.testing.assert_allclose(ours.score(clips, ctx), local.score(clips, ctx), rtol=1e-6, atol=1e-9)
+        assert ours.threshold_ == pytest.approx(local.threshold_, rel=1e-6, abs=1e-9)
 
 
 def test_a_failing_type_is_recorded_and_the_others_train(ray_local, fleet_data: Path, tmp_path: Path,

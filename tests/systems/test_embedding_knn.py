@@ -59,7 +59,7 @@ def test_random_encoder_system_round_trip(clips, tmp_path):
     assert extra["encoder"] == "random" and extra["encoder_weights"] == "random"
     system.save(tmp_path / "model")
     again = load_system(tmp_path / "model")
-    np.testing.assert_allclose(again.score(clips["test"], CTX), scores, rtol=1e-6)
+    np.testing.assert_allclose(again.score(clips["test"], CTX), scores, rtol=1e-6, atol=1e-9)
     assert again.threshold_ == system.threshold_
     np.testing.assert_array_equal(again.decide(scores), system.decide(scores))
 
@@ -71,7 +71,7 @@ def test_other_detectors_through_the_system(clips, tmp_path, detector):
     scores = system.score(clips["test"], CTX)
     assert scores.shape == (12,) and roc_auc_score([c.label for c in clips["test"]], scores) > 0.8
     system.save(tmp_path / detector)
-    np.testing.assert_allclose(load_system(tmp_path / detector).score(clips["test"], CTX), scores, rtol=1e-6)
+    np.testing.assert_allclose(load_system(tmp_path / detector).score(clips["test"], CTX), scores, rtol=1e-6, atol=1e-9)
 
 
 def test_missing_mn04_weights_raise_no_fallback(clips, tmp_path, monkeypatch):
@@ -97,7 +97,7 @@ def test_pretrained_mn04_system(clips, tmp_path):
     assert extra["encoder"] == "efficientat_mn04" and extra["encoder_weights"] == "pretrained"
     assert extra["encoder_weights_sha256"] == W.sha256_of(MN04) and extra["embedding_dim"] == 384
     system.save(tmp_path / "model")
-    np.testing.assert_allclose(load_system(tmp_path / "model").score(clips["test"], CTX), scores, rtol=1e-6)
+    np.testing.assert_allclose(load_system(tmp_path / "model").score(clips["test"], CTX), scores, rtol=1e-6, atol=1e-9)
     config = tmp_path / "model" / "config.json"
     saved = json.loads(config.read_text())
     saved["params"]["encoder"] = "random"  # a config edited to another encoder than the one fitted
@@ -109,4 +109,5 @@ def test_pretrained_mn04_system(clips, tmp_path):
 def test_same_seed_same_scores(clips, tmp_path):
     fits = [get_system("embedding_knn", encoder="random", detector="gmm").fit(clips["train"], ctx=CTX.replace(seed=3))
             for _ in range(2)]
-    np.testing.assert_allclose(fits[0].score(clips["test"], CTX), fits[1].score(clips["test"], CTX), rtol=1e-6)
+    np.testing.assert_allclose(fits[0].score(clips["test"], CTX), fits[1].score(clips["test"], CTX),
+        rtol=1e-6, atol=1e-9)

@@ -122,7 +122,7 @@ def test_ensemble_default_without_validation(fitted, gearbox, monkeypatch):
     # the in-sample threshold is the gamma fit of the training clips' leave-one-out ensemble
     # scores; the one used (crossfit, the default) comes from fold copies (tests/systems/test_threshold.py)
     assert fitted.run_["threshold"]["in_sample_threshold"] == \
-        pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9)
+        pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9, abs=1e-9)
     assert fitted.decide(np.array([0.0, 1.0])).tolist() == [0, 1]
 
 
@@ -170,10 +170,11 @@ def test_explain_score_equals_score(fitted, gearbox):
         e = fitted.explain(clip, CTX)
         assert e.score == pytest.approx(fitted.score([clip], CTX)[0], rel=1e-6, abs=1e-9)
         # in a batch the float32 encoders round differently (~1e-7), which the detectors amplify a little
-        assert e.score == pytest.approx(batch[i], rel=1e-4)
+        assert e.score == pytest.approx(batch[i], rel=1e-4, abs=1e-9)
     # an in-memory waveform scores like the file it came from
     wave, sr = sf.read(str(test[0].path), dtype="float32")
-    assert fitted.score_waveforms([wave], sr, CTX)[0] == pytest.approx(fitted.score(test[:1], CTX)[0], rel=1e-5)
+    assert fitted.score_waveforms([wave], sr, CTX)[0] == pytest.approx(fitted.score(test[:1], CTX)[0],
+        rel=1e-5, abs=1e-9)
 
 
 def test_same_seed_gives_the_same_scores(fitted, gearbox):
@@ -215,7 +216,7 @@ def test_validation_picks_the_best_candidate(gearbox, monkeypatch):
     assert set(sel["validation_auc"]) == set(CANDIDATES)
     assert (sel["n_val_normal"], sel["n_val_anomaly"]) == (int((labels == 0).sum()), int((labels == 1).sum()))
     assert system.run_["threshold"]["in_sample_threshold"] == \
-        pytest.approx(gamma_threshold(system.reference_["gmm"]), rel=1e-9)
+        pytest.approx(gamma_threshold(system.reference_["gmm"]), rel=1e-9, abs=1e-9)
     np.testing.assert_allclose(system.score(test, CTX), system.candidate_scores(test, ["gmm"], CTX)["gmm"], **TOL)
     # validation clips without anomalies fall back to the ensemble, saying why
     normals = [c for c in test if c.label == 0]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..data.clip import Clip
 from ..data.policy import ON_BAD_AUDIO, AudioPolicy, audio_paths, print_warning, screen
+from ..data.quality import DEFAULT_MAX_SECONDS
 
 SKIPPED_CSV = "skipped.csv"
 
@@ -20,6 +21,14 @@ def add_audio_flag(group: argparse._ActionsContainer) -> None:
                        help="what an unreadable or suspicious audio file does: error (stop, naming it), skip "
                             "(leave it out, list it in skipped.csv) or warn (keep suspicious files, leave out "
                             "unreadable ones, say so); default: error on unreadable, warn on suspicious")
+    add_max_seconds(group)
+
+
+def add_max_seconds(group: argparse._ActionsContainer) -> None:
+    """``--max-seconds S``: the longest audio decoded, checked on the header before decoding."""
+    group.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="S",
+                       help=f"refuse audio longer than S seconds, from its header, before decoding it (default "
+                            f"{DEFAULT_MAX_SECONDS:g}; bounds the memory one file can take)")
 
 
 def skipped_csv_path(args: argparse.Namespace) -> Path | None:
@@ -40,7 +49,8 @@ def skipped_csv_path(args: argparse.Namespace) -> Path | None:
 def audio_policy(args: argparse.Namespace, default: str | None = None) -> Iterator[AudioPolicy]:
     """The policy of one run from its flag (``default`` where the verb has its own); at the
     end, even after an error, ``skipped.csv`` (when files were left out) and one line of counts."""
-    policy = AudioPolicy(getattr(args, "on_bad_audio", None) or default, say=print_warning)
+    policy = AudioPolicy(getattr(args, "on_bad_audio", None) or default, say=print_warning,
+                         max_seconds=getattr(args, "max_seconds", DEFAULT_MAX_SECONDS))
     try:
         with policy.active():
             yield policy

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ..config import load_config
 from ..data.clip import Clip, channel_name, parse_channel
 from ..engine import RunContext
@@ -129,9 +131,18 @@ def by_machine(clips: Sequence[Clip]) -> dict[str, list[Clip]]:
 
 
 def scored(system: System, clips: Sequence[Clip], ctx: RunContext) -> tuple[list[Path], list[ScoredClip]]:
-    """(paths, rows) of the clips scored: those the audio checks left out have no row."""
+    """(paths, rows) of the clips scored: those the audio checks left out have no row, nor
+    those whose score is not finite (e.g. samples far beyond full scale): each of these is
+    left out with a warning line and listed in skipped.csv."""
+    from ..data.policy import current_policy
+
     scores = system.score(clips, ctx)
-    kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
+    policy = current_policy()
+    for clip, score in zip(clips, scores):
+        if not np.isfinite(score) and not policy.is_skipped(clip.path):  # NaN alone: left out by the checks
+            policy.leave_out(clip.path, f"the model's score is {score} (not finite): the audio cannot be scored "
+                                        f"(samples far beyond full scale?)")
+    kept = [i for i, s in enumerate(scores) if np.isfinite(s)]
     decisions = system.decide(scores[kept])
     return [Path(clips[i].path) for i in kept], [
         ScoredClip(file=clips[i].name, machine=clips[i].machine, section=clips[i].section, label=clips[i].label,

@@ -16,6 +16,7 @@ import os
 from ..engine import RunContext
 from ..engine.context import available_cores
 from ..errors import ConfigError, StethoscopeError
+from .audio import add_max_seconds
 from .common import add_quiet, print_info
 
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
@@ -51,6 +52,15 @@ def resolve_token(args: argparse.Namespace) -> str | None:
     if len(token) < MIN_TOKEN:
         raise ConfigError(f"the token is {len(token)} characters; use at least {MIN_TOKEN}, e.g. {NEW_TOKEN_HINT}")
     return token
+
+
+def reads_protected(args: argparse.Namespace) -> bool:
+    """Whether reads (events, alarms, machines, metrics, audio, pictures) need the token: on
+    any address that is not loopback, unless ``--public-reads`` opens them on purpose; always
+    with ``--protect-reads``."""
+    if args.protect_reads and args.public_reads:
+        raise ConfigError("--protect-reads and --public-reads contradict each other; choose one")
+    return args.protect_reads or not (args.public_reads or _is_loopback(args.host))
 
 
 def parse_alarm(value: str | None) -> tuple[int, int] | None:
@@ -101,11 +111,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
-    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say, args.keep_audio)
+    protect = reads_protected(args)
+    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say, args.keep_audio,
+                           args.max_seconds)
     try:
         app = create_app(monitor, token, max_body=int(args.max_body_mb * 1024 * 1024), workers=args.workers,
-                         protect_reads=args.protect_reads, window=args.window, hop=args.hop)
+                         protect_reads=protect, window=args.window, hop=args.hop)
         writes = "writes need the token" if token else "writes are OPEN (--no-token)"
+        writes += "; reads need it too" if protect and token else "; reads are open"
         say(f"serving {len(monitor.models)} machine(s) ({', '.join(sorted(monitor.models))}) on "
             f"http://{args.host}:{args.port}; event store {monitor.store.where} (schema v{monitor.store.version}); "
             f"{writes}")
@@ -128,8 +141,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help=f"bearer token for writes and streams (default ${TOKEN_ENV}; the environment "
                                    f"keeps it out of `ps`)")
     p.add_argument("--no-token", action="store_true", help="accept writes without a token (loopback only)")
-    p.add_argument("--protect-reads", action="store_true", help="require the token for reads too (events, alarms, "
-                                                                "machines, metrics; /health stays open)")
+    p.add_argument("--protect-reads", action="store_true", help="require the token for reads (events, alarms, "
+                   "machines, metrics, audio, pictures; /health and the dashboard page stay open) even on a "
+                   "loopback address (on any other address they always need it, unless --public-reads)")
+    p.add_argument("--public-reads", action="store_true", help="on a non-loopback --host, leave reads open to "
+                   "everyone who can reach the address, on purpose (plant audio included)")
     p.add_argument("--alarm", metavar="K/N", help="alarm rule for every served machine: K of the last N decisions "
                                                   "anomalous (default: a new machine gets 3/5, a known one keeps its)")
     p.add_argument("--keep-audio", type=int, default=DEFAULT_KEEP_AUDIO, metavar="N",
@@ -143,6 +159,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                           "side by side instead)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body in MB (default 50)")
+    add_max_seconds(p)
     p.add_argument("--sync", default="full", choices=("full", "normal"),
                    help="SQLite commit durability: full (default; survives power loss) or normal (survives a "
                         "killed process, not a power cut)")

@@ -93,7 +93,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     ctx = RunContext(device=args.torch_device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
-    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say)
+    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say,
+                           max_seconds=args.max_seconds)
     try:
         with _stop_on_signals() as stop:
             if mic is None:
@@ -110,8 +111,8 @@ def _watch_folder(args: argparse.Namespace, monitor: Monitor, stop: threading.Ev
     from ..monitor.watch import FolderWatcher
 
     watcher = FolderWatcher(monitor, args.dir, machine=args.machine, recursive=args.recursive, settle=args.settle,
-                            poll=args.poll, on_bad_audio=args.on_bad_audio, channel=args.channel, say=say,
-                            warn=print_warning)
+                            poll=args.poll, on_bad_audio=args.on_bad_audio, channel=args.channel,
+                            max_file_mb=args.max_file_mb, say=say, warn=print_warning)
     how = f"rescanning every {args.poll:g} s" if args.poll else "watchdog"
     whose = args.machine or "the machine named by each sub-folder"
     say(f"watching {watcher.root} ({how}; settle {args.settle:g} s) for {whose}; event store {monitor.store.where}")
@@ -162,6 +163,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                                   "unchanged before it is scored (default 2)")
     folder.add_argument("--poll", type=float, help="rescan every POLL seconds instead of watching with watchdog "
                                                    "(network shares, where change events do not arrive)")
+    folder.add_argument("--max-file-mb", type=float, default=256.0, metavar="MB",
+                        help="skip files larger than MB unread (default 256; --max-seconds bounds the decoded audio)")
     add_channel(folder, model=True)
     add_audio_flag(folder)
     mic = p.add_argument_group("--mic: a sound card (needs the mic extra)")

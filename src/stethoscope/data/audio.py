@@ -11,10 +11,11 @@ import soundfile as sf
 import soxr
 
 from .policy import AudioPolicy, current_policy
-from .quality import AUDIO_SUFFIXES, AudioHeader, Problem, WaveStats, entry_problem, header_problems, read_header, \
-    wav_truncation
+from .quality import AUDIO_SUFFIXES, AudioHeader, Problem, WaveStats, entry_problem, header_problems, UNKNOWN_FRAMES, \
+    max_frames, read_header, too_long, wav_truncation
 
 SAMPLE_RATE = 16_000
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time: every channel of one block is in memory at once
 __all__ = ["AUDIO_SUFFIXES", "SAMPLE_RATE", "audio_info", "decode_audio", "decode_checked", "load_audio", "read_file"]
 
 
@@ -53,7 +54,9 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPL
                    min_seconds: float = 0.0, policy: AudioPolicy | None = None) -> tuple[np.ndarray, WaveStats]:
     """Decode once, check the header and the samples (at the file's own rate, before
     resampling), apply the policy, resample (``sample_rate=None``: keep the file's rate):
-    (waveform, its `WaveStats`)."""
+    (waveform, its `WaveStats`). A file whose header promises more than the policy's
+    ``max_seconds`` is refused before any sample is decoded; one that decodes to more than its
+    header said is cut off at that limit and refused."""
     policy = policy or current_policy()
 
     def refuse(reason: str) -> NoReturn:
@@ -68,13 +71,20 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPL
         with sf.SoundFile(io.BytesIO(raw)) as handle:
             header = AudioHeader(Path(path), handle.format, handle.subtype, handle.samplerate, handle.channels,
                                  handle.frames)
-            data = handle.read(dtype="float32", always_2d=True)
+            if channel is not None and not 0 <= channel < header.channels:
+                refuse(f"channel {channel} requested but the file has {header.channels} channel(s)")
+            long = too_long(header, policy.max_seconds)
+            if long:
+                refuse(long.reason)  # from the header: nothing decoded
+            wave = _read_bounded(handle, channel, max_frames(policy.max_seconds, header.sample_rate,
+                                                             header.channels))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         reason = str(err).rsplit(": ", 1)[-1]  # drop libsndfile's "Error opening <BytesIO ...>" prefix
         refuse(f"not a readable audio file ({reason})")
-    if channel is not None and not 0 <= channel < data.shape[1]:
-        refuse(f"channel {channel} requested but the file has {data.shape[1]} channel(s)")
-    wave = data.mean(axis=1) if channel is None else data[:, channel]
+    if wave is None:
+        said = "" if header.frames >= UNKNOWN_FRAMES else f" (its header says {header.frames} frames)"
+        refuse(f"decodes to more than the --max-seconds {policy.max_seconds:g} limit allows{said}; decoding "
+               f"stopped there")
     stats = WaveStats.of(wave, header.sample_rate)
     sample_problems = stats.problems(min_seconds)
     unreadable = any(p.unreadable for p in sample_problems)
@@ -84,12 +94,34 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPL
     return np.ascontiguousarray(wave, dtype=np.float32), stats
 
 
+def _read_bounded(handle: sf.SoundFile, channel: int | None, limit: int) -> np.ndarray | None:
+    """The chosen channel (``None``: the mean of all) read block by block, so that at most one
+    block of every channel is in memory; None as soon as more than ``limit`` frames arrive (a
+    header may understate the length, e.g. a FLAC whose STREAMINFO gives no sample count)."""
+    parts: list[np.ndarray] = []
+    total = 0
+    while True:
+        block = handle.read(frames=min(BLOCK_FRAMES, limit + 1 - total), dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        total += len(block)
+        if total > limit:
+            return None
+        parts.append(block.mean(axis=1) if channel is None else block[:, channel].copy())
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
 def audio_info(path: str | Path) -> tuple[int, int, float]:
     """(sample_rate, channels, seconds) of a file from its header; unusable files raise
     `AudioError` naming them (a FIFO or folder is never opened)."""
     header, problems = read_header(path)
+    policy = current_policy()
     for problem in problems:
         if problem.unreadable or header is None:
-            current_policy().refuse(path, problem)
+            policy.refuse(path, problem)
+    assert header is not None, "read_header gives no header only with an unreadable finding"
+    long = too_long(header, policy.max_seconds)
+    if long:
+        policy.refuse(path, long)
     assert header is not None, "read_header gives no header only with an unreadable finding"
     return header.sample_rate, header.channels, header.seconds

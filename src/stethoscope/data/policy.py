@@ -32,8 +32,8 @@ from typing import Callable, NoReturn
 
 from ..errors import AudioError, AudioSkipped, ConfigError
 from .clip import Clip
-from .quality import AudioHeader, Problem, duration_problem, entry_problem, is_audio_name, is_hidden, read_header, \
-    too_short
+from .quality import DEFAULT_MAX_SECONDS, AudioHeader, Problem, duration_problem, entry_problem, is_audio_name, \
+    is_hidden, read_header, too_long, too_short
 
 ON_BAD_AUDIO = ("error", "skip", "warn")
 SKIP_HINT = " (--on-bad-audio skip leaves such files out)"  # ends an error that the flag could turn into a skip
@@ -64,10 +64,14 @@ class Finding:
 class AudioPolicy:
     """What bad audio does in this run, and what it did (see the module docstring)."""
 
-    def __init__(self, on_bad_audio: str | None = None, say: Callable[[str], None] = _python_warning) -> None:
+    def __init__(self, on_bad_audio: str | None = None, say: Callable[[str], None] = _python_warning,
+                 max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
         if on_bad_audio not in (None, *ON_BAD_AUDIO):
             raise ConfigError(f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got {on_bad_audio!r}")
+        if not 0 < max_seconds < float("inf"):
+            raise ConfigError(f"--max-seconds must be a positive number of seconds, got {max_seconds}")
         self.on_bad_audio = on_bad_audio
+        self.max_seconds = float(max_seconds)  # longest audio decoded: a runtime limit, never a hyperparameter
         self._say = say
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()
@@ -115,6 +119,19 @@ class AudioPolicy:
         the policy leaves such files out, `AudioSkipped` after recording it."""
         self.judge(path, [problem])
         raise AudioSkipped(path, f"{problem.reason} (skipped)")
+
+    def leave_out(self, path: str | Path, reason: str) -> None:
+        """Leave out a file that decoded but cannot be used (e.g. its score is not finite):
+        recorded and said as skipped, whatever the policy, since a batch loses only this file;
+        under ``--on-bad-audio error`` an `AudioError` naming it."""
+        if self.on_bad_audio == "error":
+            raise AudioError(path, reason)
+        with self._lock:
+            if (str(path), reason) not in self._seen:
+                self._seen.add((str(path), reason))
+                self.findings.append(Finding(str(path), reason, "skipped"))
+                self._say(f"{path}: {reason} (skipped)")
+            self._skipped.add(str(path))
 
     def is_skipped(self, path: str | Path) -> bool:
         with self._lock:
@@ -221,8 +238,8 @@ def audio_paths(paths: Sequence[str | Path], policy: AudioPolicy | None = None) 
 def screen(clips: Sequence[Clip], min_seconds: float = 0.0, policy: AudioPolicy | None = None,
            by: Callable[[Clip], str] = lambda c: c.machine) -> tuple[list[Clip], dict[Path, AudioHeader]]:
     """Header-level checks of every clip before any is decoded: readable, suffix vs content,
-    sample rate, long enough for ``min_seconds``, duration within `quality.DURATION_RANGE`
-    of its group's median (groups: ``by``, the machine type). Returns the kept clips and
+    sample rate, long enough for ``min_seconds``, not longer than the policy's ``max_seconds``
+    (refused unread), duration within `quality.DURATION_RANGE` of its group's median (groups: ``by``, the machine type). Returns the kept clips and
     the headers read (one per file)."""
     policy = policy or current_policy()
     headers: dict[Path, AudioHeader] = {}
@@ -232,7 +249,8 @@ def screen(clips: Sequence[Clip], min_seconds: float = 0.0, policy: AudioPolicy 
         if header is not None:
             headers[path] = header
         short = too_short(header.seconds, min_seconds) if header is not None and not found else None
-        problems[path] = found + ([short] if short else [])
+        long = too_long(header, policy.max_seconds) if header is not None else None
+        problems[path] = found + [p for p in (short, long) if p]
     groups: dict[str, list[Path]] = {}
     for c in clips:
         groups.setdefault(by(c), []).append(Path(c.path))

@@ -35,6 +35,9 @@ SILENCE_DBFS = -70.0             # AC level under which a clip is near silence (
 LOUD_DBFS = -10.0                # AC level over which uncorrelated samples are full-scale white noise
 WHITE_CORRELATION = 0.1          # |lag-1 autocorrelation| under which samples look uncorrelated (random bytes)
 CONSTANT_FRACTION = 0.5          # share of samples equal to the previous one
+DEFAULT_MAX_SECONDS = 600.0      # longest audio decoded (--max-seconds): bounds a file's decoded size
+UNKNOWN_FRAMES = 2**63 - 1      # libsndfile's frame count of a stream whose header gives no length
+SAMPLES_PER_SECOND_CAP = 384_000  # frames x channels per allowed second (192 kHz stereo, 48 kHz x 8 channels)
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,25 @@ def too_short(seconds: float, min_seconds: float) -> Problem | None:
                    "input", unreadable=True)
 
 
+def max_frames(max_seconds: float, sample_rate: int, channels: int) -> int:
+    """The most frames of a file at ``sample_rate`` with ``channels`` that may be decoded:
+    ``max_seconds`` of audio, and no more than ``max_seconds`` x `SAMPLES_PER_SECOND_CAP`
+    samples over all channels (a header claiming a huge rate or channel count gains nothing)."""
+    return int(min(max_seconds * max(sample_rate, 1), max_seconds * SAMPLES_PER_SECOND_CAP / max(channels, 1)))
+
+
+def too_long(header: AudioHeader, max_seconds: float) -> Problem | None:
+    """An unreadable finding, from the header alone, when decoding the file would exceed the
+    ``--max-seconds`` limit (its frames x channels are over what that limit allows). A header
+    that does not know its length (libsndfile's `UNKNOWN_FRAMES`: a FLAC written as a stream) is
+    no finding: decoding stops at the limit instead (`data.audio`)."""
+    if header.frames >= UNKNOWN_FRAMES or header.frames <= max_frames(max_seconds, header.sample_rate, header.channels):
+        return None
+    return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} channel(s) at "
+                   f"{header.sample_rate} Hz) is over the --max-seconds {max_seconds:g} limit; not decoded",
+                   unreadable=True)
+
+
 def duration_problem(seconds: float, median: float) -> Problem | None:
     """A suspicious finding when a clip's duration is far from its set's median."""
     low, high = DURATION_RANGE
@@ -203,6 +225,11 @@ class WaveStats:
         n = len(wave)
         if n == 0 or not np.isfinite(wave).all():
             return cls(n, sample_rate, n > 0 and bool(np.isfinite(wave).all()), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # samples near 1e25 overflow float32: inf, no warning
+            return cls._finite(wave, n, sample_rate)
+
+    @classmethod
+    def _finite(cls, wave: np.ndarray, n: int, sample_rate: int) -> "WaveStats":
         mean = float(wave.mean(dtype=np.float64))
         ac = wave - np.float32(mean)
         power = float(np.dot(ac, ac))

@@ -3,8 +3,9 @@ websocket, health and Prometheus metrics, and the dashboard (`views`). Built on
 `service.Monitor`; started by ``stethoscope serve``.
 
 Security: writes (``POST``/``PUT``) and the websocket need the bearer token unless the server
-was started with ``--no-token``; reads are open unless ``--protect-reads`` (the server binds to
-127.0.0.1 by default, so "open" means open to this computer). Request bodies are limited
+was started with ``--no-token``; reads need it with ``protect_reads`` (``serve`` sets it on any
+address that is not loopback, unless ``--public-reads``). Error bodies, ``/health`` included,
+never carry the database's location or a token (`StoreError` details go to the log). Request bodies are limited
 (``Content-Length`` checked first, then the bytes counted as they arrive: 413), only audio is
 accepted (415 for another content type, 422 for bytes that do not decode), and no error answer
 carries a traceback: unexpected errors answer 500 with a one-line message, the log has the rest.
@@ -34,9 +35,10 @@ from .metrics import Metrics, MetricsMiddleware
 from .pictures import NotKept
 from .service import Monitor, ScoreEvent, UnknownMachine
 from .store import MAX_LIMIT, StoreError, check_alarm_rule
-from .views import add_dashboard
+from .views import MAX_ID, add_dashboard
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
+STORE_DOWN = "the event store is unavailable; the server log has the details"
 AUDIO_TYPES = ("audio/", "application/octet-stream")
 MIN_HOP_S, MAX_WINDOW_S = 0.1, 600.0  # a stream costs at most 10 scores per second of audio
 PCM_FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
@@ -116,7 +118,9 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.exception_handler(StethoscopeError)
     async def _known(request: Request, err: StethoscopeError) -> JSONResponse:
-        del request
+        if isinstance(err, StoreError):  # its message names the database: for the log, not the client
+            log.error("%s %s: %s", request.method, request.url.path, err)
+            return JSONResponse({"detail": STORE_DOWN}, status_code=503)
         return JSONResponse({"detail": str(err)}, status_code=_status(err))
 
     @app.exception_handler(Exception)
@@ -127,10 +131,20 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        """ok; degraded (503) while writes to the store fail; error (503) when it does not answer.
+        Never the database's path or the error text (those go to the log)."""
         try:
             await blocking(monitor.store.ping)
         except StoreError as err:
-            return JSONResponse({"status": "error", "detail": str(err)}, status_code=503)
+            log.error("health: %s", err)
+            return JSONResponse({"status": "error", "detail": STORE_DOWN}, status_code=503)
+        state = monitor.health
+        if state.degraded:
+            since = datetime.fromtimestamp(state.failing_since or 0, timezone.utc).isoformat(timespec="seconds")
+            return JSONResponse({"status": "degraded", "machines": sorted(monitor.models),
+                                 "detail": f"writes to the event store fail since {since} ({state.failures} "
+                                           f"failure(s)); scores are refused with 503 until a write succeeds"},
+                                status_code=503)
         return JSONResponse({"status": "ok", "machines": sorted(monitor.models),
                              "schema_version": monitor.store.version})
 
@@ -168,9 +182,10 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         return JSONResponse(event.as_json())
 
     @app.get("/events", dependencies=read_guard)
-    async def events(machine: str | None = None, since: str | None = None, after_id: int | None = Query(None, ge=0),
-                     limit: int = Query(100, ge=1, le=MAX_LIMIT), order: str = Query("desc", pattern="^(asc|desc)$")
-                     ) -> JSONResponse:
+    async def events(machine: str | None = None, since: str | None = None,
+                     after_id: int | None = Query(None, ge=0, le=MAX_ID),
+                     limit: int = Query(100, ge=1, le=MAX_LIMIT),
+                     order: str = Query("desc", pattern="^(asc|desc)$")) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
         return JSONResponse(await blocking(partial(monitor.store.events, machine, _since(since), after_id, limit,
@@ -273,6 +288,10 @@ async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str,
 
         try:
             events = await scoring(partial(score_and_record, samples))
+        except StoreError as err:
+            log.error("stream %s: %s", machine, err)
+            await _fail(ws, STORE_DOWN)
+            return
         except (ValueError, StethoscopeError) as err:
             await _fail(ws, str(err))
             return

@@ -1,5 +1,6 @@
 """Engines for the event store: any SQLAlchemy URL; SQLite files get WAL, a durable sync mode
-and real transactions.
+and real transactions, and are created readable by their owner only (0600, with their -wal and
+-shm files).
 
 Durability of an SQLite commit (``PRAGMA journal_mode=WAL``):
 
@@ -17,6 +18,7 @@ of failing on a lock upgrade when two processes write to one file.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,7 +59,7 @@ def make_engine(url: str, sync: str = "full") -> Engine:
                               f"({err}); install it (e.g. pip install psycopg for postgresql+psycopg://)") from err
     if parsed.database in (None, "", ":memory:"):
         raise ConfigError("the event store needs an SQLite file (an in-memory database loses every event on exit)")
-    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    _create_private(Path(parsed.database))
     engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -75,6 +77,19 @@ def make_engine(url: str, sync: str = "full") -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing SQLite file 0600 (it holds plant audio): SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's permissions, so they are 0600 too. An existing file
+    keeps the permissions its owner chose."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise ConfigError(f"--db {path}: cannot create the event store ({err.strerror or err})") from err
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..errors import ConfigError, StethoscopeError
+from ..errors import AudioError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from .service import Monitor, ScoreEvent
 
@@ -158,7 +158,11 @@ class MicListener:
         self.stats.samples += len(block)
         self.received += len(block)
         for result in self.scorer.push(block):
-            event = self.monitor.record(self.machine, result.score, result.decision, self.source)
+            try:
+                event = self.monitor.record(self.machine, result.score, result.decision, self.source)
+            except AudioError as err:  # a window whose score is not finite: said, not stored, not fatal
+                self.warn(f"window ending at {result.end_seconds:.1f} s: {err.problem}")
+                continue
             self.stats.scores += 1
             self.on_score(event, result.end_seconds)
 

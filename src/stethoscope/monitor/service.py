@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,16 +23,19 @@ import soxr
 
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.policy import SKIP_HINT, AudioPolicy
+from ..data.quality import DEFAULT_MAX_SECONDS
 from ..engine import RunContext
 from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
 from ..systems.folders import model_folders
-from .store import AlarmChange, EventStore, FileMark
+from .store import AlarmChange, EventStore, FileMark, StoreError
 
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SOURCE_MAX = 200
 DEFAULT_KEEP_AUDIO = 1000
+WRITE_TRIES = 3          # a score's write is tried this often before its client hears 503
+WRITE_BACKOFF_S = 0.1    # ... waiting this long, doubled after each failure, between tries
 
 
 class UnknownMachine(StethoscopeError):
@@ -114,21 +120,59 @@ class ScoreEvent:
         return out
 
 
+class StoreHealth:
+    """Whether writes to the event store work: *degraded* from a failed write until the next
+    one that succeeds (what ``/health`` reports; a watcher retries meanwhile)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.last_error = ""
+
+    def failed(self, err: StoreError) -> None:
+        with self._lock:
+            self.failing_since = self.failing_since or time.time()
+            self.failures += 1
+            self.last_error = str(err)
+
+    def ok(self) -> None:
+        with self._lock:
+            self.failing_since, self.failures, self.last_error = None, 0, ""
+
+    @property
+    def degraded(self) -> bool:
+        return self.failing_since is not None
+
+
+def check_score(score: float, name: str) -> float:
+    """``score`` when finite, else an `AudioError` naming the clip: a NaN or infinite score says
+    the audio cannot be used (e.g. samples far beyond full scale) and is never stored."""
+    if not math.isfinite(score):
+        raise AudioError(name, f"the model's score is {score} (not finite): the audio cannot be scored (samples "
+                               f"far beyond full scale?); nothing was stored")
+    return score
+
+
 class Monitor:
     """The served models and the event store (see the module docstring)."""
 
     def __init__(self, models: dict[str, ServedModel], store: EventStore, ctx: RunContext,
-                 keep_audio: int = DEFAULT_KEEP_AUDIO) -> None:
+                 keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
         if keep_audio < 0:
             raise ConfigError(f"--keep-audio must be 0 (keep none) or more clips per machine, got {keep_audio}")
+        AudioPolicy(max_seconds=max_seconds)  # a ConfigError now for a bad limit
         self.models, self.store, self.ctx, self.keep_audio = models, store, ctx, keep_audio
+        self.max_seconds = max_seconds  # longest clip decoded (--max-seconds), a runtime setting
+        self.health = StoreHealth()
 
     @classmethod
     def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
              alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None,
-             keep_audio: int = DEFAULT_KEEP_AUDIO) -> "Monitor":
+             keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS) -> "Monitor":
         """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``;
-        the newest ``keep_audio`` scored clips of each machine keep their audio (0: none)."""
+        the newest ``keep_audio`` scored clips of each machine keep their audio (0: none); no
+        clip over ``max_seconds`` is decoded."""
         found = find_models(models_dir)
         store = EventStore(db, sync, say=say)
         models = {}
@@ -142,7 +186,7 @@ class Monitor:
             models[machine] = ServedModel(machine, system, version, model_id)
             _warm_up(system, ctx)
             say(f"[{machine}] {system.name} model {version} (threshold {system.threshold_:.6g}) from {folder}")
-        return cls(models, store, ctx, keep_audio)
+        return cls(models, store, ctx, keep_audio, max_seconds)
 
     def close(self) -> None:
         self.store.close()
@@ -161,17 +205,20 @@ class Monitor:
         found: list[str] = []
         try:
             wave, _ = decode_checked(raw, "request body", SAMPLE_RATE, channel,
-                                     served.system.feature_request().min_seconds, AudioPolicy(say=found.append))
+                                     served.system.feature_request().min_seconds,
+                                     AudioPolicy(say=found.append, max_seconds=self.max_seconds))
         except AudioError as err:  # the CLI's hint about --on-bad-audio means nothing to a client
             raise AudioError(err.path, err.problem.removesuffix(SKIP_HINT)) from None
-        return self.score_wave(machine, wave, SAMPLE_RATE, source, found)
+        return self.score_wave(machine, wave, SAMPLE_RATE, source, found, name="request body")
 
     def score_wave(self, machine: str, wave: np.ndarray, sample_rate: int, source: str = "",
-                   warnings: list[str] | None = None, mark: FileMark | None = None) -> ScoreEvent:
+                   warnings: list[str] | None = None, mark: FileMark | None = None, name: str = "") -> ScoreEvent:
         """Score one in-memory mono waveform for ``machine`` and record it (with its audio,
-        unless ``keep_audio`` is 0, and a watched file's ``mark``, see `record`)."""
+        unless ``keep_audio`` is 0, and a watched file's ``mark``, see `record`); a score that
+        is not finite is an `AudioError` naming the clip (``name``, else ``source``)."""
         served = self.model(machine)
-        score = float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0])
+        score = check_score(float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0]),
+                            name or source or "clip")
         return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings,
                            self.audio_to_keep(wave, sample_rate), mark)
 
@@ -189,13 +236,34 @@ class Monitor:
                mark: FileMark | None = None) -> ScoreEvent:
         """Commit a score of ``machine``'s served model (and ``audio``, FLAC bytes of the scored
         clip, when audio is kept) to the store; returns after the commit. ``mark`` (a watched
-        file) commits in the same transaction (`EventStore.record_score`)."""
+        file) commits in the same transaction (`EventStore.record_score`). A non-finite score is
+        an `AudioError` (never stored); a failed write is tried `WRITE_TRIES` times with backoff,
+        and `health` is degraded until a write succeeds."""
         served = self.model(machine)
         check_source(source)
-        done = self.store.record_score(machine, served.model_id, score, decision, source, audio=audio,
-                                       keep_audio=self.keep_audio, mark=mark)
+        check_score(score, source or "clip")
+        done = self.write(lambda: self.store.record_score(machine, served.model_id, score, decision, source,
+                                                          audio=audio, keep_audio=self.keep_audio, mark=mark),
+                          tries=1 if mark is not None else WRITE_TRIES)
         return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
                           served.system.name, served.version, done.alarm, list(warnings or []))
+
+    def write(self, call: Callable[[], Any], tries: int = WRITE_TRIES) -> Any:
+        """Run one store write, tried up to ``tries`` times while it raises `StoreError` (waiting
+        `WRITE_BACKOFF_S`, doubled each time); `health` follows the outcome."""
+        wait = WRITE_BACKOFF_S
+        for attempt in range(1, tries + 1):
+            try:
+                result = call()
+            except StoreError as err:
+                self.health.failed(err)
+                if attempt == tries:
+                    raise
+                time.sleep(wait)
+                wait *= 2
+            else:
+                self.health.ok()
+                return result
 
     def stream(self, machine: str, sample_rate: int, window_seconds: float, hop_seconds: float) -> StreamingScorer:
         """The ``stream`` verb's scorer for ``machine``'s model (record its scores with `record`)."""

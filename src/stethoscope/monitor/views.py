@@ -13,6 +13,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from .pictures import EventPictures, kept_audio
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id is refused (422) before it reaches the database
 from .service import Monitor
 
 ASSETS = {"index.html": "text/html; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
@@ -50,15 +52,15 @@ def add_dashboard(app: FastAPI, monitor: Monitor, read_guard: list[Any],
         return _asset("dashboard.css", assets["dashboard.css"])
 
     @app.get("/events/{event_id}/audio", dependencies=read_guard)
-    async def audio(event_id: int = PathParam(ge=0)) -> Response:
+    async def audio(event_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
         _, flac = await run(lambda: kept_audio(monitor, event_id))
         return Response(flac, media_type="audio/flac",
                         headers={"Content-Disposition": f'inline; filename="event-{event_id}.flac"'})
 
     @app.get("/events/{event_id}/map.png", dependencies=read_guard)
-    async def anomaly_map(event_id: int = PathParam(ge=0)) -> Response:
+    async def anomaly_map(event_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
         return Response(await run(lambda: pictures.png(event_id, "map")), media_type="image/png")
 
     @app.get("/events/{event_id}/spectrogram.png", dependencies=read_guard)
-    async def spectrogram(event_id: int = PathParam(ge=0)) -> Response:
+    async def spectrogram(event_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
         return Response(await run(lambda: pictures.png(event_id, "spectrogram")), media_type="image/png")

@@ -13,8 +13,11 @@ A file is scored once it is complete: its size and mtime unchanged for ``settle`
 Hidden names, temporary names (``.part``, ``.tmp``, ...) and names without an audio suffix are
 ignored. New files are noticed through watchdog (inotify, FSEvents, ...) with a full rescan
 every `RESCAN_S` seconds for events the operating system dropped, or by rescanning every
-``poll`` seconds. Files whose machine is unknown and bad audio are marked skipped with the
-reason; neither stops the watcher.
+``poll`` seconds. Files whose machine is unknown, bad audio, audio whose score is not finite,
+symbolic links, paths that resolve outside the folder, files over ``--max-file-mb`` and any
+other error of one file are marked skipped with the reason (so a restart does not try them
+again); none stops the watcher. A failing event store leaves files pending: they are tried
+again after a backoff (1 s doubling to a minute), and the monitor's health is degraded meanwhile.
 """
 from __future__ import annotations
 
@@ -29,13 +32,16 @@ from typing import Any, Callable
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.clip import parse_channel
 from ..data.policy import SKIP_HINT, AudioPolicy
-from ..data.quality import entry_problem, is_audio_name, is_hidden
-from ..errors import AudioError, ConfigError
+from ..data.quality import is_audio_name, is_hidden
+from ..errors import AudioError, ConfigError, StethoscopeError
+from .intake import read_capped, refusal, too_big
 from .service import SOURCE_MAX, Monitor
-from .store import AlreadyDone, FileMark
+from .store import AlreadyDone, FileMark, StoreError
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp")
 RESCAN_S = 60.0
+RETRY_MAX_S = 60.0        # longest wait between tries of a failing event store
+DEFAULT_MAX_FILE_MB = 256.0  # larger files are skipped unread (--max-file-mb)
 TICK_S = 0.2
 
 
@@ -91,6 +97,9 @@ class FolderWatcher:
     poll: float | None = None
     on_bad_audio: str | None = None
     channel: str | None = None
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+    retry_first: float = 1.0
+    retry_max: float = RETRY_MAX_S
     say: Callable[[str], None] = lambda message: None
     warn: Callable[[str], None] = lambda message: None
     stats: WatchStats = field(default_factory=WatchStats)
@@ -104,6 +113,10 @@ class FolderWatcher:
         if self.settle < 0 or (self.poll is not None and self.poll <= 0):
             raise ConfigError(f"need --settle >= 0 and --poll > 0 seconds, got {self.settle:g} and {self.poll}")
         AudioPolicy(self.on_bad_audio)  # a ConfigError now for an unknown policy
+        if not 0 < self.max_file_mb < float("inf"):
+            raise ConfigError(f"--max-file-mb must be a positive number of MB, got {self.max_file_mb}")
+        self.max_file_bytes = int(self.max_file_mb * 2**20)
+        self._backoff, self._retry_at = 0.0, 0.0
         self._channels = {m: parse_channel(self.channel if self.channel is not None else
                                            (s.system.run_ or {}).get("channel", 0))
                           for m, s in self.monitor.models.items()}
@@ -210,18 +223,36 @@ class FolderWatcher:
         return None, f"no served model for machine folder {parts[0]!r} (served: {', '.join(sorted(self.monitor.models))})"
 
     def process(self, key: str, item: _Pending) -> None:
-        """Score a settled file and mark it done, or mark it skipped with the reason."""
+        """Score a settled file and mark it done, or mark it skipped with the reason. Any error
+        of this one file is recorded against it (so a restart does not retry it forever) and
+        the watcher goes on; a failing event store leaves the file pending and backs off."""
         mark = FileMark(str(self.root), key, item.size, item.mtime_ns)
+        try:
+            try:
+                self._process(key, item, mark)
+            except (StoreError, AlreadyDone):
+                raise
+            except Exception as err:  # noqa: BLE001 - one file, whatever it does, never stops the watcher
+                reason = str(err) if isinstance(err, StethoscopeError) else f"{type(err).__name__}: {err}"
+                self._skip(key, mark, f"could not be scored ({reason[:800]})", self.machine_of(key)[0])
+        except StoreError as err:
+            self._store_failed(err)
+            return
+        if self.monitor.health.degraded is False and self._backoff:
+            self.say("event store: writes work again")
+            self._backoff = 0.0
+
+    def _process(self, key: str, item: _Pending, mark: FileMark) -> None:
         machine, why = self.machine_of(key)
         if machine is None:
             self._skip(key, mark, why, None)
             return
-        problem = entry_problem(item.path)
-        if problem is not None:
-            self._skip(key, mark, problem.reason, machine)
+        refused = refusal(self.root, item.path, item.size, self.max_file_bytes)
+        if refused is not None:
+            self._skip(key, mark, refused, machine)
             return
         try:
-            raw = item.path.read_bytes()
+            raw = read_capped(item.path, self.max_file_bytes)
             st = item.path.stat()
         except FileNotFoundError:
             self._pending.pop(key, None)  # removed while being read: nothing to score
@@ -232,19 +263,23 @@ class FolderWatcher:
         if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
             self._pending[key] = _Pending(item.path, st.st_size, st.st_mtime_ns, time.monotonic())
             return  # written to again: wait for it to settle anew
+        if len(raw) > self.max_file_bytes:
+            self._skip(key, mark, too_big(len(raw), self.max_file_bytes), machine)
+            return
         policy, found = self._policy()
         served = self.monitor.model(machine)
         try:
             wave, _ = decode_checked(raw, item.path, SAMPLE_RATE, self._channels[machine],
                                      served.system.feature_request().min_seconds, policy)
+            del raw
+            for message in found:
+                self.warn(message)
+            event = self.monitor.score_wave(machine, wave, SAMPLE_RATE, source_label(key), found, mark,
+                                            name=str(item.path))
         except AudioError as err:
             skipped = [f.reason for f in policy.findings if f.action == "skipped"]
             self._skip(key, mark, "; ".join(skipped) or err.problem.removesuffix(SKIP_HINT), machine)
             return
-        for message in found:
-            self.warn(message)
-        try:
-            event = self.monitor.score_wave(machine, wave, SAMPLE_RATE, source_label(key), found, mark)
         except AlreadyDone:
             self.stats.already += 1
         else:
@@ -253,14 +288,22 @@ class FolderWatcher:
                      f"event {event.id}")
         self._finish(key, mark)
 
+    def _store_failed(self, err: StoreError) -> None:
+        """The store failed: the file stays pending, and nothing is tried before the backoff ends
+        (1 s, doubling up to `RETRY_MAX_S`); the monitor's health is degraded meanwhile."""
+        self.monitor.health.failed(err)
+        self._backoff = min(self.retry_max, self._backoff * 2 or self.retry_first)
+        self._retry_at = time.monotonic() + self._backoff
+        self.warn(f"event store failed ({err}); trying again in {self._backoff:g} s")
+
     def _policy(self) -> tuple[AudioPolicy, list[str]]:
         """A fresh policy per file, so that a watcher running for months keeps no per-file state."""
         found: list[str] = []
-        return AudioPolicy(self.on_bad_audio, say=found.append), found
+        return AudioPolicy(self.on_bad_audio, say=found.append, max_seconds=self.monitor.max_seconds), found
 
     def _skip(self, key: str, mark: FileMark, reason: str, machine: str | None) -> None:
         try:
-            self.monitor.store.mark_skipped(mark, reason, machine)
+            self.monitor.write(lambda: self.monitor.store.mark_skipped(mark, reason, machine), tries=1)
         except AlreadyDone:
             self.stats.already += 1
         else:
@@ -278,12 +321,15 @@ class FolderWatcher:
         observer = self._observe()
         interval = self.poll if observer is None else RESCAN_S
         try:
-            self.scan()
-            last_scan = time.monotonic()
+            last_scan = -float("inf")
             while not stop.is_set():
-                if time.monotonic() - last_scan >= interval:
-                    self.scan()
-                    last_scan = time.monotonic()
+                now = time.monotonic()
+                if now - last_scan >= interval and now >= self._retry_at:
+                    try:
+                        self.scan()
+                        last_scan = now
+                    except StoreError as err:  # the marks could not be read: scan again after the backoff
+                        self._store_failed(err)
                 self.step(stop)
                 stop.wait(min(TICK_S, interval))
         finally:
@@ -295,10 +341,16 @@ class FolderWatcher:
     def step(self, stop: threading.Event | None = None) -> int:
         """Take in the change events, then score (or skip) every settled file: how many were
         handled. `run` calls it in a loop; tests call it after `scan` for one round."""
-        self._drain_events()
+        if time.monotonic() < self._retry_at:
+            return 0  # the event store failed: wait for the backoff to end
+        try:
+            self._drain_events()
+        except StoreError as err:
+            self._store_failed(err)
+            return 0
         handled = 0
         for key, item in self._ready():
-            if stop is not None and stop.is_set():
+            if (stop is not None and stop.is_set()) or time.monotonic() < self._retry_at:
                 break
             self.process(key, item)
             handled += 1

@@ -83,3 +83,40 @@ def test_an_evaluator_table_is_read_and_each_line_checked(tmp_path: Path) -> Non
     (tmp_path / "empty.csv").write_text("\n")
     with pytest.raises(DownloadError, match="no clip lines"):
         read_ground_truth(tmp_path / "empty.csv", "evaluator", "ToyDrone")
+
+
+def _corrupt_deflate(path: Path) -> Path:
+    """A zip whose member's deflate stream starts with an invalid block type (headers intact):
+    zlib itself fails, not only the CRC check."""
+    name = b"fan/train/a.wav"
+    data = bytearray(zip_bytes({name.decode(): bytes(range(256)) * 4000}, compress=True))
+    start = data.index(b"PK\x03\x04") + 30 + len(name)  # the local header, then the member's data
+    data[start] = 0b111  # BFINAL 1, BTYPE 11: a block type deflate does not have
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _encrypted(path: Path) -> Path:
+    """A zip whose member says it is encrypted (general purpose flag bit 0, local and central)."""
+    data = bytearray(zip_bytes({"fan/train/a.wav": b"secret audio"}))
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(signature) + offset
+        data[at] |= 1
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("make, reason", [(_corrupt_deflate, "corrupt compressed data"),
+                                          (_encrypted, "an encrypted member needs a password")])
+def test_a_damaged_archive_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path, make, reason: str) -> None:
+    into = tmp_path / "dev"
+    archive = make(tmp_path / "dev_fan.zip")
+    with pytest.raises(DownloadError, match=rf"dev_fan.zip: not a readable zip archive \(({reason})") as caught:
+        extract_archive(archive, into, "dcase2022")
+    assert "run again to fetch it afresh" in str(caught.value)
+    assert not archive.exists() and sorted(p.name for p in tmp_path.iterdir()) == []  # no staging folder either
+
+    kept = make(tmp_path / "dev_fan.zip")  # an archive its published checksum vouches for stays
+    with pytest.raises(DownloadError, match="the published file itself is damaged"):
+        extract_archive(kept, into, "dcase2022", discard=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev_fan.zip"]

@@ -16,6 +16,7 @@ import re
 import shutil
 import threading
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -54,8 +55,12 @@ def _member_parts(name: str, archive: Path) -> tuple[str, ...]:
     return parts
 
 
-def extract_archive(archive: Path, into: Path, layout: str) -> int:
-    """Unpack ``archive`` into ``into`` (see the module notes); the number of files placed."""
+def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True) -> int:
+    """Unpack ``archive`` into ``into`` (see the module notes); the number of files placed.
+    Any fault of the archive (not a zip, a corrupt deflate stream, a CRC mismatch, an encrypted
+    or unsupported member, a member outside the archive) is a `DownloadError` naming it; the
+    staging folder is removed, and with ``discard`` (an archive no independent checksum
+    vouches for) the archive too, so that the next run fetches it afresh."""
     staging = into.parent / f".{into.name}.{archive.name}.unpacking"
     shutil.rmtree(staging, ignore_errors=True)
     placed: list[PurePosixPath] = []
@@ -77,9 +82,16 @@ def extract_archive(archive: Path, into: Path, layout: str) -> int:
             raise DownloadError(disk_full_message(staging, err, f"unpacking {archive.name}") +
                                 "; nothing of this archive was kept in the data folder") from None
         raise DownloadError(f"{archive}: cannot unpack ({err.strerror or err})") from err
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as err:
+    except Exception as err:  # noqa: BLE001 - zlib.error, RuntimeError (encrypted), BadZipFile...: the archive
         shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(f"{archive}: not a readable zip archive ({err}); nothing of it was unpacked") from err
+        if discard:
+            archive.unlink(missing_ok=True)
+        if isinstance(err, DownloadError):
+            raise
+        gone = "; the archive was deleted: run again to fetch it afresh" if discard else \
+            "; the archive matches its published checksum, so the published file itself is damaged"
+        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); nothing of it was "
+                            f"unpacked{gone}") from err
     try:
         with _MOVE_LOCK:  # archives unpacked in parallel may share a folder (and attributes_XX.csv)
             for rel in placed:  # renames within one file system: no copy, no new space needed
@@ -90,6 +102,16 @@ def extract_archive(archive: Path, into: Path, layout: str) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return len(placed)
+
+
+def _reason(err: Exception) -> str:
+    """What was wrong with an archive, in words: the encrypted member and corrupt data cases named."""
+    text = str(err) or type(err).__name__
+    if "encrypted" in text.lower() or "password" in text.lower():
+        return f"an encrypted member needs a password ({text})"
+    if isinstance(err, zlib.error):
+        return f"corrupt compressed data ({text})"
+    return text
 
 
 def _place(source: Path, target: Path) -> None:
