@@ -187,7 +187,16 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         assert (out / "models" / machine / "config.json").exists()
     assert {rec["status"] for rec in read_json(out / "models" / "run.json")["items"].values()} == {"trained"}
     assert not (out / ".checkpoints").exists()
-    assert "official score" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "official score" in printed and f"report: {out / 'report.html'}" in printed
+    assert "<html" in (out / "report.html").read_text()[:500].lower()  # the demo writes its own report
+
+
+def test_train_without_system_fits_the_default_mel_stats(tiny_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tiny_root), "--machine", "fan", "--out", str(out), *RUNTIME, "--no-cache"]) == 0
+    config = read_json(out / "config.json")
+    assert config["system"] == "mel_stats" and config["params"]["detector"] == "mahalanobis"
 
 
 # -- real clips (skipped without ../shared) ----------------------------------------------
