@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.covariance import EmpiricalCovariance, LedoitWolf
+from sklearn.covariance import EmpiricalCovariance, LedoitWolf, ledoit_wolf_shrinkage
 from sklearn.metrics import pairwise_distances
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import LocalOutlierFactor
@@ -176,10 +176,42 @@ class Mahalanobis(TrainingSetDetector):
         self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
-        self.model_ = (LedoitWolf() if self.shrinkage else EmpiricalCovariance()).fit(X)
+        if self.shrinkage and len(X) < X.shape[1]:
+            self.model_ = _WoodburyLedoitWolf(X)
+        else:
+            self.model_ = (LedoitWolf() if self.shrinkage else EmpiricalCovariance()).fit(X)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.model_.mahalanobis(X)
+
+
+class _WoodburyLedoitWolf:
+    """scikit-learn's Ledoit-Wolf estimate, its precision found by the Woodbury identity when
+    there are fewer rows n than dimensions D: the shrunk covariance ``(1 - a) S + a mu I`` is a
+    scaled identity plus a rank-n term, so its inverse needs an n x n solve instead of the D x D
+    eigendecomposition `LedoitWolf` runs (640 features, 10-100 clips: milliseconds, not a second).
+    Same shrinkage ``a`` (`ledoit_wolf_shrinkage`), same location, same distances."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        n, d = X.shape
+        self.location_ = X.mean(axis=0)
+        centred = X - self.location_
+        shrinkage = float(ledoit_wolf_shrinkage(centred, assume_centered=True))
+        mu = float(np.sum(centred**2) / (n * d))  # trace of the empirical covariance / D
+        ridge = shrinkage * mu
+        if ridge <= 0:  # constant features only, or no shrinkage: the general inverse
+            self._precision = np.linalg.pinv(np.cov(centred, rowvar=False, bias=True))
+            return
+        inner = (ridge * n / (1.0 - shrinkage)) * np.eye(n) + centred @ centred.T if shrinkage < 1 else None
+        eye = np.eye(d)
+        self._precision = (eye if inner is None else eye - centred.T @ np.linalg.solve(inner, centred)) / ridge
+
+    def get_precision(self) -> np.ndarray:
+        return self._precision
+
+    def mahalanobis(self, X: np.ndarray) -> np.ndarray:
+        centred = np.asarray(X, dtype=np.float64) - self.location_
+        return np.einsum("ij,jk,ik->i", centred, self._precision, centred)
 
 
 class SOS(TrainingSetDetector):

@@ -27,12 +27,41 @@ FRAME_RATE = 16_000 / 512  # log-mel frames per second at the DCASE parameters
 MODULATION_HZ = (0.25, FRAME_RATE / 2)
 
 
-def _percentile(sorted_x: torch.Tensor, q: float) -> torch.Tensor:
-    """numpy's default (linear) percentile ``q`` over the last axis of sorted values."""
-    pos = q / 100.0 * (sorted_x.shape[-1] - 1)
-    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
-    hi = min(lo + 1, sorted_x.shape[-1] - 1)
-    return sorted_x[..., lo] * (1.0 - frac) + sorted_x[..., hi] * frac
+class OrderStats:
+    """The order statistics (k-th smallest values over the last axis) that the percentiles, min
+    and max of ``stats`` need, from at most two partial sorts (`torch.topk`: a full sort of
+    128 x 313 values costs more than everything else in scoring a clip; TopK exports to ONNX)."""
+
+    def __init__(self, x: torch.Tensor, stats: Sequence[str]) -> None:
+        self.frames = frames = x.shape[-1]
+        ranks = sorted({r for s in stats for r in self.ranks(s)})
+        low = [r for r in ranks if r < frames / 2]
+        high = [r for r in ranks if r >= frames / 2]
+        self.low = torch.topk(x, max(low) + 1, dim=-1, largest=False).values if low else None  # ascending
+        self.high = torch.topk(x, frames - min(high), dim=-1).values if high else None  # descending
+
+    def ranks(self, name: str) -> tuple[int, ...]:
+        """The ranks (0 = smallest) a statistic reads; none for those that read no order."""
+        if name == "min":
+            return (0,)
+        if name == "max":
+            return (self.frames - 1,)
+        if name.startswith("p"):
+            pos = float(name[1:]) / 100.0 * (self.frames - 1)
+            return (int(math.floor(pos)), min(int(math.floor(pos)) + 1, self.frames - 1))
+        return ()
+
+    def value(self, rank: int) -> torch.Tensor:
+        if rank < self.frames / 2:
+            return self.low[..., rank]  # type: ignore[index]
+        return self.high[..., self.frames - 1 - rank]  # type: ignore[index]
+
+    def percentile(self, q: float) -> torch.Tensor:
+        """numpy's default (linear) percentile ``q``."""
+        pos = q / 100.0 * (self.frames - 1)
+        lo, hi = self.ranks(f"p{q:g}")
+        frac = pos - lo
+        return self.value(lo) * (1.0 - frac) + self.value(hi) * frac
 
 
 def _band_edges(n_mels: int, bands: int) -> list[tuple[int, int]]:
@@ -59,18 +88,18 @@ class MelStatsFeatures(nn.Module):
     def dim(self) -> int:
         return self.n_mels * len(self.stats) + len(self.bands) * self.modulation_bins
 
-    def _stat(self, x: torch.Tensor, sorted_x: torch.Tensor, name: str) -> torch.Tensor:
+    def _stat(self, x: torch.Tensor, order: OrderStats, name: str) -> torch.Tensor:
         if name == "mean":
             return x.mean(dim=-1)
         if name == "std":
             return x.std(dim=-1, unbiased=False)
         if name == "min":
-            return sorted_x[..., 0]
+            return order.value(0)
         if name == "max":
-            return sorted_x[..., -1]
+            return order.value(order.frames - 1)
         if name == "dstd":  # frame-to-frame change: how rough the bin's level is over time
             return (x[..., 1:] - x[..., :-1]).std(dim=-1, unbiased=False)
-        return _percentile(sorted_x, float(name[1:]))
+        return order.percentile(float(name[1:]))
 
     def envelopes(self, x: torch.Tensor) -> torch.Tensor:
         """(B, bands, T) band envelopes: each band's mean level per frame, its time mean removed."""
@@ -96,8 +125,8 @@ class MelStatsFeatures(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         x = logmel.double()
-        sorted_x = torch.sort(x, dim=-1).values
-        parts = [self._stat(x, sorted_x, s) for s in self.stats]
+        order = OrderStats(x, self.stats)
+        parts = [self._stat(x, order, s) for s in self.stats]
         if self.bands:
             env = self.envelopes(x)
             cos, sin, pool = self.modulation_basis(x.shape[-1])
@@ -113,7 +142,7 @@ class MelStatsFeatures(nn.Module):
         min and max: the extreme frames; a modulation feature: every frame."""
         x = logmel.double()
         frames = x.shape[-1]
-        sorted_x = torch.sort(x, dim=-1).values
+        order = OrderStats(x, self.stats)
         rows = []
         for name in self.stats:
             if name == "mean":
@@ -129,9 +158,9 @@ class MelStatsFeatures(nn.Module):
                 step = (step - step.mean(dim=-1, keepdim=True)).square()
                 w = torch.nn.functional.pad(step, (0, 1)) + torch.nn.functional.pad(step, (1, 0)) + 1e-12
             elif name in ("min", "max"):
-                w = (x == self._stat(x, sorted_x, name)[..., None]).double()
+                w = (x == self._stat(x, order, name)[..., None]).double()
             else:
-                level = self._stat(x, sorted_x, name)[..., None]
+                level = self._stat(x, order, name)[..., None]
                 w = (x >= level if float(name[1:]) >= 50 else x <= level).double()
                 w = torch.where(w.sum(dim=-1, keepdim=True) > 0, w, torch.ones_like(w))
             rows.append(w / w.sum(dim=-1, keepdim=True))
@@ -174,7 +203,9 @@ class MelStatsScorer(nn.Module):
         """(B, G) every detector's score."""
         return torch.stack([det(feats) for det in self.detectors], dim=1)
 
-    def forward(self, logmel: torch.Tensor, groups: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, logmel: torch.Tensor, groups: Sequence[int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(score (B,), the detector that gave it (B,), the features (B, D)): no map."""
         feats = self.features(logmel)
         scores = self.group_scores(feats)
         if groups is not None:
@@ -182,14 +213,27 @@ class MelStatsScorer(nn.Module):
         best, which = scores.min(dim=1)
         if groups is not None:
             which = torch.tensor(list(groups), dtype=torch.long)[which]
-        z2 = ((feats - self.shift[which]) / self.scale[which]).square()  # (B, D)
-        means = self.features.stats.index("mean") if "mean" in self.features.stats else None
-        n = self.features.n_mels
-        normal_mean = self.shift[which][:, means * n:(means + 1) * n] if means is not None else None
-        weights = self.features.frame_weights(logmel, normal_mean)  # (B, D, T)
-        amap = torch.einsum("bd,dm,bdt->bmt", z2, self.bins, weights)
-        return best, amap.float()
+        return best, which, feats
 
+    def forward(self, logmel: torch.Tensor, groups: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        best, which, feats = self.score(logmel, groups)
+        return best, self.anomaly_map(logmel, feats, which)
+
+    def anomaly_map(self, logmel: torch.Tensor, feats: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) float32: each feature's squared standardised deviation under detector
+        ``which``, spread over the frames that drive it (`MelStatsFeatures.frame_weights`) and
+        over its mel bins; the map sums to the clip's total squared deviation."""
+        n, k = self.features.n_mels, len(self.features.stats)
+        means = self.features.stats.index("mean") if "mean" in self.features.stats else None
+        normal_mean = self.shift[which][:, means * n:(means + 1) * n] if means is not None else None
+        z2 = ((feats - self.shift[which]) / self.scale[which]).square()  # (B, D)
+        weights = self.features.frame_weights(logmel, normal_mean)  # (B, D, T)
+        b, t = weights.shape[0], weights.shape[-1]
+        amap = (z2[:, :n * k, None] * weights[:, :n * k]).reshape(b, k, n, t).sum(dim=1)
+        if weights.shape[1] > n * k:  # modulation features: their band's bins, every frame alike
+            per_bin = z2[:, n * k:] @ self.bins[n * k:]  # (B, n_mels)
+            amap = amap + per_bin[..., None] / t
+        return amap.float()
 
 def features_of(module: MelStatsFeatures, logmels: Sequence[np.ndarray]) -> np.ndarray:
     """(n, D) float64 features of log-mels (dB) of any lengths; equal lengths share one batch."""

@@ -160,8 +160,8 @@ class MelStatsSystem(System):
                 out[i] = min(float(d.score(X[i:i + 1])[0]) for d in (mine or dets))
         return out
 
-    def _scores(self, logmels: Sequence[np.ndarray], clips: Sequence[Clip] | None, ctx: RunContext
-                ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _scores(self, logmels: Sequence[np.ndarray], clips: Sequence[Clip] | None, ctx: RunContext,
+                maps_too: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         if self.scorer_ is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         scores, maps = np.zeros(len(logmels)), [np.empty(0)] * len(logmels)
@@ -170,8 +170,12 @@ class MelStatsSystem(System):
             groups = self.groups_for(clips[i] if clips else None)
             keyed.setdefault((mel.shape[1], tuple(groups) if groups else None), []).append(i)
         for (_, groups), idx in keyed.items():
+            batch = torch.from_numpy(np.stack([logmels[i] for i in idx]))
             with torch.no_grad():
-                s, m = self.scorer_(torch.from_numpy(np.stack([logmels[i] for i in idx])), groups)
+                if not maps_too:
+                    scores[idx] = self.scorer_.score(batch, groups)[0].numpy()
+                    continue
+                s, m = self.scorer_(batch, groups)
             scores[idx] = s.numpy()
             for k, i in enumerate(idx):
                 maps[i] = m[k].numpy()
@@ -182,7 +186,7 @@ class MelStatsSystem(System):
 
     def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
         """The score and each (mel bin, frame)'s share of the squared standardised deviations."""
-        scores, maps = self._scores(decoded.logmels or [], decoded.clips, ctx)
+        scores, maps = self._scores(decoded.logmels or [], decoded.clips, ctx, maps_too=True)
         return Explanation(score=float(scores[0]), logmel=decoded.logmels[0], anomaly_map=maps[0],  # type: ignore[index]
                            map_title="squared standardised deviation of the bin statistics, spread over frames",
                            map_unit="squared z per frame")
