@@ -17,6 +17,7 @@ Systems (``--systems`` picks a subset by these names):
 | tldiffgan, tldiffgan_no_diffusion, tldiffgan_no_wave, tldiffgan_no_tmixup, tldiffgan_random_encoder | tldiffgan | tldiffgan_cpu.yaml and its ablation files |
 | aux_stgram, aux_mn04, aux_mn04_pooled, aux_mn04_lora, aux_mn04_frozen | aux_classifier | aux_classifier.yaml (STgram-MFN), aux_classifier_mn04.yaml, the latter with per_section=false, finetune=lora, or finetune=frozen with 6 s crops and section classes |
 | ensemble_ae_knn, ensemble_ae_aux, ensemble_ae_aux_knn | ensemble | AE (MAHALA) with embedding_knn and/or aux_classifier (mn04) |
+| mel_stats, auto, tldiffgan_mel_stats | mel_stats, auto, tldiffgan | their packaged configs; tldiffgan_mel_stats.yaml (issue 21) |
 
 Data (``--data``, several allowed): folders of labelled clips in any supported layout, or
 ``toy`` for a toy-factory set generated with a fixed seed into a temporary folder. Default:
@@ -87,6 +88,10 @@ SYSTEMS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     # chosen on a three-section toy set (benchmarks/aux_sensitivity.py), then measured on the real sets
     "aux_mn04_frozen": ("aux_classifier", "aux_classifier_mn04.yaml",
                         {"finetune": "frozen", "crop_frames": 192, "classes": "section"}),
+    # issue 21: the clip summary, the equal-weight auto ensemble, TLDiffGAN with the summary as a third branch
+    "mel_stats": ("mel_stats", None, {}),
+    "auto": ("auto", None, {}),
+    "tldiffgan_mel_stats": ("tldiffgan", "tldiffgan_mel_stats.yaml", {}),
     "ensemble_ae_knn": ("ensemble", None, {"members": ["dcase_ae", "embedding_knn"],
                                            "member_params": {"dcase_ae": {"score_mode": "mahala"}}}),
     "ensemble_ae_aux": ("ensemble", None, {"members": ["dcase_ae", "aux_classifier"],
