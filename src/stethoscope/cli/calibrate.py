@@ -22,12 +22,12 @@ from ..data.layouts import audio_files
 from ..errors import ConfigError, LayoutError
 from ..systems.base import System, load_system
 from ..systems.threshold import false_alarm_rate, gamma_threshold, score_summary
-from .common import add_channel, chosen_channel, run_context, scan
+from ..workflows.data import resolve_channel, scan
+from .common import run_context
+from .flags import add_channel, add_runtime
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .parser import _runtime  # here, not at import time: parser.py imports this module
-
     p = sub.add_parser("calibrate", help="refit a model's decision threshold on new normal clips, or set it")
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("--data", help="normal clips: a data root in any supported layout (clips labelled anomalous "
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", default="auto", help="layout of --data (default auto)")
     p.add_argument("--machine", help="machine type of --data to use (default: the model's)")
     add_channel(p, model=True)
-    _runtime(p)
+    add_runtime(p)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -94,14 +94,14 @@ def normal_clips(args: argparse.Namespace, system: System) -> list[Clip]:
     root = Path(args.data)
     machine = args.machine or (system.run_ or {}).get("data_machine")
     try:
-        clips = scan(root, args.layout, args.machine, chosen_channel(args, system))
+        clips = scan(root, args.layout, args.machine, resolve_channel(args.channel, system))
     except LayoutError:
         files = audio_files(root) if args.layout == "auto" and args.machine is None and root.is_dir() else []
         if not files:
             raise
         print(f"note: {root} matches no data layout; its {len(files)} recordings are all taken as normal",
               file=sys.stderr)
-        return [Clip(path=p, machine=machine or "unknown", channel=chosen_channel(args, system)) for p in files]
+        return [Clip(path=p, machine=machine or "unknown", channel=resolve_channel(args.channel, system)) for p in files]
     machines = sorted({c.machine for c in clips})
     if len(machines) > 1:
         if machine not in machines:
