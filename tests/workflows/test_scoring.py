@@ -8,21 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stethoscope.engine import RunContext
 from stethoscope.workflows.scoring import evaluate_folder, score_paths
-from stethoscope.workflows.spec import system_spec
-from stethoscope.workflows.train import train_folder
-
-CTX = RunContext(progress=False, threads=1)
-
-
-@pytest.fixture(scope="module")
-def models(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("models")
-    spec = system_spec("mel_stats", overrides=["threshold_fit=in_sample"])
-    systems = train_folder(toy_root, spec.build, out, CTX, say=lambda m: None)
-    assert sorted(systems) == ["fan", "gearbox"]
-    return out
+from tests.workflows.conftest import CTX
 
 
 def test_score_paths_scores_a_folder_and_writes_the_table(models: Path, toy_root: Path, tmp_path: Path) -> None:

@@ -64,9 +64,13 @@ def _check_modes(args: argparse.Namespace) -> None:
         raise ConfigError(f"watch {args.dir}: no such folder")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    if not args.device.startswith(("cpu", "cuda", "mps")):
-        raise ConfigError(f"--device {args.device!r}: the torch device is cpu, cuda or cuda:N"
-                          + ("; the sound card is --input-device" if args.mic else ""))
+    import torch
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise ConfigError(f"--device {args.device!r} is not a torch device (cpu, cuda or cuda:N)"
+                          + ("; the sound card is --input-device" if args.mic else "")) from None
 
 
 def _mic_settings(args: argparse.Namespace) -> tuple[int | str | None, int, str]:

@@ -1,7 +1,7 @@
 """Decision thresholds: the DCASE gamma fit, and which normal scores it is fitted to.
 
 Every system has three threshold hyperparameters (`THRESHOLD_PARAMS`), taken by every
-constructor through `System`'s metaclass:
+constructor (`System.__init_subclass__` wraps each with `taking_threshold_params`):
 
 * ``threshold_fit``: ``crossfit`` (default) fits the gamma distribution to *held-out* scores
   of the training clips: the clips are split into ``threshold_folds`` folds, a copy of the
