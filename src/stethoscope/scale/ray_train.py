@@ -21,7 +21,8 @@ from ..data.quality import Problem
 from ..engine import RunContext, discard_checkpoint
 from ..errors import StethoscopeError
 from ..systems.base import System
-from ..workflows.fitting import fit_and_save
+from ..workflows.fitting import fit_and_save, say_on_stderr
+from ..workflows.spec import SystemSpec
 from ..workflows.train import Job, Outcome, train_machines
 from ._ray import ray_session
 
@@ -138,3 +139,15 @@ class RayExecutor:
         if "error" in result:
             raise StethoscopeError(result["error"])
         return {}
+
+
+def train_with_ray(groups: Mapping[str, Sequence[Clip]], name: str, params: Mapping[str, Any], out: str | Path,
+                   ctx: RunContext, val: Sequence[Clip] | None = None, nested: bool = True,
+                   meta: Mapping[str, Any] | None = None, say: Callable[[str], None] = say_on_stderr, *,
+                   address: str | None = None, cpus: int | None = None) -> dict[str, Path]:
+    """`train_machines` with one Ray task per machine type (system ``name`` built from ``params``);
+    returns {machine type: model folder}. A type that fails is recorded in ``run.json`` and the
+    others go on; a `StethoscopeError` names them at the end."""
+    spec = SystemSpec(name, dict(params), name)
+    train_machines(groups, spec.build, out, ctx, val, nested, meta, say, executor=RayExecutor(address, cpus))
+    return {machine: Path(out) / machine if nested else Path(out) for machine in groups}
