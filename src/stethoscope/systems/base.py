@@ -93,6 +93,10 @@ class System(ABC):
     threshold_folds: int
     threshold_percentile: float
 
+    @taking_threshold_params
+    def __init__(self) -> None:
+        """No hyperparameters of its own: a subclass without a constructor takes the threshold ones only."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every system takes the threshold hyperparameters without naming them in its
         constructor: a subclass that defines ``__init__`` gets it wrapped here
