@@ -1,4 +1,4 @@
-"""Small shared helpers: numbers from the environment, run metadata; the atomic writers of `fsutil`."""
+"""Small shared helpers: numbers from the environment, run metadata (the atomic writers are `fsutil`'s)."""
 from __future__ import annotations
 
 import os
@@ -11,13 +11,6 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
-from .fsutil import (  # noqa: F401  (re-exported: the writers lived here first)
-    atomic_directory,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    recover_directory,
-)
 
 
 def env_number(name: str, default: float, minimum: float = 0.0, strict: bool = False, unit: str = "") -> float:

@@ -61,3 +61,26 @@ def test_repeated_set_flags_accumulate() -> None:
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--set", "epochs=3", "batch_size=8",
                                       "--set", "threshold_fit=in_sample"])
     assert args.set == ["epochs=3", "batch_size=8", "threshold_fit=in_sample"]
+
+
+def test_every_verb_comes_from_its_own_module() -> None:
+    from stethoscope.cli.verbs import VERBS
+
+    assert list(VERBS) == VERBS_LISTED
+    for verb, module in VERBS.items():
+        assert module.__name__.rpartition(".")[2] == ("listing" if verb == "list" else verb)
+        assert callable(module.add_parser) and callable(getattr(module, f"cmd_{verb}"))
+
+
+VERBS_LISTED = [name.split()[-1] for name in VERBS]
+
+
+def test_device_is_the_torch_device_everywhere() -> None:
+    """The runtime flags are defined once: --device means the same for every verb that takes it
+    (`watch --mic` names its sound card with --input-device)."""
+    helps = {name: parser._option_string_actions["--device"].help for name, parser in _parsers(build_parser())
+             if name in VERBS and "--device" in parser._option_string_actions}
+    assert {"stethoscope serve", "stethoscope watch", "stethoscope train", "stethoscope score"} <= set(helps)
+    assert len(set(helps.values())) == 1 and "torch device" in next(iter(helps.values()))
+    watch = dict(_parsers(build_parser()))["stethoscope watch"]
+    assert "--input-device" in watch._option_string_actions and "--torch-device" not in watch._option_string_actions

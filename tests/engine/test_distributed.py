@@ -59,7 +59,7 @@ AE_PARAMS = {"epochs": 3, "batch_size": 64, "n_mels": 16}
 
 def _fit_ae(toy: Path, ctx: RunContext) -> tuple[list[float], list[float]]:
     """The DCASE AE system's unchanged fit on the toy fan clips: (loss per epoch, test scores)."""
-    from stethoscope.cli.common import scan
+    from stethoscope.workflows.data import scan
     from stethoscope.systems import get_system
 
     clips = scan(toy, machine="fan")
@@ -187,7 +187,7 @@ AE = ["--system", "dcase_ae", "--machine", "fan", "--set", *[f"{k}={v}" for k, v
 
 def test_two_ray_workers_train_the_dcase_ae_like_one(ray_local, toy_root: Path, tmp_path: Path) -> None:
     from stethoscope.cli import main
-    from stethoscope.cli.common import scan
+    from stethoscope.workflows.data import scan
     from stethoscope.systems.base import load_system
 
     assert main(["train", "--data", str(toy_root), "--out", str(tmp_path / "one"), *AE]) == 0

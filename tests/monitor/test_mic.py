@@ -116,8 +116,10 @@ def test_cli_mic_errors_are_clear(models_dir: Path, tmp_path: Path, capsys: pyte
         (["watch", "--mic", "--models", str(models_dir), "--db", db], "--mic needs --machine"),
         (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--recursive"],
          "are for watching a folder"),
-        (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--device",
+        (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--input-device",
           "no-such-card-xyz"], "python3 -m sounddevice"),
+        (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--device",
+          "USB Audio"], "the sound card is --input-device"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

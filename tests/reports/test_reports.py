@@ -156,7 +156,7 @@ def test_outputs_are_shareable_not_private(tmp_path):
     import os
     import stat
 
-    from stethoscope.utils import atomic_directory, atomic_write_text
+    from stethoscope.fsutil import atomic_directory, atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -21,7 +21,7 @@ from stethoscope.errors import ConfigError
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.ensemble import normalisation_stats, normalise
 from stethoscope.systems.threshold import crossfit_folds
-from stethoscope.training import train_machines
+from stethoscope.workflows.train import train_machines
 from tests.systems.test_joint import MACHINES, JointProbe, probe  # noqa: F401  (the fixture)
 
 AE = {"epochs": 2, "batch_size": 64}

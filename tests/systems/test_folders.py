@@ -36,3 +36,14 @@ def test_missing_empty_and_corrupt_folders_are_named(tmp_path: Path) -> None:
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt model config"):
         model_folders(tmp_path / "bad")
+
+
+def test_model_folder_for_picks_the_one_model_or_the_machine_types(tmp_path: Path) -> None:
+    from stethoscope.systems.folders import model_folder_for
+
+    (tmp_path / "fan").mkdir()
+    (tmp_path / "fan" / "config.json").write_text("{}")
+    assert model_folder_for(tmp_path, "fan") == tmp_path / "fan"
+    assert model_folder_for(tmp_path / "fan", "pump") == tmp_path / "fan"  # one model scores every type
+    with pytest.raises(CheckpointError, match="no model for machine type 'pump'"):
+        model_folder_for(tmp_path, "pump")

@@ -20,7 +20,7 @@ from stethoscope.evaluation.crossval import cross_validate, cross_validate_joint
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import REGISTRY, System
 from stethoscope.systems.embedding_knn import EmbeddingKNNSystem
-from stethoscope.training import train_machines
+from stethoscope.workflows.train import train_machines
 
 MACHINES = ["fan", "gearbox"]
 

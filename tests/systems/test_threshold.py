@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -201,3 +202,33 @@ def test_one_threshold_serves_sections_of_different_scales(tmp_path: Path) -> No
     expected = (raw.score(clips[:2], CTX) - normed.score_norm_["groups"]["00"]["mean"]) / \
         normed.score_norm_["groups"]["00"]["std"]
     np.testing.assert_allclose(loaded.score(clips[:2], CTX), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_system_without_a_constructor_takes_the_threshold_hyperparameters() -> None:
+    """`System.__init_subclass__` (no metaclass): the base constructor takes them too."""
+    from stethoscope.systems.base import System
+
+    class Bare(System):
+        name = "bare"
+
+        def fit(self, train: Any, val: Any = None, ctx: Any = None) -> System:
+            return self
+
+        def feature_request(self) -> Any:
+            return None
+
+        def score_decoded(self, decoded: Any, ctx: Any) -> np.ndarray:
+            return np.zeros(0)
+
+        def state_tensors(self) -> dict:
+            return {}
+
+        def load_state_tensors(self, tensors: dict) -> None:
+            del tensors
+
+    assert Bare().get_params()["threshold_fit"] == "crossfit"
+    assert Bare(threshold_fit="in_sample").threshold_fit == "in_sample" and Bare.constructor_param_names() == []
+    assert list(inspect.signature(Bare).parameters) == ["threshold_fit", "threshold_folds", "threshold_percentile",
+                                                        "score_norm"]
+    with pytest.raises(ConfigError, match="bare: threshold_folds must"):
+        Bare(threshold_folds=1)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Sequence, TextIO
 
 from ..engine import TrainingInterrupted
 from ..errors import StethoscopeError
@@ -15,7 +18,36 @@ from .audio import audio_policy
 from .parser import build_parser
 
 
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    """`warnings.showwarning` of the command line: one ``warning: <message>`` line on stderr,
+    without the source path, line number and code line Python's own shows."""
+    del category, filename, lineno, line
+    text = " ".join(str(message).split("\n"))
+    try:
+        print(f"warning: {text}", file=file or sys.stderr, flush=True)
+    except OSError:  # stderr gone: nothing to tell
+        pass
+
+
+@contextmanager
+def _warning_lines() -> Iterator[None]:
+    """Python warnings as `show_warning` lines while a command runs (the previous hook after)."""
+    previous: Any = warnings.showwarning
+    warnings.showwarning = show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; the exit code (see the module's docstring)."""
+    with _warning_lines():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with audio_policy(args):  # --on-bad-audio; the run ends with one line of counts
@@ -36,4 +68,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "show_warning"]

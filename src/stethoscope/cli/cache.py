@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..features.cache import cache_usage, clear_cache, default_cache_dir, max_cache_bytes
-from .common import add_quiet
+from .flags import add_quiet
 
 NAMESPACES = ("logmel", "embeddings")
 

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_quiet, info
+from .common import info
+from .flags import add_quiet
 
 BASE_ENV = "STETHOSCOPE_DOWNLOAD_BASE"
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from ..data.clip import Clip
-from ..engine import RunContext
 from ..errors import ConfigError
-from ..systems.base import System
+from ..workflows.train import Executor, LocalExecutor
 from .common import info, run_context
 
 
@@ -74,10 +70,10 @@ def score_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_on_ray(args: argparse.Namespace, probe: System, groups: Mapping[str, Sequence[Clip]], ctx: RunContext,
-                 val: Sequence[Clip] | None, nested: bool, meta: Mapping[str, Any]) -> None:
-    """``train --engine ray``: one Ray task per machine type (a joint system: one task)."""
-    from ..scale.ray_train import train_with_ray
+def executor(args: argparse.Namespace) -> Executor:
+    """Where ``train`` fits: this process (``--engine local``) or one Ray task per machine type."""
+    if args.engine == "local":
+        return LocalExecutor()
+    from ..scale.ray_train import RayExecutor
 
-    train_with_ray(groups, probe.name, probe.get_params(), Path(args.out), ctx, val, nested, meta, say=info(args),
-                   address=args.address, cpus=args.ray_cpus)
+    return RayExecutor(address=args.address, cpus=args.ray_cpus)

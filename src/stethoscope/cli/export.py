@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_quiet, info
+from .common import info
+from .flags import add_quiet
 
 FORMATS = ("onnx",)
 

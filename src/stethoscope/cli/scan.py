@@ -23,8 +23,8 @@ from ..data.layouts import detect, scan
 from ..data.policy import current_policy, screen
 from ..errors import AudioSkipped
 from ..features.extract import FeatureRequest
-from .audio import add_audio_flag
-from .common import add_channel, add_quiet, chosen_channel
+from ..workflows.data import resolve_channel
+from .flags import add_audio_flag, add_channel, add_quiet
 
 
 def add_parser(sub: Any) -> None:
@@ -55,7 +55,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     detection = detect(args.data) if args.layout == "auto" else None
     layout = detection.layout if detection else args.layout
     why = detection.reason if detection else "given with --layout"
-    channel = chosen_channel(args)
+    channel = resolve_channel(args.channel)
     clips = scan(args.data, layout=args.layout, machine=args.machine, channel=channel)
     print(f"{args.data}: layout {layout}: {why}")
     if detection and detection.fits:

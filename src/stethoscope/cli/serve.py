@@ -16,8 +16,8 @@ import os
 from ..engine import RunContext
 from ..engine.context import available_cores
 from ..errors import ConfigError, StethoscopeError
-from .audio import add_max_seconds
-from .common import add_quiet, print_info
+from .common import print_info
+from .flags import add_max_seconds, add_runtime
 
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
 MIN_TOKEN = 16
@@ -155,13 +155,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", type=float, default=1.0, help="default seconds between streamed scores (default 1)")
     p.add_argument("--workers", type=int, default=available_cores(),
                    help="clips decoded and scored at once (default: the cores this process may use)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per scoring (default 1: requests run "
-                                                          "side by side instead)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body in MB (default 50)")
     add_max_seconds(p)
     p.add_argument("--sync", default="full", choices=("full", "normal"),
                    help="SQLite commit durability: full (default; survives power loss) or normal (survives a "
                         "killed process, not a power cut)")
-    add_quiet(p)
+    add_runtime(p, seed=False, cache=False, audio=False, threads=1)  # --threads per scoring: requests side by side
     p.set_defaults(func=cmd_serve)

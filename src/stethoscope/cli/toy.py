@@ -16,6 +16,7 @@ from pathlib import Path
 from ..data.toy_factory import MACHINES, make_toy_dataset
 from ..engine.context import available_cores
 from ..errors import ConfigError
+from .flags import add_quiet
 
 
 def parse_machines(spec: str) -> tuple[list[str], dict[str, str]]:
@@ -71,5 +72,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sections", default="00", help="comma-separated section numbers (default 00)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same arguments, same bytes")
     p.add_argument("--workers", type=int, help="worker processes (default: the cores this process may use)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=cmd_toy)

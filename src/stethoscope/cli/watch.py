@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
-from .audio import add_audio_flag
-from .common import add_channel, add_quiet, info
+from .common import info
+from .flags import add_audio_flag, add_channel, add_runtime
 from .serve import DEFAULT_DB, parse_alarm
 
 if TYPE_CHECKING:
@@ -58,12 +58,19 @@ def _check_modes(args: argparse.Namespace) -> None:
             raise ConfigError("--mic needs --machine: the machine whose model scores the sound card's input")
         if args.recursive or args.poll is not None or args.on_bad_audio is not None or args.channel is not None:
             raise ConfigError("--recursive, --poll, --on-bad-audio and --channel are for watching a folder, not --mic")
-    elif args.device is not None or args.rate is not None:
-        raise ConfigError("--device and --rate are for --mic")
+    elif args.input_device is not None or args.rate is not None:
+        raise ConfigError("--input-device and --rate are for --mic")
     elif not Path(args.dir).expanduser().is_dir():
         raise ConfigError(f"watch {args.dir}: no such folder")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise ConfigError(f"--device {args.device!r} is not a torch device (cpu, cuda or cuda:N)"
+                          + ("; the sound card is --input-device" if args.mic else "")) from None
 
 
 def _mic_settings(args: argparse.Namespace) -> tuple[int | str | None, int, str]:
@@ -71,11 +78,12 @@ def _mic_settings(args: argparse.Namespace) -> tuple[int | str | None, int, str]
     from ..monitor.mic import MicError, sounddevice_module
 
     sd = sounddevice_module()
-    device: int | str | None = int(args.device) if args.device and args.device.isdigit() else args.device
+    given = args.input_device
+    device: int | str | None = int(given) if given and given.isdigit() else given
     try:
         found = sd.query_devices(device, "input")
     except (ValueError, sd.PortAudioError) as err:
-        raise MicError(f"--device {args.device or '(default)'}: {err}; list devices with `python3 -m sounddevice`") \
+        raise MicError(f"--input-device {given or '(default)'}: {err}; list devices with `python3 -m sounddevice`") \
             from None
     rate = args.rate or int(found["default_samplerate"])
     return device, rate, f"mic:{found['name']}"[:200]
@@ -90,7 +98,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from ..monitor.service import Monitor
 
     say = info(args)
-    ctx = RunContext(device=args.torch_device, threads=args.threads, progress=False)
+    ctx = RunContext(device=args.device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say,
@@ -169,14 +177,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_audio_flag(folder)
     mic = p.add_argument_group("--mic: a sound card (needs the mic extra)")
     mic.add_argument("--mic", action="store_true", help="score a sound card's input instead of a folder")
-    mic.add_argument("--device", help="input device: its index or part of its name (python3 -m sounddevice lists "
-                                      "them; default: the system's default input)")
+    mic.add_argument("--input-device", metavar="DEVICE",
+                     help="the sound card: its index or part of its name (python3 -m sounddevice lists them; "
+                          "default: the system's default input); --device is the torch device")
     mic.add_argument("--rate", type=int, help="sample rate in Hz (default: the device's own)")
     mic.add_argument("--window", type=float, default=10.0, help="seconds per score (default 10)")
     mic.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
-    g = p.add_argument_group("runtime")
-    g.add_argument("--torch-device", default="cpu", help="cpu (default), cuda or cuda:N")
-    g.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    add_quiet(g)
+    add_runtime(p, seed=False, cache=False, audio=False, threads=1)
     p.set_defaults(func=cmd_watch)
 

@@ -156,7 +156,7 @@ class AudioPolicy:
                 reasons.setdefault(f.path, []).append(f.reason)
         if not reasons:
             return None
-        from ..utils import atomic_write_text
+        from ..fsutil import atomic_write_text
 
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

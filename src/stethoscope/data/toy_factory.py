@@ -19,7 +19,7 @@ import soundfile as sf
 
 from ..progress import progress as show_progress
 from .toy_sounds import MACHINE_SOUNDS, MachineState, coloured_noise, damped_kernel, ring, sin_at, time_window
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..fsutil import atomic_write_bytes, atomic_write_text
 
 MACHINES = ("fan", "gearbox", "pump")
 DOMAINS = ("source", "target")

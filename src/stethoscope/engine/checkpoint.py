@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 
 from ..data.clip import Clip
 from ..errors import CheckpointError
-from ..utils import atomic_write_bytes, atomic_write_json
+from ..fsutil import atomic_write_bytes, atomic_write_json
 
 TENSORS, META = "checkpoint.safetensors", "checkpoint.json"  # TENSORS: where a JSON names no file
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LayoutError
-from ..utils import atomic_write_text
+from ..fsutil import atomic_write_text
 
 
 @dataclass(frozen=True)

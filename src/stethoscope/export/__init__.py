@@ -165,7 +165,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
     from .. import __version__
     from ..onnx_runtime import FORMAT, FORMAT_VERSION, EdgeModel
     from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, load_system
-    from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json
+    from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
     from .frontends import add_to_graph
 
     require_onnx()

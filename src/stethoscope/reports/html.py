@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import StethoscopeError
-from ..utils import atomic_directory, atomic_write_text
+from ..fsutil import atomic_directory, atomic_write_text
 from .bench import bench_chart, bench_files, read_bench, render_bench_html, render_bench_markdown
 from .content import machine_part
 from .figures import Picture, unique_slugs

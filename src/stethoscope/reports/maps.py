@@ -25,7 +25,7 @@ from ..data.clip import Clip
 from ..errors import ConfigError
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
 from ..systems.base import Explanation
-from ..utils import atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 from .numbers import plain_formatter, readable
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"

@@ -219,7 +219,7 @@ def write_outputs(out: Path, paths: Sequence[str], rows: Sequence[ScoredClip],
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..cli.common import write_scores_table
+    from ..evaluation.outputs import write_scores_table
 
     out.mkdir(parents=True, exist_ok=True)
     table = pa.table({"path": list(paths), "file": [r.file for r in rows], "machine": [r.machine for r in rows],

@@ -3,7 +3,7 @@ strongest family: a network trained to classify the metadata of normal clips (ma
 section / machine id, attributes) with an angular-margin loss; its clip embeddings are then
 scored by a back-end per domain (kNN with SMOTE by default).
 
-Front-ends (`models.aux`): ``stgram`` (STgram-MFN) or ``mn04`` (EfficientAT, fine-tuned all /
+Front-ends (`models.auxiliary`): ``stgram`` (STgram-MFN) or ``mn04`` (EfficientAT, fine-tuned all /
 last blocks / frozen). Heads: ``arcface`` or ``subcluster_adacos``. Augmentation: waveform
 mixup (``mixup``, or ``noisy_arcmix``) and SpecAugment. Back-ends: ``knn`` (+ SMOTE),
 ``centres``, ``gmm``.
@@ -30,9 +30,10 @@ from ..encoders.efficientat import MN04_FILE, MN04_SHA256, MN04_URL, load_mn04_s
 from ..encoders.weights import find_weights
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import CheckpointError, ConfigError, StethoscopeError
+from ..detectors.backend import BACKENDS, EmbeddingBackend
 from ..features.extract import Decoded, FeatureRequest
-from ..models.aux import (BACKENDS, FINETUNE_MODES, MIX_MODES, ArcFace, AuxNet, EmbeddingBackend, MN04Frontend,
-                          STgramMFN, SubClusterAdaCos)
+from ..models.auxiliary import (FINETUNE_MODES, MIX_MODES, ArcFace, AuxNet, MN04Frontend, STgramMFN,
+                                SubClusterAdaCos)
 from .aux_data import CLASS_MODES, WaveBank, class_key, crop_samples, derive_classes
 from .base import Explanation, System, register
 from .occlusion import occlusion_map

@@ -13,7 +13,7 @@ from ..data.clip import Clip
 from ..errors import StethoscopeError
 from ..features.extract import FeatureRequest, iter_decoded
 from ..features.logmel import LogMelParams
-from ..models.aux.augment import mixup, no_mix
+from ..models.auxiliary.augment import mixup, no_mix
 
 CLASS_MODES = ("section_attributes", "section")
 

@@ -22,7 +22,7 @@ import inspect
 import json
 import typing
 import warnings
-from abc import ABCMeta, abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -37,46 +37,18 @@ from ..engine.context import RunContext
 from ..errors import AudioSkipped, CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, decode_waves, iter_decoded
 from ..features.logmel import LogMelParams
+from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
 from ..progress import progress
-from ..utils import atomic_directory, atomic_write_bytes, atomic_write_json, run_metadata
-from .params import RUNTIME_KEYS, check_params, runtime_key_error, split_comma_lists
+from ..utils import run_metadata
+from .params import RUNTIME_KEYS, check_params
+from .registry import REGISTRY, get_system, list_systems, register
 from .threshold import (CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, apply_score_norm, crossfit_folds, fit_score_norm,
-                        gamma_threshold, score_summary)
+                        gamma_threshold, score_summary, signature_with_threshold_params, taking_threshold_params)
 
-REGISTRY: dict[str, type["System"]] = {}
+__all__ = ["CONFIG_FILE", "REGISTRY", "WEIGHTS_FILE", "Explanation", "System", "get_system", "list_systems",
+           "load_system", "register"]
+
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
-
-
-def register(cls: type["System"]) -> type["System"]:
-    """Class decorator: make a system available by its ``name`` to the CLI and `get_system`."""
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def get_system(name: str, **params: Any) -> "System":
-    """Build a registered system from its name and hyperparameters."""
-    _load_builtin_systems()
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown system {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[name]
-    params = split_comma_lists(typing.get_type_hints(cls.__init__), params)  # --set members=a,b
-    runtime = [k for k in params if k in RUNTIME_KEYS]
-    if runtime:
-        raise runtime_key_error(name, runtime)
-    known = cls.param_names()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ConfigError(f"system {name!r} has no parameter(s) {unknown}; parameters: {known}")
-    return cls(**params)
-
-
-def list_systems() -> dict[str, type["System"]]:
-    _load_builtin_systems()
-    return dict(sorted(REGISTRY.items()))
-
-
-def _load_builtin_systems() -> None:
-    from .. import systems  # noqa: F401  (importing the package registers the built-ins)
 
 
 @dataclass
@@ -93,34 +65,14 @@ class Explanation:
     map_unit: str = "squared error (dB²)"
 
 
-class _SystemMeta(ABCMeta):
-    """Every system takes the threshold hyperparameters without naming them in its
-    constructor: they are taken out of the keyword arguments, checked and set here."""
-
-    def __init__(cls, *args: Any, **kwargs: Any) -> None:
-        """`inspect.signature` of a system class: its constructor's parameters, then the threshold ones."""
-        super().__init__(*args, **kwargs)
-        own = list(inspect.signature(cls.__init__).parameters.values())[1:]
-        extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-                 for k, (kind, default, _) in THRESHOLD_PARAMS.items()]
-        var_kw = [p for p in own if p.kind is inspect.Parameter.VAR_KEYWORD]
-        cls.__signature__ = inspect.Signature([p for p in own if p not in var_kw] + extra + var_kw)
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        threshold = {k: kwargs.pop(k) for k in THRESHOLD_PARAMS if k in kwargs}
-        system = super().__call__(*args, **kwargs)
-        system._set_threshold_params(threshold)
-        return system
-
-
-class System(metaclass=_SystemMeta):
+class System(ABC):
     """Base class: subclasses set ``name``, take their hyperparameters as keyword arguments
     (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`
     (ending with `fit_threshold`), `score_decoded`, `state_tensors` and `load_state_tensors`.
     The threshold hyperparameters (`threshold.THRESHOLD_PARAMS`) are every system's.
 
     A *joint* system (``joint = True``) learns from several machine types at once: it
-    overrides `fit_joint`, which `training.train_machines` and the K-fold bench then call once
+    overrides `fit_joint`, which `workflows.train.train_machines` and the K-fold bench then call once
     over every machine type instead of one `fit` per type."""
 
     name: ClassVar[str]
@@ -140,6 +92,20 @@ class System(metaclass=_SystemMeta):
     threshold_fit: str
     threshold_folds: int
     threshold_percentile: float
+
+    @taking_threshold_params
+    def __init__(self) -> None:
+        """No hyperparameters of its own: a subclass without a constructor takes the threshold ones only."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every system takes the threshold hyperparameters without naming them in its
+        constructor: a subclass that defines ``__init__`` gets it wrapped here
+        (`threshold.taking_threshold_params`), and ``inspect.signature(cls)`` lists them after its own."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "takes_threshold_params", False):
+            cls.__init__ = taking_threshold_params(init)  # type: ignore[method-assign]
+        cls.__signature__ = signature_with_threshold_params(cls)  # type: ignore[attr-defined]
 
     # -- hyperparameters ------------------------------------------------------------------
     @classmethod

@@ -29,3 +29,14 @@ def model_folders(folder: str | Path, flag: str = "--models") -> dict[str, Path]
         raise CheckpointError(f"{flag} {root}: no trained model in it (expected {root}/{CONFIG_FILE} or "
                               f"{root}/<machine>/{CONFIG_FILE}, as `stethoscope train --out` writes)")
     return found
+
+
+def model_folder_for(folder: str | Path, machine: str) -> Path:
+    """The model that scores ``machine``'s clips: ``folder`` itself where it holds one model
+    (whatever type it was trained on), else ``folder/<machine>``; a `CheckpointError` otherwise."""
+    root = Path(folder)
+    if (root / CONFIG_FILE).exists():
+        return root
+    if (root / machine / CONFIG_FILE).exists():
+        return root / machine
+    raise CheckpointError(f"{root}: no model for machine type {machine!r} (expected {root / machine}/{CONFIG_FILE})")

@@ -1,7 +1,7 @@
 """Decision thresholds: the DCASE gamma fit, and which normal scores it is fitted to.
 
 Every system has three threshold hyperparameters (`THRESHOLD_PARAMS`), taken by every
-constructor through `System`'s metaclass:
+constructor (`System.__init_subclass__` wraps each with `taking_threshold_params`):
 
 * ``threshold_fit``: ``crossfit`` (default) fits the gamma distribution to *held-out* scores
   of the training clips: the clips are split into ``threshold_folds`` folds, a copy of the
@@ -23,11 +23,13 @@ constructor through `System`'s metaclass:
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import scipy.stats
@@ -124,3 +126,27 @@ def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict
                 continue
         out[i] = z(section or norm["pooled"])
     return out
+
+
+def taking_threshold_params(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` (a system's constructor) that also takes the threshold hyperparameters: they are
+    taken out of the keyword arguments before ``init`` runs, then checked and set
+    (`System._set_threshold_params`; defaults for those not given)."""
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        threshold = {k: kwargs.pop(k) for k in THRESHOLD_PARAMS if k in kwargs}
+        init(self, *args, **kwargs)
+        self._set_threshold_params(threshold)
+
+    __init__.takes_threshold_params = True  # type: ignore[attr-defined]
+    return __init__
+
+
+def signature_with_threshold_params(cls: type) -> inspect.Signature:
+    """A system class's signature: its constructor's parameters, then the threshold ones (before ``**kwargs``)."""
+    own = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+             for k, (kind, default, _) in THRESHOLD_PARAMS.items()]
+    var_kw = [p for p in own if p.kind is inspect.Parameter.VAR_KEYWORD]
+    return inspect.Signature([p for p in own if p not in var_kw] + extra + var_kw)

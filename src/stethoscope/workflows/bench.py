@@ -8,65 +8,22 @@ into ``OUT/comparison.json``.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..config import load_config
 from ..data.clip import Clip
 from ..engine import RunContext, prune_checkpoints
-from ..errors import ConfigError
 from ..evaluation.compare import paired_bootstrap
 from ..evaluation.crossval import cross_validate, cross_validate_joint, group_sets
 from ..fsutil import atomic_write_json
+from ..systems.base import System
 from ..utils import run_metadata
-from ..systems.base import System, get_system
+from .spec import SystemSpec, system_specs
 
 COMPARISON_FILE = "comparison.json"
-
-
-@dataclass(frozen=True)
-class SystemSpec:
-    """A system to benchmark: registered ``name``, its hyperparameters, and its ``label`` in outputs."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    label: str = ""
-
-    def build(self) -> System:
-        return get_system(self.name, **self.params)
-
-    @property
-    def folder(self) -> str:
-        """The label as a folder name."""
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label or self.name)
-
-
-def system_specs(text: str, config: str | None = None, overrides: Sequence[str] = ()) -> list[SystemSpec]:
-    """``a,b@variant,c@file.yaml`` -> specs: each a system with its packaged config, or the packaged
-    variant ``<name>_<variant>.yaml``, or a YAML file. ``config`` and ``overrides`` (``--config``,
-    ``--set``) apply to a single system only: several systems get theirs from ``@``."""
-    entries = [e.strip() for e in text.split(",") if e.strip()]
-    if not entries:
-        raise ConfigError("--system: name at least one system")
-    if len(entries) > 1 and (config or overrides):
-        raise ConfigError("--config and --set apply to one system; with several, give each its settings as "
-                          "name@variant (a packaged config such as tldiffgan@cpu) or name@file.yaml")
-    if len(set(entries)) != len(entries):
-        raise ConfigError(f"--system names a system twice: {text!r}")
-    specs = []
-    for entry in entries:
-        name, _, variant = entry.partition("@")
-        if variant.endswith((".yaml", ".yml")):
-            params = load_config(name, variant, overrides)
-        else:
-            params = load_config(name, config, overrides, variant or None)
-        get_system(name, **params)  # hyperparameters are checked before any audio is read
-        specs.append(SystemSpec(name, params, entry))
-    return specs
+__all__ = ["COMPARISON_FILE", "SystemSpec", "bench", "bench_systems", "comparison_table", "system_specs"]
 
 
 def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, folds: int = 5,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from stethoscope.models.aux import beta_sample, mixup, no_mix, spec_augment
+from stethoscope.models.auxiliary import beta_sample, mixup, no_mix, spec_augment
 
 
 def test_beta_sample_follows_beta_and_is_seeded() -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stethoscope.errors import ConfigError
-from stethoscope.models.aux import EmbeddingBackend, l2_normalise
+from stethoscope.detectors.backend import EmbeddingBackend, l2_normalise
 
 
 def _data(n_source: int = 30, n_target: int = 4, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, list, list]:

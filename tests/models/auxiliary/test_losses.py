@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stethoscope.models.aux import ArcFace, SubClusterAdaCos, cosines
+from stethoscope.models.auxiliary import ArcFace, SubClusterAdaCos, cosines
 
 
 @pytest.fixture

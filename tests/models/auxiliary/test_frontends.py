@@ -10,8 +10,8 @@ import torch
 
 from stethoscope.engine import OptimiserSpec, RunContext, train
 from stethoscope.features.logmel import LogMelParams
-from stethoscope.models.aux.lora import LoRAConv1x1
-from stethoscope.models.aux import ArcFace, AuxNet, MN04Frontend, STgramMFN, TgramBranch, Upsample2, mixup
+from stethoscope.models.auxiliary.lora import LoRAConv1x1
+from stethoscope.models.auxiliary import ArcFace, AuxNet, MN04Frontend, STgramMFN, TgramBranch, Upsample2, mixup
 
 
 @pytest.mark.parametrize("samples", [8_000, 16_383, 64_000])

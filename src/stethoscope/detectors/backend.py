@@ -28,8 +28,8 @@ import numpy as np
 from imblearn.over_sampling import SMOTE
 from sklearn.neighbors import NearestNeighbors
 
-from ...detectors.embedding import GMM
-from ...errors import ConfigError
+from ..errors import ConfigError
+from .embedding import GMM
 
 BACKENDS = ("knn", "centres", "gmm")
 ALL = "*"
