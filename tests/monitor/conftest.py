@@ -77,8 +77,8 @@ def free_port() -> int:
 class Server:
     """``stethoscope serve`` in a subprocess; `start` returns once ``/health`` answers."""
 
-    def __init__(self, models: Path, db: Path, log: Path, extra: Sequence[str] = ()) -> None:
-        self.models, self.db, self.log, self.extra = models, db, log, list(extra)
+    def __init__(self, models: Path, db: Path, log: Path, extra: Sequence[str] = (), quiet: bool = True) -> None:
+        self.models, self.db, self.log, self.extra, self.quiet = models, db, log, list(extra), quiet
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -88,7 +88,7 @@ class Server:
                    PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]))
         with open(self.log, "ab") as log:
             command = [sys.executable, "-m", "stethoscope.cli", "serve", "--models", str(self.models),
-                       "--db", str(self.db), "--port", str(self.port), "--quiet", *self.extra]
+                       "--db", str(self.db), "--port", str(self.port), *(["--quiet"] if self.quiet else []), *self.extra]
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -27,11 +27,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..errors import AudioError, ConfigError, StethoscopeError
 from . import schema
-from .guard import Guard
+from .guard import Guard, TrustedHosts
 from .metrics import Metrics, MetricsMiddleware
 from .pictures import NotKept
 from .service import Monitor, ScoreEvent, UnknownMachine
@@ -131,7 +130,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                   openapi_url="/openapi.json")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
+        app.add_middleware(TrustedHosts, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
 
     read_guard = [Depends(guard.need_reader)] if protect_reads else []

@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Receive, Scope, Send
 
 COOKIE = "stethoscope_session"
 SESSION_S = 12 * 3600
@@ -114,6 +118,23 @@ def trusted_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
         if host in LOOPBACK_NAMES or host.startswith("127."):
             names += LOOPBACK_NAMES
     return list(dict.fromkeys(name.lower().strip("[]") if name != "*" else name for name in names))
+
+
+class TrustedHosts(TrustedHostMiddleware):
+    """Starlette's `TrustedHostMiddleware` (a request naming another ``Host`` gets 400: DNS
+    rebinding), answering ``{"detail": ...}`` like every other error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        name = Headers(scope=scope).get("host", "")
+        host = (name.rsplit("]", 1)[0].lstrip("[") if name.startswith("[") else name.rsplit(":", 1)[0]).lower()
+        if any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed_hosts):
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"detail": f"this service does not answer to the Host {name[:80]!r}; serve "
+                                      f"--allowed-host adds a name"}, status_code=400)(scope, receive, send)
 
 
 class RedactTokens(logging.Filter):
