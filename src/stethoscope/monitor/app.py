@@ -111,11 +111,12 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                protect_reads: bool = False, window: float = 10.0, hop: float = 1.0,
                allow_origins: Sequence[str] = (), allowed_hosts: Sequence[str] | None = None,
                max_streams: int = MAX_STREAMS, read_workers: int = READ_WORKERS,
-               body_timeout: float = BODY_TIMEOUT_S) -> FastAPI:
+               body_timeout: float = BODY_TIMEOUT_S, streams: StreamSettings | None = None) -> FastAPI:
     """The app serving ``monitor``; ``token=None`` means writes need no token (``--no-token``).
     At most ``workers`` clips are decoded and scored at once (the rest wait their turn), and
     ``read_workers`` reads at once beside them. ``allowed_hosts`` (None: any) are the ``Host``
-    names answered; ``allow_origins`` the browser origins allowed to write besides the app's own."""
+    names answered; ``allow_origins`` the browser origins allowed to write besides the app's own;
+    ``streams`` overrides the websocket's limits (default: ``window``, ``hop``, ``max_streams``)."""
     metrics, guard = Metrics(monitor), Guard(token, allow_origins)
     limiter: list[anyio.CapacityLimiter] = []
     readers = Readers(read_workers, READ_QUEUE)
@@ -246,7 +247,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         return JSONResponse(await readers.run(partial(monitor.store.alarms, machine, active, limit)))
 
     add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
-    add_stream(app, monitor, guard, metrics, StreamSettings(window, hop, max_streams), scoring)
+    add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
     return app
 
 

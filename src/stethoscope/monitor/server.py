@@ -81,7 +81,7 @@ def config(app: Any, host: str, port: int, limits: Limits = Limits(), quiet: boo
     """uvicorn's configuration of ``app`` with ``limits`` (h11 with its header timeout; the
     websockets implementation with its frame limit)."""
     protocol = type("GuardedH11Limited", (GuardedH11,), {"header_timeout": limits.header_timeout})
-    cfg = uvicorn.Config(app, host=host, port=port, http=protocol, ws="websockets", ws_max_size=limits.ws_max_bytes,
+    cfg = uvicorn.Config(app, host=host, port=port, http=protocol, ws="websockets-sansio", ws_max_size=limits.ws_max_bytes,
                          limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive,
                          h11_max_incomplete_event_size=limits.max_header_bytes,
                          log_level="warning" if quiet else "info", access_log=not quiet,
