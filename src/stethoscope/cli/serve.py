@@ -104,12 +104,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..monitor import server
     from ..monitor.app import MAX_WINDOW_S, MIN_HOP_S, create_app
     from ..monitor.db import database_url
-    from ..monitor.guard import trusted_hosts
+    from ..monitor.guard import check_origin, trusted_hosts
     from ..monitor.service import Monitor
 
     if not MIN_HOP_S <= args.hop <= args.window <= MAX_WINDOW_S:
         raise ConfigError(f"need {MIN_HOP_S:g} <= --hop <= --window <= {MAX_WINDOW_S:g} seconds, got {args.hop:g} "
                           f"and {args.window:g}")
+    hosts, origins = trusted_hosts(args.host, args.allowed_host), [check_origin(o) for o in args.allow_origin]
     say = (lambda message: None) if args.quiet else print_info
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
@@ -120,8 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            args.max_seconds, keep_bytes)
     try:
         app = create_app(monitor, token, max_body=int(args.max_body_mb * 1024 * 1024), workers=args.workers,
-                         protect_reads=protect, window=args.window, hop=args.hop, allow_origins=args.allow_origin,
-                         allowed_hosts=trusted_hosts(args.host, args.allowed_host), max_streams=args.max_streams)
+                         protect_reads=protect, window=args.window, hop=args.hop, allow_origins=origins,
+                         allowed_hosts=hosts, max_streams=args.max_streams)
         writes = "writes need the token" if token else "writes are OPEN (--no-token)"
         writes += "; reads need it too" if protect and token else "; reads are open"
         say(f"serving {len(monitor.models)} machine(s) ({', '.join(sorted(monitor.models))}) on "

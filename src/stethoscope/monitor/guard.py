@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
+
+from ..errors import ConfigError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -43,13 +45,22 @@ def normal_origin(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
 
+def check_origin(origin: str) -> str:
+    """An ``--allow-origin`` value, normalised, or a `ConfigError`: ``http(s)://host[:port]``."""
+    parts = urlsplit(normal_origin(origin))
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or "*" in origin:
+        raise ConfigError(f"--allow-origin must be an origin like https://console.plant.example:8443 (scheme, "
+                          f"host, optional port; no path, no wildcard), got {origin[:80]!r}")
+    return normal_origin(origin)
+
+
 class Guard:
     """The token (None: ``--no-token``, everything open) and the origins allowed besides the
     service's own (``--allow-origin``)."""
 
     def __init__(self, token: str | None, allow_origins: Sequence[str] = ()) -> None:
         self.token = token
-        self.allow_origins = {normal_origin(o) for o in allow_origins}
+        self.allow_origins = {check_origin(o) for o in allow_origins}
 
     # -- the token and the cookie -----------------------------------------------------------
     def token_ok(self, presented: str | None) -> bool:
@@ -111,6 +122,11 @@ def trusted_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
     a loopback address; on a wildcard bind, the loopback names and this computer's name), plus
     ``--allowed-host`` (``*`` turns the check off)."""
     names: list[str] = list(extra)
+    for name in extra:
+        if name != "*" and ("*" in name[1:] or (name.startswith("*") and not name.startswith("*.")) or not name
+                            or "/" in name):
+            raise ConfigError(f"--allowed-host must be a host name or address ('*.example.com' for a domain, "
+                              f"'*' for any), got {name[:80]!r}")
     if host in WILDCARD_BINDS:
         names += [*LOOPBACK_NAMES, socket.gethostname()]
     else:
