@@ -62,19 +62,14 @@ def _status(err: Exception) -> int:
     return 400
 
 
-def _since(value: str | None) -> float | None:
+def _since(value: float | datetime | None) -> float | None:
     """``since`` as Unix seconds, from Unix seconds or an ISO 8601 time (UTC when it has no zone)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as err:
-        raise ConfigError(f"since={value[:40]!r} is neither Unix seconds nor an ISO 8601 time") from err
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if value is None or isinstance(value, float):
+        return value
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+
+
+SINCE = Query(None, description="Unix seconds, or an ISO 8601 time (UTC when it has no zone)")
 
 
 class Readers:
@@ -134,6 +129,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         app.add_middleware(TrustedHosts, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
 
+    served = sorted(monitor.models)
     read_guard = [Depends(guard.need_reader)] if protect_reads else []
     read_errors = schema.errors(400, 401, 503) if protect_reads else schema.errors(400, 503)
     write_guard = [Depends(guard.same_origin), Depends(guard.need_token)]
@@ -197,7 +193,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.put("/machines/{machine}/alarm", dependencies=write_guard, response_model=schema.AlarmRuleSet,
              responses=schema.errors(400, 401, 403, 404, 422, 503))
-    async def set_alarm(rule: AlarmRule, machine: str = schema.machine_path()) -> JSONResponse:
+    async def set_alarm(rule: AlarmRule, machine: str = schema.machine_path(served)) -> JSONResponse:
         monitor.model(machine)
         check_alarm_rule(rule.k, rule.n)
         await blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
@@ -205,7 +201,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.post("/score", dependencies=write_guard, response_model=schema.ScoreEvent, openapi_extra=schema.AUDIO_BODY,
               responses=schema.errors(400, 401, 403, 404, 408, 413, 415, 422, 503))
-    async def score(request: Request, machine: str = schema.machine_query(required=True),
+    async def score(request: Request, machine: str = schema.machine_query(served, required=True),
                     source: str = Query("", max_length=200), channel: int = Query(0, ge=0, le=255)) -> JSONResponse:
         monitor.model(machine)  # 404/422 before the body is read
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -229,7 +225,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.get("/events", dependencies=read_guard, response_model=list[schema.Event],
              responses={**read_errors, **schema.errors(404, 422)})
-    async def events(machine: str | None = schema.machine_query(), since: str | None = None,
+    async def events(machine: str | None = schema.machine_query(served), since: float | datetime | None = SINCE,
                      after_id: int | None = Query(None, ge=0, le=MAX_ID),
                      limit: int = Query(100, ge=1, le=MAX_LIMIT),
                      order: str = Query("desc", pattern="^(asc|desc)$")) -> JSONResponse:
@@ -240,7 +236,7 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
 
     @app.get("/alarms", dependencies=read_guard, response_model=list[schema.Alarm],
              responses={**read_errors, **schema.errors(404, 422)})
-    async def alarms(machine: str | None = schema.machine_query(), active: bool | None = None,
+    async def alarms(machine: str | None = schema.machine_query(served), active: bool | None = None,
                      limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)

@@ -110,15 +110,17 @@ AUDIO_BODY = {"requestBody": {"required": True, "description": "one clip (WAV, F
                               "content": binary("audio/wav", "audio/flac", "application/octet-stream")}}
 
 
-def machine_query(required: bool = False) -> Any:
-    """The ``machine`` query parameter: a machine name (letters, digits, ``_ . -``)."""
+def machine_query(served: list[str], required: bool = False) -> Any:
+    """The ``machine`` query parameter: one of the ``served`` machines (another name, 404;
+    one that cannot be a machine name, 422)."""
     from fastapi import Query
 
-    return Query(... if required else None, pattern=MACHINE_PATTERN, description="a served machine's name")
+    return Query(... if required else None, pattern=MACHINE_PATTERN, description="a served machine's name",
+                 json_schema_extra={"enum": served})
 
 
-def machine_path() -> Any:
-    """The ``{machine}`` path parameter."""
+def machine_path(served: list[str]) -> Any:
+    """The ``{machine}`` path parameter (see `machine_query`)."""
     from fastapi import Path
 
-    return Path(pattern=MACHINE_PATTERN, description="a served machine's name")
+    return Path(pattern=MACHINE_PATTERN, description="a served machine's name", json_schema_extra={"enum": served})
