@@ -150,3 +150,28 @@ def test_posting_still_works_under_these_limits(url: str) -> None:
     answer = httpx.post(f"http://{url}/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(0)),
                         headers={**AUTH, "Content-Type": "audio/wav"}, timeout=30)
     assert answer.status_code == 200
+
+
+def test_reads_past_their_queue_are_told_busy_at_once() -> None:
+    import anyio
+    from fastapi import HTTPException
+
+    from stethoscope.monitor.app import Readers
+
+    readers, outcomes = Readers(capacity=1, queue=2), []
+
+    async def one() -> None:
+        try:
+            await readers.run(lambda: time.sleep(0.3))
+            outcomes.append(200)
+        except HTTPException as err:
+            outcomes.append(err.status_code)
+
+    async def many() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(one)
+
+    start = time.monotonic()
+    anyio.run(many)
+    assert sorted(outcomes) == [200, 200, 200, 503, 503, 503] and time.monotonic() - start < 2
