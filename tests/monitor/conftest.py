@@ -28,6 +28,7 @@ pytest.importorskip("sqlalchemy", reason="the serve extra is not installed (pip 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUDIO = {**AUTH, "Content-Type": "audio/wav"}  # what a recorder posting a clip sends
 
 
 def wav_bytes(wave: np.ndarray, sample_rate: int = 16_000, fmt: str = "WAV") -> bytes:
