@@ -25,12 +25,13 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyCookie, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from ..errors import AudioError, ConfigError, StethoscopeError
 from . import schema
-from .guard import Guard, TrustedHosts
+from .guard import COOKIE, Guard, TrustedHosts
 from .metrics import Metrics, MetricsMiddleware
 from .pictures import NotKept
 from .service import Monitor, ScoreEvent, UnknownMachine
@@ -130,9 +131,13 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
     app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
 
     served = sorted(monitor.models)
-    read_guard = [Depends(guard.need_reader)] if protect_reads else []
-    read_errors = schema.errors(400, 401, 503) if protect_reads else schema.errors(400, 503)
-    write_guard = [Depends(guard.same_origin), Depends(guard.need_token)]
+    # the security schemes declare the token (and the read cookie) in the OpenAPI document; guard checks them
+    bearer_scheme = [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
+    cookie_scheme = [Depends(APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard's login "
+                                                                                   "cookie (POST /login)"))]
+    read_guard = [*bearer_scheme, *cookie_scheme, Depends(guard.need_reader)] if protect_reads and token else []
+    read_errors = schema.errors(400, 401, 503) if read_guard else schema.errors(400, 503)
+    write_guard = [Depends(guard.same_origin), *bearer_scheme, Depends(guard.need_token)]
 
     async def scoring(call: Callable[[], Any]) -> Any:
         """Decode, score and record in a worker thread, at most ``workers`` at once."""

@@ -106,6 +106,9 @@ def binary(*types: str) -> dict[str, Any]:
     return {kind: {"schema": {"type": "string", "format": "binary"}} for kind in types}
 
 
+LOGIN_BODY = {"requestBody": {"required": True, "description": "the dashboard's login form", "content": {
+    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"],
+                                                     "properties": {"token": {"type": "string"}}}}}}}
 AUDIO_BODY = {"requestBody": {"required": True, "description": "one clip (WAV, FLAC, ...) as raw bytes",
                               "content": binary("audio/wav", "audio/flac", "application/octet-stream")}}
 

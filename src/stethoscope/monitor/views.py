@@ -57,7 +57,9 @@ def add_dashboard(app: FastAPI, monitor: Monitor, guard: Guard, read_guard: list
     async def style() -> Response:
         return _asset("dashboard.css", assets["dashboard.css"])
 
-    @app.post("/login", include_in_schema=False, dependencies=[Depends(guard.same_origin)])
+    @app.post("/login", dependencies=[Depends(guard.same_origin)], status_code=204, openapi_extra=schema.LOGIN_BODY,
+              responses={204: {"description": "logged in: the read cookie is set"},
+                         **schema.errors(400, 401, 403, 413, 415)})
     async def login(request: Request) -> Response:
         """The login form's token (``application/x-www-form-urlencoded``) for a read cookie:
         ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site sends it)."""
@@ -78,7 +80,8 @@ def add_dashboard(app: FastAPI, monitor: Monitor, guard: Guard, read_guard: list
         answer.set_cookie(COOKIE, guard.session(), max_age=SESSION_S, path="/", httponly=True, samesite="strict")
         return answer
 
-    @app.post("/logout", include_in_schema=False, dependencies=[Depends(guard.same_origin)])
+    @app.post("/logout", dependencies=[Depends(guard.same_origin)], status_code=204,
+              responses={204: {"description": "the read cookie is cleared"}, **schema.errors(400, 403)})
     async def logout() -> Response:
         """Clear the read cookie."""
         answer = Response(status_code=204)
