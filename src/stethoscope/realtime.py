@@ -42,6 +42,12 @@ class StreamingScorer:
         self._seen = 0          # samples received so far
         self._next_end = self.window
 
+    def windows_completed_by(self, samples: int) -> int:
+        """How many windows a `push` of ``samples`` more samples would score (a caller can
+        refuse or pace a chunk before scoring it)."""
+        total = self._seen + max(0, samples)
+        return 0 if total < self._next_end else 1 + (total - self._next_end) // self.hop
+
     def push(self, samples: np.ndarray) -> list[StreamScore]:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not np.isfinite(samples).all():

@@ -34,6 +34,12 @@ def _no_token_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--token", GOOD, "--alarm", "6/5"], "1 <= k <= n"),
     (["--token", GOOD, "--workers", "0"], "--workers >= 1"),
     (["--token", GOOD, "--hop", "0.01"], "<= --hop <= --window"),
+    (["--token", GOOD, "--keep-audio-mb", "-1"], "--keep-audio-mb >= 0"),
+    (["--token", GOOD, "--max-connections", "0"], "--max-connections >= 1"),
+    (["--token", GOOD, "--max-streams", "0"], "--max-streams >= 1"),
+    (["--token", GOOD, "--allowed-host", "a*b"], "--allowed-host must be"),
+    (["--token", GOOD, "--allow-origin", "evil.example"], "--allow-origin must be"),
+    (["--token", GOOD, "--allow-origin", "https://x.example/path"], "--allow-origin must be"),
 ])
 def test_refusals(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = serve(["--models", str(tmp_path), "--db", str(tmp_path / "e.db"), *args], capsys)

@@ -28,6 +28,7 @@ pytest.importorskip("sqlalchemy", reason="the serve extra is not installed (pip 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUDIO = {**AUTH, "Content-Type": "audio/wav"}  # what a recorder posting a clip sends
 
 
 def wav_bytes(wave: np.ndarray, sample_rate: int = 16_000, fmt: str = "WAV") -> bytes:
@@ -77,18 +78,22 @@ def free_port() -> int:
 class Server:
     """``stethoscope serve`` in a subprocess; `start` returns once ``/health`` answers."""
 
-    def __init__(self, models: Path, db: Path, log: Path, extra: Sequence[str] = ()) -> None:
-        self.models, self.db, self.log, self.extra = models, db, log, list(extra)
+    def __init__(self, models: Path, db: Path, log: Path, extra: Sequence[str] = (), quiet: bool = True,
+                 token: str | None = TOKEN) -> None:
+        self.models, self.db, self.log, self.extra, self.quiet, self.token = models, db, log, list(extra), quiet, token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> "Server":
-        env = dict(os.environ, STETHOSCOPE_TOKEN=TOKEN, OMP_NUM_THREADS="1",
+        env = dict(os.environ, OMP_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        env.pop("STETHOSCOPE_TOKEN", None)
+        if self.token is not None:
+            env["STETHOSCOPE_TOKEN"] = self.token
         with open(self.log, "ab") as log:
             command = [sys.executable, "-m", "stethoscope.cli", "serve", "--models", str(self.models),
-                       "--db", str(self.db), "--port", str(self.port), "--quiet", *self.extra]
+                       "--db", str(self.db), "--port", str(self.port), *(["--quiet"] if self.quiet else []), *self.extra]
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from stethoscope.cli import main
@@ -75,9 +75,20 @@ def test_writes_need_the_token(server: Server) -> None:
         answer = post(server, "fan", clip, headers)
         assert answer.status_code == 401 and "token" in answer.json()["detail"]
     assert httpx.put(f"{server.url}/machines/fan/alarm", json={"k": 1, "n": 1}).status_code == 401
-    with pytest.raises(InvalidStatus) as refused:
-        connect(f"ws://127.0.0.1:{server.port}/stream/fan")
-    assert refused.value.response.status_code == 401
+    with connect(f"ws://127.0.0.1:{server.port}/stream/fan") as ws:  # no header: the first message must be the token
+        ws.send(json.dumps({"token": "wrong-token-0123456789"}))
+        assert "missing or wrong token" in json.loads(ws.recv(timeout=10))["error"]
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008
+    with connect(f"ws://127.0.0.1:{server.port}/stream/fan") as ws:
+        ws.send(wave_frame := np.zeros(16_000, "<f4").tobytes())  # audio before the token is refused too
+        assert "missing or wrong token" in json.loads(ws.recv(timeout=10))["error"] and wave_frame
+    for headers, query in (({"Authorization": "Bearer wrong-token-0123456789"}, ""), ({}, f"?token={TOKEN}"),
+                           (AUTH, f"?token={TOKEN}")):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{server.port}/stream/fan{query}", additional_headers=headers)
+        assert refused.value.response.status_code == 401, (headers, query)
 
 
 def test_bad_requests_get_clear_4xx(server: Server) -> None:
@@ -98,7 +109,7 @@ def test_bad_requests_get_clear_4xx(server: Server) -> None:
 
 def test_bodies_over_50_mb_get_413(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:  # declared: refused unread
-        sock.sendall(f"POST /score?machine=fan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        sock.sendall(f"POST /score?machine=fan HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
                      f"Content-Type: audio/wav\r\nContent-Length: {60 * 2**20}\r\n\r\n".encode())
         assert sock.recv(200).startswith(b"HTTP/1.1 413")
 
@@ -131,12 +142,14 @@ def test_websocket_scores_equal_the_stream_verb(server: Server, models_dir: Path
     np.testing.assert_allclose([g["score"] for g in got], verb[:, 1], rtol=1e-5, atol=1e-9)  # the verb prints 6 digits
     stored = {e["id"]: e for e in httpx.get(f"{server.url}/events", params={"machine": "fan"}).json()}
     assert all(stored[g["id"]]["score"] == g["score"] and stored[g["id"]]["source"] == "line" for g in got)
-    kept, rate = sf.read(io.BytesIO(httpx.get(f"{server.url}/events/{got[-1]['id']}/audio").content), dtype="float32")
-    assert rate == 16_000 and len(kept) == 16_000  # the scored 1 s window, as kept for the dashboard
-    np.testing.assert_allclose(kept, wave[-16_000:], atol=1.5 / 32768)
+    kept = [sf.read(io.BytesIO(httpx.get(f"{server.url}/events/{g['id']}/audio").content), dtype="float32")[0]
+            for g in got]  # the first event keeps its whole window, every later one only its new hop
+    assert [len(k) for k in kept] == [16_000] + [8_000] * (len(got) - 1)
+    np.testing.assert_allclose(np.concatenate(kept), wave, atol=1.5 / 32768)
 
-    pcm16 = np.round(wave * 32767).astype("<i2")  # int16 frames, token in the query
-    with connect(f"ws://127.0.0.1:{server.port}/stream/fan?format=s16&window=1&hop=0.5&token={TOKEN}") as ws:
+    pcm16 = np.round(wave * 32767).astype("<i2")  # int16 frames, the token as the first message (as a browser must)
+    with connect(f"ws://127.0.0.1:{server.port}/stream/fan?format=s16&window=1&hop=0.5") as ws:
+        ws.send(json.dumps({"token": TOKEN}))
         ws.send(pcm16.tobytes())
         got16 = [json.loads(ws.recv(timeout=30))["score"] for _ in range(len(verb))]
     np.testing.assert_allclose(got16, verb[:, 1], rtol=1e-2, atol=1e-9)

@@ -75,16 +75,36 @@ def test_dashboard_asks_for_the_token_when_reads_are_protected(browser, models_d
     srv = Server(models_dir, tmp_path / "events.db", tmp_path / "serve.log", ["--protect-reads"]).start()
     try:
         event = _post(srv, "fan", 5)
-        page = browser.new_page()
+        context = browser.new_context()
+        page = context.new_page()
+        sent: list[tuple[str, str, dict]] = []
+        page.on("request", lambda r: sent.append((r.method, r.url, r.headers)))
         page.goto(f"{srv.url}/", wait_until="load")
         page.wait_for_selector("#login:not([hidden])", timeout=WAIT_MS)
         assert _count(page, "circle.pt") == 0 and "missing or wrong token" in page.inner_text("#status")
+        page.fill("#token", "wrong-token-0123456789")
+        page.click("#login button")
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('login refused')",
+                               timeout=WAIT_MS)
+        assert context.cookies() == []
         page.fill("#token", TOKEN)
         page.click("#login button")
         page.wait_for_selector(f"#m-fan circle.pt[data-id='{event['id']}']", timeout=WAIT_MS).click()
         page.wait_for_function("() => document.getElementById('spectrogram').naturalWidth > 0"
                                " && document.getElementById('player').readyState >= 1", timeout=WAIT_MS)
         assert page.is_hidden("#login")
-        page.close()
+        (cookie,) = context.cookies()  # set by the login form's answer: the page's script cannot read it
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
+        assert page.evaluate("() => document.cookie") == "" and page.evaluate("() => sessionStorage.length") == 0
+        assert all(TOKEN not in url and "authorization" not in headers for _, url, headers in sent)
+        assert [url for method, url, _ in sent if method == "POST"] == [f"{srv.url}/login"] * 2
+        # the cookie opens reads, never writes; and a plain client without it still gets 401
+        jar = {cookie["name"]: cookie["value"]}
+        assert httpx.get(f"{srv.url}/events", cookies=jar).status_code == 200
+        assert httpx.get(f"{srv.url}/events").status_code == 401
+        assert httpx.post(f"{srv.url}/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(6)), cookies=jar,
+                          headers={"Content-Type": "audio/wav"}).status_code == 401
+        assert httpx.get(f"{srv.url}/events", cookies={cookie["name"]: "9999999999.forged"}).status_code == 401
+        context.close()
     finally:
         srv.stop()

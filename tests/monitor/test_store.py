@@ -173,6 +173,41 @@ def test_audio_is_kept_for_the_newest_n_clips_per_machine(store: EventStore) -> 
     assert len(store.events("fan")) == 7  # pruning audio never deletes scores
 
 
+def test_kept_audio_fits_its_byte_budget_oldest_dropped_first(store: EventStore) -> None:
+    fan = store.register_model("fan", "dcase_ae", "v1", 1.0)
+    pump = store.register_model("pump", "dcase_ae", "v1", 1.0)
+    ids = []
+    for i in range(6):  # 100-byte clips, alternating machines, in a 350-byte budget
+        machine, model = ("fan", fan) if i % 2 == 0 else ("pump", pump)
+        ids.append(store.record_score(machine, model, 0.5, 0, audio=bytes([i]) * 100, keep_audio=100,
+                                      keep_bytes=350).id)
+        assert store.kept_bytes() <= 350
+    assert [store.clip_audio(i) is not None for i in ids] == [False, False, False, True, True, True]
+    big = store.record_score("fan", fan, 0.5, 0, audio=b"x" * 300, keep_audio=100, keep_bytes=350)
+    assert [store.clip_audio(i) is not None for i in ids] == [False] * 6  # every older clip, any machine, went first
+    assert store.clip_audio(big.id) == b"x" * 300 and store.kept_bytes() == 300
+    store.record_score("fan", fan, 0.5, 0, audio=b"y" * 400, keep_audio=100, keep_bytes=350)
+    assert store.kept_bytes() == 0  # a clip over the whole budget is not kept either
+    assert len(store.events(limit=100)) == 8  # scores stay
+
+
+def test_migration_to_v5_counts_the_bytes_of_kept_clips(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine, target=4)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO machines (id, name, created_at) VALUES (1, 'fan', 0)"))
+        conn.execute(text("INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
+                          "VALUES (1, 1, 'dcase_ae', 'v1', 1.0, 0)"))
+        conn.execute(text("INSERT INTO scores (id, time, machine_id, model_id, source, score, decision) "
+                          "VALUES (1, 0, 1, 1, 'mic', 1.0, 0)"))
+        conn.execute(text("INSERT INTO clips (score_id, machine_id, flac) VALUES (1, 1, :b)"), {"b": b"a" * 1234})
+    engine.dispose()
+    store = EventStore(str(path))
+    assert store.version == LATEST == 5 and store.kept_bytes() == 1234 and store.clip_audio(1) == b"a" * 1234
+    store.close()
+
+
 def test_a_new_database_and_its_wal_and_shm_files_are_0600(tmp_path: Path) -> None:
     import os
     import stat

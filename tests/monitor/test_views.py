@@ -15,7 +15,7 @@ from stethoscope.engine import RunContext
 from stethoscope.monitor.app import create_app
 from stethoscope.monitor.service import Monitor
 
-from .conftest import AUTH, TOKEN, fan_clip, wav_bytes
+from .conftest import AUDIO, AUTH, TOKEN, fan_clip, wav_bytes
 
 
 def _monitor(models_dir: Path, db: Path, keep_audio: int = 1000) -> Monitor:
@@ -30,7 +30,7 @@ def monitor(models_dir: Path, tmp_path: Path):
 
 
 def _post(client: TestClient, machine: str, wave: np.ndarray) -> int:
-    answer = client.post("/score", params={"machine": machine}, content=wav_bytes(wave), headers=AUTH)
+    answer = client.post("/score", params={"machine": machine}, content=wav_bytes(wave), headers=AUDIO)
     assert answer.status_code == 200, answer.text
     return answer.json()["id"]
 

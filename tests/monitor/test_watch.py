@@ -222,6 +222,8 @@ def test_cli_refuses_bad_arguments(models_dir: Path, tmp_path: Path, capsys: pyt
          "--max-file-mb must be a positive number"),
         (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-seconds", "-5"],
          "--max-seconds must be a positive number"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--keep-audio-mb", "-1"],
+         "--keep-audio-mb must be >= 0"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

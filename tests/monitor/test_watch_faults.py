@@ -18,7 +18,7 @@ from stethoscope.monitor.app import create_app
 from stethoscope.monitor.service import Monitor
 from stethoscope.monitor.watch import FolderWatcher
 
-from .conftest import AUTH, TOKEN, constant_flac, fan_clip, poison_wav, wav_bytes
+from .conftest import AUDIO, TOKEN, constant_flac, fan_clip, poison_wav, wav_bytes
 from .test_watch import drop, marks, wait_for
 
 
@@ -85,7 +85,7 @@ def test_a_failing_store_is_retried_with_backoff_and_health_is_degraded(models_d
             health = client.get("/health")
             assert health.status_code == 503 and health.json()["status"] == "degraded"
             assert str(tmp_path) not in health.text and TOKEN not in health.text
-            answer = client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(51)), headers=AUTH)
+            answer = client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(51)), headers=AUDIO)
             assert answer.status_code == 503 and str(tmp_path) not in answer.text and "disk" not in answer.text
             with sqlite3.connect(db) as raw:  # the store is back
                 raw.execute("DROP TRIGGER broken")
@@ -100,20 +100,20 @@ def test_a_failing_store_is_retried_with_backoff_and_health_is_degraded(models_d
 
 def test_a_poison_clip_posted_gets_4xx_and_the_service_stays_up(monitor: Monitor) -> None:
     with TestClient(create_app(monitor, TOKEN)) as client:
-        answer = client.post("/score", params={"machine": "fan"}, content=poison_wav(2), headers=AUTH)
+        answer = client.post("/score", params={"machine": "fan"}, content=poison_wav(2), headers=AUDIO)
         assert answer.status_code == 422 and "not finite" in answer.json()["detail"]
         assert "request body" in answer.json()["detail"] and client.get("/events").json() == []
-        bomb = client.post("/score", params={"machine": "fan"}, content=constant_flac(2 * 3600), headers=AUTH)
+        bomb = client.post("/score", params={"machine": "fan"}, content=constant_flac(2 * 3600), headers=AUDIO)
         assert bomb.status_code == 422 and "--max-seconds 600" in bomb.json()["detail"]
-        fine = client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(3)), headers=AUTH)
+        fine = client.post("/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(3)), headers=AUDIO)
         assert fine.status_code == 200 and client.get("/health").json()["status"] == "ok"
 
 
 def test_a_real_serve_answers_4xx_to_a_poison_clip_and_keeps_serving(server) -> None:
-    answer = httpx.post(f"{server.url}/score", params={"machine": "fan"}, content=poison_wav(4), headers=AUTH,
+    answer = httpx.post(f"{server.url}/score", params={"machine": "fan"}, content=poison_wav(4), headers=AUDIO,
                         timeout=120)
     assert answer.status_code == 422 and "not finite" in answer.text
     assert httpx.get(f"{server.url}/health", timeout=30).json()["status"] == "ok"
     fine = httpx.post(f"{server.url}/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(5)),
-                      headers=AUTH, timeout=120)
+                      headers=AUDIO, timeout=120)
     assert fine.status_code == 200 and server.proc.poll() is None

@@ -98,32 +98,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.keep_audio < 0:
         raise ConfigError(f"--keep-audio must be 0 (keep no audio) or a number of clips per machine, got "
                           f"{args.keep_audio}")
-    import uvicorn
-
+    if (args.keep_audio_mb is not None and args.keep_audio_mb < 0) or args.max_connections < 1 or args.max_streams < 1:
+        raise ConfigError(f"need --keep-audio-mb >= 0, --max-connections >= 1 and --max-streams >= 1; got "
+                          f"{args.keep_audio_mb}, {args.max_connections} and {args.max_streams}")
+    from ..monitor import server
     from ..monitor.app import MAX_WINDOW_S, MIN_HOP_S, create_app
     from ..monitor.db import database_url
+    from ..monitor.guard import check_origin, trusted_hosts
     from ..monitor.service import Monitor
 
     if not MIN_HOP_S <= args.hop <= args.window <= MAX_WINDOW_S:
         raise ConfigError(f"need {MIN_HOP_S:g} <= --hop <= --window <= {MAX_WINDOW_S:g} seconds, got {args.hop:g} "
                           f"and {args.window:g}")
+    hosts, origins = trusted_hosts(args.host, args.allowed_host), [check_origin(o) for o in args.allow_origin]
     say = (lambda message: None) if args.quiet else print_info
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     protect = reads_protected(args)
+    keep_bytes = None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20)
     monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say, args.keep_audio,
-                           args.max_seconds)
+                           args.max_seconds, keep_bytes)
     try:
         app = create_app(monitor, token, max_body=int(args.max_body_mb * 1024 * 1024), workers=args.workers,
-                         protect_reads=protect, window=args.window, hop=args.hop)
+                         protect_reads=protect, window=args.window, hop=args.hop, allow_origins=origins,
+                         allowed_hosts=hosts, max_streams=args.max_streams)
         writes = "writes need the token" if token else "writes are OPEN (--no-token)"
         writes += "; reads need it too" if protect and token else "; reads are open"
         say(f"serving {len(monitor.models)} machine(s) ({', '.join(sorted(monitor.models))}) on "
             f"http://{args.host}:{args.port}; event store {monitor.store.where} (schema v{monitor.store.version}); "
             f"{writes}")
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
-                    access_log=not args.quiet, timeout_graceful_shutdown=10)
+        server.run(app, args.host, args.port, server.Limits(max_connections=args.max_connections), args.quiet)
     finally:
         monitor.close()
     return 0
@@ -151,6 +156,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-audio", type=int, default=DEFAULT_KEEP_AUDIO, metavar="N",
                    help=f"keep the audio (FLAC, in the event store) of each machine's newest N scored clips, for "
                         f"the dashboard's player and pictures (default {DEFAULT_KEEP_AUDIO}; 0 = keep none)")
+    p.add_argument("--keep-audio-mb", type=float, metavar="MB", help="a byte budget for all kept audio: past it "
+                   "the oldest clips' audio (any machine) is dropped first (default: no budget beyond --keep-audio)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin (https://host:port) allowed to write and stream besides the service's own; "
+                        "repeatable")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name the service answers to besides --host (a DNS name, the LAN address of a "
+                        "0.0.0.0 bind; '*' turns the check off); repeatable")
+    p.add_argument("--max-connections", type=int, default=64, help="connections served at once; more get 503 "
+                                                                  "(default 64)")
+    p.add_argument("--max-streams", type=int, default=16, help="websocket streams open at once (default 16)")
     p.add_argument("--window", type=float, default=10.0, help="default seconds per streamed score (default 10)")
     p.add_argument("--hop", type=float, default=1.0, help="default seconds between streamed scores (default 1)")
     p.add_argument("--workers", type=int, default=available_cores(),

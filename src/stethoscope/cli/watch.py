@@ -71,6 +71,8 @@ def _check_modes(args: argparse.Namespace) -> None:
     except RuntimeError:
         raise ConfigError(f"--device {args.device!r} is not a torch device (cpu, cuda or cuda:N)"
                           + ("; the sound card is --input-device" if args.mic else "")) from None
+    if args.keep_audio_mb is not None and args.keep_audio_mb < 0:
+        raise ConfigError(f"--keep-audio-mb must be >= 0, got {args.keep_audio_mb}")
 
 
 def _mic_settings(args: argparse.Namespace) -> tuple[int | str | None, int, str]:
@@ -102,7 +104,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say,
-                           max_seconds=args.max_seconds)
+                           max_seconds=args.max_seconds,
+                           keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20))
     try:
         with _stop_on_signals() as stop:
             if mic is None:
@@ -161,6 +164,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "the file's sub-folder name")
     p.add_argument("--alarm", metavar="K/N", help="alarm rule of every served machine: K of the last N decisions "
                                                   "anomalous (default: a new machine gets 3/5, a known one keeps its)")
+    p.add_argument("--keep-audio-mb", type=float, metavar="MB", help="a byte budget for all audio kept in the "
+                   "event store (as serve's): past it the oldest clips' audio is dropped first (default: none)")
     p.add_argument("--sync", default="full", choices=("full", "normal"),
                    help="SQLite commit durability: full (default; survives power loss) or normal (survives a "
                         "killed process, not a power cut)")

@@ -1,47 +1,50 @@
-"""The HTTP service (FastAPI): score clips, read the history and alarms, stream PCM over a
-websocket, health and Prometheus metrics, and the dashboard (`views`). Built on
-`service.Monitor`; started by ``stethoscope serve``.
+"""The HTTP service (FastAPI): score clips, read the history and alarms, health and Prometheus
+metrics, the PCM websocket (`streams`) and the dashboard (`views`). Built on `service.Monitor`;
+started by ``stethoscope serve`` under uvicorn with its connection limits (`server`).
 
-Security: writes (``POST``/``PUT``) and the websocket need the bearer token unless the server
-was started with ``--no-token``; reads need it with ``protect_reads`` (``serve`` sets it on any
-address that is not loopback, unless ``--public-reads``). Error bodies, ``/health`` included,
-never carry the database's location or a token (`StoreError` details go to the log). Request bodies are limited
-(``Content-Length`` checked first, then the bytes counted as they arrive: 413), only audio is
-accepted (415 for another content type, 422 for bytes that do not decode), and no error answer
-carries a traceback: unexpected errors answer 500 with a one-line message, the log has the rest.
+Security (`guard`): writes (``POST``/``PUT``) and the websocket need the bearer token unless the
+server was started with ``--no-token``, and a browser's foreign ``Origin`` is refused (403);
+reads need the token or the dashboard's login cookie with ``protect_reads`` (``serve`` sets it on
+any address that is not loopback, unless ``--public-reads``); only the trusted ``Host`` names are
+answered (400). Request bodies are limited (``Content-Length`` checked first, then the bytes
+counted as they arrive: 413) and must arrive within ``body_timeout`` (408); only audio is
+accepted, with an explicit Content-Type (415); bytes that do not decode get 422. Reads run in
+their own small thread pool with a bounded queue (503 past it), so that readers never take a
+scoring worker. No error answer carries a traceback, the database's location or a token.
 """
 from __future__ import annotations
 
-import asyncio
-import hmac
-import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
 
 import anyio
-import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyCookie, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from ..errors import AudioError, ConfigError, StethoscopeError
-from ..realtime import StreamingScorer
+from . import schema
+from .guard import COOKIE, Guard, TrustedHosts
 from .metrics import Metrics, MetricsMiddleware
 from .pictures import NotKept
 from .service import Monitor, ScoreEvent, UnknownMachine
 from .store import MAX_LIMIT, StoreError, check_alarm_rule
+from .streams import MAX_STREAMS, MAX_WINDOW_S, MIN_HOP_S, STORE_DOWN, StreamSettings, add_stream
 from .views import MAX_ID, add_dashboard
 
+__all__ = ["MAX_WINDOW_S", "MIN_HOP_S", "create_app"]
 MAX_BODY_BYTES = 50 * 1024 * 1024
-STORE_DOWN = "the event store is unavailable; the server log has the details"
+BODY_TIMEOUT_S = 60.0     # a posted body must arrive within this (a slow upload holds a connection)
+READ_WORKERS = 2          # reads (events, pictures, audio) at once, in their own threads
+READ_QUEUE = 64           # reads waiting beyond these get 503 at once
 AUDIO_TYPES = ("audio/", "application/octet-stream")
-MIN_HOP_S, MAX_WINDOW_S = 0.1, 600.0  # a stream costs at most 10 scores per second of audio
-PCM_FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
 log = logging.getLogger("stethoscope.serve")
 
 
@@ -60,32 +63,59 @@ def _status(err: Exception) -> int:
     return 400
 
 
-def _since(value: str | None) -> float | None:
+def _since(value: float | datetime | None) -> float | None:
     """``since`` as Unix seconds, from Unix seconds or an ISO 8601 time (UTC when it has no zone)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as err:
-        raise ConfigError(f"since={value[:40]!r} is neither Unix seconds nor an ISO 8601 time") from err
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if value is None or isinstance(value, float):
+        return value
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def _bearer(header: str | None) -> str | None:
-    scheme, _, value = (header or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+SINCE = Query(None, description="Unix seconds, or an ISO 8601 time (UTC when it has no zone)")
+
+
+class Readers:
+    """Reads run here: ``capacity`` threads of their own (never a scoring worker), at most
+    ``queue`` more waiting; past that a read gets 503 at once instead of holding a connection."""
+
+    def __init__(self, capacity: int, queue: int) -> None:
+        self.capacity, self.queue, self.waiting = capacity, queue, 0
+        self.limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, call: Callable[[], Any]) -> Any:
+        """``call()`` in a reader thread, or 503 when too many reads wait."""
+        if self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(self.capacity)
+        if self.waiting >= self.capacity + self.queue:
+            raise HTTPException(503, "too many reads at once; try again shortly", headers={"Retry-After": "1"})
+        self.waiting += 1
+        try:
+            return await anyio.to_thread.run_sync(call, limiter=self.limiter)
+        finally:
+            self.waiting -= 1
+
+
+def _validation_detail(err: RequestValidationError) -> str:
+    """A request validation error as one sentence (every error body is ``{"detail": str}``)."""
+    said = []
+    for problem in err.errors()[:5]:
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+        said.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "; ".join(said) or "invalid request"
 
 
 def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYTES, workers: int = 2,
-               protect_reads: bool = False, window: float = 10.0, hop: float = 1.0) -> FastAPI:
+               protect_reads: bool = False, window: float = 10.0, hop: float = 1.0,
+               allow_origins: Sequence[str] = (), allowed_hosts: Sequence[str] | None = None,
+               max_streams: int = MAX_STREAMS, read_workers: int = READ_WORKERS,
+               body_timeout: float = BODY_TIMEOUT_S, streams: StreamSettings | None = None) -> FastAPI:
     """The app serving ``monitor``; ``token=None`` means writes need no token (``--no-token``).
-    At most ``workers`` clips are decoded and scored at once (the rest wait their turn)."""
-    metrics = Metrics(monitor)
+    At most ``workers`` clips are decoded and scored at once (the rest wait their turn), and
+    ``read_workers`` reads at once beside them. ``allowed_hosts`` (None: any) are the ``Host``
+    names answered; ``allow_origins`` the browser origins allowed to write besides the app's own;
+    ``streams`` overrides the websocket's limits (default: ``window``, ``hop``, ``max_streams``)."""
+    metrics, guard = Metrics(monitor), Guard(token, allow_origins)
     limiter: list[anyio.CapacityLimiter] = []
+    readers = Readers(read_workers, READ_QUEUE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,25 +126,31 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
     app = FastAPI(title="stethoscope monitor", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.monitor, app.state.metrics = monitor, metrics
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHosts, allowed_hosts=list(allowed_hosts), www_redirect=False)
+    app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
 
-    def authorised(presented: str | None) -> bool:
-        return token is None or (presented is not None and hmac.compare_digest(presented.encode(), token.encode()))
-
-    def need_token(request: Request) -> None:
-        if not authorised(_bearer(request.headers.get("authorization"))):
-            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    read_guard = [Depends(need_token)] if protect_reads else []
+    served = sorted(monitor.models)
+    # the security schemes declare the token (and the read cookie) in the OpenAPI document; guard checks them
+    bearer_scheme = [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
+    cookie_scheme = [Depends(APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard's login "
+                                                                                   "cookie (POST /login)"))]
+    read_guard = [*bearer_scheme, *cookie_scheme, Depends(guard.need_reader)] if protect_reads and token else []
+    read_errors = schema.errors(400, 401, 503) if read_guard else schema.errors(400, 503)
+    write_guard = [Depends(guard.same_origin), *bearer_scheme, Depends(guard.need_token)]
 
     async def scoring(call: Callable[[], Any]) -> Any:
         """Decode, score and record in a worker thread, at most ``workers`` at once."""
         return await anyio.to_thread.run_sync(call, limiter=limiter[0])
 
     async def blocking(call: Callable[[], Any]) -> Any:
-        """A database read or write in a thread (never waiting behind the scorers)."""
+        """A database write or health check in a thread (never waiting behind the scorers or readers)."""
         return await anyio.to_thread.run_sync(call)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        del request
+        return JSONResponse({"detail": _validation_detail(err)}, status_code=422)
 
     @app.exception_handler(StethoscopeError)
     async def _known(request: Request, err: StethoscopeError) -> JSONResponse:
@@ -129,7 +165,8 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         return JSONResponse({"detail": f"internal error ({type(err).__name__}); the server log has the details"},
                             status_code=500)
 
-    @app.get("/health")
+    @app.get("/health", response_model=schema.Health,
+             responses={400: read_errors[400], 503: {"model": schema.Health, "description": "degraded or error"}})
     async def health() -> JSONResponse:
         """ok; degraded (503) while writes to the store fail; error (503) when it does not answer.
         Never the database's path or the error text (those go to the log)."""
@@ -148,31 +185,41 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         return JSONResponse({"status": "ok", "machines": sorted(monitor.models),
                              "schema_version": monitor.store.version})
 
-    @app.get("/metrics", dependencies=read_guard)
+    @app.get("/metrics", dependencies=read_guard,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description":
+                              "Prometheus text format"}, **read_errors})
     async def prometheus() -> Response:
-        body = await blocking(partial(generate_latest, metrics.registry))
+        body = await readers.run(partial(generate_latest, metrics.registry))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/machines", dependencies=read_guard)
+    @app.get("/machines", dependencies=read_guard, response_model=list[schema.Machine], responses=read_errors)
     async def machines() -> JSONResponse:
-        return JSONResponse(await blocking(monitor.describe))
+        return JSONResponse(await readers.run(monitor.describe))
 
-    @app.put("/machines/{machine}/alarm", dependencies=[Depends(need_token)])
-    async def set_alarm(machine: str, rule: AlarmRule) -> JSONResponse:
+    @app.put("/machines/{machine}/alarm", dependencies=write_guard, response_model=schema.AlarmRuleSet,
+             responses=schema.errors(400, 401, 403, 404, 422, 503))
+    async def set_alarm(rule: AlarmRule, machine: str = schema.machine_path(served)) -> JSONResponse:
         monitor.model(machine)
         check_alarm_rule(rule.k, rule.n)
         await blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
         return JSONResponse({"machine": machine, "k": rule.k, "n": rule.n})
 
-    @app.post("/score", dependencies=[Depends(need_token)])
-    async def score(request: Request, machine: str = Query(...), source: str = Query("", max_length=200),
-                    channel: int = Query(0, ge=0, le=255)) -> JSONResponse:
+    @app.post("/score", dependencies=write_guard, response_model=schema.ScoreEvent, openapi_extra=schema.AUDIO_BODY,
+              responses=schema.errors(400, 401, 403, 404, 408, 413, 415, 422, 503))
+    async def score(request: Request, machine: str = schema.machine_query(served, required=True),
+                    source: str = Query("", max_length=200), channel: int = Query(0, ge=0, le=255)) -> JSONResponse:
         monitor.model(machine)  # 404/422 before the body is read
-        kind = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if not kind.startswith(AUDIO_TYPES):
+            said = repr(kind[:60]) if kind else "none"
             raise HTTPException(415, f"the body must be one audio clip (WAV, FLAC, ...) sent as raw bytes with "
-                                     f"Content-Type audio/* or application/octet-stream, not {kind[:60]!r}")
-        raw = await _read_body(request, max_body)
+                                     f"Content-Type audio/* (e.g. audio/wav) or application/octet-stream, not {said}")
+        try:
+            with anyio.fail_after(body_timeout):
+                raw = await _read_body(request, max_body)
+        except TimeoutError:
+            raise HTTPException(408, f"the body did not arrive within {body_timeout:g} s") from None
+
         def score_and_record() -> ScoreEvent:
             with metrics.scoring.labels(machine).time():
                 return monitor.score_clip(machine, raw, source, channel)
@@ -181,60 +228,27 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
         metrics.scored(machine, event.decision)
         return JSONResponse(event.as_json())
 
-    @app.get("/events", dependencies=read_guard)
-    async def events(machine: str | None = None, since: str | None = None,
+    @app.get("/events", dependencies=read_guard, response_model=list[schema.Event],
+             responses={**read_errors, **schema.errors(404, 422)})
+    async def events(machine: str | None = schema.machine_query(served), since: float | datetime | None = SINCE,
                      after_id: int | None = Query(None, ge=0, le=MAX_ID),
                      limit: int = Query(100, ge=1, le=MAX_LIMIT),
                      order: str = Query("desc", pattern="^(asc|desc)$")) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
-        return JSONResponse(await blocking(partial(monitor.store.events, machine, _since(since), after_id, limit,
-                                                    order == "desc")))
+        return JSONResponse(await readers.run(partial(monitor.store.events, machine, _since(since), after_id, limit,
+                                                      order == "desc")))
 
-    @app.get("/alarms", dependencies=read_guard)
-    async def alarms(machine: str | None = None, active: bool | None = None,
+    @app.get("/alarms", dependencies=read_guard, response_model=list[schema.Alarm],
+             responses={**read_errors, **schema.errors(404, 422)})
+    async def alarms(machine: str | None = schema.machine_query(served), active: bool | None = None,
                      limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
-        return JSONResponse(await blocking(partial(monitor.store.alarms, machine, active, limit)))
+        return JSONResponse(await readers.run(partial(monitor.store.alarms, machine, active, limit)))
 
-    add_dashboard(app, monitor, read_guard, scoring)
-
-    @app.websocket("/stream/{machine}")
-    async def stream(ws: WebSocket, machine: str) -> None:
-        presented = _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
-        if not authorised(presented):
-            await _deny(ws, 401, "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=")
-            return
-        try:
-            params = ws.query_params
-            kind = params.get("format", "f32")
-            if kind not in PCM_FORMATS:
-                raise ConfigError(f"format must be one of {', '.join(PCM_FORMATS)}, got {kind[:20]!r}")
-            rate = params.get("rate", "16000")
-            if not rate.isdigit() or not 8000 <= int(rate) <= 192_000:
-                raise ConfigError(f"rate must be whole Hz between 8000 and 192000, got {rate[:20]!r}")
-            source = params.get("source", "stream")
-            seconds = float(params.get("window", window)), float(params.get("hop", hop))
-            if not MIN_HOP_S <= seconds[1] <= seconds[0] <= MAX_WINDOW_S:
-                raise ConfigError(f"need {MIN_HOP_S:g} <= hop <= window <= {MAX_WINDOW_S:g} seconds, got window "
-                                  f"{seconds[0]:g} and hop {seconds[1]:g}")
-            scorer = monitor.stream(machine, int(rate), *seconds)
-        except ValueError as err:
-            await _deny(ws, 422, f"window and hop must be seconds ({err})")
-            return
-        except StethoscopeError as err:
-            await _deny(ws, _status(err), str(err))
-            return
-        await ws.accept()
-        metrics.streams.inc()
-        try:
-            await _pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], int(rate), source, scoring)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            metrics.streams.dec()
-
+    add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
+    add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
     return app
 
 
@@ -252,55 +266,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _deny(ws: WebSocket, status: int, detail: str) -> None:
-    """Refuse a websocket before accepting it: an HTTP answer where the server supports that,
-    else a close (which the client sees as HTTP 403)."""
-    if "websocket.http.response" in ws.scope.get("extensions", {}):
-        await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=status))
-    else:
-        await ws.close(code=1008, reason=detail[:120])
-
-
-async def _pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, scorer: StreamingScorer,
-                dtype: np.dtype, rate: int, source: str, scoring: Callable[[Callable[[], Any]], Any]) -> None:
-    """Binary PCM frames in; for each hop completed, one JSON message out (after its score, and
-    the window's audio where audio is kept, is committed). Bad frames end the stream with a
-    message and close code 1007."""
-    scale = 1.0 / 32768.0 if dtype.kind == "i" else 1.0
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        data = message.get("bytes")
-        if data is None:
-            continue  # text frames (e.g. keep-alives) carry no audio
-        if len(data) % dtype.itemsize:
-            await _fail(ws, f"a frame of {len(data)} bytes is not whole {dtype.itemsize}-byte samples")
-            return
-        samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
-
-        def score_and_record(chunk: np.ndarray) -> list[tuple[ScoreEvent, float]]:
-            return [(monitor.record(machine, s.score, s.decision, source,
-                                    audio=monitor.audio_to_keep(s.window, rate)), s.end_seconds)
-                    for s in scorer.push(chunk)]
-
-        try:
-            events = await scoring(partial(score_and_record, samples))
-        except StoreError as err:
-            log.error("stream %s: %s", machine, err)
-            await _fail(ws, STORE_DOWN)
-            return
-        except (ValueError, StethoscopeError) as err:
-            await _fail(ws, str(err))
-            return
-        for event, end in events:
-            metrics.scored(machine, event.decision)
-            await ws.send_text(json.dumps({**event.as_json(), "end_seconds": end}))
-        await asyncio.sleep(0)
-
-
-async def _fail(ws: WebSocket, detail: str) -> None:
-    await ws.send_text(json.dumps({"error": detail}))
-    await ws.close(code=1007, reason=detail[:120])

@@ -130,7 +130,16 @@ def _v4_clips(conn: Connection) -> None:
     clips.create(conn)
 
 
-MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips]
+def _v5_clip_bytes(conn: Connection) -> None:
+    """Each kept clip's size in bytes, for the ``--keep-audio-mb`` budget, with an index on
+    (score, bytes) so that the total and the oldest clips are read from the index alone (never
+    from the rows, whose FLAC spans many pages)."""
+    conn.execute(text("ALTER TABLE clips ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("UPDATE clips SET bytes = length(flac)"))
+    conn.execute(text("CREATE INDEX ix_clips_bytes ON clips (score_id, bytes)"))
+
+
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips, _v5_clip_bytes]
 LATEST = len(MIGRATIONS)
 
 

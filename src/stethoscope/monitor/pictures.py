@@ -38,7 +38,8 @@ def kept_audio(monitor: Monitor, event_id: int) -> tuple[dict[str, Any], bytes]:
     audio = monitor.store.clip_audio(event_id)
     if audio is None:
         why = "audio keeping is off (--keep-audio 0)" if monitor.keep_audio == 0 else (
-            f"only the newest {monitor.keep_audio} clips per machine are kept (--keep-audio)")
+            f"only the newest {monitor.keep_audio} clips per machine are kept (--keep-audio)"
+            + ("" if monitor.keep_bytes is None else f", within {monitor.keep_bytes / 2**20:g} MB in all (--keep-audio-mb)"))
         raise NotKept(f"no audio kept for event {event_id}: {why}")
     return event, audio
 

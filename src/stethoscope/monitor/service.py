@@ -158,21 +158,27 @@ class Monitor:
     """The served models and the event store (see the module docstring)."""
 
     def __init__(self, models: dict[str, ServedModel], store: EventStore, ctx: RunContext,
-                 keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
+                 keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS,
+                 keep_bytes: int | None = None) -> None:
+        if keep_bytes is not None and keep_bytes < 0:
+            raise ConfigError(f"--keep-audio-mb must be 0 or more, got {keep_bytes / 2**20:g}")
         if keep_audio < 0:
             raise ConfigError(f"--keep-audio must be 0 (keep none) or more clips per machine, got {keep_audio}")
         AudioPolicy(max_seconds=max_seconds)  # a ConfigError now for a bad limit
         self.models, self.store, self.ctx, self.keep_audio = models, store, ctx, keep_audio
         self.max_seconds = max_seconds  # longest clip decoded (--max-seconds), a runtime setting
+        self.keep_bytes = keep_bytes    # all kept audio fits in this many bytes (--keep-audio-mb); None: no budget
         self.health = StoreHealth()
 
     @classmethod
     def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
              alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None,
-             keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS) -> "Monitor":
+             keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS,
+             keep_bytes: int | None = None) -> "Monitor":
         """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``;
-        the newest ``keep_audio`` scored clips of each machine keep their audio (0: none); no
-        clip over ``max_seconds`` is decoded."""
+        the newest ``keep_audio`` scored clips of each machine keep their audio (0: none), all
+        of it within ``keep_bytes`` (None: no byte budget; oldest dropped first); no clip over
+        ``max_seconds`` is decoded."""
         found = find_models(models_dir)
         store = EventStore(db, sync, say=say)
         models = {}
@@ -186,7 +192,7 @@ class Monitor:
             models[machine] = ServedModel(machine, system, version, model_id)
             _warm_up(system, ctx)
             say(f"[{machine}] {system.name} model {version} (threshold {system.threshold_:.6g}) from {folder}")
-        return cls(models, store, ctx, keep_audio, max_seconds)
+        return cls(models, store, ctx, keep_audio, max_seconds, keep_bytes)
 
     def close(self) -> None:
         self.store.close()
@@ -243,7 +249,8 @@ class Monitor:
         check_source(source)
         check_score(score, source or "clip")
         done = self.write(lambda: self.store.record_score(machine, served.model_id, score, decision, source,
-                                                          audio=audio, keep_audio=self.keep_audio, mark=mark),
+                                                          audio=audio, keep_audio=self.keep_audio, mark=mark,
+                                                          keep_bytes=self.keep_bytes),
                           tries=1 if mark is not None else WRITE_TRIES)
         return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
                           served.system.name, served.version, done.alarm, list(warnings or []))

@@ -51,7 +51,7 @@ WATCHED = Table("watched_files", METADATA,
                 Column("time", Float))
 CLIPS = Table("clips", METADATA,
               Column("score_id", ForeignKey("scores.id"), primary_key=True),
-              Column("machine_id", ForeignKey("machines.id")), Column("flac", LargeBinary))
+              Column("machine_id", ForeignKey("machines.id")), Column("flac", LargeBinary), Column("bytes", Integer))
 MAX_LIMIT = 10_000
 
 
@@ -165,11 +165,12 @@ class EventStore:
     # -- scores -----------------------------------------------------------------------------
     def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
                      at: float | None = None, audio: bytes | None = None, keep_audio: int = 0,
-                     mark: FileMark | None = None) -> Recorded:
+                     mark: FileMark | None = None, keep_bytes: int | None = None) -> Recorded:
         """Insert one score and update its machine's alarm in one transaction; returns after
         the commit (the event is durable when this returns). ``audio`` (FLAC bytes) is kept
         with it in the same transaction when ``keep_audio`` > 0, and the machine's clips past
-        the newest ``keep_audio`` are deleted. With ``mark`` the watched file is marked done in
+        the newest ``keep_audio`` are deleted; with ``keep_bytes``, the oldest clips of every
+        machine are deleted until all kept audio fits in that many bytes. With ``mark`` the watched file is marked done in
         the same transaction, so the score and the mark exist both or neither; a recording
         marked already raises `AlreadyDone` and writes nothing."""
         machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
@@ -186,6 +187,8 @@ class EventStore:
                     conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, score_id=event_id, time=now))
                 if audio is not None and keep_audio > 0:
                     self._keep_clip(conn, machine_id, event_id, audio, keep_audio)
+                    if keep_bytes is not None:
+                        self._fit_budget(conn, keep_bytes)
                 return Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k, rule.alarm_n,
                                                                   event_id, now))
         return self._guard(run)
@@ -193,11 +196,32 @@ class EventStore:
     @staticmethod
     def _keep_clip(conn: Any, machine_id: int, event_id: int, audio: bytes, keep: int) -> None:
         """Store one clip and delete the machine's clips older than its newest ``keep``."""
-        conn.execute(CLIPS.insert().values(score_id=event_id, machine_id=machine_id, flac=audio))
+        conn.execute(CLIPS.insert().values(score_id=event_id, machine_id=machine_id, flac=audio, bytes=len(audio)))
         oldest_kept = conn.execute(select(CLIPS.c.score_id).where(CLIPS.c.machine_id == machine_id)
                                    .order_by(CLIPS.c.score_id.desc()).offset(keep - 1).limit(1)).scalar()
         if oldest_kept is not None:
             conn.execute(delete(CLIPS).where(CLIPS.c.machine_id == machine_id, CLIPS.c.score_id < oldest_kept))
+
+    @staticmethod
+    def _fit_budget(conn: Any, budget: int) -> None:
+        """Delete the oldest clips (any machine) until the kept audio is at most ``budget`` bytes."""
+        total = int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar())
+        if total <= budget:
+            return
+        cutoff = None
+        for score_id, size in conn.execute(select(CLIPS.c.score_id, CLIPS.c.bytes).order_by(CLIPS.c.score_id)):
+            total -= int(size)
+            cutoff = score_id
+            if total <= budget:
+                break
+        conn.execute(delete(CLIPS).where(CLIPS.c.score_id <= cutoff))
+
+    def kept_bytes(self) -> int:
+        """The bytes of all kept clip audio."""
+        def run() -> int:
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar())
+        return self._guard(run)
 
     @staticmethod
     def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float) -> AlarmChange | None:

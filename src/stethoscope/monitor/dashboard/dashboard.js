@@ -1,6 +1,8 @@
 // Stethoscope monitor dashboard: plain SVG timelines, no library, nothing loaded from elsewhere.
-// Every request goes to this app through `get` (which adds the token when reads are protected);
-// images and audio are fetched as blobs and shown through object URLs, so they need no token in a URL.
+// Every request goes to this app through `get`. When reads are protected, the login form posts the
+// token once to /login, which answers with an HttpOnly, SameSite=Strict cookie: no script (this one
+// included) ever holds the token afterwards, and it never goes into a URL or into storage.
+// Images and audio are fetched as blobs and shown through object URLs.
 "use strict";
 
 const POLL_MS = 2000;        // how often new events and alarms are asked for
@@ -10,7 +12,6 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 900, H = 190, M = { left: 64, right: 12, top: 10, bottom: 24 };
 
 const state = {
-  token: sessionStorage.getItem("stethoscope-token") || "",
   machines: [],              // /machines rows
   events: new Map(),         // machine -> events, oldest first
   alarms: [],                // /alarms rows, newest first
@@ -25,8 +26,7 @@ class HttpError extends Error {
 }
 
 async function get(path, as = "json") {
-  const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
-  const answer = await fetch(path, { headers });
+  const answer = await fetch(path, { credentials: "same-origin" });
   if (!answer.ok) {
     const body = await answer.json().catch(() => ({}));
     if (answer.status === 401) document.getElementById("login").hidden = false;
@@ -240,10 +240,17 @@ async function start() {
   }
 }
 
-document.getElementById("login").addEventListener("submit", (ev) => {
+document.getElementById("login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  state.token = document.getElementById("token").value.trim();
-  sessionStorage.setItem("stethoscope-token", state.token);
+  const field = document.getElementById("token");
+  const body = new URLSearchParams({ token: field.value.trim() });
+  field.value = "";
+  const answer = await fetch("/login", { method: "POST", body, credentials: "same-origin" });
+  if (!answer.ok) {
+    const said = await answer.json().catch(() => ({}));
+    document.getElementById("status").textContent = `login refused: ${said.detail || answer.statusText}`;
+    return;
+  }
   document.getElementById("login").hidden = true;
   if (!state.started) start();
 });
