@@ -9,7 +9,7 @@ and a level shift. Added components are set relative to the clip's own RMS (seve
 building blocks are the toy factory's (`data.toy_sounds`).
 
 Whether detection of these predicts detection of real faults is an empirical question,
-measured in docs/RESULTS.md section 13 (`benchmarks/pseudo_validation.py`), not assumed.
+measured in docs/RESULTS.md section 14.3 (`benchmarks/pseudo_validation.py`), not assumed.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ scale. How they are combined is ``weighting``:
 
 * ``equal`` (default): the mean of the normalised scores. Measured on the real sets, the
   pseudo AUC did not predict the real AUC well enough to weight by it (docs/RESULTS.md
-  section 13), so the robust choice is the default.
+  section 14.3), so the robust choice is the default.
 * ``pseudo``: each candidate's weight is its pseudo AUC above chance, ``max(0, AUC - 0.5)``,
   from pseudo-anomaly validation on the training clips alone (`evaluation.pseudo`); equal
   weights where no candidate beats chance.

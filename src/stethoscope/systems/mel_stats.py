@@ -10,7 +10,7 @@ domain; a clip is scored by its section's detectors (every detector for a sectio
 in training, or an in-memory waveform), taking the smallest score: the DCASE 2023
 baseline's rule for test clips of unknown domain. Fitting takes seconds, as no network is
 trained: in the few-shot regime (10-100 normal clips) this summary matched or beat the deep
-systems on real recordings (docs/mel_stats.md, docs/RESULTS.md section 13).
+systems on real recordings (docs/mel_stats.md, docs/RESULTS.md section 14).
 
 The scoring network is `models.mel_stats.MelStatsScorer`; `score`, `explain` and ONNX
 export all run it. Saved state: each group's training features (its detector is refitted on

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..systems.base import System, get_system
 
 # what `train`, `bench` and `demo` use without --system: the measured robust choice on few real
-# clips (docs/mel_stats.md, docs/RESULTS.md section 13), fitted in seconds
+# clips (docs/mel_stats.md, docs/RESULTS.md section 14), fitted in seconds
 DEFAULT_SYSTEM = "mel_stats"
 
 
