@@ -38,6 +38,14 @@ from _common import child_json, markdown_header, peak_rss_mb, table  # noqa: E40
 TYPES = ("fan", "gearbox", "pump")
 
 
+
+def _load_models(models: Path) -> dict:
+    """{machine type: loaded system} of a `train --out` folder."""
+    from stethoscope.systems import load_system
+    from stethoscope.systems.folders import model_folders
+
+    return {machine: load_system(folder) for machine, folder in model_folders(models).items()}
+
 def write_fleet(root: Path, clips: int, machines: int, seconds: float) -> Path:
     """``root/<type>/m<NN>/c<NNNNN>.wav``: ``clips`` toy clips spread over ``machines`` machines
     (round robin over the three types, one seed per machine), about 5 % with a fault; written once."""
@@ -67,12 +75,11 @@ def train_models(root: Path, n_train: int, epochs: int, seconds: float) -> Path:
     """A dcase_ae per type on ``n_train`` normal clips of its own (not scored), once."""
     from stethoscope.data.toy_factory import make_toy_dataset
     from stethoscope.engine import RunContext
-    from stethoscope.scale.ray_score import load_models
     from stethoscope.data import scan
     from stethoscope.systems import get_system
 
     models = root / "models"
-    if models.is_dir() and set(load_models(models)) == set(TYPES):
+    if models.is_dir() and set(_load_models(models)) == set(TYPES):
         return models
     data = make_toy_dataset(root / "train", TYPES, n_train=n_train, n_test=0, seconds=seconds, seed=1)
     clips = scan(data)
@@ -127,7 +134,6 @@ def run_engine(data: str, models: str, engine: str, workers: int) -> dict:
 
     from stethoscope.data.clip import Clip
     from stethoscope.engine import RunContext
-    from stethoscope.scale.ray_score import load_models
     from stethoscope.scale.sources import assign_models, list_inputs
 
     torch.set_num_threads(1)
@@ -136,7 +142,7 @@ def run_engine(data: str, models: str, engine: str, workers: int) -> dict:
     with TreeMemory() as memory:
         startup = 0.0
         if engine == "single":
-            systems = load_models(models)
+            systems = _load_models(models)
             machines = assign_models(files, systems)
             start = time.perf_counter()
             for machine, system in systems.items():
