@@ -53,3 +53,30 @@ python benchmarks/aux_sensitivity.py --out "$OUT/auxsens2" --reference \
     --variant section_crop6s_adacos='{"classes": "section", "crop_frames": 192, "loss": "subcluster_adacos", "mixup": "mixup"}'
 # Fleet scale on Ray (issue 14); one-GPU DDP on a CUDA machine: bash benchmarks/gpu_ddp_check.sh
 python benchmarks/bench_fleet.py --clips 10000 --machines 50 --seconds 1 --workers 1 2 --json "$OUT/fleet.json"
+# Hostile input (section 13, issue 23)
+PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_bombs.py
+# Detection on few real clips (section 14, issue 21): systems side by side with paired intervals,
+# mel_stats variants, pseudo vs real AUC, score normalisation, toy, TLDiffGAN + mel_stats, speed
+export STETHOSCOPE_WEIGHTS_DIR=${STETHOSCOPE_WEIGHTS_DIR:-../shared/weights}
+S=mel_stats,dcase_ae@mahala,embedding_knn,tldiffgan@cpu,aux_classifier@mn04,auto
+for d in mimii_0db dcase2020; do
+  stethoscope bench --data ../shared/data/real/$d --system $S --out "$OUT/cmp/$d" --quiet --checkpoint-every 0
+  stethoscope bench --data ../shared/data/real/$d --system tldiffgan@mel_stats --out "$OUT/abl/$d" --quiet --checkpoint-every 0
+done
+python benchmarks/mel_stats_variants.py --out "$OUT/msv"
+for d in dcase2020 mimii_0db; do  # the variants' real AUCs where pseudo_validation.py reads them
+  ln -sfn ../../msv/$d/default_kNN_k_2_ "$OUT/cmp/$d/mel_stats_benchmarks_configs_mel_stats_knn.yaml"
+  ln -sfn ../../msv/$d/default_GMM_1_diagonal_component_ "$OUT/cmp/$d/mel_stats_benchmarks_configs_mel_stats_gmm.yaml"
+  ln -sfn ../../msv/$d/default_modulation_8_bands_ "$OUT/cmp/$d/mel_stats_benchmarks_configs_mel_stats_modulation.yaml"
+done
+python benchmarks/pseudo_validation.py --bench "$OUT/cmp" --out "$OUT/pseudo" --systems mel_stats \
+    mel_stats@benchmarks/configs/mel_stats_knn.yaml mel_stats@benchmarks/configs/mel_stats_gmm.yaml \
+    mel_stats@benchmarks/configs/mel_stats_modulation.yaml dcase_ae@mahala embedding_knn tldiffgan@cpu
+python benchmarks/bench_score_norm.py --out "$OUT/score_norm"
+python -c "from stethoscope.data.toy_factory import make_toy_dataset; make_toy_dataset('$OUT/toy', n_train=20, n_test=20, seed=0)"
+stethoscope bench --data "$OUT/toy" --system mel_stats,dcase_ae@mahala,embedding_knn,tldiffgan@cpu,aux_classifier@mn04 --out "$OUT/cmp/toy" --quiet
+stethoscope bench --data "$OUT/toy" --system mel_stats,auto --out "$OUT/cmp/toy_auto" --quiet
+python benchmarks/comparison_table.py "$OUT/cmp/dcase2020" "$OUT/cmp/mimii_0db" "$OUT/cmp/toy" "$OUT/cmp/toy_auto"
+python benchmarks/learning_curve.py --sizes 20 --test 40 --out "$OUT/timing21" \
+    --systems mel_stats dcase_ae_mahala auto embedding_knn tldiffgan aux_mn04
+python benchmarks/bench_throughput.py --threads 1 --systems mel_stats dcase_ae --train 20 --batch-clips 100 --latency-clips 30
