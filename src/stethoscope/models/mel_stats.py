@@ -135,13 +135,13 @@ class MelStatsFeatures(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def frame_weights(self, logmel: torch.Tensor, normal_mean: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, D, T) which frames drive each feature, each row summing to 1. A mean: the frames
+        """(B, n_mels x stats, T) which frames drive each bin statistic, each row summing to 1
+        (a modulation feature drives every frame alike: no rows for those). A mean: the frames
         that lie beyond the normal mean (``normal_mean``, (B, n_mels)) on the side the clip's mean
         moved to (every frame when none or not given); a standard deviation: by squared deviation
         from the clip's mean; a percentile: the frames at or beyond it on its side of the median;
-        min and max: the extreme frames; a modulation feature: every frame."""
+        min and max: the extreme frames."""
         x = logmel.double()
-        frames = x.shape[-1]
         order = OrderStats(x, self.stats)
         rows = []
         for name in self.stats:
@@ -164,21 +164,14 @@ class MelStatsFeatures(nn.Module):
                 w = (x >= level if float(name[1:]) >= 50 else x <= level).double()
                 w = torch.where(w.sum(dim=-1, keepdim=True) > 0, w, torch.ones_like(w))
             rows.append(w / w.sum(dim=-1, keepdim=True))
-        if self.bands:
-            rows.append(torch.full((x.shape[0], len(self.bands) * self.modulation_bins, frames), 1.0 / frames,
-                                   dtype=torch.float64))
         return torch.cat(rows, dim=1)
 
-    def bin_weights(self) -> torch.Tensor:
-        """(D, n_mels): the mel bins each feature belongs to (a modulation feature: its band's
-        bins, shared equally)."""
-        w = torch.zeros(self.dim, self.n_mels, dtype=torch.float64)
-        for k in range(len(self.stats)):
-            w[k * self.n_mels:(k + 1) * self.n_mels] = torch.eye(self.n_mels, dtype=torch.float64)
-        row = self.n_mels * len(self.stats)
-        for a, b in self.bands:
-            w[row:row + self.modulation_bins, a:b] = 1.0 / (b - a)
-            row += self.modulation_bins
+    def modulation_bins_of_bands(self) -> torch.Tensor:
+        """(bands x modulation_bins, n_mels): the mel bins each modulation feature belongs to,
+        its band's bins sharing it equally."""
+        w = torch.zeros(len(self.bands) * self.modulation_bins, self.n_mels, dtype=torch.float64)
+        for j, (a, b) in enumerate(self.bands):
+            w[j * self.modulation_bins:(j + 1) * self.modulation_bins, a:b] = 1.0 / (b - a)
         return w
 
 
@@ -197,7 +190,7 @@ class MelStatsScorer(nn.Module):
         self.detectors = nn.ModuleList(detectors)
         self.register_buffer("shift", torch.stack([f64(s) for s, _ in scales]))  # (G, D)
         self.register_buffer("scale", torch.stack([f64(s) for _, s in scales]))
-        self.register_buffer("bins", features.bin_weights())
+        self.register_buffer("band_bins", features.modulation_bins_of_bands())
 
     def group_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, G) every detector's score."""
@@ -227,12 +220,11 @@ class MelStatsScorer(nn.Module):
         means = self.features.stats.index("mean") if "mean" in self.features.stats else None
         normal_mean = self.shift[which][:, means * n:(means + 1) * n] if means is not None else None
         z2 = ((feats - self.shift[which]) / self.scale[which]).square()  # (B, D)
-        weights = self.features.frame_weights(logmel, normal_mean)  # (B, D, T)
+        weights = self.features.frame_weights(logmel, normal_mean)  # (B, n * k, T)
         b, t = weights.shape[0], weights.shape[-1]
-        amap = (z2[:, :n * k, None] * weights[:, :n * k]).reshape(b, k, n, t).sum(dim=1)
-        if weights.shape[1] > n * k:  # modulation features: their band's bins, every frame alike
-            per_bin = z2[:, n * k:] @ self.bins[n * k:]  # (B, n_mels)
-            amap = amap + per_bin[..., None] / t
+        amap = (z2[:, :n * k, None] * weights).reshape(b, k, n, t).sum(dim=1)
+        if self.features.bands:  # modulation features: their band's bins, every frame alike
+            amap = amap + (z2[:, n * k:] @ self.band_bins)[..., None] / t
         return amap.float()
 
 def features_of(module: MelStatsFeatures, logmels: Sequence[np.ndarray]) -> np.ndarray:

@@ -114,12 +114,14 @@ class MelStatsSystem(System):
         self.scorer_ = MelStatsScorer(self._features_module(), [DetectorModule(d) for d in self.detectors_],
                                       [(torch.from_numpy(m), torch.from_numpy(s)) for m, s in scales])
 
-    def groups_for(self, clip: Clip | None) -> list[int] | None:
-        """The detectors that score ``clip``: its section's, or all (``None``) for a section not
-        seen in training or an in-memory waveform."""
-        if clip is None or self.groups_ is None or not self.per_section:
+    def groups_for(self, clip: Clip | None, groups: Sequence[dict[str, Any]] | None = None) -> list[int] | None:
+        """The detectors (of ``groups``, default the fitted ones) that score ``clip``: its
+        section's, or all (``None``) for a section not seen in training, a pooled fit or an
+        in-memory waveform."""
+        groups = self.groups_ if groups is None else groups
+        if clip is None or groups is None:
             return None
-        mine = [g for g, info in enumerate(self.groups_) if info["section"] == clip.section]
+        mine = [g for g, info in enumerate(groups) if info["section"] == clip.section]
         return mine or None
 
     # -- System contract --------------------------------------------------------------
@@ -152,12 +154,11 @@ class MelStatsSystem(System):
         out = np.zeros(len(X))
         for held in folds:
             rest = np.setdiff1d(np.arange(len(X)), held)
-            plan = [(info, rest[idx]) for info, idx in self.plan_groups([clips[i] for i in rest])
-                    if len(idx) >= 2]
-            dets = self._fit_detectors(X, plan)
-            for i in held:
-                mine = [d for (info, _), d in zip(plan, dets) if info["section"] in (clips[i].section, None)]
-                out[i] = min(float(d.score(X[i:i + 1])[0]) for d in (mine or dets))
+            plan = [(info, rest[idx]) for info, idx in self.plan_groups([clips[i] for i in rest])]
+            scores = np.stack([d.score(X[held]) for d in self._fit_detectors(X, plan)], axis=1)  # (held, groups)
+            infos = [info for info, _ in plan]
+            for row, i in enumerate(held):
+                out[i] = scores[row, self.groups_for(clips[i], infos) or slice(None)].min()
         return out
 
     def _scores(self, logmels: Sequence[np.ndarray], clips: Sequence[Clip] | None, ctx: RunContext,
