@@ -29,7 +29,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise ConfigError(f"system {system.name!r} has no anomaly map; explain needs a reconstruction system")
     ctx = run_context(args, progress=False)
     clips = audio_clips([args.file], resolve_channel(args.channel, system), "unknown",
-                        system.feature_request().min_seconds)
+                        system.feature_request().min_seconds, headers=False)
     try:
         if not clips:
             return 0  # left out by --on-bad-audio: the run's last line says so

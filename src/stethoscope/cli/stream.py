@@ -34,7 +34,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     min_seconds = system.feature_request().min_seconds
     channel = resolve_channel(args.channel, system)
     try:
-        if not audio_clips([args.file], channel, "unknown", min_seconds):
+        if not audio_clips([args.file], channel, "unknown", min_seconds, headers=False):
             return 0  # left out by --on-bad-audio: the run's last line says so
         wave = load_audio(args.file, channel=channel, min_seconds=min_seconds)
     except AudioSkipped:

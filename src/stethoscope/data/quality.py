@@ -9,10 +9,12 @@ low sample rate, DC offset, clipping, near silence, a constant signal, an odd du
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -144,6 +146,23 @@ def read_header(path: str | Path) -> tuple[AudioHeader | None, list[Problem]]:
         return None, [Problem(f"cannot read file ({err.strerror or err})", unreadable=True)]
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         return None, [Problem(f"not a readable audio file ({_soundfile_reason(err)})", unreadable=True)]
+    return _judged_header(path, info, truncated)
+
+
+def header_of(raw: bytes, path: str | Path) -> tuple[AudioHeader | None, list[Problem]]:
+    """`read_header` of a file's bytes already in memory (``path`` names it): what a scoring
+    pass that has read the file once checks, without opening it again."""
+    path = Path(path)
+    if not raw:
+        return None, [Problem("empty file (0 bytes)", unreadable=True)]
+    try:
+        info = sf.info(io.BytesIO(raw))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        return None, [Problem(f"not a readable audio file ({_soundfile_reason(err)})", unreadable=True)]
+    return _judged_header(path, info, wav_truncation(raw, len(raw)))
+
+
+def _judged_header(path: Path, info: Any, truncated: str | None) -> tuple[AudioHeader | None, list[Problem]]:
     if truncated:
         return None, [Problem(truncated, unreadable=True)]
     header = AudioHeader(path, info.format, info.subtype, info.samplerate, info.channels, info.frames)

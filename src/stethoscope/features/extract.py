@@ -16,7 +16,7 @@ import torch
 from ..data.audio import SAMPLE_RATE, audio_info, decode_checked, read_file
 from ..data.clip import Clip
 from ..data.policy import AudioPolicy, current_policy
-from ..data.quality import WaveStats, read_header
+from ..data.quality import WaveStats, header_of
 from ..errors import AudioError, AudioSkipped, StethoscopeError
 from ..progress import progress as show_progress
 from .cache import FeatureCache
@@ -113,13 +113,14 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
     sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
     policy = current_policy()  # read here: the worker threads do not see the caller's context
 
-    def checked_hit(clip: Clip, key: str) -> np.ndarray | None:
-        """A cached log-mel whose file passes the policy on its cached stats and its header."""
+    def checked_hit(clip: Clip, key: str, raw: bytes) -> np.ndarray | None:
+        """A cached log-mel whose file passes the policy on its cached stats and its header
+        (read from ``raw``, the bytes the key hashed: the file is not opened again)."""
         hit = cache.get(key) if cache else None
         stats = stats_cache.get(key) if stats_cache and hit is not None else None
         if hit is None or stats is None:
             return None
-        _, header_problems = read_header(clip.path)
+        _, header_problems = header_of(raw, clip.path)
         problems = WaveStats.from_array(stats).problems(request.min_seconds)
         policy.require(clip.path, problems if any(p.unreadable for p in problems) else header_problems + problems)
         return hit
@@ -129,7 +130,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             return None
         try:
             key, raw = _read_bytes(clip, cache_dir is not None, policy)
-            hit = checked_hit(clip, key) if not request.wave else None
+            hit = checked_hit(clip, key, raw) if not request.wave else None
             wave = None
             if hit is None or request.wave:
                 wave, stats = decode_checked(raw, clip.path, sample_rate, clip.channel, request.min_seconds, policy)

@@ -19,16 +19,27 @@ def screened(clips: Sequence[Clip], min_seconds: float) -> list[Clip]:
 
 
 def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int | None = 0,
-         min_seconds: float = FeatureRequest().min_seconds) -> list[Clip]:
-    """The clips of a data folder that pass the audio policy's file and header checks."""
+         min_seconds: float = FeatureRequest().min_seconds, headers: bool = True) -> list[Clip]:
+    """The clips of a data folder that pass the audio policy's file and header checks
+    (``headers=False``: the file checks only, see `audio_clips`)."""
     from ..data.layouts import scan as scan_layout
 
-    return screened(scan_layout(root, layout=layout, machine=machine, channel=channel), min_seconds)
+    clips = scan_layout(root, layout=layout, machine=machine, channel=channel)
+    return screened(clips, min_seconds) if headers else clips
 
 
-def audio_clips(paths: Sequence[str | Path], channel: int | None, machine: str, min_seconds: float) -> list[Clip]:
-    """Files and folders named by the user as clips, after the policy's file and header checks."""
-    return screened([Clip(path=p, machine=machine, channel=channel) for p in audio_paths(paths)], min_seconds)
+def audio_clips(paths: Sequence[str | Path], channel: int | None, machine: str, min_seconds: float,
+                headers: bool = True) -> list[Clip]:
+    """Files and folders named by the user as clips, after the policy's file and header checks.
+
+    ``headers=False`` (the scoring paths) opens no file: only what ``stat`` tells is checked
+    here, and each file's header is checked from the bytes its one read gives, in the decoding
+    pass (`data.audio.decode_checked`: undecodable, truncated, over ``--max-seconds``, too
+    short, suffix vs content, sample rate). What that pass cannot see is the set's median
+    duration, so a duration far from it is flagged only where headers are read first (`scan`,
+    training)."""
+    clips = [Clip(path=p, machine=machine, channel=channel) for p in audio_paths(paths)]
+    return screened(clips, min_seconds) if headers else clips
 
 
 def training_clips(clips: Sequence[Clip]) -> list[Clip]:

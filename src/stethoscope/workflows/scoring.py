@@ -51,10 +51,12 @@ def scored(system: System, clips: Sequence[Clip], ctx: RunContext) -> tuple[list
 def score_paths(model: str | Path, paths: Sequence[str | Path], ctx: RunContext, channel: str | None = None,
                 csv: Path | None = None) -> Scores:
     """Score audio files and folders with the model in ``model`` (``channel``: None for the
-    model's own); with ``csv`` also write the rows there (`evaluation.outputs.write_scores_table`)."""
+    model's own); with ``csv`` also write the rows there (`evaluation.outputs.write_scores_table`).
+    Each file is opened once: its bytes serve the hash, the header check and the decode."""
     system = load_system(model)
     machine = (system.run_ or {}).get("data_machine", "unknown")
-    clips = audio_clips(paths, resolve_channel(channel, system), machine, system.feature_request().min_seconds)
+    clips = audio_clips(paths, resolve_channel(channel, system), machine, system.feature_request().min_seconds,
+                        headers=False)  # each file read once, by the decoding pass
     kept, rows = scored(system, clips, ctx)
     if csv is not None:
         write_scores_table(csv, rows, kept)
@@ -65,7 +67,7 @@ def evaluate_folder(data: str | Path, models: str | Path, out: Path, ctx: RunCon
                     machine: str | None = None, channel: str | None = None) -> dict[str, Any]:
     """Score the test clips of ``data`` (all its clips where it has no test split) with each
     machine type's model in ``models``; writes and returns the evaluation (`finish_evaluation`)."""
-    clips = scan(data, layout, machine, resolve_channel(channel))
+    clips = scan(data, layout, machine, resolve_channel(channel), headers=False)  # read once, when decoded
     rows: list[ScoredClip] = []
     paths: list[Path] = []
     folders: dict[str, str] = {}
