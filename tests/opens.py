@@ -58,3 +58,22 @@ def counting_opens() -> Iterator[OpenCount]:
     finally:
         _counting.remove(count)
         sf.SoundFile.__init__ = original  # type: ignore[method-assign]
+
+
+
+def counting_filesystem() -> Any:
+    """An fsspec local filesystem whose ``opens`` (an `OpenCount`) counts the files it opens."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    class CountingFileSystem(LocalFileSystem):
+        cachable = False
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.opens = OpenCount()
+
+        def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+            self.opens.note(self._strip_protocol(path))
+            return super()._open(path, mode, **kwargs)
+
+    return CountingFileSystem()

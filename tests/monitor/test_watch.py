@@ -229,3 +229,21 @@ def test_cli_refuses_bad_arguments(models_dir: Path, tmp_path: Path, capsys: pyt
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_each_file_is_opened_once(monitor: Monitor, tmp_path: Path) -> None:
+    """The watcher reads a file's bytes once (capped, without following a link); the header
+    check, the decode and the kept audio all come from those bytes (issue 23)."""
+    from tests.opens import counting_opens
+
+    folder = tmp_path / "in"
+    files = [drop(folder / "fan" / "a.wav", wav_bytes(fan_clip(60))),
+             drop(folder / "fan" / "b.flac", wav_bytes(fan_clip(61), fmt="FLAC")),
+             drop(folder / "fan" / "garbage.wav", b"RIFF....WAVEjunk" * 100)]
+    watcher = FolderWatcher(monitor, folder, settle=0)
+    with counting_opens() as opens:
+        watcher.scan()
+        assert watcher.step() == 3
+    assert [opens.of(f) for f in files] == [1, 1, 1]
+    done = {m["path"]: m for m in marks(monitor)}
+    assert done["fan/a.wav"]["score_id"] and done["fan/b.flac"]["score_id"] and done["fan/garbage.wav"]["skip_reason"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from stethoscope.cli import main
 from stethoscope.data.clip import Clip
@@ -121,3 +122,81 @@ def test_a_file_no_model_claims_exits_2(ray_local, fleet_data: Path, fleet_model
     assert main(["score", "--engine", "ray", "--model", str(fleet_models), str(stray), "--out",
                  str(tmp_path / "out"), *QUIET]) == 2
     assert "valve/a.wav: no enclosing folder is named after a model's machine type" in capsys.readouterr().err
+
+
+@pytest.fixture
+def with_poison(fleet_data: Path, tmp_path: Path) -> Path:
+    """Two good fan clips; a float WAV whose samples are about 1e25 (it decodes, its score is
+    NaN); random bytes; an 8 s clip (over --max-seconds 5)."""
+    folder = tmp_path / "plant" / "fan"
+    folder.mkdir(parents=True)
+    good = sorted((fleet_data / "fan" / "test").glob("*.wav"))[:2]
+    for wav in good:
+        (folder / wav.name).write_bytes(wav.read_bytes())
+    wave = sf.read(good[0], dtype="float32")[0]
+    write_wav(folder / "poison.wav", wave * np.float32(1e25), subtype="FLOAT")
+    (folder / "garbage.wav").write_bytes(np.random.default_rng(1).bytes(5000))
+    write_wav(folder / "long.wav", np.tile(wave, 4))
+    return tmp_path / "plant"
+
+
+def _skipped(path: Path) -> dict[str, str]:
+    with open(path, newline="") as handle:
+        return {Path(row["file"]).name: row["reason"] for row in csv.DictReader(handle)}
+
+
+def test_poison_files_are_skipped_as_the_local_engine_skips_them(ray_local, with_poison: Path, fleet_models: Path,
+                                                                 tmp_path: Path) -> None:
+    """A NaN score, undecodable bytes and audio over --max-seconds: each file is skipped with its
+    reason, never fatal and never stored as a score, and the local engine skips the same."""
+    common = ["--model", str(fleet_models / "fan"), str(with_poison), "--on-bad-audio", "warn", "--max-seconds",
+              "5", *QUIET]
+    assert main(["score", "--engine", "ray", *common, "--out", str(tmp_path / "ray")]) == 0
+    (tmp_path / "local").mkdir()
+    assert main(["score", *common, "--csv", str(tmp_path / "local" / "scores.csv")]) == 0
+    scores = _csv_scores(tmp_path / "ray" / "scores.csv")
+    good = {p.name for p in (with_poison / "fan").iterdir()} - {"poison.wav", "garbage.wav", "long.wav"}
+    assert {Path(p).name for p in scores} == good and len(good) == 2
+    assert all(np.isfinite(s) for s in scores.values())
+    skipped = _skipped(tmp_path / "ray" / "skipped.csv")
+    assert set(skipped) == {"poison.wav", "garbage.wav", "long.wav"}
+    assert "not finite" in skipped["poison.wav"] and "not a readable audio file" in skipped["garbage.wav"]
+    assert "over the --max-seconds 5 limit" in skipped["long.wav"]
+    assert _skipped(tmp_path / "local" / "skipped.csv") == skipped
+    assert _csv_scores(tmp_path / "local" / "scores.csv") == pytest.approx(scores, rel=1e-6, abs=1e-9)
+
+
+def test_a_nan_score_is_skipped_even_by_default(ray_local, with_poison: Path, fleet_models: Path,
+                                                tmp_path: Path) -> None:
+    """Under the default policy too (which stops on an undecodable file), a score that is not
+    finite only leaves its file out, as `stethoscope score` does locally."""
+    for name in ("garbage.wav", "long.wav"):
+        (with_poison / "fan" / name).unlink()
+    assert main(["score", "--engine", "ray", "--model", str(fleet_models / "fan"), str(with_poison), "--out",
+                 str(tmp_path / "out"), *QUIET]) == 0
+    assert len(_csv_scores(tmp_path / "out" / "scores.csv")) == 2
+    assert set(_skipped(tmp_path / "out" / "skipped.csv")) == {"poison.wav"}
+
+
+def test_each_file_is_read_once(with_poison: Path, fleet_models: Path) -> None:
+    """The map task Ray runs reads each file once, local or through an fsspec filesystem: its
+    bytes serve the header check (``max_seconds`` included) and the decode; listing opens none."""
+    from stethoscope.scale.ray_score import decode_batch, model_spec
+    from stethoscope.scale.sources import list_inputs
+    from tests.opens import counting_filesystem, counting_opens
+
+    specs = {"fan": model_spec(fleet_models / "fan", load_system(fleet_models / "fan"))}
+    fs = counting_filesystem()
+    for filesystem in (None, fs):
+        with counting_opens() as opens:
+            paths = list_inputs([str(with_poison)], filesystem)
+            assert len(paths) == 5 and not opens and not fs.opens
+            batch = {"index": np.arange(5), "path": np.array(paths, dtype=object),
+                     "machine": np.array(["fan"] * 5, dtype=object)}
+            out = decode_batch(batch, specs, "warn", filesystem, max_seconds=5.0)
+        counted = fs.opens if filesystem is not None else opens
+        assert [counted.of(p) for p in paths] == [1] * 5
+        names = [Path(p).name for p in paths]
+        long = names.index("long.wav")
+        assert "over the --max-seconds 5 limit" in out["problems"][long] and not out["ok"][long]
+        assert out["ok"][names.index("poison.wav")] and not out["ok"][names.index("garbage.wav")]

@@ -353,3 +353,17 @@ def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp
 
     with pytest.raises(ConfigError, match="mel_stats_branch"):
         export_onnx(tmp_path / "m", tmp_path / "onnx")
+
+
+def test_scoring_a_clip_opens_it_once(fitted: TLDiffGANSystem, gearbox, tmp_path: Path) -> None:
+    """`stethoscope score` with tldiffgan reads each file once: its bytes serve the header check
+    and the decode of both branches (log-mel and waveform), with or without the feature cache."""
+    from stethoscope.workflows.scoring import score_paths
+    from tests.opens import counting_opens
+
+    fitted.save(tmp_path / "model")
+    files = [c.path for c in gearbox[1][:2]]
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # none, cold, warm
+        with counting_opens() as opens:
+            score_paths(tmp_path / "model", files, RunContext(progress=False, cache_dir=cache))
+        assert [opens.of(f) for f in files] == [1, 1], cache

@@ -32,3 +32,22 @@ def test_evaluate_folder_uses_each_machine_types_model(models: Path, toy_root: P
     assert json.loads((tmp_path / "results.json").read_text())["models"] == result["models"]
     assert set(result["models"]) == {"fan", "gearbox"} and (tmp_path / "scores.csv").is_file()
 
+
+
+def test_scoring_opens_each_file_once(models: Path, toy_root: Path, tmp_path: Path) -> None:
+    """The hash, the header check and the decode use the bytes of one read (issue 23): with no
+    cache, with a cold cache and with a warm one (whose hit checks the header from those bytes)."""
+    from stethoscope.engine import RunContext
+    from tests.opens import counting_opens
+
+    files = sorted((toy_root / "fan" / "test").glob("*.wav"))[:3]
+    for ctx in (CTX, RunContext(progress=False, threads=1, cache_dir=tmp_path / "cache"),
+                RunContext(progress=False, threads=1, cache_dir=tmp_path / "cache")):
+        with counting_opens() as opens:
+            scores = score_paths(models / "fan", files, ctx)
+        assert len(scores.rows) == 3
+        assert [opens.of(f) for f in files] == [1, 1, 1], ctx.cache_dir
+    with counting_opens() as opens:
+        evaluate_folder(toy_root, models, tmp_path / "eval", CTX, machine="fan")
+    tested = sorted((toy_root / "fan" / "test").glob("*.wav"))
+    assert {opens.of(f) for f in tested} == {1}

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..data.audio import SAMPLE_RATE, decode_checked, read_file
 from ..data.clip import Clip, parse_channel
-from ..data.policy import AudioPolicy, current_policy
-from ..data.quality import Problem
+from ..data.policy import AudioPolicy, current_policy, not_finite
+from ..data.quality import DEFAULT_MAX_SECONDS, Problem
 from ..engine.context import RunContext
 from ..errors import AudioError, AudioSkipped, ConfigError
 from ..evaluation.dcase_io import ScoredClip, write_result_csvs
@@ -74,17 +74,18 @@ def _read(path: str, policy: AudioPolicy, filesystem: Any) -> bytes:
 
 
 def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], on_bad_audio: str | None,
-                 filesystem: Any = None) -> dict[str, np.ndarray]:
+                 filesystem: Any = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> dict[str, np.ndarray]:
     """A Ray Data map task: read, decode, check and featurise a batch of files.
 
-    Each file is judged by a policy of the run's kind that says nothing; its findings travel
+    Each file is read once (its bytes serve the header check, ``max_seconds`` included, and the
+    decode) and judged by a policy of the run's kind that says nothing; its findings travel
     with the row (``problems``: JSON [reason, unreadable] pairs, ``error``: the message of a file
     the policy refuses), for the driver to replay. Rows left out keep empty arrays."""
     n = len(batch["path"])
     waves: list[np.ndarray] = [np.zeros(0, np.float32)] * n
     error, problems = [""] * n, ["[]"] * n
     for i, (path, machine) in enumerate(zip(batch["path"], batch["machine"])):
-        spec, policy = specs[machine], AudioPolicy(on_bad_audio, say=lambda message: None)
+        spec, policy = specs[machine], AudioPolicy(on_bad_audio, say=lambda message: None, max_seconds=max_seconds)
         try:
             raw = _read(path, policy, filesystem)
             waves[i] = decode_checked(raw, path, spec.sample_rate, spec.channel, spec.request.min_seconds, policy)[0]
@@ -169,7 +170,7 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     kept: dict[int, tuple[str, ScoredClip]] = {}
     if items:
         with ray_session(address, cpus, ctx.progress) as ray:
-            ds = _pipeline(ray, items, specs, ctx, actors, policy.on_bad_audio, filesystem)
+            ds = _pipeline(ray, items, specs, ctx, actors, policy, filesystem)
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
                 kept.update(_judged(batch, policy))
     order = sorted(kept)
@@ -180,14 +181,15 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
 
 
 def _pipeline(ray: Any, items: list[dict[str, Any]], specs: Mapping[str, ModelSpec], ctx: RunContext,
-              actors: int | None, on_bad_audio: str | None, filesystem: Any) -> Any:
+              actors: int | None, policy: AudioPolicy, filesystem: Any) -> Any:
     """The Ray Data dataset: blocks of `BATCH` files, decode tasks, scoring actors."""
     gpu = ctx.device.startswith("cuda")
     n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
     blocks = min(len(items), max(n_actors, math.ceil(len(items) / BATCH)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, batch_size=BATCH, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"specs": specs, "on_bad_audio": on_bad_audio, "filesystem": filesystem})
+                        fn_kwargs={"specs": specs, "on_bad_audio": policy.on_bad_audio, "filesystem": filesystem,
+                                   "max_seconds": policy.max_seconds})
     # on CPUs Ray Data fuses the decode map into the actors (no features through the object
     # store); a GPU actor takes a GPU, and the decode tasks stay CPU tasks that feed it
     return ds.map_batches(Scorer, batch_size=BATCH, batch_format="numpy",
@@ -198,7 +200,9 @@ def _pipeline(ray: Any, items: list[dict[str, Any]], specs: Mapping[str, ModelSp
 
 def _judged(batch: Mapping[str, np.ndarray], policy: AudioPolicy) -> dict[int, tuple[str, ScoredClip]]:
     """{input index: (path, row)} of a result batch's files that ``policy`` keeps, after replaying
-    each file's findings through it; the first file it refuses raises its `AudioError`."""
+    each file's findings through it; the first file it refuses raises its `AudioError`. A score
+    that is not finite is never kept: the file is left out as skipped, with the reason (as
+    `workflows.scoring.scored` does)."""
     kept = {}
     for i in range(len(batch["index"])):
         path = str(batch["path"][i])
@@ -206,6 +210,9 @@ def _judged(batch: Mapping[str, np.ndarray], policy: AudioPolicy) -> dict[int, t
             raise AudioError(path, str(batch["error"][i]))
         found = [Problem(reason, unreadable) for reason, unreadable in json.loads(batch["problems"][i])]
         if policy.judge(path, found) and batch["ok"][i]:
+            if not np.isfinite(batch["score"][i]):
+                policy.leave_out(path, not_finite(float(batch["score"][i])))
+                continue
             kept[int(batch["index"][i])] = (path, ScoredClip(
                 file=Path(path).name, machine=str(batch["machine"][i]), section="00", label=None, domain=None,
                 score=float(batch["score"][i]), decision=int(batch["decision"][i]), layout="folder"))

@@ -32,14 +32,13 @@ def scored(system: System, clips: Sequence[Clip], ctx: RunContext) -> tuple[list
     """(paths, rows) of the clips scored: those the audio checks left out have no row, nor
     those whose score is not finite (e.g. samples far beyond full scale): each of these is
     left out with a warning line and listed in skipped.csv."""
-    from ..data.policy import current_policy
+    from ..data.policy import current_policy, not_finite
 
     scores = system.score(clips, ctx)
     policy = current_policy()
     for clip, score in zip(clips, scores):
         if not np.isfinite(score) and not policy.is_skipped(clip.path):  # NaN alone: left out by the checks
-            policy.leave_out(clip.path, f"the model's score is {score} (not finite): the audio cannot be scored "
-                                        f"(samples far beyond full scale?)")
+            policy.leave_out(clip.path, not_finite(score))
     kept = [i for i, s in enumerate(scores) if np.isfinite(s)]
     decisions = system.decide(scores[kept])
     return [Path(clips[i].path) for i in kept], [
