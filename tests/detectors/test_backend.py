@@ -22,7 +22,7 @@ def test_smote_oversamples_the_few_target_embeddings() -> None:
     target = next(b for b in backend.banks if b.domain == "target")
     assert target.n_real == 4 and len(target.rows) == 30  # as many as the source rows
     np.testing.assert_allclose(np.linalg.norm(target.rows, axis=1), 1.0)
-    np.testing.assert_allclose(target.rows[:4], l2_normalise(X[30:]))
+    np.testing.assert_allclose(target.rows[:4], l2_normalise(X[30:]), rtol=1e-6, atol=1e-7)
     half = EmbeddingBackend("knn", smote=True, smote_ratio=0.5).fit(X, sections, domains)
     assert len(next(b for b in half.banks if b.domain == "target").rows) == 15
     off = EmbeddingBackend("knn", smote=False).fit(X, sections, domains)
@@ -45,7 +45,7 @@ def test_knn_score_is_the_smallest_domain_distance() -> None:
     unit = l2_normalise(X)
     to_source, to_target = 1 - (unit[:30] @ l2_normalise(probe).T).max(), 1 - (unit[30:] @ l2_normalise(probe).T).max()
     assert to_source > 1.5 and to_target < 1.5
-    assert backend.score(probe)[0] == pytest.approx(min(to_source, to_target))
+    assert backend.score(probe)[0] == pytest.approx(min(to_source, to_target), rel=1e-6, abs=1e-9)
     loo = backend.train_scores()
     assert loo.shape == (34,) and (loo > 0).all()  # leave-one-out: no row is its own neighbour
 

@@ -87,7 +87,8 @@ def test_train_machines_fits_once_saves_per_type_and_resumes(probe: type[JointPr
     for machine in MACHINES:
         assert run["items"][machine]["status"] == "trained" and run["items"][machine]["joint"] is True
         loaded = load_system(out / machine)
-        assert loaded.name == "joint_probe" and loaded.threshold_ == pytest.approx(systems[machine].threshold_)
+        assert loaded.name == "joint_probe"
+        assert loaded.threshold_ == pytest.approx(systems[machine].threshold_, rel=1e-6, abs=1e-9)
         cfg = json.loads((out / machine / "config.json").read_text())
         assert cfg["run"]["data_machine"] == machine and cfg["run"]["joint_machines"] == MACHINES
         other = groups[MACHINES[1 - MACHINES.index(machine)]][:2]

@@ -75,7 +75,7 @@ def _assert_same_history(got: list[dict[str, float]], want: list[dict[str, float
     assert [sorted(h) for h in got] == [sorted(h) for h in want]
     for g, w in zip(got, want):
         for key in g:
-            assert g[key] == pytest.approx(w[key], rel=rel), key
+            assert g[key] == pytest.approx(w[key], rel=rel, abs=1e-9), key
 
 
 # -- training ------------------------------------------------------------------------
