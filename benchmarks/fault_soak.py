@@ -109,14 +109,17 @@ class Proc:
         self.kills = self.crashes = self.starts = 0
         self.peak = 0.0
         self.crash_tails: list[str] = []
+        self.start_s: list[float] = []  # seconds from each start until ready (serve: /health answers)
 
     def start(self) -> None:
+        began = time.monotonic()
         env = dict(os.environ, STETHOSCOPE_TOKEN=TOKEN, OMP_NUM_THREADS="1")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "stethoscope.cli", *self.argv], env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
         self.ready(self.proc)
+        self.start_s.append(time.monotonic() - began)
 
     def sample(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -261,6 +264,7 @@ class Soak:
                     status = str(answer.status_code)
                 except httpx.TransportError:
                     status = "no answer (service down)"
+                    self.stop.wait(1.0)  # a recorder retries a second later, not in a tight loop
                 with self.lock:
                     self.posted[kind] += 1
                     self.answers[f"{kind} {status}"] += 1
@@ -349,6 +353,7 @@ class Soak:
             "crashes": {"serve": self.serve.crashes, "watch": self.watch.crashes},
             "crash_tails": self.serve.crash_tails + self.watch.crash_tails,
             "peak_rss_mib": {"serve": round(self.serve.peak, 1), "watch": round(self.watch.peak, 1)},
+            "serve_ready_s": [round(x, 1) for x in self.serve.start_s],
         }
 
 
@@ -364,6 +369,8 @@ def report(result: dict[str, Any], minutes: float) -> str:
     posted = result["posted"]
     rows = [["soak", f"{result['soak_s']:.0f} s (asked {minutes:g} min), then the watcher finished every file"],
             ["kills (`kill -9`)", f"serve {result['kills']['serve']}, watch {result['kills']['watch']}"],
+            ["serve: start to /health answering", "median {:.0f} s, max {:.0f} s".format(
+                float(np.median(result["serve_ready_s"])), max(result["serve_ready_s"]))],
             ["files dropped", f"{result['dropped']}: " + ", ".join(
                 f"{k} {sum(v.values())}" for k, v in files.items())],
             ["files scored / skipped", ", ".join(
