@@ -23,166 +23,27 @@ At the end the watcher is left to finish every file, and the database is read di
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _soak import SCORED_KINDS, TOKEN, Payloads, Proc, train_models, wait_http  # noqa: E402
 from bench_serve import free_port  # noqa: E402
 
-TOKEN = "soak-token-0123456789abcdef"
 DROP_KINDS = {"good": 4, "growing": 1, "poison": 1, "truncated": 1, "garbage": 1, "bomb_flac": 1,
               "bomb_8ch": 1, "link_out": 1}
 POST_KINDS = {"good": 6, "poison": 1, "truncated": 1, "garbage": 1, "bomb_flac": 1, "bomb_8ch": 1}
-SCORED_KINDS = ("good", "growing")
-
-
-def _wav(wave: np.ndarray, rate: int = 16_000, subtype: str = "PCM_16") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, wave, rate, format="WAV", subtype=subtype)
-    return buf.getvalue()
-
-
-def _flac(seconds: int, channels: int, value: float, rate: int = 16_000) -> bytes:
-    """A FLAC of a constant value, written a minute at a time (little memory to make)."""
-    buf = io.BytesIO()
-    with sf.SoundFile(buf, "w", rate, channels, format="FLAC", subtype="PCM_16") as out:
-        block = np.full((60 * rate, channels), value, np.float32)
-        for _ in range(seconds // 60):
-            out.write(block)
-    return buf.getvalue()
-
-
-@dataclass
-class Payloads:
-    """The bytes of every kind of file, made once."""
-
-    good: list[bytes]
-    kinds: dict[str, bytes] = field(default_factory=dict)
-
-    @classmethod
-    def make(cls) -> "Payloads":
-        from stethoscope.data import toy_clip
-
-        good = [_wav(toy_clip("fan", seed=100 + i, seconds=2.0)[0]) for i in range(8)]
-        poison = _wav(toy_clip("fan", seed=1, seconds=2.0)[0] * np.float32(1e25), subtype="FLOAT")
-        rng = np.random.default_rng(0)
-        return cls(good, {"poison": poison, "truncated": good[0][: len(good[0]) // 2],
-                          "garbage": rng.integers(0, 256, 40_000, dtype=np.uint8).tobytes(),
-                          "bomb_flac": _flac(2 * 3600, 1, 0.25), "bomb_8ch": _flac(30 * 60, 8, 0.0)})
-
-    def of(self, kind: str, rng: random.Random) -> bytes:
-        return rng.choice(self.good) if kind in SCORED_KINDS else self.kinds[kind]
-
-
-def vm_hwm_mib(pid: int) -> float:
-    """Peak resident memory of a living process (Linux ``VmHWM``), 0 when gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return 0.0
-
-
-class Proc:
-    """One of the two long-running commands, restartable; tracks kills, crashes and peak RSS."""
-
-    def __init__(self, name: str, argv: list[str], log: Path, ready: Any) -> None:
-        self.name, self.argv, self.log, self.ready = name, argv, log, ready
-        self.proc: subprocess.Popen | None = None
-        self.lock = threading.Lock()
-        self.kills = self.crashes = self.starts = 0
-        self.peak = 0.0
-        self.crash_tails: list[str] = []
-        self.start_s: list[float] = []  # seconds from each start until ready (serve: /health answers)
-
-    def start(self) -> None:
-        began = time.monotonic()
-        env = dict(os.environ, STETHOSCOPE_TOKEN=TOKEN, OMP_NUM_THREADS="1")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stethoscope.cli", *self.argv], env=env,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        self.starts += 1
-        self.ready(self.proc)
-        self.start_s.append(time.monotonic() - began)
-
-    def sample(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.peak = max(self.peak, vm_hwm_mib(self.proc.pid))
-
-    def kill(self) -> None:
-        """SIGKILL (after a last memory sample) and restart."""
-        with self.lock:
-            self.sample()
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait()
-                self.kills += 1
-            self.start()
-
-    def check(self) -> None:
-        """Count an exit we did not cause as a crash, keep its log's end, and restart."""
-        with self.lock:
-            if self.proc is not None and self.proc.poll() is not None:
-                self.crashes += 1
-                self.crash_tails.append(f"exit {self.proc.returncode}: " + self.log.read_text()[-2000:])
-                self.start()
-
-    def stop(self) -> None:
-        with self.lock:
-            self.sample()
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
-
-
-def wait_http(port: int, timeout: float = 300.0) -> Any:
-    """A ``ready`` callback: block until the service answers /health (or its process died)."""
-    import httpx
-
-    def ready(proc: subprocess.Popen) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    return ready
-
-
-def train_models(work: Path) -> Path:
-    """mel_stats (seconds to fit) on a small toy fan set: ``<work>/models/fan``."""
-    from stethoscope.cli import main
-    from stethoscope.data.toy_factory import make_toy_dataset
-
-    data = make_toy_dataset(work / "toy", machines=("fan",), n_train=8, n_test=2, seconds=2.0, seed=0)
-    out = work / "models"
-    if main(["train", "--data", str(data), "--system", "mel_stats", "--out", str(out), "--set",
-             "threshold_fit=in_sample", "--threads", "1", "--quiet", "--no-cache"]) != 0:
-        raise SystemExit("training the soak's model failed")
-    return out
 
 
 class Soak:
@@ -192,8 +53,8 @@ class Soak:
                  clients: int = 2, drop_every: float = 0.5) -> None:
         import httpx  # noqa: F401 - fail early when the serve extra is missing
 
-        self.work, self.seconds, self.kill_every, self.clients, self.drop_every = (work, seconds, kill_every,
-                                                                                    clients, drop_every)
+        self.work, self.seconds, self.kill_every = work, seconds, kill_every
+        self.clients, self.drop_every = clients, drop_every
         self.rng = random.Random(seed)
         self.folder, self.db = work / "in", work / "events.db"
         (self.folder / "fan").mkdir(parents=True, exist_ok=True)
@@ -202,12 +63,11 @@ class Soak:
         self.secret.parent.mkdir(exist_ok=True)
         self.secret.write_bytes(self.payloads.good[0])
         self.port = free_port()
-        self.serve = Proc("serve", ["serve", "--models", str(models), "--db", str(self.db), "--port",
-                                    str(self.port), "--workers", "1", "--threads", "1", "--quiet"],
+        store = ["--models", str(models), "--db", str(self.db), "--threads", "1", "--quiet"]
+        self.serve = Proc("serve", ["serve", *store, "--port", str(self.port), "--workers", "1"],
                           work / "serve.log", wait_http(self.port))
-        self.watch = Proc("watch", ["watch", str(self.folder), "--models", str(models), "--db", str(self.db),
-                                    "--settle", "2", "--threads", "1", "--quiet"], work / "watch.log",
-                          lambda proc: None)
+        self.watch = Proc("watch", ["watch", str(self.folder), *store, "--settle", "2"],
+                          work / "watch.log", lambda proc: None)
         self.dropped: dict[str, str] = {}  # relative path -> kind
         self.posted: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()  # "kind status"
@@ -253,14 +113,16 @@ class Soak:
 
         rng = random.Random(1000 + k)
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "audio/wav"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=60) as client:
+        url = f"http://127.0.0.1:{self.port}"
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
             i = 0
             while not self.stop.wait(0.2):
                 kind = rng.choices(list(POST_KINDS), list(POST_KINDS.values()))[0]
                 i += 1
                 try:
-                    answer = client.post("/score", params={"machine": "fan", "source": f"post-{k}-{i}-{kind}"},
-                                         content=self.payloads.of(kind, rng))
+                    params = {"machine": "fan", "source": f"post-{k}-{i}-{kind}"}
+                    body = self.payloads.of(kind, rng)
+                    answer = client.post("/score", params=params, content=body)
                     status = str(answer.status_code)
                 except httpx.TransportError:
                     status = "no answer (service down)"
@@ -320,7 +182,8 @@ class Soak:
 
     def _marks(self) -> dict[str, tuple[int | None, str | None]]:
         try:
-            return {p: (s, r) for p, s, r in self._query("SELECT path, score_id, skip_reason FROM watched_files")}
+            rows = self._query("SELECT path, score_id, skip_reason FROM watched_files")
+            return {p: (s, r) for p, s, r in rows}
         except sqlite3.OperationalError:  # not created yet
             return {}
 
@@ -333,13 +196,15 @@ class Soak:
         wrong: list[str] = []
         for path, kind in sorted(self.dropped.items()):
             score_id, reason = marks.get(path, (None, None))
-            outcome = "unmarked" if path not in marks else "scored" if score_id is not None else "skipped"
+            outcome = ("unmarked" if path not in marks else
+                       "scored" if score_id is not None else "skipped")
             files[kind][outcome] += 1
             if outcome == "skipped":
                 reasons[kind][_short(reason or "")] += 1
             if outcome != "unmarked" and (outcome == "scored") != (kind in SCORED_KINDS):
                 wrong.append(f"{path}: {outcome} ({reason})")
-        bad_sources = [s for _, s, _ in scores if any(k in s for k in DROP_KINDS if k not in SCORED_KINDS)]
+        poison = [k for k in DROP_KINDS if k not in SCORED_KINDS]
+        bad_sources = [s for _, s, _ in scores if any(k in s for k in poison)]
         return {
             "posted": dict(self.posted), "answers": dict(sorted(self.answers.items())),
             "acknowledged": len(self.acked), "acknowledged_lost": len(set(self.acked) - ids),
@@ -352,7 +217,7 @@ class Soak:
             "kills": {"serve": self.serve.kills, "watch": self.watch.kills},
             "crashes": {"serve": self.serve.crashes, "watch": self.watch.crashes},
             "crash_tails": self.serve.crash_tails + self.watch.crash_tails,
-            "peak_rss_mib": {"serve": round(self.serve.peak, 1), "watch": round(self.watch.peak, 1)},
+            "peak_rss_mib": {p.name: round(p.peak, 1) for p in (self.serve, self.watch)},
             "serve_ready_s": [round(x, 1) for x in self.serve.start_s],
         }
 
@@ -367,8 +232,10 @@ def report(result: dict[str, Any], minutes: float) -> str:
     """The reliability table (markdown) of one soak."""
     files = result["files"]
     posted = result["posted"]
-    rows = [["soak", f"{result['soak_s']:.0f} s (asked {minutes:g} min), then the watcher finished every file"],
-            ["kills (`kill -9`)", f"serve {result['kills']['serve']}, watch {result['kills']['watch']}"],
+    kills, crashes, peak = result["kills"], result["crashes"], result["peak_rss_mib"]
+    rows = [["soak", f"{result['soak_s']:.0f} s (asked {minutes:g} min), then the watcher "
+                     "finished every file"],
+            ["kills (`kill -9`)", f"serve {kills['serve']}, watch {kills['watch']}"],
             ["serve: start to /health answering", "median {:.0f} s, max {:.0f} s".format(
                 float(np.median(result["serve_ready_s"])), max(result["serve_ready_s"]))],
             ["files dropped", f"{result['dropped']}: " + ", ".join(
@@ -377,16 +244,16 @@ def report(result: dict[str, Any], minutes: float) -> str:
                 f"{k} {v.get('scored', 0)}/{v.get('skipped', 0)}" for k, v in files.items())],
             ["files never marked", result["files_unmarked"]],
             ["files with the wrong outcome", len(result["wrong_outcomes"])],
-            ["clips posted", f"{sum(posted.values())}: " + ", ".join(f"{k} {v}" for k, v in posted.items())],
+            ["clips posted", f"{sum(posted.values())}: "
+                             + ", ".join(f"{k} {v}" for k, v in posted.items())],
             ["answers", ", ".join(f"{k}: {v}" for k, v in result["answers"].items())],
             ["events acknowledged (200)", result["acknowledged"]],
             ["acknowledged events lost", result["acknowledged_lost"]],
-            ["poison or bomb stored as a score / non-finite scores", f"{result['poison_stored']} / "
-                                                                   f"{result['non_finite_stored']}"],
-            ["crashes (exits not caused by a kill)", f"serve {result['crashes']['serve']}, "
-                                                     f"watch {result['crashes']['watch']}"],
-            ["peak RSS MiB (any one process)", f"serve {result['peak_rss_mib']['serve']}, "
-                                               f"watch {result['peak_rss_mib']['watch']}"]]
+            ["poison or bomb stored as a score / non-finite scores",
+             f"{result['poison_stored']} / {result['non_finite_stored']}"],
+            ["crashes (exits not caused by a kill)", f"serve {crashes['serve']}, "
+                                                     f"watch {crashes['watch']}"],
+            ["peak RSS MiB (any one process)", f"serve {peak['serve']}, watch {peak['watch']}"]]
     return "| what | count |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
@@ -408,11 +275,12 @@ def main() -> None:
     print(report(result, args.minutes))
     print("skip reasons:", json.dumps(result["skip_reasons"], indent=1))
     if result["wrong_outcomes"] or result["crash_tails"]:
-        print("wrong outcomes:", result["wrong_outcomes"][:20], "\ncrashes:", result["crash_tails"][:3])
+        print("wrong outcomes:", result["wrong_outcomes"][:20])
+        print("crashes:", result["crash_tails"][:3])
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    failed = result["acknowledged_lost"] or result["files_unmarked"] or result["wrong_outcomes"] or \
-        sum(result["crashes"].values()) or result["poison_stored"]
+    failed = (result["acknowledged_lost"] or result["files_unmarked"] or result["wrong_outcomes"]
+              or sum(result["crashes"].values()) or result["poison_stored"])
     raise SystemExit(1 if failed else 0)
 
 

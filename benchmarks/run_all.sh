@@ -55,6 +55,8 @@ python benchmarks/aux_sensitivity.py --out "$OUT/auxsens2" --reference \
 python benchmarks/bench_fleet.py --clips 10000 --machines 50 --seconds 1 --workers 1 2 --json "$OUT/fleet.json"
 # Hostile input (section 13, issue 23)
 PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_bombs.py
+PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/fault_soak.py --minutes 10 --kill-every 15 \
+    --json "$OUT/fault_soak.json"  # serve + watch under kill -9, poison, bombs, symlinks (13.1)
 # Detection on few real clips (section 14, issue 21): systems side by side with paired intervals,
 # mel_stats variants, pseudo vs real AUC, score normalisation, toy, TLDiffGAN + mel_stats, speed
 export STETHOSCOPE_WEIGHTS_DIR=${STETHOSCOPE_WEIGHTS_DIR:-../shared/weights}

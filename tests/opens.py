@@ -42,7 +42,7 @@ def counting_opens() -> Iterator[OpenCount]:
     """Count the opens of every file in the block (every thread of this process)."""
     global _hooked
     if not _hooked:
-        sys.addaudithook(_audit)  # audit hooks cannot be removed: this one is idle outside the block
+        sys.addaudithook(_audit)  # hooks cannot be removed: this one idles outside the block
         _hooked = True
     count = OpenCount()
     original = sf.SoundFile.__init__
@@ -58,7 +58,6 @@ def counting_opens() -> Iterator[OpenCount]:
     finally:
         _counting.remove(count)
         sf.SoundFile.__init__ = original  # type: ignore[method-assign]
-
 
 
 def counting_filesystem() -> Any:

@@ -145,25 +145,27 @@ def _skipped(path: Path) -> dict[str, str]:
         return {Path(row["file"]).name: row["reason"] for row in csv.DictReader(handle)}
 
 
-def test_poison_files_are_skipped_as_the_local_engine_skips_them(ray_local, with_poison: Path, fleet_models: Path,
-                                                                 tmp_path: Path) -> None:
+def test_poison_files_are_skipped_as_locally(ray_local, with_poison: Path, fleet_models: Path,
+                                             tmp_path: Path) -> None:
     """A NaN score, undecodable bytes and audio over --max-seconds: each file is skipped with its
     reason, never fatal and never stored as a score, and the local engine skips the same."""
-    common = ["--model", str(fleet_models / "fan"), str(with_poison), "--on-bad-audio", "warn", "--max-seconds",
-              "5", *QUIET]
+    common = ["--model", str(fleet_models / "fan"), str(with_poison), "--on-bad-audio", "warn",
+              "--max-seconds", "5", *QUIET]
     assert main(["score", "--engine", "ray", *common, "--out", str(tmp_path / "ray")]) == 0
     (tmp_path / "local").mkdir()
     assert main(["score", *common, "--csv", str(tmp_path / "local" / "scores.csv")]) == 0
     scores = _csv_scores(tmp_path / "ray" / "scores.csv")
-    good = {p.name for p in (with_poison / "fan").iterdir()} - {"poison.wav", "garbage.wav", "long.wav"}
+    bad = {"poison.wav", "garbage.wav", "long.wav"}
+    good = {p.name for p in (with_poison / "fan").iterdir()} - bad
     assert {Path(p).name for p in scores} == good and len(good) == 2
     assert all(np.isfinite(s) for s in scores.values())
     skipped = _skipped(tmp_path / "ray" / "skipped.csv")
-    assert set(skipped) == {"poison.wav", "garbage.wav", "long.wav"}
-    assert "not finite" in skipped["poison.wav"] and "not a readable audio file" in skipped["garbage.wav"]
+    assert set(skipped) == bad and "not finite" in skipped["poison.wav"]
+    assert "not a readable audio file" in skipped["garbage.wav"]
     assert "over the --max-seconds 5 limit" in skipped["long.wav"]
     assert _skipped(tmp_path / "local" / "skipped.csv") == skipped
-    assert _csv_scores(tmp_path / "local" / "scores.csv") == pytest.approx(scores, rel=1e-6, abs=1e-9)
+    local = _csv_scores(tmp_path / "local" / "scores.csv")
+    assert local == pytest.approx(scores, rel=1e-6, abs=1e-9)
 
 
 def test_a_nan_score_is_skipped_even_by_default(ray_local, with_poison: Path, fleet_models: Path,
@@ -172,8 +174,8 @@ def test_a_nan_score_is_skipped_even_by_default(ray_local, with_poison: Path, fl
     finite only leaves its file out, as `stethoscope score` does locally."""
     for name in ("garbage.wav", "long.wav"):
         (with_poison / "fan" / name).unlink()
-    assert main(["score", "--engine", "ray", "--model", str(fleet_models / "fan"), str(with_poison), "--out",
-                 str(tmp_path / "out"), *QUIET]) == 0
+    assert main(["score", "--engine", "ray", "--model", str(fleet_models / "fan"), str(with_poison),
+                 "--out", str(tmp_path / "out"), *QUIET]) == 0
     assert len(_csv_scores(tmp_path / "out" / "scores.csv")) == 2
     assert set(_skipped(tmp_path / "out" / "skipped.csv")) == {"poison.wav"}
 

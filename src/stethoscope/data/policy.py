@@ -180,7 +180,8 @@ class AudioPolicy:
 def not_finite(score: float) -> str:
     """Why a file whose score is NaN or infinite is left out (`AudioPolicy.leave_out`): such a
     score is never stored (every scoring path: score, evaluate, Ray, serve, watch)."""
-    return f"the model's score is {score} (not finite): the audio cannot be scored (samples far beyond full scale?)"
+    return (f"the model's score is {score} (not finite): the audio cannot be scored "
+            "(samples far beyond full scale?)")
 
 
 _ACTIVE: ContextVar[AudioPolicy | None] = ContextVar("stethoscope_audio_policy", default=None)

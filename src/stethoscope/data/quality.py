@@ -158,11 +158,14 @@ def header_of(raw: bytes, path: str | Path) -> tuple[AudioHeader | None, list[Pr
     try:
         info = sf.info(io.BytesIO(raw))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        return None, [Problem(f"not a readable audio file ({_soundfile_reason(err)})", unreadable=True)]
+        reason = _soundfile_reason(err)
+        return None, [Problem(f"not a readable audio file ({reason})", unreadable=True)]
     return _judged_header(path, info, wav_truncation(raw, len(raw)))
 
 
-def _judged_header(path: Path, info: Any, truncated: str | None) -> tuple[AudioHeader | None, list[Problem]]:
+def _judged_header(path: Path, info: Any,
+                   truncated: str | None) -> tuple[AudioHeader | None, list[Problem]]:
+    """The header ``soundfile.info`` gave (None when ``truncated`` says why) and its findings."""
     if truncated:
         return None, [Problem(truncated, unreadable=True)]
     header = AudioHeader(path, info.format, info.subtype, info.samplerate, info.channels, info.frames)

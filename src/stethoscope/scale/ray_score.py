@@ -74,7 +74,8 @@ def _read(path: str, policy: AudioPolicy, filesystem: Any) -> bytes:
 
 
 def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], on_bad_audio: str | None,
-                 filesystem: Any = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> dict[str, np.ndarray]:
+                 filesystem: Any = None,
+                 max_seconds: float = DEFAULT_MAX_SECONDS) -> dict[str, np.ndarray]:
     """A Ray Data map task: read, decode, check and featurise a batch of files.
 
     Each file is read once (its bytes serve the header check, ``max_seconds`` included, and the
@@ -85,7 +86,8 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
     waves: list[np.ndarray] = [np.zeros(0, np.float32)] * n
     error, problems = [""] * n, ["[]"] * n
     for i, (path, machine) in enumerate(zip(batch["path"], batch["machine"])):
-        spec, policy = specs[machine], AudioPolicy(on_bad_audio, say=lambda message: None, max_seconds=max_seconds)
+        spec = specs[machine]
+        policy = AudioPolicy(on_bad_audio, say=lambda message: None, max_seconds=max_seconds)
         try:
             raw = _read(path, policy, filesystem)
             waves[i] = decode_checked(raw, path, spec.sample_rate, spec.channel, spec.request.min_seconds, policy)[0]
@@ -188,8 +190,8 @@ def _pipeline(ray: Any, items: list[dict[str, Any]], specs: Mapping[str, ModelSp
     blocks = min(len(items), max(n_actors, math.ceil(len(items) / BATCH)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, batch_size=BATCH, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"specs": specs, "on_bad_audio": policy.on_bad_audio, "filesystem": filesystem,
-                                   "max_seconds": policy.max_seconds})
+                        fn_kwargs={"specs": specs, "on_bad_audio": policy.on_bad_audio,
+                                   "filesystem": filesystem, "max_seconds": policy.max_seconds})
     # on CPUs Ray Data fuses the decode map into the actors (no features through the object
     # store); a GPU actor takes a GPU, and the decode tasks stay CPU tasks that feed it
     return ds.map_batches(Scorer, batch_size=BATCH, batch_format="numpy",

@@ -54,7 +54,8 @@ def score_paths(model: str | Path, paths: Sequence[str | Path], ctx: RunContext,
     Each file is opened once: its bytes serve the hash, the header check and the decode."""
     system = load_system(model)
     machine = (system.run_ or {}).get("data_machine", "unknown")
-    clips = audio_clips(paths, resolve_channel(channel, system), machine, system.feature_request().min_seconds,
+    min_seconds = system.feature_request().min_seconds
+    clips = audio_clips(paths, resolve_channel(channel, system), machine, min_seconds,
                         headers=False)  # each file read once, by the decoding pass
     kept, rows = scored(system, clips, ctx)
     if csv is not None:
@@ -66,7 +67,8 @@ def evaluate_folder(data: str | Path, models: str | Path, out: Path, ctx: RunCon
                     machine: str | None = None, channel: str | None = None) -> dict[str, Any]:
     """Score the test clips of ``data`` (all its clips where it has no test split) with each
     machine type's model in ``models``; writes and returns the evaluation (`finish_evaluation`)."""
-    clips = scan(data, layout, machine, resolve_channel(channel), headers=False)  # read once, when decoded
+    clips = scan(data, layout, machine, resolve_channel(channel),
+                 headers=False)  # each file read once, when decoded
     rows: list[ScoredClip] = []
     paths: list[Path] = []
     folders: dict[str, str] = {}
