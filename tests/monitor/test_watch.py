@@ -247,4 +247,4 @@ def test_each_file_is_opened_once(monitor: Monitor, tmp_path: Path) -> None:
     assert [opens.of(f) for f in files] == [1, 1, 1]
     done = {m["path"]: m for m in marks(monitor)}
     assert done["fan/a.wav"]["score_id"] and done["fan/b.flac"]["score_id"]
-    assert "not a readable audio file" in done["fan/garbage.wav"]["skip_reason"]
+    assert "truncated WAV" in done["fan/garbage.wav"]["skip_reason"]
