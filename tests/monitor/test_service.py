@@ -81,3 +81,14 @@ def test_concurrent_scoring_equals_serial(monitor: Monitor) -> None:
         events = list(pool.map(lambda w: monitor.score_wave("fan", w, 16_000), waves))
     np.testing.assert_allclose([e.score for e in events], serial, rtol=1e-6, atol=1e-9)
     assert len({e.id for e in events}) == 8 and len(monitor.store.events(limit=100)) == 16
+
+
+def test_an_upload_is_checked_and_decoded_from_its_bytes(monitor: Monitor) -> None:
+    """`POST /score`'s path: the body's bytes serve the header check and the decode; no file is
+    written or read for them (issue 23: one read per clip; here the read is the request)."""
+    from tests.opens import counting_opens
+
+    with counting_opens() as opens:
+        event = monitor.score_clip("fan", wav_bytes(fan_clip(70)), source="upload")
+    assert np.isfinite(event.score)
+    assert not [p for p in opens if p.lower().endswith((".wav", ".flac", ".tmp"))], dict(opens)
