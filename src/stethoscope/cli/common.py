@@ -34,7 +34,8 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
                      threads=args.threads, progress=not args.quiet if progress is None else progress,
                      cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
                      checkpoint_dir=checkpoints if every else None, checkpoint_every=max(every, 1),
-                     resume=getattr(args, "resume", False), data_parallel=getattr(args, "data_parallel", 1))
+                     resume=getattr(args, "resume", False), data_parallel=getattr(args, "data_parallel", 1),
+                     weights_dirs=weights_dirs(args))
     if ctx.data_parallel > 1:
         from ..engine.launch import require_ray
 
@@ -43,6 +44,15 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
         ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     return ctx
+
+
+def weights_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The ``--weights-dir`` folders, each checked to be a folder."""
+    dirs = tuple(Path(d).expanduser() for d in getattr(args, "weights_dir", None) or ())
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError(f"--weights-dir {folder}: not a folder")
+    return dirs
 
 
 def spec_from(args: argparse.Namespace, variant: str | None = None) -> SystemSpec:

@@ -16,7 +16,7 @@ import os
 from ..engine import RunContext
 from ..engine.context import available_cores
 from ..errors import ConfigError, StethoscopeError
-from .common import print_info
+from .common import print_info, weights_dirs
 from .flags import add_max_seconds, add_runtime
 
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
@@ -112,7 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           f"and {args.window:g}")
     hosts, origins = trusted_hosts(args.host, args.allowed_host), [check_origin(o) for o in args.allow_origin]
     say = (lambda message: None) if args.quiet else print_info
-    ctx = RunContext(device=args.device, threads=args.threads, progress=False)
+    ctx = RunContext(device=args.device, threads=args.threads, progress=False,
+                     weights_dirs=weights_dirs(args))
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     protect = reads_protected(args)

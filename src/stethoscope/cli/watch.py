@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
-from .common import info
+from .common import info, weights_dirs
 from .flags import add_audio_flag, add_channel, add_runtime
 from .serve import DEFAULT_DB, parse_alarm
 
@@ -100,7 +100,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from ..monitor.service import Monitor
 
     say = info(args)
-    ctx = RunContext(device=args.device, threads=args.threads, progress=False)
+    ctx = RunContext(device=args.device, threads=args.threads, progress=False,
+                     weights_dirs=weights_dirs(args))
     ctx.torch_device  # a clear error now if CUDA was asked for but is absent
     ctx.apply_threads()
     monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say,

@@ -1,7 +1,8 @@
 """`RunContext`: the runtime settings of one run, kept apart from a system's hyperparameters.
 
-Device, precision, seed, threads, progress, feature cache and checkpoint folder change how a
-run executes, not what model it learns, so they are never saved as hyperparameters. The CLI
+Device, precision, seed, threads, progress, feature cache, checkpoint folder and where the
+pretrained weights are change how a run executes, not what model it learns, so they are never
+saved as hyperparameters. The CLI
 builds one context from its flags and hands it to `fit` / `score`; the API's default is a
 quiet-enough CPU run with no cache and no checkpoints.
 """
@@ -48,7 +49,9 @@ class RunContext:
     """How a run executes. ``cache_dir=None`` means no feature cache; ``checkpoint_dir=None``
     means no training checkpoints; ``resume`` continues from a matching checkpoint;
     ``data_parallel`` is the number of workers that train one model together (each a process
-    in a torch.distributed group, see `engine.distributed` and `engine.launch`)."""
+    in a torch.distributed group, see `engine.distributed` and `engine.launch`);
+    ``weights_dirs`` are searched first for pretrained encoder weights (then
+    ``$STETHOSCOPE_WEIGHTS_DIR`` and the cache, see `encoders.weights`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
@@ -60,6 +63,7 @@ class RunContext:
     checkpoint_every: int = 1
     resume: bool = False
     data_parallel: int = 1
+    weights_dirs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.device != "cpu" and not self.device.startswith("cuda"):
@@ -76,6 +80,7 @@ class RunContext:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "weights_dirs", tuple(Path(d) for d in self.weights_dirs))
 
     # -- derived contexts -------------------------------------------------------------
     def replace(self, **changes: Any) -> "RunContext":
@@ -130,7 +135,9 @@ class RunContext:
         return tensor.pin_memory().to(device, non_blocking=True)
 
     def metadata(self) -> dict[str, Any]:
-        """What the run record keeps of the runtime (beside, never inside, the hyperparameters)."""
-        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        """What the run record keeps of the runtime (beside, never inside, the hyperparameters);
+        not where the weights are: a model folder names them by sha256, never by a local path."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+               if k != "weights_dirs"}
         out["torch_threads"] = torch.get_num_threads()
         return out
