@@ -304,6 +304,21 @@ def test_ldgan_parameters_nest_and_a_dotted_set_reaches_them():
         get_system("tldiffgan", ldgan=3)
 
 
+def test_the_resume_fingerprint_holds_the_weights_sha256_never_a_path(gearbox, tmp_path):
+    train = gearbox[0]
+
+    def fingerprint(sha: str, ctx: RunContext = CTX, **ldgan) -> str:
+        system = _system(encoder="efficientat_mn04", ldgan={**TINY, **ldgan})
+        system.encoder_tag_ = {"weights_sha256": sha}  # what fit sets before training
+        return system.fingerprint(train, ctx)
+
+    first = fingerprint("a" * 64, CTX.replace(weights_dirs=(tmp_path / "A",)))
+    assert first == fingerprint("a" * 64, CTX.replace(weights_dirs=(tmp_path / "B",)))
+    assert first != fingerprint("b" * 64)  # other weights: another run
+    assert first == fingerprint("a" * 64, epochs=9)  # the part's epochs too: a run may train longer
+    assert first != fingerprint("a" * 64, batch_size=2)
+
+
 def test_a_flat_saved_folder_loads(gearbox, fitted, tmp_path):
     """A model folder written before the LDGAN keys nested (flat keys, ``weights_path``) loads
     and scores as it did."""
