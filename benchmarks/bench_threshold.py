@@ -82,7 +82,8 @@ def run_job(job: str, data: list[Path], args: argparse.Namespace) -> tuple[str, 
         for k, test_idx in enumerate(normal_folds(normals, args.folds, args.seed)):
             train = [c for i, c in enumerate(normals) if i not in set(test_idx.tolist())]
             test = [normals[i] for i in test_idx]
-            ctx = bench_context(args.cache, seed=args.seed + k).replace(weights_dirs=(WEIGHTS.parent,))
+            ctx = bench_context(args.cache, seed=args.seed + k)
+            ctx = ctx.replace(weights_dirs=(WEIGHTS.parent,))
             thresholds: dict[str, tuple[float, float]] = {}
             fitted = {}
             if name == "embedding_knn":  # the library's own fit, both ways (embeddings are cached)

@@ -147,7 +147,8 @@ def configs(tiny: bool, ae_epochs: int, gan_epochs: int, real_mn04: bool) -> dic
         gan = merge(load_config("tldiffgan", "tldiffgan_cpu"),
                     {"ldgan": {**TINY_LDGAN, "epochs": gan_epochs}, "encoder": "random"})
     else:
-        gan = merge(load_config("tldiffgan"), {"encoder": "eat_base", "ldgan": {"epochs": gan_epochs}})
+        gan = merge(load_config("tldiffgan"),
+                    {"encoder": "eat_base", "ldgan": {"epochs": gan_epochs}})
     small_gan = merge(load_config("tldiffgan", "tldiffgan_cpu"),
                       {"ldgan": {**(TINY_LDGAN if tiny else {}), "epochs": 1},
                        "encoder": "efficientat_mn04" if real_mn04 else "random"})
@@ -176,7 +177,8 @@ def use_random_eat(out: Path) -> bool:
 
     torch.manual_seed(0)
     save_eat_checkpoint(EATBackbone(EATConfig()), out / "random-eat" / EAT_DIR_NAME)
-    os.environ[WEIGHTS_DIR_ENV] = os.pathsep.join([str(out / "random-eat"), os.environ.get(WEIGHTS_DIR_ENV, "")])
+    others = os.environ.get(WEIGHTS_DIR_ENV, "")
+    os.environ[WEIGHTS_DIR_ENV] = os.pathsep.join([str(out / "random-eat"), others])
     return True
 
 
@@ -202,7 +204,8 @@ def main() -> None:
     test = [c for c in clips if c.split == "test"]
     real_mn04 = use_shared_weights()
     eat_random = not args.tiny and use_random_eat(args.out)
-    cfg = configs(args.tiny, 1 if args.tiny else args.ae_epochs, 1 if args.tiny else args.gan_epochs, real_mn04)
+    cfg = configs(args.tiny, 1 if args.tiny else args.ae_epochs,
+                  1 if args.tiny else args.gan_epochs, real_mn04)
     cache = args.out / "cache"
     ctx = RunContext(device=args.device, seed=args.seed, progress=False, cache_dir=cache)
     record: dict[str, Any] = {"device": args.device, "clips": n, "seconds": seconds, "train": [], "equal": [],
@@ -235,11 +238,13 @@ def report(record: dict, cfg: dict[str, tuple[str, dict]]) -> str:
         return "-" if v is None else format(v, fmt)
 
     gan = cfg["tldiffgan"][1]
+    random = gan["encoder"] == "random" or record.get("eat_random")
+    weights = "random weights" if random else "its checkpoint"
     out = [markdown_header("GPU check"),
            f"Device {record['device']}; {record['clips']:,} toy clips of {record['seconds']:g} s; features and "
            f"embeddings from a warm cache (warming took {f(record.get('warm_s'))} s). TLDiffGAN: LDGAN "
-           f"{gan['ldgan']['ae_channels']} channels, batch {gan['ldgan']['batch_size']}, encoder {gan['encoder']} "
-           f"({'random weights' if gan['encoder'] == 'random' or record.get('eat_random') else 'its checkpoint'}). "
+           f"{gan['ldgan']['ae_channels']} channels, batch {gan['ldgan']['batch_size']}, "
+           f"encoder {gan['encoder']} ({weights}). "
            f"s/epoch is the "
            f"median after the first epoch; GPU utilisation is sampled inside the epochs only.\n",
            table(["system", "precision", "s/epoch", "epochs/s", "train clips/s", "first epoch s", "fit s",

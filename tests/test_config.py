@@ -6,7 +6,8 @@ from stethoscope.systems import list_systems
 
 
 def test_overrides_are_yaml_typed():
-    assert parse_overrides(["epochs=3", "score_mode=mahala", "detectors=[knn, lof]", "weights="]) == {
+    items = ["epochs=3", "score_mode=mahala", "detectors=[knn, lof]", "weights="]
+    assert parse_overrides(items) == {
         "epochs": 3, "score_mode": "mahala", "detectors": ["knn", "lof"], "weights": None}
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
@@ -15,7 +16,8 @@ def test_overrides_are_yaml_typed():
 
 
 def test_dotted_overrides_reach_nested_mappings_and_configs_merge_them(tmp_path):
-    assert parse_overrides(["ldgan.epochs=3", "ldgan.tmixup=false", "member_params.dcase_ae.epochs=5"]) == {
+    items = ["ldgan.epochs=3", "ldgan.tmixup=false", "member_params.dcase_ae.epochs=5"]
+    assert parse_overrides(items) == {
         "ldgan": {"epochs": 3, "tmixup": False}, "member_params": {"dcase_ae": {"epochs": 5}}}
     cfg = load_config("tldiffgan", "tldiffgan_cpu", ["ldgan.epochs=3"])
     assert cfg["ldgan"]["epochs"] == 3 and cfg["ldgan"]["ae_channels"] == 32  # the rest kept
@@ -24,7 +26,8 @@ def test_dotted_overrides_reach_nested_mappings_and_configs_merge_them(tmp_path)
     cfg = load_config("tldiffgan", tmp_path / "mine.yaml")
     assert cfg["ldgan"]["batch_size"] == 2 and cfg["ldgan"]["epochs"] == 150
     cfg = load_config("auto", None, ["member_params.mel_stats.min_group_clips=2"])
-    assert cfg["member_params"] == {"dcase_ae": {"score_mode": "mahala"}, "mel_stats": {"min_group_clips": 2}}
+    assert cfg["member_params"] == {"dcase_ae": {"score_mode": "mahala"},
+                                    "mel_stats": {"min_group_clips": 2}}
 
 
 def test_base_inheritance_and_precedence(tmp_path):

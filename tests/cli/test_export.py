@@ -37,7 +37,8 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vae_mahala": ("gamma_vae", {"epochs": 2, "batch_size": 64, "score_mode": "mahala"}),
     "knn": ("embedding_knn", {"encoder": "random"}),
     "ldgan": ("ldgan", LDGAN),
-    "tldiffgan": ("tldiffgan", {"ldgan": {k: v for k, v in LDGAN.items() if k not in THRESHOLD_PARAMS},
+    "tldiffgan": ("tldiffgan", {"ldgan": {k: v for k, v in LDGAN.items()
+                                          if k not in THRESHOLD_PARAMS},
                                 "encoder": "random", "detectors": ["knn", "gmm"]}),
     "mel_stats": ("mel_stats", {"modulation_bands": 4}),
 }

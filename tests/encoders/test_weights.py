@@ -35,7 +35,7 @@ def test_any_file_with_the_sha256_is_found_whatever_its_name(home):
     _file(home / "B" / "other.bin", b"not these")
     wanted, sha = _file(home / "B" / "sub" / "renamed.weights", b"the weights")
     assert W.find_by_sha256(sha, "model.pt", [home / "B"]) == wanted
-    official, _ = _file(home / "C" / "model.pt", b"the weights")  # the official name wins, found first
+    official, _ = _file(home / "C" / "model.pt", b"the weights")  # the official name: first
     assert W.find_by_sha256(sha, "model.pt", [home / "C", home / "B"]) == official
 
 
@@ -69,16 +69,18 @@ def test_missing_weights_name_the_file_and_sha256(home):
     with pytest.raises(CheckpointError) as err:
         W.find_by_sha256("ab" * 32, "model.pt", [home / "B"])
     msg = str(err.value)
-    assert f"model.pt (sha256 {'ab' * 32})" in msg and str(home / "B") in msg and "--weights-dir" in msg
-    with pytest.raises(CheckpointError, match="download failed .*network unreachable"):  # a published file
+    assert f"model.pt (sha256 {'ab' * 32})" in msg and str(home / "B") in msg
+    assert "--weights-dir" in msg
+    with pytest.raises(CheckpointError, match="download failed .*network unreachable"):  # published
         W.find_by_sha256("ab" * 32, "model.pt", [home / "B"], url="https://example.org/model.pt")
 
 
 def test_a_folder_checkpoint_is_found_by_its_model_file(home):
     """EAT is a folder (model.safetensors + config.json): its sha256 is the model file's."""
-    model, sha = _file(home / "B" / "EAT-base_epoch30_pretrain" / "model.safetensors", b"eat weights")
+    model, sha = _file(home / "B" / "EAT-base_epoch30_pretrain" / "model.safetensors", b"eat")
     assert locate_encoder_weights("eat_base", sha, [home / "B"]) == model
-    assert locate_encoder_weights("eat_base", None, [home / "B"]) == model.parent  # at a fit: by name
-    moved, _ = _file(home / "C" / "my-eat" / "model.safetensors", b"eat weights")
+    assert locate_encoder_weights("eat_base", None, [home / "B"]) == model.parent  # a fit: by name
+    moved, _ = _file(home / "C" / "my-eat" / "model.safetensors", b"eat")
     assert locate_encoder_weights("eat_base", sha, [home / "C"]) == moved
-    assert locate_encoder_weights("random", None) is None and locate_encoder_weights("random", "random") is None
+    assert locate_encoder_weights("random", None) is None
+    assert locate_encoder_weights("random", "random") is None

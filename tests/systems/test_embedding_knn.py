@@ -99,7 +99,8 @@ def test_pretrained_mn04_system(clips, tmp_path):
     assert extra["encoder"] == "efficientat_mn04" and extra["encoder_weights"] == "pretrained"
     assert extra["encoder_weights_sha256"] == W.sha256_of(MN04) and extra["embedding_dim"] == 384
     system.save(tmp_path / "model")
-    np.testing.assert_allclose(load_system(tmp_path / "model").score(clips["test"], ctx), scores, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(load_system(tmp_path / "model").score(clips["test"], ctx), scores,
+                               rtol=1e-6, atol=1e-9)
     config = tmp_path / "model" / "config.json"
     saved = json.loads(config.read_text())
     saved["params"]["encoder"] = "random"  # a config edited to another encoder than the one fitted
@@ -129,7 +130,8 @@ def offline_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "download", offline)
 
 
-def test_a_moved_model_finds_its_weights_by_sha256(clips, tmp_path, offline_machine, monkeypatch, capsys):
+def test_a_moved_model_finds_its_weights_by_sha256(clips, tmp_path, offline_machine, monkeypatch,
+                                                   capsys):
     """Trained with the weights in folder A; the model folder moved and the weights copied to
     folder B under another name: it loads and scores the same. The folder names the weights by
     sha256, never by path; without them the CLI says which file and sha256 it needs (exit 2)."""
@@ -143,37 +145,39 @@ def test_a_moved_model_finds_its_weights_by_sha256(clips, tmp_path, offline_mach
     text = (tmp_path / "machine1" / "model" / "config.json").read_text()
     assert str(dir_a) not in text and "weights_path" not in text
     extra = json.loads(text)["extra_state"]
-    assert extra["encoder_weights_sha256"] == W.sha256_of(MN04) and extra["encoder_weights_file"] == MN04.name
+    assert extra["encoder_weights_sha256"] == W.sha256_of(MN04)
+    assert extra["encoder_weights_file"] == MN04.name
 
     moved = Path(shutil.move(tmp_path / "machine1" / "model", tmp_path / "machine2-model"))
     shutil.rmtree(dir_a)
     (tmp_path / "B" / "encoders").mkdir(parents=True)
     shutil.copy(MN04, tmp_path / "B" / "encoders" / "my-mn04-copy.bin")
     loaded = load_system(moved)
-    np.testing.assert_allclose(loaded.score(clips["test"], CTX.replace(weights_dirs=(tmp_path / "B",))), scores,
-                               rtol=1e-6, atol=1e-9)
+    ctx_b = CTX.replace(weights_dirs=(tmp_path / "B",))
+    np.testing.assert_allclose(loaded.score(clips["test"], ctx_b), scores, rtol=1e-6, atol=1e-9)
     monkeypatch.setenv(W.WEIGHTS_DIR_ENV, str(tmp_path / "B"))  # the environment serves as well
-    np.testing.assert_allclose(load_system(moved).score(clips["test"][:3], CTX), scores[:3], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(load_system(moved).score(clips["test"][:3], CTX), scores[:3],
+                               rtol=1e-6, atol=1e-9)
 
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV)
     from stethoscope.cli import main as cli_main
-    rc = cli_main(["score", "--model", str(moved), str(clips["test"][0].path), "--no-cache", "--quiet"])
+    argv = ["score", "--model", str(moved), str(clips["test"][0].path), "--no-cache", "--quiet"]
+    rc = cli_main(argv)
     err = capsys.readouterr().err
     assert rc == 2 and f"{MN04.name} (sha256 {W.sha256_of(MN04)})" in err and "Traceback" not in err
-    rc = cli_main(["score", "--model", str(moved), str(clips["test"][0].path), "--no-cache", "--quiet",
-                   "--weights-dir", str(tmp_path / "B")])
-    assert rc == 0
+    assert cli_main([*argv, "--weights-dir", str(tmp_path / "B")]) == 0
 
 
 def test_an_old_folder_with_weights_path_still_loads(clips, tmp_path, offline_machine):
     """Folders written when ``weights_path`` was a hyperparameter: the path is only a hint,
     used when it still holds the weights and ignored when it is dead."""
     shutil.copy(MN04, tmp_path / "renamed.pt")
-    system = get_system("embedding_knn").fit(clips["train"], ctx=CTX.replace(weights_dirs=(MN04.parent,)))
-    scores = system.score(clips["test"][:4], CTX.replace(weights_dirs=(MN04.parent,)))
+    shared = CTX.replace(weights_dirs=(MN04.parent,))
+    system = get_system("embedding_knn").fit(clips["train"], ctx=shared)
+    scores = system.score(clips["test"][:4], shared)
     system.save(tmp_path / "model")
     cfg = json.loads((tmp_path / "model" / "config.json").read_text())
-    cfg["params"]["weights_path"] = str(tmp_path / "renamed.pt")  # a file outside every weights folder
+    cfg["params"]["weights_path"] = str(tmp_path / "renamed.pt")  # outside every weights folder
     (tmp_path / "model" / "config.json").write_text(json.dumps(cfg))
     old = load_system(tmp_path / "model")
     assert "weights_path" not in old.get_params()
@@ -181,7 +185,6 @@ def test_an_old_folder_with_weights_path_still_loads(clips, tmp_path, offline_ma
     cfg["params"]["weights_path"] = "/no/such/machine/mn04_as_mAP_432.pt"  # dead: the folders serve
     (tmp_path / "model" / "config.json").write_text(json.dumps(cfg))
     dead = load_system(tmp_path / "model")
-    np.testing.assert_allclose(dead.score(clips["test"][:4], CTX.replace(weights_dirs=(MN04.parent,))), scores,
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dead.score(clips["test"][:4], shared), scores, rtol=1e-6, atol=1e-9)
     with pytest.raises(CheckpointError, match=f"sha256 {W.sha256_of(MN04)}"):
         load_system(tmp_path / "model").score(clips["test"][:1], CTX)

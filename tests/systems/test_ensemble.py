@@ -63,8 +63,8 @@ def test_scores_are_the_weighted_mean_of_normalised_members_and_survive_save_loa
     np.testing.assert_array_equal(loaded.decide(scores), fitted.decide(scores))
 
 
-def test_an_old_folder_with_weights_paths_and_flat_parts_loads(fitted, data: tuple[list[Clip], list[Clip]],
-                                                                tmp_path: Path) -> None:
+def test_an_old_folder_with_weights_paths_and_flat_parts_loads(
+        fitted, data: tuple[list[Clip], list[Clip]], tmp_path: Path) -> None:
     """Written before the weights' location left the hyperparameters and before parts nested:
     ``weights_path`` in a member's overrides and record is dropped (a hint at most), flat
     tldiffgan overrides nest under ``ldgan``."""
@@ -76,12 +76,13 @@ def test_an_old_folder_with_weights_paths_and_flat_parts_loads(fitted, data: tup
     path.write_text(json.dumps(cfg))
     loaded = load_system(tmp_path / "model")
     ctx = RunContext(progress=False)
-    np.testing.assert_allclose(loaded.score(data[1], ctx), fitted.score(data[1], ctx), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(loaded.score(data[1], ctx), fitted.score(data[1], ctx),
+                               rtol=1e-6, atol=1e-9)
     assert loaded.get_params() == fitted.get_params()
-    old = {"members": ["tldiffgan"], "member_params": {"tldiffgan": {"encoder": "random", "epochs": 3,
-                                                                     "weights_path": None}}}
-    assert EnsembleSystem.upgrade_params(old)["member_params"] == {"tldiffgan": {"encoder": "random",
-                                                                                 "ldgan": {"epochs": 3}}}
+    flat = {"encoder": "random", "epochs": 3, "weights_path": None}
+    old = {"members": ["tldiffgan"], "member_params": {"tldiffgan": flat}}
+    nested = {"tldiffgan": {"encoder": "random", "ldgan": {"epochs": 3}}}
+    assert EnsembleSystem.upgrade_params(old)["member_params"] == nested
 
 
 def test_normalisation_uses_held_out_training_scores(fitted, data: tuple[list[Clip], list[Clip]]) -> None:

@@ -268,7 +268,7 @@ def test_configs_mirror_the_constructor():
         cfg = read_config(CONFIGS / name)
         assert set(cfg) == set(TLDiffGANSystem.param_names()), name
         assert set(cfg["ldgan"]) == set(LDGANSystem.constructor_param_names()), name
-        assert not set(RUNTIME_KEYS) & (set(cfg) | set(cfg["ldgan"])), name  # runtime settings are flags
+        assert not set(RUNTIME_KEYS) & (set(cfg) | set(cfg["ldgan"])), name  # they are flags
         assert get_system("tldiffgan", **cfg).get_params() == cfg
         if name in expected:
             flat, flat_cpu = {**cfg, **cfg["ldgan"]}, {**cpu, **cpu["ldgan"]}
@@ -286,15 +286,16 @@ def test_ldgan_parameters_nest_and_a_dotted_set_reaches_them():
     """One style for a composite's parts: ``ldgan: {...}`` over LDGAN's defaults, checked key by
     key; ``--set ldgan.epochs=3`` changes that key only; flat LDGAN keys are refused, saying where
     they go."""
-    cfg = load_config("tldiffgan", "tldiffgan_cpu.yaml", ["ldgan.epochs=3", "ldgan.tmixup=false", "n_neighbors=3"])
-    system = get_system("tldiffgan", **cfg)
-    assert system.ldgan["epochs"] == 3 and system.ldgan["tmixup"] is False and system.n_neighbors == 3
-    assert system.ldgan["ae_channels"] == 32 and system.branch.hp == system.ldgan  # the rest as configured
+    sets = ["ldgan.epochs=3", "ldgan.tmixup=false", "n_neighbors=3"]
+    system = get_system("tldiffgan", **load_config("tldiffgan", "tldiffgan_cpu.yaml", sets))
+    assert system.ldgan["epochs"] == 3 and system.ldgan["tmixup"] is False
+    assert system.n_neighbors == 3 and system.branch.hp == system.ldgan
+    assert system.ldgan["ae_channels"] == 32  # the rest as configured
     defaults = {k: v for k, v in LDGANSystem().get_params().items() if k not in THRESHOLD_PARAMS}
     assert get_system("tldiffgan").ldgan == defaults
     with pytest.raises(ConfigError, match=r"ldgan\.epochz"):
         get_system("tldiffgan", ldgan={"epochz": 3})
-    with pytest.raises(ConfigError, match=r"ldgan\.threshold_fit"):  # the composite's own key, not the part's
+    with pytest.raises(ConfigError, match=r"ldgan\.threshold_fit"):  # the composite's own key
         get_system("tldiffgan", ldgan={"threshold_fit": "in_sample"})
     with pytest.raises(ConfigError, match=r"tldiffgan: ldgan\.epochs must be in"):
         get_system("tldiffgan", ldgan={"epochs": 0})

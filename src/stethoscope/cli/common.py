@@ -34,7 +34,8 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
                      threads=args.threads, progress=not args.quiet if progress is None else progress,
                      cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
                      checkpoint_dir=checkpoints if every else None, checkpoint_every=max(every, 1),
-                     resume=getattr(args, "resume", False), data_parallel=getattr(args, "data_parallel", 1),
+                     resume=getattr(args, "resume", False),
+                     data_parallel=getattr(args, "data_parallel", 1),
                      weights_dirs=weights_dirs(args))
     if ctx.data_parallel > 1:
         from ..engine.launch import require_ray

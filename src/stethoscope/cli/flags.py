@@ -74,9 +74,9 @@ def add_runtime(p: argparse.ArgumentParser, training: bool = False, *, seed: boo
                                                       "~/.cache/stethoscope)")
         g.add_argument("--no-cache", action="store_true", help="read and write no feature cache")
     g.add_argument("--weights-dir", action="append", metavar="DIR",
-                   help="folder of pretrained encoder weights, searched first (repeatable; then "
-                        "$STETHOSCOPE_WEIGHTS_DIR, then ~/.cache/stethoscope/weights); a saved model "
-                        "finds its weights there by sha256, whatever the file's name")
+                   help="folder of pretrained encoder weights, searched first (repeatable; "
+                        "then $STETHOSCOPE_WEIGHTS_DIR, then ~/.cache/stethoscope/weights); a "
+                        "saved model finds its weights there by sha256, whatever the file's name")
     add_quiet(g)
     if audio:
         add_audio_flag(g)

@@ -74,7 +74,8 @@ def _beats(device: str = "cpu", weights_path: str | None = None, **options: Any)
 
 ENCODERS: dict[str, EncoderSpec] = {s.name: s for s in (
     EncoderSpec("efficientat_mn04", 384, "mn04_as_mAP_432.pt", _mn04("pooled"),
-                "EfficientAT mn04 (AudioSet MobileNetV3), pooled 384-d feature", MN04_URL, MN04_SHA256),
+                "EfficientAT mn04 (AudioSet MobileNetV3), pooled 384-d feature", MN04_URL,
+                MN04_SHA256),
     EncoderSpec("efficientat_mn04_hidden", 512, "mn04_as_mAP_432.pt", _mn04("hidden"),
                 "EfficientAT mn04, 512-d classifier hidden layer", MN04_URL, MN04_SHA256),
     EncoderSpec("eat_base", 768, "EAT-base_epoch30_pretrain", _eat,
@@ -176,5 +177,5 @@ def embed_clips(encoder: Encoder, clips: Sequence[Clip], cache_dir: str | Path |
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 
-__all__ = ["ENCODERS", "Encoder", "embed_clips", "embed_decoded", "encoder_tag", "get_encoder", "list_encoders",
-           "locate_encoder_weights"]
+__all__ = ["ENCODERS", "Encoder", "embed_clips", "embed_decoded", "encoder_tag", "get_encoder",
+           "list_encoders", "locate_encoder_weights"]

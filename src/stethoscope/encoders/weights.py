@@ -35,7 +35,8 @@ def weights_cache_dir() -> Path:
 
 
 def weights_dirs(dirs: Sequence[str | Path] = ()) -> list[Path]:
-    """The folders searched, in order: ``dirs`` (the run's), ``$STETHOSCOPE_WEIGHTS_DIR``, the cache."""
+    """The folders searched, in order: ``dirs`` (the run's), ``$STETHOSCOPE_WEIGHTS_DIR``,
+    the cache."""
     env = [p for p in os.environ.get(WEIGHTS_DIR_ENV, "").split(os.pathsep) if p.strip()]
     out: list[Path] = []
     for path in [*dirs, *env, weights_cache_dir()]:
@@ -56,7 +57,8 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def candidate_paths(file_name: str, weights_path: str | Path | None = None,
                     dirs: Sequence[str | Path] = ()) -> list[Path]:
-    """Where `find_weights` looks, in order: the explicit path, then ``file_name`` in `weights_dirs`."""
+    """Where `find_weights` looks, in order: the explicit path, then ``file_name`` in each
+    of `weights_dirs`."""
     paths = [Path(weights_path).expanduser()] if weights_path is not None else []
     return paths + [d / file_name for d in weights_dirs(dirs)]
 
@@ -69,8 +71,8 @@ def locate_local(name: str, url: str, what: str, weights_path: str | Path | None
         if path.exists():
             return path
     raise CheckpointError(
-        f"{name}: weights not found; put {what} at ${WEIGHTS_DIR_ENV}/{name} (or in a --weights-dir "
-        f"folder) or {weights_cache_dir() / name}; download it from {url}"
+        f"{name}: weights not found; put {what} at ${WEIGHTS_DIR_ENV}/{name} (or in a "
+        f"--weights-dir folder) or {weights_cache_dir() / name}; download it from {url}"
     )
 
 
@@ -134,7 +136,8 @@ def find_by_sha256(sha256: str, file_name: str, dirs: Sequence[str | Path] = (),
                           "(any file name: it is found by its sha256)")
 
 
-def _candidates(file_name: str, dirs: Sequence[str | Path], hint: str | Path | None) -> Iterator[Path]:
+def _candidates(file_name: str, dirs: Sequence[str | Path],
+                hint: str | Path | None) -> Iterator[Path]:
     """Files that may hold the weights, likeliest first, each once."""
     seen: set[Path] = set()
     named = [d / file_name for d in weights_dirs(dirs)]
@@ -152,7 +155,8 @@ def _candidates(file_name: str, dirs: Sequence[str | Path], hint: str | Path | N
 
 
 def _files_under(folder: Path) -> Iterator[Path]:
-    """Regular files in ``folder`` and its direct sub-folders (hidden ones and our index left out)."""
+    """Regular files in ``folder`` and its direct sub-folders (hidden ones and the index
+    left out)."""
     try:
         entries = sorted(folder.iterdir())
     except OSError:
@@ -162,9 +166,10 @@ def _files_under(folder: Path) -> Iterator[Path]:
             continue
         if entry.is_dir():
             try:
-                yield from (f for f in sorted(entry.iterdir()) if f.is_file() and not f.name.startswith("."))
+                inner = sorted(entry.iterdir())
             except OSError:
                 continue
+            yield from (f for f in inner if f.is_file() and not f.name.startswith("."))
         elif entry.is_file() and entry.name != INDEX_FILE:
             yield entry
 
@@ -217,7 +222,8 @@ def _hint(file_name: str, url: str | None) -> str:
 
 
 def _download_checked(file_name: str, sha256: str | None, url: str) -> Path:
-    """Download ``url`` into the cache folder as ``file_name``: temporary file, sha256 check, rename."""
+    """Download ``url`` into the cache folder as ``file_name``: temporary file, sha256 check,
+    atomic rename."""
     target = weights_cache_dir() / file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{file_name}.", suffix=".part")
@@ -232,6 +238,7 @@ def _download_checked(file_name: str, sha256: str | None, url: str) -> Path:
         raise
     except Exception as err:  # no network, HTTP error, disk full: say where to put the file
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"{file_name}{f' (sha256 {sha256})' if sha256 else ''}: weight file not found "
-                              f"and download failed ({err}); {_hint(file_name, url)}") from err
+        named = f"{file_name} (sha256 {sha256})" if sha256 else file_name
+        raise CheckpointError(f"{named}: weight file not found and download failed ({err}); "
+                              f"{_hint(file_name, url)}") from err
     return target

@@ -102,10 +102,11 @@ class AuxClassifierSystem(System):
         else:
             state, calibrate = None, None
             if pretrained and self.mn04_weights == "pretrained":
-                path = find_by_sha256(MN04_SHA256, MN04_FILE, weights_dirs, self.weights_hint_, MN04_URL)
+                path = find_by_sha256(MN04_SHA256, MN04_FILE, weights_dirs, self.weights_hint_,
+                                      MN04_URL)
                 state = load_mn04_state(str(path))
-                self.frontend_weights_ = {"frontend": "mn04", "init": "pretrained", "weights_file": MN04_FILE,
-                                          "weights_sha256": MN04_SHA256}
+                self.frontend_weights_ = {"frontend": "mn04", "init": "pretrained",
+                                          "weights_file": MN04_FILE, "weights_sha256": MN04_SHA256}
             elif pretrained:
                 calibrate = self._seed
                 self.frontend_weights_ = {"frontend": "mn04", "init": "random"}

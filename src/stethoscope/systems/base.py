@@ -41,7 +41,8 @@ from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
 from ..progress import progress
 from ..utils import run_metadata
 from .params import check_params
-from .registry import REGISTRY, get_system, list_systems, register, system_from_saved
+from .registry import (REGISTRY, get_system, list_systems, nest_flat_parts, register,
+                       system_from_saved)
 from .threshold import (CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, apply_score_norm, crossfit_folds, fit_score_norm,
                         gamma_threshold, score_summary, signature_with_threshold_params, taking_threshold_params)
 
@@ -81,8 +82,7 @@ class System(ABC):
     # system, which may set its own where its hyperparameters decide (an ensemble with a joint member)
     joint: ClassVar[bool] = False
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
-    # a composite's parts: parameter -> the part's class; that parameter holds the part's own
-    # parameters nested (tldiffgan's ``ldgan: {epochs: 20}``), checked by `registry.part_params`
+    # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
     parts: ClassVar[dict[str, type["System"]]] = {}
     weights_hint_: str | None = None  # where an older model folder said its weights were (a hint)
     threshold_: float | None = None
@@ -183,7 +183,8 @@ class System(ABC):
         hyperparameters, which do not change what the model learns. The pretrained weights
         enter by sha256 (`weights_sha256`), never by path."""
         params = {k: v for k, v in self.get_params().items() if k != "epochs" and k not in THRESHOLD_PARAMS}
-        params.update({part: {k: v for k, v in params[part].items() if k != "epochs"} for part in self.parts})
+        for part in self.parts:
+            params[part] = {k: v for k, v in params[part].items() if k != "epochs"}
         if self.weights_sha256():
             params["weights_sha256"] = self.weights_sha256()
         return fingerprint(self.name, params, ctx.seed, train)
@@ -194,15 +195,8 @@ class System(ABC):
 
     @classmethod
     def upgrade_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """Saved hyperparameters of an older layout in today's: a part's parameters saved flat
-        beside the system's own (before parts were nested) move into the part's mapping."""
-        own = set(cls.param_names())
-        for part, part_cls in cls.parts.items():
-            flat = {k: params.pop(k) for k in list(params)
-                    if k not in own and k in part_cls.constructor_param_names()}
-            if flat:
-                params[part] = {**flat, **(params.get(part) or {})}
-        return params
+        """Saved hyperparameters of an older layout in today's (`registry.nest_flat_parts`)."""
+        return nest_flat_parts(cls, params)
 
     # -- scoring --------------------------------------------------------------------------
     @abstractmethod

@@ -86,7 +86,8 @@ class EnsembleSystem(System):
         if isinstance(overrides, Mapping):
             systems = list_systems()
             params["member_params"] = {
-                name: systems[name].upgrade_params({k: v for k, v in dict(values).items() if k != "weights_path"})
+                name: systems[name].upgrade_params(
+                    {k: v for k, v in dict(values).items() if k != "weights_path"})
                 if name in systems and isinstance(values, Mapping) else values
                 for name, values in overrides.items()}
         return params

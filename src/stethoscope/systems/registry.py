@@ -55,11 +55,13 @@ def _part_hint(cls: type["System"], unknown: list[str]) -> str:
 def part_params(owner: str, key: str, part: type["System"], given: Any) -> dict[str, Any]:
     """Every parameter of a composite system's part ``key`` (tldiffgan's ``ldgan``): the part's
     constructor defaults, then ``given``. Each given key must be one of the part's constructor
-    (not a threshold one: those are the composite's), and the part's own checks run, by building it."""
+    (not a threshold one: those are the composite's), and the part's own checks run, by
+    building it."""
     if given is None:
         given = {}
     if not isinstance(given, Mapping):
-        raise ConfigError(f"{owner}: {key} must be a mapping of {part.name} parameters, got {given!r}")
+        raise ConfigError(f"{owner}: {key} must be a mapping of {part.name} parameters, "
+                          f"got {given!r}")
     names = part.constructor_param_names()
     unknown = sorted(set(given) - set(names))
     if unknown:
@@ -67,11 +69,23 @@ def part_params(owner: str, key: str, part: type["System"], given: Any) -> dict[
                           f"{key} parameters: {names}")
     try:
         built = part(**split_comma_lists(typing.get_type_hints(part.__init__), given))
-    except ConfigError as err:  # "ldgan: epochs must be ..." -> "tldiffgan: ldgan.epochs must be ..."
-        text = str(err)
-        text = f"{key}.{text[len(part.name) + 2:]}" if text.startswith(f"{part.name}: ") else f"{key}: {text}"
+    except ConfigError as err:  # "ldgan: epochs must be" -> "tldiffgan: ldgan.epochs must be"
+        text, prefix = str(err), f"{part.name}: "
+        text = f"{key}.{text[len(prefix):]}" if text.startswith(prefix) else f"{key}: {text}"
         raise ConfigError(f"{owner}: {text}") from err
     return {k: getattr(built, k) for k in names}
+
+
+def nest_flat_parts(cls: type["System"], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a part's parameters saved flat beside the system's own (model folders
+    written before parts were nested) moved into the part's mapping."""
+    own = set(cls.param_names())
+    for part, part_cls in cls.parts.items():
+        flat = {k: params.pop(k) for k in list(params)
+                if k not in own and k in part_cls.constructor_param_names()}
+        if flat:
+            params[part] = {**flat, **(params.get(part) or {})}
+    return params
 
 
 def system_from_saved(name: str, params: Mapping[str, Any]) -> "System":

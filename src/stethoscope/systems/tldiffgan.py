@@ -65,8 +65,9 @@ class TLDiffGANSystem(System):
     parts = {"ldgan": LDGANSystem}
 
     def __init__(self, *, encoder: str = "efficientat_mn04", use_wave_branch: bool = True,
-                 balance_branches: bool = True, detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"),
-                 n_neighbors: int = 2, selection: str = "validation", holdout_fraction: float = 0.2,
+                 balance_branches: bool = True,
+                 detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"), n_neighbors: int = 2,
+                 selection: str = "validation", holdout_fraction: float = 0.2,
                  mel_stats_branch: bool = False, ldgan: dict[str, Any] | None = None) -> None:
         own = {k: v for k, v in locals().items() if k not in ("self", "ldgan", "__class__")}
         detectors = list(detectors)
