@@ -1,9 +1,10 @@
 """System configs: packaged YAML defaults, a user's YAML file, and ``key=value`` overrides."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 

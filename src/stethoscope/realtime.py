@@ -1,8 +1,8 @@
 """Real-time scoring: feed audio as it arrives, get a score for every hop of a sliding window."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 from ..engine import TrainingInterrupted
 from ..errors import StethoscopeError

@@ -32,5 +32,5 @@ def cmd_score(args: argparse.Namespace) -> int:
     width = max([len(str(p)) for p in scores.paths], default=4)
     print(f"{'file':<{width}}  {'score':>12}  decision   (threshold {scores.system.threshold_:.6g})")
     for p, r in zip(scores.paths, scores.rows):
-        print(f"{str(p):<{width}}  {r.score:12.6g}  {'ANOMALY' if r.decision else 'normal'}")
+        print(f"{p!s:<{width}}  {r.score:12.6g}  {'ANOMALY' if r.decision else 'normal'}")
     return 0

@@ -41,7 +41,7 @@ def parse_machines(spec: str) -> tuple[list[str], dict[str, str]]:
 def cmd_toy(args: argparse.Namespace) -> int:
     names, sounds = parse_machines(args.machines)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    if args.train < 1 or args.test < 0 or args.seconds <= 0 or args.workers is not None and args.workers < 1:
+    if args.train < 1 or args.test < 0 or args.seconds <= 0 or (args.workers is not None and args.workers < 1):
         raise ConfigError(f"need --train >= 1, --test >= 0, --seconds > 0 and --workers >= 1; got {args.train}, "
                           f"{args.test}, {args.seconds} and {args.workers}")
     if not sections or any(not (s.isdigit() and len(s) == 2) for s in sections):

@@ -12,10 +12,10 @@ import argparse
 import importlib.util
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError

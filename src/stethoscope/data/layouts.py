@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 from ..errors import LayoutError
 from .clip import ANOMALY, HIDDEN, NORMAL, SUPPLEMENTAL, Clip

@@ -23,17 +23,27 @@ import statistics
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from ..errors import AudioError, AudioSkipped, ConfigError
 from .clip import Clip
-from .quality import DEFAULT_MAX_SECONDS, AudioHeader, Problem, duration_problem, entry_problem, is_audio_name, \
-    is_hidden, read_header, too_long, too_short
+from .quality import (
+    DEFAULT_MAX_SECONDS,
+    AudioHeader,
+    Problem,
+    duration_problem,
+    entry_problem,
+    is_audio_name,
+    is_hidden,
+    read_header,
+    too_long,
+    too_short,
+)
 
 ON_BAD_AUDIO = ("error", "skip", "warn")
 SKIP_HINT = " (--on-bad-audio skip leaves such files out)"  # ends an error that the flag could turn into a skip
@@ -167,7 +177,7 @@ class AudioPolicy:
         return path
 
     @contextmanager
-    def active(self) -> Iterator["AudioPolicy"]:
+    def active(self) -> Iterator[AudioPolicy]:
         """Make this the policy of every scan and decode in the block (and threads it starts
         through `iter_decoded`)."""
         token = _ACTIVE.set(self)

@@ -13,7 +13,7 @@ measured in docs/RESULTS.md section 14.3 (`benchmarks/pseudo_validation.py`), no
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 

@@ -220,7 +220,7 @@ class WaveStats:
     lag1: float       # lag-1 autocorrelation of the AC part (about 0 for random bytes, near 1 for sound)
 
     @classmethod
-    def of(cls, wave: np.ndarray, sample_rate: int) -> "WaveStats":
+    def of(cls, wave: np.ndarray, sample_rate: int) -> WaveStats:
         wave = np.asarray(wave, dtype=np.float32)
         n = len(wave)
         if n == 0 or not np.isfinite(wave).all():
@@ -229,7 +229,7 @@ class WaveStats:
             return cls._finite(wave, n, sample_rate)
 
     @classmethod
-    def _finite(cls, wave: np.ndarray, n: int, sample_rate: int) -> "WaveStats":
+    def _finite(cls, wave: np.ndarray, n: int, sample_rate: int) -> WaveStats:
         mean = float(wave.mean(dtype=np.float64))
         ac = wave - np.float32(mean)
         power = float(np.dot(ac, ac))
@@ -242,7 +242,7 @@ class WaveStats:
         return np.array(astuple(self), dtype=np.float64)
 
     @classmethod
-    def from_array(cls, values: np.ndarray) -> "WaveStats":
+    def from_array(cls, values: np.ndarray) -> WaveStats:
         n, sr, finite, *rest = (float(v) for v in values)
         return cls(int(n), int(sr), bool(finite), *rest)
 

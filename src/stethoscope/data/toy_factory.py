@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
 
-from ..progress import progress as show_progress
-from .toy_sounds import MACHINE_SOUNDS, MachineState, coloured_noise, damped_kernel, ring, sin_at, time_window
 from ..fsutil import atomic_write_bytes, atomic_write_text
+from ..progress import progress as show_progress
+from .toy_sounds import (
+    MACHINE_SOUNDS,
+    MachineState,
+    coloured_noise,
+    damped_kernel,
+    ring,
+    sin_at,
+    time_window,
+)
 
 MACHINES = ("fan", "gearbox", "pump")
 DOMAINS = ("source", "target")

@@ -4,8 +4,8 @@ background, the domains' attributes and the faults; ``docs/toy_factory.md`` has 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.fft

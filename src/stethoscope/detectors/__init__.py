@@ -30,5 +30,15 @@ def list_detectors() -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["DETECTORS", "Detector", "GMM", "KNN", "LOF", "Mahalanobis", "SOS", "TrainingSetDetector",
-           "get_detector", "list_detectors"]
+__all__ = [
+    "DETECTORS",
+    "GMM",
+    "KNN",
+    "LOF",
+    "SOS",
+    "Detector",
+    "Mahalanobis",
+    "TrainingSetDetector",
+    "get_detector",
+    "list_detectors",
+]

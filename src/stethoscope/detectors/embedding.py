@@ -50,7 +50,7 @@ class TrainingSetDetector(Detector):
     def get_params(self) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self.param_names}
 
-    def fit(self, X: np.ndarray) -> "TrainingSetDetector":
+    def fit(self, X: np.ndarray) -> TrainingSetDetector:
         X = _check(X)
         if len(X) < self.min_train:
             raise ValueError(f"{self.name} needs at least {self.min_train} training rows, got {len(X)}")
@@ -86,7 +86,7 @@ class TrainingSetDetector(Detector):
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> "TrainingSetDetector":
+    def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> TrainingSetDetector:
         det = cls(**params).fit(np.asarray(state["train"]))
         if det.scaler_ is not None and "scaler_mean" in state:
             if not (np.allclose(det.scaler_.mean_, state["scaler_mean"])

@@ -78,10 +78,10 @@ class RunContext:
                 object.__setattr__(self, name, Path(value))
 
     # -- derived contexts -------------------------------------------------------------
-    def replace(self, **changes: Any) -> "RunContext":
+    def replace(self, **changes: Any) -> RunContext:
         return replace(self, **changes)
 
-    def for_run(self, *parts: str) -> "RunContext":
+    def for_run(self, *parts: str) -> RunContext:
         """The same context with checkpoints in a sub-folder (one per machine type and fold),
         so that runs never resume each other's training."""
         if self.checkpoint_dir is None:

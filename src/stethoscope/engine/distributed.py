@@ -13,8 +13,8 @@ every parameter, does not follow. See docs/data_parallel.md.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist

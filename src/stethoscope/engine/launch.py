@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, StethoscopeError
 from .checkpoint import read_meta

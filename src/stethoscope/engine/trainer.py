@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -27,8 +27,18 @@ from torch import nn
 from ..progress import progress
 from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .context import RunContext
-from .distributed import (MODEL_STREAM_STRIDE, World, average_buffers, average_gradients, barrier,
-                          broadcast_module, gather_rng_states, min_shard, sum_over_ranks, world_of)
+from .distributed import (
+    MODEL_STREAM_STRIDE,
+    World,
+    average_buffers,
+    average_gradients,
+    barrier,
+    broadcast_module,
+    gather_rng_states,
+    min_shard,
+    sum_over_ranks,
+    world_of,
+)
 
 Batches = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, ...]]]
 

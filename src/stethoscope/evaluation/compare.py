@@ -15,8 +15,9 @@ resampling treats them as if they were, which is the usual approximation for K-f
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import combinations
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -11,7 +11,8 @@ A joint system (`System.joint`) is benchmarked over every set at once (`cross_va
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold

@@ -1,12 +1,21 @@
 """Turn scored clips into the DCASE result tables (results.json) and a printable summary."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .dcase_io import ScoredClip
-from .metrics import auc, hmean, jackknife_ci95, official_score, official_score_terms, pauc, section_metrics
+from .metrics import (
+    auc,
+    hmean,
+    jackknife_ci95,
+    official_score,
+    official_score_terms,
+    pauc,
+    section_metrics,
+)
 
 TABLE_KEYS = ("auc_source", "auc_target", "auc", "pauc", "precision", "recall", "f1")
 TERM_NAMES = {"auc_source": "AUC-s", "auc_target": "AUC-t", "auc": "AUC", "pauc": "pAUC"}

@@ -10,7 +10,8 @@ it is also given per kind of pseudo-anomaly.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -60,7 +61,7 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
             per_kind[kind].append(_auc(normal_scores, anomaly_scores[mine]))
     return {"auc": float(np.mean(per_fold)), "folds": per_fold,
             "per_kind": {kind: float(np.mean(v)) for kind, v in per_kind.items()},
-            "n_normal": int(len(usable)), "kinds": list(kinds), "severities": list(severities)}
+            "n_normal": len(usable), "kinds": list(kinds), "severities": list(severities)}
 
 
 def _auc(normal: np.ndarray, anomalous: np.ndarray) -> float:

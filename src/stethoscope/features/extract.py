@@ -3,11 +3,12 @@ an optional on-disk cache keyed by content."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import soxr
@@ -264,7 +265,7 @@ class MelStore:
 
     @classmethod
     def from_mels(cls, mels: Sequence[np.ndarray], spill_dir: str | Path | None = None,
-                  clips: list[Clip] | None = None) -> "MelStore":
+                  clips: list[Clip] | None = None) -> MelStore:
         if not mels:
             raise ValueError("MelStore needs at least one clip")
         lengths = [m.shape[1] for m in mels]
@@ -276,7 +277,7 @@ class MelStore:
     @classmethod
     def from_clips(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
                    progress: bool = True, each: Callable[[Decoded], T] | None = None,
-                   spill_dir: str | Path | None = None) -> tuple["MelStore", list[T]]:
+                   spill_dir: str | Path | None = None) -> tuple[MelStore, list[T]]:
         """Extract log-mels straight into one array sized from the file headers, so that peak
         memory holds every frame once (not a list of arrays plus their copy); ``each`` is called
         on every `Decoded` chunk (e.g. to embed its waveforms) and its results are returned.
@@ -309,7 +310,7 @@ class MelStore:
     @classmethod
     def _listed(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None,
                 progress: bool, each: Callable[[Decoded], T] | None,
-                spill_dir: str | Path | None) -> tuple["MelStore", list[T]]:
+                spill_dir: str | Path | None) -> tuple[MelStore, list[T]]:
         kept: list[Clip] = []
         mels: list[np.ndarray] = []
         results: list[T] = []
@@ -344,7 +345,7 @@ class FrameBank:
 
     @classmethod
     def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5,
-                   cache_dir: str | Path | None = None, progress: bool = True) -> "FrameBank":
+                   cache_dir: str | Path | None = None, progress: bool = True) -> FrameBank:
         """A bank extracted straight into one array (`MelStore.from_clips`); past the RAM budget
         that array is memory-mapped in the feature cache folder (or the temporary folder).
         Clips shorter than ``n_frames`` frames are unreadable to the audio policy."""

@@ -10,10 +10,11 @@ HTML page and Markdown twin as the evaluation report.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -22,7 +23,15 @@ from ..errors import StethoscopeError
 from .comparison import comparison_html, comparison_markdown, read_comparison
 from .content import fmt, reproducibility, shown
 from .figures import PLOT_STYLE, SECTION_COLOURS, Picture
-from .html_base import facts_html, figure_html, kpis_html, legend_html, metric_cell, notes_html, page
+from .html_base import (
+    facts_html,
+    figure_html,
+    kpis_html,
+    legend_html,
+    metric_cell,
+    notes_html,
+    page,
+)
 from .maps import figure_png_bytes, new_figure
 from .numbers import readable
 from .results import read_json_object

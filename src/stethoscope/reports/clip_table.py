@@ -9,8 +9,8 @@ inlined in the page (no library, nothing fetched). Scores sort by their exact va
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 from .content import MISSING
 from .numbers import readable

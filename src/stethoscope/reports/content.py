@@ -7,9 +7,10 @@ saying the same thing, down to how a missing value is printed.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..evaluation.evaluate import describe_official_score, evaluated_sections
 from .figures import Picture, histogram_picture, roc_picture

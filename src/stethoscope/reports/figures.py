@@ -8,9 +8,9 @@ plot style, with colours that stay apart under red-green colour blindness.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import matplotlib
 import numpy as np

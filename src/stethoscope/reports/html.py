@@ -20,8 +20,8 @@ This module only ties the steps together: `results` reads the folder, `content` 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import StethoscopeError
 from ..fsutil import atomic_directory, atomic_write_text

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from .content import fmt

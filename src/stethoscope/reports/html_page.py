@@ -7,15 +7,25 @@ table of every clip, and the reproducibility footer, in one self-contained file 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .clip_table import SCRIPT, clip_table_html
 from .content import MachinePart, clip_counts, fmt, headline, reproducibility
 from .figures import MAX_FPR
-from .html_base import (AUDIO_EMBED_LIMIT, facts_html, figure_html, kpis_html, legend_html, metric_cell, notes_html,
-                        page, quality_class)
+from .html_base import (
+    AUDIO_EMBED_LIMIT,
+    facts_html,
+    figure_html,
+    kpis_html,
+    legend_html,
+    metric_cell,
+    notes_html,
+    page,
+    quality_class,
+)
 from .results import ScoreRow
 
 MAPS_SCALES = ("The input and reconstruction panels of these {n} clips share one dB colour scale, and their "

@@ -9,8 +9,9 @@ becomes a note for the report instead of an error.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -20,8 +21,16 @@ from ..data.clip import Clip
 from ..engine import RunContext
 from ..errors import StethoscopeError
 from .figures import Picture, slug
-from .maps import (FaultRegion, MapPanels, anomaly_figure, decision_title, fault_regions_for, figure_png_bytes,
-                   map_panels, spectrogram_range)
+from .maps import (
+    FaultRegion,
+    MapPanels,
+    anomaly_figure,
+    decision_title,
+    fault_regions_for,
+    figure_png_bytes,
+    map_panels,
+    spectrogram_range,
+)
 from .results import ScoreRow
 
 N_TOP_MAPS = 3

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -24,8 +25,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from ..data.clip import Clip
 from ..errors import ConfigError
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
-from ..systems.base import Explanation
 from ..fsutil import atomic_write_bytes
+from ..systems.base import Explanation
 from .numbers import plain_formatter, readable
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"

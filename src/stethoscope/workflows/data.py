@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..data.clip import Clip, channel_name, parse_channel
 from ..data.policy import audio_paths, screen

@@ -3,8 +3,9 @@ from packaged configs, a user's YAML file and ``KEY=VALUE`` overrides."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import load_config, packaged_config_path
 from ..errors import ConfigError

@@ -22,10 +22,10 @@ checkpoint) and every type's folder is written anew.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..data.clip import Clip, channel_name
 from ..engine import RunContext, TrainingInterrupted, discard_checkpoint, prune_checkpoints

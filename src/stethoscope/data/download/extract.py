@@ -17,8 +17,8 @@ import shutil
 import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from ...errors import DownloadError
 from .fetch import DISK_FULL, disk_full_message
@@ -82,7 +82,7 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
             raise DownloadError(disk_full_message(staging, err, f"unpacking {archive.name}") +
                                 "; nothing of this archive was kept in the data folder") from None
         raise DownloadError(f"{archive}: cannot unpack ({err.strerror or err})") from err
-    except Exception as err:  # noqa: BLE001 - zlib.error, RuntimeError (encrypted), BadZipFile...: the archive
+    except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)
         if discard:
             archive.unlink(missing_ok=True)
