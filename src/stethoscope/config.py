@@ -38,7 +38,7 @@ def read_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
         return cfg
     name = base if str(base).endswith(".yaml") else f"{base}.yaml"
     base_path = path.parent / name if (path.parent / name).is_file() else packaged_config_path(name)
-    return {**read_config(base_path, _seen + (path.resolve(),)), **cfg}
+    return {**read_config(base_path, (*_seen, path.resolve())), **cfg}
 
 
 def packaged_config(system: str, variant: str | None = None) -> dict[str, Any]:

@@ -203,7 +203,7 @@ class EdgeModel:
     def score_waveform(self, wave: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "waveform") -> EdgeScore:
         """Score one mono waveform (resampled to 16 kHz first when needed, see `resample`)."""
         wave = self.check(resample(self.check(wave, name, length=False), sample_rate), name)
-        values = dict(zip(self.outputs, self.session.run(None, self.feeds(wave))))
+        values = dict(zip(self.outputs, self.session.run(None, self.feeds(wave)), strict=True))
         score = float(values["score"][0])
         amap = values.get("anomaly_map")
         return EdgeScore(score, int(score > self.threshold), self.threshold, None if amap is None else amap[0])

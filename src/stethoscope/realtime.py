@@ -36,8 +36,8 @@ class StreamingScorer:
             raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and {hop_seconds}")
         self.system, self.sample_rate = system, sample_rate
         self.ctx = ctx or RunContext(progress=False)
-        self.window = int(round(window_seconds * sample_rate))
-        self.hop = int(round(hop_seconds * sample_rate))
+        self.window = round(window_seconds * sample_rate)
+        self.hop = round(hop_seconds * sample_rate)
         self._buffer = np.zeros(0, dtype=np.float32)
         self._seen = 0          # samples received so far
         self._next_end = self.window
@@ -66,7 +66,7 @@ class StreamingScorer:
             return []
         scores = self.system.score_waveforms(windows, self.sample_rate, self.ctx)
         decisions = self.system.decide(scores)
-        return [StreamScore(e, float(s), int(d), w) for e, s, d, w in zip(ends, scores, decisions, windows)]
+        return [StreamScore(e, float(s), int(d), w) for e, s, d, w in zip(ends, scores, decisions, windows, strict=True)]
 
 
 def stream_file(scorer: StreamingScorer, wave: np.ndarray, chunk: int = 1024) -> Iterator[StreamScore]:

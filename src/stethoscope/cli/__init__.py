@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
 from ..engine import TrainingInterrupted
@@ -24,10 +24,8 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
     without the source path, line number and code line Python's own shows."""
     del category, filename, lineno, line
     text = " ".join(str(message).split("\n"))
-    try:
+    with suppress(OSError):  # stderr gone: nothing to tell
         print(f"warning: {text}", file=file or sys.stderr, flush=True)
-    except OSError:  # stderr gone: nothing to tell
-        pass
 
 
 @contextmanager

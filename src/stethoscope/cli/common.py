@@ -40,7 +40,7 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
 
         require_ray()
     if local_device:
-        ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+        ctx.check_device()
     ctx.apply_threads()
     return ctx
 

@@ -56,8 +56,8 @@ def score_on_ray(args: argparse.Namespace) -> int:
         raise ConfigError("score --engine ray writes OUT/scores.csv; give --out DIR instead of --csv")
     ctx = run_context(args, progress=False, local_device=False)
     started = time.perf_counter()
-    paths, rows = score_with_ray(args.paths, args.model, args.out, ctx=ctx, channel=args.channel,
-                                 address=args.address, cpus=args.ray_cpus)
+    _, rows = score_with_ray(args.paths, args.model, args.out, ctx=ctx, channel=args.channel,
+                             address=args.address, cpus=args.ray_cpus)
     seconds = time.perf_counter() - started
     per_machine: dict[str, list[int]] = {}
     for r in rows:

@@ -31,6 +31,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     scores = score_paths(args.model, args.paths, ctx, args.channel, Path(args.csv) if args.csv else None)
     width = max([len(str(p)) for p in scores.paths], default=4)
     print(f"{'file':<{width}}  {'score':>12}  decision   (threshold {scores.system.threshold_:.6g})")
-    for p, r in zip(scores.paths, scores.rows):
+    for p, r in zip(scores.paths, scores.rows, strict=True):
         print(f"{p!s:<{width}}  {r.score:12.6g}  {'ANOMALY' if r.decision else 'normal'}")
     return 0

@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hosts, origins = trusted_hosts(args.host, args.allowed_host), [check_origin(o) for o in args.allow_origin]
     say = (lambda message: None) if args.quiet else print_info
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
-    ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+    ctx.check_device()
     ctx.apply_threads()
     protect = reads_protected(args)
     keep_bytes = None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20)

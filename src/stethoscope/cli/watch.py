@@ -101,7 +101,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     say = info(args)
     ctx = RunContext(device=args.device, threads=args.threads, progress=False)
-    ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+    ctx.check_device()
     ctx.apply_threads()
     monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say,
                            max_seconds=args.max_seconds,

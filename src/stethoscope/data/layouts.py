@@ -66,7 +66,7 @@ def _name_attributes(tail: str | None) -> tuple[tuple[str, str], ...]:
     tokens = tail.split("_")
     if len(tokens) % 2:
         return (("attributes", tail),)
-    return tuple(zip(tokens[0::2], tokens[1::2]))
+    return tuple(zip(tokens[0::2], tokens[1::2], strict=True))
 
 
 def _mismatch(path: Path, layout: str, expected: str) -> LayoutError:
@@ -175,7 +175,7 @@ def read_attribute_csvs(type_dir: Path) -> dict[str, tuple[tuple[str, str], ...]
                 parts = Path(row[0].strip()).parts
                 key = "/".join(parts[-2:])
                 values = [c.strip() for c in row[1:]]
-                pairs = tuple((p, v) for p, v in zip(values[0::2], values[1::2]) if p)
+                pairs = tuple((p, v) for p, v in zip(values[0::2], values[1::2], strict=False) if p)
                 table[key] = pairs
     return table
 

@@ -151,7 +151,7 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     rng = np.random.default_rng(seed)
     attrs = attributes if attributes is not None else draw_attributes(machine, domain, rng)
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     wave, m = MACHINE_SOUNDS[machine](rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section)
     wave += BG_LEVEL[domain] * coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
     region = None
@@ -176,7 +176,7 @@ def _wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
 def _plan(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
     """(split, domain, label) of every clip of one section, DCASE proportions: ~10% of the
     training clips (at least one, once there are two) are target domain."""
-    n_target = max(1, int(round(TARGET_TRAIN_FRACTION * n_train))) if n_train >= 2 else 0
+    n_target = max(1, round(TARGET_TRAIN_FRACTION * n_train)) if n_train >= 2 else 0
     plan = [("train", "source", 0)] * (n_train - n_target) + [("train", "target", 0)] * n_target
     for i in range(n_test):  # alternate normal/anomaly, then source/target
         label = i % 2
@@ -268,16 +268,16 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
                                      n_test, seed, seconds, sample_rate)
                 results = pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
                 attr_rows: list[list[object]] = []
-                for job, (name, attrs, region) in zip(jobs, results):
+                for job, (name, attrs, region) in zip(jobs, results, strict=True):
                     attr_rows.append([f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv])
                     if region is not None:
                         faults.append([f"{job.split}/{name}", region.kind, region.severity, f"{region.t0:.3f}",
                                        f"{region.t1:.3f}", f"{region.f0:.1f}", f"{region.f1:.1f}"])
                     bar.update()
                 header = ["file_name"] + [f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"]
-                atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header] + attr_rows))
+                atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header, *attr_rows]))
             atomic_write_text(mdir / "fault_regions.csv",
-                              _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"]] + faults))
+                              _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"], *faults]))
     finally:
         bar.close()
         if pool:

@@ -88,9 +88,9 @@ class TrainingSetDetector(Detector):
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> TrainingSetDetector:
         det = cls(**params).fit(np.asarray(state["train"]))
-        if det.scaler_ is not None and "scaler_mean" in state:
-            if not (np.allclose(det.scaler_.mean_, state["scaler_mean"])
-                    and np.allclose(det.scaler_.scale_, state["scaler_scale"])):
+        if det.scaler_ is not None and "scaler_mean" in state and not (
+                np.allclose(det.scaler_.mean_, state["scaler_mean"])
+                and np.allclose(det.scaler_.scale_, state["scaler_scale"])):
                 raise CheckpointError(f"{cls.name}: saved scaler statistics do not match the saved training rows")
         return det
 

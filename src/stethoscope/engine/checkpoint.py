@@ -10,6 +10,7 @@ seed and the training clip list: a checkpoint resumes only the run it was made f
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -142,7 +143,5 @@ def prune_checkpoints(root: Path | None) -> None:
 
 
 def _rmdir_if_empty(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not empty (or already gone)
         folder.rmdir()
-    except OSError:  # not empty (or already gone)
-        pass

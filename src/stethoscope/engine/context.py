@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +96,10 @@ class RunContext:
             raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
         return torch.device(self.device)
 
+    def check_device(self) -> None:
+        """Fail now, before any model loads, when CUDA is asked for but absent."""
+        _ = self.torch_device
+
     def apply_threads(self) -> int:
         """Set torch's intra-op threads to ``threads``, else to `default_threads`."""
         n = self.threads or default_threads()
@@ -116,7 +120,7 @@ class RunContext:
         gen.manual_seed(self.seed * 1_000_003 + offset)
         return gen
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager[Any]:
         """bf16 autocast when ``precision='bf16'``, otherwise nothing."""
         if self.precision == "fp32":
             return nullcontext()

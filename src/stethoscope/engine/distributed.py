@@ -100,7 +100,7 @@ def average_gradients(params: Sequence[nn.Parameter], weight: float) -> None:
     total = sum(p.numel() for p in params)
     present = (flat[total:] > 0).tolist()  # one device-to-host copy per step
     offset = 0
-    for p, has in zip(params, present):
+    for p, has in zip(params, present, strict=True):
         size = p.numel()
         p.grad = flat[offset:offset + size].view_as(p).to(p.dtype) if has else None
         offset += size
@@ -134,7 +134,7 @@ def sum_over_ranks(sums: dict[str, torch.Tensor], count: int, device: torch.devi
     flat = torch.stack([sums.get(k, zero).double() for k in names] + [torch.tensor(float(count), device=device,
                                                                                   dtype=torch.float64)])
     dist.all_reduce(flat)
-    return dict(zip(names, flat[:-1])), int(flat[-1].item())
+    return dict(zip(names, flat[:-1], strict=True)), int(flat[-1].item())
 
 
 def gather_rng_states(model: torch.Generator, world: World) -> dict[str, torch.Tensor]:

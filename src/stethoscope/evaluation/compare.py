@@ -50,7 +50,7 @@ def _fold_table(reports: Mapping[str, Mapping[str, Any]], set_name: str) -> list
     if len({len(f) for f in per_system}) != 1:
         raise StethoscopeError(f"set {set_name!r}: the systems were benchmarked on different numbers of folds")
     table = []
-    for k, folds in enumerate(zip(*per_system)):
+    for k, folds in enumerate(zip(*per_system, strict=True)):
         if any("scores" not in f for f in folds):
             raise StethoscopeError(f"set {set_name!r} fold {k}: no per-clip scores recorded (rerun `bench`)")
         clips = [f.get("clips") for f in folds]

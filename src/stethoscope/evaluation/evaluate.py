@@ -42,7 +42,7 @@ def evaluate(results: Sequence[ScoredClip]) -> dict[str, Any]:
         sec = section_metrics(y, [r.score for r in rows], [r.domain for r in rows], [r.decision for r in rows])
         machines.setdefault(machine, {"sections": {}})["sections"][tag] = sec
         all_sections.append(sec)
-    for machine, entry in machines.items():
+    for entry in machines.values():
         secs = list(entry["sections"].values())
         entry["mean"] = _means(secs, np.mean)
         entry["hmean"] = _means(secs, hmean)

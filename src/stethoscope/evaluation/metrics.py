@@ -30,7 +30,7 @@ def pauc(y_true: Sequence[int], scores: Sequence[float], max_fpr: float = MAX_FP
 
 
 def _prf(y_true: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float]:
-    tn, fp, fn, tp = metrics.confusion_matrix(y_true, decisions, labels=[0, 1]).ravel()
+    _, fp, fn, tp = metrics.confusion_matrix(y_true, decisions, labels=[0, 1]).ravel()
     prec = tp / max(tp + fp, EPS)
     rec = tp / max(tp + fn, EPS)
     return float(prec), float(rec), float(2.0 * prec * rec / max(prec + rec, EPS))

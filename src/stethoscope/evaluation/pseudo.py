@@ -39,7 +39,7 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
         raise ConfigError(f"pseudo-anomaly validation needs at least 3 normal clips, got {len(normals)}")
     waves: list[np.ndarray] = [np.empty(0)] * len(normals)
     for part in iter_decoded(normals, FeatureRequest(wave=True, min_frames=2), ctx.cache_dir, progress=False):
-        for i, w in zip(part.index or [], part.waves or []):
+        for i, w in zip(part.index or [], part.waves or [], strict=True):
             waves[i] = w
     usable = np.array([i for i, w in enumerate(waves) if len(w)])
     k = min(folds, len(usable))

@@ -92,7 +92,7 @@ def _logmel_batch(waves: Sequence[np.ndarray], params: LogMelParams) -> list[np.
     for idx in by_length.values():
         with torch.no_grad():
             mels = transform(torch.from_numpy(np.stack([waves[i] for i in idx]))).numpy()
-        for i, mel in zip(idx, mels):
+        for i, mel in zip(idx, mels, strict=True):
             out[i] = np.ascontiguousarray(mel, dtype=np.float32)
     return out  # type: ignore[return-value]
 
@@ -152,7 +152,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             else:
                 results = [load(clips[i]) for i in part]
             bar.update(len(part))
-            index = [i for i, r in zip(part, results) if r is not None]
+            index = [i for i, r in zip(part, results, strict=True) if r is not None]
             if not index:
                 continue
             loaded = [r for r in results if r is not None]
@@ -162,7 +162,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             if request.logmel is not None:
                 misses = [i for i, (_, hit, _) in enumerate(loaded) if hit is None]
                 mels = [hit for _, hit, _ in loaded]
-                for i, mel in zip(misses, _logmel_batch([loaded[i][2] for i in misses], request.logmel)):
+                for i, mel in zip(misses, _logmel_batch([loaded[i][2] for i in misses], request.logmel), strict=True):
                     mels[i] = mel
                     if cache:
                         cache.put(loaded[i][0], mel)
@@ -221,8 +221,8 @@ def _nothing_left(n: int) -> StethoscopeError:
 def expected_frames(clip: Clip, params: LogMelParams) -> int:
     """Frames a clip will have, from its header alone (soxr's output length is round(n * out / in))."""
     sr, _, seconds = audio_info(clip.path)
-    n = int(round(seconds * sr))
-    return params.n_frames(n if sr == params.sample_rate else int(round(n * params.sample_rate / sr)))
+    n = round(seconds * sr)
+    return params.n_frames(n if sr == params.sample_rate else round(n * params.sample_rate / sr))
 
 
 def _header_frames(clip: Clip, params: LogMelParams) -> int:
@@ -270,7 +270,7 @@ class MelStore:
             raise ValueError("MelStore needs at least one clip")
         lengths = [m.shape[1] for m in mels]
         frames = float32_array(int(sum(lengths)), mels[0].shape[0], spill_dir)
-        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels):
+        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels, strict=True):
             frames[offset:offset + mel.shape[1]] = np.asarray(mel, dtype=np.float32).T
         return cls(frames, lengths, clips)
 
@@ -291,7 +291,7 @@ class MelStore:
         results: list[T] = []
         kept: list[int] = []
         for part in iter_decoded(clips, request, cache_dir, progress):
-            for i, mel in zip(part.index, part.logmels):  # type: ignore[arg-type]
+            for i, mel in zip(part.index, part.logmels, strict=True):  # type: ignore[arg-type]
                 if mel.shape[1] != lengths[i]:  # a header that lied: start again the simple way
                     return cls._listed(clips, request, cache_dir, progress, each, spill_dir)
                 frames[offsets[i]:offsets[i] + lengths[i]] = mel.T
@@ -339,7 +339,7 @@ class FrameBank:
         self.store, self.frames, self.n_frames, self.n_mels = store, store.frames, n_frames, store.n_mels
         self.clips = store.clips  # the clips the audio policy kept (None when built from arrays)
         counts = [n - n_frames + 1 for n in store.lengths]
-        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts)]))
+        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts, strict=True)]))
         self.clip_index = torch.from_numpy(np.repeat(np.arange(len(store)), counts))
         self._window = torch.arange(n_frames)
 

@@ -52,4 +52,4 @@ def comparison_markdown(comparison: dict[str, Any]) -> list[str]:
     lines += ["", f"| difference | AUC | {level} % interval | verdict |", "| --- | ---: | --- | --- |"]
     lines += [f"| {p['a']} − {p['b']} | {p['diff']:+.3f} | [{p['low']:+.3f}, {p['high']:+.3f}] | {_verdict(p)} |"
               for p in comparison["pairs"]]
-    return lines + [""]
+    return [*lines, ""]

@@ -68,7 +68,7 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
     """Anomaly maps of the top clips by score plus a typical normal clip, on shared colour scales;
     each picture carries its clip's audio path. ``key`` is the machine's folder in the files."""
     ranked = sorted(rows, key=lambda r: r.score, reverse=True)
-    chosen = [(r, "most anomalous #%d" % (i + 1)) for i, r in enumerate(ranked[:N_TOP_MAPS])]
+    chosen = [(r, f"most anomalous #{i + 1}") for i, r in enumerate(ranked[:N_TOP_MAPS])]
     normals = [r for r in ranked if r.label == 0] or ([] if any(r.label is not None for r in rows) else ranked)
     normals = [r for r in normals if r not in [c[0] for c in chosen]]
     if normals:
@@ -97,9 +97,9 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
     threshold = getattr(system, "threshold_", None)
     regions = [fault_regions_for(audio) for _, _, audio, _ in panels]
     figures = shared_scale_figures([(decision_title(row.file, row.score, threshold), boxes, p)
-                                    for (row, _, _, p), boxes in zip(panels, regions)])
+                                    for (row, _, _, p), boxes in zip(panels, regions, strict=True)])
     pictures = []
-    for i, ((row, role, audio, _), boxes, fig) in enumerate(zip(panels, regions, figures)):
+    for i, ((row, role, audio, _), boxes, fig) in enumerate(zip(panels, regions, figures, strict=True)):
         truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
         bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
         if boxes:

@@ -178,7 +178,7 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
     axes = fig.subplots(len(rows) + 1, 1, sharex=True, sharey=True)
     vmin, vmax = spec_range or spectrogram_range([panels])
     sr, hop = panels.sample_rate, panels.hop_length
-    for ax, (label, image) in zip(axes, rows):
+    for ax, (label, image) in zip(axes, rows, strict=False):
         plot_logmel(ax, image, sr, hop, vmin=vmin, vmax=vmax)
         draw_regions(ax, regions)
         ax.set_title(label, loc="left", fontsize=10)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -110,7 +111,9 @@ class Fetcher:
                 raise DownloadError(disk_full_message(full.path, full.err, f"downloading {remote.file}")) from None
             except HTTPError as err:
                 if err.code < 500 and err.code != 429:
-                    raise DownloadError(f"{remote.file}: the server answered HTTP {err.code} {err.reason} for {url}")
+                    raise DownloadError(
+                        f"{remote.file}: the server answered HTTP {err.code} {err.reason} for {url}"
+                    ) from err
                 last = f"HTTP {err.code} {err.reason}"
             except (_Retry, URLError, OSError, http.client.HTTPException) as err:
                 last = str(err) or type(err).__name__
@@ -151,22 +154,30 @@ class Fetcher:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             received = 0
-            try:
-                handle = open(part, "ab" if append else "wb")
-            except OSError as err:
-                raise _DiskFull(part, err) if err.errno in DISK_FULL else err
-            with handle:
+            with _open_part(part, append) as handle:
                 while block := response.read(self.chunk):
                     if self.stop.is_set():
                         raise DownloadError(f"{part.name}: interrupted; run the same command again to resume")
                     try:
                         handle.write(block)
                     except OSError as err:
-                        raise _DiskFull(part, err) if err.errno in DISK_FULL else err
+                        if err.errno in DISK_FULL:
+                            raise _DiskFull(part, err) from err
+                        raise
                     received += len(block)
                     self.on_bytes(len(block))
         if expected is not None and received < expected:
             raise _Retry(f"connection closed after {received} of {expected} bytes")
+
+
+def _open_part(part: Path, append: bool) -> BinaryIO:
+    """The partial download, opened to append or to write; a full disk is `_DiskFull`."""
+    try:
+        return open(part, "ab" if append else "wb")
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise _DiskFull(part, err) from err
+        raise
 
 
 def remote_size(url: str, timeout: float = 10.0) -> int | None:

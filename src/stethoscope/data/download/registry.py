@@ -238,7 +238,7 @@ def select(registry: Registry, dataset: str, splits: list[str] | None = None,
     if dataset not in registry.datasets:
         raise ConfigError(f"unknown data set {dataset!r}; known: {', '.join(registry.datasets)}")
     ds = registry.datasets[dataset]
-    chosen = list(ds.splits) if not splits else splits
+    chosen = splits if splits else list(ds.splits)
     unknown = [s for s in chosen if s not in ds.splits]
     if unknown:
         raise ConfigError(f"{dataset}: unknown split(s) {unknown}; known: {', '.join(ds.splits)}")

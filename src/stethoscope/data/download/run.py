@@ -123,7 +123,7 @@ def dry_run(plan: Plan, opts: Options) -> int:
     files = [*plan.archives, *plan.truths]
     unknown = [r for r in files if r.size is None]
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        asked = dict(zip(unknown, pool.map(lambda r: remote_size(r.url(opts.base_url)), unknown)))
+        asked = dict(zip(unknown, pool.map(lambda r: remote_size(r.url(opts.base_url)), unknown), strict=True))
     total, n_unknown, n_done = 0, 0, 0
     for split in [s for s in plan.splits if any(a.split == s.name for a in plan.archives)]:
         where = f"record {split.record} (https://doi.org/{split.doi})" if split.record else "no Zenodo record"
