@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -53,7 +53,8 @@ class EdgeScore:
 
 
 # -- front ends (numpy mirrors of stethoscope.features.logmel and EfficientAT's front end) ----
-def _power_blocks(signal: np.ndarray, window: np.ndarray, n_fft: int, hop: int, pad_mode: str) -> Iterator[np.ndarray]:
+def _power_blocks(signal: np.ndarray, window: np.ndarray, n_fft: int, hop: int,
+                  pad_mode: Literal["constant", "reflect"]) -> Iterator[np.ndarray]:
     """The centred STFT power of ``signal`` in blocks of frames: (frames, n_fft / 2 + 1) float64."""
     padded = np.pad(signal.astype(np.float64), n_fft // 2, mode=pad_mode)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]

@@ -99,6 +99,7 @@ class KNN(TrainingSetDetector):
     """Distance to the k-th nearest training row ("largest") or mean of the k ("mean"); PyOD."""
 
     name = "knn"
+    min_train = 2
     param_names = ("n_neighbors", "method", "standardize")
 
     def __init__(self, n_neighbors: int = 2, method: str = "largest", standardize: bool = True) -> None:
@@ -106,7 +107,6 @@ class KNN(TrainingSetDetector):
         if method not in ("largest", "mean", "median"):
             raise ConfigError(f"knn method must be largest, mean or median, got {method!r}")
         self.n_neighbors, self.method = n_neighbors, method
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         from pyod.models.knn import KNN as PyodKNN
@@ -124,12 +124,12 @@ class LOF(TrainingSetDetector):
     """Local outlier factor (scikit-learn, novelty mode); score = -score_samples."""
 
     name = "lof"
+    min_train = 2
     param_names = ("n_neighbors", "standardize")
 
     def __init__(self, n_neighbors: int = 20, standardize: bool = True) -> None:
         super().__init__(standardize)
         self.n_neighbors = n_neighbors
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         self.k_ = max(1, min(self.n_neighbors, len(X) - 1))
@@ -168,12 +168,12 @@ class Mahalanobis(TrainingSetDetector):
     (embeddings usually have more dimensions than training clips)."""
 
     name = "mahalanobis"
+    min_train = 2
     param_names = ("shrinkage", "standardize")
 
     def __init__(self, shrinkage: bool = True, standardize: bool = True) -> None:
         super().__init__(standardize)
         self.shrinkage = shrinkage
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         if self.shrinkage and len(X) < X.shape[1]:
@@ -225,12 +225,12 @@ class SOS(TrainingSetDetector):
     """
 
     name = "sos"
+    min_train = 2
     param_names = ("perplexity", "standardize")
 
     def __init__(self, perplexity: float = 4.5, standardize: bool = True) -> None:
         super().__init__(standardize)
         self.perplexity = perplexity
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         D = pairwise_distances(X, metric="euclidean")

@@ -89,9 +89,10 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     groups = optimiser_groups(module)
     # fused Adam: one kernel per step instead of several per tensor (about 30 % of a DCASE AE
     # step on 2 CPU cores, RESULTS 7.1); both the CPU and the CUDA build have it
-    opts = {g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas,
-                                fused=device.type in ("cpu", "cuda"))
-            for g, params in groups.items()}
+    fused = device.type in ("cpu", "cuda")
+    opts: dict[str, torch.optim.Optimizer] = {
+        g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas, fused=fused)
+        for g, params in groups.items()}
     # the data order is shared by every rank; the module's own draws are each rank's own stream
     gens = {"data": ctx.generator(offset=1, device="cpu"),
             "model": ctx.generator(offset=2 + rank * MODEL_STREAM_STRIDE, device=device)}

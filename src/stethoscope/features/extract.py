@@ -81,11 +81,23 @@ class Decoded:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def required_logmels(self) -> list[np.ndarray]:
+        """``logmels``, for code whose request asked for them (a clear error where it did not)."""
+        if self.logmels is None:
+            raise StethoscopeError("internal: this chunk has no log-mels (its request asked for none)")
+        return self.logmels
+
+    def required_clips(self) -> tuple[Sequence[Clip], list[int]]:
+        """(``clips``, ``index``) of a chunk `iter_decoded` made (in-memory waves have none)."""
+        if self.clips is None or self.index is None:
+            raise StethoscopeError("internal: this chunk has no clips (it was decoded from memory)")
+        return self.clips, self.index
+
 
 def _logmel_batch(waves: Sequence[np.ndarray], params: LogMelParams) -> list[np.ndarray]:
     """Log-mels of waveforms; equal lengths share one batched STFT."""
     transform = logmel_transform(params)
-    out: list[np.ndarray | None] = [None] * len(waves)
+    out: dict[int, np.ndarray] = {}
     by_length: dict[int, list[int]] = {}
     for i, wave in enumerate(waves):
         by_length.setdefault(len(wave), []).append(i)
@@ -94,7 +106,28 @@ def _logmel_batch(waves: Sequence[np.ndarray], params: LogMelParams) -> list[np.
             mels = transform(torch.from_numpy(np.stack([waves[i] for i in idx]))).numpy()
         for i, mel in zip(idx, mels, strict=True):
             out[i] = np.ascontiguousarray(mel, dtype=np.float32)
-    return out  # type: ignore[return-value]
+    return [out[i] for i in range(len(waves))]
+
+
+def _decoded(wave: np.ndarray | None) -> np.ndarray:
+    """A wave `iter_decoded`'s loader returned: it decodes every cache miss and every file
+    whose wave the request wants, so only a hit of a log-mel-only request has none."""
+    if wave is None:
+        raise StethoscopeError("internal: a clip the log-mel cache missed was not decoded")
+    return wave
+
+
+def _chunk_logmels(loaded: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
+                   params: LogMelParams, cache: FeatureCache | None) -> list[np.ndarray]:
+    """Log-mels of one chunk of (key, cache hit, wave): the hits as read, the misses in one
+    batch (each then cached)."""
+    misses = [(key, _decoded(wave)) for key, hit, wave in loaded if hit is None]
+    fresh = _logmel_batch([wave for _, wave in misses], params)
+    if cache:
+        for (key, _), mel in zip(misses, fresh, strict=True):
+            cache.put(key, mel)
+    computed = iter(fresh)
+    return [hit if hit is not None else next(computed) for _, hit, _ in loaded]
 
 
 def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
@@ -158,15 +191,9 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             loaded = [r for r in results if r is not None]
             out = Decoded(keys=[k for k, _, _ in loaded], clips=[clips[i] for i in index], index=index)
             if request.wave:
-                out.waves = [w for _, _, w in loaded]  # type: ignore[misc]
+                out.waves = [_decoded(w) for _, _, w in loaded]
             if request.logmel is not None:
-                misses = [i for i, (_, hit, _) in enumerate(loaded) if hit is None]
-                mels = [hit for _, hit, _ in loaded]
-                for i, mel in zip(misses, _logmel_batch([loaded[i][2] for i in misses], request.logmel), strict=True):
-                    mels[i] = mel
-                    if cache:
-                        cache.put(loaded[i][0], mel)
-                out.logmels = mels  # type: ignore[assignment]
+                out.logmels = _chunk_logmels(loaded, request.logmel, cache)
             yield out
     finally:
         bar.close()
@@ -200,8 +227,8 @@ def decoded_logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams()
     kept: list[Clip] = []
     mels: list[np.ndarray] = []
     for part in iter_decoded(clips, FeatureRequest(logmel=params, min_frames=min_frames), cache_dir, progress):
-        kept += part.clips  # type: ignore[arg-type]
-        mels += part.logmels  # type: ignore[arg-type]
+        kept += part.required_clips()[0]
+        mels += part.required_logmels()
     if clips and not kept:
         raise _nothing_left(len(clips))
     return kept, mels
@@ -291,7 +318,7 @@ class MelStore:
         results: list[T] = []
         kept: list[int] = []
         for part in iter_decoded(clips, request, cache_dir, progress):
-            for i, mel in zip(part.index, part.logmels, strict=True):  # type: ignore[arg-type]
+            for i, mel in zip(part.required_clips()[1], part.required_logmels(), strict=True):
                 if mel.shape[1] != lengths[i]:  # a header that lied: start again the simple way
                     return cls._listed(clips, request, cache_dir, progress, each, spill_dir)
                 frames[offsets[i]:offsets[i] + lengths[i]] = mel.T
@@ -315,8 +342,8 @@ class MelStore:
         mels: list[np.ndarray] = []
         results: list[T] = []
         for part in iter_decoded(clips, request, cache_dir, progress):
-            kept += part.clips  # type: ignore[arg-type]
-            mels += part.logmels  # type: ignore[arg-type]
+            kept += part.required_clips()[0]
+            mels += part.required_logmels()
             if each is not None:
                 results.append(each(part))
         if not kept:

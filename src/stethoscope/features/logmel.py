@@ -14,7 +14,7 @@ import torch
 EPS = sys.float_info.epsilon
 
 
-def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+def _hz_to_mel(freq: float | np.ndarray) -> np.ndarray:
     """Slaney mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
     freq = np.asarray(freq, dtype=np.float64)
     f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
@@ -64,6 +64,9 @@ class LogMelParams:
 
 class LogMel(torch.nn.Module):
     """Batched log-mel: (batch, samples) -> (batch, n_mels, frames)."""
+
+    window: torch.Tensor  # buffers (typed here: nn.Module's attribute lookup is untyped)
+    filters: torch.Tensor
 
     def __init__(self, params: LogMelParams = LogMelParams()) -> None:
         super().__init__()
