@@ -28,7 +28,7 @@ def env_number(name: str, default: float, minimum: float = 0.0, strict: bool = F
 
 def run_metadata(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
     """What a run needs to be reproduced: config, seed, versions, machine, command, time."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("stethoscope", "torch", "numpy", "scipy", "scikit-learn", "pyod", "soundfile", "soxr"):
         try:
             versions[pkg] = metadata.version(pkg)

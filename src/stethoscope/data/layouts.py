@@ -217,7 +217,8 @@ def _supplemental(path: Path, machine: str, channel: int | None) -> Clip:
     ``section_XX_<kind>_NNNN[_attrs]`` gives the section, ``("kind", <kind>)`` and the
     attributes; other names are taken as they are (section 00): the folder says what they are."""
     m = _RE_SUPPLEMENTAL.match(path.stem)
-    section, attrs, hidden = "00", (), False
+    section, hidden = "00", False
+    attrs: tuple[tuple[str, str], ...] = ()
     if m is not None:
         section, kind, _, tail = m.groups()
         attrs, hidden = (("kind", kind), *_name_attributes(tail)), tail == HIDDEN

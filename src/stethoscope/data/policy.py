@@ -230,8 +230,8 @@ def audio_paths(paths: Sequence[str | Path], policy: AudioPolicy | None = None) 
     for path in map(Path, paths):
         if path.is_dir() and not is_audio_name(path.name):
             files, refused = list_audio(path)
-            for bad, problem in refused:
-                policy.judge(bad, [problem])
+            for bad, refusal in refused:
+                policy.judge(bad, [refusal])
             if not files and not refused:
                 raise LayoutError(f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, ...)")
             out += files

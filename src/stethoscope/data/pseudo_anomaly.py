@@ -47,7 +47,8 @@ def harmonics(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int
     """A harmonic series (80-400 Hz fundamental, 6 harmonics falling as 1/k): a new rotating part."""
     t = np.arange(len(wave)) / sr
     f0 = rng.uniform(80.0, 400.0)
-    added = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 7) if k * f0 < sr / 2)
+    added = sum((np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 7) if k * f0 < sr / 2),
+                np.zeros(len(wave)))
     added = added / _rms(added) * _gate(rng, len(wave), sr)
     return wave + added * _rms(wave) * 10 ** (_ADD_DB[severity - 1] / 20)
 

@@ -37,6 +37,8 @@ TARGET_TRAIN_FRACTION = 0.1  # DCASE 2022+: 990 source vs 10 target training cli
 
 # Attribute values each domain draws from (discrete, as in DCASE). ``speed`` is shaft rpm,
 # ``load`` a percentage, ``bg`` the colour of the background noise.
+Attributes = dict[str, float | str]  # one clip's operating condition: speed, load, background
+
 DOMAIN_ATTRIBUTES: dict[str, dict[str, dict[str, tuple]]] = {
     "fan": {
         "source": {"speed": (1200, 1350, 1500), "load": (40, 60), "bg": ("pink",)},
@@ -126,7 +128,7 @@ def _inject(kind: str, severity: int, m: MachineState, level: float, rng: np.ran
 
 
 # -- public API --------------------------------------------------------------------------------
-def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> dict[str, object]:
+def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> Attributes:
     """One clip's operating condition (speed, load, background) drawn from its domain's values."""
     if machine not in DOMAIN_ATTRIBUTES:
         raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
@@ -138,7 +140,7 @@ def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> dict
 
 def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = None, severity: int = 1,
              seed: int = 0, seconds: float = 10.0, sample_rate: int = 16_000, section: int = 0,
-             attributes: dict[str, object] | None = None) -> tuple[np.ndarray, FaultRegion | None]:
+             attributes: Attributes | None = None) -> tuple[np.ndarray, FaultRegion | None]:
     """One float32 waveform in [-1, 1] and the fault region (None for a normal clip).
 
     Deterministic in ``seed``. ``attributes`` (speed/load/bg) default to a draw from ``domain``.
@@ -163,7 +165,7 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
     return np.clip(wave, -1.0, 1.0).astype(np.float32), region
 
 
-def _attr_tag(attrs: dict[str, object]) -> str:
+def _attr_tag(attrs: Attributes) -> str:
     return "_".join(f"{k}_{v}" for k, v in attrs.items())
 
 
@@ -203,7 +205,7 @@ class _ClipJob:
     sample_rate: int
 
 
-def _write_clip(job: _ClipJob) -> tuple[str, dict[str, object], FaultRegion | None]:
+def _write_clip(job: _ClipJob) -> tuple[str, Attributes, FaultRegion | None]:
     """Synthesise and write one clip; (file name, attributes, fault region). Nothing is kept."""
     rng = np.random.default_rng(job.seed)
     attrs = draw_attributes(job.sound, job.domain, rng)
@@ -219,7 +221,9 @@ def _write_clip(job: _ClipJob) -> tuple[str, dict[str, object], FaultRegion | No
 def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, section: str, n_train: int,
                   n_test: int, seed: int, seconds: float, sample_rate: int) -> list[_ClipJob]:
     """One section's clips in file order: seeds, fault kinds and per-(split, domain, state) numbers."""
-    jobs, counters, n_anom = [], {}, 0
+    jobs: list[_ClipJob] = []
+    counters: dict[tuple[str, str, int], int] = {}
+    n_anom = 0
     for ci, (split, domain, label) in enumerate(_plan(n_train, n_test)):
         kind, severity = None, 1
         if label == 1:
@@ -285,7 +289,7 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     return root
 
 
-def _csv(rows: list[list[object]]) -> str:
+def _csv(rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()

@@ -35,7 +35,7 @@ def evaluate(results: Sequence[ScoredClip]) -> dict[str, Any]:
     for r in labelled:
         groups.setdefault((r.machine, r.section_tag), []).append(r)
     for (machine, tag), rows in sorted(groups.items()):
-        y = [r.label for r in rows]
+        y = [r.label for r in rows if r.label is not None]  # all of them: rows are labelled
         if len(set(y)) < 2:
             skipped.append(f"{machine} {tag}: needs normal and anomalous clips")
             continue
@@ -51,7 +51,7 @@ def evaluate(results: Sequence[ScoredClip]) -> dict[str, Any]:
                            "n_clips": len(results), "n_labelled": len(labelled), "skipped": skipped}
     if all_sections:
         out["arithmetic_mean"] = _means(all_sections, np.mean)
-        y = [r.label for r in labelled if (r.machine, r.section_tag) in groups]
+        y = [r.label for r in labelled if (r.machine, r.section_tag) in groups and r.label is not None]
         s = [r.score for r in labelled if (r.machine, r.section_tag) in groups]
         if len(set(y)) == 2 and len(y) > 2:
             out["ci95"] = {"auc": jackknife_ci95(auc, y, s)[1], "pauc": jackknife_ci95(pauc, y, s)[1]}

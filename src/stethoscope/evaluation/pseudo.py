@@ -43,7 +43,8 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
             waves[i] = w
     usable = np.array([i for i, w in enumerate(waves) if len(w)])
     k = min(folds, len(usable))
-    per_fold, per_kind = [], {kind: [] for kind in kinds}
+    per_fold: list[float] = []
+    per_kind: dict[str, list[float]] = {kind: [] for kind in kinds}
     splitter = KFold(n_splits=k, shuffle=True, random_state=ctx.seed)
     for f, (rest, held) in enumerate(splitter.split(usable)):
         system = make_system()

@@ -105,7 +105,7 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
     ``records``: the Zenodo record of each split. One request per record; an archive the
     record does not list, or a record that cannot be read, stays as it was (warned)."""
     remotes = list(remotes)
-    wanted = sorted({records[r.split] for r in remotes if not r.verifiable and records.get(r.split)})
+    wanted = sorted({rec for r in remotes if not r.verifiable and (rec := records.get(r.split))})
     read: dict[int, dict[str, tuple[str, int | None]]] = {}
     for record in wanted:
         try:
@@ -115,16 +115,16 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
                 "checksum to be verified against")
     out = []
     for remote in remotes:
-        record = records.get(remote.split)
-        if remote.verifiable or record is None or record not in read:
+        rec = records.get(remote.split)
+        if remote.verifiable or rec is None or rec not in read:
             out.append(remote)
             continue
-        listed = read[record].get(remote.file)
+        listed = read[rec].get(remote.file)
         if listed is None:
-            say(f"warning: {remote.file}: not listed in Zenodo record {record}'s metadata; no checksum to verify")
+            say(f"warning: {remote.file}: not listed in Zenodo record {rec}'s metadata; no checksum to verify")
             out.append(remote)
         else:
             md5, size = listed
-            out.append(replace(remote, md5=md5, size=remote.size or size, sources=(source_name(record, base),),
+            out.append(replace(remote, md5=md5, size=remote.size or size, sources=(source_name(rec, base),),
                                reason=None))
     return out
