@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import AudioSkipped, ConfigError
 from ..systems.base import load_system
 from ..workflows.data import audio_clips, resolve_channel
@@ -38,6 +40,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except AudioSkipped:
         return 0
     png = save_anomaly_map_png(explanation, clip, Path(args.out), threshold=system.threshold_)
-    decision = "ANOMALY" if system.decide([explanation.score])[0] else "normal"
+    decision = "ANOMALY" if system.decide(np.array([explanation.score]))[0] else "normal"
     print(f"{args.file}: score {explanation.score:.6g} ({decision}); map: {png}")
     return 0

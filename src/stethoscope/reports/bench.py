@@ -70,7 +70,7 @@ class BenchMode:
     def mean(self, key: str) -> float | None:
         """``mean_auc`` / ``mean_pauc`` as recorded, else the mean over the sets so far."""
         recorded = self.data.get(f"mean_{key}")
-        values = [s.means[key] for s in self.sets if s.means[key] is not None]
+        values = [v for s in self.sets if (v := s.means[key]) is not None]
         return recorded if recorded is not None else (float(np.mean(values)) if values else None)
 
 
@@ -123,7 +123,7 @@ def bench_chart(modes: Sequence[BenchMode]) -> Picture | None:
         ax = fig.subplots()
         for i, mode in enumerate(modes):
             colour = SECTION_COLOURS[i % len(SECTION_COLOURS)]
-            label = mode.title
+            label: str | None = mode.title
             for s in mode.sets:
                 if s.means["auc"] is None:
                     continue

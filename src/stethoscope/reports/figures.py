@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -21,10 +22,13 @@ from .maps import figure_png_bytes, new_figure
 from .numbers import plain_formatter, readable
 from .results import ScoreRow
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 MAX_FPR = 0.1
 NORMAL_COLOUR, ANOMALY_COLOUR = "#2563eb", "#ea580c"  # blue / orange: safe for red-green colour blindness
 SECTION_COLOURS = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#ca8a04", "#db2777", "#0891b2", "#4b5563")
-PLOT_STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+PLOT_STYLE: dict[RcKeyType, Any] = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
               "grid.color": "#e5e7eb", "grid.linewidth": 0.8, "axes.edgecolor": "#9ca3af",
               "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
 
@@ -87,7 +91,8 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
     if not curves:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        ax = new_figure((5.2, 4.4)).subplots()
+        fig = new_figure((5.2, 4.4))
+        ax = fig.subplots()
         ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label=f"pAUC region (FPR ≤ {MAX_FPR:g})")
         ax.plot([0, 1], [0, 1], color="#9ca3af", lw=1, ls=":", label="chance")
         for fpr, tpr, colour, style, label in curves:
@@ -96,7 +101,7 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
                title=f"{machine}: ROC")
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=8.5)
-        png = figure_png_bytes(ax.figure, dpi=120)
+        png = figure_png_bytes(fig, dpi=120)
     has_domains = any(r.domain for r in rows)
     caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target normals and all "
                 "anomalies (dashed). " if has_domains else "ROC curves per section. ")
@@ -128,7 +133,7 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
         ax = fig.subplots()
         for name, colour, vals in groups:
             if vals:
-                ax.hist(vals, bins=bins, color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
+                ax.hist(vals, bins=bins.tolist(), color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
                         edgecolor=colour, linewidth=0.8)
         if threshold is not None and np.isfinite(threshold):
             ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {readable(threshold)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -33,8 +33,11 @@ from .maps import (
 )
 from .results import ScoreRow
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 N_TOP_MAPS = 3
-MAP_STYLE = {"font.size": 9}  # set while the figures are made and drawn (tick labels are made at drawing)
+MAP_STYLE: dict[RcKeyType, Any] = {"font.size": 9}  # set while the figures are made and drawn (tick labels are made at drawing)
 
 
 def _resolve_audio(path: str, results_dir: Path) -> Path | None:

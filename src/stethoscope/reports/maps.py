@@ -194,14 +194,15 @@ def decision_title(name: str, score: float | None, threshold: float | None) -> s
     """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left out),
     numbers in plain notation."""
     parts = []
-    known = threshold is not None and np.isfinite(threshold)
+    known = threshold if threshold is not None and np.isfinite(threshold) else None
     if score is not None:
         digits = 4  # more where 4 would print a score just above the threshold as equal to it
-        while known and score != threshold and digits < 12 and readable(score, digits) == readable(threshold, digits):
+        while (known is not None and score != known and digits < 12
+               and readable(score, digits) == readable(known, digits)):
             digits += 1
         parts.append(f"score {readable(score, digits)}")
-        if known:
-            parts += [f"threshold {readable(threshold, digits)}", "ANOMALY" if score > threshold else "normal"]
+        if known is not None:
+            parts += [f"threshold {readable(known, digits)}", "ANOMALY" if score > known else "normal"]
     return "\n".join([name, "  ·  ".join(parts)]) if parts else name
 
 

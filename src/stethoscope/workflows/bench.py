@@ -51,7 +51,9 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
             atomic_write_json(paths[m], {**reports[m], "run": run})
 
     def record(name: str, res: dict[str, Any], fitted: System) -> None:
-        per_mode = res if score_modes else {None: res}
+        per_mode: dict[str | None, Any] = {None: res}
+        if score_modes:
+            per_mode = {m: res[m] for m in score_modes}
         encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
         for m in modes:
             reports[m]["sets"][name] = per_mode[m]
