@@ -130,6 +130,51 @@ def _chunk_logmels(loaded: Sequence[tuple[str, np.ndarray | None, np.ndarray | N
     return [hit if hit is not None else next(computed) for _, hit, _ in loaded]
 
 
+class _ClipLoader:
+    """Reads, hashes and decodes one clip for `iter_decoded`, in its worker threads: (content
+    key, cached log-mel or None, wave or None), or None for a clip the audio policy skips."""
+
+    def __init__(self, request: FeatureRequest, cache_dir: str | Path | None) -> None:
+        self.request, self.hash_content = request, cache_dir is not None
+        self.cache: FeatureCache | None = None
+        self.stats_cache: FeatureCache | None = None
+        if cache_dir is not None and request.logmel is not None:
+            self.cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
+            self.stats_cache = FeatureCache(cache_dir, "wavestats",
+                                            {"fields": list(WaveStats.__dataclass_fields__)})
+        self.sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
+        self.policy = current_policy()  # read here: the worker threads do not see the caller's context
+
+    def checked_hit(self, clip: Clip, key: str) -> np.ndarray | None:
+        """A cached log-mel whose file passes the policy on its cached stats and its header."""
+        hit = self.cache.get(key) if self.cache else None
+        stats = self.stats_cache.get(key) if self.stats_cache and hit is not None else None
+        if hit is None or stats is None:
+            return None
+        _, header_problems = read_header(clip.path)
+        problems = WaveStats.from_array(stats).problems(self.request.min_seconds)
+        unreadable = any(p.unreadable for p in problems)
+        self.policy.require(clip.path, problems if unreadable else header_problems + problems)
+        return hit
+
+    def __call__(self, clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None] | None:
+        request, policy = self.request, self.policy
+        if policy.is_skipped(clip.path):
+            return None
+        try:
+            key, raw = _read_bytes(clip, self.hash_content, policy)
+            hit = self.checked_hit(clip, key) if not request.wave else None
+            wave = None
+            if hit is None or request.wave:
+                wave, stats = decode_checked(raw, clip.path, self.sample_rate, clip.channel,
+                                             request.min_seconds, policy)
+                if self.stats_cache:
+                    self.stats_cache.put(key, stats.as_array())
+        except AudioSkipped:
+            return None
+        return key, hit, wave
+
+
 def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
                  progress: bool = True, chunk: int = 32, workers: int = 2) -> Iterator[Decoded]:
     """`Decoded` chunks of ``clips`` in input order.
@@ -140,39 +185,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
     decoding unless the waveform is wanted too, and the checks then read the file's cached
     `WaveStats` and header instead. ``cache_dir=None`` reads and writes no cache.
     """
-    cache = stats_cache = None
-    if cache_dir is not None and request.logmel is not None:
-        cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
-        stats_cache = FeatureCache(cache_dir, "wavestats", {"fields": list(WaveStats.__dataclass_fields__)})
-    sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
-    policy = current_policy()  # read here: the worker threads do not see the caller's context
-
-    def checked_hit(clip: Clip, key: str) -> np.ndarray | None:
-        """A cached log-mel whose file passes the policy on its cached stats and its header."""
-        hit = cache.get(key) if cache else None
-        stats = stats_cache.get(key) if stats_cache and hit is not None else None
-        if hit is None or stats is None:
-            return None
-        _, header_problems = read_header(clip.path)
-        problems = WaveStats.from_array(stats).problems(request.min_seconds)
-        policy.require(clip.path, problems if any(p.unreadable for p in problems) else header_problems + problems)
-        return hit
-
-    def load(clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None] | None:
-        if policy.is_skipped(clip.path):
-            return None
-        try:
-            key, raw = _read_bytes(clip, cache_dir is not None, policy)
-            hit = checked_hit(clip, key) if not request.wave else None
-            wave = None
-            if hit is None or request.wave:
-                wave, stats = decode_checked(raw, clip.path, sample_rate, clip.channel, request.min_seconds, policy)
-                if stats_cache:
-                    stats_cache.put(key, stats.as_array())
-        except AudioSkipped:
-            return None
-        return key, hit, wave
-
+    load = _ClipLoader(request, cache_dir)
     chunks = [range(s, min(s + chunk, len(clips))) for s in range(0, len(clips), chunk)]
     bar = show_progress(desc="decode", unit="clip", total=len(clips), enabled=progress)
     pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
@@ -193,7 +206,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             if request.wave:
                 out.waves = [_decoded(w) for _, _, w in loaded]
             if request.logmel is not None:
-                out.logmels = _chunk_logmels(loaded, request.logmel, cache)
+                out.logmels = _chunk_logmels(loaded, request.logmel, load.cache)
             yield out
     finally:
         bar.close()

@@ -35,9 +35,7 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
     probe = spec.build()
     sets = group_sets(clips, group)
     modes: list[str | None] = list(score_modes) if score_modes else [None]
-    reports: dict[str | None, dict[str, Any]] = {
-        m: {"system": spec.name, "label": spec.label, "params": {**probe.get_params(), **({"score_mode": m} if m else {})},
-            "folds": folds, "seed": ctx.seed, **(meta or {}), "sets": {}} for m in modes}
+    reports = {m: _new_report(spec, probe, m, folds, ctx.seed, meta) for m in modes}
     paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
     latest: list[System] = [probe]  # the latest fold's system only (earlier ones are freed), for its encoder tag
 
@@ -85,11 +83,24 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
             record(name, res, next(iter(fitted.values())))
     prune_checkpoints(ctx.checkpoint_dir)
     for rep in reports.values():
-        aucs = [s["auc"] for s in rep["sets"].values()]
-        rep["mean_auc"] = float(np.mean(aucs)) if aucs else None
-        rep["mean_pauc"] = float(np.mean([s["pauc"] for s in rep["sets"].values()])) if aucs else None
+        _add_means(rep)
     write()
     return reports
+
+
+def _new_report(spec: SystemSpec, probe: System, mode: str | None, folds: int, seed: int,
+                meta: dict[str, Any] | None) -> dict[str, Any]:
+    """A bench report before any set is run: the system, its parameters (with ``mode``), the protocol."""
+    params = {**probe.get_params(), **({"score_mode": mode} if mode else {})}
+    return {"system": spec.name, "label": spec.label, "params": params, "folds": folds, "seed": seed,
+            **(meta or {}), "sets": {}}
+
+
+def _add_means(report: dict[str, Any]) -> None:
+    """A bench report's mean AUC and pAUC over its sets (None without any)."""
+    sets = list(report["sets"].values())
+    report["mean_auc"] = float(np.mean([s["auc"] for s in sets])) if sets else None
+    report["mean_pauc"] = float(np.mean([s["pauc"] for s in sets])) if sets else None
 
 
 def bench_systems(clips: Sequence[Clip], specs: Sequence[SystemSpec], out: Path, ctx: RunContext, folds: int = 5,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,6 +155,22 @@ def dry_run(plan: Plan, opts: Options) -> int:
     return 0
 
 
+def _allow_unverifiable(dataset: str, todo: Sequence[Remote], opts: Options) -> None:
+    """Refuse archives with no published checksum before anything is fetched, unless
+    ``--allow-unverified``; then warn once for each."""
+    unverifiable = [a.file for a in todo if not a.verifiable]
+    if unverifiable and not opts.allow_unverified:
+        reason = next(a.reason for a in todo if not a.verifiable)
+        raise DownloadError(f"{dataset}: no published checksum is known for {len(unverifiable)} "
+                            f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo record's "
+                            "metadata gave none either (see the warnings). Nothing was downloaded. "
+                            "Run again with --allow-unverified to fetch them anyway (each zip "
+                            "member's CRC is still checked)")
+    for name in unverifiable:
+        opts.say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED "
+                 "(--allow-unverified)")
+
+
 def download(plan: Plan, opts: Options) -> dict[str, int]:
     """Fetch, verify and unpack every planned archive (``opts.jobs`` at a time), then apply
     the ground truth; {"archives": n, "already": n, "unverified": n, "renamed": n}."""
@@ -167,15 +183,7 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     # the mirror agrees with itself: such an archive is "self-attested", never "verified"
     attested = {a.file for a in plan.archives if a.verifiable and a.file not in pinned} if opts.base_url else set()
     todo = [a for a in plan.archives if not plan.marker(a).exists()]
-    unverifiable = [a.file for a in todo if not a.verifiable]
-    if unverifiable and not opts.allow_unverified:
-        reason = next(a.reason for a in todo if not a.verifiable)
-        raise DownloadError(f"{plan.dataset.name}: no published checksum is known for {len(unverifiable)} archive(s) "
-                            f"({', '.join(unverifiable)}): {reason}; their Zenodo record's metadata gave none "
-                            "either (see the warnings). Nothing was downloaded. Run again with "
-                            "--allow-unverified to fetch them anyway (each zip member's CRC is still checked)")
-    for name in unverifiable:
-        say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED (--allow-unverified)")
+    _allow_unverifiable(plan.dataset.name, todo, opts)
     lock = threading.Lock()
     bar = progress(desc=f"download {plan.dataset.name}", unit="B", enabled=opts.show_progress,
                    total=sum(a.size for a in todo if a.size) or None)
