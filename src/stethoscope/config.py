@@ -60,7 +60,8 @@ def _mapping(obj: Any, where: str) -> dict[str, Any]:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["epochs=10", "score_mode=mahala"]`` -> {"epochs": 10, "score_mode": "mahala"} (YAML-typed)."""
+    """``["epochs=10", "score_mode=mahala"]`` -> {"epochs": 10, "score_mode": "mahala"}
+    (YAML-typed)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -72,7 +73,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def load_config(system: str, config_file: str | Path | None = None, overrides: Sequence[str] = (),
                 variant: str | None = None) -> dict[str, Any]:
-    """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later wins)."""
+    """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later
+    wins)."""
     cfg = packaged_config(system, variant)
     if config_file is not None:  # a path, or the name of a packaged config such as tldiffgan_no_wave
         cfg.update(read_config(config_file))

@@ -33,7 +33,8 @@ class StreamingScorer:
     def __init__(self, system: System, window_seconds: float = 10.0, hop_seconds: float = 1.0,
                  sample_rate: int = 16_000, ctx: RunContext | None = None) -> None:
         if hop_seconds <= 0 or window_seconds <= 0:
-            raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and {hop_seconds}")
+            raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and "
+                              f"{hop_seconds}")
         self.system, self.sample_rate = system, sample_rate
         self.ctx = ctx or RunContext(progress=False)
         self.window = round(window_seconds * sample_rate)

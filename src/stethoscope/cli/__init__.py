@@ -1,4 +1,5 @@
-"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | scan | report | calibrate | toy | list | cache | serve | watch | download | export``.
+"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | scan |
+report | calibrate | toy | list | cache | serve | watch | download | export``.
 
 Exit codes: 0 success, 2 a clear error about the input (file, key or value named), 130
 interrupted (Ctrl-C; a training run says where its checkpoint is).

@@ -14,7 +14,8 @@ from .flags import add_channel, add_runtime
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="anomaly map (input, reconstruction, difference) of one file as PNG")
+    p = sub.add_parser("explain", help="anomaly map (input, reconstruction, difference) of one "
+                                       "file as PNG")
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("file", help="audio file to explain")
     p.add_argument("--out", required=True, help="PNG path")
@@ -28,7 +29,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     system = load_system(args.model)
     if not system.has_anomaly_map:
-        raise ConfigError(f"system {system.name!r} has no anomaly map; explain needs a reconstruction system")
+        raise ConfigError(f"system {system.name!r} has no anomaly map; explain needs a "
+                          "reconstruction system")
     ctx = run_context(args, progress=False)
     clips = audio_clips([args.file], resolve_channel(args.channel, system), "unknown",
                         system.feature_request().min_seconds)

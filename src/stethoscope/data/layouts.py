@@ -6,14 +6,18 @@ by name); every audio file under a scanned folder must parse, or `LayoutError` n
 nothing is dropped silently. Other files (.csv, .txt, .md, ...) are ignored. Layouts:
 
 * ``dcase2020``: ``<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav``
-* ``dcase2021``: ``<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_[{normal,anomaly}_]NNNN[_attrs].wav``
-* ``dcase2022`` (2022-2026): ``<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav``
+* ``dcase2021``:
+``<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_[{normal,anomaly}_]NNNN[_attrs].wav``
+* ``dcase2022`` (2022-2026):
+``<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav``
   with ``<type>/attributes_XX.csv``; unlabelled evaluation names ``section_XX_NNNN.wav``;
   ``<attrs>`` ``noAttribute`` (2024+) marks withheld attributes (``Clip.hidden_attributes``);
   2025's ``<type>/supplemental/`` (clean machine and noise recordings) gives clips of split
   ``supplemental``; 2026's clips have two channels (0 near, 1 far microphone: ``channel``)
-* ``mimii``: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav`` (8-channel raw files: ``channel`` picks one)
-* ``folder``: ``<root>/{normal,anomaly|abnormal}/...`` (test) and optional ``<root>/train/`` (normals)
+* ``mimii``: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav`` (8-channel raw files: ``channel`` picks
+one)
+* ``folder``: ``<root>/{normal,anomaly|abnormal}/...`` (test) and optional ``<root>/train/``
+(normals)
 * ``manifest``: a CSV file ``path,label[,machine,section,domain,split]``
 """
 from __future__ import annotations
@@ -70,7 +74,8 @@ def _name_attributes(tail: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def _mismatch(path: Path, layout: str, expected: str) -> LayoutError:
-    return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected {expected})")
+    return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected "
+                       f"{expected})")
 
 
 def _scan_files(root: Path, layout: str, channel: int | None, files: list[Path] | None = None) -> list[Clip]:
@@ -114,7 +119,8 @@ def _parser_dcase2020(base: Path, channel: int | None) -> Parser:
 
 
 def scan_dcase2020(root: str | Path, channel: int | None = 0) -> list[Clip]:
-    """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type folder."""
+    """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type
+    folder."""
     return _scan_files(Path(root), "dcase2020", channel)
 
 
@@ -168,7 +174,8 @@ def read_attribute_csvs(type_dir: Path) -> dict[str, tuple[tuple[str, str], ...]
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header or header[0].strip() != "file_name":
-                raise LayoutError(f"{csv_path}: attribute file must start with a 'file_name' column")
+                raise LayoutError(f"{csv_path}: attribute file must start with a 'file_name' "
+                                  "column")
             for row in reader:
                 if not row or not row[0].strip():
                     continue
@@ -321,7 +328,8 @@ def detect(root: str | Path) -> Detection:
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return Detection("manifest", "a .csv file is a manifest")
-        raise LayoutError(f"{root}: a file that is not a .csv manifest; give a data folder or a manifest")
+        raise LayoutError(f"{root}: a file that is not a .csv manifest; give a data folder or a "
+                          "manifest")
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder or file")
     files = audio_files(root)
@@ -342,7 +350,8 @@ def detect(root: str | Path) -> Detection:
         more = f" ({', '.join(also)} fit too; {best[0]} is more specific)" if also else ""
         return found(best[0], f"all {n} audio files fit its names and folders{more}")
     if best:
-        raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio files; "
+        raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio "
+                          "files; "
                           f"choose one with {' or '.join(f'--layout {b}' for b in best)}")
     partial = [name for name in _TRIED if fits[name]]
     if not partial:
@@ -353,8 +362,10 @@ def detect(root: str | Path) -> Detection:
         return found(widest[0], f"{fits[widest[0]]} of {n} audio files fit its names and folders, "
                                 "and no other layout fits a file it does not")
     listed = ", ".join(f"{name} fits {fits[name]} of {n}" for name in partial)
-    raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part on its own "
-                      f"(one folder per layout), or choose one with {' or '.join(f'--layout {p}' for p in partial)} "
+    raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part "
+                      "on its own "
+                      "(one folder per layout), or choose one with "
+                      f"{' or '.join(f'--layout {p}' for p in partial)} "
                       "to have the files it does not fit named")
 
 
@@ -375,7 +386,8 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     if layout not in SCANNERS:
         raise LayoutError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
     if channel is not None and channel < 0:
-        raise LayoutError(f"channel must be >= 0 (or None for the mean of all channels), got {channel}")
+        raise LayoutError("channel must be >= 0 (or None for the mean of all channels), got "
+                          f"{channel}")
     try:
         if detection and layout != "manifest":  # the files detection listed, not a second walk
             clips = _scan_files(Path(root), layout, channel, list(detection.files))
@@ -384,12 +396,15 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     except LayoutError as err:
         if detection is None:
             raise
-        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; a folder mixing layouts "
-                          f"must be scanned one part at a time; otherwise name its layout: {_FLAGS}]") from err
+        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; a folder "
+                          "mixing layouts "
+                          "must be scanned one part at a time; otherwise name its layout: "
+                          f"{_FLAGS}]") from err
     if machine is not None:
         kept = [c for c in clips if c.machine == machine]
         if not kept:
-            raise LayoutError(f"{root}: no {layout} clips of machine {machine!r}; machines present: "
+            raise LayoutError(f"{root}: no {layout} clips of machine {machine!r}; machines "
+                              "present: "
                               f"{', '.join(sorted({c.machine for c in clips}))}")
         clips = kept
     if split is not None:

@@ -77,9 +77,11 @@ class AudioPolicy:
     def __init__(self, on_bad_audio: str | None = None, say: Callable[[str], None] = _python_warning,
                  max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
         if on_bad_audio not in (None, *ON_BAD_AUDIO):
-            raise ConfigError(f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got {on_bad_audio!r}")
+            raise ConfigError(f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got "
+                              f"{on_bad_audio!r}")
         if not 0 < max_seconds < float("inf"):
-            raise ConfigError(f"--max-seconds must be a positive number of seconds, got {max_seconds}")
+            raise ConfigError("--max-seconds must be a positive number of seconds, got "
+                              f"{max_seconds}")
         self.on_bad_audio = on_bad_audio
         self.max_seconds = float(max_seconds)  # longest audio decoded: a runtime limit, never a hyperparameter
         self._say = say
@@ -155,11 +157,13 @@ class AudioPolicy:
         if not skipped and not warned:
             return None
         where = f"; list in {skipped_csv}" if skipped and skipped_csv else ""
-        return (f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with warnings{where}"
+        return (f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with "
+                f"warnings{where}"
                 f" (--on-bad-audio {self.on_bad_audio or 'default'})")
 
     def write_skipped(self, path: Path) -> Path | None:
-        """``skipped.csv`` (file, reason) of the files left out; None (and no file) when none were."""
+        """``skipped.csv`` (file, reason) of the files left out; None (and no file) when none
+        were."""
         reasons: dict[str, list[str]] = {}
         for f in self.findings:
             if f.path in self._skipped:
@@ -191,7 +195,8 @@ _ACTIVE: ContextVar[AudioPolicy | None] = ContextVar("stethoscope_audio_policy",
 
 
 def current_policy() -> AudioPolicy:
-    """The active policy, or a fresh default one (errors on unreadable, Python warnings on suspicious)."""
+    """The active policy, or a fresh default one (errors on unreadable, Python warnings on
+    suspicious)."""
     return _ACTIVE.get() or AudioPolicy()
 
 
@@ -233,7 +238,8 @@ def audio_paths(paths: Sequence[str | Path], policy: AudioPolicy | None = None) 
             for bad, refusal in refused:
                 policy.judge(bad, [refusal])
             if not files and not refused:
-                raise LayoutError(f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, ...)")
+                raise LayoutError(f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, "
+                                  "...)")
             out += files
             continue
         problem = entry_problem(path)
@@ -249,7 +255,8 @@ def screen(clips: Sequence[Clip], min_seconds: float = 0.0, policy: AudioPolicy 
            by: Callable[[Clip], str] = lambda c: c.machine) -> tuple[list[Clip], dict[Path, AudioHeader]]:
     """Header-level checks of every clip before any is decoded: readable, suffix vs content,
     sample rate, long enough for ``min_seconds``, not longer than the policy's ``max_seconds``
-    (refused unread), duration within `quality.DURATION_RANGE` of its group's median (groups: ``by``, the machine type). Returns the kept clips and
+    (refused unread), duration within `quality.DURATION_RANGE` of its group's median (groups:
+    ``by``, the machine type). Returns the kept clips and
     the headers read (one per file)."""
     policy = policy or current_policy()
     headers: dict[Path, AudioHeader] = {}

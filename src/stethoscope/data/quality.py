@@ -72,7 +72,8 @@ def entry_problem(path: str | Path) -> Problem | None:
         try:
             st = path.stat()
         except FileNotFoundError:
-            return Problem(f"a broken symbolic link (its target {os.readlink(path)} does not exist)", unreadable=True)
+            return Problem(f"a broken symbolic link (its target {os.readlink(path)} does not "
+                           "exist)", unreadable=True)
         except OSError as err:
             return Problem(f"a symbolic link that cannot be followed ({err.strerror or err})", unreadable=True)
     kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
@@ -87,7 +88,8 @@ def entry_problem(path: str | Path) -> Problem | None:
     suffix = path.suffix.lower()
     if suffix in _SUFFIX_FORMATS and suffix not in AUDIO_SUFFIXES:
         names = "/".join(_SUFFIX_FORMATS[suffix]) or suffix[1:].upper()
-        return Problem(f"{names} files cannot be decoded by this libsndfile ({sf.__libsndfile_version__}); "
+        return Problem(f"{names} files cannot be decoded by this libsndfile "
+                       f"({sf.__libsndfile_version__}); "
                        "convert it to WAV or FLAC", unreadable=True)
     return None
 
@@ -157,7 +159,8 @@ def header_problems(header: AudioHeader) -> list[Problem]:
     out = []
     expected = _SUFFIX_FORMATS.get(header.path.suffix.lower(), ())
     if expected and header.format not in expected:
-        out.append(Problem(f"the content is {header.format} ({header.subtype}), not {expected[0]} as its name says"))
+        out.append(Problem(f"the content is {header.format} ({header.subtype}), not {expected[0]} "
+                           "as its name says"))
     if header.sample_rate < MIN_SAMPLE_RATE:
         out.append(Problem(f"sample rate {header.sample_rate} Hz is under {MIN_SAMPLE_RATE} Hz "
                            f"(nothing above {header.sample_rate // 2} Hz was recorded)"))
@@ -168,7 +171,8 @@ def too_short(seconds: float, min_seconds: float) -> Problem | None:
     """An unreadable finding when a clip is shorter than the model's shortest input."""
     if seconds >= min_seconds:
         return None
-    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for the model's "
+    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for "
+                   "the model's "
                    "input", unreadable=True)
 
 
@@ -186,8 +190,10 @@ def too_long(header: AudioHeader, max_seconds: float) -> Problem | None:
     no finding: decoding stops at the limit instead (`data.audio`)."""
     if header.frames >= UNKNOWN_FRAMES or header.frames <= max_frames(max_seconds, header.sample_rate, header.channels):
         return None
-    return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} channel(s) at "
-                   f"{header.sample_rate} Hz) is over the --max-seconds {max_seconds:g} limit; not decoded",
+    return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} "
+                   "channel(s) at "
+                   f"{header.sample_rate} Hz) is over the --max-seconds {max_seconds:g} limit; "
+                   "not decoded",
                    unreadable=True)
 
 
@@ -264,18 +270,22 @@ class WaveStats:
             return [short]
         out, level = [], 20 * np.log10(max(self.ac_rms, 1e-12))
         if self.peak > 1.0:
-            out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples should lie "
+            out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples "
+                               "should lie "
                                "within -1..1)"))
         elif self.clipped >= CLIPPED_FRACTION:
             out.append(Problem(f"clipped: {100 * self.clipped:.2g}% of samples at full scale"))
         if self.repeated >= CONSTANT_FRACTION:
-            out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat the previous one "
+            out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat "
+                               "the previous one "
                                "(a stuck or DC-only signal)"))
         elif level < SILENCE_DBFS:
-            out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} dBFS)"))
+            out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} "
+                               "dBFS)"))
         if abs(self.mean) >= max(DC_OFFSET, 0.1 * self.ac_rms):
             out.append(Problem(f"DC offset: mean sample value {self.mean:.3g}"))
         if level >= LOUD_DBFS and abs(self.lag1) < WHITE_CORRELATION and self.peak <= 1.0:
-            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with uncorrelated samples "
+            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with uncorrelated "
+                               "samples "
                                "(random bytes rather than a recording?)"))
         return out

@@ -220,7 +220,8 @@ def _write_clip(job: _ClipJob) -> tuple[str, Attributes, FaultRegion | None]:
 
 def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, section: str, n_train: int,
                   n_test: int, seed: int, seconds: float, sample_rate: int) -> list[_ClipJob]:
-    """One section's clips in file order: seeds, fault kinds and per-(split, domain, state) numbers."""
+    """One section's clips in file order: seeds, fault kinds and per-(split, domain, state)
+    numbers."""
     jobs: list[_ClipJob] = []
     counters: dict[tuple[str, str, int], int] = {}
     n_anom = 0
@@ -257,7 +258,8 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     sounds = dict(sounds or {})
     for machine in machines:
         if sounds.get(machine, machine) not in MACHINE_SOUNDS:
-            raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine type {machine!r}; "
+            raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
+                             f"type {machine!r}; "
                              f"known sounds: {MACHINES}")
     root = Path(root)
     total = len(machines) * len(sections) * (n_train + n_test)

@@ -16,7 +16,8 @@ def get_detector(name: str, **params: Any) -> Detector:
     cls = DETECTORS[name]
     unknown = sorted(set(params) - set(cls.param_names))
     if unknown:
-        raise ConfigError(f"detector {name!r} has no parameter(s) {unknown}; parameters: {list(cls.param_names)}")
+        raise ConfigError(f"detector {name!r} has no parameter(s) {unknown}; parameters: "
+                          f"{list(cls.param_names)}")
     return cls(**params)
 
 

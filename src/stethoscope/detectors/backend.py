@@ -102,7 +102,8 @@ class EmbeddingBackend:
             if len(rows[small]) == 1 and len(rows[other]):
                 rows = {other: np.vstack([rows[other], rows[small]]), small: rows[small][:0]}
         if sum(len(r) for r in rows.values()) < 2:
-            where, fix = ("machine type", "") if group == ALL else (f"section ({group})", "set per_section false, ")
+            where, fix = ("machine type", "") if group == ALL else (f"section ({group})", "set per_section "
+                                                                                          "false, ")
             raise ConfigError(f"the gmm back-end needs at least 2 training clips per {where}; "
                               f"{fix}or use backend knn or centres")
         return rows

@@ -53,7 +53,8 @@ class TrainingSetDetector(Detector):
     def fit(self, X: np.ndarray) -> TrainingSetDetector:
         X = _check(X)
         if len(X) < self.min_train:
-            raise ValueError(f"{self.name} needs at least {self.min_train} training rows, got {len(X)}")
+            raise ValueError(f"{self.name} needs at least {self.min_train} training rows, got "
+                             f"{len(X)}")
         self.train_ = X
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
         self._fit(self._transform(X))
@@ -91,7 +92,8 @@ class TrainingSetDetector(Detector):
         if det.scaler_ is not None and "scaler_mean" in state and not (
                 np.allclose(det.scaler_.mean_, state["scaler_mean"])
                 and np.allclose(det.scaler_.scale_, state["scaler_scale"])):
-                raise CheckpointError(f"{cls.name}: saved scaler statistics do not match the saved training rows")
+                raise CheckpointError(f"{cls.name}: saved scaler statistics do not match the "
+                                      "saved training rows")
         return det
 
 
@@ -254,7 +256,8 @@ class SOS(TrainingSetDetector):
 
 
 def _perplexity_beta(distances: np.ndarray, perplexity: float, tol: float = 1e-5, max_tries: int = 5000) -> float:
-    """Precision beta with entropy of softmax(-d * beta) equal to log(perplexity) (PyOD's search)."""
+    """Precision beta with entropy of softmax(-d * beta) equal to log(perplexity) (PyOD's
+    search)."""
     log_u = np.log(perplexity)
     beta, lo, hi = 1.0, -np.inf, np.inf
     for _ in range(max_tries):

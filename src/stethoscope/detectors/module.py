@@ -60,7 +60,8 @@ class DetectorModule(nn.Module):
         elif isinstance(det, GMM):
             model = det.model_
             if model.covariance_type != "diag":
-                raise ConfigError(f"gmm with covariance_type {model.covariance_type!r} cannot be exported (diag only)")
+                raise ConfigError(f"gmm with covariance_type {model.covariance_type!r} cannot be "
+                                  "exported (diag only)")
             prec_chol = np.asarray(model.precisions_cholesky_, np.float64)
             precisions = prec_chol ** 2
             self.register_buffer("const", f64(np.sum(model.means_ ** 2 * precisions, axis=1)))

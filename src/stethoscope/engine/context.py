@@ -69,7 +69,8 @@ class RunContext:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.data_parallel < 1:
-            raise ConfigError(f"data_parallel (--data-parallel) must be >= 1 worker, got {self.data_parallel}")
+            raise ConfigError("data_parallel (--data-parallel) must be >= 1 worker, got "
+                              f"{self.data_parallel}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("cache_dir", "checkpoint_dir"):
@@ -93,7 +94,8 @@ class RunContext:
     def torch_device(self) -> torch.device:
         """The device; a clear error when CUDA is asked for but absent."""
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use "
+                              "--device cpu")
         return torch.device(self.device)
 
     def check_device(self) -> None:

@@ -107,7 +107,8 @@ def _check_resources(resources: dict[str, float], workers: int, gpu: bool) -> No
     kind = "GPU" if gpu else "CPU"
     have = int(resources.get(kind, 0))
     if have < workers:
-        raise ConfigError(f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster (one per worker); "
+        raise ConfigError(f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster "
+                          "(one per worker); "
                           f"it has {have}")
 
 

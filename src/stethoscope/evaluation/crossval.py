@@ -181,7 +181,8 @@ def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Se
                                    "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test),
                                    "false_alarm": float(decided[labels == 0].mean()) if (labels == 0).any() else None,
                                    "detected": float(decided[labels == 1].mean()) if (labels == 1).any() else None,
-                                   # per clip, for paired comparisons of systems (`evaluation.compare`)
+                                   # per clip, for paired comparisons of systems
+                                   # (`evaluation.compare`)
                                    "clips": [test[i].name for i in range(len(test))],
                                    "labels": [test[i].label for i in range(len(test))],
                                    "scores": [float(v) if v == v else None for v in scores]})

@@ -105,10 +105,13 @@ def format_table(evaluation: dict[str, Any]) -> str:
         lines.append(f"{machine:<14}{'mean':<12}" + "".join(fmt(entry["mean"].get(k)) for k in TABLE_KEYS))
     score = evaluation.get("official_score")
     if score is not None:
-        lines.append(f"official score ({describe_official_score(evaluated_sections(evaluation))}): {score:.4f}")
+        lines.append("official score "
+                     f"({describe_official_score(evaluated_sections(evaluation))}): "
+                     f"{score:.4f}")
     ci = evaluation.get("ci95")
     if ci:
-        lines.append(f"95% CI half-width (jackknife over clips): AUC ±{ci['auc']:.3f}, pAUC ±{ci['pauc']:.3f}")
+        lines.append(f"95% CI half-width (jackknife over clips): AUC ±{ci['auc']:.3f}, pAUC "
+                     f"±{ci['pauc']:.3f}")
     for s in evaluation.get("skipped", []):
         lines.append(f"skipped: {s}")
     return "\n".join(lines)

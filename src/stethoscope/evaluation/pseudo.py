@@ -36,7 +36,8 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
     severity of each), which bounds the scoring cost on large sets."""
     ctx = ctx or RunContext()
     if len(normals) < 3:
-        raise ConfigError(f"pseudo-anomaly validation needs at least 3 normal clips, got {len(normals)}")
+        raise ConfigError("pseudo-anomaly validation needs at least 3 normal clips, got "
+                          f"{len(normals)}")
     waves: list[np.ndarray] = [np.empty(0)] * len(normals)
     for part in iter_decoded(normals, FeatureRequest(wave=True, min_frames=2), ctx.cache_dir, progress=False):
         for i, w in zip(part.index or [], part.waves or [], strict=True):

@@ -56,7 +56,8 @@ class FeatureRequest:
 
     @property
     def min_seconds(self) -> float:
-        """The shortest clip this request can use: one full STFT window, and ``min_frames`` frames."""
+        """The shortest clip this request can use: one full STFT window, and ``min_frames``
+        frames."""
         p = self.logmel or LogMelParams()
         return max(p.n_fft, (self.min_frames - 1) * p.hop_length) / p.sample_rate
 
@@ -84,7 +85,8 @@ class Decoded:
     def required_logmels(self) -> list[np.ndarray]:
         """``logmels``, for code whose request asked for them (a clear error where it did not)."""
         if self.logmels is None:
-            raise StethoscopeError("internal: this chunk has no log-mels (its request asked for none)")
+            raise StethoscopeError("internal: this chunk has no log-mels (its request asked for "
+                                   "none)")
         return self.logmels
 
     def required_clips(self) -> tuple[Sequence[Clip], list[int]]:
@@ -255,18 +257,21 @@ def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_
 
 
 def _nothing_left(n: int) -> StethoscopeError:
-    return StethoscopeError(f"all {n} clips were left out by the audio checks (--on-bad-audio); nothing to use")
+    return StethoscopeError(f"all {n} clips were left out by the audio checks (--on-bad-audio); "
+                            "nothing to use")
 
 
 def expected_frames(clip: Clip, params: LogMelParams) -> int:
-    """Frames a clip will have, from its header alone (soxr's output length is round(n * out / in))."""
+    """Frames a clip will have, from its header alone (soxr's output length is round(n * out /
+    in))."""
     sr, _, seconds = audio_info(clip.path)
     n = round(seconds * sr)
     return params.n_frames(n if sr == params.sample_rate else round(n * params.sample_rate / sr))
 
 
 def _header_frames(clip: Clip, params: LogMelParams) -> int:
-    """`expected_frames`, or 0 where the header is unusable (the decoding pass then judges the file)."""
+    """`expected_frames`, or 0 where the header is unusable (the decoding pass then judges the
+    file)."""
     try:
         return expected_frames(clip, params)
     except AudioError:
@@ -274,7 +279,8 @@ def _header_frames(clip: Clip, params: LogMelParams) -> int:
 
 
 class MelStore:
-    """Every kept clip's log-mel frames in one (total_frames, n_mels) float32 array, each frame once.
+    """Every kept clip's log-mel frames in one (total_frames, n_mels) float32 array, each frame
+    once.
 
     The array is in RAM within the feature budget and memory-mapped past it (`spill`); clip i
     is the (n_mels, frames) view `mel(i)`. 10 s clips take 0.16 MB each. ``clips`` are the

@@ -52,7 +52,8 @@ def slug(text: str) -> str:
 def unique_slugs(names: Iterable[str]) -> dict[str, str]:
     """A distinct `slug` per name, for anchors and folder names: where two names reduce to the
     same slug (``a b`` and ``a_b``), or differ only in case (a case-insensitive file system
-    would merge them), later ones get ``-2``, ``-3``, ... and no result is another's natural slug."""
+    would merge them), later ones get ``-2``, ``-3``, ... and no result is another's natural
+    slug."""
     names = list(dict.fromkeys(names))
     natural = {n: slug(n) for n in names}
     reserved = {s.lower() for s in natural.values()}
@@ -87,13 +88,15 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
             colour = SECTION_COLOURS[(di if len(sections) == 1 else si) % len(SECTION_COLOURS)]
             style = "--" if d == "target" else "-"
             name = " ".join(p for p in (sec if len(sections) > 1 else "", d) if p) or "all clips"
-            curves.append((fpr, tpr, colour, style, f"{name}  AUC {roc_auc_score(y[use], s[use]):.3f}"))
+            curves.append((fpr, tpr, colour, style, f"{name}  AUC "
+                                                    f"{roc_auc_score(y[use], s[use]):.3f}"))
     if not curves:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
         fig = new_figure((5.2, 4.4))
         ax = fig.subplots()
-        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label=f"pAUC region (FPR ≤ {MAX_FPR:g})")
+        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label="pAUC region (FPR ≤ "
+                                                                        f"{MAX_FPR:g})")
         ax.plot([0, 1], [0, 1], color="#9ca3af", lw=1, ls=":", label="chance")
         for fpr, tpr, colour, style, label in curves:
             ax.plot(fpr, tpr, color=colour, ls=style, lw=2, label=label, drawstyle="steps-post")
@@ -103,7 +106,8 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
         ax.legend(loc="lower right", fontsize=8.5)
         png = figure_png_bytes(fig, dpi=120)
     has_domains = any(r.domain for r in rows)
-    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target normals and all "
+    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target "
+                "normals and all "
                 "anomalies (dashed). " if has_domains else "ROC curves per section. ")
                + "The shaded band is the region the pAUC averages over.")
     return Picture(f"{key}/roc.png", f"ROC curves of {machine}", caption, png)
@@ -136,7 +140,8 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
                 ax.hist(vals, bins=bins.tolist(), color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
                         edgecolor=colour, linewidth=0.8)
         if threshold is not None and np.isfinite(threshold):
-            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {readable(threshold)}")
+            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label="decision threshold "
+                                                                          f"{readable(threshold)}")
         if log:
             ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plain_formatter(log))
@@ -153,6 +158,8 @@ def histogram_picture(machine: str, key: str, rows: Sequence[ScoreRow], threshol
     """`histogram_figure` as a report picture."""
     with matplotlib.rc_context(PLOT_STYLE):  # ticks and grid lines are made while drawing
         png = figure_png_bytes(histogram_figure(machine, rows, threshold), dpi=120)
-    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
-               "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
+    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to "
+               "training scores, "
+               "90th percentile)." if threshold is not None else "No decision threshold was "
+                                                                 "recorded.")
     return Picture(f"{key}/scores.png", f"score histogram of {machine}", caption, png)

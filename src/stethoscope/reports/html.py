@@ -47,8 +47,10 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
         return _evaluation_report(results_dir, out_path)
     if bench_files(results_dir):
         return _bench_report(results_dir, out_path)
-    raise StethoscopeError(f"{results_dir}: neither an evaluation folder (results.json and scores.csv, written by "
-                           "`stethoscope evaluate` or `demo`) nor a benchmark folder (bench.json, or "
+    raise StethoscopeError(f"{results_dir}: neither an evaluation folder (results.json and "
+                           "scores.csv, written by "
+                           "`stethoscope evaluate` or `demo`) nor a benchmark folder "
+                           "(bench.json, or "
                            "<mode>/bench.json per score mode, written by `stethoscope bench`)")
 
 

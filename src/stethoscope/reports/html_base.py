@@ -19,7 +19,8 @@ from urllib.parse import quote
 from .content import fmt
 from .figures import Picture
 
-# bytes: a 10 s, 16 kHz, 16-bit mono WAV (320 kB) is embedded, a 10 s 48 kHz 24-bit stereo one (2.9 MB) linked
+# bytes: a 10 s, 16 kHz, 16-bit mono WAV (320 kB) is embedded, a 10 s 48 kHz 24-bit stereo one (2.9
+# MB) linked
 AUDIO_EMBED_LIMIT = 1_000_000
 AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 QUALITY_BINS = ((0.5, "q-bad", "< 0.5"), (0.6, "q0", "0.5–0.6"), (0.7, "q1", "0.6–0.7"), (0.8, "q2", "0.7–0.8"),
@@ -136,7 +137,8 @@ def legend_html() -> str:
 
 
 def audio_src(path: Path, page_dir: Path) -> tuple[str, bool]:
-    """(src, embedded): a ``data:`` URI up to `AUDIO_EMBED_LIMIT` bytes, else the path relative to the page."""
+    """(src, embedded): a ``data:`` URI up to `AUDIO_EMBED_LIMIT` bytes, else the path relative to
+    the page."""
     if path.stat().st_size <= AUDIO_EMBED_LIMIT:
         return data_uri(path.read_bytes(), AUDIO_MIME.get(path.suffix.lower(), "audio/wav")), True
     try:
@@ -152,11 +154,13 @@ def audio_html(path: Path, page_dir: Path) -> str:
         return f'<audio controls preload="metadata" src="{escape(src)}"></audio>'
     size = path.stat().st_size / 1e6
     return (f'<audio controls preload="none" src="{escape(src)}"></audio>'
-            f'<figcaption>{size:.1f} MB: linked from <code>{escape(str(path))}</code>, not embedded</figcaption>')
+            f'<figcaption>{size:.1f} MB: linked from <code>{escape(str(path))}</code>, not '
+            'embedded</figcaption>')
 
 
 def figure_html(p: Picture, page_dir: Path) -> str:
-    """A figure with the PNG inlined, its caption and, when it shows a clip, a player of the clip."""
+    """A figure with the PNG inlined, its caption and, when it shows a clip, a player of the
+    clip."""
     player = audio_html(p.audio, page_dir) if p.audio is not None and p.audio.exists() else ""
     return (f'<figure><img src="{data_uri(p.png)}" alt="{escape(p.alt)}">'
             f"<figcaption>{escape(p.caption)}</figcaption>{player}</figure>")
@@ -164,7 +168,8 @@ def figure_html(p: Picture, page_dir: Path) -> str:
 
 def kpis_html(kpis: Sequence[tuple[str, str, str, str]]) -> str:
     """Headline tiles from ``(css class, label, value HTML, hint)``."""
-    return "".join(f'<div class="kpi {cls}"><div class="label">{escape(label)}</div><div class="value">{value}</div>'
+    return "".join(f'<div class="kpi {cls}"><div class="label">{escape(label)}</div><div '
+                   f'class="value">{value}</div>'
                    f'<div class="hint">{escape(hint)}</div></div>' for cls, label, value, hint in kpis)
 
 

@@ -28,26 +28,31 @@ from .html_base import (
 )
 from .results import ScoreRow
 
-MAPS_SCALES = ("The input and reconstruction panels of these {n} clips share one dB colour scale, and their "
+MAPS_SCALES = ("The input and reconstruction panels of these {n} clips share one dB colour "
+               "scale, and their "
                "anomaly maps one error scale, so brightness compares across them.")
 
 
 def _html_machine(part: MachinePart, page_dir: Path) -> str:
     """One machine type's card: badge, metrics table, notes, charts and anomaly maps."""
-    out = [f'<section class="card" id="m-{escape(part.key)}"><div class="card-head"><h2>{escape(part.name)}</h2>']
+    out = [f'<section class="card" id="m-{escape(part.key)}"><div '
+           f'class="card-head"><h2>{escape(part.name)}</h2>']
     if part.official_score is not None:
-        out.append(f'<span class="badge {quality_class(part.official_score)}" title="{escape(part.official_meaning)}">'
+        out.append(f'<span class="badge {quality_class(part.official_score)}" '
+                   f'title="{escape(part.official_meaning)}">'
                    f"official score {fmt(part.official_score)}</span>")
     out.append(f'</div><p class="counts">{escape(part.counts)} test clips'
                + (f" · official score: {escape(part.official_meaning)}" if part.official_score is not None else "")
                + "</p>")
     if part.rows:
         head = "".join(f"<th>{escape(label)}</th>" for _, label in part.columns)
-        out.append(f'<div class="table-wrap"><table><thead><tr><th>section</th>{head}<th>normal / anom.</th></tr>'
+        out.append(f'<div class="table-wrap"><table><thead><tr><th>section</th>{head}<th>normal / '
+                   'anom.</th></tr>'
                    "</thead><tbody>")
         for label, kind, m in part.rows:
             cells = "".join(metric_cell(m.get(k)) for k, _ in part.columns)
-            out.append(f'<tr class="{kind}"><td>{escape(label)}</td>{cells}<td>{clip_counts(m)}</td></tr>')
+            out.append('<tr '
+                       f'class="{kind}"><td>{escape(label)}</td>{cells}<td>{clip_counts(m)}</td></tr>')
         out.append("</tbody></table></div>")
     out.append(notes_html(part.notes))
     if part.charts:
@@ -63,17 +68,22 @@ def _html_machine(part: MachinePart, page_dir: Path) -> str:
 
 def render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Sequence[str], results_dir: Path,
                 rows: Sequence[ScoreRow], page_dir: Path) -> str:
-    """The whole page; ``notes`` are report-wide (skipped sets, missing scores), ``rows`` every scored
-    clip, ``page_dir`` the folder the page is written to (audio too large to embed is linked from it)."""
+    """The whole page; ``notes`` are report-wide (skipped sets, missing scores), ``rows`` every
+    scored
+    clip, ``page_dir`` the folder the page is written to (audio too large to embed is linked from
+    it)."""
     h = headline(results)
     ci_auc = f" <small>± {h['ci_auc']:.3f}</small>" if h["ci_auc"] is not None else ""
     ci_pauc = f" <small>± {h['ci_pauc']:.3f}</small>" if h["ci_pauc"] is not None else ""
     kpis = [("main", "official score", fmt(h["official"]), h["official_meaning"]),
-            ("", "AUC", fmt(h["auc"]) + ci_auc, "mean over sections · ± 95% CI (jackknife, pooled clips)"),
+            ("", "AUC", fmt(h["auc"]) + ci_auc, "mean over sections · ± 95% CI (jackknife, "
+                                                "pooled clips)"),
             ("", "pAUC", fmt(h["pauc"]) + ci_pauc, f"FPR ≤ {MAX_FPR:g}, McClish-standardised"),
             ("", "clips", h["n_clips"],
-             f"{h['n_labelled']} labelled · {len(parts)} machine type{'s' if len(parts) != 1 else ''}")]
-    toc = "".join(f'<a href="#m-{escape(p.key)}">{escape(p.name)}<span>{fmt(p.official_score)}</span></a>'
+             f"{h['n_labelled']} labelled · {len(parts)} machine "
+             f"type{'s' if len(parts) != 1 else ''}")]
+    toc = "".join('<a '
+                  f'href="#m-{escape(p.key)}">{escape(p.name)}<span>{fmt(p.official_score)}</span></a>'
                   for p in parts) + ('<a href="#all-clips">all clips</a>' if rows else "")
     r = reproducibility(results, results_dir)
     versions = "".join(f"<span>{escape(k)} <b>{escape(str(v))}</b></span>" for k, v in r["versions"].items())

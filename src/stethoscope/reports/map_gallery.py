@@ -78,7 +78,8 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
         chosen.append((normals[len(normals) // 2], "typical normal clip (median score)" if normals[0].label == 0
                        else "typical clip (median score)"))
     if not any(r.path for r in rows):
-        return [], ["scores.csv records no audio paths (scores read from submission files), so no anomaly maps."]
+        return [], ["scores.csv records no audio paths (scores read from submission files), so "
+                    "no anomaly maps."]
     system, reason = _load_model(model_dir)
     if system is None:
         return [], [f"No anomaly maps: {reason}."]
@@ -116,7 +117,8 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
 
 def shared_scale_figures(items: Sequence[tuple[str, Sequence[FaultRegion], MapPanels]]) -> list[Figure]:
     """One anomaly figure per ``(title, fault regions, panels)``, all on the same two colour scales:
-    the dB range of every input and reconstruction, and the largest 99.5th percentile of the maps."""
+    the dB range of every input and reconstruction, and the largest 99.5th percentile of the
+    maps."""
     vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in items)
     spec_range = spectrogram_range([p for *_, p in items])
     with matplotlib.rc_context(MAP_STYLE):

@@ -58,7 +58,8 @@ class MapPanels:
 
 
 def mel_band_edges(n_mels: int = 128, sample_rate: int = 16_000) -> np.ndarray:
-    """(n_mels + 1) band edges in Hz: midpoints between mel-bin centres (in mel), clipped to [0, sr/2]."""
+    """(n_mels + 1) band edges in Hz: midpoints between mel-bin centres (in mel), clipped to [0,
+    sr/2]."""
     points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2)
     centres = points[1:-1]
     step = points[1] - points[0]
@@ -191,7 +192,8 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
 
 
 def decision_title(name: str, score: float | None, threshold: float | None) -> str:
-    """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left out),
+    """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left
+    out),
     numbers in plain notation."""
     parts = []
     known = threshold if threshold is not None and np.isfinite(threshold) else None

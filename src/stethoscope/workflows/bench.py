@@ -74,7 +74,8 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
         record(name, res, latest[0])
         write()
     if joint_sets:
-        say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} set(s), "
+        say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} "
+            "set(s), "
             "one joint fit per fold")
         results, fitted = cross_validate_joint(joint_sets, make, folds, ctx, score_modes=score_modes)
         for m in modes:
@@ -90,7 +91,8 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
 
 def _new_report(spec: SystemSpec, probe: System, mode: str | None, folds: int, seed: int,
                 meta: dict[str, Any] | None) -> dict[str, Any]:
-    """A bench report before any set is run: the system, its parameters (with ``mode``), the protocol."""
+    """A bench report before any set is run: the system, its parameters (with ``mode``), the
+    protocol."""
     params = {**probe.get_params(), **({"score_mode": mode} if mode else {})}
     return {"system": spec.name, "label": spec.label, "params": params, "folds": folds, "seed": seed,
             **(meta or {}), "sets": {}}
@@ -127,5 +129,6 @@ def comparison_table(comparison: dict[str, Any]) -> str:
     lines += ["", f"{'difference (a - b)':<44}{'diff':>7}   {level} % interval"]
     for p in comparison["pairs"]:
         verdict = "within noise" if p["within_noise"] else ("a better" if p["diff"] > 0 else "b better")
-        lines.append(f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, {p['high']:+.3f}]  {verdict}")
+        lines.append(f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, "
+                     f"{p['high']:+.3f}]  {verdict}")
     return "\n".join(lines)

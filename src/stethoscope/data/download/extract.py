@@ -51,7 +51,8 @@ def _member_parts(name: str, archive: Path) -> tuple[str, ...]:
     path = PurePosixPath(name.replace("\\", "/"))
     parts = tuple(p for p in path.parts if p not in ("", "."))
     if path.is_absolute() or ".." in parts or not parts:
-        raise DownloadError(f"{archive}: member {name!r} points outside the archive; refusing to unpack it")
+        raise DownloadError(f"{archive}: member {name!r} points outside the archive; refusing to "
+                            "unpack it")
     return parts
 
 
@@ -90,14 +91,16 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
             raise
         gone = "; the archive was deleted: run again to fetch it afresh" if discard else \
             "; the archive matches its published checksum, so the published file itself is damaged"
-        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); nothing of it was "
+        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); nothing of "
+                            "it was "
                             f"unpacked{gone}") from err
     try:
         with _MOVE_LOCK:  # archives unpacked in parallel may share a folder (and attributes_XX.csv)
             for rel in placed:  # renames within one file system: no copy, no new space needed
                 _place(staging / rel, into / rel)
     except OSError as err:
-        raise DownloadError(f"{into}: moving the files of {archive.name} in failed ({err.strerror or err}); "
+        raise DownloadError(f"{into}: moving the files of {archive.name} in failed "
+                            f"({err.strerror or err}); "
                             "its files may be partly in place: run the same command again") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -105,7 +108,8 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
 
 
 def _reason(err: Exception) -> str:
-    """What was wrong with an archive, in words: the encrypted member and corrupt data cases named."""
+    """What was wrong with an archive, in words: the encrypted member and corrupt data cases
+    named."""
     text = str(err) or type(err).__name__
     if "encrypted" in text.lower() or "password" in text.lower():
         return f"an encrypted member needs a password ({text})"
@@ -158,12 +162,15 @@ def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None)
                     labelled = labelled if labelled.endswith(".wav") else labelled + ".wav"
                     a, b = _OFFICIAL.match(official), _LABELLED.match(labelled)
                     if not (a and b and a.groups() == b.groups()):
-                        raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does not pair an "
-                                            "evaluation clip section_XX_NNNN.wav with its labelled name of the "
+                        raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does "
+                                            "not pair an "
+                                            "evaluation clip section_XX_NNNN.wav with its "
+                                            "labelled name of the "
                                             "same section and number; the table is not used")
                 table[current].append((official, labelled))
             elif cells and fmt == "evaluator":
-                raise DownloadError(f"{path}: line {number} has one value, expected official,labelled names")
+                raise DownloadError(f"{path}: line {number} has one value, expected "
+                                    "official,labelled names")
     if fmt == "evaluator" and machine and not table[machine]:
         raise DownloadError(f"{path}: no clip lines; the table is not used")
     return table
@@ -193,6 +200,7 @@ def apply_ground_truth(table: dict[str, list[tuple[str, str]]], eval_dir: Path, 
             writer.writerow(["official_name", "labelled_name"])
             writer.writerows(table[machine])
         if missing:
-            say(f"warning: {machine}: {missing} evaluation clip(s) of the ground truth list are not in {folder}")
+            say(f"warning: {machine}: {missing} evaluation clip(s) of the ground truth list are "
+                f"not in {folder}")
         done[machine] = renamed
     return done

@@ -72,7 +72,8 @@ def verify(path: Path, remote: Remote) -> bool:
     if problem:
         path.unlink(missing_ok=True)
         raise ChecksumError(f"{remote.file}: checksum mismatch ({problem}; checksum from "
-                            f"{', '.join(remote.sources)}); the file was deleted. Run the command again to download "
+                            f"{', '.join(remote.sources)}); the file was deleted. Run the command "
+                            "again to download "
                             "it afresh; if it fails again, the record or the mirror has changed")
     return remote.verifiable
 
@@ -108,7 +109,8 @@ class Fetcher:
                 self._attempt(url, part, remote.size)
                 break
             except _DiskFull as full:
-                raise DownloadError(disk_full_message(full.path, full.err, f"downloading {remote.file}")) from None
+                raise DownloadError(disk_full_message(full.path, full.err, "downloading "
+                                                                           f"{remote.file}")) from None
             except HTTPError as err:
                 if err.code < 500 and err.code != 429:
                     raise DownloadError(
@@ -119,12 +121,15 @@ class Fetcher:
                 last = str(err) or type(err).__name__
             if attempt == self.retries:
                 kept = part.stat().st_size if part.exists() else 0
-                raise DownloadError(f"{remote.file}: gave up after {attempt + 1} attempts ({last}); {part} keeps the "
+                raise DownloadError(f"{remote.file}: gave up after {attempt + 1} attempts "
+                                    f"({last}); {part} keeps the "
                                     f"{kept} bytes received: run the same command again to resume")
             delay = self.backoff * 2 ** attempt
-            self.say(f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in {delay:.3g} s")
+            self.say(f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in "
+                     f"{delay:.3g} s")
             if self.stop.wait(delay):
-                raise DownloadError(f"{remote.file}: interrupted; run the same command again to resume")
+                raise DownloadError(f"{remote.file}: interrupted; run the same command again to "
+                                    "resume")
         verified = verify(part, remote)
         part.replace(dest)
         return verified
@@ -157,7 +162,8 @@ class Fetcher:
             with _open_part(part, append) as handle:
                 while block := response.read(self.chunk):
                     if self.stop.is_set():
-                        raise DownloadError(f"{part.name}: interrupted; run the same command again to resume")
+                        raise DownloadError(f"{part.name}: interrupted; run the same command "
+                                            "again to resume")
                     try:
                         handle.write(block)
                     except OSError as err:

@@ -111,7 +111,8 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
         try:
             read[record] = read_record(record, base)
         except OSError as err:
-            say(f"warning: Zenodo record {record}: its metadata could not be read ({err}); its archives have no "
+            say(f"warning: Zenodo record {record}: its metadata could not be read ({err}); its "
+                "archives have no "
                 "checksum to be verified against")
     out = []
     for remote in remotes:
@@ -121,7 +122,8 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
             continue
         listed = read[rec].get(remote.file)
         if listed is None:
-            say(f"warning: {remote.file}: not listed in Zenodo record {rec}'s metadata; no checksum to verify")
+            say(f"warning: {remote.file}: not listed in Zenodo record {rec}'s metadata; no "
+                "checksum to verify")
             out.append(remote)
         else:
             md5, size = listed

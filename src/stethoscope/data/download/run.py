@@ -138,7 +138,8 @@ def dry_run(plan: Plan, opts: Options) -> int:
                 n_unknown += size is None
             said = human(size) + (" (server)" if remote.size is None and size is not None else "")
             state = "already done" if done else said
-            print(f"    {remote.file:<42} {remote.machine or 'ground truth':<20} {state:<20} {_check_line(remote)}")
+            print(f"    {remote.file:<42} {remote.machine or 'ground truth':<20} {state:<20} "
+                  f"{_check_line(remote)}")
             print(f"      {remote.url(opts.base_url)}")
         reasons = dict.fromkeys(a.reason for a in plan.archives if a.split == split.name and a.reason)
         for reason in reasons:
@@ -150,7 +151,8 @@ def dry_run(plan: Plan, opts: Options) -> int:
     print(f"would fetch {todo} file(s), {human(total)}{more}; {n_done} already done")
     unverified = [r.file for r in plan.archives if not r.verifiable]
     if unverified:
-        print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's metadata; "
+        print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's "
+              "metadata; "
               "downloading them needs --allow-unverified")
     return 0
 
@@ -162,7 +164,8 @@ def _allow_unverifiable(dataset: str, todo: Sequence[Remote], opts: Options) -> 
     if unverifiable and not opts.allow_unverified:
         reason = next(a.reason for a in todo if not a.verifiable)
         raise DownloadError(f"{dataset}: no published checksum is known for {len(unverifiable)} "
-                            f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo record's "
+                            f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo "
+                            "record's "
                             "metadata gave none either (see the warnings). Nothing was downloaded. "
                             "Run again with --allow-unverified to fetch them anyway (each zip "
                             "member's CRC is still checked)")
@@ -225,9 +228,11 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     renamed = 0 if failures else _ground_truth(plan, opts, fetcher)
     if failures:
         listed = "\n  ".join(failures.values())
-        raise DownloadError(f"{len(failures)} of {len(todo)} archive(s) failed (the others are in place):\n  {listed}")
+        raise DownloadError(f"{len(failures)} of {len(todo)} archive(s) failed (the others are in "
+                            f"place):\n  {listed}")
     if unverified:
-        say(f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): {', '.join(unverified)}")
+        say(f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): "
+            f"{', '.join(unverified)}")
     return {"archives": len(todo), "already": len(plan.archives) - len(todo), "unverified": len(unverified),
             "renamed": renamed}
 
@@ -247,13 +252,15 @@ def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
             table_path.unlink(missing_ok=True)  # fetched afresh next time
             raise
         if not verified:
-            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes from a URL pinned to "
+            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes "
+                     "from a URL pinned to "
                      f"commit {truth.pinned_commit}, and every line was checked")
         into = plan.root / truth.into
         # the archive's own folder name is the machine type (registry names agree with it)
         done = apply_ground_truth(table, into, machines, opts.say)
         renamed += sum(done.values())
         if done:
-            opts.say(f"ground truth ({truth.file}): {sum(done.values())} evaluation clip(s) renamed to their "
+            opts.say(f"ground truth ({truth.file}): {sum(done.values())} evaluation clip(s) "
+                     "renamed to their "
                      f"labelled names in {into} (official names in <type>/eval_official_names.csv)")
     return renamed
