@@ -196,10 +196,8 @@ class EdgeModel:
         need, fixed = int(self.meta["min_samples"]), self.meta.get("clip_samples")
         if fixed is not None and len(wave) != fixed:
             raise EdgeError(f"{name}: {len(wave)} samples ({len(wave) / SAMPLE_RATE:g} s); this "
-                            f"{self.system} export "
-                            f"scores clips of exactly {fixed} samples ({fixed / SAMPLE_RATE:g} s "
-                            "at 16 kHz): "
-                            f"re-export with --seconds")
+                            f"{self.system} export scores clips of exactly {fixed} samples "
+                            f"({fixed / SAMPLE_RATE:g} s at 16 kHz): re-export with --seconds")
         if len(wave) < need:
             raise EdgeError(f"{name}: {len(wave)} samples, shorter than the {need} this model "
                             "needs")

@@ -82,8 +82,7 @@ class LogProgress:
         parts = [f"{self.unit} {self.n}" + (f"/{self.total}" if self.total is not None else "")]
         if self.n > done and now > then:
             per_unit = (now - then) / (self.n - done)
-            parts.append(f"{per_unit:.1f} s/{self.unit}" if per_unit >= 1 else f"{1 / per_unit:.1f} "
-                                                                               f"{self.unit}/s")
+            parts.append(f"{per_unit:.1f} s/{self.unit}" if per_unit >= 1 else f"{1 / per_unit:.1f} {self.unit}/s")
         parts += [f"{k} {v}" for k, v in self.postfix.items()]
         return f"{self.desc}: " + ", ".join(parts)
 

@@ -18,9 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                          "clips, or set it")
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("--data", help="normal clips: a data root in any supported layout (clips "
-                                  "labelled anomalous "
-                                  "are left out) or a folder of recordings (every file taken as "
-                                  "normal)")
+                                  "labelled anomalous are left out) or a folder of recordings "
+                                  "(every file taken as normal)")
     p.add_argument("--percentile", type=float,
                    help="quantile of the fitted gamma distribution (default: the model's "
                         "threshold_percentile)")

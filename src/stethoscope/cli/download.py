@@ -23,20 +23,17 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("download", help="fetch a DCASE Task 2 (2020-2026) or MIMII data set, "
                                         "verified, into OUT",
                        description="Fetch a data set from its official Zenodo records: every "
-                                   "archive checked "
-                                   "against its published checksum, partial downloads resumed, "
-                                   "several at once, "
-                                   "unpacked into the layout `scan` reads "
-                                   "(OUT/<dataset>/<split>/<type>/...), "
-                                   "with the evaluation ground truth where it was published.")
+                                   "archive checked against its published checksum, partial "
+                                   "downloads resumed, several at once, unpacked into the layout "
+                                   "`scan` reads (OUT/<dataset>/<split>/<type>/...), with the "
+                                   "evaluation ground truth where it was published.")
     p.add_argument("dataset", help="dcase2020 ... dcase2026, or mimii (see docs/data.md)")
     p.add_argument("--out", required=True, help="folder to put the data set in (OUT/<dataset>/...)")
     p.add_argument("--machines", type=_names, metavar="TYPE[,TYPE]", help="only these machine "
                                                                           "types, e.g. fan,valve")
     p.add_argument("--split", type=_names, metavar="SPLIT[,SPLIT]",
                    help="dev, add (additional training) and/or eval (DCASE); 6dB, 0dB, -6dB "
-                        "(MIMII: write "
-                        "--split=-6dB); default: all")
+                        "(MIMII: write --split=-6dB); default: all")
     p.add_argument("--dry-run", action="store_true", help="list what would be fetched, its size "
                                                           "and checksum source")
     p.add_argument("--jobs", type=int, default=4, help="archives fetched at once (default 4)")

@@ -19,16 +19,13 @@ def add_engine_flags(p: argparse.ArgumentParser, score: bool = False) -> None:
                    help="local (default): this process; ray: a Ray cluster or a local Ray "
                         "(pip install 'stethoscope[ray]'; docs/scale_out.md)")
     g.add_argument("--address", help="with --engine ray: an existing cluster (auto, "
-                                     "ray://HOST:10001); "
-                                     "default: start a local Ray")
+                                     "ray://HOST:10001); default: start a local Ray")
     g.add_argument("--ray-cpus", type=int, metavar="N", help="with --engine ray: CPUs of the "
-                                                             "local Ray "
-                                                             "(default: the cores this process "
-                                                             "may use)")
+                                                             "local Ray (default: the cores this "
+                                                             "process may use)")
     if score:
         g.add_argument("--out", help="with --engine ray: folder for scores.parquet, scores.csv "
-                                     "and the DCASE "
-                                     "result CSVs")
+                                     "and the DCASE result CSVs")
 
 
 def check_engine(args: argparse.Namespace) -> None:
@@ -40,9 +37,8 @@ def check_engine(args: argparse.Namespace) -> None:
     if args.engine == "ray":
         if getattr(args, "data_parallel", 1) > 1:
             raise ConfigError("--engine ray and --data-parallel: choose one (--engine ray trains "
-                              "one machine type per "
-                              "Ray task; --data-parallel N splits one training over N Ray Train "
-                              "workers)")
+                              "one machine type per Ray task; --data-parallel N splits one "
+                              "training over N Ray Train workers)")
         from ..scale._ray import import_ray
 
         import_ray()

@@ -33,8 +33,7 @@ def add_parser(sub: Any) -> None:
                         "inside: STFT and log-mel in the graph, which takes the 16 kHz waveform")
     p.add_argument("--seconds", type=float,
                    help="clip length that ldgan / tldiffgan exports score (default 10; their "
-                        "scoring noise is "
-                        "fixed per length); other systems score any length")
+                        "scoring noise is fixed per length); other systems score any length")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}; >= 17 "
                                                             "for STFT)")
     add_quiet(p)

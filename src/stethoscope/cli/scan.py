@@ -29,8 +29,7 @@ from .flags import add_audio_flag, add_channel, add_quiet
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("scan", help="what a data folder holds: layout and why, types, splits, "
-                                    "audio facts, "
-                                    "quality findings")
+                                    "audio facts, quality findings")
     p.add_argument("data", help="data folder (any supported layout) or a .csv manifest")
     p.add_argument("--layout", default="auto",
                    help="auto (default), dcase2020, dcase2021, dcase2022, mimii, folder, manifest")

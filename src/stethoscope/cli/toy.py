@@ -44,8 +44,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if args.train < 1 or args.test < 0 or args.seconds <= 0 or (args.workers is not None and args.workers < 1):
         raise ConfigError("need --train >= 1, --test >= 0, --seconds > 0 and --workers >= 1; got "
-                          f"{args.train}, "
-                          f"{args.test}, {args.seconds} and {args.workers}")
+                          f"{args.train}, {args.test}, {args.seconds} and {args.workers}")
     if not sections or any(not (s.isdigit() and len(s) == 2) for s in sections):
         raise ConfigError("--sections must be two-digit section numbers such as 00,01; got "
                           f"{args.sections!r}")

@@ -154,8 +154,7 @@ def _listen(args: argparse.Namespace, monitor: Monitor, stop: threading.Event, s
         f"{args.hop:g} s")
     stats = listener.run(stop)
     say(f"stopped: {stats.scores} score(s); {stats.overflows} input overflow(s), "
-        f"{stats.dropped_blocks} block(s) "
-        f"dropped")
+        f"{stats.dropped_blocks} block(s) dropped")
     if not stop.is_set():
         raise MicError(f"the input stream of {source} stopped (device unplugged?)")
 
@@ -178,33 +177,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                     "store "
                                                     f"(default ./{DEFAULT_DB}; may be serve's)")
     p.add_argument("--machine", help="score every file (or the microphone) with this machine's "
-                                     "model; default: "
-                                     "the file's sub-folder name")
+                                     "model; default: the file's sub-folder name")
     p.add_argument("--alarm", metavar="K/N", help="alarm rule of every served machine: K of the "
-                                                  "last N decisions "
-                                                  "anomalous (default: a new machine gets 3/5, a "
-                                                  "known one keeps its)")
+                                                  "last N decisions anomalous (default: a new "
+                                                  "machine gets 3/5, a known one keeps its)")
     p.add_argument("--keep-audio-mb", type=float, metavar="MB", help="a byte budget for all "
                                                                      "audio kept in the "
                    "event store (as serve's): past it the oldest clips' audio is dropped first "
                    "(default: none)")
     p.add_argument("--sync", default="full", choices=("full", "normal"),
                    help="SQLite commit durability: full (default; survives power loss) or normal "
-                        "(survives a "
-                        "killed process, not a power cut)")
+                        "(survives a killed process, not a power cut)")
     folder = p.add_argument_group("watching a folder")
     folder.add_argument("--recursive", action="store_true", help="also files deeper than "
-                                                                 "DIR/<sub-folder>/ (the "
-                                                                 "machine is still the first "
-                                                                 "sub-folder)")
+                                                                 "DIR/<sub-folder>/ (the machine "
+                                                                 "is still the first sub-folder)")
     folder.add_argument("--settle", type=float, default=2.0, help="seconds a file's size and "
                                                                   "mtime must stay "
                                                                   "unchanged before it is scored "
                                                                   "(default 2)")
     folder.add_argument("--poll", type=float, help="rescan every POLL seconds instead of "
-                                                   "watching with watchdog "
-                                                   "(network shares, where change events do not "
-                                                   "arrive)")
+                                                   "watching with watchdog (network shares, "
+                                                   "where change events do not arrive)")
     folder.add_argument("--max-file-mb", type=float, default=256.0, metavar="MB",
                         help="skip files larger than MB unread (default 256; --max-seconds "
                              "bounds the decoded audio)")

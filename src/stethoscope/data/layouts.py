@@ -351,8 +351,7 @@ def detect(root: str | Path) -> Detection:
         return found(best[0], f"all {n} audio files fit its names and folders{more}")
     if best:
         raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio "
-                          "files; "
-                          f"choose one with {' or '.join(f'--layout {b}' for b in best)}")
+                          f"files; choose one with {' or '.join(f'--layout {b}' for b in best)}")
     partial = [name for name in _TRIED if fits[name]]
     if not partial:
         raise LayoutError(f"{root}: no known layout matches (tried {', '.join(_TRIED)}, manifest); "
@@ -363,10 +362,9 @@ def detect(root: str | Path) -> Detection:
                                 "and no other layout fits a file it does not")
     listed = ", ".join(f"{name} fits {fits[name]} of {n}" for name in partial)
     raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part "
-                      "on its own "
-                      "(one folder per layout), or choose one with "
-                      f"{' or '.join(f'--layout {p}' for p in partial)} "
-                      "to have the files it does not fit named")
+                      "on its own (one folder per layout), or choose one with "
+                      f"{' or '.join(f'--layout {p}' for p in partial)} to have the files it does "
+                      "not fit named")
 
 
 def detect_layout(root: str | Path) -> str:
@@ -396,16 +394,14 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     except LayoutError as err:
         if detection is None:
             raise
-        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; a folder "
-                          "mixing layouts "
-                          "must be scanned one part at a time; otherwise name its layout: "
-                          f"{_FLAGS}]") from err
+        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; "
+                          "a folder mixing layouts must be scanned one part at a time; "
+                          f"otherwise name its layout: {_FLAGS}]") from err
     if machine is not None:
         kept = [c for c in clips if c.machine == machine]
         if not kept:
             raise LayoutError(f"{root}: no {layout} clips of machine {machine!r}; machines "
-                              "present: "
-                              f"{', '.join(sorted({c.machine for c in clips}))}")
+                              f"present: {', '.join(sorted({c.machine for c in clips}))}")
         clips = kept
     if split is not None:
         kept = [c for c in clips if c.split == split]

@@ -158,8 +158,7 @@ class AudioPolicy:
             return None
         where = f"; list in {skipped_csv}" if skipped and skipped_csv else ""
         return (f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with "
-                f"warnings{where}"
-                f" (--on-bad-audio {self.on_bad_audio or 'default'})")
+                f"warnings{where} (--on-bad-audio {self.on_bad_audio or 'default'})")
 
     def write_skipped(self, path: Path) -> Path | None:
         """``skipped.csv`` (file, reason) of the files left out; None (and no file) when none

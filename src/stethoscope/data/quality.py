@@ -171,9 +171,8 @@ def too_short(seconds: float, min_seconds: float) -> Problem | None:
     """An unreadable finding when a clip is shorter than the model's shortest input."""
     if seconds >= min_seconds:
         return None
-    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for "
-                   "the model's "
-                   "input", unreadable=True)
+    return Problem(f"too short: {seconds:.4g} s of audio, at least "
+                   f"{min_seconds:.3g} s needed for the model's input", unreadable=True)
 
 
 def max_frames(max_seconds: float, sample_rate: int, channels: int) -> int:
@@ -191,9 +190,8 @@ def too_long(header: AudioHeader, max_seconds: float) -> Problem | None:
     if header.frames >= UNKNOWN_FRAMES or header.frames <= max_frames(max_seconds, header.sample_rate, header.channels):
         return None
     return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} "
-                   "channel(s) at "
-                   f"{header.sample_rate} Hz) is over the --max-seconds {max_seconds:g} limit; "
-                   "not decoded",
+                   f"channel(s) at {header.sample_rate} Hz) is over the --max-seconds "
+                   f"{max_seconds:g} limit; not decoded",
                    unreadable=True)
 
 
@@ -271,21 +269,18 @@ class WaveStats:
         out, level = [], 20 * np.log10(max(self.ac_rms, 1e-12))
         if self.peak > 1.0:
             out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples "
-                               "should lie "
-                               "within -1..1)"))
+                               "should lie within -1..1)"))
         elif self.clipped >= CLIPPED_FRACTION:
             out.append(Problem(f"clipped: {100 * self.clipped:.2g}% of samples at full scale"))
         if self.repeated >= CONSTANT_FRACTION:
             out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat "
-                               "the previous one "
-                               "(a stuck or DC-only signal)"))
+                               "the previous one (a stuck or DC-only signal)"))
         elif level < SILENCE_DBFS:
             out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} "
                                "dBFS)"))
         if abs(self.mean) >= max(DC_OFFSET, 0.1 * self.ac_rms):
             out.append(Problem(f"DC offset: mean sample value {self.mean:.3g}"))
         if level >= LOUD_DBFS and abs(self.lag1) < WHITE_CORRELATION and self.peak <= 1.0:
-            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with uncorrelated "
-                               "samples "
-                               "(random bytes rather than a recording?)"))
+            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with "
+                               "uncorrelated samples (random bytes rather than a recording?)"))
         return out

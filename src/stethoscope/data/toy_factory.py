@@ -259,8 +259,7 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     for machine in machines:
         if sounds.get(machine, machine) not in MACHINE_SOUNDS:
             raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
-                             f"type {machine!r}; "
-                             f"known sounds: {MACHINES}")
+                             f"type {machine!r}; known sounds: {MACHINES}")
     root = Path(root)
     total = len(machines) * len(sections) * (n_train + n_test)
     bar = show_progress(desc="toy", unit="clip", total=total, enabled=progress)

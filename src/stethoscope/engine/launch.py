@@ -108,8 +108,7 @@ def _check_resources(resources: dict[str, float], workers: int, gpu: bool) -> No
     have = int(resources.get(kind, 0))
     if have < workers:
         raise ConfigError(f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster "
-                          "(one per worker); "
-                          f"it has {have}")
+                          f"(one per worker); it has {have}")
 
 
 def _user_error(err: BaseException) -> StethoscopeError | None:

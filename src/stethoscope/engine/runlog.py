@@ -99,6 +99,5 @@ def _read(path: Path) -> dict[str, Any]:
             and isinstance(data.get("resumed", []), list) and isinstance(data.get("meta", {}), dict)
             and all(isinstance(rec, dict) and isinstance(rec.get("status"), str) for rec in items.values())):
         raise CheckpointError(f"{path}: not a run log (needs 'started' and 'items' with a "
-                              "'status' each); "
-                              "delete it to start the run over")
+                              "'status' each); delete it to start the run over")
     return data

@@ -184,13 +184,11 @@ def _resume(module: nn.Module, opts: dict[str, torch.optim.Optimizer], gens: dic
         return 0
     if meta.get("fingerprint") != fingerprint:
         say(f"resume: the checkpoint in {ctx.checkpoint_dir} was made for other hyperparameters, "
-            "seed or "
-            f"training clips; starting fresh")
+            "seed or training clips; starting fresh")
         return 0
     if int(meta["epoch"]) > epochs:
         say(f"resume: the checkpoint in {ctx.checkpoint_dir} is at epoch {meta['epoch']}, past "
-            f"the {epochs} "
-            f"epochs asked for; starting fresh")
+            f"the {epochs} epochs asked for; starting fresh")
         return 0
     load_checkpoint(ctx.checkpoint_dir, meta, module, opts, gens, rank=rank, shared=("data",))
     history.extend(meta["history"])

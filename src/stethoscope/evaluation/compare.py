@@ -59,8 +59,7 @@ def _fold_table(reports: Mapping[str, Mapping[str, Any]], set_name: str) -> list
         clips = [f.get("clips") for f in folds]
         if any(c != clips[0] for c in clips):
             raise StethoscopeError(f"set {set_name!r} fold {k}: the systems scored different test "
-                                   "clips; "
-                                   "benchmark them with the same data, folds and seed")
+                                   "clips; benchmark them with the same data, folds and seed")
         labels = np.asarray(folds[0]["labels"])
         scores = np.asarray([f["scores"] for f in folds], dtype=np.float64)  # (systems, clips)
         keep = np.isfinite(scores).all(axis=0)

@@ -88,8 +88,7 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
     gt_files = sorted(data_dir.glob("ground_truth_*_section_*_test.csv")) if data_dir.is_dir() else []
     if not gt_files:
         raise LayoutError(f"{gt_dir}: no "
-                          "ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv "
-                          "files")
+                          "ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv files")
     out: list[ScoredClip] = []
     for gt_path in gt_files:
         m = _GT.search(gt_path.name)
@@ -115,8 +114,7 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
             missing = sorted(set(labels) - set(table))
             if missing:
                 raise LayoutError(f"{scores_dir}: {name} for {machine} section {section} lack "
-                                  f"{len(missing)} "
-                                  f"ground-truth file(s), e.g. {missing[0]}")
+                                  f"{len(missing)} ground-truth file(s), e.g. {missing[0]}")
         for file in sorted(labels):
             out.append(ScoredClip(file=file, machine=machine, section=section, label=int(float(labels[file])),
                                   domain="target" if int(float(domains[file])) == 1 else "source",

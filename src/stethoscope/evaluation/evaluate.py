@@ -106,8 +106,7 @@ def format_table(evaluation: dict[str, Any]) -> str:
     score = evaluation.get("official_score")
     if score is not None:
         lines.append("official score "
-                     f"({describe_official_score(evaluated_sections(evaluation))}): "
-                     f"{score:.4f}")
+                     f"({describe_official_score(evaluated_sections(evaluation))}): {score:.4f}")
     ci = evaluation.get("ci95")
     if ci:
         lines.append(f"95% CI half-width (jackknife over clips): AUC ±{ci['auc']:.3f}, pAUC "

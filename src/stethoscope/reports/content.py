@@ -124,8 +124,7 @@ def machine_part(machine: str, key: str, results: dict[str, Any], rows: Sequence
             part.charts.append(roc)
     elif not entry:
         part.notes.append("No clips with both labels: metrics and ROC curves need normal and "
-                          "anomalous clips; "
-                          "the histogram shows the scores only.")
+                          "anomalous clips; the histogram shows the scores only.")
     part.charts.append(histogram_picture(machine, key, rows, threshold))
     maps, notes = map_pictures(machine, key, rows, (results.get("models") or {}).get(machine), results_dir)
     part.maps, part.notes = maps, part.notes + notes

@@ -48,10 +48,9 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
     if bench_files(results_dir):
         return _bench_report(results_dir, out_path)
     raise StethoscopeError(f"{results_dir}: neither an evaluation folder (results.json and "
-                           "scores.csv, written by "
-                           "`stethoscope evaluate` or `demo`) nor a benchmark folder "
-                           "(bench.json, or "
-                           "<mode>/bench.json per score mode, written by `stethoscope bench`)")
+                           "scores.csv, written by `stethoscope evaluate` or `demo`) nor a "
+                           "benchmark folder (bench.json, or <mode>/bench.json per score mode, "
+                           "written by `stethoscope bench`)")
 
 
 def _evaluation_report(results_dir: Path, out_path: Path) -> Path:

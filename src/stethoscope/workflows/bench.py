@@ -75,8 +75,7 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
         write()
     if joint_sets:
         say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} "
-            "set(s), "
-            "one joint fit per fold")
+            "set(s), one joint fit per fold")
         results, fitted = cross_validate_joint(joint_sets, make, folds, ctx, score_modes=score_modes)
         for m in modes:
             reports[m]["joint_fit"] = True

@@ -79,8 +79,7 @@ def calibrate(model: str | Path, ctx: RunContext | None, data: str | Path | None
         assert scores is not None
         if len(scores) < 2:
             raise ConfigError(f"{data}: a threshold fit needs at least 2 normal clips, got "
-                              f"{len(scores)} "
-                              "(or set one with --threshold)")
+                              f"{len(scores)} (or set one with --threshold)")
         fraction = percentile if percentile is not None else system.threshold_percentile
         system.threshold_ = gamma_threshold(scores, fraction)
         record.update(method="gamma fit", percentile=fraction)

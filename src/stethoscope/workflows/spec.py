@@ -59,8 +59,7 @@ def system_specs(text: str, config: str | None = None, overrides: Sequence[str] 
         raise ConfigError("--system: name at least one system")
     if len(entries) > 1 and (config or overrides):
         raise ConfigError("--config and --set apply to one system; with several, give each its "
-                          "settings as "
-                          "name@variant (a packaged config such as tldiffgan@cpu) or "
+                          "settings as name@variant (a packaged config such as tldiffgan@cpu) or "
                           "name@file.yaml")
     if len(set(entries)) != len(entries):
         raise ConfigError(f"--system names a system twice: {text!r}")

@@ -229,8 +229,7 @@ def finish_training(groups: Iterable[str], ctx: RunContext, log: RunLog, failure
     if failures:
         listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
         raise StethoscopeError(f"{len(failures)} of {len(list(groups))} machine type(s) failed "
-                               f"({listed}); "
-                               f"see {log.path}")
+                               f"({listed}); see {log.path}")
 
 
 def train_folder(data: str | Path, build: Build, out: str | Path, ctx: RunContext, layout: str = "auto",

@@ -91,9 +91,8 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
             raise
         gone = "; the archive was deleted: run again to fetch it afresh" if discard else \
             "; the archive matches its published checksum, so the published file itself is damaged"
-        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); nothing of "
-                            "it was "
-                            f"unpacked{gone}") from err
+        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); "
+                            f"nothing of it was unpacked{gone}") from err
     try:
         with _MOVE_LOCK:  # archives unpacked in parallel may share a folder (and attributes_XX.csv)
             for rel in placed:  # renames within one file system: no copy, no new space needed
@@ -163,10 +162,9 @@ def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None)
                     a, b = _OFFICIAL.match(official), _LABELLED.match(labelled)
                     if not (a and b and a.groups() == b.groups()):
                         raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does "
-                                            "not pair an "
-                                            "evaluation clip section_XX_NNNN.wav with its "
-                                            "labelled name of the "
-                                            "same section and number; the table is not used")
+                                            "not pair an evaluation clip section_XX_NNNN.wav "
+                                            "with its labelled name of the same section and "
+                                            "number; the table is not used")
                 table[current].append((official, labelled))
             elif cells and fmt == "evaluator":
                 raise DownloadError(f"{path}: line {number} has one value, expected "

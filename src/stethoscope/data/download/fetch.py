@@ -109,8 +109,7 @@ class Fetcher:
                 self._attempt(url, part, remote.size)
                 break
             except _DiskFull as full:
-                raise DownloadError(disk_full_message(full.path, full.err, "downloading "
-                                                                           f"{remote.file}")) from None
+                raise DownloadError(disk_full_message(full.path, full.err, f"downloading {remote.file}")) from None
             except HTTPError as err:
                 if err.code < 500 and err.code != 429:
                     raise DownloadError(

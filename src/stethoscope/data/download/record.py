@@ -112,8 +112,7 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
             read[record] = read_record(record, base)
         except OSError as err:
             say(f"warning: Zenodo record {record}: its metadata could not be read ({err}); its "
-                "archives have no "
-                "checksum to be verified against")
+                "archives have no checksum to be verified against")
     out = []
     for remote in remotes:
         rec = records.get(remote.split)

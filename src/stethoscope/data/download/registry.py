@@ -177,8 +177,7 @@ def _truths(entry: Any, where: str, dataset: str, split: str, record: int | None
                         labels=machine)
         if not truth.verifiable and truth.pinned_commit is None:
             raise ConfigError(f"{where}: a ground-truth table without a checksum must name a full "
-                              "40-digit git "
-                              f"commit in its path, got {truth.path!r}")
+                              f"40-digit git commit in its path, got {truth.path!r}")
         out.append(truth)
     return tuple(out)
 
@@ -259,6 +258,5 @@ def select(registry: Registry, dataset: str, splits: list[str] | None = None,
     archives = [a for s in split_objs for a in s.archives if wanted is None or a.machine in wanted]
     if not archives:
         raise ConfigError(f"{dataset}: no archive of machine type(s) {sorted(wanted or [])} in "
-                          "split(s) "
-                          f"{', '.join(chosen)}")
+                          f"split(s) {', '.join(chosen)}")
     return ds, split_objs, archives

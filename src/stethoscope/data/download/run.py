@@ -152,8 +152,7 @@ def dry_run(plan: Plan, opts: Options) -> int:
     unverified = [r.file for r in plan.archives if not r.verifiable]
     if unverified:
         print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's "
-              "metadata; "
-              "downloading them needs --allow-unverified")
+              "metadata; downloading them needs --allow-unverified")
     return 0
 
 
@@ -165,10 +164,9 @@ def _allow_unverifiable(dataset: str, todo: Sequence[Remote], opts: Options) -> 
         reason = next(a.reason for a in todo if not a.verifiable)
         raise DownloadError(f"{dataset}: no published checksum is known for {len(unverifiable)} "
                             f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo "
-                            "record's "
-                            "metadata gave none either (see the warnings). Nothing was downloaded. "
-                            "Run again with --allow-unverified to fetch them anyway (each zip "
-                            "member's CRC is still checked)")
+                            "record's metadata gave none either (see the warnings). Nothing was "
+                            "downloaded. Run again with --allow-unverified to fetch them anyway "
+                            "(each zip member's CRC is still checked)")
     for name in unverifiable:
         opts.say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED "
                  "(--allow-unverified)")
