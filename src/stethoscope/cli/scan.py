@@ -63,15 +63,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if others:
             print(f"  files other layouts fit: {', '.join(others)} of {detection.n_files}")
     print(f"{len(clips)} clips, {len({c.machine for c in clips})} machine type(s)")
-    print("  "
-          f"{'machine':<16}{'section':<12}{'domain':<8}{'split':<13}{'label':<11}{'clips':>6}{'hidden attrs':>14}")
+    print(f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<13}{'label':<11}"
+          f"{'clips':>6}{'hidden attrs':>14}")
     label = {0: "normal", 1: "anomaly", None: "unlabelled"}
     keys = [(c.machine, c.section_tag, c.domain or "-", c.split, label[c.label]) for c in clips]
     groups, hidden = Counter(keys), Counter(k for k, c in zip(keys, clips, strict=True) if c.hidden_attributes)
     for key, n in sorted(groups.items()):
         machine, section, domain, split, lab = key
-        print("  "
-              f"{machine:<16}{section:<12}{domain:<8}{split:<13}{lab:<11}{n:>6}{hidden[key] or '-':>14}")
+        print(f"  {machine:<16}{section:<12}{domain:<8}{split:<13}{lab:<11}{n:>6}"
+              f"{hidden[key] or '-':>14}")
     roles = Counter(c.split for c in clips)
     print(f"roles: {_counts(roles)}" + (f"; {SUPPLEMENTAL}: extra clean machine / noise clips, "
                                         "for systems that "

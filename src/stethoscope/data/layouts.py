@@ -287,8 +287,9 @@ EXPECTED = {
     "dcase2020": "<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav",
     "dcase2021": "<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_"
                  "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav",
-    "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav"
-                 ", <type>/test/section_XX_NNNN.wav or <type>/supplemental/<file>",
+    "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_"
+                 "{normal,anomaly}_NNNN_<attrs>.wav, <type>/test/section_XX_NNNN.wav"
+                 " or <type>/supplemental/<file>",
     "mimii": "<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav",
     "folder": "<root>/{train,normal,anomaly,abnormal}/<file>.wav",
 }

@@ -46,7 +46,8 @@ from .quality import (
 )
 
 ON_BAD_AUDIO = ("error", "skip", "warn")
-SKIP_HINT = " (--on-bad-audio skip leaves such files out)"  # ends an error that the flag could turn into a skip
+# ends an error that the flag could turn into a skip
+SKIP_HINT = " (--on-bad-audio skip leaves such files out)"
 
 
 class AudioWarning(UserWarning):

@@ -106,7 +106,8 @@ def wav_truncation(head: bytes, size: int) -> str | None:
         available = size - offset - 8
         if chunk == b"data":
             if length not in (0, 0xFFFFFFFF) and available < length:  # 0 / -1: size unknown (streamed)
-                return f"truncated WAV: data chunk declares {length} bytes but only {available} are present"
+                return (f"truncated WAV: data chunk declares {length} bytes but only {available} "
+                        "are present")
             return None
         offset += 8 + length + (length & 1)
     if offset < size and offset + 8 > len(head):

@@ -213,7 +213,8 @@ def _write_clip(job: _ClipJob) -> tuple[str, Attributes, FaultRegion | None]:
                             seconds=job.seconds, sample_rate=job.sample_rate, section=job.section_index,
                             attributes=attrs)
     state = "normal" if job.kind is None else "anomaly"
-    name = f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_{_attr_tag(attrs)}.wav"
+    name = (f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_"
+            f"{_attr_tag(attrs)}.wav")
     atomic_write_bytes(job.directory / job.split / name, _wav_bytes(wave, job.sample_rate))
     return name, attrs, region
 

@@ -194,21 +194,24 @@ def render_bench_html(modes: Sequence[BenchMode], folder: Path, chart: Picture |
                      f"{notes_html(_notes(m))}</section>")
     r = reproducibility(modes[0].data, folder)
     config = modes[0].data.get("params") or r["config"]
+    config_json = escape(json.dumps(config, indent=2, default=str))
+    charts = (f'<section class="card"><div class="grid">{figure_html(chart, page_dir)}</div></section>'
+              if chart else "")
     body = f"""<div class="eyebrow">Stethoscope · cross-validated benchmark</div>
 <h1>{escape(h['system'])}</h1>
-<p class="sub">data <code>{escape(h['data'])}</code> · per set, the normal clips are split into folds; each fold
-trains on the other normals and tests on its normals plus all anomalies. Metrics are means over folds
-± their standard deviation over folds.</p>
+<p class="sub">data <code>{escape(h['data'])}</code> · per set, the normal clips are split into
+folds; each fold trains on the other normals and tests on its normals plus all anomalies. Metrics
+are means over folds ± their standard deviation over folds.</p>
 <div class="kpis">{kpis_html(kpis)}</div>
 {legend_html()}
-{'<section class="card"><div class="grid">' + figure_html(chart, page_dir) + '</div></section>' if chart else ''}
+{charts}
 {comparison_html(comparison) if comparison else ''}
 {''.join(cards)}
 <footer><section class="card"><h2>Reproducibility</h2>
 <p class="counts">Regenerate this page with
 <code>stethoscope report --results {escape(str(folder))} --out report.html</code></p>
 <h3>Run</h3>{facts_html(r['facts'])}
-<details><summary>Configuration</summary><pre>{escape(json.dumps(config, indent=2, default=str))}</pre></details>
+<details><summary>Configuration</summary><pre>{config_json}</pre></details>
 </section><p>Made by Stethoscope. Self-contained: no external resources.</p></footer>"""
     return page(f"Stethoscope benchmark: {h['system']}", body)
 

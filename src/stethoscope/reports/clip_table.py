@@ -35,7 +35,8 @@ SCRIPT = """
     r.searchText = cells.join("\\t").toLowerCase();
   });
   function key(row, col, numeric) {
-    var cell = row.cells[col], v = cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent;
+    var cell = row.cells[col];
+    var v = cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent;
     if (!numeric) return v.toLowerCase();
     var f = parseFloat(v);
     return isNaN(f) ? -Infinity : f;

@@ -82,10 +82,11 @@ def render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Se
             ("", "clips", h["n_clips"],
              f"{h['n_labelled']} labelled · {len(parts)} machine "
              f"type{'s' if len(parts) != 1 else ''}")]
-    toc = "".join('<a '
-                  f'href="#m-{escape(p.key)}">{escape(p.name)}<span>{fmt(p.official_score)}</span></a>'
+    toc = "".join(f'<a href="#m-{escape(p.key)}">{escape(p.name)}'
+                  f'<span>{fmt(p.official_score)}</span></a>'
                   for p in parts) + ('<a href="#all-clips">all clips</a>' if rows else "")
     r = reproducibility(results, results_dir)
+    config_json = escape(json.dumps(r["config"], indent=2, default=str))
     versions = "".join(f"<span>{escape(k)} <b>{escape(str(v))}</b></span>" for k, v in r["versions"].items())
     body = f"""<div class="eyebrow">Stethoscope · anomalous sound detection report</div>
 <h1>{escape(h['system'])}</h1>
@@ -101,9 +102,9 @@ def render_html(results: dict[str, Any], parts: Sequence[MachinePart], notes: Se
 <code>stethoscope report --results {escape(str(results_dir))} --out report.html</code></p>
 <h3>Run</h3>{facts_html(r['facts'])}
 <h3>Versions</h3><div class="chips">{versions or '<span>not recorded</span>'}</div>
-<details><summary>Configuration</summary><pre>{escape(json.dumps(r['config'], indent=2, default=str))}</pre></details>
+<details><summary>Configuration</summary><pre>{config_json}</pre></details>
 </section>
 <p>Made by Stethoscope. Scores: higher = more anomalous. Self-contained: images, and clips up to
-{AUDIO_EMBED_LIMIT / 1e6:g} MB, are embedded (larger clips are linked by relative path); nothing is fetched
-from the network.</p></footer>"""
+{AUDIO_EMBED_LIMIT / 1e6:g} MB, are embedded (larger clips are linked by relative path); nothing is
+fetched from the network.</p></footer>"""
     return page(f"Stethoscope report: {h['system']}", body, SCRIPT if rows else "")

@@ -89,8 +89,9 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
             archive.unlink(missing_ok=True)
         if isinstance(err, DownloadError):
             raise
-        gone = "; the archive was deleted: run again to fetch it afresh" if discard else \
-            "; the archive matches its published checksum, so the published file itself is damaged"
+        gone = ("; the archive was deleted: run again to fetch it afresh" if discard else
+                "; the archive matches its published checksum, so the published file itself is "
+                "damaged")
         raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); "
                             f"nothing of it was unpacked{gone}") from err
     try:

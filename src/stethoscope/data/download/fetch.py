@@ -43,7 +43,8 @@ def disk_full_message(path: Path, err: OSError, what: str) -> str:
     """The user-facing text of a write that found no room (or hit the file size limit)."""
     cause = {errno.EFBIG: "file too large for this file system or the process's file size limit",
              errno.EDQUOT: "disk quota exceeded"}.get(err.errno or 0, "no space left on the device")
-    return f"{path}: {cause} while {what} ({err.strerror or err}); free some space and run the same command again"
+    return (f"{path}: {cause} while {what} ({err.strerror or err}); free some space and run the "
+            "same command again")
 
 
 def file_digests(path: Path, chunk: int = 1 << 20) -> tuple[str, str]:

@@ -26,7 +26,8 @@ from .registry import Dataset, Registry, Remote, Split, select
 STATE = ".download"
 
 
-SELF_ATTESTED = "self-attested"  # .done.json's "verified" when the checksum came from the --base-url mirror itself
+# .done.json's "verified" when the checksum came from the --base-url mirror itself
+SELF_ATTESTED = "self-attested"
 
 
 def _stderr(message: str) -> None:
