@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.conftest import write_wav
 
-from stethoscope.data.quality import AUDIO_SUFFIXES, WaveStats, duration_problem, entry_problem, read_header
+from stethoscope.data.quality import (
+    AUDIO_SUFFIXES,
+    WaveStats,
+    duration_problem,
+    entry_problem,
+    read_header,
+)
+from tests.conftest import write_wav
 
 SR = 16_000
 
@@ -94,7 +100,7 @@ def test_header_findings(tmp_path: Path) -> None:
 def test_sample_checks_name_what_is_wrong(wave: np.ndarray, expected: list[str]) -> None:
     problems = WaveStats.of(wave, SR).problems()
     assert len(problems) == len(expected) and not any(p.unreadable for p in problems)
-    for problem, start in zip(problems, expected):
+    for problem, start in zip(problems, expected, strict=True):
         assert problem.reason.startswith(start), problem.reason
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -32,7 +32,7 @@ def _wav(path: Path, seed: int, anomalous: bool = False, seconds: float = 2.0) -
 
 def _write_scores(path: Path, rows: list[ScoredClip], paths: list[Path]) -> None:
     lines = ["file,path,machine,section,domain,label,score,decision"]
-    for r, p in zip(rows, paths):
+    for r, p in zip(rows, paths, strict=True):
         label = "" if r.label is None else r.label
         lines.append(f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},{r.score!r},{r.decision}")
     path.write_text("\n".join(lines) + "\n")
@@ -65,7 +65,7 @@ def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, lab
         scores = system.score(clips, QUIET)
         if machine == "gearbox":
             scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
-        for c, s in zip(clips, scores):
+        for c, s in zip(clips, scores, strict=True):
             rows.append(ScoredClip(c.name, machine, c.section, c.label if labelled else None, c.domain, float(s),
                                    int(s > system.threshold_), layout=c.layout))
             paths.append(c.path)

@@ -37,7 +37,7 @@ def test_card_and_table_counts_agree_when_sections_are_skipped(tmp_path: Path):
     part = machine_part("valve", "valve", results, _score_rows(scored), tmp_path)
     assert part.counts == "5 normal, 11 anomalous"
     counts = [(m["n_normal"], m["n_anomaly"]) for _, kind, m in part.rows if kind != "mean"]
-    assert tuple(map(sum, zip(*counts))) == (5, 11)  # the table's rows add up to the card's counts
+    assert tuple(map(sum, zip(*counts, strict=True))) == (5, 11)  # the table's rows add up to the card's counts
     assert [label for label, _, _ in part.rows] == ["id_00 (no metrics: no normal clips)", "id_02",
                                                     "id_04 (no metrics: no normal clips)",
                                                     "id_06 (no metrics: no normal clips)"]
@@ -62,4 +62,4 @@ def test_2020_report_names_what_the_official_score_averages(tmp_path: Path):
     assert "5 normal, 11 anomalous test clips" in html
     table = html.split("<table>", 1)[1].split("</table>", 1)[0]
     cells = [tuple(map(int, c)) for c in re.findall(r"<td>(\d+) / (\d+)</td>", table)]
-    assert tuple(map(sum, zip(*cells))) == (5, 11)
+    assert tuple(map(sum, zip(*cells, strict=True))) == (5, 11)

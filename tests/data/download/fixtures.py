@@ -57,13 +57,13 @@ class Server:
 class _Handler(BaseHTTPRequestHandler):
     owner: Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet test server
+    def log_message(self, format: str, *args: object) -> None:
         del format, args
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self._serve(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve(body=True)
 
     def _serve(self, body: bool) -> None:

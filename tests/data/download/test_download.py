@@ -242,7 +242,7 @@ def test_a_full_disk_stops_cleanly(server: Server, archives: dict[str, bytes], t
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     runs = [start(tmp_path / "a", "dev"), start(tmp_path / "b", "eval")]
-    (out_a, err_a), (out_b, err_b) = (p.communicate(timeout=300) for p in runs)
+    (_, err_a), (_, err_b) = (p.communicate(timeout=300) for p in runs)
     assert runs[0].returncode == 2, err_a
     assert "dev_fan.zip.part: file too large for this file system or the process's file size limit while " \
            "downloading dev_fan.zip" in err_a and "Traceback" not in err_a
