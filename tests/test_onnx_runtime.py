@@ -126,7 +126,9 @@ def test_runtime_imports_and_scores_without_torch(exported: tuple) -> None:
     assert "dcase_ae" in lines[0] and len(lines) == 1 + len(test)
     printed = np.array([float(line.split()[-2]) for line in lines[1:]])
     np.testing.assert_allclose(printed, system.score(test, RunContext(progress=False)), rtol=1e-5, atol=1e-9)
-    blocked = subprocess.run([sys.executable, "-c", BLOCK_TORCH + "import stethoscope.onnx_runtime, stethoscope; "
+    blocked = subprocess.run([sys.executable, "-c", BLOCK_TORCH + "import "
+                                                                  "stethoscope.onnx_runtime, "
+                                                                  "stethoscope; "
                               "assert 'stethoscope.systems' not in sys.modules"], env=_env(),
                              capture_output=True, text=True, timeout=120)
     assert blocked.returncode == 0, blocked.stderr
@@ -149,7 +151,8 @@ def test_runtime_refuses_bad_input(exported: tuple, tmp_path: Path) -> None:
     model = EdgeModel(folder)
     with pytest.raises(EdgeError, match="NaN or infinite"):
         model.score_waveform(np.full(16_000, np.nan, np.float32))
-    with pytest.raises(EdgeError, match=r"expected mono samples \(one dimension\), got shape \(2, 16000\)"):
+    with pytest.raises(EdgeError, match=r"expected mono samples \(one dimension\), got shape \(2, "
+                                        r"16000\)"):
         model.score_waveform(np.zeros((2, 16_000), np.float32))
     with pytest.raises(EdgeError, match="shorter than the 2048"):
         model.score_waveform(np.zeros(1_000, np.float32))

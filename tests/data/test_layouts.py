@@ -225,10 +225,7 @@ def test_manifest(tmp_path: Path) -> None:
     _touch(tmp_path, "audio/y.flac")
     _touch(tmp_path, "audio/z.wav")
     manifest = tmp_path / "list.csv"
-    manifest.write_text("path,label,machine,section,domain\n"
-                        "audio/x.wav,normal,fan,1,source\n"
-                        "audio/y.flac,1,fan,01,target\n"
-                        "audio/z.wav,,,,\n")
+    manifest.write_text("path,label,machine,section,domain\naudio/x.wav,normal,fan,1,source\naudio/y.flac,1,fan,01,target\naudio/z.wav,,,,\n")
     assert detect_layout(manifest) == "manifest"
     clips = scan(manifest)
     assert [(c.machine, c.section, c.domain, c.label, c.layout) for c in clips] == [
@@ -266,7 +263,8 @@ def test_a_misfit_after_detection_names_the_flag(tmp_path: Path) -> None:
     root = tmp_path / "pump"
     for rel in ["normal/a.wav", "anomaly/b.wav", "extra/c.wav"]:
         _touch(root, rel)
-    with pytest.raises(LayoutError, match=r"extra/c.wav.*auto-detected as folder.*--layout dcase2020") as err:
+    with pytest.raises(LayoutError, match=r"extra/c.wav.*auto-detected as folder.*--layout "
+                                          r"dcase2020") as err:
         scan(root)
     assert "layout=" not in str(err.value)
 
@@ -274,7 +272,8 @@ def test_a_misfit_after_detection_names_the_flag(tmp_path: Path) -> None:
 def test_layouts_fitting_disjoint_parts_are_ambiguous(tmp_path: Path) -> None:
     _touch(tmp_path, "a/fan/test/normal_id_00_00000000.wav")
     _touch(tmp_path, "b/fan/id_00/normal/00000000.wav")
-    with pytest.raises(LayoutError, match=r"no single layout fits every audio file \(mimii fits 1 of 2, dcase2020 "
+    with pytest.raises(LayoutError, match=r"no single layout fits every audio file \(mimii fits 1 "
+                                          r"of 2, dcase2020 "
                                           r"fits 1 of 2\).*--layout mimii or --layout dcase2020"):
         detect_layout(tmp_path)
 
@@ -313,7 +312,9 @@ def test_real_dcase2020_and_mimii(real_data: Path) -> None:
     mimii = scan(real_data / "mimii_0db")
     assert len(mimii) == 48 and {c.layout for c in mimii} == {"mimii"}
     assert {c.machine for c in mimii} == {"fan", "pump", "slider", "valve"}
-    # the real root mixes two layouts: a clear error listing both and their flags, not a partial list
-    with pytest.raises(LayoutError, match=r"no single layout.*mimii fits 48 of 176.*dcase2020 fits 128 of 176.*"
+    # the real root mixes two layouts: a clear error listing both and their flags, not a partial
+    # list
+    with pytest.raises(LayoutError, match=r"no single layout.*mimii fits 48 of 176.*dcase2020 "
+                                          r"fits 128 of 176.*"
                                           r"--layout mimii or --layout dcase2020"):
         scan(real_data)

@@ -50,8 +50,8 @@ def test_findings_are_said_once_and_counted_per_file(tmp_path: Path) -> None:
     listed = policy.write_skipped(tmp_path / "out" / "skipped.csv")
     with open(listed, newline="") as handle:
         assert list(csv.reader(handle)) == [["file", "reason"], ["a.wav", "odd"], ["b.wav", "unusable; odd"]]
-    assert policy.summary(listed) == (f"audio checks: 2 file(s) skipped, 0 kept with warnings; list in {listed} "
-                                      "(--on-bad-audio skip)")
+    assert policy.summary(listed) == ("audio checks: 2 file(s) skipped, 0 kept with warnings; "
+                                      f"list in {listed} (--on-bad-audio skip)")
     with pytest.raises(AudioSkipped, match=re.escape("b.wav")):
         policy.require("b.wav", [])  # once skipped, a file stays out
 
@@ -83,7 +83,8 @@ def test_list_audio_ignores_hidden_and_refuses_odd_entries_by_name(tmp_path: Pat
     assert files == sorted(good)
     why = {p.name: problem.reason for p, problem in refused}
     assert set(why) == {"pipe.wav", "broken.wav", "folder.wav", "song.m4a"}
-    assert why["folder.wav"].startswith("a folder") and why["song.m4a"].startswith("M4A files cannot be decoded")
+    assert why["folder.wav"].startswith("a folder") and why["song.m4a"].startswith("M4A files cannot be "
+                                                                                   "decoded")
 
 
 def test_audio_paths_applies_the_policy_to_named_files(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Toy factory: determinism, layout and CSVs, physics of the normal sounds, faults where they are said to be."""
+"""Toy factory: determinism, layout and CSVs, physics of the normal sounds, faults where they are
+said to be."""
 from __future__ import annotations
 
 import csv
@@ -75,7 +76,8 @@ def test_toy_clip_is_bounded() -> None:
 
 @pytest.mark.parametrize("machine", MACHINES)
 def test_normal_sound_has_its_harmonics(machine: str) -> None:
-    """The strongest tonal peak is a harmonic of the shaft frequency given by the speed attribute."""
+    """The strongest tonal peak is a harmonic of the shaft frequency given by the speed
+    attribute."""
     attrs = {"fan": {"speed": 1500, "load": 60, "bg": "pink"}, "gearbox": {"speed": 1200, "load": 50, "bg": "pink"},
              "pump": {"speed": 1500, "load": 60, "bg": "pink"}}[machine]
     wave, region = toy_clip(machine, "source", seed=1, seconds=4.0, attributes=attrs)

@@ -25,7 +25,8 @@ from tests.engine.test_trainer import TinyGAN
 
 GRAD_TOL = 1e-6    # the averaged gradient vs the whole batch's (float32 rounding only)
 TRAIN_TOL = 1e-5   # 2 ranks vs 1 process after 3 epochs of Adam (no BatchNorm, no random draws)
-AE_LOSS_RTOL = 0.03   # DCASE AE (BatchNorm), 2 workers vs 1: per-epoch mean loss (measured 1.5e-2: docs/data_parallel.md)
+# DCASE AE (BatchNorm), 2 workers vs 1: per-epoch mean loss (measured 1.5e-2: docs/data_parallel.md)
+AE_LOSS_RTOL = 0.03
 
 
 class MLP(nn.Module):
@@ -165,7 +166,8 @@ def test_two_ranks_fit_the_dcase_ae_close_to_one_process(ranks: tuple[Path, list
 
 
 def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match=re.escape("needs a torch.distributed process group of 2 workers")):
+    with pytest.raises(ConfigError, match=re.escape("needs a torch.distributed process group of "
+                                                    "2 workers")):
         train(MLP(), _batches, 1, OptimiserSpec(1e-2), RunContext(progress=False, data_parallel=2), "fp")
     with pytest.raises(ConfigError, match=r"data_parallel \(--data-parallel\) must be >= 1"):
         RunContext(data_parallel=0)
@@ -174,7 +176,8 @@ def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
 # -- Ray Train: the CLI's launcher ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
-    pytest.importorskip("ray.train.torch", reason="Ray Train is not installed (pip install 'stethoscope[ray]')")
+    pytest.importorskip("ray.train.torch", reason="Ray Train is not installed (pip install "
+                                                  "'stethoscope[ray]')")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)

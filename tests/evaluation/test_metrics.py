@@ -27,7 +27,8 @@ def test_hand_checked_dcase_example():
     s = [0.1, 0.4, 0.5, 0.9, 0.3, 0.8]
     d = ["source", "source", "target", "target", "source", "target"]
     m = section_metrics(y, s, d, decisions=[0, 1, 1, 1, 0, 1])
-    # AUC-s pairs every anomaly with the source normals: (0.3>0.1, 0.3<0.4, 0.8>0.1, 0.8>0.4) -> 3/4.
+    # AUC-s pairs every anomaly with the source normals: (0.3>0.1, 0.3<0.4, 0.8>0.1, 0.8>0.4) ->
+    # 3/4.
     # (using only the source anomaly would give 1/2: the DCASE rule is all anomalies)
     assert m["auc_source"] == pytest.approx(0.75)
     # AUC-t: 0.3 < 0.5, 0.3 < 0.9, 0.8 > 0.5, 0.8 < 0.9 -> 1/4

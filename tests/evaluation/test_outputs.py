@@ -1,4 +1,5 @@
-"""The evaluation's files: ``scores.csv`` rows as scored, ``results.json`` with metrics and run record."""
+"""The evaluation's files: ``scores.csv`` rows as scored, ``results.json`` with metrics and run
+record."""
 from __future__ import annotations
 
 import csv

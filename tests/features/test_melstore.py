@@ -1,4 +1,5 @@
-"""`MelStore` and `FrameBank`: every frame once, in RAM or memory-mapped, with identical contents."""
+"""`MelStore` and `FrameBank`: every frame once, in RAM or memory-mapped, with identical
+contents."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
-"""Report content: clip counts that add up, and the official score described as the layout computes it."""
+"""Report content: clip counts that add up, and the official score described as the layout computes
+it."""
 from __future__ import annotations
 
 import json
@@ -41,7 +42,8 @@ def test_card_and_table_counts_agree_when_sections_are_skipped(tmp_path: Path):
     assert [label for label, _, _ in part.rows] == ["id_00 (no metrics: no normal clips)", "id_02",
                                                     "id_04 (no metrics: no normal clips)",
                                                     "id_06 (no metrics: no normal clips)"]
-    assert ("Metrics cover 1 of 4 sections: 5 normal and 5 anomalous of the 5 normal and 11 anomalous clips; "
+    assert ("Metrics cover 1 of 4 sections: 5 normal and 5 anomalous of the 5 normal and 11 "
+            "anomalous clips; "
             "id_00, id_04, id_06 lack one of the two labels.") in part.notes
     assert part.official_meaning == "harmonic mean of AUC and pAUC over 1 machine ID"
 

@@ -152,7 +152,8 @@ def test_fault_regions_lookup(tmp_path):
 
 
 def test_outputs_are_shareable_not_private(tmp_path):
-    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700); the results must not stay private."""
+    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700); the results must not stay
+    private."""
     import os
     import stat
 
