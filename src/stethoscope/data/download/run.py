@@ -173,6 +173,16 @@ def _allow_unverifiable(dataset: str, todo: Sequence[Remote], opts: Options) -> 
                  "(--allow-unverified)")
 
 
+def _install(plan: Plan, remote: Remote, archive: Path, label: bool | str, base_url: str | None) -> None:
+    """Unpack a fetched archive into its split's folder, then write its ``.done.json`` marker
+    (``label``: True, False or `SELF_ATTESTED`; an archive not verified is not kept whole)."""
+    n = extract_archive(archive, plan.into(remote), plan.dataset.layout, discard=label is not True)
+    atomic_write_json(plan.marker(remote), {
+        "file": remote.file, "split": remote.split, "machine": remote.machine,
+        "into": str(plan.into(remote)), "files": n, "verified": label, "md5": remote.md5,
+        "sources": list(remote.sources), "url": remote.url(base_url)})
+
+
 def download(plan: Plan, opts: Options) -> dict[str, int]:
     """Fetch, verify and unpack every planned archive (``opts.jobs`` at a time), then apply
     the ground truth; {"archives": n, "already": n, "unverified": n, "renamed": n}."""
@@ -203,11 +213,7 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
             archive = plan.state / remote.file
             verified = fetcher.fetch(remote, remote.url(opts.base_url), archive)
             label: bool | str = SELF_ATTESTED if verified and remote.file in attested else verified
-            n = extract_archive(archive, plan.into(remote), plan.dataset.layout, discard=label is not True)
-            atomic_write_json(plan.marker(remote), {
-                "file": remote.file, "split": remote.split, "machine": remote.machine, "into": str(plan.into(remote)),
-                "files": n, "verified": label, "md5": remote.md5, "sources": list(remote.sources),
-                "url": remote.url(opts.base_url)})
+            _install(plan, remote, archive, label, opts.base_url)
             if not verified:
                 unverified.append(remote.file)
             if not opts.keep_archives:
