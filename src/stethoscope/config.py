@@ -6,9 +6,10 @@ Later sources override earlier ones key by key, and nested mappings merge the sa
 into them: ``ldgan.epochs=3``, ``member_params.dcase_ae.epochs=5``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ def read_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
         return cfg
     name = base if str(base).endswith(".yaml") else f"{base}.yaml"
     base_path = path.parent / name if (path.parent / name).is_file() else packaged_config_path(name)
-    return merge(read_config(base_path, _seen + (path.resolve(),)), cfg)
+    return merge(read_config(base_path, (*_seen, path.resolve())), cfg)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +91,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def load_config(system: str, config_file: str | Path | None = None, overrides: Sequence[str] = (),
                 variant: str | None = None) -> dict[str, Any]:
-    """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later wins)."""
+    """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later
+    wins)."""
     cfg = packaged_config(system, variant)
     if config_file is not None:  # a path, or the name of a packaged config such as tldiffgan_no_wave
         cfg = merge(cfg, read_config(config_file))

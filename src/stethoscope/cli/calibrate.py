@@ -14,12 +14,15 @@ from .flags import add_channel, add_runtime
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="refit a model's decision threshold on new normal clips, or set it")
+    p = sub.add_parser("calibrate", help="refit a model's decision threshold on new normal "
+                                         "clips, or set it")
     p.add_argument("--model", required=True, help="model folder written by `train`")
-    p.add_argument("--data", help="normal clips: a data root in any supported layout (clips labelled anomalous "
-                                  "are left out) or a folder of recordings (every file taken as normal)")
+    p.add_argument("--data", help="normal clips: a data root in any supported layout (clips "
+                                  "labelled anomalous are left out) or a folder of recordings "
+                                  "(every file taken as normal)")
     p.add_argument("--percentile", type=float,
-                   help="quantile of the fitted gamma distribution (default: the model's threshold_percentile)")
+                   help="quantile of the fitted gamma distribution (default: the model's "
+                        "threshold_percentile)")
     p.add_argument("--threshold", type=float, help="set this threshold instead of fitting one")
     p.add_argument("--layout", default="auto", help="layout of --data (default auto)")
     p.add_argument("--machine", help="machine type of --data to use (default: the model's)")
@@ -35,7 +38,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                      args.machine, args.channel)
     print(f"threshold: {_fmt(done.previous)} -> {done.threshold:.6g} ({done.how})")
     if done.scores is not None:
-        print(f"false alarms on these {len(done.scores)} clips: {_alarms(done.scores, done.previous)} with the old "
+        print(f"false alarms on these {len(done.scores)} clips: "
+              f"{_alarms(done.scores, done.previous)} with the old "
               f"threshold, {_alarms(done.scores, done.threshold)} with the new")
     print(f"model: {args.model} (calibration recorded in {Path(args.model) / 'config.json'})", file=sys.stderr)
     return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..engine import RunContext
 from ..errors import ConfigError
@@ -42,7 +42,7 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
 
         require_ray()
     if local_device:
-        ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+        ctx.check_device()
     ctx.apply_threads()
     return ctx
 

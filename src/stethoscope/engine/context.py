@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +73,8 @@ class RunContext:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.data_parallel < 1:
-            raise ConfigError(f"data_parallel (--data-parallel) must be >= 1 worker, got {self.data_parallel}")
+            raise ConfigError("data_parallel (--data-parallel) must be >= 1 worker, got "
+                              f"{self.data_parallel}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("cache_dir", "checkpoint_dir"):
@@ -83,10 +84,10 @@ class RunContext:
         object.__setattr__(self, "weights_dirs", tuple(Path(d) for d in self.weights_dirs))
 
     # -- derived contexts -------------------------------------------------------------
-    def replace(self, **changes: Any) -> "RunContext":
+    def replace(self, **changes: Any) -> RunContext:
         return replace(self, **changes)
 
-    def for_run(self, *parts: str) -> "RunContext":
+    def for_run(self, *parts: str) -> RunContext:
         """The same context with checkpoints in a sub-folder (one per machine type and fold),
         so that runs never resume each other's training."""
         if self.checkpoint_dir is None:
@@ -98,8 +99,13 @@ class RunContext:
     def torch_device(self) -> torch.device:
         """The device; a clear error when CUDA is asked for but absent."""
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use "
+                              "--device cpu")
         return torch.device(self.device)
+
+    def check_device(self) -> None:
+        """Fail now, before any model loads, when CUDA is asked for but absent."""
+        _ = self.torch_device
 
     def apply_threads(self) -> int:
         """Set torch's intra-op threads to ``threads``, else to `default_threads`."""
@@ -121,7 +127,7 @@ class RunContext:
         gen.manual_seed(self.seed * 1_000_003 + offset)
         return gen
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager[Any]:
         """bf16 autocast when ``precision='bf16'``, otherwise nothing."""
         if self.precision == "fp32":
             return nullcontext()
