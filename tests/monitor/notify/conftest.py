@@ -224,3 +224,23 @@ class Mailbox:
 
     def close(self) -> None:
         self.controller.stop()
+
+
+def attach(monitor: Any, tmp_path: Path, text: str, said: list[str] | None = None) -> Any:
+    """Give ``monitor`` the started notifier of the notify file ``text`` (closed with it); its
+    warnings go to ``said``."""
+    from stethoscope.monitor.notify import Notifier, load_notify
+
+    path = tmp_path / "notify.yaml"
+    path.write_text(text)
+    monitor.notifier = Notifier(load_notify(path), monitor.store,
+                                 warn=(said.append if said is not None else lambda message: None)).start()
+    return monitor.notifier
+
+
+def raise_and_clear(monitor: Any, machine: str = "fan", times: int = 1) -> None:
+    """Record decisions that raise and then clear ``machine``'s alarm ``times`` times (rule 1 of 1)."""
+    monitor.store.set_alarm_rule(machine, 1, 1)
+    for _ in range(times):
+        monitor.record(machine, 9.0, 1, source="raise")
+        monitor.record(machine, 0.1, 0, source="clear")
