@@ -40,14 +40,16 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condi
 class Broker:
     """``mosquitto`` on a fixed loopback port of its own; `start` returns once it accepts."""
 
-    def __init__(self, folder: Path, password_file: Path | None = None, tls: tuple[Path, Path] | None = None):
+    def __init__(self, folder: Path, password_file: Path | None = None, tls: tuple[Path, Path] | None = None,
+                 persist: bool = False):
         self.folder, self.port = folder, free_port()
-        self.password_file, self.tls = password_file, tls
+        self.password_file, self.tls, self.persist = password_file, tls, persist
         self.proc: subprocess.Popen | None = None
         self.log = folder / f"mosquitto-{self.port}.log"
 
     def _config(self) -> Path:
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {getpass.getuser()}"]
+        lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}"]
+        lines += ["persistence true", f"persistence_location {self.folder}/"] if self.persist else ["persistence false"]
         if self.password_file is not None:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
@@ -76,21 +78,24 @@ class Broker:
         pytest.skip(f"mosquitto did not listen on {self.port} in {timeout:g} s")
 
     def stop(self) -> None:
+        """SIGTERM: a persistent broker saves its sessions and queued messages."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.terminate()
             self.proc.wait(timeout=10)
 
 
 class Subscriber:
     """A paho client subscribed to ``topic`` (QoS 1) that keeps (topic, JSON or text, retain)."""
 
-    def __init__(self, port: int, topic: str = "#", **tls: Any) -> None:
+    def __init__(self, port: int, topic: str = "#", client_id: str | None = None, **tls: Any) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.got: list[tuple[str, Any, bool]] = []
         self._lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}-{time.time_ns()}")
+        # a fixed client_id keeps a persistent session: the broker queues QoS 1 messages while it is away
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-sub-{time.time_ns()}",
+                                  clean_session=client_id is None)
         if tls:
             self.client.tls_set(**tls)
         self.client.on_message = self._on_message
