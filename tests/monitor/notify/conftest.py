@@ -60,7 +60,7 @@ class Broker:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout: float = 15.0) -> "Broker":
+    def start(self, timeout: float = 15.0) -> Broker:
         if not Path(MOSQUITTO).exists():
             pytest.skip(f"mosquitto is not installed ({MOSQUITTO}; apt-get install mosquitto)")
         with open(self.log, "ab") as log:
@@ -143,7 +143,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = receiver.handle(dict(self.headers), body)
                 self.send_response(status)
@@ -211,7 +211,7 @@ class Mailbox:
         mailbox = self
 
         class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 from email import message_from_bytes
 
                 mailbox.messages.append((message_from_bytes(envelope.content), session.ssl is not None,

@@ -90,3 +90,38 @@ def test_a_dead_receiver_never_blocks_scoring(monitor, tmp_path: Path, monkeypat
     assert backlog["pending"] == 20 and backlog["failing"]
     assert all(r["delivered_at"] is None for r in outbox.messages(monitor.store))
     assert any(r["attempts"] >= 1 and "Connection" in (r["last_error"] or "") for r in outbox.messages(monitor.store))
+
+
+def test_the_outbox_migration_keeps_an_older_store(tmp_path: Path) -> None:
+    from sqlalchemy import inspect, text
+
+    from stethoscope.monitor.db import make_engine
+    from stethoscope.monitor.migrations import LATEST, MIGRATIONS, migrate
+    from stethoscope.monitor.store import EventStore
+
+    outbox_version = next(i for i, m in enumerate(MIGRATIONS, 1) if m.__name__ == "_v6_notify_outbox")
+    path = tmp_path / "old.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine, target=outbox_version - 1)
+    assert not inspect(engine).has_table("notify_outbox")
+    engine.dispose()
+    store = EventStore(str(path))
+    model = store.register_model("fan", "dcase_ae", "v1", 1.0)
+    store.record_score("fan", model, 0.5, 0)
+    assert store.version == LATEST and outbox.messages(store) == []
+    with store.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("notify_outbox")}
+        assert conn.execute(text("SELECT count(*) FROM scores")).scalar() == 1
+    assert columns == {"id", "channel", "kind", "topic", "delivery_id", "payload", "created", "attempts",
+                       "next_attempt", "delivered_at", "last_error"}
+    store.close()
+
+
+def test_an_ordered_claim_never_passes_a_waiting_message(monitor, quiet_notifier) -> None:
+    for score in (1.0, 2.0, 3.0):
+        monitor.record("fan", score, 0)
+    first = outbox.claim(monitor.store, "webhook:1", 1, lease_s=60, ordered=True)
+    outbox.settle(monitor.store, [], {first[0].id: (0, "HTTP 503")}, cap=60)  # waits about 1 s
+    assert outbox.claim(monitor.store, "webhook:1", 10, lease_s=60, ordered=True) == []
+    unordered = outbox.claim(monitor.store, "webhook:1", 10, lease_s=60)
+    assert [m.body["score"] for m in unordered] == [2.0, 3.0]

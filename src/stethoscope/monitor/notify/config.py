@@ -137,7 +137,7 @@ class EmailConfig(Delivery):
 
 
 class OutboxConfig(_Strict):
-    keep_delivered_s: float = Field(3600.0, ge=0, le=30 * 86_400)
+    keep_delivered_s: float = Field(300.0, ge=0, le=30 * 86_400)
     max_pending_scores: int = Field(10_000, ge=1, le=10_000_000)
 
 

@@ -36,8 +36,10 @@ class Channel(Protocol):
     name: str
     events: tuple[str, ...]
     batch: int
+    ordered: bool
     lease_s: float
     retry_max_s: float
+    timeout_s: float
 
     def describe(self) -> str: ...
     def topic(self, kind: str, machine: str) -> str: ...
@@ -113,7 +115,8 @@ class Dispatcher(threading.Thread):
         """Deliver one batch of due rows; whether there was one."""
         if not self.channel.ready():
             return False
-        batch = outbox.claim(self.store, self.channel.name, self.channel.batch, self.channel.lease_s)
+        batch = outbox.claim(self.store, self.channel.name, self.channel.batch, self.channel.lease_s,
+                             self.channel.ordered)
         if not batch:
             return False
         try:
@@ -196,9 +199,9 @@ class Notifier:
         for dispatcher in self.dispatchers:
             dispatcher.stop.set()
             dispatcher.woken.set()
-        for dispatcher in self.dispatchers:
-            if dispatcher.is_alive():
-                dispatcher.join(timeout=dispatcher.channel.lease_s)
+        for dispatcher in self.dispatchers:  # at most one try's time each: a row cut short is leased, and
+            if dispatcher.is_alive():        # sent again after its lease (at-least-once)
+                dispatcher.join(timeout=dispatcher.channel.timeout_s + 1)
         for channel in self.channels:
             channel.close()
 

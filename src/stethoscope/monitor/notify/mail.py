@@ -41,6 +41,7 @@ class EmailChannel:
     """One SMTP server and its recipients (see the module docstring)."""
 
     name: str = "email"
+    ordered: bool = False  # one failing message never holds back the rest
     batch: int = 20
     events: tuple[str, ...] = ("alarm",)
 
@@ -48,6 +49,7 @@ class EmailChannel:
         self.cfg, self.warn = cfg, warn
         self._password = password
         self.retry_max_s: float = cfg.retry_max_s
+        self.timeout_s: float = cfg.timeout_s
         self.lease_s: float = self.batch * cfg.timeout_s + 30
         self._context = ssl.create_default_context(cafile=cfg.ca)
 

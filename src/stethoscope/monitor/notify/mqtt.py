@@ -26,12 +26,14 @@ class MqttChannel:
     """One broker connection of one process (see the module docstring)."""
 
     name: str = "mqtt"
+    ordered: bool = True  # retained alarm states: strictly in order
     batch: int = 100
 
     def __init__(self, cfg: MqttConfig, password: str | None, warn: Callable[[str], None]) -> None:
         self.cfg, self.warn = cfg, warn
         self.events: tuple[str, ...] = tuple(cfg.events)
         self.retry_max_s: float = cfg.retry_max_s
+        self.timeout_s: float = cfg.timeout_s
         self.lease_s: float = 2 * cfg.timeout_s + 30
         self.status_topic = f"{cfg.topic_prefix}/status"
         self._connected = threading.Event()

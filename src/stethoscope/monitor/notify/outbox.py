@@ -75,15 +75,21 @@ def add(conn: Connection, channel: str, kind: str, topic: str, payload: dict[str
         next_attempt=now, payload=json.dumps({"delivery_id": delivery_id, **payload}, separators=(",", ":"))))
 
 
-def claim(store: EventStore, channel: str, limit: int, lease_s: float) -> list[Message]:
-    """Up to ``limit`` due messages of ``channel``, oldest first, leased for ``lease_s``."""
+def claim(store: EventStore, channel: str, limit: int, lease_s: float,
+          ordered: bool = False) -> list[Message]:
+    """Up to ``limit`` due messages of ``channel``, oldest first, leased for ``lease_s``. With
+    ``ordered``, none newer than an undelivered message that is not due (failed and waiting, or
+    leased): they go out strictly in order (MQTT's retained alarm state must end at the last)."""
     now = time.time()
+    pending = and_(OUTBOX.c.channel == channel, OUTBOX.c.delivered_at.is_(None))
     with store.transaction() as conn:
-        rows = conn.execute(select(OUTBOX.c.id, OUTBOX.c.channel, OUTBOX.c.kind, OUTBOX.c.topic,
-                                   OUTBOX.c.delivery_id, OUTBOX.c.payload, OUTBOX.c.attempts)
-                            .where(OUTBOX.c.channel == channel, OUTBOX.c.delivered_at.is_(None),
-                                   OUTBOX.c.next_attempt <= now)
-                            .order_by(OUTBOX.c.id).limit(limit)).all()
+        query = select(OUTBOX.c.id, OUTBOX.c.channel, OUTBOX.c.kind, OUTBOX.c.topic, OUTBOX.c.delivery_id,
+                       OUTBOX.c.payload, OUTBOX.c.attempts).where(pending, OUTBOX.c.next_attempt <= now)
+        if ordered:
+            blocked = conn.execute(select(func.min(OUTBOX.c.id)).where(pending, OUTBOX.c.next_attempt > now)).scalar()
+            if blocked is not None:
+                query = query.where(OUTBOX.c.id < blocked)
+        rows = conn.execute(query.order_by(OUTBOX.c.id).limit(limit)).all()
         if rows:
             conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows]))
                          .values(next_attempt=now + lease_s))

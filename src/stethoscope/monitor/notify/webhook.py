@@ -35,6 +35,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 class WebhookChannel:
     """One receiver URL (see the module docstring)."""
 
+    ordered: bool = False  # one failing message never holds back the rest
     batch: int = 20
 
     def __init__(self, name: str, cfg: WebhookConfig, secret: str, warn: Callable[[str], None]) -> None:
@@ -42,6 +43,7 @@ class WebhookChannel:
         self._secret = secret
         self.events: tuple[str, ...] = tuple(cfg.events)
         self.retry_max_s: float = cfg.retry_max_s
+        self.timeout_s: float = cfg.timeout_s
         self.lease_s: float = self.batch * cfg.timeout_s + 30
         parts = urlsplit(cfg.url)
         self._https = parts.scheme == "https"
