@@ -23,10 +23,10 @@ def test_alarms_arrive_signed_after_the_receiver_s_failures(monitor, receiver: R
     raise_and_clear(monitor, times=2)
     bodies = wait_for(lambda: len(receiver.bodies()) >= 4 and receiver.bodies(), what="4 alarm webhooks")
     assert receiver.calls >= 2 + 4 and receiver.refused == 0  # the first two calls were answered 500
-    assert [b["state"] for b in bodies] == ["raised", "cleared", "raised", "cleared"]
     assert all(b["kind"] == "alarm" and b["machine"] == "fan" for b in bodies)  # scores are not sent by default
-    alarms = monitor.store.alarms(machine="fan")
-    assert sorted({b["alarm_id"] for b in bodies}) == sorted(a["id"] for a in alarms)
+    alarms = monitor.store.alarms(machine="fan")  # webhooks are not ordered: a retried message may come later
+    assert sorted((b["alarm_id"], b["state"]) for b in bodies) == sorted(
+        (a["id"], state) for a in alarms for state in ("raised", "cleared"))
     headers = [h for h, _ in receiver.accepted]
     assert [h["X-Stethoscope-Delivery"] for h in headers] == [b["delivery_id"] for b in bodies]
     assert all(h["Content-Type"] == "application/json" for h in headers)

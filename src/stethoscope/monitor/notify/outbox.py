@@ -7,7 +7,9 @@ in the transaction that commits the score or alarm it describes (`EventStore.rec
 does not send them too), delivers them, and marks them delivered, or failed with a backoff
 (1 s doubling up to the channel's ``retry_max_s``). A claim that dies with its process expires
 after the lease and the rows are sent again: at-least-once, each with a ``delivery_id`` that
-receivers use to drop duplicates.
+receivers use to drop duplicates. The claims, marks and pruning commit without an fsync
+(`EventStore.transaction` with ``durable=False``): a power cut that loses one only sends a message
+again or sooner, and the next durable commit (a score's) makes them durable anyway.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ def claim(store: EventStore, channel: str, limit: int, lease_s: float,
     leased): they go out strictly in order (MQTT's retained alarm state must end at the last)."""
     now = time.time()
     pending = and_(OUTBOX.c.channel == channel, OUTBOX.c.delivered_at.is_(None))
-    with store.transaction() as conn:
+    with store.transaction(durable=False) as conn:
         query = select(OUTBOX.c.id, OUTBOX.c.channel, OUTBOX.c.kind, OUTBOX.c.topic, OUTBOX.c.delivery_id,
                        OUTBOX.c.payload, OUTBOX.c.attempts).where(pending, OUTBOX.c.next_attempt <= now)
         if ordered:
@@ -105,7 +107,7 @@ def settle(store: EventStore, delivered: list[int], failed: dict[int, tuple[int,
     """Mark ``delivered`` ids delivered, and each failed id (its attempts so far, the error) due
     again after its `backoff`, in one transaction."""
     now = time.time()
-    with store.transaction() as conn:
+    with store.transaction(durable=False) as conn:
         if delivered:
             conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(delivered)).values(delivered_at=now))
         for row_id, (attempts, error) in failed.items():
@@ -117,7 +119,7 @@ def prune(store: EventStore, channel: str, keep_delivered_s: float, max_pending_
     """Delete ``channel``'s rows delivered more than ``keep_delivered_s`` ago, and its oldest
     pending *score* messages past the newest ``max_pending_scores`` (alarm messages are never
     dropped); returns how many pending score messages were dropped."""
-    with store.transaction() as conn:
+    with store.transaction(durable=False) as conn:
         conn.execute(delete(OUTBOX).where(OUTBOX.c.channel == channel,
                                           OUTBOX.c.delivered_at < time.time() - keep_delivered_s))
         pending = and_(OUTBOX.c.channel == channel, OUTBOX.c.delivered_at.is_(None), OUTBOX.c.kind == "score")
