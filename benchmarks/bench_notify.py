@@ -15,6 +15,7 @@ receivers share this machine's cores.
     python benchmarks/bench_notify.py                         # 4 clients, 2 x 25 s per mode
     python benchmarks/bench_notify.py --duration 5 --rounds 1 --train 8   # smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ class Arrivals:
 
     def add(self, channel: str, body: dict[str, Any]) -> None:
         with self.lock:
-            self.got.setdefault((channel, body["kind"]), []).append((time.time() - body["time"], body["delivery_id"]))
+            self.got.setdefault((channel, body["kind"]), []).append(
+                (time.time() - body["time"], body["delivery_id"])
+            )
 
     def count(self, channel: str, kind: str) -> int:
         with self.lock:
@@ -66,9 +69,13 @@ def start_receivers(arrivals: Arrivals, work: Path) -> tuple[Any, subprocess.Pop
 
     port = free_port()
     conf = work / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"user {getpass.getuser()}\n")
-    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"user {getpass.getuser()}\n"
+    )
+    broker = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(0.5)
     sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
     ready = threading.Event()
@@ -84,7 +91,9 @@ def start_receivers(arrivals: Arrivals, work: Path) -> tuple[Any, subprocess.Pop
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             stamp = self.headers["X-Stethoscope-Timestamp"]
-            mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            mac = hmac.new(
+                SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
             ok = hmac.compare_digest(f"sha256={mac}", self.headers["X-Stethoscope-Signature"])
             if ok:
                 arrivals.add("webhook", json.loads(body))
@@ -110,21 +119,45 @@ def median_threshold(models: Path, clips: list[bytes]) -> float:
 
     folder = next(p.parent for p in models.rglob("config.json"))
     waves = [sf.read(io.BytesIO(c), dtype="float32")[0] for c in clips]
-    scores = load_system(folder).score_waveforms(waves, 16_000, RunContext(progress=False, threads=1))
+    scores = load_system(folder).score_waveforms(
+        waves, 16_000, RunContext(progress=False, threads=1)
+    )
     config = json.loads((folder / "config.json").read_text())
     config["threshold"] = float(np.median(scores))
     (folder / "config.json").write_text(json.dumps(config))
     return config["threshold"]
 
 
-def run(models: Path, db: Path, extra: list[str], clips: list[bytes], args: argparse.Namespace, log: Path) -> dict:
+def run(
+    models: Path,
+    db: Path,
+    extra: list[str],
+    clips: list[bytes],
+    args: argparse.Namespace,
+    log: Path,
+) -> dict:
     """Serve, warm up, load for ``--duration``, stop; clips/s and the client's latency."""
     import httpx
 
     port = free_port()
     with open(log, "wb") as handle:
-        proc = cli("serve", "--models", str(models), "--db", str(db), "--port", str(port), "--quiet", "--workers",
-                   str(args.workers), "--threads", "1", *extra, stdout=handle, stderr=subprocess.STDOUT)
+        proc = cli(
+            "serve",
+            "--models",
+            str(models),
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--quiet",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            "1",
+            *extra,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -148,8 +181,12 @@ def run(models: Path, db: Path, extra: list[str], clips: list[bytes], args: argp
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     ms = np.array(result["latencies"]) * 1000
-    return {"clips_per_s": len(ms) / result["wall"], "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "errors": result["errors"]}
+    return {
+        "clips_per_s": len(ms) / result["wall"],
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": result["errors"],
+    }
 
 
 def percentiles(values: list[tuple[float, str]]) -> dict[str, float]:
@@ -157,8 +194,13 @@ def percentiles(values: list[tuple[float, str]]) -> dict[str, float]:
     for latency, delivery in values:
         unique.setdefault(delivery, latency)  # the first arrival of each message
     ms = np.array(sorted(unique.values())) * 1000
-    return {"n": len(ms), "duplicates": len(values) - len(unique), "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+    return {
+        "n": len(ms),
+        "duplicates": len(values) - len(unique),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
 
 
 def alarm_changes(db: Path) -> int:
@@ -170,10 +212,16 @@ def alarm_changes(db: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
-    parser.add_argument("--duration", type=float, default=25.0, help="seconds of load per run (default 25)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per mode, alternating (default 2)")
+    parser.add_argument(
+        "--duration", type=float, default=25.0, help="seconds of load per run (default 25)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs per mode, alternating (default 2)"
+    )
     parser.add_argument("--clip-seconds", type=float, default=10.0, help="clip length (default 10)")
     parser.add_argument("--train", type=int, default=20, help="training clips (default 20)")
     parser.add_argument("--workers", type=int, default=2, help="serve --workers (default 2)")
@@ -189,16 +237,21 @@ def main() -> None:
         threshold = median_threshold(models, clips)
         sub, broker, hook, port, url = start_receivers(arrivals, work)
         notify = work / "notify.yaml"
-        notify.write_text(f"notify:\n  mqtt: {{host: 127.0.0.1, port: {port}, topic_prefix: bench}}\n"
-                          f"  webhooks: [{{url: '{url}', secret_env: HOOK_SECRET}}]\n")
+        notify.write_text(
+            f"notify:\n  mqtt: {{host: 127.0.0.1, port: {port}, topic_prefix: bench}}\n"
+            f"  webhooks: [{{url: '{url}', secret_env: HOOK_SECRET}}]\n"
+        )
         os.environ["HOOK_SECRET"] = SECRET  # serve reads the webhook secret from its environment
         runs: dict[str, list[dict]] = {"off": [], "on": []}
         due = 0
         try:
             for r in range(args.rounds):
                 for mode in ("off", "on"):
-                    print(f"[{mode} {r + 1}/{args.rounds}] {args.clients} clients for {args.duration:g} s",
-                          file=sys.stderr)
+                    print(
+                        f"[{mode} {r + 1}/{args.rounds}] {args.clients} clients for "
+                        f"{args.duration:g} s",
+                        file=sys.stderr,
+                    )
                     db = work / f"{mode}{r}.db"
                     extra = ["--notify", str(notify)] if mode == "on" else []
                     runs[mode].append(run(models, db, extra, clips, args, work / f"{mode}{r}.log"))
@@ -209,28 +262,63 @@ def main() -> None:
             sub.loop_stop()
             broker.terminate()
             hook.shutdown()
-    rows = {"threshold": threshold, "runs": runs, "alarm_messages_due": due,
-            "latency": {f"{c} {k}": percentiles(v) for (c, k), v in sorted(arrivals.got.items())}}
+    rows = {
+        "threshold": threshold,
+        "runs": runs,
+        "alarm_messages_due": due,
+        "latency": {f"{c} {k}": percentiles(v) for (c, k), v in sorted(arrivals.got.items())},
+    }
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(report(rows, args))
 
 
 def report(rows: dict, args: argparse.Namespace) -> str:
-    speed = [[mode, len(runs), " / ".join(f"{r['clips_per_s']:.1f}" for r in runs),
-              f"{np.mean([r['clips_per_s'] for r in runs]):.1f}", f"{np.mean([r['p50_ms'] for r in runs]):.1f}",
-              f"{np.mean([r['p99_ms'] for r in runs]):.1f}",
-              sum(sum(r["errors"].values()) for r in runs)] for mode, runs in rows["runs"].items()]
-    latency = [[name, v["n"], v["duplicates"], f"{v['p50_ms']:.1f}", f"{v['p99_ms']:.1f}", f"{v['max_ms']:.1f}"]
-               for name, v in rows["latency"].items()]
-    note = (f"{args.clients} clients posting {args.clip_seconds:g} s WAV clips for {args.duration:g} s per run, "
-            f"{args.rounds} run(s) per mode alternating; serve --workers {args.workers} --threads 1 --sync full; "
-            f"alarm rule 3/5, threshold at the median score. Alarm messages due (raises + clears in the stores): "
-            f"{rows['alarm_messages_due']}.\n")
-    return "\n".join([markdown_header("Notifications under load"), note,
-                      table(["notify", "runs", "clips/s per run", "clips/s", "p50 ms", "p99 ms", "errors"], speed),
-                      "", table(["channel and kind", "messages", "duplicates", "p50 ms", "p99 ms", "max ms"],
-                                latency)])
+    speed = [
+        [
+            mode,
+            len(runs),
+            " / ".join(f"{r['clips_per_s']:.1f}" for r in runs),
+            f"{np.mean([r['clips_per_s'] for r in runs]):.1f}",
+            f"{np.mean([r['p50_ms'] for r in runs]):.1f}",
+            f"{np.mean([r['p99_ms'] for r in runs]):.1f}",
+            sum(sum(r["errors"].values()) for r in runs),
+        ]
+        for mode, runs in rows["runs"].items()
+    ]
+    latency = [
+        [
+            name,
+            v["n"],
+            v["duplicates"],
+            f"{v['p50_ms']:.1f}",
+            f"{v['p99_ms']:.1f}",
+            f"{v['max_ms']:.1f}",
+        ]
+        for name, v in rows["latency"].items()
+    ]
+    note = (
+        f"{args.clients} clients posting {args.clip_seconds:g} s WAV clips for {args.duration:g} s "
+        f"per run, {args.rounds} run(s) per mode alternating; serve --workers {args.workers} "
+        f"--threads 1 --sync full; alarm rule 3/5, threshold at the median score. Alarm messages "
+        f"due (raises + clears in the stores): "
+        f"{rows['alarm_messages_due']}.\n"
+    )
+    return "\n".join(
+        [
+            markdown_header("Notifications under load"),
+            note,
+            table(
+                ["notify", "runs", "clips/s per run", "clips/s", "p50 ms", "p99 ms", "errors"],
+                speed,
+            ),
+            "",
+            table(
+                ["channel and kind", "messages", "duplicates", "p50 ms", "p99 ms", "max ms"],
+                latency,
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

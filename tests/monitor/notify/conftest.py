@@ -1,6 +1,7 @@
 """Real receivers on loopback for the notifier tests: a Mosquitto broker (started, stopped and
 restarted on one port), an MQTT subscriber, a webhook receiver that fails its first N calls and
 checks the signature, an aiosmtpd mail server (with STARTTLS on a self-signed certificate)."""
+
 from __future__ import annotations
 
 import getpass
@@ -40,8 +41,13 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condi
 class Broker:
     """``mosquitto`` on a fixed loopback port of its own; `start` returns once it accepts."""
 
-    def __init__(self, folder: Path, password_file: Path | None = None, tls: tuple[Path, Path] | None = None,
-                 persist: bool = False):
+    def __init__(
+        self,
+        folder: Path,
+        password_file: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        persist: bool = False,
+    ):
         self.folder, self.port = folder, free_port()
         self.password_file, self.tls, self.persist = password_file, tls, persist
         self.proc: subprocess.Popen | None = None
@@ -49,7 +55,11 @@ class Broker:
 
     def _config(self) -> Path:
         lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}"]
-        lines += ["persistence true", f"persistence_location {self.folder}/"] if self.persist else ["persistence false"]
+        lines += (
+            ["persistence true", f"persistence_location {self.folder}/"]
+            if self.persist
+            else ["persistence false"]
+        )
         if self.password_file is not None:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
@@ -64,7 +74,9 @@ class Broker:
         if not Path(MOSQUITTO).exists():
             pytest.skip(f"mosquitto is not installed ({MOSQUITTO}; apt-get install mosquitto)")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self._config())], stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self._config())], stdout=log, stderr=log
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -87,15 +99,21 @@ class Broker:
 class Subscriber:
     """A paho client subscribed to ``topic`` (QoS 1) that keeps (topic, JSON or text, retain)."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str | None = None, **tls: Any) -> None:
+    def __init__(
+        self, port: int, topic: str = "#", client_id: str | None = None, **tls: Any
+    ) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.got: list[tuple[str, Any, bool]] = []
         self._lock = threading.Lock()
-        # a fixed client_id keeps a persistent session: the broker queues QoS 1 messages while it is away
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-sub-{time.time_ns()}",
-                                  clean_session=client_id is None)
+        # a fixed client_id keeps a persistent session: the broker queues QoS 1 messages
+        # while the subscriber is away
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-sub-{time.time_ns()}",
+            clean_session=client_id is None,
+        )
         if tls:
             self.client.tls_set(**tls)
         self.client.on_message = self._on_message
@@ -164,9 +182,13 @@ class Receiver:
             if self.calls <= self.fail_first:
                 return 500
             stamp = headers["X-Stethoscope-Timestamp"]
-            mac = hmac.new(self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            mac = hmac.new(
+                self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
             fresh = abs(time.time() - int(stamp)) < 300
-            if not (hmac.compare_digest(f"sha256={mac}", headers["X-Stethoscope-Signature"]) and fresh):
+            if not (
+                hmac.compare_digest(f"sha256={mac}", headers["X-Stethoscope-Signature"]) and fresh
+            ):
                 self.refused += 1
                 return 401
             self.accepted.append((headers, json.loads(body)))
@@ -195,16 +217,37 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         pytest.skip("the openssl CLI is not installed: no certificate for the TLS tests")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 class Mailbox:
     """aiosmtpd on a free loopback port keeping every message; with ``tls`` it offers STARTTLS."""
 
-    def __init__(self, tls: tuple[Path, Path] | None = None, require_starttls: bool = False) -> None:
+    def __init__(
+        self, tls: tuple[Path, Path] | None = None, require_starttls: bool = False
+    ) -> None:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Any] = []
@@ -214,8 +257,13 @@ class Mailbox:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 from email import message_from_bytes
 
-                mailbox.messages.append((message_from_bytes(envelope.content), session.ssl is not None,
-                                         list(envelope.rcpt_tos)))
+                mailbox.messages.append(
+                    (
+                        message_from_bytes(envelope.content),
+                        session.ssl is not None,
+                        list(envelope.rcpt_tos),
+                    )
+                )
                 return "250 OK"
 
         context = None
@@ -223,8 +271,13 @@ class Mailbox:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(tls[0]), str(tls[1]))
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, tls_context=context,
-                                     require_starttls=require_starttls)
+        self.controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=require_starttls,
+        )
         self.controller.start()
 
     def close(self) -> None:
@@ -238,13 +291,17 @@ def attach(monitor: Any, tmp_path: Path, text: str, said: list[str] | None = Non
 
     path = tmp_path / "notify.yaml"
     path.write_text(text)
-    monitor.notifier = Notifier(load_notify(path), monitor.store,
-                                 warn=(said.append if said is not None else lambda message: None)).start()
+    monitor.notifier = Notifier(
+        load_notify(path),
+        monitor.store,
+        warn=(said.append if said is not None else lambda message: None),
+    ).start()
     return monitor.notifier
 
 
 def raise_and_clear(monitor: Any, machine: str = "fan", times: int = 1) -> None:
-    """Record decisions that raise and then clear ``machine``'s alarm ``times`` times (rule 1 of 1)."""
+    """Record decisions that raise and then clear ``machine``'s alarm ``times`` times
+    (rule 1 of 1)."""
     monitor.store.set_alarm_rule(machine, 1, 1)
     for _ in range(times):
         monitor.record(machine, 9.0, 1, source="raise")

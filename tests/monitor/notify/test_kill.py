@@ -3,6 +3,7 @@ while the broker is down, is killed with SIGKILL, restarts (broker still down) a
 when the broker comes up, every alarm the store holds arrives at a subscriber, each message
 de-duplicable by its ``delivery_id``; the broker then publishes the last will when the restarted
 service is killed too."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ CYCLES_BEFORE, CYCLES_AFTER = 3, 1
 
 
 @pytest.fixture(scope="module")
-def flip_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, bytes]:
+def flip_models(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, bytes, bytes]:
     """MODELS/flip: the fan model with its threshold between the scores of a loud noise clip and
     a fan clip, and the two clips as WAV bytes, the one scored higher (anomalous) first."""
     from stethoscope.engine import RunContext
@@ -29,7 +32,9 @@ def flip_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
     noise = np.clip(np.random.default_rng(0).normal(0, 0.5, 16_000), -1, 1).astype(np.float32)
     clips = [noise, fan_clip(1)]
-    scores = load_system(models_dir / "fan").score_waveforms(clips, 16_000, RunContext(progress=False, threads=1))
+    scores = load_system(models_dir / "fan").score_waveforms(
+        clips, 16_000, RunContext(progress=False, threads=1)
+    )
     high, low = np.argsort(-scores)
     assert scores[high] > 1.5 * scores[low] > 0, scores
     out = tmp_path_factory.mktemp("flip-models")
@@ -43,32 +48,47 @@ def flip_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def cycle(server: Server, loud: bytes, quiet: bytes) -> None:
     """Raise and clear the alarm of ``flip`` once (rule 1 of 1)."""
     for clip, anomalous in ((loud, 1), (quiet, 0)):
-        answer = httpx.post(f"{server.url}/score", params={"machine": "flip"}, content=clip, headers=AUDIO,
-                            timeout=30)
+        answer = httpx.post(
+            f"{server.url}/score",
+            params={"machine": "flip"},
+            content=clip,
+            headers=AUDIO,
+            timeout=30,
+        )
         assert answer.status_code == 200 and answer.json()["decision"] == anomalous, answer.text
 
 
 def pending(db: Path) -> int:
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM notify_outbox WHERE delivered_at IS NULL").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM notify_outbox WHERE delivered_at IS NULL"
+        ).fetchone()[0]
 
 
-def test_kill_9_while_the_broker_is_down_loses_no_alarm(flip_models: tuple[Path, bytes, bytes],
-                                                        tmp_path: Path) -> None:
+def test_kill_9_while_the_broker_is_down_loses_no_alarm(
+    flip_models: tuple[Path, bytes, bytes], tmp_path: Path
+) -> None:
     models, loud, quiet = flip_models
     broker = Broker(tmp_path, persist=True).start()
-    sub = Subscriber(broker.port, "plant/#", client_id="maintenance-historian")  # a persistent session
+    sub = Subscriber(
+        broker.port, "plant/#", client_id="maintenance-historian"
+    )  # a persistent session
     sub.close()
     broker.stop()  # the broker is down from here on; it keeps the subscriber's session
     notify = tmp_path / "notify.yaml"
-    notify.write_text(f"notify:\n  mqtt: {{host: 127.0.0.1, port: {broker.port}, topic_prefix: plant, "
-                      f"events: [alarm], retry_max_s: 1}}\n")
+    notify.write_text(
+        f"notify:\n  mqtt: {{host: 127.0.0.1, port: {broker.port}, topic_prefix: plant, "
+        f"events: [alarm], retry_max_s: 1}}\n"
+    )
     db, extra = tmp_path / "events.db", ["--notify", str(notify), "--alarm", "1/1"]
     first = Server(models, db, tmp_path / "serve1.log", extra).start()
     try:
         for _ in range(CYCLES_BEFORE):
             cycle(first, loud, quiet)
-        assert httpx.get(f"{first.url}/health").json()["notify"]["mqtt"]["pending"] == 2 * CYCLES_BEFORE
+        assert (
+            httpx.get(f"{first.url}/health").json()["notify"]["mqtt"]["pending"]
+            == 2 * CYCLES_BEFORE
+        )
     finally:
         first.kill()
     assert pending(db) == 2 * CYCLES_BEFORE  # committed with their scores, before any delivery
@@ -82,8 +102,11 @@ def test_kill_9_while_the_broker_is_down_loses_no_alarm(flip_models: tuple[Path,
         broker.start()
         sub = Subscriber(broker.port, "plant/#", client_id="maintenance-historian")
         wait_for(lambda: pending(db) == 0, timeout=60, what="the outbox to drain")
-        got = wait_for(lambda: len(sub.on("flip/alarm")) >= total and sub.on("flip/alarm"), timeout=30,
-                       what=f"{total} alarm messages")
+        got = wait_for(
+            lambda: len(sub.on("flip/alarm")) >= total and sub.on("flip/alarm"),
+            timeout=30,
+            what=f"{total} alarm messages",
+        )
         unique = {body["delivery_id"]: body for body, _ in got}  # de-duplicated by id
         assert len(unique) == total
         stored = httpx.get(f"{second.url}/alarms", params={"machine": "flip", "limit": 100}).json()
@@ -99,7 +122,9 @@ def test_kill_9_while_the_broker_is_down_loses_no_alarm(flip_models: tuple[Path,
     finally:
         second.kill()  # kill -9 while connected: the broker publishes the last will
     try:
-        wait_for(lambda: ("offline", False) in sub.on("plant/status"), what="the last will (offline)")
+        wait_for(
+            lambda: ("offline", False) in sub.on("plant/status"), what="the last will (offline)"
+        )
     finally:
         sub.close()
         broker.stop()

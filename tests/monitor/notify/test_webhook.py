@@ -1,5 +1,6 @@
 """Webhooks against a real HTTP receiver on loopback that fails its first calls and checks the
 HMAC signature: every alarm arrives, signed, with its delivery id; a wrong secret is refused."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,20 +14,32 @@ from .conftest import SECRET, Receiver, attach, raise_and_clear, wait_for
 
 
 def hook_file(url: str, extra: str = "") -> str:
-    return f"notify:\n  webhooks: [{{url: '{url}', secret_env: HOOK_SECRET, retry_max_s: 1{extra}}}]\n"
+    return (
+        f"notify:\n  webhooks: [{{url: '{url}', secret_env: HOOK_SECRET, retry_max_s: 1{extra}}}]\n"
+    )
 
 
-def test_alarms_arrive_signed_after_the_receiver_s_failures(monitor, receiver: Receiver, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alarms_arrive_signed_after_the_receiver_s_failures(
+    monitor, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     notifier = attach(monitor, tmp_path, hook_file(receiver.url))
     raise_and_clear(monitor, times=2)
-    bodies = wait_for(lambda: len(receiver.bodies()) >= 4 and receiver.bodies(), what="4 alarm webhooks")
-    assert receiver.calls >= 2 + 4 and receiver.refused == 0  # the first two calls were answered 500
-    assert all(b["kind"] == "alarm" and b["machine"] == "fan" for b in bodies)  # scores are not sent by default
-    alarms = monitor.store.alarms(machine="fan")  # webhooks are not ordered: a retried message may come later
+    bodies = wait_for(
+        lambda: len(receiver.bodies()) >= 4 and receiver.bodies(), what="4 alarm webhooks"
+    )
+    assert (
+        receiver.calls >= 2 + 4 and receiver.refused == 0
+    )  # the first two calls were answered 500
+    assert all(
+        b["kind"] == "alarm" and b["machine"] == "fan" for b in bodies
+    )  # scores are not sent by default
+    alarms = monitor.store.alarms(
+        machine="fan"
+    )  # webhooks are not ordered: a retried message may come later
     assert sorted((b["alarm_id"], b["state"]) for b in bodies) == sorted(
-        (a["id"], state) for a in alarms for state in ("raised", "cleared"))
+        (a["id"], state) for a in alarms for state in ("raised", "cleared")
+    )
     headers = [h for h, _ in receiver.accepted]
     assert [h["X-Stethoscope-Delivery"] for h in headers] == [b["delivery_id"] for b in bodies]
     assert all(h["Content-Type"] == "application/json" for h in headers)
@@ -36,8 +49,9 @@ def test_alarms_arrive_signed_after_the_receiver_s_failures(monitor, receiver: R
     assert rows[0]["last_error"] == "HTTP 500"
 
 
-def test_scores_go_out_when_asked_for(monitor, receiver: Receiver, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scores_go_out_when_asked_for(
+    monitor, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     receiver.fail_first = 0
     attach(monitor, tmp_path, hook_file(receiver.url, ", events: [score]"))
@@ -47,7 +61,9 @@ def test_scores_go_out_when_asked_for(monitor, receiver: Receiver, tmp_path: Pat
     assert body["score"] == pytest.approx(1.5, rel=1e-9, abs=1e-12) and body["anomaly"] is False
 
 
-def test_a_wrong_secret_is_refused_and_retried(monitor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_secret_is_refused_and_retried(
+    monitor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wrong = Receiver(secret="another-secret-entirely")
     try:
         monkeypatch.setenv("HOOK_SECRET", SECRET)

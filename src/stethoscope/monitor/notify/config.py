@@ -2,6 +2,7 @@
 (MQTT, webhooks, e-mail), checked strictly: an unknown key or a bad value is a `ConfigError`
 naming the file and the key. Secrets are never in the file: it names environment variables
 (``secret_env``, ``password_env``) whose values are read here and kept out of every repr."""
+
 from __future__ import annotations
 
 import os
@@ -67,14 +68,19 @@ class MqttConfig(Delivery):
     @classmethod
     def _prefix(cls, value: str) -> str:
         if not TOPIC_PART.fullmatch(value):
-            raise ValueError("must be topic levels of letters, digits, '_', '.', '-' joined by '/' (no '+', '#', "
-                             "leading or trailing '/')")
+            raise ValueError(
+                "must be topic levels of letters, digits, '_', '.', '-' joined by '/' "
+                "(no '+', '#', "
+                "leading or trailing '/')"
+            )
         return value
 
     @model_validator(mode="after")
     def _pairs(self) -> MqttConfig:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together (the client's certificate and its private key)")
+            raise ValueError(
+                "cert and key go together (the client's certificate and its private key)"
+            )
         if self.password_env is not None and self.username is None:
             raise ValueError("password_env needs username")
         return self
@@ -132,7 +138,9 @@ class EmailConfig(Delivery):
         if self.require_tls and not self.starttls:
             raise ValueError("require_tls needs starttls: true")
         if self.username is not None and (self.password_env is None or not self.require_tls):
-            raise ValueError("username needs password_env and require_tls: true (a password never goes in clear)")
+            raise ValueError(
+                "username needs password_env and require_tls: true (a password never goes in clear)"
+            )
         return self
 
 
@@ -192,7 +200,9 @@ def _read(path: str | Path) -> Any:
     file = Path(path).expanduser()
     try:
         if file.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"--notify {path}: larger than {MAX_FILE_BYTES} bytes; is it the right file?")
+            raise ConfigError(
+                f"--notify {path}: larger than {MAX_FILE_BYTES} bytes; is it the right file?"
+            )
         return yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"--notify {path}: cannot read it ({err.strerror or err})") from None
@@ -215,7 +225,9 @@ def load_notify(path: str | Path) -> Notify:
     notify = Notify(str(path), section, _secrets(path, section))
     names = notify.channels()
     if len(set(names)) != len(names):
-        raise ConfigError(f"--notify {path}: notify.webhooks: two webhooks share a name ({', '.join(names)})")
+        raise ConfigError(
+            f"--notify {path}: notify.webhooks: two webhooks share a name ({', '.join(names)})"
+        )
     for key, value in _files(section):
         if not Path(value).expanduser().is_file():
             raise ConfigError(f"--notify {path}: {key}: no such file {value!r}")
@@ -235,7 +247,9 @@ def _secrets(path: str | Path, section: NotifySection) -> dict[str, str]:
     for key, env in wanted.items():
         value = os.environ.get(env, "")
         if not value:
-            raise ConfigError(f"--notify {path}: {key}: the environment variable {env} is not set (or empty)")
+            raise ConfigError(
+                f"--notify {path}: {key}: the environment variable {env} is not set (or empty)"
+            )
         found[key] = value
     return found
 
@@ -243,7 +257,11 @@ def _secrets(path: str | Path, section: NotifySection) -> dict[str, str]:
 def _files(section: NotifySection) -> list[tuple[str, str]]:
     found = []
     if section.mqtt:
-        found += [(f"notify.mqtt.{k}", v) for k in ("ca", "cert", "key") if (v := getattr(section.mqtt, k))]
+        found += [
+            (f"notify.mqtt.{k}", v)
+            for k in ("ca", "cert", "key")
+            if (v := getattr(section.mqtt, k))
+        ]
     found += [(f"notify.webhooks[{i}].ca", h.ca) for i, h in enumerate(section.webhooks) if h.ca]
     if section.email and section.email.ca:
         found.append(("notify.email.ca", section.email.ca))

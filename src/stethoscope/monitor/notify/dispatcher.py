@@ -6,6 +6,7 @@ only inserts rows; the threads deliver, never the scoring path, which a slow or 
 therefore never blocks. `Notifier.wake` (after the commit) starts a delivery at once; the
 threads also look every `POLL_S` seconds (rows whose backoff ended, rows of another process).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,17 +52,31 @@ class Channel(Protocol):
 
 def score_payload(event: ScoreEvent) -> dict[str, Any]:
     """A score message: the event as the API answers it, without its warnings."""
-    return {"kind": "score", "machine": event.machine, "event_id": event.id, "time": event.time,
-            "score": event.score, "threshold": event.threshold, "decision": event.decision,
-            "anomaly": bool(event.decision), "system": event.system, "model_version": event.model_version,
-            "source": event.source}
+    return {
+        "kind": "score",
+        "machine": event.machine,
+        "event_id": event.id,
+        "time": event.time,
+        "score": event.score,
+        "threshold": event.threshold,
+        "decision": event.decision,
+        "anomaly": bool(event.decision),
+        "system": event.system,
+        "model_version": event.model_version,
+        "source": event.source,
+    }
 
 
 def alarm_payload(event: ScoreEvent) -> dict[str, Any]:
     """An alarm message: raised or cleared, by which score."""
     assert event.alarm is not None
-    return {**score_payload(event), "kind": "alarm", "alarm_id": event.alarm.id, "state": event.alarm.state,
-            "active": event.alarm.state == "raised"}
+    return {
+        **score_payload(event),
+        "kind": "alarm",
+        "alarm_id": event.alarm.id,
+        "state": event.alarm.state,
+        "active": event.alarm.state == "raised",
+    }
 
 
 def make_channels(notify: Notify, warn: Callable[[str], None]) -> list[Channel]:
@@ -70,23 +85,36 @@ def make_channels(notify: Notify, warn: Callable[[str], None]) -> list[Channel]:
     if section.mqtt is not None:
         from .mqtt import MqttChannel
 
-        found.append(MqttChannel(section.mqtt, notify.secrets.get("notify.mqtt.password_env"), warn))
+        found.append(
+            MqttChannel(section.mqtt, notify.secrets.get("notify.mqtt.password_env"), warn)
+        )
     if section.webhooks:
         from .webhook import WebhookChannel
 
-        found += [WebhookChannel(notify.webhook_name(i), hook, notify.secrets[f"notify.webhooks[{i}].secret_env"],
-                                 warn) for i, hook in enumerate(section.webhooks)]
+        found += [
+            WebhookChannel(
+                notify.webhook_name(i),
+                hook,
+                notify.secrets[f"notify.webhooks[{i}].secret_env"],
+                warn,
+            )
+            for i, hook in enumerate(section.webhooks)
+        ]
     if section.email is not None:
         from .mail import EmailChannel
 
-        found.append(EmailChannel(section.email, notify.secrets.get("notify.email.password_env"), warn))
+        found.append(
+            EmailChannel(section.email, notify.secrets.get("notify.email.password_env"), warn)
+        )
     return found
 
 
 class Dispatcher(threading.Thread):
     """Delivers one channel's due outbox rows until stopped (see the module docstring)."""
 
-    def __init__(self, channel: Channel, store: EventStore, notify: Notify, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self, channel: Channel, store: EventStore, notify: Notify, warn: Callable[[str], None]
+    ) -> None:
         super().__init__(name=f"notify-{channel.name}", daemon=True)
         self.channel, self.store, self.warn = channel, store, warn
         self.keep_delivered_s = notify.section.outbox.keep_delivered_s
@@ -115,8 +143,13 @@ class Dispatcher(threading.Thread):
         """Deliver one batch of due rows; whether there was one."""
         if not self.channel.ready():
             return False
-        batch = outbox.claim(self.store, self.channel.name, self.channel.batch, self.channel.lease_s,
-                             self.channel.ordered)
+        batch = outbox.claim(
+            self.store,
+            self.channel.name,
+            self.channel.batch,
+            self.channel.lease_s,
+            self.channel.ordered,
+        )
         if not batch:
             return False
         try:
@@ -138,26 +171,39 @@ class Dispatcher(threading.Thread):
             attempts, error = next(iter(failed.values()))
             self.last_error = error
             if not self.failing:
-                self.warn(f"{self.channel.describe()}: delivery failed ({error}); {len(failed)} message(s) "
-                          f"retried in {outbox.backoff(attempts, self.channel.retry_max_s):g} s, backing off")
+                self.warn(
+                    f"{self.channel.describe()}: delivery failed ({error}); {len(failed)} "
+                    f"message(s) retried in "
+                    f"{outbox.backoff(attempts, self.channel.retry_max_s):g} s, backing off"
+                )
             self.failing = True
         elif self.failing:
             self.warn(f"{self.channel.describe()}: delivering again")
             self.failing = False
 
     def _prune(self) -> None:
-        dropped = outbox.prune(self.store, self.channel.name, self.keep_delivered_s, self.max_pending_scores)
+        dropped = outbox.prune(
+            self.store, self.channel.name, self.keep_delivered_s, self.max_pending_scores
+        )
         if dropped:
             self.dropped += dropped
-            self.warn(f"{self.channel.describe()}: dropped the {dropped} oldest undelivered score message(s) "
-                      f"(over max_pending_scores {self.max_pending_scores}; alarm messages are kept)")
+            self.warn(
+                f"{self.channel.describe()}: dropped the {dropped} oldest undelivered score "
+                f"message(s) "
+                f"(over max_pending_scores {self.max_pending_scores}; alarm messages are kept)"
+            )
 
 
 class Notifier:
     """The channels of one notify file and their dispatchers (see the module docstring)."""
 
-    def __init__(self, notify: Notify, store: EventStore, warn: Callable[[str], None] = log.warning,
-                 channels: list[Channel] | None = None) -> None:
+    def __init__(
+        self,
+        notify: Notify,
+        store: EventStore,
+        warn: Callable[[str], None] = log.warning,
+        channels: list[Channel] | None = None,
+    ) -> None:
         self.notify, self.store = notify, store
         self.channels = channels if channels is not None else make_channels(notify, warn)
         self.dispatchers = [Dispatcher(c, store, notify, warn) for c in self.channels]
@@ -174,12 +220,20 @@ class Notifier:
         cleared its machine's alarm."""
         wanted: list[tuple[str, dict[str, Any]]] = [("score", score_payload(event))]
         if event.alarm is not None and event.alarm.state in ("raised", "cleared"):
-            # the one place that decides whether an alarm notifies: a muted machine's check goes here
+            # the one place that decides whether an alarm notifies: a muted machine's check
+            # (the operator's workflow) goes here
             wanted.append(("alarm", alarm_payload(event)))
         for channel in self.channels:
             for kind, payload in wanted:
                 if kind in channel.events:
-                    outbox.add(conn, channel.name, kind, channel.topic(kind, event.machine), payload, event.time)
+                    outbox.add(
+                        conn,
+                        channel.name,
+                        kind,
+                        channel.topic(kind, event.machine),
+                        payload,
+                        event.time,
+                    )
 
     def wake(self) -> None:
         """Deliver now (called after a commit that may have added rows)."""
@@ -199,8 +253,10 @@ class Notifier:
         for dispatcher in self.dispatchers:
             dispatcher.stop.set()
             dispatcher.woken.set()
-        for dispatcher in self.dispatchers:  # at most one try's time each: a row cut short is leased, and
-            if dispatcher.is_alive():        # sent again after its lease (at-least-once)
+        for (
+            dispatcher
+        ) in self.dispatchers:  # at most one try's time each: a row cut short is leased, and
+            if dispatcher.is_alive():  # sent again after its lease (at-least-once)
                 dispatcher.join(timeout=dispatcher.channel.timeout_s + 1)
         for channel in self.channels:
             channel.close()
@@ -216,17 +272,24 @@ class NotifyCollector:
         self.notifier = notifier
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        pending = GaugeMetricFamily("stethoscope_notify_pending", "outbox messages not yet delivered",
-                                    labels=["channel"])
-        oldest = GaugeMetricFamily("stethoscope_notify_oldest_pending_seconds", "age of the oldest undelivered "
-                                   "outbox message (0 when none)", labels=["channel"])
+        pending = GaugeMetricFamily(
+            "stethoscope_notify_pending", "outbox messages not yet delivered", labels=["channel"]
+        )
+        oldest = GaugeMetricFamily(
+            "stethoscope_notify_oldest_pending_seconds",
+            "age of the oldest undelivered outbox message (0 when none)",
+            labels=["channel"],
+        )
         for channel, state in self.notifier.backlog().items():
             pending.add_metric([channel], float(state["pending"]))
             oldest.add_metric([channel], float(state["oldest_s"] or 0.0))
         yield pending
         yield oldest
-        for what, text in (("delivered", "messages delivered"), ("failures", "failed delivery tries"),
-                           ("dropped", "undelivered score messages dropped past max_pending_scores")):
+        for what, text in (
+            ("delivered", "messages delivered"),
+            ("failures", "failed delivery tries"),
+            ("dropped", "undelivered score messages dropped past max_pending_scores"),
+        ):
             family = CounterMetricFamily(f"stethoscope_notify_{what}", text, labels=["channel"])
             for dispatcher in self.notifier.dispatchers:
                 family.add_metric([dispatcher.channel.name], float(getattr(dispatcher, what)))

@@ -4,6 +4,7 @@ duplicates by it). STARTTLS is used whenever the server offers it (``starttls: t
 default), verifying its certificate (the system's CAs, or ``ca``); ``require_tls: true`` refuses
 to send in clear when it is not offered. A password (``password_env``) is only ever sent after
 STARTTLS."""
+
 from __future__ import annotations
 
 import smtplib
@@ -33,7 +34,8 @@ def alarm_mail(cfg: EmailConfig, message: Message) -> EmailMessage:
         f"alarm id:   {body['alarm_id']}\nevent id:   {body['event_id']}\n"
         f"score:      {body['score']:.6g} (threshold {body['threshold']:.6g})\n"
         f"model:      {body['system']} {body['model_version']}\nsource:     {body['source']}\n"
-        f"delivery:   {message.delivery_id}\n")
+        f"delivery:   {message.delivery_id}\n"
+    )
     return mail
 
 
@@ -74,7 +76,9 @@ class EmailChannel:
                 smtp.starttls(context=self._context)
                 smtp.ehlo()
             elif self.cfg.require_tls:
-                raise smtplib.SMTPNotSupportedError("the server does not offer STARTTLS (require_tls is set)")
+                raise smtplib.SMTPNotSupportedError(
+                    "the server does not offer STARTTLS (require_tls is set)"
+                )
             if self.cfg.username is not None:
                 smtp.login(self.cfg.username, self._password or "")
         except BaseException:
@@ -83,7 +87,8 @@ class EmailChannel:
         return smtp
 
     def deliver(self, messages: list[Message]) -> dict[int, str | None]:
-        """Send the messages in one SMTP session; a failure ends the batch (the rest are retried)."""
+        """Send the messages in one SMTP session; a failure ends the batch (the rest are
+        retried)."""
         out: dict[int, str | None] = {}
         try:
             smtp = self._session()
@@ -94,8 +99,14 @@ class EmailChannel:
                 try:
                     smtp.send_message(alarm_mail(self.cfg, message))
                 except (OSError, smtplib.SMTPException) as err:
-                    return {**out, **{m.id: f"{type(err).__name__}: {err}"[:300] for m in messages
-                                      if m.id not in out}}
+                    return {
+                        **out,
+                        **{
+                            m.id: f"{type(err).__name__}: {err}"[:300]
+                            for m in messages
+                            if m.id not in out
+                        },
+                    }
                 out[message.id] = None
         finally:
             try:

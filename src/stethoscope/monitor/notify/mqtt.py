@@ -4,6 +4,7 @@ current alarm state), and the service's health on ``<prefix>/status``: ``online`
 on every connect, ``offline`` (retained) as the last will when the connection dies and on a
 clean stop. Messages are published with QoS 1 and marked delivered only after the broker's
 PUBACK; paho reconnects by itself (1 s doubling up to ``retry_max_s``)."""
+
 from __future__ import annotations
 
 import os
@@ -38,12 +39,19 @@ class MqttChannel:
         self.status_topic = f"{cfg.topic_prefix}/status"
         self._connected = threading.Event()
         client_id = cfg.client_id or f"stethoscope-{socket.gethostname()[:40]}-{os.getpid()}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311
+        )
         if cfg.username is not None:
             self.client.username_pw_set(cfg.username, password)
         if cfg.tls or cfg.ca:
-            self.client.tls_set(ca_certs=cfg.ca, certfile=cfg.cert, keyfile=cfg.key,
-                                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            self.client.tls_set(
+                ca_certs=cfg.ca,
+                certfile=cfg.cert,
+                keyfile=cfg.key,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         self.client.will_set(self.status_topic, "offline", qos=QOS, retain=True)
         self.client.reconnect_delay_set(1, max(1, int(cfg.retry_max_s)))
         self.client.on_connect = self._on_connect
@@ -56,8 +64,14 @@ class MqttChannel:
     def topic(self, kind: str, machine: str) -> str:
         return f"{self.cfg.topic_prefix}/{machine}/{kind}"
 
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object,
-                    properties: object) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
         del userdata, flags, properties
         if getattr(reason, "is_failure", False):
             self._down(f"the broker refused the connection ({reason})")
@@ -68,8 +82,14 @@ class MqttChannel:
             self.warn(f"{self.describe()}: connected again")
             self._said_down = False
 
-    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: object,
-                       properties: object) -> None:
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
         del client, userdata, flags, properties
         self._connected.clear()
         self._down(f"disconnected ({reason})")
@@ -90,8 +110,10 @@ class MqttChannel:
     def deliver(self, messages: list[Message]) -> dict[int, str | None]:
         """Publish every message (QoS 1; alarms retained) and wait for each PUBACK, at most
         ``timeout_s`` in all: {row id: None when acknowledged, else why not}."""
-        infos = [(m.id, self.client.publish(m.topic, m.payload, qos=QOS, retain=m.kind == "alarm"))
-                 for m in messages]
+        infos = [
+            (m.id, self.client.publish(m.topic, m.payload, qos=QOS, retain=m.kind == "alarm"))
+            for m in messages
+        ]
         deadline = time.monotonic() + self.cfg.timeout_s
         out: dict[int, str | None] = {}
         for row_id, info in infos:
@@ -100,7 +122,9 @@ class MqttChannel:
             except (RuntimeError, ValueError) as err:
                 out[row_id] = f"not published ({err})"
                 continue
-            out[row_id] = None if info.is_published() else f"no PUBACK within {self.cfg.timeout_s:g} s"
+            out[row_id] = (
+                None if info.is_published() else f"no PUBACK within {self.cfg.timeout_s:g} s"
+            )
         return out
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ else (or no answer within ``timeout_s``) is retried with backoff. Redirects are 
 The URL's path and query may hold a token (Slack, Teams): only its scheme, host and port are
 ever logged.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,9 @@ class WebhookChannel:
     ordered: bool = False  # one failing message never holds back the rest
     batch: int = 20
 
-    def __init__(self, name: str, cfg: WebhookConfig, secret: str, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self, name: str, cfg: WebhookConfig, secret: str, warn: Callable[[str], None]
+    ) -> None:
         self.name, self.cfg, self.warn = name, cfg, warn
         self._secret = secret
         self.events: tuple[str, ...] = tuple(cfg.events)
@@ -67,18 +70,27 @@ class WebhookChannel:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.cfg.timeout_s,
-                                               context=self._context)
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.cfg.timeout_s, context=self._context
+            )
         return http.client.HTTPConnection(self._host, self._port, timeout=self.cfg.timeout_s)
 
     def post(self, conn: http.client.HTTPConnection, message: Message) -> str | None:
         """POST one message; None when the receiver answered 2xx, else why not."""
         body = message.payload.encode()
         stamp = str(int(time.time()))
-        conn.request("POST", self._path, body=body, headers={
-            "Content-Type": "application/json", "User-Agent": USER_AGENT,
-            "X-Stethoscope-Delivery": message.delivery_id, "X-Stethoscope-Timestamp": stamp,
-            "X-Stethoscope-Signature": signature(self._secret, stamp, body)})
+        conn.request(
+            "POST",
+            self._path,
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "X-Stethoscope-Delivery": message.delivery_id,
+                "X-Stethoscope-Timestamp": stamp,
+                "X-Stethoscope-Signature": signature(self._secret, stamp, body),
+            },
+        )
         answer = conn.getresponse()
         answer.read(64 * 1024)
         return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
