@@ -10,7 +10,9 @@ notify, a real Mosquitto broker on loopback gets every score and every alarm (Qo
 local webhook receiver (http.server, checking each signature) gets every alarm. Latency is the
 receiver's clock at arrival minus the event's ``time`` in the payload (set just before the
 score's commit): commit, outbox, dispatcher and delivery. Clients, service, broker and
-receivers share this machine's cores.
+receivers share this machine's cores. Besides clips/s, the service's own CPU time per answered
+clip (user + system, all its threads, from /proc) gives the cost of notifying in a way that other
+jobs on the machine disturb less than throughput.
 
     python benchmarks/bench_notify.py                         # 4 clients, 2 x 25 s per mode
     python benchmarks/bench_notify.py --duration 5 --rounds 1 --train 8   # smoke run
@@ -169,7 +171,9 @@ def run(
             except httpx.TransportError:
                 time.sleep(0.2)
         load(f"http://127.0.0.1:{port}", clips[:2], 1, 1.0)
+        cpu = cpu_seconds(proc.pid)
         result = load(f"http://127.0.0.1:{port}", clips, args.clients, args.duration)
+        cpu = cpu_seconds(proc.pid) - cpu
         if extra:  # wait for the outbox to drain (at most 60 s)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -186,7 +190,14 @@ def run(
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "errors": result["errors"],
+        "cpu_ms_per_clip": 1000 * cpu / max(1, len(ms)),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentiles(values: list[tuple[float, str]]) -> dict[str, float]:
@@ -228,6 +239,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     arrivals = Arrivals()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = toy_set(work / "toy", args.train, 20, seconds=args.clip_seconds, exact=False)
@@ -266,6 +278,7 @@ def main() -> None:
         "threshold": threshold,
         "runs": runs,
         "alarm_messages_due": due,
+        "load": [load_start, os.getloadavg()[0]],
         "latency": {f"{c} {k}": percentiles(v) for (c, k), v in sorted(arrivals.got.items())},
     }
     if args.json:
@@ -282,6 +295,7 @@ def report(rows: dict, args: argparse.Namespace) -> str:
             f"{np.mean([r['clips_per_s'] for r in runs]):.1f}",
             f"{np.mean([r['p50_ms'] for r in runs]):.1f}",
             f"{np.mean([r['p99_ms'] for r in runs]):.1f}",
+            " / ".join(f"{r['cpu_ms_per_clip']:.1f}" for r in runs),
             sum(sum(r["errors"].values()) for r in runs),
         ]
         for mode, runs in rows["runs"].items()
@@ -301,15 +315,16 @@ def report(rows: dict, args: argparse.Namespace) -> str:
         f"{args.clients} clients posting {args.clip_seconds:g} s WAV clips for {args.duration:g} s "
         f"per run, {args.rounds} run(s) per mode alternating; serve --workers {args.workers} "
         f"--threads 1 --sync full; alarm rule 3/5, threshold at the median score. Alarm messages "
-        f"due (raises + clears in the stores): "
-        f"{rows['alarm_messages_due']}.\n"
+        f"due (raises + clears in the stores): {rows['alarm_messages_due']}. Load average "
+        f"(1 min) at the start and end: {rows['load'][0]:.1f} and {rows['load'][1]:.1f}.\n"
     )
     return "\n".join(
         [
             markdown_header("Notifications under load"),
             note,
             table(
-                ["notify", "runs", "clips/s per run", "clips/s", "p50 ms", "p99 ms", "errors"],
+                ["notify", "runs", "clips/s per run", "clips/s", "p50 ms", "p99 ms",
+                 "serve CPU ms per clip, per run", "errors"],
                 speed,
             ),
             "",
