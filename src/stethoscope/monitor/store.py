@@ -207,7 +207,7 @@ class EventStore:
         relax = not durable and self.engine.dialect.name == "sqlite" and self.sync != "normal"
         try:
             with self._lock, self.engine.connect() as conn:
-                raw = conn.connection.driver_connection
+                raw: Any = conn.connection.driver_connection  # pysqlite's: no implicit BEGIN
                 if relax:
                     raw.execute("PRAGMA synchronous=NORMAL")
                 try:
