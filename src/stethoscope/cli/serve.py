@@ -10,14 +10,20 @@ address only.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
+from typing import TYPE_CHECKING, Callable
 
 from ..engine import RunContext
 from ..engine.context import available_cores
 from ..errors import ConfigError, StethoscopeError
 from .common import print_info, weights_dirs
 from .flags import add_max_seconds, add_runtime
+
+if TYPE_CHECKING:
+    from ..monitor.notify import Notify
+    from ..monitor.service import Monitor
 
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
 MIN_TOKEN = 16
@@ -79,6 +85,31 @@ def parse_alarm(value: str | None) -> tuple[int, int] | None:
     return int(k), int(n)
 
 
+def load_notify_file(path: str | None) -> Notify | None:
+    """The checked ``--notify`` file (None without one): read before any model loads, so that a
+    bad key fails at once."""
+    if path is None:
+        return None
+    from ..monitor.notify import load_notify
+
+    notify = load_notify(path)
+    if notify.section.mqtt is not None and importlib.util.find_spec("paho") is None:
+        raise StethoscopeError(f"--notify {path}: notify.mqtt needs paho-mqtt: pip install 'stethoscope[serve]'")
+    return notify
+
+
+def start_notifier(monitor: Monitor, notify: Notify | None, say: Callable[[str], None]) -> None:
+    """Give ``monitor`` the notifier of ``notify`` and start its dispatchers (warnings to stderr)."""
+    if notify is None:
+        return
+    from ..data.policy import print_warning
+    from ..monitor.notify import Notifier
+
+    monitor.notifier = Notifier(notify, monitor.store, print_warning).start()
+    say(f"notifying {', '.join(c.describe() for c in monitor.notifier.channels)} through the outbox of the "
+        f"event store")
+
+
 def _require_extra() -> None:
     missing = []
     for module in ("fastapi", "uvicorn", "sqlalchemy", "prometheus_client", "websockets"):
@@ -122,10 +153,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ctx.check_device()
     ctx.apply_threads()
     protect = reads_protected(args)
+    notify = load_notify_file(args.notify)
     keep_bytes = None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20)
     monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say, args.keep_audio,
                            args.max_seconds, keep_bytes)
     try:
+        start_notifier(monitor, notify, say)
         app = create_app(monitor, token, max_body=int(args.max_body_mb * 1024 * 1024), workers=args.workers,
                          protect_reads=protect, window=args.window, hop=args.hop, allow_origins=origins,
                          allowed_hosts=hosts, max_streams=args.max_streams)
@@ -138,6 +171,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         monitor.close()
     return 0
+
+
+def add_notify(p: argparse.ArgumentParser) -> None:
+    """``--notify FILE`` (serve and watch)."""
+    p.add_argument("--notify", metavar="FILE", help="YAML file with a notify: section: send scores and alarms to "
+                   "MQTT, webhooks and e-mail through a persistent outbox (docs/monitor.md, Notifications); "
+                   "secrets come from the environment variables it names")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -196,6 +236,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body in MB "
                                                                    "(default 50)")
     add_max_seconds(p)
+    add_notify(p)
     p.add_argument("--sync", default="full", choices=("full", "normal"),
                    help="SQLite commit durability: full (default; survives power loss) or normal "
                         "(survives a killed process, not a power cut)")

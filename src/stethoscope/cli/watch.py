@@ -21,7 +21,7 @@ from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
 from .common import info, weights_dirs
 from .flags import add_audio_flag, add_channel, add_runtime
-from .serve import DEFAULT_DB, parse_alarm
+from .serve import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
 
 if TYPE_CHECKING:
     from ..monitor.service import Monitor, ScoreEvent
@@ -102,6 +102,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _check_modes(args)
     alarm = parse_alarm(args.alarm)
     mic = _mic_settings(args) if args.mic else None  # a missing sounddevice fails before models load
+    notify = load_notify_file(args.notify)
     from ..monitor.db import database_url
     from ..monitor.service import Monitor
 
@@ -114,6 +115,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                            max_seconds=args.max_seconds,
                            keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20))
     try:
+        start_notifier(monitor, notify, say)
         with _stop_on_signals() as stop:
             if mic is None:
                 _watch_folder(args, monitor, stop, say)
@@ -189,6 +191,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sync", default="full", choices=("full", "normal"),
                    help="SQLite commit durability: full (default; survives power loss) or normal "
                         "(survives a killed process, not a power cut)")
+    add_notify(p)
     folder = p.add_argument_group("watching a folder")
     folder.add_argument("--recursive", action="store_true", help="also files deeper than "
                                                                  "DIR/<sub-folder>/ (the machine "

@@ -182,8 +182,10 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                                  "detail": f"writes to the event store fail since {since} ({state.failures} "
                                            f"failure(s)); scores are refused with 503 until a write succeeds"},
                                 status_code=503)
-        return JSONResponse({"status": "ok", "machines": sorted(monitor.models),
-                             "schema_version": monitor.store.version})
+        answer = {"status": "ok", "machines": sorted(monitor.models), "schema_version": monitor.store.version}
+        if monitor.notifier is not None:  # the outbox backlog per channel (--notify); never an error text
+            answer["notify"] = await blocking(monitor.notifier.backlog)
+        return JSONResponse(answer)
 
     @app.get("/metrics", dependencies=read_guard,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description":

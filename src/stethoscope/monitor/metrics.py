@@ -48,6 +48,10 @@ class Metrics:
                                  ["machine"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.streams = Gauge("stethoscope_streams_open", "websocket streams open", registry=self.registry)
         self.registry.register(_ActiveAlarms(monitor))
+        if monitor.notifier is not None:  # the outbox backlog per channel (--notify)
+            from .notify import NotifyCollector
+
+            self.registry.register(NotifyCollector(monitor.notifier))
 
     def scored(self, machine: str, decision: int) -> None:
         self.scores.labels(machine, "anomaly" if decision else "normal").inc()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     inspect,
     select,
@@ -139,7 +140,30 @@ def _v5_clip_bytes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_clips_bytes ON clips (score_id, bytes)"))
 
 
-MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips, _v5_clip_bytes]
+def _v6_notify_outbox(conn: Connection) -> None:
+    """The notification outbox (`notify.outbox`): one row per message to one channel (MQTT, a
+    webhook, e-mail), written in the transaction of the score or alarm it describes and marked
+    delivered once the channel acknowledged it; ``delivery_id`` lets receivers drop duplicates."""
+    md = MetaData()
+    outbox = Table("notify_outbox", md,
+                   Column("id", Integer, primary_key=True),
+                   Column("channel", String(100), nullable=False),
+                   Column("kind", String(16), nullable=False),
+                   Column("topic", String(300), nullable=False),
+                   Column("delivery_id", String(64), nullable=False, unique=True),
+                   Column("payload", Text, nullable=False),
+                   Column("created", Float, nullable=False),
+                   Column("attempts", Integer, nullable=False, server_default="0"),
+                   Column("next_attempt", Float, nullable=False),
+                   Column("delivered_at", Float),
+                   Column("last_error", String(500)),
+                   sqlite_autoincrement=True)
+    Index("ix_notify_outbox_due", outbox.c.channel, outbox.c.delivered_at, outbox.c.next_attempt)
+    outbox.create(conn)
+
+
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips, _v5_clip_bytes,
+                               _v6_notify_outbox]
 LATEST = len(MIGRATIONS)
 
 

@@ -83,6 +83,14 @@ class AlarmRuleSet(BaseModel):
     n: int
 
 
+class ChannelBacklog(BaseModel):
+    """One notification channel's outbox (``--notify``)."""
+
+    pending: int
+    oldest_s: float | None = Field(None, description="age of the oldest undelivered message, seconds")
+    failing: bool = Field(False, description="the last delivery try failed (the log says why)")
+
+
 class Health(BaseModel):
     """ok (200), degraded or error (503)."""
 
@@ -90,6 +98,7 @@ class Health(BaseModel):
     machines: list[str] | None = None
     schema_version: int | None = None
     detail: str | None = None
+    notify: dict[str, ChannelBacklog] | None = Field(None, description="with --notify: the outbox per channel")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
