@@ -122,6 +122,10 @@ def test_cli_mic_errors_are_clear(models_dir: Path, tmp_path: Path, capsys: pyte
           "no-such-card-xyz"], "python3 -m sounddevice"),
         (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--device",
           "USB Audio"], "the sound card is --input-device"),
+        (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--max-lag", "0"],
+         "--max-lag must be 0.1 to 600 seconds, got 0"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-lag", "5"],
+         "--max-lag are for --mic"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

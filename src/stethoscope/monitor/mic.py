@@ -29,7 +29,8 @@ from ..realtime import StreamingScorer
 from .service import Monitor, ScoreEvent
 
 BLOCK_SECONDS = 0.1
-QUEUE_SECONDS = 30.0
+QUEUE_SECONDS = 30.0  # how far scoring may fall behind the sound card (--max-lag) ...
+MAX_QUEUE_SECONDS = 600.0  # ... at most (10 min of 48 kHz float32: 110 MiB)
 TIMEOUT_S = 0.2  # how often the consumer looks at ``stop`` and at whether the stream still runs
 MIC_HINT = "pip install 'stethoscope[mic]' (and PortAudio: apt-get install libportaudio2)"
 
@@ -65,6 +66,14 @@ def sounddevice_module() -> Any:
     return sounddevice
 
 
+def check_max_lag(seconds: float) -> float:
+    """``seconds`` if it is a usable queue length (``--max-lag``), else `ConfigError`."""
+    if not BLOCK_SECONDS <= seconds <= MAX_QUEUE_SECONDS:
+        raise ConfigError(f"--max-lag must be {BLOCK_SECONDS:g} to {MAX_QUEUE_SECONDS:g} seconds, "
+                          f"got {seconds:g}")
+    return seconds
+
+
 @dataclass
 class MicStats:
     """Counts of one listening session: blocks and samples received, windows scored, PortAudio
@@ -93,7 +102,7 @@ class MicListener:
         self.factory = factory
         self.blocksize = max(1, int(round(rate * BLOCK_SECONDS)))
         self._queue: queue.Queue[tuple[np.ndarray, bool]] = queue.Queue(
-            maxsize=max(1, math.ceil(queue_seconds / BLOCK_SECONDS)))
+            maxsize=max(1, math.ceil(check_max_lag(queue_seconds) / BLOCK_SECONDS)))
         self._gap = False  # touched by the callback's thread only
         self._whole = True  # the next kept clip is the whole window (start, or after a gap)
         self.warn, self.on_score = warn, on_score
