@@ -33,6 +33,7 @@ from .conftest import SRC, fan_clip
 
 RATE = 16_000
 SINK = "stethoscope_test"
+SINK_48K = "stethoscope_test_48k"  # a sink at a usual hardware rate: the server resamples
 WINDOW, HOP = 2.0, 0.5
 SCORE_LINE = re.compile(r"^\s*(\d+\.\d+) s\s+(\S+)\s+(normal|ANOMALY)\s+event (\d+)$")
 SUMMARY = re.compile(
@@ -93,6 +94,17 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                 pytest.skip(f"PulseAudio did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
         assert _run(env, "pactl", "set-default-source", f"{SINK}.monitor").returncode == 0
+        loaded = _run(
+            env,
+            "pactl",
+            "load-module",
+            "module-null-sink",
+            f"sink_name={SINK_48K}",
+            "format=float32le",
+            "rate=48000",
+            "channels=1",
+        )
+        assert loaded.returncode == 0, loaded.stderr
         devices = _run(
             env, sys.executable, "-c", "import sounddevice as sd; print(sd.query_devices())"
         )
@@ -114,24 +126,23 @@ class Player:
 
     CHUNK = 800  # 50 ms
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], sink: str = SINK) -> None:
         self.proc = subprocess.Popen(
             [
                 "pacat",
                 "--playback",
-                f"--device={SINK}",
+                f"--device={sink}",
                 "--raw",
                 "--format=float32le",
                 f"--rate={RATE}",
                 "--channels=1",
-                "--latency-msec=50",
+                "--latency-msec=1000",  # 1 s ahead: a busy CPU does not starve the sink
             ],
             env=env,
             stdin=subprocess.PIPE,
         )
         self._clips: queue.Queue[np.ndarray] = queue.Queue()
         self._stop = threading.Event()
-        self.written = 0  # samples handed to pacat (the pipe blocks as the server consumes them)
         self._thread = threading.Thread(target=self._feed, daemon=True)
         self._thread.start()
 
@@ -148,7 +159,6 @@ class Player:
                 self.proc.stdin.flush()
             except (BrokenPipeError, ValueError):
                 return
-            self.written += len(data)
 
     def play(self, wave: np.ndarray) -> None:
         self._clips.put(np.asarray(wave, np.float32))
@@ -163,7 +173,9 @@ class Player:
 class Watcher:
     """``stethoscope watch --mic`` in a subprocess; a thread collects its stderr lines."""
 
-    def __init__(self, env: dict[str, str], models: Path, db: Path, *extra: str) -> None:
+    def __init__(
+        self, env: dict[str, str], models: Path, db: Path, *extra: str, rate: int = RATE
+    ) -> None:
         env = dict(
             env,
             OMP_NUM_THREADS="1",
@@ -180,7 +192,7 @@ class Watcher:
                 "--input-device",
                 "pulse",
                 "--rate",
-                str(RATE),
+                str(rate),
                 "--machine",
                 "fan",
                 "--models",
@@ -255,19 +267,19 @@ def find_clip(heard: np.ndarray, clip: np.ndarray) -> int:
     return int(np.argmax(corr[: len(heard)]))
 
 
-def test_scores_from_the_sound_server_equal_scoring_the_clip(
-    pulse: dict[str, str], models_dir: Path, tmp_path: Path
-) -> None:
-    """At the sink's own rate and format PulseAudio passes samples through unchanged, so the
-    watcher hears the clip exactly, framed by silence at an offset the sound server decides.
-    The kept audio (16-bit) locates the clip; scoring silence + clip + silence at that offset
-    from the file must give every stored score (rel 1e-4: float32 batches, as test_mic)."""
-    clip = np.concatenate([fan_clip(21, 2.0), fan_clip(22, 2.0)])  # 4 s, a "known WAV"
+def listen_to(
+    pulse: dict[str, str], models: Path, tmp_path: Path, sink: str, rate: int
+) -> tuple[np.ndarray, list[float], np.ndarray, int]:
+    """A known 4 s clip (float WAV) played into ``sink`` while ``watch --mic`` records its
+    monitor at ``rate``: the clip, the stored scores, the heard stream (kept audio end to end,
+    16 kHz) and where the clip starts in it (the peak of their cross-correlation)."""
+    clip = np.concatenate([fan_clip(21, 2.0), fan_clip(22, 2.0)])
     wav = tmp_path / "known.wav"
     sf.write(wav, clip, RATE, subtype="FLOAT")
     clip = sf.read(wav, dtype="float32")[0]
-    player = Player(pulse)
-    watcher = Watcher(pulse, models_dir, tmp_path / "events.db")
+    player = Player(pulse, sink)
+    env = dict(pulse, PULSE_SOURCE=f"{sink}.monitor")  # libpulse's default source of the watcher
+    watcher = Watcher(env, models, tmp_path / "events.db", rate=rate)
     try:
         watcher.wait_scores(2)  # the stream runs: the clip cannot fall before its start
         started = watcher.scores()
@@ -284,19 +296,56 @@ def test_scores_from_the_sound_server_equal_scoring_the_clip(
     scores, clips = kept_audio(tmp_path / "events.db")
     heard = np.concatenate(clips)
     assert len(scores) == int(summary.group(1)) == watcher.scores()
-    assert len(heard) == int(WINDOW * RATE) + (len(scores) - 1) * int(
-        HOP * RATE
-    )  # no gap, no overlap
+    whole, hop = int(WINDOW * RATE), int(HOP * RATE)
+    assert [len(c) for c in clips] == [whole] + [hop] * (len(scores) - 1)  # no gap, no overlap
     start = find_clip(heard, clip)
     assert start + len(clip) <= len(heard), "the clip was not heard to its end"
+    return clip, scores, heard, start
+
+
+def windows_inside(scores: list[float], start: int, length: int) -> np.ndarray:
+    """Which windows lie wholly inside the clip (``length`` samples from ``start``)."""
+    ends = int(WINDOW * RATE) + int(HOP * RATE) * np.arange(len(scores))
+    return (ends - int(WINDOW * RATE) >= start) & (ends <= start + length)
+
+
+def test_scores_from_the_sound_server_equal_scoring_the_clip(
+    pulse: dict[str, str], models_dir: Path, tmp_path: Path
+) -> None:
+    """At the sink's own rate and format PulseAudio passes samples through unchanged, so the
+    watcher hears the clip exactly, framed by silence at an offset the sound server decides.
+    The kept audio (16-bit) locates the clip; scoring silence + clip + silence at that offset
+    from the file must give every stored score (rel 1e-4: float32 batches, as test_mic)."""
+    clip, scores, heard, start = listen_to(pulse, models_dir, tmp_path, SINK, RATE)
     expected = np.zeros_like(heard)
     expected[start : start + len(clip)] = clip
     assert heard == pytest.approx(expected, abs=QUANTUM)  # the clip exactly, silence around it
-    ends = int(WINDOW * RATE) + int(HOP * RATE) * np.arange(len(scores))
-    inside = (ends - int(WINDOW * RATE) >= start) & (ends <= start + len(clip))
+    inside = windows_inside(scores, start, len(clip))
     assert inside.sum() >= 3, (start, len(heard))  # windows of the clip alone, not of silence
     reference = StreamingScorer(load_system(models_dir / "fan"), WINDOW, HOP, RATE).push(expected)
     assert scores == pytest.approx([r.score for r in reference], rel=1e-4, abs=1e-6)
+
+
+def test_scores_through_the_servers_resampler_stay_close(
+    pulse: dict[str, str], models_dir: Path, tmp_path: Path
+) -> None:
+    """A 48 kHz sink, as most sound cards: the server resamples the 16 kHz clip up (speex,
+    PulseAudio's default), the watcher records at 48 kHz and the model resamples down (soxr).
+    The waveform survives (correlation >= 0.99 with the clip where it was heard), but the
+    scores shift, with a sign: both resamplers cut the band edge near 8 kHz and this model's
+    reconstruction error grows (measured +26 to +30 % through the server, +10 to +13 % for a
+    soxr round trip alone). So the windows wholly inside the clip score 1 to 1.5 times the file's:
+    a real shift to calibrate for (docs/monitor.md), not noise to hide in a tolerance."""
+    clip, scores, heard, start = listen_to(pulse, models_dir, tmp_path, SINK_48K, 48_000)
+    part = heard[start : start + len(clip)]
+    assert np.dot(part, clip) / np.sqrt(np.dot(part, part) * np.dot(clip, clip)) >= 0.99
+    expected = np.zeros_like(heard)
+    expected[start : start + len(clip)] = clip
+    inside = windows_inside(scores, start, len(clip))
+    assert inside.sum() >= 3, (start, len(heard))
+    reference = StreamingScorer(load_system(models_dir / "fan"), WINDOW, HOP, RATE).push(expected)
+    ratio = np.array(scores)[inside] / np.array([r.score for r in reference])[inside]
+    assert ((ratio >= 1.0) & (ratio <= 1.5)).all(), ratio
 
 
 def test_input_lost_while_scoring_stalls_is_counted_and_said(
