@@ -62,8 +62,12 @@ def _check_modes(args: argparse.Namespace) -> None:
         if args.recursive or args.poll is not None or args.on_bad_audio is not None or args.channel is not None:
             raise ConfigError("--recursive, --poll, --on-bad-audio and --channel are for "
                               "watching a folder, not --mic")
-    elif args.input_device is not None or args.rate is not None:
-        raise ConfigError("--input-device and --rate are for --mic")
+        if args.max_lag is not None:
+            from ..monitor.mic import check_max_lag
+
+            check_max_lag(args.max_lag)
+    elif args.input_device is not None or args.rate is not None or args.max_lag is not None:
+        raise ConfigError("--input-device, --rate and --max-lag are for --mic")
     elif not Path(args.dir).expanduser().is_dir():
         raise ConfigError(f"watch {args.dir}: no such folder")
     if args.threads < 1:
@@ -145,14 +149,15 @@ def _watch_folder(args: argparse.Namespace, monitor: Monitor, stop: threading.Ev
 def _listen(args: argparse.Namespace, monitor: Monitor, stop: threading.Event, say: Say,
             device: int | str | None, rate: int, source: str) -> None:
     from ..data.policy import print_warning
-    from ..monitor.mic import MicError, MicListener
+    from ..monitor.mic import QUEUE_SECONDS, MicError, MicListener
 
     def show(event: ScoreEvent, end: float) -> None:
         say(f"{end:8.2f} s  {event.score:12.6g}  {'ANOMALY' if event.decision else 'normal'}  "
             f"event {event.id}")
 
+    lag = QUEUE_SECONDS if args.max_lag is None else args.max_lag
     listener = MicListener(monitor, args.machine, rate, args.window, args.hop, device, source,
-                           warn=print_warning, on_score=show)
+                           queue_seconds=lag, warn=print_warning, on_score=show)
     say(f"listening to {source} at {rate} Hz for {args.machine}: a {args.window:g} s window every "
         f"{args.hop:g} s")
     stats = listener.run(stop)
@@ -218,6 +223,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     mic.add_argument("--rate", type=int, help="sample rate in Hz (default: the device's own)")
     mic.add_argument("--window", type=float, default=10.0, help="seconds per score (default 10)")
     mic.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
+    mic.add_argument("--max-lag", type=float, metavar="SECONDS",
+                     help="how far scoring may fall behind the sound card before input is dropped, counted "
+                          "and said (default 30)")
     add_runtime(p, seed=False, cache=False, audio=False, threads=1)
     p.set_defaults(func=cmd_watch)
 
