@@ -29,6 +29,7 @@ from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
 from ..systems.folders import model_folders
+from .operators import Operators
 from .store import AlarmChange, EventStore, FileMark, StoreError
 
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -113,6 +114,7 @@ class ScoreEvent:
     model_version: str
     alarm: AlarmChange | None = None
     warnings: list[str] = field(default_factory=list)
+    muted: bool = False  # the machine was muted: no alarm could be raised (`Monitor.muted`)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -169,6 +171,7 @@ class Monitor:
         self.max_seconds = max_seconds  # longest clip decoded (--max-seconds), a runtime setting
         self.keep_bytes = keep_bytes    # all kept audio fits in this many bytes (--keep-audio-mb); None: no budget
         self.health = StoreHealth()
+        self.operators = Operators(store)
 
     @classmethod
     def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
@@ -248,12 +251,24 @@ class Monitor:
         served = self.model(machine)
         check_source(source)
         check_score(score, source or "clip")
-        done = self.write(lambda: self.store.record_score(machine, served.model_id, score, decision, source,
-                                                          audio=audio, keep_audio=self.keep_audio, mark=mark,
-                                                          keep_bytes=self.keep_bytes),
-                          tries=1 if mark is not None else WRITE_TRIES)
+        muted = [False]
+
+        def write() -> Any:  # the mute is read in each try: a store that fails is retried alike
+            muted[0] = self.muted(machine) is not None
+            return self.store.record_score(machine, served.model_id, score, decision, source, audio=audio,
+                                           keep_audio=self.keep_audio, mark=mark, keep_bytes=self.keep_bytes,
+                                           raise_alarm=not muted[0])
+        done = self.write(write, tries=1 if mark is not None else WRITE_TRIES)
         return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
-                          served.system.name, served.version, done.alarm, list(warnings or []))
+                          served.system.name, served.version, done.alarm, list(warnings or []), muted[0])
+
+    def muted(self, machine: str, at: float | None = None) -> dict[str, Any] | None:
+        """The mute of ``machine`` in force at ``at`` (default now), or None: the one rule for
+        whether an alarm of a machine may be raised or sent. A muted machine's clips are still
+        scored and stored with their decisions; no new alarm is raised while the mute lasts (an
+        active one still clears), and the first score after it applies the k-of-n rule to the
+        last n decisions, muted ones included."""
+        return self.operators.active_mute(machine, at)
 
     def write(self, call: Callable[[], Any], tries: int = WRITE_TRIES) -> Any:
         """Run one store write, tried up to ``tries`` times while it raises `StoreError` (waiting

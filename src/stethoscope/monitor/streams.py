@@ -127,7 +127,7 @@ def add_stream(app: FastAPI, monitor: Monitor, guard: Guard, metrics: Metrics, s
         metrics.streams.inc()
         try:
             await ws.accept()
-            if presented is None and guard.token is not None and not await first_message_auth(ws, guard, settings):
+            if presented is None and guard.tokens is not None and not await first_message_auth(ws, guard, settings):
                 return
             await pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], rate, source, scoring, settings)
         except WebSocketDisconnect:
