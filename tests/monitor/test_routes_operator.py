@@ -77,6 +77,19 @@ def test_each_scope_does_what_it_may_and_no_more(start: Callable[..., Server]) -
     assert refused.status_code == 403 and "'viewer' has the scope 'read'" in refused.json()["detail"]
     assert call(srv, "POST", f"/events/{event}/label", ALICE, json=body).json()["author"] == "alice"
     assert call(srv, "POST", f"/events/{event}/label", REC, json=body).json()["author"] == "recorder"
+    # the login cookie acts as its token's name, up to operate, only from this service's own origin
+    login = httpx.post(f"{srv.url}/login", data={"token": ALICE})
+    jar = dict(login.cookies)
+    assert login.status_code == 204 and ALICE not in str(jar)
+    by_cookie = call(srv, "POST", f"/events/{event}/label", cookies=jar, json={"label": "fault"})
+    assert by_cookie.status_code == 200 and by_cookie.json()["author"] == "alice"
+    assert call(srv, "POST", f"/events/{event}/label", cookies=jar, json={"label": "fault"},
+                headers={"Origin": "http://evil.example"}).status_code == 403
+    assert call(srv, "POST", f"/events/{event}/label", cookies=jar, content=b'{"label": "fault"}',
+                headers={"Content-Type": "text/plain"}).status_code == 422  # a cross-site form cannot send JSON
+    assert score(srv, "fan", 3, token="").status_code == 401
+    assert httpx.post(f"{srv.url}/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(3)), cookies=jar,
+                      headers={"Content-Type": "audio/wav"}).status_code == 401  # a cookie never posts clips
     assert call(srv, "PUT", "/machines/fan/alarm", ALICE, json={"k": 1, "n": 1}).status_code == 403
     assert call(srv, "PUT", "/machines/fan/alarm", REC, json={"k": 1, "n": 1}).status_code == 200
     with pytest.raises(InvalidStatus) as denied:
