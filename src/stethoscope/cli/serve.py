@@ -42,8 +42,8 @@ def resolve_token(args: argparse.Namespace) -> Any:
     ``admin`` with every scope), or None with ``--no-token``; a `ConfigError` saying what to do."""
     if getattr(args, "tokens", None):
         if args.token or args.no_token or os.environ.get(TOKEN_ENV):
-            raise ConfigError(f"--tokens {args.tokens} names every token: leave out --token, --no-token and "
-                              f"${TOKEN_ENV}")
+            raise ConfigError(f"--tokens {args.tokens} names every token: leave out --token, "
+                              f"--no-token and ${TOKEN_ENV}")
         from ..monitor.tokens import load_tokens
 
         return load_tokens(args.tokens)
@@ -157,9 +157,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--token", help=f"bearer token for writes and streams (default ${TOKEN_ENV}; the environment "
                                    f"keeps it out of `ps`)")
-    p.add_argument("--tokens", metavar="FILE", help="YAML file of named, scoped tokens (read, operate, write), "
-                                                   "each from an environment variable or as its SHA-256; "
-                                                   "instead of --token (see docs/monitor.md)")
+    p.add_argument("--tokens", metavar="FILE",
+                   help="YAML file of named, scoped tokens (read, operate, write), each from an "
+                        "environment variable or as its SHA-256; instead of --token (docs/monitor.md)")
     p.add_argument("--no-token", action="store_true", help="accept writes without a token (loopback only)")
     p.add_argument("--protect-reads", action="store_true", help="require the token for reads (events, alarms, "
                    "machines, metrics, audio, pictures; /health and the dashboard page stay open) even on a "

@@ -255,8 +255,8 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
         return JSONResponse(await readers.run(listed))
 
     add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
-    add_operator_routes(app, monitor, guard, [*bearer_scheme, *cookie_scheme], read_guard, read_errors, readers.run,
-                        blocking)
+    add_operator_routes(app, monitor, guard, [*bearer_scheme, *cookie_scheme], read_guard,
+                        read_errors, readers.run, blocking)
     add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
     return app
 

@@ -103,7 +103,8 @@ class Guard:
         if not expiry.isdigit() or len(expiry) > 12 or int(expiry) < time.time():
             return None
         entry = self.tokens.entry(name)
-        if entry is None or not hmac.compare_digest(mac.encode(), self._sign(name, int(expiry)).encode()):
+        signed = self._sign(name, int(expiry)) if entry is not None else ""
+        if entry is None or not hmac.compare_digest(mac.encode(), signed.encode()):
             return None
         return Identity(entry.name, min(entry.scope, OPERATE, key=SCOPES.index))
 
@@ -119,7 +120,8 @@ class Guard:
 
     def need_reader(self, request: Request) -> None:
         """A dependency for protected reads: the bearer token or a valid login cookie, or 401."""
-        if self.identify(bearer(request.headers.get("authorization"))) or self.cookie_ok(request.cookies.get(COOKIE)):
+        if (self.identify(bearer(request.headers.get("authorization")))
+                or self.cookie_ok(request.cookies.get(COOKIE))):
             return
         raise HTTPException(401, NO_TOKEN + " (or log in on the dashboard)", headers={"WWW-Authenticate": "Bearer"})
 
@@ -127,7 +129,10 @@ class Guard:
         """A dependency for operator actions: a bearer token or a login cookie whose scope
         allows ``operate`` (401 without either, 403 with too small a scope); who it is."""
         header = bearer(request.headers.get("authorization"))
-        found = self.identify(header) if header is not None else self.cookie_identity(request.cookies.get(COOKIE))
+        if header is not None:
+            found = self.identify(header)
+        else:
+            found = self.cookie_identity(request.cookies.get(COOKIE))
         return _allowed(found, OPERATE, " (or log in on the dashboard)")
 
     # -- origins ----------------------------------------------------------------------------
@@ -154,7 +159,8 @@ def _allowed(found: Identity | None, need: str, hint: str) -> Identity:
     if found is None:
         raise HTTPException(401, NO_TOKEN + hint, headers={"WWW-Authenticate": "Bearer"})
     if not found.allows(need):
-        raise HTTPException(403, f"the token {found.name!r} has the scope {found.scope!r}; this needs {need!r}")
+        raise HTTPException(403, f"the token {found.name!r} has the scope {found.scope!r}; "
+                                 f"this needs {need!r}")
     return found
 
 

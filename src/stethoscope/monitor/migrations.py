@@ -149,12 +149,14 @@ def _v6_operator_actions(conn: Connection) -> None:
     Table("scores", md, Column("id", Integer, primary_key=True))
     Table("alarms", md, Column("id", Integer, primary_key=True))
     Table("alarm_acks", md,
-          Column("alarm_id", Integer, ForeignKey("alarms.id"), primary_key=True, autoincrement=False),
+          Column("alarm_id", Integer, ForeignKey("alarms.id"), primary_key=True,
+                 autoincrement=False),
           Column("time", Float, nullable=False),
           Column("author", String(64), nullable=False),
           Column("note", String(1000), nullable=False))
     labels = Table("event_labels", md,
-                   Column("score_id", Integer, ForeignKey("scores.id"), primary_key=True, autoincrement=False),
+                   Column("score_id", Integer, ForeignKey("scores.id"), primary_key=True,
+                          autoincrement=False),
                    Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
                    Column("label", String(16), nullable=False),
                    Column("time", Float, nullable=False),
@@ -186,8 +188,8 @@ def _v6_operator_actions(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips, _v5_clip_bytes,
-                               _v6_operator_actions]
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips,
+                               _v5_clip_bytes, _v6_operator_actions]
 LATEST = len(MIGRATIONS)
 
 

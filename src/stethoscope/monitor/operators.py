@@ -7,6 +7,7 @@ the token that did it) and its time, and returns after the commit.
 A mute keeps scoring and storing a machine's events but raises no alarm for it while it lasts
 (`Operators.active_mute`, which `service.Monitor.muted` asks before each score).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,21 +31,48 @@ from .db import writing
 from .store import ALARMS, CLIPS, MACHINES, MODELS, SCORES, EventStore, _limit
 
 METADATA = MetaData()
-ACKS = Table("alarm_acks", METADATA,
-             Column("alarm_id", Integer, primary_key=True), Column("time", Float), Column("author", String(64)),
-             Column("note", String(1000)))
-LABELS = Table("event_labels", METADATA,
-               Column("score_id", Integer, primary_key=True), Column("machine_id", Integer),
-               Column("label", String(16)), Column("time", Float), Column("author", String(64)),
-               Column("note", String(1000)))
-MUTES = Table("mutes", METADATA,
-              Column("id", Integer, primary_key=True), Column("machine_id", Integer), Column("starts_at", Float),
-              Column("ends_at", Float), Column("reason", String(1000)), Column("author", String(64)),
-              Column("created_at", Float), Column("cancelled_at", Float), Column("cancelled_by", String(64)))
-ACTIONS = Table("operator_actions", METADATA,
-                Column("id", Integer, primary_key=True), Column("time", Float), Column("author", String(64)),
-                Column("action", String(16)), Column("machine", String(64)),
-                Column("target_id", Integer), Column("detail", String(2000)))
+ACKS = Table(
+    "alarm_acks",
+    METADATA,
+    Column("alarm_id", Integer, primary_key=True),
+    Column("time", Float),
+    Column("author", String(64)),
+    Column("note", String(1000)),
+)
+LABELS = Table(
+    "event_labels",
+    METADATA,
+    Column("score_id", Integer, primary_key=True),
+    Column("machine_id", Integer),
+    Column("label", String(16)),
+    Column("time", Float),
+    Column("author", String(64)),
+    Column("note", String(1000)),
+)
+MUTES = Table(
+    "mutes",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("machine_id", Integer),
+    Column("starts_at", Float),
+    Column("ends_at", Float),
+    Column("reason", String(1000)),
+    Column("author", String(64)),
+    Column("created_at", Float),
+    Column("cancelled_at", Float),
+    Column("cancelled_by", String(64)),
+)
+ACTIONS = Table(
+    "operator_actions",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("time", Float),
+    Column("author", String(64)),
+    Column("action", String(16)),
+    Column("machine", String(64)),
+    Column("target_id", Integer),
+    Column("detail", String(2000)),
+)
 LABEL_NAMES = ("normal", "fault")
 MAX_NOTE = 1000
 MAX_MUTE_S = 31 * 24 * 3600  # one mute covers at most a month: a forgotten mute must end
@@ -71,7 +99,9 @@ def check_window(starts_at: float, ends_at: float, now: float) -> None:
     """A `ConfigError` unless a mute window ends after it starts, in the future, and lasts at
     most `MAX_MUTE_S`."""
     if not ends_at > starts_at:
-        raise ConfigError(f"a mute must end after it starts (start {starts_at:.0f}, end {ends_at:.0f})")
+        raise ConfigError(
+            f"a mute must end after it starts (start {starts_at:.0f}, end {ends_at:.0f})"
+        )
     if ends_at <= now:
         raise ConfigError(f"the mute's end ({ends_at:.0f}) is in the past")
     if ends_at - max(starts_at, now) > MAX_MUTE_S:
@@ -88,15 +118,26 @@ class Operators:
         def run() -> Any:
             with self.store._lock, writing(self.store.engine) as conn:
                 return call(conn)
+
         return self.store._guard(run)
 
     def _rows(self, query: Any) -> list[dict[str, Any]]:
         return self.store._rows(query)
 
     @staticmethod
-    def _log(conn: Any, now: float, author: str, action: str, machine: str, target: int, **detail: Any) -> None:
-        conn.execute(ACTIONS.insert().values(time=now, author=author, action=action, machine=machine,
-                                             target_id=target, detail=json.dumps(detail)[:2000]))
+    def _log(
+        conn: Any, now: float, author: str, action: str, machine: str, target: int, **detail: Any
+    ) -> None:
+        conn.execute(
+            ACTIONS.insert().values(
+                time=now,
+                author=author,
+                action=action,
+                machine=machine,
+                target_id=target,
+                detail=json.dumps(detail)[:2000],
+            )
+        )
 
     # -- actions ----------------------------------------------------------------------------
     def acknowledge(self, alarm_id: int, author: str, note: str = "") -> dict[str, Any]:
@@ -104,17 +145,31 @@ class Operators:
         check_note(note)
 
         def run(conn: Any) -> dict[str, Any]:
-            machine = conn.execute(select(MACHINES.c.name).join(ALARMS, ALARMS.c.machine_id == MACHINES.c.id)
-                                   .where(ALARMS.c.id == alarm_id)).scalar()
+            machine = conn.execute(
+                select(MACHINES.c.name)
+                .join(ALARMS, ALARMS.c.machine_id == MACHINES.c.id)
+                .where(ALARMS.c.id == alarm_id)
+            ).scalar()
             if machine is None:
                 raise ActionRefused(404, f"no alarm {alarm_id}")
             done = conn.execute(select(ACKS).where(ACKS.c.alarm_id == alarm_id)).first()
             if done is not None:
-                raise ActionRefused(409, f"alarm {alarm_id} was acknowledged by {done.author} already")
+                raise ActionRefused(
+                    409, f"alarm {alarm_id} was acknowledged by {done.author} already"
+                )
             now = time.time()
-            conn.execute(ACKS.insert().values(alarm_id=alarm_id, time=now, author=author, note=note))
+            conn.execute(
+                ACKS.insert().values(alarm_id=alarm_id, time=now, author=author, note=note)
+            )
             self._log(conn, now, author, "ack", machine, alarm_id, note=note)
-            return {"alarm_id": alarm_id, "machine": machine, "time": now, "author": author, "note": note}
+            return {
+                "alarm_id": alarm_id,
+                "machine": machine,
+                "time": now,
+                "author": author,
+                "note": note,
+            }
+
         return self._write(run)
 
     def label(self, event_id: int, label: str, author: str, note: str = "") -> dict[str, Any]:
@@ -125,21 +180,40 @@ class Operators:
             raise ConfigError(f"label must be one of {', '.join(LABEL_NAMES)}, got {label[:40]!r}")
 
         def run(conn: Any) -> dict[str, Any]:
-            found = conn.execute(select(SCORES.c.machine_id, MACHINES.c.name).join(
-                MACHINES, MACHINES.c.id == SCORES.c.machine_id).where(SCORES.c.id == event_id)).first()
+            found = conn.execute(
+                select(SCORES.c.machine_id, MACHINES.c.name)
+                .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id)
+                .where(SCORES.c.id == event_id)
+            ).first()
             if found is None:
                 raise ActionRefused(404, f"no event {event_id}")
             now = time.time()
             conn.execute(delete(LABELS).where(LABELS.c.score_id == event_id))
-            conn.execute(LABELS.insert().values(score_id=event_id, machine_id=found.machine_id, label=label,
-                                                time=now, author=author, note=note))
+            conn.execute(
+                LABELS.insert().values(
+                    score_id=event_id,
+                    machine_id=found.machine_id,
+                    label=label,
+                    time=now,
+                    author=author,
+                    note=note,
+                )
+            )
             self._log(conn, now, author, "label", found.name, event_id, label=label, note=note)
-            return {"event_id": event_id, "machine": found.name, "label": label, "time": now, "author": author,
-                    "note": note}
+            return {
+                "event_id": event_id,
+                "machine": found.name,
+                "label": label,
+                "time": now,
+                "author": author,
+                "note": note,
+            }
+
         return self._write(run)
 
-    def mute(self, machine: str, starts_at: float | None, ends_at: float, reason: str,
-             author: str) -> dict[str, Any]:
+    def mute(
+        self, machine: str, starts_at: float | None, ends_at: float, reason: str, author: str
+    ) -> dict[str, Any]:
         """Mute ``machine`` from ``starts_at`` (None: now) to ``ends_at`` (Unix seconds)."""
         now = time.time()
         starts_at = now if starts_at is None else float(starts_at)
@@ -148,18 +222,46 @@ class Operators:
         machine_id = self.store._machine_ids.get(machine) or self.store.ensure_machine(machine)
 
         def run(conn: Any) -> dict[str, Any]:
-            mute_id = int(conn.execute(MUTES.insert().values(
-                machine_id=machine_id, starts_at=starts_at, ends_at=float(ends_at), reason=reason, author=author,
-                created_at=now)).inserted_primary_key[0])
-            self._log(conn, now, author, "mute", machine, mute_id, starts_at=starts_at, ends_at=ends_at,
-                      reason=reason)
-            return {"id": mute_id, "machine": machine, "starts_at": starts_at, "ends_at": float(ends_at),
-                    "reason": reason, "author": author, "created_at": now, "cancelled_at": None,
-                    "cancelled_by": None}
+            mute_id = int(
+                conn.execute(
+                    MUTES.insert().values(
+                        machine_id=machine_id,
+                        starts_at=starts_at,
+                        ends_at=float(ends_at),
+                        reason=reason,
+                        author=author,
+                        created_at=now,
+                    )
+                ).inserted_primary_key[0]
+            )
+            self._log(
+                conn,
+                now,
+                author,
+                "mute",
+                machine,
+                mute_id,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                reason=reason,
+            )
+            return {
+                "id": mute_id,
+                "machine": machine,
+                "starts_at": starts_at,
+                "ends_at": float(ends_at),
+                "reason": reason,
+                "author": author,
+                "created_at": now,
+                "cancelled_at": None,
+                "cancelled_by": None,
+            }
+
         return self._write(run)
 
     def cancel_mute(self, mute_id: int, author: str) -> dict[str, Any]:
-        """End mute ``mute_id`` now; 404 (no such mute) or 409 (cancelled or over) as `ActionRefused`."""
+        """End mute ``mute_id`` now; 404 (no such mute) or 409 (over) as `ActionRefused`."""
+
         def run(conn: Any) -> dict[str, Any]:
             row = conn.execute(_mute_query().where(MUTES.c.id == mute_id)).first()
             if row is None:
@@ -167,22 +269,37 @@ class Operators:
             now = time.time()
             if row.cancelled_at is not None or row.ends_at <= now:
                 raise ActionRefused(409, f"mute {mute_id} is over already")
-            conn.execute(update(MUTES).where(MUTES.c.id == mute_id).values(cancelled_at=now, cancelled_by=author))
+            conn.execute(
+                update(MUTES)
+                .where(MUTES.c.id == mute_id)
+                .values(cancelled_at=now, cancelled_by=author)
+            )
             self._log(conn, now, author, "unmute", row.machine, mute_id)
             return {**row._mapping, "cancelled_at": now, "cancelled_by": author}
+
         return self._write(run)
 
     # -- reading ----------------------------------------------------------------------------
     def active_mute(self, machine: str, at: float | None = None) -> dict[str, Any] | None:
         """The mute of ``machine`` in force at ``at`` (default now), or None."""
         at = time.time() if at is None else at
-        rows = self._rows(_mute_query().where(MACHINES.c.name == machine, MUTES.c.cancelled_at.is_(None),
-                                              MUTES.c.starts_at <= at, MUTES.c.ends_at > at)
-                          .order_by(MUTES.c.ends_at.desc()).limit(1))
+        rows = self._rows(
+            _mute_query()
+            .where(
+                MACHINES.c.name == machine,
+                MUTES.c.cancelled_at.is_(None),
+                MUTES.c.starts_at <= at,
+                MUTES.c.ends_at > at,
+            )
+            .order_by(MUTES.c.ends_at.desc())
+            .limit(1)
+        )
         return rows[0] if rows else None
 
-    def mutes(self, machine: str | None = None, current: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Mutes, newest first; ``current`` True: those not over (in force or to come), False: over."""
+    def mutes(
+        self, machine: str | None = None, current: bool | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Mutes, newest first; ``current`` True: in force or to come, False: over."""
         query = _mute_query()
         if machine is not None:
             query = query.where(MACHINES.c.name == machine)
@@ -191,11 +308,18 @@ class Operators:
             query = query.where(live if current else ~live)
         return self._rows(query.order_by(MUTES.c.id.desc()).limit(_limit(limit)))
 
-    def labels(self, machine: str | None = None, label: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def labels(
+        self, machine: str | None = None, label: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         """Labelled events, newest label first."""
-        query = select(LABELS.c.score_id.label("event_id"), MACHINES.c.name.label("machine"), LABELS.c.label,
-                       LABELS.c.time, LABELS.c.author, LABELS.c.note).join(MACHINES,
-                                                                           MACHINES.c.id == LABELS.c.machine_id)
+        query = select(
+            LABELS.c.score_id.label("event_id"),
+            MACHINES.c.name.label("machine"),
+            LABELS.c.label,
+            LABELS.c.time,
+            LABELS.c.author,
+            LABELS.c.note,
+        ).join(MACHINES, MACHINES.c.id == LABELS.c.machine_id)
         if machine is not None:
             query = query.where(MACHINES.c.name == machine)
         if label is not None:
@@ -203,13 +327,15 @@ class Operators:
         return self._rows(query.order_by(LABELS.c.time.desc()).limit(_limit(limit)))
 
     def acks(self, alarm_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """{alarm id: its acknowledgement (time, author, note)} of those of ``alarm_ids`` acknowledged."""
+        """{alarm id: its acknowledgement (time, author, note)} of those acknowledged."""
         if not alarm_ids:
             return {}
         rows = self._rows(select(ACKS).where(ACKS.c.alarm_id.in_(alarm_ids[:10_000])))
         return {row["alarm_id"]: {k: row[k] for k in ("time", "author", "note")} for row in rows}
 
-    def actions(self, machine: str | None = None, author: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def actions(
+        self, machine: str | None = None, author: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         """The audit log, newest first: every action with its author, time, target and details."""
         query = select(ACTIONS)
         if machine is not None:
@@ -222,14 +348,29 @@ class Operators:
     def labelled_clips(self, machine: str, label: str = "normal") -> list[dict[str, Any]]:
         """The events of ``machine`` labelled ``label``, oldest first, each with its stored score,
         model version and kept audio (``flac``: bytes, or None where it was not kept or pruned)."""
-        query = (select(SCORES.c.id, SCORES.c.score, MODELS.c.version.label("model_version"), CLIPS.c.flac)
-                 .join(LABELS, LABELS.c.score_id == SCORES.c.id).join(MACHINES, MACHINES.c.id == SCORES.c.machine_id)
-                 .join(MODELS, MODELS.c.id == SCORES.c.model_id).outerjoin(CLIPS, CLIPS.c.score_id == SCORES.c.id)
-                 .where(MACHINES.c.name == machine, LABELS.c.label == label).order_by(SCORES.c.id))
+        query = (
+            select(
+                SCORES.c.id, SCORES.c.score, MODELS.c.version.label("model_version"), CLIPS.c.flac
+            )
+            .join(LABELS, LABELS.c.score_id == SCORES.c.id)
+            .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id)
+            .join(MODELS, MODELS.c.id == SCORES.c.model_id)
+            .outerjoin(CLIPS, CLIPS.c.score_id == SCORES.c.id)
+            .where(MACHINES.c.name == machine, LABELS.c.label == label)
+            .order_by(SCORES.c.id)
+        )
         return self._rows(query)
 
 
 def _mute_query() -> Any:
-    return select(MUTES.c.id, MACHINES.c.name.label("machine"), MUTES.c.starts_at, MUTES.c.ends_at, MUTES.c.reason,
-                  MUTES.c.author, MUTES.c.created_at, MUTES.c.cancelled_at, MUTES.c.cancelled_by).join(
-        MACHINES, MACHINES.c.id == MUTES.c.machine_id)
+    return select(
+        MUTES.c.id,
+        MACHINES.c.name.label("machine"),
+        MUTES.c.starts_at,
+        MUTES.c.ends_at,
+        MUTES.c.reason,
+        MUTES.c.author,
+        MUTES.c.created_at,
+        MUTES.c.cancelled_at,
+        MUTES.c.cancelled_by,
+    ).join(MACHINES, MACHINES.c.id == MUTES.c.machine_id)

@@ -255,12 +255,14 @@ class Monitor:
 
         def write() -> Any:  # the mute is read in each try: a store that fails is retried alike
             muted[0] = self.muted(machine) is not None
-            return self.store.record_score(machine, served.model_id, score, decision, source, audio=audio,
-                                           keep_audio=self.keep_audio, mark=mark, keep_bytes=self.keep_bytes,
-                                           raise_alarm=not muted[0])
+            return self.store.record_score(
+                machine, served.model_id, score, decision, source, audio=audio,
+                keep_audio=self.keep_audio, mark=mark, keep_bytes=self.keep_bytes,
+                raise_alarm=not muted[0])
         done = self.write(write, tries=1 if mark is not None else WRITE_TRIES)
         return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
-                          served.system.name, served.version, done.alarm, list(warnings or []), muted[0])
+                          served.system.name, served.version, done.alarm, list(warnings or []),
+                          muted[0])
 
     def muted(self, machine: str, at: float | None = None) -> dict[str, Any] | None:
         """The mute of ``machine`` in force at ``at`` (default now), or None: the one rule for

@@ -110,8 +110,10 @@ def add_stream(app: FastAPI, monitor: Monitor, guard: Guard, metrics: Metrics, s
             return
         presented = bearer(ws.headers.get("authorization"))
         if presented is not None and not guard.token_ok(presented):
-            known = guard.identify(presented) is not None  # a token whose scope does not stream: 403
-            await deny(ws, 403 if known else 401, "streams need a token with the 'write' scope" if known else NO_TOKEN)
+            if guard.identify(presented) is not None:  # a token whose scope does not stream
+                await deny(ws, 403, "streams need a token with the 'write' scope")
+                return
+            await deny(ws, 401, NO_TOKEN)
             return
         try:
             kind, rate, window, hop = check_stream(ws.query_params, settings.window, settings.hop)

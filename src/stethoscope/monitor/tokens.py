@@ -15,6 +15,7 @@ Only SHA-256 digests are kept in memory; a presented token is hashed and compare
 digest in constant time (`hmac.compare_digest`, no early exit), so the time taken says nothing
 about which token, or how much of one, matched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -114,15 +115,21 @@ def load_tokens(path: str | Path, environ: dict[str, str] | None = None) -> Toke
         raise ConfigError(f"--tokens {path}: not valid YAML ({str(err).splitlines()[0]})") from err
     items = loaded.get("tokens") if isinstance(loaded, dict) else None
     if not isinstance(items, list) or not items or len(items) > MAX_TOKENS:
-        raise ConfigError(f"--tokens {path}: needs 'tokens:', a list of 1 to {MAX_TOKENS} entries "
-                          f"{{name, scope, token_env or sha256}}")
+        raise ConfigError(
+            f"--tokens {path}: needs 'tokens:', a list of 1 to {MAX_TOKENS} entries "
+            f"{{name, scope, token_env or sha256}}"
+        )
     entries: list[TokenEntry] = []
     for i, item in enumerate(items):
         entry = _entry(item, f"--tokens {path}: tokens[{i}]", environ)
         if any(e.name == entry.name for e in entries):
-            raise ConfigError(f"--tokens {path}: tokens[{i}]: the name {entry.name!r} is used twice")
+            raise ConfigError(
+                f"--tokens {path}: tokens[{i}]: the name {entry.name!r} is used twice"
+            )
         if any(hmac.compare_digest(e.sha256, entry.sha256) for e in entries):
-            raise ConfigError(f"--tokens {path}: tokens[{i}] ({entry.name}): the same token as another entry")
+            raise ConfigError(
+                f"--tokens {path}: tokens[{i}] ({entry.name}): the same token as another entry"
+            )
         entries.append(entry)
     return Tokens(entries)
 
@@ -133,26 +140,38 @@ def _entry(item: Any, where: str, environ: dict[str, str]) -> TokenEntry:
         raise ConfigError(f"{where}: must be a mapping {{name, scope, token_env or sha256}}")
     unknown = sorted(set(map(str, item)) - KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})"
+        )
     name, scope = item.get("name"), item.get("scope")
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ConfigError(f"{where}.name: letters, digits, '_ . @ -', at most 64 characters; got {name!r:.80}")
+        raise ConfigError(
+            f"{where}.name: letters, digits, '_ . @ -', at most 64 characters; got {name!r:.80}"
+        )
     if scope not in SCOPES:
         raise ConfigError(f"{where}.scope ({name}): one of {', '.join(SCOPES)}; got {scope!r:.40}")
     if ("token_env" in item) == ("sha256" in item):
-        raise ConfigError(f"{where} ({name}): give exactly one of token_env (an environment variable "
-                          f"holding the token) and sha256 (the token's SHA-256 hex digest)")
+        raise ConfigError(
+            f"{where} ({name}): give exactly one of token_env (an environment variable "
+            f"holding the token) and sha256 (the token's SHA-256 hex digest)"
+        )
     if "sha256" in item:
         value = str(item["sha256"]).strip().lower()
         if not HEX64.fullmatch(value):
-            raise ConfigError(f"{where}.sha256 ({name}): must be 64 hex digits (sha256sum of the token), "
-                              f"e.g. printf %s \"$TOKEN\" | sha256sum")
+            raise ConfigError(
+                f"{where}.sha256 ({name}): must be 64 hex digits (sha256sum of the token), "
+                f'e.g. printf %s "$TOKEN" | sha256sum'
+            )
         return TokenEntry(name, scope, bytes.fromhex(value))
     variable = item["token_env"]
     token = environ.get(variable) if isinstance(variable, str) else None
     if not token:
-        raise ConfigError(f"{where}.token_env ({name}): the environment variable {variable!r:.80} is not set")
+        raise ConfigError(
+            f"{where}.token_env ({name}): the environment variable {variable!r:.80} is not set"
+        )
     if len(token) < MIN_TOKEN:
-        raise ConfigError(f"{where}.token_env ({name}): ${variable} holds {len(token)} characters; use at "
-                          f"least {MIN_TOKEN}")
+        raise ConfigError(
+            f"{where}.token_env ({name}): ${variable} holds {len(token)} characters; use at "
+            f"least {MIN_TOKEN}"
+        )
     return TokenEntry(name, scope, digest(token))

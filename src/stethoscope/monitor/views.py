@@ -79,8 +79,8 @@ def add_dashboard(app: FastAPI, monitor: Monitor, guard: Guard, read_guard: list
         if who is None:
             raise HTTPException(401, "wrong token")
         answer = Response(status_code=204)
-        answer.set_cookie(COOKIE, guard.session(who.name), max_age=SESSION_S, path="/", httponly=True,
-                          samesite="strict")
+        answer.set_cookie(COOKIE, guard.session(who.name), max_age=SESSION_S, path="/",
+                          httponly=True, samesite="strict")
         return answer
 
     @app.post("/logout", dependencies=[Depends(guard.same_origin)], status_code=204,

@@ -78,7 +78,8 @@ def calibrate(model: str | Path, ctx: RunContext | None, data: str | Path | None
     return save_calibration(system, model, old, scores, record, f"{how} normal clips")
 
 
-def fit_gamma(system: System, scores: np.ndarray, percentile: float | None, record: dict[str, Any]) -> str:
+def fit_gamma(system: System, scores: np.ndarray, percentile: float | None,
+              record: dict[str, Any]) -> str:
     """Set the system's threshold to the gamma fit of normal ``scores`` (at ``percentile``, else
     the model's), noting it in ``record``; says how, e.g. "gamma fit at percentile 0.9 of 12"."""
     fraction = percentile if percentile is not None else system.threshold_percentile
@@ -87,8 +88,8 @@ def fit_gamma(system: System, scores: np.ndarray, percentile: float | None, reco
     return f"gamma fit at percentile {fraction:g} of {len(scores)}"
 
 
-def save_calibration(system: System, model: str | Path, old: float | None, scores: np.ndarray | None,
-                     record: dict[str, Any], how: str) -> Calibration:
+def save_calibration(system: System, model: str | Path, old: float | None,
+                     scores: np.ndarray | None, record: dict[str, Any], how: str) -> Calibration:
     """Record the calibration (threshold, false alarm rates on ``scores``) in the run record and
     rewrite the model's ``config.json`` atomically."""
     record["threshold"] = system.threshold_

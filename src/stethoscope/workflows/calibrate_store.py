@@ -12,6 +12,7 @@ A model folder keeps only a summary of its held-out training scores (n, median, 
 not the scores, so they cannot be pooled with the labelled clips; the summary is shown beside
 the new fit for comparison.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,29 +52,53 @@ def labelled_normals(db: str, machine: str) -> list[dict[str, Any]]:
         store.close()
 
 
-def _too_few(db: str, machine: str, rows: list[dict[str, Any]], usable: int, what: str) -> ConfigError:
-    return ConfigError(f"--from-store {db}: {len(rows)} event(s) of machine {machine!r} labelled normal, {usable} "
-                       f"{what}; a threshold fit needs at least {MIN_LABELLED}. Mark more events normal (dashboard, "
-                       f"or POST /events/{{id}}/label) while serve keeps their audio (--keep-audio)")
+def _too_few(
+    db: str, machine: str, rows: list[dict[str, Any]], usable: int, what: str
+) -> ConfigError:
+    return ConfigError(
+        f"--from-store {db}: {len(rows)} event(s) of machine {machine!r} labelled normal, "
+        f"{usable} {what}; a threshold fit needs at least {MIN_LABELLED}. Mark more events "
+        f"normal (dashboard, or POST /events/{{id}}/label) while serve keeps their audio "
+        f"(--keep-audio)"
+    )
 
 
-def calibrate_from_store(db: str, machine: str, model: str | Path | None, ctx: RunContext | None,
-                         percentile: float | None = None) -> Calibration:
+def calibrate_from_store(
+    db: str,
+    machine: str,
+    model: str | Path | None,
+    ctx: RunContext | None,
+    percentile: float | None = None,
+) -> Calibration:
     """Refit ``model``'s threshold on ``machine``'s clips labelled normal in ``db`` (see the
     module docstring); without ``model``, a proposal from their stored scores, nothing written."""
     if percentile is not None and not 0 < percentile < 1:
         raise ConfigError(f"--percentile must be in (0, 1), got {percentile}")
     rows = labelled_normals(db, machine)
-    record: dict[str, Any] = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": sys.argv,
-                              "from_store": db if "://" in db else str(Path(db).resolve()), "machine": machine}
+    record: dict[str, Any] = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": sys.argv,
+        "from_store": db if "://" in db else str(Path(db).resolve()),
+        "machine": machine,
+    }
     if model is None:
         newest = rows[-1]["model_version"] if rows else None
-        scores = np.array([r["score"] for r in rows if r["model_version"] == newest], dtype=np.float64)
+        scores = np.array(
+            [r["score"] for r in rows if r["model_version"] == newest], dtype=np.float64
+        )
         if len(scores) < MIN_LABELLED:
-            raise _too_few(db, machine, rows, len(scores), f"scored by the newest model version ({newest})")
+            raise _too_few(
+                db, machine, rows, len(scores), f"scored by the newest model version ({newest})"
+            )
         fraction = 0.9 if percentile is None else percentile
-        return Calibration(None, gamma_threshold(scores, fraction), f"proposal: gamma fit at percentile "
-                           f"{fraction:g} of {len(scores)} stored scores of model {newest}", scores, record)
+        return Calibration(
+            None,
+            gamma_threshold(scores, fraction),
+            f"proposal: gamma fit at percentile "
+            f"{fraction:g} of {len(scores)} stored scores of model {newest}",
+            scores,
+            record,
+        )
     kept = [r for r in rows if r["flac"] is not None]
     if len(kept) < MIN_LABELLED:
         raise _too_few(db, machine, rows, len(kept), "with kept audio")
@@ -82,11 +107,17 @@ def calibrate_from_store(db: str, machine: str, model: str | Path | None, ctx: R
     waves = [_decode(bytes(r["flac"]), r["id"]) for r in kept]
     scores = np.asarray(system.score_waveforms(waves, SAMPLE_RATE, ctx), dtype=np.float64)
     trained = (system.run_ or {}).get("threshold") or {}
-    record.update(previous_threshold=old, n_clips=len(kept), event_ids=[int(r["id"]) for r in kept],
-                  scores=score_summary(scores),
-                  training_scores=trained.get("heldout_scores") or trained.get("in_sample_scores"))
+    record.update(
+        previous_threshold=old,
+        n_clips=len(kept),
+        event_ids=[int(r["id"]) for r in kept],
+        scores=score_summary(scores),
+        training_scores=trained.get("heldout_scores") or trained.get("in_sample_scores"),
+    )
     how = fit_gamma(system, scores, percentile, record)
-    return save_calibration(system, model, old, scores, record, f"{how} clips marked normal in the store")
+    return save_calibration(
+        system, model, old, scores, record, f"{how} clips marked normal in the store"
+    )
 
 
 def _decode(flac: bytes, event_id: int) -> np.ndarray:
