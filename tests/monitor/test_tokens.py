@@ -66,13 +66,17 @@ def test_a_tokens_file_names_tokens_from_the_environment_or_their_sha256(tmp_pat
             "unknown key(s) password",
         ),
         (
-            "tokens: [{name: a, scope: read, token_env: ALICE_TOKEN},"
-            " {name: a, scope: read, token_env: B}]",
+            (
+                "tokens: [{name: a, scope: read, token_env: ALICE_TOKEN},"
+                " {name: a, scope: read, token_env: B}]"
+            ),
             "tokens[1]: the name 'a' is used twice",
         ),
         (
-            "tokens: [{name: a, scope: read, token_env: ALICE_TOKEN},"
-            " {name: b, scope: read, token_env: ALICE_TOKEN}]",
+            (
+                "tokens: [{name: a, scope: read, token_env: ALICE_TOKEN},"
+                " {name: b, scope: read, token_env: ALICE_TOKEN}]"
+            ),
             "tokens[1] (b): the same token",
         ),
         ("tokens: [", "not valid YAML"),

@@ -23,7 +23,7 @@ pytest.importorskip(
     "sqlalchemy", reason="the serve extra is not installed (pip install 'stethoscope[serve]')"
 )
 
-from stethoscope.monitor.service import Monitor  # noqa: E402
+from stethoscope.monitor.service import Monitor
 
 CTX = RunContext(progress=False, threads=1)
 

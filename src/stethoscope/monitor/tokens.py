@@ -78,7 +78,7 @@ class Tokens:
         self.entries = entries
 
     @classmethod
-    def single(cls, token: str, name: str = ADMIN) -> "Tokens":
+    def single(cls, token: str, name: str = ADMIN) -> Tokens:
         """The one token of ``--token``/``$STETHOSCOPE_TOKEN``: named ``admin``, every scope."""
         return cls([TokenEntry(name, WRITE, digest(token))])
 
