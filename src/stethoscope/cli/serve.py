@@ -5,7 +5,8 @@ score and alarm in an event store (SQLite file by default, any SQLAlchemy URL). 
 Token policy: writes and streams need a bearer token, from ``--token`` or ``$STETHOSCOPE_TOKEN``
 (the environment keeps it out of ``ps``). Without one the service refuses to start, unless
 ``--no-token`` says that unauthenticated writes are wanted, which is allowed on a loopback
-address only.
+address only. ``--tokens FILE`` gives named tokens with scopes instead (`monitor.tokens`): the
+name is the author of operator actions; ``--token`` is one token named ``admin``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import argparse
 import importlib.util
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..engine import RunContext
 from ..engine.context import available_cores
@@ -41,8 +42,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def resolve_token(args: argparse.Namespace) -> str | None:
-    """The write token (None with ``--no-token``), or a `ConfigError` saying what to do."""
+def resolve_token(args: argparse.Namespace) -> Any:
+    """The tokens: `monitor.tokens.Tokens` of ``--tokens FILE``, the one token (a string, named
+    ``admin`` with every scope), or None with ``--no-token``; a `ConfigError` saying what to do."""
+    if getattr(args, "tokens", None):
+        if args.token or args.no_token or os.environ.get(TOKEN_ENV):
+            raise ConfigError(f"--tokens {args.tokens} names every token: leave out --token, "
+                              f"--no-token and ${TOKEN_ENV}")
+        from ..monitor.tokens import load_tokens
+
+        return load_tokens(args.tokens)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if args.no_token:
         if token:
@@ -163,6 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          protect_reads=protect, window=args.window, hop=args.hop, allow_origins=origins,
                          allowed_hosts=hosts, max_streams=args.max_streams)
         writes = "writes need the token" if token else "writes are OPEN (--no-token)"
+        if token is not None and not isinstance(token, str):
+            writes = f"tokens {token.describe()}"
         writes += "; reads need it too" if protect and token else "; reads are open"
         say(f"serving {len(monitor.models)} machine(s) ({', '.join(sorted(monitor.models))}) on "
             f"http://{args.host}:{args.port}; event store {monitor.store.where} (schema "
@@ -192,17 +203,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this "
                                                        "computer only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--token", help=f"bearer token for writes and streams (default ${TOKEN_ENV}; "
-                                   "the environment keeps it out of `ps`)")
-    p.add_argument("--no-token", action="store_true", help="accept writes without a token "
-                                                           "(loopback only)")
-    p.add_argument("--protect-reads", action="store_true", help="require the token for reads "
-                                                                "(events, alarms, "
-                   "machines, metrics, audio, pictures; /health and the dashboard page stay "
-                   "open) even on a loopback address (on any other address they always need it, "
-                   "unless --public-reads)")
-    p.add_argument("--public-reads", action="store_true", help="on a non-loopback --host, leave "
-                                                               "reads open to "
+    p.add_argument("--token", help=f"bearer token for writes and streams (default ${TOKEN_ENV}; the environment "
+                                   f"keeps it out of `ps`)")
+    p.add_argument("--tokens", metavar="FILE",
+                   help="YAML file of named, scoped tokens (read, operate, write), each from an "
+                        "environment variable or as its SHA-256; instead of --token (docs/monitor.md)")
+    p.add_argument("--no-token", action="store_true", help="accept writes without a token (loopback only)")
+    p.add_argument("--protect-reads", action="store_true", help="require the token for reads (events, alarms, "
+                   "machines, metrics, audio, pictures; /health and the dashboard page stay open) even on a "
+                   "loopback address (on any other address they always need it, unless --public-reads)")
+    p.add_argument("--public-reads", action="store_true", help="on a non-loopback --host, leave reads open to "
                    "everyone who can reach the address, on purpose (plant audio included)")
     p.add_argument("--alarm", metavar="K/N", help="alarm rule for every served machine: K of the "
                                                   "last N decisions anomalous (default: a new "

@@ -38,6 +38,7 @@ class ScoreEvent(BaseModel):
     alarm: AlarmChange | None
     warnings: list[str]
     anomaly: bool
+    muted: bool = Field(description="the machine is muted: scored and stored, no alarm raised")
 
 
 class Event(BaseModel):
@@ -54,6 +55,12 @@ class Event(BaseModel):
     threshold: float
 
 
+class AlarmAck(BaseModel):
+    time: float
+    author: str
+    note: str
+
+
 class Alarm(BaseModel):
     id: int
     machine: str
@@ -64,6 +71,7 @@ class Alarm(BaseModel):
     cleared_at: float | None
     cleared_score_id: int | None
     active: bool
+    ack: AlarmAck | None = Field(None, description="its acknowledgement: when, by whom, the note")
 
 
 class Machine(BaseModel):
@@ -103,7 +111,8 @@ class Health(BaseModel):
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for error ``codes``, each a `Detail` body."""
-    said = {400: "bad Host header", 401: "missing or wrong token", 403: "a foreign Origin",
+    said = {400: "bad Host header", 401: "missing or wrong token",
+            403: "a foreign Origin, or a token whose scope does not allow this",
             404: "no such machine or event, or its audio is not kept", 408: "the body did not arrive in time",
             413: "body too large", 415: "not an audio Content-Type",
             422: "invalid parameters, or audio that cannot be used", 503: "busy, or the event store is unavailable"}

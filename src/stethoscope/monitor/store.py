@@ -166,6 +166,7 @@ class EventStore:
     def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
                      at: float | None = None, audio: bytes | None = None, keep_audio: int = 0,
                      mark: FileMark | None = None, keep_bytes: int | None = None,
+                     raise_alarm: bool = True,
                      also: Callable[[Connection, Recorded], None] | None = None) -> Recorded:
         """Insert one score and update its machine's alarm in one transaction; returns after
         the commit (the event is durable when this returns). ``audio`` (FLAC bytes) is kept
@@ -173,7 +174,8 @@ class EventStore:
         the newest ``keep_audio`` are deleted; with ``keep_bytes``, the oldest clips of every
         machine are deleted until all kept audio fits in that many bytes. With ``mark`` the watched file is marked done in
         the same transaction, so the score and the mark exist both or neither; a recording
-        marked already raises `AlreadyDone` and writes nothing. ``also(conn, recorded)`` writes
+        marked already raises `AlreadyDone` and writes nothing. ``raise_alarm`` False (a muted
+        machine) raises no new alarm; an active one still clears. ``also(conn, recorded)`` writes
         more rows in the same transaction (the notification outbox, `notify.outbox`)."""
         machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
         now = time.time() if at is None else float(at)
@@ -191,8 +193,9 @@ class EventStore:
                     self._keep_clip(conn, machine_id, event_id, audio, keep_audio)
                     if keep_bytes is not None:
                         self._fit_budget(conn, keep_bytes)
-                done = Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k, rule.alarm_n,
-                                                                  event_id, now))
+                done = Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k,
+                                                                  rule.alarm_n, event_id, now,
+                                                                  raise_alarm))
                 if also is not None:
                     also(conn, done)
                 return done
@@ -251,13 +254,14 @@ class EventStore:
         return self._guard(run)
 
     @staticmethod
-    def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float) -> AlarmChange | None:
+    def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float,
+                      raise_alarm: bool = True) -> AlarmChange | None:
         last = select(SCORES.c.decision).where(SCORES.c.machine_id == machine_id).order_by(
             SCORES.c.id.desc()).limit(n).subquery()
         anomalous = int(conn.execute(select(func.coalesce(func.sum(last.c.decision), 0))).scalar())
         active = conn.execute(select(ALARMS.c.id).where(ALARMS.c.machine_id == machine_id,
                                                         ALARMS.c.cleared_at.is_(None))).scalar()
-        if active is None and anomalous >= k:
+        if active is None and anomalous >= k and raise_alarm:
             alarm_id = conn.execute(ALARMS.insert().values(machine_id=machine_id, k=k, n=n, raised_at=now,
                                                            raised_score_id=event_id)).inserted_primary_key[0]
             return AlarmChange(int(alarm_id), "raised")

@@ -74,16 +74,29 @@ def calibrate(model: str | Path, ctx: RunContext | None, data: str | Path | None
     if threshold is not None:
         system.threshold_ = float(threshold)
         record.update(method="set by hand")
-        how = "set by hand"
-    else:
-        assert scores is not None
-        if len(scores) < 2:
-            raise ConfigError(f"{data}: a threshold fit needs at least 2 normal clips, got "
-                              f"{len(scores)} (or set one with --threshold)")
-        fraction = percentile if percentile is not None else system.threshold_percentile
-        system.threshold_ = gamma_threshold(scores, fraction)
-        record.update(method="gamma fit", percentile=fraction)
-        how = f"gamma fit at percentile {fraction:g} of {len(scores)} normal clips"
+        return save_calibration(system, model, old, scores, record, "set by hand")
+    assert scores is not None
+    if len(scores) < 2:
+        raise ConfigError(f"{data}: a threshold fit needs at least 2 normal clips, got {len(scores)} "
+                          "(or set one with --threshold)")
+    how = fit_gamma(system, scores, percentile, record)
+    return save_calibration(system, model, old, scores, record, f"{how} normal clips")
+
+
+def fit_gamma(system: System, scores: np.ndarray, percentile: float | None,
+              record: dict[str, Any]) -> str:
+    """Set the system's threshold to the gamma fit of normal ``scores`` (at ``percentile``, else
+    the model's), noting it in ``record``; says how, e.g. "gamma fit at percentile 0.9 of 12"."""
+    fraction = percentile if percentile is not None else system.threshold_percentile
+    system.threshold_ = gamma_threshold(scores, fraction)
+    record.update(method="gamma fit", percentile=fraction)
+    return f"gamma fit at percentile {fraction:g} of {len(scores)}"
+
+
+def save_calibration(system: System, model: str | Path, old: float | None,
+                     scores: np.ndarray | None, record: dict[str, Any], how: str) -> Calibration:
+    """Record the calibration (threshold, false alarm rates on ``scores``) in the run record and
+    rewrite the model's ``config.json`` atomically."""
     record["threshold"] = system.threshold_
     if scores is not None:
         record["false_alarm_rate"] = {"previous": None if old is None else false_alarm_rate(scores, old),
@@ -91,6 +104,7 @@ def calibrate(model: str | Path, ctx: RunContext | None, data: str | Path | None
     previous = list((system.run_ or {}).get("calibrations", []))
     system.run_ = {**(system.run_ or {}), "calibrations": [*previous, record]}
     system.save_config(model)
+    assert system.threshold_ is not None
     return Calibration(old, system.threshold_, how, scores, record)
 
 
