@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean-venv
+.PHONY: demo test lint clean-venv
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	python3 -m venv $(VENV)
@@ -16,6 +16,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
+
+# ruff (lint, then formatting) and mypy, with the settings in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy src/stethoscope
 
 clean-venv:
 	rm -rf $(VENV)

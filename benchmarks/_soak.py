@@ -45,7 +45,7 @@ class Payloads:
     kinds: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
-    def make(cls) -> "Payloads":
+    def make(cls) -> Payloads:
         from stethoscope.data import toy_clip
 
         good = [_wav(toy_clip("fan", seed=100 + i, seconds=2.0)[0]) for i in range(8)]

@@ -105,7 +105,8 @@ def run_bench(data: Path, system: str, out: Path, args: argparse.Namespace, conf
               sets: dict[str, Any] | None = None, modes: list[str] | None = None) -> None:
     """``stethoscope bench`` in this process (its table goes to stderr: stdout keeps this script's);
     ``modes``: ``--score-modes``, each fold trained once and scored in every mode."""
-    sets = {**(sets or {}), **({"epochs": args.epochs} if args.epochs is not None else {})}
+    epochs_key = "ldgan.epochs" if system == "tldiffgan" else "epochs"  # TLDiffGAN: its LDGAN part
+    sets = {**(sets or {}), **({epochs_key: args.epochs} if args.epochs is not None else {})}
     argv = ["bench", "--data", str(data), "--system", system, "--out", str(out), "--folds", str(args.folds),
             "--seed", str(args.seed), "--threads", str(args.threads), "--quiet",
             "--checkpoint-every", "0"]
@@ -185,7 +186,7 @@ def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | Non
     """Train the full CPU TLDiffGAN on 10 s toy clips, then time end-to-end scoring per clip."""
     params = read_config("tldiffgan_cpu.yaml")
     if epochs is not None:
-        params["epochs"] = epochs
+        params["ldgan"]["epochs"] = epochs
     clips = scan(root, machine="fan")
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"][:n_clips]
@@ -205,7 +206,8 @@ def latency(root: Path, out: Path, n_clips: int, threads: int, epochs: int | Non
     per_10s = np.array(times) * 10.0 / seconds
     return "\n".join([
         "| measurement | value |", "| --- | --- |",
-        f"| training, {len(train)} clips x 10 s, {params['epochs']} epochs | {train_s:.1f} s |",
+        f"| training, {len(train)} clips x 10 s, {params['ldgan']['epochs']} epochs | "
+        f"{train_s:.1f} s |",
         f"| scoring, ms per 10 s clip (median of {len(times)}) | {np.median(per_10s):.0f} |",
         f"| scoring, ms per 10 s clip (min / max) | {per_10s.min():.0f} / {per_10s.max():.0f} |",
         f"| torch threads | {threads} |",

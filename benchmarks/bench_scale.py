@@ -51,7 +51,7 @@ def system_params(name: str, epochs: int, real_weights: bool) -> tuple[dict, str
     from stethoscope.config import load_config
 
     if name == "tldiffgan":
-        params = {**load_config(name, "tldiffgan_cpu"), "epochs": epochs}
+        params = load_config(name, "tldiffgan_cpu", [f"ldgan.epochs={epochs}"])
     elif name == "embedding_knn":
         params = load_config(name)
     else:

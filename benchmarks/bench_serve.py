@@ -46,7 +46,7 @@ def cli(*args: str, **kwargs) -> subprocess.Popen:
 def train(data: Path, out: Path, system: str, epochs: int, real_weights: bool) -> str:
     """Train ``system`` on the toy set's fan clips into ``out``; returns the config's label."""
     extra = list(SYSTEMS[system])
-    settings = [f"epochs={epochs}"]
+    settings = [f"ldgan.epochs={epochs}" if system == "tldiffgan" else f"epochs={epochs}"]
     label = system if not extra else extra[-1]
     if system == "tldiffgan" and not real_weights:
         settings.append("encoder=random")

@@ -45,7 +45,7 @@ WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mn04_as_
 JOBS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     "dcase_ae": ("dcase_ae", {}, ("mse", "mahala")),
     "gamma_vae": ("gamma_vae", {}, ("mse", "mahala")),
-    "embedding_knn": ("embedding_knn", {"encoder": "efficientat_mn04", "weights_path": str(WEIGHTS)}, ("knn", "gmm")),
+    "embedding_knn": ("embedding_knn", {"encoder": "efficientat_mn04"}, ("knn", "gmm")),
 }
 
 
@@ -83,6 +83,7 @@ def run_job(job: str, data: list[Path], args: argparse.Namespace) -> tuple[str, 
             train = [c for i, c in enumerate(normals) if i not in set(test_idx.tolist())]
             test = [normals[i] for i in test_idx]
             ctx = bench_context(args.cache, seed=args.seed + k)
+            ctx = ctx.replace(weights_dirs=(WEIGHTS.parent,))
             thresholds: dict[str, tuple[float, float]] = {}
             fitted = {}
             if name == "embedding_knn":  # the library's own fit, both ways (embeddings are cached)

@@ -45,8 +45,12 @@ def config_of(name: str, epochs: int, real_weights: bool) -> tuple[dict, str]:
     variant = f"{name}_cpu" if packaged_config_path(f"{name}_cpu").is_file() else None
     params = load_config(name, variant) if variant else load_config(name)
     label = variant or name
-    if "epochs" in list_systems()[name].param_names():
+    system = list_systems()[name]
+    if "epochs" in system.param_names():
         params["epochs"] = epochs
+    for part, part_class in system.parts.items():  # tldiffgan's ldgan: its epochs nest there
+        if "epochs" in part_class.constructor_param_names():
+            params[part] = {**params.get(part, {}), "epochs": epochs}
     if params.get("encoder") == "efficientat_mn04" and not real_weights:
         params["encoder"] = "random"
         label += " (mn04 random weights: real ones absent)"

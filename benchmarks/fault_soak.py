@@ -23,6 +23,7 @@ At the end the watcher is left to finish every file, and the database is read di
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -38,8 +39,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _soak import SCORED_KINDS, TOKEN, Payloads, Proc, train_models, wait_http  # noqa: E402
-from bench_serve import free_port  # noqa: E402
+from _soak import SCORED_KINDS, TOKEN, Payloads, Proc, train_models, wait_http
+from bench_serve import free_port
 
 DROP_KINDS = {"good": 4, "growing": 1, "poison": 1, "truncated": 1, "garbage": 1, "bomb_flac": 1,
               "bomb_8ch": 1, "link_out": 1}
@@ -97,7 +98,7 @@ class Soak:
         """Written in 8 pieces, 0.2-0.5 s apart (under the watcher's 2 s settle time)."""
         cuts = np.linspace(0, len(data), 9).astype(int)
         with open(path, "wb") as out:
-            for a, b in zip(cuts[:-1], cuts[1:]):
+            for a, b in itertools.pairwise(cuts):
                 out.write(data[a:b])
                 out.flush()
                 time.sleep(0.2 + 0.3 * jitter)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,9 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import markdown_header, table, toy_set, use_shared_weights  # noqa: E402
 
-from stethoscope.config import load_config  # noqa: E402
+from stethoscope.config import load_config, merge  # noqa: E402
 from stethoscope.data import scan  # noqa: E402
-from stethoscope.encoders import embed_clips, get_encoder, list_encoders  # noqa: E402
+from stethoscope.encoders import embed_clips, get_fitted_encoder, list_encoders  # noqa: E402
 from stethoscope.engine import RunContext  # noqa: E402
 from stethoscope.engine import trainer  # noqa: E402
 from stethoscope.features.extract import logmels  # noqa: E402
@@ -143,13 +144,14 @@ def configs(tiny: bool, ae_epochs: int, gan_epochs: int, real_mn04: bool) -> dic
     """(system, hyperparameters) of each measured model: paper-sized unless ``tiny``."""
     ae = {**load_config("dcase_ae"), "epochs": ae_epochs}
     if tiny:
-        gan = {**load_config("tldiffgan", "tldiffgan_cpu"), **TINY_LDGAN, "encoder": "random", "epochs": gan_epochs}
+        gan = merge(load_config("tldiffgan", "tldiffgan_cpu"),
+                    {"ldgan": {**TINY_LDGAN, "epochs": gan_epochs}, "encoder": "random"})
     else:
-        eat = next(e for e in list_encoders() if e["name"] == "eat_base")
-        gan = {**load_config("tldiffgan"), "encoder": "eat_base", "epochs": gan_epochs,
-               "weights_path": None if eat["weights_present"] else "random"}
-    small_gan = {**load_config("tldiffgan", "tldiffgan_cpu"), **(TINY_LDGAN if tiny else {}), "epochs": 1,
-                 "encoder": "efficientat_mn04" if real_mn04 else "random"}
+        gan = merge(load_config("tldiffgan"),
+                    {"encoder": "eat_base", "ldgan": {"epochs": gan_epochs}})
+    small_gan = merge(load_config("tldiffgan", "tldiffgan_cpu"),
+                      {"ldgan": {**(TINY_LDGAN if tiny else {}), "epochs": 1},
+                       "encoder": "efficientat_mn04" if real_mn04 else "random"})
     return {"ae": ("dcase_ae", ae), "tldiffgan": ("tldiffgan", gan),
             "equal_ae": ("dcase_ae", {**ae, "epochs": 1, "score_mode": "mahala"}),
             "equal_tldiffgan": ("tldiffgan", small_gan)}
@@ -160,9 +162,24 @@ def warm_cache(clips: list, cfg: dict[str, tuple[str, dict]], device: str, cache
     start = time.perf_counter()
     system = get_system("tldiffgan", **cfg["tldiffgan"][1])
     logmels(clips, system.branch.logmel_params, cache_dir=cache, progress=False)
-    encoder = get_encoder(system.encoder, device=device, weights_path=system.weights_path)
+    encoder = get_fitted_encoder(system.encoder, None, device)
     embed_clips(encoder, clips, cache_dir=cache, progress=False)
     return time.perf_counter() - start
+
+
+def use_random_eat(out: Path) -> bool:
+    """Without an EAT checkpoint: a randomly initialised one (same size and cost) written to
+    ``out/random-eat`` and put first in ``$STETHOSCOPE_WEIGHTS_DIR``; whether it was needed."""
+    if next(e for e in list_encoders() if e["name"] == "eat_base")["weights_present"]:
+        return False
+    from stethoscope.encoders.eat import EAT_DIR_NAME, EATBackbone, EATConfig, save_eat_checkpoint
+    from stethoscope.encoders.weights import WEIGHTS_DIR_ENV
+
+    torch.manual_seed(0)
+    save_eat_checkpoint(EATBackbone(EATConfig()), out / "random-eat" / EAT_DIR_NAME)
+    others = os.environ.get(WEIGHTS_DIR_ENV, "")
+    os.environ[WEIGHTS_DIR_ENV] = os.pathsep.join([str(out / "random-eat"), others])
+    return True
 
 
 def main() -> None:
@@ -185,12 +202,14 @@ def main() -> None:
     clips = scan(data)
     train = [c for c in clips if c.split == "train"][:n]
     test = [c for c in clips if c.split == "test"]
-    cfg = configs(args.tiny, 1 if args.tiny else args.ae_epochs, 1 if args.tiny else args.gan_epochs,
-                  use_shared_weights())
+    real_mn04 = use_shared_weights()
+    eat_random = not args.tiny and use_random_eat(args.out)
+    cfg = configs(args.tiny, 1 if args.tiny else args.ae_epochs,
+                  1 if args.tiny else args.gan_epochs, real_mn04)
     cache = args.out / "cache"
     ctx = RunContext(device=args.device, seed=args.seed, progress=False, cache_dir=cache)
     record: dict[str, Any] = {"device": args.device, "clips": n, "seconds": seconds, "train": [], "equal": [],
-                              "skipped": [], "errors": []}
+                              "skipped": [], "errors": [], "eat_random": eat_random}
     steps = [("warm cache", lambda: record.update(warm_s=warm_cache(train, cfg, args.device, cache)))]
     for key, label in (("equal_ae", "dcase_ae"), ("equal_tldiffgan", "tldiffgan_cpu")):
         steps.append((f"equal scores {label}", lambda k=key: record["equal"].append(
@@ -219,11 +238,13 @@ def report(record: dict, cfg: dict[str, tuple[str, dict]]) -> str:
         return "-" if v is None else format(v, fmt)
 
     gan = cfg["tldiffgan"][1]
+    random = gan["encoder"] == "random" or record.get("eat_random")
+    weights = "random weights" if random else "its checkpoint"
     out = [markdown_header("GPU check"),
            f"Device {record['device']}; {record['clips']:,} toy clips of {record['seconds']:g} s; features and "
            f"embeddings from a warm cache (warming took {f(record.get('warm_s'))} s). TLDiffGAN: LDGAN "
-           f"{gan['ae_channels']} channels, batch {gan['batch_size']}, encoder {gan['encoder']} "
-           f"({'random weights' if 'random' in (gan['encoder'], gan.get('weights_path')) else 'its checkpoint'}). "
+           f"{gan['ldgan']['ae_channels']} channels, batch {gan['ldgan']['batch_size']}, "
+           f"encoder {gan['encoder']} ({weights}). "
            f"s/epoch is the "
            f"median after the first epoch; GPU utilisation is sampled inside the epochs only.\n",
            table(["system", "precision", "s/epoch", "epochs/s", "train clips/s", "first epoch s", "fit s",

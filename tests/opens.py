@@ -14,7 +14,7 @@ from typing import Any
 
 import soundfile as sf
 
-_counting: list["OpenCount"] = []
+_counting: list[OpenCount] = []
 _lock = threading.Lock()
 _hooked = False
 

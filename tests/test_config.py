@@ -6,10 +6,28 @@ from stethoscope.systems import list_systems
 
 
 def test_overrides_are_yaml_typed():
-    assert parse_overrides(["epochs=3", "score_mode=mahala", "detectors=[knn, lof]", "weights_path="]) == {
-        "epochs": 3, "score_mode": "mahala", "detectors": ["knn", "lof"], "weights_path": None}
+    items = ["epochs=3", "score_mode=mahala", "detectors=[knn, lof]", "weights="]
+    assert parse_overrides(items) == {
+        "epochs": 3, "score_mode": "mahala", "detectors": ["knn", "lof"], "weights": None}
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["ldgan..epochs=3"])
+
+
+def test_dotted_overrides_reach_nested_mappings_and_configs_merge_them(tmp_path):
+    items = ["ldgan.epochs=3", "ldgan.tmixup=false", "member_params.dcase_ae.epochs=5"]
+    assert parse_overrides(items) == {
+        "ldgan": {"epochs": 3, "tmixup": False}, "member_params": {"dcase_ae": {"epochs": 5}}}
+    cfg = load_config("tldiffgan", "tldiffgan_cpu", ["ldgan.epochs=3"])
+    assert cfg["ldgan"]["epochs"] == 3 and cfg["ldgan"]["ae_channels"] == 32  # the rest kept
+    assert cfg["ldgan"]["n_frames"] == 313  # from tldiffgan.yaml, the base of tldiffgan_cpu.yaml
+    (tmp_path / "mine.yaml").write_text("ldgan: {batch_size: 2}\n")
+    cfg = load_config("tldiffgan", tmp_path / "mine.yaml")
+    assert cfg["ldgan"]["batch_size"] == 2 and cfg["ldgan"]["epochs"] == 150
+    cfg = load_config("auto", None, ["member_params.mel_stats.min_group_clips=2"])
+    assert cfg["member_params"] == {"dcase_ae": {"score_mode": "mahala"},
+                                    "mel_stats": {"min_group_clips": 2}}
 
 
 def test_base_inheritance_and_precedence(tmp_path):

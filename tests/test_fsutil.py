@@ -30,7 +30,8 @@ rename, exchange, rmtree = os.rename, fsutil._exchange, shutil.rmtree
 
 def killing_rename(src, dst):
     rename(src, dst)
-    if (step == "renamed-away" and Path(src) == path) or (step == "renamed-in" and Path(dst) == path):
+    renamed = Path(src) if step == "renamed-away" else Path(dst) if step == "renamed-in" else None
+    if renamed == path:
         os._exit(9)
 
 

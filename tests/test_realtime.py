@@ -37,7 +37,7 @@ def test_stream_windows_equal_offline_scores(system):
     offline = sys_.score_waveforms([wave[int((e - 2.0) * 16000):int(e * 16000)] for e in (2.0, 3.5, 5.0)], ctx=QUIET)
     np.testing.assert_allclose([results[i].score for i in picked], offline, rtol=1e-5, atol=1e-9)
     np.testing.assert_array_equal([results[i].decision for i in picked], sys_.decide(offline))
-    for i, e in zip(picked, (2.0, 3.5, 5.0)):  # each result carries the samples it scored
+    for i, e in zip(picked, (2.0, 3.5, 5.0), strict=True):  # each result carries the samples it scored
         np.testing.assert_array_equal(results[i].window, wave[int((e - 2.0) * 16000):int(e * 16000)])
 
 

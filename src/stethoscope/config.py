@@ -1,9 +1,15 @@
-"""System configs: packaged YAML defaults, a user's YAML file, and ``key=value`` overrides."""
+"""System configs: packaged YAML defaults, a user's YAML file, and ``key=value`` overrides.
+
+Later sources override earlier ones key by key, and nested mappings merge the same way
+(`merge`): a composite's part (tldiffgan's ``ldgan: {...}``) or an ensemble's
+``member_params`` keep the keys a later source does not name. A dotted override key reaches
+into them: ``ldgan.epochs=3``, ``member_params.dcase_ae.epochs=5``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -37,7 +43,16 @@ def read_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
         return cfg
     name = base if str(base).endswith(".yaml") else f"{base}.yaml"
     base_path = path.parent / name if (path.parent / name).is_file() else packaged_config_path(name)
-    return {**read_config(base_path, _seen + (path.resolve(),)), **cfg}
+    return merge(read_config(base_path, (*_seen, path.resolve())), cfg)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``; where both hold a mapping under one key, merged the same way."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both else value
+    return out
 
 
 def packaged_config(system: str, variant: str | None = None) -> dict[str, Any]:
@@ -59,21 +74,26 @@ def _mapping(obj: Any, where: str) -> dict[str, Any]:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["epochs=10", "score_mode=mahala"]`` -> {"epochs": 10, "score_mode": "mahala"} (YAML-typed)."""
+    """``["epochs=10", "ldgan.tmixup=false"]`` -> {"epochs": 10, "ldgan": {"tmixup": False}}
+    (YAML-typed values; a dotted key names a nested mapping's key)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        path = [part.strip() for part in key.split(".")]
+        if not sep or not all(path):
+            raise ConfigError(f"override {item!r} is not key=value (or part.key=value)")
+        nested: Any = yaml.safe_load(value) if value.strip() else None
+        for part in reversed(path[1:]):
+            nested = {part: nested}
+        out = merge(out, {path[0]: nested})
     return out
 
 
 def load_config(system: str, config_file: str | Path | None = None, overrides: Sequence[str] = (),
                 variant: str | None = None) -> dict[str, Any]:
-    """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later wins)."""
+    """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later
+    wins)."""
     cfg = packaged_config(system, variant)
     if config_file is not None:  # a path, or the name of a packaged config such as tldiffgan_no_wave
-        cfg.update(read_config(config_file))
-    cfg.update(parse_overrides(overrides))
-    return cfg
+        cfg = merge(cfg, read_config(config_file))
+    return merge(cfg, parse_overrides(overrides))

@@ -1,4 +1,5 @@
-"""Score audio with a model exported by ``stethoscope export --format onnx``, on a box without PyTorch.
+"""Score audio with a model exported by ``stethoscope export --format onnx``, on a box without
+PyTorch.
 
 Needs only numpy, soundfile and onnxruntime (soxr too, for audio not at 16 kHz): this file
 imports nothing else from stethoscope, so it can be copied on its own next to an export folder.
@@ -7,7 +8,8 @@ imports nothing else from stethoscope, so it can be copied on its own next to an
     result = model.score_file("clip.wav")       # EdgeScore: score, decision, threshold, map
     result = model.score_waveform(wave, 16_000)
 
-    python -m stethoscope.onnx_runtime export/fan clip1.wav clip2.wav   # or: python onnx_runtime.py ...
+    python -m stethoscope.onnx_runtime export/fan clip1.wav clip2.wav   # or: python onnx_runtime.py
+    ...
 
 The folder holds ``model.onnx``, ``export.json`` and, when the front end stays outside the graph
 (``--frontend outside``), the arrays that reproduce it (mel filter bank, window, resampling
@@ -20,9 +22,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,7 +41,8 @@ class EdgeError(Exception):
 @dataclass
 class EdgeScore:
     """One clip's result: higher ``score`` = more anomalous; ``decision`` 1 = anomaly
-    (score above the model's threshold); ``anomaly_map`` (n_mels, frames) where the system has one."""
+    (score above the model's threshold); ``anomaly_map`` (n_mels, frames) where the system has
+    one."""
 
     score: float
     decision: int
@@ -52,7 +56,8 @@ class EdgeScore:
 
 
 # -- front ends (numpy mirrors of stethoscope.features.logmel and EfficientAT's front end) ----
-def _power_blocks(signal: np.ndarray, window: np.ndarray, n_fft: int, hop: int, pad_mode: str) -> Iterator[np.ndarray]:
+def _power_blocks(signal: np.ndarray, window: np.ndarray, n_fft: int, hop: int,
+                  pad_mode: Literal["constant", "reflect"]) -> Iterator[np.ndarray]:
     """The centred STFT power of ``signal`` in blocks of frames: (frames, n_fft / 2 + 1) float64."""
     padded = np.pad(signal.astype(np.float64), n_fft // 2, mode=pad_mode)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
@@ -132,7 +137,8 @@ def read_audio(path: str | Path, channel: int = 0) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise EdgeError(f"{path}: not a readable audio file ({err})") from None
     if not 0 <= channel < data.shape[1]:
-        raise EdgeError(f"{path}: channel {channel} requested but the file has {data.shape[1]} channel(s)")
+        raise EdgeError(f"{path}: channel {channel} requested but the file has {data.shape[1]} "
+                        "channel(s)")
     return np.ascontiguousarray(data[:, channel]), int(rate)
 
 
@@ -146,14 +152,16 @@ class EdgeModel:
         self.folder = Path(folder)
         meta_path = self.folder / "export.json"
         if not (self.folder / "model.onnx").is_file() or not meta_path.is_file():
-            raise EdgeError(f"{self.folder}: not an ONNX export folder (needs model.onnx and export.json)")
+            raise EdgeError(f"{self.folder}: not an ONNX export folder (needs model.onnx and "
+                            "export.json)")
         try:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise EdgeError(f"{meta_path}: corrupt ({err})") from None
         if self.meta.get("format") != FORMAT or self.meta.get("format_version") != FORMAT_VERSION:
             raise EdgeError(f"{meta_path}: format {self.meta.get('format')!r} version "
-                            f"{self.meta.get('format_version')!r}; this runtime reads {FORMAT!r} {FORMAT_VERSION}")
+                            f"{self.meta.get('format_version')!r}; this runtime reads {FORMAT!r} "
+                            f"{FORMAT_VERSION}")
         self.frontends = []
         if self.meta["frontend"] == "outside":
             for fe in self.meta["frontends"]:
@@ -179,18 +187,20 @@ class EdgeModel:
         of a length the export cannot score."""
         wave = np.ascontiguousarray(wave, dtype=np.float32)
         if wave.ndim != 1:
-            raise EdgeError(f"{name}: expected mono samples (one dimension), got shape {wave.shape}")
+            raise EdgeError(f"{name}: expected mono samples (one dimension), got shape "
+                            f"{wave.shape}")
         if not np.isfinite(wave).all():
             raise EdgeError(f"{name}: contains NaN or infinite samples")
         if not length:
             return wave
         need, fixed = int(self.meta["min_samples"]), self.meta.get("clip_samples")
         if fixed is not None and len(wave) != fixed:
-            raise EdgeError(f"{name}: {len(wave)} samples ({len(wave) / SAMPLE_RATE:g} s); this {self.system} export "
-                            f"scores clips of exactly {fixed} samples ({fixed / SAMPLE_RATE:g} s at 16 kHz): "
-                            f"re-export with --seconds")
+            raise EdgeError(f"{name}: {len(wave)} samples ({len(wave) / SAMPLE_RATE:g} s); this "
+                            f"{self.system} export scores clips of exactly {fixed} samples "
+                            f"({fixed / SAMPLE_RATE:g} s at 16 kHz): re-export with --seconds")
         if len(wave) < need:
-            raise EdgeError(f"{name}: {len(wave)} samples, shorter than the {need} this model needs")
+            raise EdgeError(f"{name}: {len(wave)} samples, shorter than the {need} this model "
+                            "needs")
         return wave
 
     def feeds(self, wave: np.ndarray) -> dict[str, np.ndarray]:
@@ -202,7 +212,7 @@ class EdgeModel:
     def score_waveform(self, wave: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "waveform") -> EdgeScore:
         """Score one mono waveform (resampled to 16 kHz first when needed, see `resample`)."""
         wave = self.check(resample(self.check(wave, name, length=False), sample_rate), name)
-        values = dict(zip(self.outputs, self.session.run(None, self.feeds(wave))))
+        values = dict(zip(self.outputs, self.session.run(None, self.feeds(wave)), strict=True))
         score = float(values["score"][0])
         amap = values.get("anomaly_map")
         return EdgeScore(score, int(score > self.threshold), self.threshold, None if amap is None else amap[0])
@@ -213,20 +223,24 @@ class EdgeModel:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stethoscope.onnx_runtime FOLDER FILE...``: one line per file, exit 2 on a clear error."""
+    """``python -m stethoscope.onnx_runtime FOLDER FILE...``: one line per file, exit 2 on a clear
+    error."""
     p = argparse.ArgumentParser(prog="python -m stethoscope.onnx_runtime", description=__doc__.splitlines()[0])
     p.add_argument("folder", help="export folder (model.onnx + export.json)")
     p.add_argument("files", nargs="+", help="audio files to score")
-    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files (default 0)")
+    p.add_argument("--channel", type=int, default=0, help="channel of multichannel files "
+                                                          "(default 0)")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: its own choice)")
     args = p.parse_args(argv)
     try:
         model = EdgeModel(args.folder, args.threads)
         width = max(len(f) for f in args.files)
-        print(f"{'file':<{width}}  {'score':>12}  decision   ({model.system}, threshold {model.threshold:.6g})")
+        print(f"{'file':<{width}}  {'score':>12}  decision   ({model.system}, threshold "
+              f"{model.threshold:.6g})")
         for path in args.files:
             result = model.score_file(path, args.channel)
-            print(f"{path:<{width}}  {result.score:12.6g}  {'ANOMALY' if result.decision else 'normal'}", flush=True)
+            print(f"{path:<{width}}  {result.score:12.6g}  "
+                  f"{'ANOMALY' if result.decision else 'normal'}", flush=True)
     except EdgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any, Protocol, TextIO
 
 from tqdm.auto import tqdm as auto_tqdm
@@ -52,8 +52,8 @@ class LogProgress:
     def __init__(self, iterable: Iterable[Any] | None, desc: str, total: int | None, unit: str, initial: int,
                  interval: float, stream: TextIO) -> None:
         self.iterable, self.desc, self.unit, self.interval, self.stream = iterable, desc, unit, interval, stream
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]  # as tqdm counts
+        if total is None and isinstance(iterable, Sized):  # as tqdm counts
+            total = len(iterable)
         self.total, self.n = total, initial
         self.postfix: dict[str, Any] = {}
         self._mark = (time.monotonic(), initial)  # time and count of the previous line (or the start)

@@ -1,8 +1,8 @@
 """Real-time scoring: feed audio as it arrives, get a score for every hop of a sliding window."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -33,11 +33,12 @@ class StreamingScorer:
     def __init__(self, system: System, window_seconds: float = 10.0, hop_seconds: float = 1.0,
                  sample_rate: int = 16_000, ctx: RunContext | None = None) -> None:
         if hop_seconds <= 0 or window_seconds <= 0:
-            raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and {hop_seconds}")
+            raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and "
+                              f"{hop_seconds}")
         self.system, self.sample_rate = system, sample_rate
         self.ctx = ctx or RunContext(progress=False)
-        self.window = int(round(window_seconds * sample_rate))
-        self.hop = int(round(hop_seconds * sample_rate))
+        self.window = round(window_seconds * sample_rate)
+        self.hop = round(hop_seconds * sample_rate)
         self._buffer = np.zeros(0, dtype=np.float32)
         self._seen = 0          # samples received so far
         self._next_end = self.window
@@ -66,7 +67,7 @@ class StreamingScorer:
             return []
         scores = self.system.score_waveforms(windows, self.sample_rate, self.ctx)
         decisions = self.system.decide(scores)
-        return [StreamScore(e, float(s), int(d), w) for e, s, d, w in zip(ends, scores, decisions, windows)]
+        return [StreamScore(e, float(s), int(d), w) for e, s, d, w in zip(ends, scores, decisions, windows, strict=True)]
 
 
 def stream_file(scorer: StreamingScorer, wave: np.ndarray, chunk: int = 1024) -> Iterator[StreamScore]:

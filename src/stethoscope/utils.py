@@ -1,4 +1,5 @@
-"""Small shared helpers: numbers from the environment, run metadata (the atomic writers are `fsutil`'s)."""
+"""Small shared helpers: numbers from the environment, run metadata (the atomic writers are
+`fsutil`'s)."""
 from __future__ import annotations
 
 import os
@@ -22,13 +23,14 @@ def env_number(name: str, default: float, minimum: float = 0.0, strict: bool = F
     except ValueError:
         value = float("nan")
     if not (value > minimum if strict else value >= minimum):
-        raise ConfigError(f"${name} must be a number {'>' if strict else '>='} {minimum:g}{unit}, got {raw!r}")
+        raise ConfigError(f"${name} must be a number {'>' if strict else '>='} {minimum:g}{unit}, "
+                          f"got {raw!r}")
     return value
 
 
 def run_metadata(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
     """What a run needs to be reproduced: config, seed, versions, machine, command, time."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("stethoscope", "torch", "numpy", "scipy", "scikit-learn", "pyod", "soundfile", "soxr"):
         try:
             versions[pkg] = metadata.version(pkg)

@@ -26,6 +26,7 @@ from stethoscope.engine import RunContext  # noqa: E402
 from stethoscope.export import SUPPORTED, export_onnx  # noqa: E402
 from stethoscope.onnx_runtime import EdgeError, EdgeModel  # noqa: E402
 from stethoscope.systems import base, get_system, load_system  # noqa: E402
+from stethoscope.systems.threshold import THRESHOLD_PARAMS  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-5
 CTX = RunContext(seed=5, progress=False)
@@ -36,7 +37,9 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vae_mahala": ("gamma_vae", {"epochs": 2, "batch_size": 64, "score_mode": "mahala"}),
     "knn": ("embedding_knn", {"encoder": "random"}),
     "ldgan": ("ldgan", LDGAN),
-    "tldiffgan": ("tldiffgan", {**LDGAN, "encoder": "random", "detectors": ["knn", "gmm"]}),
+    "tldiffgan": ("tldiffgan", {"ldgan": {k: v for k, v in LDGAN.items()
+                                          if k not in THRESHOLD_PARAMS},
+                                "encoder": "random", "detectors": ["knn", "gmm"]}),
     "mel_stats": ("mel_stats", {"modulation_bands": 4}),
 }
 

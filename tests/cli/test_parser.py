@@ -84,3 +84,18 @@ def test_device_is_the_torch_device_everywhere() -> None:
     assert len(set(helps.values())) == 1 and "torch device" in next(iter(helps.values()))
     watch = dict(_parsers(build_parser()))["stethoscope watch"]
     assert "--input-device" in watch._option_string_actions and "--torch-device" not in watch._option_string_actions
+
+
+def test_weights_dir_is_a_runtime_flag_wherever_a_model_runs(tmp_path, capsys) -> None:
+    """Where the pretrained weights are is a runtime flag (never a hyperparameter), taken by
+    every verb that takes --device; a folder that is not one is named (exit 2)."""
+    parsers = dict(_parsers(build_parser()))
+    runs = [name for name, p in parsers.items()
+            if name in VERBS and "--device" in p._option_string_actions]
+    assert "stethoscope score" in runs and "stethoscope serve" in runs
+    assert all("--weights-dir" in parsers[name]._option_string_actions for name in runs)
+    rc = main(["score", "--model", str(tmp_path), str(tmp_path / "a.wav"),
+               "--weights-dir", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--weights-dir {tmp_path / 'nope'}: not a folder" in err
+    assert "Traceback" not in err

@@ -59,7 +59,7 @@ def test_generation_is_reproducible_and_covers_every_kind_and_severity() -> None
     a = list(pseudo_anomalies(waves, seed=3))
     b = list(pseudo_anomalies(waves, seed=3))
     assert len(a) == 2 * len(KINDS) * 3
-    assert all(np.array_equal(x[3], y[3]) for x, y in zip(a, b))
+    assert all(np.array_equal(x[3], y[3]) for x, y in zip(a, b, strict=True))
     assert {(i, k, s) for i, k, s, _ in a} == {(i, k, s) for i in (0, 1) for k in KINDS for s in (1, 2, 3)}
     with pytest.raises(ValueError, match="unknown pseudo-anomaly kind"):
         pseudo_anomaly(waves[0], "gremlins", 1, np.random.default_rng(0))

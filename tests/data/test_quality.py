@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.conftest import write_wav
 
-from stethoscope.data.quality import AUDIO_SUFFIXES, WaveStats, duration_problem, entry_problem, read_header
+from stethoscope.data.quality import (
+    AUDIO_SUFFIXES,
+    WaveStats,
+    duration_problem,
+    entry_problem,
+    read_header,
+)
+from tests.conftest import write_wav
 
 SR = 16_000
 
@@ -71,7 +77,8 @@ def test_compressed_formats_decode_and_renamed_content_is_named(tmp_path: Path, 
 def test_header_findings(tmp_path: Path) -> None:
     low = write_wav(tmp_path / "low.wav", _noise(sr=1000), 1000)
     _, problems = read_header(low)
-    assert [p.reason for p in problems] == ["sample rate 1000 Hz is under 8000 Hz (nothing above 500 Hz was recorded)"]
+    assert [p.reason for p in problems] == ["sample rate 1000 Hz is under 8000 Hz (nothing above "
+                                            "500 Hz was recorded)"]
     riff = tmp_path / "riff.wav"  # a RIFF header, then random bytes
     riff.write_bytes(b"RIFF" + (4000).to_bytes(4, "little") + b"WAVE" + np.random.default_rng(0).bytes(4000))
     header, problems = read_header(riff)
@@ -80,21 +87,24 @@ def test_header_findings(tmp_path: Path) -> None:
     cut = tmp_path / "cut.wav"
     cut.write_bytes(full.read_bytes()[:20_000])
     _, problems = read_header(cut)
-    assert problems[0].unreadable and problems[0].reason.startswith("truncated WAV: data chunk declares 32000 bytes")
+    assert problems[0].unreadable and problems[0].reason.startswith("truncated WAV: data chunk "
+                                                                    "declares 32000 bytes")
 
 
 @pytest.mark.parametrize("wave, expected", [
     (np.full(16_000, 0.5, np.float32), ["mostly constant: 100% of samples", "DC offset: mean sample value 0.5"]),
-    (np.random.default_rng(0).integers(-1, 2, 16_000).astype(np.float32) / 32768, ["near silence: level -9"]),
+    (np.random.default_rng(0).integers(-1, 2, 16_000).astype(np.float32) / 32768, ["near silence: level "
+                                                                                   "-9"]),
     (_noise(level=0.3) * 100, ["samples exceed full scale: peak 1"]),
     (np.clip(_noise(level=0.5), -1, 1), ["clipped: 4.", "full-scale white noise"]),
-    (np.random.default_rng(1).uniform(-1, 1, 16_000).astype(np.float32), ["full-scale white noise: level -4.8"]),
+    (np.random.default_rng(1).uniform(-1, 1, 16_000).astype(np.float32), ["full-scale white "
+                                                                          "noise: level -4.8"]),
     (_noise() + 0.05, ["DC offset: mean sample value 0.05"]),
 ])
 def test_sample_checks_name_what_is_wrong(wave: np.ndarray, expected: list[str]) -> None:
     problems = WaveStats.of(wave, SR).problems()
     assert len(problems) == len(expected) and not any(p.unreadable for p in problems)
-    for problem, start in zip(problems, expected):
+    for problem, start in zip(problems, expected, strict=True):
         assert problem.reason.startswith(start), problem.reason
 
 
@@ -103,7 +113,9 @@ def test_unreadable_samples_and_short_clips() -> None:
     assert _reasons(np.r_[_noise(), np.nan].astype(np.float32)) == "audio contains NaN or infinite samples"
     for samples in (1, 160, 1600):  # 1 sample, 0.01 s, 0.1 s
         problems = WaveStats.of(_noise(samples / SR), SR).problems(min_seconds=0.128)
-        assert problems[0].unreadable and problems[0].reason.startswith(f"too short: {samples / SR:.4g} s of audio")
+        assert problems[0].unreadable and problems[0].reason.startswith("too short: "
+                                                                        f"{samples / SR:.4g} s of "
+                                                                        "audio")
 
 
 def test_real_recordings_raise_no_finding(real_data: Path) -> None:

@@ -1,9 +1,9 @@
-"""Toy factory: determinism, layout and CSVs, physics of the normal sounds, faults where they are said to be."""
+"""Toy factory: determinism, layout and CSVs, physics of the normal sounds, faults where they are
+said to be."""
 from __future__ import annotations
 
 import csv
 import hashlib
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -53,12 +53,12 @@ def test_layout_and_csvs(tmp_path: Path) -> None:
         assert sum(v for (sec, split, _, lab), v in per_section.items() if sec == s and split == "test" and lab == 1) == 10
         assert sum(v for (sec, split, dom, _), v in per_section.items() if sec == s and split == "test" and dom == "target") == 10
     # attributes CSV: DCASE 2022+ columns, one row per clip, values as in the file name
-    rows = list(csv.reader(open(mdir / "attributes_01.csv")))
+    rows = list(csv.reader((mdir / "attributes_01.csv").read_text().splitlines()))
     assert rows[0] == ["file_name", "d1p", "d1v", "d2p", "d2v", "d3p", "d3v"]
     assert len(rows) == 41 and all(r[0].startswith("gearbox/") and "section_01_" in r[0] for r in rows[1:])
     assert all((mdir.parent / r[0]).is_file() for r in rows[1:])
     # fault regions: exactly the anomalies, inside the clip, with a known kind and severity
-    faults = list(csv.DictReader(open(mdir / "fault_regions.csv")))
+    faults = list(csv.DictReader((mdir / "fault_regions.csv").read_text().splitlines()))
     anomalies = {str(c.path.relative_to(mdir)) for c in clips if c.label == 1}
     assert {f["file"] for f in faults} == anomalies
     assert {f["kind"] for f in faults} == set(ANOMALY_KINDS)
@@ -76,7 +76,8 @@ def test_toy_clip_is_bounded() -> None:
 
 @pytest.mark.parametrize("machine", MACHINES)
 def test_normal_sound_has_its_harmonics(machine: str) -> None:
-    """The strongest tonal peak is a harmonic of the shaft frequency given by the speed attribute."""
+    """The strongest tonal peak is a harmonic of the shaft frequency given by the speed
+    attribute."""
     attrs = {"fan": {"speed": 1500, "load": 60, "bg": "pink"}, "gearbox": {"speed": 1200, "load": 50, "bg": "pink"},
              "pump": {"speed": 1500, "load": 60, "bg": "pink"}}[machine]
     wave, region = toy_clip(machine, "source", seed=1, seconds=4.0, attributes=attrs)
@@ -111,7 +112,7 @@ def test_fault_lies_in_its_region_and_grows_with_severity(kind: str) -> None:
 def test_drift_moves_the_tone_further_with_severity() -> None:
     ends = []
     for severity in (1, 2, 3):
-        wave, region = toy_clip("gearbox", "source", "drift", severity, seed=2, seconds=4.0)
+        _, region = toy_clip("gearbox", "source", "drift", severity, seed=2, seconds=4.0)
         ends.append(region.f1)
     assert ends[0] < ends[1] < ends[2]
 

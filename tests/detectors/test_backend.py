@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stethoscope.errors import ConfigError
 from stethoscope.detectors.backend import EmbeddingBackend, l2_normalise
+from stethoscope.errors import ConfigError
 
 
 def _data(n_source: int = 30, n_target: int = 4, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, list, list]:

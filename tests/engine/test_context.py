@@ -21,7 +21,7 @@ def test_bad_settings_are_clear_errors(bad: dict) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
 def test_cuda_without_a_gpu_says_so() -> None:
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        RunContext(device="cuda").torch_device
+        RunContext(device="cuda").check_device()
 
 
 def test_generators_are_seeded_per_offset_and_live_on_the_device() -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -24,7 +25,8 @@ from tests.engine.test_trainer import TinyGAN
 
 GRAD_TOL = 1e-6    # the averaged gradient vs the whole batch's (float32 rounding only)
 TRAIN_TOL = 1e-5   # 2 ranks vs 1 process after 3 epochs of Adam (no BatchNorm, no random draws)
-AE_LOSS_RTOL = 0.03   # DCASE AE (BatchNorm), 2 workers vs 1: per-epoch mean loss (measured 1.5e-2: docs/data_parallel.md)
+# DCASE AE (BatchNorm), 2 workers vs 1: per-epoch mean loss (measured 1.5e-2: docs/data_parallel.md)
+AE_LOSS_RTOL = 0.03
 
 
 class MLP(nn.Module):
@@ -59,8 +61,8 @@ AE_PARAMS = {"epochs": 3, "batch_size": 64, "n_mels": 16}
 
 def _fit_ae(toy: Path, ctx: RunContext) -> tuple[list[float], list[float]]:
     """The DCASE AE system's unchanged fit on the toy fan clips: (loss per epoch, test scores)."""
-    from stethoscope.workflows.data import scan
     from stethoscope.systems import get_system
+    from stethoscope.workflows.data import scan
 
     clips = scan(toy, machine="fan")
     system = get_system("dcase_ae", **AE_PARAMS)
@@ -129,7 +131,7 @@ def test_averaged_gradient_equals_the_whole_batch_gradient(ranks: tuple[Path, li
     model = MLP()
     model(DATA[:7])["loss"].mean().backward()
     for out in ranks[1]:
-        for got, want in zip(out["grads"], (p.grad for p in model.parameters())):
+        for got, want in zip(out["grads"], (p.grad for p in model.parameters()), strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=GRAD_TOL)
 
 
@@ -164,7 +166,8 @@ def test_two_ranks_fit_the_dcase_ae_close_to_one_process(ranks: tuple[Path, list
 
 
 def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="needs a torch.distributed process group of 2 workers"):
+    with pytest.raises(ConfigError, match=re.escape("needs a torch.distributed process group of "
+                                                    "2 workers")):
         train(MLP(), _batches, 1, OptimiserSpec(1e-2), RunContext(progress=False, data_parallel=2), "fp")
     with pytest.raises(ConfigError, match=r"data_parallel \(--data-parallel\) must be >= 1"):
         RunContext(data_parallel=0)
@@ -173,7 +176,8 @@ def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
 # -- Ray Train: the CLI's launcher ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray.train.torch", reason="Ray Train is not installed (pip install 'stethoscope[ray]')")
+    pytest.importorskip("ray.train.torch", reason="Ray Train is not installed (pip install "
+                                                  "'stethoscope[ray]')")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
@@ -187,8 +191,8 @@ AE = ["--system", "dcase_ae", "--machine", "fan", "--set", *[f"{k}={v}" for k, v
 
 def test_two_ray_workers_train_the_dcase_ae_like_one(ray_local, toy_root: Path, tmp_path: Path) -> None:
     from stethoscope.cli import main
-    from stethoscope.workflows.data import scan
     from stethoscope.systems.base import load_system
+    from stethoscope.workflows.data import scan
 
     assert main(["train", "--data", str(toy_root), "--out", str(tmp_path / "one"), *AE]) == 0
     assert main(["train", "--data", str(toy_root), "--out", str(tmp_path / "two"), *AE, "--data-parallel", "2"]) == 0

@@ -44,7 +44,8 @@ def test_every_change_is_on_disk_at_once(tmp_path: Path) -> None:
     fan = on_disk(path)["items"]["fan"]
     assert (fan["seconds"], fan["model"]) == (12.5, str(tmp_path / "fan"))
     assert {"started", "finished"} <= fan.keys()
-    assert [log.status(m) for m in ("fan", "pump", "slider")] == ["trained", "failed: no training clips",
+    assert [log.status(m) for m in ("fan", "pump", "slider")] == ["trained", "failed: no training "
+                                                                             "clips",
                                                                   "not reached"]
 
 

@@ -1,4 +1,5 @@
-"""The evaluation's files: ``scores.csv`` rows as scored, ``results.json`` with metrics and run record."""
+"""The evaluation's files: ``scores.csv`` rows as scored, ``results.json`` with metrics and run
+record."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ ROWS = [ScoredClip(file=f"section_00_source_test_{kind}_{i:04d}.wav", machine="f
 
 
 def test_scores_table_keeps_every_row_and_the_exact_score(tmp_path: Path) -> None:
-    write_scores_table(tmp_path / "scores.csv", ROWS[:1] + [ROWS[1]], [Path("/a.wav"), Path("/b.wav")])
+    write_scores_table(tmp_path / "scores.csv", [*ROWS[:1], ROWS[1]], [Path("/a.wav"), Path("/b.wav")])
     with open(tmp_path / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == ["/a.wav", "/b.wav"] and rows[0]["section"] == "section_00"

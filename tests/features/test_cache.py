@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from stethoscope.errors import ConfigError
-from stethoscope.features.cache import FeatureCache, cache_usage, clear_cache, evict, max_cache_bytes
+from stethoscope.features.cache import (
+    FeatureCache,
+    cache_usage,
+    clear_cache,
+    evict,
+    max_cache_bytes,
+)
 
 
 def _fill(cache: FeatureCache, n: int, size: int = 1000) -> list[str]:

@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from stethoscope.data.clip import Clip
-from stethoscope.features.extract import FeatureRequest, FrameBank, decode_waves, iter_decoded, logmels
+from stethoscope.features.extract import (
+    FeatureRequest,
+    FrameBank,
+    decode_waves,
+    iter_decoded,
+    logmels,
+)
 from stethoscope.features.logmel import EPS, LogMel, LogMelParams, mel_filterbank, stack_frames
 
 librosa = pytest.importorskip("librosa")
@@ -27,7 +33,7 @@ def test_logmel_equals_librosa_on_synthetic_batch():
                       0.1 * rng.standard_normal(len(t))]).astype(np.float32)
     ours = LogMel()(torch.from_numpy(waves)).numpy()
     assert ours.shape == (2, 128, 313)
-    for w, o in zip(waves, ours):
+    for w, o in zip(waves, ours, strict=True):
         np.testing.assert_allclose(o, _librosa_logmel(w), atol=2e-3)
 
 
@@ -130,11 +136,11 @@ def test_decoded_chunks_hold_what_was_requested(tmp_path):
         assert [len(w) for w in waves] == [16000 + 800 * i for i in range(5)]
         keys = [k for part in chunks for k in part.keys]
         assert all(keys) if cache else not any(keys)
-        for mel, ref in zip(mels, logmels(clips, cache_dir=None, progress=False)):
+        for mel, ref in zip(mels, logmels(clips, cache_dir=None, progress=False), strict=True):
             np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-4)
     in_memory = decode_waves(waves, 16000, request)
     assert in_memory.keys == [""] * 5 and len(in_memory.waves) == 5
-    for mel, ref in zip(in_memory.logmels, mels):
+    for mel, ref in zip(in_memory.logmels, mels, strict=True):
         np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-4)
     only_mel = next(iter_decoded(clips[:1], FeatureRequest(logmel=LogMelParams()), None, progress=False))
     assert only_mel.waves is None and only_mel.logmels[0].shape == mels[0].shape

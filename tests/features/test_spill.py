@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from stethoscope.errors import ConfigError
-from stethoscope.features.spill import BUDGET_ENV, DEFAULT_BUDGET_GB, float32_array, ram_budget_bytes
+from stethoscope.features.spill import (
+    BUDGET_ENV,
+    DEFAULT_BUDGET_GB,
+    float32_array,
+    ram_budget_bytes,
+)
 
 
 def test_budget_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

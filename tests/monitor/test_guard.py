@@ -13,6 +13,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from stethoscope.monitor.guard import Guard, trusted_hosts
+from stethoscope.monitor.tokens import Identity
 
 from .conftest import AUTH, TOKEN, Server, fan_clip, wav_bytes
 
@@ -112,12 +113,15 @@ def test_no_token_reaches_the_access_log(models_dir: Path, tmp_path: Path) -> No
 
 def test_the_login_cookie_is_signed_and_expires() -> None:
     guard = Guard(TOKEN)
-    fresh = guard.session()
+    fresh = guard.session("admin")
     assert guard.cookie_ok(fresh) and TOKEN not in fresh
-    assert not guard.cookie_ok(guard.session(now=time.time() - 13 * 3600))  # expired
-    assert not Guard("another-token-0123456789").cookie_ok(fresh)          # the token changed
-    expiry, _, mac = fresh.partition(".")
-    assert not guard.cookie_ok(f"{int(expiry) + 3600}.{mac}") and not guard.cookie_ok("") and not guard.cookie_ok(None)
+    assert guard.cookie_identity(fresh) == Identity("admin", "operate")  # a cookie never writes
+    assert not guard.cookie_ok(guard.session("admin", now=time.time() - 13 * 3600))  # expired
+    assert not Guard("another-token-0123456789").cookie_ok(fresh)  # the token changed (or a restart)
+    expiry, _, rest = fresh.partition(".")
+    assert not guard.cookie_ok(f"{int(expiry) + 3600}.{rest}")
+    assert not guard.cookie_ok("") and not guard.cookie_ok(None)
+    assert not guard.cookie_ok(fresh.replace(".admin.", ".other."))
 
 
 def test_trusted_hosts_follow_the_bind_address() -> None:

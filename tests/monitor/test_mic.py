@@ -4,6 +4,7 @@ sounddevice.InputStream's interface, calling the callback from its own thread, a
 does, so the tests run where no sound card exists."""
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from stethoscope.cli import main
 from stethoscope.engine import RunContext
@@ -120,6 +122,10 @@ def test_cli_mic_errors_are_clear(models_dir: Path, tmp_path: Path, capsys: pyte
           "no-such-card-xyz"], "python3 -m sounddevice"),
         (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--device",
           "USB Audio"], "the sound card is --input-device"),
+        (["watch", "--mic", "--machine", "fan", "--models", str(models_dir), "--db", db, "--max-lag", "0"],
+         "--max-lag must be 0.1 to 600 seconds, got 0"),
+        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-lag", "5"],
+         "--max-lag are for --mic"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -136,3 +142,15 @@ def test_a_window_whose_score_is_not_finite_is_said_and_the_listener_goes_on(mon
     stats = listener.run(threading.Event())
     assert stats.scores == 2 and len(monitor.store.events("fan")) == 2  # the poison window alone is not stored
     assert len(warned) == 1 and "window ending at 2.0 s" in warned[0] and "not finite" in warned[0]
+
+
+def test_kept_audio_is_the_first_window_then_each_hop(monitor: Monitor) -> None:
+    """As the websocket stream keeps it: the kept clips of one listening session follow each
+    other without overlap and, put end to end, are the samples heard (16-bit FLAC)."""
+    wave = np.concatenate([fan_clip(9, 2.0), fan_clip(10, 2.0)])
+    listener = MicListener(monitor, "fan", RATE, window=2.0, hop=0.5, factory=fake(wave, []))
+    assert listener.run(threading.Event()).scores == 5
+    events = monitor.store.events("fan", newest_first=False)
+    clips = [sf.read(io.BytesIO(monitor.store.clip_audio(e["id"])), dtype="float32")[0] for e in events]
+    assert [len(c) for c in clips] == [32_000] + [8_000] * 4
+    assert np.concatenate(clips) == pytest.approx(wave, abs=1.0 / 2**15)

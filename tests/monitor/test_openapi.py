@@ -6,7 +6,9 @@ examples per operation, about 10 s). Skipped when schemathesis is not installed 
 One choice is written down rather than hidden: a request body that is valid per the schema can
 still be refused with 422 by ``POST /score`` (bytes that are no decodable audio) and ``PUT
 /machines/{machine}/alarm`` (k > n): JSON Schema cannot say "a decodable clip" or "k <= n", so
-those two operations list 422 among the answers to schema-valid data.
+those two operations list 422 among the answers to schema-valid data. Likewise the operator's
+actions: acknowledging an alarm that does not exist (404) or twice (409), a mute whose end is
+past or before its start (422), cancelling a mute that is over (409).
 """
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ def test_schemathesis_finds_no_failure_and_no_5xx(models_dir: Path, tmp_path: Pa
 [[operations]]
 include-path-regex = "^/(score|machines/\\\\{{machine\\\\}}/alarm)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "422"]
+
+[[operations]]
+include-path-regex = "^/(alarms/\\\\{{alarm_id\\\\}}/ack|machines/\\\\{{machine\\\\}}/mutes|mutes/\\\\{{mute_id\\\\}}/cancel)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
 [[operations]]
 include-path-regex = "^/events/\\\\{{event_id\\\\}}/"

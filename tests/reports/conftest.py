@@ -1,9 +1,10 @@
-"""Fixtures of the report tests: a tiny trained model, clips on disk, results folders as `evaluate` writes."""
+"""Fixtures of the report tests: a tiny trained model, clips on disk, results folders as `evaluate`
+writes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -32,9 +33,10 @@ def _wav(path: Path, seed: int, anomalous: bool = False, seconds: float = 2.0) -
 
 def _write_scores(path: Path, rows: list[ScoredClip], paths: list[Path]) -> None:
     lines = ["file,path,machine,section,domain,label,score,decision"]
-    for r, p in zip(rows, paths):
+    for r, p in zip(rows, paths, strict=True):
         label = "" if r.label is None else r.label
-        lines.append(f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},{r.score!r},{r.decision}")
+        lines.append(f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},"
+                     f"{r.score!r},{r.decision}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -65,7 +67,7 @@ def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, lab
         scores = system.score(clips, QUIET)
         if machine == "gearbox":
             scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
-        for c, s in zip(clips, scores):
+        for c, s in zip(clips, scores, strict=True):
             rows.append(ScoredClip(c.name, machine, c.section, c.label if labelled else None, c.domain, float(s),
                                    int(s > system.threshold_), layout=c.layout))
             paths.append(c.path)
@@ -81,7 +83,8 @@ def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, lab
 
 @pytest.fixture
 def results_folder(workspace) -> Callable[..., Path]:
-    """``make(test, out, labelled=True)``: a results folder at ``out`` of the clips ``test`` (machine -> clips)."""
+    """``make(test, out, labelled=True)``: a results folder at ``out`` of the clips ``test``
+    (machine -> clips)."""
     root, system, _ = workspace
 
     def make(test: dict[str, list[Clip]], out: Path, labelled: bool = True) -> Path:
@@ -92,7 +95,8 @@ def results_folder(workspace) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def bench_dir(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OUT/mse/bench.json and OUT/mahala/bench.json of a real 2-fold benchmark of both toy machines."""
+    """OUT/mse/bench.json and OUT/mahala/bench.json of a real 2-fold benchmark of both toy
+    machines."""
     from stethoscope.cli import main as cli_main
 
     out = tmp_path_factory.mktemp("bench") / "out"

@@ -1,4 +1,5 @@
-"""Report content: clip counts that add up, and the official score described as the layout computes it."""
+"""Report content: clip counts that add up, and the official score described as the layout computes
+it."""
 from __future__ import annotations
 
 import json
@@ -37,11 +38,12 @@ def test_card_and_table_counts_agree_when_sections_are_skipped(tmp_path: Path):
     part = machine_part("valve", "valve", results, _score_rows(scored), tmp_path)
     assert part.counts == "5 normal, 11 anomalous"
     counts = [(m["n_normal"], m["n_anomaly"]) for _, kind, m in part.rows if kind != "mean"]
-    assert tuple(map(sum, zip(*counts))) == (5, 11)  # the table's rows add up to the card's counts
+    assert tuple(map(sum, zip(*counts, strict=True))) == (5, 11)  # the table's rows add up to the card's counts
     assert [label for label, _, _ in part.rows] == ["id_00 (no metrics: no normal clips)", "id_02",
                                                     "id_04 (no metrics: no normal clips)",
                                                     "id_06 (no metrics: no normal clips)"]
-    assert ("Metrics cover 1 of 4 sections: 5 normal and 5 anomalous of the 5 normal and 11 anomalous clips; "
+    assert ("Metrics cover 1 of 4 sections: 5 normal and 5 anomalous of the 5 normal and 11 "
+            "anomalous clips; "
             "id_00, id_04, id_06 lack one of the two labels.") in part.notes
     assert part.official_meaning == "harmonic mean of AUC and pAUC over 1 machine ID"
 
@@ -62,4 +64,4 @@ def test_2020_report_names_what_the_official_score_averages(tmp_path: Path):
     assert "5 normal, 11 anomalous test clips" in html
     table = html.split("<table>", 1)[1].split("</table>", 1)[0]
     cells = [tuple(map(int, c)) for c in re.findall(r"<td>(\d+) / (\d+)</td>", table)]
-    assert tuple(map(sum, zip(*cells))) == (5, 11)
+    assert tuple(map(sum, zip(*cells, strict=True))) == (5, 11)

@@ -12,7 +12,7 @@ from stethoscope.reports.results import ScoreRow
 
 def _rows(scores, labels) -> list[ScoreRow]:
     return [ScoreRow(f"c{i}.wav", "", "fan", "section_00", None, lab, float(s), None)
-            for i, (s, lab) in enumerate(zip(scores, labels))]
+            for i, (s, lab) in enumerate(zip(scores, labels, strict=True))]
 
 
 @pytest.mark.parametrize("scores, threshold", [

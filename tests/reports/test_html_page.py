@@ -2,7 +2,8 @@
 no console errors and no request beyond the page itself, every image and audio clip loads, and
 the clip table sorts on a header click and filters as text is typed.
 
-Skipped, saying why, only when no Chromium is installed (the ``browser`` fixture of tests/conftest.py).
+Skipped, saying why, only when no Chromium is installed (the ``browser`` fixture of
+tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from stethoscope.reports import build_report
 
 
 def _open(browser, html: Path):
-    """The page at ``html`` and what it logged: console errors, page errors and the requests made."""
+    """The page at ``html`` and what it logged: console errors, page errors and the requests
+    made."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     log: dict[str, list[str]] = {"errors": [], "requests": []}
     page.on("console", lambda m: log["errors"].append(m.text) if m.type == "error" else None)
@@ -32,7 +34,8 @@ def _column(page, index: int) -> list[str]:
     """The cells of column ``index`` (0-based) of the visible clip-table rows, in page order."""
     return page.eval_on_selector_all(
         "#clips tbody tr:not([hidden])",
-        f"rows => rows.map(r => r.cells[{index}].getAttribute('data-v') ?? r.cells[{index}].textContent)")
+        f"rows => rows.map(r => r.cells[{index}].getAttribute('data-v') ?? "
+        f"r.cells[{index}].textContent)")
 
 
 def test_report_renders_and_its_clip_table_sorts_and_filters(browser, workspace, results_folder, tmp_path):
@@ -44,7 +47,8 @@ def test_report_renders_and_its_clip_table_sorts_and_filters(browser, workspace,
     assert page.title() == "Stethoscope report: dcase_ae"
     loaded = _images_loaded(page)
     assert len(loaded) == 8 and all(loaded)  # fan: ROC, histogram, 4 maps; gearbox: ROC, histogram
-    page.wait_for_function("() => [...document.querySelectorAll('audio')].every(a => a.readyState >= 1)",
+    page.wait_for_function("() => [...document.querySelectorAll('audio')].every(a => "
+                           "a.readyState >= 1)",
                            timeout=10_000)
     durations = page.eval_on_selector_all("audio", "els => els.map(a => a.duration)")
     assert durations == pytest.approx([2.0] * 4, abs=0.01)  # the four mapped clips, playable

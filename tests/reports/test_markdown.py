@@ -1,4 +1,5 @@
-"""The Markdown twin prints missing values as the HTML page does: a dash, or not at all; never ``None``."""
+"""The Markdown twin prints missing values as the HTML page does: a dash, or not at all; never
+``None``."""
 from __future__ import annotations
 
 import json

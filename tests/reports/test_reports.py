@@ -29,7 +29,7 @@ def _images(html: str) -> list[str]:
 
 
 def test_report_is_self_contained_and_complete(workspace, results_folder, tmp_path):
-    root, system, test = workspace
+    _, _, test = workspace
     results_dir = results_folder(test, tmp_path / "labelled")
     out = build_report(results_dir, results_dir / "report.html")
     html = out.read_text()
@@ -69,7 +69,7 @@ def test_report_is_self_contained_and_complete(workspace, results_folder, tmp_pa
 
 
 def test_unlabelled_report_has_histograms_but_no_roc(workspace, results_folder, tmp_path):
-    root, system, test = workspace
+    _, _, test = workspace
     results_dir = results_folder(test, tmp_path / "unlabelled", labelled=False)
     html = build_report(results_dir, results_dir / "r.html").read_text()
     assert "ROC curves of" not in html and "score histogram of fan" in html
@@ -79,7 +79,7 @@ def test_unlabelled_report_has_histograms_but_no_roc(workspace, results_folder, 
 
 
 def test_cli_report_verb(workspace, results_folder, tmp_path, capsys):
-    root, system, test = workspace
+    _, _, test = workspace
     results_dir = results_folder({"gearbox": test["gearbox"]}, tmp_path / "cli")  # no model: fast
     assert cli_main(["report", "--results", str(results_dir), "--out", str(results_dir / "x.html")]) == 0
     assert "x.html" in capsys.readouterr().out and (results_dir / "x.md").exists()
@@ -87,7 +87,7 @@ def test_cli_report_verb(workspace, results_folder, tmp_path, capsys):
 
 def test_domainless_sections_layout(workspace, results_folder, tmp_path):
     """2020-style machine ids without domains: no AUC-s/AUC-t columns, per-id curves, mean rows."""
-    root, system, test = workspace
+    _, _, test = workspace
     clips = [Clip(c.path, "gearbox", ("00", "02")[i % 2], None, "test", c.label, layout="dcase2020")
              for i, c in enumerate(test["gearbox"])]
     results_dir = results_folder({"gearbox": clips}, tmp_path / "domainless")
@@ -100,7 +100,7 @@ def test_domainless_sections_layout(workspace, results_folder, tmp_path):
 
 
 def test_missing_results_is_a_clear_error(tmp_path):
-    with pytest.raises(Exception, match="results.json"):
+    with pytest.raises(Exception, match=re.escape("results.json")):
         build_report(tmp_path, tmp_path / "report.html")
 
 
@@ -152,7 +152,8 @@ def test_fault_regions_lookup(tmp_path):
 
 
 def test_outputs_are_shareable_not_private(tmp_path):
-    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700); the results must not stay private."""
+    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700); the results must not stay
+    private."""
     import os
     import stat
 

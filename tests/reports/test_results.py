@@ -34,13 +34,15 @@ def test_cli_reports_a_non_object_results_json_and_exits_2(tmp_path: Path, capsy
 def test_non_object_bench_json_is_a_clear_error(tmp_path: Path):
     (tmp_path / "mse").mkdir()
     (tmp_path / "mse" / "bench.json").write_text("[]")
-    with pytest.raises(StethoscopeError, match=r"mse/bench.json: expected a JSON object as `stethoscope bench`"):
+    with pytest.raises(StethoscopeError, match=r"mse/bench.json: expected a JSON object as "
+                                               r"`stethoscope bench`"):
         build_report(tmp_path, tmp_path / "report.html")
 
 
 def test_a_folder_of_neither_kind_names_what_is_expected(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(StethoscopeError, match=r"neither an evaluation folder \(results.json.*bench.json"):
+    with pytest.raises(StethoscopeError, match=r"neither an evaluation folder "
+                                               r"\(results.json.*bench.json"):
         build_report(tmp_path, tmp_path / "report.html")
     with pytest.raises(StethoscopeError, match="no such folder"):
         build_report(tmp_path / "missing", tmp_path / "report.html")

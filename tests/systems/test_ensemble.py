@@ -19,7 +19,7 @@ from stethoscope.detectors import get_detector
 from stethoscope.engine import RunContext
 from stethoscope.errors import ConfigError
 from stethoscope.systems import get_system, load_system
-from stethoscope.systems.ensemble import normalisation_stats, normalise
+from stethoscope.systems.ensemble import EnsembleSystem, normalisation_stats, normalise
 from stethoscope.systems.threshold import crossfit_folds
 from stethoscope.workflows.train import train_machines
 from tests.systems.test_joint import MACHINES, JointProbe, probe  # noqa: F401  (the fixture)
@@ -61,6 +61,28 @@ def test_scores_are_the_weighted_mean_of_normalised_members_and_survive_save_loa
     assert loaded.threshold_ == fitted.threshold_ and [m.threshold_ for m in loaded.members_] == [ae.threshold_,
                                                                                                   knn.threshold_]
     np.testing.assert_array_equal(loaded.decide(scores), fitted.decide(scores))
+
+
+def test_an_old_folder_with_weights_paths_and_flat_parts_loads(
+        fitted, data: tuple[list[Clip], list[Clip]], tmp_path: Path) -> None:
+    """Written before the weights' location left the hyperparameters and before parts nested:
+    ``weights_path`` in a member's overrides and record is dropped (a hint at most), flat
+    tldiffgan overrides nest under ``ldgan``."""
+    fitted.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["params"]["member_params"]["embedding_knn"]["weights_path"] = "/no/such/mn04_as_mAP_432.pt"
+    cfg["extra_state"]["members"][1]["params"]["weights_path"] = "/no/such/mn04_as_mAP_432.pt"
+    path.write_text(json.dumps(cfg))
+    loaded = load_system(tmp_path / "model")
+    ctx = RunContext(progress=False)
+    np.testing.assert_allclose(loaded.score(data[1], ctx), fitted.score(data[1], ctx),
+                               rtol=1e-6, atol=1e-9)
+    assert loaded.get_params() == fitted.get_params()
+    flat = {"encoder": "random", "epochs": 3, "weights_path": None}
+    old = {"members": ["tldiffgan"], "member_params": {"tldiffgan": flat}}
+    nested = {"tldiffgan": {"encoder": "random", "ldgan": {"epochs": 3}}}
+    assert EnsembleSystem.upgrade_params(old)["member_params"] == nested
 
 
 def test_normalisation_uses_held_out_training_scores(fitted, data: tuple[list[Clip], list[Clip]]) -> None:

@@ -14,6 +14,7 @@ from stethoscope.data.layouts import scan
 from stethoscope.engine import RunContext
 from stethoscope.features.extract import FeatureRequest, iter_decoded
 from stethoscope.systems import get_system, list_systems, load_system
+from stethoscope.systems.threshold import THRESHOLD_PARAMS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -25,7 +26,8 @@ def _tiny(name: str) -> dict[str, Any]:
         "dcase_ae": {"epochs": 2, "batch_size": 64},
         "gamma_vae": {"epochs": 2, "batch_size": 64},
         "ldgan": ldgan,
-        "tldiffgan": {**ldgan, "encoder": "random", "detectors": ["knn", "gmm"]},
+        "tldiffgan": {"ldgan": {k: v for k, v in ldgan.items() if k not in THRESHOLD_PARAMS},
+                      "encoder": "random", "detectors": ["knn", "gmm"]},
         "embedding_knn": {"encoder": "random", "detector": "gmm"},
         "ensemble": {"members": ["dcase_ae", "embedding_knn"],
                      "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64, "threshold_folds": 2},

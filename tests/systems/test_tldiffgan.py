@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from stethoscope.cli import main as cli_main
-from stethoscope.config import read_config
+from stethoscope.config import load_config, merge, read_config
 from stethoscope.data.layouts import scan
 from stethoscope.encoders import embed_clips, get_encoder
 from stethoscope.encoders import weights as W
@@ -22,7 +22,9 @@ from stethoscope.errors import CheckpointError, ConfigError
 from stethoscope.features.extract import logmels
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
+from stethoscope.systems.ldgan import LDGANSystem
 from stethoscope.systems.params import RUNTIME_KEYS
+from stethoscope.systems.threshold import THRESHOLD_PARAMS
 from stethoscope.systems.tldiffgan import TLDiffGANSystem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
@@ -40,7 +42,7 @@ def gearbox(toy_root: Path) -> tuple[list, list]:
 
 
 def _system(**kw) -> TLDiffGANSystem:
-    return get_system("tldiffgan", **{"encoder": "random", **TINY, **kw})
+    return get_system("tldiffgan", **{"encoder": "random", "ldgan": TINY, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +249,7 @@ def test_encoder_swap_without_checkpoint_fails_before_training(config, gearbox, 
     monkeypatch.setattr(W, "weights_cache_dir", lambda: tmp_path / "no-weights")
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV, raising=False)
     cfg = read_config(CONFIGS / config)
-    system = get_system("tldiffgan", **{**cfg, **TINY})
+    system = get_system("tldiffgan", **merge(cfg, {"ldgan": TINY}))
     with pytest.raises(CheckpointError, match="weights not found"):
         system.fit(gearbox[0], ctx=CTX)
     assert system.branch.model is None and system.branch.history_ == []  # nothing was trained
@@ -265,12 +267,72 @@ def test_configs_mirror_the_constructor():
     for name in names:
         cfg = read_config(CONFIGS / name)
         assert set(cfg) == set(TLDiffGANSystem.param_names()), name
-        assert not set(RUNTIME_KEYS) & set(cfg), name  # runtime settings are flags, not config
+        assert set(cfg["ldgan"]) == set(LDGANSystem.constructor_param_names()), name
+        assert not set(RUNTIME_KEYS) & (set(cfg) | set(cfg["ldgan"])), name  # they are flags
         assert get_system("tldiffgan", **cfg).get_params() == cfg
         if name in expected:
-            assert {k: v for k, v in cfg.items() if cpu[k] != v} == expected[name], name
-    paper = read_config(CONFIGS / "tldiffgan.yaml")
+            flat, flat_cpu = {**cfg, **cfg["ldgan"]}, {**cpu, **cpu["ldgan"]}
+            changed = {k: v for k, v in flat.items() if k != "ldgan" and flat_cpu[k] != v}
+            assert changed == expected[name], name
+    paper = read_config(CONFIGS / "tldiffgan.yaml")["ldgan"]
     assert (paper["batch_size"], paper["epochs"], paper["learning_rate"]) == (512, 150, 1e-4)
+    # the mel branch is LDGAN's own configs, nested: paper-sized and CPU-sized alike
+    for gan, ldgan in (("tldiffgan.yaml", "ldgan.yaml"), ("tldiffgan_cpu.yaml", "ldgan_cpu.yaml")):
+        own = {k: v for k, v in read_config(CONFIGS / ldgan).items() if k not in THRESHOLD_PARAMS}
+        assert read_config(CONFIGS / gan)["ldgan"] == own, gan
+
+
+def test_ldgan_parameters_nest_and_a_dotted_set_reaches_them():
+    """One style for a composite's parts: ``ldgan: {...}`` over LDGAN's defaults, checked key by
+    key; ``--set ldgan.epochs=3`` changes that key only; flat LDGAN keys are refused, saying where
+    they go."""
+    sets = ["ldgan.epochs=3", "ldgan.tmixup=false", "n_neighbors=3"]
+    system = get_system("tldiffgan", **load_config("tldiffgan", "tldiffgan_cpu.yaml", sets))
+    assert system.ldgan["epochs"] == 3 and system.ldgan["tmixup"] is False
+    assert system.n_neighbors == 3 and system.branch.hp == system.ldgan
+    assert system.ldgan["ae_channels"] == 32  # the rest as configured
+    defaults = {k: v for k, v in LDGANSystem().get_params().items() if k not in THRESHOLD_PARAMS}
+    assert get_system("tldiffgan").ldgan == defaults
+    with pytest.raises(ConfigError, match=r"ldgan\.epochz"):
+        get_system("tldiffgan", ldgan={"epochz": 3})
+    with pytest.raises(ConfigError, match=r"ldgan\.threshold_fit"):  # the composite's own key
+        get_system("tldiffgan", ldgan={"threshold_fit": "in_sample"})
+    with pytest.raises(ConfigError, match=r"tldiffgan: ldgan\.epochs must be in"):
+        get_system("tldiffgan", ldgan={"epochs": 0})
+    with pytest.raises(ConfigError, match=r"nest them under ldgan .*--set ldgan\.epochs"):
+        get_system("tldiffgan", epochs=3)
+    with pytest.raises(ConfigError, match="ldgan must be a mapping"):
+        get_system("tldiffgan", ldgan=3)
+
+
+def test_the_resume_fingerprint_holds_the_weights_sha256_never_a_path(gearbox, tmp_path):
+    train = gearbox[0]
+
+    def fingerprint(sha: str, ctx: RunContext = CTX, **ldgan) -> str:
+        system = _system(encoder="efficientat_mn04", ldgan={**TINY, **ldgan})
+        system.encoder_tag_ = {"weights_sha256": sha}  # what fit sets before training
+        return system.fingerprint(train, ctx)
+
+    first = fingerprint("a" * 64, CTX.replace(weights_dirs=(tmp_path / "A",)))
+    assert first == fingerprint("a" * 64, CTX.replace(weights_dirs=(tmp_path / "B",)))
+    assert first != fingerprint("b" * 64)  # other weights: another run
+    assert first == fingerprint("a" * 64, epochs=9)  # the part's epochs too: a run may train longer
+    assert first != fingerprint("a" * 64, batch_size=2)
+
+
+def test_a_flat_saved_folder_loads(gearbox, fitted, tmp_path):
+    """A model folder written before the LDGAN keys nested (flat keys, ``weights_path``) loads
+    and scores as it did."""
+    fitted.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    params = cfg["params"]
+    cfg["params"] = {**{k: v for k, v in params.items() if k != "ldgan"}, **params["ldgan"],
+                     "weights_path": "/no/such/machine/mn04_as_mAP_432.pt"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    loaded = load_system(tmp_path / "m")
+    assert loaded.get_params() == fitted.get_params()
+    test = gearbox[1][:6]
+    np.testing.assert_allclose(loaded.score(test, CTX), fitted.score(test, CTX), **TOL)
 
 
 @pytest.mark.parametrize("params,key", [
@@ -280,8 +342,8 @@ def test_configs_mirror_the_constructor():
     ({"holdout_fraction": 0.7}, "holdout_fraction"),
     ({"n_neighbors": 0}, "n_neighbors"),
     ({"balance_branches": "yes"}, "balance_branches"),
-    ({"learning_rate": float("nan")}, "learning_rate"),  # an LDGAN parameter, checked here too
-    ({"n_steps": 2, "score_step": 3}, "score_step"),
+    ({"ldgan": {"learning_rate": float("nan")}}, "ldgan.learning_rate"),  # LDGAN's checks, here too
+    ({"ldgan": {"n_steps": 2, "score_step": 3}}, "score_step"),
     ({"no_such_key": 1}, "no_such_key"),
 ])
 def test_invalid_config_is_rejected_naming_the_key(params, key):
@@ -290,7 +352,7 @@ def test_invalid_config_is_rejected_naming_the_key(params, key):
 
 
 @pytest.mark.parametrize("key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every",
-                                 "threads", "precision"])
+                                 "threads", "precision", "weights_path"])
 def test_runtime_settings_are_not_hyperparameters(key):
     with pytest.raises(ConfigError, match=f"{key} is a runtime setting"):
         get_system("tldiffgan", **{key: 1})
@@ -304,13 +366,13 @@ def test_fit_needs_two_clips(gearbox):
 def test_cli_train_with_validation_selects_by_auc(toy_root, tmp_path):
     """`stethoscope train --config tldiffgan_cpu.yaml --val ROOT`: the saved config records the
     validation AUC of every candidate and the argmax is the chosen scorer."""
-    sets = [f"{k}={v}" for k, v in {**TINY, "encoder": "random"}.items()]
+    sets = [f"ldgan.{k}={v}" for k, v in TINY.items()] + ["encoder=random"]
     rc = cli_main(["train", "--data", str(toy_root), "--machine", "gearbox", "--system", "tldiffgan",
                    "--config", str(CONFIGS / "tldiffgan_cpu.yaml"), "--val", str(toy_root), "--out",
                    str(tmp_path / "model"), "--quiet", "--no-cache", "--threads", "1", "--set", *sets])
     assert rc == 0
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert {k: saved["params"][k] for k in TINY} == TINY
+    assert {k: saved["params"]["ldgan"][k] for k in TINY} == TINY
     sel = saved["extra_state"]["selection"]
     assert sel["rule"] == "validation" and set(sel["validation_auc"]) == set(CANDIDATES)
     assert sel["chosen"] == max(CANDIDATES, key=lambda c: sel["validation_auc"][c])
@@ -326,7 +388,8 @@ def test_pretrained_mn04_branch(gearbox, shared):
     if not mn04.exists():
         pytest.skip(f"shared mn04 weights not found at {mn04}")
     train, test = gearbox
-    system = get_system("tldiffgan", weights_path=str(mn04), **{**TINY, "epochs": 1}).fit(train, ctx=CTX)
+    ctx = CTX.replace(weights_dirs=(mn04.parent,))
+    system = get_system("tldiffgan", ldgan={**TINY, "epochs": 1}).fit(train, ctx=ctx)
     extra = system.extra_state()
     assert extra["encoder"] == "efficientat_mn04" and extra["encoder_weights"] == "pretrained"
     assert extra["encoder_weights_sha256"] == W.sha256_of(mn04)

@@ -1,4 +1,5 @@
-"""`workflows.calibrate` from Python: a refit on normal clips, a threshold set by hand, both recorded."""
+"""`workflows.calibrate` from Python: a refit on normal clips, a threshold set by hand, both
+recorded."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | scan | report | calibrate | toy | list | cache | serve | watch | download | export``.
+"""Command line: ``stethoscope demo | train | score | stream | evaluate | bench | explain | scan |
+report | calibrate | toy | list | cache | serve | watch | download | export``.
 
 Exit codes: 0 success, 2 a clear error about the input (file, key or value named), 130
 interrupted (Ctrl-C; a training run says where its checkpoint is).
@@ -8,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Sequence, TextIO
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, TextIO
 
 from ..engine import TrainingInterrupted
 from ..errors import StethoscopeError
@@ -24,10 +25,8 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
     without the source path, line number and code line Python's own shows."""
     del category, filename, lineno, line
     text = " ".join(str(message).split("\n"))
-    try:
+    with suppress(OSError):  # stderr gone: nothing to tell
         print(f"warning: {text}", file=file or sys.stderr, flush=True)
-    except OSError:  # stderr gone: nothing to tell
-        pass
 
 
 @contextmanager

@@ -17,7 +17,8 @@ SKIPPED_CSV = "skipped.csv"
 
 def skipped_csv_path(args: argparse.Namespace) -> Path | None:
     """Where this run lists the files it left out: in ``--out`` (a folder; beside it for
-    ``explain``'s PNG; ``score --engine ray``'s too), beside ``score --csv``, else in the current folder; ``scan`` only
+    ``explain``'s PNG; ``score --engine ray``'s too), beside ``score --csv``, else in the current
+    folder; ``scan`` only
     reports and writes nothing."""
     if getattr(args, "verb", None) == "scan":
         return None

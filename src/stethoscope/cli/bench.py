@@ -15,18 +15,20 @@ from .flags import DEFAULT_SYSTEM, add_data, add_runtime, add_system
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="K-fold cross-validated benchmark on small labelled sets",
-                       description="K-fold cross-validated benchmark on small labelled sets. A joint system "
-                                   "(marked in `list`) is fitted once per fold over the fold's training "
-                                   "normals of every set; each set is scored by its machine type's model.")
+                       description="K-fold cross-validated benchmark on small labelled sets. A "
+                                   "joint system (marked in `list`) is fitted once per fold over "
+                                   "the fold's training normals of every set; each set is scored "
+                                   "by its machine type's model.")
     p.add_argument("--data", required=True, help="folder of labelled clips (any supported layout)")
     p.add_argument("--system", default=DEFAULT_SYSTEM,
-                   help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over all sets. Several, "
-                        "comma-separated (a,b@variant,c@file.yaml): each benchmarked on the same folds into OUT/<name>/, "
-                        "compared with paired bootstrap intervals of every AUC difference in OUT/comparison.json")
+                   help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over "
+                        "all sets. Several, comma-separated (a,b@variant,c@file.yaml): each "
+                        "benchmarked on the same folds into OUT/<name>/, compared with paired "
+                        "bootstrap intervals of every AUC difference in OUT/comparison.json")
     p.add_argument("--folds", type=int, default=5, help="folds over the normal clips (default 5)")
     p.add_argument("--group", default="machine", choices=("machine", "section"), help="what one set is")
-    p.add_argument("--score-modes", help="e.g. mse,mahala: train each fold once, score in every mode, "
-                                         "write OUT/<mode>/bench.json")
+    p.add_argument("--score-modes", help="e.g. mse,mahala: train each fold once, score in every "
+                                         "mode, write OUT/<mode>/bench.json")
     p.add_argument("--out", required=True, help="output folder for bench.json")
     add_data(p)
     add_system(p)
@@ -43,8 +45,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     meta = {"data": str(args.data)}
     if len(specs) > 1:
         if args.score_modes:
-            raise ConfigError("--score-modes works with one system; name each mode as its own system "
-                              "(e.g. dcase_ae,dcase_ae@mahala)")
+            raise ConfigError("--score-modes works with one system; name each mode as its own "
+                              "system (e.g. dcase_ae,dcase_ae@mahala)")
         comparison = bench_systems(clips, specs, out, ctx, args.folds, args.group, meta, say=say)
         for spec in specs:
             print_bench(spec.label, json.loads((out / spec.folder / "bench.json").read_text()))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..engine import RunContext
 from ..errors import ConfigError
@@ -34,15 +34,26 @@ def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progr
                      threads=args.threads, progress=not args.quiet if progress is None else progress,
                      cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
                      checkpoint_dir=checkpoints if every else None, checkpoint_every=max(every, 1),
-                     resume=getattr(args, "resume", False), data_parallel=getattr(args, "data_parallel", 1))
+                     resume=getattr(args, "resume", False),
+                     data_parallel=getattr(args, "data_parallel", 1),
+                     weights_dirs=weights_dirs(args))
     if ctx.data_parallel > 1:
         from ..engine.launch import require_ray
 
         require_ray()
     if local_device:
-        ctx.torch_device  # a clear error now if CUDA was asked for but is absent
+        ctx.check_device()
     ctx.apply_threads()
     return ctx
+
+
+def weights_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The ``--weights-dir`` folders, each checked to be a folder."""
+    dirs = tuple(Path(d).expanduser() for d in getattr(args, "weights_dir", None) or ())
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError(f"--weights-dir {folder}: not a folder")
+    return dirs
 
 
 def spec_from(args: argparse.Namespace, variant: str | None = None) -> SystemSpec:

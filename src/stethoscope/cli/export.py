@@ -1,4 +1,5 @@
-"""``stethoscope export --model M --format onnx --out OUT``: a trained model's scoring network as ONNX.
+"""``stethoscope export --model M --format onnx --out OUT``: a trained model's scoring network as
+ONNX.
 
 The export folder (``model.onnx``, ``export.json`` and, with ``--frontend outside``, the
 front end's filter bank and window as ``.npy``) is scored on a box without PyTorch by
@@ -19,18 +20,22 @@ FORMATS = ("onnx",)
 def add_parser(sub: Any) -> None:
     from ..export import FRONTEND_MODES, OPSET, SUPPORTED
 
-    p = sub.add_parser("export", help="export a trained model's scoring network (ONNX) for edge boxes",
-                       description=f"Export a trained model's scoring network. Systems: {', '.join(SUPPORTED)}.")
+    p = sub.add_parser("export", help="export a trained model's scoring network (ONNX) for edge "
+                                      "boxes",
+                       description="Export a trained model's scoring network. Systems: "
+                                   f"{', '.join(SUPPORTED)}.")
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx")
     p.add_argument("--out", required=True, help="export folder (written atomically)")
     p.add_argument("--frontend", default="outside", choices=FRONTEND_MODES,
-                   help="outside (default): log-mel in numpy by the runtime, the graph takes log-mels; "
+                   help="outside (default): log-mel in numpy by the runtime, the graph takes "
+                        "log-mels; "
                         "inside: STFT and log-mel in the graph, which takes the 16 kHz waveform")
     p.add_argument("--seconds", type=float,
-                   help="clip length that ldgan / tldiffgan exports score (default 10; their scoring noise is "
-                        "fixed per length); other systems score any length")
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}; >= 17 for STFT)")
+                   help="clip length that ldgan / tldiffgan exports score (default 10; their "
+                        "scoring noise is fixed per length); other systems score any length")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}; >= 17 "
+                                                            "for STFT)")
     add_quiet(p)
     p.set_defaults(func=cmd_export)
 

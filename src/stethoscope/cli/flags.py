@@ -57,7 +57,8 @@ def add_max_seconds(group: Container) -> None:
 
 def add_runtime(p: argparse.ArgumentParser, training: bool = False, *, seed: bool = True, cache: bool = True,
                 audio: bool = True, threads: int | None = None) -> argparse._ArgumentGroup:
-    """The ``runtime`` group: ``--device``, ``--threads`` (default ``threads``) and ``--quiet``;
+    """The ``runtime`` group: ``--device``, ``--threads`` (default ``threads``), ``--weights-dir``
+    and ``--quiet``;
     ``--seed``, ``--cache``/``--no-cache`` and ``--on-bad-audio``/``--max-seconds`` unless turned
     off; with ``training`` also ``--precision``, ``--resume`` and ``--checkpoint-every``."""
     g = p.add_argument_group("runtime")
@@ -72,6 +73,10 @@ def add_runtime(p: argparse.ArgumentParser, training: bool = False, *, seed: boo
         g.add_argument("--cache", metavar="DIR", help="feature cache folder (default $STETHOSCOPE_CACHE or "
                                                       "~/.cache/stethoscope)")
         g.add_argument("--no-cache", action="store_true", help="read and write no feature cache")
+    g.add_argument("--weights-dir", action="append", metavar="DIR",
+                   help="folder of pretrained encoder weights, searched first (repeatable; "
+                        "then $STETHOSCOPE_WEIGHTS_DIR, then ~/.cache/stethoscope/weights); a "
+                        "saved model finds its weights there by sha256, whatever the file's name")
     add_quiet(g)
     if audio:
         add_audio_flag(g)

@@ -27,7 +27,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if enc["name"] == "random":
             state = "random weights (a no-pretraining control)"
         else:
-            state = f"weights {'present' if enc.get('weights_present') else 'missing'} ({enc.get('weights_file')})"
+            present = "present" if enc.get("weights_present") else "missing"
+            state = f"weights {present} ({enc.get('weights_file')})"
         print(f"  {enc['name']:<24} dim {enc['dim']:<4} {state}")
     print("detectors:")
     for det in list_detectors():

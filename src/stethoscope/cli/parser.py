@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stethoscope", description=doc)
     parser.add_argument("--version", action="version", version=_version(),
                         help="print the stethoscope, torch and Python versions and exit")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (VERB --help for more)")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (VERB "
+                                                                                 "--help for more)")
     for verb, module in VERBS.items():
         module.add_parser(sub)
         if verb not in sub.choices:

@@ -28,8 +28,8 @@ from .flags import add_audio_flag, add_channel, add_quiet
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("scan", help="what a data folder holds: layout and why, types, splits, audio facts, "
-                                    "quality findings")
+    p = sub.add_parser("scan", help="what a data folder holds: layout and why, types, splits, "
+                                    "audio facts, quality findings")
     p.add_argument("data", help="data folder (any supported layout) or a .csv manifest")
     p.add_argument("--layout", default="auto",
                    help="auto (default), dcase2020, dcase2021, dcase2022, mimii, folder, manifest")
@@ -63,15 +63,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if others:
             print(f"  files other layouts fit: {', '.join(others)} of {detection.n_files}")
     print(f"{len(clips)} clips, {len({c.machine for c in clips})} machine type(s)")
-    print(f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<13}{'label':<11}{'clips':>6}{'hidden attrs':>14}")
+    print(f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<13}{'label':<11}"
+          f"{'clips':>6}{'hidden attrs':>14}")
     label = {0: "normal", 1: "anomaly", None: "unlabelled"}
     keys = [(c.machine, c.section_tag, c.domain or "-", c.split, label[c.label]) for c in clips]
-    groups, hidden = Counter(keys), Counter(k for k, c in zip(keys, clips) if c.hidden_attributes)
+    groups, hidden = Counter(keys), Counter(k for k, c in zip(keys, clips, strict=True) if c.hidden_attributes)
     for key, n in sorted(groups.items()):
         machine, section, domain, split, lab = key
-        print(f"  {machine:<16}{section:<12}{domain:<8}{split:<13}{lab:<11}{n:>6}{hidden[key] or '-':>14}")
+        print(f"  {machine:<16}{section:<12}{domain:<8}{split:<13}{lab:<11}{n:>6}"
+              f"{hidden[key] or '-':>14}")
     roles = Counter(c.split for c in clips)
-    print(f"roles: {_counts(roles)}" + (f"; {SUPPLEMENTAL}: extra clean machine / noise clips, for systems that "
+    print(f"roles: {_counts(roles)}" + (f"; {SUPPLEMENTAL}: extra clean machine / noise clips, "
+                                        "for systems that "
                                          "ask for them (none is trained on them by default)"
                                          if roles[SUPPLEMENTAL] else ""))
     n_hidden, n_attrs = sum(c.hidden_attributes for c in clips), sum(bool(c.attributes) for c in clips)
@@ -84,7 +87,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print(f"audio: {len(facts)} readable headers of {len({Path(c.path) for c in clips})} files")
     print(f"  formats: {_counts(Counter(f'{h.format}/{h.subtype}' for h in facts))}")
     print(f"  sample rates: {_counts(Counter(f'{h.sample_rate} Hz' for h in facts))}")
-    print(f"  channels: {_counts(Counter(h.channels for h in facts))}; reading channel {channel_name(channel)}"
+    print(f"  channels: {_counts(Counter(h.channels for h in facts))}; reading channel "
+          f"{channel_name(channel)}"
           + (" (the mean of all channels)" if channel is None else ""))
     print(f"  durations: {_spread([h.seconds for h in facts], 's')}")
     policy = current_policy()

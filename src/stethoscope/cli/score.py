@@ -13,9 +13,11 @@ from .flags import add_channel, add_runtime
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score audio files with a trained model")
-    p.add_argument("--model", required=True, help="model folder written by `train` (--engine ray: also a folder "
+    p.add_argument("--model", required=True, help="model folder written by `train` (--engine "
+                                                  "ray: also a folder "
                                                   "of one model per machine type)")
-    p.add_argument("paths", nargs="+", help="audio files or folders (--engine ray: also URIs, e.g. s3://...)")
+    p.add_argument("paths", nargs="+", help="audio files or folders (--engine ray: also URIs, "
+                                            "e.g. s3://...)")
     p.add_argument("--csv", help="also write the scores to this CSV")
     add_channel(p, model=True)
     add_runtime(p)
@@ -30,7 +32,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     ctx = run_context(args, progress=False)
     scores = score_paths(args.model, args.paths, ctx, args.channel, Path(args.csv) if args.csv else None)
     width = max([len(str(p)) for p in scores.paths], default=4)
-    print(f"{'file':<{width}}  {'score':>12}  decision   (threshold {scores.system.threshold_:.6g})")
-    for p, r in zip(scores.paths, scores.rows):
-        print(f"{str(p):<{width}}  {r.score:12.6g}  {'ANOMALY' if r.decision else 'normal'}")
+    print(f"{'file':<{width}}  {'score':>12}  decision   (threshold "
+          f"{scores.system.threshold_:.6g})")
+    for p, r in zip(scores.paths, scores.rows, strict=True):
+        print(f"{p!s:<{width}}  {r.score:12.6g}  {'ANOMALY' if r.decision else 'normal'}")
     return 0

@@ -12,20 +12,23 @@ from .flags import DEFAULT_SYSTEM, add_data, add_runtime, add_system
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a system per machine type on normal clips",
-                       description="Train a system per machine type on normal clips. A joint system (marked "
-                                   "in `list`) is fitted once over every machine type in --data and writes "
-                                   "one self-contained model per type all the same.")
+                       description="Train a system per machine type on normal clips. A joint "
+                                   "system (marked in `list`) is fitted once over every machine "
+                                   "type in --data and writes one self-contained model per type "
+                                   "all the same.")
     p.add_argument("--data", required=True, help="data root (any supported layout)")
     p.add_argument("--system", default=DEFAULT_SYSTEM,
-                   help=f"system name (default {DEFAULT_SYSTEM}); see `list` (joint: one fit over all types)")
-    p.add_argument("--out", required=True, help="model folder (one subfolder per machine type if several)")
+                   help=f"system name (default {DEFAULT_SYSTEM}); see `list` (joint: one fit over "
+                        "all types)")
+    p.add_argument("--out", required=True, help="model folder (one subfolder per machine type if "
+                                                "several)")
     p.add_argument("--val", help="labelled validation data root (for systems that select on it)")
     add_data(p)
     add_system(p)
     add_runtime(p, training=True).add_argument(
         "--data-parallel", type=int, default=1, metavar="N",
-        help="train each model on N Ray Train workers together (gloo on CPU; with --device cuda one GPU each); "
-             "needs pip install 'stethoscope[ray]' (docs/data_parallel.md)")
+        help="train each model on N Ray Train workers together (gloo on CPU; with --device cuda "
+             "one GPU each); needs pip install 'stethoscope[ray]' (docs/data_parallel.md)")
     add_engine_flags(p)
     p.set_defaults(func=cmd_train)
 

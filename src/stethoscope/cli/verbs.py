@@ -4,8 +4,25 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import (bench, cache, calibrate, demo, download, evaluate, explain, export, listing, report, scan, score, serve,
-               stream, toy, train, watch)
+from . import (
+               bench,
+               cache,
+               calibrate,
+               demo,
+               download,
+               evaluate,
+               explain,
+               export,
+               listing,
+               report,
+               scan,
+               score,
+               serve,
+               stream,
+               toy,
+               train,
+               watch,
+)
 
 VERBS: dict[str, ModuleType] = {
     "demo": demo, "train": train, "score": score, "evaluate": evaluate, "bench": bench, "stream": stream,

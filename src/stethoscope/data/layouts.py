@@ -6,23 +6,27 @@ by name); every audio file under a scanned folder must parse, or `LayoutError` n
 nothing is dropped silently. Other files (.csv, .txt, .md, ...) are ignored. Layouts:
 
 * ``dcase2020``: ``<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav``
-* ``dcase2021``: ``<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_[{normal,anomaly}_]NNNN[_attrs].wav``
-* ``dcase2022`` (2022-2026): ``<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav``
+* ``dcase2021``:
+``<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_[{normal,anomaly}_]NNNN[_attrs].wav``
+* ``dcase2022`` (2022-2026):
+``<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav``
   with ``<type>/attributes_XX.csv``; unlabelled evaluation names ``section_XX_NNNN.wav``;
   ``<attrs>`` ``noAttribute`` (2024+) marks withheld attributes (``Clip.hidden_attributes``);
   2025's ``<type>/supplemental/`` (clean machine and noise recordings) gives clips of split
   ``supplemental``; 2026's clips have two channels (0 near, 1 far microphone: ``channel``)
-* ``mimii``: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav`` (8-channel raw files: ``channel`` picks one)
-* ``folder``: ``<root>/{normal,anomaly|abnormal}/...`` (test) and optional ``<root>/train/`` (normals)
+* ``mimii``: ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav`` (8-channel raw files: ``channel`` picks
+one)
+* ``folder``: ``<root>/{normal,anomaly|abnormal}/...`` (test) and optional ``<root>/train/``
+(normals)
 * ``manifest``: a CSV file ``path,label[,machine,section,domain,split]``
 """
 from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 from ..errors import LayoutError
 from .clip import ANOMALY, HIDDEN, NORMAL, SUPPLEMENTAL, Clip
@@ -66,11 +70,12 @@ def _name_attributes(tail: str | None) -> tuple[tuple[str, str], ...]:
     tokens = tail.split("_")
     if len(tokens) % 2:
         return (("attributes", tail),)
-    return tuple(zip(tokens[0::2], tokens[1::2]))
+    return tuple(zip(tokens[0::2], tokens[1::2], strict=True))
 
 
 def _mismatch(path: Path, layout: str, expected: str) -> LayoutError:
-    return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected {expected})")
+    return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected "
+                       f"{expected})")
 
 
 def _scan_files(root: Path, layout: str, channel: int | None, files: list[Path] | None = None) -> list[Clip]:
@@ -114,7 +119,8 @@ def _parser_dcase2020(base: Path, channel: int | None) -> Parser:
 
 
 def scan_dcase2020(root: str | Path, channel: int | None = 0) -> list[Clip]:
-    """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type folder."""
+    """DCASE 2020 Task 2: ``<type>/{train,test}/`` files; ``root`` may be the data set or one type
+    folder."""
     return _scan_files(Path(root), "dcase2020", channel)
 
 
@@ -168,14 +174,15 @@ def read_attribute_csvs(type_dir: Path) -> dict[str, tuple[tuple[str, str], ...]
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header or header[0].strip() != "file_name":
-                raise LayoutError(f"{csv_path}: attribute file must start with a 'file_name' column")
+                raise LayoutError(f"{csv_path}: attribute file must start with a 'file_name' "
+                                  "column")
             for row in reader:
                 if not row or not row[0].strip():
                     continue
                 parts = Path(row[0].strip()).parts
                 key = "/".join(parts[-2:])
                 values = [c.strip() for c in row[1:]]
-                pairs = tuple((p, v) for p, v in zip(values[0::2], values[1::2]) if p)
+                pairs = tuple((p, v) for p, v in zip(values[0::2], values[1::2], strict=False) if p)
                 table[key] = pairs
     return table
 
@@ -217,7 +224,8 @@ def _supplemental(path: Path, machine: str, channel: int | None) -> Clip:
     ``section_XX_<kind>_NNNN[_attrs]`` gives the section, ``("kind", <kind>)`` and the
     attributes; other names are taken as they are (section 00): the folder says what they are."""
     m = _RE_SUPPLEMENTAL.match(path.stem)
-    section, attrs, hidden = "00", (), False
+    section, hidden = "00", False
+    attrs: tuple[tuple[str, str], ...] = ()
     if m is not None:
         section, kind, _, tail = m.groups()
         attrs, hidden = (("kind", kind), *_name_attributes(tail)), tail == HIDDEN
@@ -279,8 +287,9 @@ EXPECTED = {
     "dcase2020": "<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav",
     "dcase2021": "<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_"
                  "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav",
-    "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN_<attrs>.wav"
-                 ", <type>/test/section_XX_NNNN.wav or <type>/supplemental/<file>",
+    "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_"
+                 "{normal,anomaly}_NNNN_<attrs>.wav, <type>/test/section_XX_NNNN.wav"
+                 " or <type>/supplemental/<file>",
     "mimii": "<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav",
     "folder": "<root>/{train,normal,anomaly,abnormal}/<file>.wav",
 }
@@ -320,7 +329,8 @@ def detect(root: str | Path) -> Detection:
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return Detection("manifest", "a .csv file is a manifest")
-        raise LayoutError(f"{root}: a file that is not a .csv manifest; give a data folder or a manifest")
+        raise LayoutError(f"{root}: a file that is not a .csv manifest; give a data folder or a "
+                          "manifest")
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder or file")
     files = audio_files(root)
@@ -341,8 +351,8 @@ def detect(root: str | Path) -> Detection:
         more = f" ({', '.join(also)} fit too; {best[0]} is more specific)" if also else ""
         return found(best[0], f"all {n} audio files fit its names and folders{more}")
     if best:
-        raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio files; "
-                          f"choose one with {' or '.join(f'--layout {b}' for b in best)}")
+        raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio "
+                          f"files; choose one with {' or '.join(f'--layout {b}' for b in best)}")
     partial = [name for name in _TRIED if fits[name]]
     if not partial:
         raise LayoutError(f"{root}: no known layout matches (tried {', '.join(_TRIED)}, manifest); "
@@ -352,9 +362,10 @@ def detect(root: str | Path) -> Detection:
         return found(widest[0], f"{fits[widest[0]]} of {n} audio files fit its names and folders, "
                                 "and no other layout fits a file it does not")
     listed = ", ".join(f"{name} fits {fits[name]} of {n}" for name in partial)
-    raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part on its own "
-                      f"(one folder per layout), or choose one with {' or '.join(f'--layout {p}' for p in partial)} "
-                      "to have the files it does not fit named")
+    raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part "
+                      "on its own (one folder per layout), or choose one with "
+                      f"{' or '.join(f'--layout {p}' for p in partial)} to have the files it does "
+                      "not fit named")
 
 
 def detect_layout(root: str | Path) -> str:
@@ -374,7 +385,8 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     if layout not in SCANNERS:
         raise LayoutError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
     if channel is not None and channel < 0:
-        raise LayoutError(f"channel must be >= 0 (or None for the mean of all channels), got {channel}")
+        raise LayoutError("channel must be >= 0 (or None for the mean of all channels), got "
+                          f"{channel}")
     try:
         if detection and layout != "manifest":  # the files detection listed, not a second walk
             clips = _scan_files(Path(root), layout, channel, list(detection.files))
@@ -383,13 +395,14 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     except LayoutError as err:
         if detection is None:
             raise
-        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; a folder mixing layouts "
-                          f"must be scanned one part at a time; otherwise name its layout: {_FLAGS}]") from err
+        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; "
+                          "a folder mixing layouts must be scanned one part at a time; "
+                          f"otherwise name its layout: {_FLAGS}]") from err
     if machine is not None:
         kept = [c for c in clips if c.machine == machine]
         if not kept:
-            raise LayoutError(f"{root}: no {layout} clips of machine {machine!r}; machines present: "
-                              f"{', '.join(sorted({c.machine for c in clips}))}")
+            raise LayoutError(f"{root}: no {layout} clips of machine {machine!r}; machines "
+                              f"present: {', '.join(sorted({c.machine for c in clips}))}")
         clips = kept
     if split is not None:
         kept = [c for c in clips if c.split == split]

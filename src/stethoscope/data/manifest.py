@@ -23,7 +23,8 @@ def scan_manifest(csv_path: str | Path, channel: int | None = 0) -> list[Clip]:
         reader = csv.DictReader(handle)
         fields = [f.strip() for f in reader.fieldnames or []]
         if "path" not in fields or "label" not in fields:
-            raise LayoutError(f"{csv_path}: manifest header must contain 'path' and 'label' (got {fields})")
+            raise LayoutError(f"{csv_path}: manifest header must contain 'path' and 'label' (got "
+                              f"{fields})")
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     clips = []
     policy = current_policy()
@@ -32,7 +33,8 @@ def scan_manifest(csv_path: str | Path, channel: int | None = 0) -> list[Clip]:
         path = path if path.is_absolute() else csv_path.parent / path
         where = f"{csv_path}, line {line}"
         if not row["path"] or not is_audio_name(path.name):
-            raise LayoutError(f"{where}: {row['path']!r} is not an audio file name (.wav, .flac, .ogg, .mp3, ...)")
+            raise LayoutError(f"{where}: {row['path']!r} is not an audio file name (.wav, .flac, "
+                              ".ogg, .mp3, ...)")
         if not path.exists() and not path.is_symlink():
             raise LayoutError(f"{where}: audio file {path} not found")
         problem = entry_problem(path)  # a folder, FIFO or broken link: the audio policy's call

@@ -23,20 +23,31 @@ import statistics
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from ..errors import AudioError, AudioSkipped, ConfigError
 from .clip import Clip
-from .quality import DEFAULT_MAX_SECONDS, AudioHeader, Problem, duration_problem, entry_problem, is_audio_name, \
-    is_hidden, read_header, too_long, too_short
+from .quality import (
+    DEFAULT_MAX_SECONDS,
+    AudioHeader,
+    Problem,
+    duration_problem,
+    entry_problem,
+    is_audio_name,
+    is_hidden,
+    read_header,
+    too_long,
+    too_short,
+)
 
 ON_BAD_AUDIO = ("error", "skip", "warn")
-SKIP_HINT = " (--on-bad-audio skip leaves such files out)"  # ends an error that the flag could turn into a skip
+# ends an error that the flag could turn into a skip
+SKIP_HINT = " (--on-bad-audio skip leaves such files out)"
 
 
 class AudioWarning(UserWarning):
@@ -67,9 +78,11 @@ class AudioPolicy:
     def __init__(self, on_bad_audio: str | None = None, say: Callable[[str], None] = _python_warning,
                  max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
         if on_bad_audio not in (None, *ON_BAD_AUDIO):
-            raise ConfigError(f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got {on_bad_audio!r}")
+            raise ConfigError(f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got "
+                              f"{on_bad_audio!r}")
         if not 0 < max_seconds < float("inf"):
-            raise ConfigError(f"--max-seconds must be a positive number of seconds, got {max_seconds}")
+            raise ConfigError("--max-seconds must be a positive number of seconds, got "
+                              f"{max_seconds}")
         self.on_bad_audio = on_bad_audio
         self.max_seconds = float(max_seconds)  # longest audio decoded: a runtime limit, never a hyperparameter
         self._say = say
@@ -145,11 +158,12 @@ class AudioPolicy:
         if not skipped and not warned:
             return None
         where = f"; list in {skipped_csv}" if skipped and skipped_csv else ""
-        return (f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with warnings{where}"
-                f" (--on-bad-audio {self.on_bad_audio or 'default'})")
+        return (f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with "
+                f"warnings{where} (--on-bad-audio {self.on_bad_audio or 'default'})")
 
     def write_skipped(self, path: Path) -> Path | None:
-        """``skipped.csv`` (file, reason) of the files left out; None (and no file) when none were."""
+        """``skipped.csv`` (file, reason) of the files left out; None (and no file) when none
+        were."""
         reasons: dict[str, list[str]] = {}
         for f in self.findings:
             if f.path in self._skipped:
@@ -167,7 +181,7 @@ class AudioPolicy:
         return path
 
     @contextmanager
-    def active(self) -> Iterator["AudioPolicy"]:
+    def active(self) -> Iterator[AudioPolicy]:
         """Make this the policy of every scan and decode in the block (and threads it starts
         through `iter_decoded`)."""
         token = _ACTIVE.set(self)
@@ -188,7 +202,8 @@ _ACTIVE: ContextVar[AudioPolicy | None] = ContextVar("stethoscope_audio_policy",
 
 
 def current_policy() -> AudioPolicy:
-    """The active policy, or a fresh default one (errors on unreadable, Python warnings on suspicious)."""
+    """The active policy, or a fresh default one (errors on unreadable, Python warnings on
+    suspicious)."""
     return _ACTIVE.get() or AudioPolicy()
 
 
@@ -227,10 +242,11 @@ def audio_paths(paths: Sequence[str | Path], policy: AudioPolicy | None = None) 
     for path in map(Path, paths):
         if path.is_dir() and not is_audio_name(path.name):
             files, refused = list_audio(path)
-            for bad, problem in refused:
-                policy.judge(bad, [problem])
+            for bad, refusal in refused:
+                policy.judge(bad, [refusal])
             if not files and not refused:
-                raise LayoutError(f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, ...)")
+                raise LayoutError(f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, "
+                                  "...)")
             out += files
             continue
         problem = entry_problem(path)
@@ -246,7 +262,8 @@ def screen(clips: Sequence[Clip], min_seconds: float = 0.0, policy: AudioPolicy 
            by: Callable[[Clip], str] = lambda c: c.machine) -> tuple[list[Clip], dict[Path, AudioHeader]]:
     """Header-level checks of every clip before any is decoded: readable, suffix vs content,
     sample rate, long enough for ``min_seconds``, not longer than the policy's ``max_seconds``
-    (refused unread), duration within `quality.DURATION_RANGE` of its group's median (groups: ``by``, the machine type). Returns the kept clips and
+    (refused unread), duration within `quality.DURATION_RANGE` of its group's median (groups:
+    ``by``, the machine type). Returns the kept clips and
     the headers read (one per file)."""
     policy = policy or current_policy()
     headers: dict[Path, AudioHeader] = {}

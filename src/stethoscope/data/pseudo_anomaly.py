@@ -13,7 +13,7 @@ measured in docs/RESULTS.md section 14.3 (`benchmarks/pseudo_validation.py`), no
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -44,10 +44,12 @@ def tone(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) -> 
 
 
 def harmonics(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) -> np.ndarray:
-    """A harmonic series (80-400 Hz fundamental, 6 harmonics falling as 1/k): a new rotating part."""
+    """A harmonic series (80-400 Hz fundamental, 6 harmonics falling as 1/k): a new rotating
+    part."""
     t = np.arange(len(wave)) / sr
     f0 = rng.uniform(80.0, 400.0)
-    added = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 7) if k * f0 < sr / 2)
+    added = sum((np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 7) if k * f0 < sr / 2),
+                np.zeros(len(wave)))
     added = added / _rms(added) * _gate(rng, len(wave), sr)
     return wave + added * _rms(wave) * 10 ** (_ADD_DB[severity - 1] / 20)
 
@@ -77,7 +79,8 @@ def amplitude_modulation(wave: np.ndarray, severity: int, rng: np.random.Generat
 
 
 def frequency_modulation(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) -> np.ndarray:
-    """The speed wobbles at 1-8 Hz by 0.5 / 1 / 2 %: the clip read at a periodically varying rate."""
+    """The speed wobbles at 1-8 Hz by 0.5 / 1 / 2 %: the clip read at a periodically varying
+    rate."""
     n = len(wave)
     fm, dev = rng.uniform(1.0, 8.0), (0.005, 0.01, 0.02)[severity - 1]
     t = np.arange(n)

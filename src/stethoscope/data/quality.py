@@ -74,7 +74,8 @@ def entry_problem(path: str | Path) -> Problem | None:
         try:
             st = path.stat()
         except FileNotFoundError:
-            return Problem(f"a broken symbolic link (its target {os.readlink(path)} does not exist)", unreadable=True)
+            return Problem(f"a broken symbolic link (its target {os.readlink(path)} does not "
+                           "exist)", unreadable=True)
         except OSError as err:
             return Problem(f"a symbolic link that cannot be followed ({err.strerror or err})", unreadable=True)
     kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
@@ -89,7 +90,8 @@ def entry_problem(path: str | Path) -> Problem | None:
     suffix = path.suffix.lower()
     if suffix in _SUFFIX_FORMATS and suffix not in AUDIO_SUFFIXES:
         names = "/".join(_SUFFIX_FORMATS[suffix]) or suffix[1:].upper()
-        return Problem(f"{names} files cannot be decoded by this libsndfile ({sf.__libsndfile_version__}); "
+        return Problem(f"{names} files cannot be decoded by this libsndfile "
+                       f"({sf.__libsndfile_version__}); "
                        "convert it to WAV or FLAC", unreadable=True)
     return None
 
@@ -106,7 +108,8 @@ def wav_truncation(head: bytes, size: int) -> str | None:
         available = size - offset - 8
         if chunk == b"data":
             if length not in (0, 0xFFFFFFFF) and available < length:  # 0 / -1: size unknown (streamed)
-                return f"truncated WAV: data chunk declares {length} bytes but only {available} are present"
+                return (f"truncated WAV: data chunk declares {length} bytes but only {available} "
+                        "are present")
             return None
         offset += 8 + length + (length & 1)
     if offset < size and offset + 8 > len(head):
@@ -179,7 +182,8 @@ def header_problems(header: AudioHeader) -> list[Problem]:
     out = []
     expected = _SUFFIX_FORMATS.get(header.path.suffix.lower(), ())
     if expected and header.format not in expected:
-        out.append(Problem(f"the content is {header.format} ({header.subtype}), not {expected[0]} as its name says"))
+        out.append(Problem(f"the content is {header.format} ({header.subtype}), not {expected[0]} "
+                           "as its name says"))
     if header.sample_rate < MIN_SAMPLE_RATE:
         out.append(Problem(f"sample rate {header.sample_rate} Hz is under {MIN_SAMPLE_RATE} Hz "
                            f"(nothing above {header.sample_rate // 2} Hz was recorded)"))
@@ -190,8 +194,8 @@ def too_short(seconds: float, min_seconds: float) -> Problem | None:
     """An unreadable finding when a clip is shorter than the model's shortest input."""
     if seconds >= min_seconds:
         return None
-    return Problem(f"too short: {seconds:.4g} s of audio, at least {min_seconds:.3g} s needed for the model's "
-                   "input", unreadable=True)
+    return Problem(f"too short: {seconds:.4g} s of audio, at least "
+                   f"{min_seconds:.3g} s needed for the model's input", unreadable=True)
 
 
 def max_frames(max_seconds: float, sample_rate: int, channels: int) -> int:
@@ -208,8 +212,9 @@ def too_long(header: AudioHeader, max_seconds: float) -> Problem | None:
     no finding: decoding stops at the limit instead (`data.audio`)."""
     if header.frames >= UNKNOWN_FRAMES or header.frames <= max_frames(max_seconds, header.sample_rate, header.channels):
         return None
-    return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} channel(s) at "
-                   f"{header.sample_rate} Hz) is over the --max-seconds {max_seconds:g} limit; not decoded",
+    return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} "
+                   f"channel(s) at {header.sample_rate} Hz) is over the --max-seconds "
+                   f"{max_seconds:g} limit; not decoded",
                    unreadable=True)
 
 
@@ -242,7 +247,7 @@ class WaveStats:
     lag1: float       # lag-1 autocorrelation of the AC part (about 0 for random bytes, near 1 for sound)
 
     @classmethod
-    def of(cls, wave: np.ndarray, sample_rate: int) -> "WaveStats":
+    def of(cls, wave: np.ndarray, sample_rate: int) -> WaveStats:
         wave = np.asarray(wave, dtype=np.float32)
         n = len(wave)
         if n == 0 or not np.isfinite(wave).all():
@@ -251,7 +256,7 @@ class WaveStats:
             return cls._finite(wave, n, sample_rate)
 
     @classmethod
-    def _finite(cls, wave: np.ndarray, n: int, sample_rate: int) -> "WaveStats":
+    def _finite(cls, wave: np.ndarray, n: int, sample_rate: int) -> WaveStats:
         mean = float(wave.mean(dtype=np.float64))
         ac = wave - np.float32(mean)
         power = float(np.dot(ac, ac))
@@ -264,7 +269,7 @@ class WaveStats:
         return np.array(astuple(self), dtype=np.float64)
 
     @classmethod
-    def from_array(cls, values: np.ndarray) -> "WaveStats":
+    def from_array(cls, values: np.ndarray) -> WaveStats:
         n, sr, finite, *rest = (float(v) for v in values)
         return cls(int(n), int(sr), bool(finite), *rest)
 
@@ -286,18 +291,19 @@ class WaveStats:
             return [short]
         out, level = [], 20 * np.log10(max(self.ac_rms, 1e-12))
         if self.peak > 1.0:
-            out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples should lie "
-                               "within -1..1)"))
+            out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples "
+                               "should lie within -1..1)"))
         elif self.clipped >= CLIPPED_FRACTION:
             out.append(Problem(f"clipped: {100 * self.clipped:.2g}% of samples at full scale"))
         if self.repeated >= CONSTANT_FRACTION:
-            out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat the previous one "
-                               "(a stuck or DC-only signal)"))
+            out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat "
+                               "the previous one (a stuck or DC-only signal)"))
         elif level < SILENCE_DBFS:
-            out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} dBFS)"))
+            out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} "
+                               "dBFS)"))
         if abs(self.mean) >= max(DC_OFFSET, 0.1 * self.ac_rms):
             out.append(Problem(f"DC offset: mean sample value {self.mean:.3g}"))
         if level >= LOUD_DBFS and abs(self.lag1) < WHITE_CORRELATION and self.peak <= 1.0:
-            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with uncorrelated samples "
-                               "(random bytes rather than a recording?)"))
+            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with "
+                               "uncorrelated samples (random bytes rather than a recording?)"))
         return out

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
 
-from ..progress import progress as show_progress
-from .toy_sounds import MACHINE_SOUNDS, MachineState, coloured_noise, damped_kernel, ring, sin_at, time_window
 from ..fsutil import atomic_write_bytes, atomic_write_text
+from ..progress import progress as show_progress
+from .toy_sounds import (
+    MACHINE_SOUNDS,
+    MachineState,
+    coloured_noise,
+    damped_kernel,
+    ring,
+    sin_at,
+    time_window,
+)
 
 MACHINES = ("fan", "gearbox", "pump")
 DOMAINS = ("source", "target")
@@ -29,6 +37,8 @@ TARGET_TRAIN_FRACTION = 0.1  # DCASE 2022+: 990 source vs 10 target training cli
 
 # Attribute values each domain draws from (discrete, as in DCASE). ``speed`` is shaft rpm,
 # ``load`` a percentage, ``bg`` the colour of the background noise.
+Attributes = dict[str, float | str]  # one clip's operating condition: speed, load, background
+
 DOMAIN_ATTRIBUTES: dict[str, dict[str, dict[str, tuple]]] = {
     "fan": {
         "source": {"speed": (1200, 1350, 1500), "load": (40, 60), "bg": ("pink",)},
@@ -118,7 +128,7 @@ def _inject(kind: str, severity: int, m: MachineState, level: float, rng: np.ran
 
 
 # -- public API --------------------------------------------------------------------------------
-def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> dict[str, object]:
+def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> Attributes:
     """One clip's operating condition (speed, load, background) drawn from its domain's values."""
     if machine not in DOMAIN_ATTRIBUTES:
         raise ValueError(f"unknown toy machine {machine!r}; known: {MACHINES}")
@@ -130,7 +140,7 @@ def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> dict
 
 def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = None, severity: int = 1,
              seed: int = 0, seconds: float = 10.0, sample_rate: int = 16_000, section: int = 0,
-             attributes: dict[str, object] | None = None) -> tuple[np.ndarray, FaultRegion | None]:
+             attributes: Attributes | None = None) -> tuple[np.ndarray, FaultRegion | None]:
     """One float32 waveform in [-1, 1] and the fault region (None for a normal clip).
 
     Deterministic in ``seed``. ``attributes`` (speed/load/bg) default to a draw from ``domain``.
@@ -143,7 +153,7 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     rng = np.random.default_rng(seed)
     attrs = attributes if attributes is not None else draw_attributes(machine, domain, rng)
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     wave, m = MACHINE_SOUNDS[machine](rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section)
     wave += BG_LEVEL[domain] * coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
     region = None
@@ -155,7 +165,7 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
     return np.clip(wave, -1.0, 1.0).astype(np.float32), region
 
 
-def _attr_tag(attrs: dict[str, object]) -> str:
+def _attr_tag(attrs: Attributes) -> str:
     return "_".join(f"{k}_{v}" for k, v in attrs.items())
 
 
@@ -168,7 +178,7 @@ def _wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
 def _plan(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
     """(split, domain, label) of every clip of one section, DCASE proportions: ~10% of the
     training clips (at least one, once there are two) are target domain."""
-    n_target = max(1, int(round(TARGET_TRAIN_FRACTION * n_train))) if n_train >= 2 else 0
+    n_target = max(1, round(TARGET_TRAIN_FRACTION * n_train)) if n_train >= 2 else 0
     plan = [("train", "source", 0)] * (n_train - n_target) + [("train", "target", 0)] * n_target
     for i in range(n_test):  # alternate normal/anomaly, then source/target
         label = i % 2
@@ -195,7 +205,7 @@ class _ClipJob:
     sample_rate: int
 
 
-def _write_clip(job: _ClipJob) -> tuple[str, dict[str, object], FaultRegion | None]:
+def _write_clip(job: _ClipJob) -> tuple[str, Attributes, FaultRegion | None]:
     """Synthesise and write one clip; (file name, attributes, fault region). Nothing is kept."""
     rng = np.random.default_rng(job.seed)
     attrs = draw_attributes(job.sound, job.domain, rng)
@@ -203,15 +213,19 @@ def _write_clip(job: _ClipJob) -> tuple[str, dict[str, object], FaultRegion | No
                             seconds=job.seconds, sample_rate=job.sample_rate, section=job.section_index,
                             attributes=attrs)
     state = "normal" if job.kind is None else "anomaly"
-    name = f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_{_attr_tag(attrs)}.wav"
+    name = (f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_"
+            f"{_attr_tag(attrs)}.wav")
     atomic_write_bytes(job.directory / job.split / name, _wav_bytes(wave, job.sample_rate))
     return name, attrs, region
 
 
 def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, section: str, n_train: int,
                   n_test: int, seed: int, seconds: float, sample_rate: int) -> list[_ClipJob]:
-    """One section's clips in file order: seeds, fault kinds and per-(split, domain, state) numbers."""
-    jobs, counters, n_anom = [], {}, 0
+    """One section's clips in file order: seeds, fault kinds and per-(split, domain, state)
+    numbers."""
+    jobs: list[_ClipJob] = []
+    counters: dict[tuple[str, str, int], int] = {}
+    n_anom = 0
     for ci, (split, domain, label) in enumerate(_plan(n_train, n_test)):
         kind, severity = None, 1
         if label == 1:
@@ -245,8 +259,8 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     sounds = dict(sounds or {})
     for machine in machines:
         if sounds.get(machine, machine) not in MACHINE_SOUNDS:
-            raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine type {machine!r}; "
-                             f"known sounds: {MACHINES}")
+            raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
+                             f"type {machine!r}; known sounds: {MACHINES}")
     root = Path(root)
     total = len(machines) * len(sections) * (n_train + n_test)
     bar = show_progress(desc="toy", unit="clip", total=total, enabled=progress)
@@ -260,16 +274,16 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
                                      n_test, seed, seconds, sample_rate)
                 results = pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
                 attr_rows: list[list[object]] = []
-                for job, (name, attrs, region) in zip(jobs, results):
+                for job, (name, attrs, region) in zip(jobs, results, strict=True):
                     attr_rows.append([f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv])
                     if region is not None:
                         faults.append([f"{job.split}/{name}", region.kind, region.severity, f"{region.t0:.3f}",
                                        f"{region.t1:.3f}", f"{region.f0:.1f}", f"{region.f1:.1f}"])
                     bar.update()
                 header = ["file_name"] + [f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"]
-                atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header] + attr_rows))
+                atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header, *attr_rows]))
             atomic_write_text(mdir / "fault_regions.csv",
-                              _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"]] + faults))
+                              _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"], *faults]))
     finally:
         bar.close()
         if pool:
@@ -277,7 +291,7 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     return root
 
 
-def _csv(rows: list[list[object]]) -> str:
+def _csv(rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()

@@ -4,8 +4,8 @@ background, the domains' attributes and the faults; ``docs/toy_factory.md`` has 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.fft
@@ -78,7 +78,8 @@ class MachineState:
     resonance: float  # structural resonance excited by impacts (Hz)
 
 
-def harmonic_stack(phase: np.ndarray, base_order: float, amps: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+def harmonic_stack(phase: np.ndarray, base_order: float, amps: Sequence[float] | np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
     """sum_k amps[k-1] * sin(k * base_order * phase + random phase), by complex powers (fast)."""
     arg = np.mod(base_order * phase, 2 * np.pi).astype(np.float32)
     z = np.cos(arg) + np.complex64(1j) * np.sin(arg)

@@ -16,7 +16,8 @@ def get_detector(name: str, **params: Any) -> Detector:
     cls = DETECTORS[name]
     unknown = sorted(set(params) - set(cls.param_names))
     if unknown:
-        raise ConfigError(f"detector {name!r} has no parameter(s) {unknown}; parameters: {list(cls.param_names)}")
+        raise ConfigError(f"detector {name!r} has no parameter(s) {unknown}; parameters: "
+                          f"{list(cls.param_names)}")
     return cls(**params)
 
 
@@ -30,5 +31,15 @@ def list_detectors() -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["DETECTORS", "Detector", "GMM", "KNN", "LOF", "Mahalanobis", "SOS", "TrainingSetDetector",
-           "get_detector", "list_detectors"]
+__all__ = [
+    "DETECTORS",
+    "GMM",
+    "KNN",
+    "LOF",
+    "SOS",
+    "Detector",
+    "Mahalanobis",
+    "TrainingSetDetector",
+    "get_detector",
+    "list_detectors",
+]

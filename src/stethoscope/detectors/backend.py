@@ -21,8 +21,9 @@ against every bank. Nothing is pickled: `state` gives arrays and `index` JSON, a
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from imblearn.over_sampling import SMOTE
@@ -70,7 +71,7 @@ class EmbeddingBackend:
 
     # -- fitting ------------------------------------------------------------------------
     def fit(self, embeddings: np.ndarray, sections: Sequence[str], domains: Sequence[str | None],
-            centres: np.ndarray | None = None, centre_sections: Sequence[str] = ()) -> "EmbeddingBackend":
+            centres: np.ndarray | None = None, centre_sections: Sequence[str] = ()) -> EmbeddingBackend:
         """``centres`` (n, d) and their sections are needed by the ``centres`` kind only."""
         X = l2_normalise(embeddings)
         doms = [d or "source" for d in domains]
@@ -101,7 +102,8 @@ class EmbeddingBackend:
             if len(rows[small]) == 1 and len(rows[other]):
                 rows = {other: np.vstack([rows[other], rows[small]]), small: rows[small][:0]}
         if sum(len(r) for r in rows.values()) < 2:
-            where, fix = ("machine type", "") if group == ALL else (f"section ({group})", "set per_section false, ")
+            where, fix = ("machine type", "") if group == ALL else (f"section ({group})", "set per_section "
+                                                                                          "false, ")
             raise ConfigError(f"the gmm back-end needs at least 2 training clips per {where}; "
                               f"{fix}or use backend knn or centres")
         return rows
@@ -196,7 +198,7 @@ class EmbeddingBackend:
         return {"kind": self.kind, "banks": [b.meta() for b in self.banks], "centre_sections": self.centre_sections}
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], index: dict[str, Any], **params: Any) -> "EmbeddingBackend":
+    def from_state(cls, state: dict[str, np.ndarray], index: dict[str, Any], **params: Any) -> EmbeddingBackend:
         backend = cls(**params)
         if backend.kind == "centres":
             backend.centres, backend.centre_sections = np.asarray(state["centres"]), list(index["centre_sections"])

@@ -18,7 +18,7 @@ class Detector(ABC):
     name: str
 
     @abstractmethod
-    def fit(self, X: np.ndarray) -> "Detector":
+    def fit(self, X: np.ndarray) -> Detector:
         ...
 
     @abstractmethod
@@ -36,5 +36,5 @@ class Detector(ABC):
         raise NotImplementedError(f"detector {self.name!r} cannot be saved")
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> "Detector":
+    def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> Detector:
         raise NotImplementedError(f"detector {cls.name!r} cannot be loaded")

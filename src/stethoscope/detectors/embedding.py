@@ -50,10 +50,11 @@ class TrainingSetDetector(Detector):
     def get_params(self) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self.param_names}
 
-    def fit(self, X: np.ndarray) -> "TrainingSetDetector":
+    def fit(self, X: np.ndarray) -> TrainingSetDetector:
         X = _check(X)
         if len(X) < self.min_train:
-            raise ValueError(f"{self.name} needs at least {self.min_train} training rows, got {len(X)}")
+            raise ValueError(f"{self.name} needs at least {self.min_train} training rows, got "
+                             f"{len(X)}")
         self.train_ = X
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
         self._fit(self._transform(X))
@@ -86,12 +87,13 @@ class TrainingSetDetector(Detector):
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> "TrainingSetDetector":
+    def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> TrainingSetDetector:
         det = cls(**params).fit(np.asarray(state["train"]))
-        if det.scaler_ is not None and "scaler_mean" in state:
-            if not (np.allclose(det.scaler_.mean_, state["scaler_mean"])
-                    and np.allclose(det.scaler_.scale_, state["scaler_scale"])):
-                raise CheckpointError(f"{cls.name}: saved scaler statistics do not match the saved training rows")
+        if det.scaler_ is not None and "scaler_mean" in state and not (
+                np.allclose(det.scaler_.mean_, state["scaler_mean"])
+                and np.allclose(det.scaler_.scale_, state["scaler_scale"])):
+                raise CheckpointError(f"{cls.name}: saved scaler statistics do not match the "
+                                      "saved training rows")
         return det
 
 
@@ -99,6 +101,7 @@ class KNN(TrainingSetDetector):
     """Distance to the k-th nearest training row ("largest") or mean of the k ("mean"); PyOD."""
 
     name = "knn"
+    min_train = 2
     param_names = ("n_neighbors", "method", "standardize")
 
     def __init__(self, n_neighbors: int = 2, method: str = "largest", standardize: bool = True) -> None:
@@ -106,7 +109,6 @@ class KNN(TrainingSetDetector):
         if method not in ("largest", "mean", "median"):
             raise ConfigError(f"knn method must be largest, mean or median, got {method!r}")
         self.n_neighbors, self.method = n_neighbors, method
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         from pyod.models.knn import KNN as PyodKNN
@@ -124,12 +126,12 @@ class LOF(TrainingSetDetector):
     """Local outlier factor (scikit-learn, novelty mode); score = -score_samples."""
 
     name = "lof"
+    min_train = 2
     param_names = ("n_neighbors", "standardize")
 
     def __init__(self, n_neighbors: int = 20, standardize: bool = True) -> None:
         super().__init__(standardize)
         self.n_neighbors = n_neighbors
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         self.k_ = max(1, min(self.n_neighbors, len(X) - 1))
@@ -168,12 +170,12 @@ class Mahalanobis(TrainingSetDetector):
     (embeddings usually have more dimensions than training clips)."""
 
     name = "mahalanobis"
+    min_train = 2
     param_names = ("shrinkage", "standardize")
 
     def __init__(self, shrinkage: bool = True, standardize: bool = True) -> None:
         super().__init__(standardize)
         self.shrinkage = shrinkage
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         if self.shrinkage and len(X) < X.shape[1]:
@@ -225,12 +227,12 @@ class SOS(TrainingSetDetector):
     """
 
     name = "sos"
+    min_train = 2
     param_names = ("perplexity", "standardize")
 
     def __init__(self, perplexity: float = 4.5, standardize: bool = True) -> None:
         super().__init__(standardize)
         self.perplexity = perplexity
-        self.min_train = 2
 
     def _fit(self, X: np.ndarray) -> None:
         D = pairwise_distances(X, metric="euclidean")
@@ -254,7 +256,8 @@ class SOS(TrainingSetDetector):
 
 
 def _perplexity_beta(distances: np.ndarray, perplexity: float, tol: float = 1e-5, max_tries: int = 5000) -> float:
-    """Precision beta with entropy of softmax(-d * beta) equal to log(perplexity) (PyOD's search)."""
+    """Precision beta with entropy of softmax(-d * beta) equal to log(perplexity) (PyOD's
+    search)."""
     log_u = np.log(perplexity)
     beta, lo, hi = 1.0, -np.inf, np.inf
     for _ in range(max_tries):

@@ -25,24 +25,43 @@ def _pairwise(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
 class DetectorModule(nn.Module):
     """A fitted `TrainingSetDetector`'s ``score`` on float64 rows (its scaler included)."""
 
+    # the buffers each detector registers (typed here: nn.Module's attribute lookup is untyped)
+    shift: torch.Tensor
+    scale: torch.Tensor
+    rows: torch.Tensor
+    kdist: torch.Tensor
+    lrd: torch.Tensor
+    const: torch.Tensor
+    cross: torch.Tensor
+    precisions: torch.Tensor
+    bias: torch.Tensor
+    beta: torch.Tensor
+    row_sums: torch.Tensor
+    location: torch.Tensor
+    precision: torch.Tensor
+    k: int
+    method: str
+
     def __init__(self, det: TrainingSetDetector) -> None:
         super().__init__()
         self.kind = det.name
         scaler = det.scaler_
         self.register_buffer("shift", f64(scaler.mean_ if scaler is not None else np.zeros(det.train_.shape[1])))
         self.register_buffer("scale", f64(scaler.scale_ if scaler is not None else np.ones(det.train_.shape[1])))
-        model = det.model_ if hasattr(det, "model_") else None
         if isinstance(det, KNN):
             self.k, self.method = det.k_, det.method
             self.register_buffer("rows", f64(det._transform(det.train_)))
         elif isinstance(det, LOF):  # sklearn's fitted state: k-distances and densities of the training rows
+            model = det.model_
             self.k = model.n_neighbors_
             self.register_buffer("rows", f64(det._transform(det.train_)))
             self.register_buffer("kdist", f64(model._distances_fit_X_[:, self.k - 1]))
             self.register_buffer("lrd", f64(model._lrd))
         elif isinstance(det, GMM):
+            model = det.model_
             if model.covariance_type != "diag":
-                raise ConfigError(f"gmm with covariance_type {model.covariance_type!r} cannot be exported (diag only)")
+                raise ConfigError(f"gmm with covariance_type {model.covariance_type!r} cannot be "
+                                  "exported (diag only)")
             prec_chol = np.asarray(model.precisions_cholesky_, np.float64)
             precisions = prec_chol ** 2
             self.register_buffer("const", f64(np.sum(model.means_ ** 2 * precisions, axis=1)))
@@ -55,8 +74,8 @@ class DetectorModule(nn.Module):
             self.register_buffer("beta", f64(det.beta_))
             self.register_buffer("row_sums", f64(det.row_sums_))
         elif isinstance(det, Mahalanobis):
-            self.register_buffer("location", f64(model.location_))
-            self.register_buffer("precision", f64(model.get_precision()))
+            self.register_buffer("location", f64(det.model_.location_))
+            self.register_buffer("precision", f64(det.model_.get_precision()))
         else:
             raise ConfigError(f"detector {det.name!r} cannot be exported to ONNX")
 

@@ -21,18 +21,26 @@ from ..errors import CheckpointError, ConfigError
 from ..features.cache import FeatureCache
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from .base import Encoder
-from .weights import candidate_paths
+from .beats import BEATS_URL
+from .eat import EAT_URL
+from .efficientat import MN04_SHA256, MN04_URL
+from .weights import candidate_paths, find_by_sha256, locate_local
 
 SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
+    """An encoder: ``weights_file`` its official weight file (or folder) name, ``sha256`` the
+    published hash where there is one (such files are downloaded from ``url`` when absent)."""
+
     name: str
     dim: int
     weights_file: str | None
     factory: Callable[..., Encoder]
     description: str
+    url: str | None = None
+    sha256: str | None = None
 
 
 def _mn04(layer: str) -> Callable[..., Encoder]:
@@ -66,13 +74,14 @@ def _beats(device: str = "cpu", weights_path: str | None = None, **options: Any)
 
 ENCODERS: dict[str, EncoderSpec] = {s.name: s for s in (
     EncoderSpec("efficientat_mn04", 384, "mn04_as_mAP_432.pt", _mn04("pooled"),
-                "EfficientAT mn04 (AudioSet MobileNetV3), pooled 384-d feature"),
+                "EfficientAT mn04 (AudioSet MobileNetV3), pooled 384-d feature", MN04_URL,
+                MN04_SHA256),
     EncoderSpec("efficientat_mn04_hidden", 512, "mn04_as_mAP_432.pt", _mn04("hidden"),
-                "EfficientAT mn04, 512-d classifier hidden layer"),
+                "EfficientAT mn04, 512-d classifier hidden layer", MN04_URL, MN04_SHA256),
     EncoderSpec("eat_base", 768, "EAT-base_epoch30_pretrain", _eat,
-                "EAT base (data2vec 2.0 audio), CLS token; local checkpoint only"),
+                "EAT base (data2vec 2.0 audio), CLS token; local checkpoint only", EAT_URL),
     EncoderSpec("beats_iter3", 768, "BEATs_iter3.pt", _beats,
-                "BEATs iter3, mean over patches; local checkpoint only"),
+                "BEATs iter3, mean over patches; local checkpoint only", BEATS_URL),
     EncoderSpec("random", 384, None, _random, "randomly initialised mn04 (seed 0): a no-pretraining control"),
 )}
 
@@ -101,11 +110,34 @@ def encoder_tag(encoder: Encoder) -> dict[str, Any]:
             "weights_sha256": getattr(encoder, "weights_sha256", encoder.weights), "dim": encoder.dim}
 
 
+def locate_encoder_weights(name: str, sha256: str | None = None, dirs: Sequence[str | Path] = (),
+                           hint: str | Path | None = None) -> Path | None:
+    """The local weights of encoder ``name`` (None for the random encoder), searched in the run's
+    ``dirs``, ``$STETHOSCOPE_WEIGHTS_DIR`` and the cache (`weights.weights_dirs`).
+
+    ``sha256`` (what a saved model was fitted with) finds any file with that hash, whatever its
+    name, or downloads the official file when the hash is its published one; without it the
+    official file is found by name (published hash checked, downloaded when absent)."""
+    spec = ENCODERS[name] if name in ENCODERS else None
+    if spec is None:
+        raise ConfigError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
+    if spec.weights_file is None or sha256 == "random":
+        return None
+    wanted = sha256 or spec.sha256
+    if wanted is None:  # a local-only checkpoint at its fit: by name
+        return locate_local(spec.weights_file, spec.url or "", "the official checkpoint", dirs=dirs)
+    url = spec.url if wanted == spec.sha256 else None
+    return find_by_sha256(wanted, spec.weights_file, dirs, hint, url)
+
+
 def get_fitted_encoder(name: str, fitted_tag: dict[str, Any] | None, device: str = "cpu",
-                       weights_path: str | Path | None = None) -> Encoder:
-    """`get_encoder`, refusing weights other than those a saved model was fitted with
-    (``fitted_tag`` from `encoder_tag` at fit time; None before fitting)."""
-    encoder = get_encoder(name, device=device, weights_path=weights_path)
+                       dirs: Sequence[str | Path] = (), hint: str | Path | None = None) -> Encoder:
+    """The encoder with the weights a saved model was fitted with (``fitted_tag`` from
+    `encoder_tag` at fit time; None before fitting: the official weights), found by sha256
+    (`locate_encoder_weights`; ``hint``: a path an older model folder recorded)."""
+    sha = fitted_tag.get("weights_sha256") if fitted_tag else None
+    path = locate_encoder_weights(name, sha, dirs, hint)
+    encoder = get_encoder(name, device=device, weights_path=None if path is None else str(path))
     sha = encoder_tag(encoder)["weights_sha256"]
     if fitted_tag is not None and sha != fitted_tag["weights_sha256"]:
         raise CheckpointError(f"encoder {name!r}: weights {sha} differ from the ones this model was fitted with "
@@ -145,4 +177,5 @@ def embed_clips(encoder: Encoder, clips: Sequence[Clip], cache_dir: str | Path |
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 
-__all__ = ["ENCODERS", "Encoder", "embed_clips", "embed_decoded", "encoder_tag", "get_encoder", "list_encoders"]
+__all__ = ["ENCODERS", "Encoder", "embed_clips", "embed_decoded", "encoder_tag", "get_encoder",
+           "list_encoders", "locate_encoder_weights"]

@@ -10,12 +10,14 @@ seed and the training clip list: a checkpoint resumes only the run it was made f
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
@@ -141,7 +143,5 @@ def prune_checkpoints(root: Path | None) -> None:
 
 
 def _rmdir_if_empty(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not empty (or already gone)
         folder.rmdir()
-    except OSError:  # not empty (or already gone)
-        pass

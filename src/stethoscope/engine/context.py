@@ -1,7 +1,8 @@
 """`RunContext`: the runtime settings of one run, kept apart from a system's hyperparameters.
 
-Device, precision, seed, threads, progress, feature cache and checkpoint folder change how a
-run executes, not what model it learns, so they are never saved as hyperparameters. The CLI
+Device, precision, seed, threads, progress, feature cache, checkpoint folder and where the
+pretrained weights are change how a run executes, not what model it learns, so they are never
+saved as hyperparameters. The CLI
 builds one context from its flags and hands it to `fit` / `score`; the API's default is a
 quiet-enough CPU run with no cache and no checkpoints.
 """
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,9 @@ class RunContext:
     """How a run executes. ``cache_dir=None`` means no feature cache; ``checkpoint_dir=None``
     means no training checkpoints; ``resume`` continues from a matching checkpoint;
     ``data_parallel`` is the number of workers that train one model together (each a process
-    in a torch.distributed group, see `engine.distributed` and `engine.launch`)."""
+    in a torch.distributed group, see `engine.distributed` and `engine.launch`);
+    ``weights_dirs`` are searched first for pretrained encoder weights (then
+    ``$STETHOSCOPE_WEIGHTS_DIR`` and the cache, see `encoders.weights`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
@@ -60,6 +63,7 @@ class RunContext:
     checkpoint_every: int = 1
     resume: bool = False
     data_parallel: int = 1
+    weights_dirs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.device != "cpu" and not self.device.startswith("cuda"):
@@ -69,19 +73,21 @@ class RunContext:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.data_parallel < 1:
-            raise ConfigError(f"data_parallel (--data-parallel) must be >= 1 worker, got {self.data_parallel}")
+            raise ConfigError("data_parallel (--data-parallel) must be >= 1 worker, got "
+                              f"{self.data_parallel}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("cache_dir", "checkpoint_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "weights_dirs", tuple(Path(d) for d in self.weights_dirs))
 
     # -- derived contexts -------------------------------------------------------------
-    def replace(self, **changes: Any) -> "RunContext":
+    def replace(self, **changes: Any) -> RunContext:
         return replace(self, **changes)
 
-    def for_run(self, *parts: str) -> "RunContext":
+    def for_run(self, *parts: str) -> RunContext:
         """The same context with checkpoints in a sub-folder (one per machine type and fold),
         so that runs never resume each other's training."""
         if self.checkpoint_dir is None:
@@ -93,8 +99,13 @@ class RunContext:
     def torch_device(self) -> torch.device:
         """The device; a clear error when CUDA is asked for but absent."""
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use "
+                              "--device cpu")
         return torch.device(self.device)
+
+    def check_device(self) -> None:
+        """Fail now, before any model loads, when CUDA is asked for but absent."""
+        _ = self.torch_device
 
     def apply_threads(self) -> int:
         """Set torch's intra-op threads to ``threads``, else to `default_threads`."""
@@ -116,7 +127,7 @@ class RunContext:
         gen.manual_seed(self.seed * 1_000_003 + offset)
         return gen
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager[Any]:
         """bf16 autocast when ``precision='bf16'``, otherwise nothing."""
         if self.precision == "fp32":
             return nullcontext()
@@ -130,7 +141,9 @@ class RunContext:
         return tensor.pin_memory().to(device, non_blocking=True)
 
     def metadata(self) -> dict[str, Any]:
-        """What the run record keeps of the runtime (beside, never inside, the hyperparameters)."""
-        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        """What the run record keeps of the runtime (beside, never inside, the hyperparameters);
+        not where the weights are: a model folder names them by sha256, never by a local path."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+               if k != "weights_dirs"}
         out["torch_threads"] = torch.get_num_threads()
         return out

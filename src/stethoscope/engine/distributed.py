@@ -13,8 +13,8 @@ every parameter, does not follow. See docs/data_parallel.md.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -57,12 +57,14 @@ def world_of(data_parallel: int) -> World | None:
     if data_parallel == 1:
         return None
     if not (dist.is_available() and dist.is_initialized()):
-        raise ConfigError(f"data_parallel={data_parallel} needs a torch.distributed process group of "
+        raise ConfigError(f"data_parallel={data_parallel} needs a torch.distributed process group "
+                          "of "
                           f"{data_parallel} workers: train with `stethoscope train --data-parallel "
                           f"{data_parallel}` (Ray Train) or start the processes with torchrun")
     size = dist.get_world_size()
     if size != data_parallel:
-        raise ConfigError(f"data_parallel={data_parallel}, but the process group has {size} workers")
+        raise ConfigError(f"data_parallel={data_parallel}, but the process group has {size} "
+                          "workers")
     return World(dist.get_rank(), size)
 
 
@@ -89,7 +91,8 @@ def average_gradients(params: Sequence[nn.Parameter], weight: float) -> None:
     mean over its samples and ``weight_r`` its share of the batch, the mean over the whole batch.
 
     One all-reduce of one flat buffer (every gradient, then one has-a-gradient flag per parameter),
-    so a parameter no rank has a gradient for stays ``None``, as in a single process (Adam skips it).
+    so a parameter no rank has a gradient for stays ``None``, as in a single process (Adam skips
+    it).
     A rank that sat the step out sends zeros."""
     device = params[0].device
     chunks = [p.grad.detach().reshape(-1).float() * weight if p.grad is not None
@@ -100,7 +103,7 @@ def average_gradients(params: Sequence[nn.Parameter], weight: float) -> None:
     total = sum(p.numel() for p in params)
     present = (flat[total:] > 0).tolist()  # one device-to-host copy per step
     offset = 0
-    for p, has in zip(params, present):
+    for p, has in zip(params, present, strict=True):
         size = p.numel()
         p.grad = flat[offset:offset + size].view_as(p).to(p.dtype) if has else None
         offset += size
@@ -134,12 +137,13 @@ def sum_over_ranks(sums: dict[str, torch.Tensor], count: int, device: torch.devi
     flat = torch.stack([sums.get(k, zero).double() for k in names] + [torch.tensor(float(count), device=device,
                                                                                   dtype=torch.float64)])
     dist.all_reduce(flat)
-    return dict(zip(names, flat[:-1])), int(flat[-1].item())
+    return dict(zip(names, flat[:-1], strict=True)), int(flat[-1].item())
 
 
 def gather_rng_states(model: torch.Generator, world: World) -> dict[str, torch.Tensor]:
     """Every other rank's own random streams (its model generator and torch's CPU/CUDA state), named
-    ``rng.rank<r>.<stream>`` for rank 0's checkpoint; the data generator is the same on every rank."""
+    ``rng.rank<r>.<stream>`` for rank 0's checkpoint; the data generator is the same on every
+    rank."""
     mine = {"model": model.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         mine["torch_cuda"] = torch.cuda.get_rng_state()

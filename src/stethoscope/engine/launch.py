@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, StethoscopeError
 from .checkpoint import read_meta
@@ -106,8 +107,8 @@ def _check_resources(resources: dict[str, float], workers: int, gpu: bool) -> No
     kind = "GPU" if gpu else "CPU"
     have = int(resources.get(kind, 0))
     if have < workers:
-        raise ConfigError(f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster (one per worker); "
-                          f"it has {have}")
+        raise ConfigError(f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster "
+                          f"(one per worker); it has {have}")
 
 
 def _user_error(err: BaseException) -> StethoscopeError | None:

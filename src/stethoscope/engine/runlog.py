@@ -25,7 +25,8 @@ def _now() -> str:
 
 
 class RunLog:
-    """Per-item status (``not reached``, ``running``, ``trained``, ``failed: <reason>``) kept in a file.
+    """Per-item status (``not reached``, ``running``, ``trained``, ``failed: <reason>``) kept in a
+    file.
 
     Each item's record holds its status plus extra fields (times, ``seconds``, model path...)."""
 
@@ -97,6 +98,6 @@ def _read(path: Path) -> dict[str, Any]:
     if not (isinstance(items, dict) and isinstance(data.get("started"), str)
             and isinstance(data.get("resumed", []), list) and isinstance(data.get("meta", {}), dict)
             and all(isinstance(rec, dict) and isinstance(rec.get("status"), str) for rec in items.values())):
-        raise CheckpointError(f"{path}: not a run log (needs 'started' and 'items' with a 'status' each); "
-                              "delete it to start the run over")
+        raise CheckpointError(f"{path}: not a run log (needs 'started' and 'items' with a "
+                              "'status' each); delete it to start the run over")
     return data

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -27,8 +27,18 @@ from torch import nn
 from ..progress import progress
 from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .context import RunContext
-from .distributed import (MODEL_STREAM_STRIDE, World, average_buffers, average_gradients, barrier,
-                          broadcast_module, gather_rng_states, min_shard, sum_over_ranks, world_of)
+from .distributed import (
+    MODEL_STREAM_STRIDE,
+    World,
+    average_buffers,
+    average_gradients,
+    barrier,
+    broadcast_module,
+    gather_rng_states,
+    min_shard,
+    sum_over_ranks,
+    world_of,
+)
 
 Batches = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, ...]]]
 
@@ -79,9 +89,10 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     groups = optimiser_groups(module)
     # fused Adam: one kernel per step instead of several per tensor (about 30 % of a DCASE AE
     # step on 2 CPU cores, RESULTS 7.1); both the CPU and the CUDA build have it
-    opts = {g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas,
-                                fused=device.type in ("cpu", "cuda"))
-            for g, params in groups.items()}
+    fused = device.type in ("cpu", "cuda")
+    opts: dict[str, torch.optim.Optimizer] = {
+        g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas, fused=fused)
+        for g, params in groups.items()}
     # the data order is shared by every rank; the module's own draws are each rank's own stream
     gens = {"data": ctx.generator(offset=1, device="cpu"),
             "model": ctx.generator(offset=2 + rank * MODEL_STREAM_STRIDE, device=device)}
@@ -172,12 +183,12 @@ def _resume(module: nn.Module, opts: dict[str, torch.optim.Optimizer], gens: dic
         say(f"resume: no checkpoint in {ctx.checkpoint_dir}; starting fresh")
         return 0
     if meta.get("fingerprint") != fingerprint:
-        say(f"resume: the checkpoint in {ctx.checkpoint_dir} was made for other hyperparameters, seed or "
-            f"training clips; starting fresh")
+        say(f"resume: the checkpoint in {ctx.checkpoint_dir} was made for other hyperparameters, "
+            "seed or training clips; starting fresh")
         return 0
     if int(meta["epoch"]) > epochs:
-        say(f"resume: the checkpoint in {ctx.checkpoint_dir} is at epoch {meta['epoch']}, past the {epochs} "
-            f"epochs asked for; starting fresh")
+        say(f"resume: the checkpoint in {ctx.checkpoint_dir} is at epoch {meta['epoch']}, past "
+            f"the {epochs} epochs asked for; starting fresh")
         return 0
     load_checkpoint(ctx.checkpoint_dir, meta, module, opts, gens, rank=rank, shared=("data",))
     history.extend(meta["history"])

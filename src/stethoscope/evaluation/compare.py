@@ -15,8 +15,9 @@ resampling treats them as if they were, which is the usual approximation for K-f
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import combinations
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from ..errors import StethoscopeError
 
 
 def _auc(normal: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
-    """AUC (ties count half) of the last axes' normal vs anomalous scores, batched over the first."""
+    """AUC (ties count half) of the last axes' normal vs anomalous scores, batched over the
+    first."""
     diff = anomalous[..., :, None] - normal[..., None, :]
     return (diff > 0).mean(axis=(-2, -1)) + 0.5 * (diff == 0).mean(axis=(-2, -1))
 
@@ -47,15 +49,17 @@ def _fold_table(reports: Mapping[str, Mapping[str, Any]], set_name: str) -> list
     systems = list(reports)
     per_system = [reports[s]["sets"][set_name]["folds"] for s in systems]
     if len({len(f) for f in per_system}) != 1:
-        raise StethoscopeError(f"set {set_name!r}: the systems were benchmarked on different numbers of folds")
+        raise StethoscopeError(f"set {set_name!r}: the systems were benchmarked on different "
+                               "numbers of folds")
     table = []
-    for k, folds in enumerate(zip(*per_system)):
+    for k, folds in enumerate(zip(*per_system, strict=True)):
         if any("scores" not in f for f in folds):
-            raise StethoscopeError(f"set {set_name!r} fold {k}: no per-clip scores recorded (rerun `bench`)")
+            raise StethoscopeError(f"set {set_name!r} fold {k}: no per-clip scores recorded "
+                                   "(rerun `bench`)")
         clips = [f.get("clips") for f in folds]
         if any(c != clips[0] for c in clips):
-            raise StethoscopeError(f"set {set_name!r} fold {k}: the systems scored different test clips; "
-                                   "benchmark them with the same data, folds and seed")
+            raise StethoscopeError(f"set {set_name!r} fold {k}: the systems scored different test "
+                                   "clips; benchmark them with the same data, folds and seed")
         labels = np.asarray(folds[0]["labels"])
         scores = np.asarray([f["scores"] for f in folds], dtype=np.float64)  # (systems, clips)
         keep = np.isfinite(scores).all(axis=0)
@@ -84,7 +88,8 @@ def paired_bootstrap(reports: Mapping[str, Mapping[str, Any]], n_boot: int = 200
         for fold in folds:
             normal, anomalous = fold["scores"][:, fold["labels"] == 0], fold["scores"][:, fold["labels"] == 1]
             if normal.shape[1] == 0 or anomalous.shape[1] == 0:
-                raise StethoscopeError(f"set {name!r}: a fold has no scored normal or no scored anomalous clip")
+                raise StethoscopeError(f"set {name!r}: a fold has no scored normal or no scored "
+                                       "anomalous clip")
             observed[:, j] += _auc(normal, anomalous) / len(folds)
             replicas[:, :, j] += _resampled_aucs(normal, anomalous, n_boot, rng) / len(folds)
     tail = 100 * (1 - level) / 2
@@ -100,7 +105,8 @@ def paired_bootstrap(reports: Mapping[str, Mapping[str, Any]], n_boot: int = 200
                            - replicas[:, b].mean(axis=1))
         pairs.append({"a": systems[a], "b": systems[b], **overall, "per_set": per_set})
     lo, hi = np.percentile(replicas.mean(axis=2), [tail, 100 - tail], axis=0)
-    return {"method": "paired bootstrap, clips resampled within folds (normals and anomalies separately)",
+    return {"method": "paired bootstrap, clips resampled within folds (normals and anomalies "
+                      "separately)",
             "n_boot": n_boot, "seed": seed, "level": level, "compared_sets": sets,
             "mean_auc": {s: {"auc": float(observed[i].mean()), "low": float(lo[i]), "high": float(hi[i])}
                          for i, s in enumerate(systems)},

@@ -11,7 +11,8 @@ A joint system (`System.joint`) is benchmarked over every set at once (`cross_va
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -95,9 +96,16 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
         discard_checkpoint(fold_ctx.checkpoint_dir)
         _score_fold(system, test, fold_ctx, modes, len(train), fold_results, score_ms)
     has_domains = any(c.domain for c in clips)
-    out = {m: _summary(len(normals), len(anomalies), fold_results[m], train_s, score_ms[m], has_domains)
-           for m in modes}
-    return out if score_modes else out[None]
+    return _per_mode({m: _summary(len(normals), len(anomalies), fold_results[m], train_s, score_ms[m],
+                                  has_domains) for m in modes}, score_modes)
+
+
+def _per_mode(results: dict[str | None, dict[str, Any]],
+              score_modes: Sequence[str] | None) -> dict[str, Any]:
+    """mode -> result when score modes were asked for, else the one result."""
+    if not score_modes:
+        return results[None]
+    return {m: results[m] for m in score_modes}
 
 
 def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callable[[], System], folds: int = 5,
@@ -123,8 +131,8 @@ def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callab
         if not anomalies:
             raise ValueError(f"{name}: cross-validation needs at least one anomalous clip")
         plan[name] = (normals, anomalies, normal_folds(normals, folds, ctx.seed))
-    fold_results = {name: {m: [] for m in modes} for name in plan}
-    score_ms = {name: {m: [] for m in modes} for name in plan}
+    fold_results: dict[str, dict[str | None, list[dict]]] = {name: {m: [] for m in modes} for name in plan}
+    score_ms: dict[str, dict[str | None, list[float]]] = {name: {m: [] for m in modes} for name in plan}
     train_s: list[float] = []
     systems: dict[str, System] = {}
     n_folds = max(len(test_folds) for _, _, test_folds in plan.values())
@@ -150,9 +158,8 @@ def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callab
     out = {}
     for name, (normals, anomalies, _) in plan.items():
         has_domains = any(c.domain for c in sets[name])
-        per_mode = {m: _summary(len(normals), len(anomalies), fold_results[name][m], train_s, score_ms[name][m],
-                                has_domains) for m in modes}
-        out[name] = per_mode if score_modes else per_mode[None]
+        out[name] = _per_mode({m: _summary(len(normals), len(anomalies), fold_results[name][m], train_s,
+                                           score_ms[name][m], has_domains) for m in modes}, score_modes)
     return out, systems
 
 
@@ -161,19 +168,21 @@ def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Se
     """Score one fold's test clips in every mode; append its metrics and scoring time."""
     for mode in modes:
         if mode is not None:
+            # modes are given only for systems that have them (`frame_recon` and its kin)
             system.score_mode = mode  # type: ignore[attr-defined]
         t0 = time.perf_counter()
         scores = system.score(test, ctx)
         score_ms[mode].append(1000 * (time.perf_counter() - t0) / len(test))
         kept = [i for i, s in enumerate(scores) if s == s]  # NaN: left out by the audio checks
-        m = section_metrics([test[i].label for i in kept], scores[kept], [test[i].domain for i in kept])
-        decided = system.decide(scores[kept])
         labels = np.array([test[i].label for i in kept])
+        m = section_metrics(labels, scores[kept], [test[i].domain for i in kept])
+        decided = system.decide(scores[kept])
         fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
                                    "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test),
                                    "false_alarm": float(decided[labels == 0].mean()) if (labels == 0).any() else None,
                                    "detected": float(decided[labels == 1].mean()) if (labels == 1).any() else None,
-                                   # per clip, for paired comparisons of systems (`evaluation.compare`)
+                                   # per clip, for paired comparisons of systems
+                                   # (`evaluation.compare`)
                                    "clips": [test[i].name for i in range(len(test))],
                                    "labels": [test[i].label for i in range(len(test))],
                                    "scores": [float(v) if v == v else None for v in scores]})

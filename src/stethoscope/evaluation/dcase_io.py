@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import LayoutError
 from ..fsutil import atomic_write_text
@@ -32,7 +32,8 @@ class ScoredClip:
 
 
 def result_file_names(machine: str, section_tag: str) -> tuple[str, str]:
-    """(anomaly score file, decision file) names: ``..._section_XX_test.csv`` or 2020's ``..._id_XX.csv``."""
+    """(anomaly score file, decision file) names: ``..._section_XX_test.csv`` or 2020's
+    ``..._id_XX.csv``."""
     suffix = "" if section_tag.startswith("id_") else "_test"
     return (f"anomaly_score_{machine}_{section_tag}{suffix}.csv",
             f"decision_result_{machine}_{section_tag}{suffix}.csv")
@@ -86,7 +87,8 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
     data_dir = gt_dir / "ground_truth_data"
     gt_files = sorted(data_dir.glob("ground_truth_*_section_*_test.csv")) if data_dir.is_dir() else []
     if not gt_files:
-        raise LayoutError(f"{gt_dir}: no ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv files")
+        raise LayoutError(f"{gt_dir}: no "
+                          "ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv files")
     out: list[ScoredClip] = []
     for gt_path in gt_files:
         m = _GT.search(gt_path.name)
@@ -111,8 +113,8 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
         for name, table in (("anomaly scores", scores), ("decisions", decisions)):
             missing = sorted(set(labels) - set(table))
             if missing:
-                raise LayoutError(f"{scores_dir}: {name} for {machine} section {section} lack {len(missing)} "
-                                  f"ground-truth file(s), e.g. {missing[0]}")
+                raise LayoutError(f"{scores_dir}: {name} for {machine} section {section} lack "
+                                  f"{len(missing)} ground-truth file(s), e.g. {missing[0]}")
         for file in sorted(labels):
             out.append(ScoredClip(file=file, machine=machine, section=section, label=int(float(labels[file])),
                                   domain="target" if int(float(domains[file])) == 1 else "source",

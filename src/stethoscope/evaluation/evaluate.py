@@ -1,12 +1,21 @@
 """Turn scored clips into the DCASE result tables (results.json) and a printable summary."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .dcase_io import ScoredClip
-from .metrics import auc, hmean, jackknife_ci95, official_score, official_score_terms, pauc, section_metrics
+from .metrics import (
+    auc,
+    hmean,
+    jackknife_ci95,
+    official_score,
+    official_score_terms,
+    pauc,
+    section_metrics,
+)
 
 TABLE_KEYS = ("auc_source", "auc_target", "auc", "pauc", "precision", "recall", "f1")
 TERM_NAMES = {"auc_source": "AUC-s", "auc_target": "AUC-t", "auc": "AUC", "pauc": "pAUC"}
@@ -26,14 +35,14 @@ def evaluate(results: Sequence[ScoredClip]) -> dict[str, Any]:
     for r in labelled:
         groups.setdefault((r.machine, r.section_tag), []).append(r)
     for (machine, tag), rows in sorted(groups.items()):
-        y = [r.label for r in rows]
+        y = [r.label for r in rows if r.label is not None]  # all of them: rows are labelled
         if len(set(y)) < 2:
             skipped.append(f"{machine} {tag}: needs normal and anomalous clips")
             continue
         sec = section_metrics(y, [r.score for r in rows], [r.domain for r in rows], [r.decision for r in rows])
         machines.setdefault(machine, {"sections": {}})["sections"][tag] = sec
         all_sections.append(sec)
-    for machine, entry in machines.items():
+    for entry in machines.values():
         secs = list(entry["sections"].values())
         entry["mean"] = _means(secs, np.mean)
         entry["hmean"] = _means(secs, hmean)
@@ -42,7 +51,7 @@ def evaluate(results: Sequence[ScoredClip]) -> dict[str, Any]:
                            "n_clips": len(results), "n_labelled": len(labelled), "skipped": skipped}
     if all_sections:
         out["arithmetic_mean"] = _means(all_sections, np.mean)
-        y = [r.label for r in labelled if (r.machine, r.section_tag) in groups]
+        y = [r.label for r in labelled if (r.machine, r.section_tag) in groups and r.label is not None]
         s = [r.score for r in labelled if (r.machine, r.section_tag) in groups]
         if len(set(y)) == 2 and len(y) > 2:
             out["ci95"] = {"auc": jackknife_ci95(auc, y, s)[1], "pauc": jackknife_ci95(pauc, y, s)[1]}
@@ -96,10 +105,12 @@ def format_table(evaluation: dict[str, Any]) -> str:
         lines.append(f"{machine:<14}{'mean':<12}" + "".join(fmt(entry["mean"].get(k)) for k in TABLE_KEYS))
     score = evaluation.get("official_score")
     if score is not None:
-        lines.append(f"official score ({describe_official_score(evaluated_sections(evaluation))}): {score:.4f}")
+        lines.append("official score "
+                     f"({describe_official_score(evaluated_sections(evaluation))}): {score:.4f}")
     ci = evaluation.get("ci95")
     if ci:
-        lines.append(f"95% CI half-width (jackknife over clips): AUC ±{ci['auc']:.3f}, pAUC ±{ci['pauc']:.3f}")
+        lines.append(f"95% CI half-width (jackknife over clips): AUC ±{ci['auc']:.3f}, pAUC "
+                     f"±{ci['pauc']:.3f}")
     for s in evaluation.get("skipped", []):
         lines.append(f"skipped: {s}")
     return "\n".join(lines)

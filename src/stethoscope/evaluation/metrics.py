@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.stats
@@ -19,24 +19,26 @@ from sklearn import metrics
 
 MAX_FPR = 0.1
 EPS = sys.float_info.epsilon
+Labels = Sequence[int] | np.ndarray  # 0 normal, 1 anomalous, one per clip
+Scores = Sequence[float] | np.ndarray
 
 
-def auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
+def auc(y_true: Labels, scores: Scores) -> float:
     return float(metrics.roc_auc_score(y_true, scores))
 
 
-def pauc(y_true: Sequence[int], scores: Sequence[float], max_fpr: float = MAX_FPR) -> float:
+def pauc(y_true: Labels, scores: Scores, max_fpr: float = MAX_FPR) -> float:
     return float(metrics.roc_auc_score(y_true, scores, max_fpr=max_fpr))
 
 
 def _prf(y_true: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float]:
-    tn, fp, fn, tp = metrics.confusion_matrix(y_true, decisions, labels=[0, 1]).ravel()
+    _, fp, fn, tp = metrics.confusion_matrix(y_true, decisions, labels=[0, 1]).ravel()
     prec = tp / max(tp + fp, EPS)
     rec = tp / max(tp + fn, EPS)
     return float(prec), float(rec), float(2.0 * prec * rec / max(prec + rec, EPS))
 
 
-def section_metrics(y_true: Sequence[int], scores: Sequence[float], domains: Sequence[str | None] | None = None,
+def section_metrics(y_true: Labels, scores: Scores, domains: Sequence[str | None] | None = None,
                     decisions: Sequence[int] | None = None, max_fpr: float = MAX_FPR) -> dict[str, float | int | None]:
     """Metrics of one section (or machine id). ``domains`` holds "source"/"target"/None per clip.
 
@@ -88,8 +90,8 @@ def official_score(sections: Sequence[dict]) -> float | None:
     return hmean(values) if values else None
 
 
-def jackknife_ci95(fn: Callable[[np.ndarray, np.ndarray], float], y_true: Sequence[int],
-                   scores: Sequence[float], dcase_evaluator: bool = False) -> tuple[float, float]:
+def jackknife_ci95(fn: Callable[[np.ndarray, np.ndarray], float], y_true: Labels,
+                   scores: Scores, dcase_evaluator: bool = False) -> tuple[float, float]:
     """(jackknife estimate, 95% half-width) of ``fn(y, s)`` over clips (Mesaros et al. 2019).
 
     The standard jackknife standard error is sqrt((n-1)/n * sum((theta_i - mean)^2)).

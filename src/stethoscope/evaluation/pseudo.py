@@ -10,7 +10,8 @@ it is also given per kind of pseudo-anomaly.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -35,14 +36,16 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
     severity of each), which bounds the scoring cost on large sets."""
     ctx = ctx or RunContext()
     if len(normals) < 3:
-        raise ConfigError(f"pseudo-anomaly validation needs at least 3 normal clips, got {len(normals)}")
+        raise ConfigError("pseudo-anomaly validation needs at least 3 normal clips, got "
+                          f"{len(normals)}")
     waves: list[np.ndarray] = [np.empty(0)] * len(normals)
     for part in iter_decoded(normals, FeatureRequest(wave=True, min_frames=2), ctx.cache_dir, progress=False):
-        for i, w in zip(part.index or [], part.waves or []):
+        for i, w in zip(part.index or [], part.waves or [], strict=True):
             waves[i] = w
     usable = np.array([i for i, w in enumerate(waves) if len(w)])
     k = min(folds, len(usable))
-    per_fold, per_kind = [], {kind: [] for kind in kinds}
+    per_fold: list[float] = []
+    per_kind: dict[str, list[float]] = {kind: [] for kind in kinds}
     splitter = KFold(n_splits=k, shuffle=True, random_state=ctx.seed)
     for f, (rest, held) in enumerate(splitter.split(usable)):
         system = make_system()
@@ -60,7 +63,7 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
             per_kind[kind].append(_auc(normal_scores, anomaly_scores[mine]))
     return {"auc": float(np.mean(per_fold)), "folds": per_fold,
             "per_kind": {kind: float(np.mean(v)) for kind, v in per_kind.items()},
-            "n_normal": int(len(usable)), "kinds": list(kinds), "severities": list(severities)}
+            "n_normal": len(usable), "kinds": list(kinds), "severities": list(severities)}
 
 
 def _auc(normal: np.ndarray, anomalous: np.ndarray) -> float:

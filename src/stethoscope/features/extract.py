@@ -3,11 +3,12 @@ an optional on-disk cache keyed by content."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import soxr
@@ -55,7 +56,8 @@ class FeatureRequest:
 
     @property
     def min_seconds(self) -> float:
-        """The shortest clip this request can use: one full STFT window, and ``min_frames`` frames."""
+        """The shortest clip this request can use: one full STFT window, and ``min_frames``
+        frames."""
         p = self.logmel or LogMelParams()
         return max(p.n_fft, (self.min_frames - 1) * p.hop_length) / p.sample_rate
 
@@ -80,20 +82,100 @@ class Decoded:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def required_logmels(self) -> list[np.ndarray]:
+        """``logmels``, for code whose request asked for them (a clear error where it did not)."""
+        if self.logmels is None:
+            raise StethoscopeError("internal: this chunk has no log-mels (its request asked for "
+                                   "none)")
+        return self.logmels
+
+    def required_clips(self) -> tuple[Sequence[Clip], list[int]]:
+        """(``clips``, ``index``) of a chunk `iter_decoded` made (in-memory waves have none)."""
+        if self.clips is None or self.index is None:
+            raise StethoscopeError("internal: this chunk has no clips (it was decoded from memory)")
+        return self.clips, self.index
+
 
 def _logmel_batch(waves: Sequence[np.ndarray], params: LogMelParams) -> list[np.ndarray]:
     """Log-mels of waveforms; equal lengths share one batched STFT."""
     transform = logmel_transform(params)
-    out: list[np.ndarray | None] = [None] * len(waves)
+    out: dict[int, np.ndarray] = {}
     by_length: dict[int, list[int]] = {}
     for i, wave in enumerate(waves):
         by_length.setdefault(len(wave), []).append(i)
     for idx in by_length.values():
         with torch.no_grad():
             mels = transform(torch.from_numpy(np.stack([waves[i] for i in idx]))).numpy()
-        for i, mel in zip(idx, mels):
+        for i, mel in zip(idx, mels, strict=True):
             out[i] = np.ascontiguousarray(mel, dtype=np.float32)
-    return out  # type: ignore[return-value]
+    return [out[i] for i in range(len(waves))]
+
+
+def _decoded(wave: np.ndarray | None) -> np.ndarray:
+    """A wave `iter_decoded`'s loader returned: it decodes every cache miss and every file
+    whose wave the request wants, so only a hit of a log-mel-only request has none."""
+    if wave is None:
+        raise StethoscopeError("internal: a clip the log-mel cache missed was not decoded")
+    return wave
+
+
+def _chunk_logmels(loaded: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
+                   params: LogMelParams, cache: FeatureCache | None) -> list[np.ndarray]:
+    """Log-mels of one chunk of (key, cache hit, wave): the hits as read, the misses in one
+    batch (each then cached)."""
+    misses = [(key, _decoded(wave)) for key, hit, wave in loaded if hit is None]
+    fresh = _logmel_batch([wave for _, wave in misses], params)
+    if cache:
+        for (key, _), mel in zip(misses, fresh, strict=True):
+            cache.put(key, mel)
+    computed = iter(fresh)
+    return [hit if hit is not None else next(computed) for _, hit, _ in loaded]
+
+
+class _ClipLoader:
+    """Reads, hashes and decodes one clip for `iter_decoded`, in its worker threads: (content
+    key, cached log-mel or None, wave or None), or None for a clip the audio policy skips."""
+
+    def __init__(self, request: FeatureRequest, cache_dir: str | Path | None) -> None:
+        self.request, self.hash_content = request, cache_dir is not None
+        self.cache: FeatureCache | None = None
+        self.stats_cache: FeatureCache | None = None
+        if cache_dir is not None and request.logmel is not None:
+            self.cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
+            self.stats_cache = FeatureCache(cache_dir, "wavestats",
+                                            {"fields": list(WaveStats.__dataclass_fields__)})
+        self.sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
+        self.policy = current_policy()  # read here: the worker threads do not see the caller's context
+
+    def checked_hit(self, clip: Clip, key: str, raw: bytes) -> np.ndarray | None:
+        """A cached log-mel whose file passes the policy on its cached stats and its header
+        (read from ``raw``, the bytes the key hashed: the file is not opened again)."""
+        hit = self.cache.get(key) if self.cache else None
+        stats = self.stats_cache.get(key) if self.stats_cache and hit is not None else None
+        if hit is None or stats is None:
+            return None
+        _, header_problems = header_of(raw, clip.path)
+        problems = WaveStats.from_array(stats).problems(self.request.min_seconds)
+        unreadable = any(p.unreadable for p in problems)
+        self.policy.require(clip.path, problems if unreadable else header_problems + problems)
+        return hit
+
+    def __call__(self, clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None] | None:
+        request, policy = self.request, self.policy
+        if policy.is_skipped(clip.path):
+            return None
+        try:
+            key, raw = _read_bytes(clip, self.hash_content, policy)
+            hit = self.checked_hit(clip, key, raw) if not request.wave else None
+            wave = None
+            if hit is None or request.wave:
+                wave, stats = decode_checked(raw, clip.path, self.sample_rate, clip.channel,
+                                             request.min_seconds, policy)
+                if self.stats_cache:
+                    self.stats_cache.put(key, stats.as_array())
+        except AudioSkipped:
+            return None
+        return key, hit, wave
 
 
 def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
@@ -106,40 +188,7 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
     decoding unless the waveform is wanted too, and the checks then read the file's cached
     `WaveStats` and header instead. ``cache_dir=None`` reads and writes no cache.
     """
-    cache = stats_cache = None
-    if cache_dir is not None and request.logmel is not None:
-        cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
-        stats_cache = FeatureCache(cache_dir, "wavestats", {"fields": list(WaveStats.__dataclass_fields__)})
-    sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
-    policy = current_policy()  # read here: the worker threads do not see the caller's context
-
-    def checked_hit(clip: Clip, key: str, raw: bytes) -> np.ndarray | None:
-        """A cached log-mel whose file passes the policy on its cached stats and its header
-        (read from ``raw``, the bytes the key hashed: the file is not opened again)."""
-        hit = cache.get(key) if cache else None
-        stats = stats_cache.get(key) if stats_cache and hit is not None else None
-        if hit is None or stats is None:
-            return None
-        _, header_problems = header_of(raw, clip.path)
-        problems = WaveStats.from_array(stats).problems(request.min_seconds)
-        policy.require(clip.path, problems if any(p.unreadable for p in problems) else header_problems + problems)
-        return hit
-
-    def load(clip: Clip) -> tuple[str, np.ndarray | None, np.ndarray | None] | None:
-        if policy.is_skipped(clip.path):
-            return None
-        try:
-            key, raw = _read_bytes(clip, cache_dir is not None, policy)
-            hit = checked_hit(clip, key, raw) if not request.wave else None
-            wave = None
-            if hit is None or request.wave:
-                wave, stats = decode_checked(raw, clip.path, sample_rate, clip.channel, request.min_seconds, policy)
-                if stats_cache:
-                    stats_cache.put(key, stats.as_array())
-        except AudioSkipped:
-            return None
-        return key, hit, wave
-
+    load = _ClipLoader(request, cache_dir)
     chunks = [range(s, min(s + chunk, len(clips))) for s in range(0, len(clips), chunk)]
     bar = show_progress(desc="decode", unit="clip", total=len(clips), enabled=progress)
     pool = ThreadPoolExecutor(max_workers=max(1, workers)) if len(clips) > 1 else None
@@ -152,21 +201,15 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             else:
                 results = [load(clips[i]) for i in part]
             bar.update(len(part))
-            index = [i for i, r in zip(part, results) if r is not None]
+            index = [i for i, r in zip(part, results, strict=True) if r is not None]
             if not index:
                 continue
             loaded = [r for r in results if r is not None]
             out = Decoded(keys=[k for k, _, _ in loaded], clips=[clips[i] for i in index], index=index)
             if request.wave:
-                out.waves = [w for _, _, w in loaded]  # type: ignore[misc]
+                out.waves = [_decoded(w) for _, _, w in loaded]
             if request.logmel is not None:
-                misses = [i for i, (_, hit, _) in enumerate(loaded) if hit is None]
-                mels = [hit for _, hit, _ in loaded]
-                for i, mel in zip(misses, _logmel_batch([loaded[i][2] for i in misses], request.logmel)):
-                    mels[i] = mel
-                    if cache:
-                        cache.put(loaded[i][0], mel)
-                out.logmels = mels  # type: ignore[assignment]
+                out.logmels = _chunk_logmels(loaded, request.logmel, load.cache)
             yield out
     finally:
         bar.close()
@@ -200,8 +243,8 @@ def decoded_logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams()
     kept: list[Clip] = []
     mels: list[np.ndarray] = []
     for part in iter_decoded(clips, FeatureRequest(logmel=params, min_frames=min_frames), cache_dir, progress):
-        kept += part.clips  # type: ignore[arg-type]
-        mels += part.logmels  # type: ignore[arg-type]
+        kept += part.required_clips()[0]
+        mels += part.required_logmels()
     if clips and not kept:
         raise _nothing_left(len(clips))
     return kept, mels
@@ -215,18 +258,21 @@ def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_
 
 
 def _nothing_left(n: int) -> StethoscopeError:
-    return StethoscopeError(f"all {n} clips were left out by the audio checks (--on-bad-audio); nothing to use")
+    return StethoscopeError(f"all {n} clips were left out by the audio checks (--on-bad-audio); "
+                            "nothing to use")
 
 
 def expected_frames(clip: Clip, params: LogMelParams) -> int:
-    """Frames a clip will have, from its header alone (soxr's output length is round(n * out / in))."""
+    """Frames a clip will have, from its header alone (soxr's output length is round(n * out /
+    in))."""
     sr, _, seconds = audio_info(clip.path)
-    n = int(round(seconds * sr))
-    return params.n_frames(n if sr == params.sample_rate else int(round(n * params.sample_rate / sr)))
+    n = round(seconds * sr)
+    return params.n_frames(n if sr == params.sample_rate else round(n * params.sample_rate / sr))
 
 
 def _header_frames(clip: Clip, params: LogMelParams) -> int:
-    """`expected_frames`, or 0 where the header is unusable (the decoding pass then judges the file)."""
+    """`expected_frames`, or 0 where the header is unusable (the decoding pass then judges the
+    file)."""
     try:
         return expected_frames(clip, params)
     except AudioError:
@@ -234,7 +280,8 @@ def _header_frames(clip: Clip, params: LogMelParams) -> int:
 
 
 class MelStore:
-    """Every kept clip's log-mel frames in one (total_frames, n_mels) float32 array, each frame once.
+    """Every kept clip's log-mel frames in one (total_frames, n_mels) float32 array, each frame
+    once.
 
     The array is in RAM within the feature budget and memory-mapped past it (`spill`); clip i
     is the (n_mels, frames) view `mel(i)`. 10 s clips take 0.16 MB each. ``clips`` are the
@@ -265,19 +312,19 @@ class MelStore:
 
     @classmethod
     def from_mels(cls, mels: Sequence[np.ndarray], spill_dir: str | Path | None = None,
-                  clips: list[Clip] | None = None) -> "MelStore":
+                  clips: list[Clip] | None = None) -> MelStore:
         if not mels:
             raise ValueError("MelStore needs at least one clip")
         lengths = [m.shape[1] for m in mels]
         frames = float32_array(int(sum(lengths)), mels[0].shape[0], spill_dir)
-        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels):
+        for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels, strict=True):
             frames[offset:offset + mel.shape[1]] = np.asarray(mel, dtype=np.float32).T
         return cls(frames, lengths, clips)
 
     @classmethod
     def from_clips(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
                    progress: bool = True, each: Callable[[Decoded], T] | None = None,
-                   spill_dir: str | Path | None = None) -> tuple["MelStore", list[T]]:
+                   spill_dir: str | Path | None = None) -> tuple[MelStore, list[T]]:
         """Extract log-mels straight into one array sized from the file headers, so that peak
         memory holds every frame once (not a list of arrays plus their copy); ``each`` is called
         on every `Decoded` chunk (e.g. to embed its waveforms) and its results are returned.
@@ -291,7 +338,7 @@ class MelStore:
         results: list[T] = []
         kept: list[int] = []
         for part in iter_decoded(clips, request, cache_dir, progress):
-            for i, mel in zip(part.index, part.logmels):  # type: ignore[arg-type]
+            for i, mel in zip(part.required_clips()[1], part.required_logmels(), strict=True):
                 if mel.shape[1] != lengths[i]:  # a header that lied: start again the simple way
                     return cls._listed(clips, request, cache_dir, progress, each, spill_dir)
                 frames[offsets[i]:offsets[i] + lengths[i]] = mel.T
@@ -310,13 +357,13 @@ class MelStore:
     @classmethod
     def _listed(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None,
                 progress: bool, each: Callable[[Decoded], T] | None,
-                spill_dir: str | Path | None) -> tuple["MelStore", list[T]]:
+                spill_dir: str | Path | None) -> tuple[MelStore, list[T]]:
         kept: list[Clip] = []
         mels: list[np.ndarray] = []
         results: list[T] = []
         for part in iter_decoded(clips, request, cache_dir, progress):
-            kept += part.clips  # type: ignore[arg-type]
-            mels += part.logmels  # type: ignore[arg-type]
+            kept += part.required_clips()[0]
+            mels += part.required_logmels()
             if each is not None:
                 results.append(each(part))
         if not kept:
@@ -339,13 +386,13 @@ class FrameBank:
         self.store, self.frames, self.n_frames, self.n_mels = store, store.frames, n_frames, store.n_mels
         self.clips = store.clips  # the clips the audio policy kept (None when built from arrays)
         counts = [n - n_frames + 1 for n in store.lengths]
-        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts)]))
+        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts, strict=True)]))
         self.clip_index = torch.from_numpy(np.repeat(np.arange(len(store)), counts))
         self._window = torch.arange(n_frames)
 
     @classmethod
     def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5,
-                   cache_dir: str | Path | None = None, progress: bool = True) -> "FrameBank":
+                   cache_dir: str | Path | None = None, progress: bool = True) -> FrameBank:
         """A bank extracted straight into one array (`MelStore.from_clips`); past the RAM budget
         that array is memory-mapped in the feature cache folder (or the temporary folder).
         Clips shorter than ``n_frames`` frames are unreadable to the audio policy."""

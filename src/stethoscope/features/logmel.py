@@ -14,7 +14,7 @@ import torch
 EPS = sys.float_info.epsilon
 
 
-def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+def _hz_to_mel(freq: float | np.ndarray) -> np.ndarray:
     """Slaney mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
     freq = np.asarray(freq, dtype=np.float64)
     f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
@@ -30,7 +30,8 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) Slaney-normalised triangular filters, equal to librosa.filters.mel."""
+    """(n_mels, n_fft // 2 + 1) Slaney-normalised triangular filters, equal to
+    librosa.filters.mel."""
     fmax = sample_rate / 2 if fmax is None else fmax
     fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
     mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
@@ -45,7 +46,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
 
 @dataclass(frozen=True)
 class LogMelParams:
-    """DCASE defaults. ``log_floor`` "max" is 2023+ (log10(max(x, eps))), "add" is 2020 (log10(x + eps))."""
+    """DCASE defaults. ``log_floor`` "max" is 2023+ (log10(max(x, eps))), "add" is 2020 (log10(x +
+    eps))."""
 
     sample_rate: int = 16_000
     n_fft: int = 1024
@@ -64,6 +66,9 @@ class LogMelParams:
 
 class LogMel(torch.nn.Module):
     """Batched log-mel: (batch, samples) -> (batch, n_mels, frames)."""
+
+    window: torch.Tensor  # buffers (typed here: nn.Module's attribute lookup is untyped)
+    filters: torch.Tensor
 
     def __init__(self, params: LogMelParams = LogMelParams()) -> None:
         super().__init__()

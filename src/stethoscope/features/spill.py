@@ -1,4 +1,5 @@
-"""Feature arrays that stay in RAM while they fit a budget and spill to a memory-mapped file otherwise.
+"""Feature arrays that stay in RAM while they fit a budget and spill to a memory-mapped file
+otherwise.
 
 A DCASE development set's log-mels (3,000-6,000 clips of 10 s: 0.5-1 GB per machine type)
 fit in RAM on most machines, and then stay there (fastest). Past the budget

@@ -34,9 +34,11 @@ from . import schema
 from .guard import COOKIE, Guard, TrustedHosts
 from .metrics import Metrics, MetricsMiddleware
 from .pictures import NotKept
+from .routes_operator import add_operator_routes
 from .service import Monitor, ScoreEvent, UnknownMachine
 from .store import MAX_LIMIT, StoreError, check_alarm_rule
 from .streams import MAX_STREAMS, MAX_WINDOW_S, MIN_HOP_S, STORE_DOWN, StreamSettings, add_stream
+from .tokens import Tokens
 from .views import MAX_ID, add_dashboard
 
 __all__ = ["MAX_WINDOW_S", "MIN_HOP_S", "create_app"]
@@ -103,12 +105,13 @@ def _validation_detail(err: RequestValidationError) -> str:
     return "; ".join(said) or "invalid request"
 
 
-def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYTES, workers: int = 2,
+def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX_BODY_BYTES, workers: int = 2,
                protect_reads: bool = False, window: float = 10.0, hop: float = 1.0,
                allow_origins: Sequence[str] = (), allowed_hosts: Sequence[str] | None = None,
                max_streams: int = MAX_STREAMS, read_workers: int = READ_WORKERS,
                body_timeout: float = BODY_TIMEOUT_S, streams: StreamSettings | None = None) -> FastAPI:
-    """The app serving ``monitor``; ``token=None`` means writes need no token (``--no-token``).
+    """The app serving ``monitor``; ``token=None`` means writes need no token (``--no-token``),
+    a string is the one token (every scope), `Tokens` the named, scoped ones (``--tokens``).
     At most ``workers`` clips are decoded and scored at once (the rest wait their turn), and
     ``read_workers`` reads at once beside them. ``allowed_hosts`` (None: any) are the ``Host``
     names answered; ``allow_origins`` the browser origins allowed to write besides the app's own;
@@ -182,8 +185,10 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                                  "detail": f"writes to the event store fail since {since} ({state.failures} "
                                            f"failure(s)); scores are refused with 503 until a write succeeds"},
                                 status_code=503)
-        return JSONResponse({"status": "ok", "machines": sorted(monitor.models),
-                             "schema_version": monitor.store.version})
+        answer = {"status": "ok", "machines": sorted(monitor.models), "schema_version": monitor.store.version}
+        if monitor.notifier is not None:  # the outbox backlog per channel (--notify); never an error text
+            answer["notify"] = await blocking(monitor.notifier.backlog)
+        return JSONResponse(answer)
 
     @app.get("/metrics", dependencies=read_guard,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description":
@@ -245,9 +250,15 @@ def create_app(monitor: Monitor, token: str | None, max_body: int = MAX_BODY_BYT
                      limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
-        return JSONResponse(await readers.run(partial(monitor.store.alarms, machine, active, limit)))
+        def listed() -> list[dict[str, Any]]:
+            rows = monitor.store.alarms(machine, active, limit)
+            acks = monitor.operators.acks([row["id"] for row in rows])
+            return [{**row, "ack": acks.get(row["id"])} for row in rows]
+        return JSONResponse(await readers.run(listed))
 
     add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
+    add_operator_routes(app, monitor, guard, [*bearer_scheme, *cookie_scheme], read_guard,
+                        read_errors, readers.run, blocking)
     add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
     return app
 

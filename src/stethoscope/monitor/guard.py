@@ -1,10 +1,12 @@
-"""Who may do what over HTTP: the bearer token (writes, streams and protected reads), the
-dashboard's login cookie (reads only, set by ``POST /login``), the ``Origin`` rule for every
+"""Who may do what over HTTP: the bearer tokens and their scopes (`tokens`), the dashboard's
+login cookie (reads and operator actions, set by ``POST /login``), the ``Origin`` rule for every
 write and websocket, the trusted ``Host`` names, and a log filter that keeps tokens out of
 uvicorn's log lines.
 
-The cookie holds no token: it is ``<expiry>.<HMAC-SHA256(token, expiry)>``, so it dies with its
-expiry or when the token changes, and a stolen cookie never reveals the token. It is
+The cookie holds no token: it is ``<expiry>.<token name>.<HMAC-SHA256>`` of both and the
+token's digest, keyed with a secret drawn at start, so it dies with its expiry, when the token
+changes or the service restarts, and a stolen cookie never reveals the token. It carries the
+token's scope up to ``operate`` (reads and operator actions, never clips or streams). It is
 ``HttpOnly`` (no script reads it) and ``SameSite=Strict`` (no other site's page sends it).
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 import socket
 import time
 from collections.abc import Sequence
@@ -21,6 +24,7 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request
 
 from ..errors import ConfigError
+from .tokens import ADMIN, ANONYMOUS, OPERATE, SCOPES, WRITE, Identity, Tokens
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -55,48 +59,81 @@ def check_origin(origin: str) -> str:
 
 
 class Guard:
-    """The token (None: ``--no-token``, everything open) and the origins allowed besides the
-    service's own (``--allow-origin``)."""
+    """The tokens (None: ``--no-token``, everything open; a string: the one ``--token``, named
+    ``admin`` with every scope) and the origins allowed besides the service's own
+    (``--allow-origin``). Login cookies are signed with a key drawn when the service starts."""
 
-    def __init__(self, token: str | None, allow_origins: Sequence[str] = ()) -> None:
-        self.token = token
+    def __init__(self, tokens: Tokens | str | None, allow_origins: Sequence[str] = ()) -> None:
+        self.tokens = Tokens.single(tokens) if isinstance(tokens, str) else tokens
         self.allow_origins = {check_origin(o) for o in allow_origins}
+        self._key = secrets.token_bytes(32)
 
-    # -- the token and the cookie -----------------------------------------------------------
-    def token_ok(self, presented: str | None) -> bool:
-        """Whether ``presented`` is the token (constant time); always with ``--no-token``."""
-        if self.token is None:
-            return True
-        return presented is not None and hmac.compare_digest(presented.encode(), self.token.encode())
+    # -- the tokens and the cookie ----------------------------------------------------------
+    def identify(self, presented: str | None) -> Identity | None:
+        """Who holds the token ``presented`` (constant-time comparison), or None; with
+        ``--no-token`` everyone is ``anonymous`` with every scope."""
+        if self.tokens is None:
+            return Identity(ANONYMOUS, WRITE)
+        return self.tokens.who(presented)
 
-    def _sign(self, expiry: int) -> str:
-        assert self.token is not None
-        return hmac.new(self.token.encode(), f"dashboard-session:{expiry}".encode(), hashlib.sha256).hexdigest()
+    def token_ok(self, presented: str | None, need: str = WRITE) -> bool:
+        """Whether ``presented`` is a token whose scope allows ``need`` (default: writing)."""
+        found = self.identify(presented)
+        return found is not None and found.allows(need)
 
-    def session(self, now: float | None = None) -> str:
-        """A new login cookie's value, valid `SESSION_S` seconds."""
+    def _sign(self, name: str, expiry: int) -> str:
+        assert self.tokens is not None
+        entry = self.tokens.entry(name)
+        secret = entry.sha256.hex() if entry else ""
+        return hmac.new(self._key, f"dashboard-session:{name}:{expiry}:{secret}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    def session(self, name: str = ADMIN, now: float | None = None) -> str:
+        """A new login cookie's value for the token named ``name``, valid `SESSION_S` seconds."""
         expiry = int((time.time() if now is None else now) + SESSION_S)
-        return f"{expiry}.{self._sign(expiry)}"
+        return f"{expiry}.{name}.{self._sign(name, expiry)}"
+
+    def cookie_identity(self, value: str | None) -> Identity | None:
+        """Who a login cookie was given to, if this service signed it and it has not expired;
+        its scope is at most ``operate`` (a cookie never posts clips or opens streams)."""
+        if self.tokens is None:
+            return Identity(ANONYMOUS, OPERATE)
+        expiry, _, rest = (value or "").partition(".")
+        name, _, mac = rest.rpartition(".")
+        if not expiry.isdigit() or len(expiry) > 12 or int(expiry) < time.time():
+            return None
+        entry = self.tokens.entry(name)
+        signed = self._sign(name, int(expiry)) if entry is not None else ""
+        if entry is None or not hmac.compare_digest(mac.encode(), signed.encode()):
+            return None
+        return Identity(entry.name, min(entry.scope, OPERATE, key=SCOPES.index))
 
     def cookie_ok(self, value: str | None) -> bool:
-        """Whether ``value`` is a login cookie this token signed that has not expired."""
-        if self.token is None:
-            return True
-        expiry, _, mac = (value or "").partition(".")
-        if not expiry.isdigit() or len(expiry) > 12 or int(expiry) < time.time():
-            return False
-        return hmac.compare_digest(mac.encode(), self._sign(int(expiry)).encode())
+        """Whether ``value`` is a valid login cookie (see `cookie_identity`)."""
+        return self.cookie_identity(value) is not None
 
-    def need_token(self, request: Request) -> None:
-        """A dependency: the bearer token, or 401."""
-        if not self.token_ok(bearer(request.headers.get("authorization"))):
-            raise HTTPException(401, NO_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+    def need_token(self, request: Request) -> Identity:
+        """A dependency for writes: a bearer token with the ``write`` scope (401 without a
+        valid token, 403 with one of a smaller scope)."""
+        found = self.identify(bearer(request.headers.get("authorization")))
+        return _allowed(found, WRITE, "")
 
     def need_reader(self, request: Request) -> None:
         """A dependency for protected reads: the bearer token or a valid login cookie, or 401."""
-        if self.token_ok(bearer(request.headers.get("authorization"))) or self.cookie_ok(request.cookies.get(COOKIE)):
+        if (self.identify(bearer(request.headers.get("authorization")))
+                or self.cookie_ok(request.cookies.get(COOKIE))):
             return
         raise HTTPException(401, NO_TOKEN + " (or log in on the dashboard)", headers={"WWW-Authenticate": "Bearer"})
+
+    def need_operator(self, request: Request) -> Identity:
+        """A dependency for operator actions: a bearer token or a login cookie whose scope
+        allows ``operate`` (401 without either, 403 with too small a scope); who it is."""
+        header = bearer(request.headers.get("authorization"))
+        if header is not None:
+            found = self.identify(header)
+        else:
+            found = self.cookie_identity(request.cookies.get(COOKIE))
+        return _allowed(found, OPERATE, " (or log in on the dashboard)")
 
     # -- origins ----------------------------------------------------------------------------
     def origin_ok(self, origin: str | None, host: str | None) -> bool:
@@ -115,6 +152,16 @@ class Guard:
         if not self.origin_ok(request.headers.get("origin"), request.headers.get("host")):
             raise HTTPException(403, "this origin may not write here (a page from another site); "
                                      "serve --allow-origin adds one")
+
+
+def _allowed(found: Identity | None, need: str, hint: str) -> Identity:
+    """``found`` when its scope allows ``need``; else 401 (nobody) or 403 (too small a scope)."""
+    if found is None:
+        raise HTTPException(401, NO_TOKEN + hint, headers={"WWW-Authenticate": "Bearer"})
+    if not found.allows(need):
+        raise HTTPException(403, f"the token {found.name!r} has the scope {found.scope!r}; "
+                                 f"this needs {need!r}")
+    return found
 
 
 def trusted_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:

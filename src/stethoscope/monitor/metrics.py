@@ -1,6 +1,7 @@
 """Prometheus metrics of one app (its own registry, so several apps in one process never clash):
-requests and their latency per route, scores per machine and decision, open streams, and the
-active alarms as the store has them at scrape time."""
+requests and their latency per route, scores per machine and decision, open streams, and, as
+the store has them at scrape time, the active alarms and each machine's newest score next to its
+decision threshold (deploy/grafana/ draws these)."""
 from __future__ import annotations
 
 import time
@@ -33,6 +34,33 @@ class _ActiveAlarms(Collector):
         yield family
 
 
+class _LastScores(Collector):
+    """``stethoscope_score_last{machine}`` and its ``_timestamp_seconds``: the newest score in
+    the store (whichever process wrote it: serve, a stream, `watch`), and
+    ``stethoscope_threshold{machine}``: the served model's decision threshold, so that a
+    dashboard draws each score against the line it is decided by."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        last = GaugeMetricFamily("stethoscope_score_last",
+                                 "newest stored anomaly score of the machine", labels=["machine"])
+        when = GaugeMetricFamily("stethoscope_score_last_timestamp_seconds",
+                                 "Unix time of the newest stored score of the machine",
+                                 labels=["machine"])
+        threshold = GaugeMetricFamily("stethoscope_threshold",
+                                      "decision threshold of the machine's served model: a score "
+                                      "above it is anomalous", labels=["machine"])
+        for machine, served in sorted(self.monitor.models.items()):
+            threshold.add_metric([machine], served.threshold)
+            newest = self.monitor.store.events(machine, limit=1)
+            if newest:
+                last.add_metric([machine], float(newest[0]["score"]))
+                when.add_metric([machine], float(newest[0]["time"]))
+        yield from (last, when, threshold)
+
+
 class Metrics:
     """The app's metrics and their registry."""
 
@@ -48,6 +76,11 @@ class Metrics:
                                  ["machine"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.streams = Gauge("stethoscope_streams_open", "websocket streams open", registry=self.registry)
         self.registry.register(_ActiveAlarms(monitor))
+        self.registry.register(_LastScores(monitor))
+        if monitor.notifier is not None:  # the outbox backlog per channel (--notify)
+            from .notify import NotifyCollector
+
+            self.registry.register(NotifyCollector(monitor.notifier))
 
     def scored(self, machine: str, decision: int) -> None:
         self.scores.labels(machine, "anomaly" if decision else "normal").inc()

@@ -2,7 +2,8 @@
 `MicListener.callback` with each block of samples on its own thread; the callback only copies
 the block into a bounded queue. The consumer (`MicListener.run`) feeds the blocks to the
 machine's `realtime.StreamingScorer` (the scorer of the ``stream`` verb and the websocket) and
-records each window's score in the event store.
+records each window's score in the event store, with the audio new to it when the store keeps
+audio (as the websocket stream: the first window after a start or a gap whole, then each hop).
 
 Lost input is reported, never silent: PortAudio's input-overflow flag (the driver dropped
 samples) and a full queue (scoring slower than real time) are counted in `MicStats`, said once
@@ -28,7 +29,8 @@ from ..realtime import StreamingScorer
 from .service import Monitor, ScoreEvent
 
 BLOCK_SECONDS = 0.1
-QUEUE_SECONDS = 30.0
+QUEUE_SECONDS = 30.0  # how far scoring may fall behind the sound card (--max-lag) ...
+MAX_QUEUE_SECONDS = 600.0  # ... at most (10 min of 48 kHz float32: 110 MiB)
 TIMEOUT_S = 0.2  # how often the consumer looks at ``stop`` and at whether the stream still runs
 MIC_HINT = "pip install 'stethoscope[mic]' (and PortAudio: apt-get install libportaudio2)"
 
@@ -64,6 +66,14 @@ def sounddevice_module() -> Any:
     return sounddevice
 
 
+def check_max_lag(seconds: float) -> float:
+    """``seconds`` if it is a usable queue length (``--max-lag``), else `ConfigError`."""
+    if not BLOCK_SECONDS <= seconds <= MAX_QUEUE_SECONDS:
+        raise ConfigError(f"--max-lag must be {BLOCK_SECONDS:g} to {MAX_QUEUE_SECONDS:g} seconds, "
+                          f"got {seconds:g}")
+    return seconds
+
+
 @dataclass
 class MicStats:
     """Counts of one listening session: blocks and samples received, windows scored, PortAudio
@@ -92,8 +102,9 @@ class MicListener:
         self.factory = factory
         self.blocksize = max(1, int(round(rate * BLOCK_SECONDS)))
         self._queue: queue.Queue[tuple[np.ndarray, bool]] = queue.Queue(
-            maxsize=max(1, math.ceil(queue_seconds / BLOCK_SECONDS)))
+            maxsize=max(1, math.ceil(check_max_lag(queue_seconds) / BLOCK_SECONDS)))
         self._gap = False  # touched by the callback's thread only
+        self._whole = True  # the next kept clip is the whole window (start, or after a gap)
         self.warn, self.on_score = warn, on_score
         self.stats = MicStats()
         self.received = 0  # samples the consumer took from the queue: the stream's clock
@@ -154,15 +165,21 @@ class MicListener:
                       f"overflow(s), {self.stats.dropped_blocks} block(s) dropped by a full queue so far); the "
                       f"{self.window:g} s window starts afresh")
             self.scorer = self._scorer()
+            self._whole = True
         self.stats.blocks += 1
         self.stats.samples += len(block)
         self.received += len(block)
         for result in self.scorer.push(block):
+            new = result.window
+            if new is not None and not self._whole:
+                new = new[len(new) - self.scorer.hop:]
             try:
-                event = self.monitor.record(self.machine, result.score, result.decision, self.source)
+                event = self.monitor.record(self.machine, result.score, result.decision, self.source,
+                                            audio=self.monitor.audio_to_keep(new, self.rate))
             except AudioError as err:  # a window whose score is not finite: said, not stored, not fatal
                 self.warn(f"window ending at {result.end_seconds:.1f} s: {err.problem}")
                 continue
+            self._whole = False
             self.stats.scores += 1
             self.on_score(event, result.end_seconds)
 

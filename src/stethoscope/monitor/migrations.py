@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     inspect,
     select,
@@ -139,7 +140,80 @@ def _v5_clip_bytes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_clips_bytes ON clips (score_id, bytes)"))
 
 
-MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips, _v5_clip_bytes]
+def _v6_notify_outbox(conn: Connection) -> None:
+    """The notification outbox (`notify.outbox`): one row per message to one channel (MQTT, a
+    webhook, e-mail), written in the transaction of the score or alarm it describes and marked
+    delivered once the channel acknowledged it; ``delivery_id`` lets receivers drop duplicates."""
+    md = MetaData()
+    outbox = Table("notify_outbox", md,
+                   Column("id", Integer, primary_key=True),
+                   Column("channel", String(100), nullable=False),
+                   Column("kind", String(16), nullable=False),
+                   Column("topic", String(300), nullable=False),
+                   Column("delivery_id", String(64), nullable=False, unique=True),
+                   Column("payload", Text, nullable=False),
+                   Column("created", Float, nullable=False),
+                   Column("attempts", Integer, nullable=False, server_default="0"),
+                   Column("next_attempt", Float, nullable=False),
+                   Column("delivered_at", Float),
+                   Column("last_error", String(500)),
+                   sqlite_autoincrement=True)
+    Index("ix_notify_outbox_due", outbox.c.channel, outbox.c.delivered_at, outbox.c.next_attempt)
+    outbox.create(conn)
+
+
+
+def _v7_operator_actions(conn: Connection) -> None:
+    """What operators do, each with its author (the token's name) and time: acknowledgements of
+    alarms (one per alarm), labels of events (normal after all, or confirmed fault; one per
+    event, replaced by a later one), mutes of a machine for a time window (cancellable), and
+    the audit log of every action, in order."""
+    md = MetaData()
+    Table("machines", md, Column("id", Integer, primary_key=True))
+    Table("scores", md, Column("id", Integer, primary_key=True))
+    Table("alarms", md, Column("id", Integer, primary_key=True))
+    Table("alarm_acks", md,
+          Column("alarm_id", Integer, ForeignKey("alarms.id"), primary_key=True,
+                 autoincrement=False),
+          Column("time", Float, nullable=False),
+          Column("author", String(64), nullable=False),
+          Column("note", String(1000), nullable=False))
+    labels = Table("event_labels", md,
+                   Column("score_id", Integer, ForeignKey("scores.id"), primary_key=True,
+                          autoincrement=False),
+                   Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
+                   Column("label", String(16), nullable=False),
+                   Column("time", Float, nullable=False),
+                   Column("author", String(64), nullable=False),
+                   Column("note", String(1000), nullable=False))
+    Index("ix_event_labels_machine", labels.c.machine_id, labels.c.label, labels.c.score_id)
+    mutes = Table("mutes", md,
+                  Column("id", Integer, primary_key=True),
+                  Column("machine_id", Integer, ForeignKey("machines.id"), nullable=False),
+                  Column("starts_at", Float, nullable=False),
+                  Column("ends_at", Float, nullable=False),
+                  Column("reason", String(1000), nullable=False),
+                  Column("author", String(64), nullable=False),
+                  Column("created_at", Float, nullable=False),
+                  Column("cancelled_at", Float),
+                  Column("cancelled_by", String(64)),
+                  sqlite_autoincrement=True)
+    Index("ix_mutes_machine_ends", mutes.c.machine_id, mutes.c.ends_at)
+    actions = Table("operator_actions", md,
+                    Column("id", Integer, primary_key=True),
+                    Column("time", Float, nullable=False),
+                    Column("author", String(64), nullable=False),
+                    Column("action", String(16), nullable=False),
+                    Column("machine", String(64)),
+                    Column("target_id", Integer),
+                    Column("detail", String(2000), nullable=False),
+                    sqlite_autoincrement=True)
+    Index("ix_operator_actions_time", actions.c.time)
+    md.create_all(conn)
+
+
+MIGRATIONS: list[Migration] = [_v1_machines_models_scores, _v2_alarms, _v3_watched_files, _v4_clips,
+                               _v5_clip_bytes, _v6_notify_outbox, _v7_operator_actions]
 LATEST = len(MIGRATIONS)
 
 

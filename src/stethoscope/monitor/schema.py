@@ -38,6 +38,7 @@ class ScoreEvent(BaseModel):
     alarm: AlarmChange | None
     warnings: list[str]
     anomaly: bool
+    muted: bool = Field(description="the machine is muted: scored and stored, no alarm raised")
 
 
 class Event(BaseModel):
@@ -54,6 +55,12 @@ class Event(BaseModel):
     threshold: float
 
 
+class AlarmAck(BaseModel):
+    time: float
+    author: str
+    note: str
+
+
 class Alarm(BaseModel):
     id: int
     machine: str
@@ -64,6 +71,7 @@ class Alarm(BaseModel):
     cleared_at: float | None
     cleared_score_id: int | None
     active: bool
+    ack: AlarmAck | None = Field(None, description="its acknowledgement: when, by whom, the note")
 
 
 class Machine(BaseModel):
@@ -83,6 +91,14 @@ class AlarmRuleSet(BaseModel):
     n: int
 
 
+class ChannelBacklog(BaseModel):
+    """One notification channel's outbox (``--notify``)."""
+
+    pending: int
+    oldest_s: float | None = Field(None, description="age of the oldest undelivered message, seconds")
+    failing: bool = Field(False, description="the last delivery try failed (the log says why)")
+
+
 class Health(BaseModel):
     """ok (200), degraded or error (503)."""
 
@@ -90,11 +106,13 @@ class Health(BaseModel):
     machines: list[str] | None = None
     schema_version: int | None = None
     detail: str | None = None
+    notify: dict[str, ChannelBacklog] | None = Field(None, description="with --notify: the outbox per channel")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for error ``codes``, each a `Detail` body."""
-    said = {400: "bad Host header", 401: "missing or wrong token", 403: "a foreign Origin",
+    said = {400: "bad Host header", 401: "missing or wrong token",
+            403: "a foreign Origin, or a token whose scope does not allow this",
             404: "no such machine or event, or its audio is not kept", 408: "the body did not arrive in time",
             413: "body too large", 415: "not an audio Content-Type",
             422: "invalid parameters, or audio that cannot be used", 503: "busy, or the event store is unavailable"}

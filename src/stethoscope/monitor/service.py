@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import soundfile as sf
@@ -29,7 +29,11 @@ from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
 from ..realtime import StreamingScorer
 from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
 from ..systems.folders import model_folders
-from .store import AlarmChange, EventStore, FileMark, StoreError
+from .operators import Operators
+from .store import AlarmChange, EventStore, FileMark, Recorded, StoreError
+
+if TYPE_CHECKING:
+    from .notify import Notifier
 
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SOURCE_MAX = 200
@@ -113,6 +117,7 @@ class ScoreEvent:
     model_version: str
     alarm: AlarmChange | None = None
     warnings: list[str] = field(default_factory=list)
+    muted: bool = False  # the machine was muted: no alarm could be raised (`Monitor.muted`)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -169,6 +174,8 @@ class Monitor:
         self.max_seconds = max_seconds  # longest clip decoded (--max-seconds), a runtime setting
         self.keep_bytes = keep_bytes    # all kept audio fits in this many bytes (--keep-audio-mb); None: no budget
         self.health = StoreHealth()
+        self.notifier: Notifier | None = None  # set by --notify: the outbox rows each event adds
+        self.operators = Operators(store)
 
     @classmethod
     def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
@@ -195,6 +202,8 @@ class Monitor:
         return cls(models, store, ctx, keep_audio, max_seconds, keep_bytes)
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
         self.store.close()
 
     def model(self, machine: str) -> ServedModel:
@@ -244,16 +253,39 @@ class Monitor:
         clip, when audio is kept) to the store; returns after the commit. ``mark`` (a watched
         file) commits in the same transaction (`EventStore.record_score`). A non-finite score is
         an `AudioError` (never stored); a failed write is tried `WRITE_TRIES` times with backoff,
-        and `health` is degraded until a write succeeds."""
+        and `health` is degraded until a write succeeds. With a ``notifier`` (``--notify``) the
+        event's outbox rows commit in the same transaction, and its dispatchers are woken after."""
         served = self.model(machine)
         check_source(source)
         check_score(score, source or "clip")
-        done = self.write(lambda: self.store.record_score(machine, served.model_id, score, decision, source,
-                                                          audio=audio, keep_audio=self.keep_audio, mark=mark,
-                                                          keep_bytes=self.keep_bytes),
-                          tries=1 if mark is not None else WRITE_TRIES)
-        return ScoreEvent(done.id, done.time, machine, source, score, decision, served.threshold,
-                          served.system.name, served.version, done.alarm, list(warnings or []))
+        muted = [False]
+
+        def event(done: Recorded) -> ScoreEvent:
+            return ScoreEvent(done.id, done.time, machine, source, score, decision,
+                              served.threshold, served.system.name, served.version, done.alarm,
+                              list(warnings or []), muted[0])
+
+        notifier = self.notifier
+        also = None if notifier is None else lambda conn, done: notifier.enqueue(conn, event(done))
+
+        def write() -> Any:  # the mute is read in each try: a store that fails is retried alike
+            muted[0] = self.muted(machine) is not None
+            return self.store.record_score(
+                machine, served.model_id, score, decision, source, audio=audio,
+                keep_audio=self.keep_audio, mark=mark, keep_bytes=self.keep_bytes,
+                raise_alarm=not muted[0], also=also)
+        done = self.write(write, tries=1 if mark is not None else WRITE_TRIES)
+        if notifier is not None:
+            notifier.wake()
+        return event(done)
+
+    def muted(self, machine: str, at: float | None = None) -> dict[str, Any] | None:
+        """The mute of ``machine`` in force at ``at`` (default now), or None: the one rule for
+        whether an alarm of a machine may be raised or sent. A muted machine's clips are still
+        scored and stored with their decisions; no new alarm is raised while the mute lasts (an
+        active one still clears), and the first score after it applies the k-of-n rule to the
+        last n decisions, muted ones included."""
+        return self.operators.active_mute(machine, at)
 
     def write(self, call: Callable[[], Any], tries: int = WRITE_TRIES) -> Any:
         """Run one store write, tried up to ``tries`` times while it raises `StoreError` (waiting

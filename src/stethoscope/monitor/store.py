@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import (Column, Engine, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, delete, func,
+from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, delete, func,
                         select, text, update)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -104,7 +104,7 @@ class EventStore:
     processes may write to one store."""
 
     def __init__(self, url: str, sync: str = "full", say: Callable[[str], None] = lambda message: None) -> None:
-        self.url = database_url(url)
+        self.url, self.sync = database_url(url), sync
         self.engine: Engine = make_engine(self.url, sync)
         self._lock = threading.Lock()
         self._machine_ids: dict[str, int] = {}
@@ -165,14 +165,18 @@ class EventStore:
     # -- scores -----------------------------------------------------------------------------
     def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
                      at: float | None = None, audio: bytes | None = None, keep_audio: int = 0,
-                     mark: FileMark | None = None, keep_bytes: int | None = None) -> Recorded:
+                     mark: FileMark | None = None, keep_bytes: int | None = None,
+                     raise_alarm: bool = True,
+                     also: Callable[[Connection, Recorded], None] | None = None) -> Recorded:
         """Insert one score and update its machine's alarm in one transaction; returns after
         the commit (the event is durable when this returns). ``audio`` (FLAC bytes) is kept
         with it in the same transaction when ``keep_audio`` > 0, and the machine's clips past
         the newest ``keep_audio`` are deleted; with ``keep_bytes``, the oldest clips of every
         machine are deleted until all kept audio fits in that many bytes. With ``mark`` the watched file is marked done in
         the same transaction, so the score and the mark exist both or neither; a recording
-        marked already raises `AlreadyDone` and writes nothing."""
+        marked already raises `AlreadyDone` and writes nothing. ``raise_alarm`` False (a muted
+        machine) raises no new alarm; an active one still clears. ``also(conn, recorded)`` writes
+        more rows in the same transaction (the notification outbox, `notify.outbox`)."""
         machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
         now = time.time() if at is None else float(at)
 
@@ -189,9 +193,35 @@ class EventStore:
                     self._keep_clip(conn, machine_id, event_id, audio, keep_audio)
                     if keep_bytes is not None:
                         self._fit_budget(conn, keep_bytes)
-                return Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k, rule.alarm_n,
-                                                                  event_id, now))
+                done = Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k,
+                                                                  rule.alarm_n, event_id, now,
+                                                                  raise_alarm))
+                if also is not None:
+                    also(conn, done)
+                return done
         return self._guard(run)
+
+    @contextmanager
+    def transaction(self, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction under this process's write lock (committed when the block ends);
+        a database error in it is a `StoreError`. ``durable=False`` commits an SQLite file
+        without its fsync (``synchronous=NORMAL`` for this one transaction): for bookkeeping
+        whose loss in a power cut is harmless (the notification outbox's delivery marks)."""
+        relax = not durable and self.engine.dialect.name == "sqlite" and self.sync != "normal"
+        try:
+            with self._lock, self.engine.connect() as conn:
+                raw: Any = conn.connection.driver_connection  # pysqlite's: no implicit BEGIN
+                if relax:
+                    raw.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    conn.execution_options(write=True)
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if relax:
+                        raw.execute(f"PRAGMA synchronous={self.sync.upper()}")
+        except SQLAlchemyError as err:
+            raise StoreError(f"event store {self.where}: {getattr(err, 'orig', None) or err}") from err
 
     @staticmethod
     def _keep_clip(conn: Any, machine_id: int, event_id: int, audio: bytes, keep: int) -> None:
@@ -224,13 +254,14 @@ class EventStore:
         return self._guard(run)
 
     @staticmethod
-    def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float) -> AlarmChange | None:
+    def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float,
+                      raise_alarm: bool = True) -> AlarmChange | None:
         last = select(SCORES.c.decision).where(SCORES.c.machine_id == machine_id).order_by(
             SCORES.c.id.desc()).limit(n).subquery()
         anomalous = int(conn.execute(select(func.coalesce(func.sum(last.c.decision), 0))).scalar())
         active = conn.execute(select(ALARMS.c.id).where(ALARMS.c.machine_id == machine_id,
                                                         ALARMS.c.cleared_at.is_(None))).scalar()
-        if active is None and anomalous >= k:
+        if active is None and anomalous >= k and raise_alarm:
             alarm_id = conn.execute(ALARMS.insert().values(machine_id=machine_id, k=k, n=n, raised_at=now,
                                                            raised_score_id=event_id)).inserted_primary_key[0]
             return AlarmChange(int(alarm_id), "raised")

@@ -110,6 +110,9 @@ def add_stream(app: FastAPI, monitor: Monitor, guard: Guard, metrics: Metrics, s
             return
         presented = bearer(ws.headers.get("authorization"))
         if presented is not None and not guard.token_ok(presented):
+            if guard.identify(presented) is not None:  # a token whose scope does not stream
+                await deny(ws, 403, "streams need a token with the 'write' scope")
+                return
             await deny(ws, 401, NO_TOKEN)
             return
         try:
@@ -127,7 +130,7 @@ def add_stream(app: FastAPI, monitor: Monitor, guard: Guard, metrics: Metrics, s
         metrics.streams.inc()
         try:
             await ws.accept()
-            if presented is None and guard.token is not None and not await first_message_auth(ws, guard, settings):
+            if presented is None and guard.tokens is not None and not await first_message_auth(ws, guard, settings):
                 return
             await pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], rate, source, scoring, settings)
         except WebSocketDisconnect:

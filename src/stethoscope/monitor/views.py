@@ -2,7 +2,7 @@
 request names one of three fixed files, never a path), and per event its kept audio, anomaly
 map and spectrogram (``pictures``). The page loads nothing from anywhere but this app; its
 Content-Security-Policy says so to the browser too. ``POST /login`` (the page's login form)
-sets the read cookie of `guard`; ``POST /logout`` clears it.
+sets the login cookie of `guard`; ``POST /logout`` clears it.
 """
 from __future__ import annotations
 
@@ -58,10 +58,11 @@ def add_dashboard(app: FastAPI, monitor: Monitor, guard: Guard, read_guard: list
         return _asset("dashboard.css", assets["dashboard.css"])
 
     @app.post("/login", dependencies=[Depends(guard.same_origin)], status_code=204, openapi_extra=schema.LOGIN_BODY,
-              responses={204: {"description": "logged in: the read cookie is set"},
+              responses={204: {"description": "logged in: the login cookie is set"},
                          **schema.errors(400, 401, 403, 413, 415)})
     async def login(request: Request) -> Response:
-        """The login form's token (``application/x-www-form-urlencoded``) for a read cookie:
+        """The login form's token (``application/x-www-form-urlencoded``) for a cookie that
+        reads and, for a token of scope ``operate`` or ``write``, acts as an operator:
         ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site sends it)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/x-www-form-urlencoded":
@@ -72,18 +73,20 @@ def add_dashboard(app: FastAPI, monitor: Monitor, guard: Guard, read_guard: list
             if len(body) > MAX_LOGIN_BYTES:
                 raise HTTPException(413, "the login form is too large")
         presented = parse_qs(body.decode("utf-8", "replace")).get("token", [None])[0]
-        if guard.token is None:
+        if guard.tokens is None:
             return Response(status_code=204)
-        if not guard.token_ok(presented):
+        who = guard.identify(presented)
+        if who is None:
             raise HTTPException(401, "wrong token")
         answer = Response(status_code=204)
-        answer.set_cookie(COOKIE, guard.session(), max_age=SESSION_S, path="/", httponly=True, samesite="strict")
+        answer.set_cookie(COOKIE, guard.session(who.name), max_age=SESSION_S, path="/",
+                          httponly=True, samesite="strict")
         return answer
 
     @app.post("/logout", dependencies=[Depends(guard.same_origin)], status_code=204,
-              responses={204: {"description": "the read cookie is cleared"}, **schema.errors(400, 403)})
+              responses={204: {"description": "the login cookie is cleared"}, **schema.errors(400, 403)})
     async def logout() -> Response:
-        """Clear the read cookie."""
+        """Clear the login cookie."""
         answer = Response(status_code=204)
         answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return answer

@@ -10,10 +10,11 @@ HTML page and Markdown twin as the evaluation report.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -22,7 +23,15 @@ from ..errors import StethoscopeError
 from .comparison import comparison_html, comparison_markdown, read_comparison
 from .content import fmt, reproducibility, shown
 from .figures import PLOT_STYLE, SECTION_COLOURS, Picture
-from .html_base import facts_html, figure_html, kpis_html, legend_html, metric_cell, notes_html, page
+from .html_base import (
+    facts_html,
+    figure_html,
+    kpis_html,
+    legend_html,
+    metric_cell,
+    notes_html,
+    page,
+)
 from .maps import figure_png_bytes, new_figure
 from .numbers import readable
 from .results import read_json_object
@@ -61,12 +70,13 @@ class BenchMode:
     def mean(self, key: str) -> float | None:
         """``mean_auc`` / ``mean_pauc`` as recorded, else the mean over the sets so far."""
         recorded = self.data.get(f"mean_{key}")
-        values = [s.means[key] for s in self.sets if s.means[key] is not None]
+        values = [v for s in self.sets if (v := s.means[key]) is not None]
         return recorded if recorded is not None else (float(np.mean(values)) if values else None)
 
 
 def bench_files(folder: Path) -> dict[str, Path]:
-    """``{mode: bench.json}`` of a bench folder: ``{"": folder/bench.json}`` or one per ``<mode>/``."""
+    """``{mode: bench.json}`` of a bench folder: ``{"": folder/bench.json}`` or one per
+    ``<mode>/``."""
     if (folder / BENCH_FILE).is_file():
         return {"": folder / BENCH_FILE}
     return {p.parent.name: p for p in sorted(folder.glob(f"*/{BENCH_FILE}"))}
@@ -97,7 +107,8 @@ def read_bench(folder: Path) -> list[BenchMode]:
         sets = []
         for name, entry in (data.get("sets") or {}).items():
             if not isinstance(entry, dict):
-                raise StethoscopeError(f"{path}: sets.{name} is {type(entry).__name__}, not an object")
+                raise StethoscopeError(f"{path}: sets.{name} is {type(entry).__name__}, not an "
+                                       "object")
             sets.append(_bench_set(name, entry))
         modes.append(BenchMode(label, path, data, sets))
     return modes
@@ -114,7 +125,7 @@ def bench_chart(modes: Sequence[BenchMode]) -> Picture | None:
         ax = fig.subplots()
         for i, mode in enumerate(modes):
             colour = SECTION_COLOURS[i % len(SECTION_COLOURS)]
-            label = mode.title
+            label: str | None = mode.title
             for s in mode.sets:
                 if s.means["auc"] is None:
                     continue
@@ -125,10 +136,12 @@ def bench_chart(modes: Sequence[BenchMode]) -> Picture | None:
         ax.axhline(0.5, color="#9ca3af", lw=1, ls=":", label="chance")
         tilt = len(names) > 4
         ax.set_xticks(range(len(names)), names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
-        ax.set(ylim=(0, 1.02), ylabel="AUC", title="AUC per set: mean over folds (bar), each fold (dot)")
+        ax.set(ylim=(0, 1.02), ylabel="AUC", title="AUC per set: mean over folds (bar), each "
+                                                   "fold (dot)")
         fig.legend(fontsize=8.5, loc="outside lower center", ncols=min(len(modes) + 1, 4))
         png = figure_png_bytes(fig, dpi=120)
-    return Picture("bench/auc.png", "AUC per set and fold", "Bars: AUC averaged over folds; dots: each fold's AUC "
+    return Picture("bench/auc.png", "AUC per set and fold", "Bars: AUC averaged over folds; "
+                                                            "dots: each fold's AUC "
                    "(its test normals against all the set's anomalies).", png)
 
 
@@ -159,7 +172,8 @@ def render_bench_html(modes: Sequence[BenchMode], folder: Path, chart: Picture |
     h = _headline(modes)
     comparison = read_comparison(folder)
     kpis = [("main" if i == 0 else "", f"mean AUC{' · ' + m.title if m.label else ''}", fmt(m.mean("auc")),
-             f"pAUC {fmt(m.mean('pauc'))} · mean over {len(m.sets)} set{'s' if len(m.sets) != 1 else ''}")
+             f"pAUC {fmt(m.mean('pauc'))} · mean over {len(m.sets)} "
+             f"set{'s' if len(m.sets) != 1 else ''}")
             for i, m in enumerate(modes)]
     kpis.append(("", "folds", h["folds"], f"{h['sets']} sets · ± = standard deviation over folds"))
     cards = []
@@ -169,28 +183,35 @@ def render_bench_html(modes: Sequence[BenchMode], folder: Path, chart: Picture |
         rows = "".join(f"<tr><td>{escape(s.name)}</td><td>{shown(s.n_normal)}</td><td>{shown(s.n_anomaly)}</td>"
                        + "".join(metric_cell(s.means[k], s.spreads[k]) for k, _ in cols)
                        + f"<td>{_seconds(s.train_seconds)}</td><td>{_seconds(s.score_ms)}</td></tr>" for s in m.sets)
-        cards.append(f'<section class="card" id="mode-{escape(m.label or "results")}"><div class="card-head">'
-                     f"<h2>{escape(m.title)}</h2></div><p class=\"counts\"><code>{escape(str(m.path))}</code></p>"
-                     f'<div class="table-wrap"><table><thead><tr><th>set</th><th>normal</th><th>anom.</th>{head}'
-                     f"<th>train s / fold</th><th>score ms / clip</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        cards.append(f'<section class="card" id="mode-{escape(m.label or "results")}"><div '
+                     'class="card-head">'
+                     f"<h2>{escape(m.title)}</h2></div><p "
+                     f"class=\"counts\"><code>{escape(str(m.path))}</code></p>"
+                     '<div '
+                     f'class="table-wrap"><table><thead><tr><th>set</th><th>normal</th><th>anom.</th>{head}'
+                     "<th>train s / fold</th><th>score ms / "
+                     f"clip</th></tr></thead><tbody>{rows}</tbody></table></div>"
                      f"{notes_html(_notes(m))}</section>")
     r = reproducibility(modes[0].data, folder)
     config = modes[0].data.get("params") or r["config"]
+    config_json = escape(json.dumps(config, indent=2, default=str))
+    charts = (f'<section class="card"><div class="grid">{figure_html(chart, page_dir)}</div></section>'
+              if chart else "")
     body = f"""<div class="eyebrow">Stethoscope · cross-validated benchmark</div>
 <h1>{escape(h['system'])}</h1>
-<p class="sub">data <code>{escape(h['data'])}</code> · per set, the normal clips are split into folds; each fold
-trains on the other normals and tests on its normals plus all anomalies. Metrics are means over folds
-± their standard deviation over folds.</p>
+<p class="sub">data <code>{escape(h['data'])}</code> · per set, the normal clips are split into
+folds; each fold trains on the other normals and tests on its normals plus all anomalies. Metrics
+are means over folds ± their standard deviation over folds.</p>
 <div class="kpis">{kpis_html(kpis)}</div>
 {legend_html()}
-{'<section class="card"><div class="grid">' + figure_html(chart, page_dir) + '</div></section>' if chart else ''}
+{charts}
 {comparison_html(comparison) if comparison else ''}
 {''.join(cards)}
 <footer><section class="card"><h2>Reproducibility</h2>
 <p class="counts">Regenerate this page with
 <code>stethoscope report --results {escape(str(folder))} --out report.html</code></p>
 <h3>Run</h3>{facts_html(r['facts'])}
-<details><summary>Configuration</summary><pre>{escape(json.dumps(config, indent=2, default=str))}</pre></details>
+<details><summary>Configuration</summary><pre>{config_json}</pre></details>
 </section><p>Made by Stethoscope. Self-contained: no external resources.</p></footer>"""
     return page(f"Stethoscope benchmark: {h['system']}", body)
 
@@ -198,15 +219,18 @@ trains on the other normals and tests on its normals plus all anomalies. Metrics
 def render_bench_markdown(modes: Sequence[BenchMode], folder: Path, chart: Picture | None, files_dir: str) -> str:
     """The Markdown twin of `render_bench_html`."""
     h = _headline(modes)
-    lines = [f"# Stethoscope benchmark: {h['system']}", "", f"Data: `{h['data']}` · {h['folds']} folds · "
-             f"{h['sets']} sets · metrics are means over folds ± their standard deviation over folds", ""]
+    lines = [f"# Stethoscope benchmark: {h['system']}", "", f"Data: `{h['data']}` · {h['folds']} "
+                                                            "folds · "
+             f"{h['sets']} sets · metrics are means over folds ± their standard deviation over "
+             "folds", ""]
     if chart:
         lines += [f"![{chart.alt}]({files_dir}/{chart.name})", "", f"*{chart.caption}*", ""]
     for m in modes:
         cols = _columns(m)
         head = " | ".join(["set", "normal", "anom.", *(label for _, label in cols), "train s / fold",
                            "score ms / clip"])
-        lines += [f"## {m.title}", "", f"Mean AUC **{fmt(m.mean('auc'))}** · mean pAUC {fmt(m.mean('pauc'))} "
+        lines += [f"## {m.title}", "", f"Mean AUC **{fmt(m.mean('auc'))}** · mean pAUC "
+                                       f"{fmt(m.mean('pauc'))} "
                   f"(`{m.path}`)", "", f"| {head} |", "| --- |" + " ---: |" * (len(cols) + 4)]
         for s in m.sets:
             cells = " | ".join(fmt(s.means[k]) + (f" ± {s.spreads[k]:.3f}" if s.spreads[k] is not None

@@ -9,8 +9,8 @@ inlined in the page (no library, nothing fetched). Scores sort by their exact va
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 from .content import MISSING
 from .numbers import readable
@@ -35,7 +35,8 @@ SCRIPT = """
     r.searchText = cells.join("\\t").toLowerCase();
   });
   function key(row, col, numeric) {
-    var cell = row.cells[col], v = cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent;
+    var cell = row.cells[col];
+    var v = cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent;
     if (!numeric) return v.toLowerCase();
     var f = parseFloat(v);
     return isNaN(f) ? -Infinity : f;
@@ -86,12 +87,16 @@ def clip_table_html(rows: Sequence[ScoreRow]) -> str:
     """The card holding the table (empty when there are no rows); pair it with `SCRIPT`."""
     if not rows:
         return ""
-    head = "".join(f'<th scope="col" data-type="{kind}"{NUM if kind == "number" else ""}>{name}</th>'
+    head = "".join('<th scope="col" '
+                   f'data-type="{kind}"{NUM if kind == "number" else ""}>{name}</th>'
                    for name, kind in HEADERS)
     return (f'<section class="card" id="all-clips"><h2>All {len(rows)} clips</h2>'
-            '<p class="counts">Click a column header to sort by it (again to reverse); type words to keep the '
-            "rows that contain all of them (e.g. <code>fan anomalous</code>). Higher score = more anomalous.</p>"
+            '<p class="counts">Click a column header to sort by it (again to reverse); type '
+            'words to keep the '
+            "rows that contain all of them (e.g. <code>fan anomalous</code>). Higher score = "
+            "more anomalous.</p>"
             '<div class="filter"><input id="clip-filter" type="search" placeholder="filter clips…" '
-            f'aria-label="filter clips"><span><b id="clip-count">{len(rows)}</b> of {len(rows)} shown</span></div>'
+            f'aria-label="filter clips"><span><b id="clip-count">{len(rows)}</b> of {len(rows)} '
+            'shown</span></div>'
             f'<div class="clips-wrap"><table id="clips"><thead><tr>{head}</tr></thead><tbody>'
             + "".join(_row(r) for r in rows) + "</tbody></table></div></section>")

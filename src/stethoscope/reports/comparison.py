@@ -28,28 +28,38 @@ def comparison_html(comparison: dict[str, Any]) -> str:
     level = round(100 * comparison["level"])
     systems = "".join(f"<tr><td>{escape(name)}</td><td class=\"m\">{m['auc']:.3f}</td>"
                       f"<td>[{m['low']:.3f}, {m['high']:.3f}]</td></tr>" for name, m in comparison["mean_auc"].items())
-    pairs = "".join(f"<tr><td>{escape(p['a'])} − {escape(p['b'])}</td><td class=\"m\">{p['diff']:+.3f}</td>"
-                    f"<td>[{p['low']:+.3f}, {p['high']:+.3f}]</td><td>{escape(_verdict(p))}</td></tr>"
+    pairs = "".join(f"<tr><td>{escape(p['a'])} − {escape(p['b'])}</td><td "
+                    f"class=\"m\">{p['diff']:+.3f}</td>"
+                    f"<td>[{p['low']:+.3f}, "
+                    f"{p['high']:+.3f}]</td><td>{escape(_verdict(p))}</td></tr>"
                     for p in comparison["pairs"])
-    return (f'<section class="card" id="comparison"><div class="card-head"><h2>Comparison</h2></div>'
-            f'<p class="counts">{escape(comparison["method"])}; {comparison["n_boot"]} replicates, {level} % '
-            f"intervals over the {len(comparison['compared_sets'])} sets all systems have. A difference whose interval "
+    return ('<section class="card" id="comparison"><div '
+            'class="card-head"><h2>Comparison</h2></div>'
+            f'<p class="counts">{escape(comparison["method"])}; {comparison["n_boot"]} '
+            f'replicates, {level} % '
+            f"intervals over the {len(comparison['compared_sets'])} sets all systems have. A "
+            "difference whose interval "
             f"holds 0 is within noise: these sets are too small to tell the two systems apart.</p>"
-            f'<div class="table-wrap"><table><thead><tr><th>system</th><th>mean AUC</th><th>{level} % interval'
+            '<div class="table-wrap"><table><thead><tr><th>system</th><th>mean '
+            f'AUC</th><th>{level} % interval'
             f"</th></tr></thead><tbody>{systems}</tbody></table></div>"
-            f'<div class="table-wrap"><table><thead><tr><th>difference</th><th>AUC</th><th>{level} % interval</th>'
+            '<div '
+            f'class="table-wrap"><table><thead><tr><th>difference</th><th>AUC</th><th>{level} '
+            '% interval</th>'
             f"<th>verdict</th></tr></thead><tbody>{pairs}</tbody></table></div></section>")
 
 
 def comparison_markdown(comparison: dict[str, Any]) -> list[str]:
     """The card's Markdown lines."""
     level = round(100 * comparison["level"])
-    lines = ["## Comparison", "", f"{comparison['method']}; {comparison['n_boot']} replicates, {level} % intervals. "
+    lines = ["## Comparison", "", f"{comparison['method']}; {comparison['n_boot']} replicates, "
+                                  f"{level} % intervals. "
              "A difference whose interval holds 0 is within noise.", "",
              f"| system | mean AUC | {level} % interval |", "| --- | ---: | --- |"]
     lines += [f"| {name} | {m['auc']:.3f} | [{m['low']:.3f}, {m['high']:.3f}] |"
               for name, m in comparison["mean_auc"].items()]
     lines += ["", f"| difference | AUC | {level} % interval | verdict |", "| --- | ---: | --- | --- |"]
-    lines += [f"| {p['a']} − {p['b']} | {p['diff']:+.3f} | [{p['low']:+.3f}, {p['high']:+.3f}] | {_verdict(p)} |"
+    lines += [f"| {p['a']} − {p['b']} | {p['diff']:+.3f} | [{p['low']:+.3f}, {p['high']:+.3f}] | "
+              f"{_verdict(p)} |"
               for p in comparison["pairs"]]
-    return lines + [""]
+    return [*lines, ""]

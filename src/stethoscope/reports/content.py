@@ -7,9 +7,10 @@ saying the same thing, down to how a missing value is printed.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..evaluation.evaluate import describe_official_score, evaluated_sections
 from .figures import Picture, histogram_picture, roc_picture
@@ -23,7 +24,8 @@ MISSING = "–"
 
 @dataclass
 class MachinePart:
-    """Everything the report shows about one machine type; ``key`` is its unique anchor/folder name."""
+    """Everything the report shows about one machine type; ``key`` is its unique anchor/folder
+    name."""
 
     name: str
     key: str
@@ -48,7 +50,8 @@ def shown(v: Any) -> str:
 
 
 def clip_counts(metrics: dict[str, Any]) -> str:
-    """A table row's ``normal / anomalous`` clip counts; empty where the row has none (the means)."""
+    """A table row's ``normal / anomalous`` clip counts; empty where the row has none (the
+    means)."""
     return f"{metrics['n_normal']} / {metrics['n_anomaly']}" if "n_normal" in metrics else ""
 
 
@@ -88,7 +91,8 @@ def _coverage_note(part: MachinePart, n_norm: int, n_anom: int) -> str | None:
     if not evaluated or (e_norm, e_anom) == (n_norm, n_anom):
         return None
     skipped = [m["tag"] for _, kind, m in part.rows if kind == "skipped"]
-    return (f"Metrics cover {len(evaluated)} of {len(evaluated) + len(skipped)} sections: {e_norm} normal and "
+    return (f"Metrics cover {len(evaluated)} of {len(evaluated) + len(skipped)} sections: "
+            f"{e_norm} normal and "
             f"{e_anom} anomalous of the {n_norm} normal and {n_anom} anomalous clips; "
             f"{', '.join(skipped)} lack{'s' if len(skipped) == 1 else ''} one of the two labels.")
 
@@ -119,8 +123,8 @@ def machine_part(machine: str, key: str, results: dict[str, Any], rows: Sequence
         if roc:
             part.charts.append(roc)
     elif not entry:
-        part.notes.append("No clips with both labels: metrics and ROC curves need normal and anomalous clips; "
-                          "the histogram shows the scores only.")
+        part.notes.append("No clips with both labels: metrics and ROC curves need normal and "
+                          "anomalous clips; the histogram shows the scores only.")
     part.charts.append(histogram_picture(machine, key, rows, threshold))
     maps, notes = map_pictures(machine, key, rows, (results.get("models") or {}).get(machine), results_dir)
     part.maps, part.notes = maps, part.notes + notes
@@ -140,7 +144,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def reproducibility(results: dict[str, Any], results_dir: Path) -> dict[str, Any]:
-    """The run's facts (recorded ones only), versions and configuration, from ``run`` or older top-level keys."""
+    """The run's facts (recorded ones only), versions and configuration, from ``run`` or older
+    top-level keys."""
     run = results.get("run") or {}
     cmd = run.get("command")
     facts = [("seed", run.get("seed", results.get("seed"))),

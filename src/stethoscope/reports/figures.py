@@ -8,9 +8,10 @@ plot style, with colours that stay apart under red-green colour blindness.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -21,10 +22,13 @@ from .maps import figure_png_bytes, new_figure
 from .numbers import plain_formatter, readable
 from .results import ScoreRow
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 MAX_FPR = 0.1
 NORMAL_COLOUR, ANOMALY_COLOUR = "#2563eb", "#ea580c"  # blue / orange: safe for red-green colour blindness
 SECTION_COLOURS = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#ca8a04", "#db2777", "#0891b2", "#4b5563")
-PLOT_STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+PLOT_STYLE: dict[RcKeyType, Any] = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
               "grid.color": "#e5e7eb", "grid.linewidth": 0.8, "axes.edgecolor": "#9ca3af",
               "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
 
@@ -48,7 +52,8 @@ def slug(text: str) -> str:
 def unique_slugs(names: Iterable[str]) -> dict[str, str]:
     """A distinct `slug` per name, for anchors and folder names: where two names reduce to the
     same slug (``a b`` and ``a_b``), or differ only in case (a case-insensitive file system
-    would merge them), later ones get ``-2``, ``-3``, ... and no result is another's natural slug."""
+    would merge them), later ones get ``-2``, ``-3``, ... and no result is another's natural
+    slug."""
     names = list(dict.fromkeys(names))
     natural = {n: slug(n) for n in names}
     reserved = {s.lower() for s in natural.values()}
@@ -83,12 +88,15 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
             colour = SECTION_COLOURS[(di if len(sections) == 1 else si) % len(SECTION_COLOURS)]
             style = "--" if d == "target" else "-"
             name = " ".join(p for p in (sec if len(sections) > 1 else "", d) if p) or "all clips"
-            curves.append((fpr, tpr, colour, style, f"{name}  AUC {roc_auc_score(y[use], s[use]):.3f}"))
+            curves.append((fpr, tpr, colour, style, f"{name}  AUC "
+                                                    f"{roc_auc_score(y[use], s[use]):.3f}"))
     if not curves:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        ax = new_figure((5.2, 4.4)).subplots()
-        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label=f"pAUC region (FPR ≤ {MAX_FPR:g})")
+        fig = new_figure((5.2, 4.4))
+        ax = fig.subplots()
+        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label="pAUC region (FPR ≤ "
+                                                                        f"{MAX_FPR:g})")
         ax.plot([0, 1], [0, 1], color="#9ca3af", lw=1, ls=":", label="chance")
         for fpr, tpr, colour, style, label in curves:
             ax.plot(fpr, tpr, color=colour, ls=style, lw=2, label=label, drawstyle="steps-post")
@@ -96,9 +104,10 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
                title=f"{machine}: ROC")
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=8.5)
-        png = figure_png_bytes(ax.figure, dpi=120)
+        png = figure_png_bytes(fig, dpi=120)
     has_domains = any(r.domain for r in rows)
-    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target normals and all "
+    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target "
+                "normals and all "
                 "anomalies (dashed). " if has_domains else "ROC curves per section. ")
                + "The shaded band is the region the pAUC averages over.")
     return Picture(f"{key}/roc.png", f"ROC curves of {machine}", caption, png)
@@ -128,10 +137,11 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
         ax = fig.subplots()
         for name, colour, vals in groups:
             if vals:
-                ax.hist(vals, bins=bins, color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
+                ax.hist(vals, bins=bins.tolist(), color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
                         edgecolor=colour, linewidth=0.8)
         if threshold is not None and np.isfinite(threshold):
-            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label=f"decision threshold {readable(threshold)}")
+            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label="decision threshold "
+                                                                          f"{readable(threshold)}")
         if log:
             ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plain_formatter(log))
@@ -148,6 +158,8 @@ def histogram_picture(machine: str, key: str, rows: Sequence[ScoreRow], threshol
     """`histogram_figure` as a report picture."""
     with matplotlib.rc_context(PLOT_STYLE):  # ticks and grid lines are made while drawing
         png = figure_png_bytes(histogram_figure(machine, rows, threshold), dpi=120)
-    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to training scores, "
-               "90th percentile)." if threshold is not None else "No decision threshold was recorded.")
+    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to "
+               "training scores, "
+               "90th percentile)." if threshold is not None else "No decision threshold was "
+                                                                 "recorded.")
     return Picture(f"{key}/scores.png", f"score histogram of {machine}", caption, png)

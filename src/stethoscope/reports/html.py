@@ -20,8 +20,8 @@ This module only ties the steps together: `results` reads the folder, `content` 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import StethoscopeError
 from ..fsutil import atomic_directory, atomic_write_text
@@ -47,9 +47,10 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
         return _evaluation_report(results_dir, out_path)
     if bench_files(results_dir):
         return _bench_report(results_dir, out_path)
-    raise StethoscopeError(f"{results_dir}: neither an evaluation folder (results.json and scores.csv, written by "
-                           "`stethoscope evaluate` or `demo`) nor a benchmark folder (bench.json, or "
-                           "<mode>/bench.json per score mode, written by `stethoscope bench`)")
+    raise StethoscopeError(f"{results_dir}: neither an evaluation folder (results.json and "
+                           "scores.csv, written by `stethoscope evaluate` or `demo`) nor a "
+                           "benchmark folder (bench.json, or <mode>/bench.json per score mode, "
+                           "written by `stethoscope bench`)")
 
 
 def _evaluation_report(results_dir: Path, out_path: Path) -> Path:

@@ -9,8 +9,9 @@ becomes a note for the report instead of an error.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -20,12 +21,23 @@ from ..data.clip import Clip
 from ..engine import RunContext
 from ..errors import StethoscopeError
 from .figures import Picture, slug
-from .maps import (FaultRegion, MapPanels, anomaly_figure, decision_title, fault_regions_for, figure_png_bytes,
-                   map_panels, spectrogram_range)
+from .maps import (
+    FaultRegion,
+    MapPanels,
+    anomaly_figure,
+    decision_title,
+    fault_regions_for,
+    figure_png_bytes,
+    map_panels,
+    spectrogram_range,
+)
 from .results import ScoreRow
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 N_TOP_MAPS = 3
-MAP_STYLE = {"font.size": 9}  # set while the figures are made and drawn (tick labels are made at drawing)
+MAP_STYLE: dict[RcKeyType, Any] = {"font.size": 9}  # set while the figures are made and drawn (tick labels are made at drawing)
 
 
 def _resolve_audio(path: str, results_dir: Path) -> Path | None:
@@ -59,14 +71,15 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
     """Anomaly maps of the top clips by score plus a typical normal clip, on shared colour scales;
     each picture carries its clip's audio path. ``key`` is the machine's folder in the files."""
     ranked = sorted(rows, key=lambda r: r.score, reverse=True)
-    chosen = [(r, "most anomalous #%d" % (i + 1)) for i, r in enumerate(ranked[:N_TOP_MAPS])]
+    chosen = [(r, f"most anomalous #{i + 1}") for i, r in enumerate(ranked[:N_TOP_MAPS])]
     normals = [r for r in ranked if r.label == 0] or ([] if any(r.label is not None for r in rows) else ranked)
     normals = [r for r in normals if r not in [c[0] for c in chosen]]
     if normals:
         chosen.append((normals[len(normals) // 2], "typical normal clip (median score)" if normals[0].label == 0
                        else "typical clip (median score)"))
     if not any(r.path for r in rows):
-        return [], ["scores.csv records no audio paths (scores read from submission files), so no anomaly maps."]
+        return [], ["scores.csv records no audio paths (scores read from submission files), so "
+                    "no anomaly maps."]
     system, reason = _load_model(model_dir)
     if system is None:
         return [], [f"No anomaly maps: {reason}."]
@@ -88,9 +101,9 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
     threshold = getattr(system, "threshold_", None)
     regions = [fault_regions_for(audio) for _, _, audio, _ in panels]
     figures = shared_scale_figures([(decision_title(row.file, row.score, threshold), boxes, p)
-                                    for (row, _, _, p), boxes in zip(panels, regions)])
+                                    for (row, _, _, p), boxes in zip(panels, regions, strict=True)])
     pictures = []
-    for i, ((row, role, audio, _), boxes, fig) in enumerate(zip(panels, regions, figures)):
+    for i, ((row, role, audio, _), boxes, fig) in enumerate(zip(panels, regions, figures, strict=True)):
         truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
         bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
         if boxes:
@@ -104,7 +117,8 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
 
 def shared_scale_figures(items: Sequence[tuple[str, Sequence[FaultRegion], MapPanels]]) -> list[Figure]:
     """One anomaly figure per ``(title, fault regions, panels)``, all on the same two colour scales:
-    the dB range of every input and reconstruction, and the largest 99.5th percentile of the maps."""
+    the dB range of every input and reconstruction, and the largest 99.5th percentile of the
+    maps."""
     vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in items)
     spec_range = spectrogram_range([p for *_, p in items])
     with matplotlib.rc_context(MAP_STYLE):

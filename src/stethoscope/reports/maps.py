@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -24,8 +25,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from ..data.clip import Clip
 from ..errors import ConfigError
 from ..features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz
-from ..systems.base import Explanation
 from ..fsutil import atomic_write_bytes
+from ..systems.base import Explanation
 from .numbers import plain_formatter, readable
 
 SPEC_CMAP, MAP_CMAP = "magma", "inferno"
@@ -57,7 +58,8 @@ class MapPanels:
 
 
 def mel_band_edges(n_mels: int = 128, sample_rate: int = 16_000) -> np.ndarray:
-    """(n_mels + 1) band edges in Hz: midpoints between mel-bin centres (in mel), clipped to [0, sr/2]."""
+    """(n_mels + 1) band edges in Hz: midpoints between mel-bin centres (in mel), clipped to [0,
+    sr/2]."""
     points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2)
     centres = points[1:-1]
     step = points[1] - points[0]
@@ -177,7 +179,7 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
     axes = fig.subplots(len(rows) + 1, 1, sharex=True, sharey=True)
     vmin, vmax = spec_range or spectrogram_range([panels])
     sr, hop = panels.sample_rate, panels.hop_length
-    for ax, (label, image) in zip(axes, rows):
+    for ax, (label, image) in zip(axes, rows, strict=False):
         plot_logmel(ax, image, sr, hop, vmin=vmin, vmax=vmax)
         draw_regions(ax, regions)
         ax.set_title(label, loc="left", fontsize=10)
@@ -190,17 +192,19 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
 
 
 def decision_title(name: str, score: float | None, threshold: float | None) -> str:
-    """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left out),
+    """Two lines: the file name, then ``score 1.23 · threshold 1 · ANOMALY`` (unknown parts left
+    out),
     numbers in plain notation."""
     parts = []
-    known = threshold is not None and np.isfinite(threshold)
+    known = threshold if threshold is not None and np.isfinite(threshold) else None
     if score is not None:
         digits = 4  # more where 4 would print a score just above the threshold as equal to it
-        while known and score != threshold and digits < 12 and readable(score, digits) == readable(threshold, digits):
+        while (known is not None and score != known and digits < 12
+               and readable(score, digits) == readable(known, digits)):
             digits += 1
         parts.append(f"score {readable(score, digits)}")
-        if known:
-            parts += [f"threshold {readable(threshold, digits)}", "ANOMALY" if score > threshold else "normal"]
+        if known is not None:
+            parts += [f"threshold {readable(known, digits)}", "ANOMALY" if score > known else "normal"]
     return "\n".join([name, "  ·  ".join(parts)]) if parts else name
 
 

@@ -31,7 +31,8 @@ def readable(value: float | None, digits: int = 4) -> str:
 
 
 def plain_formatter(log: bool = False) -> Formatter:
-    """Tick labels in plain notation: no offset (``+1.8e2``), no multiplier (``×10⁻⁵``), no ``10^k``.
+    """Tick labels in plain notation: no offset (``+1.8e2``), no multiplier (``×10⁻⁵``), no
+    ``10^k``.
 
     On a linear axis the decimals follow the tick spacing, so close ticks stay apart; on a log
     axis every tick is a different power and prints through `readable` (``0.001``, ``1,000``).

@@ -39,22 +39,27 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise StethoscopeError(f"{path}: corrupt JSON ({err})") from err
     if not isinstance(data, dict):
-        raise StethoscopeError(f"{path}: expected a JSON object as {what} writes it, got {type(data).__name__}")
+        raise StethoscopeError(f"{path}: expected a JSON object as {what} writes it, got "
+                               f"{type(data).__name__}")
     for key, kind in (("machines", dict), ("sets", dict), ("skipped", (list, dict)), ("run", dict)):
         if key in data and data[key] is not None and not isinstance(data[key], kind):
-            raise StethoscopeError(f"{path}: key {key!r} holds {type(data[key]).__name__}, not what {what} writes")
+            raise StethoscopeError(f"{path}: key {key!r} holds {type(data[key]).__name__}, not "
+                                   f"what {what} writes")
     return data
 
 
 def read_results_json(results_dir: Path) -> dict[str, Any]:
-    """The parsed ``results.json`` of ``results_dir``; a clear error when it is missing or corrupt."""
+    """The parsed ``results.json`` of ``results_dir``; a clear error when it is missing or
+    corrupt."""
     res_file = results_dir / "results.json"
     if not res_file.exists():
-        raise StethoscopeError(f"{results_dir}: no results.json (run `stethoscope evaluate` or `demo` first)")
+        raise StethoscopeError(f"{results_dir}: no results.json (run `stethoscope evaluate` or "
+                               "`demo` first)")
     results = read_json_object(res_file, "`stethoscope evaluate`")
     for machine, entry in (results.get("machines") or {}).items():
         if not isinstance(entry, dict) or not isinstance(entry.get("sections") or {}, dict):
-            raise StethoscopeError(f"{res_file}: machines.{machine} is not an object with a 'sections' object")
+            raise StethoscopeError(f"{res_file}: machines.{machine} is not an object with a "
+                                   "'sections' object")
     return results
 
 

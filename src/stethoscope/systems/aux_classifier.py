@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 
 from ..data.clip import Clip
 from ..encoders.efficientat import MN04_FILE, MN04_SHA256, MN04_URL, load_mn04_state
-from ..encoders.weights import find_weights
+from ..encoders.weights import find_by_sha256
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import CheckpointError, ConfigError, StethoscopeError
 from ..detectors.backend import BACKENDS, EmbeddingBackend
@@ -59,7 +60,7 @@ class AuxClassifierSystem(System):
 
     def __init__(self, *, frontend: str = "stgram", n_mels: int = 128, width: float = 0.25, embedding_dim: int = 128,
                  finetune: str = "last", last_blocks: int = 3, lora_rank: int = 8, mn04_weights: str = "pretrained",
-                 weights_path: str | None = None, loss: str = "arcface", scale: float = 30.0, margin: float = 0.7,
+                 loss: str = "arcface", scale: float = 30.0, margin: float = 0.7,
                  sub_clusters: int = 16, trainable_centres: bool = False, mixup: str = "noisy_arcmix",
                  mixup_alpha: float = 0.5, specaugment: bool = True, specaug_masks: int = 2, specaug_freq: int = 16,
                  specaug_time: int = 16, classes: str = "section_attributes", crop_frames: int = 64,
@@ -83,10 +84,16 @@ class AuxClassifierSystem(System):
     def feature_request(self) -> FeatureRequest:
         return FeatureRequest(wave=True)
 
+    def weights_sha256(self) -> str | None:
+        """The pretrained mn04 front-end's weights (set by `build_net`); None for the others."""
+        return self.frontend_weights_.get("weights_sha256")
+
     # -- the network ----------------------------------------------------------------------
-    def build_net(self, n_classes: int, pretrained: bool = False) -> AuxNet:
+    def build_net(self, n_classes: int, pretrained: bool = False,
+                  weights_dirs: Sequence[Path] = ()) -> AuxNet:
         """A fresh network for ``n_classes`` classes; ``pretrained`` loads the mn04 weights
-        (or calibrates the ``random`` control), which a reload does not need."""
+        (found by sha256 in ``weights_dirs``, `encoders.weights`) or calibrates the ``random``
+        control; a reload needs neither (the whole network is saved)."""
         specaug = (self.specaug_masks, self.specaug_freq, self.specaug_time) if self.specaugment else None
         if self.frontend == "stgram":
             frontend: torch.nn.Module = STgramMFN(self.n_mels, self.width, self.embedding_dim, specaug)
@@ -95,9 +102,11 @@ class AuxClassifierSystem(System):
         else:
             state, calibrate = None, None
             if pretrained and self.mn04_weights == "pretrained":
-                path = find_weights(MN04_FILE, MN04_SHA256, MN04_URL, self.weights_path)
+                path = find_by_sha256(MN04_SHA256, MN04_FILE, weights_dirs, self.weights_hint_,
+                                      MN04_URL)
                 state = load_mn04_state(str(path))
-                self.frontend_weights_ = {"frontend": "mn04", "init": "pretrained", "weights_sha256": MN04_SHA256}
+                self.frontend_weights_ = {"frontend": "mn04", "init": "pretrained",
+                                          "weights_file": MN04_FILE, "weights_sha256": MN04_SHA256}
             elif pretrained:
                 calibrate = self._seed
                 self.frontend_weights_ = {"frontend": "mn04", "init": "random"}
@@ -174,7 +183,8 @@ class AuxClassifierSystem(System):
                           "loss is degenerate (constant) and the network learns nothing; train jointly over several "
                           "machine types (fit_joint, or `stethoscope train` on the whole data folder) or use data "
                           "with sections / attributes", stacklevel=3)
-        net = self.build_net(len(classes), pretrained=True).to(ctx.torch_device)
+        net = self.build_net(len(classes), pretrained=True, weights_dirs=ctx.weights_dirs)
+        net = net.to(ctx.torch_device)
         batches = bank.batches(labels, self.batch_size, crop_samples(self.crop_frames), self.mixup, self.mixup_alpha)
         result = train(net, batches, self.epochs, OptimiserSpec(self.learning_rate),
                        ctx, self.fingerprint(clips, ctx), name=f"train {self.name}")

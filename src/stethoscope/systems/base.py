@@ -40,8 +40,9 @@ from ..features.logmel import LogMelParams
 from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
 from ..progress import progress
 from ..utils import run_metadata
-from .params import RUNTIME_KEYS, check_params
-from .registry import REGISTRY, get_system, list_systems, register
+from .params import check_params
+from .registry import (REGISTRY, get_system, list_systems, nest_flat_parts, register,
+                       system_from_saved)
 from .threshold import (CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, apply_score_norm, crossfit_folds, fit_score_norm,
                         gamma_threshold, score_summary, signature_with_threshold_params, taking_threshold_params)
 
@@ -81,6 +82,9 @@ class System(ABC):
     # system, which may set its own where its hyperparameters decide (an ensemble with a joint member)
     joint: ClassVar[bool] = False
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
+    # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
+    parts: ClassVar[dict[str, type["System"]]] = {}
+    weights_hint_: str | None = None  # where an older model folder said its weights were (a hint)
     threshold_: float | None = None
     run_: dict[str, Any] | None = None
     # what `fit_threshold` was given, kept after a fit (never saved) for systems built on others
@@ -176,9 +180,23 @@ class System(ABC):
     def fingerprint(self, train: Sequence[Clip], ctx: RunContext) -> str:
         """What a training checkpoint must match to be resumed (see `engine.checkpoint`).
         ``epochs`` is left out: a run may be resumed to train for longer; so are the threshold
-        hyperparameters, which do not change what the model learns."""
+        hyperparameters, which do not change what the model learns. The pretrained weights
+        enter by sha256 (`weights_sha256`), never by path."""
         params = {k: v for k, v in self.get_params().items() if k != "epochs" and k not in THRESHOLD_PARAMS}
+        for part in self.parts:
+            params[part] = {k: v for k, v in params[part].items() if k != "epochs"}
+        if self.weights_sha256():
+            params["weights_sha256"] = self.weights_sha256()
         return fingerprint(self.name, params, ctx.seed, train)
+
+    def weights_sha256(self) -> str | None:
+        """sha256 of the pretrained weights this system was built on (None: none)."""
+        return None
+
+    @classmethod
+    def upgrade_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Saved hyperparameters of an older layout in today's (`registry.nest_flat_parts`)."""
+        return nest_flat_parts(cls, params)
 
     # -- scoring --------------------------------------------------------------------------
     @abstractmethod
@@ -370,10 +388,7 @@ def load_system(directory: str | Path) -> System:
         name, params = cfg["system"], dict(cfg["params"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{cfg_path}: corrupt model config ({type(err).__name__}: {err})") from err
-    for key in RUNTIME_KEYS:  # folders written before runtime settings left the hyperparameters
-        params.pop(key, None)
-    params.setdefault("threshold_fit", IN_SAMPLE)  # folders written before cross-fitted thresholds
-    system = get_system(name, **params)
+    system = system_from_saved(name, params)
     system.threshold_, system.score_norm_ = cfg.get("threshold"), cfg.get("score_norm")
     system.run_ = cfg.get("run")
     system.load_extra_state(cfg.get("extra_state", {}))

@@ -11,8 +11,9 @@ Mahalanobis (optimistic, so the threshold is low).
 There is no silent fallback: if the pretrained weights are missing the encoder raises
 `CheckpointError`; random weights are used only when ``encoder="random"`` is chosen.
 Saved state: the detector's training matrix (+ scaler statistics) as tensors, and the
-encoder's name / weights kind / weights sha256 as JSON; a reload refits the detector
-deterministically and refuses an encoder whose weights differ from the saved ones.
+encoder's name / weights kind / weights file name and sha256 as JSON (never a path); a reload
+refits the detector deterministically and finds the encoder's weights by that sha256 in the
+run's weights folders (`encoders.locate_encoder_weights`), whatever the file is called there.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 from ..data.clip import Clip
 from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
+from ..encoders import ENCODERS, embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
@@ -42,7 +43,7 @@ class EmbeddingKNNSystem(System):
     param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
 
     def __init__(self, *, encoder: str = "efficientat_mn04", detector: str = "knn", n_neighbors: int = 2,
-                 standardize: bool = True, weights_path: str | None = None) -> None:
+                 standardize: bool = True) -> None:
         self._set_params(locals())
         self.detector_: TrainingSetDetector | None = None
         self.encoder_tag_: dict[str, Any] | None = None
@@ -53,7 +54,7 @@ class EmbeddingKNNSystem(System):
     def _get_encoder(self, ctx: RunContext) -> Encoder:
         if self._encoder is None or self._encoder[0] != ctx.device:
             self._encoder = (ctx.device, get_fitted_encoder(self.encoder, self.encoder_tag_, ctx.device,
-                                                            self.weights_path))
+                                                            ctx.weights_dirs, self.weights_hint_))
         return self._encoder[1]
 
     def _detector_params(self) -> dict[str, Any]:
@@ -122,6 +123,7 @@ class EmbeddingKNNSystem(System):
         tag = self.encoder_tag_ or {}
         return {"encoder": tag.get("encoder", self.encoder), "encoder_weights": tag.get("weights"),
                 "encoder_weights_sha256": tag.get("weights_sha256"), "embedding_dim": tag.get("dim"),
+                "encoder_weights_file": ENCODERS[self.encoder].weights_file,
                 "detector": self.detector, "detector_params": self._detector_params(), "seed": self._seed}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, decode_waves
 from .base import System, get_system, list_systems, register
+from .registry import system_from_saved
 from .threshold import CROSSFIT
 
 NORMALISE = ("zscore", "gamma")
@@ -76,6 +77,20 @@ class EnsembleSystem(System):
         self.joint = any(p.joint for p in self._prototypes)  # any joint member makes the ensemble joint
         self.members_: list[System] | None = None
         self.norm_: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def upgrade_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Saved ``member_params`` of an older layout: each member's own migrated (its parts
+        nested, `System.upgrade_params`), an old ``weights_path`` dropped (the runtime's now)."""
+        overrides = params.get("member_params")
+        if isinstance(overrides, Mapping):
+            systems = list_systems()
+            params["member_params"] = {
+                name: systems[name].upgrade_params(
+                    {k: v for k, v in dict(values).items() if k != "weights_path"})
+                if name in systems and isinstance(values, Mapping) else values
+                for name, values in overrides.items()}
+        return params
 
     def _member(self, i: int) -> System:
         """Member ``i`` unfitted: packaged config, a cross-fitted threshold, then ``member_params``."""
@@ -202,7 +217,7 @@ class EnsembleSystem(System):
         members, norm = [], []
         for record in records:
             try:
-                member = get_system(record["system"], **record["params"])
+                member = system_from_saved(record["system"], record["params"])
                 member.threshold_, member.run_ = record.get("threshold"), record.get("run")
                 member.score_norm_ = record.get("score_norm")
                 member.load_extra_state(record.get("extra_state", {}))

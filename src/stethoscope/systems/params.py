@@ -22,12 +22,13 @@ from ..errors import ConfigError
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])\s*$")
 RUNTIME_KEYS = ("device", "seed", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every", "threads", "precision",
-                "data_parallel")
+                "data_parallel", "weights_path")
 # the CLI flag that sets each runtime key (several have no flag of the same name)
 RUNTIME_FLAGS = {"device": "--device", "seed": "--seed", "progress": "--quiet", "cache_dir": "--cache DIR / --no-cache",
                  "checkpoint_dir": "--out (checkpoints go to OUT/.checkpoints)", "checkpoint_every": "--checkpoint-every",
                  "threads": "--threads", "precision": "--precision",
-                 "data_parallel": "--data-parallel"}
+                 "data_parallel": "--data-parallel",
+                 "weights_path": "--weights-dir DIR or $STETHOSCOPE_WEIGHTS_DIR (a folder)"}
 
 
 def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any],

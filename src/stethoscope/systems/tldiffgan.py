@@ -2,9 +2,9 @@
 
 Per machine type (one system each):
 
-1. The LDGAN mel branch (`LDGANSystem`, every LDGAN parameter is a parameter of this system
-   under the same name) gives a reconstruction error per clip and an attention-pooled
-   ``mel_embedding``.
+1. The LDGAN mel branch (`LDGANSystem`; its parameters nest under ``ldgan``, e.g.
+   ``ldgan: {epochs: 20}`` or ``--set ldgan.epochs=20``, over LDGAN's constructor defaults)
+   gives a reconstruction error per clip and an attention-pooled ``mel_embedding``.
 2. A frozen waveform encoder (``encoder``: EfficientAT mn04 by default) gives a
    ``wave_embedding``; ``use_wave_branch=False`` drops it (ablation "without EAT").
    Our extension, off by default (``mel_stats_branch``): a third branch, the per-bin log-mel
@@ -29,7 +29,6 @@ The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Sequence
 
@@ -39,14 +38,15 @@ from sklearn.metrics import roc_auc_score
 
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import embed_decoded, encoder_tag, get_fitted_encoder
+from ..encoders import ENCODERS, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
 from .base import Explanation, System, register
 from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
-from .ldgan import BranchEval, LDGANSystem, MelBranch, check_ldgan_params
+from .ldgan import BranchEval, LDGANSystem, MelBranch
+from .registry import part_params
 
 RECON = "recon"
 SELECTION_RULES = ("validation", "ensemble")
@@ -62,12 +62,13 @@ class TLDiffGANSystem(System):
     description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
 
     param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
+    parts = {"ldgan": LDGANSystem}
 
-    def __init__(self, *, encoder: str = "efficientat_mn04", weights_path: str | None = None,
-                 use_wave_branch: bool = True, balance_branches: bool = True,
+    def __init__(self, *, encoder: str = "efficientat_mn04", use_wave_branch: bool = True,
+                 balance_branches: bool = True,
                  detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"), n_neighbors: int = 2,
-                 selection: str = "validation", holdout_fraction: float = 0.2, mel_stats_branch: bool = False,
-                 **ldgan: Any) -> None:
+                 selection: str = "validation", holdout_fraction: float = 0.2,
+                 mel_stats_branch: bool = False, ldgan: dict[str, Any] | None = None) -> None:
         own = {k: v for k, v in locals().items() if k not in ("self", "ldgan", "__class__")}
         detectors = list(detectors)
         unknown = [d for d in detectors if d not in DETECTORS]
@@ -76,14 +77,8 @@ class TLDiffGANSystem(System):
         allowed = (*SELECTION_RULES, RECON, *detectors)
         if selection not in allowed:
             raise ConfigError(f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}")
-        ldgan_names = LDGANSystem.constructor_param_names()
-        extra = sorted(set(ldgan) - set(ldgan_names))
-        if extra:
-            raise ConfigError(f"tldiffgan: unknown parameter(s) {extra}; parameters: {self.param_names()}")
-        defaults = {p: inspect.signature(LDGANSystem).parameters[p].default for p in ldgan_names}
-        mel_params = {**defaults, **ldgan}
-        check_ldgan_params(self.name, mel_params)
-        self._set_params({**own, **mel_params})
+        mel_params = part_params(self.name, "ldgan", LDGANSystem, ldgan)
+        self._set_params({**own, "ldgan": mel_params})
         self.branch = MelBranch(mel_params)
         self._encoder: tuple[str, Encoder] | None = None  # (device, encoder)
         self.encoder_tag_: dict[str, Any] | None = None
@@ -94,11 +89,9 @@ class TLDiffGANSystem(System):
         self.selection_: dict[str, Any] = {}
         self._seed = 0  # the fitting run's seed: detectors and cross-fitting folds use it
 
-    # -- parameters: own ones plus every LDGAN parameter under its own name -----------------
-    @classmethod
-    def constructor_param_names(cls) -> list[str]:
-        own = super().constructor_param_names()
-        return own + [p for p in LDGANSystem.constructor_param_names() if p not in own]
+    def weights_sha256(self) -> str | None:
+        """The waveform encoder's weights (known once `fit` or a load has chosen them)."""
+        return (self.encoder_tag_ or {}).get("weights_sha256") if self.use_wave_branch else None
 
     @property
     def candidates(self) -> list[str]:
@@ -114,7 +107,7 @@ class TLDiffGANSystem(System):
             raise ConfigError("tldiffgan: the waveform branch is off (use_wave_branch=false)")
         if self._encoder is None or self._encoder[0] != ctx.device:
             self._encoder = (ctx.device, get_fitted_encoder(self.encoder, self.encoder_tag_, ctx.device,
-                                                            self.weights_path))
+                                                            ctx.weights_dirs, self.weights_hint_))
         return self._encoder[1]
 
     def _branches(self, decoded: Decoded, ctx: RunContext, mel: BranchEval | None = None) -> dict[str, Any]:
@@ -336,6 +329,7 @@ class TLDiffGANSystem(System):
         return {"ldgan": self.branch.extra_state(), "selection": self.selection_, "seed": self._seed,
                 "candidates": self.candidates, "encoder": tag.get("encoder"),
                 "encoder_weights": tag.get("weights"), "encoder_weights_sha256": tag.get("weights_sha256"),
+                "encoder_weights_file": ENCODERS[self.encoder].weights_file if tag else None,
                 "dims": {b: int(m.shape[0]) for b, (m, _) in self.scalers_.items()}}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:

@@ -8,8 +8,9 @@ into ``OUT/comparison.json``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +35,7 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
     probe = spec.build()
     sets = group_sets(clips, group)
     modes: list[str | None] = list(score_modes) if score_modes else [None]
-    reports: dict[str | None, dict[str, Any]] = {
-        m: {"system": spec.name, "label": spec.label, "params": {**probe.get_params(), **({"score_mode": m} if m else {})},
-            "folds": folds, "seed": ctx.seed, **(meta or {}), "sets": {}} for m in modes}
+    reports = {m: _new_report(spec, probe, m, folds, ctx.seed, meta) for m in modes}
     paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
     latest: list[System] = [probe]  # the latest fold's system only (earlier ones are freed), for its encoder tag
 
@@ -50,7 +49,9 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
             atomic_write_json(paths[m], {**reports[m], "run": run})
 
     def record(name: str, res: dict[str, Any], fitted: System) -> None:
-        per_mode = res if score_modes else {None: res}
+        per_mode: dict[str | None, Any] = {None: res}
+        if score_modes:
+            per_mode = {m: res[m] for m in score_modes}
         encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
         for m in modes:
             reports[m]["sets"][name] = per_mode[m]
@@ -73,8 +74,8 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
         record(name, res, latest[0])
         write()
     if joint_sets:
-        say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} set(s), "
-            "one joint fit per fold")
+        say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} "
+            "set(s), one joint fit per fold")
         results, fitted = cross_validate_joint(joint_sets, make, folds, ctx, score_modes=score_modes)
         for m in modes:
             reports[m]["joint_fit"] = True
@@ -82,11 +83,25 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
             record(name, res, next(iter(fitted.values())))
     prune_checkpoints(ctx.checkpoint_dir)
     for rep in reports.values():
-        aucs = [s["auc"] for s in rep["sets"].values()]
-        rep["mean_auc"] = float(np.mean(aucs)) if aucs else None
-        rep["mean_pauc"] = float(np.mean([s["pauc"] for s in rep["sets"].values()])) if aucs else None
+        _add_means(rep)
     write()
     return reports
+
+
+def _new_report(spec: SystemSpec, probe: System, mode: str | None, folds: int, seed: int,
+                meta: dict[str, Any] | None) -> dict[str, Any]:
+    """A bench report before any set is run: the system, its parameters (with ``mode``), the
+    protocol."""
+    params = {**probe.get_params(), **({"score_mode": mode} if mode else {})}
+    return {"system": spec.name, "label": spec.label, "params": params, "folds": folds, "seed": seed,
+            **(meta or {}), "sets": {}}
+
+
+def _add_means(report: dict[str, Any]) -> None:
+    """A bench report's mean AUC and pAUC over its sets (None without any)."""
+    sets = list(report["sets"].values())
+    report["mean_auc"] = float(np.mean([s["auc"] for s in sets])) if sets else None
+    report["mean_pauc"] = float(np.mean([s["pauc"] for s in sets])) if sets else None
 
 
 def bench_systems(clips: Sequence[Clip], specs: Sequence[SystemSpec], out: Path, ctx: RunContext, folds: int = 5,
@@ -113,5 +128,6 @@ def comparison_table(comparison: dict[str, Any]) -> str:
     lines += ["", f"{'difference (a - b)':<44}{'diff':>7}   {level} % interval"]
     for p in comparison["pairs"]:
         verdict = "within noise" if p["within_noise"] else ("a better" if p["diff"] > 0 else "b better")
-        lines.append(f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, {p['high']:+.3f}]  {verdict}")
+        lines.append(f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, "
+                     f"{p['high']:+.3f}]  {verdict}")
     return "\n".join(lines)

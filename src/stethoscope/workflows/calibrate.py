@@ -1,4 +1,5 @@
-"""``stethoscope calibrate``: refit a trained model's decision threshold on new normal clips, or set it by hand.
+"""``stethoscope calibrate``: refit a trained model's decision threshold on new normal clips, or set
+it by hand.
 
 A threshold fitted at training time fits the training clips' conditions; where the
 machine, microphone or room differ, normal clips recorded there give a better one. The
@@ -29,7 +30,8 @@ from .data import resolve_channel, scan
 
 @dataclass
 class Calibration:
-    """A calibration done: the thresholds before and after, how, and the normal clips' scores (if any)."""
+    """A calibration done: the thresholds before and after, how, and the normal clips' scores (if
+    any)."""
 
     previous: float | None
     threshold: float
@@ -39,11 +41,14 @@ class Calibration:
 
 
 def check_calibration(data: str | Path | None, threshold: float | None, percentile: float | None) -> None:
-    """A `ConfigError` unless exactly one of fitting on ``data`` and setting ``threshold`` is asked for."""
+    """A `ConfigError` unless exactly one of fitting on ``data`` and setting ``threshold`` is asked
+    for."""
     if threshold is None and not data:
-        raise ConfigError("calibrate needs --data NORMALS (to fit the threshold) or --threshold T (to set it)")
+        raise ConfigError("calibrate needs --data NORMALS (to fit the threshold) or --threshold "
+                          "T (to set it)")
     if threshold is not None and percentile is not None:
-        raise ConfigError("--percentile fits a threshold on --data, --threshold sets one: give one of them")
+        raise ConfigError("--percentile fits a threshold on --data, --threshold sets one: give "
+                          "one of them")
     if percentile is not None and not 0 < percentile < 1:
         raise ConfigError(f"--percentile must be in (0, 1), got {percentile}")
     if threshold is not None and not math.isfinite(threshold):
@@ -69,16 +74,29 @@ def calibrate(model: str | Path, ctx: RunContext | None, data: str | Path | None
     if threshold is not None:
         system.threshold_ = float(threshold)
         record.update(method="set by hand")
-        how = "set by hand"
-    else:
-        assert scores is not None
-        if len(scores) < 2:
-            raise ConfigError(f"{data}: a threshold fit needs at least 2 normal clips, got {len(scores)} "
-                              "(or set one with --threshold)")
-        fraction = percentile if percentile is not None else system.threshold_percentile
-        system.threshold_ = gamma_threshold(scores, fraction)
-        record.update(method="gamma fit", percentile=fraction)
-        how = f"gamma fit at percentile {fraction:g} of {len(scores)} normal clips"
+        return save_calibration(system, model, old, scores, record, "set by hand")
+    assert scores is not None
+    if len(scores) < 2:
+        raise ConfigError(f"{data}: a threshold fit needs at least 2 normal clips, got {len(scores)} "
+                          "(or set one with --threshold)")
+    how = fit_gamma(system, scores, percentile, record)
+    return save_calibration(system, model, old, scores, record, f"{how} normal clips")
+
+
+def fit_gamma(system: System, scores: np.ndarray, percentile: float | None,
+              record: dict[str, Any]) -> str:
+    """Set the system's threshold to the gamma fit of normal ``scores`` (at ``percentile``, else
+    the model's), noting it in ``record``; says how, e.g. "gamma fit at percentile 0.9 of 12"."""
+    fraction = percentile if percentile is not None else system.threshold_percentile
+    system.threshold_ = gamma_threshold(scores, fraction)
+    record.update(method="gamma fit", percentile=fraction)
+    return f"gamma fit at percentile {fraction:g} of {len(scores)}"
+
+
+def save_calibration(system: System, model: str | Path, old: float | None,
+                     scores: np.ndarray | None, record: dict[str, Any], how: str) -> Calibration:
+    """Record the calibration (threshold, false alarm rates on ``scores``) in the run record and
+    rewrite the model's ``config.json`` atomically."""
     record["threshold"] = system.threshold_
     if scores is not None:
         record["false_alarm_rate"] = {"previous": None if old is None else false_alarm_rate(scores, old),
@@ -86,6 +104,7 @@ def calibrate(model: str | Path, ctx: RunContext | None, data: str | Path | None
     previous = list((system.run_ or {}).get("calibrations", []))
     system.run_ = {**(system.run_ or {}), "calibrations": [*previous, record]}
     system.save_config(model)
+    assert system.threshold_ is not None
     return Calibration(old, system.threshold_, how, scores, record)
 
 
@@ -100,13 +119,15 @@ def normal_clips(root: Path, system: System, layout: str = "auto", machine: str 
         files = audio_files(root) if layout == "auto" and machine is None and root.is_dir() else []
         if not files:
             raise
-        print(f"note: {root} matches no data layout; its {len(files)} recordings are all taken as normal",
+        print(f"note: {root} matches no data layout; its {len(files)} recordings are all taken as "
+              "normal",
               file=sys.stderr)
         return [Clip(path=p, machine=wanted or "unknown", channel=resolve_channel(channel, system)) for p in files]
     machines = sorted({c.machine for c in clips})
     if len(machines) > 1:
         if wanted not in machines:
-            raise LayoutError(f"{root}: clips of machine types {machines}; choose one with --machine")
+            raise LayoutError(f"{root}: clips of machine types {machines}; choose one with "
+                              "--machine")
         clips = [c for c in clips if c.machine == wanted]
     anomalous = sum(c.label == 1 for c in clips)
     if anomalous:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..data.clip import Clip, channel_name, parse_channel
 from ..data.policy import audio_paths, screen
@@ -50,7 +50,8 @@ def training_clips(clips: Sequence[Clip]) -> list[Clip]:
         return train
     normals = [c for c in clips if c.label == 0]
     if normals:
-        print(f"note: no training split found; training on the {len(normals)} clips labelled normal", file=sys.stderr)
+        print(f"note: no training split found; training on the {len(normals)} clips labelled "
+              "normal", file=sys.stderr)
     return normals
 
 
@@ -71,5 +72,6 @@ def resolve_channel(given: str | int | None, system: System | None = None) -> in
         return parse_channel(recorded)
     channel = parse_channel(given)
     if system is not None and channel_name(channel) != recorded:
-        warnings.warn(f"the model was trained on channel {recorded}; reading channel {given} as asked", stacklevel=2)
+        warnings.warn(f"the model was trained on channel {recorded}; reading channel {given} as "
+                      "asked", stacklevel=2)
     return channel

@@ -19,7 +19,8 @@ from .train import Say, train_machines
 
 @dataclass
 class DemoResult:
-    """What the demo wrote: its data set, the evaluation (``results.json``), the report, its time."""
+    """What the demo wrote: its data set, the evaluation (``results.json``), the report, its
+    time."""
 
     data: Path
     results: dict[str, Any]

@@ -6,8 +6,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..data.clip import Clip
 from ..engine import RunContext
@@ -52,7 +53,8 @@ def fit_system(system: System, train: Sequence[Clip], val: Sequence[Clip] | None
 
 def fit_joint(system: System, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None,
               ctx: RunContext, storage: Path) -> dict[str, System]:
-    """``system.fit_joint``; with ``ctx.data_parallel`` > 1 on that many workers (rank 0's systems)."""
+    """``system.fit_joint``; with ``ctx.data_parallel`` > 1 on that many workers (rank 0's
+    systems)."""
     if ctx.data_parallel == 1:
         return system.fit_joint(groups, val, ctx)
     return _fit_in_workers(lambda wctx: system.fit_joint(groups, val, wctx), ctx, storage)
@@ -61,7 +63,8 @@ def fit_joint(system: System, groups: Mapping[str, Sequence[Clip]], val: Sequenc
 def _fit_in_workers(fit: Callable[[RunContext], Mapping[str, System]], ctx: RunContext,
                     storage: Path) -> dict[str, System]:
     """Run ``fit`` on every worker; rank 0 saves what it fitted, the caller loads it back. The
-    run record keeps the worker's runtime and training facts, this process's command and versions."""
+    run record keeps the worker's runtime and training facts, this process's command and
+    versions."""
     from ..engine.launch import run_workers
 
     def work(wctx: RunContext) -> Path | None:

@@ -3,8 +3,9 @@ from packaged configs, a user's YAML file and ``KEY=VALUE`` overrides."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import load_config, packaged_config_path
 from ..errors import ConfigError
@@ -36,7 +37,8 @@ class SystemSpec:
 def system_spec(name: str, config: str | None = None, overrides: Sequence[str] = (),
                 variant: str | None = None) -> SystemSpec:
     """The packaged config of ``name`` (or its ``variant``), the user's ``config`` file, then
-    ``overrides`` (``KEY=VALUE``); the hyperparameters are checked here, before any audio is read."""
+    ``overrides`` (``KEY=VALUE``); the hyperparameters are checked here, before any audio is
+    read."""
     spec = SystemSpec(name, load_config(name, config, overrides or (), variant), name)
     spec.build()
     return spec
@@ -56,8 +58,9 @@ def system_specs(text: str, config: str | None = None, overrides: Sequence[str] 
     if not entries:
         raise ConfigError("--system: name at least one system")
     if len(entries) > 1 and (config or overrides):
-        raise ConfigError("--config and --set apply to one system; with several, give each its settings as "
-                          "name@variant (a packaged config such as tldiffgan@cpu) or name@file.yaml")
+        raise ConfigError("--config and --set apply to one system; with several, give each its "
+                          "settings as name@variant (a packaged config such as tldiffgan@cpu) or "
+                          "name@file.yaml")
     if len(set(entries)) != len(entries):
         raise ConfigError(f"--system names a system twice: {text!r}")
     specs = []

@@ -22,10 +22,10 @@ checkpoint) and every type's folder is written anew.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..data.clip import Clip, channel_name
 from ..engine import RunContext, TrainingInterrupted, discard_checkpoint, prune_checkpoints
@@ -78,7 +78,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """This process, one machine type after the other (data-parallel with ``ctx.data_parallel`` > 1)."""
+    """This process, one machine type after the other (data-parallel with ``ctx.data_parallel`` >
+    1)."""
 
     def run(self, jobs: Iterator[Job], build: Build, meta: Mapping[str, Any], say: Say) -> Iterator[Outcome]:
         """Fit and save each job in turn; a `StethoscopeError` is its outcome, the others go on."""
@@ -190,7 +191,8 @@ def train_joint_here(groups: Mapping[str, Sequence[Clip]], build: Build, out: Pa
         log.start(machine)
     jctx = ctx.for_run("joint")
     system = build()
-    say(f"[joint] training {system.name} on {sum(map(len, groups.values()))} clips of {len(groups)} machine "
+    say(f"[joint] training {system.name} on {sum(map(len, groups.values()))} clips of "
+        f"{len(groups)} machine "
         f"type(s): {', '.join(groups)}")
     started = time.perf_counter()
     failures: dict[str, str] = {}
@@ -213,7 +215,8 @@ def train_joint_here(groups: Mapping[str, Sequence[Clip]], build: Build, out: Pa
                                       "joint_machines": list(groups), **(meta or {})})
         log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=fitted[machine].threshold_,
                  joint=True)
-        say(f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold {fitted[machine].threshold_:.4g})")
+        say(f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold "
+            f"{fitted[machine].threshold_:.4g})")
     if not failures:
         discard_checkpoint(jctx.checkpoint_dir)
     finish_training(groups, ctx, log, failures)
@@ -225,8 +228,8 @@ def finish_training(groups: Iterable[str], ctx: RunContext, log: RunLog, failure
     prune_checkpoints(ctx.checkpoint_dir)
     if failures:
         listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
-        raise StethoscopeError(f"{len(failures)} of {len(list(groups))} machine type(s) failed ({listed}); "
-                               f"see {log.path}")
+        raise StethoscopeError(f"{len(failures)} of {len(list(groups))} machine type(s) failed "
+                               f"({listed}); see {log.path}")
 
 
 def train_folder(data: str | Path, build: Build, out: str | Path, ctx: RunContext, layout: str = "auto",

@@ -57,13 +57,13 @@ class Server:
 class _Handler(BaseHTTPRequestHandler):
     owner: Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet test server
+    def log_message(self, format: str, *args: object) -> None:
         del format, args
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self._serve(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve(body=True)
 
     def _serve(self, body: bool) -> None:
@@ -137,7 +137,8 @@ def dcase2025_archives() -> dict[str, bytes]:
             "records/15519362/files/eval_data_ToyPet_test.zip": zip_bytes(test)}
 
 
-EVALUATOR_PATH = f"nttcslab/dcase2026_task2_evaluator/{'a' * 40}/ground_truth_attributes/ground_truth_{{machine}}_section_00_test.csv"
+EVALUATOR_PATH = (f"nttcslab/dcase2026_task2_evaluator/{'a' * 40}/ground_truth_attributes/"
+                  "ground_truth_{machine}_section_00_test.csv")
 EVALUATOR_TABLE = (b"section_00_0000.wav,section_00_source_test_anomaly_0000_noAttribute\n"
                    b"section_00_0001.wav,section_00_target_test_normal_0001_noAttribute\n")
 GROUND_TRUTH = (b"ToyPet\r\nsection_00_0000.wav,section_00_source_test_anomaly_0000_noAttribute.wav\r\n"
@@ -176,7 +177,8 @@ def write_registry(path: Path, files: dict[str, bytes], unverified: str | None =
         return out
 
     truth = files[GT_PATH]
-    registry = {"version": 1, "sources": {"test-fixture": "md5 of the test archives, computed by the test"},
+    registry = {"version": 1, "sources": {"test-fixture": "md5 of the test archives, computed by "
+                                                          "the test"},
                 "datasets": {"dcase2025": {"title": "test DCASE 2025", "layout": "dcase2022", "licence": "test",
                                            "splits": {
         "dev": {"record": 15097779, "into": "dev", "archives": [entry("fan", 15097779, "dev_fan.zip")]},

@@ -76,9 +76,11 @@ def test_dry_run_lists_files_sizes_and_sources(server: Server, archives: dict[st
     assert _download(server, registry, out, "--dry-run") == 0
     shown = capsys.readouterr().out
     size = len(archives["records/15097779/files/dev_fan.zip"])
-    assert re.search(rf"dev_fan.zip\s+fan\s+{size / 1000:.1f} kB\s+md5 [0-9a-f]{{32}} \(test-fixture\)", shown)
+    assert re.search(rf"dev_fan.zip\s+fan\s+{size / 1000:.1f} kB\s+md5 [0-9a-f]{{32}} "
+                     r"\(test-fixture\)", shown)
     test_size = len(archives["records/15519362/files/eval_data_ToyPet_test.zip"])
-    assert re.search(rf"eval_data_ToyPet_test.zip\s+ToyPet\s+{test_size / 1000:.1f} kB \(server\)\s+UNVERIFIED", shown)
+    assert re.search(rf"eval_data_ToyPet_test.zip\s+ToyPet\s+{test_size / 1000:.1f} kB "
+                     r"\(server\)\s+UNVERIFIED", shown)
     assert "no checksum: test: no checksum published" in shown  # the test server has no record metadata
     assert f"{server.url}/records/15097779/files/dev_fan.zip?download=1" in shown
     assert "would fetch 4 file(s)" in shown and "needs --allow-unverified" in shown
@@ -139,8 +141,9 @@ def test_archives_without_a_checksum_need_the_flag(server: Server, archives: dic
     assert _download(server, registry, tmp_path / "data", "--split", "dev") == 2
     err = capsys.readouterr().err
     assert "warning: Zenodo record 15097779: its metadata could not be read (" in err and "HTTP 404" in err
-    assert "no published checksum is known for 1 archive(s) (dev_fan.zip): test: no checksum published; their " \
-           "Zenodo record's metadata gave none either (see the warnings). Nothing was downloaded" in err
+    assert ("no published checksum is known for 1 archive(s) (dev_fan.zip): test: no checksum "
+            "published; their Zenodo record's metadata gave none either (see the warnings). "
+            "Nothing was downloaded") in err
     assert not server.faults.gets("dev_fan.zip")
     assert _download(server, registry, tmp_path / "data", "--split", "dev", "--allow-unverified") == 0
     said = capsys.readouterr()
@@ -163,7 +166,8 @@ def test_a_missing_checksum_is_read_from_the_zenodo_record(server: Server, archi
     out = tmp_path / "data"
     assert _download(server, registry, out, "--split", "dev", "--dry-run") == 0
     digest = hashlib.md5(archives["records/15097779/files/dev_fan.zip"]).hexdigest()
-    cited = f"Zenodo record 15097779 metadata ({server.url}/api/records/15097779, read at download time)"
+    cited = (f"Zenodo record 15097779 metadata ({server.url}/api/records/15097779, read at "
+             "download time)")
     assert f"md5 {digest} ({cited})" in capsys.readouterr().out
     assert _download(server, registry, out, "--split", "dev") == 0
     said = capsys.readouterr()
@@ -193,7 +197,8 @@ def test_per_machine_evaluator_tables_label_the_evaluation_clips(server: Server,
     server.files[table] = EVALUATOR_TABLE
     out = tmp_path / "data"
     assert _download(server, registry, out, "--split", "eval", "--dry-run") == 0
-    assert re.search(r"ground_truth_ToyPet_section_00_test.csv\s+ground truth\s+.*no checksum; pinned to commit "
+    assert re.search(r"ground_truth_ToyPet_section_00_test.csv\s+ground truth\s+.*no checksum; "
+                     r"pinned to commit "
                      r"aaaaaaaaaaaa, every line checked", capsys.readouterr().out)
     assert _download(server, registry, out, "--split", "eval") == 0
     said = capsys.readouterr()
@@ -242,10 +247,10 @@ def test_a_full_disk_stops_cleanly(server: Server, archives: dict[str, bytes], t
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     runs = [start(tmp_path / "a", "dev"), start(tmp_path / "b", "eval")]
-    (out_a, err_a), (out_b, err_b) = (p.communicate(timeout=300) for p in runs)
+    (_, err_a), (_, err_b) = (p.communicate(timeout=300) for p in runs)
     assert runs[0].returncode == 2, err_a
-    assert "dev_fan.zip.part: file too large for this file system or the process's file size limit while " \
-           "downloading dev_fan.zip" in err_a and "Traceback" not in err_a
+    assert ("dev_fan.zip.part: file too large for this file system or the process's file size "
+            "limit while downloading dev_fan.zip") in err_a and "Traceback" not in err_a
     assert _data_files(tmp_path / "a" / "dcase2025") == []
     assert runs[1].returncode == 2, err_b
     assert "while unpacking eval_data_ToyPet_test.zip" in err_b and "nothing of this archive was kept" in err_b

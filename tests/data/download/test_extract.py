@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from stethoscope.data.download.extract import apply_ground_truth, extract_archive, read_ground_truth, relocate
+from stethoscope.data.download.extract import (
+    apply_ground_truth,
+    extract_archive,
+    read_ground_truth,
+    relocate,
+)
 from stethoscope.errors import DownloadError
 
 from .fixtures import zip_bytes

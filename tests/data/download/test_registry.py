@@ -10,7 +10,8 @@ import yaml
 from stethoscope.data.download import load_registry, select
 from stethoscope.errors import ConfigError
 
-RECORDS = {  # data set -> split -> Zenodo record, as the official baseline's download scripts name them
+# data set -> split -> Zenodo record, as the official baseline's download scripts name them
+RECORDS = {
     "dcase2020": {"dev": 3678171, "add": 3727685, "eval": 3841772},
     "dcase2021": {"dev": 4562016, "add": 4660992, "eval": 4884786},
     "dcase2022": {"dev": 6355122, "add": 6462969, "eval": 6586456},
@@ -56,7 +57,8 @@ def test_select_by_split_and_machine() -> None:
     assert [s.name for s in splits] == ["dev", "eval"]
     assert [a.file for a in archives] == ["dev_data_fan.zip", "dev_data_valve.zip", "eval_data_test_fan.zip",
                                           "eval_data_test_valve.zip"]
-    with pytest.raises(ConfigError, match=r"unknown machine type\(s\) \['drill'\]; known: ToyCar, ToyConveyor"):
+    with pytest.raises(ConfigError, match=r"unknown machine type\(s\) \['drill'\]; known: ToyCar, "
+                                          r"ToyConveyor"):
         select(reg, "dcase2020", None, ["drill"])
     with pytest.raises(ConfigError, match=r"unknown split\(s\) \['test'\]; known: dev, add, eval"):
         select(reg, "dcase2020", ["test"])
@@ -82,7 +84,8 @@ def test_a_bad_registry_names_the_entry(tmp_path: Path, change: dict, message: s
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"path": "o/r/main/gt_{machine}.csv"}, "a ground-truth table without a checksum must name a full 40-digit git commit"),
+    ({"path": "o/r/main/gt_{machine}.csv"}, "a ground-truth table without a checksum must name a "
+                                            "full 40-digit git commit"),
     ({"file": "gt.csv"}, "per_machine needs '{machine}' in both 'file' and 'path'"),
     ({"format": "xml"}, "format 'xml' is not one of list, evaluator"),
 ])

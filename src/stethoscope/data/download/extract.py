@@ -17,8 +17,8 @@ import shutil
 import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from ...errors import DownloadError
 from .fetch import DISK_FULL, disk_full_message
@@ -51,7 +51,8 @@ def _member_parts(name: str, archive: Path) -> tuple[str, ...]:
     path = PurePosixPath(name.replace("\\", "/"))
     parts = tuple(p for p in path.parts if p not in ("", "."))
     if path.is_absolute() or ".." in parts or not parts:
-        raise DownloadError(f"{archive}: member {name!r} points outside the archive; refusing to unpack it")
+        raise DownloadError(f"{archive}: member {name!r} points outside the archive; refusing to "
+                            "unpack it")
     return parts
 
 
@@ -82,22 +83,24 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
             raise DownloadError(disk_full_message(staging, err, f"unpacking {archive.name}") +
                                 "; nothing of this archive was kept in the data folder") from None
         raise DownloadError(f"{archive}: cannot unpack ({err.strerror or err})") from err
-    except Exception as err:  # noqa: BLE001 - zlib.error, RuntimeError (encrypted), BadZipFile...: the archive
+    except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)
         if discard:
             archive.unlink(missing_ok=True)
         if isinstance(err, DownloadError):
             raise
-        gone = "; the archive was deleted: run again to fetch it afresh" if discard else \
-            "; the archive matches its published checksum, so the published file itself is damaged"
-        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); nothing of it was "
-                            f"unpacked{gone}") from err
+        gone = ("; the archive was deleted: run again to fetch it afresh" if discard else
+                "; the archive matches its published checksum, so the published file itself is "
+                "damaged")
+        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); "
+                            f"nothing of it was unpacked{gone}") from err
     try:
         with _MOVE_LOCK:  # archives unpacked in parallel may share a folder (and attributes_XX.csv)
             for rel in placed:  # renames within one file system: no copy, no new space needed
                 _place(staging / rel, into / rel)
     except OSError as err:
-        raise DownloadError(f"{into}: moving the files of {archive.name} in failed ({err.strerror or err}); "
+        raise DownloadError(f"{into}: moving the files of {archive.name} in failed "
+                            f"({err.strerror or err}); "
                             "its files may be partly in place: run the same command again") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -105,7 +108,8 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
 
 
 def _reason(err: Exception) -> str:
-    """What was wrong with an archive, in words: the encrypted member and corrupt data cases named."""
+    """What was wrong with an archive, in words: the encrypted member and corrupt data cases
+    named."""
     text = str(err) or type(err).__name__
     if "encrypted" in text.lower() or "password" in text.lower():
         return f"an encrypted member needs a password ({text})"
@@ -158,12 +162,14 @@ def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None)
                     labelled = labelled if labelled.endswith(".wav") else labelled + ".wav"
                     a, b = _OFFICIAL.match(official), _LABELLED.match(labelled)
                     if not (a and b and a.groups() == b.groups()):
-                        raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does not pair an "
-                                            "evaluation clip section_XX_NNNN.wav with its labelled name of the "
-                                            "same section and number; the table is not used")
+                        raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does "
+                                            "not pair an evaluation clip section_XX_NNNN.wav "
+                                            "with its labelled name of the same section and "
+                                            "number; the table is not used")
                 table[current].append((official, labelled))
             elif cells and fmt == "evaluator":
-                raise DownloadError(f"{path}: line {number} has one value, expected official,labelled names")
+                raise DownloadError(f"{path}: line {number} has one value, expected "
+                                    "official,labelled names")
     if fmt == "evaluator" and machine and not table[machine]:
         raise DownloadError(f"{path}: no clip lines; the table is not used")
     return table
@@ -193,6 +199,7 @@ def apply_ground_truth(table: dict[str, list[tuple[str, str]]], eval_dir: Path, 
             writer.writerow(["official_name", "labelled_name"])
             writer.writerows(table[machine])
         if missing:
-            say(f"warning: {machine}: {missing} evaluation clip(s) of the ground truth list are not in {folder}")
+            say(f"warning: {machine}: {missing} evaluation clip(s) of the ground truth list are "
+                f"not in {folder}")
         done[machine] = renamed
     return done

@@ -14,9 +14,10 @@ import http.client
 import re
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -42,7 +43,8 @@ def disk_full_message(path: Path, err: OSError, what: str) -> str:
     """The user-facing text of a write that found no room (or hit the file size limit)."""
     cause = {errno.EFBIG: "file too large for this file system or the process's file size limit",
              errno.EDQUOT: "disk quota exceeded"}.get(err.errno or 0, "no space left on the device")
-    return f"{path}: {cause} while {what} ({err.strerror or err}); free some space and run the same command again"
+    return (f"{path}: {cause} while {what} ({err.strerror or err}); free some space and run the "
+            "same command again")
 
 
 def file_digests(path: Path, chunk: int = 1 << 20) -> tuple[str, str]:
@@ -71,7 +73,8 @@ def verify(path: Path, remote: Remote) -> bool:
     if problem:
         path.unlink(missing_ok=True)
         raise ChecksumError(f"{remote.file}: checksum mismatch ({problem}; checksum from "
-                            f"{', '.join(remote.sources)}); the file was deleted. Run the command again to download "
+                            f"{', '.join(remote.sources)}); the file was deleted. Run the command "
+                            "again to download "
                             "it afresh; if it fails again, the record or the mirror has changed")
     return remote.verifiable
 
@@ -110,18 +113,23 @@ class Fetcher:
                 raise DownloadError(disk_full_message(full.path, full.err, f"downloading {remote.file}")) from None
             except HTTPError as err:
                 if err.code < 500 and err.code != 429:
-                    raise DownloadError(f"{remote.file}: the server answered HTTP {err.code} {err.reason} for {url}")
+                    raise DownloadError(
+                        f"{remote.file}: the server answered HTTP {err.code} {err.reason} for {url}"
+                    ) from err
                 last = f"HTTP {err.code} {err.reason}"
             except (_Retry, URLError, OSError, http.client.HTTPException) as err:
                 last = str(err) or type(err).__name__
             if attempt == self.retries:
                 kept = part.stat().st_size if part.exists() else 0
-                raise DownloadError(f"{remote.file}: gave up after {attempt + 1} attempts ({last}); {part} keeps the "
+                raise DownloadError(f"{remote.file}: gave up after {attempt + 1} attempts "
+                                    f"({last}); {part} keeps the "
                                     f"{kept} bytes received: run the same command again to resume")
             delay = self.backoff * 2 ** attempt
-            self.say(f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in {delay:.3g} s")
+            self.say(f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in "
+                     f"{delay:.3g} s")
             if self.stop.wait(delay):
-                raise DownloadError(f"{remote.file}: interrupted; run the same command again to resume")
+                raise DownloadError(f"{remote.file}: interrupted; run the same command again to "
+                                    "resume")
         verified = verify(part, remote)
         part.replace(dest)
         return verified
@@ -151,22 +159,31 @@ class Fetcher:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             received = 0
-            try:
-                handle = open(part, "ab" if append else "wb")
-            except OSError as err:
-                raise _DiskFull(part, err) if err.errno in DISK_FULL else err
-            with handle:
+            with _open_part(part, append) as handle:
                 while block := response.read(self.chunk):
                     if self.stop.is_set():
-                        raise DownloadError(f"{part.name}: interrupted; run the same command again to resume")
+                        raise DownloadError(f"{part.name}: interrupted; run the same command "
+                                            "again to resume")
                     try:
                         handle.write(block)
                     except OSError as err:
-                        raise _DiskFull(part, err) if err.errno in DISK_FULL else err
+                        if err.errno in DISK_FULL:
+                            raise _DiskFull(part, err) from err
+                        raise
                     received += len(block)
                     self.on_bytes(len(block))
         if expected is not None and received < expected:
             raise _Retry(f"connection closed after {received} of {expected} bytes")
+
+
+def _open_part(part: Path, append: bool) -> BinaryIO:
+    """The partial download, opened to append or to write; a full disk is `_DiskFull`."""
+    try:
+        return open(part, "ab" if append else "wb")
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise _DiskFull(part, err) from err
+        raise
 
 
 def remote_size(url: str, timeout: float = 10.0) -> int | None:

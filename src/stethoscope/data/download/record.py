@@ -14,8 +14,9 @@ import http.client
 import json
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -104,26 +105,27 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
     ``records``: the Zenodo record of each split. One request per record; an archive the
     record does not list, or a record that cannot be read, stays as it was (warned)."""
     remotes = list(remotes)
-    wanted = sorted({records[r.split] for r in remotes if not r.verifiable and records.get(r.split)})
+    wanted = sorted({rec for r in remotes if not r.verifiable and (rec := records.get(r.split))})
     read: dict[int, dict[str, tuple[str, int | None]]] = {}
     for record in wanted:
         try:
             read[record] = read_record(record, base)
         except OSError as err:
-            say(f"warning: Zenodo record {record}: its metadata could not be read ({err}); its archives have no "
-                "checksum to be verified against")
+            say(f"warning: Zenodo record {record}: its metadata could not be read ({err}); its "
+                "archives have no checksum to be verified against")
     out = []
     for remote in remotes:
-        record = records.get(remote.split)
-        if remote.verifiable or record is None or record not in read:
+        rec = records.get(remote.split)
+        if remote.verifiable or rec is None or rec not in read:
             out.append(remote)
             continue
-        listed = read[record].get(remote.file)
+        listed = read[rec].get(remote.file)
         if listed is None:
-            say(f"warning: {remote.file}: not listed in Zenodo record {record}'s metadata; no checksum to verify")
+            say(f"warning: {remote.file}: not listed in Zenodo record {rec}'s metadata; no "
+                "checksum to verify")
             out.append(remote)
         else:
             md5, size = listed
-            out.append(replace(remote, md5=md5, size=remote.size or size, sources=(source_name(record, base),),
+            out.append(replace(remote, md5=md5, size=remote.size or size, sources=(source_name(rec, base),),
                                reason=None))
     return out

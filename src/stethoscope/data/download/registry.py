@@ -7,10 +7,11 @@ test server) fails early with the key and value named, never half-way through a 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -110,7 +111,8 @@ class Registry:
 def _need(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     value = table.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{where}: key {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+        raise ConfigError(f"{where}: key {key!r} must be {getattr(kind, '__name__', kind)}, got "
+                          f"{value!r}")
     return value
 
 
@@ -120,13 +122,15 @@ def _remote(entry: Mapping[str, Any], where: str, dataset: str, split: str, reco
         raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
     name = _need(entry, "file", where, str)
     if not _SAFE_NAME.match(name):
-        raise ConfigError(f"{where}: file name {name!r} must be a plain name (letters, digits, _ . -)")
+        raise ConfigError(f"{where}: file name {name!r} must be a plain name (letters, digits, _ "
+                          ". -)")
     host = entry.get("host", "zenodo")
     if host not in HOSTS:
         raise ConfigError(f"{where}: host {host!r} is not one of {', '.join(HOSTS)}")
     path = entry.get("path") or (f"records/{record}/files/{name}?download=1" if host == "zenodo" and record else None)
     if not isinstance(path, str) or ".." in path.split("/"):
-        raise ConfigError(f"{where}: needs a 'path' (relative to the {host} base URL), got {path!r}")
+        raise ConfigError(f"{where}: needs a 'path' (relative to the {host} base URL), got "
+                          f"{path!r}")
     md5, sha256, size = entry.get("md5"), entry.get("sha256"), entry.get("size")
     if md5 is not None and not (isinstance(md5, str) and _MD5.match(md5)):
         raise ConfigError(f"{where}: md5 {md5!r} is not 32 lowercase hex digits")
@@ -141,7 +145,8 @@ def _remote(entry: Mapping[str, Any], where: str, dataset: str, split: str, reco
     reason = entry.get("reason", default_reason)
     if md5 is None and sha256 is None:
         if not reason:
-            raise ConfigError(f"{where}: no checksum and no 'reason' saying why (a checksum is never guessed)")
+            raise ConfigError(f"{where}: no checksum and no 'reason' saying why (a checksum is "
+                              "never guessed)")
     elif not cited:
         raise ConfigError(f"{where}: a checksum needs 'sources' saying where it was read")
     return Remote(dataset, split, machine, name, host, path, into, size, md5, sha256, cited,
@@ -171,8 +176,8 @@ def _truths(entry: Any, where: str, dataset: str, split: str, record: int | None
         truth = replace(_remote(filled, where, dataset, split, record, into, None, None, sources), format=fmt,
                         labels=machine)
         if not truth.verifiable and truth.pinned_commit is None:
-            raise ConfigError(f"{where}: a ground-truth table without a checksum must name a full 40-digit git "
-                              f"commit in its path, got {truth.path!r}")
+            raise ConfigError(f"{where}: a ground-truth table without a checksum must name a full "
+                              f"40-digit git commit in its path, got {truth.path!r}")
         out.append(truth)
     return tuple(out)
 
@@ -237,7 +242,7 @@ def select(registry: Registry, dataset: str, splits: list[str] | None = None,
     if dataset not in registry.datasets:
         raise ConfigError(f"unknown data set {dataset!r}; known: {', '.join(registry.datasets)}")
     ds = registry.datasets[dataset]
-    chosen = list(ds.splits) if not splits else splits
+    chosen = splits if splits else list(ds.splits)
     unknown = [s for s in chosen if s not in ds.splits]
     if unknown:
         raise ConfigError(f"{dataset}: unknown split(s) {unknown}; known: {', '.join(ds.splits)}")
@@ -246,11 +251,12 @@ def select(registry: Registry, dataset: str, splits: list[str] | None = None,
         known = {m.lower(): m for m in ds.machines()}
         missing = [m for m in machines if m.lower() not in known]
         if missing:
-            raise ConfigError(f"{dataset}: unknown machine type(s) {missing}; known: {', '.join(ds.machines())}")
+            raise ConfigError(f"{dataset}: unknown machine type(s) {missing}; known: "
+                              f"{', '.join(ds.machines())}")
         wanted = {known[m.lower()] for m in machines}
     split_objs = [ds.splits[s] for s in chosen]
     archives = [a for s in split_objs for a in s.archives if wanted is None or a.machine in wanted]
     if not archives:
-        raise ConfigError(f"{dataset}: no archive of machine type(s) {sorted(wanted or [])} in split(s) "
-                          f"{', '.join(chosen)}")
+        raise ConfigError(f"{dataset}: no archive of machine type(s) {sorted(wanted or [])} in "
+                          f"split(s) {', '.join(chosen)}")
     return ds, split_objs, archives

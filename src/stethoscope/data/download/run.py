@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from ...errors import DownloadError
 from ...fsutil import atomic_write_json
@@ -26,7 +26,8 @@ from .registry import Dataset, Registry, Remote, Split, select
 STATE = ".download"
 
 
-SELF_ATTESTED = "self-attested"  # .done.json's "verified" when the checksum came from the --base-url mirror itself
+# .done.json's "verified" when the checksum came from the --base-url mirror itself
+SELF_ATTESTED = "self-attested"
 
 
 def _stderr(message: str) -> None:
@@ -123,7 +124,7 @@ def dry_run(plan: Plan, opts: Options) -> int:
     files = [*plan.archives, *plan.truths]
     unknown = [r for r in files if r.size is None]
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        asked = dict(zip(unknown, pool.map(lambda r: remote_size(r.url(opts.base_url)), unknown)))
+        asked = dict(zip(unknown, pool.map(lambda r: remote_size(r.url(opts.base_url)), unknown), strict=True))
     total, n_unknown, n_done = 0, 0, 0
     for split in [s for s in plan.splits if any(a.split == s.name for a in plan.archives)]:
         where = f"record {split.record} (https://doi.org/{split.doi})" if split.record else "no Zenodo record"
@@ -138,7 +139,8 @@ def dry_run(plan: Plan, opts: Options) -> int:
                 n_unknown += size is None
             said = human(size) + (" (server)" if remote.size is None and size is not None else "")
             state = "already done" if done else said
-            print(f"    {remote.file:<42} {remote.machine or 'ground truth':<20} {state:<20} {_check_line(remote)}")
+            print(f"    {remote.file:<42} {remote.machine or 'ground truth':<20} {state:<20} "
+                  f"{_check_line(remote)}")
             print(f"      {remote.url(opts.base_url)}")
         reasons = dict.fromkeys(a.reason for a in plan.archives if a.split == split.name and a.reason)
         for reason in reasons:
@@ -150,9 +152,35 @@ def dry_run(plan: Plan, opts: Options) -> int:
     print(f"would fetch {todo} file(s), {human(total)}{more}; {n_done} already done")
     unverified = [r.file for r in plan.archives if not r.verifiable]
     if unverified:
-        print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's metadata; "
-              "downloading them needs --allow-unverified")
+        print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's "
+              "metadata; downloading them needs --allow-unverified")
     return 0
+
+
+def _allow_unverifiable(dataset: str, todo: Sequence[Remote], opts: Options) -> None:
+    """Refuse archives with no published checksum before anything is fetched, unless
+    ``--allow-unverified``; then warn once for each."""
+    unverifiable = [a.file for a in todo if not a.verifiable]
+    if unverifiable and not opts.allow_unverified:
+        reason = next(a.reason for a in todo if not a.verifiable)
+        raise DownloadError(f"{dataset}: no published checksum is known for {len(unverifiable)} "
+                            f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo "
+                            "record's metadata gave none either (see the warnings). Nothing was "
+                            "downloaded. Run again with --allow-unverified to fetch them anyway "
+                            "(each zip member's CRC is still checked)")
+    for name in unverifiable:
+        opts.say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED "
+                 "(--allow-unverified)")
+
+
+def _install(plan: Plan, remote: Remote, archive: Path, label: bool | str, base_url: str | None) -> None:
+    """Unpack a fetched archive into its split's folder, then write its ``.done.json`` marker
+    (``label``: True, False or `SELF_ATTESTED`; an archive not verified is not kept whole)."""
+    n = extract_archive(archive, plan.into(remote), plan.dataset.layout, discard=label is not True)
+    atomic_write_json(plan.marker(remote), {
+        "file": remote.file, "split": remote.split, "machine": remote.machine,
+        "into": str(plan.into(remote)), "files": n, "verified": label, "md5": remote.md5,
+        "sources": list(remote.sources), "url": remote.url(base_url)})
 
 
 def download(plan: Plan, opts: Options) -> dict[str, int]:
@@ -167,15 +195,7 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     # the mirror agrees with itself: such an archive is "self-attested", never "verified"
     attested = {a.file for a in plan.archives if a.verifiable and a.file not in pinned} if opts.base_url else set()
     todo = [a for a in plan.archives if not plan.marker(a).exists()]
-    unverifiable = [a.file for a in todo if not a.verifiable]
-    if unverifiable and not opts.allow_unverified:
-        reason = next(a.reason for a in todo if not a.verifiable)
-        raise DownloadError(f"{plan.dataset.name}: no published checksum is known for {len(unverifiable)} archive(s) "
-                            f"({', '.join(unverifiable)}): {reason}; their Zenodo record's metadata gave none "
-                            "either (see the warnings). Nothing was downloaded. Run again with "
-                            "--allow-unverified to fetch them anyway (each zip member's CRC is still checked)")
-    for name in unverifiable:
-        say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED (--allow-unverified)")
+    _allow_unverifiable(plan.dataset.name, todo, opts)
     lock = threading.Lock()
     bar = progress(desc=f"download {plan.dataset.name}", unit="B", enabled=opts.show_progress,
                    total=sum(a.size for a in todo if a.size) or None)
@@ -193,11 +213,7 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
             archive = plan.state / remote.file
             verified = fetcher.fetch(remote, remote.url(opts.base_url), archive)
             label: bool | str = SELF_ATTESTED if verified and remote.file in attested else verified
-            n = extract_archive(archive, plan.into(remote), plan.dataset.layout, discard=label is not True)
-            atomic_write_json(plan.marker(remote), {
-                "file": remote.file, "split": remote.split, "machine": remote.machine, "into": str(plan.into(remote)),
-                "files": n, "verified": label, "md5": remote.md5, "sources": list(remote.sources),
-                "url": remote.url(opts.base_url)})
+            _install(plan, remote, archive, label, opts.base_url)
             if not verified:
                 unverified.append(remote.file)
             if not opts.keep_archives:
@@ -217,9 +233,11 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     renamed = 0 if failures else _ground_truth(plan, opts, fetcher)
     if failures:
         listed = "\n  ".join(failures.values())
-        raise DownloadError(f"{len(failures)} of {len(todo)} archive(s) failed (the others are in place):\n  {listed}")
+        raise DownloadError(f"{len(failures)} of {len(todo)} archive(s) failed (the others are in "
+                            f"place):\n  {listed}")
     if unverified:
-        say(f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): {', '.join(unverified)}")
+        say(f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): "
+            f"{', '.join(unverified)}")
     return {"archives": len(todo), "already": len(plan.archives) - len(todo), "unverified": len(unverified),
             "renamed": renamed}
 
@@ -239,13 +257,15 @@ def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
             table_path.unlink(missing_ok=True)  # fetched afresh next time
             raise
         if not verified:
-            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes from a URL pinned to "
+            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes "
+                     "from a URL pinned to "
                      f"commit {truth.pinned_commit}, and every line was checked")
         into = plan.root / truth.into
         # the archive's own folder name is the machine type (registry names agree with it)
         done = apply_ground_truth(table, into, machines, opts.say)
         renamed += sum(done.values())
         if done:
-            opts.say(f"ground truth ({truth.file}): {sum(done.values())} evaluation clip(s) renamed to their "
+            opts.say(f"ground truth ({truth.file}): {sum(done.values())} evaluation clip(s) "
+                     "renamed to their "
                      f"labelled names in {into} (official names in <type>/eval_official_names.csv)")
     return renamed

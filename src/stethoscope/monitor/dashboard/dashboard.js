@@ -2,7 +2,8 @@
 // Every request goes to this app through `get`. When reads are protected, the login form posts the
 // token once to /login, which answers with an HttpOnly, SameSite=Strict cookie: no script (this one
 // included) ever holds the token afterwards, and it never goes into a URL or into storage.
-// Images and audio are fetched as blobs and shown through object URLs.
+// Images and audio are fetched as blobs and shown through object URLs. Operator actions (acknowledge,
+// label, mute) are JSON POSTs carried by the same cookie; the author is the logged-in token's name.
 "use strict";
 
 const POLL_MS = 2000;        // how often new events and alarms are asked for
@@ -15,6 +16,9 @@ const state = {
   machines: [],              // /machines rows
   events: new Map(),         // machine -> events, oldest first
   alarms: [],                // /alarms rows, newest first
+  mutes: [],                 // /mutes?current=true rows
+  labels: new Map(),         // event id -> its label (/labels)
+  ackAlarm: null,            // the alarm the acknowledge form is for
   lastId: 0,
   selected: null,
   started: false,
@@ -33,6 +37,17 @@ async function get(path, as = "json") {
     throw new HttpError(answer.status, body.detail || answer.statusText);
   }
   return as === "json" ? answer.json() : answer.blob();
+}
+
+async function send(path, body) {
+  const answer = await fetch(path, { method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const said = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    if (answer.status === 401) document.getElementById("login").hidden = false;
+    throw new HttpError(answer.status, said.detail || answer.statusText);
+  }
+  return said;
 }
 
 function el(tag, attrs = {}, text = "") {
@@ -54,7 +69,13 @@ async function load() {
     state.events.set(m.machine, newest.reverse());
     for (const e of newest) state.lastId = Math.max(state.lastId, e.id);
   }
+  await loadOperator();
+}
+
+async function loadOperator() {
   state.alarms = await get("/alarms?limit=100");
+  state.mutes = await get("/mutes?current=true&limit=100");
+  state.labels = new Map((await get("/labels?limit=1000")).map((l) => [l.event_id, l]));
 }
 
 async function poll() {
@@ -70,7 +91,7 @@ async function poll() {
     if (fresh.length < PAGE) break;
   }
   for (const list of state.events.values()) list.splice(0, Math.max(0, list.length - MAX_POINTS));
-  state.alarms = await get("/alarms?limit=100");
+  await loadOperator();
 }
 
 // -- timelines -------------------------------------------------------------------------------
@@ -112,6 +133,8 @@ function drawMachine(m, [t0, t1]) {
   const title = box.querySelector("h2");
   title.textContent = m.machine;
   if (m.active_alarm != null) title.append(el("span", { class: "alarm" }, "ALARM"));
+  const mute = state.mutes.find((u) => u.machine === m.machine && u.starts_at <= Date.now() / 1000);
+  if (mute) title.append(el("span", { class: "muted" }, `muted until ${when(mute.ends_at)}`));
   box.querySelector(".meta").textContent = `${m.system} · model ${m.model_version} · threshold ${number(m.threshold)}`
     + ` · alarm rule ${m.alarm_k} of the last ${m.alarm_n} · ${m.scores} scores`;
 
@@ -164,18 +187,46 @@ function drawAlarms() {
   body.replaceChildren();
   for (const a of state.alarms) {
     const row = el("tr", { class: a.active ? "active" : "", "data-event": a.raised_score_id });
+    row.dataset.alarm = a.id;
+    const ack = el("td", { class: "ack" }, a.ack ? `${a.ack.author}: ${a.ack.note}` : "");
+    if (!a.ack) {
+      const button = el("button", { type: "button", class: "ack" }, "acknowledge");
+      button.addEventListener("click", (ev) => { ev.stopPropagation(); askAck(a); });
+      ack.append(button);
+    }
     row.append(el("td", {}, a.machine), el("td", {}, when(a.raised_at)),
-      el("td", {}, a.active ? "active" : when(a.cleared_at)), el("td", {}, `${a.k}/${a.n}`));
+      el("td", {}, a.active ? "active" : when(a.cleared_at)), el("td", {}, `${a.k}/${a.n}`), ack);
     row.addEventListener("click", () => select(a.raised_score_id));
     body.append(row);
   }
   document.getElementById("no-alarms").hidden = state.alarms.length > 0;
 }
 
+function drawMutes() {
+  const list = document.getElementById("mutes");
+  list.replaceChildren();
+  for (const u of state.mutes) {
+    const item = el("li", { "data-mute": u.id }, `${u.machine}: ${when(u.starts_at)} to ${when(u.ends_at)} · ` +
+      `${u.reason} (by ${u.author}) `);
+    const button = el("button", { type: "button" }, "unmute");
+    button.addEventListener("click", () => act(`/mutes/${u.id}/cancel`, {}, () => `${u.machine} unmuted`));
+    item.append(button);
+    list.append(item);
+  }
+  const pick = document.getElementById("mute-machine");
+  const names = state.machines.map((m) => m.machine);
+  if ([...pick.options].map((o) => o.value).join() !== names.join()) {
+    const chosen = pick.value;
+    pick.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+    if (names.includes(chosen)) pick.value = chosen;
+  }
+}
+
 function draw() {
   const range = timeRange();
   for (const m of state.machines) drawMachine(m, range);
   drawAlarms();
+  drawMutes();
   const active = state.alarms.filter((a) => a.active).length;
   document.getElementById("status").textContent = `${state.machines.length} machine(s) · ` +
     `${active} active alarm(s) · updated ${clock(Date.now() / 1000)}`;
@@ -215,8 +266,77 @@ function select(id) {
   show(id, `/events/${id}/map.png`, "map", "map-note");
   show(id, `/events/${id}/spectrogram.png`, "spectrogram", "spectrogram-note");
   show(id, `/events/${id}/audio`, "player", "audio-note");
+  document.getElementById("label-form").hidden = false;
+  showLabel();
   draw();
 }
+
+function showLabel() {
+  const label = state.labels.get(state.selected);
+  document.getElementById("label-said").textContent = label
+    ? `marked ${label.label} by ${label.author} at ${when(label.time)}${label.note ? `: ${label.note}` : ""}` : "";
+}
+
+// -- operator actions ------------------------------------------------------------------------
+function tell(text) { document.getElementById("op-said").textContent = text; }
+
+async function act(path, body, done) {
+  try {
+    const said = await send(path, body);
+    tell(done(said));
+    await poll();
+    draw();
+    showLabel();
+    return true;
+  } catch (err) {
+    tell(err.status === 401 ? `log in with a token of the operate scope to do this (${err.message})`
+      : `refused: ${err.message}`);
+    return false;
+  }
+}
+
+function askAck(alarm) {
+  state.ackAlarm = alarm.id;
+  document.getElementById("ack-what").textContent = `acknowledge alarm ${alarm.id} of ${alarm.machine}, ` +
+    `raised ${when(alarm.raised_at)}`;
+  document.getElementById("ack-form").hidden = false;
+  document.getElementById("ack-note").focus();
+}
+
+function localInput(t) {  // a datetime-local value (this browser's time zone) for Unix seconds t
+  const d = new Date(t * 1000);
+  d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+  return d.toISOString().slice(0, 16);
+}
+
+document.getElementById("ack-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const note = document.getElementById("ack-note");
+  if (await act(`/alarms/${state.ackAlarm}/ack`, { note: note.value }, (a) => `alarm ${a.alarm_id} ` +
+    `acknowledged by ${a.author}`)) {
+    note.value = "";
+    document.getElementById("ack-form").hidden = true;
+  }
+});
+document.getElementById("ack-cancel").addEventListener("click", () => {
+  document.getElementById("ack-form").hidden = true;
+});
+document.getElementById("label-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const label = document.querySelector("#label-form input[name=label]:checked").value;
+  const note = document.getElementById("label-note");
+  if (await act(`/events/${state.selected}/label`, { label, note: note.value }, (l) => `event ${l.event_id} ` +
+    `marked ${l.label} by ${l.author}`)) note.value = "";
+});
+document.getElementById("mute-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const machine = document.getElementById("mute-machine").value;
+  const end = new Date(document.getElementById("mute-end").value).getTime() / 1000;
+  const reason = document.getElementById("mute-reason");
+  if (await act(`/machines/${encodeURIComponent(machine)}/mutes`, { end, reason: reason.value },
+    (u) => `${u.machine} muted until ${when(u.ends_at)} by ${u.author}`)) reason.value = "";
+});
+document.getElementById("mute-end").value = localInput(Date.now() / 1000 + 3600);
 
 // -- start -----------------------------------------------------------------------------------
 async function loop() {
@@ -252,6 +372,7 @@ document.getElementById("login").addEventListener("submit", async (ev) => {
     return;
   }
   document.getElementById("login").hidden = true;
+  tell("logged in");
   if (!state.started) start();
 });
 start();
