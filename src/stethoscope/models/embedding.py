@@ -5,7 +5,7 @@ detector (`embedding_knn`), as torch modules.
 hidden-layer embedding, as the encoder's ``layer`` says); `EmbeddingScorer` feeds it to a
 `detectors.module.DetectorModule`. The systems' torch scoring embeds through the same encoder
 network (`encoders.embed_decoded`, cached) and scores with the fitted detector, of which
-`DetectorModule` is the torch form (equal within float64 rounding, see tests/detectors).
+`DetectorModule` is the torch form (equal to 1e-9, tests/detectors/test_module.py).
 """
 from __future__ import annotations
 
