@@ -21,10 +21,12 @@ def test_torch_scores_equal_the_detectors(name: str, standardize: bool) -> None:
     with torch.no_grad():
         got = DetectorModule(det)(torch.from_numpy(rows)).numpy()
     assert got.dtype == np.float64
-    np.testing.assert_allclose(got, det.score(rows), rtol=1e-9, atol=1e-12 * np.abs(det.score(rows)).max())
+    expected = det.score(rows)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
 
 
 def test_full_covariance_gmm_has_no_torch_form() -> None:
-    det = get_detector("gmm", covariance_type="full").fit(np.random.default_rng(0).standard_normal((30, 3)))
+    rows = np.random.default_rng(0).standard_normal((30, 3))
+    det = get_detector("gmm", covariance_type="full").fit(rows)
     with pytest.raises(ConfigError, match="covariance_type 'full' cannot be exported"):
         DetectorModule(det)

@@ -78,7 +78,8 @@ def test_system_end_to_end(name: str, device: str, clips: tuple[list, list], tmp
         _exports_or_refuses(loaded, tmp_path / "model", test, ctx, tmp_path / "onnx")
 
 
-def _exports_or_refuses(system: Any, model_dir: Path, test: list, ctx: RunContext, out: Path) -> None:
+def _exports_or_refuses(system: Any, model_dir: Path, test: list, ctx: RunContext,
+                        out: Path) -> None:
     """ONNX scores of the test clips equal torch's within 1e-4 (rel, with an abs floor), or the
     export refuses with the system's own one-line reason. Torch scores the clips as in-memory
     waveforms, as the edge runtime does (no section or domain known)."""
@@ -97,10 +98,12 @@ def _exports_or_refuses(system: Any, model_dir: Path, test: list, ctx: RunContex
             export_onnx(model_dir, out)
         assert not out.exists()
         return
-    waves = [w for d in iter_decoded(test, FeatureRequest(wave=True), progress=False) for w in d.waves]
-    record = export_onnx(model_dir, out, seconds=len(waves[0]) / 16_000)  # the fixed-length systems' length
+    decoded = iter_decoded(test, FeatureRequest(wave=True), progress=False)
+    waves = [w for d in decoded for w in d.waves]
+    record = export_onnx(model_dir, out, seconds=len(waves[0]) / 16_000)  # fixed-length systems
     assert record["system"] == system.name
     scores = system.score_waveforms(waves, 16_000, ctx)
     edge = EdgeModel(out)
     got = np.array([edge.score_waveform(w).score for w in waves])
-    np.testing.assert_allclose(got, scores, rtol=1e-4, atol=1e-4 * max(1e-3, float(np.abs(scores).max())))
+    floor = 1e-4 * max(1e-3, float(np.abs(scores).max()))
+    np.testing.assert_allclose(got, scores, rtol=1e-4, atol=floor)

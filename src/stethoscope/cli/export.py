@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("export", help="export a trained model's scoring network (ONNX) for edge boxes",
                        description=f"Export a trained model's scoring network. Systems: "
-                                   f"{', '.join(exportable_systems())}; the others say why they cannot.")
+                                   f"{', '.join(exportable_systems())}; the others say why they "
+                                   f"cannot.")
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx")
     p.add_argument("--out", required=True, help="export folder (written atomically)")
@@ -29,8 +30,9 @@ def add_parser(sub: Any) -> None:
                    help="outside (default): log-mel in numpy by the runtime, the graph takes log-mels; "
                         "inside: STFT and log-mel in the graph, which takes the 16 kHz waveform")
     p.add_argument("--seconds", type=float,
-                   help="clip length that ldgan / tldiffgan / mel_stats exports score (default 10; their "
-                        "scoring noise or percentiles are fixed per length); other systems score any length")
+                   help="clip length that ldgan / tldiffgan / mel_stats exports score (default 10; "
+                        "their scoring noise or percentiles are fixed per length); other systems "
+                        "score any length")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}; >= 17 for STFT)")
     add_quiet(p)
     p.set_defaults(func=cmd_export)

@@ -1,18 +1,19 @@
 """ONNX export of a trained model's scoring network (``stethoscope export --format onnx``).
 
-The network is exported with torch's dynamo-based exporter (``torch.onnx.export(...,
+The network is the system's own scoring module, the one its ``score`` and ``explain`` run:
+`System.export_plan` gives it with example inputs, dynamic axes, the front end of each input
+and what export.json records (`systems.export_plan.ExportPlan`); a system that cannot be
+exported says why in one line (`System.export_refusal`, raised here as `ConfigError`). Nothing
+here knows a system by name (`exportable_systems` reads the classes).
+
+The module is exported with torch's dynamo-based exporter (``torch.onnx.export(...,
 dynamo=True)``, the default of torch 2.9+; the TorchScript exporter is deprecated), opset 18.
 The audio front end stays in numpy (``outside``: `stethoscope.onnx_runtime` computes it from the
 saved filter bank and window) or goes into the graph (``inside``: ONNX ``STFT`` nodes, see
 `frontends`). Every export is checked before it is installed: a seeded noise clip is scored by
 the torch system and by the ONNX runtime, and a relative difference above `CHECK_RTOL` fails it.
-
-Supported: ``dcase_ae`` and ``gamma_vae`` (MSE and MAHALA; GammaVAE with ``score_latent:
-mean``), ``embedding_knn`` (EfficientAT mn04 encoders; any detector, GMM with diagonal
-covariances), ``ldgan`` and ``tldiffgan`` (for one clip length, ``--seconds``: their scoring
-noise is fixed per length), ``mel_stats`` (its own scoring module, `MelStatsScorer`, for one clip
-length: its percentiles index frames; every section's detectors, the smallest score, as an
-in-memory waveform is scored).
+Systems whose scoring noise or percentiles are fixed per clip length (ldgan, tldiffgan,
+mel_stats) are exported for one length (``seconds``, default 10).
 """
 from __future__ import annotations
 
@@ -84,14 +85,16 @@ def _export_graph(plan: "ExportPlan", opset: int) -> Any:
             q.setLevel(logging.ERROR)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, tuple(plan.inputs.values()), dynamo=True, verbose=False,
-                                        opset_version=opset, input_names=list(plan.inputs),
+            program = torch.onnx.export(module, tuple(plan.inputs.values()), dynamo=True,
+                                        verbose=False, opset_version=opset,
+                                        input_names=list(plan.inputs),
                                         output_names=plan.outputs, dynamic_shapes=plan.dynamic, report=False)
     except Exception as err:  # the exporter raises many types; name the cause
         raise StethoscopeError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0]})") from err
     finally:
         for n, q in quiet.items():
             q.setLevel(levels[n])
+    assert program is not None  # dynamo=True always returns the program
     return program.model_proto
 
 
@@ -113,7 +116,7 @@ def _check_clip(samples: int) -> np.ndarray:
 def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside", seconds: float | None = None,
                 opset: int = OPSET) -> dict[str, Any]:
     """Export the model in ``model_dir`` to the folder ``out`` (written atomically); returns
-    the export.json record. ``seconds``: clip length of LDGAN/TLDiffGAN exports (default 10).
+    the export.json record. ``seconds``: clip length of fixed-length exports (default 10).
     An existing ``out`` is replaced only when it is an earlier export (or empty)."""
     import onnx
     import torch

@@ -14,6 +14,9 @@ precisions of the MAHALA score. Its pieces are what the system's scoring runs, a
 """
 from __future__ import annotations
 
+from functools import reduce
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,16 +25,20 @@ from torch import nn
 class FrameReconScorer(nn.Module):
     """log-mel (B, n_mels, T) -> (score (B,) float64, anomaly map (B, n_mels, T) float32)."""
 
-    def __init__(self, model: nn.Module, n_frames: int, score_mode: str, precision_source: torch.Tensor | None,
-                 precision_target: torch.Tensor | None, latent: str | None = None) -> None:
+    def __init__(self, model: nn.Module, n_frames: int, score_mode: str,
+                 precision_source: torch.Tensor | None, precision_target: torch.Tensor | None,
+                 latent: str | None = None) -> None:
         super().__init__()
-        self.net, self.n, self.mode, self.latent = model, n_frames, score_mode, latent
+        self.net: Any = model
+        self.n, self.mode, self.latent = n_frames, score_mode, latent
         self.register_buffer("precision_source", precision_source)
         self.register_buffer("precision_target", precision_target)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of (N, n * n_mels) vectors used for scoring (eval mode)."""
-        return self.net.reconstruct(x) if self.latent is None else self.net.reconstruct(x, latent=self.latent)
+        if self.latent is None:
+            return self.net.reconstruct(x)
+        return self.net.reconstruct(x, latent=self.latent)
 
     def vectors(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, V, n * n_mels): vector i holds frames i..i+n-1, frame-major."""
@@ -54,9 +61,10 @@ class FrameReconScorer(nn.Module):
         """(B, V, n, n_mels) per-vector values -> (B, n_mels, T): each (frame, mel) the mean
         over the vectors that cover it."""
         n = self.n
-        total = sum(F.pad(per_vector[:, :, k], (0, 0, k, n - 1 - k)) for k in range(n))  # (B, T, M)
         ones = torch.ones_like(per_vector[:, :, 0, :1])
-        hits = sum(F.pad(ones, (0, 0, k, n - 1 - k)) for k in range(n))
+        padded = [F.pad(per_vector[:, :, k], (0, 0, k, n - 1 - k)) for k in range(n)]
+        total = reduce(torch.add, padded)  # (B, T, M), summed in k order
+        hits = reduce(torch.add, [F.pad(ones, (0, 0, k, n - 1 - k)) for k in range(n)])  # (B, T, 1)
         return (total / hits).transpose(1, 2)
 
     def residuals(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +80,8 @@ class FrameReconScorer(nn.Module):
         d64 = diff.double()
         score = self.score_from_stats(d64.pow(2).mean(dim=(1, 2)), d64.mean(dim=1))
         b, v, _ = diff.shape
-        return score, self.spread(diff.pow(2).reshape(b, v, self.n, -1)), self.spread(rec.reshape(b, v, self.n, -1))
+        amap = self.spread(diff.pow(2).reshape(b, v, self.n, -1))
+        return score, amap, self.spread(rec.reshape(b, v, self.n, -1))
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         score, amap, _ = self.explain(logmel)

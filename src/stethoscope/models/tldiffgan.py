@@ -50,8 +50,9 @@ def kernel_cdf(scores: Array, ref: Array, scale: Array | float) -> Array:
     """(n, n_ref): each score's logistic-kernel CDF at each reference score (overflow-free).
     numpy arrays (the system's scoring, float64 as ever) or torch tensors (the graph)."""
     z = (scores[:, None] - ref[None, :]) / scale
-    tanh = torch.tanh if isinstance(z, torch.Tensor) else np.tanh
-    return 0.5 * (1.0 + tanh(0.5 * z))
+    if isinstance(z, torch.Tensor):
+        return 0.5 * (1.0 + torch.tanh(0.5 * z))  # type: ignore[return-value]
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 class FusionScorer(nn.Module):
@@ -62,8 +63,9 @@ class FusionScorer(nn.Module):
     detectors (only ``forward`` needs them); ``references``: each candidate's held-out training
     scores (the ensemble's CDFs)."""
 
-    def __init__(self, scalers: Mapping[str, tuple[np.ndarray, np.ndarray]], balance: bool, names: Sequence[str],
-                 recon: str, ensemble: bool, references: Mapping[str, np.ndarray],
+    def __init__(self, scalers: Mapping[str, tuple[np.ndarray, np.ndarray]], balance: bool,
+                 names: Sequence[str], recon: str, ensemble: bool,
+                 references: Mapping[str, np.ndarray],
                  detectors: Mapping[str, DetectorModule] | None = None) -> None:
         super().__init__()
         self.branches, self.balance, self.names = list(scalers), balance, list(names)
@@ -96,17 +98,20 @@ class FusionScorer(nn.Module):
 
     def forward(self, recon: torch.Tensor, *parts: torch.Tensor) -> torch.Tensor:
         joint = self.fuse(parts)
-        return self.combine({n: recon if n == self.recon else self.detectors[n](joint) for n in self.names})
+        return self.combine({n: recon if n == self.recon else self.detectors[n](joint)
+                             for n in self.names})
 
 
 class TLDiffGANScorer(nn.Module):
-    """log-mel (B, n_mels, T) [, mn04 mel (B, 128, T')] -> (score (B,) float64, LDGAN map in dB²)."""
+    """log-mel (B, n_mels, T) [, mn04 mel (B, 128, T')] -> (score (B,) float64, the LDGAN
+    branch's anomaly map in dB²)."""
 
     def __init__(self, mel: LDGANScorer, encoder: nn.Module | None, fusion: FusionScorer) -> None:
         super().__init__()
         self.mel, self.encoder, self.fusion = mel, encoder, fusion
 
-    def forward(self, logmel: torch.Tensor, mn04_mel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, logmel: torch.Tensor,
+                mn04_mel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         recon, amap, mel_emb = self.mel(logmel)
         parts = [mel_emb.double()]
         if self.encoder is not None:

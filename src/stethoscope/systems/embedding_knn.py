@@ -117,7 +117,8 @@ class EmbeddingKNNSystem(System):
         (`models.embedding.EmbeddingScorer`; `score` runs the same encoder and detector)."""
         if self.detector_ is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        return EmbeddingScorer(self._get_encoder(ctx or RunContext()), DetectorModule(self.detector_))
+        encoder = self._get_encoder(ctx or RunContext())
+        return EmbeddingScorer(encoder, DetectorModule(self.detector_))
 
     def export_refusal(self) -> str | None:
         return encoder_refusal(self.name, self.encoder) or super().export_refusal()

@@ -19,7 +19,7 @@ from ..features.logmel import LogMelParams
 
 SAMPLE_RATE = 16_000
 DEFAULT_SECONDS = 10.0  # the clip length of a fixed-length export when none is given
-EFFICIENTAT_MEL = "efficientat_mel"  # the front end of EfficientAT mn04 encoders (see export.frontends)
+EFFICIENTAT_MEL = "efficientat_mel"  # the EfficientAT mn04 encoders' front end (export.frontends)
 
 
 @dataclass
@@ -73,8 +73,8 @@ class Exportable:
         if self.no_export:
             return f"system {self.name!r} cannot be exported to ONNX: {self.no_export}"
         if self.score_norm_:
-            return (f"{self.name} with score_norm={self.score_norm!r} cannot be exported to ONNX yet "
-                    "(the edge runtime does not apply per-section statistics)")
+            return (f"{self.name} with score_norm={self.score_norm!r} cannot be exported to ONNX "
+                    "yet (the edge runtime does not apply per-section statistics)")
         return None
 
     def scoring_module(self) -> nn.Module:
@@ -84,7 +84,8 @@ class Exportable:
     def export_plan(self, seconds: float | None = None) -> ExportPlan:
         """The scoring module (frozen for export) and its example inputs, dynamic axes and
         front ends; ``seconds``: the clip length of systems that score one length only."""
-        raise ConfigError(self.export_refusal() or f"system {self.name!r} cannot be exported to ONNX")
+        reason = self.export_refusal()
+        raise ConfigError(reason or f"system {self.name!r} cannot be exported to ONNX")
 
     def refuse_export(self) -> None:
         """ConfigError with `export_refusal`'s reason, if there is one."""

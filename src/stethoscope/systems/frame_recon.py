@@ -169,7 +169,8 @@ class FrameReconstructionSystem(System):
         return (sq_sum / counts).numpy(), (diff_sum / counts[:, None]).numpy()
 
     def _scores_from_stats(self, mse: np.ndarray, mean_diff: np.ndarray) -> np.ndarray:
-        return self.scoring_module().score_from_stats(torch.from_numpy(mse), torch.from_numpy(mean_diff)).numpy()
+        scorer = self.scoring_module()
+        return scorer.score_from_stats(torch.from_numpy(mse), torch.from_numpy(mean_diff)).numpy()
 
     def _score_bank(self, bank: FrameBank, ctx: RunContext) -> np.ndarray:
         return self._scores_from_stats(*self._residual_stats(bank, ctx))
@@ -201,7 +202,8 @@ class FrameReconstructionSystem(System):
         del seconds
         self.refuse_export()
         frames = torch.export.Dim("frames", min=self.n_frames)
-        return ExportPlan(self.scoring_module(), {"logmel": torch.randn(2, self.n_mels, self.n_frames + 11)},
+        example = torch.randn(2, self.n_mels, self.n_frames + 11)
+        return ExportPlan(self.scoring_module(), {"logmel": example},
                           {"logmel": {0: batch_dim(), 2: frames}}, {"logmel": self.logmel_params},
                           ["score", "anomaly_map"],
                           details={"score_mode": self.score_mode, "n_frames": self.n_frames})

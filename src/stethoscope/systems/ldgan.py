@@ -154,7 +154,9 @@ class MelBranch:
         if self.model is None or self.mel_mean_ is None or self.mel_std_ is None:
             raise RuntimeError("ldgan: fit or load the system before scoring")
         diffused = self.hp["score_step"] > 0 and self.hp["latent_diffusion"]
-        noises = [self._noises(frames, d) for d in range(self.hp["score_draws"])] if diffused and frames else []
+        noises = []
+        if diffused and frames:
+            noises = [self._noises(frames, d) for d in range(self.hp["score_draws"])]
         return LDGANScorer(self.model, self.mel_mean_, self.mel_std_, noises, embedding)
 
     @torch.no_grad()
@@ -194,8 +196,9 @@ class MelBranch:
     def _pictures(scorer: LDGANScorer, out: Any, j: int) -> tuple[np.ndarray, ...]:
         """Clip ``j``'s (standardised map, map in dB², reconstruction in dB, attention)."""
         amap = out.anomaly_map[j].float()
-        return (amap.cpu().numpy(), scorer.map_db(amap).cpu().numpy(),
-                scorer.to_db(out.reconstruction[j].float()).cpu().numpy(), out.attention[j].float().cpu().numpy())
+        rec = scorer.to_db(out.reconstruction[j].float())
+        return (amap.cpu().numpy(), scorer.map_db(amap).cpu().numpy(), rec.cpu().numpy(),
+                out.attention[j].float().cpu().numpy())
 
     def explain(self, mel: np.ndarray, ctx: RunContext) -> Explanation:
         """One clip's score, reconstruction, map (squared error in dB^2) and attention."""
@@ -300,9 +303,11 @@ class LDGANSystem(System):
         samples = clip_samples(seconds)
         params = self.branch.logmel_params
         frames = params.n_frames(samples)
-        return ExportPlan(self.scoring_module(frames), {"logmel": torch.randn(2, params.n_mels, frames)},
-                          {"logmel": {0: batch_dim()}}, {"logmel": params}, ["score", "anomaly_map"], samples,
-                          {"score_reduction": self.score_reduction, "score_step": self.score_step})
+        example = torch.randn(2, params.n_mels, frames)
+        details = {"score_reduction": self.score_reduction, "score_step": self.score_step}
+        return ExportPlan(self.scoring_module(frames), {"logmel": example},
+                          {"logmel": {0: batch_dim()}}, {"logmel": params},
+                          ["score", "anomaly_map"], samples, details)
 
     def mel_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """Attention-pooled latent of each (unmixed) clip: (n, latent_channels) float32."""

@@ -209,8 +209,8 @@ class MelStatsSystem(System):
         frames = self.logmel_params.n_frames(samples)
         details = {"detector": self.detector, "stats": self.stats, "groups": self.groups_}
         return ExportPlan(self.scoring_module(), {"logmel": torch.randn(2, self.n_mels, frames)},
-                          {"logmel": {0: batch_dim()}}, {"logmel": self.logmel_params}, ["score", "anomaly_map"],
-                          samples, details)
+                          {"logmel": {0: batch_dim()}}, {"logmel": self.logmel_params},
+                          ["score", "anomaly_map"], samples, details)
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -144,9 +144,12 @@ class TLDiffGANSystem(System):
     def _fuse(self, branches: dict[str, np.ndarray], scalers: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Standardise each branch, weight it (``balance_branches``), concatenate: (n, joint dim)
         (`models.tldiffgan.fuse`, what the scoring module runs)."""
-        return fuse([torch.from_numpy(X) for X in branches.values()],
-                    [(torch.from_numpy(m), torch.from_numpy(s)) for m, s in (scalers[k] for k in branches)],
-                    self.balance_branches).numpy()
+        stats = []
+        for key in branches:
+            mean, scale = scalers[key]
+            stats.append((torch.from_numpy(mean), torch.from_numpy(scale)))
+        parts = [torch.from_numpy(X) for X in branches.values()]
+        return fuse(parts, stats, self.balance_branches).numpy()
 
     def joint_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """The fused embedding the detectors see: (n, mel dim [+ wave dim]) float64."""
@@ -288,24 +291,32 @@ class TLDiffGANSystem(System):
         """The fusion and scorer choice of the fitted system; ``torch_detectors``: with the
         chosen detectors as torch modules (the whole scoring network, `scoring_module`)."""
         names = self._needed()
-        dets = {n: DetectorModule(self.detectors_[n]) for n in names if n != RECON} if torch_detectors else None
+        dets = ({n: DetectorModule(self.detectors_[n]) for n in names if n != RECON}
+                if torch_detectors else None)
         return FusionScorer(self.scalers_, self.balance_branches, names, RECON,
                             self.selection_["chosen"] == ENSEMBLE, self.reference_, dets)
 
-    def scoring_module(self, frames: int | None = None, ctx: RunContext | None = None) -> TLDiffGANScorer:
+    def scoring_module(self, frames: int | None = None,
+                       ctx: RunContext | None = None) -> TLDiffGANScorer:
         """LDGAN branch (with the scoring noise of ``frames``-frame clips), the waveform encoder's
         network, fusion, chosen detectors or ensemble: `models.tldiffgan.TLDiffGANScorer`."""
-        encoder = EncoderNet(self._get_encoder(ctx or RunContext())) if self.use_wave_branch else None
-        return TLDiffGANScorer(self.branch.scoring_module(frames), encoder, self._fusion(torch_detectors=True))
+        encoder = None
+        if self.use_wave_branch:
+            encoder = EncoderNet(self._get_encoder(ctx or RunContext()))
+        return TLDiffGANScorer(self.branch.scoring_module(frames), encoder,
+                               self._fusion(torch_detectors=True))
 
     def export_refusal(self) -> str | None:
         if self.mel_stats_branch:
-            return ("tldiffgan with mel_stats_branch=true cannot be exported to ONNX yet (its scoring module "
-                    "fuses the mel and waveform branches only)")
-        return (encoder_refusal(self.name, self.encoder) if self.use_wave_branch else None) or super().export_refusal()
+            return ("tldiffgan with mel_stats_branch=true cannot be exported to ONNX yet (its "
+                    "scoring module fuses the mel and waveform branches only)")
+        if self.use_wave_branch and encoder_refusal(self.name, self.encoder):
+            return encoder_refusal(self.name, self.encoder)
+        return super().export_refusal()
 
     def export_plan(self, seconds: float | None = None) -> ExportPlan:
-        """One clip length (``seconds``, default 10): the LDGAN scoring noise is fixed per length."""
+        """One clip length (``seconds``, default 10): the LDGAN scoring noise is fixed per
+        length."""
         self.refuse_export()
         samples = clip_samples(seconds)
         params = self.branch.logmel_params
@@ -316,8 +327,9 @@ class TLDiffGANSystem(System):
         if self.use_wave_branch:
             inputs["mn04_mel"] = torch.randn(2, 128, efficientat_frames(samples))
             fronts["mn04_mel"] = EFFICIENTAT_MEL
-        return ExportPlan(module, inputs, {k: {0: batch_dim()} for k in inputs}, fronts, ["score", "anomaly_map"],
-                          samples, {"selection": self.selection_["chosen"], "candidates": module.fusion.names})
+        details = {"selection": self.selection_["chosen"], "candidates": module.fusion.names}
+        return ExportPlan(module, inputs, {k: {0: batch_dim()} for k in inputs}, fronts,
+                          ["score", "anomaly_map"], samples, details)
 
     def _needed(self) -> list[str]:
         if not self.selection_:

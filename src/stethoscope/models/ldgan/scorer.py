@@ -21,6 +21,9 @@ class LDGANScorer(nn.Module):
     attention-pooled mel embedding (B, latent_channels)]) with the fixed ``noises`` (per draw,
     score_step + 1 latent-shaped tensors; none without latent diffusion)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: LDGAN, mel_mean: torch.Tensor, mel_std: torch.Tensor,
                  noises: Sequence[Sequence[torch.Tensor]] = (), embedding: bool = True) -> None:
         super().__init__()
@@ -35,7 +38,8 @@ class LDGANScorer(nn.Module):
     def standardise(self, logmel: torch.Tensor) -> torch.Tensor:
         return (logmel - self.mean[:, None]) / self.std[:, None]
 
-    def evaluate(self, logmel: torch.Tensor, draws: Sequence[Sequence[torch.Tensor]] = ()) -> LDGANEval:
+    def evaluate(self, logmel: torch.Tensor,
+                 draws: Sequence[Sequence[torch.Tensor]] = ()) -> LDGANEval:
         """`LDGAN.evaluate` of log-mels in dB (maps and reconstruction standardised)."""
         return self.model.evaluate(self.standardise(logmel), draws)
 
@@ -49,8 +53,10 @@ class LDGANScorer(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b = logmel.shape[0]
-        draws = [[getattr(self, f"noise_{d}_{k}")[None].expand(b, -1, -1) for k in range(self.steps)]
-                 for d in range(self.n_draws)]
+        draws = [[getattr(self, f"noise_{d}_{k}")[None].expand(b, -1, -1)
+                  for k in range(self.steps)] for d in range(self.n_draws)]
         out = self.evaluate(logmel, draws)
         amap = self.map_db(out.anomaly_map)
-        return (out.score.double(), amap, out.embedding) if self.embedding else (out.score.double(), amap)
+        if self.embedding:
+            return out.score.double(), amap, out.embedding
+        return out.score.double(), amap
