@@ -283,8 +283,7 @@ class TLDiffGANSystem(System):
         return np.mean([self._cdf(c, self.reference_[c], exclude_self=True) for c in self.candidates], axis=0)
 
     def _combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
-        """The selected candidate's score, or the mean CDF position over all candidates (ensemble):
-        the scoring module's `FusionScorer.combine`."""
+        """The chosen candidate's score or the ensemble's mean CDF position (`FusionScorer`)."""
         return self._fusion().combine(scores)
 
     def _fusion(self, torch_detectors: bool = False) -> FusionScorer:
@@ -310,13 +309,11 @@ class TLDiffGANSystem(System):
         if self.mel_stats_branch:
             return ("tldiffgan with mel_stats_branch=true cannot be exported to ONNX yet (its "
                     "scoring module fuses the mel and waveform branches only)")
-        if self.use_wave_branch and encoder_refusal(self.name, self.encoder):
-            return encoder_refusal(self.name, self.encoder)
-        return super().export_refusal()
+        refusal = encoder_refusal(self.name, self.encoder) if self.use_wave_branch else None
+        return refusal or super().export_refusal()
 
     def export_plan(self, seconds: float | None = None) -> ExportPlan:
-        """One clip length (``seconds``, default 10): the LDGAN scoring noise is fixed per
-        length."""
+        """One clip length (``seconds``, default 10): its LDGAN scoring noise is fixed per length."""
         self.refuse_export()
         samples = clip_samples(seconds)
         params = self.branch.logmel_params
