@@ -171,7 +171,7 @@ class MelBranch:
         scorer = self.scoring_module().to(device)
         n = len(mels)
         scores, emb = np.zeros(n), np.zeros((n, self.hp["latent_channels"]), np.float32)
-        amaps: list[Any] = [None] * n
+        pictures: list[Any] = [None] * n  # per clip, with maps: `_pictures`
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, m in enumerate(mels):
             by_length[m.shape[1]].append(i)
@@ -187,10 +187,10 @@ class MelBranch:
                 emb[idx] = out.embedding.float().cpu().numpy()
                 if maps:
                     for j, i in enumerate(idx):
-                        amaps[i] = self._pictures(scorer, out, j)
+                        pictures[i] = self._pictures(scorer, out, j)
         if not maps:
             return BranchEval(scores, emb, None, None, None, None)
-        return BranchEval(scores, emb, *([a[k] for a in amaps] for k in range(4)))
+        return BranchEval(scores, emb, *([p[k] for p in pictures] for k in range(4)))
 
     @staticmethod
     def _pictures(scorer: LDGANScorer, out: Any, j: int) -> tuple[np.ndarray, ...]:
