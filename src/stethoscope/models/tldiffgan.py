@@ -104,11 +104,13 @@ class FusionScorer(nn.Module):
 
 class TLDiffGANScorer(nn.Module):
     """log-mel (B, n_mels, T) [, mn04 mel (B, 128, T')] -> (score (B,) float64, the LDGAN
-    branch's anomaly map in dB²)."""
+    branch's anomaly map in dB²). Branches: the LDGAN mel embedding, the waveform encoder's
+    embedding (``encoder``) and the per-bin log-mel statistics (``stats``), where present."""
 
-    def __init__(self, mel: LDGANScorer, encoder: nn.Module | None, fusion: FusionScorer) -> None:
+    def __init__(self, mel: LDGANScorer, encoder: nn.Module | None, fusion: FusionScorer,
+                 stats: nn.Module | None = None) -> None:
         super().__init__()
-        self.mel, self.encoder, self.fusion = mel, encoder, fusion
+        self.mel, self.encoder, self.fusion, self.stats = mel, encoder, fusion, stats
 
     def forward(self, logmel: torch.Tensor,
                 mn04_mel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,4 +118,6 @@ class TLDiffGANScorer(nn.Module):
         parts = [mel_emb.double()]
         if self.encoder is not None:
             parts.append(self.encoder(mn04_mel).double())
+        if self.stats is not None:
+            parts.append(self.stats(logmel))
         return self.fusion(recon, *parts), amap

@@ -133,9 +133,12 @@ class TLDiffGANSystem(System):
             out["stats"] = self._stats(decoded.logmels)  # type: ignore[arg-type]
         return out
 
+    def _stats_module(self) -> MelStatsFeatures:
+        return MelStatsFeatures(self.branch.logmel_params.n_mels, DEFAULT_STATS)
+
     def _stats(self, logmels: Sequence[np.ndarray]) -> np.ndarray:
         """The `mel_stats` branch: per-bin statistics of the log-mels (our extension)."""
-        return features_of(MelStatsFeatures(self.branch.logmel_params.n_mels, DEFAULT_STATS), logmels)
+        return features_of(self._stats_module(), logmels)
 
     def temporal_attention(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:
         """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
@@ -302,13 +305,11 @@ class TLDiffGANSystem(System):
         encoder = None
         if self.use_wave_branch:
             encoder = EncoderNet(self._get_encoder(ctx or RunContext()))
+        stats = self._stats_module() if self.mel_stats_branch else None
         return TLDiffGANScorer(self.branch.scoring_module(frames), encoder,
-                               self._fusion(torch_detectors=True))
+                               self._fusion(torch_detectors=True), stats)
 
     def export_refusal(self) -> str | None:
-        if self.mel_stats_branch:
-            return ("tldiffgan with mel_stats_branch=true cannot be exported to ONNX yet (its "
-                    "scoring module fuses the mel and waveform branches only)")
         refusal = encoder_refusal(self.name, self.encoder) if self.use_wave_branch else None
         return refusal or super().export_refusal()
 
