@@ -314,7 +314,7 @@ class TLDiffGANSystem(System):
         return refusal or super().export_refusal()
 
     def export_plan(self, seconds: float | None = None) -> ExportPlan:
-        """One clip length (``seconds``, default 10): its LDGAN scoring noise is fixed per length."""
+        """One clip length (``seconds``, default 10): its LDGAN noise is fixed per length."""
         self.refuse_export()
         samples = clip_samples(seconds)
         params = self.branch.logmel_params
