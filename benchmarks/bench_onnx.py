@@ -99,9 +99,9 @@ def main() -> None:
         data, name, overrides, spec = args.child
         print(json.dumps(one_system(Path(data), name, json.loads(overrides), json.loads(spec))))
         return
-    from stethoscope.export import SUPPORTED
+    from stethoscope.export import exportable_systems
 
-    names = args.systems or list(SUPPORTED)
+    names = args.systems or exportable_systems()
     real_weights = use_shared_weights()
     spec = {"threads": args.threads, "train": args.train, "epochs": args.epochs, "clips": args.clips,
             "seconds": args.seconds, "real_weights": real_weights}

@@ -23,7 +23,7 @@ from stethoscope.cli import main  # noqa: E402
 from stethoscope.config import load_config  # noqa: E402
 from stethoscope.data.layouts import scan  # noqa: E402
 from stethoscope.engine import RunContext  # noqa: E402
-from stethoscope.export import SUPPORTED, export_onnx  # noqa: E402
+from stethoscope.export import export_onnx, exportable_systems  # noqa: E402
 from stethoscope.onnx_runtime import EdgeError, EdgeModel  # noqa: E402
 from stethoscope.systems import base, get_system, load_system  # noqa: E402
 from stethoscope.systems.threshold import THRESHOLD_PARAMS  # noqa: E402
@@ -140,7 +140,7 @@ def test_unsupported_configurations_exit_2(clips: tuple[list, list], tmp_path: P
 
 
 class _Constant(base.System):
-    """A system the exporter does not know (registered by the test only)."""
+    """A system without a scoring module (registered by the test only)."""
 
     name = "constant_for_export_test"
 
@@ -167,8 +167,10 @@ def test_unknown_system_and_missing_folder_exit_2(tmp_path: Path, monkeypatch: p
     _Constant().fit([]).save(tmp_path / "constant")
     assert main(["export", "--model", str(tmp_path / "constant"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert f"system {_Constant.name!r} cannot be exported to ONNX; supported: {', '.join(SUPPORTED)}" in err
+    assert f"system {_Constant.name!r} cannot be exported to ONNX: it has no scoring module" in err
     assert "Traceback" not in err
+    assert _Constant.name not in exportable_systems()
+    assert {name for name, _ in MODELS.values()} <= set(exportable_systems())
     assert main(["export", "--model", str(tmp_path / "absent"), "--format", "onnx", "--out", str(tmp_path / "y")]) == 2
     assert "absent: not a model directory" in capsys.readouterr().err
 

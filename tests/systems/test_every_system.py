@@ -1,7 +1,10 @@
 """Every registered system, end to end on tiny generated data, on every available device:
-fit, score, same-seed repeatability, save/load, in-memory waveforms, and explain."""
+fit, score, same-seed repeatability, save/load, in-memory waveforms, explain, and (on the CPU)
+ONNX export: the system exports and the ONNX runtime's scores equal torch's, or it refuses
+with its own one-line reason."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 import torch
 
 from stethoscope.config import load_config
+from stethoscope.errors import ConfigError
 from stethoscope.data.layouts import scan
 from stethoscope.engine import RunContext
 from stethoscope.features.extract import FeatureRequest, iter_decoded
@@ -72,3 +76,36 @@ def test_system_end_to_end(name: str, device: str, clips: tuple[list, list], tmp
         ex = loaded.explain(test[0], ctx)
         assert ex.score == pytest.approx(scores[0], rel=1e-5, abs=1e-9)
         assert ex.anomaly_map.shape == ex.logmel.shape and np.isfinite(ex.anomaly_map).all()
+    if device == "cpu":
+        _exports_or_refuses(loaded, tmp_path / "model", test, ctx, tmp_path / "onnx")
+
+
+def _exports_or_refuses(system: Any, model_dir: Path, test: list, ctx: RunContext,
+                        out: Path) -> None:
+    """ONNX scores of the test clips equal torch's within 1e-4 (rel, with an abs floor), or the
+    export refuses with the system's own one-line reason. Torch scores the clips as in-memory
+    waveforms, as the edge runtime does (no section or domain known)."""
+    reason = system.export_refusal()
+    if reason:
+        assert "\n" not in reason and system.name in reason
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            system.export_plan()
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the onnx extra")
+    pytest.importorskip("onnxscript", reason="ONNX export needs the onnx extra")
+    from stethoscope.export import export_onnx
+    from stethoscope.onnx_runtime import EdgeModel
+
+    if reason:
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            export_onnx(model_dir, out)
+        assert not out.exists()
+        return
+    decoded = iter_decoded(test, FeatureRequest(wave=True), progress=False)
+    waves = [w for d in decoded for w in d.waves]
+    record = export_onnx(model_dir, out, seconds=len(waves[0]) / 16_000)  # fixed-length systems
+    assert record["system"] == system.name
+    scores = system.score_waveforms(waves, 16_000, ctx)
+    edge = EdgeModel(out)
+    got = np.array([edge.score_waveform(w).score for w in waves])
+    floor = 1e-4 * max(1e-3, float(np.abs(scores).max()))
+    np.testing.assert_allclose(got, scores, rtol=1e-4, atol=floor)

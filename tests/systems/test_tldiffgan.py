@@ -399,7 +399,7 @@ def test_pretrained_mn04_branch(gearbox, shared):
 
 def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp_path: Path) -> None:
     """Our extension (off by default): the 640 per-bin statistics are a third fused branch,
-    balanced like the others; scores survive save/load; ONNX export refuses it clearly."""
+    balanced like the others; scores survive save/load; the ONNX export scores as torch does."""
     train, test = gearbox
     assert _system().mel_stats_branch is False  # the seed's system is unchanged by default
     system = _system(mel_stats_branch=True, threshold_fit="in_sample").fit(train, ctx=CTX)
@@ -412,10 +412,15 @@ def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp
     scores = system.score(test[:4], CTX)
     system.save(tmp_path / "m")
     np.testing.assert_allclose(load_system(tmp_path / "m").score(test[:4], CTX), scores, **TOL)
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the onnx extra")
+    pytest.importorskip("onnxscript", reason="ONNX export needs the onnx extra")
     from stethoscope.export import export_onnx
+    from stethoscope.onnx_runtime import EdgeModel
 
-    with pytest.raises(ConfigError, match="mel_stats_branch"):
-        export_onnx(tmp_path / "m", tmp_path / "onnx")
+    assert export_onnx(tmp_path / "m", tmp_path / "onnx", seconds=4.0)["clip_samples"] == 64_000
+    edge = EdgeModel(tmp_path / "onnx")
+    got = [edge.score_file(c.path).score for c in test[:4]]
+    np.testing.assert_allclose(got, scores, rtol=1e-4, atol=1e-6)
 
 
 def test_scoring_a_clip_opens_it_once(fitted: TLDiffGANSystem, gearbox, tmp_path: Path) -> None:

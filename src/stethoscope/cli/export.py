@@ -11,19 +11,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import info
-from .flags import add_quiet
+from ..engine import RunContext
+from .common import info, weights_dirs
+from .flags import add_quiet, add_weights_dir
 
 FORMATS = ("onnx",)
 
 
 def add_parser(sub: Any) -> None:
-    from ..export import FRONTEND_MODES, OPSET, SUPPORTED
+    from ..export import FRONTEND_MODES, OPSET, exportable_systems
 
     p = sub.add_parser("export", help="export a trained model's scoring network (ONNX) for edge "
                                       "boxes",
                        description="Export a trained model's scoring network. Systems: "
-                                   f"{', '.join(SUPPORTED)}.")
+                                   f"{', '.join(exportable_systems())}; the others say why "
+                                   "they cannot.")
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx")
     p.add_argument("--out", required=True, help="export folder (written atomically)")
@@ -32,10 +34,12 @@ def add_parser(sub: Any) -> None:
                         "log-mels; "
                         "inside: STFT and log-mel in the graph, which takes the 16 kHz waveform")
     p.add_argument("--seconds", type=float,
-                   help="clip length that ldgan / tldiffgan exports score (default 10; their "
-                        "scoring noise is fixed per length); other systems score any length")
+                   help="clip length that ldgan / tldiffgan / mel_stats exports score (default 10; "
+                        "their scoring noise or percentiles are fixed per length); other systems "
+                        "score any length")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}; >= 17 "
                                                             "for STFT)")
+    add_weights_dir(p)
     add_quiet(p)
     p.set_defaults(func=cmd_export)
 
@@ -44,7 +48,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx, require_onnx
 
     require_onnx()
-    record = export_onnx(args.model, args.out, frontend=args.frontend, seconds=args.seconds, opset=args.opset)
+    ctx = RunContext(progress=False, weights_dirs=weights_dirs(args))
+    record = export_onnx(args.model, args.out, frontend=args.frontend, seconds=args.seconds,
+                         opset=args.opset, ctx=ctx)
     check = record["check"]
     length = f", clips of {record['clip_samples'] / record['sample_rate']:g} s" if record["clip_samples"] else ""
     print(f"exported {record['system']} ({args.frontend} front end{length}) to {args.out}")

@@ -55,6 +55,14 @@ def add_max_seconds(group: Container) -> None:
                             f"{DEFAULT_MAX_SECONDS:g}; bounds the memory one file can take)")
 
 
+def add_weights_dir(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--weights-dir DIR`` (repeatable): where pretrained encoder weights are found."""
+    p.add_argument("--weights-dir", action="append", metavar="DIR",
+                   help="folder of pretrained encoder weights, searched first (repeatable; "
+                        "then $STETHOSCOPE_WEIGHTS_DIR, then ~/.cache/stethoscope/weights); a "
+                        "saved model finds its weights there by sha256, whatever the file's name")
+
+
 def add_runtime(p: argparse.ArgumentParser, training: bool = False, *, seed: bool = True, cache: bool = True,
                 audio: bool = True, threads: int | None = None) -> argparse._ArgumentGroup:
     """The ``runtime`` group: ``--device``, ``--threads`` (default ``threads``), ``--weights-dir``
@@ -73,10 +81,7 @@ def add_runtime(p: argparse.ArgumentParser, training: bool = False, *, seed: boo
         g.add_argument("--cache", metavar="DIR", help="feature cache folder (default $STETHOSCOPE_CACHE or "
                                                       "~/.cache/stethoscope)")
         g.add_argument("--no-cache", action="store_true", help="read and write no feature cache")
-    g.add_argument("--weights-dir", action="append", metavar="DIR",
-                   help="folder of pretrained encoder weights, searched first (repeatable; "
-                        "then $STETHOSCOPE_WEIGHTS_DIR, then ~/.cache/stethoscope/weights); a "
-                        "saved model finds its weights there by sha256, whatever the file's name")
+    add_weights_dir(g)
     add_quiet(g)
     if audio:
         add_audio_flag(g)

@@ -1,35 +1,38 @@
 """ONNX export of a trained model's scoring network (``stethoscope export --format onnx``).
 
-The network is exported with torch's dynamo-based exporter (``torch.onnx.export(...,
+The network is the system's own scoring module, the one its ``score`` and ``explain`` run:
+`System.export_plan` gives it with example inputs, dynamic axes, the front end of each input
+and what export.json records (`systems.export_plan.ExportPlan`); a system that cannot be
+exported says why in one line (`System.export_refusal`, raised here as `ConfigError`). Nothing
+here knows a system by name (`exportable_systems` reads the classes).
+
+The module is exported with torch's dynamo-based exporter (``torch.onnx.export(...,
 dynamo=True)``, the default of torch 2.9+; the TorchScript exporter is deprecated), opset 18.
 The audio front end stays in numpy (``outside``: `stethoscope.onnx_runtime` computes it from the
 saved filter bank and window) or goes into the graph (``inside``: ONNX ``STFT`` nodes, see
 `frontends`). Every export is checked before it is installed: a seeded noise clip is scored by
 the torch system and by the ONNX runtime, and a relative difference above `CHECK_RTOL` fails it.
-
-Supported: ``dcase_ae`` and ``gamma_vae`` (MSE and MAHALA; GammaVAE with ``score_latent:
-mean``), ``embedding_knn`` (EfficientAT mn04 encoders; any detector, GMM with diagonal
-covariances), ``ldgan`` and ``tldiffgan`` (for one clip length, ``--seconds``: their scoring
-noise is fixed per length), ``mel_stats`` (its own scoring module, `MelStatsScorer`, for one clip
-length: its percentiles index frames; every section's detectors, the smallest score, as an
-in-memory waveform is scored).
+Systems whose scoring noise or percentiles are fixed per clip length (ldgan, tldiffgan,
+mel_stats) are exported for one length (``seconds``, default 10).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
 
-SUPPORTED = ("dcase_ae", "gamma_vae", "embedding_knn", "ldgan", "tldiffgan", "mel_stats")
-FIXED_LENGTH = ("ldgan", "tldiffgan", "mel_stats")
+if TYPE_CHECKING:
+    from ..systems.export_plan import ExportPlan
+
 OPSET = 18
 CHECK_RTOL = 1e-3
 SAMPLE_RATE = 16_000
@@ -49,77 +52,33 @@ def require_onnx() -> None:
                                f"(or pip install onnx onnxruntime onnxscript)")
 
 
-@dataclass
-class _Plan:
-    """What to export for one system: the torch head, example inputs, dynamic axes, front ends."""
+def exportable_systems() -> list[str]:
+    """The registered systems that have an ONNX export (``no_export`` is None on their class);
+    a fitted one may still refuse for its hyperparameters (`System.export_refusal`)."""
+    from ..systems import list_systems
 
-    head: Any
-    inputs: dict[str, Any]
-    dynamic: dict[str, dict[int, Any]]
-    frontends: list[Any]
-    outputs: list[str]
-    clip_samples: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    return [name for name, cls in list_systems().items() if cls.no_export is None]
 
 
-def _plan(system: Any, seconds: float | None) -> _Plan:
-    """The export plan of a loaded system (ConfigError for what cannot be exported)."""
-    import torch
-
-    from ..engine import RunContext
+def _plan(system: Any, seconds: float | None,
+          ctx: "RunContext | None") -> tuple["ExportPlan", list[Any]]:
+    """The system's export plan (ConfigError with its own reason where it has none) and its
+    front ends."""
+    from ..systems.export_plan import EFFICIENTAT_MEL
     from .frontends import dcase_frontend, efficientat_frontend
-    from .heads import EmbeddingHead, FrameReconHead, LDGANHead, TLDiffGANHead
 
-    batch = torch.export.Dim("batch")
-    name = system.name
-    if name not in SUPPORTED:
-        raise ConfigError(f"system {name!r} cannot be exported to ONNX; supported: {', '.join(SUPPORTED)}")
-    if name in ("dcase_ae", "gamma_vae"):
-        if getattr(system, "score_latent", "mean") != "mean":
-            raise ConfigError(f"{name} with score_latent={system.score_latent!r} scores a random latent sample; "
-                              f"ONNX export needs score_latent=mean")
-        frames = torch.export.Dim("frames", min=system.n_frames)
-        example = torch.randn(2, system.n_mels, system.n_frames + 11)
-        details = {"score_mode": system.score_mode, "n_frames": system.n_frames}
-        return _Plan(FrameReconHead(system), {"logmel": example}, {"logmel": {0: batch, 2: frames}},
-                     [dcase_frontend(system.logmel_params)], ["score", "anomaly_map"], details=details)
-    if name == "embedding_knn":
-        encoder = system._get_encoder(RunContext())
-        frames = torch.export.Dim("frames", min=32)
-        details = {"detector": system.detector, "encoder": system.encoder, "encoder_weights": encoder.weights}
-        return _Plan(EmbeddingHead(system, encoder), {"mn04_mel": torch.randn(2, 128, 101)},
-                     {"mn04_mel": {0: batch, 2: frames}}, [efficientat_frontend()], ["score"], details=details)
-    samples = round((10.0 if seconds is None else seconds) * SAMPLE_RATE)
-    if name == "mel_stats":
-        mel_frames = system.logmel_params.n_frames(samples)
-        details = {"detector": system.detector, "stats": system.stats, "groups": system.groups_}
-        return _Plan(system.scorer_, {"logmel": torch.randn(2, system.n_mels, mel_frames)}, {"logmel": {0: batch}},
-                     [dcase_frontend(system.logmel_params)], ["score", "anomaly_map"], samples, details)
-    if name == "tldiffgan" and system.mel_stats_branch:
-        raise ConfigError("tldiffgan with mel_stats_branch=true cannot be exported to ONNX yet (its export head "
-                          "fuses the mel and waveform branches only)")
-    params = system.branch.logmel_params
-    mel_frames = params.n_frames(samples)
-    if name == "ldgan":
-        head = LDGANHead(system.branch, mel_frames, embedding=False)
-        details = {"score_reduction": system.score_reduction, "score_step": system.score_step}
-        return _Plan(head, {"logmel": torch.randn(2, params.n_mels, mel_frames)}, {"logmel": {0: batch}},
-                     [dcase_frontend(params)], ["score", "anomaly_map"], samples, details)
-    encoder = system._get_encoder(RunContext()) if system.use_wave_branch else None
-    head = TLDiffGANHead(system, mel_frames, encoder)
-    inputs, frontends = {"logmel": torch.randn(2, params.n_mels, mel_frames)}, [dcase_frontend(params)]
-    if encoder is not None:
-        fe = efficientat_frontend()
-        inputs["mn04_mel"] = torch.randn(2, 128, 1 + (2 * samples - 1) // fe.params["hop_length"])
-        frontends.append(fe)
-    details = {"selection": system.selection_["chosen"], "candidates": head.names}
-    return _Plan(head, inputs, {k: {0: batch} for k in inputs}, frontends, ["score", "anomaly_map"], samples,
-                 details)
+    system.refuse_export()
+    plan = system.export_plan(seconds, ctx)
+    fronts = [efficientat_frontend(name) if spec == EFFICIENTAT_MEL else dcase_frontend(spec, name)
+              for name, spec in plan.frontends.items()]
+    return plan, fronts
 
 
-def _export_graph(plan: _Plan, opset: int) -> Any:
-    """The head as an ONNX model (dynamo exporter, quiet)."""
+def _export_graph(plan: "ExportPlan", opset: int) -> Any:
+    """The plan's scoring module (a frozen CPU copy) as an ONNX model (dynamo exporter, quiet)."""
     import torch
+
+    module = copy.deepcopy(plan.module).cpu().eval()
 
     quiet = {n: logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")}
     levels = {n: q.level for n, q in quiet.items()}
@@ -128,14 +87,16 @@ def _export_graph(plan: _Plan, opset: int) -> Any:
             q.setLevel(logging.ERROR)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(plan.head.eval(), tuple(plan.inputs.values()), dynamo=True, verbose=False,
-                                        opset_version=opset, input_names=list(plan.inputs),
+            program = torch.onnx.export(module, tuple(plan.inputs.values()), dynamo=True,
+                                        verbose=False, opset_version=opset,
+                                        input_names=list(plan.inputs),
                                         output_names=plan.outputs, dynamic_shapes=plan.dynamic, report=False)
     except Exception as err:  # the exporter raises many types; name the cause
         raise StethoscopeError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0]})") from err
     finally:
         for n, q in quiet.items():
             q.setLevel(levels[n])
+    assert program is not None  # dynamo=True always returns the program
     return program.model_proto
 
 
@@ -154,10 +115,12 @@ def _check_clip(samples: int) -> np.ndarray:
     return (0.05 * rng.standard_normal(samples) * sweep).astype(np.float32)
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside", seconds: float | None = None,
-                opset: int = OPSET) -> dict[str, Any]:
+def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside",
+                seconds: float | None = None, opset: int = OPSET,
+                ctx: RunContext | None = None) -> dict[str, Any]:
     """Export the model in ``model_dir`` to the folder ``out`` (written atomically); returns
-    the export.json record. ``seconds``: clip length of LDGAN/TLDiffGAN exports (default 10).
+    the export.json record. ``seconds``: clip length of fixed-length exports (default 10);
+    ``ctx``: the runtime (where pretrained encoder weights are found; default `RunContext()`).
     An existing ``out`` is replaced only when it is an earlier export (or empty)."""
     import onnx
     import torch
@@ -181,13 +144,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
     system = load_system(model_dir)
     if system.threshold_ is None:
         raise ConfigError(f"{model_dir}: the model has no decision threshold")
-    if system.score_norm_:
-        raise ConfigError(f"{model_dir}: models with score_norm={system.score_norm!r} cannot be exported to ONNX yet "
-                          "(the edge runtime does not apply per-section statistics)")
-    plan = _plan(system, seconds)
+    ctx = ctx or RunContext(progress=False)
+    plan, fronts = _plan(system, seconds, ctx)
     model = _export_graph(plan, opset)
     if frontend == "inside":
-        model = add_to_graph(model, plan.frontends)
+        model = add_to_graph(model, fronts)
     min_samples = math.ceil(system.feature_request().min_seconds * SAMPLE_RATE)
     record: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "system": system.name, **plan.details,
@@ -205,7 +166,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
     }
     with atomic_directory(out) as tmp:
         atomic_write_bytes(tmp / "model.onnx", model.SerializeToString())
-        for fe in plan.frontends:
+        for fe in fronts:
             files = {}
             if frontend == "outside":
                 for key, array in fe.arrays.items():
@@ -213,15 +174,15 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
                     np.save(tmp / files[key], array, allow_pickle=False)
             record["frontends"].append(fe.record(files))
         atomic_write_json(tmp / "export.json", record)
-        record["check"] = _verify(system, EdgeModel(tmp), plan.clip_samples or 4 * SAMPLE_RATE)
+        record["check"] = _verify(system, EdgeModel(tmp), plan.clip_samples or 4 * SAMPLE_RATE, ctx)
         atomic_write_json(tmp / "export.json", record)
     return record
 
 
-def _verify(system: Any, edge: Any, samples: int) -> dict[str, Any]:
+def _verify(system: Any, edge: Any, samples: int, ctx: RunContext) -> dict[str, Any]:
     """Score the check clip with torch and with ONNX; fail the export when they differ."""
     wave = _check_clip(samples)
-    expected = float(system.score_waveforms([wave])[0])
+    expected = float(system.score_waveforms([wave], ctx=ctx)[0])
     got = edge.score_waveform(wave).score
     diff = abs(got - expected)
     rel = diff / max(abs(expected), 1e-12)

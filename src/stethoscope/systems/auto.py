@@ -39,6 +39,8 @@ class AutoSystem(EnsembleSystem):
     name = "auto"
     description = "candidate systems' normalised scores, averaged (or weighted by pseudo-anomaly AUC)"
     param_rules = {"normalise": NORMALISE, "weighting": WEIGHTING, "pseudo_folds": "[2, inf)"}
+    no_export = ("its candidates each need their own front end and scoring module, and its score "
+                 "normalisation is not exported; export the candidates one by one")
 
     def __init__(self, *, members: Sequence[str] = ("mel_stats", "dcase_ae"),
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",

@@ -48,6 +48,8 @@ class AuxClassifierSystem(System):
     description = ("discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
                    "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit")
     joint: ClassVar[bool] = True
+    no_export = ("its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
+                 "torch module")
     param_rules = {
         "frontend": ("stgram", "mn04"), "n_mels": "[16, inf)", "width": "(0, 4]", "embedding_dim": "[2, inf)",
         "finetune": FINETUNE_MODES, "last_blocks": "[1, 17]", "lora_rank": "[1, 64]", "mn04_weights": ("pretrained", "random"),

@@ -40,6 +40,7 @@ from ..features.logmel import LogMelParams
 from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
 from ..progress import progress
 from ..utils import run_metadata
+from .export_plan import Exportable
 from .params import check_params
 from .registry import (REGISTRY, get_system, list_systems, nest_flat_parts, register,
                        system_from_saved)
@@ -66,11 +67,13 @@ class Explanation:
     map_unit: str = "squared error (dB²)"
 
 
-class System(ABC):
+class System(Exportable, ABC):
     """Base class: subclasses set ``name``, take their hyperparameters as keyword arguments
     (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`
     (ending with `fit_threshold`), `score_decoded`, `state_tensors` and `load_state_tensors`.
-    The threshold hyperparameters (`threshold.THRESHOLD_PARAMS`) are every system's.
+    The threshold hyperparameters (`threshold.THRESHOLD_PARAMS`) are every system's. A system
+    with a scoring network exposes it (`scoring_module`, run by its own scoring and by the ONNX
+    export, `export_plan`); one without says why (`export_refusal`, see `export_plan`).
 
     A *joint* system (``joint = True``) learns from several machine types at once: it
     overrides `fit_joint`, which `workflows.train.train_machines` and the K-fold bench then call once

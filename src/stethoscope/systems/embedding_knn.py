@@ -30,7 +30,10 @@ from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
+from ..detectors.module import DetectorModule
+from ..models.embedding import EmbeddingScorer, encoder_refusal
 from .base import System, register
+from .export_plan import EFFICIENTAT_MEL, ExportPlan, batch_dim
 
 
 @register
@@ -39,6 +42,7 @@ class EmbeddingKNNSystem(System):
 
     name = "embedding_knn"
     description = "frozen pretrained encoder embeddings + KNN / LOF / GMM / SOS / Mahalanobis"
+    no_export = None
 
     param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
 
@@ -107,6 +111,31 @@ class EmbeddingKNNSystem(System):
         if self.detector_ is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         return self.detector_.score(embed_decoded(self._get_encoder(ctx), decoded, ctx.cache_dir))
+
+    # -- scoring module and export ----------------------------------------------------
+    def scoring_module(self, ctx: RunContext | None = None) -> EmbeddingScorer:
+        """The encoder's network on its mel, then the fitted detector as a torch module
+        (`models.embedding.EmbeddingScorer`; `score` runs the same encoder and detector)."""
+        if self.detector_ is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        encoder = self._get_encoder(ctx or RunContext())
+        return EmbeddingScorer(encoder, DetectorModule(self.detector_))
+
+    def export_refusal(self) -> str | None:
+        return encoder_refusal(self.name, self.encoder) or super().export_refusal()
+
+    def export_plan(self, seconds: float | None = None,
+                    ctx: RunContext | None = None) -> ExportPlan:
+        """Any clip length (``seconds`` unused): the encoder pools over time."""
+        del seconds
+        self.refuse_export()
+        ctx = ctx or RunContext()
+        module = self.scoring_module(ctx)
+        details = {"detector": self.detector, "encoder": self.encoder,
+                   "encoder_weights": self._get_encoder(ctx).weights}
+        return ExportPlan(module, {"mn04_mel": torch.randn(2, 128, 101)},
+                          {"mn04_mel": {0: batch_dim(), 2: torch.export.Dim("frames", min=32)}},
+                          {"mn04_mel": EFFICIENTAT_MEL}, ["score"], details=details)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.detector_ is None:

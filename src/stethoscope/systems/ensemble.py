@@ -53,6 +53,8 @@ class EnsembleSystem(System):
     name = "ensemble"
     description = "mean of member systems' scores, each normalised by its held-out training scores"
     param_rules = {"normalise": NORMALISE}
+    no_export = ("an ensemble's members each need their own front end and scoring module, and "
+                 "its score normalisation is not exported; export the members one by one")
 
     def __init__(self, *, members: Sequence[str] = ("dcase_ae", "embedding_knn"),
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",

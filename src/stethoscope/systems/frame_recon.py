@@ -9,6 +9,10 @@ trained by the engine's loop. Scores follow the official DCASE 2023-2025 AE code
   official code does); a clip's score is the squared Mahalanobis norm of its *mean*
   residual under each precision, the smaller of the two. (The official code computes
   ``mean(D P D^T)`` over the clip's residual matrix D, which equals that quantity.)
+
+The scoring maths is `models.frame_recon.FrameReconScorer` (`scoring_module`): `score`
+streams the vectors through its reconstruction in fixed-size chunks and reduces with its
+`score_from_stats`; `explain` and the ONNX export run it whole.
 """
 from __future__ import annotations
 
@@ -23,15 +27,19 @@ from ..data.clip import Clip
 from ..engine import OptimiserSpec, RunContext, train
 from ..features.extract import Decoded, FeatureRequest, FrameBank
 from ..features.logmel import LogMelParams
+from ..models.frame_recon import FrameReconScorer
 from .base import Explanation, System
+from .export_plan import ExportPlan, batch_dim
 
 SCORE_MODES = ("mse", "mahala")
 
 
 class FrameReconstructionSystem(System):
     """Base for systems that reconstruct stacked log-mel vectors. Subclasses give the model
-    (`build_model`, whose ``forward`` returns per-vector training losses) and its
-    deterministic reconstruction (`reconstruct`)."""
+    (`build_model`, whose ``forward`` returns per-vector training losses, and whose
+    ``reconstruct`` is used for scoring); the scoring maths is `FrameReconScorer`'s."""
+
+    no_export = None
 
     param_rules = {"score_mode": SCORE_MODES, "epochs": "[1, inf)", "batch_size": "[2, inf)",
                    "learning_rate": "(0, inf)", "n_frames": "[1, inf)", "n_mels": "[1, inf)",
@@ -51,10 +59,21 @@ class FrameReconstructionSystem(System):
     def build_model(self, input_dim: int) -> nn.Module:
         """A fresh model for ``input_dim``-dimensional vectors."""
 
+    def score_latent_choice(self) -> str | None:
+        """The latent the model decodes when scoring (None: the model has one way)."""
+        return None
+
+    def scoring_module(self) -> FrameReconScorer:
+        """The scoring network (`models.frame_recon.FrameReconScorer`) around this system's
+        fitted model (shared, not copied) and residual precisions."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        return FrameReconScorer(self.model, self.n_frames, self.score_mode, self.precision_source_,
+                                self.precision_target_, self.score_latent_choice())
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction used for scoring (eval mode)."""
-        assert self.model is not None
-        return self.model.reconstruct(x)
+        return self.scoring_module().reconstruct(x)
 
     # -- features ---------------------------------------------------------------------
     @property
@@ -150,13 +169,8 @@ class FrameReconstructionSystem(System):
         return (sq_sum / counts).numpy(), (diff_sum / counts[:, None]).numpy()
 
     def _scores_from_stats(self, mse: np.ndarray, mean_diff: np.ndarray) -> np.ndarray:
-        if self.score_mode == "mse":
-            return mse
-        assert self.precision_source_ is not None and self.precision_target_ is not None
-        d = torch.from_numpy(mean_diff)
-        source = torch.einsum("nd,de,ne->n", d, self.precision_source_, d)
-        target = torch.einsum("nd,de,ne->n", d, self.precision_target_, d)
-        return torch.minimum(source, target).numpy()
+        scorer = self.scoring_module()
+        return scorer.score_from_stats(torch.from_numpy(mse), torch.from_numpy(mean_diff)).numpy()
 
     def _score_bank(self, bank: FrameBank, ctx: RunContext) -> np.ndarray:
         return self._scores_from_stats(*self._residual_stats(bank, ctx))
@@ -166,27 +180,34 @@ class FrameReconstructionSystem(System):
 
     @torch.no_grad()
     def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
-        """One forward pass gives the score, the reconstruction and the squared residual per
-        (mel, frame), the last two averaged over the overlapping vectors covering each frame."""
+        """One forward pass of the scoring module gives the score, the reconstruction and the
+        squared residual per (mel, frame), the last two averaged over the vectors covering each."""
         mel = decoded.logmels[0]  # type: ignore[index]
-        bank = FrameBank([mel], self.n_frames)
-        self._model_device(ctx)
-        x = ctx.to_device(bank.vectors(torch.arange(len(bank))))
-        rec = self.reconstruct(x).cpu()
-        diff = x.cpu() - rec
-        score = self._scores_from_stats(diff.double().pow(2).mean().reshape(1).numpy(),
-                                        diff.double().mean(dim=0, keepdim=True).numpy())
-        shape = (len(bank), self.n_frames, self.n_mels)
-        per_vector = {"rec": rec.reshape(shape), "err": diff.pow(2).reshape(shape)}
-        out = {}
-        for key, values in per_vector.items():
-            total = torch.zeros(mel.shape[1], self.n_mels)
-            hits = torch.zeros(mel.shape[1], 1)
-            for k in range(self.n_frames):
-                total[k:k + len(bank)] += values[:, k]
-                hits[k:k + len(bank)] += 1
-            out[key] = (total / hits).T.numpy()
-        return Explanation(score=float(score[0]), logmel=mel, reconstruction=out["rec"], anomaly_map=out["err"])
+        device = self._model_device(ctx)
+        scorer = self.scoring_module().to(device)
+        score, amap, rec = scorer.explain(ctx.to_device(torch.from_numpy(mel)[None]))
+        return Explanation(score=float(score[0]), logmel=mel, reconstruction=rec[0].cpu().numpy(),
+                           anomaly_map=amap[0].cpu().numpy())
+
+    # -- export -----------------------------------------------------------------------
+    def export_refusal(self) -> str | None:
+        latent = self.score_latent_choice()
+        if latent not in (None, "mean"):
+            return (f"{self.name} with score_latent={latent!r} scores a random latent sample; "
+                    f"ONNX export needs score_latent=mean")
+        return super().export_refusal()
+
+    def export_plan(self, seconds: float | None = None,
+                    ctx: RunContext | None = None) -> ExportPlan:
+        """Any clip length (``seconds`` unused): the vectors are stacked in the graph."""
+        del seconds
+        self.refuse_export()
+        frames = torch.export.Dim("frames", min=self.n_frames)
+        example = torch.randn(2, self.n_mels, self.n_frames + 11)
+        return ExportPlan(self.scoring_module(), {"logmel": example},
+                          {"logmel": {0: batch_dim(), 2: frames}}, {"logmel": self.logmel_params},
+                          ["score", "anomaly_map"],
+                          details={"score_mode": self.score_mode, "n_frames": self.n_frames})
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

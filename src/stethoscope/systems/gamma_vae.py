@@ -2,7 +2,6 @@
 MSE / MAHALA scores and gamma-fit threshold as the DCASE AE; loss = MSE + kl_weight * KL."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..models.gamma_vae import LATENT_CHOICES, POSITIVITY, GammaVAE
@@ -33,6 +32,5 @@ class GammaVAESystem(FrameReconstructionSystem):
         return GammaVAE(input_dim=input_dim, positivity=self.positivity, prior_concentration=self.prior_concentration,
                         prior_rate=self.prior_rate, kl_weight=self.kl_weight)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        assert self.model is not None
-        return self.model.reconstruct(x, latent=self.score_latent)
+    def score_latent_choice(self) -> str | None:
+        return self.score_latent

@@ -4,8 +4,9 @@
 log-mels standardised per mel bin (training mean/std, saved), random ``n_frames`` crops for
 training, auxiliary classes from section/attributes, and fixed scoring noise. Clips are
 scored at their full length (the nets are fully convolutional in time). Training runs in
-the engine's loop; scoring is one `LDGAN.evaluate` pass per batch, which gives the score,
-the anomaly map, the reconstruction, the mel embedding and the attention together.
+the engine's loop; scoring is one pass of the scoring module (`models.ldgan.scorer.LDGANScorer`,
+also what the ONNX export runs) per batch, which gives the score, the anomaly map, the
+reconstruction, the mel embedding and the attention together.
 Every interpretation of the paper is argued in ``docs/tldiffgan.md``.
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ from ..models.ldgan import LDGAN, LDGANConfig
 from ..models.ldgan.diffusion import SCHEDULES
 from ..models.ldgan.model import PREDICTIONS, REDUCTIONS
 from ..models.ldgan.networks import GP_KINDS
+from ..models.ldgan.scorer import LDGANScorer
 from .base import Explanation, System, register
+from .export_plan import ExportPlan, batch_dim, clip_samples
 from .params import check_params
 
 AUX_LABELS = ("section_attributes", "section", "none")
@@ -52,6 +55,7 @@ class BranchEval(NamedTuple):
     scores: np.ndarray                    # (n,)
     embeddings: np.ndarray                # (n, latent_channels) float32
     maps: list[np.ndarray] | None         # standardised squared error (n_mels, frames) per clip
+    maps_db: list[np.ndarray] | None      # the same in dB² (the anomaly map)
     reconstructions: list[np.ndarray] | None  # reconstruction in dB (n_mels, frames) per clip
     attention: list[np.ndarray] | None    # (frames,) per clip
 
@@ -144,20 +148,30 @@ class MelBranch:
         shape = (self.hp["latent_channels"], self.model.autoencoder.latent_frames(frames))
         return [torch.randn(shape, generator=g) for _ in range(self.hp["score_step"] + 1)]
 
+    def scoring_module(self, frames: int | None = None, embedding: bool = True) -> LDGANScorer:
+        """The scoring network around the fitted model (shared, not copied); ``frames``: bake
+        in the scoring noise of clips of that length (what ``forward`` uses)."""
+        if self.model is None or self.mel_mean_ is None or self.mel_std_ is None:
+            raise RuntimeError("ldgan: fit or load the system before scoring")
+        diffused = self.hp["score_step"] > 0 and self.hp["latent_diffusion"]
+        noises = []
+        if diffused and frames:
+            noises = [self._noises(frames, d) for d in range(self.hp["score_draws"])]
+        return LDGANScorer(self.model, self.mel_mean_, self.mel_std_, noises, embedding)
+
     @torch.no_grad()
     def evaluate(self, mels: Sequence[np.ndarray], ctx: RunContext, maps: bool = False) -> BranchEval:
-        """One `LDGAN.evaluate` pass per batch of equal-length clips."""
+        """One scoring-module pass (`LDGANScorer.evaluate`) per batch of equal-length clips."""
         if self.model is None:
             raise RuntimeError("ldgan: fit or load the system before scoring")
         device = ctx.torch_device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
         self.model.eval()
+        scorer = self.scoring_module().to(device)
         n = len(mels)
         scores, emb = np.zeros(n), np.zeros((n, self.hp["latent_channels"]), np.float32)
-        amaps: list[Any] = [None] * n
-        recs: list[Any] = [None] * n
-        atts: list[Any] = [None] * n
+        pictures: list[Any] = [None] * n  # per clip, with maps: `_pictures`
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, m in enumerate(mels):
             by_length[m.shape[1]].append(i)
@@ -165,18 +179,26 @@ class MelBranch:
             draws_cpu = [self._noises(frames, d) for d in range(self.hp["score_draws"])]
             for start in range(0, len(members), self.hp["batch_size"]):
                 idx = members[start:start + self.hp["batch_size"]]
-                x = ctx.to_device(torch.stack([self._standardise(mels[i]) for i in idx]))
+                x = ctx.to_device(torch.stack([torch.from_numpy(mels[i]) for i in idx]))
                 draws = [[z[None].expand(len(idx), -1, -1).to(device) for z in d] for d in draws_cpu]
                 with ctx.autocast():
-                    out = self.model.evaluate(x, draws)
+                    out = scorer.evaluate(x, draws)
                 scores[idx] = out.score.float().cpu().numpy()
                 emb[idx] = out.embedding.float().cpu().numpy()
                 if maps:
-                    rec_db = out.reconstruction.float().cpu() * self.mel_std_[:, None] + self.mel_mean_[:, None]
                     for j, i in enumerate(idx):
-                        amaps[i], recs[i] = out.anomaly_map[j].float().cpu().numpy(), rec_db[j].numpy()
-                        atts[i] = out.attention[j].float().cpu().numpy()
-        return BranchEval(scores, emb, amaps if maps else None, recs if maps else None, atts if maps else None)
+                        pictures[i] = self._pictures(scorer, out, j)
+        if not maps:
+            return BranchEval(scores, emb, None, None, None, None)
+        return BranchEval(scores, emb, *([p[k] for p in pictures] for k in range(4)))
+
+    @staticmethod
+    def _pictures(scorer: LDGANScorer, out: Any, j: int) -> tuple[np.ndarray, ...]:
+        """Clip ``j``'s (standardised map, map in dB², reconstruction in dB, attention)."""
+        amap = out.anomaly_map[j].float()
+        rec = scorer.to_db(out.reconstruction[j].float())
+        return (amap.cpu().numpy(), scorer.map_db(amap).cpu().numpy(), rec.cpu().numpy(),
+                out.attention[j].float().cpu().numpy())
 
     def explain(self, mel: np.ndarray, ctx: RunContext) -> Explanation:
         """One clip's score, reconstruction, map (squared error in dB^2) and attention."""
@@ -185,11 +207,10 @@ class MelBranch:
     def explain_from(self, mel: np.ndarray, score: float | None, out: BranchEval) -> Explanation:
         """`explain` from an `evaluate(..., maps=True)` result of this one clip; ``score``
         replaces the branch's own (a system that scores otherwise, e.g. TLDiffGAN)."""
-        assert out.maps is not None and out.reconstructions is not None and out.attention is not None
-        assert self.mel_std_ is not None
-        amap_db = out.maps[0] * self.mel_std_[:, None].numpy() ** 2
+        assert out.maps is not None and out.maps_db is not None and out.reconstructions is not None
+        assert out.attention is not None
         return Explanation(score=float(out.scores[0] if score is None else score), logmel=mel,
-                           reconstruction=out.reconstructions[0], anomaly_map=amap_db,
+                           reconstruction=out.reconstructions[0], anomaly_map=out.maps_db[0],
                            extras={"attention": out.attention[0], "anomaly_map_standardised": out.maps[0]})
 
     # -- persistence ------------------------------------------------------------------
@@ -230,6 +251,7 @@ class LDGANSystem(System):
 
     name = "ldgan"
     description = "TLDiffGAN mel branch: latent diffusion-GAN reconstruction + TMixup (anomaly maps)"
+    no_export = None
 
     def __init__(self, *, n_frames: int = 313, n_mels: int = 128, log_floor: str = "max",
                  latent_diffusion: bool = True, tmixup: bool = True,
@@ -270,6 +292,23 @@ class LDGANSystem(System):
 
     def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
         return self.branch.explain(decoded.logmels[0], ctx)  # type: ignore[index]
+
+    def scoring_module(self, frames: int | None = None) -> LDGANScorer:
+        """`MelBranch.scoring_module`: with ``frames``, the scoring noise of that clip length."""
+        return self.branch.scoring_module(frames, embedding=False)
+
+    def export_plan(self, seconds: float | None = None,
+                    ctx: RunContext | None = None) -> ExportPlan:
+        """One clip length (``seconds``, default 10): the scoring noise is fixed per length."""
+        self.refuse_export()
+        samples = clip_samples(seconds)
+        params = self.branch.logmel_params
+        frames = params.n_frames(samples)
+        example = torch.randn(2, params.n_mels, frames)
+        details = {"score_reduction": self.score_reduction, "score_step": self.score_step}
+        return ExportPlan(self.scoring_module(frames), {"logmel": example},
+                          {"logmel": {0: batch_dim()}}, {"logmel": params},
+                          ["score", "anomaly_map"], samples, details)
 
     def mel_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """Attention-pooled latent of each (unmixed) clip: (n, latent_channels) float32."""

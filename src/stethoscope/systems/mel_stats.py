@@ -33,6 +33,7 @@ from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from ..features.logmel import LogMelParams
 from ..models.mel_stats import DEFAULT_STATS, STATISTICS, MelStatsFeatures, MelStatsScorer, features_of
 from .base import Explanation, System, register
+from .export_plan import ExportPlan, batch_dim, clip_samples
 
 DETECTOR_CHOICES = ("mahalanobis", "knn", "gmm")
 
@@ -42,6 +43,7 @@ class MelStatsSystem(System):
     """Per-bin log-mel statistics + shrinkage Mahalanobis (or kNN / GMM), per section and domain."""
 
     name = "mel_stats"
+    no_export = None
     description = "per-bin log-mel statistics + Ledoit-Wolf Mahalanobis (or kNN / GMM); fits in seconds"
     param_rules = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
                    "modulation_bands": "[0, 64]", "modulation_bins": "[1, 32]", "n_mels": "[1, inf)",
@@ -191,6 +193,25 @@ class MelStatsSystem(System):
         return Explanation(score=float(scores[0]), logmel=decoded.logmels[0], anomaly_map=maps[0],  # type: ignore[index]
                            map_title="squared standardised deviation of the bin statistics, spread over frames",
                            map_unit="squared z per frame")
+
+    # -- scoring module and export ----------------------------------------------------
+    def scoring_module(self) -> MelStatsScorer:
+        """`MelStatsScorer`: the very module `score` and `explain` run."""
+        if self.scorer_ is None:
+            raise RuntimeError(f"{self.name}: fit or load the system before scoring")
+        return self.scorer_
+
+    def export_plan(self, seconds: float | None = None,
+                    ctx: RunContext | None = None) -> ExportPlan:
+        """One clip length (``seconds``, default 10): the percentiles index frames. Every
+        section's detectors score, the smallest score wins (as an in-memory waveform)."""
+        self.refuse_export()
+        samples = clip_samples(seconds)
+        frames = self.logmel_params.n_frames(samples)
+        details = {"detector": self.detector, "stats": self.stats, "groups": self.groups_}
+        return ExportPlan(self.scoring_module(), {"logmel": torch.randn(2, self.n_mels, frames)},
+                          {"logmel": {0: batch_dim()}}, {"logmel": self.logmel_params},
+                          ["score", "anomaly_map"], samples, details)
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -43,8 +43,12 @@ from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
-from .base import Explanation, System, register
+from ..detectors.module import DetectorModule
+from ..models.embedding import EncoderNet, encoder_refusal
 from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
+from ..models.tldiffgan import FusionScorer, TLDiffGANScorer, fuse, kernel_cdf, logistic_scale
+from .base import Explanation, System, register
+from .export_plan import EFFICIENTAT_MEL, ExportPlan, batch_dim, clip_samples, efficientat_frames
 from .ldgan import BranchEval, LDGANSystem, MelBranch
 from .registry import part_params
 
@@ -60,6 +64,7 @@ class TLDiffGANSystem(System):
 
     name = "tldiffgan"
     description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
+    no_export = None
 
     param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
     parts = {"ldgan": LDGANSystem}
@@ -121,24 +126,26 @@ class TLDiffGANSystem(System):
             out["stats"] = self._stats(decoded.logmels)  # type: ignore[arg-type]
         return out
 
+    def _stats_module(self) -> MelStatsFeatures:
+        return MelStatsFeatures(self.branch.logmel_params.n_mels, DEFAULT_STATS)
+
     def _stats(self, logmels: Sequence[np.ndarray]) -> np.ndarray:
         """The `mel_stats` branch: per-bin statistics of the log-mels (our extension)."""
-        return features_of(MelStatsFeatures(self.branch.logmel_params.n_mels, DEFAULT_STATS), logmels)
+        return features_of(self._stats_module(), logmels)
 
     def temporal_attention(self, clip: Clip, ctx: RunContext | None = None) -> np.ndarray:
         """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
         return self.explain(clip, ctx).extras["attention"]
 
     def _fuse(self, branches: dict[str, np.ndarray], scalers: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Standardise each branch, weight it (``balance_branches``), concatenate: (n, joint dim)."""
-        dims = {k: v.shape[1] for k, v in branches.items()}
-        total = sum(dims.values())
-        parts = []
-        for key, X in branches.items():
+        """Standardise each branch, weight it (``balance_branches``), concatenate: (n, joint dim)
+        (`models.tldiffgan.fuse`, what the scoring module runs)."""
+        stats = []
+        for key in branches:
             mean, scale = scalers[key]
-            weight = math.sqrt(total / (len(dims) * dims[key])) if self.balance_branches else 1.0
-            parts.append(weight * (X - mean) / scale)
-        return np.concatenate(parts, axis=1)
+            stats.append((torch.from_numpy(mean), torch.from_numpy(scale)))
+        parts = [torch.from_numpy(X) for X in branches.values()]
+        return fuse(parts, stats, self.balance_branches).numpy()
 
     def joint_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """The fused embedding the detectors see: (n, mel dim [+ wave dim]) float64."""
@@ -262,8 +269,7 @@ class TLDiffGANSystem(System):
         scores (logistic kernel, Silverman bandwidth); ``exclude_self`` = leave-one-out for
         the reference scores themselves."""
         ref = self.reference_[name]
-        z = (scores[:, None] - ref[None, :]) / _logistic_scale(ref)
-        cdf = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, overflow-free
+        cdf = kernel_cdf(scores, ref, logistic_scale(ref))
         if exclude_self:
             np.fill_diagonal(cdf, 0.0)
             return cdf.sum(axis=1) / (len(ref) - 1)
@@ -273,11 +279,49 @@ class TLDiffGANSystem(System):
         return np.mean([self._cdf(c, self.reference_[c], exclude_self=True) for c in self.candidates], axis=0)
 
     def _combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
-        """The selected candidate's score, or the mean CDF position over all candidates (ensemble)."""
-        chosen = self.selection_["chosen"]
-        if chosen != ENSEMBLE:
-            return scores[chosen]
-        return np.mean([self._cdf(c, s) for c, s in scores.items()], axis=0)
+        """The chosen candidate's score or the ensemble's mean CDF position (`FusionScorer`)."""
+        return self._fusion().combine(scores)
+
+    def _fusion(self, torch_detectors: bool = False) -> FusionScorer:
+        """The fusion and scorer choice of the fitted system; ``torch_detectors``: with the
+        chosen detectors as torch modules (the whole scoring network, `scoring_module`)."""
+        names = self._needed()
+        dets = ({n: DetectorModule(self.detectors_[n]) for n in names if n != RECON}
+                if torch_detectors else None)
+        return FusionScorer(self.scalers_, self.balance_branches, names, RECON,
+                            self.selection_["chosen"] == ENSEMBLE, self.reference_, dets)
+
+    def scoring_module(self, frames: int | None = None,
+                       ctx: RunContext | None = None) -> TLDiffGANScorer:
+        """LDGAN branch (with the scoring noise of ``frames``-frame clips), the waveform encoder's
+        network, fusion, chosen detectors or ensemble: `models.tldiffgan.TLDiffGANScorer`."""
+        encoder = None
+        if self.use_wave_branch:
+            encoder = EncoderNet(self._get_encoder(ctx or RunContext()))
+        stats = self._stats_module() if self.mel_stats_branch else None
+        return TLDiffGANScorer(self.branch.scoring_module(frames), encoder,
+                               self._fusion(torch_detectors=True), stats)
+
+    def export_refusal(self) -> str | None:
+        refusal = encoder_refusal(self.name, self.encoder) if self.use_wave_branch else None
+        return refusal or super().export_refusal()
+
+    def export_plan(self, seconds: float | None = None,
+                    ctx: RunContext | None = None) -> ExportPlan:
+        """One clip length (``seconds``, default 10): its LDGAN noise is fixed per length."""
+        self.refuse_export()
+        samples = clip_samples(seconds)
+        params = self.branch.logmel_params
+        frames = params.n_frames(samples)
+        module = self.scoring_module(frames, ctx)
+        inputs = {"logmel": torch.randn(2, params.n_mels, frames)}
+        fronts: dict[str, Any] = {"logmel": params}
+        if self.use_wave_branch:
+            inputs["mn04_mel"] = torch.randn(2, 128, efficientat_frames(samples))
+            fronts["mn04_mel"] = EFFICIENTAT_MEL
+        details = {"selection": self.selection_["chosen"], "candidates": module.fusion.names}
+        return ExportPlan(module, inputs, {k: {0: batch_dim()} for k in inputs}, fronts,
+                          ["score", "anomaly_map"], samples, details)
 
     def _needed(self) -> list[str]:
         if not self.selection_:
@@ -351,16 +395,6 @@ def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """StandardScaler statistics (population std; constant dimensions get scale 1)."""
     scale = X.std(axis=0)
     return X.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
-
-
-def _logistic_scale(ref: np.ndarray) -> float:
-    """Logistic-kernel scale whose kernel std equals Silverman's bandwidth
-    0.9 min(std, IQR / 1.34) n^(-1/5); never zero."""
-    std = float(ref.std())
-    iqr = float(np.subtract(*np.percentile(ref, [75, 25])))
-    spread = min(std, iqr / 1.34) if iqr > 0 else std
-    bandwidth = 0.9 * spread * len(ref) ** -0.2
-    return max(bandwidth * math.sqrt(3) / math.pi, 1e-12 * max(1.0, float(np.abs(ref).max())))
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
