@@ -9,13 +9,16 @@ reason, said from its own class.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..features.logmel import LogMelParams
+
+if TYPE_CHECKING:
+    from ..engine import RunContext
 
 SAMPLE_RATE = 16_000
 DEFAULT_SECONDS = 10.0  # the clip length of a fixed-length export when none is given
