@@ -72,7 +72,8 @@ def browser():
     executable = _chromium()
     if executable is None:
         pytest.skip("no Chromium installed (apt-get install chromium, or set STETHOSCOPE_CHROMIUM)")
-    from playwright.sync_api import sync_playwright  # the dev extra installs it; missing = a failure
+    # the dev extra installs playwright; missing = a failure
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

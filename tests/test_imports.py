@@ -27,7 +27,8 @@ FILES = {_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__main
 
 
 def _imports(name: str, path: Path) -> set[str]:
-    """The stethoscope modules ``path`` imports at module level (not in functions or ``if`` blocks)."""
+    """The stethoscope modules ``path`` imports at module level (not in functions or ``if``
+    blocks)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
@@ -71,7 +72,7 @@ def test_the_module_level_import_graph_has_no_cycle() -> None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join([*stack[stack.index(nxt):], nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

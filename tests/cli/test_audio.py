@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.cli.conftest import RUNTIME, run_cli
-from tests.conftest import write_wav
 
 from stethoscope.cli import main
+from tests.cli.conftest import RUNTIME, run_cli
+from tests.conftest import write_wav
 
 TRAIN = ["--system", "dcase_ae", "--set", "epochs=1", "batch_size=64", *RUNTIME, "--no-cache"]
 

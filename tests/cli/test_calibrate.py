@@ -54,7 +54,8 @@ def test_refit_on_new_normals(model: Path, normals: Path, capsys: pytest.Capture
     system = load_system(model)
     scores = system.score([Clip(path=p, machine="fan") for p in files])
     assert system.threshold_ == pytest.approx(gamma_threshold(scores, 0.9), rel=1e-9, abs=1e-9)
-    assert f"threshold: {old:.6g} -> {system.threshold_:.6g} (gamma fit at percentile 0.9 of {len(files)}" in out
+    assert (f"threshold: {old:.6g} -> {system.threshold_:.6g} "
+            f"(gamma fit at percentile 0.9 of {len(files)}") in out
     new_alarms = int((scores > system.threshold_).sum())
     assert f"{new_alarms}/{len(files)} ({100 * new_alarms / len(files):.1f}%) with the new" in out
     record = config(model)["run"]["calibrations"][-1]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import write_wav
 
 from stethoscope.cli import main
+from tests.conftest import write_wav
 
 SR = 16_000
 SYSTEM = ["--system", "embedding_knn", "--set", "encoder=random", "detector=gmm", "--threads", "1", "--quiet"]

@@ -52,8 +52,9 @@ def test_version_names_package_torch_and_python(capsys: pytest.CaptureFixture) -
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0
-    assert capsys.readouterr().out.strip() == \
-        f"stethoscope {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    assert capsys.readouterr().out.strip() == (
+        f"stethoscope {__version__} (torch {torch.__version__}, "
+        f"Python {platform.python_version()})")
 
 
 def test_repeated_set_flags_accumulate() -> None:

@@ -42,7 +42,8 @@ def interrupt(procs: dict[Path, tuple[subprocess.Popen, int]], epoch: int = 2,
     while waiting and problem is None:
         for out, (proc, sig) in list(waiting.items()):
             if proc.poll() is not None:
-                problem = f"{out.name}: training ended (exit {proc.returncode}) before a checkpoint of epoch {epoch}"
+                problem = (f"{out.name}: training ended (exit {proc.returncode}) "
+                           f"before a checkpoint of epoch {epoch}")
                 break
             try:
                 done = json.loads((checkpoint_dir(out) / "checkpoint.json").read_text())["epoch"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import write_wav
 
 from stethoscope.cli import main
+from tests.conftest import write_wav
 
 
 def _noise(seconds: float, seed: int, sr: int = 16_000) -> np.ndarray:
@@ -20,8 +20,8 @@ def _noise(seconds: float, seed: int, sr: int = 16_000) -> np.ndarray:
 def test_scan_of_a_toy_set(toy_root: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["scan", str(toy_root)]) == 0
     out = capsys.readouterr().out
-    assert f"{toy_root}: layout dcase2022: all 48 audio files fit its names and folders (dcase2021 fit too; " \
-           "dcase2022 is more specific)" in out
+    assert f"{toy_root}: layout dcase2022: all 48 audio files fit its names and folders " \
+           "(dcase2021 fit too; dcase2022 is more specific)" in out
     assert "48 clips, 2 machine type(s)" in out
     assert re.search(r"fan\s+section_00\s+source\s+train\s+normal\s+\d+", out)
     assert "sample rates: 16000 Hz (48)" in out and "channels: 1 (48)" in out

@@ -48,8 +48,8 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory, cli_cache: Path) -> dict:
     outs = [tmp / f"out{i}" for i in range(len(BAD))]
     results = run_many([["train", "--data", tmp / "no-such-data", "--out", out, "--system", "dcase_ae", "--set", item,
                          *RUNTIME]
-                        for out, item in zip(outs, BAD)], cli_cache)
-    return {item: (result, out) for item, result, out in zip(BAD, results, outs)}
+                        for out, item in zip(outs, BAD, strict=True)], cli_cache)
+    return {item: (result, out) for item, result, out in zip(BAD, results, outs, strict=True)}
 
 
 @pytest.mark.parametrize("item", list(BAD))

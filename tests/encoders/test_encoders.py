@@ -120,6 +120,7 @@ def test_registry_lists_and_rejects_unknown():
 
 def test_embed_clips_caches_by_content(tmp_path):
     import soundfile as sf
+
     from stethoscope.data.clip import Clip
 
     rng = np.random.default_rng(3)
@@ -190,5 +191,5 @@ def test_download_is_verified_and_atomic(no_network, tmp_path, monkeypatch):
 
 
 def test_mn04_missing_weights_raise(no_network):
-    with pytest.raises(CheckpointError, match="mn04_as_mAP_432.pt"):
+    with pytest.raises(CheckpointError, match=r"mn04_as_mAP_432\.pt"):
         get_encoder("efficientat_mn04")

@@ -7,10 +7,23 @@ import pytest
 import torch
 
 from stethoscope.encoders import get_encoder
-from stethoscope.encoders.beats import (BEATsBackbone, BEATsConfig, BEATsEncoder, WeightNormConv1d,
-                                        load_beats_checkpoint, relative_buckets, save_beats_checkpoint)
-from stethoscope.encoders.eat import (EATBackbone, EATConfig, EATEncoder, load_eat_checkpoint,
-                                      save_eat_checkpoint, sincos_2d)
+from stethoscope.encoders.beats import (
+    BEATsBackbone,
+    BEATsConfig,
+    BEATsEncoder,
+    WeightNormConv1d,
+    load_beats_checkpoint,
+    relative_buckets,
+    save_beats_checkpoint,
+)
+from stethoscope.encoders.eat import (
+    EATBackbone,
+    EATConfig,
+    EATEncoder,
+    load_eat_checkpoint,
+    save_eat_checkpoint,
+    sincos_2d,
+)
 from stethoscope.errors import CheckpointError
 
 SMALL_EAT = EATConfig(embed_dim=32, depth=2, num_heads=4)
@@ -86,7 +99,7 @@ def test_sincos_positions_layout():
 
 def test_eat_missing_checkpoint_message(monkeypatch, tmp_path):
     monkeypatch.setenv("STETHOSCOPE_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(CheckpointError, match="EAT-base_epoch30_pretrain.*huggingface.co"):
+    with pytest.raises(CheckpointError, match=r"EAT-base_epoch30_pretrain.*huggingface\.co"):
         get_encoder("eat_base")
 
 

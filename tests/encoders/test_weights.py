@@ -71,7 +71,7 @@ def test_missing_weights_name_the_file_and_sha256(home):
     msg = str(err.value)
     assert f"model.pt (sha256 {'ab' * 32})" in msg and str(home / "B") in msg
     assert "--weights-dir" in msg
-    with pytest.raises(CheckpointError, match="download failed .*network unreachable"):  # published
+    with pytest.raises(CheckpointError, match=r"download failed .*network unreachable"):  # published
         W.find_by_sha256("ab" * 32, "model.pt", [home / "B"], url="https://example.org/model.pt")
 
 

@@ -69,12 +69,13 @@ def test_q_sample_pairs_follow_the_generator() -> None:
     a = d.q_sample_pairs(z0, t, torch.Generator().manual_seed(7))
     b = d.q_sample_pairs(z0, t, torch.Generator().manual_seed(7))
     c = d.q_sample_pairs(z0, t, torch.Generator().manual_seed(8))
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.allclose(a[1], c[1])
 
 
 def test_posterior_matches_gaussian_bayes() -> None:
-    """q(z_{t-1}|z_t,z_0) from the prior N(sqrt(ab_{t-1}) z0, 1-ab_{t-1}) times N(z_t; sqrt(a_t) z_{t-1}, b_t)."""
+    """q(z_{t-1}|z_t,z_0) from the prior N(sqrt(ab_{t-1}) z0, 1-ab_{t-1}) times
+    N(z_t; sqrt(a_t) z_{t-1}, b_t)."""
     d = Diffusion(4)
     z0, zt = torch.tensor([[0.7]]), torch.tensor([[-0.4]])
     for t in range(2, 5):
@@ -239,7 +240,8 @@ def test_forward_returns_per_sample_losses(kw, keys) -> None:
 
 
 def test_forward_losses_are_per_sample_not_batch_means() -> None:
-    """Sample i's reconstruction loss depends on sample i only (without TMixup, which mixes clips)."""
+    """Sample i's reconstruction loss depends on sample i only (without TMixup, which mixes
+    clips)."""
     model = _model(tmixup=False).train()
     x, targets = _batch()
     full = model(x, targets, generator=torch.Generator().manual_seed(0))
@@ -300,7 +302,7 @@ def test_one_engine_step_moves_each_group_by_its_own_loss(kw) -> None:
     moved = 0
     for name, params in groups.items():
         grads = torch.autograd.grad(losses[name].mean(), params, retain_graph=True, allow_unused=True)
-        for p, grad, new in zip(params, grads, new_groups[name]):
+        for p, grad, new in zip(params, grads, new_groups[name], strict=True):
             if grad is None:  # not reached by its own loss: Adam leaves it alone
                 torch.testing.assert_close(new.detach(), p.detach(), rtol=0, atol=0)
                 continue
@@ -363,7 +365,7 @@ def test_evaluate_equals_itself_for_the_same_draws() -> None:
     a = model.evaluate(x, _draws(model, 3, 30, 2, seed=0))
     b = model.evaluate(x, _draws(model, 3, 30, 2, seed=0))
     c = model.evaluate(x, _draws(model, 3, 30, 2, seed=1))
-    for name, left, right in zip(a._fields, a, b):
+    for name, left, right in zip(a._fields, a, b, strict=True):
         torch.testing.assert_close(left, right, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
     assert not torch.allclose(a.reconstruction, c.reconstruction)  # the draws matter
     torch.testing.assert_close(a.embedding, c.embedding)  # the embedding does not depend on them

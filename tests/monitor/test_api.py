@@ -35,7 +35,7 @@ def test_posted_clips_are_scored_recorded_and_readable(server: Server, models_di
     assert [a.status_code for a in answers] == [200] * 3
     waves = [sf.read(io.BytesIO(clip), dtype="float32")[0] for clip in clips]
     expected = system.score_waveforms(waves, 16_000, RunContext(progress=False, threads=1))
-    for answer, score in zip(answers, expected):
+    for answer, score in zip(answers, expected, strict=True):
         body = answer.json()
         assert body["score"] == pytest.approx(score, rel=1e-5, abs=1e-9)
         assert body["threshold"] == system.threshold_ and body["decision"] == int(body["score"] > system.threshold_)
@@ -109,7 +109,8 @@ def test_bad_requests_get_clear_4xx(server: Server) -> None:
 
 def test_bodies_over_50_mb_get_413(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:  # declared: refused unread
-        sock.sendall(f"POST /score?machine=fan HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        sock.sendall("POST /score?machine=fan HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n"
                      f"Content-Type: audio/wav\r\nContent-Length: {60 * 2**20}\r\n\r\n".encode())
         assert sock.recv(200).startswith(b"HTTP/1.1 413")
 

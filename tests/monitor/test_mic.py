@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_an_input_overflow_is_counted_and_restarts_the_window(monitor: Monitor) 
     stats = listener.run(threading.Event())
     assert (stats.overflows, stats.gaps) == (1, 1)
     assert len(warned) == 1 and "1 PortAudio input overflow" in warned[0] and "before 1.0 s" in warned[0]
-    # blocks 10.. (3 s) after the gap: windows end at 2, 2.5, 3 s of the fresh window; none spans the gap
+    # blocks 10.. (3 s) after the gap: windows end at 2, 2.5, 3 s of the fresh window; none spans
+    # the gap
     assert stats.scores == 3 and len(monitor.store.events("fan")) == 3
 
 

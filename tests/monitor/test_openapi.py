@@ -36,13 +36,15 @@ def test_schemathesis_finds_no_failure_and_no_5xx(models_dir: Path, tmp_path: Pa
         event = httpx.post(f"{srv.url}/score", params={"machine": "fan"}, content=wav_bytes(fan_clip(1)),
                            headers={**AUTH, "Content-Type": "audio/wav"}, timeout=30).json()
         config = tmp_path / "schemathesis.toml"
+        # the operator actions' paths, escaped for a TOML string
+        acts = r"alarms/\\{alarm_id\\}/ack|machines/\\{machine\\}/mutes|mutes/\\{mute_id\\}/cancel"
         config.write_text(f'''
 [[operations]]
 include-path-regex = "^/(score|machines/\\\\{{machine\\\\}}/alarm)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "422"]
 
 [[operations]]
-include-path-regex = "^/(alarms/\\\\{{alarm_id\\\\}}/ack|machines/\\\\{{machine\\\\}}/mutes|mutes/\\\\{{mute_id\\\\}}/cancel)$"
+include-path-regex = "^/({acts})$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
 [[operations]]

@@ -84,7 +84,8 @@ def test_slow_or_huge_headers_are_cut_off(url: str) -> None:
 def test_a_body_that_does_not_arrive_gets_408(url: str) -> None:
     host, port = url.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST /score?machine=fan HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        sock.sendall("POST /score?machine=fan HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n"
                      f"Content-Type: audio/wav\r\nContent-Length: 100000\r\n\r\n".encode() + b"RIFF")
         answer = sock.recv(1000)
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer

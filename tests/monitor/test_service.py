@@ -12,7 +12,13 @@ from stethoscope.data import toy_clip
 from stethoscope.data.clip import Clip
 from stethoscope.engine import RunContext
 from stethoscope.errors import AudioError, CheckpointError, ConfigError
-from stethoscope.monitor.service import Monitor, UnknownMachine, check_machine_name, find_models, model_version
+from stethoscope.monitor.service import (
+    Monitor,
+    UnknownMachine,
+    check_machine_name,
+    find_models,
+    model_version,
+)
 from stethoscope.systems import load_system
 
 from .conftest import fan_clip, wav_bytes

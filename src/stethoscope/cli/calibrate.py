@@ -55,8 +55,9 @@ def _report(done: Calibration, model: str) -> None:
     """The thresholds before and after, the false alarms on the clips, where it is recorded."""
     print(f"threshold: {_fmt(done.previous)} -> {done.threshold:.6g} ({done.how})")
     if done.scores is not None:
-        print(f"false alarms on these {len(done.scores)} clips: {_alarms(done.scores, done.previous)} "
-              f"with the old threshold, {_alarms(done.scores, done.threshold)} with the new")
+        print(f"false alarms on these {len(done.scores)} clips: "
+              f"{_alarms(done.scores, done.previous)} with the old threshold, "
+              f"{_alarms(done.scores, done.threshold)} with the new")
     print(f"model: {model} (calibration recorded in {Path(model) / 'config.json'})", file=sys.stderr)
 
 

@@ -20,7 +20,8 @@ __all__ = ["DEFAULT_SYSTEM", "add_audio_flag", "add_channel", "add_data", "add_m
 def add_quiet(p: Container) -> None:
     """``--quiet``, which every verb takes."""
     p.add_argument("--quiet", action="store_true",
-                   help="no progress bars or lines and no info lines on stderr (warnings and errors still show)")
+                   help="no progress bars or lines and no info lines on stderr "
+                        "(warnings and errors still show)")
 
 
 def channel_arg(text: str) -> str:
@@ -40,7 +41,8 @@ def add_channel(p: Container, model: bool = False) -> None:
 
 
 def add_audio_flag(group: Container) -> None:
-    """``--on-bad-audio error|skip|warn`` (and ``--max-seconds``) for a verb that reads audio files."""
+    """``--on-bad-audio error|skip|warn`` (and ``--max-seconds``) for a verb that reads audio
+    files."""
     group.add_argument("--on-bad-audio", choices=ON_BAD_AUDIO, default=None, metavar="{error,skip,warn}",
                        help="what an unreadable or suspicious audio file does: error (stop, naming it), skip "
                             "(leave it out, list it in skipped.csv) or warn (keep suspicious files, leave out "
@@ -88,7 +90,8 @@ def add_runtime(p: argparse.ArgumentParser, training: bool = False, *, seed: boo
     if training:
         g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (default) or bf16 autocast")
         g.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run from OUT/.checkpoints (skips machine types already trained)")
+                       help="continue an interrupted run from OUT/.checkpoints "
+                            "(skips machine types already trained)")
         g.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                        help="save a training checkpoint every N epochs (default 1; 0 = none)")
     return g

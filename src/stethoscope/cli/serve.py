@@ -14,7 +14,8 @@ import argparse
 import importlib.util
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..engine import RunContext
 from ..engine.context import available_cores
@@ -108,15 +109,16 @@ def load_notify_file(path: str | None) -> Notify | None:
 
 
 def start_notifier(monitor: Monitor, notify: Notify | None, say: Callable[[str], None]) -> None:
-    """Give ``monitor`` the notifier of ``notify`` and start its dispatchers (warnings to stderr)."""
+    """Give ``monitor`` the notifier of ``notify`` and start its dispatchers (warnings to
+    stderr)."""
     if notify is None:
         return
     from ..data.policy import print_warning
     from ..monitor.notify import Notifier
 
     monitor.notifier = Notifier(notify, monitor.store, print_warning).start()
-    say(f"notifying {', '.join(c.describe() for c in monitor.notifier.channels)} through the outbox of the "
-        f"event store")
+    say(f"notifying {', '.join(c.describe() for c in monitor.notifier.channels)} "
+        "through the outbox of the event store")
 
 
 def _require_extra() -> None:

@@ -10,9 +10,10 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def locate_encoder_weights(name: str, sha256: str | None = None, dirs: Sequence[
     ``sha256`` (what a saved model was fitted with) finds any file with that hash, whatever its
     name, or downloads the official file when the hash is its published one; without it the
     official file is found by name (published hash checked, downloaded when absent)."""
-    spec = ENCODERS[name] if name in ENCODERS else None
+    spec = ENCODERS.get(name)
     if spec is None:
         raise ConfigError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
     if spec.weights_file is None or sha256 == "random":
@@ -162,7 +163,7 @@ def embed_decoded(encoder: Encoder, decoded: Decoded, cache_dir: str | Path | No
     for start in range(0, len(todo), batch_size):
         part = todo[start:start + batch_size]
         emb = encoder.embed([decoded.waves[i] for i in part], SAMPLE_RATE)
-        for i, row in zip(part, emb):
+        for i, row in zip(part, emb, strict=True):
             out[i] = row
             if cache and decoded.keys[i]:
                 cache.put(decoded.keys[i], np.ascontiguousarray(row, np.float32))

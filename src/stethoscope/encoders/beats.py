@@ -14,9 +14,10 @@ Key names follow the official code; they are NOT checked against a real checkpoi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class BEATsConfig:
     predictor_class: int = 527
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "BEATsConfig":
+    def from_dict(cls, raw: dict) -> BEATsConfig:
         known = {f.name for f in fields(cls)}
         if raw.get("layer_norm_first"):
             raise CheckpointError("BEATs checkpoints with layer_norm_first=True are not supported")
@@ -156,7 +157,7 @@ class TransformerEncoder(nn.Module):
             conv = conv[:, :, :-1]
         x = self.layer_norm(x + nn.functional.gelu(conv).transpose(1, 2))
         bias = None
-        table = self.layers[0].self_attn.relative_attention_bias
+        table = cast(EncoderLayer, self.layers[0]).self_attn.relative_attention_bias
         if table is not None:
             n = x.shape[1]
             bias = table(relative_buckets(n, n, self.cfg.num_buckets, self.cfg.max_distance).to(x.device))
@@ -245,7 +246,7 @@ class BEATsEncoder(Encoder):
     def embed(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
         if sample_rate != 16_000:
             raise ValueError(f"BEATs expects 16 kHz input, got {sample_rate} Hz")
-        rows: list[torch.Tensor | None] = [None] * len(waveforms)
+        rows: dict[int, torch.Tensor] = {}
         feats = [self.features(w) for w in waveforms]
         by_len: dict[int, list[int]] = {}
         for i, f in enumerate(feats):
@@ -256,4 +257,6 @@ class BEATsEncoder(Encoder):
                 out = self.model(torch.stack([feats[i] for i in chunk]).to(self.device)).mean(dim=1).cpu()
                 for j, i in enumerate(chunk):
                     rows[i] = out[j]
-        return torch.stack(rows).numpy().astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        return torch.stack([rows[i] for i in range(len(waveforms))]).numpy().astype(np.float32)

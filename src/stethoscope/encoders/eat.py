@@ -14,9 +14,9 @@ real checkpoint here (none is reachable). See docs/encoders.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class EATConfig:
     qkv_bias: bool = True
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "EATConfig":
+    def from_dict(cls, raw: dict) -> EATConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -119,6 +119,8 @@ class PostNormBlock(nn.Module):
 
 class EATBackbone(nn.Module):
     """Patch embedding + sin-cos positions + CLS + 12 blocks. Input (B, 1, T, 128)."""
+
+    positions: torch.Tensor  # a buffer (typed here: nn.Module's attribute lookup is untyped)
 
     def __init__(self, cfg: EATConfig = EATConfig()) -> None:
         super().__init__()

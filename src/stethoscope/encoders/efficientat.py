@@ -12,8 +12,8 @@ classifier head, the 527 AudioSet logits, and a frame-level feature map pooled o
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.signal
@@ -34,6 +34,10 @@ SINE_WAVE_CLASS = 501  # AudioSet "Sine wave"
 # -- front end ---------------------------------------------------------------------------
 class EfficientATMel(nn.Module):
     """(batch, samples at 32 kHz) -> (batch, 128, frames) normalised log-mel."""
+
+    # buffers (typed here: nn.Module's attribute lookup is untyped)
+    window: torch.Tensor
+    banks: torch.Tensor
 
     def __init__(self, n_mels: int = 128, sample_rate: int = 32_000, n_fft: int = 1024, win_length: int = 800,
                  hop_length: int = 320, fmin: float = 0.0, fmax: float = 15_000.0) -> None:

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 
 FLOAT_EPS = torch.finfo(torch.float32).eps
 
 
+@overload
+def mel_scale(freq: torch.Tensor) -> torch.Tensor: ...
+@overload
+def mel_scale(freq: float) -> float: ...
 def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
     """Kaldi / HTK mel scale, 1127 ln(1 + f / 700)."""
     if isinstance(freq, torch.Tensor):
@@ -79,6 +84,10 @@ class FbankParams:
 class KaldiFbank(torch.nn.Module):
     """(batch, samples) float waveforms -> (batch, frames, n_mels) log mel energies."""
 
+    # buffers (typed here: nn.Module's attribute lookup is untyped)
+    window: torch.Tensor
+    banks: torch.Tensor
+
     def __init__(self, params: FbankParams = FbankParams()) -> None:
         super().__init__()
         if params.window not in ("hanning", "povey"):
@@ -94,7 +103,8 @@ class KaldiFbank(torch.nn.Module):
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         p = self.params
         if waves.shape[-1] < p.frame_length:
-            raise ValueError(f"waveform of {waves.shape[-1]} samples is shorter than one frame ({p.frame_length})")
+            raise ValueError(f"waveform of {waves.shape[-1]} samples is shorter than one frame "
+                             f"({p.frame_length})")
         frames = waves.unfold(-1, p.frame_length, p.frame_shift)  # (B, T, L)
         if p.remove_dc_offset:
             frames = frames - frames.mean(dim=-1, keepdim=True)

@@ -17,8 +17,8 @@ import json
 import os
 import tempfile
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..errors import CheckpointError
 from ..fsutil import atomic_write_json

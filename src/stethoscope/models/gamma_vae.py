@@ -51,6 +51,10 @@ class GammaVAE(nn.Module):
     so that `Gamma.rsample` and its gradient never see a zero parameter.
     """
 
+    # the prior's buffers (typed here: nn.Module's attribute lookup is untyped)
+    prior_concentration: torch.Tensor
+    prior_rate: torch.Tensor
+
     def __init__(self, input_dim: int = 640, hidden: int = 128, latent: int = 8, n_hidden: int = 4,
                  positivity: str = "softplus", min_param: float = 1e-3,
                  prior_concentration: float = 1.0, prior_rate: float = 1.0, kl_weight: float = 1.0) -> None:
@@ -97,7 +101,8 @@ class GammaVAE(nn.Module):
         return {"loss": terms.recon + self.kl_weight * terms.kl, "recon": terms.recon, "kl": terms.kl}
 
     def reconstruct(self, x: torch.Tensor, latent: str = "mean") -> torch.Tensor:
-        """Reconstruction for scoring: from the latent mean alpha / beta (deterministic) or a sample."""
+        """Reconstruction for scoring: from the latent mean alpha / beta (deterministic) or a
+        sample."""
         if latent not in LATENT_CHOICES:
             raise ValueError(f"latent must be one of {LATENT_CHOICES}, got {latent!r}")
         concentration, rate = self.encode(x)

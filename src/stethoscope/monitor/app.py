@@ -15,11 +15,11 @@ scoring worker. No error answer carries a traceback, the database's location or 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -66,7 +66,8 @@ def _status(err: Exception) -> int:
 
 
 def _since(value: float | datetime | None) -> float | None:
-    """``since`` as Unix seconds, from Unix seconds or an ISO 8601 time (UTC when it has no zone)."""
+    """``since`` as Unix seconds, from Unix seconds or an ISO 8601 time (UTC when it has no
+    zone)."""
     if value is None or isinstance(value, float):
         return value
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
@@ -134,7 +135,8 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
     app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
 
     served = sorted(monitor.models)
-    # the security schemes declare the token (and the read cookie) in the OpenAPI document; guard checks them
+    # the security schemes declare the token (and the read cookie) in the OpenAPI document;
+    # guard checks them
     bearer_scheme = [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
     cookie_scheme = [Depends(APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard's login "
                                                                                    "cookie (POST /login)"))]
@@ -147,7 +149,8 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
         return await anyio.to_thread.run_sync(call, limiter=limiter[0])
 
     async def blocking(call: Callable[[], Any]) -> Any:
-        """A database write or health check in a thread (never waiting behind the scorers or readers)."""
+        """A database write or health check in a thread (never waiting behind the scorers or
+        readers)."""
         return await anyio.to_thread.run_sync(call)
 
     @app.exception_handler(RequestValidationError)

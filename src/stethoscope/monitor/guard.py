@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
-
-from ..errors import ConfigError
-from .tokens import ADMIN, ANONYMOUS, OPERATE, SCOPES, WRITE, Identity, Tokens
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import Receive, Scope, Send
+
+from ..errors import ConfigError
+from .tokens import ADMIN, ANONYMOUS, OPERATE, SCOPES, WRITE, Identity, Tokens
 
 COOKIE = "stethoscope_session"
 SESSION_S = 12 * 3600

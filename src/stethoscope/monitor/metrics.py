@@ -5,8 +5,8 @@ decision threshold (deploy/grafana/ draws these)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily

@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class MicListener:
         self.window, self.hop = window, hop
         self.scorer = self._scorer()  # checks machine, window and hop now, before any device opens
         self.factory = factory
-        self.blocksize = max(1, int(round(rate * BLOCK_SECONDS)))
+        self.blocksize = max(1, round(rate * BLOCK_SECONDS))
         self._queue: queue.Queue[tuple[np.ndarray, bool]] = queue.Queue(
             maxsize=max(1, math.ceil(check_max_lag(queue_seconds) / BLOCK_SECONDS)))
         self._gap = False  # touched by the callback's thread only
@@ -137,7 +138,8 @@ class MicListener:
         except Exception as err:  # PortAudioError, ValueError (no such device): the library's own message
             if stream is not None:
                 stream.close()
-            raise MicError(f"cannot record from input device {self.device if self.device is not None else 'default'}"
+            raise MicError("cannot record from input device "
+                           f"{self.device if self.device is not None else 'default'}"
                            f" at {self.rate} Hz: {err}; list devices with `python3 -m sounddevice`") from None
         return stream
 
@@ -161,8 +163,9 @@ class MicListener:
     def _take(self, block: np.ndarray, gap: bool) -> None:
         if gap:
             self.stats.gaps += 1
-            self.warn(f"input lost before {self.received / self.rate:.1f} s ({self.stats.overflows} PortAudio input "
-                      f"overflow(s), {self.stats.dropped_blocks} block(s) dropped by a full queue so far); the "
+            self.warn(f"input lost before {self.received / self.rate:.1f} s "
+                      f"({self.stats.overflows} PortAudio input overflow(s), "
+                      f"{self.stats.dropped_blocks} block(s) dropped by a full queue so far); the "
                       f"{self.window:g} s window starts afresh")
             self.scorer = self._scorer()
             self._whole = True

@@ -8,7 +8,7 @@ tables (never the current ones in `store`), so that an old database always migra
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import (
     Column,
@@ -72,7 +72,8 @@ def _v1_machines_models_scores(conn: Connection) -> None:
 
 
 def _v2_alarms(conn: Connection) -> None:
-    """Alarms: a rule per machine (k of the last n decisions anomalous) and raised/cleared episodes."""
+    """Alarms: a rule per machine (k of the last n decisions anomalous) and raised/cleared
+    episodes."""
     for column, default in (("alarm_k", DEFAULT_ALARM_K), ("alarm_n", DEFAULT_ALARM_N)):
         conn.execute(text(f"ALTER TABLE machines ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"))
     md = MetaData()
@@ -237,7 +238,8 @@ def migrate(engine: Engine, target: int = LATEST, say: Callable[[str], None] = l
         with writing(engine) as conn:
             version = schema_version(conn)
             if version > LATEST:
-                raise ConfigError(f"{engine.url.render_as_string(hide_password=True)}: the event store is at schema "
+                raise ConfigError(f"{engine.url.render_as_string(hide_password=True)}: "
+                                  "the event store is at schema "
                                   f"version {version}, newer than this stethoscope knows ({LATEST}); upgrade it")
             if version >= target:
                 return version

@@ -71,7 +71,8 @@ class EventPictures:
                             self._cache.popitem(last=False)
         picture = pictures[kind]
         if picture is None:
-            raise NotKept(f"event {event_id}: its machine's model ({pictures['system']!r}) gives no anomaly map")
+            raise NotKept(f"event {event_id}: its machine's model ({pictures['system']!r}) "
+                          "gives no anomaly map")
         return picture
 
     def _cached(self, event_id: int) -> dict[str, Any] | None:
@@ -85,7 +86,8 @@ class EventPictures:
         event, audio = kept_audio(self.monitor, event_id)
         served = self.monitor.models.get(event["machine"])
         if served is None:
-            raise NotKept(f"event {event_id}: machine {event['machine']!r} is no longer served; no model to draw with")
+            raise NotKept(f"event {event_id}: machine {event['machine']!r} is no longer served; "
+                          "no model to draw with")
         wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
         system = served.system
         params = system.feature_request().logmel or LogMelParams()

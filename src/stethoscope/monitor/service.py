@@ -13,9 +13,10 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -181,7 +182,7 @@ class Monitor:
     def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
              alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None,
              keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS,
-             keep_bytes: int | None = None) -> "Monitor":
+             keep_bytes: int | None = None) -> Monitor:
         """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``;
         the newest ``keep_audio`` scored clips of each machine keep their audio (0: none), all
         of it within ``keep_bytes`` (None: no byte budget; oldest dropped first); no clip over
@@ -198,7 +199,8 @@ class Monitor:
             model_id = store.register_model(machine, system.name, version, system.threshold_)
             models[machine] = ServedModel(machine, system, version, model_id)
             _warm_up(system, ctx)
-            say(f"[{machine}] {system.name} model {version} (threshold {system.threshold_:.6g}) from {folder}")
+            say(f"[{machine}] {system.name} model {version} "
+                f"(threshold {system.threshold_:.6g}) from {folder}")
         return cls(models, store, ctx, keep_audio, max_seconds, keep_bytes)
 
     def close(self) -> None:
@@ -305,7 +307,8 @@ class Monitor:
                 return result
 
     def stream(self, machine: str, sample_rate: int, window_seconds: float, hop_seconds: float) -> StreamingScorer:
-        """The ``stream`` verb's scorer for ``machine``'s model (record its scores with `record`)."""
+        """The ``stream`` verb's scorer for ``machine``'s model (record its scores with
+        `record`)."""
         return StreamingScorer(self.model(machine).system, window_seconds, hop_seconds, sample_rate, self.ctx)
 
     def describe(self) -> list[dict[str, Any]]:

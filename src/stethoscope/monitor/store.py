@@ -13,13 +13,29 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, delete, func,
-                        select, text, update)
+from sqlalchemy import (
+    Column,
+    Connection,
+    CursorResult,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, StethoscopeError
@@ -60,7 +76,8 @@ class StoreError(StethoscopeError):
 
 
 class AlreadyDone(StethoscopeError):
-    """A watched recording already has its mark (another watcher finished it): nothing was written."""
+    """A watched recording already has its mark (another watcher finished it): nothing was
+    written."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,15 @@ class Recorded:
 def check_alarm_rule(k: int, n: int) -> None:
     if not 1 <= k <= n <= 1000:
         raise ConfigError(f"alarm rule must be k of the last n decisions with 1 <= k <= n <= 1000, got {k} of {n}")
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row a single-row INSERT wrote (SQLAlchemy types it optional: it
+    is None only for a statement that inserted no row)."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise StethoscopeError("the database gave no primary key for the row just inserted")
+    return int(key[0])
 
 
 class EventStore:
@@ -135,8 +161,8 @@ class EventStore:
                 row = conn.execute(select(MACHINES.c.id).where(MACHINES.c.name == name)).first()
                 if row is None:
                     k, n = alarm or (DEFAULT_ALARM_K, DEFAULT_ALARM_N)
-                    return int(conn.execute(MACHINES.insert().values(name=name, created_at=time.time(), alarm_k=k,
-                                                                     alarm_n=n)).inserted_primary_key[0])
+                    return inserted_id(conn.execute(MACHINES.insert().values(
+                        name=name, created_at=time.time(), alarm_k=k, alarm_n=n)))
                 if alarm is not None:
                     conn.execute(update(MACHINES).where(MACHINES.c.id == row.id).values(alarm_k=alarm[0],
                                                                                         alarm_n=alarm[1]))
@@ -157,9 +183,9 @@ class EventStore:
                                                                MODELS.c.version == version)).scalar()
                 if found is not None:
                     return int(found)
-                return int(conn.execute(MODELS.insert().values(
+                return inserted_id(conn.execute(MODELS.insert().values(
                     machine_id=machine_id, system=system, version=version, threshold=float(threshold),
-                    loaded_at=time.time())).inserted_primary_key[0])
+                    loaded_at=time.time())))
         return self._guard(run)
 
     # -- scores -----------------------------------------------------------------------------
@@ -172,11 +198,12 @@ class EventStore:
         the commit (the event is durable when this returns). ``audio`` (FLAC bytes) is kept
         with it in the same transaction when ``keep_audio`` > 0, and the machine's clips past
         the newest ``keep_audio`` are deleted; with ``keep_bytes``, the oldest clips of every
-        machine are deleted until all kept audio fits in that many bytes. With ``mark`` the watched file is marked done in
-        the same transaction, so the score and the mark exist both or neither; a recording
-        marked already raises `AlreadyDone` and writes nothing. ``raise_alarm`` False (a muted
-        machine) raises no new alarm; an active one still clears. ``also(conn, recorded)`` writes
-        more rows in the same transaction (the notification outbox, `notify.outbox`)."""
+        machine are deleted until all kept audio fits in that many bytes. With ``mark`` the
+        watched file is marked done in the same transaction, so the score and the mark exist
+        both or neither; a recording marked already raises `AlreadyDone` and writes nothing.
+        ``raise_alarm`` False (a muted machine) raises no new alarm; an active one still
+        clears. ``also(conn, recorded)`` writes more rows in the same transaction (the
+        notification outbox, `notify.outbox`)."""
         machine_id = self._machine_ids.get(machine) or self.ensure_machine(machine)
         now = time.time() if at is None else float(at)
 
@@ -184,9 +211,9 @@ class EventStore:
             with self._lock, _once(mark), writing(self.engine) as conn:
                 rule = conn.execute(select(MACHINES.c.alarm_k, MACHINES.c.alarm_n)
                                     .where(MACHINES.c.id == machine_id).with_for_update()).one()
-                event_id = int(conn.execute(SCORES.insert().values(
+                event_id = inserted_id(conn.execute(SCORES.insert().values(
                     time=now, machine_id=machine_id, model_id=model_id, source=source, score=float(score),
-                    decision=int(decision))).inserted_primary_key[0])
+                    decision=int(decision))))
                 if mark is not None:
                     conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, score_id=event_id, time=now))
                 if audio is not None and keep_audio > 0:
@@ -234,7 +261,8 @@ class EventStore:
 
     @staticmethod
     def _fit_budget(conn: Any, budget: int) -> None:
-        """Delete the oldest clips (any machine) until the kept audio is at most ``budget`` bytes."""
+        """Delete the oldest clips (any machine) until the kept audio is at most ``budget``
+        bytes."""
         total = int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar())
         if total <= budget:
             return
@@ -250,7 +278,7 @@ class EventStore:
         """The bytes of all kept clip audio."""
         def run() -> int:
             with self.engine.connect() as conn:
-                return int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar())
+                return int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar_one())
         return self._guard(run)
 
     @staticmethod
@@ -294,7 +322,8 @@ class EventStore:
         return {**rows[0], "has_audio": bool(rows[0]["has_audio"])} if rows else None
 
     def clip_audio(self, event_id: int) -> bytes | None:
-        """The FLAC bytes kept for event ``event_id``, or None (not kept, pruned, or no such event)."""
+        """The FLAC bytes kept for event ``event_id``, or None (not kept, pruned, or no such
+        event)."""
         def run() -> bytes | None:
             with self.engine.connect() as conn:
                 found = conn.execute(select(CLIPS.c.flac).where(CLIPS.c.score_id == event_id)).scalar()
@@ -346,7 +375,8 @@ class EventStore:
         return found
 
     def watched_files(self, root: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest marks of watched recordings (of ``root``, or of every folder), newest first."""
+        """The newest marks of watched recordings (of ``root``, or of every folder), newest
+        first."""
         query = select(WATCHED)
         if root is not None:
             query = query.where(WATCHED.c.root == root)

@@ -15,9 +15,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -37,7 +38,7 @@ MAX_WINDOWS_PER_S = 20
 AUTH_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 60.0
 MAX_STREAMS = 16
-PCM_FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
+PCM_FORMATS: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
 STORE_DOWN = "the event store is unavailable; the server log has the details"
 log = logging.getLogger("stethoscope.serve")
 

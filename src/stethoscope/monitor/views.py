@@ -6,9 +6,9 @@ sets the login cookie of `guard`; ``POST /logout`` clears it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
-
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -25,9 +25,11 @@ MAX_LOGIN_BYTES = 4096
 
 ASSETS = {"index.html": "text/html; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
           "dashboard.css": "text/css; charset=utf-8"}
-# no inline script or style, nothing from another origin; blob: is how the page shows fetched images and audio
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# no inline script or style, nothing from another origin; blob: is how the page shows fetched
+# images and audio
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "media-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
 
 
 def _asset(name: str, body: bytes) -> Response:
@@ -91,8 +93,9 @@ def add_dashboard(app: FastAPI, monitor: Monitor, guard: Guard, read_guard: list
         answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return answer
 
-    media = {"audio": {200: {"content": schema.binary("audio/flac"), "description": "the kept clip"}},
-             "png": {200: {"content": schema.binary("image/png"), "description": "the picture"}}}
+    media: dict[str, dict[int | str, dict[str, Any]]] = {
+        "audio": {200: {"content": schema.binary("audio/flac"), "description": "the kept clip"}},
+        "png": {200: {"content": schema.binary("image/png"), "description": "the picture"}}}
     event_errors = {**read_errors, **schema.errors(404, 422)}
 
     @app.get("/events/{event_id}/audio", dependencies=read_guard, responses={**media["audio"], **event_errors})

@@ -11,9 +11,9 @@ over every type: it runs as one task (the local executor there).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..data.clip import Clip
 from ..data.policy import AudioPolicy, current_policy
@@ -99,8 +99,8 @@ class RayExecutor:
             for job in jobs:
                 resources = self._resources(job.ctx)
                 task = task or ray.remote(train_one).options(**resources)
-                say(f"[{job.machine}] training {name} on {len(job.train)} clips (Ray task: {resources['num_cpus']} "
-                    f"CPU, {resources['num_gpus']} GPU)")
+                say(f"[{job.machine}] training {name} on {len(job.train)} clips "
+                    f"(Ray task: {resources['num_cpus']} CPU, {resources['num_gpus']} GPU)")
                 pending[task.remote(job.machine, job.train, build, str(job.target), job.ctx, job.val, dict(meta),
                                     policy.on_bad_audio)] = job.machine
             while pending:
@@ -113,7 +113,8 @@ class RayExecutor:
                                   crash=err.as_instanceof_cause())
                     return
                 except ray.exceptions.RayError as err:  # the worker or its node was lost
-                    result = {"error": f"Ray lost the task ({type(err).__name__}: {str(err).splitlines()[0]})"}
+                    result = {"error": "Ray lost the task "
+                                       f"({type(err).__name__}: {str(err).splitlines()[0]})"}
                 _replay(result, policy)
                 if "error" in result:
                     yield Outcome(machine, error=result["error"])

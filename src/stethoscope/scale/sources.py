@@ -43,7 +43,8 @@ def resolve_filesystem(uri: str, filesystem: Any = None) -> tuple[Any, str]:
 
 
 def _list_remote(uri: str, filesystem: Any) -> list[str]:
-    """The audio files of one URI (a file, or a folder searched recursively, hidden names passed over)."""
+    """The audio files of one URI (a file, or a folder searched recursively, hidden names passed
+    over)."""
     import pyarrow.fs as pafs
 
     fs, root = resolve_filesystem(uri, filesystem)

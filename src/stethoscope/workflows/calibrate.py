@@ -97,15 +97,16 @@ def save_calibration(system: System, model: str | Path, old: float | None,
                      scores: np.ndarray | None, record: dict[str, Any], how: str) -> Calibration:
     """Record the calibration (threshold, false alarm rates on ``scores``) in the run record and
     rewrite the model's ``config.json`` atomically."""
-    record["threshold"] = system.threshold_
+    threshold = system.threshold_
+    assert threshold is not None  # the callers set it before saving
+    record["threshold"] = threshold
     if scores is not None:
         record["false_alarm_rate"] = {"previous": None if old is None else false_alarm_rate(scores, old),
-                                      "new": false_alarm_rate(scores, system.threshold_)}
+                                      "new": false_alarm_rate(scores, threshold)}
     previous = list((system.run_ or {}).get("calibrations", []))
     system.run_ = {**(system.run_ or {}), "calibrations": [*previous, record]}
     system.save_config(model)
-    assert system.threshold_ is not None
-    return Calibration(old, system.threshold_, how, scores, record)
+    return Calibration(old, threshold, how, scores, record)
 
 
 def normal_clips(root: Path, system: System, layout: str = "auto", machine: str | None = None,

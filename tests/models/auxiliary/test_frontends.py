@@ -10,8 +10,16 @@ import torch
 
 from stethoscope.engine import OptimiserSpec, RunContext, train
 from stethoscope.features.logmel import LogMelParams
+from stethoscope.models.auxiliary import (
+    ArcFace,
+    AuxNet,
+    MN04Frontend,
+    STgramMFN,
+    TgramBranch,
+    Upsample2,
+    mixup,
+)
 from stethoscope.models.auxiliary.lora import LoRAConv1x1
-from stethoscope.models.auxiliary import ArcFace, AuxNet, MN04Frontend, STgramMFN, TgramBranch, Upsample2, mixup
 
 
 @pytest.mark.parametrize("samples", [8_000, 16_383, 64_000])
@@ -69,7 +77,7 @@ def test_last_blocks_mn04_trains_the_end_of_the_network() -> None:
     for key in before:
         if key.startswith("features.") and "num_batches" not in key:
             moved = not torch.equal(before[key], after[key])
-            assert moved == any(key.startswith(t) for t in trained) or "running" in key and not moved, key
+            assert moved == any(key.startswith(t) for t in trained) or ("running" in key and not moved), key
     assert frontend.features[0].training is False and frontend.features[n - 1].training is False  # after train(): eval
 
 
@@ -83,7 +91,7 @@ def test_lora_mn04_starts_as_the_frozen_network_and_trains_only_adapters_and_hea
         torch.testing.assert_close(adapted(x), plain(x))
     adapters = [m for m in adapted.modules() if isinstance(m, LoRAConv1x1)]
     assert len(adapters) > 20 and all(m.down.out_channels == 4 for m in adapters)
-    frontend, before, after = _mn04_step("lora")
+    _, before, after = _mn04_step("lora")
     for key in before:  # one step: B and the head move; A's gradient is zero while B = 0
         moved = not torch.equal(before[key], after[key])
         if ".down." not in key:

@@ -102,7 +102,7 @@ def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it"):
         load_notify(tmp_path / "absent.yaml")
-    with pytest.raises(ConfigError, match="notify.mqtt.ca: no such file"):
+    with pytest.raises(ConfigError, match=r"notify\.mqtt\.ca: no such file"):
         load_notify(
             write(tmp_path, "notify:\n  mqtt: {host: h, tls: true, ca: /nonexistent/ca.pem}\n")
         )

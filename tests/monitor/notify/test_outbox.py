@@ -51,7 +51,7 @@ def test_each_score_and_alarm_change_gets_its_rows(monitor, quiet_notifier) -> N
     assert [b.get("state") for b in bodies] == [None, "raised", None, "cleared"]
     assert bodies[1]["alarm_id"] == bodies[3]["alarm_id"] and bodies[1]["machine"] == "fan"
     assert len({b["delivery_id"] for b in bodies}) == 4 and all(
-        b["delivery_id"] == r["delivery_id"] for b, r in zip(bodies, rows)
+        b["delivery_id"] == r["delivery_id"] for b, r in zip(bodies, rows, strict=True)
     )
     assert all(r["delivered_at"] is None and r["attempts"] == 0 for r in rows)
 

@@ -20,7 +20,7 @@ class LoRAConv1x1(nn.Module):
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float | None = None) -> None:
         super().__init__()
         self.base = base.requires_grad_(False)
-        self.down = nn.Conv2d(base.in_channels, rank, 1, stride=base.stride, bias=False)
+        self.down = nn.Conv2d(base.in_channels, rank, 1, stride=(base.stride[0], base.stride[1]), bias=False)
         self.up = nn.Conv2d(rank, base.out_channels, 1, bias=False)
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.up.weight)

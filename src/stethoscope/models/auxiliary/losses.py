@@ -77,6 +77,8 @@ class SubClusterAdaCos(nn.Module):
     fixed random directions by default, as in Wilkinghoff's code; ``trainable=True`` learns them.
     """
 
+    scale: torch.Tensor  # a buffer (typed here: nn.Module's attribute lookup is untyped)
+
     def __init__(self, dim: int, n_classes: int, sub_clusters: int = 16, trainable: bool = False) -> None:
         super().__init__()
         self.n_classes, self.sub_clusters = n_classes, sub_clusters

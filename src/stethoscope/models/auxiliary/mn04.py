@@ -28,6 +28,8 @@ FINETUNE_MODES = ("all", "last", "lora", "frozen")
 class Upsample2(nn.Module):
     """(B, n) at 16 kHz -> (B, 2n) at 32 kHz, equal to ``scipy.signal.resample_poly(x, 2, 1)``."""
 
+    taps: torch.Tensor  # a buffer (typed here: nn.Module's attribute lookup is untyped)
+
     half_len = 20  # scipy: 10 * max(up, down)
 
     def __init__(self) -> None:
@@ -72,7 +74,7 @@ class MN04Frontend(nn.Module):
         if finetune == "lora":  # after freezing: the adapters are the features' only trained weights
             add_lora(self.features, lora_rank)
 
-    def train(self, mode: bool = True) -> "MN04Frontend":
+    def train(self, mode: bool = True) -> MN04Frontend:
         """Training mode for what trains; frozen layers keep their BatchNorm statistics."""
         super().train(mode)
         for module in self.frozen:

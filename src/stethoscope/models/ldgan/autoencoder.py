@@ -22,6 +22,11 @@ class LatentNorm(nn.Module):
     latent-diffusion "scale factor"); tracking it by EMA lets the autoencoder train jointly.
     """
 
+    # buffers (typed here: nn.Module's attribute lookup is untyped)
+    mean: torch.Tensor
+    std: torch.Tensor
+    initialised: torch.Tensor
+
     def __init__(self, channels: int, momentum: float = 0.05) -> None:
         super().__init__()
         self.momentum = momentum

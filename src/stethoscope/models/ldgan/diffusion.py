@@ -42,6 +42,13 @@ def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tens
 class Diffusion(nn.Module):
     """Gaussian forward process q(z_t | z_0) and its posterior q(z_{t-1} | z_t, z_0)."""
 
+    # the schedule's buffers (typed here: nn.Module's attribute lookup is untyped)
+    betas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    posterior_variance: torch.Tensor
+    posterior_coef_z0: torch.Tensor
+    posterior_coef_zt: torch.Tensor
+
     def __init__(self, n_steps: int = 4, schedule: str = "vp", beta_min: float = 0.1, beta_max: float = 20.0) -> None:
         super().__init__()
         self.n_steps = n_steps
@@ -80,13 +87,15 @@ class Diffusion(nn.Module):
 
     def posterior(self, z0: torch.Tensor, zt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(z_{t-1} | z_t, z_0):
-        mean = beta_t sqrt(ab_{t-1}) / (1 - ab_t) z_0 + (1 - ab_{t-1}) sqrt(alpha_t) / (1 - ab_t) z_t,
+        mean = beta_t sqrt(ab_{t-1}) / (1 - ab_t) z_0
+               + (1 - ab_{t-1}) sqrt(alpha_t) / (1 - ab_t) z_t,
         var = beta_t (1 - ab_{t-1}) / (1 - ab_t)."""
         mean = _at(self.posterior_coef_z0, t, z0) * z0 + _at(self.posterior_coef_zt, t, zt) * zt
         return mean, _at(self.posterior_variance, t, z0)
 
     def posterior_sample(self, z0: torch.Tensor, zt: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """z_{t-1} ~ q(z_{t-1} | z_t, z_0) with the given standard-normal ``noise`` (no noise at t = 1)."""
+        """z_{t-1} ~ q(z_{t-1} | z_t, z_0) with the given standard-normal ``noise`` (no noise at
+        t = 1)."""
         mean, var = self.posterior(z0, zt, t)
         return mean + var.sqrt() * noise
 

@@ -16,9 +16,11 @@ generator, and there is no ``g`` group.
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,13 @@ from torch import nn
 
 from .autoencoder import ConvAutoencoder
 from .diffusion import Diffusion
-from .networks import Denoiser, Discriminator, discriminator_loss, generator_adv_loss, gradient_penalty
+from .networks import (
+    Denoiser,
+    Discriminator,
+    discriminator_loss,
+    generator_adv_loss,
+    gradient_penalty,
+)
 from .tmixup import AttentionPooling, attention_map, tmixup
 
 PREDICTIONS = ("eps", "x0")
@@ -96,6 +104,7 @@ class LDGAN(nn.Module):
         self.attention = AttentionPooling(cfg.latent_channels)
         self.aux_head = nn.Linear(cfg.latent_channels, cfg.n_classes) if cfg.n_classes > 1 else None
         self.diffusion = Diffusion(cfg.n_steps, cfg.schedule, cfg.beta_min, cfg.beta_max)
+        self.generator: Denoiser | None
         if cfg.latent_diffusion:
             self.generator = Denoiser(cfg.latent_channels, cfg.gen_channels, cfg.gen_blocks)
             self.discriminator = Discriminator(cfg.latent_channels, cfg.latent_channels, cfg.disc_channels,
@@ -231,7 +240,8 @@ class LDGAN(nn.Module):
             if not draws or any(len(d) < cfg.score_step + 1 for d in draws):
                 raise ValueError(f"evaluate needs draws of {cfg.score_step + 1} noise tensors "
                                  f"for score_step={cfg.score_step}")
-            rec = sum(self.decode(self._denoise(z0, d), x.shape[-1]) for d in draws) / len(draws)
+            recs = (self.decode(self._denoise(z0, d), x.shape[-1]) for d in draws)
+            rec = functools.reduce(torch.add, recs) / len(draws)
         else:
             rec = self.decode(z0, x.shape[-1])
         amap = (rec - x).pow(2)

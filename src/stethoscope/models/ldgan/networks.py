@@ -5,7 +5,7 @@ no-diffusion ablation), fully convolutional so any clip length works.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 
 
 def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample non-saturating logistic loss (with R1) or Wasserstein critic loss (with WGAN-GP)."""
+    """Per-sample non-saturating logistic loss (with R1) or Wasserstein critic loss (with
+    WGAN-GP)."""
     if kind == "r1":
         return F.softplus(-real_logit) + F.softplus(fake_logit)
     return fake_logit - real_logit

@@ -154,7 +154,7 @@ class Dispatcher(threading.Thread):
             return False
         try:
             results = self.channel.deliver(batch)
-        except Exception as err:  # noqa: BLE001 - a channel's bug must not end its thread
+        except Exception as err:
             results = {m.id: f"{type(err).__name__}: {err}"[:300] for m in batch}
         attempts = {m.id: m.attempts for m in batch}
         ok = [i for i, error in results.items() if error is None]
@@ -209,7 +209,7 @@ class Notifier:
         self.dispatchers = [Dispatcher(c, store, notify, warn) for c in self.channels]
 
     def start(self) -> Notifier:
-        for channel, dispatcher in zip(self.channels, self.dispatchers):
+        for channel, dispatcher in zip(self.channels, self.dispatchers, strict=True):
             channel.start()
             dispatcher.start()
         return self

@@ -7,6 +7,7 @@ PUBACK; paho reconnects by itself (1 s doubling up to ``retry_max_s``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -131,9 +132,7 @@ class MqttChannel:
         """Say ``offline`` (retained) when connected, then disconnect and stop paho's thread."""
         if self._connected.is_set():
             info = self.client.publish(self.status_topic, "offline", qos=QOS, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(self.cfg.timeout_s)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
