@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +303,30 @@ def listen_to(
     return clip, scores, heard, start
 
 
+def heard_intact(
+    pulse: dict[str, str], models: Path, tmp_path: Path, sink: str, rate: int,
+    intact: Callable[[np.ndarray, np.ndarray], bool], tries: int = 3,
+) -> tuple[np.ndarray, list[float], np.ndarray, int]:
+    """`listen_to`, repeated (up to ``tries``) until the sound server delivered the clip intact.
+
+    On a loaded machine the server's playback can underrun and splice silence into the clip
+    (seen once: correlation 0.966). That is the sound server's doing, before the watcher
+    hears anything, so such a take is repeated rather than scored; the watcher's own checks
+    (no traceback, no loss, every window kept) hold for every take."""
+    for attempt in range(tries):
+        folder = tmp_path / f"take{attempt}"
+        folder.mkdir()
+        clip, scores, heard, start = listen_to(pulse, models, folder, sink, rate)
+        if intact(heard[start : start + len(clip)], clip):
+            return clip, scores, heard, start
+    raise AssertionError(f"the sound server never delivered the clip intact in {tries} takes")
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two equally long signals."""
+    return float(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
+
+
 def windows_inside(scores: list[float], start: int, length: int) -> np.ndarray:
     """Which windows lie wholly inside the clip (``length`` samples from ``start``)."""
     ends = int(WINDOW * RATE) + int(HOP * RATE) * np.arange(len(scores))
@@ -316,7 +340,10 @@ def test_scores_from_the_sound_server_equal_scoring_the_clip(
     watcher hears the clip exactly, framed by silence at an offset the sound server decides.
     The kept audio (16-bit) locates the clip; scoring silence + clip + silence at that offset
     from the file must give every stored score (rel 1e-4: float32 batches, as test_mic)."""
-    clip, scores, heard, start = listen_to(pulse, models_dir, tmp_path, SINK, RATE)
+    clip, scores, heard, start = heard_intact(
+        pulse, models_dir, tmp_path, SINK, RATE,
+        lambda part, clip: bool(np.abs(part - clip).max() <= QUANTUM),
+    )
     expected = np.zeros_like(heard)
     expected[start : start + len(clip)] = clip
     assert heard == pytest.approx(expected, abs=QUANTUM)  # the clip exactly, silence around it
@@ -336,9 +363,10 @@ def test_scores_through_the_servers_resampler_stay_close(
     reconstruction error grows (measured +26 to +30 % through the server, +10 to +13 % for a
     soxr round trip alone). So the windows wholly inside the clip score 1 to 1.5 times the file's:
     a real shift to calibrate for (docs/monitor.md), not noise to hide in a tolerance."""
-    clip, scores, heard, start = listen_to(pulse, models_dir, tmp_path, SINK_48K, 48_000)
-    part = heard[start : start + len(clip)]
-    assert np.dot(part, clip) / np.sqrt(np.dot(part, part) * np.dot(clip, clip)) >= 0.99
+    clip, scores, heard, start = heard_intact(
+        pulse, models_dir, tmp_path, SINK_48K, 48_000,
+        lambda part, clip: correlation(part, clip) >= 0.99,
+    )
     expected = np.zeros_like(heard)
     expected[start : start + len(clip)] = clip
     inside = windows_inside(scores, start, len(clip))
