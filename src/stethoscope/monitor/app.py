@@ -15,8 +15,9 @@ scoring worker. No error answer carries a traceback, the database's location or 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
@@ -153,6 +154,36 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
         readers)."""
         return await anyio.to_thread.run_sync(call)
 
+    _add_error_handlers(app)
+    routes = _Routes(monitor, served, read_guard, read_errors, write_guard, readers.run, blocking)
+    _add_read_routes(app, routes, metrics)
+    _add_score_routes(app, routes, metrics, scoring, max_body, body_timeout)
+    add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
+    add_operator_routes(app, monitor, guard, [*bearer_scheme, *cookie_scheme], read_guard,
+                        read_errors, readers.run, blocking)
+    add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
+    return app
+
+
+@dataclass(frozen=True)
+class _Routes:
+    """What the route groups share: the monitor, its served machines, the read and write
+    guards (and the errors they add to the schema), the readers' pool, and the thread for
+    database writes and health checks."""
+
+    monitor: Monitor
+    served: list[str]
+    read_guard: list[Any]
+    read_errors: dict[int | str, dict[str, Any]]
+    write_guard: list[Any]
+    read: Callable[[Callable[[], Any]], Awaitable[Any]]
+    blocking: Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error body is ``{"detail": str}``: validation 422, stethoscope errors by kind (a
+    store failure 503, its text for the log only), anything else 500 naming only its type."""
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         del request
@@ -171,13 +202,18 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
         return JSONResponse({"detail": f"internal error ({type(err).__name__}); the server log has the details"},
                             status_code=500)
 
+
+def _add_read_routes(app: FastAPI, routes: _Routes, metrics: Metrics) -> None:
+    """``/health``, ``/metrics``, ``/machines``, ``/events`` and ``/alarms``."""
+    monitor = routes.monitor
+
     @app.get("/health", response_model=schema.Health,
-             responses={400: read_errors[400], 503: {"model": schema.Health, "description": "degraded or error"}})
+             responses={400: routes.read_errors[400], 503: {"model": schema.Health, "description": "degraded or error"}})
     async def health() -> JSONResponse:
         """ok; degraded (503) while writes to the store fail; error (503) when it does not answer.
         Never the database's path or the error text (those go to the log)."""
         try:
-            await blocking(monitor.store.ping)
+            await routes.blocking(monitor.store.ping)
         except StoreError as err:
             log.error("health: %s", err)
             return JSONResponse({"status": "error", "detail": STORE_DOWN}, status_code=503)
@@ -190,31 +226,62 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
                                 status_code=503)
         answer = {"status": "ok", "machines": sorted(monitor.models), "schema_version": monitor.store.version}
         if monitor.notifier is not None:  # the outbox backlog per channel (--notify); never an error text
-            answer["notify"] = await blocking(monitor.notifier.backlog)
+            answer["notify"] = await routes.blocking(monitor.notifier.backlog)
         return JSONResponse(answer)
 
-    @app.get("/metrics", dependencies=read_guard,
+    @app.get("/metrics", dependencies=routes.read_guard,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description":
-                              "Prometheus text format"}, **read_errors})
+                              "Prometheus text format"}, **routes.read_errors})
     async def prometheus() -> Response:
-        body = await readers.run(partial(generate_latest, metrics.registry))
+        body = await routes.read(partial(generate_latest, metrics.registry))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/machines", dependencies=read_guard, response_model=list[schema.Machine], responses=read_errors)
+    @app.get("/machines", dependencies=routes.read_guard, response_model=list[schema.Machine], responses=routes.read_errors)
     async def machines() -> JSONResponse:
-        return JSONResponse(await readers.run(monitor.describe))
+        return JSONResponse(await routes.read(monitor.describe))
 
-    @app.put("/machines/{machine}/alarm", dependencies=write_guard, response_model=schema.AlarmRuleSet,
+    @app.get("/events", dependencies=routes.read_guard, response_model=list[schema.Event],
+             responses={**routes.read_errors, **schema.errors(404, 422)})
+    async def events(machine: str | None = schema.machine_query(routes.served), since: float | datetime | None = SINCE,
+                     after_id: int | None = Query(None, ge=0, le=MAX_ID),
+                     limit: int = Query(100, ge=1, le=MAX_LIMIT),
+                     order: str = Query("desc", pattern="^(asc|desc)$")) -> JSONResponse:
+        if machine is not None:
+            monitor.model(machine)
+        return JSONResponse(await routes.read(partial(monitor.store.events, machine, _since(since), after_id, limit,
+                                                      order == "desc")))
+
+    @app.get("/alarms", dependencies=routes.read_guard, response_model=list[schema.Alarm],
+             responses={**routes.read_errors, **schema.errors(404, 422)})
+    async def alarms(machine: str | None = schema.machine_query(routes.served), active: bool | None = None,
+                     limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
+        if machine is not None:
+            monitor.model(machine)
+        def listed() -> list[dict[str, Any]]:
+            rows = monitor.store.alarms(machine, active, limit)
+            acks = monitor.operators.acks([row["id"] for row in rows])
+            return [{**row, "ack": acks.get(row["id"])} for row in rows]
+        return JSONResponse(await routes.read(listed))
+
+
+def _add_score_routes(app: FastAPI, routes: _Routes, metrics: Metrics,
+                      scoring: Callable[[Callable[[], Any]], Awaitable[Any]], max_body: int,
+                      body_timeout: float) -> None:
+    """The writes: ``PUT /machines/{machine}/alarm`` and ``POST /score`` (the body bounded in
+    size and time before any decoding)."""
+    monitor = routes.monitor
+
+    @app.put("/machines/{machine}/alarm", dependencies=routes.write_guard, response_model=schema.AlarmRuleSet,
              responses=schema.errors(400, 401, 403, 404, 422, 503))
-    async def set_alarm(rule: AlarmRule, machine: str = schema.machine_path(served)) -> JSONResponse:
+    async def set_alarm(rule: AlarmRule, machine: str = schema.machine_path(routes.served)) -> JSONResponse:
         monitor.model(machine)
         check_alarm_rule(rule.k, rule.n)
-        await blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
+        await routes.blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
         return JSONResponse({"machine": machine, "k": rule.k, "n": rule.n})
 
-    @app.post("/score", dependencies=write_guard, response_model=schema.ScoreEvent, openapi_extra=schema.AUDIO_BODY,
+    @app.post("/score", dependencies=routes.write_guard, response_model=schema.ScoreEvent, openapi_extra=schema.AUDIO_BODY,
               responses=schema.errors(400, 401, 403, 404, 408, 413, 415, 422, 503))
-    async def score(request: Request, machine: str = schema.machine_query(served, required=True),
+    async def score(request: Request, machine: str = schema.machine_query(routes.served, required=True),
                     source: str = Query("", max_length=200), channel: int = Query(0, ge=0, le=255)) -> JSONResponse:
         monitor.model(machine)  # 404/422 before the body is read
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -235,35 +302,6 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
         event: ScoreEvent = await scoring(score_and_record)
         metrics.scored(machine, event.decision)
         return JSONResponse(event.as_json())
-
-    @app.get("/events", dependencies=read_guard, response_model=list[schema.Event],
-             responses={**read_errors, **schema.errors(404, 422)})
-    async def events(machine: str | None = schema.machine_query(served), since: float | datetime | None = SINCE,
-                     after_id: int | None = Query(None, ge=0, le=MAX_ID),
-                     limit: int = Query(100, ge=1, le=MAX_LIMIT),
-                     order: str = Query("desc", pattern="^(asc|desc)$")) -> JSONResponse:
-        if machine is not None:
-            monitor.model(machine)
-        return JSONResponse(await readers.run(partial(monitor.store.events, machine, _since(since), after_id, limit,
-                                                      order == "desc")))
-
-    @app.get("/alarms", dependencies=read_guard, response_model=list[schema.Alarm],
-             responses={**read_errors, **schema.errors(404, 422)})
-    async def alarms(machine: str | None = schema.machine_query(served), active: bool | None = None,
-                     limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
-        if machine is not None:
-            monitor.model(machine)
-        def listed() -> list[dict[str, Any]]:
-            rows = monitor.store.alarms(machine, active, limit)
-            acks = monitor.operators.acks([row["id"] for row in rows])
-            return [{**row, "ack": acks.get(row["id"])} for row in rows]
-        return JSONResponse(await readers.run(listed))
-
-    add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
-    add_operator_routes(app, monitor, guard, [*bearer_scheme, *cookie_scheme], read_guard,
-                        read_errors, readers.run, blocking)
-    add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
-    return app
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
