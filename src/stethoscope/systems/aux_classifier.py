@@ -47,6 +47,8 @@ class AuxClassifierSystem(System):
     name = "aux_classifier"
     description = ("discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
                    "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit")
+    smoke_params = {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125,
+                    "n_mels": 32, "embedding_dim": 16}
     joint: ClassVar[bool] = True
     no_export = ("its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
                  "torch module")

@@ -87,6 +87,9 @@ class System(Exportable, ABC):
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
     parts: ClassVar[dict[str, type["System"]]] = {}
+    # the smallest hyperparameters that still run end to end (over the constructor's defaults):
+    # the contract test (tests/systems/test_every_system.py) and quick trials use them
+    smoke_params: ClassVar[dict[str, Any]] = {}
     weights_hint_: str | None = None  # where an older model folder said its weights were (a hint)
     threshold_: float | None = None
     run_: dict[str, Any] | None = None

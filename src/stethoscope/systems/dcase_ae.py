@@ -14,6 +14,7 @@ class DcaseAESystem(FrameReconstructionSystem):
 
     name = "dcase_ae"
     description = "official DCASE autoencoder baseline (MSE / MAHALA)"
+    smoke_params = {"epochs": 2, "batch_size": 64}
 
     def build_model(self, input_dim: int) -> nn.Module:
         return DcaseAE(input_dim=input_dim)

@@ -42,6 +42,7 @@ class EmbeddingKNNSystem(System):
 
     name = "embedding_knn"
     description = "frozen pretrained encoder embeddings + KNN / LOF / GMM / SOS / Mahalanobis"
+    smoke_params = {"encoder": "random", "detector": "gmm"}
     no_export = None
 
     param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}

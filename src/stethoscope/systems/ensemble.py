@@ -52,6 +52,11 @@ class EnsembleSystem(System):
 
     name = "ensemble"
     description = "mean of member systems' scores, each normalised by its held-out training scores"
+    smoke_params = {
+        "members": ["dcase_ae", "embedding_knn"],
+        "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64, "threshold_folds": 2},
+                          "embedding_knn": {"encoder": "random", "detector": "gmm"}},
+    }
     param_rules = {"normalise": NORMALISE}
     no_export = ("an ensemble's members each need their own front end and scoring module, and "
                  "its score normalisation is not exported; export the members one by one")

@@ -16,6 +16,7 @@ class GammaVAESystem(FrameReconstructionSystem):
 
     name = "gamma_vae"
     description = "Gamma-latent VAE (DCASE 2024 report), MSE / MAHALA scores"
+    smoke_params = {"epochs": 2, "batch_size": 64}
     param_rules = {**FrameReconstructionSystem.param_rules, "prior_concentration": "(0, inf)",
                    "prior_rate": "(0, inf)", "kl_weight": "[0, inf)", "positivity": POSITIVITY,
                    "score_latent": LATENT_CHOICES}

@@ -251,6 +251,10 @@ class LDGANSystem(System):
 
     name = "ldgan"
     description = "TLDiffGAN mel branch: latent diffusion-GAN reconstruction + TMixup (anomaly maps)"
+    smoke_params = {  # the CPU config (configs/ldgan_cpu.yaml), 2 epochs on 32-frame windows
+        "ae_channels": 32, "latent_channels": 8, "gen_channels": 32, "disc_channels": 32,
+        "epochs": 2, "batch_size": 4, "learning_rate": 0.001, "n_frames": 32,
+    }
     no_export = None
 
     def __init__(self, *, n_frames: int = 313, n_mels: int = 128, log_floor: str = "max",

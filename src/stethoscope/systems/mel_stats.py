@@ -45,6 +45,7 @@ class MelStatsSystem(System):
     name = "mel_stats"
     no_export = None
     description = "per-bin log-mel statistics + Ledoit-Wolf Mahalanobis (or kNN / GMM); fits in seconds"
+    smoke_params = {"modulation_bands": 4, "min_group_clips": 2}
     param_rules = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
                    "modulation_bands": "[0, 64]", "modulation_bins": "[1, 32]", "n_mels": "[1, inf)",
                    "min_group_clips": "[2, inf)",

@@ -64,6 +64,8 @@ class TLDiffGANSystem(System):
 
     name = "tldiffgan"
     description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
+    smoke_params = {"ldgan": LDGANSystem.smoke_params, "encoder": "random",
+                    "detectors": ["knn", "gmm"]}
     no_export = None
 
     param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
