@@ -47,6 +47,11 @@ class AutoSystem(EnsembleSystem):
     no_export = ("its candidates each need their own front end and scoring module, and its score "
                  "normalisation is not exported; export the candidates one by one")
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    weighting: str
+    pseudo_folds: int
+    pseudo_severities: Sequence[int]
+
     def __init__(self, *, members: Sequence[str] = ("mel_stats", "dcase_ae"),
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",
                  weighting: str = "equal", pseudo_folds: int = 3, pseudo_severities: Sequence[int] = SEVERITIES) -> None:

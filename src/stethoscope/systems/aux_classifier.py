@@ -62,6 +62,38 @@ class AuxClassifierSystem(System):
         "n_neighbors": "[1, inf)", "smote_ratio": "(0, 1]", "gmm_components": "[1, inf)",
     }
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    frontend: str
+    n_mels: int
+    width: float
+    embedding_dim: int
+    finetune: str
+    last_blocks: int
+    lora_rank: int
+    mn04_weights: str
+    loss: str
+    scale: float
+    margin: float
+    sub_clusters: int
+    trainable_centres: bool
+    mixup: str
+    mixup_alpha: float
+    specaugment: bool
+    specaug_masks: int
+    specaug_freq: int
+    specaug_time: int
+    classes: str
+    crop_frames: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    backend: str
+    n_neighbors: int
+    smote: bool
+    smote_ratio: float
+    per_section: bool
+    gmm_components: int
+
     def __init__(self, *, frontend: str = "stgram", n_mels: int = 128, width: float = 0.25, embedding_dim: int = 128,
                  finetune: str = "last", last_blocks: int = 3, lora_rank: int = 8, mn04_weights: str = "pretrained",
                  loss: str = "arcface", scale: float = 30.0, margin: float = 0.7,

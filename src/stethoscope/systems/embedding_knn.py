@@ -47,6 +47,12 @@ class EmbeddingKNNSystem(System):
 
     param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    encoder: str
+    detector: str
+    n_neighbors: int
+    standardize: bool
+
     def __init__(self, *, encoder: str = "efficientat_mn04", detector: str = "knn", n_neighbors: int = 2,
                  standardize: bool = True) -> None:
         self._set_params(locals())

@@ -61,6 +61,12 @@ class EnsembleSystem(System):
     no_export = ("an ensemble's members each need their own front end and scoring module, and "
                  "its score normalisation is not exported; export the members one by one")
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    members: Sequence[str]
+    member_params: dict[str, dict[str, Any]]  # None given: {} (`_init_members`)
+    normalise: str
+    weights: Sequence[float] | None
+
     def __init__(self, *, members: Sequence[str] = ("dcase_ae", "embedding_knn"),
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",
                  weights: Sequence[float] | None = None) -> None:

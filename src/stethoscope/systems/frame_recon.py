@@ -45,6 +45,15 @@ class FrameReconstructionSystem(System):
                    "learning_rate": "(0, inf)", "n_frames": "[1, inf)", "n_mels": "[1, inf)",
                    "log_floor": ("max", "add")}
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    score_mode: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    n_frames: int
+    n_mels: int
+    log_floor: str
+
     def __init__(self, *, score_mode: str = "mse", epochs: int = 100, batch_size: int = 256,
                  learning_rate: float = 1e-3, n_frames: int = 5, n_mels: int = 128, log_floor: str = "max") -> None:
         self._set_params(locals())

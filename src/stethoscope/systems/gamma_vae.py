@@ -21,6 +21,13 @@ class GammaVAESystem(FrameReconstructionSystem):
                    "prior_rate": "(0, inf)", "kl_weight": "[0, inf)", "positivity": POSITIVITY,
                    "score_latent": LATENT_CHOICES}
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    prior_concentration: float
+    prior_rate: float
+    kl_weight: float
+    positivity: str
+    score_latent: str
+
     def __init__(self, *, prior_concentration: float = 1.0, prior_rate: float = 1.0, kl_weight: float = 1.0,
                  positivity: str = "softplus", score_latent: str = "mean", score_mode: str = "mse",
                  epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-3, n_frames: int = 5,

@@ -257,6 +257,10 @@ class LDGANSystem(System):
     }
     no_export = None
 
+    # the hyperparameters read here (`_set_params` stores every one; `MelBranch` reads the rest)
+    score_step: int
+    score_reduction: str
+
     def __init__(self, *, n_frames: int = 313, n_mels: int = 128, log_floor: str = "max",
                  latent_diffusion: bool = True, tmixup: bool = True,
                  ae_channels: int = 64, latent_channels: int = 16, n_down: int = 2,

@@ -51,6 +51,19 @@ class MelStatsSystem(System):
                    "min_group_clips": "[2, inf)",
                    "log_floor": ("max", "add")}
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    stats: Sequence[str]
+    modulation_bands: int
+    modulation_bins: int
+    detector: str
+    n_neighbors: int
+    n_components: int
+    per_section: bool
+    per_domain: bool
+    min_group_clips: int
+    n_mels: int
+    log_floor: str
+
     def __init__(self, *, stats: Sequence[str] = DEFAULT_STATS, modulation_bands: int = 0,
                  modulation_bins: int = 8, detector: str = "mahalanobis", n_neighbors: int = 2,
                  n_components: int = 1, per_section: bool = True, per_domain: bool = True,

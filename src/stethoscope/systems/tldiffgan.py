@@ -71,6 +71,16 @@ class TLDiffGANSystem(System):
     param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
     parts = {"ldgan": LDGANSystem}
 
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    encoder: str
+    use_wave_branch: bool
+    balance_branches: bool
+    detectors: Sequence[str]
+    n_neighbors: int
+    selection: str
+    holdout_fraction: float
+    mel_stats_branch: bool
+
     def __init__(self, *, encoder: str = "efficientat_mn04", use_wave_branch: bool = True,
                  balance_branches: bool = True,
                  detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"), n_neighbors: int = 2,
