@@ -183,6 +183,10 @@ class MelStatsScorer(nn.Module):
     scores (the DCASE 2023 baseline's rule for a clip whose domain is not known); the map is
     that detector's squared standardised feature deviations, spread over frames and bins."""
 
+    shift: torch.Tensor  # buffers: (G, D) feature means and scales of each group, the bands' bins
+    scale: torch.Tensor
+    band_bins: torch.Tensor
+
     def __init__(self, features: MelStatsFeatures, detectors: Sequence[DetectorModule],
                  scales: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         super().__init__()

@@ -320,6 +320,7 @@ class FolderWatcher:
         """Catch up on the folder, then score new files until ``stop`` is set."""
         observer = self._observe()
         interval = self.poll if observer is None else RESCAN_S
+        assert interval is not None  # `_observe` set the polling interval where it gave no observer
         try:
             last_scan = -float("inf")
             while not stop.is_set():

@@ -166,7 +166,7 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     systems = {m: load_system(folder) for m, folder in folders.items()}
     specs = {m: model_spec(folders[m], s, channel) for m, s in systems.items()}
     files = list_inputs(inputs, filesystem)
-    machines = assign_models(files, systems)
+    machines = assign_models(files, folders)
     items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines))]
     policy = current_policy()
     kept: dict[int, tuple[str, ScoredClip]] = {}

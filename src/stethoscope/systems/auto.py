@@ -17,6 +17,7 @@ record, so a user can see what was chosen and why.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -74,7 +75,7 @@ class AutoSystem(EnsembleSystem):
         if self.weighting != "equal":
             aucs = {}
             for i, name in enumerate(self.members):
-                res = pseudo_validate(lambda i=i: self._member(i), train, self._member_ctx(ctx, i),
+                res = pseudo_validate(partial(self._member, i), train, self._member_ctx(ctx, i),
                                       folds=self.pseudo_folds, severities=self.pseudo_severities)
                 aucs[name] = res["auc"]
             self.pseudo_ = {"auc": aucs}

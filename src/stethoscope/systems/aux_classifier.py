@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class AuxClassifierSystem(System):
                    "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit")
     smoke_params = {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125,
                     "n_mels": 32, "embedding_dim": 16}
-    joint: ClassVar[bool] = True
+    joint = True
     no_export = ("its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
                  "torch module")
     param_rules = {

@@ -83,7 +83,7 @@ class System(Exportable, ABC):
     description: ClassVar[str] = ""
     # True: learns from several machine types at once (`fit_joint`); callers read it on the built
     # system, which may set its own where its hyperparameters decide (an ensemble with a joint member)
-    joint: ClassVar[bool] = False
+    joint: bool = False
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
     parts: ClassVar[dict[str, type["System"]]] = {}

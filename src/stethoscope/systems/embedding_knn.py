@@ -101,8 +101,10 @@ class EmbeddingKNNSystem(System):
             raise ConfigError(f"{self.name}: all {len(train)} training clips were left out by the audio checks")
         X = np.concatenate(parts)
         self.encoder_tag_ = encoder_tag(encoder)
-        self.detector_ = get_detector(self.detector, **self._detector_params()).fit(X)  # type: ignore[assignment]
-        self.fit_threshold(self.detector_.train_scores(), kept, ctx, minimum=self.detector_.min_train,
+        detector = get_detector(self.detector, **self._detector_params())
+        assert isinstance(detector, TrainingSetDetector)  # every `DETECTORS` entry is one
+        self.detector_ = detector.fit(X)
+        self.fit_threshold(self.detector_.train_scores(), kept, ctx, minimum=detector.min_train,
                            heldout=lambda folds: self._heldout_scores(X, folds))
         return self
 

@@ -17,7 +17,7 @@ streams the vectors through its reconstruction in fixed-size chunks and reduces 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -235,12 +235,12 @@ class FrameReconstructionSystem(System):
         self.precision_source_ = tensors["precision_source"].double()
         self.precision_target_ = tensors["precision_target"].double()
 
-    def extra_state(self) -> dict[str, object]:
+    def extra_state(self) -> dict[str, Any]:
         return {"history": self.history_, "epoch_seconds": self.epoch_seconds_}
 
-    def load_extra_state(self, state: dict[str, object]) -> None:
-        self.history_ = list(state.get("history", []))  # type: ignore[arg-type]
-        self.epoch_seconds_ = list(state.get("epoch_seconds", []))  # type: ignore[arg-type]
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.history_ = list(state.get("history", []))
+        self.epoch_seconds_ = list(state.get("epoch_seconds", []))
 
 
 def _precision(cov: torch.Tensor) -> torch.Tensor:

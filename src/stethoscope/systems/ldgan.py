@@ -290,9 +290,10 @@ class LDGANSystem(System):
         ctx = self._begin_fit(train_clips, ctx)
         store, _ = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
                                        spill_dir=ctx.cache_dir)
-        mels = store.mels()
-        self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
-        self.fit_threshold(self.branch.evaluate(mels, ctx).scores, store.clips, ctx)
+        mels, kept = store.mels(), store.clips
+        assert kept is not None  # `from_clips` keeps the clips it decoded
+        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        self.fit_threshold(self.branch.evaluate(mels, ctx).scores, kept, ctx)
         return self
 
     def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:

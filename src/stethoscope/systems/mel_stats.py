@@ -184,8 +184,8 @@ class MelStatsSystem(System):
         scores, maps = np.zeros(len(logmels)), [np.empty(0)] * len(logmels)
         keyed: dict[tuple[int, tuple[int, ...] | None], list[int]] = {}
         for i, mel in enumerate(logmels):
-            groups = self.groups_for(clips[i] if clips else None)
-            keyed.setdefault((mel.shape[1], tuple(groups) if groups else None), []).append(i)
+            mine = self.groups_for(clips[i] if clips else None)
+            keyed.setdefault((mel.shape[1], tuple(mine) if mine else None), []).append(i)
         for (_, groups), idx in keyed.items():
             batch = torch.from_numpy(np.stack([logmels[i] for i in idx]))
             with torch.no_grad():

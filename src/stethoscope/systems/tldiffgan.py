@@ -210,8 +210,9 @@ class TLDiffGANSystem(System):
 
         store, waves = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
                                            embed if self.use_wave_branch else None, spill_dir=ctx.cache_dir)
-        mels = store.mels()
-        self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        mels, kept = store.mels(), store.clips
+        assert kept is not None  # `from_clips` keeps the clips it decoded
+        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         mel = self.branch.evaluate(mels, ctx)
         branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {}),
                     **({"stats": self._stats(mels)} if self.mel_stats_branch else {})}
@@ -222,7 +223,7 @@ class TLDiffGANSystem(System):
         self.selection_ = self._select(val, ctx)
         chosen = self.selection_["chosen"]
         in_sample = self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen]
-        self.fit_threshold(in_sample, store.clips, ctx, minimum=MIN_TRAIN_CLIPS)
+        self.fit_threshold(in_sample, kept, ctx, minimum=MIN_TRAIN_CLIPS)
         return self
 
     def fold_params(self) -> dict[str, Any]:
