@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.conftest import write_wav
 
 from stethoscope.data.audio import load_audio
 from stethoscope.data.clip import Clip
 from stethoscope.errors import AudioError, ConfigError
 from stethoscope.features.extract import FeatureRequest, iter_decoded
+from tests.conftest import write_wav
 
 
 def _decoded(clip: Clip) -> np.ndarray:

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from stethoscope.engine import RunContext

@@ -15,7 +15,7 @@ from stethoscope.systems.base import load_system
 from tests.conftest import write_wav
 
 pytest.importorskip("ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])")
-from stethoscope.scale import score_with_ray  # noqa: E402
+from stethoscope.scale import score_with_ray
 
 QUIET = ["--threads", "1", "--quiet", "--no-cache"]
 

@@ -14,7 +14,6 @@ from stethoscope.features.extract import FrameBank, logmels
 from stethoscope.models.ae import DcaseAE
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
-
 from tests.conftest import write_wav
 
 

@@ -12,8 +12,8 @@ import soundfile as sf
 from sklearn.metrics import roc_auc_score
 
 from stethoscope.data.clip import Clip
-from stethoscope.engine import RunContext
 from stethoscope.encoders import weights as W
+from stethoscope.engine import RunContext
 from stethoscope.errors import CheckpointError
 from stethoscope.systems import get_system, load_system
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from stethoscope.errors import ConfigError
 from stethoscope.data.layouts import scan
 from stethoscope.engine import RunContext
+from stethoscope.errors import ConfigError
 from stethoscope.features.extract import FeatureRequest, iter_decoded
 from stethoscope.systems import REGISTRY, get_system, list_systems, load_system
 

@@ -11,8 +11,19 @@ import soundfile as sf
 import soxr
 
 from .policy import AudioPolicy, current_policy
-from .quality import AUDIO_SUFFIXES, AudioHeader, Problem, WaveStats, entry_problem, header_problems, UNKNOWN_FRAMES, \
-    max_frames, read_header, too_long, wav_truncation
+from .quality import (
+    AUDIO_SUFFIXES,
+    UNKNOWN_FRAMES,
+    AudioHeader,
+    Problem,
+    WaveStats,
+    entry_problem,
+    header_problems,
+    max_frames,
+    read_header,
+    too_long,
+    wav_truncation,
+)
 
 SAMPLE_RATE = 16_000
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time: every channel of one block is in memory at once

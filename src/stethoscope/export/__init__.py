@@ -61,7 +61,7 @@ def exportable_systems() -> list[str]:
 
 
 def _plan(system: Any, seconds: float | None,
-          ctx: "RunContext | None") -> tuple["ExportPlan", list[Any]]:
+          ctx: RunContext | None) -> tuple[ExportPlan, list[Any]]:
     """The system's export plan (ConfigError with its own reason where it has none) and its
     front ends."""
     from ..systems.export_plan import EFFICIENTAT_MEL
@@ -74,7 +74,7 @@ def _plan(system: Any, seconds: float | None,
     return plan, fronts
 
 
-def _export_graph(plan: "ExportPlan", opset: int) -> Any:
+def _export_graph(plan: ExportPlan, opset: int) -> Any:
     """The plan's scoring module (a frozen CPU copy) as an ONNX model (dynamo exporter, quiet)."""
     import torch
 
@@ -126,9 +126,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
     import torch
 
     from .. import __version__
+    from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
     from ..onnx_runtime import FORMAT, FORMAT_VERSION, EdgeModel
     from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, load_system
-    from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
     from .frontends import add_to_graph
 
     require_onnx()

@@ -25,9 +25,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.clip import parse_channel
@@ -232,7 +233,7 @@ class FolderWatcher:
                 self._process(key, item, mark)
             except (StoreError, AlreadyDone):
                 raise
-            except Exception as err:  # noqa: BLE001 - one file, whatever it does, never stops the watcher
+            except Exception as err:  # one file, whatever it does, never stops the watcher
                 reason = str(err) if isinstance(err, StethoscopeError) else f"{type(err).__name__}: {err}"
                 self._skip(key, mark, f"could not be scored ({reason[:800]})", self.machine_of(key)[0])
         except StoreError as err:

@@ -17,8 +17,9 @@ record, so a user can see what was chosen and why.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class AutoSystem(EnsembleSystem):
         self.pseudo_: dict[str, Any] | None = None
 
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "AutoSystem":
+            ctx: RunContext | None = None) -> AutoSystem:
         ctx = ctx or RunContext()
         self.weights_, self.pseudo_ = [1.0] * len(self.members), None
         if self.weighting != "equal":
@@ -110,5 +111,5 @@ def pseudo_weights(aucs: Sequence[float], weighting: str) -> list[float]:
     return (margin / margin.sum()).tolist() if margin.sum() > 0 else [1.0 / len(a)] * len(a)
 
 
-__all__ = ["AutoSystem", "WEIGHTING", "pseudo_weights"]
+__all__ = ["WEIGHTING", "AutoSystem", "pseudo_weights"]
 

@@ -20,21 +20,29 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.clip import Clip
+from ..detectors.backend import BACKENDS, EmbeddingBackend
 from ..encoders.efficientat import MN04_FILE, MN04_SHA256, MN04_URL, load_mn04_state
 from ..encoders.weights import find_by_sha256
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import CheckpointError, ConfigError, StethoscopeError
-from ..detectors.backend import BACKENDS, EmbeddingBackend
 from ..features.extract import Decoded, FeatureRequest
-from ..models.auxiliary import (FINETUNE_MODES, MIX_MODES, ArcFace, AuxNet, MN04Frontend, STgramMFN,
-                                SubClusterAdaCos)
+from ..models.auxiliary import (
+    FINETUNE_MODES,
+    MIX_MODES,
+    ArcFace,
+    AuxNet,
+    MN04Frontend,
+    STgramMFN,
+    SubClusterAdaCos,
+)
 from .aux_data import CLASS_MODES, WaveBank, class_key, crop_samples, derive_classes
 from .base import Explanation, System, register
 from .occlusion import occlusion_map
@@ -185,7 +193,7 @@ class AuxClassifierSystem(System):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "AuxClassifierSystem":
+            ctx: RunContext | None = None) -> AuxClassifierSystem:
         """The joint fit of the given clips (all their machine types), kept in this object."""
         del val  # nothing is selected on validation data
         machines = sorted({c.machine for c in train})
@@ -202,7 +210,7 @@ class AuxClassifierSystem(System):
         return dict(targets)
 
     def _fit_groups(self, groups: Mapping[str, list[Clip]], ctx: RunContext | None,
-                    targets: Mapping[str, "AuxClassifierSystem"]) -> None:
+                    targets: Mapping[str, AuxClassifierSystem]) -> None:
         """Train the network on every group's clips (checkpoints in ``ctx.checkpoint_dir``: the
         callers of `fit_joint` give a ``joint`` folder), then each target's back-end."""
         ctx = ctx or RunContext()

@@ -17,7 +17,8 @@ run's weights folders (`encoders.locate_encoder_weights`), whatever the file is 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,12 +26,12 @@ import torch
 from ..data.clip import Clip
 from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
+from ..detectors.module import DetectorModule
 from ..encoders import ENCODERS, embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
-from ..detectors.module import DetectorModule
 from ..models.embedding import EmbeddingScorer, encoder_refusal
 from .base import System, register
 from .export_plan import EFFICIENTAT_MEL, ExportPlan, batch_dim
@@ -87,7 +88,7 @@ class EmbeddingKNNSystem(System):
 
     # -- System contract --------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "EmbeddingKNNSystem":
+            ctx: RunContext | None = None) -> EmbeddingKNNSystem:
         del val  # nothing is selected on validation data here
         ctx = self._begin_fit(train, ctx)
         self._seed = ctx.seed

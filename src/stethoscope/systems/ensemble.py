@@ -26,8 +26,8 @@ hyperparameters, threshold, JSON state, run record and normalisation statistics.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -118,7 +118,7 @@ class EnsembleSystem(System):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "EnsembleSystem":
+            ctx: RunContext | None = None) -> EnsembleSystem:
         ctx = self._begin_fit(train, ctx)
         members = [self._member(i) for i in range(len(self.members))]
         for i, member in enumerate(members):
@@ -147,7 +147,7 @@ class EnsembleSystem(System):
     def _member_ctx(self, ctx: RunContext, i: int) -> RunContext:
         return ctx.for_run(f"member{i}_{self.members[i]}")
 
-    def _assemble(self, members: list[System], ctx: RunContext) -> "EnsembleSystem":
+    def _assemble(self, members: list[System], ctx: RunContext) -> EnsembleSystem:
         """Normalisation statistics from each fitted member's held-out training scores, then the
         ensemble's threshold from the normalised, averaged ones (clips every member kept)."""
         refs = []
@@ -292,4 +292,4 @@ def _view(decoded: Decoded, want: FeatureRequest, have: FeatureRequest) -> Decod
                    clips=decoded.clips, index=decoded.index)
 
 
-__all__ = ["EnsembleSystem", "NORMALISE", "normalisation_stats", "normalise"]
+__all__ = ["NORMALISE", "EnsembleSystem", "normalisation_stats", "normalise"]

@@ -17,7 +17,8 @@ streams the vectors through its reconstruction in fixed-size chunks and reduces 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ class FrameReconstructionSystem(System):
 
     # -- training ---------------------------------------------------------------------
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "FrameReconstructionSystem":
+            ctx: RunContext | None = None) -> FrameReconstructionSystem:
         del val  # reconstruction systems select nothing on validation data
         ctx = self._begin_fit(train_clips, ctx)
         bank = FrameBank.from_clips(train_clips, self.logmel_params, self.n_frames, ctx.cache_dir, ctx.progress)

@@ -15,7 +15,8 @@ import dataclasses
 import typing
 import warnings
 from collections import defaultdict
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -284,7 +285,7 @@ class LDGANSystem(System):
         return FeatureRequest(logmel=self.branch.logmel_params)
 
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "LDGANSystem":
+            ctx: RunContext | None = None) -> LDGANSystem:
         """Train on normal clips, then fit the threshold (`System.fit_threshold`)."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)

@@ -18,7 +18,8 @@ load, deterministically, as `embedding_knn` does) and the groups' sections and d
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,13 @@ from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from ..features.logmel import LogMelParams
-from ..models.mel_stats import DEFAULT_STATS, STATISTICS, MelStatsFeatures, MelStatsScorer, features_of
+from ..models.mel_stats import (
+    DEFAULT_STATS,
+    STATISTICS,
+    MelStatsFeatures,
+    MelStatsScorer,
+    features_of,
+)
 from .base import Explanation, System, register
 from .export_plan import ExportPlan, batch_dim, clip_samples
 
@@ -142,7 +149,7 @@ class MelStatsSystem(System):
 
     # -- System contract --------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "MelStatsSystem":
+            ctx: RunContext | None = None) -> MelStatsSystem:
         del val  # nothing is selected on validation data
         ctx = self._begin_fit(train, ctx, minimum=2)
         self._seed = ctx.seed

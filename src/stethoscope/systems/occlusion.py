@@ -14,7 +14,7 @@ ECCV 2014, occlusion sensitivity).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -13,8 +13,9 @@ import collections.abc
 import math
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from types import UnionType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 

@@ -28,8 +28,8 @@ import inspect
 import math
 import warnings
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats

@@ -30,7 +30,8 @@ The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,12 +39,12 @@ from sklearn.metrics import roc_auc_score
 
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
+from ..detectors.module import DetectorModule
 from ..encoders import ENCODERS, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
-from ..detectors.module import DetectorModule
 from ..models.embedding import EncoderNet, encoder_refusal
 from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
 from ..models.tldiffgan import FusionScorer, TLDiffGANScorer, fuse, kernel_cdf, logistic_scale
@@ -198,7 +199,7 @@ class TLDiffGANSystem(System):
 
     # -- fitting and selection --------------------------------------------------------------
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "TLDiffGANSystem":
+            ctx: RunContext | None = None) -> TLDiffGANSystem:
         """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the threshold."""
         ctx = self._begin_fit(train_clips, ctx, minimum=MIN_TRAIN_CLIPS)
         self._seed = ctx.seed

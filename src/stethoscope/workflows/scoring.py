@@ -4,9 +4,10 @@ folder with one model per machine type, or submission CSVs against ground truth
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
