@@ -62,14 +62,14 @@ def test_truncated_wav(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(AudioError, match="absent.wav: file not found"):
+    with pytest.raises(AudioError, match=r"absent\.wav: file not found"):
         load_audio(tmp_path / "absent.wav")
 
 
 def test_wrong_channel(tmp_path: Path) -> None:
     path = write_wav(tmp_path / "stereo.wav", _noise(800, channels=2), subtype="PCM_16")
     for load in _loaders(path, channel=2):
-        with pytest.raises(AudioError, match="stereo.wav: channel 2 requested but the file has 2 channel"):
+        with pytest.raises(AudioError, match=r"stereo\.wav: channel 2 requested but the file has 2 channel"):
             load()
 
 

@@ -20,7 +20,7 @@ from tests.conftest import write_wav
 def test_architecture_matches_official_baseline():
     model = DcaseAE()
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [
         (640, 128), (128, 128), (128, 128), (128, 128), (128, 8),
         (8, 128), (128, 128), (128, 128), (128, 128), (128, 640)]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]

@@ -46,7 +46,7 @@ def test_scores_are_the_weighted_mean_of_normalised_members_and_survive_save_loa
     ctx = RunContext(progress=False)
     scores = fitted.score(test, ctx)  # one decoding pass feeds both members
     ae, knn = fitted.members_
-    z = [(m.score(test, ctx) - s["mean"]) / s["std"] for m, s in zip((ae, knn), fitted.norm_)]
+    z = [(m.score(test, ctx) - s["mean"]) / s["std"] for m, s in zip((ae, knn), fitted.norm_, strict=True)]
     np.testing.assert_allclose(scores, (2 * z[0] + z[1]) / 3, rtol=1e-6, atol=1e-9)
 
     fitted.save(tmp_path / "model")
@@ -98,13 +98,13 @@ def test_normalisation_uses_held_out_training_scores(fitted, data: tuple[list[Cl
         ae.fit([train[i] for i in rest], ctx=RunContext(seed=4 + k, progress=False))
         ae_heldout[held] = ae.score([train[i] for i in held], RunContext(progress=False))
         knn_heldout[held] = get_detector("knn", n_neighbors=2, standardize=True).fit(X[rest]).score(X[held])
-    for stats, heldout, member in zip(fitted.norm_, (ae_heldout, knn_heldout), fitted.members_):
+    for stats, heldout, member in zip(fitted.norm_, (ae_heldout, knn_heldout), fitted.members_, strict=True):
         assert stats["kind"] == "zscore"
         assert stats["mean"] == pytest.approx(heldout.mean(), rel=1e-5, abs=1e-9)
         assert stats["std"] == pytest.approx(heldout.std(), rel=1e-5, abs=1e-9)
         assert stats["mean"] != pytest.approx(member.fit_scores_["in_sample"].mean(), rel=1e-3)  # not in-sample
     # the ensemble's own threshold: gamma fit of the normalised, averaged held-out scores
-    z = [(h - s["mean"]) / s["std"] for h, s in zip((ae_heldout, knn_heldout), fitted.norm_)]
+    z = [(h - s["mean"]) / s["std"] for h, s in zip((ae_heldout, knn_heldout), fitted.norm_, strict=True)]
     expected = np.average(np.stack(z), axis=0, weights=[2, 1])
     assert fitted.run_["threshold"]["fit"] == "crossfit"
     assert fitted.run_["threshold"]["heldout_scores"]["mean"] == pytest.approx(expected.mean(), abs=1e-6)

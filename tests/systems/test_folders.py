@@ -30,7 +30,7 @@ def test_missing_empty_and_corrupt_folders_are_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"--model .*missing: no such folder"):
         model_folders(tmp_path / "missing", flag="--model")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="--models .*empty: no trained model"):
+    with pytest.raises(CheckpointError, match=r"--models .*empty: no trained model"):
         model_folders(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")

@@ -407,7 +407,7 @@ def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp
     assert dims["stats"] == 5 * 128 and list(dims) == ["mel", "wave", "stats"]
     assert system.joint_train_.shape[1] == sum(dims.values())
     per_branch = [system.joint_train_[:, a:a + d].var(axis=0).sum()
-                  for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values())]
+                  for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values(), strict=True)]
     np.testing.assert_allclose(per_branch, per_branch[0], rtol=1e-6)  # each branch: an equal share
     scores = system.score(test[:4], CTX)
     system.save(tmp_path / "m")

@@ -48,7 +48,7 @@ class OrderStats:
             return (self.frames - 1,)
         if name.startswith("p"):
             pos = float(name[1:]) / 100.0 * (self.frames - 1)
-            return (int(math.floor(pos)), min(int(math.floor(pos)) + 1, self.frames - 1))
+            return (math.floor(pos), min(math.floor(pos) + 1, self.frames - 1))
         return ()
 
     def value(self, rank: int) -> torch.Tensor:

@@ -85,7 +85,7 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
     n = len(batch["path"])
     waves: list[np.ndarray] = [np.zeros(0, np.float32)] * n
     error, problems = [""] * n, ["[]"] * n
-    for i, (path, machine) in enumerate(zip(batch["path"], batch["machine"])):
+    for i, (path, machine) in enumerate(zip(batch["path"], batch["machine"], strict=True)):
         spec = specs[machine]
         policy = AudioPolicy(on_bad_audio, say=lambda message: None, max_seconds=max_seconds)
         try:
@@ -103,7 +103,7 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
         request = specs[machine].request
         if rows and request.logmel is not None:
             mels = decode_waves([waves[i] for i in rows], specs[machine].sample_rate, request).logmels
-            for i, mel in zip(rows, mels or []):
+            for i, mel in zip(rows, mels or [], strict=False):
                 logmels[i] = mel
         if not request.wave:
             for i in rows:
@@ -167,7 +167,7 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     specs = {m: model_spec(folders[m], s, channel) for m, s in systems.items()}
     files = list_inputs(inputs, filesystem)
     machines = assign_models(files, folders)
-    items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines))]
+    items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines, strict=True))]
     policy = current_policy()
     kept: dict[int, tuple[str, ScoredClip]] = {}
     if items:

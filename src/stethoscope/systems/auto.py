@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,12 +40,12 @@ class AutoSystem(EnsembleSystem):
 
     name = "auto"
     description = "candidate systems' normalised scores, averaged (or weighted by pseudo-anomaly AUC)"
-    smoke_params = {
+    smoke_params: ClassVar[dict[str, Any]] = {
         "members": ["mel_stats", "dcase_ae"], "weighting": "pseudo", "pseudo_folds": 2,
         "pseudo_severities": [3],
         "member_params": {"dcase_ae": {"epochs": 1, "batch_size": 64, "threshold_folds": 2}},
     }
-    param_rules = {"normalise": NORMALISE, "weighting": WEIGHTING, "pseudo_folds": "[2, inf)"}
+    param_rules: ClassVar[dict[str, Any]] = {"normalise": NORMALISE, "weighting": WEIGHTING, "pseudo_folds": "[2, inf)"}
     no_export = ("its candidates each need their own front end and scoring module, and its score "
                  "normalisation is not exported; export the candidates one by one")
 

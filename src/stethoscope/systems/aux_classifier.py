@@ -22,7 +22,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -55,12 +55,12 @@ class AuxClassifierSystem(System):
     name = "aux_classifier"
     description = ("discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
                    "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit")
-    smoke_params = {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125,
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125,
                     "n_mels": 32, "embedding_dim": 16}
     joint = True
     no_export = ("its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
                  "torch module")
-    param_rules = {
+    param_rules: ClassVar[dict[str, Any]] = {
         "frontend": ("stgram", "mn04"), "n_mels": "[16, inf)", "width": "(0, 4]", "embedding_dim": "[2, inf)",
         "finetune": FINETUNE_MODES, "last_blocks": "[1, 17]", "lora_rank": "[1, 64]", "mn04_weights": ("pretrained", "random"),
         "loss": ("arcface", "subcluster_adacos"), "scale": "(0, inf)", "margin": "[0, 1.5]",

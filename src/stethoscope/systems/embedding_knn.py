@@ -18,7 +18,7 @@ run's weights folders (`encoders.locate_encoder_weights`), whatever the file is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,10 +43,10 @@ class EmbeddingKNNSystem(System):
 
     name = "embedding_knn"
     description = "frozen pretrained encoder embeddings + KNN / LOF / GMM / SOS / Mahalanobis"
-    smoke_params = {"encoder": "random", "detector": "gmm"}
+    smoke_params: ClassVar[dict[str, Any]] = {"encoder": "random", "detector": "gmm"}
     no_export = None
 
-    param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
+    param_rules: ClassVar[dict[str, Any]] = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
     encoder: str

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.stats
@@ -52,12 +52,12 @@ class EnsembleSystem(System):
 
     name = "ensemble"
     description = "mean of member systems' scores, each normalised by its held-out training scores"
-    smoke_params = {
+    smoke_params: ClassVar[dict[str, Any]] = {
         "members": ["dcase_ae", "embedding_knn"],
         "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64, "threshold_folds": 2},
                           "embedding_knn": {"encoder": "random", "detector": "gmm"}},
     }
-    param_rules = {"normalise": NORMALISE}
+    param_rules: ClassVar[dict[str, Any]] = {"normalise": NORMALISE}
     no_export = ("an ensemble's members each need their own front end and scoring module, and "
                  "its score normalisation is not exported; export the members one by one")
 
@@ -136,7 +136,7 @@ class EnsembleSystem(System):
                   for i in range(len(self.members))]
         out: dict[str, System] = {}
         for machine, train in groups.items():
-            missing = [name for name, per_type in zip(self.members, fitted) if machine not in per_type]
+            missing = [name for name, per_type in zip(self.members, fitted, strict=True) if machine not in per_type]
             if missing:
                 raise ConfigError(f"ensemble: member(s) {missing} returned no system for machine type {machine!r}")
             ensemble = type(self)(**self.get_params())
@@ -151,7 +151,7 @@ class EnsembleSystem(System):
         """Normalisation statistics from each fitted member's held-out training scores, then the
         ensemble's threshold from the normalised, averaged ones (clips every member kept)."""
         refs = []
-        for name, member in zip(self.members, members):
+        for name, member in zip(self.members, members, strict=True):
             if member.fit_scores_ is None:
                 raise ConfigError(f"ensemble: member {name!r} kept no training scores (its fit must end with "
                                   "System.fit_threshold)")
@@ -162,7 +162,7 @@ class EnsembleSystem(System):
             raise ConfigError("ensemble: the members kept no training clip in common")
         self.members_, self.norm_ = members, []
         heldout, in_sample, record = [], [], []
-        for name, ref, ix in zip(self.members, refs, index):
+        for name, ref, ix in zip(self.members, refs, index, strict=True):
             source = "heldout" if ref["heldout"] is not None else "in_sample"
             stats = normalisation_stats(ref[source], self.normalise)
             self.norm_.append(stats)
@@ -198,7 +198,7 @@ class EnsembleSystem(System):
         have = self.feature_request()
         parts = [normalise(m.normalised(m.score_decoded(_view(decoded, m.feature_request(), have), ctx), decoded.clips),
                            stats)
-                 for m, stats in zip(self.members_, self.norm_)]
+                 for m, stats in zip(self.members_, self.norm_, strict=True)]
         return np.average(np.stack(parts), axis=0, weights=self._weights())
 
     # -- persistence ------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class EnsembleSystem(System):
         return {"members": [{"system": m.name, "params": m.get_params(), "threshold": m.threshold_,
                              "score_norm": m.score_norm_,
                              "extra_state": m.extra_state(), "run": m.run_, "normalisation": stats}
-                            for m, stats in zip(self.members_, self.norm_)]}
+                            for m, stats in zip(self.members_, self.norm_, strict=True)]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         records = state.get("members")

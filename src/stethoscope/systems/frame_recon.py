@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class FrameReconstructionSystem(System):
 
     no_export = None
 
-    param_rules = {"score_mode": SCORE_MODES, "epochs": "[1, inf)", "batch_size": "[2, inf)",
+    param_rules: ClassVar[dict[str, Any]] = {"score_mode": SCORE_MODES, "epochs": "[1, inf)", "batch_size": "[2, inf)",
                    "learning_rate": "(0, inf)", "n_frames": "[1, inf)", "n_mels": "[1, inf)",
                    "log_floor": ("max", "add")}
 

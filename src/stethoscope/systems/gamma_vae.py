@@ -2,6 +2,8 @@
 MSE / MAHALA scores and gamma-fit threshold as the DCASE AE; loss = MSE + kl_weight * KL."""
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from torch import nn
 
 from ..models.gamma_vae import LATENT_CHOICES, POSITIVITY, GammaVAE
@@ -16,8 +18,8 @@ class GammaVAESystem(FrameReconstructionSystem):
 
     name = "gamma_vae"
     description = "Gamma-latent VAE (DCASE 2024 report), MSE / MAHALA scores"
-    smoke_params = {"epochs": 2, "batch_size": 64}
-    param_rules = {**FrameReconstructionSystem.param_rules, "prior_concentration": "(0, inf)",
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 2, "batch_size": 64}
+    param_rules: ClassVar[dict[str, Any]] = {**FrameReconstructionSystem.param_rules, "prior_concentration": "(0, inf)",
                    "prior_rate": "(0, inf)", "kl_weight": "[0, inf)", "positivity": POSITIVITY,
                    "score_latent": LATENT_CHOICES}
 

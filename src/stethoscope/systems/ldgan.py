@@ -16,7 +16,7 @@ import typing
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -252,7 +252,7 @@ class LDGANSystem(System):
 
     name = "ldgan"
     description = "TLDiffGAN mel branch: latent diffusion-GAN reconstruction + TMixup (anomaly maps)"
-    smoke_params = {  # the CPU config (configs/ldgan_cpu.yaml), 2 epochs on 32-frame windows
+    smoke_params: ClassVar[dict[str, Any]] = {  # the CPU config (configs/ldgan_cpu.yaml), 2 epochs on 32-frame windows
         "ae_channels": 32, "latent_channels": 8, "gen_channels": 32, "disc_channels": 32,
         "epochs": 2, "batch_size": 4, "learning_rate": 0.001, "n_frames": 32,
     }

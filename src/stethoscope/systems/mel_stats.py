@@ -19,7 +19,7 @@ load, deterministically, as `embedding_knn` does) and the groups' sections and d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,8 +52,8 @@ class MelStatsSystem(System):
     name = "mel_stats"
     no_export = None
     description = "per-bin log-mel statistics + Ledoit-Wolf Mahalanobis (or kNN / GMM); fits in seconds"
-    smoke_params = {"modulation_bands": 4, "min_group_clips": 2}
-    param_rules = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
+    smoke_params: ClassVar[dict[str, Any]] = {"modulation_bands": 4, "min_group_clips": 2}
+    param_rules: ClassVar[dict[str, Any]] = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
                    "modulation_bands": "[0, 64]", "modulation_bins": "[1, 32]", "n_mels": "[1, inf)",
                    "min_group_clips": "[2, inf)",
                    "log_floor": ("max", "add")}
@@ -166,7 +166,7 @@ class MelStatsSystem(System):
         self.detectors_ = self._fit_detectors(X, plan)
         self._build_scorer()
         in_sample = np.zeros(len(kept))
-        for (_, idx), det in zip(plan, self.detectors_):
+        for (_, idx), det in zip(plan, self.detectors_, strict=True):
             in_sample[idx] = det.train_scores()
         self.fit_threshold(in_sample, kept, ctx, minimum=2, heldout=lambda folds: self._heldout(X, kept, folds))
         return self

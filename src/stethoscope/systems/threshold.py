@@ -108,6 +108,10 @@ def fit_score_norm(scores: np.ndarray, clips: Sequence[Any], mode: str) -> dict[
     return {"mode": mode, "pooled": _stats(scores), "groups": groups}
 
 
+def _zscore(score: float, stats: dict[str, Any]) -> float:
+    return (score - stats["mean"]) / stats["std"]
+
+
 def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict[str, Any] | None) -> np.ndarray:
     """``scores`` as z-scores under `fit_score_norm`'s statistics (unchanged without them)."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -116,15 +120,14 @@ def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict
     groups, out = norm["groups"], np.empty(len(scores))
     for i, s in enumerate(scores):
         clip = clips[i] if clips is not None else None
-        z = lambda st: (s - st["mean"]) / st["std"]  # noqa: E731
         section = groups.get(clip.section) if clip is not None else None
         if clip is not None and norm["mode"] == "section_domain":
             mine = [st for k, st in groups.items() if k.startswith(f"{clip.section}/")
                     and (clip.domain is None or k == f"{clip.section}/{clip.domain}")]
             if mine:
-                out[i] = min(z(st) for st in mine)
+                out[i] = min(_zscore(s, st) for st in mine)
                 continue
-        out[i] = z(section or norm["pooled"])
+        out[i] = _zscore(s, section or norm["pooled"])
     return out
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,12 +65,12 @@ class TLDiffGANSystem(System):
 
     name = "tldiffgan"
     description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
-    smoke_params = {"ldgan": LDGANSystem.smoke_params, "encoder": "random",
+    smoke_params: ClassVar[dict[str, Any]] = {"ldgan": LDGANSystem.smoke_params, "encoder": "random",
                     "detectors": ["knn", "gmm"]}
     no_export = None
 
-    param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
-    parts = {"ldgan": LDGANSystem}
+    param_rules: ClassVar[dict[str, Any]] = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
+    parts: ClassVar[dict[str, type[System]]] = {"ldgan": LDGANSystem}
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
     encoder: str
