@@ -24,7 +24,8 @@ def _decoded(clip: Clip) -> np.ndarray:
 
 
 def _loaders(path: Path, channel: int | None = 0) -> list:
-    """The two public ways a file is decoded: `load_audio` and the feature pipeline's `iter_decoded`."""
+    """The two public ways a file is decoded: `load_audio` and the feature pipeline's
+    `iter_decoded`."""
     return [lambda: load_audio(path, channel=channel), lambda: _decoded(Clip(path, "m", channel=channel or 0))]
 
 

@@ -127,7 +127,8 @@ def test_reconstruction_is_the_overlap_average_in_db(trained):
     assert mel.shape == rec.shape == (128, 63)
     expected = logmels(test[:1], system.logmel_params, progress=False)[0]
     np.testing.assert_allclose(mel, expected, rtol=1e-6, atol=1e-6)
-    # the anomaly map is the squared error of the same overlap-averaged vectors: large where rec is far
+    # the anomaly map is the squared error of the same overlap-averaged vectors: large where rec
+    # is far
     assert np.corrcoef(((rec - mel) ** 2).ravel(), ex.anomaly_map.ravel())[0, 1] > 0.5
 
 

@@ -151,7 +151,8 @@ def test_cli_train_and_score(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     out = tmp_path / "models"
     assert main(["train", "--data", str(toy_root), "--system", "ensemble", "--out", str(out), "--set",
                  "members=dcase_ae,gamma_vae", "threshold_folds=2",
-                 "member_params={dcase_ae: {epochs: 2, batch_size: 64}, gamma_vae: {epochs: 2, batch_size: 64}}",
+                 "member_params={dcase_ae: {epochs: 2, batch_size: 64}, "
+                 "gamma_vae: {epochs: 2, batch_size: 64}}",
                  "--threads", "1", "--quiet", "--no-cache"]) == 0
     for machine in MACHINES:
         cfg = json.loads((out / machine / "config.json").read_text())
@@ -169,12 +170,20 @@ def test_cli_train_and_score(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5, atol=1e-9)
 
 
-def test_a_joint_member_makes_the_ensemble_joint(probe: type[JointProbe], toy_root: Path,  # noqa: F811
-                                                 tmp_path: Path) -> None:
+def test_a_joint_member_makes_the_ensemble_joint(
+    probe: type[JointProbe],  # noqa: F811  (the imported fixture)
+    toy_root: Path,
+    tmp_path: Path,
+) -> None:
     clips = scan(toy_root)
     groups = {m: [c for c in clips if c.machine == m and c.split == "train"][:6] for m in MACHINES}
-    build = lambda: get_system("ensemble", members=["dcase_ae", "joint_probe"], threshold_folds=2,  # noqa: E731
-                               member_params={"dcase_ae": AE, "joint_probe": {"encoder": "random"}})
+
+    def build() -> EnsembleSystem:
+        system = get_system("ensemble", members=["dcase_ae", "joint_probe"], threshold_folds=2,
+                            member_params={"dcase_ae": AE, "joint_probe": {"encoder": "random"}})
+        assert isinstance(system, EnsembleSystem)
+        return system
+
     assert build().joint and not get_system("ensemble", **TINY).joint
     systems = train_machines(groups, build, tmp_path, RunContext(progress=False), say=lambda m: None)
     assert len(probe.calls) == 1 and probe.calls[0]["machines"] == MACHINES

@@ -1,4 +1,5 @@
-"""Model folders of ``train --out``: nested, single (named by its run record), hidden folders ignored, clear errors."""
+"""Model folders of ``train --out``: nested, single (named by its run record), hidden folders
+ignored, clear errors."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The `ldgan` system: training through the engine, scoring, explanations, persistence,
-resume, ablation switches and hyperparameter checks (the model itself: tests/models/test_ldgan.py)."""
+resume, ablation switches and hyperparameter checks (the model itself:
+tests/models/test_ldgan.py)."""
 from __future__ import annotations
 
 import copy

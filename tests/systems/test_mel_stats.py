@@ -52,7 +52,8 @@ def test_features_equal_numpy_statistics() -> None:
 
 
 def test_modulation_features_find_the_envelope_rate() -> None:
-    """A band whose level swings at 4 Hz has its largest modulation power in the bin holding 4 Hz."""
+    """A band whose level swings at 4 Hz has its largest modulation power in the bin holding
+    4 Hz."""
     frames = 313
     t = np.arange(frames) / (16_000 / 512)
     mel = np.zeros((1, 16, frames))

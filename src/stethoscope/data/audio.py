@@ -94,8 +94,8 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPL
         refuse(f"not a readable audio file ({reason})")
     if wave is None:
         said = "" if header.frames >= UNKNOWN_FRAMES else f" (its header says {header.frames} frames)"
-        refuse(f"decodes to more than the --max-seconds {policy.max_seconds:g} limit allows{said}; decoding "
-               f"stopped there")
+        refuse(f"decodes to more than the --max-seconds {policy.max_seconds:g} limit "
+               f"allows{said}; decoding stopped there")
     stats = WaveStats.of(wave, header.sample_rate)
     sample_problems = stats.problems(min_seconds)
     unreadable = any(p.unreadable for p in sample_problems)

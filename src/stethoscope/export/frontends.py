@@ -150,7 +150,8 @@ def _resample_nodes(b: _Builder, fe: FrontEnd, wave: str) -> str:
         outputs.append(b.op("Unsqueeze", [acc, b.const(f"rs_unsq{t}", np.array([2], np.int64))]))
     pairs = b.op("Concat", [*outputs], axis=2)  # (B, rows, 2): output 2 i + t
     flat = b.op("Reshape", [pairs, b.const("rs_flat", np.array([0, -1], np.int64))])
-    # scipy keeps outputs [per, per + 2 n) of the 2 (n + extra) computed: the end is per - 2 extra < 0
+    # scipy keeps outputs [per, per + 2 n) of the 2 (n + extra) computed:
+    # the end is per - 2 extra < 0
     return b.op("Slice", [flat, b.const("rs_keep0", np.array([per], np.int64)),
                           b.const("rs_keep1", np.array([per - 2 * extra], np.int64)), axis])
 

@@ -217,11 +217,12 @@ class FolderWatcher:
             return self.machine, ""
         parts = key.split("/")
         if len(parts) == 1:
-            return None, "no machine: the file lies in the watched folder itself (put it in DIR/<machine>/ or " \
-                         "pass --machine)"
+            return None, ("no machine: the file lies in the watched folder itself (put it in "
+                          "DIR/<machine>/ or pass --machine)")
         if parts[0] in self.monitor.models:
             return parts[0], ""
-        return None, f"no served model for machine folder {parts[0]!r} (served: {', '.join(sorted(self.monitor.models))})"
+        served = ", ".join(sorted(self.monitor.models))
+        return None, f"no served model for machine folder {parts[0]!r} (served: {served})"
 
     def process(self, key: str, item: _Pending) -> None:
         """Score a settled file and mark it done, or mark it skipped with the reason. Any error
@@ -285,8 +286,8 @@ class FolderWatcher:
             self.stats.already += 1
         else:
             self.stats.scored += 1
-            self.say(f"{key}: {machine} score {event.score:.6g} ({'ANOMALY' if event.decision else 'normal'}), "
-                     f"event {event.id}")
+            verdict = "ANOMALY" if event.decision else "normal"
+            self.say(f"{key}: {machine} score {event.score:.6g} ({verdict}), event {event.id}")
         self._finish(key, mark)
 
     def _store_failed(self, err: StoreError) -> None:

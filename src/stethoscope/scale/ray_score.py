@@ -62,7 +62,8 @@ def model_spec(folder: str | Path, system: System, channel: int | str | None = N
 
 
 def _read(path: str, policy: AudioPolicy, filesystem: Any) -> bytes:
-    """A file's bytes, local (the policy refuses what is not a regular file) or through a filesystem."""
+    """A file's bytes, local (the policy refuses what is not a regular file) or through a
+    filesystem."""
     if filesystem is None and not is_uri(path):
         return read_file(path, policy)
     try:

@@ -50,7 +50,8 @@ from .occlusion import occlusion_map
 
 @register
 class AuxClassifierSystem(System):
-    """Metadata classifier (STgram-MFN or mn04, ArcFace or sub-cluster AdaCos) + embedding back-end."""
+    """Metadata classifier (STgram-MFN or mn04, ArcFace or sub-cluster AdaCos) + embedding
+    back-end."""
 
     name = "aux_classifier"
     description = ("discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
@@ -113,8 +114,9 @@ class AuxClassifierSystem(System):
                  gmm_components: int = 1) -> None:
         self._set_params(locals())
         if self.mixup == "noisy_arcmix" and self.loss != "arcface":
-            raise ConfigError(f"{self.name}: mixup 'noisy_arcmix' places an angular margin and needs loss 'arcface' "
-                              f"(got loss {self.loss!r}); use mixup 'mixup' (soft labels) or 'none'")
+            raise ConfigError(f"{self.name}: mixup 'noisy_arcmix' places an angular margin and "
+                              f"needs loss 'arcface' (got loss {self.loss!r}); use mixup 'mixup' "
+                              "(soft labels) or 'none'")
         self.net_: AuxNet | None = None
         self.backend_: EmbeddingBackend | None = None
         self.classes_: list[str] = []
@@ -223,9 +225,10 @@ class AuxClassifierSystem(System):
         bank = WaveBank.from_clips(clips, ctx.cache_dir, ctx.progress)
         classes, labels = derive_classes(bank.clips, self.classes)
         if len(classes) < 2:
-            warnings.warn(f"{self.name}: the training clips form a single class ({classes[0]!r}): the classification "
-                          "loss is degenerate (constant) and the network learns nothing; train jointly over several "
-                          "machine types (fit_joint, or `stethoscope train` on the whole data folder) or use data "
+            warnings.warn(f"{self.name}: the training clips form a single class ({classes[0]!r}): "
+                          "the classification loss is degenerate (constant) and the network learns "
+                          "nothing; train jointly over several machine types (fit_joint, or "
+                          "`stethoscope train` on the whole data folder) or use data "
                           "with sections / attributes", stacklevel=3)
         net = self.build_net(len(classes), pretrained=True, weights_dirs=ctx.weights_dirs)
         net = net.to(ctx.torch_device)
@@ -258,7 +261,8 @@ class AuxClassifierSystem(System):
                                 self.gmm_components, self._seed)
 
     def _fit_backend(self, embeddings: np.ndarray, clips: Sequence[Clip], ctx: RunContext) -> None:
-        """This machine type's back-end, then the threshold (held out: back-ends refitted per fold)."""
+        """This machine type's back-end, then the threshold (held out: back-ends refitted per
+        fold)."""
         sections, domains = [c.section for c in clips], [c.domain for c in clips]
         centres, owners = self._machine_centres(clips) if self.backend == "centres" else (None, [])
         self.backend_ = self._new_backend().fit(embeddings, sections, domains, centres, owners)

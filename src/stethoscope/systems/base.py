@@ -93,13 +93,14 @@ class System(Exportable, ABC):
     export, `export_plan`); one without says why (`export_refusal`, see `export_plan`).
 
     A *joint* system (``joint = True``) learns from several machine types at once: it
-    overrides `fit_joint`, which `workflows.train.train_machines` and the K-fold bench then call once
-    over every machine type instead of one `fit` per type."""
+    overrides `fit_joint`, which `workflows.train.train_machines` and the K-fold bench then
+    call once over every machine type instead of one `fit` per type."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     # True: learns from several machine types at once (`fit_joint`); callers read it on the built
-    # system, which may set its own where its hyperparameters decide (an ensemble with a joint member)
+    # system, which may set its own where its hyperparameters decide (an ensemble with a joint
+    # member)
     joint: bool = False
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
@@ -122,12 +123,14 @@ class System(Exportable, ABC):
 
     @taking_threshold_params
     def __init__(self) -> None:
-        """No hyperparameters of its own: a subclass without a constructor takes the threshold ones only."""
+        """No hyperparameters of its own: a subclass without a constructor takes the threshold
+        ones only."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every system takes the threshold hyperparameters without naming them in its
         constructor: a subclass that defines ``__init__`` gets it wrapped here
-        (`threshold.taking_threshold_params`), and ``inspect.signature(cls)`` lists them after its own."""
+        (`threshold.taking_threshold_params`), and ``inspect.signature(cls)`` lists them after
+        its own."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "takes_threshold_params", False):
@@ -171,7 +174,8 @@ class System(Exportable, ABC):
     @abstractmethod
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
             ctx: RunContext | None = None) -> System:
-        """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model selection."""
+        """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model
+        selection."""
 
     def fit_joint(self, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None = None,
                   ctx: RunContext | None = None) -> dict[str, System]:
@@ -279,7 +283,8 @@ class System(Exportable, ABC):
                                None)
 
     def _explain_request(self) -> FeatureRequest:
-        """What `explain` decodes: the scoring request, with the log-mel always (the picture's input)."""
+        """What `explain` decodes: the scoring request, with the log-mel always (the picture's
+        input)."""
         request = self.feature_request()
         return dataclasses.replace(request, logmel=request.logmel or LogMelParams())
 

@@ -106,7 +106,8 @@ class EnsembleSystem(System):
         return params
 
     def _member(self, i: int) -> System:
-        """Member ``i`` unfitted: packaged config, a cross-fitted threshold, then ``member_params``."""
+        """Member ``i`` unfitted: packaged config, a cross-fitted threshold, then
+        ``member_params``."""
         name = self.members[i]
         folds = getattr(self, "threshold_folds", None)  # unset while the constructor runs
         params = {**packaged_config(name), "threshold_fit": CROSSFIT,

@@ -119,7 +119,8 @@ class FrameReconstructionSystem(System):
 
     @torch.no_grad()
     def _fit_covariances(self, bank: FrameBank, clips: Sequence[Clip], ctx: RunContext) -> None:
-        """Residual covariances per domain, batch-centred in a shuffled order as the official code."""
+        """Residual covariances per domain, batch-centred in a shuffled order as the official
+        code."""
         self._model_device(ctx)
         target = torch.tensor([c.is_target for c in clips])[bank.clip_index]
         order = torch.randperm(len(bank), generator=ctx.generator(offset=3, device="cpu"))

@@ -124,8 +124,9 @@ class MelBranch:
         labels = torch.tensor([self.classes_.index(k) for k in keys]) if n_classes else torch.zeros(len(clips),
                                                                                                       dtype=torch.long)
         if self.hp["tmixup"] and not n_classes:
-            warnings.warn("ldgan: TMixup is off for this run: the training clips form a single auxiliary class "
-                          "(section/attributes), so nothing trains the attention pooling (docs/tldiffgan.md)",
+            warnings.warn("ldgan: TMixup is off for this run: the training clips form a single "
+                          "auxiliary class (section/attributes), so nothing trains the attention "
+                          "pooling (docs/tldiffgan.md)",
                           stacklevel=3)
         self.model = self.build_model(n_classes).to(ctx.torch_device)
         batch_size = self.hp["batch_size"]
@@ -241,7 +242,8 @@ def check_ldgan_params(owner: str, params: Mapping[str, Any]) -> None:
     """Types and ranges of LDGAN hyperparameters, and the rules that tie two of them."""
     check_params(owner, typing.get_type_hints(LDGANSystem.__init__), params, LDGAN_RULES)
     if params["score_step"] > params["n_steps"]:
-        raise ConfigError(f"{owner}: score_step must be in [0, n_steps={params['n_steps']}], got {params['score_step']}")
+        raise ConfigError(f"{owner}: score_step must be in [0, n_steps={params['n_steps']}], "
+                          f"got {params['score_step']}")
     if params["tau_low"] > params["tau_high"]:
         raise ConfigError(f"{owner}: need tau_low <= tau_high, got {params['tau_low']}, {params['tau_high']}")
 

@@ -47,7 +47,8 @@ MIN_NORM_CLIPS = 3  # a group with fewer training scores borrows its section's (
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
-    """DCASE decision threshold: a gamma distribution fitted to normal scores, its ``percentile`` quantile."""
+    """DCASE decision threshold: a gamma distribution fitted to normal scores, its
+    ``percentile`` quantile."""
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) < 2 or np.ptp(scores) == 0:
         return float(scores.max()) if len(scores) else float("inf")
@@ -147,7 +148,8 @@ def taking_threshold_params(init: Callable[..., None]) -> Callable[..., None]:
 
 
 def signature_with_threshold_params(cls: type) -> inspect.Signature:
-    """A system class's signature: its constructor's parameters, then the threshold ones (before ``**kwargs``)."""
+    """A system class's signature: its constructor's parameters, then the threshold ones
+    (before ``**kwargs``)."""
     own = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
     extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
              for k, (kind, default, _) in THRESHOLD_PARAMS.items()]

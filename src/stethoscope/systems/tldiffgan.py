@@ -64,7 +64,8 @@ class TLDiffGANSystem(System):
     """Dual-branch TLDiffGAN: LDGAN reconstruction + mel/wave joint embeddings + detector bank."""
 
     name = "tldiffgan"
-    description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
+    description = ("TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector "
+                   "selected per machine")
     smoke_params: ClassVar[dict[str, Any]] = {"ldgan": LDGANSystem.smoke_params, "encoder": "random",
                     "detectors": ["knn", "gmm"]}
     no_export = None
@@ -91,7 +92,8 @@ class TLDiffGANSystem(System):
         detectors = list(detectors)
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown or not detectors or len(set(detectors)) != len(detectors):
-            raise ConfigError(f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, got {detectors}")
+            raise ConfigError(f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, "
+                              f"got {detectors}")
         allowed = (*SELECTION_RULES, RECON, *detectors)
         if selection not in allowed:
             raise ConfigError(f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}")
@@ -200,7 +202,8 @@ class TLDiffGANSystem(System):
     # -- fitting and selection --------------------------------------------------------------
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
             ctx: RunContext | None = None) -> TLDiffGANSystem:
-        """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the threshold."""
+        """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the
+        threshold."""
         ctx = self._begin_fit(train_clips, ctx, minimum=MIN_TRAIN_CLIPS)
         self._seed = ctx.seed
         if self.use_wave_branch:  # fail fast on missing encoder weights, before LDGAN training
@@ -243,7 +246,8 @@ class TLDiffGANSystem(System):
         elif not labelled:
             reason = "ensemble: no labelled validation data"
         elif n_norm == 0 or n_anom == 0:
-            reason = f"ensemble: validation data needs normal and anomalous clips (got {n_norm} and {n_anom})"
+            reason = ("ensemble: validation data needs normal and anomalous clips "
+                      f"(got {n_norm} and {n_anom})")
         else:
             scores = self.candidate_scores(labelled, ctx=ctx)
             kept = np.isfinite(scores[self.candidates[0]])  # NaN: left out by the audio checks
