@@ -250,7 +250,9 @@ class AuxClassifierSystem(System):
     def _machine_centres(self, clips: Sequence[Clip]) -> tuple[np.ndarray, list[str]]:
         """The head's centres of the classes these clips belong to, and each centre's section."""
         assert self.net_ is not None
-        centres = self.net_.head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
+        head = self.net_.head
+        assert isinstance(head, (ArcFace, SubClusterAdaCos))  # the heads `build_net` makes
+        centres = head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
         sections = {class_key(c, self.classes): c.section for c in clips}
         idx = [self.classes_.index(k) for k in sorted(sections)]
         return (centres[idx].reshape(-1, centres.shape[-1]),
