@@ -19,14 +19,14 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from stethoscope.cli import main  # noqa: E402
-from stethoscope.config import load_config  # noqa: E402
-from stethoscope.data.layouts import scan  # noqa: E402
-from stethoscope.engine import RunContext  # noqa: E402
-from stethoscope.export import export_onnx, exportable_systems  # noqa: E402
-from stethoscope.onnx_runtime import EdgeError, EdgeModel  # noqa: E402
-from stethoscope.systems import base, get_system, load_system  # noqa: E402
-from stethoscope.systems.threshold import THRESHOLD_PARAMS  # noqa: E402
+from stethoscope.cli import main
+from stethoscope.config import load_config
+from stethoscope.data.layouts import scan
+from stethoscope.engine import RunContext
+from stethoscope.export import export_onnx, exportable_systems
+from stethoscope.onnx_runtime import EdgeError, EdgeModel
+from stethoscope.systems import base, get_system, load_system
+from stethoscope.systems.threshold import THRESHOLD_PARAMS
 
 RTOL, ATOL = 1e-4, 1e-5
 CTX = RunContext(seed=5, progress=False)
@@ -144,7 +144,7 @@ class _Constant(base.System):
 
     name = "constant_for_export_test"
 
-    def fit(self, train: Any, val: Any = None, ctx: Any = None) -> "_Constant":
+    def fit(self, train: Any, val: Any = None, ctx: Any = None) -> _Constant:
         self.threshold_ = 1.0
         return self
 

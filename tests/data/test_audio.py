@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.conftest import write_wav
 
 from stethoscope.data.audio import load_audio
 from stethoscope.data.clip import Clip
 from stethoscope.errors import AudioError, ConfigError
 from stethoscope.features.extract import FeatureRequest, iter_decoded
+from tests.conftest import write_wav
 
 
 def _decoded(clip: Clip) -> np.ndarray:
@@ -24,7 +24,8 @@ def _decoded(clip: Clip) -> np.ndarray:
 
 
 def _loaders(path: Path, channel: int | None = 0) -> list:
-    """The two public ways a file is decoded: `load_audio` and the feature pipeline's `iter_decoded`."""
+    """The two public ways a file is decoded: `load_audio` and the feature pipeline's
+    `iter_decoded`."""
     return [lambda: load_audio(path, channel=channel), lambda: _decoded(Clip(path, "m", channel=channel or 0))]
 
 
@@ -62,14 +63,14 @@ def test_truncated_wav(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(AudioError, match="absent.wav: file not found"):
+    with pytest.raises(AudioError, match=r"absent\.wav: file not found"):
         load_audio(tmp_path / "absent.wav")
 
 
 def test_wrong_channel(tmp_path: Path) -> None:
     path = write_wav(tmp_path / "stereo.wav", _noise(800, channels=2), subtype="PCM_16")
     for load in _loaders(path, channel=2):
-        with pytest.raises(AudioError, match="stereo.wav: channel 2 requested but the file has 2 channel"):
+        with pytest.raises(AudioError, match=r"stereo\.wav: channel 2 requested but the file has 2 channel"):
             load()
 
 

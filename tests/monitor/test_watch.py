@@ -180,25 +180,24 @@ def test_kill_9_mid_batch_then_restart_scores_every_file_once(models_dir: Path, 
     def done() -> int:
         return count("SELECT COUNT(*) FROM watched_files")
 
-    log = open(tmp_path / "watch.log", "wb")
-    first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: done() >= 10 or first.poll() is not None, "the first scores")
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.kill()
-        first.wait(timeout=30)
-    at_kill = done()
-    assert 10 <= at_kill < n, f"the kill did not land in the middle of the batch ({at_kill} of {n} done)"
+    with open(tmp_path / "watch.log", "wb") as log:
+        first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: done() >= 10 or first.poll() is not None, "the first scores")
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+        at_kill = done()
+        assert 10 <= at_kill < n, f"the kill did not land in the middle of the batch ({at_kill} of {n} done)"
 
-    second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: done() >= n or second.poll() is not None, "the restart's catch-up")
-        second.send_signal(signal.SIGTERM)  # a clean stop
-        assert second.wait(timeout=600) == 0, (tmp_path / "watch.log").read_text()
-    finally:
-        second.kill()
-        log.close()
+        second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: done() >= n or second.poll() is not None, "the restart's catch-up")
+            second.send_signal(signal.SIGTERM)  # a clean stop
+            assert second.wait(timeout=600) == 0, (tmp_path / "watch.log").read_text()
+        finally:
+            second.kill()
     with sqlite3.connect(db) as raw:
         rows = raw.execute("SELECT path, score_id, skip_reason FROM watched_files").fetchall()
         scores = [r[0] for r in raw.execute("SELECT id FROM scores")]

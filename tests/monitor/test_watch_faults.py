@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from stethoscope.engine import RunContext
@@ -77,8 +76,8 @@ def test_a_failing_store_is_retried_with_backoff_and_health_is_degraded(models_d
         watcher.scan()
         with TestClient(create_app(monitor, TOKEN)) as client:
             with sqlite3.connect(db) as raw:  # a real fault: every new score is refused by the database
-                raw.execute("CREATE TRIGGER broken BEFORE INSERT ON scores BEGIN SELECT RAISE(ABORT, 'disk on fire'); "
-                            "END")
+                raw.execute("CREATE TRIGGER broken BEFORE INSERT ON scores BEGIN "
+                            "SELECT RAISE(ABORT, 'disk on fire'); END")
             assert watcher.step() == 1 and marks(monitor) == []
             assert monitor.health.degraded and any("event store failed" in w for w in warned)
             assert watcher.step() == 0  # backing off: not tried again at once

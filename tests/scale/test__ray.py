@@ -45,6 +45,6 @@ def test_ray_cpus_and_address_exclude_each_other() -> None:
 
     if ray.is_initialized():
         pytest.skip("a Ray session is already running in this process")
-    with pytest.raises(ConfigError, match="--ray-cpus sizes a local Ray"):
-        with ray_session(address="auto", cpus=2):
-            pass
+    with pytest.raises(ConfigError, match="--ray-cpus sizes a local Ray"), ray_session(
+            address="auto", cpus=2):
+        pass

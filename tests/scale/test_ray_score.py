@@ -15,7 +15,7 @@ from stethoscope.systems.base import load_system
 from tests.conftest import write_wav
 
 pytest.importorskip("ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])")
-from stethoscope.scale import score_with_ray  # noqa: E402
+from stethoscope.scale import score_with_ray
 
 QUIET = ["--threads", "1", "--quiet", "--no-cache"]
 
@@ -49,9 +49,9 @@ def test_scores_equal_the_single_process_path(ray_local, fleet_data: Path, fleet
     assert table["path"] == paths and table["machine"] == machines
     np.testing.assert_allclose(table["score"], reference, rtol=1e-6, atol=1e-9)
     thresholds = {m: load_system(fleet_models / m).threshold_ for m in ("fan", "gearbox")}
-    assert table["decision"] == [int(s > thresholds[m]) for s, m in zip(reference, machines)]
+    assert table["decision"] == [int(s > thresholds[m]) for s, m in zip(reference, machines, strict=True)]
     assert table["threshold"] == [thresholds[m] for m in machines]
-    assert _csv_scores(tmp_path / "out" / "scores.csv") == pytest.approx(dict(zip(paths, reference)),
+    assert _csv_scores(tmp_path / "out" / "scores.csv") == pytest.approx(dict(zip(paths, reference, strict=True)),
         rel=1e-6, abs=1e-9)
     assert (tmp_path / "out" / "anomaly_score_fan_section_00_test.csv").is_file()
     assert (tmp_path / "out" / "decision_result_gearbox_section_00_test.csv").is_file()

@@ -1,4 +1,5 @@
-"""``train --engine ray``: one Ray task per machine type, models and run.json as the local engine's."""
+"""``train --engine ray``: one Ray task per machine type, models and run.json as the local
+engine's."""
 from __future__ import annotations
 
 import json

@@ -35,7 +35,7 @@ def test_auto_fits_weights_and_round_trips(tmp_path: Path, weighting: str) -> No
         assert set(aucs) == {"mel_stats", "dcase_ae"} and system.run_["pseudo_auc"] == aucs
         assert system.weights_ == pytest.approx(pseudo_weights([aucs["mel_stats"], aucs["dcase_ae"]], weighting))
     scores = system.score(clips[7:], CTX)
-    parts = [(m.score(clips[7:], CTX) - n["mean"]) / n["std"] for m, n in zip(system.members_, system.norm_)]
+    parts = [(m.score(clips[7:], CTX) - n["mean"]) / n["std"] for m, n in zip(system.members_, system.norm_, strict=True)]
     np.testing.assert_allclose(scores, np.average(parts, axis=0, weights=system.weights_), rtol=1e-9, atol=1e-9)
     system.save(tmp_path / "model")
     loaded = load_system(tmp_path / "model")

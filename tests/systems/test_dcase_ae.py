@@ -14,14 +14,13 @@ from stethoscope.features.extract import FrameBank, logmels
 from stethoscope.models.ae import DcaseAE
 from stethoscope.systems import get_system, load_system
 from stethoscope.systems.base import gamma_threshold
-
 from tests.conftest import write_wav
 
 
 def test_architecture_matches_official_baseline():
     model = DcaseAE()
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [
         (640, 128), (128, 128), (128, 128), (128, 128), (128, 8),
         (8, 128), (128, 128), (128, 128), (128, 128), (128, 640)]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
@@ -128,7 +127,8 @@ def test_reconstruction_is_the_overlap_average_in_db(trained):
     assert mel.shape == rec.shape == (128, 63)
     expected = logmels(test[:1], system.logmel_params, progress=False)[0]
     np.testing.assert_allclose(mel, expected, rtol=1e-6, atol=1e-6)
-    # the anomaly map is the squared error of the same overlap-averaged vectors: large where rec is far
+    # the anomaly map is the squared error of the same overlap-averaged vectors: large where rec
+    # is far
     assert np.corrcoef(((rec - mel) ** 2).ravel(), ex.anomaly_map.ravel())[0, 1] > 0.5
 
 

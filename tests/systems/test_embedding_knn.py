@@ -12,8 +12,8 @@ import soundfile as sf
 from sklearn.metrics import roc_auc_score
 
 from stethoscope.data.clip import Clip
-from stethoscope.engine import RunContext
 from stethoscope.encoders import weights as W
+from stethoscope.engine import RunContext
 from stethoscope.errors import CheckpointError
 from stethoscope.systems import get_system, load_system
 
@@ -83,7 +83,7 @@ def test_missing_mn04_weights_raise_no_fallback(clips, tmp_path, monkeypatch):
         raise OSError("no network")
     monkeypatch.setattr(W, "download", offline)
     system = get_system("embedding_knn")
-    with pytest.raises(CheckpointError, match="mn04_as_mAP_432.pt.*download it from https://github.com/fschmid56"):
+    with pytest.raises(CheckpointError, match=r"mn04_as_mAP_432\.pt.*download it from https://github.com/fschmid56"):
         system.fit(clips["train"], ctx=_ctx(tmp_path))
 
 

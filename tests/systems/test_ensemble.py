@@ -46,7 +46,7 @@ def test_scores_are_the_weighted_mean_of_normalised_members_and_survive_save_loa
     ctx = RunContext(progress=False)
     scores = fitted.score(test, ctx)  # one decoding pass feeds both members
     ae, knn = fitted.members_
-    z = [(m.score(test, ctx) - s["mean"]) / s["std"] for m, s in zip((ae, knn), fitted.norm_)]
+    z = [(m.score(test, ctx) - s["mean"]) / s["std"] for m, s in zip((ae, knn), fitted.norm_, strict=True)]
     np.testing.assert_allclose(scores, (2 * z[0] + z[1]) / 3, rtol=1e-6, atol=1e-9)
 
     fitted.save(tmp_path / "model")
@@ -98,13 +98,13 @@ def test_normalisation_uses_held_out_training_scores(fitted, data: tuple[list[Cl
         ae.fit([train[i] for i in rest], ctx=RunContext(seed=4 + k, progress=False))
         ae_heldout[held] = ae.score([train[i] for i in held], RunContext(progress=False))
         knn_heldout[held] = get_detector("knn", n_neighbors=2, standardize=True).fit(X[rest]).score(X[held])
-    for stats, heldout, member in zip(fitted.norm_, (ae_heldout, knn_heldout), fitted.members_):
+    for stats, heldout, member in zip(fitted.norm_, (ae_heldout, knn_heldout), fitted.members_, strict=True):
         assert stats["kind"] == "zscore"
         assert stats["mean"] == pytest.approx(heldout.mean(), rel=1e-5, abs=1e-9)
         assert stats["std"] == pytest.approx(heldout.std(), rel=1e-5, abs=1e-9)
         assert stats["mean"] != pytest.approx(member.fit_scores_["in_sample"].mean(), rel=1e-3)  # not in-sample
     # the ensemble's own threshold: gamma fit of the normalised, averaged held-out scores
-    z = [(h - s["mean"]) / s["std"] for h, s in zip((ae_heldout, knn_heldout), fitted.norm_)]
+    z = [(h - s["mean"]) / s["std"] for h, s in zip((ae_heldout, knn_heldout), fitted.norm_, strict=True)]
     expected = np.average(np.stack(z), axis=0, weights=[2, 1])
     assert fitted.run_["threshold"]["fit"] == "crossfit"
     assert fitted.run_["threshold"]["heldout_scores"]["mean"] == pytest.approx(expected.mean(), abs=1e-6)
@@ -151,7 +151,8 @@ def test_cli_train_and_score(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     out = tmp_path / "models"
     assert main(["train", "--data", str(toy_root), "--system", "ensemble", "--out", str(out), "--set",
                  "members=dcase_ae,gamma_vae", "threshold_folds=2",
-                 "member_params={dcase_ae: {epochs: 2, batch_size: 64}, gamma_vae: {epochs: 2, batch_size: 64}}",
+                 "member_params={dcase_ae: {epochs: 2, batch_size: 64}, "
+                 "gamma_vae: {epochs: 2, batch_size: 64}}",
                  "--threads", "1", "--quiet", "--no-cache"]) == 0
     for machine in MACHINES:
         cfg = json.loads((out / machine / "config.json").read_text())
@@ -169,12 +170,20 @@ def test_cli_train_and_score(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5, atol=1e-9)
 
 
-def test_a_joint_member_makes_the_ensemble_joint(probe: type[JointProbe], toy_root: Path,  # noqa: F811
-                                                 tmp_path: Path) -> None:
+def test_a_joint_member_makes_the_ensemble_joint(
+    probe: type[JointProbe],  # noqa: F811  (the imported fixture)
+    toy_root: Path,
+    tmp_path: Path,
+) -> None:
     clips = scan(toy_root)
     groups = {m: [c for c in clips if c.machine == m and c.split == "train"][:6] for m in MACHINES}
-    build = lambda: get_system("ensemble", members=["dcase_ae", "joint_probe"], threshold_folds=2,  # noqa: E731
-                               member_params={"dcase_ae": AE, "joint_probe": {"encoder": "random"}})
+
+    def build() -> EnsembleSystem:
+        system = get_system("ensemble", members=["dcase_ae", "joint_probe"], threshold_folds=2,
+                            member_params={"dcase_ae": AE, "joint_probe": {"encoder": "random"}})
+        assert isinstance(system, EnsembleSystem)
+        return system
+
     assert build().joint and not get_system("ensemble", **TINY).joint
     systems = train_machines(groups, build, tmp_path, RunContext(progress=False), say=lambda m: None)
     assert len(probe.calls) == 1 and probe.calls[0]["machines"] == MACHINES

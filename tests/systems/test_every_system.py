@@ -4,6 +4,7 @@ ONNX export: the system exports and the ONNX runtime's scores equal torch's, or 
 with its own one-line reason."""
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -12,37 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from stethoscope.config import load_config
-from stethoscope.errors import ConfigError
 from stethoscope.data.layouts import scan
 from stethoscope.engine import RunContext
+from stethoscope.errors import ConfigError
 from stethoscope.features.extract import FeatureRequest, iter_decoded
-from stethoscope.systems import get_system, list_systems, load_system
-from stethoscope.systems.threshold import THRESHOLD_PARAMS
+from stethoscope.systems import REGISTRY, get_system, list_systems, load_system
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def _tiny(name: str) -> dict[str, Any]:
-    """Small, fast hyperparameters of each registered system (a new system must add its own)."""
-    ldgan = {**load_config("ldgan", "ldgan_cpu"), "epochs": 2, "n_frames": 32}
-    return {
-        "dcase_ae": {"epochs": 2, "batch_size": 64},
-        "gamma_vae": {"epochs": 2, "batch_size": 64},
-        "ldgan": ldgan,
-        "tldiffgan": {"ldgan": {k: v for k, v in ldgan.items() if k not in THRESHOLD_PARAMS},
-                      "encoder": "random", "detectors": ["knn", "gmm"]},
-        "embedding_knn": {"encoder": "random", "detector": "gmm"},
-        "ensemble": {"members": ["dcase_ae", "embedding_knn"],
-                     "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64, "threshold_folds": 2},
-                                       "embedding_knn": {"encoder": "random", "detector": "gmm"}}},
-        "mel_stats": {"modulation_bands": 4, "min_group_clips": 2},
-        "auto": {"members": ["mel_stats", "dcase_ae"], "weighting": "pseudo", "pseudo_folds": 2,
-                 "pseudo_severities": [3],
-                 "member_params": {"dcase_ae": {"epochs": 1, "batch_size": 64, "threshold_folds": 2}}},
-        "aux_classifier": {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125, "n_mels": 32,
-                           "embedding_dim": 16},
-    }[name]
+def smoke(name: str) -> dict[str, Any]:
+    """The system's own smallest end-to-end hyperparameters (`System.smoke_params`, a copy: the
+    system may keep what it is given); a system without them runs with its defaults."""
+    return copy.deepcopy(REGISTRY[name].smoke_params)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +40,8 @@ def clips(toy_root: Path) -> tuple[list, list]:
 def test_system_end_to_end(name: str, device: str, clips: tuple[list, list], tmp_path: Path) -> None:
     train, test = clips
     ctx = RunContext(device=device, seed=11, progress=False)
-    first = get_system(name, **_tiny(name)).fit(train, ctx=ctx)
-    again = get_system(name, **_tiny(name)).fit(train, ctx=ctx)
+    first = get_system(name, **smoke(name)).fit(train, ctx=ctx)
+    again = get_system(name, **smoke(name)).fit(train, ctx=ctx)
     scores = first.score(test, ctx)
     assert scores.shape == (len(test),) and np.isfinite(scores).all()
     np.testing.assert_allclose(again.score(test, ctx), scores, rtol=1e-6, atol=1e-9)  # same seed, same model

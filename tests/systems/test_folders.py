@@ -1,4 +1,5 @@
-"""Model folders of ``train --out``: nested, single (named by its run record), hidden folders ignored, clear errors."""
+"""Model folders of ``train --out``: nested, single (named by its run record), hidden folders
+ignored, clear errors."""
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ def test_missing_empty_and_corrupt_folders_are_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"--model .*missing: no such folder"):
         model_folders(tmp_path / "missing", flag="--model")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="--models .*empty: no trained model"):
+    with pytest.raises(CheckpointError, match=r"--models .*empty: no trained model"):
         model_folders(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")

@@ -58,7 +58,8 @@ def fitted(toy_clips: tuple[list[Clip], list[Clip]], tmp_path_factory: pytest.Te
 
 
 def _variant(system: GammaVAESystem, **changes: str) -> GammaVAESystem:
-    """A copy of the fitted system with other scoring settings (the shared fixture is never changed)."""
+    """A copy of the fitted system with other scoring settings (the shared fixture is never
+    changed)."""
     other = copy.deepcopy(system)
     for key, value in changes.items():
         setattr(other, key, value)

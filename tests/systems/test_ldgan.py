@@ -1,5 +1,6 @@
 """The `ldgan` system: training through the engine, scoring, explanations, persistence,
-resume, ablation switches and hyperparameter checks (the model itself: tests/models/test_ldgan.py)."""
+resume, ablation switches and hyperparameter checks (the model itself:
+tests/models/test_ldgan.py)."""
 from __future__ import annotations
 
 import copy
@@ -73,7 +74,7 @@ def _assert_same_history(got: list[dict[str, float]], want: list[dict[str, float
     """Equal per-epoch loss logs (timings aside) within ``rel``, key by key."""
     got, want = _without_seconds(got), _without_seconds(want)
     assert [sorted(h) for h in got] == [sorted(h) for h in want]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         for key in g:
             assert g[key] == pytest.approx(w[key], rel=rel, abs=1e-9), key
 
@@ -121,7 +122,7 @@ def test_scores_do_not_depend_on_the_batch(fitted, clips) -> None:
 
 def test_explain_score_equals_score(fitted, clips) -> None:
     scores = fitted.score(clips[8:], CTX)
-    for clip, score in zip(clips[8:], scores):
+    for clip, score in zip(clips[8:], scores, strict=True):
         assert fitted.explain(clip, CTX).score == pytest.approx(score, rel=1e-6, abs=1e-9)
 
 

@@ -52,7 +52,8 @@ def test_features_equal_numpy_statistics() -> None:
 
 
 def test_modulation_features_find_the_envelope_rate() -> None:
-    """A band whose level swings at 4 Hz has its largest modulation power in the bin holding 4 Hz."""
+    """A band whose level swings at 4 Hz has its largest modulation power in the bin holding
+    4 Hz."""
     frames = 313
     t = np.arange(frames) / (16_000 / 512)
     mel = np.zeros((1, 16, frames))
@@ -120,7 +121,7 @@ def test_the_map_points_at_the_whine_and_sums_to_the_squared_deviations(tmp_path
     by_bin = ex.anomaly_map.sum(axis=1)
     from stethoscope.features.logmel import _hz_to_mel
 
-    whine_bin = int(round(_hz_to_mel(2500.0) / _hz_to_mel(8000.0) * 129)) - 1
+    whine_bin = round(_hz_to_mel(2500.0) / _hz_to_mel(8000.0) * 129) - 1
     assert abs(int(by_bin.argmax()) - whine_bin) <= 3
     frames = ex.anomaly_map.sum(axis=0)
     half = len(frames) // 2

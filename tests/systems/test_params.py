@@ -1,7 +1,7 @@
 """Hyperparameter checks: types from annotations, intervals and choices from rules."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 

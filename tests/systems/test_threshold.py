@@ -16,7 +16,7 @@ from stethoscope.engine import RunContext
 from stethoscope.errors import ConfigError
 from stethoscope.systems import get_system, list_systems, load_system
 from stethoscope.systems.threshold import crossfit_folds, false_alarm_rate, gamma_threshold
-from tests.systems.test_every_system import _tiny
+from tests.systems.test_every_system import smoke
 
 CTX = RunContext(seed=5, progress=False, threads=1)
 AE = {"epochs": 2, "batch_size": 64}
@@ -29,11 +29,11 @@ def train(toy_root: Path) -> list:
 
 @pytest.mark.parametrize("name", sorted(list_systems()))
 def test_every_system_takes_the_threshold_hyperparameters(name: str) -> None:
-    system = get_system(name, **_tiny(name))
+    system = get_system(name, **smoke(name))
     assert {k: system.get_params()[k] for k in ("threshold_fit", "threshold_folds", "threshold_percentile")} == \
         {"threshold_fit": "crossfit", "threshold_folds": 4, "threshold_percentile": 0.9}
     assert {"threshold_fit", "threshold_folds", "threshold_percentile"} <= set(inspect.signature(type(system)).parameters)
-    assert get_system(name, **{**_tiny(name), "threshold_fit": "in_sample"}).threshold_fit == "in_sample"
+    assert get_system(name, **{**smoke(name), "threshold_fit": "in_sample"}).threshold_fit == "in_sample"
 
 
 @pytest.mark.parametrize("key, value, allowed", [("threshold_fit", "loo", "crossfit"), ("threshold_folds", 1, "[2, inf)"),
@@ -121,7 +121,7 @@ def test_embedding_knn_refits_only_its_detector_per_fold(train: list) -> None:
 
 
 def test_tldiffgan_folds_score_with_the_scorer_the_fit_chose(train: list) -> None:
-    system = get_system("tldiffgan", **{**_tiny("tldiffgan"), "selection": "validation"}).fit(train, ctx=CTX)
+    system = get_system("tldiffgan", **{**smoke("tldiffgan"), "selection": "validation"}).fit(train, ctx=CTX)
     assert system.selection_["chosen"] == "ensemble"  # no validation clips
     assert system.fold_params()["selection"] == "ensemble" and system.fold_params()["threshold_fit"] == "in_sample"
     assert system.run_["threshold"]["fit"] == "crossfit" and system.run_["threshold"]["heldout_scores"]["n"] == 6

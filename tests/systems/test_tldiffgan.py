@@ -113,7 +113,8 @@ def test_ensemble_default_without_validation(fitted, gearbox, monkeypatch):
                                  "reason": "ensemble: no labelled validation data"}
     scores = fitted.score(test, CTX)
     assert scores.shape == (len(test),) and np.all((scores >= 0) & (scores <= 1))
-    # rank normalisation: below every reference -> 0, above every reference -> 1, at the median -> ~0.5
+    # rank normalisation: below every reference -> 0, above every reference -> 1,
+    # at the median -> ~0.5
     ref = fitted.reference_
     fake = {c: np.array([r.min() - 100 * r.std(), r.max() + 100 * r.std(), np.median(r)]) for c, r in ref.items()}
     private = _variant(fitted)
@@ -122,7 +123,8 @@ def test_ensemble_default_without_validation(fitted, gearbox, monkeypatch):
     low, high, mid = private.score(test[:3], CTX)
     assert low < 1e-6 and high > 1 - 1e-6 and 0.3 < mid < 0.7
     # the in-sample threshold is the gamma fit of the training clips' leave-one-out ensemble
-    # scores; the one used (crossfit, the default) comes from fold copies (tests/systems/test_threshold.py)
+    # scores; the one used (crossfit, the default) comes from fold copies
+    # (tests/systems/test_threshold.py)
     assert fitted.run_["threshold"]["in_sample_threshold"] == \
         pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9, abs=1e-9)
     assert fitted.decide(np.array([0.0, 1.0])).tolist() == [0, 1]
@@ -171,7 +173,8 @@ def test_explain_score_equals_score(fitted, gearbox):
     for i, clip in enumerate(test[:2]):
         e = fitted.explain(clip, CTX)
         assert e.score == pytest.approx(fitted.score([clip], CTX)[0], rel=1e-6, abs=1e-9)
-        # in a batch the float32 encoders round differently (~1e-7), which the detectors amplify a little
+        # in a batch the float32 encoders round differently (~1e-7), which the detectors amplify
+        # a little
         assert e.score == pytest.approx(batch[i], rel=1e-4, abs=1e-9)
     # an in-memory waveform scores like the file it came from
     wave, sr = sf.read(str(test[0].path), dtype="float32")
@@ -407,7 +410,7 @@ def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp
     assert dims["stats"] == 5 * 128 and list(dims) == ["mel", "wave", "stats"]
     assert system.joint_train_.shape[1] == sum(dims.values())
     per_branch = [system.joint_train_[:, a:a + d].var(axis=0).sum()
-                  for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values())]
+                  for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values(), strict=True)]
     np.testing.assert_allclose(per_branch, per_branch[0], rtol=1e-6)  # each branch: an equal share
     scores = system.score(test[:4], CTX)
     system.save(tmp_path / "m")

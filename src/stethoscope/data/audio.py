@@ -11,8 +11,19 @@ import soundfile as sf
 import soxr
 
 from .policy import AudioPolicy, current_policy
-from .quality import AUDIO_SUFFIXES, AudioHeader, Problem, WaveStats, entry_problem, header_problems, UNKNOWN_FRAMES, \
-    max_frames, read_header, too_long, wav_truncation
+from .quality import (
+    AUDIO_SUFFIXES,
+    UNKNOWN_FRAMES,
+    AudioHeader,
+    Problem,
+    WaveStats,
+    entry_problem,
+    header_problems,
+    max_frames,
+    read_header,
+    too_long,
+    wav_truncation,
+)
 
 SAMPLE_RATE = 16_000
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time: every channel of one block is in memory at once
@@ -83,8 +94,8 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPL
         refuse(f"not a readable audio file ({reason})")
     if wave is None:
         said = "" if header.frames >= UNKNOWN_FRAMES else f" (its header says {header.frames} frames)"
-        refuse(f"decodes to more than the --max-seconds {policy.max_seconds:g} limit allows{said}; decoding "
-               f"stopped there")
+        refuse(f"decodes to more than the --max-seconds {policy.max_seconds:g} limit "
+               f"allows{said}; decoding stopped there")
     stats = WaveStats.of(wave, header.sample_rate)
     sample_problems = stats.problems(min_seconds)
     unreadable = any(p.unreadable for p in sample_problems)

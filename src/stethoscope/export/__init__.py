@@ -61,7 +61,7 @@ def exportable_systems() -> list[str]:
 
 
 def _plan(system: Any, seconds: float | None,
-          ctx: "RunContext | None") -> tuple["ExportPlan", list[Any]]:
+          ctx: RunContext | None) -> tuple[ExportPlan, list[Any]]:
     """The system's export plan (ConfigError with its own reason where it has none) and its
     front ends."""
     from ..systems.export_plan import EFFICIENTAT_MEL
@@ -74,7 +74,7 @@ def _plan(system: Any, seconds: float | None,
     return plan, fronts
 
 
-def _export_graph(plan: "ExportPlan", opset: int) -> Any:
+def _export_graph(plan: ExportPlan, opset: int) -> Any:
     """The plan's scoring module (a frozen CPU copy) as an ONNX model (dynamo exporter, quiet)."""
     import torch
 
@@ -115,6 +115,29 @@ def _check_clip(samples: int) -> np.ndarray:
     return (0.05 * rng.standard_normal(samples) * sweep).astype(np.float32)
 
 
+def _check_args(out: Path, frontend: str, opset: int, seconds: float | None) -> None:
+    """A `ConfigError` naming the flag that is out of range, or an ``out`` that is not an
+    earlier export (or empty)."""
+    if frontend not in FRONTEND_MODES:
+        raise ConfigError(f"--frontend must be one of {', '.join(FRONTEND_MODES)}, got {frontend!r}")
+    if opset < 17:
+        raise ConfigError(f"--opset must be >= 17 (the STFT operator), got {opset}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--seconds must be a positive number, got {seconds}")
+    if out.exists() and (not out.is_dir()
+                         or (any(out.iterdir()) and not (out / "export.json").is_file())):
+        raise ConfigError(f"--out {out}: exists and is not an ONNX export folder; "
+                          "give a new or empty folder")
+
+
+def _io_record(values: Any) -> list[dict[str, Any]]:
+    """Name, numpy dtype and shape of each of a graph's inputs or outputs."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return [{"name": v.name, "dtype": tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+             "shape": _shape(v)} for v in values]
+
+
 def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside",
                 seconds: float | None = None, opset: int = OPSET,
                 ctx: RunContext | None = None) -> dict[str, Any]:
@@ -126,21 +149,14 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
     import torch
 
     from .. import __version__
+    from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
     from ..onnx_runtime import FORMAT, FORMAT_VERSION, EdgeModel
     from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, load_system
-    from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
     from .frontends import add_to_graph
 
     require_onnx()
-    if frontend not in FRONTEND_MODES:
-        raise ConfigError(f"--frontend must be one of {', '.join(FRONTEND_MODES)}, got {frontend!r}")
-    if opset < 17:
-        raise ConfigError(f"--opset must be >= 17 (the STFT operator), got {opset}")
-    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"--seconds must be a positive number, got {seconds}")
     model_dir, out = Path(model_dir), Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "export.json").is_file())):
-        raise ConfigError(f"--out {out}: exists and is not an ONNX export folder; give a new or empty folder")
+    _check_args(out, frontend, opset, seconds)
     system = load_system(model_dir)
     if system.threshold_ is None:
         raise ConfigError(f"{model_dir}: the model has no decision threshold")
@@ -154,10 +170,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
         "format": FORMAT, "format_version": FORMAT_VERSION, "system": system.name, **plan.details,
         "threshold": float(system.threshold_), "frontend": frontend, "sample_rate": SAMPLE_RATE,
         "min_samples": plan.clip_samples or min_samples, "clip_samples": plan.clip_samples,
-        "inputs": [{"name": i.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name,
-                    "shape": _shape(i)} for i in model.graph.input],
-        "outputs": [{"name": o.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).name,
-                     "shape": _shape(o)} for o in model.graph.output],
+        "inputs": _io_record(model.graph.input), "outputs": _io_record(model.graph.output),
         "opset": opset, "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnx {onnx.__version__})",
         "stethoscope_version": __version__,
         "source_model": {"path": str(model_dir.resolve()), "system": system.name,

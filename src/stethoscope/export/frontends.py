@@ -83,7 +83,9 @@ class _Builder:
     """Nodes and initializers of one front end, every name prefixed so that none collides."""
 
     def __init__(self, prefix: str) -> None:
-        self.prefix, self.nodes, self.inits = prefix, [], []
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
         self._n = 0
 
     def const(self, name: str, value: np.ndarray | float | int | list) -> str:
@@ -144,10 +146,12 @@ def _resample_nodes(b: _Builder, fe: FrontEnd, wave: str) -> str:
                                   b.const(f"rs_end{t}_{j}", np.array([end], np.int64)), axis])
             term = b.op("Mul", [part, b.const(f"rs_tap{t}_{j}", np.array(phases[t, j], np.float32))])
             acc = term if acc is None else b.op("Add", [acc, term])
+        assert acc is not None  # the filter has taps in every phase
         outputs.append(b.op("Unsqueeze", [acc, b.const(f"rs_unsq{t}", np.array([2], np.int64))]))
     pairs = b.op("Concat", [*outputs], axis=2)  # (B, rows, 2): output 2 i + t
     flat = b.op("Reshape", [pairs, b.const("rs_flat", np.array([0, -1], np.int64))])
-    # scipy keeps outputs [per, per + 2 n) of the 2 (n + extra) computed: the end is per - 2 extra < 0
+    # scipy keeps outputs [per, per + 2 n) of the 2 (n + extra) computed:
+    # the end is per - 2 extra < 0
     return b.op("Slice", [flat, b.const("rs_keep0", np.array([per], np.int64)),
                           b.const("rs_keep1", np.array([per - 2 * extra], np.int64)), axis])
 

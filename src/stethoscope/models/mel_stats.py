@@ -13,7 +13,7 @@ this one module.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class OrderStats:
             return (self.frames - 1,)
         if name.startswith("p"):
             pos = float(name[1:]) / 100.0 * (self.frames - 1)
-            return (int(math.floor(pos)), min(int(math.floor(pos)) + 1, self.frames - 1))
+            return (math.floor(pos), min(math.floor(pos) + 1, self.frames - 1))
         return ()
 
     def value(self, rank: int) -> torch.Tensor:
@@ -182,6 +182,10 @@ class MelStatsScorer(nn.Module):
     of them may score a clip (``None``: all). The score is the smallest of those detectors'
     scores (the DCASE 2023 baseline's rule for a clip whose domain is not known); the map is
     that detector's squared standardised feature deviations, spread over frames and bins."""
+
+    shift: torch.Tensor  # buffers: (G, D) feature means and scales of each group, the bands' bins
+    scale: torch.Tensor
+    band_bins: torch.Tensor
 
     def __init__(self, features: MelStatsFeatures, detectors: Sequence[DetectorModule],
                  scales: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -25,9 +25,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.clip import parse_channel
@@ -216,11 +217,12 @@ class FolderWatcher:
             return self.machine, ""
         parts = key.split("/")
         if len(parts) == 1:
-            return None, "no machine: the file lies in the watched folder itself (put it in DIR/<machine>/ or " \
-                         "pass --machine)"
+            return None, ("no machine: the file lies in the watched folder itself (put it in "
+                          "DIR/<machine>/ or pass --machine)")
         if parts[0] in self.monitor.models:
             return parts[0], ""
-        return None, f"no served model for machine folder {parts[0]!r} (served: {', '.join(sorted(self.monitor.models))})"
+        served = ", ".join(sorted(self.monitor.models))
+        return None, f"no served model for machine folder {parts[0]!r} (served: {served})"
 
     def process(self, key: str, item: _Pending) -> None:
         """Score a settled file and mark it done, or mark it skipped with the reason. Any error
@@ -232,7 +234,7 @@ class FolderWatcher:
                 self._process(key, item, mark)
             except (StoreError, AlreadyDone):
                 raise
-            except Exception as err:  # noqa: BLE001 - one file, whatever it does, never stops the watcher
+            except Exception as err:  # one file, whatever it does, never stops the watcher
                 reason = str(err) if isinstance(err, StethoscopeError) else f"{type(err).__name__}: {err}"
                 self._skip(key, mark, f"could not be scored ({reason[:800]})", self.machine_of(key)[0])
         except StoreError as err:
@@ -284,8 +286,8 @@ class FolderWatcher:
             self.stats.already += 1
         else:
             self.stats.scored += 1
-            self.say(f"{key}: {machine} score {event.score:.6g} ({'ANOMALY' if event.decision else 'normal'}), "
-                     f"event {event.id}")
+            verdict = "ANOMALY" if event.decision else "normal"
+            self.say(f"{key}: {machine} score {event.score:.6g} ({verdict}), event {event.id}")
         self._finish(key, mark)
 
     def _store_failed(self, err: StoreError) -> None:
@@ -320,6 +322,7 @@ class FolderWatcher:
         """Catch up on the folder, then score new files until ``stop`` is set."""
         observer = self._observe()
         interval = self.poll if observer is None else RESCAN_S
+        assert interval is not None  # `_observe` set the polling interval where it gave no observer
         try:
             last_scan = -float("inf")
             while not stop.is_set():

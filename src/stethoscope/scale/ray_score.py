@@ -62,7 +62,8 @@ def model_spec(folder: str | Path, system: System, channel: int | str | None = N
 
 
 def _read(path: str, policy: AudioPolicy, filesystem: Any) -> bytes:
-    """A file's bytes, local (the policy refuses what is not a regular file) or through a filesystem."""
+    """A file's bytes, local (the policy refuses what is not a regular file) or through a
+    filesystem."""
     if filesystem is None and not is_uri(path):
         return read_file(path, policy)
     try:
@@ -85,7 +86,7 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
     n = len(batch["path"])
     waves: list[np.ndarray] = [np.zeros(0, np.float32)] * n
     error, problems = [""] * n, ["[]"] * n
-    for i, (path, machine) in enumerate(zip(batch["path"], batch["machine"])):
+    for i, (path, machine) in enumerate(zip(batch["path"], batch["machine"], strict=True)):
         spec = specs[machine]
         policy = AudioPolicy(on_bad_audio, say=lambda message: None, max_seconds=max_seconds)
         try:
@@ -103,7 +104,7 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
         request = specs[machine].request
         if rows and request.logmel is not None:
             mels = decode_waves([waves[i] for i in rows], specs[machine].sample_rate, request).logmels
-            for i, mel in zip(rows, mels or []):
+            for i, mel in zip(rows, mels or [], strict=False):
                 logmels[i] = mel
         if not request.wave:
             for i in rows:
@@ -166,8 +167,8 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     systems = {m: load_system(folder) for m, folder in folders.items()}
     specs = {m: model_spec(folders[m], s, channel) for m, s in systems.items()}
     files = list_inputs(inputs, filesystem)
-    machines = assign_models(files, systems)
-    items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines))]
+    machines = assign_models(files, folders)
+    items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines, strict=True))]
     policy = current_policy()
     kept: dict[int, tuple[str, ScoredClip]] = {}
     if items:

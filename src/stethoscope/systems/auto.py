@@ -17,7 +17,9 @@ record, so a user can see what was chosen and why.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,9 +40,19 @@ class AutoSystem(EnsembleSystem):
 
     name = "auto"
     description = "candidate systems' normalised scores, averaged (or weighted by pseudo-anomaly AUC)"
-    param_rules = {"normalise": NORMALISE, "weighting": WEIGHTING, "pseudo_folds": "[2, inf)"}
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "members": ["mel_stats", "dcase_ae"], "weighting": "pseudo", "pseudo_folds": 2,
+        "pseudo_severities": [3],
+        "member_params": {"dcase_ae": {"epochs": 1, "batch_size": 64, "threshold_folds": 2}},
+    }
+    param_rules: ClassVar[dict[str, Any]] = {"normalise": NORMALISE, "weighting": WEIGHTING, "pseudo_folds": "[2, inf)"}
     no_export = ("its candidates each need their own front end and scoring module, and its score "
                  "normalisation is not exported; export the candidates one by one")
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    weighting: str
+    pseudo_folds: int
+    pseudo_severities: Sequence[int]
 
     def __init__(self, *, members: Sequence[str] = ("mel_stats", "dcase_ae"),
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",
@@ -58,13 +70,13 @@ class AutoSystem(EnsembleSystem):
         self.pseudo_: dict[str, Any] | None = None
 
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "AutoSystem":
+            ctx: RunContext | None = None) -> AutoSystem:
         ctx = ctx or RunContext()
         self.weights_, self.pseudo_ = [1.0] * len(self.members), None
         if self.weighting != "equal":
             aucs = {}
             for i, name in enumerate(self.members):
-                res = pseudo_validate(lambda i=i: self._member(i), train, self._member_ctx(ctx, i),
+                res = pseudo_validate(partial(self._member, i), train, self._member_ctx(ctx, i),
                                       folds=self.pseudo_folds, severities=self.pseudo_severities)
                 aucs[name] = res["auc"]
             self.pseudo_ = {"auc": aucs}
@@ -99,5 +111,5 @@ def pseudo_weights(aucs: Sequence[float], weighting: str) -> list[float]:
     return (margin / margin.sum()).tolist() if margin.sum() > 0 else [1.0 / len(a)] * len(a)
 
 
-__all__ = ["AutoSystem", "WEIGHTING", "pseudo_weights"]
+__all__ = ["WEIGHTING", "AutoSystem", "pseudo_weights"]
 

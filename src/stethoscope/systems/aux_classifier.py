@@ -20,21 +20,29 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ..data.clip import Clip
+from ..detectors.backend import BACKENDS, EmbeddingBackend
 from ..encoders.efficientat import MN04_FILE, MN04_SHA256, MN04_URL, load_mn04_state
 from ..encoders.weights import find_by_sha256
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import CheckpointError, ConfigError, StethoscopeError
-from ..detectors.backend import BACKENDS, EmbeddingBackend
 from ..features.extract import Decoded, FeatureRequest
-from ..models.auxiliary import (FINETUNE_MODES, MIX_MODES, ArcFace, AuxNet, MN04Frontend, STgramMFN,
-                                SubClusterAdaCos)
+from ..models.auxiliary import (
+    FINETUNE_MODES,
+    MIX_MODES,
+    ArcFace,
+    AuxNet,
+    MN04Frontend,
+    STgramMFN,
+    SubClusterAdaCos,
+)
 from .aux_data import CLASS_MODES, WaveBank, class_key, crop_samples, derive_classes
 from .base import Explanation, System, register
 from .occlusion import occlusion_map
@@ -42,15 +50,18 @@ from .occlusion import occlusion_map
 
 @register
 class AuxClassifierSystem(System):
-    """Metadata classifier (STgram-MFN or mn04, ArcFace or sub-cluster AdaCos) + embedding back-end."""
+    """Metadata classifier (STgram-MFN or mn04, ArcFace or sub-cluster AdaCos) + embedding
+    back-end."""
 
     name = "aux_classifier"
     description = ("discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
                    "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit")
-    joint: ClassVar[bool] = True
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125,
+                    "n_mels": 32, "embedding_dim": 16}
+    joint = True
     no_export = ("its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
                  "torch module")
-    param_rules = {
+    param_rules: ClassVar[dict[str, Any]] = {
         "frontend": ("stgram", "mn04"), "n_mels": "[16, inf)", "width": "(0, 4]", "embedding_dim": "[2, inf)",
         "finetune": FINETUNE_MODES, "last_blocks": "[1, 17]", "lora_rank": "[1, 64]", "mn04_weights": ("pretrained", "random"),
         "loss": ("arcface", "subcluster_adacos"), "scale": "(0, inf)", "margin": "[0, 1.5]",
@@ -59,6 +70,38 @@ class AuxClassifierSystem(System):
         "epochs": "[1, inf)", "batch_size": "[2, inf)", "learning_rate": "(0, inf)", "backend": BACKENDS,
         "n_neighbors": "[1, inf)", "smote_ratio": "(0, 1]", "gmm_components": "[1, inf)",
     }
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    frontend: str
+    n_mels: int
+    width: float
+    embedding_dim: int
+    finetune: str
+    last_blocks: int
+    lora_rank: int
+    mn04_weights: str
+    loss: str
+    scale: float
+    margin: float
+    sub_clusters: int
+    trainable_centres: bool
+    mixup: str
+    mixup_alpha: float
+    specaugment: bool
+    specaug_masks: int
+    specaug_freq: int
+    specaug_time: int
+    classes: str
+    crop_frames: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    backend: str
+    n_neighbors: int
+    smote: bool
+    smote_ratio: float
+    per_section: bool
+    gmm_components: int
 
     def __init__(self, *, frontend: str = "stgram", n_mels: int = 128, width: float = 0.25, embedding_dim: int = 128,
                  finetune: str = "last", last_blocks: int = 3, lora_rank: int = 8, mn04_weights: str = "pretrained",
@@ -71,8 +114,9 @@ class AuxClassifierSystem(System):
                  gmm_components: int = 1) -> None:
         self._set_params(locals())
         if self.mixup == "noisy_arcmix" and self.loss != "arcface":
-            raise ConfigError(f"{self.name}: mixup 'noisy_arcmix' places an angular margin and needs loss 'arcface' "
-                              f"(got loss {self.loss!r}); use mixup 'mixup' (soft labels) or 'none'")
+            raise ConfigError(f"{self.name}: mixup 'noisy_arcmix' places an angular margin and "
+                              f"needs loss 'arcface' (got loss {self.loss!r}); use mixup 'mixup' "
+                              "(soft labels) or 'none'")
         self.net_: AuxNet | None = None
         self.backend_: EmbeddingBackend | None = None
         self.classes_: list[str] = []
@@ -151,7 +195,7 @@ class AuxClassifierSystem(System):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "AuxClassifierSystem":
+            ctx: RunContext | None = None) -> AuxClassifierSystem:
         """The joint fit of the given clips (all their machine types), kept in this object."""
         del val  # nothing is selected on validation data
         machines = sorted({c.machine for c in train})
@@ -168,7 +212,7 @@ class AuxClassifierSystem(System):
         return dict(targets)
 
     def _fit_groups(self, groups: Mapping[str, list[Clip]], ctx: RunContext | None,
-                    targets: Mapping[str, "AuxClassifierSystem"]) -> None:
+                    targets: Mapping[str, AuxClassifierSystem]) -> None:
         """Train the network on every group's clips (checkpoints in ``ctx.checkpoint_dir``: the
         callers of `fit_joint` give a ``joint`` folder), then each target's back-end."""
         ctx = ctx or RunContext()
@@ -181,9 +225,10 @@ class AuxClassifierSystem(System):
         bank = WaveBank.from_clips(clips, ctx.cache_dir, ctx.progress)
         classes, labels = derive_classes(bank.clips, self.classes)
         if len(classes) < 2:
-            warnings.warn(f"{self.name}: the training clips form a single class ({classes[0]!r}): the classification "
-                          "loss is degenerate (constant) and the network learns nothing; train jointly over several "
-                          "machine types (fit_joint, or `stethoscope train` on the whole data folder) or use data "
+            warnings.warn(f"{self.name}: the training clips form a single class ({classes[0]!r}): "
+                          "the classification loss is degenerate (constant) and the network learns "
+                          "nothing; train jointly over several machine types (fit_joint, or "
+                          "`stethoscope train` on the whole data folder) or use data "
                           "with sections / attributes", stacklevel=3)
         net = self.build_net(len(classes), pretrained=True, weights_dirs=ctx.weights_dirs)
         net = net.to(ctx.torch_device)
@@ -205,7 +250,9 @@ class AuxClassifierSystem(System):
     def _machine_centres(self, clips: Sequence[Clip]) -> tuple[np.ndarray, list[str]]:
         """The head's centres of the classes these clips belong to, and each centre's section."""
         assert self.net_ is not None
-        centres = self.net_.head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
+        head = self.net_.head
+        assert isinstance(head, (ArcFace, SubClusterAdaCos))  # the heads `build_net` makes
+        centres = head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
         sections = {class_key(c, self.classes): c.section for c in clips}
         idx = [self.classes_.index(k) for k in sorted(sections)]
         return (centres[idx].reshape(-1, centres.shape[-1]),
@@ -216,7 +263,8 @@ class AuxClassifierSystem(System):
                                 self.gmm_components, self._seed)
 
     def _fit_backend(self, embeddings: np.ndarray, clips: Sequence[Clip], ctx: RunContext) -> None:
-        """This machine type's back-end, then the threshold (held out: back-ends refitted per fold)."""
+        """This machine type's back-end, then the threshold (held out: back-ends refitted per
+        fold)."""
         sections, domains = [c.section for c in clips], [c.domain for c in clips]
         centres, owners = self._machine_centres(clips) if self.backend == "centres" else (None, [])
         self.backend_ = self._new_backend().fit(embeddings, sections, domains, centres, owners)

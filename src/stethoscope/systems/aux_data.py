@@ -2,8 +2,8 @@
 waveforms, and the engine's batches (random crops, optional mixup)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class WaveBank:
         return len(self.waves)
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], cache_dir: str | Path | None = None, progress: bool = True) -> "WaveBank":
+    def from_clips(cls, clips: Sequence[Clip], cache_dir: str | Path | None = None, progress: bool = True) -> WaveBank:
         waves: list[np.ndarray] = []
         kept: list[Clip] = []
         index: list[int] = []

@@ -23,9 +23,10 @@ import json
 import typing
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,10 +43,26 @@ from ..progress import progress
 from ..utils import run_metadata
 from .export_plan import Exportable
 from .params import check_params
-from .registry import (REGISTRY, get_system, list_systems, nest_flat_parts, register,
-                       system_from_saved)
-from .threshold import (CROSSFIT, IN_SAMPLE, THRESHOLD_PARAMS, apply_score_norm, crossfit_folds, fit_score_norm,
-                        gamma_threshold, score_summary, signature_with_threshold_params, taking_threshold_params)
+from .registry import (
+    REGISTRY,
+    get_system,
+    list_systems,
+    nest_flat_parts,
+    register,
+    system_from_saved,
+)
+from .threshold import (
+    CROSSFIT,
+    IN_SAMPLE,
+    THRESHOLD_PARAMS,
+    apply_score_norm,
+    crossfit_folds,
+    fit_score_norm,
+    gamma_threshold,
+    score_summary,
+    signature_with_threshold_params,
+    taking_threshold_params,
+)
 
 __all__ = ["CONFIG_FILE", "REGISTRY", "WEIGHTS_FILE", "Explanation", "System", "get_system", "list_systems",
            "load_system", "register"]
@@ -76,17 +93,21 @@ class System(Exportable, ABC):
     export, `export_plan`); one without says why (`export_refusal`, see `export_plan`).
 
     A *joint* system (``joint = True``) learns from several machine types at once: it
-    overrides `fit_joint`, which `workflows.train.train_machines` and the K-fold bench then call once
-    over every machine type instead of one `fit` per type."""
+    overrides `fit_joint`, which `workflows.train.train_machines` and the K-fold bench then
+    call once over every machine type instead of one `fit` per type."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     # True: learns from several machine types at once (`fit_joint`); callers read it on the built
-    # system, which may set its own where its hyperparameters decide (an ensemble with a joint member)
-    joint: ClassVar[bool] = False
+    # system, which may set its own where its hyperparameters decide (an ensemble with a joint
+    # member)
+    joint: bool = False
     param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
     # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
-    parts: ClassVar[dict[str, type["System"]]] = {}
+    parts: ClassVar[dict[str, type[System]]] = {}
+    # the smallest hyperparameters that still run end to end (over the constructor's defaults):
+    # the contract test (tests/systems/test_every_system.py) and quick trials use them
+    smoke_params: ClassVar[dict[str, Any]] = {}
     weights_hint_: str | None = None  # where an older model folder said its weights were (a hint)
     threshold_: float | None = None
     run_: dict[str, Any] | None = None
@@ -102,12 +123,14 @@ class System(Exportable, ABC):
 
     @taking_threshold_params
     def __init__(self) -> None:
-        """No hyperparameters of its own: a subclass without a constructor takes the threshold ones only."""
+        """No hyperparameters of its own: a subclass without a constructor takes the threshold
+        ones only."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every system takes the threshold hyperparameters without naming them in its
         constructor: a subclass that defines ``__init__`` gets it wrapped here
-        (`threshold.taking_threshold_params`), and ``inspect.signature(cls)`` lists them after its own."""
+        (`threshold.taking_threshold_params`), and ``inspect.signature(cls)`` lists them after
+        its own."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "takes_threshold_params", False):
@@ -150,11 +173,12 @@ class System(Exportable, ABC):
     # -- training -------------------------------------------------------------------------
     @abstractmethod
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "System":
-        """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model selection."""
+            ctx: RunContext | None = None) -> System:
+        """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model
+        selection."""
 
     def fit_joint(self, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None = None,
-                  ctx: RunContext | None = None) -> dict[str, "System"]:
+                  ctx: RunContext | None = None) -> dict[str, System]:
         """Fit over every machine type in ``groups`` (machine type -> its normal training clips);
         returns one fitted, self-contained system per machine type, which is saved to its own
         model folder and scores clips of its own type. ``val`` holds labelled clips of any type.
@@ -259,7 +283,8 @@ class System(Exportable, ABC):
                                None)
 
     def _explain_request(self) -> FeatureRequest:
-        """What `explain` decodes: the scoring request, with the log-mel always (the picture's input)."""
+        """What `explain` decodes: the scoring request, with the log-mel always (the picture's
+        input)."""
         request = self.feature_request()
         return dataclasses.replace(request, logmel=request.logmel or LogMelParams())
 
@@ -328,7 +353,7 @@ class System(Exportable, ABC):
         return out
 
     def crossfit_models(self, train: Sequence[Clip], folds: Sequence[np.ndarray],
-                        ctx: RunContext) -> typing.Iterator[tuple[np.ndarray, "System", RunContext]]:
+                        ctx: RunContext) -> typing.Iterator[tuple[np.ndarray, System, RunContext]]:
         """(held-out indices, the copy fitted on the other clips, its context) per fold."""
         for k, held in enumerate(progress(folds, desc=f"threshold folds ({self.name})", unit="fold",
                                           enabled=ctx.progress)):

@@ -1,6 +1,8 @@
 """The official DCASE autoencoder baseline as a `System`."""
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from torch import nn
 
 from ..models.ae import DcaseAE
@@ -14,6 +16,7 @@ class DcaseAESystem(FrameReconstructionSystem):
 
     name = "dcase_ae"
     description = "official DCASE autoencoder baseline (MSE / MAHALA)"
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 2, "batch_size": 64}
 
     def build_model(self, input_dim: int) -> nn.Module:
         return DcaseAE(input_dim=input_dim)

@@ -17,7 +17,8 @@ run's weights folders (`encoders.locate_encoder_weights`), whatever the file is 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,12 +26,12 @@ import torch
 from ..data.clip import Clip
 from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
+from ..detectors.module import DetectorModule
 from ..encoders import ENCODERS, embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
-from ..detectors.module import DetectorModule
 from ..models.embedding import EmbeddingScorer, encoder_refusal
 from .base import System, register
 from .export_plan import EFFICIENTAT_MEL, ExportPlan, batch_dim
@@ -42,9 +43,16 @@ class EmbeddingKNNSystem(System):
 
     name = "embedding_knn"
     description = "frozen pretrained encoder embeddings + KNN / LOF / GMM / SOS / Mahalanobis"
+    smoke_params: ClassVar[dict[str, Any]] = {"encoder": "random", "detector": "gmm"}
     no_export = None
 
-    param_rules = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
+    param_rules: ClassVar[dict[str, Any]] = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    encoder: str
+    detector: str
+    n_neighbors: int
+    standardize: bool
 
     def __init__(self, *, encoder: str = "efficientat_mn04", detector: str = "knn", n_neighbors: int = 2,
                  standardize: bool = True) -> None:
@@ -80,7 +88,7 @@ class EmbeddingKNNSystem(System):
 
     # -- System contract --------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "EmbeddingKNNSystem":
+            ctx: RunContext | None = None) -> EmbeddingKNNSystem:
         del val  # nothing is selected on validation data here
         ctx = self._begin_fit(train, ctx)
         self._seed = ctx.seed
@@ -94,8 +102,10 @@ class EmbeddingKNNSystem(System):
             raise ConfigError(f"{self.name}: all {len(train)} training clips were left out by the audio checks")
         X = np.concatenate(parts)
         self.encoder_tag_ = encoder_tag(encoder)
-        self.detector_ = get_detector(self.detector, **self._detector_params()).fit(X)  # type: ignore[assignment]
-        self.fit_threshold(self.detector_.train_scores(), kept, ctx, minimum=self.detector_.min_train,
+        detector = get_detector(self.detector, **self._detector_params())
+        assert isinstance(detector, TrainingSetDetector)  # every `DETECTORS` entry is one
+        self.detector_ = detector.fit(X)
+        self.fit_threshold(self.detector_.train_scores(), kept, ctx, minimum=detector.min_train,
                            heldout=lambda folds: self._heldout_scores(X, folds))
         return self
 

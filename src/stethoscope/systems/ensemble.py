@@ -26,8 +26,8 @@ hyperparameters, threshold, JSON state, run record and normalisation statistics.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.stats
@@ -52,9 +52,20 @@ class EnsembleSystem(System):
 
     name = "ensemble"
     description = "mean of member systems' scores, each normalised by its held-out training scores"
-    param_rules = {"normalise": NORMALISE}
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "members": ["dcase_ae", "embedding_knn"],
+        "member_params": {"dcase_ae": {"epochs": 2, "batch_size": 64, "threshold_folds": 2},
+                          "embedding_knn": {"encoder": "random", "detector": "gmm"}},
+    }
+    param_rules: ClassVar[dict[str, Any]] = {"normalise": NORMALISE}
     no_export = ("an ensemble's members each need their own front end and scoring module, and "
                  "its score normalisation is not exported; export the members one by one")
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    members: Sequence[str]
+    member_params: dict[str, dict[str, Any]]  # None given: {} (`_init_members`)
+    normalise: str
+    weights: Sequence[float] | None
 
     def __init__(self, *, members: Sequence[str] = ("dcase_ae", "embedding_knn"),
                  member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",
@@ -95,7 +106,8 @@ class EnsembleSystem(System):
         return params
 
     def _member(self, i: int) -> System:
-        """Member ``i`` unfitted: packaged config, a cross-fitted threshold, then ``member_params``."""
+        """Member ``i`` unfitted: packaged config, a cross-fitted threshold, then
+        ``member_params``."""
         name = self.members[i]
         folds = getattr(self, "threshold_folds", None)  # unset while the constructor runs
         params = {**packaged_config(name), "threshold_fit": CROSSFIT,
@@ -107,7 +119,7 @@ class EnsembleSystem(System):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "EnsembleSystem":
+            ctx: RunContext | None = None) -> EnsembleSystem:
         ctx = self._begin_fit(train, ctx)
         members = [self._member(i) for i in range(len(self.members))]
         for i, member in enumerate(members):
@@ -125,7 +137,7 @@ class EnsembleSystem(System):
                   for i in range(len(self.members))]
         out: dict[str, System] = {}
         for machine, train in groups.items():
-            missing = [name for name, per_type in zip(self.members, fitted) if machine not in per_type]
+            missing = [name for name, per_type in zip(self.members, fitted, strict=True) if machine not in per_type]
             if missing:
                 raise ConfigError(f"ensemble: member(s) {missing} returned no system for machine type {machine!r}")
             ensemble = type(self)(**self.get_params())
@@ -136,11 +148,11 @@ class EnsembleSystem(System):
     def _member_ctx(self, ctx: RunContext, i: int) -> RunContext:
         return ctx.for_run(f"member{i}_{self.members[i]}")
 
-    def _assemble(self, members: list[System], ctx: RunContext) -> "EnsembleSystem":
+    def _assemble(self, members: list[System], ctx: RunContext) -> EnsembleSystem:
         """Normalisation statistics from each fitted member's held-out training scores, then the
         ensemble's threshold from the normalised, averaged ones (clips every member kept)."""
         refs = []
-        for name, member in zip(self.members, members):
+        for name, member in zip(self.members, members, strict=True):
             if member.fit_scores_ is None:
                 raise ConfigError(f"ensemble: member {name!r} kept no training scores (its fit must end with "
                                   "System.fit_threshold)")
@@ -151,7 +163,7 @@ class EnsembleSystem(System):
             raise ConfigError("ensemble: the members kept no training clip in common")
         self.members_, self.norm_ = members, []
         heldout, in_sample, record = [], [], []
-        for name, ref, ix in zip(self.members, refs, index):
+        for name, ref, ix in zip(self.members, refs, index, strict=True):
             source = "heldout" if ref["heldout"] is not None else "in_sample"
             stats = normalisation_stats(ref[source], self.normalise)
             self.norm_.append(stats)
@@ -187,7 +199,7 @@ class EnsembleSystem(System):
         have = self.feature_request()
         parts = [normalise(m.normalised(m.score_decoded(_view(decoded, m.feature_request(), have), ctx), decoded.clips),
                            stats)
-                 for m, stats in zip(self.members_, self.norm_)]
+                 for m, stats in zip(self.members_, self.norm_, strict=True)]
         return np.average(np.stack(parts), axis=0, weights=self._weights())
 
     # -- persistence ------------------------------------------------------------------------
@@ -209,7 +221,7 @@ class EnsembleSystem(System):
         return {"members": [{"system": m.name, "params": m.get_params(), "threshold": m.threshold_,
                              "score_norm": m.score_norm_,
                              "extra_state": m.extra_state(), "run": m.run_, "normalisation": stats}
-                            for m, stats in zip(self.members_, self.norm_)]}
+                            for m, stats in zip(self.members_, self.norm_, strict=True)]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         records = state.get("members")
@@ -281,4 +293,4 @@ def _view(decoded: Decoded, want: FeatureRequest, have: FeatureRequest) -> Decod
                    clips=decoded.clips, index=decoded.index)
 
 
-__all__ = ["EnsembleSystem", "NORMALISE", "normalisation_stats", "normalise"]
+__all__ = ["NORMALISE", "EnsembleSystem", "normalisation_stats", "normalise"]

@@ -17,7 +17,8 @@ streams the vectors through its reconstruction in fixed-size chunks and reduces 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,9 +42,18 @@ class FrameReconstructionSystem(System):
 
     no_export = None
 
-    param_rules = {"score_mode": SCORE_MODES, "epochs": "[1, inf)", "batch_size": "[2, inf)",
+    param_rules: ClassVar[dict[str, Any]] = {"score_mode": SCORE_MODES, "epochs": "[1, inf)", "batch_size": "[2, inf)",
                    "learning_rate": "(0, inf)", "n_frames": "[1, inf)", "n_mels": "[1, inf)",
                    "log_floor": ("max", "add")}
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    score_mode: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    n_frames: int
+    n_mels: int
+    log_floor: str
 
     def __init__(self, *, score_mode: str = "mse", epochs: int = 100, batch_size: int = 256,
                  learning_rate: float = 1e-3, n_frames: int = 5, n_mels: int = 128, log_floor: str = "max") -> None:
@@ -85,7 +95,7 @@ class FrameReconstructionSystem(System):
 
     # -- training ---------------------------------------------------------------------
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "FrameReconstructionSystem":
+            ctx: RunContext | None = None) -> FrameReconstructionSystem:
         del val  # reconstruction systems select nothing on validation data
         ctx = self._begin_fit(train_clips, ctx)
         bank = FrameBank.from_clips(train_clips, self.logmel_params, self.n_frames, ctx.cache_dir, ctx.progress)
@@ -109,7 +119,8 @@ class FrameReconstructionSystem(System):
 
     @torch.no_grad()
     def _fit_covariances(self, bank: FrameBank, clips: Sequence[Clip], ctx: RunContext) -> None:
-        """Residual covariances per domain, batch-centred in a shuffled order as the official code."""
+        """Residual covariances per domain, batch-centred in a shuffled order as the official
+        code."""
         self._model_device(ctx)
         target = torch.tensor([c.is_target for c in clips])[bank.clip_index]
         order = torch.randperm(len(bank), generator=ctx.generator(offset=3, device="cpu"))
@@ -226,12 +237,12 @@ class FrameReconstructionSystem(System):
         self.precision_source_ = tensors["precision_source"].double()
         self.precision_target_ = tensors["precision_target"].double()
 
-    def extra_state(self) -> dict[str, object]:
+    def extra_state(self) -> dict[str, Any]:
         return {"history": self.history_, "epoch_seconds": self.epoch_seconds_}
 
-    def load_extra_state(self, state: dict[str, object]) -> None:
-        self.history_ = list(state.get("history", []))  # type: ignore[arg-type]
-        self.epoch_seconds_ = list(state.get("epoch_seconds", []))  # type: ignore[arg-type]
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.history_ = list(state.get("history", []))
+        self.epoch_seconds_ = list(state.get("epoch_seconds", []))
 
 
 def _precision(cov: torch.Tensor) -> torch.Tensor:

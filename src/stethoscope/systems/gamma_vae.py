@@ -2,6 +2,8 @@
 MSE / MAHALA scores and gamma-fit threshold as the DCASE AE; loss = MSE + kl_weight * KL."""
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from torch import nn
 
 from ..models.gamma_vae import LATENT_CHOICES, POSITIVITY, GammaVAE
@@ -16,9 +18,17 @@ class GammaVAESystem(FrameReconstructionSystem):
 
     name = "gamma_vae"
     description = "Gamma-latent VAE (DCASE 2024 report), MSE / MAHALA scores"
-    param_rules = {**FrameReconstructionSystem.param_rules, "prior_concentration": "(0, inf)",
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 2, "batch_size": 64}
+    param_rules: ClassVar[dict[str, Any]] = {**FrameReconstructionSystem.param_rules, "prior_concentration": "(0, inf)",
                    "prior_rate": "(0, inf)", "kl_weight": "[0, inf)", "positivity": POSITIVITY,
                    "score_latent": LATENT_CHOICES}
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    prior_concentration: float
+    prior_rate: float
+    kl_weight: float
+    positivity: str
+    score_latent: str
 
     def __init__(self, *, prior_concentration: float = 1.0, prior_rate: float = 1.0, kl_weight: float = 1.0,
                  positivity: str = "softplus", score_latent: str = "mean", score_mode: str = "mse",

@@ -15,7 +15,8 @@ import dataclasses
 import typing
 import warnings
 from collections import defaultdict
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -123,8 +124,9 @@ class MelBranch:
         labels = torch.tensor([self.classes_.index(k) for k in keys]) if n_classes else torch.zeros(len(clips),
                                                                                                       dtype=torch.long)
         if self.hp["tmixup"] and not n_classes:
-            warnings.warn("ldgan: TMixup is off for this run: the training clips form a single auxiliary class "
-                          "(section/attributes), so nothing trains the attention pooling (docs/tldiffgan.md)",
+            warnings.warn("ldgan: TMixup is off for this run: the training clips form a single "
+                          "auxiliary class (section/attributes), so nothing trains the attention "
+                          "pooling (docs/tldiffgan.md)",
                           stacklevel=3)
         self.model = self.build_model(n_classes).to(ctx.torch_device)
         batch_size = self.hp["batch_size"]
@@ -240,7 +242,8 @@ def check_ldgan_params(owner: str, params: Mapping[str, Any]) -> None:
     """Types and ranges of LDGAN hyperparameters, and the rules that tie two of them."""
     check_params(owner, typing.get_type_hints(LDGANSystem.__init__), params, LDGAN_RULES)
     if params["score_step"] > params["n_steps"]:
-        raise ConfigError(f"{owner}: score_step must be in [0, n_steps={params['n_steps']}], got {params['score_step']}")
+        raise ConfigError(f"{owner}: score_step must be in [0, n_steps={params['n_steps']}], "
+                          f"got {params['score_step']}")
     if params["tau_low"] > params["tau_high"]:
         raise ConfigError(f"{owner}: need tau_low <= tau_high, got {params['tau_low']}, {params['tau_high']}")
 
@@ -251,7 +254,15 @@ class LDGANSystem(System):
 
     name = "ldgan"
     description = "TLDiffGAN mel branch: latent diffusion-GAN reconstruction + TMixup (anomaly maps)"
+    smoke_params: ClassVar[dict[str, Any]] = {  # the CPU config (configs/ldgan_cpu.yaml), 2 epochs on 32-frame windows
+        "ae_channels": 32, "latent_channels": 8, "gen_channels": 32, "disc_channels": 32,
+        "epochs": 2, "batch_size": 4, "learning_rate": 0.001, "n_frames": 32,
+    }
     no_export = None
+
+    # the hyperparameters read here (`_set_params` stores every one; `MelBranch` reads the rest)
+    score_step: int
+    score_reduction: str
 
     def __init__(self, *, n_frames: int = 313, n_mels: int = 128, log_floor: str = "max",
                  latent_diffusion: bool = True, tmixup: bool = True,
@@ -276,15 +287,16 @@ class LDGANSystem(System):
         return FeatureRequest(logmel=self.branch.logmel_params)
 
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "LDGANSystem":
+            ctx: RunContext | None = None) -> LDGANSystem:
         """Train on normal clips, then fit the threshold (`System.fit_threshold`)."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)
         store, _ = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
                                        spill_dir=ctx.cache_dir)
-        mels = store.mels()
-        self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
-        self.fit_threshold(self.branch.evaluate(mels, ctx).scores, store.clips, ctx)
+        mels, kept = store.mels(), store.clips
+        assert kept is not None  # `from_clips` keeps the clips it decoded
+        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        self.fit_threshold(self.branch.evaluate(mels, ctx).scores, kept, ctx)
         return self
 
     def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:

@@ -18,7 +18,8 @@ load, deterministically, as `embedding_knn` does) and the groups' sections and d
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,7 +32,13 @@ from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, iter_decoded
 from ..features.logmel import LogMelParams
-from ..models.mel_stats import DEFAULT_STATS, STATISTICS, MelStatsFeatures, MelStatsScorer, features_of
+from ..models.mel_stats import (
+    DEFAULT_STATS,
+    STATISTICS,
+    MelStatsFeatures,
+    MelStatsScorer,
+    features_of,
+)
 from .base import Explanation, System, register
 from .export_plan import ExportPlan, batch_dim, clip_samples
 
@@ -45,10 +52,24 @@ class MelStatsSystem(System):
     name = "mel_stats"
     no_export = None
     description = "per-bin log-mel statistics + Ledoit-Wolf Mahalanobis (or kNN / GMM); fits in seconds"
-    param_rules = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
+    smoke_params: ClassVar[dict[str, Any]] = {"modulation_bands": 4, "min_group_clips": 2}
+    param_rules: ClassVar[dict[str, Any]] = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
                    "modulation_bands": "[0, 64]", "modulation_bins": "[1, 32]", "n_mels": "[1, inf)",
                    "min_group_clips": "[2, inf)",
                    "log_floor": ("max", "add")}
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    stats: Sequence[str]
+    modulation_bands: int
+    modulation_bins: int
+    detector: str
+    n_neighbors: int
+    n_components: int
+    per_section: bool
+    per_domain: bool
+    min_group_clips: int
+    n_mels: int
+    log_floor: str
 
     def __init__(self, *, stats: Sequence[str] = DEFAULT_STATS, modulation_bands: int = 0,
                  modulation_bins: int = 8, detector: str = "mahalanobis", n_neighbors: int = 2,
@@ -128,7 +149,7 @@ class MelStatsSystem(System):
 
     # -- System contract --------------------------------------------------------------
     def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "MelStatsSystem":
+            ctx: RunContext | None = None) -> MelStatsSystem:
         del val  # nothing is selected on validation data
         ctx = self._begin_fit(train, ctx, minimum=2)
         self._seed = ctx.seed
@@ -145,7 +166,7 @@ class MelStatsSystem(System):
         self.detectors_ = self._fit_detectors(X, plan)
         self._build_scorer()
         in_sample = np.zeros(len(kept))
-        for (_, idx), det in zip(plan, self.detectors_):
+        for (_, idx), det in zip(plan, self.detectors_, strict=True):
             in_sample[idx] = det.train_scores()
         self.fit_threshold(in_sample, kept, ctx, minimum=2, heldout=lambda folds: self._heldout(X, kept, folds))
         return self
@@ -170,8 +191,8 @@ class MelStatsSystem(System):
         scores, maps = np.zeros(len(logmels)), [np.empty(0)] * len(logmels)
         keyed: dict[tuple[int, tuple[int, ...] | None], list[int]] = {}
         for i, mel in enumerate(logmels):
-            groups = self.groups_for(clips[i] if clips else None)
-            keyed.setdefault((mel.shape[1], tuple(groups) if groups else None), []).append(i)
+            mine = self.groups_for(clips[i] if clips else None)
+            keyed.setdefault((mel.shape[1], tuple(mine) if mine else None), []).append(i)
         for (_, groups), idx in keyed.items():
             batch = torch.from_numpy(np.stack([logmels[i] for i in idx]))
             with torch.no_grad():

@@ -14,7 +14,8 @@ ECCV 2014, occlusion sensitivity).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ CHUNKS = 10
 
 def _edges(total: int, parts: int) -> list[tuple[int, int]]:
     cuts = np.linspace(0, total, min(parts, total) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    return [(int(a), int(b)) for a, b in pairwise(cuts) if b > a]
 
 
 def occlusion_map(wave: np.ndarray, score_waves: Callable[[Sequence[np.ndarray]], np.ndarray],
@@ -53,6 +54,6 @@ def occlusion_map(wave: np.ndarray, score_waves: Callable[[Sequence[np.ndarray]]
     scores = np.asarray(score_waves(waves), dtype=np.float64)
     full = float(scores[0])
     amap = np.zeros((params.n_mels, spec.shape[1]), np.float32)
-    for (m0, m1, f0, f1), occluded in zip(regions, scores[1:]):
+    for (m0, m1, f0, f1), occluded in zip(regions, scores[1:], strict=True):
         amap[m0:m1, f0:f1] = max(0.0, full - float(occluded))
     return full, amap

@@ -13,8 +13,9 @@ import collections.abc
 import math
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from types import UnionType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -93,7 +94,8 @@ def _check_type(owner: str, key: str, value: Any, kind: Any, rule: Any = None) -
         if _matches(value, option):
             return
     allowed = f" in {rule}" if isinstance(rule, str) else f" among {list(rule)}" if isinstance(rule, tuple) else ""
-    raise ConfigError(f"{owner}: {key} must be {_describe(options)}{allowed}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{owner}: {key} must be {_describe(options)}{allowed}, "
+                      f"got {value!r} ({type(value).__name__})")
 
 
 def _matches(value: Any, kind: Any) -> bool:

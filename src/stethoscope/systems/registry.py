@@ -15,16 +15,16 @@ from .threshold import IN_SAMPLE
 if TYPE_CHECKING:
     from .base import System
 
-REGISTRY: dict[str, type["System"]] = {}
+REGISTRY: dict[str, type[System]] = {}
 
 
-def register(cls: type["System"]) -> type["System"]:
+def register(cls: type[System]) -> type[System]:
     """Class decorator: make a system available by its ``name`` to the CLI and `get_system`."""
     REGISTRY[cls.name] = cls
     return cls
 
 
-def get_system(name: str, **params: Any) -> "System":
+def get_system(name: str, **params: Any) -> System:
     """Build a registered system from its name and hyperparameters."""
     _load_builtin_systems()
     if name not in REGISTRY:
@@ -42,7 +42,7 @@ def get_system(name: str, **params: Any) -> "System":
     return cls(**params)
 
 
-def _part_hint(cls: type["System"], unknown: list[str]) -> str:
+def _part_hint(cls: type[System], unknown: list[str]) -> str:
     """Where keys that belong to a composite's part go (written flat, as before parts nested)."""
     for part, part_cls in cls.parts.items():
         theirs = [k for k in unknown if k in part_cls.constructor_param_names()]
@@ -52,7 +52,7 @@ def _part_hint(cls: type["System"], unknown: list[str]) -> str:
     return ""
 
 
-def part_params(owner: str, key: str, part: type["System"], given: Any) -> dict[str, Any]:
+def part_params(owner: str, key: str, part: type[System], given: Any) -> dict[str, Any]:
     """Every parameter of a composite system's part ``key`` (tldiffgan's ``ldgan``): the part's
     constructor defaults, then ``given``. Each given key must be one of the part's constructor
     (not a threshold one: those are the composite's), and the part's own checks run, by
@@ -76,7 +76,7 @@ def part_params(owner: str, key: str, part: type["System"], given: Any) -> dict[
     return {k: getattr(built, k) for k in names}
 
 
-def nest_flat_parts(cls: type["System"], params: dict[str, Any]) -> dict[str, Any]:
+def nest_flat_parts(cls: type[System], params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with a part's parameters saved flat beside the system's own (model folders
     written before parts were nested) moved into the part's mapping."""
     own = set(cls.param_names())
@@ -88,7 +88,7 @@ def nest_flat_parts(cls: type["System"], params: dict[str, Any]) -> dict[str, An
     return params
 
 
-def system_from_saved(name: str, params: Mapping[str, Any]) -> "System":
+def system_from_saved(name: str, params: Mapping[str, Any]) -> System:
     """A system from the hyperparameters a model folder saved. Older layouts are migrated:
     runtime settings dropped, an old ``weights_path`` kept only as a hint of where the weights
     may be (`System.weights_hint_`), ``threshold_fit`` in_sample (folders written before
@@ -105,7 +105,7 @@ def system_from_saved(name: str, params: Mapping[str, Any]) -> "System":
     return system
 
 
-def list_systems() -> dict[str, type["System"]]:
+def list_systems() -> dict[str, type[System]]:
     """Every registered system class by name, sorted."""
     _load_builtin_systems()
     return dict(sorted(REGISTRY.items()))

@@ -28,8 +28,8 @@ import inspect
 import math
 import warnings
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -47,7 +47,8 @@ MIN_NORM_CLIPS = 3  # a group with fewer training scores borrows its section's (
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
-    """DCASE decision threshold: a gamma distribution fitted to normal scores, its ``percentile`` quantile."""
+    """DCASE decision threshold: a gamma distribution fitted to normal scores, its
+    ``percentile`` quantile."""
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) < 2 or np.ptp(scores) == 0:
         return float(scores.max()) if len(scores) else float("inf")
@@ -108,6 +109,10 @@ def fit_score_norm(scores: np.ndarray, clips: Sequence[Any], mode: str) -> dict[
     return {"mode": mode, "pooled": _stats(scores), "groups": groups}
 
 
+def _zscore(score: float, stats: dict[str, Any]) -> float:
+    return (score - stats["mean"]) / stats["std"]
+
+
 def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict[str, Any] | None) -> np.ndarray:
     """``scores`` as z-scores under `fit_score_norm`'s statistics (unchanged without them)."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -116,15 +121,14 @@ def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict
     groups, out = norm["groups"], np.empty(len(scores))
     for i, s in enumerate(scores):
         clip = clips[i] if clips is not None else None
-        z = lambda st: (s - st["mean"]) / st["std"]  # noqa: E731
         section = groups.get(clip.section) if clip is not None else None
         if clip is not None and norm["mode"] == "section_domain":
             mine = [st for k, st in groups.items() if k.startswith(f"{clip.section}/")
                     and (clip.domain is None or k == f"{clip.section}/{clip.domain}")]
             if mine:
-                out[i] = min(z(st) for st in mine)
+                out[i] = min(_zscore(s, st) for st in mine)
                 continue
-        out[i] = z(section or norm["pooled"])
+        out[i] = _zscore(s, section or norm["pooled"])
     return out
 
 
@@ -144,7 +148,8 @@ def taking_threshold_params(init: Callable[..., None]) -> Callable[..., None]:
 
 
 def signature_with_threshold_params(cls: type) -> inspect.Signature:
-    """A system class's signature: its constructor's parameters, then the threshold ones (before ``**kwargs``)."""
+    """A system class's signature: its constructor's parameters, then the threshold ones
+    (before ``**kwargs``)."""
     own = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
     extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
              for k, (kind, default, _) in THRESHOLD_PARAMS.items()]

@@ -30,7 +30,8 @@ The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,12 +39,12 @@ from sklearn.metrics import roc_auc_score
 
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
+from ..detectors.module import DetectorModule
 from ..encoders import ENCODERS, embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
-from ..detectors.module import DetectorModule
 from ..models.embedding import EncoderNet, encoder_refusal
 from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
 from ..models.tldiffgan import FusionScorer, TLDiffGANScorer, fuse, kernel_cdf, logistic_scale
@@ -63,11 +64,24 @@ class TLDiffGANSystem(System):
     """Dual-branch TLDiffGAN: LDGAN reconstruction + mel/wave joint embeddings + detector bank."""
 
     name = "tldiffgan"
-    description = "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector selected per machine"
+    description = ("TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector "
+                   "selected per machine")
+    smoke_params: ClassVar[dict[str, Any]] = {"ldgan": LDGANSystem.smoke_params, "encoder": "random",
+                    "detectors": ["knn", "gmm"]}
     no_export = None
 
-    param_rules = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
-    parts = {"ldgan": LDGANSystem}
+    param_rules: ClassVar[dict[str, Any]] = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
+    parts: ClassVar[dict[str, type[System]]] = {"ldgan": LDGANSystem}
+
+    # hyperparameters: the constructor's arguments, stored by `_set_params`
+    encoder: str
+    use_wave_branch: bool
+    balance_branches: bool
+    detectors: Sequence[str]
+    n_neighbors: int
+    selection: str
+    holdout_fraction: float
+    mel_stats_branch: bool
 
     def __init__(self, *, encoder: str = "efficientat_mn04", use_wave_branch: bool = True,
                  balance_branches: bool = True,
@@ -78,7 +92,8 @@ class TLDiffGANSystem(System):
         detectors = list(detectors)
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown or not detectors or len(set(detectors)) != len(detectors):
-            raise ConfigError(f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, got {detectors}")
+            raise ConfigError(f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, "
+                              f"got {detectors}")
         allowed = (*SELECTION_RULES, RECON, *detectors)
         if selection not in allowed:
             raise ConfigError(f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}")
@@ -186,8 +201,9 @@ class TLDiffGANSystem(System):
 
     # -- fitting and selection --------------------------------------------------------------
     def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> "TLDiffGANSystem":
-        """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the threshold."""
+            ctx: RunContext | None = None) -> TLDiffGANSystem:
+        """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the
+        threshold."""
         ctx = self._begin_fit(train_clips, ctx, minimum=MIN_TRAIN_CLIPS)
         self._seed = ctx.seed
         if self.use_wave_branch:  # fail fast on missing encoder weights, before LDGAN training
@@ -198,8 +214,9 @@ class TLDiffGANSystem(System):
 
         store, waves = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
                                            embed if self.use_wave_branch else None, spill_dir=ctx.cache_dir)
-        mels = store.mels()
-        self.branch.fit(mels, store.clips, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
+        mels, kept = store.mels(), store.clips
+        assert kept is not None  # `from_clips` keeps the clips it decoded
+        self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         mel = self.branch.evaluate(mels, ctx)
         branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {}),
                     **({"stats": self._stats(mels)} if self.mel_stats_branch else {})}
@@ -210,7 +227,7 @@ class TLDiffGANSystem(System):
         self.selection_ = self._select(val, ctx)
         chosen = self.selection_["chosen"]
         in_sample = self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen]
-        self.fit_threshold(in_sample, store.clips, ctx, minimum=MIN_TRAIN_CLIPS)
+        self.fit_threshold(in_sample, kept, ctx, minimum=MIN_TRAIN_CLIPS)
         return self
 
     def fold_params(self) -> dict[str, Any]:
@@ -229,7 +246,8 @@ class TLDiffGANSystem(System):
         elif not labelled:
             reason = "ensemble: no labelled validation data"
         elif n_norm == 0 or n_anom == 0:
-            reason = f"ensemble: validation data needs normal and anomalous clips (got {n_norm} and {n_anom})"
+            reason = ("ensemble: validation data needs normal and anomalous clips "
+                      f"(got {n_norm} and {n_anom})")
         else:
             scores = self.candidate_scores(labelled, ctx=ctx)
             kept = np.isfinite(scores[self.candidates[0]])  # NaN: left out by the audio checks

@@ -4,9 +4,10 @@ folder with one model per machine type, or submission CSVs against ground truth
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def scored(system: System, clips: Sequence[Clip], ctx: RunContext) -> tuple[list
 
     scores = system.score(clips, ctx)
     policy = current_policy()
-    for clip, score in zip(clips, scores):
+    for clip, score in zip(clips, scores, strict=True):
         if not np.isfinite(score) and not policy.is_skipped(clip.path):  # NaN alone: left out by the checks
             policy.leave_out(clip.path, not_finite(score))
     kept = [i for i, s in enumerate(scores) if np.isfinite(s)]
@@ -44,7 +45,7 @@ def scored(system: System, clips: Sequence[Clip], ctx: RunContext) -> tuple[list
     return [Path(clips[i].path) for i in kept], [
         ScoredClip(file=clips[i].name, machine=clips[i].machine, section=clips[i].section, label=clips[i].label,
                    domain=clips[i].domain, score=float(scores[i]), decision=int(d), layout=clips[i].layout)
-        for i, d in zip(kept, decisions)]
+        for i, d in zip(kept, decisions, strict=True)]
 
 
 def score_paths(model: str | Path, paths: Sequence[str | Path], ctx: RunContext, channel: str | None = None,
