@@ -4,6 +4,7 @@ description and Markdown output.
 torch and stethoscope are imported inside the helpers that need them, so that a parent
 process that only starts children (and measures their memory) stays small.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ def bench_context(cache_dir: str | Path | None = None, seed: int = 0) -> RunCont
     """
     from stethoscope.engine import RunContext
 
-    return RunContext(seed=seed, progress=False, cache_dir=Path(cache_dir) if cache_dir is not None else None)
+    return RunContext(
+        seed=seed, progress=False, cache_dir=Path(cache_dir) if cache_dir is not None else None
+    )
 
 
 def per_clip_ms(score: Callable[[list], Any], clips: Sequence[Any]) -> list[float]:
@@ -51,8 +54,13 @@ def child_json(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[s
     """Run ``python ARGV`` in a fresh process (its memory peak is its own) and return the JSON
     object on the last line of its stdout. A failed child raises `subprocess.CalledProcessError`
     (its ``stderr`` says why)."""
-    res = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -69,12 +77,16 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def command() -> str:
@@ -118,27 +130,54 @@ def use_shared_weights() -> bool:
     return any(p.exists() for p in candidate_paths("mn04_as_mAP_432.pt"))
 
 
-def toy_set(root: Path, n_train: int, n_test: int, machines: Sequence[str] = ("fan",), seconds: float = 10.0,
-            sounds: dict[str, str] | None = None, seed: int = 0, exact: bool = True) -> Path:
+def toy_set(
+    root: Path,
+    n_train: int,
+    n_test: int,
+    machines: Sequence[str] = ("fan",),
+    seconds: float = 10.0,
+    sounds: dict[str, str] | None = None,
+    seed: int = 0,
+    exact: bool = True,
+) -> Path:
     """A toy-factory set at ``root`` (``stethoscope toy``'s generator), written once: a folder
     that already holds it (arguments recorded in ``toy.json``) is reused as it is, and so is a
     larger one of the same kind unless ``exact`` (the caller then takes the clips it needs)."""
     from stethoscope.data.toy_factory import make_toy_dataset
     from stethoscope.engine.context import available_cores
 
-    spec = {"machines": list(machines), "n_train": n_train, "n_test": n_test, "seconds": seconds,
-            "sounds": sounds or {}, "seed": seed}
+    spec = {
+        "machines": list(machines),
+        "n_train": n_train,
+        "n_test": n_test,
+        "seconds": seconds,
+        "sounds": sounds or {},
+        "seed": seed,
+    }
     marker = root / "toy.json"
     if marker.is_file():
         have = json.loads(marker.read_text())
         same_kind = all(have[k] == spec[k] for k in ("machines", "seconds", "sounds", "seed"))
-        if have == spec or (same_kind and not exact and have["n_train"] >= n_train and have["n_test"] >= n_test):
+        if have == spec or (
+            same_kind and not exact and have["n_train"] >= n_train and have["n_test"] >= n_test
+        ):
             return root
     if root.exists() and any(root.iterdir()):
-        raise SystemExit(f"{root} holds other files than this toy set ({spec}); give an empty or new folder")
+        raise SystemExit(
+            f"{root} holds other files than this toy set ({spec}); give an empty or new folder"
+        )
     print(f"writing toy set {spec} to {root}", file=sys.stderr)
-    make_toy_dataset(root, machines, n_train=n_train, n_test=n_test, seconds=seconds, seed=seed, sounds=sounds,
-                     workers=available_cores(), progress=True)
+    make_toy_dataset(
+        root,
+        machines,
+        n_train=n_train,
+        n_test=n_test,
+        seconds=seconds,
+        seed=seed,
+        sounds=sounds,
+        workers=available_cores(),
+        progress=True,
+    )
     marker.write_text(json.dumps(spec))
     return root
 

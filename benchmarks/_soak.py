@@ -1,5 +1,6 @@
 """The pieces of `fault_soak.py`: the bytes of every kind of file, a restartable ``serve`` or
 ``watch`` process that counts its kills, crashes and peak memory, and the soak's model."""
+
 from __future__ import annotations
 
 import io
@@ -51,10 +52,16 @@ class Payloads:
         good = [_wav(toy_clip("fan", seed=100 + i, seconds=2.0)[0]) for i in range(8)]
         poison = _wav(toy_clip("fan", seed=1, seconds=2.0)[0] * np.float32(1e25), subtype="FLOAT")
         rng = np.random.default_rng(0)
-        return cls(good, {"poison": poison, "truncated": good[0][: len(good[0]) // 2],
-                          "garbage": rng.integers(0, 256, 40_000, dtype=np.uint8).tobytes(),
-                          "bomb_flac": _flac(2 * 3600, 1, 0.25),   # 2 h of constant DC
-                          "bomb_8ch": _flac(30 * 60, 8, 0.0)})      # 30 min x 8 channels of silence
+        return cls(
+            good,
+            {
+                "poison": poison,
+                "truncated": good[0][: len(good[0]) // 2],
+                "garbage": rng.integers(0, 256, 40_000, dtype=np.uint8).tobytes(),
+                "bomb_flac": _flac(2 * 3600, 1, 0.25),  # 2 h of constant DC
+                "bomb_8ch": _flac(30 * 60, 8, 0.0),
+            },
+        )  # 30 min x 8 channels of silence
 
     def of(self, kind: str, rng: random.Random) -> bytes:
         return rng.choice(self.good) if kind in SCORED_KINDS else self.kinds[kind]
@@ -85,8 +92,12 @@ class Proc:
         began = time.monotonic()
         env = dict(os.environ, STETHOSCOPE_TOKEN=TOKEN, OMP_NUM_THREADS="1")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stethoscope.cli", *self.argv],
-                                         env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stethoscope.cli", *self.argv],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.starts += 1
         self.ready(self.proc)
         self.start_s.append(time.monotonic() - began)
@@ -140,6 +151,7 @@ def wait_http(port: int, timeout: float = 300.0) -> Any:
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
+
     return ready
 
 
@@ -148,10 +160,29 @@ def train_models(work: Path) -> Path:
     from stethoscope.cli import main
     from stethoscope.data.toy_factory import make_toy_dataset
 
-    data = make_toy_dataset(work / "toy", machines=("fan",), n_train=8, n_test=2, seconds=2.0,
-                            seed=0)
+    data = make_toy_dataset(
+        work / "toy", machines=("fan",), n_train=8, n_test=2, seconds=2.0, seed=0
+    )
     out = work / "models"
-    if main(["train", "--data", str(data), "--system", "mel_stats", "--out", str(out), "--set",
-             "threshold_fit=in_sample", "--threads", "1", "--quiet", "--no-cache"]) != 0:
+    if (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--system",
+                "mel_stats",
+                "--out",
+                str(out),
+                "--set",
+                "threshold_fit=in_sample",
+                "--threads",
+                "1",
+                "--quiet",
+                "--no-cache",
+            ]
+        )
+        != 0
+    ):
         raise SystemExit("training the soak's model failed")
     return out

@@ -13,6 +13,7 @@ skipped.csv), or the error line. Writes a Markdown table (default docs/audio_pol
 
     PYTHONPATH=src python3 benchmarks/audio_policy_table.py [--out docs/audio_policy_table.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,6 +58,7 @@ def _renamed(fmt: str, subtype: str | None = None) -> Callable[[Path], None]:
         tmp = path.with_suffix(".tmp")
         sf.write(tmp, _sound(10, 7), SR, format=fmt, subtype=subtype)
         tmp.rename(path)
+
     return make
 
 
@@ -70,7 +72,7 @@ def _riff_random(path: Path) -> None:
 
 def _truncated(path: Path) -> None:
     _write(path, _sound(10, 8), subtype="PCM_16")
-    path.write_bytes(path.read_bytes()[: 100_000])
+    path.write_bytes(path.read_bytes()[:100_000])
 
 
 # kind -> (file name, maker); every maker writes one entry at the path it is given
@@ -82,13 +84,19 @@ KINDS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "0.5 s clip among 10 s clips": ("x.wav", lambda p: _write(p, _sound(0.5, 1))),
     "10-minute clip among 10 s clips": ("x.wav", lambda p: _write(p, _sound(600, 1))),
     "MP3 file (.mp3)": ("x.mp3", lambda p: _write(p, _sound(10, 1), format="MP3")),
-    "Ogg Vorbis file (.ogg)": ("x.ogg", lambda p: _write(p, _sound(10, 1), format="OGG", subtype="VORBIS")),
+    "Ogg Vorbis file (.ogg)": (
+        "x.ogg",
+        lambda p: _write(p, _sound(10, 1), format="OGG", subtype="VORBIS"),
+    ),
     "FLAC file (.flac)": ("x.flac", lambda p: _write(p, _sound(10, 1))),
     "MP3 content named .wav": ("x.wav", _renamed("MP3")),
     "Ogg content named .wav": ("x.wav", _renamed("OGG", "VORBIS")),
     "AIFF content named .wav": ("x.wav", _renamed("AIFF", "PCM_16")),
     "AAC file (.m4a)": ("x.m4a", lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))),
-    "macOS resource fork ._x.flac": ("._x.flac", lambda p: p.write_bytes(b"\x00\x05\x16\x07" + bytes(60))),
+    "macOS resource fork ._x.flac": (
+        "._x.flac",
+        lambda p: p.write_bytes(b"\x00\x05\x16\x07" + bytes(60)),
+    ),
     "folder named x.wav": ("x.wav", lambda p: p.mkdir()),
     "broken symbolic link x.wav": ("x.wav", lambda p: os.symlink(p.parent / "missing.wav", p)),
     "symbolic link loop x.wav": ("x.wav", lambda p: os.symlink(p, p)),
@@ -97,16 +105,34 @@ KINDS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "text file named .wav": ("x.wav", lambda p: p.write_text("not audio\n" * 100)),
     "truncated WAV": ("x.wav", _truncated),
     "RIFF header with a random body": ("x.wav", _riff_random),
-    "RIFF magic then garbage": ("x.wav", lambda p: p.write_bytes(b"RIFF\x00\x10\x00\x00WAVE" + bytes(range(256)) * 8)),
+    "RIFF magic then garbage": (
+        "x.wav",
+        lambda p: p.write_bytes(b"RIFF\x00\x10\x00\x00WAVE" + bytes(range(256)) * 8),
+    ),
     "1 kHz sample rate": ("x.wav", lambda p: _write(p, _sound(10, 1, sr=1000), 1000)),
     "DC-constant signal (0.5)": ("x.wav", lambda p: _write(p, np.full(10 * SR, 0.5, np.float32))),
     "DC offset (+0.2 on sound)": ("x.wav", lambda p: _write(p, _sound(10, 1) + 0.2)),
     "all zeros": ("x.wav", lambda p: _write(p, np.zeros(10 * SR, np.float32), subtype="PCM_16")),
-    "1-LSB noise (PCM 16)": ("x.wav", lambda p: _write(
-        p, np.random.default_rng(0).integers(-1, 2, 10 * SR).astype(np.float32) / 32768, subtype="PCM_16")),
-    "float samples over range (x100)": ("x.wav", lambda p: _write(p, _sound(10, 1) * 100, subtype="FLOAT")),
-    "clipped (gain x40, PCM 16)": ("x.wav", lambda p: _write(p, np.clip(_sound(10, 1) * 40, -1, 1), subtype="PCM_16")),
-    "NaN samples (float WAV)": ("x.wav", lambda p: _write(p, np.full(10 * SR, np.nan, np.float32), subtype="FLOAT")),
+    "1-LSB noise (PCM 16)": (
+        "x.wav",
+        lambda p: _write(
+            p,
+            np.random.default_rng(0).integers(-1, 2, 10 * SR).astype(np.float32) / 32768,
+            subtype="PCM_16",
+        ),
+    ),
+    "float samples over range (x100)": (
+        "x.wav",
+        lambda p: _write(p, _sound(10, 1) * 100, subtype="FLOAT"),
+    ),
+    "clipped (gain x40, PCM 16)": (
+        "x.wav",
+        lambda p: _write(p, np.clip(_sound(10, 1) * 40, -1, 1), subtype="PCM_16"),
+    ),
+    "NaN samples (float WAV)": (
+        "x.wav",
+        lambda p: _write(p, np.full(10 * SR, np.nan, np.float32), subtype="FLOAT"),
+    ),
 }
 
 
@@ -129,7 +155,9 @@ def _outcome(code: int, err: str, name: str, skipped_csv: Path) -> str:
             for row in csv.DictReader(handle):
                 if Path(row["file"]).name == name:
                     return f"exit 0, skipped: {short(row['reason'])}"
-    said = [x.split(f"{name}: ", 1)[1] for x in lines if x.startswith("warning:") and f"/{name}: " in x]
+    said = [
+        x.split(f"{name}: ", 1)[1] for x in lines if x.startswith("warning:") and f"/{name}: " in x
+    ]
     if said:
         return f"exit 0, warned, used: {short(said[0])}"
     return "exit 0, used" if not name.startswith(".") else "exit 0, ignored (hidden)"
@@ -162,11 +190,32 @@ def table(work: Path) -> list[tuple[str, list[str]]]:
             make(data / "train" / name)
             make(test / name)
             out = data.parent / "model"
-            train.append(_outcome(*_run(["train", "--data", str(data), "--out", str(out), *TRAIN, *mode]),
-                                  name, out / "skipped.csv"))
+            train.append(
+                _outcome(
+                    *_run(["train", "--data", str(data), "--out", str(out), *TRAIN, *mode]),
+                    name,
+                    out / "skipped.csv",
+                )
+            )
             scores = data.parent / "scored" / "scores.csv"
-            score.append(_outcome(*_run(["score", "--model", str(model), str(test), "--csv", str(scores), *RUN,
-                                         *mode]), name, scores.parent / "skipped.csv"))
+            score.append(
+                _outcome(
+                    *_run(
+                        [
+                            "score",
+                            "--model",
+                            str(model),
+                            str(test),
+                            "--csv",
+                            str(scores),
+                            *RUN,
+                            *mode,
+                        ]
+                    ),
+                    name,
+                    scores.parent / "skipped.csv",
+                )
+            )
         rows.append((kind, train + score))
         print(f"{kind}: {train + score}", file=sys.stderr)
     return rows
@@ -174,19 +223,32 @@ def table(work: Path) -> list[tuple[str, list[str]]]:
 
 def main_(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "docs" / "audio_policy_table.md"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parents[1] / "docs" / "audio_policy_table.md")
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         rows = table(Path(tmp))
-    lines = ["# Input kinds: what `train` and `score` do", "",
-             "Generated by `PYTHONPATH=src python3 benchmarks/audio_policy_table.py` (the real CLI on each kind:",
-             "one bad entry among six good 10 s training clips, or among three good test clips scored with a model",
-             "trained on good clips); default policy and `--on-bad-audio skip`. `…` stands for the temporary folder.",
-             f"libsndfile {sf.__libsndfile_version__}, soundfile {sf.__version__}.", "", "```", provenance(), "```", "",
-             "| input kind | `train` | `train --on-bad-audio skip` | `score` | `score --on-bad-audio skip` |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {kind} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for kind, cells in rows]
+    lines = [
+        "# Input kinds: what `train` and `score` do",
+        "",
+        "Generated by `PYTHONPATH=src python3 benchmarks/audio_policy_table.py` (the real CLI on each kind:",
+        "one bad entry among six good 10 s training clips, or among three good test clips scored with a model",
+        "trained on good clips); default policy and `--on-bad-audio skip`. `…` stands for the temporary folder.",
+        f"libsndfile {sf.__libsndfile_version__}, soundfile {sf.__version__}.",
+        "",
+        "```",
+        provenance(),
+        "```",
+        "",
+        "| input kind | `train` | `train --on-bad-audio skip` | `score` | `score --on-bad-audio skip` |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {kind} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        for kind, cells in rows
+    ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"table: {args.out}", file=sys.stderr)
 

@@ -10,6 +10,7 @@ type, the training loss of the first and last epoch, training seconds and scorin
     python benchmarks/aux_sensitivity.py --out runs/aux-sens \\
         --variant frozen='{"finetune": "frozen"}' --variant margin02='{"margin": 0.2}'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, keys
 
 
-def fit_variant(keys: dict[str, Any], groups: dict[str, list], tests: dict[str, list], seed: int) -> dict[str, Any]:
+def fit_variant(
+    keys: dict[str, Any], groups: dict[str, list], tests: dict[str, list], seed: int
+) -> dict[str, Any]:
     params = {k: v for k, v in read_config("aux_classifier_mn04.yaml").items() if k != "base"}
     system = get_system("aux_classifier", **{**params, **keys, "threshold_fit": "in_sample"})
     ctx = bench_context(seed=seed)
@@ -54,16 +57,24 @@ def fit_variant(keys: dict[str, Any], groups: dict[str, list], tests: dict[str, 
     fitted = system.fit_joint(groups, ctx=ctx)
     train_s = time.perf_counter() - t0
     history = fitted[next(iter(tests))].history_
-    return {**score_types(fitted, tests, ctx), "train_seconds": train_s,
-            "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"]}
+    return {
+        **score_types(fitted, tests, ctx),
+        "train_seconds": train_s,
+        "loss_first": history[0]["loss"],
+        "loss_last": history[-1]["loss"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", type=variant, action="append", default=[], metavar="NAME=JSON")
-    parser.add_argument("--reference", nargs="*", default=["dcase_ae_mse", "embedding_knn"], choices=list(SYSTEMS))
+    parser.add_argument(
+        "--reference", nargs="*", default=["dcase_ae_mse", "embedding_knn"], choices=list(SYSTEMS)
+    )
     parser.add_argument("--n", type=int, default=20, help="training clips per section")
-    parser.add_argument("--test", type=int, default=20, help="test clips per section (half anomalous)")
+    parser.add_argument(
+        "--test", type=int, default=20, help="test clips per section (half anomalous)"
+    )
     parser.add_argument("--sections", nargs="+", default=["00", "01", "02"])
     parser.add_argument("--machines", nargs="+", default=["fan", "gearbox", "pump"])
     parser.add_argument("--seed", type=int, default=0)
@@ -76,25 +87,41 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_toy_dataset(Path(tmp) / "toy", machines=args.machines, n_train=args.n, n_test=args.test,
-                                seed=0, sections=args.sections)
+        root = make_toy_dataset(
+            Path(tmp) / "toy",
+            machines=args.machines,
+            n_train=args.n,
+            n_test=args.test,
+            seed=0,
+            sections=args.sections,
+        )
         clips = sorted(scan(root), key=lambda c: str(c.path))
         groups = {m: first(clips, m, args.n) for m in args.machines}
-        tests = {m: [c for c in clips if c.machine == m and c.split == "test"] for m in args.machines}
+        tests = {
+            m: [c for c in clips if c.machine == m and c.split == "test"] for m in args.machines
+        }
         results.update(run_size(groups, tests, args.reference, args.seed))
         for name, keys in [("aux_mn04 (as packaged)", {}), *args.variant]:
             results[name] = {**fit_variant(keys, groups, tests, args.seed), "keys": keys}
             print(f"  {name}: mean AUC {results[name]['mean_auc']:.3f}", file=sys.stderr)
             (out / "aux_sensitivity.json").write_text(json.dumps(results, indent=1))
-    lines = [f"Mean test AUC over {', '.join(args.machines)} ({len(args.sections)} sections, {args.n} training and "
-             f"{args.test} test clips per section):", "",
-             "| system | changed keys | mean AUC | " + " | ".join(args.machines) + " | loss first / last epoch | "
-             "train s | ms per clip |", "|" + " --- |" * (len(args.machines) + 6)]
+    lines = [
+        f"Mean test AUC over {', '.join(args.machines)} ({len(args.sections)} sections, {args.n} training and "
+        f"{args.test} test clips per section):",
+        "",
+        "| system | changed keys | mean AUC | "
+        + " | ".join(args.machines)
+        + " | loss first / last epoch | "
+        "train s | ms per clip |",
+        "|" + " --- |" * (len(args.machines) + 6),
+    ]
     for name, r in results.items():
         loss = f"{r['loss_first']:.2f} / {r['loss_last']:.2f}" if "loss_first" in r else "-"
-        lines.append(f"| {name} | {json.dumps(r.get('keys', {})) if 'keys' in r else '-'} | {r['mean_auc']:.3f} | "
-                     + " | ".join(f"{r['per_type'][m]['auc']:.3f}" for m in args.machines)
-                     + f" | {loss} | {r['train_seconds']:.0f} | {r['score_ms_per_clip']:.0f} |")
+        lines.append(
+            f"| {name} | {json.dumps(r.get('keys', {})) if 'keys' in r else '-'} | {r['mean_auc']:.3f} | "
+            + " | ".join(f"{r['per_type'][m]['auc']:.3f}" for m in args.machines)
+            + f" | {loss} | {r['train_seconds']:.0f} | {r['score_ms_per_clip']:.0f} |"
+        )
     text = "\n".join(lines + ["", provenance()]) + "\n"
     (out / "aux_sensitivity.md").write_text(text)
     print(text)

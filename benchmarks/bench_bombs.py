@@ -19,6 +19,7 @@ its parent's peak as its own.
 
     python benchmarks/bench_bombs.py
 """
+
 from __future__ import annotations
 
 import io
@@ -94,27 +95,71 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-bombs-"))
     data = toy_set(work / "toy", n_train=8, n_test=1, seconds=10.0)
     models = work / "model"
-    subprocess.run([sys.executable, "-m", "stethoscope.cli", "train", "--data", str(data), "--system", "dcase_ae",
-                    "--out", str(models), "--set", "epochs=2", "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stethoscope.cli",
+            "train",
+            "--data",
+            str(data),
+            "--system",
+            "dcase_ae",
+            "--out",
+            str(models),
+            "--set",
+            "epochs=2",
+            "--quiet",
+        ],
+        check=True,
+    )
     normal = work / "normal.wav"
     normal.write_bytes(noise_wav(10, 16_000))
     bomb = constant_flac(work / "bomb.flac", 2 * 3600)
     rows = []
     for label, snippet, args in [
-        ("score: 10 s clip (baseline)", CHILD, ["score", "--model", str(models), str(normal), "--quiet"]),
-        ("score: 2 h constant FLAC, --max-seconds 600", CHILD, ["score", "--model", str(models), str(bomb), "--quiet"]),
+        (
+            "score: 10 s clip (baseline)",
+            CHILD,
+            ["score", "--model", str(models), str(normal), "--quiet"],
+        ),
+        (
+            "score: 2 h constant FLAC, --max-seconds 600",
+            CHILD,
+            ["score", "--model", str(models), str(bomb), "--quiet"],
+        ),
         ("decode: 2 h constant FLAC, --max-seconds 7300 (no limit)", DECODE, [str(bomb), "7300"]),
     ]:
         got = child(snippet, *args)
         size = (bomb if "FLAC" in label else normal).stat().st_size
-        rows.append([label, f"{size / 1e6:.2f} MB",
-                     f"exit {got['code']}", f"{got['peak_mib']:.0f}", f"{got['seconds']:.1f}", got["said"]])
+        rows.append(
+            [
+                label,
+                f"{size / 1e6:.2f} MB",
+                f"exit {got['code']}",
+                f"{got['peak_mib']:.0f}",
+                f"{got['seconds']:.1f}",
+                got["said"],
+            ]
+        )
         print(rows[-1], file=sys.stderr)
 
     port, db = free_port(), work / "events.db"
     log = open(work / "serve.log", "wb")
-    proc = cli("serve", "--models", str(models), "--db", str(db), "--port", str(port), "--quiet", "--workers", "1",
-               stdout=log, stderr=subprocess.STDOUT)
+    proc = cli(
+        "serve",
+        "--models",
+        str(models),
+        "--db",
+        str(db),
+        "--port",
+        str(port),
+        "--quiet",
+        "--workers",
+        "1",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -126,19 +171,35 @@ def main() -> None:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit((work / "serve.log").read_text())
             time.sleep(0.2)
-        rows.append(["serve: started and warmed up", "-", "-", f"{peak_mib(proc.pid):.0f}", "-", ""])
-        uploads = [("serve: POST 10 s clip", normal.read_bytes()), ("serve: POST 2 h constant FLAC", bomb.read_bytes()),
-                   ("serve: POST 50 MiB WAV, 1,638 s at 16 kHz", noise_wav(1638, 16_000)),
-                   ("serve: POST 49 MiB WAV, 540 s at 48 kHz (accepted)", noise_wav(540, 48_000))]
-        with httpx.Client(base_url=url, timeout=600, headers={"Authorization": f"Bearer {TOKEN}",
-                                                              "Content-Type": "audio/wav"}) as session:
+        rows.append(
+            ["serve: started and warmed up", "-", "-", f"{peak_mib(proc.pid):.0f}", "-", ""]
+        )
+        uploads = [
+            ("serve: POST 10 s clip", normal.read_bytes()),
+            ("serve: POST 2 h constant FLAC", bomb.read_bytes()),
+            ("serve: POST 50 MiB WAV, 1,638 s at 16 kHz", noise_wav(1638, 16_000)),
+            ("serve: POST 49 MiB WAV, 540 s at 48 kHz (accepted)", noise_wav(540, 48_000)),
+        ]
+        with httpx.Client(
+            base_url=url,
+            timeout=600,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "audio/wav"},
+        ) as session:
             for label, body in uploads:
                 start = time.perf_counter()
                 answer = session.post("/score", params={"machine": "fan"}, content=body)
                 took = time.perf_counter() - start
                 detail = "" if answer.status_code == 200 else answer.json()["detail"][:140]
-                rows.append([label, f"{len(body) / 1e6:.2f} MB", f"HTTP {answer.status_code}",
-                             f"{peak_mib(proc.pid):.0f}", f"{took:.1f}", detail])
+                rows.append(
+                    [
+                        label,
+                        f"{len(body) / 1e6:.2f} MB",
+                        f"HTTP {answer.status_code}",
+                        f"{peak_mib(proc.pid):.0f}",
+                        f"{took:.1f}",
+                        detail,
+                    ]
+                )
                 print(rows[-1], file=sys.stderr)
     finally:
         proc.terminate()

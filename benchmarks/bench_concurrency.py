@@ -21,6 +21,7 @@ table counts the disturbed runs it had to keep).
     python benchmarks/bench_concurrency.py [--clips 300] [--epochs 5] [--repeats 2]
         [--scenarios alone demo twin] [--env OMP_WAIT_POLICY=PASSIVE] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -161,8 +162,14 @@ class DemoLoop:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True, text=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                text=True,
+            )
             self.monitor.track(self.proc.pid, started_now=True)
             _, err = self.proc.communicate()
             self.runs += 1
@@ -177,13 +184,19 @@ class DemoLoop:
         self.thread.join()
 
 
-def train_once(jobs: list[tuple[list[str], dict[str, str]]], timeout: float, monitor: Monitor) -> list[dict]:
+def train_once(
+    jobs: list[tuple[list[str], dict[str, str]]], timeout: float, monitor: Monitor
+) -> list[dict]:
     """Start the (command, environment) trainings at once; wait; one result per timed process."""
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in jobs]  # a pipe could fill up
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-                 for (c, env), log in zip(jobs, logs)]
+        procs = [
+            subprocess.Popen(
+                c, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+            )
+            for (c, env), log in zip(jobs, logs)
+        ]
         for p in procs:
             monitor.track(p.pid, started_now=True)
         results = []
@@ -196,8 +209,16 @@ def train_once(jobs: list[tuple[list[str], dict[str, str]]], timeout: float, mon
                 err = log.read().decode(errors="replace")
                 raise RuntimeError(f"{shlex.join(c)} -> {rc} after {wall:.0f} s:\n{err[-2000:]}")
             run = json.loads((Path(c[c.index("--out") + 1]) / "config.json").read_text())["run"]
-            results.append({"wall": wall, "fit": run["train_seconds"], "cpu": cpu, "invol": invol,
-                            "rss": monitor.hwm.get(p.pid, float("nan")), "threads": run["torch_threads"]})
+            results.append(
+                {
+                    "wall": wall,
+                    "fit": run["train_seconds"],
+                    "cpu": cpu,
+                    "invol": invol,
+                    "rss": monitor.hwm.get(p.pid, float("nan")),
+                    "threads": run["torch_threads"],
+                }
+            )
     return results
 
 
@@ -205,16 +226,38 @@ def measure(scenario: str, args: argparse.Namespace, tmp: Path, data: Path) -> d
     env_all = {**os.environ, "PYTHONPATH": str(args.src), "STETHOSCOPE_CACHE": str(tmp / "cache")}
     env_m = {**env_all, **args.env_dict}
     env_o = env_m if not args.measured_only else env_all
-    train = [sys.executable, "-m", "stethoscope.cli", "train", "--data", str(data), "--system", "dcase_ae",
-             "--set", f"epochs={args.epochs}", "threshold_fit=in_sample", "--quiet", *args.train_extra]
-    train_o = train if not args.measured_only else train[:len(train) - len(args.train_extra)]
+    train = [
+        sys.executable,
+        "-m",
+        "stethoscope.cli",
+        "train",
+        "--data",
+        str(data),
+        "--system",
+        "dcase_ae",
+        "--set",
+        f"epochs={args.epochs}",
+        "threshold_fit=in_sample",
+        "--quiet",
+        *args.train_extra,
+    ]
+    train_o = train if not args.measured_only else train[: len(train) - len(args.train_extra)]
     monitor = Monitor()
     demo = None
     try:
         if scenario == "demo":
-            demo_cmd = [sys.executable, "-m", "stethoscope.cli", "demo", "--out", str(tmp / "demo"),
-                        *(args.demo_extra if not args.measured_only else [])]
-            demo = DemoLoop(demo_cmd, {**env_o, "STETHOSCOPE_CACHE": str(tmp / "demo-cache")}, monitor)
+            demo_cmd = [
+                sys.executable,
+                "-m",
+                "stethoscope.cli",
+                "demo",
+                "--out",
+                str(tmp / "demo"),
+                *(args.demo_extra if not args.measured_only else []),
+            ]
+            demo = DemoLoop(
+                demo_cmd, {**env_o, "STETHOSCOPE_CACHE": str(tmp / "demo-cache")}, monitor
+            )
             time.sleep(args.load_warmup)
         jobs = [(train + ["--out", str(tmp / "model")], env_m)]
         if scenario == "twin":
@@ -243,28 +286,65 @@ def _kv(items: list[str]) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=300, help="training clips of one machine type (default 300)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--clips", type=int, default=300, help="training clips of one machine type (default 300)"
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="runs per scenario (default 2)")
-    parser.add_argument("--scenarios", nargs="+", default=["alone", "demo", "twin"], choices=("alone", "demo", "twin"))
-    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="environment of the stethoscope processes, e.g. OMP_WAIT_POLICY=PASSIVE")
-    parser.add_argument("--threads", type=int, help="pass --threads N to train and demo (once the CLI has it)")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=["alone", "demo", "twin"],
+        choices=("alone", "demo", "twin"),
+    )
+    parser.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the stethoscope processes, e.g. OMP_WAIT_POLICY=PASSIVE",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="pass --threads N to train and demo (once the CLI has it)"
+    )
     parser.add_argument("--train-args", default="", help="extra CLI flags for `train` (one string)")
     parser.add_argument("--demo-args", default="", help="extra CLI flags for `demo` (one string)")
-    parser.add_argument("--measured-only", action="store_true",
-                        help="--env/--threads/--train-args for the timed training only, not the demo or twin")
-    parser.add_argument("--src", type=Path, default=REPO / "src", help="stethoscope source tree to run")
-    parser.add_argument("--data", type=Path, help="existing data root (default: a fresh toy set in a temp dir)")
-    parser.add_argument("--load-warmup", type=float, default=5.0, help="seconds the demo runs before timing")
-    parser.add_argument("--timeout", type=float, default=400.0, help="seconds per timed run before it is killed")
-    parser.add_argument("--max-foreign", type=float, default=0.3,
-                        help="a run during which other people's processes kept more cores busy than this on "
-                             "average is disturbed and run again (default 0.3)")
-    parser.add_argument("--retries", type=int, default=2, help="re-runs of a disturbed run (default 2)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="seconds to wait, before each run, for the machine to be quiet (default 60)")
+    parser.add_argument(
+        "--measured-only",
+        action="store_true",
+        help="--env/--threads/--train-args for the timed training only, not the demo or twin",
+    )
+    parser.add_argument(
+        "--src", type=Path, default=REPO / "src", help="stethoscope source tree to run"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="existing data root (default: a fresh toy set in a temp dir)"
+    )
+    parser.add_argument(
+        "--load-warmup", type=float, default=5.0, help="seconds the demo runs before timing"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=400.0, help="seconds per timed run before it is killed"
+    )
+    parser.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.3,
+        help="a run during which other people's processes kept more cores busy than this on "
+        "average is disturbed and run again (default 0.3)",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=2, help="re-runs of a disturbed run (default 2)"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait, before each run, for the machine to be quiet (default 60)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run here")
     args = parser.parse_args()
     args.env_dict = _kv(args.env)
@@ -280,8 +360,10 @@ def main() -> None:
         data = args.data
         if data is None:
             env = {**os.environ, "PYTHONPATH": str(args.src)}
-            code = ("import sys; from stethoscope.data import make_toy_dataset; "
-                    f"make_toy_dataset(sys.argv[1], machines=('fan',), n_train={args.clips}, n_test=0, seed=0)")
+            code = (
+                "import sys; from stethoscope.data import make_toy_dataset; "
+                f"make_toy_dataset(sys.argv[1], machines=('fan',), n_train={args.clips}, n_test=0, seed=0)"
+            )
             data = tmp / "toy"
             subprocess.run([sys.executable, "-c", code, str(data)], env=env, check=True)
         print(f"warming the feature cache ({data})", file=sys.stderr)
@@ -292,9 +374,12 @@ def main() -> None:
                     waited = wait_for_quiet(args.max_foreign, args.quiet_wait)
                     r = measure(scenario, args, tmp, data)
                     r["disturbed"] = r["foreign"] > args.max_foreign
-                    print(f"[{rep + 1}/{args.repeats}] {scenario:<5} wall {r['wall']:6.1f} s  fit {r['fit']:6.1f} s  "
-                          f"cpu {r['cpu']:6.1f} s  foreign {r['foreign']:.2f} cores (waited {waited:.0f} s for "
-                          f"quiet){'  DISTURBED' if r['disturbed'] else ''}", file=sys.stderr)
+                    print(
+                        f"[{rep + 1}/{args.repeats}] {scenario:<5} wall {r['wall']:6.1f} s  fit {r['fit']:6.1f} s  "
+                        f"cpu {r['cpu']:6.1f} s  foreign {r['foreign']:.2f} cores (waited {waited:.0f} s for "
+                        f"quiet){'  DISTURBED' if r['disturbed'] else ''}",
+                        file=sys.stderr,
+                    )
                     if not r["disturbed"]:
                         break
                 runs[scenario].append(r)
@@ -307,25 +392,76 @@ def main() -> None:
         v = [r[k] for r in runs[s]]
         return f"{min(v):.1f}-{max(v):.1f}"
 
-    print(f"machine: {machine()}; cores usable: {len(os.sched_getaffinity(0))}\ncommand: {command()}")
-    print(f"measured: {' '.join(['stethoscope train --system dcase_ae --set', f'epochs={args.epochs}', 'threshold_fit=in_sample --quiet', *args.train_extra])}"
-          f" on {args.clips} toy clips of 10 s (features from the warm cache); env {args.env_dict or '{}'}"
-          f"{' (timed process only)' if args.measured_only else ' (every stethoscope process)'}; "
-          f"{args.repeats} runs per scenario, {total:.0f} s in all\n")
+    print(
+        f"machine: {machine()}; cores usable: {len(os.sched_getaffinity(0))}\ncommand: {command()}"
+    )
+    print(
+        f"measured: {' '.join(['stethoscope train --system dcase_ae --set', f'epochs={args.epochs}', 'threshold_fit=in_sample --quiet', *args.train_extra])}"
+        f" on {args.clips} toy clips of 10 s (features from the warm cache); env {args.env_dict or '{}'}"
+        f"{' (timed process only)' if args.measured_only else ' (every stethoscope process)'}; "
+        f"{args.repeats} runs per scenario, {total:.0f} s in all\n"
+    )
     rows = []
     for s in args.scenarios:
-        ratio = "" if s == "alone" or "alone" not in runs else f"{med(s, 'wall') / med('alone', 'wall'):.2f}x"
-        fit_ratio = "" if s == "alone" or "alone" not in runs else f"{med(s, 'fit') / med('alone', 'fit'):.2f}x"
-        rows.append([s, f"{med(s, 'wall'):.1f} ({spread(s, 'wall')})", ratio,
-                     f"{med(s, 'fit'):.1f} ({spread(s, 'fit')})", fit_ratio,
-                     f"{med(s, 'cpu'):.1f}", f"{med(s, 'invol'):.0f}", f"{med(s, 'rss'):.0f}",
-                     runs[s][0]["threads"], f"{max(r['foreign'] for r in runs[s]):.2f}"
-                     + (f" ({sum(r['disturbed'] for r in runs[s])} disturbed)" if any(r['disturbed'] for r in runs[s]) else "")])
-    print(table(["scenario", "wall s, median (min-max)", "wall / alone", "fit s, median (min-max)", "fit / alone",
-                 "CPU s", "invol. switches", "peak RSS MB", "torch threads", "foreign cores (max)"], rows))
+        ratio = (
+            ""
+            if s == "alone" or "alone" not in runs
+            else f"{med(s, 'wall') / med('alone', 'wall'):.2f}x"
+        )
+        fit_ratio = (
+            ""
+            if s == "alone" or "alone" not in runs
+            else f"{med(s, 'fit') / med('alone', 'fit'):.2f}x"
+        )
+        rows.append(
+            [
+                s,
+                f"{med(s, 'wall'):.1f} ({spread(s, 'wall')})",
+                ratio,
+                f"{med(s, 'fit'):.1f} ({spread(s, 'fit')})",
+                fit_ratio,
+                f"{med(s, 'cpu'):.1f}",
+                f"{med(s, 'invol'):.0f}",
+                f"{med(s, 'rss'):.0f}",
+                runs[s][0]["threads"],
+                f"{max(r['foreign'] for r in runs[s]):.2f}"
+                + (
+                    f" ({sum(r['disturbed'] for r in runs[s])} disturbed)"
+                    if any(r["disturbed"] for r in runs[s])
+                    else ""
+                ),
+            ]
+        )
+    print(
+        table(
+            [
+                "scenario",
+                "wall s, median (min-max)",
+                "wall / alone",
+                "fit s, median (min-max)",
+                "fit / alone",
+                "CPU s",
+                "invol. switches",
+                "peak RSS MB",
+                "torch threads",
+                "foreign cores (max)",
+            ],
+            rows,
+        )
+    )
     if args.json:
-        args.json.write_text(json.dumps({"command": command(), "machine": machine(), "env": args.env_dict,
-                                         "train_extra": args.train_extra, "runs": runs}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command(),
+                    "machine": machine(),
+                    "env": args.env_dict,
+                    "train_extra": args.train_extra,
+                    "runs": runs,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

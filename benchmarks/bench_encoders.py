@@ -4,6 +4,7 @@ Usage: ``python benchmarks/bench_encoders.py [--threads 2] [--clips 8] [--encode
 Encoders whose real weights are absent run with random weights (same architecture and
 cost) and are marked so. Prints a Markdown table plus the command and machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,13 @@ def one_encoder(name: str, threads: int, n: int) -> dict:
     for w in waves:
         enc.embed([w], 16_000)
     ms = 1000 * (time.perf_counter() - t0) / n
-    return {"encoder": name, "weights": enc.weights, "dim": enc.dim, "ms_per_clip": ms, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "encoder": name,
+        "weights": enc.weights,
+        "dim": enc.dim,
+        "ms_per_clip": ms,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def main() -> None:
@@ -54,8 +61,20 @@ def main() -> None:
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     for name in args.encoders.split(","):
         try:
-            rows.append(child_json([__file__, "--child", name, "--threads", str(args.threads),
-                                    "--clips", str(args.clips)], env))
+            rows.append(
+                child_json(
+                    [
+                        __file__,
+                        "--child",
+                        name,
+                        "--threads",
+                        str(args.threads),
+                        "--clips",
+                        str(args.clips),
+                    ],
+                    env,
+                )
+            )
         except subprocess.CalledProcessError as err:
             rows.append({"encoder": name, "error": last_line(err.stderr)})
     print("| encoder | weights | dim | ms per 10 s clip | peak RSS (MB) |")
@@ -64,10 +83,14 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['encoder']} | error: {r['error']} | | | |")
         else:
-            print(f"| {r['encoder']} | {r['weights']} | {r['dim']} | {r['ms_per_clip']:.0f} | {r['peak_rss_mb']:.0f} |")
+            print(
+                f"| {r['encoder']} | {r['weights']} | {r['dim']} | {r['ms_per_clip']:.0f} | {r['peak_rss_mb']:.0f} |"
+            )
     print()
     print(provenance())
-    print(f"{args.threads} torch threads per encoder process, batch 1, {args.clips} clips after one warm-up")
+    print(
+        f"{args.threads} torch threads per encoder process, batch 1, {args.clips} clips after one warm-up"
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ tree's (driver + Ray's services + workers); scaling = clips/s over the single pr
 Needs the ray extra and psutil (``pip install 'stethoscope[ray]' psutil``). Prints Markdown for
 docs/RESULTS.md; ``--json`` keeps the raw figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,13 @@ from _common import child_json, markdown_header, peak_rss_mb, table  # noqa: E40
 TYPES = ("fan", "gearbox", "pump")
 
 
-
 def _load_models(models: Path) -> dict:
     """{machine type: loaded system} of a `train --out` folder."""
     from stethoscope.systems import load_system
     from stethoscope.systems.folders import model_folders
 
     return {machine: load_system(folder) for machine, folder in model_folders(models).items()}
+
 
 def write_fleet(root: Path, clips: int, machines: int, seconds: float) -> Path:
     """``root/<type>/m<NN>/c<NNNNN>.wav``: ``clips`` toy clips spread over ``machines`` machines
@@ -81,7 +82,9 @@ def train_models(root: Path, n_train: int, epochs: int, seconds: float) -> Path:
     models = root / "models"
     if models.is_dir() and set(_load_models(models)) == set(TYPES):
         return models
-    data = make_toy_dataset(root / "train", TYPES, n_train=n_train, n_test=0, seconds=seconds, seed=1)
+    data = make_toy_dataset(
+        root / "train", TYPES, n_train=n_train, n_test=0, seconds=seconds, seed=1
+    )
     clips = scan(data)
     for machine in TYPES:
         system = get_system("dcase_ae", epochs=epochs, batch_size=256, threshold_fit="in_sample")
@@ -114,7 +117,10 @@ class TreeMemory:
                         workers += rss
                 except psutil.Error:
                     continue
-            self.workers, self.tree = max(self.workers, workers / 2**20), max(self.tree, tree / 2**20)
+            self.workers, self.tree = (
+                max(self.workers, workers / 2**20),
+                max(self.tree, tree / 2**20),
+            )
             self._stop.wait(self.every)
 
     def __enter__(self) -> "TreeMemory":
@@ -146,36 +152,72 @@ def run_engine(data: str, models: str, engine: str, workers: int) -> dict:
             machines = assign_models(files, systems)
             start = time.perf_counter()
             for machine, system in systems.items():
-                system.score([Clip(path=f, machine=machine) for f, m in zip(files, machines) if m == machine], ctx)
+                system.score(
+                    [
+                        Clip(path=f, machine=machine)
+                        for f, m in zip(files, machines)
+                        if m == machine
+                    ],
+                    ctx,
+                )
         else:
             import ray
 
             from stethoscope.scale import score_with_ray
 
             start = time.perf_counter()
-            ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(
+                num_cpus=workers,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
             startup = time.perf_counter() - start
             start = time.perf_counter()
             score_with_ray([data + "/" + t for t in TYPES], models, ctx=ctx)
         seconds = time.perf_counter() - start
         if engine != "single":
             ray.shutdown()
-    return {"engine": engine, "workers": workers, "clips": len(files), "seconds": seconds, "startup_s": startup,
-            "clips_per_s": len(files) / seconds, "driver_peak_mb": peak_rss_mb(), "workers_peak_mb": memory.workers,
-            "tree_peak_mb": memory.tree}
+    return {
+        "engine": engine,
+        "workers": workers,
+        "clips": len(files),
+        "seconds": seconds,
+        "startup_s": startup,
+        "clips_per_s": len(files) / seconds,
+        "driver_peak_mb": peak_rss_mb(),
+        "workers_peak_mb": memory.workers,
+        "tree_peak_mb": memory.tree,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=10_000, help="fleet clips to score (default 10,000)")
-    parser.add_argument("--machines", type=int, default=50, help="machines the clips come from (default 50)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds (default 1)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray CPUs to try (default 1 2)")
-    parser.add_argument("--train", type=int, default=40, help="training clips per type (default 40)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--clips", type=int, default=10_000, help="fleet clips to score (default 10,000)"
+    )
+    parser.add_argument(
+        "--machines", type=int, default=50, help="machines the clips come from (default 50)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="clip length in seconds (default 1)"
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="Ray CPUs to try (default 1 2)"
+    )
+    parser.add_argument(
+        "--train", type=int, default=40, help="training clips per type (default 40)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
-    parser.add_argument("--data", help="folder for the fleet and models (default: a temporary folder)")
+    parser.add_argument(
+        "--data", help="folder for the fleet and models (default: a temporary folder)"
+    )
     parser.add_argument("--json", help="write the raw figures here")
-    parser.add_argument("--child", nargs=3, metavar=("DATA", "MODELS", "ENGINE:WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("DATA", "MODELS", "ENGINE:WORKERS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         engine, workers = args.child[2].split(":")
@@ -185,16 +227,46 @@ def main() -> None:
         root = Path(args.data or tmp)
         write_fleet(root / "fleet", args.clips, args.machines, args.seconds)
         models = train_models(root, args.train, args.epochs, args.seconds)
-        runs = [child_json([__file__, "--child", str(root / "fleet"), str(models), f"{engine}:{w}"])
-                for engine, w in [("single", 1), *[("ray", w) for w in args.workers]]]
+        runs = [
+            child_json([__file__, "--child", str(root / "fleet"), str(models), f"{engine}:{w}"])
+            for engine, w in [("single", 1), *[("ray", w) for w in args.workers]]
+        ]
     base = runs[0]["clips_per_s"]
-    rows = [[r["engine"] if r["engine"] == "single" else f"ray, {r['workers']} CPU", r["clips"],
-             round(r["seconds"], 2), round(r["startup_s"], 1), round(r["clips_per_s"], 1),
-             round(r["clips_per_s"] / base, 2), round(r["driver_peak_mb"]), round(r["workers_peak_mb"]),
-             round(r["tree_peak_mb"])] for r in runs]
-    print(markdown_header(f"Fleet scoring: {args.clips} clips of {args.seconds:g} s from {args.machines} machines"))
-    print(table(["engine", "clips", "scoring s", "Ray start s", "clips/s", "vs single", "driver peak MiB",
-                 "workers peak MiB (sum)", "tree peak MiB"], rows))
+    rows = [
+        [
+            r["engine"] if r["engine"] == "single" else f"ray, {r['workers']} CPU",
+            r["clips"],
+            round(r["seconds"], 2),
+            round(r["startup_s"], 1),
+            round(r["clips_per_s"], 1),
+            round(r["clips_per_s"] / base, 2),
+            round(r["driver_peak_mb"]),
+            round(r["workers_peak_mb"]),
+            round(r["tree_peak_mb"]),
+        ]
+        for r in runs
+    ]
+    print(
+        markdown_header(
+            f"Fleet scoring: {args.clips} clips of {args.seconds:g} s from {args.machines} machines"
+        )
+    )
+    print(
+        table(
+            [
+                "engine",
+                "clips",
+                "scoring s",
+                "Ray start s",
+                "clips/s",
+                "vs single",
+                "driver peak MiB",
+                "workers peak MiB (sum)",
+                "tree peak MiB",
+            ],
+            rows,
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
 

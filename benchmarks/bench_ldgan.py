@@ -15,6 +15,7 @@ Training and scoring read features from a cache under the data folder, warmed be
 timing, so that timings are the model's. Prints a Markdown table, the command and the
 machine. Timings depend on machine load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,22 @@ from stethoscope.features.extract import logmels  # noqa: E402
 from stethoscope.features.logmel import LogMelParams, _hz_to_mel, _mel_to_hz  # noqa: E402
 from stethoscope.systems import get_system  # noqa: E402
 
-VARIANTS = {"full": {}, "no latent diffusion": {"latent_diffusion": False}, "no TMixup": {"tmixup": False}}
+VARIANTS = {
+    "full": {},
+    "no latent diffusion": {"latent_diffusion": False},
+    "no TMixup": {"tmixup": False},
+}
 
 
-def region_mask(n_mels: int, frames: int, t0: float, t1: float, f0: float, f1: float,
-                params: LogMelParams = LogMelParams()) -> np.ndarray:
+def region_mask(
+    n_mels: int,
+    frames: int,
+    t0: float,
+    t1: float,
+    f0: float,
+    f1: float,
+    params: LogMelParams = LogMelParams(),
+) -> np.ndarray:
     """Boolean (n_mels, frames): the time-frequency box of a fault on the log-mel grid."""
     edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(params.sample_rate / 2), n_mels + 2))
     centres = edges[1:-1]
@@ -57,8 +69,10 @@ def region_mask(n_mels: int, frames: int, t0: float, t1: float, f0: float, f1: f
 
 def fault_regions(machine_dir: Path) -> dict[str, tuple[float, float, float, float]]:
     with open(machine_dir / "fault_regions.csv", newline="") as handle:
-        return {Path(r["file"]).name: (float(r["t0"]), float(r["t1"]), float(r["f0"]), float(r["f1"]))
-                for r in csv.DictReader(handle)}
+        return {
+            Path(r["file"]).name: (float(r["t0"]), float(r["t1"]), float(r["f0"]), float(r["f1"]))
+            for r in csv.DictReader(handle)
+        }
 
 
 def run_variant(machine_dir: Path, clips: list, params: dict, ctx: RunContext) -> dict[str, float]:
@@ -85,10 +99,16 @@ def run_variant(machine_dir: Path, clips: list, params: dict, ctx: RunContext) -
         fractions.append(fraction)
         shares.append(share)
         lifts.append(fraction / share)
-    return {"s/epoch": fit_s / max(params["epochs"], 1), "ms/clip": score_ms,
-            "AUC": roc_auc_score(labels, scores), "normal": scores[labels == 0].mean(),
-            "anomalous": scores[labels == 1].mean(), "energy in region": float(np.mean(fractions)),
-            "area share": float(np.mean(shares)), "lift": float(np.mean(lifts))}
+    return {
+        "s/epoch": fit_s / max(params["epochs"], 1),
+        "ms/clip": score_ms,
+        "AUC": roc_auc_score(labels, scores),
+        "normal": scores[labels == 0].mean(),
+        "anomalous": scores[labels == 1].mean(),
+        "energy in region": float(np.mean(fractions)),
+        "area share": float(np.mean(shares)),
+        "lift": float(np.mean(lifts)),
+    }
 
 
 def main() -> None:
@@ -98,7 +118,9 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=20)
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)"
+    )
     parser.add_argument("--root", default=None, help="toy data folder (default: a temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,18 +130,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp)
         ctx = bench_context(cache_dir=root / ".cache")
-        make_toy_dataset(root, machines=tuple(args.machines), n_train=args.n_train, n_test=args.n_test, seed=0)
+        make_toy_dataset(
+            root, machines=tuple(args.machines), n_train=args.n_train, n_test=args.n_test, seed=0
+        )
         rows = []
         for machine in args.machines:
             clips = scan(root, machine=machine)
             for variant, switch in VARIANTS.items():
-                rows.append((machine, variant, run_variant(root / machine, clips, {**params, **switch}, ctx)))
+                rows.append(
+                    (
+                        machine,
+                        variant,
+                        run_variant(root / machine, clips, {**params, **switch}, ctx),
+                    )
+                )
     peak_mb = peak_rss_mb()
     keys = list(rows[0][2])
-    print(table(["machine", "variant", *keys],
-                [[machine, variant, *(float(result[k]) for k in keys)] for machine, variant, result in rows]))
-    print(f"\npeak RSS {peak_mb:.0f} MB; config {args.config} (epochs {params['epochs']}), "
-          f"{args.n_train} train / {args.n_test} test clips per machine, torch threads {args.threads}")
+    print(
+        table(
+            ["machine", "variant", *keys],
+            [
+                [machine, variant, *(float(result[k]) for k in keys)]
+                for machine, variant, result in rows
+            ],
+        )
+    )
+    print(
+        f"\npeak RSS {peak_mb:.0f} MB; config {args.config} (epochs {params['epochs']}), "
+        f"{args.n_train} train / {args.n_test} test clips per machine, torch threads {args.threads}"
+    )
     print(provenance())
 
 

@@ -3,6 +3,7 @@ official baselines (librosa.load + melspectrogram + log10), in the same run on t
 
     python benchmarks/bench_logmel.py [--n 200] [--data DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ def librosa_path(paths: list[Path]) -> list[np.ndarray]:
     out = []
     for p in paths:
         y, sr = librosa.load(p, sr=16000, mono=True)
-        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=512, n_mels=128, power=2.0)
+        mel = librosa.feature.melspectrogram(
+            y=y, sr=sr, n_fft=1024, hop_length=512, n_mels=128, power=2.0
+        )
         out.append(10.0 * np.log10(np.maximum(mel, EPS)))
     return out
 
@@ -38,8 +41,13 @@ def main() -> None:
     parser.add_argument("--data", help="use this data folder instead of toy clips")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.data) if args.data else make_toy_dataset(Path(tmp) / "toy", machines=("fan",),
-                                                                   n_train=args.n, n_test=0, seed=0)
+        root = (
+            Path(args.data)
+            if args.data
+            else make_toy_dataset(
+                Path(tmp) / "toy", machines=("fan",), n_train=args.n, n_test=0, seed=0
+            )
+        )
         clips = scan(root)[: args.n]
         paths = [c.path for c in clips]
         librosa_path(paths[:2])  # import and JIT warm-up outside the timing
@@ -58,11 +66,16 @@ def main() -> None:
         err = max(float(np.abs(a - b).max()) for a, b in zip(ours, ref))
     n = len(clips)
     print(provenance() + "\n")
-    print(table(["path", "clips/s", "speed-up vs librosa"], [
-        ["librosa.load + melspectrogram, per file", n / t_librosa, 1.0],
-        ["stethoscope batched torch (no cache)", n / t_ours, t_librosa / t_ours],
-        ["stethoscope, cache hit", n / t_cached, t_librosa / t_cached],
-    ]))
+    print(
+        table(
+            ["path", "clips/s", "speed-up vs librosa"],
+            [
+                ["librosa.load + melspectrogram, per file", n / t_librosa, 1.0],
+                ["stethoscope batched torch (no cache)", n / t_ours, t_librosa / t_ours],
+                ["stethoscope, cache hit", n / t_cached, t_librosa / t_cached],
+            ],
+        )
+    )
     print(f"\n{n} clips of 10 s; max |difference| to librosa: {err:.2e} dB")
 
 

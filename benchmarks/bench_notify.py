@@ -323,8 +323,16 @@ def report(rows: dict, args: argparse.Namespace) -> str:
             markdown_header("Notifications under load"),
             note,
             table(
-                ["notify", "runs", "clips/s per run", "clips/s", "p50 ms", "p99 ms",
-                 "serve CPU ms per clip, per run", "errors"],
+                [
+                    "notify",
+                    "runs",
+                    "clips/s per run",
+                    "clips/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "serve CPU ms per clip, per run",
+                    "errors",
+                ],
                 speed,
             ),
             "",

@@ -18,6 +18,7 @@ Timings mean something only on a quiet machine; the differences do not depend on
     python benchmarks/bench_onnx.py [--threads 1] [--train 20] [--clips 30] [--seconds 10]
     python benchmarks/bench_onnx.py --train 6 --clips 3 --seconds 4 --systems dcase_ae   # smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,39 +60,63 @@ def one_system(data: Path, name: str, overrides: dict, args: dict) -> dict:
 
     torch.set_num_threads(args["threads"])
     clips = scan(data)
-    train = [c for c in clips if c.split == "train"][:args["train"]]
-    test = [c for c in clips if c.split == "test"][:args["clips"] + 2]
+    train = [c for c in clips if c.split == "train"][: args["train"]]
+    test = [c for c in clips if c.split == "test"][: args["clips"] + 2]
     params = {**config_of(name, args["epochs"], args["real_weights"])[0], **overrides}
     ctx = RunContext(seed=0, progress=False)
     system = get_system(name, **params).fit(train, ctx=ctx)
     waves = [load_audio(c.path) for c in test]
-    row = {"system": name, "variant": ",".join(f"{k}={v}" for k, v in overrides.items()), "modes": {}}
+    row = {
+        "system": name,
+        "variant": ",".join(f"{k}={v}" for k, v in overrides.items()),
+        "modes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         system.save(Path(tmp) / "model")
         timed(lambda w: system.score_waveforms([w], ctx=ctx)[0], waves[:2])  # warm-up
         torch_ms, expected = timed(lambda w: system.score_waveforms([w], ctx=ctx)[0], waves[2:])
-        row["torch"] = {"median_ms": float(np.median(torch_ms)), "p90_ms": float(np.percentile(torch_ms, 90))}
+        row["torch"] = {
+            "median_ms": float(np.median(torch_ms)),
+            "p90_ms": float(np.percentile(torch_ms, 90)),
+        }
         for mode in MODES:
-            export_onnx(Path(tmp) / "model", Path(tmp) / mode, frontend=mode, seconds=args["seconds"])
+            export_onnx(
+                Path(tmp) / "model", Path(tmp) / mode, frontend=mode, seconds=args["seconds"]
+            )
             edge = EdgeModel(Path(tmp) / mode, threads=args["threads"])
             timed(lambda w, e=edge: e.score_waveform(w).score, waves[:2])
             ms, got = timed(lambda w, e=edge: e.score_waveform(w).score, waves[2:])
             diff = np.abs(got - expected)
-            row["modes"][mode] = {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-                                  "max_abs_diff": float(diff.max()),
-                                  "max_rel_diff": float((diff / np.maximum(np.abs(expected), 1e-12)).max())}
+            row["modes"][mode] = {
+                "median_ms": float(np.median(ms)),
+                "p90_ms": float(np.percentile(ms, 90)),
+                "max_abs_diff": float(diff.max()),
+                "max_rel_diff": float((diff / np.maximum(np.abs(expected), 1e-12)).max()),
+            }
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads (default 1)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and onnxruntime threads (default 1)"
+    )
     parser.add_argument("--train", type=int, default=20, help="training clips (default 20)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs for systems that train (default 2)")
-    parser.add_argument("--clips", type=int, default=30, help="clips scored one at a time (default 30)")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs for systems that train (default 2)"
+    )
+    parser.add_argument(
+        "--clips", type=int, default=30, help="clips scored one at a time (default 30)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
-    parser.add_argument("--systems", nargs="+", help="default: dcase_ae gamma_vae embedding_knn ldgan tldiffgan")
-    parser.add_argument("--data", type=Path, help="toy set folder, written once and reused (default: temporary)")
+    parser.add_argument(
+        "--systems", nargs="+", help="default: dcase_ae gamma_vae embedding_knn ldgan tldiffgan"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="toy set folder, written once and reused (default: temporary)"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -103,20 +128,49 @@ def main() -> None:
 
     names = args.systems or exportable_systems()
     real_weights = use_shared_weights()
-    spec = {"threads": args.threads, "train": args.train, "epochs": args.epochs, "clips": args.clips,
-            "seconds": args.seconds, "real_weights": real_weights}
+    spec = {
+        "threads": args.threads,
+        "train": args.train,
+        "epochs": args.epochs,
+        "clips": args.clips,
+        "seconds": args.seconds,
+        "real_weights": real_weights,
+    }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = toy_set(args.data or Path(tmp) / "toy", args.train, args.clips + 2, seconds=args.seconds, exact=False)
+        data = toy_set(
+            args.data or Path(tmp) / "toy",
+            args.train,
+            args.clips + 2,
+            seconds=args.seconds,
+            exact=False,
+        )
         for name in names:
             for overrides in VARIANTS.get(name, [{}]):
                 print(f"[{name} {overrides or ''}]", file=sys.stderr)
                 try:
-                    rows.append(child_json([__file__, "--child", str(data), name, json.dumps(overrides),
-                                            json.dumps(spec)]))
-                except Exception as err:  # a failing system is reported in its row; the others still run
-                    rows.append({"system": name, "variant": str(overrides),
-                                 "error": last_line(getattr(err, "stderr", "") or str(err))})
+                    rows.append(
+                        child_json(
+                            [
+                                __file__,
+                                "--child",
+                                str(data),
+                                name,
+                                json.dumps(overrides),
+                                json.dumps(spec),
+                            ]
+                        )
+                    )
+                except (
+                    Exception
+                ) as err:  # a failing system is reported in its row; the others still run
+                    rows.append(
+                        {
+                            "system": name,
+                            "variant": str(overrides),
+                            "error": last_line(getattr(err, "stderr", "") or str(err)),
+                        }
+                    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(report(rows, args, real_weights))
@@ -131,16 +185,41 @@ def report(rows: list[dict], args: argparse.Namespace, real_weights: bool) -> st
             continue
         t = r["torch"]
         for mode, m in r["modes"].items():
-            body.append([label, mode, f"{t['median_ms']:.1f} / {t['p90_ms']:.1f}",
-                         f"{m['median_ms']:.1f} / {m['p90_ms']:.1f}", f"{t['median_ms'] / m['median_ms']:.2f}",
-                         f"{m['max_abs_diff']:.2g}", f"{m['max_rel_diff']:.2g}"])
+            body.append(
+                [
+                    label,
+                    mode,
+                    f"{t['median_ms']:.1f} / {t['p90_ms']:.1f}",
+                    f"{m['median_ms']:.1f} / {m['p90_ms']:.1f}",
+                    f"{t['median_ms'] / m['median_ms']:.2f}",
+                    f"{m['max_abs_diff']:.2g}",
+                    f"{m['max_rel_diff']:.2g}",
+                ]
+            )
     weights = "real mn04 weights" if real_weights else "random mn04 weights (real ones absent)"
-    note = (f"Toy-factory clips of {args.seconds:g} s scored one at a time from memory after a warm-up, "
-            f"{args.clips} clips; {args.threads} torch / onnxruntime thread(s); fitted on {args.train} clips "
-            f"({args.epochs} epochs where the system trains); encoders: {weights}.\n")
-    return "\n".join([markdown_header("ONNX export: onnxruntime vs torch"), note, table(
-        ["system", "front end", "torch ms median / p90", "ONNX ms median / p90", "speed-up", "max |score diff|",
-         "max relative diff"], body)])
+    note = (
+        f"Toy-factory clips of {args.seconds:g} s scored one at a time from memory after a warm-up, "
+        f"{args.clips} clips; {args.threads} torch / onnxruntime thread(s); fitted on {args.train} clips "
+        f"({args.epochs} epochs where the system trains); encoders: {weights}.\n"
+    )
+    return "\n".join(
+        [
+            markdown_header("ONNX export: onnxruntime vs torch"),
+            note,
+            table(
+                [
+                    "system",
+                    "front end",
+                    "torch ms median / p90",
+                    "ONNX ms median / p90",
+                    "speed-up",
+                    "max |score diff|",
+                    "max relative diff",
+                ],
+                body,
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ use the real EfficientAT mn04 weights when found (``$STETHOSCOPE_WEIGHTS_DIR``, 
 
 Prints Markdown (command, machine, date, tables) for docs/RESULTS.md; ``--json`` keeps the raw figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,25 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import (bench_context, child_json, last_line, markdown_header, peak_rss_mb, table,  # noqa: E402
-                     toy_set, use_shared_weights)
+from _common import (
+    bench_context,
+    child_json,
+    last_line,
+    markdown_header,
+    peak_rss_mb,
+    table,  # noqa: E402
+    toy_set,
+    use_shared_weights,
+)
 
 SYSTEMS = ("dcase_ae", "gamma_vae", "embedding_knn", "tldiffgan")
 MB_PER_CLIP_TARGET = {"dcase_ae": 0.25, "gamma_vae": 0.25, "tldiffgan": 1.0}
 AE_EPOCH_TARGET_S = 35.0
-RECIPE = {"types": 6, "clips": 3000, "epochs": 100}  # DCASE 2020 Task 2 AE baseline, full development set
+RECIPE = {
+    "types": 6,
+    "clips": 3000,
+    "epochs": 100,
+}  # DCASE 2020 Task 2 AE baseline, full development set
 
 
 def system_params(name: str, epochs: int, real_weights: bool) -> tuple[dict, str]:
@@ -56,7 +69,9 @@ def system_params(name: str, epochs: int, real_weights: bool) -> tuple[dict, str
         params = load_config(name)
     else:
         params = {**load_config(name), "epochs": epochs}
-    params["threshold_fit"] = "in_sample"  # one model per fit: cross-fitting would add K fold models
+    params["threshold_fit"] = (
+        "in_sample"  # one model per fit: cross-fitting would add K fold models
+    )
     note = ""
     if name in ("tldiffgan", "embedding_knn"):
         if not real_weights:
@@ -72,8 +87,10 @@ def pick_train(clips: list, n: int) -> list:
     target = [c for c in train if c.domain == "target"]
     k = min(len(target), max(1, round(0.1 * n))) if n >= 2 else 0
     if n - k > len(source):
-        raise SystemExit(f"the data set has {len(source)} source training clips, {n - k} are needed")
-    return source[:n - k] + target[:k]
+        raise SystemExit(
+            f"the data set has {len(source)} source training clips, {n - k} are needed"
+        )
+    return source[: n - k] + target[:k]
 
 
 def epoch_seconds(system) -> list[float]:
@@ -84,7 +101,9 @@ def epoch_seconds(system) -> list[float]:
     return [h["seconds"] for h in branch.history_] if branch is not None else []
 
 
-def one_run(data: Path, name: str, n: int, epochs: int, score_clips: int, real_weights: bool, seed: int) -> dict:
+def one_run(
+    data: Path, name: str, n: int, epochs: int, score_clips: int, real_weights: bool, seed: int
+) -> dict:
     """Fit on n clips and score ``score_clips`` test clips, no feature cache (in a fresh process)."""
     from stethoscope.data import scan
     from stethoscope.systems import get_system
@@ -105,9 +124,17 @@ def one_run(data: Path, name: str, n: int, epochs: int, score_clips: int, real_w
     system.score(test, ctx)
     score_s = time.perf_counter() - start
     epochs_s = epoch_seconds(system)
-    return {"system": name, "n": n, "fit_s": fit_s, "epoch_s": float(np.median(epochs_s)) if epochs_s else None,
-            "epochs": len(epochs_s), "score_clips_per_s": len(test) / score_s, "peak_rss_mb": peak_rss_mb(),
-            "fit_peak_rss_mb": fit_peak, "rss_before_fit_mb": before}
+    return {
+        "system": name,
+        "n": n,
+        "fit_s": fit_s,
+        "epoch_s": float(np.median(epochs_s)) if epochs_s else None,
+        "epochs": len(epochs_s),
+        "score_clips_per_s": len(test) / score_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "fit_peak_rss_mb": fit_peak,
+        "rss_before_fit_mb": before,
+    }
 
 
 def line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -119,21 +146,43 @@ def line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def report(rows: list[dict], notes: dict[str, str], args: argparse.Namespace) -> str:
-    out = [markdown_header("Scaling with the training set"),
-           f"Toy-factory clips of {args.seconds:g} s, one machine type (fan), about 10 % target domain; "
-           f"{args.epochs} epoch(s) timed; scoring over {args.score_clips} test clips, no feature cache; "
-           f"each size in its own process.\n"]
+    out = [
+        markdown_header("Scaling with the training set"),
+        f"Toy-factory clips of {args.seconds:g} s, one machine type (fan), about 10 % target domain; "
+        f"{args.epochs} epoch(s) timed; scoring over {args.score_clips} test clips, no feature cache; "
+        f"each size in its own process.\n",
+    ]
     body = []
     for r in rows:
         if "error" in r:
             body.append([r["system"], r["n"], "failed: " + r["error"], "", "", "", ""])
             continue
         epoch = f"{r['epoch_s']:.2f}" if r["epoch_s"] is not None else "-"
-        body.append([r["system"] + (f" ({notes[r['system']]})" if notes.get(r["system"]) else ""), r["n"],
-                     f"{r['fit_s']:.1f}", epoch, f"{r['score_clips_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                     f"{r['rss_before_fit_mb']:.0f}"])
-    out.append(table(["system", "train clips", "fit s", "s/epoch (median)", "score clips/s (uncached)",
-                      "peak RSS MB", "RSS before fit MB"], body))
+        body.append(
+            [
+                r["system"] + (f" ({notes[r['system']]})" if notes.get(r["system"]) else ""),
+                r["n"],
+                f"{r['fit_s']:.1f}",
+                epoch,
+                f"{r['score_clips_per_s']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['rss_before_fit_mb']:.0f}",
+            ]
+        )
+    out.append(
+        table(
+            [
+                "system",
+                "train clips",
+                "fit s",
+                "s/epoch (median)",
+                "score clips/s (uncached)",
+                "peak RSS MB",
+                "RSS before fit MB",
+            ],
+            body,
+        )
+    )
     out.append("\nLines through the sizes (least squares):\n")
     lines, ae = [], None
     for name in dict.fromkeys(r["system"] for r in rows):
@@ -146,13 +195,35 @@ def report(rows: list[dict], notes: dict[str, str], args: argparse.Namespace) ->
         t = line(ns, [r["epoch_s"] if per_epoch else r["fit_s"] for r in ok])
         target = MB_PER_CLIP_TARGET.get(name)
         verdict = "-" if target is None else ("met" if mem[0] <= target else "**missed**")
-        lines.append([name, f"{1000 * t[0]:.2f} ms/clip per epoch" if per_epoch else f"{1000 * t[0]:.1f} ms/clip (fit)",
-                      f"{t[1]:.2f} s", f"{mem[0]:.3f}", f"{mem[1]:.0f}", "-" if target is None else f"<= {target}",
-                      verdict])
+        lines.append(
+            [
+                name,
+                f"{1000 * t[0]:.2f} ms/clip per epoch"
+                if per_epoch
+                else f"{1000 * t[0]:.1f} ms/clip (fit)",
+                f"{t[1]:.2f} s",
+                f"{mem[0]:.3f}",
+                f"{mem[1]:.0f}",
+                "-" if target is None else f"<= {target}",
+                verdict,
+            ]
+        )
         if name == "dcase_ae":
             ae = (t, ok)
-    out.append(table(["system", "time per clip", "time intercept", "MB per clip", "MB intercept", "target MB/clip",
-                      "memory target"], lines))
+    out.append(
+        table(
+            [
+                "system",
+                "time per clip",
+                "time intercept",
+                "MB per clip",
+                "MB intercept",
+                "target MB/clip",
+                "memory target",
+            ],
+            lines,
+        )
+    )
     if ae is not None:
         out.append("\n" + recipe(*ae))
     return "\n".join(out)
@@ -167,45 +238,86 @@ def recipe(t: tuple[float, float], ok: list[dict]) -> str:
     per_type = RECIPE["epochs"] * epoch + overhead_per_clip * RECIPE["clips"]
     total = RECIPE["types"] * per_type
     verdict = "met" if epoch <= AE_EPOCH_TARGET_S else "**missed**"
-    return (f"dcase_ae epoch on {RECIPE['clips']:,} clips: {epoch:.1f} s (target <= {AE_EPOCH_TARGET_S:.0f} s: "
-            f"{verdict}). Full DCASE 2020 AE recipe ({RECIPE['types']} machine types x {RECIPE['clips']:,} clips, "
-            f"{RECIPE['epochs']} epochs), extrapolated from the line: {per_type / 60:.1f} min per type, "
-            f"**{total / 3600:.2f} h** in all (training only; {overhead_per_clip * 1000:.1f} ms/clip of decoding, "
-            f"covariances and threshold per fit measured at {largest['n']:,} clips).")
+    return (
+        f"dcase_ae epoch on {RECIPE['clips']:,} clips: {epoch:.1f} s (target <= {AE_EPOCH_TARGET_S:.0f} s: "
+        f"{verdict}). Full DCASE 2020 AE recipe ({RECIPE['types']} machine types x {RECIPE['clips']:,} clips, "
+        f"{RECIPE['epochs']} epochs), extrapolated from the line: {per_type / 60:.1f} min per type, "
+        f"**{total / 3600:.2f} h** in all (training only; {overhead_per_clip * 1000:.1f} ms/clip of decoding, "
+        f"covariances and threshold per fit measured at {largest['n']:,} clips)."
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 3000], help="training clips")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[100, 1000, 3000], help="training clips"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed per fit (default 2)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--score-clips", type=int, default=200, help="test clips scored (default 200)")
+    parser.add_argument(
+        "--score-clips", type=int, default=200, help="test clips scored (default 200)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
-    parser.add_argument("--data", type=Path, help="toy set folder, written once and reused (default: temporary)")
+    parser.add_argument(
+        "--data", type=Path, help="toy set folder, written once and reused (default: temporary)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(one_run(Path(spec["data"]), spec["system"], spec["n"], spec["epochs"], spec["score_clips"],
-                                 spec["real_weights"], spec["seed"])))
+        print(
+            json.dumps(
+                one_run(
+                    Path(spec["data"]),
+                    spec["system"],
+                    spec["n"],
+                    spec["epochs"],
+                    spec["score_clips"],
+                    spec["real_weights"],
+                    spec["seed"],
+                )
+            )
+        )
         return
     real_weights = use_shared_weights()
     notes = {s: system_params(s, args.epochs, real_weights)[1] for s in args.systems}
     with tempfile.TemporaryDirectory() as tmp:
-        data = toy_set(args.data or Path(tmp) / "toy", max(args.sizes), args.score_clips, seconds=args.seconds,
-                       exact=False)
+        data = toy_set(
+            args.data or Path(tmp) / "toy",
+            max(args.sizes),
+            args.score_clips,
+            seconds=args.seconds,
+            exact=False,
+        )
         rows = []
         for name in args.systems:
             for n in args.sizes:
-                spec = {"data": str(data), "system": name, "n": n, "epochs": args.epochs,
-                        "score_clips": args.score_clips, "real_weights": real_weights, "seed": args.seed}
+                spec = {
+                    "data": str(data),
+                    "system": name,
+                    "n": n,
+                    "epochs": args.epochs,
+                    "score_clips": args.score_clips,
+                    "real_weights": real_weights,
+                    "seed": args.seed,
+                }
                 print(f"[{name}] {n} clips", file=sys.stderr)
                 try:
                     rows.append(child_json([__file__, "--child", json.dumps(spec)]))
-                except Exception as err:  # one failed size is reported in its table row, the rest still run
-                    rows.append({"system": name, "n": n, "error": last_line(getattr(err, "stderr", "") or str(err))})
+                except (
+                    Exception
+                ) as err:  # one failed size is reported in its table row, the rest still run
+                    rows.append(
+                        {
+                            "system": name,
+                            "n": n,
+                            "error": last_line(getattr(err, "stderr", "") or str(err)),
+                        }
+                    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(report(rows, notes, args))

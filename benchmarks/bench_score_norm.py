@@ -11,6 +11,7 @@ protocol (5 folds over the normals) with each fold's system fitting its threshol
 Data: a toy-factory set with three sections per machine type (20 train + 20 test clips per
 section; generated into ``<out>/toy``) and the real dcase2020 set (sections = machine IDs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,14 @@ def main() -> None:
     args = parser.parse_args()
     toy = args.out / "toy"
     if not (toy / "fan").is_dir():
-        make_toy_dataset(toy, machines=("fan", "gearbox"), n_train=20, n_test=20, seed=0, sections=("00", "01", "02"))
+        make_toy_dataset(
+            toy,
+            machines=("fan", "gearbox"),
+            n_train=20,
+            n_test=20,
+            seed=0,
+            sections=("00", "01", "02"),
+        )
     data = {"toy (3 sections)": toy, "dcase2020": SHARED / "data/real/dcase2020"}
     ctx = bench_context(cache_dir=args.out / ".cache")
     print("| data | system | score_norm | mean AUC | false alarms | detected |")
@@ -46,11 +54,23 @@ def main() -> None:
         for name in args.systems:
             for mode in MODES:
                 params = {**load_config(name), "score_norm": mode}
-                rows = [cross_validate(clips, lambda: get_system(name, **params), 5, ctx, name=s, own_threshold=True)
-                        for s, clips in sets.items()]
+                rows = [
+                    cross_validate(
+                        clips,
+                        lambda: get_system(name, **params),
+                        5,
+                        ctx,
+                        name=s,
+                        own_threshold=True,
+                    )
+                    for s, clips in sets.items()
+                ]
                 mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-                print(f"| {label} | {name} | {mode} | {mean('auc'):.3f} | {mean('false_alarm'):.3f} | "
-                      f"{mean('detected'):.3f} |", flush=True)
+                print(
+                    f"| {label} | {name} | {mode} | {mean('auc'):.3f} | {mean('false_alarm'):.3f} | "
+                    f"{mean('detected'):.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ embeddings are cached in ``--cache`` (a temporary folder by default).
 
     PYTHONPATH=src python benchmarks/bench_threshold.py [--epochs 30] [--folds 3] [--jobs 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,13 +89,24 @@ def run_job(job: str, data: list[Path], args: argparse.Namespace) -> tuple[str, 
             fitted = {}
             if name == "embedding_knn":  # the library's own fit, both ways (embeddings are cached)
                 for det in variants:
-                    system = get_system(name, **params, detector=det, threshold_folds=args.threshold_folds).fit(train, ctx=ctx)
-                    thresholds[det] = (system.run_["threshold"]["in_sample_threshold"], system.threshold_)
+                    system = get_system(
+                        name, **params, detector=det, threshold_folds=args.threshold_folds
+                    ).fit(train, ctx=ctx)
+                    thresholds[det] = (
+                        system.run_["threshold"]["in_sample_threshold"],
+                        system.threshold_,
+                    )
                     fitted[det] = system
             else:
-                final = get_system(name, **params, threshold_fit="in_sample",
-                                   threshold_folds=args.threshold_folds).fit(train, ctx=ctx)
-                folds = crossfit_folds(len(train), args.threshold_folds, ctx.seed, groups=[c.domain or "none" for c in train])
+                final = get_system(
+                    name, **params, threshold_fit="in_sample", threshold_folds=args.threshold_folds
+                ).fit(train, ctx=ctx)
+                folds = crossfit_folds(
+                    len(train),
+                    args.threshold_folds,
+                    ctx.seed,
+                    groups=[c.domain or "none" for c in train],
+                )
                 copies = list(final.crossfit_models(train, folds, ctx))
                 for mode in variants:
                     heldout = np.zeros(len(train))
@@ -102,20 +114,37 @@ def run_job(job: str, data: list[Path], args: argparse.Namespace) -> tuple[str, 
                         copy.score_mode = mode
                         heldout[held] = copy.score([train[i] for i in held], copy_ctx)
                     final.score_mode = mode
-                    thresholds[mode] = (gamma_threshold(final.score(train, ctx)), gamma_threshold(heldout))
+                    thresholds[mode] = (
+                        gamma_threshold(final.score(train, ctx)),
+                        gamma_threshold(heldout),
+                    )
                     fitted[mode] = final
             for variant, (in_sample, crossfit) in thresholds.items():
                 system = fitted[variant]
                 if name != "embedding_knn":
                     system.score_mode = variant
                 normal, anomaly = system.score(test, ctx), system.score(anomalies, ctx)
-                rows.append({"system": f"{name} {variant}", "source": source, "machine": machine, "fold": k,
-                             "n_normal": len(normal), "n_anomaly": len(anomaly),
-                             "in_sample": in_sample, "crossfit": crossfit,
-                             "fa_in_sample": int((normal > in_sample).sum()), "fa_crossfit": int((normal > crossfit).sum()),
-                             "det_in_sample": int((anomaly > in_sample).sum()),
-                             "det_crossfit": int((anomaly > crossfit).sum())})
-        print(f"[{job}] {source}/{machine} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+                rows.append(
+                    {
+                        "system": f"{name} {variant}",
+                        "source": source,
+                        "machine": machine,
+                        "fold": k,
+                        "n_normal": len(normal),
+                        "n_anomaly": len(anomaly),
+                        "in_sample": in_sample,
+                        "crossfit": crossfit,
+                        "fa_in_sample": int((normal > in_sample).sum()),
+                        "fa_crossfit": int((normal > crossfit).sum()),
+                        "det_in_sample": int((anomaly > in_sample).sum()),
+                        "det_crossfit": int((anomaly > crossfit).sum()),
+                    }
+                )
+        print(
+            f"[{job}] {source}/{machine} done ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return job, rows, time.perf_counter() - started
 
 
@@ -132,39 +161,105 @@ def summary(rows: list[dict], seconds: dict[str, float]) -> str:
             return f"{100 * sum(r[key] for r in rs) / total:.0f}%"
 
         ratio = float(np.median([r["crossfit"] / r["in_sample"] for r in rs]))
-        out.append([system, source, len({r["machine"] for r in rs}), n, pct("fa_in_sample", n), pct("fa_crossfit", n),
-                    pct("det_in_sample", a), pct("det_crossfit", a), f"{ratio:.2f}",
-                    f"{seconds[system.split()[0]]:.0f}"])
-    return table(["system", "data", "types", "held-out normals", "false alarms in_sample", "false alarms crossfit",
-                  "detected in_sample", "detected crossfit", "threshold ratio (median)", "job s"], out)
+        out.append(
+            [
+                system,
+                source,
+                len({r["machine"] for r in rs}),
+                n,
+                pct("fa_in_sample", n),
+                pct("fa_crossfit", n),
+                pct("det_in_sample", a),
+                pct("det_crossfit", a),
+                f"{ratio:.2f}",
+                f"{seconds[system.split()[0]]:.0f}",
+            ]
+        )
+    return table(
+        [
+            "system",
+            "data",
+            "types",
+            "held-out normals",
+            "false alarms in_sample",
+            "false alarms crossfit",
+            "detected in_sample",
+            "detected crossfit",
+            "threshold ratio (median)",
+            "job s",
+        ],
+        out,
+    )
 
 
 def per_set(rows: list[dict]) -> str:
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["system"], r["source"], r["machine"])].append(r)
-    out = [[s, f"{src}/{m}", f"{sum(r['fa_in_sample'] for r in rs)}/{sum(r['n_normal'] for r in rs)}",
+    out = [
+        [
+            s,
+            f"{src}/{m}",
+            f"{sum(r['fa_in_sample'] for r in rs)}/{sum(r['n_normal'] for r in rs)}",
             f"{sum(r['fa_crossfit'] for r in rs)}/{sum(r['n_normal'] for r in rs)}",
             f"{sum(r['det_in_sample'] for r in rs)}/{sum(r['n_anomaly'] for r in rs)}",
-            f"{sum(r['det_crossfit'] for r in rs)}/{sum(r['n_anomaly'] for r in rs)}"]
-           for (s, src, m), rs in sorted(groups.items())]
-    return table(["system", "set", "false alarms in_sample", "false alarms crossfit", "detected in_sample",
-                  "detected crossfit"], out)
+            f"{sum(r['det_crossfit'] for r in rs)}/{sum(r['n_anomaly'] for r in rs)}",
+        ]
+        for (s, src, m), rs in sorted(groups.items())
+    ]
+    return table(
+        [
+            "system",
+            "set",
+            "false alarms in_sample",
+            "false alarms crossfit",
+            "detected in_sample",
+            "detected crossfit",
+        ],
+        out,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", type=Path, default=[REAL / "dcase2020", REAL / "mimii_0db"])
-    parser.add_argument("--systems", nargs="+", default=list(JOBS), choices=list(JOBS), metavar="JOB",
-                        help=f"systems to run (default all: {', '.join(JOBS)})")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs of the trainable systems (default 30)")
-    parser.add_argument("--folds", type=int, default=3, help="outer folds over each set's normals (default 3)")
-    parser.add_argument("--threshold-folds", type=int, default=4, help="K of the cross-fitted threshold (default 4)")
-    parser.add_argument("--min-normals", type=int, default=6, help="sets with fewer normal clips are left out")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", nargs="+", type=Path, default=[REAL / "dcase2020", REAL / "mimii_0db"]
+    )
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        default=list(JOBS),
+        choices=list(JOBS),
+        metavar="JOB",
+        help=f"systems to run (default all: {', '.join(JOBS)})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        help="training epochs of the trainable systems (default 30)",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=3, help="outer folds over each set's normals (default 3)"
+    )
+    parser.add_argument(
+        "--threshold-folds", type=int, default=4, help="K of the cross-fitted threshold (default 4)"
+    )
+    parser.add_argument(
+        "--min-normals", type=int, default=6, help="sets with fewer normal clips are left out"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each (default 2)")
-    parser.add_argument("--cache", type=Path, help="feature / embedding cache (default: a temporary folder)")
-    parser.add_argument("--per-set", action="store_true", help="also print a table per machine type")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="worker processes, one torch thread each (default 2)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, help="feature / embedding cache (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--per-set", action="store_true", help="also print a table per machine type"
+    )
     args = parser.parse_args()
     missing = [str(d) for d in args.data if not d.is_dir()]
     if missing:
@@ -175,14 +270,17 @@ def main() -> None:
         rows, seconds = [], {}
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
-            for job, job_rows, job_seconds in pool.map(run_job, args.systems, [args.data] * len(args.systems),
-                                                       [args] * len(args.systems)):
+            for job, job_rows, job_seconds in pool.map(
+                run_job, args.systems, [args.data] * len(args.systems), [args] * len(args.systems)
+            ):
                 rows += job_rows
                 seconds[JOBS[job][0]] = job_seconds
     print(provenance())
-    print(f"protocol: {args.folds} outer folds over each type's normals (types with >= {args.min_normals} normals), "
-          f"{args.epochs} epochs, crossfit K = {args.threshold_folds}, percentile 0.9, seed {args.seed}; "
-          f"{args.jobs} worker processes x 1 torch thread; wall {time.perf_counter() - started:.0f} s\n")
+    print(
+        f"protocol: {args.folds} outer folds over each type's normals (types with >= {args.min_normals} normals), "
+        f"{args.epochs} epochs, crossfit K = {args.threshold_folds}, percentile 0.9, seed {args.seed}; "
+        f"{args.jobs} worker processes x 1 torch thread; wall {time.perf_counter() - started:.0f} s\n"
+    )
     print(summary(rows, seconds))
     if args.per_set:
         print()

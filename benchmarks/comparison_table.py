@@ -7,6 +7,7 @@ Per folder: each system's mean AUC with its bootstrap interval, mean pAUC, train
 fold and scoring ms per clip (as bench measured them: see the caveat on the machine's load in
 RESULTS), then each system's paired difference against ``--versus``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,28 +17,43 @@ from pathlib import Path
 
 def tables(folder: Path, versus: str | None) -> str:
     comparison = json.loads((folder / "comparison.json").read_text())
-    lines = [f"**{folder.name}** ({len(comparison['compared_sets'])} sets; {comparison['n_boot']} paired bootstrap "
-             "replicates)", "", "| system | mean AUC [95 % CI] | mean pAUC | train s / fold | score ms / clip |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"**{folder.name}** ({len(comparison['compared_sets'])} sets; {comparison['n_boot']} paired bootstrap "
+        "replicates)",
+        "",
+        "| system | mean AUC [95 % CI] | mean pAUC | train s / fold | score ms / clip |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for label, sub in comparison["folders"].items():
         bench = json.loads((folder / sub / "bench.json").read_text())
         sets = bench["sets"].values()
         train = sum(s["train_seconds"] for s in sets) / len(sets)
         score = sum(s["score_ms_per_clip"] for s in sets) / len(sets)
         m = comparison["mean_auc"][label]
-        lines.append(f"| {label} | {m['auc']:.3f} [{m['low']:.3f}, {m['high']:.3f}] | {bench['mean_pauc']:.3f} | "
-                     f"{train:.1f} | {score:.1f} |")
+        lines.append(
+            f"| {label} | {m['auc']:.3f} [{m['low']:.3f}, {m['high']:.3f}] | {bench['mean_pauc']:.3f} | "
+            f"{train:.1f} | {score:.1f} |"
+        )
     if versus:
-        lines += ["", f"| difference vs {versus} | AUC [95 % CI] | verdict |", "| --- | --- | --- |"]
+        lines += [
+            "",
+            f"| difference vs {versus} | AUC [95 % CI] | verdict |",
+            "| --- | --- | --- |",
+        ]
         for p in comparison["pairs"]:
             if versus not in (p["a"], p["b"]):
                 continue
             sign = 1 if p["a"] == versus else -1
             other = p["b"] if p["a"] == versus else p["a"]
             lo, hi = sorted((sign * p["low"], sign * p["high"]))
-            verdict = "within noise" if p["within_noise"] else (f"{versus} better" if sign * p["diff"] > 0
-                                                                else f"{other} better")
-            lines.append(f"| {versus} − {other} | {sign * p['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {verdict} |")
+            verdict = (
+                "within noise"
+                if p["within_noise"]
+                else (f"{versus} better" if sign * p["diff"] > 0 else f"{other} better")
+            )
+            lines.append(
+                f"| {versus} − {other} | {sign * p['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {verdict} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -52,8 +68,14 @@ def pair(first: Path, second: Path) -> str:
         reports[bench.get("label") or bench["system"]] = bench
     out = paired_bootstrap(reports)
     (p,) = out["pairs"]
-    means = " · ".join(f"{k} {m['auc']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for k, m in out["mean_auc"].items())
-    verdict = "within noise" if p["within_noise"] else ("first better" if p["diff"] > 0 else "second better")
+    means = " · ".join(
+        f"{k} {m['auc']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" for k, m in out["mean_auc"].items()
+    )
+    verdict = (
+        "within noise"
+        if p["within_noise"]
+        else ("first better" if p["diff"] > 0 else "second better")
+    )
     return f"{means} · {p['a']} − {p['b']}: {p['diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}] {verdict}"
 
 
@@ -61,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", type=Path)
     parser.add_argument("--versus", default="mel_stats")
-    parser.add_argument("--pair", nargs=2, type=Path, metavar="BENCH_JSON", help="compare two bench.json files")
+    parser.add_argument(
+        "--pair", nargs=2, type=Path, metavar="BENCH_JSON", help="compare two bench.json files"
+    )
     args = parser.parse_args()
     if args.pair:
         print(pair(*args.pair))

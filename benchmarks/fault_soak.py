@@ -20,6 +20,7 @@ At the end the watcher is left to finish every file, and the database is read di
 
     nice -n 10 python benchmarks/fault_soak.py --minutes 10 [--json soak.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,32 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _soak import SCORED_KINDS, TOKEN, Payloads, Proc, train_models, wait_http
 from bench_serve import free_port
 
-DROP_KINDS = {"good": 4, "growing": 1, "poison": 1, "truncated": 1, "garbage": 1, "bomb_flac": 1,
-              "bomb_8ch": 1, "link_out": 1}
+DROP_KINDS = {
+    "good": 4,
+    "growing": 1,
+    "poison": 1,
+    "truncated": 1,
+    "garbage": 1,
+    "bomb_flac": 1,
+    "bomb_8ch": 1,
+    "link_out": 1,
+}
 POST_KINDS = {"good": 6, "poison": 1, "truncated": 1, "garbage": 1, "bomb_flac": 1, "bomb_8ch": 1}
 
 
 class Soak:
     """The producers, the clients and the chaos, and what they saw."""
 
-    def __init__(self, work: Path, models: Path, seconds: float, kill_every: float, seed: int = 0,
-                 clients: int = 2, drop_every: float = 0.5) -> None:
+    def __init__(
+        self,
+        work: Path,
+        models: Path,
+        seconds: float,
+        kill_every: float,
+        seed: int = 0,
+        clients: int = 2,
+        drop_every: float = 0.5,
+    ) -> None:
         import httpx  # noqa: F401 - fail early when the serve extra is missing
 
         self.work, self.seconds, self.kill_every = work, seconds, kill_every
@@ -65,10 +82,18 @@ class Soak:
         self.secret.write_bytes(self.payloads.good[0])
         self.port = free_port()
         store = ["--models", str(models), "--db", str(self.db), "--threads", "1", "--quiet"]
-        self.serve = Proc("serve", ["serve", *store, "--port", str(self.port), "--workers", "1"],
-                          work / "serve.log", wait_http(self.port))
-        self.watch = Proc("watch", ["watch", str(self.folder), *store, "--settle", "2"],
-                          work / "watch.log", lambda proc: None)
+        self.serve = Proc(
+            "serve",
+            ["serve", *store, "--port", str(self.port), "--workers", "1"],
+            work / "serve.log",
+            wait_http(self.port),
+        )
+        self.watch = Proc(
+            "watch",
+            ["watch", str(self.folder), *store, "--settle", "2"],
+            work / "watch.log",
+            lambda proc: None,
+        )
         self.dropped: dict[str, str] = {}  # relative path -> kind
         self.posted: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()  # "kind status"
@@ -150,9 +175,12 @@ class Soak:
         """Soak for ``seconds``, let the watcher finish every file, and tally."""
         self.serve.start()
         self.watch.start()
-        threads = [threading.Thread(target=self._dropper), threading.Thread(target=self._chaos),
-                   threading.Thread(target=self._monitor),
-                   *[threading.Thread(target=self._client, args=(k,)) for k in range(self.clients)]]
+        threads = [
+            threading.Thread(target=self._dropper),
+            threading.Thread(target=self._chaos),
+            threading.Thread(target=self._monitor),
+            *[threading.Thread(target=self._client, args=(k,)) for k in range(self.clients)],
+        ]
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -197,8 +225,9 @@ class Soak:
         wrong: list[str] = []
         for path, kind in sorted(self.dropped.items()):
             score_id, reason = marks.get(path, (None, None))
-            outcome = ("unmarked" if path not in marks else
-                       "scored" if score_id is not None else "skipped")
+            outcome = (
+                "unmarked" if path not in marks else "scored" if score_id is not None else "skipped"
+            )
             files[kind][outcome] += 1
             if outcome == "skipped":
                 reasons[kind][_short(reason or "")] += 1
@@ -207,13 +236,18 @@ class Soak:
         poison = [k for k in DROP_KINDS if k not in SCORED_KINDS]
         bad_sources = [s for _, s, _ in scores if any(k in s for k in poison)]
         return {
-            "posted": dict(self.posted), "answers": dict(sorted(self.answers.items())),
-            "acknowledged": len(self.acked), "acknowledged_lost": len(set(self.acked) - ids),
-            "files": {k: dict(v) for k, v in files.items()}, "dropped": len(self.dropped),
+            "posted": dict(self.posted),
+            "answers": dict(sorted(self.answers.items())),
+            "acknowledged": len(self.acked),
+            "acknowledged_lost": len(set(self.acked) - ids),
+            "files": {k: dict(v) for k, v in files.items()},
+            "dropped": len(self.dropped),
             "files_unmarked": sum(v["unmarked"] for v in files.values()),
-            "wrong_outcomes": wrong, "skip_reasons": {k: dict(v) for k, v in reasons.items() if v},
+            "wrong_outcomes": wrong,
+            "skip_reasons": {k: dict(v) for k, v in reasons.items() if v},
             "dangling_marks": sum(1 for s, _ in marks.values() if s is not None and s not in ids),
-            "poison_stored": len(bad_sources), "scores_stored": len(scores),
+            "poison_stored": len(bad_sources),
+            "scores_stored": len(scores),
             "non_finite_stored": sum(1 for _, _, s in scores if s is None or not np.isfinite(s)),
             "kills": {"serve": self.serve.kills, "watch": self.watch.kills},
             "crashes": {"serve": self.serve.crashes, "watch": self.watch.crashes},
@@ -234,27 +268,47 @@ def report(result: dict[str, Any], minutes: float) -> str:
     files = result["files"]
     posted = result["posted"]
     kills, crashes, peak = result["kills"], result["crashes"], result["peak_rss_mib"]
-    rows = [["soak", f"{result['soak_s']:.0f} s (asked {minutes:g} min), then the watcher "
-                     "finished every file"],
-            ["kills (`kill -9`)", f"serve {kills['serve']}, watch {kills['watch']}"],
-            ["serve: start to /health answering", "median {:.0f} s, max {:.0f} s".format(
-                float(np.median(result["serve_ready_s"])), max(result["serve_ready_s"]))],
-            ["files dropped", f"{result['dropped']}: " + ", ".join(
-                f"{k} {sum(v.values())}" for k, v in files.items())],
-            ["files scored / skipped", ", ".join(
-                f"{k} {v.get('scored', 0)}/{v.get('skipped', 0)}" for k, v in files.items())],
-            ["files never marked", result["files_unmarked"]],
-            ["files with the wrong outcome", len(result["wrong_outcomes"])],
-            ["clips posted", f"{sum(posted.values())}: "
-                             + ", ".join(f"{k} {v}" for k, v in posted.items())],
-            ["answers", ", ".join(f"{k}: {v}" for k, v in result["answers"].items())],
-            ["events acknowledged (200)", result["acknowledged"]],
-            ["acknowledged events lost", result["acknowledged_lost"]],
-            ["poison or bomb stored as a score / non-finite scores",
-             f"{result['poison_stored']} / {result['non_finite_stored']}"],
-            ["crashes (exits not caused by a kill)", f"serve {crashes['serve']}, "
-                                                     f"watch {crashes['watch']}"],
-            ["peak RSS MiB (any one process)", f"serve {peak['serve']}, watch {peak['watch']}"]]
+    rows = [
+        [
+            "soak",
+            f"{result['soak_s']:.0f} s (asked {minutes:g} min), then the watcher "
+            "finished every file",
+        ],
+        ["kills (`kill -9`)", f"serve {kills['serve']}, watch {kills['watch']}"],
+        [
+            "serve: start to /health answering",
+            "median {:.0f} s, max {:.0f} s".format(
+                float(np.median(result["serve_ready_s"])), max(result["serve_ready_s"])
+            ),
+        ],
+        [
+            "files dropped",
+            f"{result['dropped']}: "
+            + ", ".join(f"{k} {sum(v.values())}" for k, v in files.items()),
+        ],
+        [
+            "files scored / skipped",
+            ", ".join(f"{k} {v.get('scored', 0)}/{v.get('skipped', 0)}" for k, v in files.items()),
+        ],
+        ["files never marked", result["files_unmarked"]],
+        ["files with the wrong outcome", len(result["wrong_outcomes"])],
+        [
+            "clips posted",
+            f"{sum(posted.values())}: " + ", ".join(f"{k} {v}" for k, v in posted.items()),
+        ],
+        ["answers", ", ".join(f"{k}: {v}" for k, v in result["answers"].items())],
+        ["events acknowledged (200)", result["acknowledged"]],
+        ["acknowledged events lost", result["acknowledged_lost"]],
+        [
+            "poison or bomb stored as a score / non-finite scores",
+            f"{result['poison_stored']} / {result['non_finite_stored']}",
+        ],
+        [
+            "crashes (exits not caused by a kill)",
+            f"serve {crashes['serve']}, watch {crashes['watch']}",
+        ],
+        ["peak RSS MiB (any one process)", f"serve {peak['serve']}, watch {peak['watch']}"],
+    ]
     return "| what | count |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
@@ -280,8 +334,13 @@ def main() -> None:
         print("crashes:", result["crash_tails"][:3])
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    failed = (result["acknowledged_lost"] or result["files_unmarked"] or result["wrong_outcomes"]
-              or sum(result["crashes"].values()) or result["poison_stored"])
+    failed = (
+        result["acknowledged_lost"]
+        or result["files_unmarked"]
+        or result["wrong_outcomes"]
+        or sum(result["crashes"].values())
+        or result["poison_stored"]
+    )
     raise SystemExit(1 if failed else 0)
 
 

@@ -12,6 +12,7 @@
     python benchmarks/gpu_ddp_check.py --out runs/gpu-ddp          # on the GPU machine
     python benchmarks/gpu_ddp_check.py --out /tmp/d --device cpu   # dry run of step 1 on the CPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def _fit(clips: list, ctx: RunContext) -> tuple[list[float], object]:
 
 
 def _rank(rank: int, size: int, root: str, device: str, tmp: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=size
+    )
     train = [c for c in scan(root, machine="fan") if c.split == "train"]
     history, system = _fit(train, RunContext(device=device, progress=False, data_parallel=size))
     if rank == 0:
@@ -72,34 +75,65 @@ def main() -> int:
     clips = scan(root, machine="fan")
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"]
-    lines = [f"## Data parallelism on {torch.cuda.get_device_name(0) if args.device == 'cuda' else 'CPU'}", ""]
+    lines = [
+        f"## Data parallelism on {torch.cuda.get_device_name(0) if args.device == 'cuda' else 'CPU'}",
+        "",
+    ]
 
     one_hist, one = _fit(train, RunContext(device=args.device, progress=False))
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_rank, args=(2, str(root), args.device, tmp), nprocs=2, join=True)
         two_hist = json.loads((Path(tmp) / "two.json").read_text())
         two = load_system(Path(tmp) / "two")
-        lines += ["1. Two gloo ranks on one device vs one process, dcase_ae "
-                  f"{PARAMS}, {len(train)} fan clips:", "",
-                  f"   - losses, 1 process: {[round(v, 5) for v in one_hist]}",
-                  f"   - losses, 2 ranks:   {[round(v, 5) for v in two_hist]}",
-                  f"   - largest relative difference per epoch: {_rel(two_hist, one_hist):.2e}",
-                  f"   - AUC 1 process {_auc(one, test, args.device):.4f}, 2 ranks {_auc(two, test, args.device):.4f}", ""]
+        lines += [
+            "1. Two gloo ranks on one device vs one process, dcase_ae "
+            f"{PARAMS}, {len(train)} fan clips:",
+            "",
+            f"   - losses, 1 process: {[round(v, 5) for v in one_hist]}",
+            f"   - losses, 2 ranks:   {[round(v, 5) for v in two_hist]}",
+            f"   - largest relative difference per epoch: {_rel(two_hist, one_hist):.2e}",
+            f"   - AUC 1 process {_auc(one, test, args.device):.4f}, 2 ranks {_auc(two, test, args.device):.4f}",
+            "",
+        ]
 
     if args.device == "cuda" and torch.cuda.device_count() >= 2:
         aucs, hists = {}, {}
         for name, extra in (("one", []), ("two", ["--data-parallel", "2"])):
-            cmd = [sys.executable, "-m", "stethoscope.cli", "train", "--data", str(root), "--machine", "fan",
-                   "--out", str(out / name), "--device", "cuda", "--quiet", "--no-cache", "--checkpoint-every", "0",
-                   "--set", *[f"{k}={v}" for k, v in PARAMS.items()], *extra]
+            cmd = [
+                sys.executable,
+                "-m",
+                "stethoscope.cli",
+                "train",
+                "--data",
+                str(root),
+                "--machine",
+                "fan",
+                "--out",
+                str(out / name),
+                "--device",
+                "cuda",
+                "--quiet",
+                "--no-cache",
+                "--checkpoint-every",
+                "0",
+                "--set",
+                *[f"{k}={v}" for k, v in PARAMS.items()],
+                *extra,
+            ]
             subprocess.run(cmd, check=True)
             system = load_system(out / name)
             aucs[name], hists[name] = _auc(system, test, "cuda"), system.history_
-        lines += [f"2. Ray Train, NCCL, 2 GPUs vs 1 GPU (CLI): largest relative loss difference "
-                  f"{_rel(hists['two'], hists['one']):.2e}; AUC {aucs['one']:.4f} vs {aucs['two']:.4f}", ""]
+        lines += [
+            f"2. Ray Train, NCCL, 2 GPUs vs 1 GPU (CLI): largest relative loss difference "
+            f"{_rel(hists['two'], hists['one']):.2e}; AUC {aucs['one']:.4f} vs {aucs['two']:.4f}",
+            "",
+        ]
     else:
-        lines += ["2. Ray Train with NCCL: skipped, it needs two GPUs (this machine has "
-                  f"{torch.cuda.device_count()})", ""]
+        lines += [
+            "2. Ray Train with NCCL: skipped, it needs two GPUs (this machine has "
+            f"{torch.cuda.device_count()})",
+            "",
+        ]
     text = "\n".join(lines)
     print(text)
     (out / "gpu_ddp_check.md").write_text(text + "\n")

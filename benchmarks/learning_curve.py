@@ -14,6 +14,7 @@ share one training. Thresholds are fitted in-sample: AUCs do not depend on them.
 
 Writes ``<out>/learning_curve.json`` and prints (and writes) a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,11 @@ from stethoscope.systems import get_system  # noqa: E402
 def build(name: str, mode: str | None = None, epochs: int | None = None) -> Any:
     """The system ``name`` of the benchmark table, unfitted, with an in-sample threshold."""
     system, config, overrides = SYSTEMS[name]
-    params = {**(read_config(config) if config else {}), **overrides, **({"epochs": epochs} if epochs else {})}
+    params = {
+        **(read_config(config) if config else {}),
+        **overrides,
+        **({"epochs": epochs} if epochs else {}),
+    }
     params.pop("base", None)
     params.pop("score_mode", None)
     if mode is not None:
@@ -52,7 +57,9 @@ def build(name: str, mode: str | None = None, epochs: int | None = None) -> Any:
     return get_system(system, **params)
 
 
-def score_types(fitted: dict[str, Any], tests: dict[str, list], ctx: Any, mode: str | None = None) -> dict[str, Any]:
+def score_types(
+    fitted: dict[str, Any], tests: dict[str, list], ctx: Any, mode: str | None = None
+) -> dict[str, Any]:
     """Each type's fitted system scores its test clips (in score mode ``mode`` if given):
     AUC and pAUC per type, their means, and scoring ms per clip (mean over types)."""
     per_type, ms = {}, []
@@ -65,13 +72,21 @@ def score_types(fitted: dict[str, Any], tests: dict[str, list], ctx: Any, mode: 
         ms.append(1000 * (time.perf_counter() - t0) / len(clips))
         y = [c.label for c in clips]
         per_type[machine] = {"auc": auc(y, scores), "pauc": pauc(y, scores)}
-    return {"per_type": per_type, "score_ms_per_clip": float(np.mean(ms)),
-            "mean_auc": float(np.mean([v["auc"] for v in per_type.values()])),
-            "mean_pauc": float(np.mean([v["pauc"] for v in per_type.values()]))}
+    return {
+        "per_type": per_type,
+        "score_ms_per_clip": float(np.mean(ms)),
+        "mean_auc": float(np.mean([v["auc"] for v in per_type.values()])),
+        "mean_pauc": float(np.mean([v["pauc"] for v in per_type.values()])),
+    }
 
 
-def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], seed: int,
-             epochs: int | None = None) -> dict[str, Any]:
+def run_size(
+    groups: dict[str, list],
+    tests: dict[str, list],
+    names: list[str],
+    seed: int,
+    epochs: int | None = None,
+) -> dict[str, Any]:
     """Fit every system in ``names`` on ``groups`` and score ``tests``; results per name."""
     out: dict[str, Any] = {}
     done: set[str] = set()
@@ -80,8 +95,11 @@ def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], 
             continue
         stem, _, mode = name.rpartition("_")
         # the AE's and GammaVAE's MSE and MAHALA: one training, both scores
-        modes = ({n: n.rpartition("_")[2] for n in names if n.rpartition("_")[0] == stem}
-                 if mode in ("mse", "mahala") else {name: None})
+        modes = (
+            {n: n.rpartition("_")[2] for n in names if n.rpartition("_")[0] == stem}
+            if mode in ("mse", "mahala")
+            else {name: None}
+        )
         first_mode = next(iter(modes.values()))
         ctx = bench_context(cache_dir=None, seed=seed)
         proto = build(name, first_mode, epochs)
@@ -89,12 +107,18 @@ def run_size(groups: dict[str, list], tests: dict[str, list], names: list[str], 
         if proto.joint:
             fitted = proto.fit_joint(groups, ctx=ctx)
         else:
-            fitted = {m: build(name, first_mode, epochs).fit(clips, ctx=ctx) for m, clips in groups.items()}
+            fitted = {
+                m: build(name, first_mode, epochs).fit(clips, ctx=ctx)
+                for m, clips in groups.items()
+            }
         train_s = time.perf_counter() - t0
         for label, mode in modes.items():
             out[label] = {**score_types(fitted, tests, ctx, mode), "train_seconds": train_s}
             done.add(label)
-            print(f"  {label}: mean AUC {out[label]['mean_auc']:.3f}, train {train_s:.0f} s", file=sys.stderr)
+            print(
+                f"  {label}: mean AUC {out[label]['mean_auc']:.3f}, train {train_s:.0f} s",
+                file=sys.stderr,
+            )
     return out
 
 
@@ -105,23 +129,39 @@ def first(clips: list, machine: str, n: int) -> list:
     n_target = max(1, round(0.1 * n)) if n >= 2 else 0
     chosen = []
     for section in sorted({c.section for c in clips if c.machine == machine}):
-        train = [c for c in clips if c.machine == machine and c.section == section and c.split == "train"]
+        train = [
+            c for c in clips if c.machine == machine and c.section == section and c.split == "train"
+        ]
         target = [c for c in train if c.domain == "target"][:n_target]
-        chosen += [c for c in train if c.domain != "target"][:n - len(target)] + target
+        chosen += [c for c in train if c.domain != "target"][: n - len(target)] + target
     return chosen
 
 
 def table(results: dict[int, dict[str, Any]], names: list[str]) -> str:
     sizes = sorted(results)
-    lines = ["| system | " + " | ".join(f"n={n}" for n in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
+    lines = [
+        "| system | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|" + " --- |" * (len(sizes) + 1),
+    ]
     for name in names:
-        cells = [f"{results[n][name]['mean_auc']:.3f}" if name in results[n] else "-" for n in sizes]
+        cells = [
+            f"{results[n][name]['mean_auc']:.3f}" if name in results[n] else "-" for n in sizes
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Training seconds (all machine types) / scoring ms per clip:", "",
-              "| system | " + " | ".join(f"n={n}" for n in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
+    lines += [
+        "",
+        "Training seconds (all machine types) / scoring ms per clip:",
+        "",
+        "| system | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|" + " --- |" * (len(sizes) + 1),
+    ]
     for name in names:
-        cells = [f"{results[n][name]['train_seconds']:.0f} / {results[n][name]['score_ms_per_clip']:.0f}"
-                 if name in results[n] else "-" for n in sizes]
+        cells = [
+            f"{results[n][name]['train_seconds']:.0f} / {results[n][name]['score_ms_per_clip']:.0f}"
+            if name in results[n]
+            else "-"
+            for n in sizes
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -129,13 +169,23 @@ def table(results: dict[int, dict[str, Any]], names: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20, 50, 100])
-    parser.add_argument("--test", type=int, default=40, help="test clips per machine type (half anomalous)")
+    parser.add_argument(
+        "--test", type=int, default=40, help="test clips per machine type (half anomalous)"
+    )
     parser.add_argument("--machines", nargs="+", default=["fan", "gearbox", "pump"])
-    parser.add_argument("--sections", nargs="+", default=["00"],
-                        help="toy sections per machine type (each sounds different: classes for aux_classifier)")
-    parser.add_argument("--systems", nargs="+", required=True, choices=list(SYSTEMS), metavar="NAME")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["00"],
+        help="toy sections per machine type (each sounds different: classes for aux_classifier)",
+    )
+    parser.add_argument(
+        "--systems", nargs="+", required=True, choices=list(SYSTEMS), metavar="NAME"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (the data is always seed 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed (the data is always seed 0)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, help="override every system's epochs (smoke runs)")
     parser.add_argument("--out", required=True)
@@ -147,19 +197,39 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_toy_dataset(Path(tmp) / "toy", machines=args.machines, n_train=max(args.sizes),
-                                n_test=args.test, seconds=args.seconds, seed=0,
-                                sections=args.sections)
+        root = make_toy_dataset(
+            Path(tmp) / "toy",
+            machines=args.machines,
+            n_train=max(args.sizes),
+            n_test=args.test,
+            seconds=args.seconds,
+            seed=0,
+            sections=args.sections,
+        )
         clips = sorted(scan(root), key=lambda c: str(c.path))
-        tests = {m: [c for c in clips if c.machine == m and c.split == "test"] for m in args.machines}
+        tests = {
+            m: [c for c in clips if c.machine == m and c.split == "test"] for m in args.machines
+        }
         for n in sorted(args.sizes):
             print(f"== {n} training clips per machine type", file=sys.stderr)
             groups = {m: first(clips, m, n) for m in args.machines}
             results[n] = run_size(groups, tests, args.systems, args.seed, args.epochs)
-            (out / "learning_curve.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
-    text = "\n".join([f"Mean test AUC over {', '.join(args.machines)} ({len(args.sections)} section(s), "
-                      f"{args.test} test clips per section; n = training clips per section):", "",
-                      table(results, args.systems), "", provenance()]) + "\n"
+            (out / "learning_curve.json").write_text(
+                json.dumps({str(k): v for k, v in results.items()}, indent=1)
+            )
+    text = (
+        "\n".join(
+            [
+                f"Mean test AUC over {', '.join(args.machines)} ({len(args.sections)} section(s), "
+                f"{args.test} test clips per section; n = training clips per section):",
+                "",
+                table(results, args.systems),
+                "",
+                provenance(),
+            ]
+        )
+        + "\n"
+    )
     (out / "learning_curve.md").write_text(text)
     print(text)
 

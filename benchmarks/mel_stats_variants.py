@@ -8,6 +8,7 @@ selection bias in view (docs/mel_stats.md).
 Writes ``<out>/<data>/<variant>/bench.json`` and prints a Markdown table of mean AUC and pAUC
 per data set and their mean.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ DEFAULT = ["mean", "std", "p10", "p90", "max"]
 VARIANTS: dict[str, dict[str, Any]] = {
     "default (mean, std, p10, p90, max)": {},
     "mean, std": {"stats": ["mean", "std"]},
-    "all nine percentiles and moments": {"stats": ["mean", "std", "min", "p10", "p25", "p50", "p75", "p90", "max"]},
+    "all nine percentiles and moments": {
+        "stats": ["mean", "std", "min", "p10", "p25", "p50", "p75", "p90", "max"]
+    },
     "default + dstd": {"stats": DEFAULT + ["dstd"]},
     "mean, std, dstd": {"stats": ["mean", "std", "dstd"]},
     "default + modulation (8 bands)": {"modulation_bands": 8},
@@ -39,8 +42,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data", nargs="+", default=[str(SHARED / "data/real/dcase2020"),
-                                                      str(SHARED / "data/real/mimii_0db")])
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=[str(SHARED / "data/real/dcase2020"), str(SHARED / "data/real/mimii_0db")],
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names from VARIANTS")
     args = parser.parse_args()
     ctx = bench_context(cache_dir=args.out / ".cache")
@@ -49,9 +55,14 @@ def main() -> None:
         clips = scan(data)
         for name in args.variants:
             spec = SystemSpec("mel_stats", {**load_config("mel_stats"), **VARIANTS[name]}, name)
-            rep = bench(clips, spec, args.out / data.name / spec.folder, ctx, meta={"data": str(data)})[None]
+            rep = bench(
+                clips, spec, args.out / data.name / spec.folder, ctx, meta={"data": str(data)}
+            )[None]
             table.setdefault(name, {})[data.name] = (rep["mean_auc"], rep["mean_pauc"])
-            print(f"{data.name:<12} {name:<40} AUC {rep['mean_auc']:.3f}  pAUC {rep['mean_pauc']:.3f}", file=sys.stderr)
+            print(
+                f"{data.name:<12} {name:<40} AUC {rep['mean_auc']:.3f}  pAUC {rep['mean_pauc']:.3f}",
+                file=sys.stderr,
+            )
     names = [Path(d).name for d in args.data]
     print("| variant | " + " | ".join(f"{n} AUC | {n} pAUC" for n in names) + " | mean AUC |")
     print("| --- |" + " --- | --- |" * len(names) + " --- |")

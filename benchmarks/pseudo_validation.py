@@ -14,6 +14,7 @@ systems on the same data (``--bench DIR``: ``DIR/<data name>/<system folder>/ben
 
 Writes ``<out>/pseudo.json`` as it goes (a rerun skips what it holds) and prints Markdown tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,12 @@ def analyse(args: argparse.Namespace, pseudo: dict[str, Any]) -> None:
     folders = {s.label: s.folder for s in system_specs(",".join(args.systems))}
     rows, summary = [], {}
     for data in map(Path, args.data):
-        real = {lab: json.loads((args.bench / data.name / folders[lab] / "bench.json").read_text())["sets"]
-                for lab in labels}
+        real = {
+            lab: json.loads((args.bench / data.name / folders[lab] / "bench.json").read_text())[
+                "sets"
+            ]
+            for lab in labels
+        }
         rhos, picked, best, worst, mean = [], [], [], [], []
         for set_name in real[labels[0]]:
             keys = [f"{data.name}/{set_name}/{lab}" for lab in labels]
@@ -68,17 +73,41 @@ def analyse(args: argparse.Namespace, pseudo: dict[str, Any]) -> None:
                 continue
             p = np.array([pseudo[k]["auc"] for k in keys])
             r = np.array([real[lab][set_name]["auc"] for lab in labels])
-            rho = float(scipy.stats.spearmanr(p, r).statistic) if np.ptp(p) > 0 and np.ptp(r) > 0 else float("nan")
+            rho = (
+                float(scipy.stats.spearmanr(p, r).statistic)
+                if np.ptp(p) > 0 and np.ptp(r) > 0
+                else float("nan")
+            )
             pick = int(np.argmax(p))
             rhos.append(rho)
-            picked.append(r[pick]), best.append(r.max()), worst.append(r.min()), mean.append(r.mean())
-            rows.append(f"| {data.name} | {set_name} | " + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in zip(p, r))
-                        + f" | {rho:+.2f} | {labels[pick]} |")
-        summary[data.name] = (np.nanmean(rhos), np.mean(picked), np.mean(best), np.mean(worst), np.mean(mean))
-    print("| data | set | " + " | ".join(f"{lab} pseudo / real" for lab in labels) + " | Spearman rho | pick |")
+            (
+                picked.append(r[pick]),
+                best.append(r.max()),
+                worst.append(r.min()),
+                mean.append(r.mean()),
+            )
+            rows.append(
+                f"| {data.name} | {set_name} | "
+                + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in zip(p, r))
+                + f" | {rho:+.2f} | {labels[pick]} |"
+            )
+        summary[data.name] = (
+            np.nanmean(rhos),
+            np.mean(picked),
+            np.mean(best),
+            np.mean(worst),
+            np.mean(mean),
+        )
+    print(
+        "| data | set | "
+        + " | ".join(f"{lab} pseudo / real" for lab in labels)
+        + " | Spearman rho | pick |"
+    )
     print("| --- | --- |" + " --- |" * (len(labels) + 2))
     print("\n".join(rows))
-    print("\n| data | mean rho | real AUC of the pick | best system per set | worst per set | mean of systems |")
+    print(
+        "\n| data | mean rho | real AUC of the pick | best system per set | worst per set | mean of systems |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for name, (rho, pick, hi, lo, avg) in summary.items():
         print(f"| {name} | {rho:+.2f} | {pick:.3f} | {hi:.3f} | {lo:.3f} | {avg:.3f} |")
@@ -86,11 +115,18 @@ def analyse(args: argparse.Namespace, pseudo: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", nargs="+", required=True, help="as bench --system: name or name@variant")
-    parser.add_argument("--bench", type=Path, required=True, help="folder of bench runs: <data name>/<system>/")
+    parser.add_argument(
+        "--systems", nargs="+", required=True, help="as bench --system: name or name@variant"
+    )
+    parser.add_argument(
+        "--bench", type=Path, required=True, help="folder of bench runs: <data name>/<system>/"
+    )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data", nargs="+", default=[str(SHARED / "data/real/dcase2020"),
-                                                      str(SHARED / "data/real/mimii_0db")])
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=[str(SHARED / "data/real/dcase2020"), str(SHARED / "data/real/mimii_0db")],
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     analyse(args, measure(args))

@@ -8,6 +8,7 @@ feature cache in the temporary folder; one torch thread.
 
     python benchmarks/toy_factory_auc.py [--machines fan,gearbox,pump] [--n-train 40] [--n-test 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,12 @@ from stethoscope.systems import get_system  # noqa: E402
 
 def knn_scores(train, test, cache: Path) -> np.ndarray:
     def feats(clips):
-        return np.stack([np.concatenate([m.mean(1), m.std(1)]) for m in logmels(clips, cache_dir=cache, progress=False)])
+        return np.stack(
+            [
+                np.concatenate([m.mean(1), m.std(1)])
+                for m in logmels(clips, cache_dir=cache, progress=False)
+            ]
+        )
 
     x_train, x_test = feats(train), feats(test)
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
@@ -42,8 +48,12 @@ def aucs(test, scores: np.ndarray) -> tuple[float, float, float, float]:
     y = np.array([c.label for c in test])
     dom = np.array([c.domain for c in test])
     src, tgt = (dom == "source") | (y == 1), (dom == "target") | (y == 1)
-    return (roc_auc_score(y, scores), roc_auc_score(y[src], scores[src]), roc_auc_score(y[tgt], scores[tgt]),
-            roc_auc_score(y, scores, max_fpr=0.1))
+    return (
+        roc_auc_score(y, scores),
+        roc_auc_score(y[src], scores[src]),
+        roc_auc_score(y[tgt], scores[tgt]),
+        roc_auc_score(y, scores, max_fpr=0.1),
+    )
 
 
 def main() -> None:
@@ -59,15 +69,35 @@ def main() -> None:
     machines = args.machines.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_toy_dataset(Path(tmp) / "toy", machines=machines, n_train=args.n_train, n_test=args.n_test,
-                                seed=args.seed)
+        root = make_toy_dataset(
+            Path(tmp) / "toy",
+            machines=machines,
+            n_train=args.n_train,
+            n_test=args.n_test,
+            seed=args.seed,
+        )
         ctx = bench_context(cache_dir=Path(tmp) / "c", seed=args.seed)
         for machine in machines:
-            train, test = scan(root, machine=machine, split="train"), scan(root, machine=machine, split="test")
-            rows.append((machine, "log-mel mean/std + 2-NN", *aucs(test, knn_scores(train, test, ctx.cache_dir))))
+            train, test = (
+                scan(root, machine=machine, split="train"),
+                scan(root, machine=machine, split="test"),
+            )
+            rows.append(
+                (
+                    machine,
+                    "log-mel mean/std + 2-NN",
+                    *aucs(test, knn_scores(train, test, ctx.cache_dir)),
+                )
+            )
             if not args.no_ae:
                 system = get_system("dcase_ae", epochs=args.epochs).fit(train, ctx=ctx)
-                rows.append((machine, f"DCASE AE, MSE, {args.epochs} epochs", *aucs(test, system.score(test, ctx))))
+                rows.append(
+                    (
+                        machine,
+                        f"DCASE AE, MSE, {args.epochs} epochs",
+                        *aucs(test, system.score(test, ctx)),
+                    )
+                )
     print(provenance())
     print(f"seed {args.seed}, {args.n_train} train / {args.n_test} test clips per machine\n")
     print("| machine | detector | AUC | AUC-s | AUC-t | pAUC |")

@@ -1,5 +1,6 @@
 """Shared fixtures: where ../shared is, tiny audio writers, a small toy-factory data set, a
 headless Chromium."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ import soundfile as sf
 import torch
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def shared_dir() -> Path | None:
@@ -40,12 +48,16 @@ def real_data(shared: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Keep every test's feature cache out of the user's home."""
     monkeypatch.setenv("STETHOSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
 
 
-def write_wav(path: Path, wave: np.ndarray, sample_rate: int = 16_000, subtype: str | None = None) -> Path:
+def write_wav(
+    path: Path, wave: np.ndarray, sample_rate: int = 16_000, subtype: str | None = None
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave, sample_rate, subtype=subtype)
     return path
@@ -56,11 +68,17 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small two-machine toy-factory data set (4 s clips) shared by the end-to-end tests."""
     from stethoscope.data.toy_factory import make_toy_dataset
 
-    return make_toy_dataset(tmp_path_factory.mktemp("toy"), n_train=12, n_test=12, seconds=4.0, seed=0)
+    return make_toy_dataset(
+        tmp_path_factory.mktemp("toy"), n_train=12, n_test=12, seconds=4.0, seed=0
+    )
 
 
 def _chromium() -> str | None:
-    found = os.environ.get("STETHOSCOPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    found = (
+        os.environ.get("STETHOSCOPE_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
     return found if found and Path(found).exists() else None
 
 

@@ -1,6 +1,7 @@
 """How often each file is opened, for the one-read-per-clip tests: Python's own opens (the
 ``open`` audit event: built-in ``open``, ``io``, ``pathlib``, ``os.open``) and libsndfile's
 (``soundfile.SoundFile`` given a path, which ``soundfile.info`` and ``read`` use too)."""
+
 from __future__ import annotations
 
 import os

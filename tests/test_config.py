@@ -8,7 +8,11 @@ from stethoscope.systems import list_systems
 def test_overrides_are_yaml_typed():
     items = ["epochs=3", "score_mode=mahala", "detectors=[knn, lof]", "weights="]
     assert parse_overrides(items) == {
-        "epochs": 3, "score_mode": "mahala", "detectors": ["knn", "lof"], "weights": None}
+        "epochs": 3,
+        "score_mode": "mahala",
+        "detectors": ["knn", "lof"],
+        "weights": None,
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
     with pytest.raises(ConfigError, match="key=value"):
@@ -18,7 +22,9 @@ def test_overrides_are_yaml_typed():
 def test_dotted_overrides_reach_nested_mappings_and_configs_merge_them(tmp_path):
     items = ["ldgan.epochs=3", "ldgan.tmixup=false", "member_params.dcase_ae.epochs=5"]
     assert parse_overrides(items) == {
-        "ldgan": {"epochs": 3, "tmixup": False}, "member_params": {"dcase_ae": {"epochs": 5}}}
+        "ldgan": {"epochs": 3, "tmixup": False},
+        "member_params": {"dcase_ae": {"epochs": 5}},
+    }
     cfg = load_config("tldiffgan", "tldiffgan_cpu", ["ldgan.epochs=3"])
     assert cfg["ldgan"]["epochs"] == 3 and cfg["ldgan"]["ae_channels"] == 32  # the rest kept
     assert cfg["ldgan"]["n_frames"] == 313  # from tldiffgan.yaml, the base of tldiffgan_cpu.yaml
@@ -26,8 +32,10 @@ def test_dotted_overrides_reach_nested_mappings_and_configs_merge_them(tmp_path)
     cfg = load_config("tldiffgan", tmp_path / "mine.yaml")
     assert cfg["ldgan"]["batch_size"] == 2 and cfg["ldgan"]["epochs"] == 150
     cfg = load_config("auto", None, ["member_params.mel_stats.min_group_clips=2"])
-    assert cfg["member_params"] == {"dcase_ae": {"score_mode": "mahala"},
-                                    "mel_stats": {"min_group_clips": 2}}
+    assert cfg["member_params"] == {
+        "dcase_ae": {"score_mode": "mahala"},
+        "mel_stats": {"min_group_clips": 2},
+    }
 
 
 def test_base_inheritance_and_precedence(tmp_path):
@@ -47,6 +55,7 @@ def test_packaged_config_by_name_and_every_config_fits_its_system():
     assert load_config("tldiffgan", "tldiffgan_no_wave")["use_wave_branch"] is False
     systems = list_systems()
     from importlib import resources
+
     for path in (resources.files("stethoscope") / "configs").iterdir():
         name = path.name.removesuffix(".yaml")
         system = next(s for s in sorted(systems, key=len, reverse=True) if name.startswith(s))

@@ -1,4 +1,5 @@
 """Crash safety of the atomic writers: writers are killed at each step of a folder replacement."""
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,16 @@ with fsutil.atomic_directory(path) as staged:
 
 def write(path: Path, version: str, step: str = "none", mode: str = "exchange") -> int:
     """Run a writer process to its death (or completion); its exit status."""
-    args = [sys.executable, "-c", CHILD, str(path), version, step, mode, str(Path(fsutil.__file__).parent)]
+    args = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(path),
+        version,
+        step,
+        mode,
+        str(Path(fsutil.__file__).parent),
+    ]
     return subprocess.run(args, check=False, timeout=120).returncode
 
 
@@ -85,17 +95,22 @@ def exchange_works(folder: Path) -> bool:
         os.rmdir(folder / "b")
 
 
-@pytest.mark.parametrize("mode, step, survivor", [
-    ("exchange", "staged", "v1"),
-    ("exchange", "exchanged", "v2"),
-    ("exchange", "cleanup", "v2"),
-    ("exchange", "mid-cleanup", "v2"),
-    ("fallback", "staged", "v1"),
-    ("fallback", "renamed-in", "v2"),
-    ("fallback", "cleanup", "v2"),
-    ("fallback", "mid-cleanup", "v2"),
-])
-def test_killed_writer_leaves_old_or_new_folder(tmp_path: Path, mode: str, step: str, survivor: str) -> None:
+@pytest.mark.parametrize(
+    "mode, step, survivor",
+    [
+        ("exchange", "staged", "v1"),
+        ("exchange", "exchanged", "v2"),
+        ("exchange", "cleanup", "v2"),
+        ("exchange", "mid-cleanup", "v2"),
+        ("fallback", "staged", "v1"),
+        ("fallback", "renamed-in", "v2"),
+        ("fallback", "cleanup", "v2"),
+        ("fallback", "mid-cleanup", "v2"),
+    ],
+)
+def test_killed_writer_leaves_old_or_new_folder(
+    tmp_path: Path, mode: str, step: str, survivor: str
+) -> None:
     if mode == "exchange" and not exchange_works(tmp_path):
         pytest.skip("no atomic directory exchange on this OS or filesystem")
     model = tmp_path / "model"
@@ -148,8 +163,12 @@ def test_modes_are_those_of_plainly_created_files(tmp_path: Path, mask: int) -> 
         os.umask(old)
     model = tmp_path / "model"
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [model, *model.iterdir()]}
-    assert modes == {"model": 0o777 & ~mask, "sub": 0o777 & ~mask,
-                     "plain.bin": 0o666 & ~mask, "atomic.bin": 0o666 & ~mask}
+    assert modes == {
+        "model": 0o777 & ~mask,
+        "sub": 0o777 & ~mask,
+        "plain.bin": 0o666 & ~mask,
+        "atomic.bin": 0o666 & ~mask,
+    }
     if mask == 0o022:
         assert (modes["model"], modes["atomic.bin"]) == (0o755, 0o644)
 
@@ -178,7 +197,9 @@ def test_recovery_leaves_a_live_writers_old_folder(tmp_path: Path) -> None:
             theirs = tmp_path / f".model.old-{live.pid}"
             theirs.mkdir()
             recover_directory(tmp_path / "model")
-            assert os.listdir(tmp_path) == [theirs.name]  # its writer is about to move the new one in
+            assert os.listdir(tmp_path) == [
+                theirs.name
+            ]  # its writer is about to move the new one in
         finally:
             live.kill()
     recover_directory(tmp_path / "model")

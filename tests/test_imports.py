@@ -4,6 +4,7 @@ Two checks: the module-level import graph (``from package import name`` an edge 
 sub-module ``name`` where there is one, else to the package) has no cycle; and every module,
 imported first with no other stethoscope module loaded, imports (a cycle that a lucky import
 order hides shows then as an ImportError on a partly initialised module)."""
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,22 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "stethoscope"
 # extras a module may need that an install without them lacks: such a module is left out
-OPTIONAL = ("fastapi", "uvicorn", "sqlalchemy", "prometheus_client", "ray", "sounddevice", "onnx", "onnxruntime",
-            "pyarrow", "watchdog", "websockets", "onnxscript", "transformers", "fsspec")
+OPTIONAL = (
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy",
+    "prometheus_client",
+    "ray",
+    "sounddevice",
+    "onnx",
+    "onnxruntime",
+    "pyarrow",
+    "watchdog",
+    "websockets",
+    "onnxscript",
+    "transformers",
+    "fsspec",
+)
 
 
 def _name(path: Path) -> str:
@@ -33,7 +48,9 @@ def _imports(name: str, path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = (
+                package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            )
             stem = ".".join(base + ([node.module] if node.module else []))
             for alias in node.names:
                 found.add(f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in FILES else stem)
@@ -43,8 +60,15 @@ def _imports(name: str, path: Path) -> set[str]:
 
 
 def test_nothing_outside_cli_imports_cli() -> None:
-    offenders = [name for name, path in FILES.items() if not name.startswith("stethoscope.cli")
-                 and any(m.startswith("stethoscope.cli") for m in _imports(name, path) | _lazy_imports(name, path))]
+    offenders = [
+        name
+        for name, path in FILES.items()
+        if not name.startswith("stethoscope.cli")
+        and any(
+            m.startswith("stethoscope.cli")
+            for m in _imports(name, path) | _lazy_imports(name, path)
+        )
+    ]
     assert not offenders, offenders
 
 
@@ -54,7 +78,9 @@ def _lazy_imports(name: str, path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = (
+                package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            )
             found.add(".".join(base + ([node.module] if node.module else [])))
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -72,7 +98,7 @@ def test_the_module_level_import_graph_has_no_cycle() -> None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -103,6 +129,11 @@ for name in sys.argv[1:]:
 print("\\n".join(failed))
 sys.exit(1 if failed else 0)
 """
-    run = subprocess.run([sys.executable, "-c", script, *FILES], capture_output=True, text=True, cwd=SRC,
-                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    run = subprocess.run(
+        [sys.executable, "-c", script, *FILES],
+        capture_output=True,
+        text=True,
+        cwd=SRC,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]

@@ -1,5 +1,6 @@
 """Progress: a tqdm bar on a terminal; elsewhere plain lines at most every
 $STETHOSCOPE_PROGRESS_SECONDS, never carriage returns; nothing when disabled."""
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,9 @@ LINE = re.compile(r"train dcase_ae: epoch (\d+)/6, \d+\.\d (s/epoch|epoch/s), lo
 def test_log_lines_name_count_rate_and_postfix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STETHOSCOPE_PROGRESS_SECONDS", "0")  # a line per step
     stream = io.StringIO()
-    bar = progress(range(3, 6), desc="train dcase_ae", unit="epoch", total=6, initial=3, stream=stream)
+    bar = progress(
+        range(3, 6), desc="train dcase_ae", unit="epoch", total=6, initial=3, stream=stream
+    )
     seen = []
     for epoch in bar:
         seen.append(epoch)

@@ -1,4 +1,5 @@
 """Real-time scoring: streamed windows score like the same audio offline."""
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -32,20 +33,29 @@ def test_stream_windows_equal_offline_scores(system):
     scorer = StreamingScorer(sys_, window_seconds=2.0, hop_seconds=0.5, ctx=QUIET)
     results = list(stream_file(scorer, wave, chunk=1000))
     ends = np.array([r.end_seconds for r in results])
-    np.testing.assert_allclose(ends, np.arange(2.0, 5.01, 0.5), atol=1e-9)  # windows end at 2.0, 2.5, ..., 5.0 s
+    np.testing.assert_allclose(
+        ends, np.arange(2.0, 5.01, 0.5), atol=1e-9
+    )  # windows end at 2.0, 2.5, ..., 5.0 s
     picked = [int(np.argmin(np.abs(ends - e))) for e in (2.0, 3.5, 5.0)]
-    offline = sys_.score_waveforms([wave[int((e - 2.0) * 16000):int(e * 16000)] for e in (2.0, 3.5, 5.0)], ctx=QUIET)
+    offline = sys_.score_waveforms(
+        [wave[int((e - 2.0) * 16000) : int(e * 16000)] for e in (2.0, 3.5, 5.0)], ctx=QUIET
+    )
     np.testing.assert_allclose([results[i].score for i in picked], offline, rtol=1e-5, atol=1e-9)
     np.testing.assert_array_equal([results[i].decision for i in picked], sys_.decide(offline))
-    for i, e in zip(picked, (2.0, 3.5, 5.0), strict=True):  # each result carries the samples it scored
-        np.testing.assert_array_equal(results[i].window, wave[int((e - 2.0) * 16000):int(e * 16000)])
+    for i, e in zip(
+        picked, (2.0, 3.5, 5.0), strict=True
+    ):  # each result carries the samples it scored
+        np.testing.assert_array_equal(
+            results[i].window, wave[int((e - 2.0) * 16000) : int(e * 16000)]
+        )
 
 
 def test_score_waveforms_matches_file_scores(system):
     sys_, clips = system
     wave = sf.read(str(clips[0].path), dtype="float32")[0]
-    np.testing.assert_allclose(sys_.score_waveforms([wave], ctx=QUIET), sys_.score(clips[:1], QUIET),
-        rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(
+        sys_.score_waveforms([wave], ctx=QUIET), sys_.score(clips[:1], QUIET), rtol=1e-4, atol=1e-9
+    )
 
 
 def test_chunk_size_does_not_change_results(system):

@@ -1,11 +1,12 @@
 """Stethoscope: unsupervised anomalous sound detection for machine condition monitoring.
 
-    from stethoscope import RunContext, scan, get_system
-    clips = scan("dev_data/fan")
-    ctx = RunContext(seed=0)
-    system = get_system("dcase_ae").fit([c for c in clips if c.split == "train"], ctx=ctx)
-    scores = system.score([c for c in clips if c.split == "test"], ctx)
+from stethoscope import RunContext, scan, get_system
+clips = scan("dev_data/fan")
+ctx = RunContext(seed=0)
+system = get_system("dcase_ae").fit([c for c in clips if c.split == "train"], ctx=ctx)
+scores = system.score([c for c in clips if c.split == "test"], ctx)
 """
+
 import os
 
 # Before torch loads (and its OpenMP runtime, which reads this once; the modules behind the
@@ -16,12 +17,29 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
-__all__ = ["Clip", "RunContext", "get_system", "list_systems", "load_audio", "load_system", "make_toy_dataset", "scan"]
+__all__ = [
+    "Clip",
+    "RunContext",
+    "get_system",
+    "list_systems",
+    "load_audio",
+    "load_system",
+    "make_toy_dataset",
+    "scan",
+]
 
 # The public names load on first use, so that `stethoscope.onnx_runtime` (numpy + onnxruntime
 # only) can be imported on a box without torch.
-_HOMES = {"Clip": "data", "load_audio": "data", "make_toy_dataset": "data", "scan": "data", "RunContext": "engine",
-          "get_system": "systems", "list_systems": "systems", "load_system": "systems"}
+_HOMES = {
+    "Clip": "data",
+    "load_audio": "data",
+    "make_toy_dataset": "data",
+    "scan": "data",
+    "RunContext": "engine",
+    "get_system": "systems",
+    "list_systems": "systems",
+    "load_system": "systems",
+}
 
 
 def __getattr__(name: str) -> object:

@@ -4,6 +4,7 @@ Later sources override earlier ones key by key, and nested mappings merge the sa
 (`merge`): a composite's part (tldiffgan's ``ldgan: {...}``) or an ensemble's
 ``member_params`` keep the keys a later source does not name. A dotted override key reaches
 into them: ``ldgan.epochs=3``, ``member_params.dcase_ae.epochs=5``."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,7 +19,13 @@ from .errors import ConfigError
 
 def packaged_config_path(name: str) -> Path:
     """Path of a config shipped in ``stethoscope/configs/`` (``name`` with or without .yaml)."""
-    return Path(str(resources.files("stethoscope") / "configs" / (name if name.endswith(".yaml") else f"{name}.yaml")))
+    return Path(
+        str(
+            resources.files("stethoscope")
+            / "configs"
+            / (name if name.endswith(".yaml") else f"{name}.yaml")
+        )
+    )
 
 
 def read_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -89,11 +96,17 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(system: str, config_file: str | Path | None = None, overrides: Sequence[str] = (),
-                variant: str | None = None) -> dict[str, Any]:
+def load_config(
+    system: str,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    variant: str | None = None,
+) -> dict[str, Any]:
     """Packaged defaults, then the user's YAML file (or packaged config name), then overrides (later
     wins)."""
     cfg = packaged_config(system, variant)
-    if config_file is not None:  # a path, or the name of a packaged config such as tldiffgan_no_wave
+    if (
+        config_file is not None
+    ):  # a path, or the name of a packaged config such as tldiffgan_no_wave
         cfg = merge(cfg, read_config(config_file))
     return merge(cfg, parse_overrides(overrides))

@@ -1,4 +1,5 @@
 """Errors that name the offending file and the problem, so users can fix their input."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ A killed process leaves either the old or the new content at the final path, nev
 plus at most some hidden ``.NAME.tmp-<pid>-<random>`` / ``.NAME.old-<pid>`` siblings that the
 next write to the same path removes (or, for ``old``, puts back) once their writer is dead.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -64,7 +65,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(
+        path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    )
 
 
 def _json_default(obj: Any) -> Any:
@@ -98,7 +101,9 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         _install(staged, path)
         _fsync_dir(path.parent)
     finally:
-        shutil.rmtree(staged, ignore_errors=True)  # the new folder on failure, the old one on success
+        shutil.rmtree(
+            staged, ignore_errors=True
+        )  # the new folder on failure, the old one on success
         _ACTIVE.discard(staged.absolute())
 
 
@@ -109,7 +114,11 @@ def recover_directory(path: str | Path) -> None:
     path = Path(path)
     if os.path.lexists(path):
         return
-    olds = [sibling for sibling, kind, pid in _siblings(path) if kind == "old" and _is_stale(sibling, pid)]
+    olds = [
+        sibling
+        for sibling, kind, pid in _siblings(path)
+        if kind == "old" and _is_stale(sibling, pid)
+    ]
     if not olds:
         return
     try:
@@ -190,7 +199,10 @@ def _exchange(a: Path, b: Path) -> bool:
 def _load_swap() -> Callable[[bytes, bytes], int] | None:
     """The C library's directory exchange: ``renameat2`` (Linux) or ``renamex_np`` (macOS)."""
     if sys.platform.startswith("linux"):
-        name, argtypes = "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        name, argtypes = (
+            "renameat2",
+            [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint],
+        )
     elif sys.platform == "darwin":
         name, argtypes = "renamex_np", [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
     else:

@@ -12,6 +12,7 @@ if any was written. Call sites use one function for both::
         ...
         bar.set_postfix({"loss": f"{loss:.4g}"})
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,14 +50,31 @@ class LogProgress:
     """Progress as plain lines, at most one per ``interval`` seconds; the rate shown is the
     one since the previous line."""
 
-    def __init__(self, iterable: Iterable[Any] | None, desc: str, total: int | None, unit: str, initial: int,
-                 interval: float, stream: TextIO) -> None:
-        self.iterable, self.desc, self.unit, self.interval, self.stream = iterable, desc, unit, interval, stream
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None,
+        desc: str,
+        total: int | None,
+        unit: str,
+        initial: int,
+        interval: float,
+        stream: TextIO,
+    ) -> None:
+        self.iterable, self.desc, self.unit, self.interval, self.stream = (
+            iterable,
+            desc,
+            unit,
+            interval,
+            stream,
+        )
         if total is None and isinstance(iterable, Sized):  # as tqdm counts
             total = len(iterable)
         self.total, self.n = total, initial
         self.postfix: dict[str, Any] = {}
-        self._mark = (time.monotonic(), initial)  # time and count of the previous line (or the start)
+        self._mark = (
+            time.monotonic(),
+            initial,
+        )  # time and count of the previous line (or the start)
         self._written = False
 
     def __iter__(self) -> Iterator[Any]:
@@ -82,7 +100,11 @@ class LogProgress:
         parts = [f"{self.unit} {self.n}" + (f"/{self.total}" if self.total is not None else "")]
         if self.n > done and now > then:
             per_unit = (now - then) / (self.n - done)
-            parts.append(f"{per_unit:.1f} s/{self.unit}" if per_unit >= 1 else f"{1 / per_unit:.1f} {self.unit}/s")
+            parts.append(
+                f"{per_unit:.1f} s/{self.unit}"
+                if per_unit >= 1
+                else f"{1 / per_unit:.1f} {self.unit}/s"
+            )
         parts += [f"{k} {v}" for k, v in self.postfix.items()]
         return f"{self.desc}: " + ", ".join(parts)
 
@@ -91,15 +113,25 @@ class LogProgress:
         self._mark, self._written = (time.monotonic(), self.n), True
 
 
-def progress(iterable: Iterable[Any] | None = None, *, desc: str, unit: str = "it", total: int | None = None,
-             initial: int = 0, enabled: bool = True, stream: TextIO | None = None) -> Progress:
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    desc: str,
+    unit: str = "it",
+    total: int | None = None,
+    initial: int = 0,
+    enabled: bool = True,
+    stream: TextIO | None = None,
+) -> Progress:
     """A tqdm bar (on a terminal or in a notebook), log lines (anything else), or nothing
     (``enabled=False``); iterate it or call `update`, then `close` it."""
     stream = stream or sys.stderr
     if not enabled:
         return std_tqdm(iterable, total=total, disable=True)
     if stream.isatty() or notebook_tqdm is not std_tqdm:  # a terminal, or a notebook widget
-        return auto_tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, leave=False, file=stream)
+        return auto_tqdm(
+            iterable, desc=desc, unit=unit, total=total, initial=initial, leave=False, file=stream
+        )
     return LogProgress(iterable, desc, total, unit, initial, log_interval(), stream)
 
 

@@ -1,4 +1,5 @@
 """Real-time scoring: feed audio as it arrives, get a score for every hop of a sliding window."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -30,17 +31,24 @@ class StreamingScorer:
     window has arrived, so decisions see as much context as the model was trained on.
     """
 
-    def __init__(self, system: System, window_seconds: float = 10.0, hop_seconds: float = 1.0,
-                 sample_rate: int = 16_000, ctx: RunContext | None = None) -> None:
+    def __init__(
+        self,
+        system: System,
+        window_seconds: float = 10.0,
+        hop_seconds: float = 1.0,
+        sample_rate: int = 16_000,
+        ctx: RunContext | None = None,
+    ) -> None:
         if hop_seconds <= 0 or window_seconds <= 0:
-            raise ConfigError(f"window and hop must be positive seconds, got {window_seconds} and "
-                              f"{hop_seconds}")
+            raise ConfigError(
+                f"window and hop must be positive seconds, got {window_seconds} and {hop_seconds}"
+            )
         self.system, self.sample_rate = system, sample_rate
         self.ctx = ctx or RunContext(progress=False)
         self.window = round(window_seconds * sample_rate)
         self.hop = round(hop_seconds * sample_rate)
         self._buffer = np.zeros(0, dtype=np.float32)
-        self._seen = 0          # samples received so far
+        self._seen = 0  # samples received so far
         self._next_end = self.window
 
     def windows_completed_by(self, samples: int) -> int:
@@ -58,19 +66,28 @@ class StreamingScorer:
         windows, ends = [], []
         while self._seen >= self._next_end:
             stop = len(self._buffer) - (self._seen - self._next_end)
-            windows.append(self._buffer[stop - self.window:stop])
+            windows.append(self._buffer[stop - self.window : stop])
             ends.append(self._next_end / self.sample_rate)
             self._next_end += self.hop
         keep = self._seen - (self._next_end - self.window)  # samples the next window still needs
-        self._buffer = self._buffer[len(self._buffer) - keep:] if 0 <= keep < len(self._buffer) else self._buffer
+        self._buffer = (
+            self._buffer[len(self._buffer) - keep :]
+            if 0 <= keep < len(self._buffer)
+            else self._buffer
+        )
         if not windows:
             return []
         scores = self.system.score_waveforms(windows, self.sample_rate, self.ctx)
         decisions = self.system.decide(scores)
-        return [StreamScore(e, float(s), int(d), w) for e, s, d, w in zip(ends, scores, decisions, windows, strict=True)]
+        return [
+            StreamScore(e, float(s), int(d), w)
+            for e, s, d, w in zip(ends, scores, decisions, windows, strict=True)
+        ]
 
 
-def stream_file(scorer: StreamingScorer, wave: np.ndarray, chunk: int = 1024) -> Iterator[StreamScore]:
+def stream_file(
+    scorer: StreamingScorer, wave: np.ndarray, chunk: int = 1024
+) -> Iterator[StreamScore]:
     """Replay a recording through ``scorer`` in sound-card-sized chunks."""
     for start in range(0, len(wave), chunk):
-        yield from scorer.push(wave[start:start + chunk])
+        yield from scorer.push(wave[start : start + chunk])

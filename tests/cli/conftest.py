@@ -1,5 +1,6 @@
 """What the CLI tests share: running ``python -m stethoscope.cli`` for real, tiny toy data,
 and one in-process trained model folder."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ def _sigint_inherited_as_default() -> Iterator[None]:
 def start_cli(args: Sequence[str], cache: Path) -> subprocess.Popen:
     """``python -m stethoscope.cli ARGS`` running in the background (stdout and stderr piped)."""
     with _sigint_inherited_as_default():
-        return subprocess.Popen([sys.executable, "-m", "stethoscope.cli", *map(str, args)], env=cli_env(cache),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stethoscope.cli", *map(str, args)],
+            env=cli_env(cache),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -85,7 +91,9 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two toy machine types with 4 training and 4 test clips of 2 s each."""
     from stethoscope.data.toy_factory import make_toy_dataset
 
-    return make_toy_dataset(tmp_path_factory.mktemp("tiny"), n_train=4, n_test=4, seconds=2.0, seed=0)
+    return make_toy_dataset(
+        tmp_path_factory.mktemp("tiny"), n_train=4, n_test=4, seconds=2.0, seed=0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +105,22 @@ def cli_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(toy_root: Path, cli_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dcase_ae trained in-process on the shared toy set: OUT/fan and OUT/gearbox (read-only)."""
     out = tmp_path_factory.mktemp("models")
-    assert main(["train", "--data", str(toy_root), "--system", "dcase_ae", "--out", str(out), *FAST, *RUNTIME,
-                 "--cache", str(cli_cache)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(toy_root),
+                "--system",
+                "dcase_ae",
+                "--out",
+                str(out),
+                *FAST,
+                *RUNTIME,
+                "--cache",
+                str(cli_cache),
+            ]
+        )
+        == 0
+    )
     return out

@@ -1,4 +1,5 @@
 """`stethoscope cache info|clear`: folder, files, size per kind and the cap; clear frees it all."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ def _info(capsys: pytest.CaptureFixture, *extra: str) -> dict[str, str]:
     return {key: value for key, value in rows}
 
 
-def test_info_shows_folder_files_sizes_and_cap(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_info_shows_folder_files_sizes_and_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root = tmp_path / "cache"
     _fill(root)
     usage = cache_usage(root)
@@ -41,17 +44,24 @@ def test_info_shows_folder_files_sizes_and_cap(tmp_path: Path, capsys: pytest.Ca
     assert info["cap"].startswith("2.0 GB")
 
 
-def test_default_folder_and_cap_come_from_the_environment(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_folder_and_cap_come_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STETHOSCOPE_CACHE", str(tmp_path / "nothing-yet"))
     monkeypatch.setenv("STETHOSCOPE_CACHE_MAX_GB", "0.5")
     info = _info(capsys)
     assert info["folder"] == f"{tmp_path / 'nothing-yet'} (not created yet)"
-    assert info["files"] == "0" and info["size"] == "0 B" and info["logmel"] == info["embeddings"] == "0 B"
+    assert (
+        info["files"] == "0"
+        and info["size"] == "0 B"
+        and info["logmel"] == info["embeddings"] == "0 B"
+    )
     assert info["cap"].startswith("500.0 MB")
 
 
-def test_clear_frees_every_feature_and_keeps_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_clear_frees_every_feature_and_keeps_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root = tmp_path / "cache"
     _fill(root)
     size = cache_usage(root).bytes
@@ -61,13 +71,23 @@ def test_clear_frees_every_feature_and_keeps_weights(tmp_path: Path, capsys: pyt
     assert (root / "weights" / "mn04_as_mAP_432.pt").read_bytes() == b"weights"
 
 
-def test_bad_cap_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_cap_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STETHOSCOPE_CACHE_MAX_GB", "lots")
     assert main(["cache", "info", "--cache", str(tmp_path)]) == 2
     assert "STETHOSCOPE_CACHE_MAX_GB" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("n, text", [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (12_345_678, "12.3 MB"),
-                                     (2_000_000_000, "2.0 GB")])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (12_345_678, "12.3 MB"),
+        (2_000_000_000, "2.0 GB"),
+    ],
+)
 def test_human_bytes(n: int, text: str) -> None:
     assert human_bytes(n) == text

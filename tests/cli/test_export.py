@@ -6,6 +6,7 @@ Tolerance: rtol 1e-4, atol 1e-5 on scores. Measured on these models: frame-recon
 systems and LDGAN <= 3e-7 relative; embedding systems <= 6e-5 (float32 noise of torch's
 own STFT in the near-empty 8-16 kHz band of EfficientAT's input, which the encoder carries on).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,14 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vae_mahala": ("gamma_vae", {"epochs": 2, "batch_size": 64, "score_mode": "mahala"}),
     "knn": ("embedding_knn", {"encoder": "random"}),
     "ldgan": ("ldgan", LDGAN),
-    "tldiffgan": ("tldiffgan", {"ldgan": {k: v for k, v in LDGAN.items()
-                                          if k not in THRESHOLD_PARAMS},
-                                "encoder": "random", "detectors": ["knn", "gmm"]}),
+    "tldiffgan": (
+        "tldiffgan",
+        {
+            "ldgan": {k: v for k, v in LDGAN.items() if k not in THRESHOLD_PARAMS},
+            "encoder": "random",
+            "detectors": ["knn", "gmm"],
+        },
+    ),
     "mel_stats": ("mel_stats", {"modulation_bands": 4}),
 }
 
@@ -59,7 +65,9 @@ class Fitted:
     def __getitem__(self, key: str) -> Path:
         if key not in self.dirs:
             name, params = MODELS[key]
-            self.dirs[key] = get_system(name, **params).fit(self.clips[0], ctx=CTX).save(self.root / key)
+            self.dirs[key] = (
+                get_system(name, **params).fit(self.clips[0], ctx=CTX).save(self.root / key)
+            )
         return self.dirs[key]
 
 
@@ -81,7 +89,9 @@ def _assert_same(model_dir: Path, folder: Path, test: list) -> dict[str, Any]:
     if system.has_anomaly_map:
         explanation = system.explain(test[0], CTX)
         amap = results[0].anomaly_map
-        np.testing.assert_allclose(amap, explanation.anomaly_map, rtol=1e-4, atol=1e-4 * explanation.anomaly_map.max())
+        np.testing.assert_allclose(
+            amap, explanation.anomaly_map, rtol=1e-4, atol=1e-4 * explanation.anomaly_map.max()
+        )
         assert results[0].frame_error.shape == (amap.shape[1],)
     else:
         assert results[0].anomaly_map is None
@@ -91,50 +101,108 @@ def _assert_same(model_dir: Path, folder: Path, test: list) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("frontend", ["outside", "inside"])
-def test_cli_exports_dcase_ae(trained: Path, toy_root: Path, tmp_path: Path, frontend: str,
-                              capsys: pytest.CaptureFixture) -> None:
+def test_cli_exports_dcase_ae(
+    trained: Path, toy_root: Path, tmp_path: Path, frontend: str, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "export"
-    assert main(["export", "--model", str(trained / "fan"), "--format", "onnx", "--out", str(out),
-                 "--frontend", frontend]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(trained / "fan"),
+                "--format",
+                "onnx",
+                "--out",
+                str(out),
+                "--frontend",
+                frontend,
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
-    assert f"exported dcase_ae ({frontend} front end)" in captured.out and "check: torch" in captured.err
+    assert (
+        f"exported dcase_ae ({frontend} front end)" in captured.out
+        and "check: torch" in captured.err
+    )
     test = [c for c in scan(toy_root) if c.machine == "fan" and c.split == "test"][:4]
     meta = _assert_same(trained / "fan", out, test)
     assert meta["system"] == "dcase_ae" and meta["score_mode"] == "mse" and meta["opset"] >= 17
     assert meta["source_model"]["sha256"]["weights.safetensors"]
     npy = sorted(p.name for p in out.glob("*.npy"))
     if frontend == "outside":
-        assert meta["inputs"] == [{"name": "logmel", "dtype": "float32", "shape": ["batch", 128, "frames"]}]
+        assert meta["inputs"] == [
+            {"name": "logmel", "dtype": "float32", "shape": ["batch", 128, "frames"]}
+        ]
         assert npy == ["logmel_mel_filterbank.npy", "logmel_window.npy"]
         assert meta["frontends"][0]["files"]["mel_filterbank"] == "logmel_mel_filterbank.npy"
     else:
-        assert meta["inputs"] == [{"name": "waveform", "dtype": "float32", "shape": ["batch", "samples"]}]
+        assert meta["inputs"] == [
+            {"name": "waveform", "dtype": "float32", "shape": ["batch", "samples"]}
+        ]
         assert npy == []
-        assert any(n.op_type == "STFT" for n in __import__("onnx").load(str(out / "model.onnx")).graph.node)
+        assert any(
+            n.op_type == "STFT" for n in __import__("onnx").load(str(out / "model.onnx")).graph.node
+        )
 
 
-@pytest.mark.parametrize("key,frontend", [("ae_mahala", "outside"), ("ae_mahala", "inside"),
-                                          ("vae_mse", "outside"), ("vae_mse", "inside"), ("vae_mahala", "inside"),
-                                          ("knn", "outside"), ("knn", "inside"), ("ldgan", "outside"),
-                                          ("tldiffgan", "outside"), ("tldiffgan", "inside"),
-                                          ("mel_stats", "outside"), ("mel_stats", "inside")])
-def test_export_equals_torch(key: str, frontend: str, clips: tuple[list, list], fitted: Fitted, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "key,frontend",
+    [
+        ("ae_mahala", "outside"),
+        ("ae_mahala", "inside"),
+        ("vae_mse", "outside"),
+        ("vae_mse", "inside"),
+        ("vae_mahala", "inside"),
+        ("knn", "outside"),
+        ("knn", "inside"),
+        ("ldgan", "outside"),
+        ("tldiffgan", "outside"),
+        ("tldiffgan", "inside"),
+        ("mel_stats", "outside"),
+        ("mel_stats", "inside"),
+    ],
+)
+def test_export_equals_torch(
+    key: str, frontend: str, clips: tuple[list, list], fitted: Fitted, tmp_path: Path
+) -> None:
     root = tmp_path
     model_dir = fitted[key]
     record = export_onnx(model_dir, root / "export", frontend=frontend, seconds=4.0)
     assert record["frontend"] == frontend and record["system"] == MODELS[key][0]
     _assert_same(model_dir, root / "export", clips[1])
-    if key in ("ldgan", "tldiffgan", "mel_stats"):  # one clip length only (noise or percentiles fixed per length)
+    if key in (
+        "ldgan",
+        "tldiffgan",
+        "mel_stats",
+    ):  # one clip length only (noise or percentiles fixed per length)
         assert record["clip_samples"] == 64_000
         with pytest.raises(EdgeError, match="exactly 64000 samples"):
             EdgeModel(root / "export").score_waveform(np.zeros(32_000, np.float32))
 
 
-def test_unsupported_configurations_exit_2(clips: tuple[list, list], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture) -> None:
-    system = get_system("gamma_vae", epochs=1, batch_size=64, score_latent="sample").fit(clips[0], ctx=CTX)
+def test_unsupported_configurations_exit_2(
+    clips: tuple[list, list], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    system = get_system("gamma_vae", epochs=1, batch_size=64, score_latent="sample").fit(
+        clips[0], ctx=CTX
+    )
     system.save(tmp_path / "vae")
-    assert main(["export", "--model", str(tmp_path / "vae"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(tmp_path / "vae"),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "score_latent='sample'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -161,23 +229,59 @@ class _Constant(base.System):
         del tensors
 
 
-def test_unknown_system_and_missing_folder_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_unknown_system_and_missing_folder_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setitem(base.REGISTRY, _Constant.name, _Constant)
     _Constant().fit([]).save(tmp_path / "constant")
-    assert main(["export", "--model", str(tmp_path / "constant"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(tmp_path / "constant"),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"system {_Constant.name!r} cannot be exported to ONNX: it has no scoring module" in err
     assert "Traceback" not in err
     assert _Constant.name not in exportable_systems()
     assert {name for name, _ in MODELS.values()} <= set(exportable_systems())
-    assert main(["export", "--model", str(tmp_path / "absent"), "--format", "onnx", "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(tmp_path / "absent"),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "absent: not a model directory" in capsys.readouterr().err
 
 
-def test_bad_options_and_missing_packages_exit_2(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture) -> None:
-    args = ["export", "--model", str(trained / "fan"), "--format", "onnx", "--out", str(tmp_path / "x")]
+def test_bad_options_and_missing_packages_exit_2(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    args = [
+        "export",
+        "--model",
+        str(trained / "fan"),
+        "--format",
+        "onnx",
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main([*args, "--opset", "16"]) == 2
     assert "--opset must be >= 17" in capsys.readouterr().err
     assert main([*args, "--seconds", "-1"]) == 2
@@ -187,6 +291,8 @@ def test_bad_options_and_missing_packages_exit_2(trained: Path, tmp_path: Path, 
     assert (trained / "fan" / "weights.safetensors").is_file()
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
     assert main(args) == 2
-    assert "ONNX export needs onnxruntime: pip install 'stethoscope[onnx]'" in capsys.readouterr().err
+    assert (
+        "ONNX export needs onnxruntime: pip install 'stethoscope[onnx]'" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):
         main([*args[:4], "tflite", *args[5:]])

@@ -1,5 +1,6 @@
 """``stethoscope scan``: layout and why, types/sections/domains/splits with counts, audio facts,
 quality findings; ambiguous layouts are an error naming every candidate's --layout flag."""
+
 from __future__ import annotations
 
 import os
@@ -14,14 +15,18 @@ from tests.conftest import write_wav
 
 
 def _noise(seconds: float, seed: int, sr: int = 16_000) -> np.ndarray:
-    return (0.05 * np.random.default_rng(seed).standard_normal(int(seconds * sr))).astype(np.float32)
+    return (0.05 * np.random.default_rng(seed).standard_normal(int(seconds * sr))).astype(
+        np.float32
+    )
 
 
 def test_scan_of_a_toy_set(toy_root: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["scan", str(toy_root)]) == 0
     out = capsys.readouterr().out
-    assert f"{toy_root}: layout dcase2022: all 48 audio files fit its names and folders " \
-           "(dcase2021 fit too; dcase2022 is more specific)" in out
+    assert (
+        f"{toy_root}: layout dcase2022: all 48 audio files fit its names and folders "
+        "(dcase2021 fit too; dcase2022 is more specific)" in out
+    )
     assert "48 clips, 2 machine type(s)" in out
     assert re.search(r"fan\s+section_00\s+source\s+train\s+normal\s+\d+", out)
     assert "sample rates: 16000 Hz (48)" in out and "channels: 1 (48)" in out
@@ -29,8 +34,9 @@ def test_scan_of_a_toy_set(toy_root: Path, capsys: pytest.CaptureFixture) -> Non
     assert "quality (header and sample checks): 0 file(s) flagged" in out
 
 
-def test_scan_reports_every_finding_without_stopping(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_reports_every_finding_without_stopping(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # scan only reports: no skipped.csv in the current folder
     root = tmp_path / "valve"
     for i in range(4):
@@ -53,10 +59,15 @@ def test_scan_reports_every_finding_without_stopping(tmp_path: Path, capsys: pyt
     assert "error: " in capsys.readouterr().err
 
 
-def test_scan_of_a_mixed_root_lists_candidates(real_data: Path, capsys: pytest.CaptureFixture) -> None:
+def test_scan_of_a_mixed_root_lists_candidates(
+    real_data: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["scan", str(real_data)]) == 2
     err = capsys.readouterr().err
-    assert "no single layout fits every audio file (mimii fits 48 of 176, dcase2020 fits 128 of 176)" in err
+    assert (
+        "no single layout fits every audio file (mimii fits 48 of 176, dcase2020 fits 128 of 176)"
+        in err
+    )
     assert "--layout mimii or --layout dcase2020" in err
     assert main(["scan", str(real_data / "dcase2020"), "--headers-only"]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """`toy`: a deterministic toy-factory data set in the DCASE 2022+ layout, scanned as such."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,11 @@ TINY = ["--train", "5", "--test", "4", "--seconds", "0.5", "--quiet"]
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _toy(out: Path, *extra: str) -> Path:
@@ -27,7 +31,9 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
     machines = ["--machines", "fan,valve=pump", "--seed", "7"]
     one = _digest(_toy(tmp_path / "a", *machines, "--workers", "1"))
     two = _digest(_toy(tmp_path / "b", *machines, "--workers", "2"))
-    other = _digest(_toy(tmp_path / "c", "--machines", "fan,valve=pump", "--seed", "8", "--workers", "1"))
+    other = _digest(
+        _toy(tmp_path / "c", "--machines", "fan,valve=pump", "--seed", "8", "--workers", "1")
+    )
     assert one == two
     assert len([k for k in one if k.endswith(".wav")]) == 2 * 9
     assert other != one
@@ -48,13 +54,23 @@ def test_layout_scans_as_dcase2022_with_named_types(tmp_path: Path) -> None:
             assert len(test) == 4 and sum(c.label for c in test) == 2
             assert all(set(dict(c.attributes)) == {"speed", "load", "bg"} for c in mine)
     # ToyCar uses the fan sound: its attributes are drawn from the fan's values
-    assert {dict(c.attributes)["speed"] for c in clips if c.machine == "ToyCar" and c.domain == "target"} == {"1800"}
+    assert {
+        dict(c.attributes)["speed"] for c in clips if c.machine == "ToyCar" and c.domain == "target"
+    } == {"1800"}
 
 
-@pytest.mark.parametrize("machines, says", [("fan,drill", "'drill'"), ("valve=horn", "'valve=horn'"),
-                                             ("fan,fan", "'fan' twice"), (",", "empty")])
-def test_bad_machines_exit_2_naming_the_item(tmp_path: Path, capsys: pytest.CaptureFixture, machines: str,
-                                             says: str) -> None:
+@pytest.mark.parametrize(
+    "machines, says",
+    [
+        ("fan,drill", "'drill'"),
+        ("valve=horn", "'valve=horn'"),
+        ("fan,fan", "'fan' twice"),
+        (",", "empty"),
+    ],
+)
+def test_bad_machines_exit_2_naming_the_item(
+    tmp_path: Path, capsys: pytest.CaptureFixture, machines: str, says: str
+) -> None:
     assert main(["toy", "--out", str(tmp_path / "x"), "--machines", machines, *TINY]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

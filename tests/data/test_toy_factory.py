@@ -1,5 +1,6 @@
 """Toy factory: determinism, layout and CSVs, physics of the normal sounds, faults where they are
 said to be."""
+
 from __future__ import annotations
 
 import csv
@@ -18,12 +19,17 @@ SR = 16_000
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-def _band_energy(wave: np.ndarray, f0: float, f1: float, t0: float = 0.0, t1: float | None = None) -> float:
-    part = wave[int(t0 * SR): None if t1 is None else int(t1 * SR)].astype(np.float64)
+def _band_energy(
+    wave: np.ndarray, f0: float, f1: float, t0: float = 0.0, t1: float | None = None
+) -> float:
+    part = wave[int(t0 * SR) : None if t1 is None else int(t1 * SR)].astype(np.float64)
     spec = np.abs(np.fft.rfft(part)) ** 2 / len(part)  # Parseval: comparable across spans
     freqs = np.fft.rfftfreq(len(part), 1 / SR)
     return float(spec[(freqs >= f0) & (freqs <= f1)].sum())
@@ -39,8 +45,15 @@ def test_dataset_is_deterministic_and_seed_dependent(tmp_path: Path) -> None:
 
 
 def test_layout_and_csvs(tmp_path: Path) -> None:
-    root = make_toy_dataset(tmp_path, machines=("gearbox",), n_train=20, n_test=20, seconds=1.0,
-                            sample_rate=SR, sections=("00", "01"))
+    root = make_toy_dataset(
+        tmp_path,
+        machines=("gearbox",),
+        n_train=20,
+        n_test=20,
+        seconds=1.0,
+        sample_rate=SR,
+        sections=("00", "01"),
+    )
     mdir = root / "gearbox"
     wavs = sorted(mdir.rglob("*.wav"))
     assert len(wavs) == 2 * 40
@@ -49,13 +62,32 @@ def test_layout_and_csvs(tmp_path: Path) -> None:
     clips = scan(root)
     per_section = Counter((c.section, c.split, c.domain, c.label) for c in clips)
     for s in ("00", "01"):
-        assert per_section[(s, "train", "source", 0)] == 18 and per_section[(s, "train", "target", 0)] == 2
-        assert sum(v for (sec, split, _, lab), v in per_section.items() if sec == s and split == "test" and lab == 1) == 10
-        assert sum(v for (sec, split, dom, _), v in per_section.items() if sec == s and split == "test" and dom == "target") == 10
+        assert (
+            per_section[(s, "train", "source", 0)] == 18
+            and per_section[(s, "train", "target", 0)] == 2
+        )
+        assert (
+            sum(
+                v
+                for (sec, split, _, lab), v in per_section.items()
+                if sec == s and split == "test" and lab == 1
+            )
+            == 10
+        )
+        assert (
+            sum(
+                v
+                for (sec, split, dom, _), v in per_section.items()
+                if sec == s and split == "test" and dom == "target"
+            )
+            == 10
+        )
     # attributes CSV: DCASE 2022+ columns, one row per clip, values as in the file name
     rows = list(csv.reader((mdir / "attributes_01.csv").read_text().splitlines()))
     assert rows[0] == ["file_name", "d1p", "d1v", "d2p", "d2v", "d3p", "d3v"]
-    assert len(rows) == 41 and all(r[0].startswith("gearbox/") and "section_01_" in r[0] for r in rows[1:])
+    assert len(rows) == 41 and all(
+        r[0].startswith("gearbox/") and "section_01_" in r[0] for r in rows[1:]
+    )
     assert all((mdir.parent / r[0]).is_file() for r in rows[1:])
     # fault regions: exactly the anomalies, inside the clip, with a known kind and severity
     faults = list(csv.DictReader((mdir / "fault_regions.csv").read_text().splitlines()))
@@ -64,7 +96,10 @@ def test_layout_and_csvs(tmp_path: Path) -> None:
     assert {f["kind"] for f in faults} == set(ANOMALY_KINDS)
     assert {f["severity"] for f in faults} <= {"1", "2", "3"}
     for f in faults:
-        assert 0 <= float(f["t0"]) < float(f["t1"]) <= 1.0 and 0 <= float(f["f0"]) < float(f["f1"]) <= SR / 2
+        assert (
+            0 <= float(f["t0"]) < float(f["t1"]) <= 1.0
+            and 0 <= float(f["f0"]) < float(f["f1"]) <= SR / 2
+        )
 
 
 def test_toy_clip_is_bounded() -> None:
@@ -78,8 +113,11 @@ def test_toy_clip_is_bounded() -> None:
 def test_normal_sound_has_its_harmonics(machine: str) -> None:
     """The strongest tonal peak is a harmonic of the shaft frequency given by the speed
     attribute."""
-    attrs = {"fan": {"speed": 1500, "load": 60, "bg": "pink"}, "gearbox": {"speed": 1200, "load": 50, "bg": "pink"},
-             "pump": {"speed": 1500, "load": 60, "bg": "pink"}}[machine]
+    attrs = {
+        "fan": {"speed": 1500, "load": 60, "bg": "pink"},
+        "gearbox": {"speed": 1200, "load": 50, "bg": "pink"},
+        "pump": {"speed": 1500, "load": 60, "bg": "pink"},
+    }[machine]
     wave, region = toy_clip(machine, "source", seed=1, seconds=4.0, attributes=attrs)
     assert region is None
     spec = np.abs(np.fft.rfft(wave))
@@ -103,10 +141,14 @@ def test_fault_lies_in_its_region_and_grows_with_severity(kind: str) -> None:
         assert total > 0
         in_band = _band_energy(diff, region.f0, region.f1, region.t0, region.t1)
         assert in_band / total > 0.8, (kind, severity, in_band / total)
-        outside_time = np.r_[diff[: int(region.t0 * SR) - 800], diff[int(region.t1 * SR) + 800:]]
-        assert np.sum(outside_time.astype(np.float64) ** 2) < 0.02 * np.sum(diff.astype(np.float64) ** 2)
+        outside_time = np.r_[diff[: int(region.t0 * SR) - 800], diff[int(region.t1 * SR) + 800 :]]
+        assert np.sum(outside_time.astype(np.float64) ** 2) < 0.02 * np.sum(
+            diff.astype(np.float64) ** 2
+        )
         inside.append(in_band)
-    assert inside[0] < inside[1] < inside[2] or kind == "drift"  # drift grows in detuning, not energy
+    assert (
+        inside[0] < inside[1] < inside[2] or kind == "drift"
+    )  # drift grows in detuning, not energy
 
 
 def test_drift_moves_the_tone_further_with_severity() -> None:

@@ -1,4 +1,5 @@
 """Embedding detectors: outliers rank above inliers, tiny sets, reload gives identical scores."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,6 +64,7 @@ def test_knn_methods_and_clamping():
 
 def test_sos_training_scores_equal_pyod(data):
     from pyod.models.sos import SOS as PyodSOS
+
     train = data[0][:20]
     ours = get_detector("sos", standardize=False).fit(train).train_scores()
     np.testing.assert_allclose(ours, PyodSOS(perplexity=4.5).fit(train).decision_scores_, atol=1e-9)

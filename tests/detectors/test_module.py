@@ -1,5 +1,6 @@
 """`DetectorModule`, the torch form of a fitted detector that scoring modules (mel_stats,
 embedding_knn and TLDiffGAN exports) run: its scores equal the detector's own ``score``."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Encoder front ends and models against the shared fixtures; registry; weight finder."""
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,9 @@ def test_mn04_matches_fixture(ref, mn04):
 
 def test_mn04_sine_wave_sanity(mn04):
     t = np.arange(160_000) / 16_000
-    x = (0.5 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+    x = (
+        0.5 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    ).astype(np.float32)
     logits = mn04.logits([x], 16_000)[0]
     assert int((logits > logits[501]).sum()) < 3  # "Sine wave" among the top 3
 
@@ -76,13 +79,16 @@ def test_mn04_sine_wave_sanity(mn04):
 def test_mn04_batched_outputs_and_frames(mn04):
     rng = np.random.default_rng(1)
     waves = [rng.standard_normal(32_000).astype(np.float32) * 0.1 for _ in range(3)] + [
-        rng.standard_normal(48_000).astype(np.float32) * 0.1]
+        rng.standard_normal(48_000).astype(np.float32) * 0.1
+    ]
     emb = mn04.embed(waves, 16_000)
     single = np.concatenate([mn04.embed([w], 16_000) for w in waves])
     assert emb.shape == (4, 384) and mn04.weights == "pretrained"
     np.testing.assert_allclose(emb, single, atol=1e-5)
     frames = mn04.embed_frames(waves[:1], 16_000)[0]
-    assert frames.shape[1] == 384 and frames.shape[0] == int(np.ceil(201 / 32))  # 2 s at 32 kHz: 201 mel frames
+    assert frames.shape[1] == 384 and frames.shape[0] == int(
+        np.ceil(201 / 32)
+    )  # 2 s at 32 kHz: 201 mel frames
     np.testing.assert_allclose(frames.mean(axis=0), emb[0], atol=1e-5)
     hidden = get_encoder("efficientat_mn04_hidden", weights_path=str(MN04)).embed(waves[:1], 16_000)
     assert hidden.shape == (1, 512)
@@ -92,6 +98,7 @@ def test_mn04_strict_load_rejects_wrong_checkpoint(tmp_path, monkeypatch):
     bad = tmp_path / "mn04_as_mAP_432.pt"
     torch.save({"features.0.0.weight": torch.zeros(8, 1, 3, 3)}, bad)
     from stethoscope.encoders import efficientat
+
     monkeypatch.setattr(efficientat, "MN04_SHA256", W.sha256_of(bad))
     with pytest.raises(CheckpointError, match="does not match the mn04 architecture"):
         efficientat.EfficientATEncoder(weights_path=str(bad))
@@ -113,7 +120,10 @@ def test_random_encoder_is_labelled_and_deterministic():
 def test_registry_lists_and_rejects_unknown():
     rows = {r["name"]: r for r in list_encoders()}
     assert {"efficientat_mn04", "eat_base", "beats_iter3", "random"} <= set(rows)
-    assert rows["efficientat_mn04"]["weights_file"] == "mn04_as_mAP_432.pt" and rows["random"]["weights_present"]
+    assert (
+        rows["efficientat_mn04"]["weights_file"] == "mn04_as_mAP_432.pt"
+        and rows["random"]["weights_present"]
+    )
     with pytest.raises(ConfigError, match="unknown encoder"):
         get_encoder("nope")
 
@@ -138,7 +148,9 @@ def test_embed_clips_caches_by_content(tmp_path):
     second = embed_clips(enc, clips, cache_dir=tmp_path / "cache", progress=False)
     assert calls == [3] and first.shape == (3, 384)
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_allclose(first, original([sf.read(p, dtype="float32")[0] for p in paths], 16_000), atol=1e-6)
+    np.testing.assert_allclose(
+        first, original([sf.read(p, dtype="float32")[0] for p in paths], 16_000), atol=1e-6
+    )
 
 
 # -- weight finder (never touches the network) -------------------------------------------
@@ -149,6 +161,7 @@ def no_network(monkeypatch, tmp_path):
 
     def offline(url, dest):
         raise OSError("network unreachable")
+
     monkeypatch.setattr(W, "download", offline)
 
 
@@ -179,6 +192,7 @@ def test_sha_mismatch_and_search_order(no_network, tmp_path, monkeypatch):
 def test_download_is_verified_and_atomic(no_network, tmp_path, monkeypatch):
     payload = b"the real weights"
     import hashlib
+
     sha = hashlib.sha256(payload).hexdigest()
     monkeypatch.setattr(W, "download", lambda url, dest: Path(dest).write_bytes(payload))
     path = W.find_weights("model.pt", sha, "https://example.org/model.pt")

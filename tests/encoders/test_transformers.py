@@ -1,5 +1,6 @@
 """EAT and BEATs: architecture with random weights (no real checkpoints are reachable here),
 round trips through the official checkpoint layouts, and the Kaldi front ends."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,17 @@ from stethoscope.encoders.eat import (
 from stethoscope.errors import CheckpointError
 
 SMALL_EAT = EATConfig(embed_dim=32, depth=2, num_heads=4)
-SMALL_BEATS = BEATsConfig(embed_dim=24, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
-                          encoder_attention_heads=4, conv_pos=16, conv_pos_groups=4, num_buckets=32, max_distance=64)
+SMALL_BEATS = BEATsConfig(
+    embed_dim=24,
+    encoder_layers=2,
+    encoder_embed_dim=32,
+    encoder_ffn_embed_dim=64,
+    encoder_attention_heads=4,
+    conv_pos=16,
+    conv_pos_groups=4,
+    num_buckets=32,
+    max_distance=64,
+)
 
 
 def _waves(n: int = 2, seconds: float = 1.0) -> list[np.ndarray]:
@@ -46,7 +56,9 @@ def test_eat_base_layout_on_meta_device():
     assert state["model.blocks.11.attn.qkv.weight"].shape == (2304, 768)
     assert state["model.blocks.0.mlp.fc1.weight"].shape == (3072, 768)
     assert state["model.extra_tokens"].shape == (1, 1, 768)
-    assert 84e6 < sum(p.numel() for p in model.parameters()) < 90e6  # EAT-base: ~88M with its decoder-free encoder
+    assert (
+        84e6 < sum(p.numel() for p in model.parameters()) < 90e6
+    )  # EAT-base: ~88M with its decoder-free encoder
 
 
 def test_eat_encoder_shapes_padding_and_cls():
@@ -76,6 +88,7 @@ def test_eat_round_trip_in_hf_layout(tmp_path):
 
 def test_eat_checkpoint_variants(tmp_path):
     from safetensors.torch import load_file, save_file
+
     torch.manual_seed(0)
     model = EATBackbone(SMALL_EAT)
     path = save_eat_checkpoint(model, tmp_path)
@@ -93,8 +106,12 @@ def test_eat_checkpoint_variants(tmp_path):
 def test_sincos_positions_layout():
     pos = sincos_2d(16, 4, 8).numpy()  # time-major: index = t * 8 + f
     assert pos.shape == (32, 16)
-    np.testing.assert_allclose(pos[3, :4], np.sin([3.0, 3.0 / 10, 3.0 / 100, 3.0 / 1000]), atol=1e-6)  # freq part
-    np.testing.assert_allclose(pos[2 * 8 + 5, 8:12], np.sin([2.0, 2.0 / 10, 2.0 / 100, 2.0 / 1000]), atol=1e-6)
+    np.testing.assert_allclose(
+        pos[3, :4], np.sin([3.0, 3.0 / 10, 3.0 / 100, 3.0 / 1000]), atol=1e-6
+    )  # freq part
+    np.testing.assert_allclose(
+        pos[2 * 8 + 5, 8:12], np.sin([2.0, 2.0 / 10, 2.0 / 100, 2.0 / 1000]), atol=1e-6
+    )
 
 
 def test_eat_missing_checkpoint_message(monkeypatch, tmp_path):
@@ -117,7 +134,10 @@ def test_beats_iter3_layout_on_meta_device():
     assert state["encoder.layers.3.self_attn.grep_linear.weight"].shape == (8, 64)
     assert state["encoder.layers.3.self_attn.grep_a"].shape == (1, 12, 1, 1)
     # one relative-position table shared by all layers, as in BEATs
-    assert model.encoder.layers[0].self_attn.relative_attention_bias is model.encoder.layers[11].self_attn.relative_attention_bias
+    assert (
+        model.encoder.layers[0].self_attn.relative_attention_bias
+        is model.encoder.layers[11].self_attn.relative_attention_bias
+    )
 
 
 def test_relative_buckets_match_t5_rule():
@@ -138,7 +158,9 @@ def test_weight_norm_conv_matches_torch_weight_norm():
         ours.weight_g.mul_(torch.rand_like(ours.weight_g) + 0.5)
     ref = torch.nn.Conv1d(16, 16, 8, padding=4, groups=4)
     ref = torch.nn.utils.weight_norm(ref, name="weight", dim=2)
-    ref.load_state_dict({"weight_g": ours.weight_g.data, "weight_v": ours.weight_v.data, "bias": ours.bias.data})
+    ref.load_state_dict(
+        {"weight_g": ours.weight_g.data, "weight_v": ours.weight_v.data, "bias": ours.bias.data}
+    )
     x = torch.randn(2, 16, 20)
     torch.testing.assert_close(ours(x), ref(x))
 
@@ -158,7 +180,9 @@ def test_beats_encoder_and_round_trip(tmp_path):
     assert enc.weights == "pretrained" and emb.shape == (3, 32)
     feats = enc.features(waves[0])
     assert feats.shape == (98, 128)
-    np.testing.assert_allclose(emb[0], model(feats[None]).mean(dim=1)[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        emb[0], model(feats[None]).mean(dim=1)[0].detach().numpy(), atol=1e-5
+    )
 
 
 def test_beats_rejects_bad_checkpoints(tmp_path):
@@ -169,6 +193,7 @@ def test_beats_rejects_bad_checkpoints(tmp_path):
     state = model.state_dict()
     state.pop("encoder.layers.1.fc1.bias")
     from dataclasses import asdict
+
     torch.save({"cfg": asdict(SMALL_BEATS), "model": state}, tmp_path / "b.pt")
     with pytest.raises(CheckpointError, match="does not match the BEATs architecture"):
         load_beats_checkpoint(tmp_path / "b.pt")

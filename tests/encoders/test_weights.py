@@ -1,5 +1,6 @@
 """Finding weights by sha256 in the run's folders (`encoders.weights.find_by_sha256`) and the
 encoder registry's use of it; never touches the network."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ def home(tmp_path, monkeypatch):
 
     def offline(url, dest):
         raise OSError("network unreachable")
+
     monkeypatch.setattr(W, "download", offline)
     return tmp_path
 
@@ -71,7 +73,9 @@ def test_missing_weights_name_the_file_and_sha256(home):
     msg = str(err.value)
     assert f"model.pt (sha256 {'ab' * 32})" in msg and str(home / "B") in msg
     assert "--weights-dir" in msg
-    with pytest.raises(CheckpointError, match=r"download failed .*network unreachable"):  # published
+    with pytest.raises(
+        CheckpointError, match=r"download failed .*network unreachable"
+    ):  # published
         W.find_by_sha256("ab" * 32, "model.pt", [home / "B"], url="https://example.org/model.pt")
 
 

@@ -1,4 +1,5 @@
 """RunContext: validation, device-local generators, sub-folders per run, metadata."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,9 @@ from stethoscope.engine.context import default_threads
 from stethoscope.errors import ConfigError
 
 
-@pytest.mark.parametrize("bad", [{"device": "tpu"}, {"precision": "fp8"}, {"threads": 0}, {"checkpoint_every": 0}])
+@pytest.mark.parametrize(
+    "bad", [{"device": "tpu"}, {"precision": "fp8"}, {"threads": 0}, {"checkpoint_every": 0}]
+)
 def test_bad_settings_are_clear_errors(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         RunContext(**bad)
@@ -38,12 +41,14 @@ def test_for_run_gives_each_machine_and_fold_its_own_folder(tmp_path: Path) -> N
     assert RunContext().for_run("fan").checkpoint_dir is None
 
 
-def test_threads_default_to_one_under_passive_wait_else_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_default_to_one_under_passive_wait_else_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     before = torch.get_num_threads()
     try:
-        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")   # what importing stethoscope sets
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what importing stethoscope sets
         assert default_threads() == 1 == RunContext().apply_threads() == torch.get_num_threads()
-        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")    # a user's own choice
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own choice
         assert RunContext().apply_threads() == available_cores() == torch.get_num_threads()
         if hasattr(os, "sched_getaffinity"):
             assert available_cores() == len(os.sched_getaffinity(0))

@@ -1,6 +1,7 @@
 """Data-parallel training: sharding, the exact gradient average, 2 ranks vs 1 process, resume
 under 2 ranks (real gloo processes), and `stethoscope train --data-parallel 2` on Ray Train
 workers vs 1 worker for the DCASE AE (docs/data_parallel.md)."""
+
 from __future__ import annotations
 
 import datetime
@@ -23,8 +24,8 @@ from stethoscope.engine.distributed import World, average_gradients
 from stethoscope.errors import ConfigError
 from tests.engine.test_trainer import TinyGAN
 
-GRAD_TOL = 1e-6    # the averaged gradient vs the whole batch's (float32 rounding only)
-TRAIN_TOL = 1e-5   # 2 ranks vs 1 process after 3 epochs of Adam (no BatchNorm, no random draws)
+GRAD_TOL = 1e-6  # the averaged gradient vs the whole batch's (float32 rounding only)
+TRAIN_TOL = 1e-5  # 2 ranks vs 1 process after 3 epochs of Adam (no BatchNorm, no random draws)
 # DCASE AE (BatchNorm), 2 workers vs 1: per-epoch mean loss (measured 1.5e-2: docs/data_parallel.md)
 AE_LOSS_RTOL = 0.03
 
@@ -36,7 +37,9 @@ class MLP(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         return {"loss": (self.net(x) - x).pow(2).mean(dim=1)}
 
 
@@ -47,10 +50,12 @@ def _batches(generator: torch.Generator):
     """Batches of 7 (shards of 4 and 3: unequal weights) and a last one of 2 (shards of 1)."""
     order = torch.randperm(len(DATA), generator=generator)
     for start in range(0, len(DATA), 7):
-        yield (DATA[order[start:start + 7]],)
+        yield (DATA[order[start : start + 7]],)
 
 
-def _train(module: nn.Module, ctx: RunContext, epochs: int) -> tuple[dict[str, torch.Tensor], list[float]]:
+def _train(
+    module: nn.Module, ctx: RunContext, epochs: int
+) -> tuple[dict[str, torch.Tensor], list[float]]:
     result = train(module, _batches, epochs, OptimiserSpec(1e-2), ctx, fingerprint="fp")
     key = "loss" if "loss" in result.history[0] else "d"
     return {k: v.clone() for k, v in module.state_dict().items()}, [h[key] for h in result.history]
@@ -72,8 +77,13 @@ def _fit_ae(toy: Path, ctx: RunContext) -> tuple[list[float], list[float]]:
 
 def _rank(rank: int, size: int, tmp: Path, toy: Path) -> None:
     """One of two gloo processes: every scenario the tests below check, results saved per rank."""
-    dist.init_process_group("gloo", init_method=f"file://{tmp / 'rendezvous'}", rank=rank, world_size=size,
-                            timeout=datetime.timedelta(seconds=300))  # a mismatched collective fails, not hangs
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp / 'rendezvous'}",
+        rank=rank,
+        world_size=size,
+        timeout=datetime.timedelta(seconds=300),
+    )  # a mismatched collective fails, not hangs
     torch.set_num_threads(1)
     out: dict[str, object] = {}
     torch.manual_seed(0)
@@ -87,7 +97,9 @@ def _rank(rank: int, size: int, tmp: Path, toy: Path) -> None:
     torch.manual_seed(1)
     out["mlp"] = _train(MLP(), ctx, epochs=3)
 
-    torch.manual_seed(2)  # TinyGAN: two optimiser groups and random draws (each rank its own stream)
+    torch.manual_seed(
+        2
+    )  # TinyGAN: two optimiser groups and random draws (each rank its own stream)
     out["gan_straight"] = _train(TinyGAN(), ctx, epochs=4)
     ckpt = ctx.replace(checkpoint_dir=tmp / "ckpt")
     torch.manual_seed(2)
@@ -122,7 +134,9 @@ def test_shards_hold_every_sample_once_with_their_weights() -> None:
     # under BatchNorm (2 samples at least) a batch of 3 goes whole to rank 0; rank 1 sits out
     small = [World(r, 2).shard((torch.arange(3),), 2) for r in range(2)]
     assert small[0][0][0].tolist() == [0, 1, 2] and small[0][1] == 1.0 and small[1] == (None, 0.0)
-    four = [World(r, 3).shard((torch.arange(5),), 2) for r in range(3)]  # 5 over 3 ranks: 3 + 2 + none
+    four = [
+        World(r, 3).shard((torch.arange(5),), 2) for r in range(3)
+    ]  # 5 over 3 ranks: 3 + 2 + none
     assert [len(p[0][0]) if p[0] else 0 for p in four] == [3, 2, 0]
 
 
@@ -152,10 +166,15 @@ def test_two_rank_resume_equals_the_uninterrupted_run(ranks: tuple[Path, list[di
     meta = read_meta(tmp / "ckpt")
     assert meta["epoch"] == 4
     from safetensors.torch import load_file
-    assert "rng.rank1.model" in load_file(str(tmp / "ckpt" / meta["tensors"]))  # rank 1's own stream kept
+
+    assert "rng.rank1.model" in load_file(
+        str(tmp / "ckpt" / meta["tensors"])
+    )  # rank 1's own stream kept
 
 
-def test_two_ranks_fit_the_dcase_ae_close_to_one_process(ranks: tuple[Path, list[dict]], toy_root: Path) -> None:
+def test_two_ranks_fit_the_dcase_ae_close_to_one_process(
+    ranks: tuple[Path, list[dict]], toy_root: Path
+) -> None:
     """BatchNorm sees each rank's half of a batch: close, not exact (docs/data_parallel.md)."""
     losses, scores = _fit_ae(toy_root, RunContext(progress=False, seed=0, cache_dir=None))
     two_losses, two_scores = ranks[1][0]["ae"]
@@ -166,9 +185,17 @@ def test_two_ranks_fit_the_dcase_ae_close_to_one_process(ranks: tuple[Path, list
 
 
 def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match=re.escape("needs a torch.distributed process group of "
-                                                    "2 workers")):
-        train(MLP(), _batches, 1, OptimiserSpec(1e-2), RunContext(progress=False, data_parallel=2), "fp")
+    with pytest.raises(
+        ConfigError, match=re.escape("needs a torch.distributed process group of 2 workers")
+    ):
+        train(
+            MLP(),
+            _batches,
+            1,
+            OptimiserSpec(1e-2),
+            RunContext(progress=False, data_parallel=2),
+            "fp",
+        )
     with pytest.raises(ConfigError, match=r"data_parallel \(--data-parallel\) must be >= 1"):
         RunContext(data_parallel=0)
 
@@ -176,8 +203,9 @@ def test_data_parallel_without_a_process_group_is_a_clear_error() -> None:
 # -- Ray Train: the CLI's launcher ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
-    pytest.importorskip("ray.train.torch", reason="Ray Train is not installed (pip install "
-                                                  "'stethoscope[ray]')")
+    pytest.importorskip(
+        "ray.train.torch", reason="Ray Train is not installed (pip install 'stethoscope[ray]')"
+    )
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
@@ -185,17 +213,43 @@ def ray_local():
     ray.shutdown()
 
 
-AE = ["--system", "dcase_ae", "--machine", "fan", "--set", *[f"{k}={v}" for k, v in AE_PARAMS.items()],
-      "--quiet", "--no-cache", "--checkpoint-every", "0"]
+AE = [
+    "--system",
+    "dcase_ae",
+    "--machine",
+    "fan",
+    "--set",
+    *[f"{k}={v}" for k, v in AE_PARAMS.items()],
+    "--quiet",
+    "--no-cache",
+    "--checkpoint-every",
+    "0",
+]
 
 
-def test_two_ray_workers_train_the_dcase_ae_like_one(ray_local, toy_root: Path, tmp_path: Path) -> None:
+def test_two_ray_workers_train_the_dcase_ae_like_one(
+    ray_local, toy_root: Path, tmp_path: Path
+) -> None:
     from stethoscope.cli import main
     from stethoscope.systems.base import load_system
     from stethoscope.workflows.data import scan
 
     assert main(["train", "--data", str(toy_root), "--out", str(tmp_path / "one"), *AE]) == 0
-    assert main(["train", "--data", str(toy_root), "--out", str(tmp_path / "two"), *AE, "--data-parallel", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(toy_root),
+                "--out",
+                str(tmp_path / "two"),
+                *AE,
+                "--data-parallel",
+                "2",
+            ]
+        )
+        == 0
+    )
     one, two = load_system(tmp_path / "one"), load_system(tmp_path / "two")
     assert two.run_["runtime"]["data_parallel"] == 2 and two.run_["command"] == one.run_["command"]
     assert not (tmp_path / "two" / ".ray").exists()
@@ -206,13 +260,30 @@ def test_two_ray_workers_train_the_dcase_ae_like_one(ray_local, toy_root: Path, 
     assert np.isfinite(two.score(test, ctx)).all()
 
 
-def test_without_ray_data_parallel_exits_2(toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_without_ray_data_parallel_exits_2(
+    toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from stethoscope.cli import main
 
     for name in [n for n in sys.modules if n == "ray" or n.startswith("ray.")] + ["ray"]:
-        monkeypatch.setitem(sys.modules, name, None)  # `import ray...` now fails as when it is not installed
-    assert main(["train", "--data", str(toy_root), "--out", str(tmp_path / "m"), *AE, "--data-parallel", "2"]) == 2
+        monkeypatch.setitem(
+            sys.modules, name, None
+        )  # `import ray...` now fails as when it is not installed
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(toy_root),
+                "--out",
+                str(tmp_path / "m"),
+                *AE,
+                "--data-parallel",
+                "2",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--data-parallel needs Ray Train" in err and "pip install 'stethoscope[ray]'" in err
     assert "Traceback" not in err and not (tmp_path / "m").exists()

@@ -1,4 +1,5 @@
 """run.json: progress of a multi-machine run, on disk after every change, and resuming from it."""
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,20 @@ def test_every_change_is_on_disk_at_once(tmp_path: Path) -> None:
     log.start("pump")
     log.failed("pump", "no training clips")
     log.start("valve")
-    assert statuses(path) == {"fan": "trained", "pump": "failed: no training clips",
-                              "valve": "running", "slider": "not reached"}
+    assert statuses(path) == {
+        "fan": "trained",
+        "pump": "failed: no training clips",
+        "valve": "running",
+        "slider": "not reached",
+    }
     fan = on_disk(path)["items"]["fan"]
     assert (fan["seconds"], fan["model"]) == (12.5, str(tmp_path / "fan"))
     assert {"started", "finished"} <= fan.keys()
-    assert [log.status(m) for m in ("fan", "pump", "slider")] == ["trained", "failed: no training "
-                                                                             "clips",
-                                                                  "not reached"]
+    assert [log.status(m) for m in ("fan", "pump", "slider")] == [
+        "trained",
+        "failed: no training clips",
+        "not reached",
+    ]
 
 
 def test_resume_keeps_trained_items_and_redoes_the_rest(tmp_path: Path) -> None:
@@ -61,9 +68,18 @@ def test_resume_keeps_trained_items_and_redoes_the_rest(tmp_path: Path) -> None:
     first.start("valve")  # interrupted here
 
     log = RunLog.resume(path, ["fan", "pump", "valve", "slider"])
-    assert statuses(path) == {"fan": "trained", "pump": "not reached", "valve": "not reached",
-                              "slider": "not reached", "gearbox": "trained"}
-    assert [m for m in ("fan", "pump", "valve", "slider") if log.status(m) != "trained"] == ["pump", "valve", "slider"]
+    assert statuses(path) == {
+        "fan": "trained",
+        "pump": "not reached",
+        "valve": "not reached",
+        "slider": "not reached",
+        "gearbox": "trained",
+    }
+    assert [m for m in ("fan", "pump", "valve", "slider") if log.status(m) != "trained"] == [
+        "pump",
+        "valve",
+        "slider",
+    ]
     data = on_disk(path)
     assert data["items"]["fan"]["seconds"] == 3.0
     assert data["started"] == first.started
@@ -82,14 +98,19 @@ def test_resume_without_run_json_starts_a_new_run(tmp_path: Path) -> None:
     assert on_disk(path)["resumed"] == []
 
 
-@pytest.mark.parametrize("content", [
-    b'{"started": "2024-01-01T00:00:00Z", "items": {"fan": {"status": "trai',
-    b"\xff\xfe",
-    b"[]",
-    b'{"started": "2024-01-01T00:00:00Z", "items": {"fan": "trained"}}',
-    b'{"items": {}}',
-])
-def test_corrupt_run_json_is_a_checkpoint_error_naming_the_file(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"started": "2024-01-01T00:00:00Z", "items": {"fan": {"status": "trai',
+        b"\xff\xfe",
+        b"[]",
+        b'{"started": "2024-01-01T00:00:00Z", "items": {"fan": "trained"}}',
+        b'{"items": {}}',
+    ],
+)
+def test_corrupt_run_json_is_a_checkpoint_error_naming_the_file(
+    tmp_path: Path, content: bytes
+) -> None:
     path = tmp_path / "run.json"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=re.escape(str(path))):

@@ -1,4 +1,5 @@
 """The engine's training loop: optimiser groups, checkpoints, resume, interruption, devices."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,9 @@ class TinyGAN(nn.Module):
     def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"g": list(self.g.parameters()), "d": list(self.d.parameters())}
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         noise = torch.randn(x.shape, generator=generator, device=x.device)
         fake = self.g(x + noise)
         real_logit, fake_logit = self.d(x).squeeze(1), self.d(fake).squeeze(1)
@@ -41,7 +44,8 @@ def _batches(data: torch.Tensor, stop_at: int | None = None):
             raise KeyboardInterrupt  # Ctrl-C during this epoch
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), 8):
-            yield (data[order[start:start + 8]],)
+            yield (data[order[start : start + 8]],)
+
     return batches
 
 
@@ -67,8 +71,14 @@ def test_each_group_steps_only_its_own_parameters(device: str) -> None:
 
     result = train(module, batches, 1, OptimiserSpec(1e-2), ctx, fingerprint="fp")
     groups_seen = sorted(k for k in result.history[0] if k in ("g", "d"))
-    assert groups_seen == ["d", "g"] and "d_real" in result.history[0] and "seconds" in result.history[0]
-    assert all(not torch.equal(before[k], v) for k, v in module.state_dict().items())  # both groups moved
+    assert (
+        groups_seen == ["d", "g"]
+        and "d_real" in result.history[0]
+        and "seconds" in result.history[0]
+    )
+    assert all(
+        not torch.equal(before[k], v) for k, v in module.state_dict().items()
+    )  # both groups moved
 
     # the d loss alone must not move g: step with a g loss of zero gradient
     class FrozenG(TinyGAN):
@@ -76,11 +86,14 @@ def test_each_group_steps_only_its_own_parameters(device: str) -> None:
             out = super().forward(x, generator)
             out["g"] = out["g"] * 0.0
             return out
+
     torch.manual_seed(0)
     frozen = FrozenG().to(ctx.torch_device)
     g_before = frozen.g.weight.detach().clone()
     train(frozen, batches, 1, OptimiserSpec(1e-2), ctx, fingerprint="fp")
-    torch.testing.assert_close(frozen.g.weight.detach(), g_before)  # d's loss leaked no gradient into g
+    torch.testing.assert_close(
+        frozen.g.weight.detach(), g_before
+    )  # d's loss leaked no gradient into g
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -98,15 +111,31 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path, device: s
     assert read_meta(tmp_path / "ckpt")["epoch"] == 4
 
 
-def test_resume_needs_a_matching_fingerprint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_needs_a_matching_fingerprint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ctx = RunContext(progress=False, checkpoint_dir=tmp_path / "ckpt")
     _run(ctx, epochs=2)
     module = TinyGAN()
     data = torch.randn(16, 4)
-    result = train(module, _batches(data), 2, OptimiserSpec(1e-2), ctx.replace(resume=True), fingerprint="other")
+    result = train(
+        module,
+        _batches(data),
+        2,
+        OptimiserSpec(1e-2),
+        ctx.replace(resume=True),
+        fingerprint="other",
+    )
     assert result.resumed_from == 0 and len(result.history) == 2
     assert "made for other hyperparameters" in capsys.readouterr().err
-    result = train(TinyGAN(), _batches(data), 2, OptimiserSpec(1e-2), ctx.replace(resume=True), fingerprint="other")
+    result = train(
+        TinyGAN(),
+        _batches(data),
+        2,
+        OptimiserSpec(1e-2),
+        ctx.replace(resume=True),
+        fingerprint="other",
+    )
     assert result.resumed_from == 2 and result.history == read_meta(tmp_path / "ckpt")["history"]
 
 
@@ -123,7 +152,9 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
-def test_a_resumed_run_may_train_longer_but_not_shorter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_resumed_run_may_train_longer_but_not_shorter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ctx = RunContext(progress=False, checkpoint_dir=tmp_path / "ckpt", seed=1)
     _run(ctx, epochs=2)
     longer = _run(ctx.replace(resume=True), epochs=4)  # continues at epoch 3

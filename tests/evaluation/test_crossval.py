@@ -1,5 +1,6 @@
 """The K-fold benchmark protocol's fold systems fit their threshold in-sample: AUCs ignore
 the threshold, so a cross-fitted one would only train K more models per fold."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,4 +21,7 @@ def test_bench_folds_train_no_threshold_copies(toy_root: Path) -> None:
 
     result = cross_validate(clips, make, folds=2, ctx=RunContext(progress=False, threads=1))
     assert len(made) == 2 and 0 <= result["auc"] <= 1
-    assert all(s.run_["threshold"]["fit"] == "in_sample" and "folds" not in s.run_["threshold"] for s in made)
+    assert all(
+        s.run_["threshold"]["fit"] == "in_sample" and "folds" not in s.run_["threshold"]
+        for s in made
+    )

@@ -96,16 +96,26 @@ def _rows():
         for section in ("00", "01"):
             for i in range(12):
                 label, domain = i % 2, ("source", "target")[(i // 2) % 2]
-                rows.append(ScoredClip(file=f"section_{section}_{i:04d}.wav", machine=machine, section=section,
-                                       label=label, domain=domain, score=float(rng.standard_normal() + label),
-                                       decision=int(rng.integers(0, 2))))
+                rows.append(
+                    ScoredClip(
+                        file=f"section_{section}_{i:04d}.wav",
+                        machine=machine,
+                        section=section,
+                        label=label,
+                        domain=domain,
+                        score=float(rng.standard_normal() + label),
+                        decision=int(rng.integers(0, 2)),
+                    )
+                )
     return rows
 
 
 def test_submission_round_trip_matches_direct_evaluation(tmp_path):
     rows = _rows()
     write_result_csvs(tmp_path / "team", rows)
-    assert (tmp_path / "team" / "anomaly_score_fan_section_00_test.csv").read_text().count("\n") == 12
+    assert (tmp_path / "team" / "anomaly_score_fan_section_00_test.csv").read_text().count(
+        "\n"
+    ) == 12
     gt = tmp_path / "gt"
     (gt / "ground_truth_data").mkdir(parents=True)
     (gt / "ground_truth_domain").mkdir()
@@ -113,9 +123,12 @@ def test_submission_round_trip_matches_direct_evaluation(tmp_path):
         for section in ("00", "01"):
             sel = [r for r in rows if r.machine == machine and r.section == section]
             name = f"ground_truth_{machine}_section_{section}_test.csv"
-            (gt / "ground_truth_data" / name).write_text("".join(f"{r.file},{r.label}\n" for r in sel))
+            (gt / "ground_truth_data" / name).write_text(
+                "".join(f"{r.file},{r.label}\n" for r in sel)
+            )
             (gt / "ground_truth_domain" / name).write_text(
-                "".join(f"{r.file},{int(r.domain == 'target')}\n" for r in sel))
+                "".join(f"{r.file},{int(r.domain == 'target')}\n" for r in sel)
+            )
     read = read_submission(tmp_path / "team", gt)
     direct, via_files = evaluate(rows), evaluate(read)
     assert via_files["official_score"] == pytest.approx(direct["official_score"])
@@ -128,8 +141,19 @@ def test_submission_round_trip_matches_direct_evaluation(tmp_path):
 
 
 def test_2020_names_and_per_id_tables(tmp_path):
-    rows = [ScoredClip(file=f"normal_id_02_{i:08d}.wav", machine="fan", section="02", label=i % 2, domain=None,
-                       score=float(i % 2) + 0.1 * i, decision=i % 2, layout="dcase2020") for i in range(6)]
+    rows = [
+        ScoredClip(
+            file=f"normal_id_02_{i:08d}.wav",
+            machine="fan",
+            section="02",
+            label=i % 2,
+            domain=None,
+            score=float(i % 2) + 0.1 * i,
+            decision=i % 2,
+            layout="dcase2020",
+        )
+        for i in range(6)
+    ]
     write_result_csvs(tmp_path, rows)
     assert (tmp_path / "anomaly_score_fan_id_02.csv").exists()
     ev = evaluate(rows)

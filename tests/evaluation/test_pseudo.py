@@ -1,4 +1,5 @@
 """Pseudo-anomaly validation on tiny generated clips."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ def normal_clips(root: Path, n: int = 9) -> list[Clip]:
     t = np.arange(2 * SR) / SR
     out = []
     for i in range(n):
-        wave = 0.2 * np.sin(2 * np.pi * (120 + rng.normal(0, 1)) * t) + 0.02 * rng.standard_normal(len(t))
+        wave = 0.2 * np.sin(2 * np.pi * (120 + rng.normal(0, 1)) * t) + 0.02 * rng.standard_normal(
+            len(t)
+        )
         path = root / f"n{i}.wav"
         sf.write(path, wave.astype(np.float32), SR)
         out.append(Clip(path=path, machine="fan", split="train", label=0))
@@ -32,8 +35,18 @@ def normal_clips(root: Path, n: int = 9) -> list[Clip]:
 def test_mel_stats_separates_pseudo_anomalies_and_reports_each_kind(tmp_path: Path) -> None:
     res = pseudo_validate(lambda: get_system("mel_stats"), normal_clips(tmp_path), CTX, folds=3)
     assert res["auc"] > 0.8 and len(res["folds"]) == 3 and res["n_normal"] == 9
-    assert set(res["per_kind"]) == {"tone", "harmonics", "clicks", "impacts", "am", "fm", "tilt", "band_noise",
-                                    "time_stretch", "level"}
+    assert set(res["per_kind"]) == {
+        "tone",
+        "harmonics",
+        "clicks",
+        "impacts",
+        "am",
+        "fm",
+        "tilt",
+        "band_noise",
+        "time_stretch",
+        "level",
+    }
     assert res["per_kind"]["tone"] > 0.9 and res["per_kind"]["level"] > 0.9
 
 

@@ -1,4 +1,5 @@
 """The feature cache: content keys, corrupt entries, least-recently-used eviction, clear."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,10 @@ def test_round_trip_and_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
 
 
 def test_other_parameters_never_share_entries(tmp_path: Path) -> None:
-    a, b = FeatureCache(tmp_path, "logmel", {"n_mels": 128}), FeatureCache(tmp_path, "logmel", {"n_mels": 64})
+    a, b = (
+        FeatureCache(tmp_path, "logmel", {"n_mels": 128}),
+        FeatureCache(tmp_path, "logmel", {"n_mels": 64}),
+    )
     a.put("ab" * 16, np.ones(3, np.float32))
     assert b.get("ab" * 16) is None
 
@@ -48,11 +52,15 @@ def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
     freed = evict(tmp_path, max_bytes=6 * per_file)
     left = [k for k in keys if cache.path(k).exists()]
     assert keys[0] in left and keys[1] not in left
-    assert cache_usage(tmp_path).bytes <= 0.9 * 6 * per_file and freed == (10 - len(left)) * per_file
+    assert (
+        cache_usage(tmp_path).bytes <= 0.9 * 6 * per_file and freed == (10 - len(left)) * per_file
+    )
     assert evict(tmp_path, max_bytes=100 * per_file) == 0  # under the cap: nothing goes
 
 
-def test_writes_keep_the_cache_under_its_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writes_keep_the_cache_under_its_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STETHOSCOPE_CACHE_MAX_GB", str(20_000 / 1e9))  # 20 kB
     cache = FeatureCache(tmp_path, "embeddings", {})
     for i in range(60):

@@ -1,5 +1,6 @@
 """The one decoding pass under the audio policy: sample checks run on the decoded waveform,
 skipped clips leave every chunk (with the positions of the rest), cache hits are checked too."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,9 @@ from tests.conftest import write_wav
 
 
 def _noise(seconds: float, seed: int) -> np.ndarray:
-    return (0.05 * np.random.default_rng(seed).standard_normal(int(seconds * 16_000))).astype(np.float32)
+    return (0.05 * np.random.default_rng(seed).standard_normal(int(seconds * 16_000))).astype(
+        np.float32
+    )
 
 
 def _same(a, b) -> bool:
@@ -27,15 +30,27 @@ def _same(a, b) -> bool:
 @pytest.fixture
 def mixed(tmp_path: Path) -> list[Clip]:
     """Five clips: good, DC offset (suspicious), good, all zeros (unreadable), good."""
-    waves = [_noise(1, 0), _noise(1, 1) + 0.5, _noise(1, 2), np.zeros(16_000, np.float32), _noise(1, 3)]
-    return [Clip(write_wav(tmp_path / f"c{i}.wav", w), "m", domain=("source", "target")[i % 2])
-            for i, w in enumerate(waves)]
+    waves = [
+        _noise(1, 0),
+        _noise(1, 1) + 0.5,
+        _noise(1, 2),
+        np.zeros(16_000, np.float32),
+        _noise(1, 3),
+    ]
+    return [
+        Clip(write_wav(tmp_path / f"c{i}.wav", w), "m", domain=("source", "target")[i % 2])
+        for i, w in enumerate(waves)
+    ]
 
 
 def test_skip_drops_clips_and_says_where_the_rest_came_from(mixed: list[Clip]) -> None:
     policy = AudioPolicy("skip", say=lambda _: None)
     with policy.active():
-        parts = list(iter_decoded(mixed, FeatureRequest(logmel=LogMelParams(), wave=True), chunk=2, progress=False))
+        parts = list(
+            iter_decoded(
+                mixed, FeatureRequest(logmel=LogMelParams(), wave=True), chunk=2, progress=False
+            )
+        )
     assert [p.index for p in parts] == [[0], [2], [4]]
     assert [c.path.name for p in parts for c in p.clips] == ["c0.wav", "c2.wav", "c4.wav"]
     assert all(len(p.waves) == len(p.logmels) == len(p.keys) == 1 for p in parts)
@@ -43,14 +58,19 @@ def test_skip_drops_clips_and_says_where_the_rest_came_from(mixed: list[Clip]) -
 
 
 def test_default_warns_on_suspicious_and_stops_on_unreadable(mixed: list[Clip]) -> None:
-    with pytest.warns(UserWarning, match="c1.wav: DC offset"), pytest.raises(AudioError, match=re.escape("c3.wav: audio is all")):
+    with (
+        pytest.warns(UserWarning, match="c1.wav: DC offset"),
+        pytest.raises(AudioError, match=re.escape("c3.wav: audio is all")),
+    ):
         list(iter_decoded(mixed, FeatureRequest(wave=True), progress=False))
 
 
 def test_warn_keeps_suspicious_and_leaves_unreadable_out(mixed: list[Clip]) -> None:
     with AudioPolicy("warn", say=lambda _: None).active():
         kept, mels = decoded_logmels(mixed, progress=False)
-    assert [c.path.name for c in kept] == ["c0.wav", "c1.wav", "c2.wav", "c4.wav"] and len(mels) == 4
+    assert [c.path.name for c in kept] == ["c0.wav", "c1.wav", "c2.wav", "c4.wav"] and len(
+        mels
+    ) == 4
 
 
 def test_frame_bank_holds_only_kept_clips_in_order(mixed: list[Clip]) -> None:
@@ -60,7 +80,10 @@ def test_frame_bank_holds_only_kept_clips_in_order(mixed: list[Clip]) -> None:
         _, mels = decoded_logmels([mixed[0], mixed[2], mixed[4]], params, progress=False)
     assert [c.path.name for c in bank.clips] == ["c0.wav", "c2.wav", "c4.wav"]
     expected = FrameBank(mels, 5)
-    assert _same(bank.frames, expected.frames) and bank.clip_index.tolist() == expected.clip_index.tolist()
+    assert (
+        _same(bank.frames, expected.frames)
+        and bank.clip_index.tolist() == expected.clip_index.tolist()
+    )
 
 
 def test_short_clip_is_named_with_the_model_minimum(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ librosa = pytest.importorskip("librosa")
 
 
 def _librosa_logmel(y: np.ndarray) -> np.ndarray:
-    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=1024, hop_length=512, n_mels=128, power=2.0)
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=16000, n_fft=1024, hop_length=512, n_mels=128, power=2.0
+    )
     return 10.0 * np.log10(np.maximum(mel, EPS))
 
 
@@ -29,8 +31,12 @@ def test_filterbank_equals_librosa():
 def test_logmel_equals_librosa_on_synthetic_batch():
     rng = np.random.default_rng(0)
     t = np.arange(160_000) / 16000
-    waves = np.stack([0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t)),
-                      0.1 * rng.standard_normal(len(t))]).astype(np.float32)
+    waves = np.stack(
+        [
+            0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t)),
+            0.1 * rng.standard_normal(len(t)),
+        ]
+    ).astype(np.float32)
     ours = LogMel()(torch.from_numpy(waves)).numpy()
     assert ours.shape == (2, 128, 313)
     for w, o in zip(waves, ours, strict=True):
@@ -58,13 +64,16 @@ def _dcase_loop_stack(mel: np.ndarray, n_frames: int = 5) -> np.ndarray:
     n_mels, n_vec = mel.shape[0], mel.shape[1] - n_frames + 1
     out = np.zeros((n_vec, n_mels * n_frames), dtype=np.float32)
     for t in range(n_frames):
-        out[:, n_mels * t:n_mels * (t + 1)] = mel[:, t:t + n_vec].T
+        out[:, n_mels * t : n_mels * (t + 1)] = mel[:, t : t + n_vec].T
     return out
 
 
 def test_stack_frames_and_frame_bank_follow_dcase_order():
     rng = np.random.default_rng(1)
-    mels = [rng.standard_normal((128, 20)).astype(np.float32), rng.standard_normal((128, 9)).astype(np.float32)]
+    mels = [
+        rng.standard_normal((128, 20)).astype(np.float32),
+        rng.standard_normal((128, 9)).astype(np.float32),
+    ]
     bank = FrameBank(mels, 5)
     assert len(bank) == 16 + 5 and bank.dim == 640
     for i, mel in enumerate(mels):
@@ -142,5 +151,7 @@ def test_decoded_chunks_hold_what_was_requested(tmp_path):
     assert in_memory.keys == [""] * 5 and len(in_memory.waves) == 5
     for mel, ref in zip(in_memory.logmels, mels, strict=True):
         np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-4)
-    only_mel = next(iter_decoded(clips[:1], FeatureRequest(logmel=LogMelParams()), None, progress=False))
+    only_mel = next(
+        iter_decoded(clips[:1], FeatureRequest(logmel=LogMelParams()), None, progress=False)
+    )
     assert only_mel.waves is None and only_mel.logmels[0].shape == mels[0].shape

@@ -1,5 +1,6 @@
 """LDGAN model (`stethoscope.models.ldgan`): diffusion maths, GAN pieces, TMixup, the training
 forward (per-sample losses of three optimiser groups, one engine step) and the scoring pass."""
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,15 @@ from stethoscope.models.ldgan import (
 )
 from stethoscope.models.ldgan.networks import discriminator_loss, generator_adv_loss
 
-SMALL = {"n_mels": 12, "ae_channels": 8, "latent_channels": 4, "n_down": 2, "gen_channels": 8, "gen_blocks": 1,
-         "disc_channels": 8}
+SMALL = {
+    "n_mels": 12,
+    "ae_channels": 8,
+    "latent_channels": 4,
+    "n_down": 2,
+    "gen_channels": 8,
+    "gen_blocks": 1,
+    "disc_channels": 8,
+}
 LOSS_KEYS = {"recon", "aux", "ae", "d", "g", "d_adv", "d_gp", "g_pred", "g_stat", "g_adv"}
 
 
@@ -43,7 +51,9 @@ def _batch(b: int = 6, frames: int = 24, n_mels: int = 12, n_classes: int = 3, s
 def _draws(model: LDGAN, b: int, frames: int, n: int, seed: int) -> list[list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     shape = (b, model.cfg.latent_channels, model.autoencoder.latent_frames(frames))
-    return [[torch.randn(shape, generator=g) for _ in range(model.cfg.score_step + 1)] for _ in range(n)]
+    return [
+        [torch.randn(shape, generator=g) for _ in range(model.cfg.score_step + 1)] for _ in range(n)
+    ]
 
 
 # -- diffusion -------------------------------------------------------------------------
@@ -79,7 +89,11 @@ def test_posterior_matches_gaussian_bayes() -> None:
     d = Diffusion(4)
     z0, zt = torch.tensor([[0.7]]), torch.tensor([[-0.4]])
     for t in range(2, 5):
-        b, a, ab_prev = d.betas[t].double(), 1 - d.betas[t].double(), d.alphas_cumprod[t - 1].double()
+        b, a, ab_prev = (
+            d.betas[t].double(),
+            1 - d.betas[t].double(),
+            d.alphas_cumprod[t - 1].double(),
+        )
         precision = 1 / (1 - ab_prev) + a / b
         mean = (ab_prev.sqrt() * 0.7 / (1 - ab_prev) + a.sqrt() * -0.4 / b) / precision
         got_mean, got_var = d.posterior(z0, zt, torch.tensor([t]))
@@ -90,8 +104,12 @@ def test_posterior_matches_gaussian_bayes() -> None:
     g = torch.Generator().manual_seed(0)
     noise, z = torch.randn(3, 2, 5, generator=g), torch.randn(3, 2, 5, generator=g)
     t = torch.tensor([1, 2, 3])
-    torch.testing.assert_close(d.noise_from_z0(z, d.q_sample(z, t, noise), t), noise, atol=1e-4, rtol=0)
-    torch.testing.assert_close(d.z0_from_noise(d.q_sample(z, t, noise), t, noise), z, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        d.noise_from_z0(z, d.q_sample(z, t, noise), t), noise, atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        d.z0_from_noise(d.q_sample(z, t, noise), t, noise), z, atol=1e-5, rtol=1e-5
+    )
 
 
 # -- GAN pieces ------------------------------------------------------------------------
@@ -114,11 +132,17 @@ def test_gradient_penalty_on_known_critics() -> None:
         return x.pow(2).flatten(1).sum(1)
 
     expected = 0.5 * 10 * 4 * real.pow(2).flatten(1).sum(1)
-    torch.testing.assert_close(gradient_penalty(quadratic, real, kind="r1", weight=10), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        gradient_penalty(quadratic, real, kind="r1", weight=10), expected, rtol=1e-5, atol=1e-6
+    )
     # the reused forward pass of the real samples gives the same penalty
     point = real.clone().requires_grad_(True)
-    torch.testing.assert_close(gradient_penalty(quadratic, point, kind="r1", weight=10, real_logit=quadratic(point)),
-                               expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        gradient_penalty(quadratic, point, kind="r1", weight=10, real_logit=quadratic(point)),
+        expected,
+        rtol=1e-5,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="fake"):
         gradient_penalty(linear, real, kind="wgan-gp")
     with pytest.raises(ValueError, match="kind"):
@@ -155,7 +179,9 @@ def test_discriminator_weights_have_unit_spectral_norm() -> None:
         disc(x, x, t)
     layers = [disc.conv_in, disc.step_emb, disc.head, *disc.down]
     for layer in layers:
-        assert hasattr(layer, "parametrizations"), "every discriminator layer is spectrally normalised"
+        assert hasattr(layer, "parametrizations"), (
+            "every discriminator layer is spectrally normalised"
+        )
         weight = layer.weight.detach().reshape(layer.weight.shape[0], -1)
         assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=0.02)
         raw = layer.parametrizations.weight.original.detach().reshape(weight.shape[0], -1)
@@ -187,7 +213,9 @@ def test_tmixup_mask_and_mixing() -> None:
     torch.testing.assert_close(soft.sum(1), torch.ones(64))
     share = (1 - mix.lam) * mix.mask.float().mean(1)
     torch.testing.assert_close(mix.partner_share, share)
-    torch.testing.assert_close(soft, (1 - share)[:, None] * onehot + share[:, None] * onehot[mix.partner])
+    torch.testing.assert_close(
+        soft, (1 - share)[:, None] * onehot + share[:, None] * onehot[mix.partner]
+    )
 
 
 def test_tmixup_lambda_is_beta_distributed() -> None:
@@ -195,7 +223,9 @@ def test_tmixup_lambda_is_beta_distributed() -> None:
     x = torch.zeros(50000, 1, 4)
     lam = tmixup(x, torch.ones(50000, 4), alpha=0.2, generator=g).lam.double()
     assert lam.mean().item() == pytest.approx(0.5, abs=0.01)
-    assert lam.var().item() == pytest.approx(1 / (4 * (2 * 0.2 + 1)), abs=0.01)  # Beta(a, a) variance
+    assert lam.var().item() == pytest.approx(
+        1 / (4 * (2 * 0.2 + 1)), abs=0.01
+    )  # Beta(a, a) variance
     # the shape is tested where float32 rounding (lambda within 6e-8 of 0 or 1) cannot distort it
     lam2 = tmixup(x, torch.ones(50000, 4), alpha=2.0, generator=g).lam.double()
     assert scipy.stats.kstest(lam2.numpy(), "beta", args=(2.0, 2.0)).pvalue > 1e-4
@@ -207,21 +237,35 @@ def test_tmixup_draws_follow_the_generator() -> None:
     a = tmixup(x, att, generator=torch.Generator().manual_seed(5))
     b = tmixup(x, att, generator=torch.Generator().manual_seed(5))
     c = tmixup(x, att, generator=torch.Generator().manual_seed(6))
-    assert torch.equal(a.mixed, b.mixed) and torch.equal(a.lam, b.lam) and torch.equal(a.partner, b.partner)
+    assert (
+        torch.equal(a.mixed, b.mixed)
+        and torch.equal(a.lam, b.lam)
+        and torch.equal(a.partner, b.partner)
+    )
     assert not torch.equal(a.lam, c.lam)
 
 
 # -- the training forward ----------------------------------------------------------------
-@pytest.mark.parametrize("kw,keys", [
-    ({}, LOSS_KEYS),
-    ({"n_classes": 0}, LOSS_KEYS - {"aux"}),
-    ({"tmixup": False, "gp_type": "wgan-gp", "prediction": "x0"}, LOSS_KEYS),
-    ({"latent_diffusion": False}, {"recon", "aux", "ae", "d", "d_adv", "d_gp", "g_stat", "g_adv"}),
-])
+@pytest.mark.parametrize(
+    "kw,keys",
+    [
+        ({}, LOSS_KEYS),
+        ({"n_classes": 0}, LOSS_KEYS - {"aux"}),
+        ({"tmixup": False, "gp_type": "wgan-gp", "prediction": "x0"}, LOSS_KEYS),
+        (
+            {"latent_diffusion": False},
+            {"recon", "aux", "ae", "d", "d_adv", "d_gp", "g_stat", "g_adv"},
+        ),
+    ],
+)
 def test_forward_returns_per_sample_losses(kw, keys) -> None:
     model = _model(**kw).train()
     x, targets = _batch()
-    losses = model(x, targets if model.aux_head is not None else None, generator=torch.Generator().manual_seed(0))
+    losses = model(
+        x,
+        targets if model.aux_head is not None else None,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert set(losses) == keys
     for key, value in losses.items():
         assert value.shape == (6,), key
@@ -232,10 +276,16 @@ def test_forward_returns_per_sample_losses(kw, keys) -> None:
     ae = losses["recon"] + (cfg.aux_weight * losses["aux"] if "aux" in losses else 0)
     if cfg.latent_diffusion:
         torch.testing.assert_close(losses["ae"], ae)
-        torch.testing.assert_close(losses["g"], cfg.w_pred * losses["g_pred"] + cfg.w_stat * losses["g_stat"]
-                                   + cfg.w_adv * losses["g_adv"])
+        torch.testing.assert_close(
+            losses["g"],
+            cfg.w_pred * losses["g_pred"]
+            + cfg.w_stat * losses["g_stat"]
+            + cfg.w_adv * losses["g_adv"],
+        )
     else:  # the autoencoder is the generator
-        torch.testing.assert_close(losses["ae"], ae + cfg.w_stat * losses["g_stat"] + cfg.w_adv * losses["g_adv"])
+        torch.testing.assert_close(
+            losses["ae"], ae + cfg.w_stat * losses["g_stat"] + cfg.w_adv * losses["g_adv"]
+        )
     torch.testing.assert_close(losses["d"], losses["d_adv"] + losses["d_gp"])
 
 
@@ -257,7 +307,9 @@ def test_forward_is_reproducible_from_the_generator() -> None:
     x, targets = _batch()
     runs = []
     for seed in (0, 0, 1):
-        m = copy.deepcopy(model).train()  # the training forward moves latent statistics and power iterations
+        m = copy.deepcopy(
+            model
+        ).train()  # the training forward moves latent statistics and power iterations
         runs.append(m(x, targets, generator=torch.Generator().manual_seed(seed)))
     for key in runs[0]:
         torch.testing.assert_close(runs[0][key], runs[1][key], rtol=0, atol=0)
@@ -293,7 +345,14 @@ def test_one_engine_step_moves_each_group_by_its_own_loss(kw) -> None:
     x, targets = _batch()
     ctx = RunContext(progress=False, seed=3)
     lr = 1e-3
-    train(model, lambda g: iter([(x, targets)]), 1, OptimiserSpec(lr, (0.5, 0.9)), ctx, fingerprint="test")
+    train(
+        model,
+        lambda g: iter([(x, targets)]),
+        1,
+        OptimiserSpec(lr, (0.5, 0.9)),
+        ctx,
+        fingerprint="test",
+    )
 
     # the same forward, by hand: the engine hands the model ctx.generator(offset=2) on the device
     ref = before.train()
@@ -301,14 +360,21 @@ def test_one_engine_step_moves_each_group_by_its_own_loss(kw) -> None:
     groups, new_groups = ref.optimiser_groups(), model.optimiser_groups()
     moved = 0
     for name, params in groups.items():
-        grads = torch.autograd.grad(losses[name].mean(), params, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(
+            losses[name].mean(), params, retain_graph=True, allow_unused=True
+        )
         for p, grad, new in zip(params, grads, new_groups[name], strict=True):
             if grad is None:  # not reached by its own loss: Adam leaves it alone
                 torch.testing.assert_close(new.detach(), p.detach(), rtol=0, atol=0)
                 continue
             step = lr * grad / (grad.abs() + 1e-8)  # Adam's bias-corrected first step
-            torch.testing.assert_close(new.detach(), p.detach() - step, rtol=0, atol=2e-6,
-                                       msg=lambda m, name=name: f"group {name}: {m}")
+            torch.testing.assert_close(
+                new.detach(),
+                p.detach() - step,
+                rtol=0,
+                atol=2e-6,
+                msg=lambda m, name=name: f"group {name}: {m}",
+            )
             moved += int((new.detach() != p.detach()).sum())
     assert moved > 0.9 * sum(p.numel() for p in model.parameters())
     # the training forward also refreshed the latent statistics (a buffer, not a parameter)
@@ -323,13 +389,22 @@ def test_engine_step_is_not_a_step_on_the_summed_loss() -> None:
     x, targets = _batch()
     ctx = RunContext(progress=False, seed=3)
     leaky = copy.deepcopy(model).train()
-    train(model, lambda g: iter([(x, targets)]), 1, OptimiserSpec(1e-3, (0.5, 0.9)), ctx, fingerprint="test")
+    train(
+        model,
+        lambda g: iter([(x, targets)]),
+        1,
+        OptimiserSpec(1e-3, (0.5, 0.9)),
+        ctx,
+        fingerprint="test",
+    )
     losses = leaky(x, targets, generator=ctx.generator(offset=2, device="cpu"))
     opt = torch.optim.Adam(leaky.parameters(), lr=1e-3, betas=(0.5, 0.9))
     sum(losses[g].mean() for g in ("ae", "d", "g")).backward()
     opt.step()
     new = dict(model.named_parameters())
-    differs = [n for n, p in leaky.named_parameters() if not torch.allclose(p, new[n], atol=2e-6, rtol=0)]
+    differs = [
+        n for n, p in leaky.named_parameters() if not torch.allclose(p, new[n], atol=2e-6, rtol=0)
+    ]
     assert any(n.startswith("discriminator.") for n in differs)
     assert any(n.startswith("generator.") for n in differs)
 
@@ -366,14 +441,18 @@ def test_evaluate_equals_itself_for_the_same_draws() -> None:
     b = model.evaluate(x, _draws(model, 3, 30, 2, seed=0))
     c = model.evaluate(x, _draws(model, 3, 30, 2, seed=1))
     for name, left, right in zip(a._fields, a, b, strict=True):
-        torch.testing.assert_close(left, right, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            left, right, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}"
+        )
     assert not torch.allclose(a.reconstruction, c.reconstruction)  # the draws matter
     torch.testing.assert_close(a.embedding, c.embedding)  # the embedding does not depend on them
     # scoring never moves the model: not even in training mode (no latent statistics update)
     model.train()
     model.evaluate(x, _draws(model, 3, 30, 1, seed=0))
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            value, state[key], rtol=0, atol=0, msg=lambda m, key=key: f"{key}: {m}"
+        )
 
 
 def test_evaluate_averages_the_draws_and_each_sample_alone() -> None:
@@ -382,7 +461,9 @@ def test_evaluate_averages_the_draws_and_each_sample_alone() -> None:
     draws = _draws(model, 3, 30, 2, seed=0)
     both = model.evaluate(x, draws)
     singles = [model.evaluate(x, [d]).reconstruction for d in draws]
-    torch.testing.assert_close(both.reconstruction, (singles[0] + singles[1]) / 2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        both.reconstruction, (singles[0] + singles[1]) / 2, rtol=1e-5, atol=1e-6
+    )
     # a clip's outputs do not depend on the rest of its batch
     one = model.evaluate(x[1:2], [[z[1:2] for z in d] for d in draws])
     torch.testing.assert_close(one.score, both.score[1:2], rtol=1e-5, atol=1e-7)

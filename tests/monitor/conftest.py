@@ -1,5 +1,6 @@
 """What the monitor tests share: tiny trained models, clips as bytes, and a real
 ``stethoscope serve`` subprocess on a free loopback port."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,12 @@ import soundfile as sf
 from stethoscope.cli import main
 from stethoscope.data import toy_clip
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'stethoscope[serve]')")
-pytest.importorskip("sqlalchemy", reason="the serve extra is not installed (pip install 'stethoscope[serve]')")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed (pip install 'stethoscope[serve]')"
+)
+pytest.importorskip(
+    "sqlalchemy", reason="the serve extra is not installed (pip install 'stethoscope[serve]')"
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TOKEN = "test-token-0123456789abcdef"
@@ -47,10 +52,31 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plus MODELS/alarming, a copy of fan whose threshold 0 makes every decision anomalous."""
     from stethoscope.data.toy_factory import make_toy_dataset
 
-    root = make_toy_dataset(tmp_path_factory.mktemp("serve-toy"), n_train=6, n_test=2, seconds=2.0, seed=0)
+    root = make_toy_dataset(
+        tmp_path_factory.mktemp("serve-toy"), n_train=6, n_test=2, seconds=2.0, seed=0
+    )
     out = tmp_path_factory.mktemp("serve-models")
-    assert main(["train", "--data", str(root), "--system", "dcase_ae", "--out", str(out), "--set", "epochs=2",
-                 "batch_size=64", "threshold_fit=in_sample", "--threads", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--system",
+                "dcase_ae",
+                "--out",
+                str(out),
+                "--set",
+                "epochs=2",
+                "batch_size=64",
+                "threshold_fit=in_sample",
+                "--threads",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     shutil.copytree(out / "fan", out / "alarming")
     config = json.loads((out / "alarming" / "config.json").read_text())
     config["threshold"] = 0.0
@@ -78,22 +104,51 @@ def free_port() -> int:
 class Server:
     """``stethoscope serve`` in a subprocess; `start` returns once ``/health`` answers."""
 
-    def __init__(self, models: Path, db: Path, log: Path, extra: Sequence[str] = (), quiet: bool = True,
-                 token: str | None = TOKEN) -> None:
-        self.models, self.db, self.log, self.extra, self.quiet, self.token = models, db, log, list(extra), quiet, token
+    def __init__(
+        self,
+        models: Path,
+        db: Path,
+        log: Path,
+        extra: Sequence[str] = (),
+        quiet: bool = True,
+        token: str | None = TOKEN,
+    ) -> None:
+        self.models, self.db, self.log, self.extra, self.quiet, self.token = (
+            models,
+            db,
+            log,
+            list(extra),
+            quiet,
+            token,
+        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> Server:
-        env = dict(os.environ, OMP_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        )
         env.pop("STETHOSCOPE_TOKEN", None)
         if self.token is not None:
             env["STETHOSCOPE_TOKEN"] = self.token
         with open(self.log, "ab") as log:
-            command = [sys.executable, "-m", "stethoscope.cli", "serve", "--models", str(self.models),
-                       "--db", str(self.db), "--port", str(self.port), *(["--quiet"] if self.quiet else []), *self.extra]
+            command = [
+                sys.executable,
+                "-m",
+                "stethoscope.cli",
+                "serve",
+                "--models",
+                str(self.models),
+                "--db",
+                str(self.db),
+                "--port",
+                str(self.port),
+                *(["--quiet"] if self.quiet else []),
+                *self.extra,
+            ]
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -136,7 +191,13 @@ def poison_wav(seed: int = 0) -> bytes:
     """A float WAV whose samples are about 1e25: it decodes (with a full-scale warning), but
     its log-mel, and so its score, is not finite."""
     buf = io.BytesIO()
-    sf.write(buf, (fan_clip(seed) * np.float32(1e25)).astype(np.float32), 16_000, format="WAV", subtype="FLOAT")
+    sf.write(
+        buf,
+        (fan_clip(seed) * np.float32(1e25)).astype(np.float32),
+        16_000,
+        format="WAV",
+        subtype="FLOAT",
+    )
     return buf.getvalue()
 
 

@@ -1,5 +1,6 @@
 """Nothing acknowledged is lost: ``kill -9`` the service during a burst of 1,000 posted clips;
 after a restart on the same database, every event id answered 200 is in the store."""
+
 from __future__ import annotations
 
 import threading
@@ -24,11 +25,15 @@ def test_kill_9_during_a_burst_loses_no_answered_event(models_dir: Path, tmp_pat
 
     def send(i: int) -> None:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=server.url, headers={**AUTH, "Content-Type": "audio/wav"},
-                                        timeout=20)
+            local.client = httpx.Client(
+                base_url=server.url, headers={**AUTH, "Content-Type": "audio/wav"}, timeout=20
+            )
         try:
-            answer = local.client.post("/score", params={"machine": "fan", "source": f"burst{i}"},
-                                       content=clips[i % len(clips)])
+            answer = local.client.post(
+                "/score",
+                params={"machine": "fan", "source": f"burst{i}"},
+                content=clips[i % len(clips)],
+            )
         except httpx.TransportError as err:  # the server died under this request or before it
             with lock:
                 failed.append(type(err).__name__)
@@ -53,13 +58,22 @@ def test_kill_9_during_a_burst_loses_no_answered_event(models_dir: Path, tmp_pat
 
     restarted = Server(models_dir, db, tmp_path / "serve2.log").start()
     try:
-        stored = [e["id"] for e in httpx.get(f"{restarted.url}/events",
-                                             params={"machine": "fan", "limit": 10_000}).json()]
+        stored = [
+            e["id"]
+            for e in httpx.get(
+                f"{restarted.url}/events", params={"machine": "fan", "limit": 10_000}
+            ).json()
+        ]
         assert set(answered) <= set(stored)  # every acknowledged event survived the kill
         # committed but never answered: only requests in flight at the kill, at most one per client
         assert len(set(stored) - set(answered)) <= CLIENTS
-        after = httpx.post(f"{restarted.url}/score", params={"machine": "fan"}, content=clips[0],
-                           headers={**AUTH, "Content-Type": "audio/wav"}, timeout=20)
+        after = httpx.post(
+            f"{restarted.url}/score",
+            params={"machine": "fan"},
+            content=clips[0],
+            headers={**AUTH, "Content-Type": "audio/wav"},
+            timeout=20,
+        )
         assert after.status_code == 200 and after.json()["id"] > max(stored)
     finally:
         restarted.stop()

@@ -304,8 +304,13 @@ def listen_to(
 
 
 def heard_intact(
-    pulse: dict[str, str], models: Path, tmp_path: Path, sink: str, rate: int,
-    intact: Callable[[np.ndarray, np.ndarray], bool], tries: int = 3,
+    pulse: dict[str, str],
+    models: Path,
+    tmp_path: Path,
+    sink: str,
+    rate: int,
+    intact: Callable[[np.ndarray, np.ndarray], bool],
+    tries: int = 3,
 ) -> tuple[np.ndarray, list[float], np.ndarray, int]:
     """`listen_to`, repeated (up to ``tries``) until the sound server delivered the clip intact.
 
@@ -341,7 +346,11 @@ def test_scores_from_the_sound_server_equal_scoring_the_clip(
     The kept audio (16-bit) locates the clip; scoring silence + clip + silence at that offset
     from the file must give every stored score (rel 1e-4: float32 batches, as test_mic)."""
     clip, scores, heard, start = heard_intact(
-        pulse, models_dir, tmp_path, SINK, RATE,
+        pulse,
+        models_dir,
+        tmp_path,
+        SINK,
+        RATE,
         lambda part, clip: bool(np.abs(part - clip).max() <= QUANTUM),
     )
     expected = np.zeros_like(heard)
@@ -364,7 +373,11 @@ def test_scores_through_the_servers_resampler_stay_close(
     soxr round trip alone). So the windows wholly inside the clip score 1 to 1.5 times the file's:
     a real shift to calibrate for (docs/monitor.md), not noise to hide in a tolerance."""
     clip, scores, heard, start = heard_intact(
-        pulse, models_dir, tmp_path, SINK_48K, 48_000,
+        pulse,
+        models_dir,
+        tmp_path,
+        SINK_48K,
+        48_000,
         lambda part, clip: correlation(part, clip) >= 0.99,
     )
     expected = np.zeros_like(heard)

@@ -1,5 +1,6 @@
 """The scoring core without HTTP: which models a folder serves, machine names, and that a
 clip scores as the toolkit scores its file."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,7 +27,9 @@ from .conftest import fan_clip, wav_bytes
 CTX = RunContext(progress=False, threads=1)
 
 
-@pytest.mark.parametrize("name", ["..", "../fan", "a/b", "a\\b", "", ".hidden", "fan..x", "x" * 65, "fan\n"])
+@pytest.mark.parametrize(
+    "name", ["..", "../fan", "a/b", "a\\b", "", ".hidden", "fan..x", "x" * 65, "fan\n"]
+)
 def test_path_like_machine_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="invalid machine name"):
         check_machine_name(name)
@@ -34,7 +37,9 @@ def test_path_like_machine_names_are_refused(name: str) -> None:
 
 def test_find_models_nested_single_and_empty(models_dir: Path, tmp_path: Path) -> None:
     assert set(find_models(models_dir)) == {"alarming", "fan", "gearbox"}
-    assert find_models(models_dir / "gearbox") == {"gearbox": models_dir / "gearbox"}  # named by its run record
+    assert find_models(models_dir / "gearbox") == {
+        "gearbox": models_dir / "gearbox"
+    }  # named by its run record
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no trained model"):
         find_models(tmp_path / "empty")
@@ -46,14 +51,18 @@ def test_find_models_nested_single_and_empty(models_dir: Path, tmp_path: Path) -
 
 
 def test_clip_scores_like_its_file(monitor: Monitor, models_dir: Path, tmp_path: Path) -> None:
-    wave = np.stack([toy_clip("fan", seed=s, seconds=2.0, sample_rate=32_000)[0] for s in (3, 4)], axis=1)
+    wave = np.stack(
+        [toy_clip("fan", seed=s, seconds=2.0, sample_rate=32_000)[0] for s in (3, 4)], axis=1
+    )
     path = tmp_path / "clip.flac"  # stereo at 32 kHz: channel 1 is picked, resampled as files are
     path.write_bytes(wav_bytes(wave, 32_000, "FLAC"))
     event = monitor.score_clip("fan", path.read_bytes(), source="line 3", channel=1)
     system = load_system(models_dir / "fan")
     expected = system.score([Clip(path=path, machine="fan", channel=1)], CTX)[0]
     assert event.score == pytest.approx(expected, rel=1e-4, abs=1e-9)
-    assert event.threshold == system.threshold_ and event.decision == int(event.score > system.threshold_)
+    assert event.threshold == system.threshold_ and event.decision == int(
+        event.score > system.threshold_
+    )
     assert event.model_version == model_version(models_dir / "fan") and event.system == "dcase_ae"
     (stored,) = monitor.store.events("fan")
     assert (stored["id"], stored["score"], stored["source"]) == (event.id, event.score, "line 3")

@@ -3,6 +3,7 @@
 and growing files arrive and clients post clips, both killed with ``-9`` every few seconds.
 Nothing acknowledged is lost, every file ends scored or skipped as its kind demands, and
 neither process ever exits by itself."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """The event store on real SQLite files: alarms, reading back, migrations, durability settings."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -42,12 +43,16 @@ def test_sqlite_file_is_wal_with_the_chosen_sync(tmp_path: Path) -> None:
 
 def test_alarm_raised_by_k_of_n_and_cleared(store: EventStore) -> None:
     store.ensure_machine("fan", (2, 3))
-    states = [r.alarm.state if r.alarm else None for r in _record(store, "fan", [1, 0, 1, 1, 0, 0, 0, 1])]
+    states = [
+        r.alarm.state if r.alarm else None for r in _record(store, "fan", [1, 0, 1, 1, 0, 0, 0, 1])
+    ]
     # last-3 windows: 1 | 1 | 2 raise | 2 | 2 | 1 clear | 0 | 1
     assert states == [None, None, "raised", "active", "active", "cleared", None, None]
     (alarm,) = store.alarms("fan")
     events = store.events("fan", newest_first=False)
-    assert alarm["raised_score_id"] == events[2]["id"] and alarm["cleared_score_id"] == events[5]["id"]
+    assert (
+        alarm["raised_score_id"] == events[2]["id"] and alarm["cleared_score_id"] == events[5]["id"]
+    )
     assert (alarm["k"], alarm["n"], alarm["active"]) == (2, 3, False)
 
 
@@ -72,7 +77,10 @@ def test_events_filters(store: EventStore) -> None:
     b = _record(store, "pump", [0])
     assert [e["id"] for e in store.events()] == [b[0].id, a[2].id, a[1].id, a[0].id]  # newest first
     assert [e["id"] for e in store.events("fan", newest_first=False, limit=2)] == [a[0].id, a[1].id]
-    assert [e["id"] for e in store.events(after_id=a[1].id, newest_first=False)] == [a[2].id, b[0].id]
+    assert [e["id"] for e in store.events(after_id=a[1].id, newest_first=False)] == [
+        a[2].id,
+        b[0].id,
+    ]
     assert [e["id"] for e in store.events(since=a[2].time)] == [b[0].id, a[2].id]
     first = store.events("fan", newest_first=False)[1]
     assert first["score"] == 2.0 and first["decision"] == 1 and first["model_version"] == "v1"
@@ -96,7 +104,9 @@ def test_scores_survive_reopening_and_ids_are_not_reused(tmp_path: Path) -> None
         assert [row[0] for row in raw.execute("SELECT id FROM scores ORDER BY id")] == ids
         raw.execute("DELETE FROM scores WHERE id = ?", (ids[-1],))
     s = EventStore(str(path))
-    assert _record(s, "fan", [0])[0].id == ids[-1] + 1  # AUTOINCREMENT: an answered id never names another event
+    assert (
+        _record(s, "fan", [0])[0].id == ids[-1] + 1
+    )  # AUTOINCREMENT: an answered id never names another event
     s.close()
 
 
@@ -107,10 +117,18 @@ def _old_database(path: Path, version: int) -> set[str]:
     assert migrate(engine, target=version) == version
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO machines (id, name, created_at) VALUES (1, 'fan', 0.0)"))
-        conn.execute(text("INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
-                          "VALUES (1, 1, 'dcase_ae', 'old', 5.0, 0.0)"))
-        conn.execute(text("INSERT INTO scores (time, machine_id, model_id, source, score, decision) "
-                          "VALUES (10.0, 1, 1, 'mic', 7.5, 1)"))
+        conn.execute(
+            text(
+                "INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
+                "VALUES (1, 1, 'dcase_ae', 'old', 5.0, 0.0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO scores (time, machine_id, model_id, source, score, decision) "
+                "VALUES (10.0, 1, 1, 'mic', 7.5, 1)"
+            )
+        )
         tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
     engine.dispose()
     return tables
@@ -123,13 +141,22 @@ def test_migration_from_v1_to_v2_on_a_file(tmp_path: Path) -> None:
     store = EventStore(str(path))  # opening migrates
     assert store.version == LATEST  # every later migration applied too
     (old,) = store.events()
-    assert (old["machine"], old["score"], old["decision"], old["model_version"]) == ("fan", 7.5, 1, "old")
-    assert store.machines()[0]["alarm_k"] == 3 and store.machines()[0]["alarm_n"] == 5  # the default rule
+    assert (old["machine"], old["score"], old["decision"], old["model_version"]) == (
+        "fan",
+        7.5,
+        1,
+        "old",
+    )
+    assert (
+        store.machines()[0]["alarm_k"] == 3 and store.machines()[0]["alarm_n"] == 5
+    )  # the default rule
     store.set_alarm_rule("fan", 2, 2)
     assert store.record_score("fan", 1, 9.0, 1, "mic").alarm.state == "raised"  # with the v1 score
     store.close()
     with sqlite3.connect(path) as raw:
-        versions = [row[0] for row in raw.execute("SELECT version FROM schema_version ORDER BY version")]
+        versions = [
+            row[0] for row in raw.execute("SELECT version FROM schema_version ORDER BY version")
+        ]
         assert versions == list(range(1, LATEST + 1))
 
 
@@ -162,13 +189,26 @@ def test_migration_from_v2_keeps_history_and_adds_clips(tmp_path: Path) -> None:
 def test_audio_is_kept_for_the_newest_n_clips_per_machine(store: EventStore) -> None:
     fan = store.register_model("fan", "dcase_ae", "v1", 1.0)
     pump = store.register_model("pump", "dcase_ae", "v1", 1.0)
-    fans = [store.record_score("fan", fan, 0.5, 0, audio=f"fan{i}".encode(), keep_audio=3).id for i in range(5)]
-    pumps = [store.record_score("pump", pump, 0.5, 0, audio=f"pump{i}".encode(), keep_audio=3).id for i in range(2)]
+    fans = [
+        store.record_score("fan", fan, 0.5, 0, audio=f"fan{i}".encode(), keep_audio=3).id
+        for i in range(5)
+    ]
+    pumps = [
+        store.record_score("pump", pump, 0.5, 0, audio=f"pump{i}".encode(), keep_audio=3).id
+        for i in range(2)
+    ]
     assert [store.clip_audio(i) for i in fans] == [None, None, b"fan2", b"fan3", b"fan4"]
-    assert [store.clip_audio(i) for i in pumps] == [b"pump0", b"pump1"]  # another machine's clips do not count
+    assert [store.clip_audio(i) for i in pumps] == [
+        b"pump0",
+        b"pump1",
+    ]  # another machine's clips do not count
     quiet = store.record_score("fan", fan, 0.5, 0, audio=b"not kept", keep_audio=0)
-    assert store.clip_audio(quiet.id) is None and store.clip_audio(fans[-1]) == b"fan4"  # 0: keep none, prune none
-    store.record_score("fan", fan, 0.5, 0, audio=b"fan5", keep_audio=1)  # a smaller limit prunes down to it
+    assert (
+        store.clip_audio(quiet.id) is None and store.clip_audio(fans[-1]) == b"fan4"
+    )  # 0: keep none, prune none
+    store.record_score(
+        "fan", fan, 0.5, 0, audio=b"fan5", keep_audio=1
+    )  # a smaller limit prunes down to it
     assert [store.clip_audio(i) for i in fans] == [None] * 5
     assert len(store.events("fan")) == 7  # pruning audio never deletes scores
 
@@ -179,12 +219,17 @@ def test_kept_audio_fits_its_byte_budget_oldest_dropped_first(store: EventStore)
     ids = []
     for i in range(6):  # 100-byte clips, alternating machines, in a 350-byte budget
         machine, model = ("fan", fan) if i % 2 == 0 else ("pump", pump)
-        ids.append(store.record_score(machine, model, 0.5, 0, audio=bytes([i]) * 100, keep_audio=100,
-                                      keep_bytes=350).id)
+        ids.append(
+            store.record_score(
+                machine, model, 0.5, 0, audio=bytes([i]) * 100, keep_audio=100, keep_bytes=350
+            ).id
+        )
         assert store.kept_bytes() <= 350
     assert [store.clip_audio(i) is not None for i in ids] == [False, False, False, True, True, True]
     big = store.record_score("fan", fan, 0.5, 0, audio=b"x" * 300, keep_audio=100, keep_bytes=350)
-    assert [store.clip_audio(i) is not None for i in ids] == [False] * 6  # every older clip, any machine, went first
+    assert [store.clip_audio(i) is not None for i in ids] == [
+        False
+    ] * 6  # every older clip, any machine, went first
     assert store.clip_audio(big.id) == b"x" * 300 and store.kept_bytes() == 300
     store.record_score("fan", fan, 0.5, 0, audio=b"y" * 400, keep_audio=100, keep_bytes=350)
     assert store.kept_bytes() == 0  # a clip over the whole budget is not kept either
@@ -197,14 +242,29 @@ def test_migration_to_v5_counts_the_bytes_of_kept_clips(tmp_path: Path) -> None:
     migrate(engine, target=4)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO machines (id, name, created_at) VALUES (1, 'fan', 0)"))
-        conn.execute(text("INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
-                          "VALUES (1, 1, 'dcase_ae', 'v1', 1.0, 0)"))
-        conn.execute(text("INSERT INTO scores (id, time, machine_id, model_id, source, score, decision) "
-                          "VALUES (1, 0, 1, 1, 'mic', 1.0, 0)"))
-        conn.execute(text("INSERT INTO clips (score_id, machine_id, flac) VALUES (1, 1, :b)"), {"b": b"a" * 1234})
+        conn.execute(
+            text(
+                "INSERT INTO models (id, machine_id, system, version, threshold, loaded_at) "
+                "VALUES (1, 1, 'dcase_ae', 'v1', 1.0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO scores (id, time, machine_id, model_id, source, score, decision) "
+                "VALUES (1, 0, 1, 1, 'mic', 1.0, 0)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO clips (score_id, machine_id, flac) VALUES (1, 1, :b)"),
+            {"b": b"a" * 1234},
+        )
     engine.dispose()
     store = EventStore(str(path))
-    assert store.version == LATEST >= 5 and store.kept_bytes() == 1234 and store.clip_audio(1) == b"a" * 1234
+    assert (
+        store.version == LATEST >= 5
+        and store.kept_bytes() == 1234
+        and store.clip_audio(1) == b"a" * 1234
+    )
     store.close()
 
 

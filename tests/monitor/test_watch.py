@@ -1,6 +1,7 @@
 """`stethoscope watch DIR`: every audio file dropped into a folder is scored once and only once,
 even when the watcher is killed with SIGKILL in the middle of a batch and restarted; growing
 files wait until they settle; bad audio and files of no served machine are marked skipped."""
+
 from __future__ import annotations
 
 import os
@@ -48,11 +49,20 @@ def marks(monitor: Monitor) -> list[dict]:
 
 def test_names_that_are_watched() -> None:
     assert is_watched_name("clip.wav") and is_watched_name("CLIP.FLAC")
-    for name in ("clip.wav.part", "clip.wav.tmp", ".clip.wav", "clip.wav~", "notes.txt", "clip.crdownload"):
+    for name in (
+        "clip.wav.part",
+        "clip.wav.tmp",
+        ".clip.wav",
+        "clip.wav~",
+        "notes.txt",
+        "clip.crdownload",
+    ):
         assert not is_watched_name(name), name
 
 
-def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_dir: Path, tmp_path: Path) -> None:
+def test_files_dropped_while_watching_are_scored_once(
+    monitor: Monitor, models_dir: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "in"
     drop(folder / "fan" / "before.wav", wav_bytes(fan_clip(1)))  # there before the start: caught up
     watcher = FolderWatcher(monitor, folder, settle=0.3)
@@ -67,7 +77,9 @@ def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_d
         drop(folder / "fan" / "c.wav.part", wav_bytes(fan_clip(5)))  # a recorder still writing it
         drop(folder / "fan" / "notes.txt", b"not audio")
         wait_for(lambda: len(marks(monitor)) == 3, "a.wav and b.flac")
-        os.rename(folder / "fan" / "c.wav.part", folder / "fan" / "c.wav")  # finished: renamed into place
+        os.rename(
+            folder / "fan" / "c.wav.part", folder / "fan" / "c.wav"
+        )  # finished: renamed into place
         wait_for(lambda: len(marks(monitor)) == 4, "c.wav after its rename")
         time.sleep(1.0)  # more rounds of the loop: nothing may be scored twice
     finally:
@@ -77,7 +89,9 @@ def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_d
     done = {m["path"]: m for m in marks(monitor)}
     assert sorted(done) == ["fan/a.wav", "fan/before.wav", "fan/c.wav", "gearbox/b.flac"]
     events = {e["id"]: e for e in monitor.store.events(limit=1000)}
-    assert sorted(events) == sorted(m["score_id"] for m in done.values())  # one score per file, no other
+    assert sorted(events) == sorted(
+        m["score_id"] for m in done.values()
+    )  # one score per file, no other
     for key, mark in done.items():
         machine = key.split("/")[0]
         assert mark["machine"] == machine and mark["skip_reason"] is None
@@ -85,7 +99,9 @@ def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_d
         assert (mark["size"], mark["mtime_ns"]) == (path.stat().st_size, path.stat().st_mtime_ns)
         event = events[mark["score_id"]]
         assert (event["machine"], event["source"]) == (machine, key)
-        expected = load_system(models_dir / machine).score([Clip(path=path, machine=machine)], CTX)[0]
+        expected = load_system(models_dir / machine).score([Clip(path=path, machine=machine)], CTX)[
+            0
+        ]
         assert event["score"] == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert watcher.stats.scored == 4 and watcher.stats.skipped == 0
 
@@ -93,7 +109,7 @@ def test_files_dropped_while_watching_are_scored_once(monitor: Monitor, models_d
 def test_a_growing_file_is_scored_only_once_settled(monitor: Monitor, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     data = wav_bytes(fan_clip(6, seconds=2.0))
-    pieces = [data[start:start + len(data) // 5] for start in range(0, len(data), len(data) // 5)]
+    pieces = [data[start : start + len(data) // 5] for start in range(0, len(data), len(data) // 5)]
     growing = drop(folder / "fan" / "growing.wav", pieces[0])  # a recorder writing, with pauses
     watcher = FolderWatcher(monitor, folder, settle=0.2)
     watcher.scan()
@@ -104,37 +120,55 @@ def test_a_growing_file_is_scored_only_once_settled(monitor: Monitor, tmp_path: 
         assert watcher.step() == 0 and marks(monitor) == []
     time.sleep(0.3)  # now unchanged for --settle seconds
     assert watcher.step() == 1
-    (mark,) = marks(monitor)  # one mark, for the whole file: no truncated piece was scored or skipped
-    assert mark["size"] == len(data) and mark["skip_reason"] is None and mark["score_id"] is not None
+    (mark,) = marks(
+        monitor
+    )  # one mark, for the whole file: no truncated piece was scored or skipped
+    assert (
+        mark["size"] == len(data) and mark["skip_reason"] is None and mark["score_id"] is not None
+    )
 
 
-def test_bad_audio_and_files_of_no_machine_are_skipped(monitor: Monitor, models_dir: Path, tmp_path: Path) -> None:
+def test_bad_audio_and_files_of_no_machine_are_skipped(
+    monitor: Monitor, models_dir: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "in"
     good = drop(folder / "fan" / "good.wav", wav_bytes(fan_clip(7)))
     drop(folder / "fan" / "broken.wav", b"RIFF....WAVEjunk")
     drop(folder / "fan" / "clipped.wav", wav_bytes(np.clip(fan_clip(8) * 100, -1, 1)))
-    drop(folder / "pump" / "p.wav", wav_bytes(fan_clip(9)))       # no model for pump
-    drop(folder / "top.wav", wav_bytes(fan_clip(10)))             # no machine folder
+    drop(folder / "pump" / "p.wav", wav_bytes(fan_clip(9)))  # no model for pump
+    drop(folder / "top.wav", wav_bytes(fan_clip(10)))  # no machine folder
     drop(folder / "fan" / "deep" / "d.wav", wav_bytes(fan_clip(11)))  # deeper than DIR/<machine>/
     warned: list[str] = []
     watcher = FolderWatcher(monitor, folder, settle=0, warn=warned.append)
     watcher.scan()
     assert watcher.step() == 5
     done = {m["path"]: m for m in marks(monitor)}
-    assert sorted(done) == ["fan/broken.wav", "fan/clipped.wav", "fan/good.wav", "pump/p.wav", "top.wav"]
+    assert sorted(done) == [
+        "fan/broken.wav",
+        "fan/clipped.wav",
+        "fan/good.wav",
+        "pump/p.wav",
+        "top.wav",
+    ]
     assert "not a readable audio file" in done["fan/broken.wav"]["skip_reason"]
     assert done["fan/broken.wav"]["score_id"] is None and done["fan/broken.wav"]["machine"] == "fan"
     assert "no served model for machine folder 'pump'" in done["pump/p.wav"]["skip_reason"]
     assert "--machine" in done["top.wav"]["skip_reason"] and done["top.wav"]["machine"] is None
-    assert done["fan/clipped.wav"]["score_id"] is not None  # suspicious: scored with a warning by default
-    assert any("clipped" in w for w in warned) and any("pump" in w and "skipped" in w for w in warned)
+    assert (
+        done["fan/clipped.wav"]["score_id"] is not None
+    )  # suspicious: scored with a warning by default
+    assert any("clipped" in w for w in warned) and any(
+        "pump" in w and "skipped" in w for w in warned
+    )
     assert len(monitor.store.events(limit=100)) == 2
 
     restarted = FolderWatcher(monitor, folder, settle=0)  # a restart: everything is done already
     restarted.scan()
     assert restarted.step() == 0 and len(marks(monitor)) == 5
 
-    good.write_bytes(wav_bytes(fan_clip(12, seconds=1.5)))  # rewritten under its name: a new recording
+    good.write_bytes(
+        wav_bytes(fan_clip(12, seconds=1.5))
+    )  # rewritten under its name: a new recording
     restarted.scan()
     assert restarted.step() == 1
     assert [m["path"] for m in marks(monitor)].count("fan/good.wav") == 2
@@ -144,29 +178,55 @@ def test_bad_audio_and_files_of_no_machine_are_skipped(monitor: Monitor, models_
     assert strict.step() == 1 and marks(monitor)[0]["path"] == "fan/deep/d.wav"
     drop(folder / "fan" / "clipped2.wav", wav_bytes(np.clip(fan_clip(13) * 100, -1, 1)))
     strict.scan()
-    assert strict.step() == 1 and "clipped" in marks(monitor)[0]["skip_reason"]  # skip: suspicious left out
+    assert (
+        strict.step() == 1 and "clipped" in marks(monitor)[0]["skip_reason"]
+    )  # skip: suspicious left out
 
 
 def test_two_watchers_on_one_folder_score_each_file_once(monitor: Monitor, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     for i in range(4):
         drop(folder / "fan" / f"{i}.wav", wav_bytes(fan_clip(20 + i)))
-    first, second = FolderWatcher(monitor, folder, settle=0), FolderWatcher(monitor, folder, settle=0)
+    first, second = (
+        FolderWatcher(monitor, folder, settle=0),
+        FolderWatcher(monitor, folder, settle=0),
+    )
     first.scan()
     second.scan()  # both saw the files before either scored them
     assert first.step() == 4 and second.step() == 4
     assert (first.stats.scored, second.stats.scored, second.stats.already) == (4, 0, 4)
-    assert len(monitor.store.events(limit=100)) == 4  # the second's scores were rolled back with its marks
+    assert (
+        len(monitor.store.events(limit=100)) == 4
+    )  # the second's scores were rolled back with its marks
 
 
-def test_kill_9_mid_batch_then_restart_scores_every_file_once(models_dir: Path, tmp_path: Path) -> None:
+def test_kill_9_mid_batch_then_restart_scores_every_file_once(
+    models_dir: Path, tmp_path: Path
+) -> None:
     folder, db, n = tmp_path / "in", tmp_path / "events.db", 120
     for i in range(n):
         drop(folder / "fan" / f"clip{i:03d}.wav", wav_bytes(fan_clip(100 + i % 10)))
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    command = [sys.executable, "-m", "stethoscope.cli", "watch", str(folder), "--models", str(models_dir),
-               "--db", str(db), "--settle", "0", "--poll", "0.2", "--quiet"]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "stethoscope.cli",
+        "watch",
+        str(folder),
+        "--models",
+        str(models_dir),
+        "--db",
+        str(db),
+        "--settle",
+        "0",
+        "--poll",
+        "0.2",
+        "--quiet",
+    ]
 
     def count(sql: str) -> int:
         if not db.exists():
@@ -189,7 +249,9 @@ def test_kill_9_mid_batch_then_restart_scores_every_file_once(models_dir: Path, 
             first.kill()
             first.wait(timeout=30)
         at_kill = done()
-        assert 10 <= at_kill < n, f"the kill did not land in the middle of the batch ({at_kill} of {n} done)"
+        assert 10 <= at_kill < n, (
+            f"the kill did not land in the middle of the batch ({at_kill} of {n} done)"
+        )
 
         second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -202,27 +264,71 @@ def test_kill_9_mid_batch_then_restart_scores_every_file_once(models_dir: Path, 
         rows = raw.execute("SELECT path, score_id, skip_reason FROM watched_files").fetchall()
         scores = [r[0] for r in raw.execute("SELECT id FROM scores")]
     paths = [r[0] for r in rows]
-    assert sorted(paths) == [f"fan/clip{i:03d}.wav" for i in range(n)]  # each once: none missing, none twice
+    assert sorted(paths) == [
+        f"fan/clip{i:03d}.wav" for i in range(n)
+    ]  # each once: none missing, none twice
     assert all(r[2] is None for r in rows)
-    assert sorted(r[1] for r in rows) == sorted(scores)  # every score has its mark: none scored twice
+    assert sorted(r[1] for r in rows) == sorted(
+        scores
+    )  # every score has its mark: none scored twice
 
 
-def test_cli_refuses_bad_arguments(models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_bad_arguments(
+    models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     db = str(tmp_path / "e.db")
     cases = [
         (["watch", "--models", str(models_dir), "--db", db], "give a folder to watch"),
-        (["watch", str(tmp_path / "nope"), "--models", str(models_dir), "--db", db], "no such folder"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--machine", "pump"],
-         "no model for machine 'pump'"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--rate", "48000"], "are for --mic"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--settle", "-1"], "--settle >= 0"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--alarm", "9/5"], "alarm rule"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-file-mb", "0"],
-         "--max-file-mb must be a positive number"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-seconds", "-5"],
-         "--max-seconds must be a positive number"),
-        (["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--keep-audio-mb", "-1"],
-         "--keep-audio-mb must be >= 0"),
+        (
+            ["watch", str(tmp_path / "nope"), "--models", str(models_dir), "--db", db],
+            "no such folder",
+        ),
+        (
+            ["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--machine", "pump"],
+            "no model for machine 'pump'",
+        ),
+        (
+            ["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--rate", "48000"],
+            "are for --mic",
+        ),
+        (
+            ["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--settle", "-1"],
+            "--settle >= 0",
+        ),
+        (
+            ["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--alarm", "9/5"],
+            "alarm rule",
+        ),
+        (
+            ["watch", str(tmp_path), "--models", str(models_dir), "--db", db, "--max-file-mb", "0"],
+            "--max-file-mb must be a positive number",
+        ),
+        (
+            [
+                "watch",
+                str(tmp_path),
+                "--models",
+                str(models_dir),
+                "--db",
+                db,
+                "--max-seconds",
+                "-5",
+            ],
+            "--max-seconds must be a positive number",
+        ),
+        (
+            [
+                "watch",
+                str(tmp_path),
+                "--models",
+                str(models_dir),
+                "--db",
+                db,
+                "--keep-audio-mb",
+                "-1",
+            ],
+            "--keep-audio-mb must be >= 0",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -236,9 +342,11 @@ def test_each_file_is_opened_once(monitor: Monitor, tmp_path: Path) -> None:
     from tests.opens import counting_opens
 
     folder = tmp_path / "in"
-    files = [drop(folder / "fan" / "a.wav", wav_bytes(fan_clip(60))),
-             drop(folder / "fan" / "b.flac", wav_bytes(fan_clip(61), fmt="FLAC")),
-             drop(folder / "fan" / "garbage.wav", b"RIFF....WAVEjunk" * 100)]
+    files = [
+        drop(folder / "fan" / "a.wav", wav_bytes(fan_clip(60))),
+        drop(folder / "fan" / "b.flac", wav_bytes(fan_clip(61), fmt="FLAC")),
+        drop(folder / "fan" / "garbage.wav", b"RIFF....WAVEjunk" * 100),
+    ]
     watcher = FolderWatcher(monitor, folder, settle=0)
     with counting_opens() as opens:
         watcher.scan()

@@ -1,5 +1,6 @@
 """Fixtures of the report tests: a tiny trained model, clips on disk, results folders as `evaluate`
 writes."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ def _write_scores(path: Path, rows: list[ScoredClip], paths: list[Path]) -> None
     lines = ["file,path,machine,section,domain,label,score,decision"]
     for r, p in zip(rows, paths, strict=True):
         label = "" if r.label is None else r.label
-        lines.append(f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},"
-                     f"{r.score!r},{r.decision}")
+        lines.append(
+            f"{r.file},{p},{r.machine},{r.section_tag},{r.domain or ''},{label},"
+            f"{r.score!r},{r.decision}"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -45,7 +48,10 @@ def workspace(tmp_path_factory):
     """A trained tiny dcase_ae for "fan", test clips of "fan" and "gearbox" (whose model is
     missing). Read-only for the tests: each writes its results folder under its own tmp_path."""
     root = tmp_path_factory.mktemp("reports")
-    train = [Clip(_wav(root / "data/fan/train" / f"normal_{i}.wav", i), "fan", split="train") for i in range(3)]
+    train = [
+        Clip(_wav(root / "data/fan/train" / f"normal_{i}.wav", i), "fan", split="train")
+        for i in range(3)
+    ]
     system = get_system("dcase_ae", epochs=2, batch_size=32)
     system.fit(train, ctx=RunContext(progress=False, cache_dir=root / "cache"))
     system.save(root / "models/fan")
@@ -55,11 +61,15 @@ def workspace(tmp_path_factory):
             anomalous, domain = i >= 4, ("source", "target")[i % 2]
             name = f"section_00_{domain}_test_{'anomaly' if anomalous else 'normal'}_{i:04d}.wav"
             path = _wav(root / "data" / machine / "test" / name, 100 + i, anomalous)
-            test[machine].append(Clip(path, machine, "00", domain, "test", int(anomalous), layout="dcase2022"))
+            test[machine].append(
+                Clip(path, machine, "00", domain, "test", int(anomalous), layout="dcase2022")
+            )
     return root, system, test
 
 
-def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, labelled: bool = True) -> Path:
+def _results_dir(
+    root: Path, system, test: dict[str, list[Clip]], out: Path, labelled: bool = True
+) -> Path:
     """A results folder in ``out`` like `evaluate` writes, pointing at the models under ``root``."""
     out.mkdir()
     rows, paths = [], []
@@ -68,14 +78,32 @@ def _results_dir(root: Path, system, test: dict[str, list[Clip]], out: Path, lab
         if machine == "gearbox":
             scores = scores + np.linspace(0, 1, len(scores))  # different numbers from fan's
         for c, s in zip(clips, scores, strict=True):
-            rows.append(ScoredClip(c.name, machine, c.section, c.label if labelled else None, c.domain, float(s),
-                                   int(s > system.threshold_), layout=c.layout))
+            rows.append(
+                ScoredClip(
+                    c.name,
+                    machine,
+                    c.section,
+                    c.label if labelled else None,
+                    c.domain,
+                    float(s),
+                    int(s > system.threshold_),
+                    layout=c.layout,
+                )
+            )
             paths.append(c.path)
-    result = {"system": "dcase_ae", "data": str(root / "data"),
-              "models": {"fan": str(root / "models/fan"), "gearbox": str(root / "models/gearbox")},
-              "thresholds": {"fan": system.threshold_, "gearbox": system.threshold_}, **evaluate(rows),
-              "run": {"config": system.get_params(), "seed": 0, "versions": {"numpy": np.__version__},
-                      "command": ["stethoscope", "demo"]}}
+    result = {
+        "system": "dcase_ae",
+        "data": str(root / "data"),
+        "models": {"fan": str(root / "models/fan"), "gearbox": str(root / "models/gearbox")},
+        "thresholds": {"fan": system.threshold_, "gearbox": system.threshold_},
+        **evaluate(rows),
+        "run": {
+            "config": system.get_params(),
+            "seed": 0,
+            "versions": {"numpy": np.__version__},
+            "command": ["stethoscope", "demo"],
+        },
+    }
     (out / "results.json").write_text(json.dumps(result))
     _write_scores(out / "scores.csv", rows, paths)
     return out
@@ -100,7 +128,29 @@ def bench_dir(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stethoscope.cli import main as cli_main
 
     out = tmp_path_factory.mktemp("bench") / "out"
-    assert cli_main(["bench", "--data", str(toy_root), "--system", "dcase_ae", "--folds", "2", "--score-modes", "mse,mahala",
-                     "--out", str(out), "--no-cache", "--set", "epochs=2", "batch_size=64",
-                     "--threads", "1", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "bench",
+                "--data",
+                str(toy_root),
+                "--system",
+                "dcase_ae",
+                "--folds",
+                "2",
+                "--score-modes",
+                "mse,mahala",
+                "--out",
+                str(out),
+                "--no-cache",
+                "--set",
+                "epochs=2",
+                "batch_size=64",
+                "--threads",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out

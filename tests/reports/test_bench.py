@@ -1,5 +1,6 @@
 """`report` on a `stethoscope bench` folder: per set and mode the fold-averaged metrics, their
 spread over folds and the training time, from a real (tiny) benchmark run."""
+
 from __future__ import annotations
 
 import json
@@ -48,24 +49,54 @@ def test_plain_bench_folder_renders(bench_dir: Path, tmp_path: Path):
     folder.mkdir()
     shutil.copy(bench_dir / "mse" / "bench.json", folder / "bench.json")
     html = build_report(folder, tmp_path / "r.html").read_text()
-    assert 'id="mode-results"' in html and "<h2>mse</h2>" in html  # titled by the recorded score_mode
+    assert (
+        'id="mode-results"' in html and "<h2>mse</h2>" in html
+    )  # titled by the recorded score_mode
     assert html.count("<tr><td>fan</td>") == 1 and html.count("<tr><td>gearbox</td>") == 1
 
 
-def test_a_multi_system_folder_shows_the_comparison_and_says_what_is_noise(toy_root: Path, tmp_path: Path):
+def test_a_multi_system_folder_shows_the_comparison_and_says_what_is_noise(
+    toy_root: Path, tmp_path: Path
+):
     out = tmp_path / "cmp"
     yaml = tmp_path / "knn.yaml"
     yaml.write_text("detector: knn\n")
-    assert cli_main(["bench", "--data", str(toy_root), "--system", f"mel_stats,mel_stats@{yaml}", "--folds", "2",
-                     "--out", str(out), "--no-cache", "--threads", "1", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "bench",
+                "--data",
+                str(toy_root),
+                "--system",
+                f"mel_stats,mel_stats@{yaml}",
+                "--folds",
+                "2",
+                "--out",
+                str(out),
+                "--no-cache",
+                "--threads",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     comparison = json.loads((out / "comparison.json").read_text())
     (pair,) = comparison["pairs"]
     page = out / "report.html"
     assert cli_main(["report", "--results", str(out), "--out", str(page)]) == 0
     html, md = page.read_text(), page.with_suffix(".md").read_text()
     card = html.split('id="comparison"', 1)[1].split("</section>", 1)[0]
-    verdict = "within noise" if pair["within_noise"] else ("mel_stats" if pair["diff"] > 0 else pair["b"]) + " better"
-    assert f"{pair['diff']:+.3f}" in card and f"[{pair['low']:+.3f}, {pair['high']:+.3f}]" in card and verdict in card
+    verdict = (
+        "within noise"
+        if pair["within_noise"]
+        else ("mel_stats" if pair["diff"] > 0 else pair["b"]) + " better"
+    )
+    assert (
+        f"{pair['diff']:+.3f}" in card
+        and f"[{pair['low']:+.3f}, {pair['high']:+.3f}]" in card
+        and verdict in card
+    )
     for name, m in comparison["mean_auc"].items():
         assert f"| {name} | {m['auc']:.3f} | [{m['low']:.3f}, {m['high']:.3f}] |" in md
     assert "mel_stats, mel_stats@" in html  # the headline names both systems

@@ -1,5 +1,6 @@
 """Report charts and names: the histogram's legend clear of the threshold line, plain tick labels,
 distinct anchors and folders for machine types whose names reduce to the same slug."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,15 +12,23 @@ from stethoscope.reports.results import ScoreRow
 
 
 def _rows(scores, labels) -> list[ScoreRow]:
-    return [ScoreRow(f"c{i}.wav", "", "fan", "section_00", None, lab, float(s), None)
-            for i, (s, lab) in enumerate(zip(scores, labels, strict=True))]
+    return [
+        ScoreRow(f"c{i}.wav", "", "fan", "section_00", None, lab, float(s), None)
+        for i, (s, lab) in enumerate(zip(scores, labels, strict=True))
+    ]
 
 
-@pytest.mark.parametrize("scores, threshold", [
-    (np.linspace(12_000, 13_000, 20), 12_100.0),  # threshold at the left, where the legend used to sit
-    (np.geomspace(0.001, 10, 20), 0.002),  # log axis
-    (np.linspace(180.2, 180.5, 20), 180.21),
-])
+@pytest.mark.parametrize(
+    "scores, threshold",
+    [
+        (
+            np.linspace(12_000, 13_000, 20),
+            12_100.0,
+        ),  # threshold at the left, where the legend used to sit
+        (np.geomspace(0.001, 10, 20), 0.002),  # log axis
+        (np.linspace(180.2, 180.5, 20), 180.21),
+    ],
+)
 def test_histogram_legend_is_clear_of_the_threshold_line(scores, threshold):
     fig = histogram_figure("fan", _rows(scores, [0, 1] * 10), threshold)
     fig.canvas.draw()
@@ -39,6 +48,8 @@ def test_histogram_legend_is_clear_of_the_threshold_line(scores, threshold):
 def test_unique_slugs_never_merge_two_machines():
     keys = unique_slugs(["a b", "a_b", "A_B", "a_b-2", "fan"])
     assert keys["a b"] == "a_b" and keys["fan"] == "fan"
-    assert len({k.lower() for k in keys.values()}) == 5  # distinct even on a case-insensitive file system
+    assert (
+        len({k.lower() for k in keys.values()}) == 5
+    )  # distinct even on a case-insensitive file system
     assert keys["a_b-2"] == "a_b-2"  # a name's own slug is never given to another
     assert all(k.lower().startswith("a_b") for n, k in keys.items() if n != "fan")

@@ -1,4 +1,5 @@
 """Audio players of the report: small clips embedded, large ones linked by a path that resolves."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,13 @@ def _wav(path: Path, seconds: float) -> Path:
 def test_a_clip_under_the_limit_is_embedded(tmp_path: Path):
     clip = _wav(tmp_path / "data" / "small clip.wav", 10.0)  # 320 kB
     assert clip.stat().st_size <= AUDIO_EMBED_LIMIT
-    (src,) = re.findall(r'<audio controls preload="metadata" src="([^"]+)">', audio_html(clip, tmp_path / "out"))
-    assert src.startswith("data:audio/wav;base64,") and base64.b64decode(src.split(",", 1)[1]) == clip.read_bytes()
+    (src,) = re.findall(
+        r'<audio controls preload="metadata" src="([^"]+)">', audio_html(clip, tmp_path / "out")
+    )
+    assert (
+        src.startswith("data:audio/wav;base64,")
+        and base64.b64decode(src.split(",", 1)[1]) == clip.read_bytes()
+    )
 
 
 def test_a_clip_over_the_limit_is_linked_relative_to_the_page(tmp_path: Path):

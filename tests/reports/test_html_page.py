@@ -5,6 +5,7 @@ the clip table sorts on a header click and filters as text is typed.
 Skipped, saying why, only when no Chromium is installed (the ``browser`` fixture of
 tests/conftest.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,10 +36,13 @@ def _column(page, index: int) -> list[str]:
     return page.eval_on_selector_all(
         "#clips tbody tr:not([hidden])",
         f"rows => rows.map(r => r.cells[{index}].getAttribute('data-v') ?? "
-        f"r.cells[{index}].textContent)")
+        f"r.cells[{index}].textContent)",
+    )
 
 
-def test_report_renders_and_its_clip_table_sorts_and_filters(browser, workspace, results_folder, tmp_path):
+def test_report_renders_and_its_clip_table_sorts_and_filters(
+    browser, workspace, results_folder, tmp_path
+):
     _, _, test = workspace
     results_dir = results_folder(test, tmp_path / "results")
     out = build_report(results_dir, tmp_path / "report.html")
@@ -47,9 +51,10 @@ def test_report_renders_and_its_clip_table_sorts_and_filters(browser, workspace,
     assert page.title() == "Stethoscope report: dcase_ae"
     loaded = _images_loaded(page)
     assert len(loaded) == 8 and all(loaded)  # fan: ROC, histogram, 4 maps; gearbox: ROC, histogram
-    page.wait_for_function("() => [...document.querySelectorAll('audio')].every(a => "
-                           "a.readyState >= 1)",
-                           timeout=10_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('audio')].every(a => a.readyState >= 1)",
+        timeout=10_000,
+    )
     durations = page.eval_on_selector_all("audio", "els => els.map(a => a.duration)")
     assert durations == pytest.approx([2.0] * 4, abs=0.01)  # the four mapped clips, playable
 
@@ -71,7 +76,9 @@ def test_report_renders_and_its_clip_table_sorts_and_filters(browser, workspace,
     assert len(_column(page, 0)) == 16 and page.inner_text("#clip-count") == "16"
 
     assert log["errors"] == []
-    assert all(url == out.resolve().as_uri() or url.startswith("data:") for url in log["requests"]), log["requests"]
+    assert all(
+        url == out.resolve().as_uri() or url.startswith("data:") for url in log["requests"]
+    ), log["requests"]
 
 
 def test_bench_report_renders(browser, bench_dir, tmp_path):

@@ -1,4 +1,5 @@
 """The anomaly-map gallery: what the report says is shared (colour scales) is shared."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,11 @@ def _panels(seed: int, db_low: float, db_high: float, err_high: float) -> MapPan
 
 def _clims(fig) -> dict[str, tuple[float, float]]:
     """Colour limits of each titled panel (input, reconstruction, anomaly map) of a figure."""
-    return {ax.get_title(loc="left").split(":")[0]: ax.collections[0].get_clim()
-            for ax in fig.axes if ax.get_title(loc="left")}
+    return {
+        ax.get_title(loc="left").split(":")[0]: ax.collections[0].get_clim()
+        for ax in fig.axes
+        if ax.get_title(loc="left")
+    }
 
 
 def test_every_figure_of_a_gallery_shares_both_colour_scales():

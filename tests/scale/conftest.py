@@ -1,5 +1,6 @@
 """What the Ray tests share: one local Ray (2 CPUs, no dashboard, quiet) per test module, a tiny
 two-type toy set and dcase_ae models trained on it in this process."""
+
 from __future__ import annotations
 
 import logging
@@ -12,10 +13,21 @@ import pytest
 
 from stethoscope.cli import main
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])")
+ray = pytest.importorskip(
+    "ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])"
+)
 
 # one epoch, a small batch and an in-sample threshold: the tests check plumbing, not detection
-TINY = ["--set", "epochs=1", "batch_size=64", "threshold_fit=in_sample", "--threads", "1", "--quiet", "--no-cache"]
+TINY = [
+    "--set",
+    "epochs=1",
+    "batch_size=64",
+    "threshold_fit=in_sample",
+    "--threads",
+    "1",
+    "--quiet",
+    "--no-cache",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +46,17 @@ def fleet_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two toy machine types (fan, gearbox), 4 training and 4 test clips of 2 s each."""
     from stethoscope.data.toy_factory import make_toy_dataset
 
-    return make_toy_dataset(tmp_path_factory.mktemp("fleet"), n_train=4, n_test=4, seconds=2.0, seed=0)
+    return make_toy_dataset(
+        tmp_path_factory.mktemp("fleet"), n_train=4, n_test=4, seconds=2.0, seed=0
+    )
 
 
 @pytest.fixture(scope="session")
 def fleet_models(fleet_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dcase_ae per type, trained by the local engine: OUT/fan and OUT/gearbox (read-only)."""
     out = tmp_path_factory.mktemp("fleet-models")
-    assert main(["train", "--data", str(fleet_data), "--system", "dcase_ae", "--out", str(out), *TINY]) == 0
+    assert (
+        main(["train", "--data", str(fleet_data), "--system", "dcase_ae", "--out", str(out), *TINY])
+        == 0
+    )
     return out

@@ -1,4 +1,5 @@
 """Batch scoring on Ray Data: equal to the single-process path, outputs, bad files, filesystems."""
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,9 @@ from stethoscope.engine import RunContext
 from stethoscope.systems.base import load_system
 from tests.conftest import write_wav
 
-pytest.importorskip("ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])")
+pytest.importorskip(
+    "ray", reason="Ray is the optional extra stethoscope[ray] (CI installs it with .[dev])"
+)
 from stethoscope.scale import score_with_ray
 
 QUIET = ["--threads", "1", "--quiet", "--no-cache"]
@@ -31,15 +34,20 @@ def _single_process(models: Path, paths: list[str], machines: list[str]) -> np.n
     for machine in set(machines):
         rows = [i for i, m in enumerate(machines) if m == machine]
         system = load_system(models / machine)
-        out[rows] = system.score([Clip(path=paths[i], machine=machine) for i in rows], RunContext(progress=False))
+        out[rows] = system.score(
+            [Clip(path=paths[i], machine=machine) for i in rows], RunContext(progress=False)
+        )
     return out
 
 
-def test_scores_equal_the_single_process_path(ray_local, fleet_data: Path, fleet_models: Path,
-                                              tmp_path: Path) -> None:
+def test_scores_equal_the_single_process_path(
+    ray_local, fleet_data: Path, fleet_models: Path, tmp_path: Path
+) -> None:
     import pyarrow.parquet as pq
 
-    paths, rows = score_with_ray([fleet_data], fleet_models, tmp_path / "out", ctx=RunContext(progress=False))
+    paths, rows = score_with_ray(
+        [fleet_data], fleet_models, tmp_path / "out", ctx=RunContext(progress=False)
+    )
     assert len(rows) == 16 and paths == sorted(paths)  # 2 types x (4 train + 4 test), input order
     machines = [r.machine for r in rows]
     assert machines == [Path(p).parts[-3] for p in paths]  # <root>/<machine>/<split>/<file>
@@ -49,35 +57,71 @@ def test_scores_equal_the_single_process_path(ray_local, fleet_data: Path, fleet
     assert table["path"] == paths and table["machine"] == machines
     np.testing.assert_allclose(table["score"], reference, rtol=1e-6, atol=1e-9)
     thresholds = {m: load_system(fleet_models / m).threshold_ for m in ("fan", "gearbox")}
-    assert table["decision"] == [int(s > thresholds[m]) for s, m in zip(reference, machines, strict=True)]
+    assert table["decision"] == [
+        int(s > thresholds[m]) for s, m in zip(reference, machines, strict=True)
+    ]
     assert table["threshold"] == [thresholds[m] for m in machines]
-    assert _csv_scores(tmp_path / "out" / "scores.csv") == pytest.approx(dict(zip(paths, reference, strict=True)),
-        rel=1e-6, abs=1e-9)
+    assert _csv_scores(tmp_path / "out" / "scores.csv") == pytest.approx(
+        dict(zip(paths, reference, strict=True)), rel=1e-6, abs=1e-9
+    )
     assert (tmp_path / "out" / "anomaly_score_fan_section_00_test.csv").is_file()
     assert (tmp_path / "out" / "decision_result_gearbox_section_00_test.csv").is_file()
 
 
-def test_cli_engine_ray_equals_cli_local(ray_local, fleet_data: Path, fleet_models: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture) -> None:
+def test_cli_engine_ray_equals_cli_local(
+    ray_local, fleet_data: Path, fleet_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     folder = fleet_data / "fan" / "test"
-    assert main(["score", "--model", str(fleet_models / "fan"), str(folder), "--csv", str(tmp_path / "local.csv"),
-                 *QUIET]) == 0
-    assert main(["score", "--engine", "ray", "--model", str(fleet_models / "fan"), str(folder), "--out",
-                 str(tmp_path / "ray"), *QUIET]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(fleet_models / "fan"),
+                str(folder),
+                "--csv",
+                str(tmp_path / "local.csv"),
+                *QUIET,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--engine",
+                "ray",
+                "--model",
+                str(fleet_models / "fan"),
+                str(folder),
+                "--out",
+                str(tmp_path / "ray"),
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     local, ray = _csv_scores(tmp_path / "local.csv"), _csv_scores(tmp_path / "ray" / "scores.csv")
     assert len(ray) == 4 and ray == pytest.approx(local, rel=1e-6, abs=1e-9)
     assert "fan" in capsys.readouterr().out  # the per-machine summary table
 
 
-def test_fsspec_filesystem_and_file_uris_score_alike(ray_local, fleet_data: Path, fleet_models: Path) -> None:
+def test_fsspec_filesystem_and_file_uris_score_alike(
+    ray_local, fleet_data: Path, fleet_models: Path
+) -> None:
     fsspec = pytest.importorskip("fsspec", reason="fsspec comes with ray[data]")
     folder = fleet_data / "gearbox" / "test"
     _, by_path = score_with_ray([str(folder)], fleet_models)
     uris, by_uri = score_with_ray([folder.as_uri()], fleet_models)
     _, by_fsspec = score_with_ray([str(folder)], fleet_models, filesystem=fsspec.filesystem("file"))
     assert all(u.startswith("file://") for u in uris)
-    np.testing.assert_allclose([r.score for r in by_uri], [r.score for r in by_path], rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose([r.score for r in by_fsspec], [r.score for r in by_path], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        [r.score for r in by_uri], [r.score for r in by_path], rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        [r.score for r in by_fsspec], [r.score for r in by_path], rtol=1e-6, atol=1e-9
+    )
 
 
 @pytest.fixture
@@ -92,20 +136,64 @@ def with_bad_files(fleet_data: Path, tmp_path: Path) -> Path:
     return tmp_path / "plant"
 
 
-def test_a_bad_file_stops_the_job_by_default_naming_it(ray_local, with_bad_files: Path, fleet_models: Path,
-                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["score", "--engine", "ray", "--model", str(fleet_models), str(with_bad_files), "--out",
-                 str(tmp_path / "out"), *QUIET]) == 2
+def test_a_bad_file_stops_the_job_by_default_naming_it(
+    ray_local,
+    with_bad_files: Path,
+    fleet_models: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert (
+        main(
+            [
+                "score",
+                "--engine",
+                "ray",
+                "--model",
+                str(fleet_models),
+                str(with_bad_files),
+                "--out",
+                str(tmp_path / "out"),
+                *QUIET,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert "error: " in err and ("corrupt.wav: " in err or "short.wav: " in err) and "Traceback" not in err
+    assert (
+        "error: " in err
+        and ("corrupt.wav: " in err or "short.wav: " in err)
+        and "Traceback" not in err
+    )
     assert "--on-bad-audio skip" in err
 
 
-def test_skip_lists_bad_files_and_scores_the_rest(ray_local, with_bad_files: Path, fleet_models: Path,
-                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_skip_lists_bad_files_and_scores_the_rest(
+    ray_local,
+    with_bad_files: Path,
+    fleet_models: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
     out = tmp_path / "out"
-    assert main(["score", "--engine", "ray", "--model", str(fleet_models), str(with_bad_files), "--out", str(out),
-                 "--on-bad-audio", "skip", *QUIET]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--engine",
+                "ray",
+                "--model",
+                str(fleet_models),
+                str(with_bad_files),
+                "--out",
+                str(out),
+                "--on-bad-audio",
+                "skip",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     assert len(_csv_scores(out / "scores.csv")) == 4
     with open(out / "skipped.csv", newline="") as handle:
         skipped = {Path(row["file"]).name: row["reason"] for row in csv.DictReader(handle)}
@@ -114,14 +202,32 @@ def test_skip_lists_bad_files_and_scores_the_rest(ray_local, with_bad_files: Pat
     assert "2 file(s) skipped" in capsys.readouterr().err
 
 
-def test_a_file_no_model_claims_exits_2(ray_local, fleet_data: Path, fleet_models: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture) -> None:
+def test_a_file_no_model_claims_exits_2(
+    ray_local, fleet_data: Path, fleet_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     stray = tmp_path / "valve" / "a.wav"
     stray.parent.mkdir()
     stray.write_bytes(next((fleet_data / "fan" / "test").glob("*.wav")).read_bytes())
-    assert main(["score", "--engine", "ray", "--model", str(fleet_models), str(stray), "--out",
-                 str(tmp_path / "out"), *QUIET]) == 2
-    assert "valve/a.wav: no enclosing folder is named after a model's machine type" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "score",
+                "--engine",
+                "ray",
+                "--model",
+                str(fleet_models),
+                str(stray),
+                "--out",
+                str(tmp_path / "out"),
+                *QUIET,
+            ]
+        )
+        == 2
+    )
+    assert (
+        "valve/a.wav: no enclosing folder is named after a model's machine type"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.fixture
@@ -145,12 +251,21 @@ def _skipped(path: Path) -> dict[str, str]:
         return {Path(row["file"]).name: row["reason"] for row in csv.DictReader(handle)}
 
 
-def test_poison_files_are_skipped_as_locally(ray_local, with_poison: Path, fleet_models: Path,
-                                             tmp_path: Path) -> None:
+def test_poison_files_are_skipped_as_locally(
+    ray_local, with_poison: Path, fleet_models: Path, tmp_path: Path
+) -> None:
     """A NaN score, undecodable bytes and audio over --max-seconds: each file is skipped with its
     reason, never fatal and never stored as a score, and the local engine skips the same."""
-    common = ["--model", str(fleet_models / "fan"), str(with_poison), "--on-bad-audio", "warn",
-              "--max-seconds", "5", *QUIET]
+    common = [
+        "--model",
+        str(fleet_models / "fan"),
+        str(with_poison),
+        "--on-bad-audio",
+        "warn",
+        "--max-seconds",
+        "5",
+        *QUIET,
+    ]
     assert main(["score", "--engine", "ray", *common, "--out", str(tmp_path / "ray")]) == 0
     (tmp_path / "local").mkdir()
     assert main(["score", *common, "--csv", str(tmp_path / "local" / "scores.csv")]) == 0
@@ -168,14 +283,29 @@ def test_poison_files_are_skipped_as_locally(ray_local, with_poison: Path, fleet
     assert local == pytest.approx(scores, rel=1e-6, abs=1e-9)
 
 
-def test_a_nan_score_is_skipped_even_by_default(ray_local, with_poison: Path, fleet_models: Path,
-                                                tmp_path: Path) -> None:
+def test_a_nan_score_is_skipped_even_by_default(
+    ray_local, with_poison: Path, fleet_models: Path, tmp_path: Path
+) -> None:
     """Under the default policy too (which stops on an undecodable file), a score that is not
     finite only leaves its file out, as `stethoscope score` does locally."""
     for name in ("garbage.wav", "long.wav"):
         (with_poison / "fan" / name).unlink()
-    assert main(["score", "--engine", "ray", "--model", str(fleet_models / "fan"), str(with_poison),
-                 "--out", str(tmp_path / "out"), *QUIET]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--engine",
+                "ray",
+                "--model",
+                str(fleet_models / "fan"),
+                str(with_poison),
+                "--out",
+                str(tmp_path / "out"),
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     assert len(_csv_scores(tmp_path / "out" / "scores.csv")) == 2
     assert set(_skipped(tmp_path / "out" / "skipped.csv")) == {"poison.wav"}
 
@@ -193,8 +323,11 @@ def test_each_file_is_read_once(with_poison: Path, fleet_models: Path) -> None:
         with counting_opens() as opens:
             paths = list_inputs([str(with_poison)], filesystem)
             assert len(paths) == 5 and not opens and not fs.opens
-            batch = {"index": np.arange(5), "path": np.array(paths, dtype=object),
-                     "machine": np.array(["fan"] * 5, dtype=object)}
+            batch = {
+                "index": np.arange(5),
+                "path": np.array(paths, dtype=object),
+                "machine": np.array(["fan"] * 5, dtype=object),
+            }
             out = decode_batch(batch, specs, "warn", filesystem, max_seconds=5.0)
         counted = fs.opens if filesystem is not None else opens
         assert [counted.of(p) for p in paths] == [1] * 5

@@ -1,4 +1,5 @@
 """Where a fleet's files are and which model scores each (no Ray needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,10 @@ def test_nearest_enclosing_model_folder_names_the_machine_type() -> None:
 
 def test_a_file_no_model_claims_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"/plant/valve/a\.wav: no enclosing folder .*fan, pump"):
-        assign_models(["/plant/fan/a.wav", "/plant/valve/a.wav"], {"fan": Path("m/fan"), "pump": Path("m/pump")})
+        assign_models(
+            ["/plant/fan/a.wav", "/plant/valve/a.wav"],
+            {"fan": Path("m/fan"), "pump": Path("m/pump")},
+        )
 
 
 def test_local_folders_and_file_uris_list_the_same_audio(tmp_path: Path) -> None:
@@ -37,11 +41,16 @@ def test_local_folders_and_file_uris_list_the_same_audio(tmp_path: Path) -> None
         write_wav(tmp_path / rel, wave)
     (tmp_path / "fan" / "notes.txt").write_text("not audio")
     local = list_inputs([str(tmp_path)])
-    assert [Path(p).relative_to(tmp_path).as_posix() for p in local] == ["fan/m1/a.wav", "fan/m2/b.flac",
-                                                                         "pump/c.wav"]
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in local] == [
+        "fan/m1/a.wav",
+        "fan/m2/b.flac",
+        "pump/c.wav",
+    ]
     remote = list_inputs([tmp_path.as_uri()])
     assert remote == [Path(p).as_uri() for p in local]
-    assert list_inputs([(tmp_path / "pump" / "c.wav").as_uri()]) == [(tmp_path / "pump" / "c.wav").as_uri()]
+    assert list_inputs([(tmp_path / "pump" / "c.wav").as_uri()]) == [
+        (tmp_path / "pump" / "c.wav").as_uri()
+    ]
 
 
 def test_missing_or_empty_remote_folder_is_named(tmp_path: Path) -> None:

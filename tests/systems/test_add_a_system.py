@@ -2,6 +2,7 @@
 ``@register``), optionally a packaged config, and one import line in `systems/__init__.py`;
 nothing else. A throwaway system, written to a module outside the package and imported (the
 registry line's effect), runs the whole contract test with nothing added anywhere else."""
+
 from __future__ import annotations
 
 import importlib
@@ -72,8 +73,9 @@ def new_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     sys.modules.pop(NAME, None)
 
 
-def test_a_registered_system_runs_the_whole_contract(new_system: str, toy_root: Path,
-                                                     tmp_path: Path) -> None:
+def test_a_registered_system_runs_the_whole_contract(
+    new_system: str, toy_root: Path, tmp_path: Path
+) -> None:
     assert new_system in list_systems()
     assert load_config(new_system) == {}  # no packaged config: the constructor's defaults
     assert contract.smoke(new_system) == {}  # no smoke_params: the contract runs the defaults

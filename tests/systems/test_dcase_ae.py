@@ -21,8 +21,17 @@ def test_architecture_matches_official_baseline():
     model = DcaseAE()
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [
-        (640, 128), (128, 128), (128, 128), (128, 128), (128, 8),
-        (8, 128), (128, 128), (128, 128), (128, 128), (128, 640)]
+        (640, 128),
+        (128, 128),
+        (128, 128),
+        (128, 128),
+        (128, 8),
+        (8, 128),
+        (128, 128),
+        (128, 128),
+        (128, 128),
+        (128, 640),
+    ]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(norms) == 9  # every hidden layer, the 8-unit bottleneck included, not the output
     assert norms[4].num_features == 8
@@ -31,7 +40,9 @@ def test_architecture_matches_official_baseline():
 def test_gamma_threshold_is_90th_percentile_of_fitted_gamma():
     scores = scipy.stats.gamma.rvs(2.0, loc=1.0, scale=0.5, size=500, random_state=0)
     a, loc, scale = scipy.stats.gamma.fit(scores)
-    assert gamma_threshold(scores) == pytest.approx(scipy.stats.gamma.ppf(0.9, a, loc=loc, scale=scale))
+    assert gamma_threshold(scores) == pytest.approx(
+        scipy.stats.gamma.ppf(0.9, a, loc=loc, scale=scale)
+    )
     assert 0.85 < np.mean(scores <= gamma_threshold(scores)) < 0.95
 
 
@@ -41,12 +52,24 @@ def _tone_clips(tmp_path, n, anomaly=False, seed=0):
     clips = []
     for i in range(n):
         f0 = 300 * (1 + 0.01 * rng.standard_normal())
-        wave = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.2 * np.sin(2 * np.pi * 2 * f0 * t) + 0.02 * rng.standard_normal(len(t))
+        wave = (
+            0.3 * np.sin(2 * np.pi * f0 * t)
+            + 0.2 * np.sin(2 * np.pi * 2 * f0 * t)
+            + 0.02 * rng.standard_normal(len(t))
+        )
         if anomaly:
             wave += 0.3 * np.sin(2 * np.pi * 2300 * t) * (t > 1.0)
-        path = write_wav(tmp_path / f"{'a' if anomaly else 'n'}{seed}_{i}.wav", wave.astype(np.float32))
-        clips.append(Clip(path=path, machine="tone", domain="target" if i % 4 == 3 else "source",
-                          label=int(anomaly)))
+        path = write_wav(
+            tmp_path / f"{'a' if anomaly else 'n'}{seed}_{i}.wav", wave.astype(np.float32)
+        )
+        clips.append(
+            Clip(
+                path=path,
+                machine="tone",
+                domain="target" if i % 4 == 3 else "source",
+                label=int(anomaly),
+            )
+        )
     return clips
 
 
@@ -89,8 +112,12 @@ def test_mahala_equals_official_matrix_formula(trained):
         with torch.no_grad():
             recon = system.model.reconstruct(x)
         d = (recon - x).double()
-        official = [float((d @ p @ d.T).mean(dim=1).sum() / len(d))  # mean(D P D^T), as the baseline reduces it
-                    for p in (system.precision_source_, system.precision_target_)]
+        official = [
+            float(
+                (d @ p @ d.T).mean(dim=1).sum() / len(d)
+            )  # mean(D P D^T), as the baseline reduces it
+            for p in (system.precision_source_, system.precision_target_)
+        ]
         assert ours[i] == pytest.approx(min(official), rel=1e-6, abs=1e-9)
 
 
@@ -98,12 +125,17 @@ def test_save_load_round_trip_gives_identical_scores(trained):
     system, _, test, tmp = trained
     system.save(tmp / "model")
     again = load_system(tmp / "model")
-    np.testing.assert_allclose(again.score(test, CTX), system.score(test, CTX), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        again.score(test, CTX), system.score(test, CTX), rtol=1e-6, atol=1e-9
+    )
     assert again.threshold_ == system.threshold_
     assert again.get_params() == system.get_params()
     umask = os.umask(0)
     os.umask(umask)
-    for name in ("weights.safetensors", "config.json"):  # shareable: plain-file modes, not mkstemp's 0600
+    for name in (
+        "weights.safetensors",
+        "config.json",
+    ):  # shareable: plain-file modes, not mkstemp's 0600
         assert (tmp / "model" / name).stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp / "model").stat().st_mode & 0o777 == 0o777 & ~umask
     saved, now = load_file(str(tmp / "model" / "weights.safetensors")), again.state_tensors()
@@ -116,8 +148,9 @@ def test_explain_is_one_pass_with_the_scores_of_score(trained):
     system, _, test, _ = trained
     for mode in ("mse", "mahala"):
         other = _mode(system, mode)
-        assert other.explain(test[-1], CTX).score == pytest.approx(float(other.score(test[-1:], CTX)[0]),
-            rel=1e-6, abs=1e-9)
+        assert other.explain(test[-1], CTX).score == pytest.approx(
+            float(other.score(test[-1:], CTX)[0]), rel=1e-6, abs=1e-9
+        )
 
 
 def test_reconstruction_is_the_overlap_average_in_db(trained):
@@ -142,16 +175,25 @@ def test_anomaly_map_shape_and_location(trained):
 
 def test_same_seed_same_scores_other_seed_other_model(tmp_path):
     train = _tone_clips(tmp_path, 4)
-    fits = [get_system("dcase_ae", epochs=3, batch_size=32).fit(train, ctx=CTX.replace(seed=s)) for s in (5, 5, 6)]
+    fits = [
+        get_system("dcase_ae", epochs=3, batch_size=32).fit(train, ctx=CTX.replace(seed=s))
+        for s in (5, 5, 6)
+    ]
     scores = [f.score(train, CTX) for f in fits]
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6, atol=1e-9)
     assert not np.allclose(scores[0], scores[2], rtol=1e-6)
 
 
-@pytest.mark.parametrize("key, value, allowed", [("epochs", "abc", "an integer"), ("epochs", 0, "[1, inf)"),
-                                                 ("batch_size", 0, "[2, inf)"),
-                                                 ("learning_rate", float("nan"), "(0, inf)"),
-                                                 ("score_mode", "l1", "['mse', 'mahala']")])
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("epochs", "abc", "an integer"),
+        ("epochs", 0, "[1, inf)"),
+        ("batch_size", 0, "[2, inf)"),
+        ("learning_rate", float("nan"), "(0, inf)"),
+        ("score_mode", "l1", "['mse', 'mahala']"),
+    ],
+)
 def test_bad_hyperparameters_are_refused_on_construction(key, value, allowed):
     with pytest.raises(ConfigError) as err:
         get_system("dcase_ae", **{key: value})

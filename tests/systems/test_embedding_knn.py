@@ -1,4 +1,5 @@
 """The embedding_knn system: fit / score / threshold / save-load, and no silent fallback."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def _ctx(tmp_path: Path) -> RunContext:
 
 def _clip(rng: np.random.Generator, anomalous: bool, seconds: float = 2.0) -> np.ndarray:
     t = np.arange(int(SR * seconds)) / SR
-    hum = 0.2 * np.sin(2 * np.pi * (120 + rng.normal(0, 2)) * t) + 0.05 * rng.standard_normal(len(t))
+    hum = 0.2 * np.sin(2 * np.pi * (120 + rng.normal(0, 2)) * t) + 0.05 * rng.standard_normal(
+        len(t)
+    )
     if anomalous:  # bursts of a 2.5 kHz whine
         hum += 0.3 * np.sin(2 * np.pi * 2500 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
     return hum.astype(np.float32)
@@ -72,7 +75,9 @@ def test_other_detectors_through_the_system(clips, tmp_path, detector):
     scores = system.score(clips["test"], CTX)
     assert scores.shape == (12,) and roc_auc_score([c.label for c in clips["test"]], scores) > 0.8
     system.save(tmp_path / detector)
-    np.testing.assert_allclose(load_system(tmp_path / detector).score(clips["test"], CTX), scores, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        load_system(tmp_path / detector).score(clips["test"], CTX), scores, rtol=1e-6, atol=1e-9
+    )
 
 
 def test_missing_mn04_weights_raise_no_fallback(clips, tmp_path, monkeypatch):
@@ -81,9 +86,12 @@ def test_missing_mn04_weights_raise_no_fallback(clips, tmp_path, monkeypatch):
 
     def offline(url, dest):
         raise OSError("no network")
+
     monkeypatch.setattr(W, "download", offline)
     system = get_system("embedding_knn")
-    with pytest.raises(CheckpointError, match=r"mn04_as_mAP_432\.pt.*download it from https://github.com/fschmid56"):
+    with pytest.raises(
+        CheckpointError, match=r"mn04_as_mAP_432\.pt.*download it from https://github.com/fschmid56"
+    ):
         system.fit(clips["train"], ctx=_ctx(tmp_path))
 
 
@@ -99,8 +107,9 @@ def test_pretrained_mn04_system(clips, tmp_path):
     assert extra["encoder"] == "efficientat_mn04" and extra["encoder_weights"] == "pretrained"
     assert extra["encoder_weights_sha256"] == W.sha256_of(MN04) and extra["embedding_dim"] == 384
     system.save(tmp_path / "model")
-    np.testing.assert_allclose(load_system(tmp_path / "model").score(clips["test"], ctx), scores,
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        load_system(tmp_path / "model").score(clips["test"], ctx), scores, rtol=1e-6, atol=1e-9
+    )
     config = tmp_path / "model" / "config.json"
     saved = json.loads(config.read_text())
     saved["params"]["encoder"] = "random"  # a config edited to another encoder than the one fitted
@@ -110,10 +119,15 @@ def test_pretrained_mn04_system(clips, tmp_path):
 
 
 def test_same_seed_same_scores(clips, tmp_path):
-    fits = [get_system("embedding_knn", encoder="random", detector="gmm").fit(clips["train"], ctx=CTX.replace(seed=3))
-            for _ in range(2)]
-    np.testing.assert_allclose(fits[0].score(clips["test"], CTX), fits[1].score(clips["test"], CTX),
-        rtol=1e-6, atol=1e-9)
+    fits = [
+        get_system("embedding_knn", encoder="random", detector="gmm").fit(
+            clips["train"], ctx=CTX.replace(seed=3)
+        )
+        for _ in range(2)
+    ]
+    np.testing.assert_allclose(
+        fits[0].score(clips["test"], CTX), fits[1].score(clips["test"], CTX), rtol=1e-6, atol=1e-9
+    )
 
 
 @pytest.fixture
@@ -127,11 +141,13 @@ def offline_machine(tmp_path, monkeypatch):
 
     def offline(url, dest):
         raise OSError("no network")
+
     monkeypatch.setattr(W, "download", offline)
 
 
-def test_a_moved_model_finds_its_weights_by_sha256(clips, tmp_path, offline_machine, monkeypatch,
-                                                   capsys):
+def test_a_moved_model_finds_its_weights_by_sha256(
+    clips, tmp_path, offline_machine, monkeypatch, capsys
+):
     """Trained with the weights in folder A; the model folder moved and the weights copied to
     folder B under another name: it loads and scores the same. The folder names the weights by
     sha256, never by path; without them the CLI says which file and sha256 it needs (exit 2)."""
@@ -156,11 +172,13 @@ def test_a_moved_model_finds_its_weights_by_sha256(clips, tmp_path, offline_mach
     ctx_b = CTX.replace(weights_dirs=(tmp_path / "B",))
     np.testing.assert_allclose(loaded.score(clips["test"], ctx_b), scores, rtol=1e-6, atol=1e-9)
     monkeypatch.setenv(W.WEIGHTS_DIR_ENV, str(tmp_path / "B"))  # the environment serves as well
-    np.testing.assert_allclose(load_system(moved).score(clips["test"][:3], CTX), scores[:3],
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        load_system(moved).score(clips["test"][:3], CTX), scores[:3], rtol=1e-6, atol=1e-9
+    )
 
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV)
     from stethoscope.cli import main as cli_main
+
     argv = ["score", "--model", str(moved), str(clips["test"][0].path), "--no-cache", "--quiet"]
     rc = cli_main(argv)
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 fit, score, same-seed repeatability, save/load, in-memory waveforms, explain, and (on the CPU)
 ONNX export: the system exports and the ONNX runtime's scores equal torch's, or it refuses
 with its own one-line reason."""
+
 from __future__ import annotations
 
 import copy
@@ -37,14 +38,18 @@ def clips(toy_root: Path) -> tuple[list, list]:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(list_systems()))
-def test_system_end_to_end(name: str, device: str, clips: tuple[list, list], tmp_path: Path) -> None:
+def test_system_end_to_end(
+    name: str, device: str, clips: tuple[list, list], tmp_path: Path
+) -> None:
     train, test = clips
     ctx = RunContext(device=device, seed=11, progress=False)
     first = get_system(name, **smoke(name)).fit(train, ctx=ctx)
     again = get_system(name, **smoke(name)).fit(train, ctx=ctx)
     scores = first.score(test, ctx)
     assert scores.shape == (len(test),) and np.isfinite(scores).all()
-    np.testing.assert_allclose(again.score(test, ctx), scores, rtol=1e-6, atol=1e-9)  # same seed, same model
+    np.testing.assert_allclose(
+        again.score(test, ctx), scores, rtol=1e-6, atol=1e-9
+    )  # same seed, same model
     assert first.threshold_ is not None and np.isfinite(first.threshold_)
 
     first.save(tmp_path / "model")
@@ -63,8 +68,9 @@ def test_system_end_to_end(name: str, device: str, clips: tuple[list, list], tmp
         _exports_or_refuses(loaded, tmp_path / "model", test, ctx, tmp_path / "onnx")
 
 
-def _exports_or_refuses(system: Any, model_dir: Path, test: list, ctx: RunContext,
-                        out: Path) -> None:
+def _exports_or_refuses(
+    system: Any, model_dir: Path, test: list, ctx: RunContext, out: Path
+) -> None:
     """ONNX scores of the test clips equal torch's within 1e-4 (rel, with an abs floor), or the
     export refuses with the system's own one-line reason. Torch scores the clips as in-memory
     waveforms, as the edge runtime does (no section or domain known)."""

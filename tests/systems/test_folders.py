@@ -1,5 +1,6 @@
 """Model folders of ``train --out``: nested, single (named by its run record), hidden folders
 ignored, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,16 @@ from stethoscope.systems.folders import model_folders
 
 def _model(folder: Path, machine: str | None = None) -> Path:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"run": {"data_machine": machine} if machine else {}}))
+    (folder / "config.json").write_text(
+        json.dumps({"run": {"data_machine": machine} if machine else {}})
+    )
     return folder
 
 
 def test_nested_and_single_model_folders(tmp_path: Path) -> None:
     fan, pump = _model(tmp_path / "out" / "fan"), _model(tmp_path / "out" / "pump")
     _model(tmp_path / "out" / ".checkpoints")  # hidden: never a model
-    (tmp_path / "out" / "notes").mkdir()       # no config: not a model
+    (tmp_path / "out" / "notes").mkdir()  # no config: not a model
     assert model_folders(tmp_path / "out") == {"fan": fan, "pump": pump}
     single = _model(tmp_path / "one", machine="valve")
     assert model_folders(single) == {"valve": single}
@@ -45,6 +48,8 @@ def test_model_folder_for_picks_the_one_model_or_the_machine_types(tmp_path: Pat
     (tmp_path / "fan").mkdir()
     (tmp_path / "fan" / "config.json").write_text("{}")
     assert model_folder_for(tmp_path, "fan") == tmp_path / "fan"
-    assert model_folder_for(tmp_path / "fan", "pump") == tmp_path / "fan"  # one model scores every type
+    assert (
+        model_folder_for(tmp_path / "fan", "pump") == tmp_path / "fan"
+    )  # one model scores every type
     with pytest.raises(CheckpointError, match="no model for machine type 'pump'"):
         model_folder_for(tmp_path, "pump")

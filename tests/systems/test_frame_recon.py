@@ -1,5 +1,6 @@
 """Frame reconstruction systems trained on a memory-mapped (spilled) training set learn the
 same model as from RAM: the feature budget changes where frames live, never the result."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,19 @@ CTX = RunContext(progress=False)
 
 
 @pytest.mark.parametrize("name", ["dcase_ae", "gamma_vae"])
-def test_spilled_frames_train_the_same_model(name: str, toy_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spilled_frames_train_the_same_model(
+    name: str, toy_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clips = scan(toy_root, machine="fan")
-    train, test = [c for c in clips if c.split == "train"][:6], [c for c in clips if c.split == "test"][:4]
-    params = {"epochs": 1, "batch_size": 256, "score_mode": "mahala"} if name == "dcase_ae" else \
-        {"epochs": 1, "batch_size": 256}
+    train, test = (
+        [c for c in clips if c.split == "train"][:6],
+        [c for c in clips if c.split == "test"][:4],
+    )
+    params = (
+        {"epochs": 1, "batch_size": 256, "score_mode": "mahala"}
+        if name == "dcase_ae"
+        else {"epochs": 1, "batch_size": 256}
+    )
     in_ram = get_system(name, **params).fit(train, ctx=CTX)
     monkeypatch.setenv(BUDGET_ENV, "0")
     spilled = get_system(name, **params).fit(train, ctx=CTX)

@@ -1,6 +1,7 @@
 """The `ldgan` system: training through the engine, scoring, explanations, persistence,
 resume, ablation switches and hyperparameter checks (the model itself:
 tests/models/test_ldgan.py)."""
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,17 @@ from stethoscope.systems.base import gamma_threshold
 from stethoscope.systems.ldgan import LDGANSystem
 from tests.conftest import write_wav
 
-TINY = {"n_frames": 48, "ae_channels": 8, "latent_channels": 4, "gen_channels": 8, "gen_blocks": 1,
-        "disc_channels": 8, "batch_size": 4, "learning_rate": 1e-3, "epochs": 2}
+TINY = {
+    "n_frames": 48,
+    "ae_channels": 8,
+    "latent_channels": 4,
+    "gen_channels": 8,
+    "gen_blocks": 1,
+    "disc_channels": 8,
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "epochs": 2,
+}
 CTX = RunContext(progress=False)
 LOSSES = {"recon", "aux", "ae", "d", "g", "d_adv", "d_gp", "g_pred", "g_stat", "g_adv"}
 TOL = {"rtol": 1e-6, "atol": 1e-9}
@@ -38,12 +48,21 @@ def clips(tmp_path_factory) -> list[Clip]:
     for i in range(10):
         seconds = 1.5 if i == 9 else 2.0
         t = np.arange(int(16000 * seconds)) / 16000
-        wave = 0.1 * np.sin(2 * np.pi * (300 + 200 * (i % 2)) * t) + 0.01 * rng.standard_normal(len(t))
+        wave = 0.1 * np.sin(2 * np.pi * (300 + 200 * (i % 2)) * t) + 0.01 * rng.standard_normal(
+            len(t)
+        )
         if i == 8:  # an "anomaly": a loud high tone in the second half
             wave += 0.2 * np.sin(2 * np.pi * 3000 * t) * (t > 1.0)
         path = write_wav(root / f"clip_{i}.wav", wave.astype(np.float32))
-        out.append(Clip(path=path, machine="toy", section=f"0{i % 2}", split="train" if i < 8 else "test",
-                        label=0 if i != 8 else 1))
+        out.append(
+            Clip(
+                path=path,
+                machine="toy",
+                section=f"0{i % 2}",
+                split="train" if i < 8 else "test",
+                label=0 if i != 8 else 1,
+            )
+        )
     return out
 
 
@@ -70,7 +89,9 @@ def _without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-def _assert_same_history(got: list[dict[str, float]], want: list[dict[str, float]], rel: float) -> None:
+def _assert_same_history(
+    got: list[dict[str, float]], want: list[dict[str, float]], rel: float
+) -> None:
     """Equal per-epoch loss logs (timings aside) within ``rel``, key by key."""
     got, want = _without_seconds(got), _without_seconds(want)
     assert [sorted(h) for h in got] == [sorted(h) for h in want]
@@ -91,12 +112,15 @@ def test_training_history_and_threshold(fitted, clips) -> None:
     # the threshold is cross-fitted (the default); the in-sample one is recorded beside it
     assert fitted.threshold_ is not None and np.isfinite(fitted.threshold_)
     assert fitted.run_["threshold"]["fit"] == "crossfit"
-    assert fitted.run_["threshold"]["in_sample_threshold"] == \
-        pytest.approx(gamma_threshold(fitted.score(clips[:8], CTX)), rel=1e-6, abs=1e-9)
+    assert fitted.run_["threshold"]["in_sample_threshold"] == pytest.approx(
+        gamma_threshold(fitted.score(clips[:8], CTX)), rel=1e-6, abs=1e-9
+    )
     # the standardisation statistics are those of the training frames
     mels = [fitted.explain(c, CTX).logmel for c in clips[:8]]
     frames = np.concatenate([m.T for m in mels])
-    np.testing.assert_allclose(fitted.branch.mel_mean_.numpy(), frames.mean(axis=0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        fitted.branch.mel_mean_.numpy(), frames.mean(axis=0), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_same_seed_gives_the_same_scores(fitted, clips) -> None:
@@ -117,7 +141,9 @@ def test_scores_do_not_depend_on_the_batch(fitted, clips) -> None:
     np.testing.assert_allclose(fitted.score(clips[::-1], CTX), scores[::-1], **TOL)
     # in-memory waveforms score like the files they came from
     waves = [sf.read(str(c.path), dtype="float32")[0] for c in clips[8:]]
-    np.testing.assert_allclose(fitted.score_waveforms(waves, 16_000, CTX), scores[8:], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        fitted.score_waveforms(waves, 16_000, CTX), scores[8:], rtol=1e-5, atol=1e-9
+    )
 
 
 def test_explain_score_equals_score(fitted, clips) -> None:
@@ -128,14 +154,20 @@ def test_explain_score_equals_score(fitted, clips) -> None:
 
 def test_explain_map_reconstruction_and_attention(fitted, clips) -> None:
     e = fitted.explain(clips[9], CTX)
-    assert e.logmel.shape == e.reconstruction.shape == e.anomaly_map.shape == (128, 47)  # 1.5 s, full length
+    assert (
+        e.logmel.shape == e.reconstruction.shape == e.anomaly_map.shape == (128, 47)
+    )  # 1.5 s, full length
     assert set(e.extras) == {"attention", "anomaly_map_standardised"}
     std_map = e.extras["anomaly_map_standardised"]
     mel_std = fitted.branch.mel_std_.numpy()[:, None]
-    np.testing.assert_allclose(e.anomaly_map, std_map * mel_std ** 2, rtol=1e-5, atol=1e-9)
-    assert np.mean(std_map) == pytest.approx(e.score, rel=1e-5, abs=1e-9)  # the score is the map's mean
+    np.testing.assert_allclose(e.anomaly_map, std_map * mel_std**2, rtol=1e-5, atol=1e-9)
+    assert np.mean(std_map) == pytest.approx(
+        e.score, rel=1e-5, abs=1e-9
+    )  # the score is the map's mean
     # the reconstruction is back in dB: its squared difference from the input is the map
-    np.testing.assert_allclose((e.reconstruction - e.logmel) ** 2, e.anomaly_map, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        (e.reconstruction - e.logmel) ** 2, e.anomaly_map, rtol=1e-3, atol=1e-4
+    )
     np.testing.assert_allclose(fitted.anomaly_map(clips[9], CTX), e.anomaly_map, **TOL)
     att = fitted.explain(clips[0], CTX).extras["attention"]
     assert att.shape == (63,) and att.min() >= 0 and att.max() == pytest.approx(1.0)
@@ -145,7 +177,9 @@ def test_explain_map_reconstruction_and_attention(fitted, clips) -> None:
 def test_mel_embedding(fitted, clips) -> None:
     emb = fitted.mel_embedding(clips[:3], CTX)
     assert emb.shape == (3, 4) and emb.dtype == np.float32 and np.isfinite(emb).all()
-    np.testing.assert_allclose(fitted.mel_embedding(clips[1:2], CTX), emb[1:2], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        fitted.mel_embedding(clips[1:2], CTX), emb[1:2], rtol=1e-5, atol=1e-7
+    )
     assert not np.allclose(emb[0], emb[1])  # clips of the two sections embed apart
 
 
@@ -174,7 +208,14 @@ def test_save_and_load_round_trip(fitted, clips, tmp_path) -> None:
     fitted.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["params"] == fitted.get_params()
-    assert not {"seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every"} & set(config["params"])
+    assert not {
+        "seed",
+        "device",
+        "progress",
+        "cache_dir",
+        "checkpoint_dir",
+        "checkpoint_every",
+    } & set(config["params"])
     assert config["extra_state"]["tmixup_active"] is True
     loaded = load_system(tmp_path / "model")
     assert isinstance(loaded, LDGANSystem) and loaded.get_params() == fitted.get_params()
@@ -186,8 +227,12 @@ def test_save_and_load_round_trip(fitted, clips, tmp_path) -> None:
     assert loaded.branch.classes_ == fitted.branch.classes_
     assert loaded.threshold_ == fitted.threshold_
     np.testing.assert_allclose(loaded.score(clips, CTX), fitted.score(clips, CTX), **TOL)
-    np.testing.assert_allclose(loaded.mel_embedding(clips[:3], CTX), fitted.mel_embedding(clips[:3], CTX), **TOL)
-    np.testing.assert_allclose(loaded.anomaly_map(clips[9], CTX), fitted.anomaly_map(clips[9], CTX), **TOL)
+    np.testing.assert_allclose(
+        loaded.mel_embedding(clips[:3], CTX), fitted.mel_embedding(clips[:3], CTX), **TOL
+    )
+    np.testing.assert_allclose(
+        loaded.anomaly_map(clips[9], CTX), fitted.anomaly_map(clips[9], CTX), **TOL
+    )
 
 
 # -- checkpoints and resume --------------------------------------------------------------
@@ -219,12 +264,16 @@ def test_resume_continues_at_the_right_epoch(clips, tmp_path, monkeypatch, capsy
     history = resumed.branch.history_
     assert len(history) == 3 and history[:2] == saved["history"]
     _assert_same_history(history, reference.branch.history_, rel=1e-5)
-    np.testing.assert_allclose(resumed.score(clips[8:], CTX), reference.score(clips[8:], CTX), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        resumed.score(clips[8:], CTX), reference.score(clips[8:], CTX), rtol=1e-5, atol=1e-9
+    )
     assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 3
 
 
 @pytest.mark.parametrize("change", ["none", "hyperparameter", "seed", "clips"])
-def test_resume_starts_fresh_when_the_checkpoint_is_for_another_run(change, clips, tmp_path, capsys) -> None:
+def test_resume_starts_fresh_when_the_checkpoint_is_for_another_run(
+    change, clips, tmp_path, capsys
+) -> None:
     ckpt = tmp_path / "ckpt"
     ctx = CTX.replace(checkpoint_dir=ckpt, resume=True)
     params, train = {"epochs": 1}, clips[:8]
@@ -248,12 +297,16 @@ def test_resume_starts_fresh_when_the_checkpoint_is_for_another_run(change, clip
     # a fresh start trains every epoch and equals a run without checkpoints
     plain = _system(**params).fit(train, ctx=ctx.replace(checkpoint_dir=None, resume=False))
     _assert_same_history(fresh.branch.history_, plain.branch.history_, rel=1e-6)
-    assert json.loads((ckpt / "checkpoint.json").read_text())["fingerprint"] == fresh.fingerprint(train, ctx)
+    assert json.loads((ckpt / "checkpoint.json").read_text())["fingerprint"] == fresh.fingerprint(
+        train, ctx
+    )
 
 
 # -- ablations and special cases ------------------------------------------------------------
-@pytest.mark.parametrize("switch", [{"latent_diffusion": False}, {"tmixup": False},
-                                    {"gp_type": "wgan-gp", "prediction": "x0"}])
+@pytest.mark.parametrize(
+    "switch",
+    [{"latent_diffusion": False}, {"tmixup": False}, {"gp_type": "wgan-gp", "prediction": "x0"}],
+)
 def test_ablation_switches_run(clips, switch) -> None:
     system = _system(**switch).fit(clips[:8], ctx=CTX)
     scores = system.score(clips[8:], CTX)
@@ -269,11 +322,17 @@ def test_ablation_switches_run(clips, switch) -> None:
     assert all(math.isfinite(v) for v in history.values())
     assert model.tmixup_active == switch.get("tmixup", True)
     assert system.extra_state()["tmixup_active"] == switch.get("tmixup", True)
-    assert (model.cfg.gp_type, model.cfg.prediction) == (switch.get("gp_type", "r1"), switch.get("prediction", "eps"))
+    assert (model.cfg.gp_type, model.cfg.prediction) == (
+        switch.get("gp_type", "r1"),
+        switch.get("prediction", "eps"),
+    )
 
 
 def test_single_class_turns_tmixup_off_with_a_warning(clips) -> None:
-    same = [Clip(path=c.path, machine=c.machine, section="00", split="train", label=0) for c in clips[:4]]
+    same = [
+        Clip(path=c.path, machine=c.machine, section="00", split="train", label=0)
+        for c in clips[:4]
+    ]
     with pytest.warns(UserWarning, match="TMixup is off"):
         system = _system(epochs=1).fit(same, ctx=CTX)
     assert not system.branch.model.tmixup_active and system.branch.model.aux_head is None
@@ -302,7 +361,9 @@ def test_default_config_builds_without_warnings() -> None:
     assert system.get_params()["epochs"] == 150
 
 
-@pytest.mark.parametrize("key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every"])
+@pytest.mark.parametrize(
+    "key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every"]
+)
 def test_runtime_settings_are_not_hyperparameters(key) -> None:
     with pytest.raises(ConfigError, match=f"{key} is a runtime setting"):
         get_system("ldgan", **{key: 1})
@@ -313,28 +374,37 @@ def test_model_folder_from_before_the_engine_loads(fitted, clips, tmp_path) -> N
     fitted.save(tmp_path / "model")
     path = tmp_path / "model" / "config.json"
     config = json.loads(path.read_text())
-    config["params"].update(seed=0, device="cpu", progress=True, cache_dir=None, checkpoint_dir=None,
-                            checkpoint_every=10)
+    config["params"].update(
+        seed=0,
+        device="cpu",
+        progress=True,
+        cache_dir=None,
+        checkpoint_dir=None,
+        checkpoint_every=10,
+    )
     path.write_text(json.dumps(config))
     loaded = load_system(tmp_path / "model")
     assert loaded.get_params() == fitted.get_params()
     np.testing.assert_allclose(loaded.score(clips[8:], CTX), fitted.score(clips[8:], CTX), **TOL)
 
 
-@pytest.mark.parametrize("params,key", [
-    ({"n_steps": 4, "score_step": 5}, "score_step"),
-    ({"tau_low": 0.6, "tau_high": 0.5}, "tau_low"),
-    ({"learning_rate": float("nan")}, "learning_rate"),
-    ({"learning_rate": 0.0}, "learning_rate"),
-    ({"epochs": 0}, "epochs"),
-    ({"n_mels": "128"}, "n_mels"),
-    ({"n_frames": 4.5}, "n_frames"),
-    ({"tmixup": 1}, "tmixup"),
-    ({"schedule": "cosine"}, "schedule"),
-    ({"gp_type": "r2"}, "gp_type"),
-    ({"score_topk": 1.5}, "score_topk"),
-    ({"aux_labels": "machine"}, "aux_labels"),
-])
+@pytest.mark.parametrize(
+    "params,key",
+    [
+        ({"n_steps": 4, "score_step": 5}, "score_step"),
+        ({"tau_low": 0.6, "tau_high": 0.5}, "tau_low"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"epochs": 0}, "epochs"),
+        ({"n_mels": "128"}, "n_mels"),
+        ({"n_frames": 4.5}, "n_frames"),
+        ({"tmixup": 1}, "tmixup"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"gp_type": "r2"}, "gp_type"),
+        ({"score_topk": 1.5}, "score_topk"),
+        ({"aux_labels": "machine"}, "aux_labels"),
+    ],
+)
 def test_invalid_config_is_rejected_naming_the_key(params, key) -> None:
     with pytest.raises(ConfigError, match=key):
         get_system("ldgan", **params)

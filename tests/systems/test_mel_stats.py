@@ -1,5 +1,6 @@
 """The mel_stats system: features against numpy, detection, groups per section and domain,
 the anomaly map, the threshold and save/load."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,32 +23,63 @@ SR = 16_000
 CTX = RunContext(progress=False)
 
 
-def _wave(rng: np.random.Generator, anomalous: bool = False, seconds: float = 2.0, hum: float = 120.0) -> np.ndarray:
+def _wave(
+    rng: np.random.Generator, anomalous: bool = False, seconds: float = 2.0, hum: float = 120.0
+) -> np.ndarray:
     t = np.arange(int(SR * seconds)) / SR
-    wave = 0.2 * np.sin(2 * np.pi * (hum + rng.normal(0, 2)) * t) + 0.05 * rng.standard_normal(len(t))
+    wave = 0.2 * np.sin(2 * np.pi * (hum + rng.normal(0, 2)) * t) + 0.05 * rng.standard_normal(
+        len(t)
+    )
     if anomalous:  # a 2.5 kHz whine in the second half
         wave += 0.3 * np.sin(2 * np.pi * 2500 * t) * (t > seconds / 2)
     return wave.astype(np.float32)
 
 
-def _clips(root: Path, n: int, anomalous: bool, seed: int, section: str = "00", domain: str | None = None,
-           hum: float = 120.0) -> list[Clip]:
+def _clips(
+    root: Path,
+    n: int,
+    anomalous: bool,
+    seed: int,
+    section: str = "00",
+    domain: str | None = None,
+    hum: float = 120.0,
+) -> list[Clip]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         path = root / f"s{section}_{domain}_{int(anomalous)}_{seed}_{i:02d}.wav"
         sf.write(path, _wave(rng, anomalous, hum=hum), SR)
-        out.append(Clip(path=path, machine="fan", section=section, domain=domain, split="test", label=int(anomalous)))
+        out.append(
+            Clip(
+                path=path,
+                machine="fan",
+                section=section,
+                domain=domain,
+                split="test",
+                label=int(anomalous),
+            )
+        )
     return out
 
 
 def test_features_equal_numpy_statistics() -> None:
     rng = np.random.default_rng(0)
     mel = rng.normal(size=(2, 16, 50))
-    feats = MelStatsFeatures(16, ["mean", "std", "p10", "p90", "max", "min", "p50"])(torch.from_numpy(mel)).numpy()
-    expected = np.concatenate([mel.mean(-1), mel.std(-1), np.percentile(mel, 10, axis=-1),
-                               np.percentile(mel, 90, axis=-1), mel.max(-1), mel.min(-1),
-                               np.percentile(mel, 50, axis=-1)], axis=1)
+    feats = MelStatsFeatures(16, ["mean", "std", "p10", "p90", "max", "min", "p50"])(
+        torch.from_numpy(mel)
+    ).numpy()
+    expected = np.concatenate(
+        [
+            mel.mean(-1),
+            mel.std(-1),
+            np.percentile(mel, 10, axis=-1),
+            np.percentile(mel, 90, axis=-1),
+            mel.max(-1),
+            mel.min(-1),
+            np.percentile(mel, 50, axis=-1),
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(feats, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -86,29 +118,46 @@ def _mels(clips: list[Clip]) -> list[np.ndarray]:
     from stethoscope.features.extract import FeatureRequest, iter_decoded
     from stethoscope.features.logmel import LogMelParams
 
-    return [m for d in iter_decoded(clips, FeatureRequest(logmel=LogMelParams()), progress=False) for m in d.logmels]
+    return [
+        m
+        for d in iter_decoded(clips, FeatureRequest(logmel=LogMelParams()), progress=False)
+        for m in d.logmels
+    ]
 
 
 def test_groups_per_section_and_domain_and_the_min_rule(tmp_path: Path) -> None:
     """Two sections with two domains each: four detectors; a clip is scored by its section's
     detectors only, with the smaller score; a section never seen uses every detector."""
-    train = (_clips(tmp_path, 4, False, 1, "00", "source", 120) + _clips(tmp_path, 4, False, 2, "00", "target", 300)
-             + _clips(tmp_path, 4, False, 3, "01", "source", 500) + _clips(tmp_path, 4, False, 4, "01", "target", 700))
-    system = get_system("mel_stats", min_group_clips=4, threshold_fit="in_sample").fit(train, ctx=CTX)
+    train = (
+        _clips(tmp_path, 4, False, 1, "00", "source", 120)
+        + _clips(tmp_path, 4, False, 2, "00", "target", 300)
+        + _clips(tmp_path, 4, False, 3, "01", "source", 500)
+        + _clips(tmp_path, 4, False, 4, "01", "target", 700)
+    )
+    system = get_system("mel_stats", min_group_clips=4, threshold_fit="in_sample").fit(
+        train, ctx=CTX
+    )
     assert [(g["section"], g["domain"]) for g in system.groups_] == [
-        ("00", "source"), ("00", "target"), ("01", "source"), ("01", "target")]
+        ("00", "source"),
+        ("00", "target"),
+        ("01", "source"),
+        ("01", "target"),
+    ]
     probe = _clips(tmp_path, 1, False, 5, "00", None, 300)[0]
     feats = torch.from_numpy(system.features(_mels([probe])))
     every = system.scorer_.group_scores(feats).numpy()[0]
     assert system.score([probe], CTX)[0] == pytest.approx(every[:2].min(), rel=1e-9, abs=1e-9)
     unseen = Clip(path=probe.path, machine="fan", section="07")
     assert system.score([unseen], CTX)[0] == pytest.approx(every.min(), rel=1e-9, abs=1e-9)
-    assert system.score_waveforms([sf.read(probe.path, dtype="float32")[0]], SR, CTX)[0] == pytest.approx(
-        every.min(), rel=1e-6, abs=1e-9)
+    assert system.score_waveforms([sf.read(probe.path, dtype="float32")[0]], SR, CTX)[
+        0
+    ] == pytest.approx(every.min(), rel=1e-6, abs=1e-9)
     # min_group_clips 8: sections of 8 clips keep their detector, domains of 4 do not
     by_section = get_system("mel_stats", threshold_fit="in_sample").fit(train, ctx=CTX)
     assert [(g["section"], g["domain"]) for g in by_section.groups_] == [("00", None), ("01", None)]
-    pooled = get_system("mel_stats", min_group_clips=9, threshold_fit="in_sample").fit(train, ctx=CTX)
+    pooled = get_system("mel_stats", min_group_clips=9, threshold_fit="in_sample").fit(
+        train, ctx=CTX
+    )
     assert [(g["section"], g["domain"]) for g in pooled.groups_] == [(None, None)]
 
 
@@ -125,7 +174,9 @@ def test_the_map_points_at_the_whine_and_sums_to_the_squared_deviations(tmp_path
     assert abs(int(by_bin.argmax()) - whine_bin) <= 3
     frames = ex.anomaly_map.sum(axis=0)
     half = len(frames) // 2
-    assert frames[half + 2:].sum() > 3 * frames[:half - 2].sum()  # the whine is in the second half
+    assert (
+        frames[half + 2 :].sum() > 3 * frames[: half - 2].sum()
+    )  # the whine is in the second half
     feats = system.features([ex.logmel])[0]
     det = system.detectors_[0]
     z2 = ((feats - det.scaler_.mean_) / det.scaler_.scale_) ** 2
@@ -140,7 +191,9 @@ def test_save_load_round_trip(tmp_path: Path, detector: str) -> None:
     system = get_system("mel_stats", detector=detector, modulation_bands=4).fit(train, ctx=CTX)
     system.save(tmp_path / "model")
     loaded = load_system(tmp_path / "model")
-    np.testing.assert_allclose(loaded.score(test, CTX), system.score(test, CTX), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        loaded.score(test, CTX), system.score(test, CTX), rtol=1e-9, atol=1e-9
+    )
     assert loaded.threshold_ == system.threshold_
 
 

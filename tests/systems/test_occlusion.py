@@ -1,4 +1,5 @@
 """Occlusion maps: the region whose deletion lowers the score is the one marked."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ def test_the_deleted_region_that_lowers_the_score_is_marked() -> None:
     params = LogMelParams()
     score, amap = occlusion_map(wave, _band_energy, params)
     assert score == _band_energy([wave])[0]
-    assert amap.shape == LogMel(params)(torch.from_numpy(wave[None])).shape[1:] and (amap >= 0).all()
+    assert (
+        amap.shape == LogMel(params)(torch.from_numpy(wave[None])).shape[1:] and (amap >= 0).all()
+    )
 
     hot = amap == amap.max()
     frames = np.flatnonzero(hot.any(axis=0)) * params.hop_length / SR
@@ -40,4 +43,6 @@ def test_the_deleted_region_that_lowers_the_score_is_marked() -> None:
     bins = np.flatnonzero(hot.any(axis=1))
     low, high = hz[filters[bins.min()] > 0].min(), hz[filters[bins.max()] > 0].max()
     assert low <= 2500 <= high and high - low < 1500  # the mel band holding 2.5 kHz (one of 8)
-    assert amap[:, : int(2.0 * SR / params.hop_length)].max() < 0.01 * amap.max()  # 0-2 s: nothing there
+    assert (
+        amap[:, : int(2.0 * SR / params.hop_length)].max() < 0.01 * amap.max()
+    )  # 0-2 s: nothing there

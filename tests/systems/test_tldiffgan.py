@@ -1,5 +1,6 @@
 """TLDiffGAN system: fusion, cross-fitted references, detector selection, ensemble, persistence,
 ablations, configs, reproducibility and the CLI path with labelled validation clips."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,17 @@ from stethoscope.systems.threshold import THRESHOLD_PARAMS
 from stethoscope.systems.tldiffgan import TLDiffGANSystem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"
-TINY = {"n_frames": 48, "ae_channels": 8, "latent_channels": 4, "gen_channels": 8, "gen_blocks": 1,
-        "disc_channels": 8, "batch_size": 4, "learning_rate": 1e-3, "epochs": 2}
+TINY = {
+    "n_frames": 48,
+    "ae_channels": 8,
+    "latent_channels": 4,
+    "gen_channels": 8,
+    "gen_blocks": 1,
+    "disc_channels": 8,
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "epochs": 2,
+}
 CTX = RunContext(progress=False)
 CANDIDATES = ["recon", "knn", "lof", "gmm", "sos"]
 TOL = {"rtol": 1e-6, "atol": 1e-9}
@@ -98,8 +108,9 @@ def test_heldout_references_are_cross_fitted(fitted, gearbox):
     assert fitted.candidates == CANDIDATES
     for name in CANDIDATES:
         assert fitted.reference_[name].shape == (len(train),)
-    np.testing.assert_allclose(fitted.reference_["recon"],
-                               fitted.candidate_scores(train, ["recon"], CTX)["recon"], **TOL)
+    np.testing.assert_allclose(
+        fitted.reference_["recon"], fitted.candidate_scores(train, ["recon"], CTX)["recon"], **TOL
+    )
     # held-out KNN distances come from detectors that never saw the clip: larger on average than
     # the in-sample ones of the full fit, and not its leave-one-out scores either
     knn = fitted.detectors_["knn"]
@@ -109,24 +120,34 @@ def test_heldout_references_are_cross_fitted(fitted, gearbox):
 
 def test_ensemble_default_without_validation(fitted, gearbox, monkeypatch):
     _, test = gearbox
-    assert fitted.selection_ == {"rule": "ensemble", "chosen": "ensemble",
-                                 "reason": "ensemble: no labelled validation data"}
+    assert fitted.selection_ == {
+        "rule": "ensemble",
+        "chosen": "ensemble",
+        "reason": "ensemble: no labelled validation data",
+    }
     scores = fitted.score(test, CTX)
     assert scores.shape == (len(test),) and np.all((scores >= 0) & (scores <= 1))
     # rank normalisation: below every reference -> 0, above every reference -> 1,
     # at the median -> ~0.5
     ref = fitted.reference_
-    fake = {c: np.array([r.min() - 100 * r.std(), r.max() + 100 * r.std(), np.median(r)]) for c, r in ref.items()}
+    fake = {
+        c: np.array([r.min() - 100 * r.std(), r.max() + 100 * r.std(), np.median(r)])
+        for c, r in ref.items()
+    }
     private = _variant(fitted)
-    monkeypatch.setattr(private, "_candidates_decoded",
-                        lambda decoded, ctx, names=None, mel=None: {n: fake[n][:len(decoded)] for n in names})
+    monkeypatch.setattr(
+        private,
+        "_candidates_decoded",
+        lambda decoded, ctx, names=None, mel=None: {n: fake[n][: len(decoded)] for n in names},
+    )
     low, high, mid = private.score(test[:3], CTX)
     assert low < 1e-6 and high > 1 - 1e-6 and 0.3 < mid < 0.7
     # the in-sample threshold is the gamma fit of the training clips' leave-one-out ensemble
     # scores; the one used (crossfit, the default) comes from fold copies
     # (tests/systems/test_threshold.py)
-    assert fitted.run_["threshold"]["in_sample_threshold"] == \
-        pytest.approx(gamma_threshold(fitted._loo_ensemble()), rel=1e-9, abs=1e-9)
+    assert fitted.run_["threshold"]["in_sample_threshold"] == pytest.approx(
+        gamma_threshold(fitted._loo_ensemble()), rel=1e-9, abs=1e-9
+    )
     assert fitted.decide(np.array([0.0, 1.0])).tolist() == [0, 1]
 
 
@@ -136,7 +157,11 @@ def test_end_to_end_round_trip(fitted, gearbox, tmp_path):
     labels = np.array([c.label for c in test])
     assert np.isfinite(scores).all() and len(set(scores.round(9))) > 1 and set(labels) == {0, 1}
     e = fitted.explain(test[0], CTX)
-    assert e.anomaly_map.shape == (128, 126) and np.isfinite(e.anomaly_map).all() and e.anomaly_map.min() >= 0
+    assert (
+        e.anomaly_map.shape == (128, 126)
+        and np.isfinite(e.anomaly_map).all()
+        and e.anomaly_map.min() >= 0
+    )
     np.testing.assert_allclose(fitted.anomaly_map(test[0], CTX), e.anomaly_map, **TOL)
     # the map, reconstruction and attention are the mel branch's own
     own = fitted.branch.explain(e.logmel, CTX)
@@ -178,8 +203,9 @@ def test_explain_score_equals_score(fitted, gearbox):
         assert e.score == pytest.approx(batch[i], rel=1e-4, abs=1e-9)
     # an in-memory waveform scores like the file it came from
     wave, sr = sf.read(str(test[0].path), dtype="float32")
-    assert fitted.score_waveforms([wave], sr, CTX)[0] == pytest.approx(fitted.score(test[:1], CTX)[0],
-        rel=1e-5, abs=1e-9)
+    assert fitted.score_waveforms([wave], sr, CTX)[0] == pytest.approx(
+        fitted.score(test[:1], CTX)[0], rel=1e-5, abs=1e-9
+    )
 
 
 def test_same_seed_gives_the_same_scores(fitted, gearbox):
@@ -189,7 +215,9 @@ def test_same_seed_gives_the_same_scores(fitted, gearbox):
     again = _system().fit(train, ctx=CTX)
     np.testing.assert_allclose(again.score(test, CTX), fitted.score(test, CTX), rtol=0, atol=1e-6)
     for name in CANDIDATES:
-        np.testing.assert_allclose(again.reference_[name], fitted.reference_[name], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            again.reference_[name], fitted.reference_[name], rtol=1e-6, atol=1e-9
+        )
     assert again.selection_ == fitted.selection_
     other = _system().fit(train, ctx=CTX.replace(seed=1))
     assert not np.allclose(other.score(test, CTX), fitted.score(test, CTX), rtol=0, atol=1e-6)
@@ -219,13 +247,21 @@ def test_validation_picks_the_best_candidate(gearbox, monkeypatch):
     assert sel["rule"] == "validation" and sel["chosen"] == "gmm"
     assert sel["validation_auc"]["gmm"] == 1.0 and sel["validation_auc"]["recon"] == 0.0
     assert set(sel["validation_auc"]) == set(CANDIDATES)
-    assert (sel["n_val_normal"], sel["n_val_anomaly"]) == (int((labels == 0).sum()), int((labels == 1).sum()))
-    assert system.run_["threshold"]["in_sample_threshold"] == \
-        pytest.approx(gamma_threshold(system.reference_["gmm"]), rel=1e-9, abs=1e-9)
-    np.testing.assert_allclose(system.score(test, CTX), system.candidate_scores(test, ["gmm"], CTX)["gmm"], **TOL)
+    assert (sel["n_val_normal"], sel["n_val_anomaly"]) == (
+        int((labels == 0).sum()),
+        int((labels == 1).sum()),
+    )
+    assert system.run_["threshold"]["in_sample_threshold"] == pytest.approx(
+        gamma_threshold(system.reference_["gmm"]), rel=1e-9, abs=1e-9
+    )
+    np.testing.assert_allclose(
+        system.score(test, CTX), system.candidate_scores(test, ["gmm"], CTX)["gmm"], **TOL
+    )
     # validation clips without anomalies fall back to the ensemble, saying why
     normals = [c for c in test if c.label == 0]
-    assert system._select(normals, CTX)["reason"].startswith("ensemble: validation data needs normal and anomalous")
+    assert system._select(normals, CTX)["reason"].startswith(
+        "ensemble: validation data needs normal and anomalous"
+    )
 
 
 def test_no_wave_ablation_needs_no_encoder(gearbox, tmp_path, monkeypatch):
@@ -236,19 +272,30 @@ def test_no_wave_ablation_needs_no_encoder(gearbox, tmp_path, monkeypatch):
     assert system.joint_train_.shape == (len(train), 4)
     assert system.selection_["chosen"] == "knn" and system.selection_["rule"] == "fixed"
     assert system.feature_request().wave is False  # no waveform is even decoded
-    assert system.extra_state()["dims"] == {"mel": 4} and system.extra_state()["encoder_weights"] is None
+    assert (
+        system.extra_state()["dims"] == {"mel": 4}
+        and system.extra_state()["encoder_weights"] is None
+    )
     mean, scale = system.scalers_["mel"]
     joint = system.joint_embedding(test, CTX)
-    np.testing.assert_allclose(joint, (_mel_embedding(system, test) - mean) / scale, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(system.score(test, CTX), system.detectors_["knn"].score(joint), **TOL)
+    np.testing.assert_allclose(
+        joint, (_mel_embedding(system, test) - mean) / scale, rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        system.score(test, CTX), system.detectors_["knn"].score(joint), **TOL
+    )
     with pytest.raises(ConfigError, match="waveform branch is off"):
         system._get_encoder(CTX)
     system.save(tmp_path / "m")
-    np.testing.assert_allclose(load_system(tmp_path / "m").score(test, CTX), system.score(test, CTX), **TOL)
+    np.testing.assert_allclose(
+        load_system(tmp_path / "m").score(test, CTX), system.score(test, CTX), **TOL
+    )
 
 
 @pytest.mark.parametrize("config", ["tldiffgan_eat.yaml", "tldiffgan_beats.yaml"])
-def test_encoder_swap_without_checkpoint_fails_before_training(config, gearbox, tmp_path, monkeypatch):
+def test_encoder_swap_without_checkpoint_fails_before_training(
+    config, gearbox, tmp_path, monkeypatch
+):
     monkeypatch.setattr(W, "weights_cache_dir", lambda: tmp_path / "no-weights")
     monkeypatch.delenv(W.WEIGHTS_DIR_ENV, raising=False)
     cfg = read_config(CONFIGS / config)
@@ -260,13 +307,24 @@ def test_encoder_swap_without_checkpoint_fails_before_training(config, gearbox, 
 
 def test_configs_mirror_the_constructor():
     names = sorted(p.name for p in CONFIGS.glob("tldiffgan*.yaml"))
-    assert {"tldiffgan.yaml", "tldiffgan_cpu.yaml", "tldiffgan_no_diffusion.yaml", "tldiffgan_no_wave.yaml",
-            "tldiffgan_no_tmixup.yaml", "tldiffgan_random_encoder.yaml"} <= set(names)
+    assert {
+        "tldiffgan.yaml",
+        "tldiffgan_cpu.yaml",
+        "tldiffgan_no_diffusion.yaml",
+        "tldiffgan_no_wave.yaml",
+        "tldiffgan_no_tmixup.yaml",
+        "tldiffgan_random_encoder.yaml",
+    } <= set(names)
     cpu = read_config(CONFIGS / "tldiffgan_cpu.yaml")
-    expected = {"tldiffgan_no_diffusion.yaml": {"latent_diffusion": False}, "tldiffgan_no_tmixup.yaml": {"tmixup": False},
-                "tldiffgan_no_wave.yaml": {"use_wave_branch": False}, "tldiffgan_random_encoder.yaml": {"encoder": "random"},
-                "tldiffgan_eat.yaml": {"encoder": "eat_base"}, "tldiffgan_beats.yaml": {"encoder": "beats_iter3"},
-                "tldiffgan_mel_stats.yaml": {"mel_stats_branch": True}}
+    expected = {
+        "tldiffgan_no_diffusion.yaml": {"latent_diffusion": False},
+        "tldiffgan_no_tmixup.yaml": {"tmixup": False},
+        "tldiffgan_no_wave.yaml": {"use_wave_branch": False},
+        "tldiffgan_random_encoder.yaml": {"encoder": "random"},
+        "tldiffgan_eat.yaml": {"encoder": "eat_base"},
+        "tldiffgan_beats.yaml": {"encoder": "beats_iter3"},
+        "tldiffgan_mel_stats.yaml": {"mel_stats_branch": True},
+    }
     for name in names:
         cfg = read_config(CONFIGS / name)
         assert set(cfg) == set(TLDiffGANSystem.param_names()), name
@@ -329,8 +387,11 @@ def test_a_flat_saved_folder_loads(gearbox, fitted, tmp_path):
     fitted.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     params = cfg["params"]
-    cfg["params"] = {**{k: v for k, v in params.items() if k != "ldgan"}, **params["ldgan"],
-                     "weights_path": "/no/such/machine/mn04_as_mAP_432.pt"}
+    cfg["params"] = {
+        **{k: v for k, v in params.items() if k != "ldgan"},
+        **params["ldgan"],
+        "weights_path": "/no/such/machine/mn04_as_mAP_432.pt",
+    }
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     loaded = load_system(tmp_path / "m")
     assert loaded.get_params() == fitted.get_params()
@@ -338,24 +399,42 @@ def test_a_flat_saved_folder_loads(gearbox, fitted, tmp_path):
     np.testing.assert_allclose(loaded.score(test, CTX), fitted.score(test, CTX), **TOL)
 
 
-@pytest.mark.parametrize("params,key", [
-    ({"selection": "best"}, "selection"),
-    ({"detectors": ["knn", "recon"]}, "detectors"),
-    ({"detectors": ["knn", "knn"]}, "detectors"),
-    ({"holdout_fraction": 0.7}, "holdout_fraction"),
-    ({"n_neighbors": 0}, "n_neighbors"),
-    ({"balance_branches": "yes"}, "balance_branches"),
-    ({"ldgan": {"learning_rate": float("nan")}}, "ldgan.learning_rate"),  # LDGAN's checks, here too
-    ({"ldgan": {"n_steps": 2, "score_step": 3}}, "score_step"),
-    ({"no_such_key": 1}, "no_such_key"),
-])
+@pytest.mark.parametrize(
+    "params,key",
+    [
+        ({"selection": "best"}, "selection"),
+        ({"detectors": ["knn", "recon"]}, "detectors"),
+        ({"detectors": ["knn", "knn"]}, "detectors"),
+        ({"holdout_fraction": 0.7}, "holdout_fraction"),
+        ({"n_neighbors": 0}, "n_neighbors"),
+        ({"balance_branches": "yes"}, "balance_branches"),
+        (
+            {"ldgan": {"learning_rate": float("nan")}},
+            "ldgan.learning_rate",
+        ),  # LDGAN's checks, here too
+        ({"ldgan": {"n_steps": 2, "score_step": 3}}, "score_step"),
+        ({"no_such_key": 1}, "no_such_key"),
+    ],
+)
 def test_invalid_config_is_rejected_naming_the_key(params, key):
     with pytest.raises(ConfigError, match=key):
         get_system("tldiffgan", **params)
 
 
-@pytest.mark.parametrize("key", ["seed", "device", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every",
-                                 "threads", "precision", "weights_path"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "seed",
+        "device",
+        "progress",
+        "cache_dir",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "threads",
+        "precision",
+        "weights_path",
+    ],
+)
 def test_runtime_settings_are_not_hyperparameters(key):
     with pytest.raises(ConfigError, match=f"{key} is a runtime setting"):
         get_system("tldiffgan", **{key: 1})
@@ -370,9 +449,29 @@ def test_cli_train_with_validation_selects_by_auc(toy_root, tmp_path):
     """`stethoscope train --config tldiffgan_cpu.yaml --val ROOT`: the saved config records the
     validation AUC of every candidate and the argmax is the chosen scorer."""
     sets = [f"ldgan.{k}={v}" for k, v in TINY.items()] + ["encoder=random"]
-    rc = cli_main(["train", "--data", str(toy_root), "--machine", "gearbox", "--system", "tldiffgan",
-                   "--config", str(CONFIGS / "tldiffgan_cpu.yaml"), "--val", str(toy_root), "--out",
-                   str(tmp_path / "model"), "--quiet", "--no-cache", "--threads", "1", "--set", *sets])
+    rc = cli_main(
+        [
+            "train",
+            "--data",
+            str(toy_root),
+            "--machine",
+            "gearbox",
+            "--system",
+            "tldiffgan",
+            "--config",
+            str(CONFIGS / "tldiffgan_cpu.yaml"),
+            "--val",
+            str(toy_root),
+            "--out",
+            str(tmp_path / "model"),
+            "--quiet",
+            "--no-cache",
+            "--threads",
+            "1",
+            "--set",
+            *sets,
+        ]
+    )
     assert rc == 0
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert {k: saved["params"]["ldgan"][k] for k in TINY} == TINY
@@ -400,7 +499,9 @@ def test_pretrained_mn04_branch(gearbox, shared):
     assert np.isfinite(system.score(test, CTX)).all()
 
 
-def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp_path: Path) -> None:
+def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(
+    gearbox, tmp_path: Path
+) -> None:
     """Our extension (off by default): the 640 per-bin statistics are a third fused branch,
     balanced like the others; scores survive save/load; the ONNX export scores as torch does."""
     train, test = gearbox
@@ -409,8 +510,10 @@ def test_the_mel_stats_branch_joins_the_joint_space_and_round_trips(gearbox, tmp
     dims = {b: m.shape[0] for b, (m, _) in system.scalers_.items()}
     assert dims["stats"] == 5 * 128 and list(dims) == ["mel", "wave", "stats"]
     assert system.joint_train_.shape[1] == sum(dims.values())
-    per_branch = [system.joint_train_[:, a:a + d].var(axis=0).sum()
-                  for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values(), strict=True)]
+    per_branch = [
+        system.joint_train_[:, a : a + d].var(axis=0).sum()
+        for a, d in zip(np.cumsum([0, *dims.values()])[:-1], dims.values(), strict=True)
+    ]
     np.testing.assert_allclose(per_branch, per_branch[0], rtol=1e-6)  # each branch: an equal share
     scores = system.score(test[:4], CTX)
     system.save(tmp_path / "m")

@@ -1,4 +1,5 @@
 """Fixtures of the workflow tests: mel_stats models (fitted in seconds) of the toy data set."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -121,8 +121,7 @@ def test_too_few_labelled_clips_or_no_kept_audio_are_clear_errors(
     said = capsys.readouterr().err
     assert (
         "2 event(s) of machine 'fan' labelled normal, 2 with kept audio; a threshold fit needs "
-        "at least 3"
-        in said
+        "at least 3" in said
     )
     unkept = tmp_path / "unkept.db"
     _store(models, unkept, {31: "normal", 32: "normal", 33: "normal"}, keep_audio=0)

@@ -1,5 +1,6 @@
 """The application layer from Python: train a data folder, score files, evaluate a folder,
 without the command line (`workflows.train.train_folder`, `workflows.scoring`)."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,9 @@ from stethoscope.workflows.scoring import evaluate_folder, score_paths
 from tests.workflows.conftest import CTX
 
 
-def test_score_paths_scores_a_folder_and_writes_the_table(models: Path, toy_root: Path, tmp_path: Path) -> None:
+def test_score_paths_scores_a_folder_and_writes_the_table(
+    models: Path, toy_root: Path, tmp_path: Path
+) -> None:
     folder = toy_root / "fan" / "test"
     scores = score_paths(models / "fan", [folder], CTX, csv=tmp_path / "scores.csv")
     assert len(scores.rows) == len(scores.paths) == len(list(folder.glob("*.wav")))
@@ -23,15 +26,18 @@ def test_score_paths_scores_a_folder_and_writes_the_table(models: Path, toy_root
 
 
 def test_a_channel_other_than_the_models_is_a_python_warning(models: Path, toy_root: Path) -> None:
-    with pytest.warns(UserWarning, match="the model was trained on channel 0; reading channel mean as asked"):
+    with pytest.warns(
+        UserWarning, match="the model was trained on channel 0; reading channel mean as asked"
+    ):
         score_paths(models / "fan", [toy_root / "fan" / "test"], CTX, channel="mean")
 
 
-def test_evaluate_folder_uses_each_machine_types_model(models: Path, toy_root: Path, tmp_path: Path) -> None:
+def test_evaluate_folder_uses_each_machine_types_model(
+    models: Path, toy_root: Path, tmp_path: Path
+) -> None:
     result = evaluate_folder(toy_root, models, tmp_path, CTX)
     assert json.loads((tmp_path / "results.json").read_text())["models"] == result["models"]
     assert set(result["models"]) == {"fan", "gearbox"} and (tmp_path / "scores.csv").is_file()
-
 
 
 def test_scoring_opens_each_file_once(models: Path, toy_root: Path, tmp_path: Path) -> None:
@@ -41,8 +47,11 @@ def test_scoring_opens_each_file_once(models: Path, toy_root: Path, tmp_path: Pa
     from tests.opens import counting_opens
 
     files = sorted((toy_root / "fan" / "test").glob("*.wav"))[:3]
-    for ctx in (CTX, RunContext(progress=False, threads=1, cache_dir=tmp_path / "cache"),
-                RunContext(progress=False, threads=1, cache_dir=tmp_path / "cache")):
+    for ctx in (
+        CTX,
+        RunContext(progress=False, threads=1, cache_dir=tmp_path / "cache"),
+        RunContext(progress=False, threads=1, cache_dir=tmp_path / "cache"),
+    ):
         with counting_opens() as opens:
             scores = score_paths(models / "fan", files, ctx)
         assert len(scores.rows) == 3

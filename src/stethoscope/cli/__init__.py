@@ -4,6 +4,7 @@ report | calibrate | toy | list | cache | serve | watch | download | export``.
 Exit codes: 0 success, 2 a clear error about the input (file, key or value named), 130
 interrupted (Ctrl-C; a training run says where its checkpoint is).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ from .audio import audio_policy
 from .parser import build_parser
 
 
-def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: TextIO | None = None, line: str | None = None) -> None:
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     """`warnings.showwarning` of the command line: one ``warning: <message>`` line on stderr,
     without the source path, line number and code line Python's own shows."""
     del category, filename, lineno, line
@@ -55,15 +62,20 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:
-        where = f"checkpoint after epoch {err.epoch} in {err.checkpoint}; continue with --resume" if err.checkpoint \
+        where = (
+            f"checkpoint after epoch {err.epoch} in {err.checkpoint}; continue with --resume"
+            if err.checkpoint
             else "no checkpoint was written yet"
+        )
         print(f"interrupted: {where}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`stethoscope list | head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at interpreter exit
+        os.dup2(
+            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+        )  # no error at interpreter exit
         return 141
 
 

@@ -1,4 +1,5 @@
 """``python -m stethoscope.cli``: the same as the ``stethoscope`` command."""
+
 import sys
 
 from . import main

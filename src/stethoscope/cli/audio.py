@@ -1,6 +1,7 @@
 """The CLI side of the audio policy (`data.policy`): the policy in force for one run from its
 ``--on-bad-audio`` flag (`flags.add_audio_flag`), where ``skipped.csv`` goes, and the one-line
 count a run ends with."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ def skipped_csv_path(args: argparse.Namespace) -> Path | None:
 def audio_policy(args: argparse.Namespace, default: str | None = None) -> Iterator[AudioPolicy]:
     """The policy of one run from its flag (``default`` where the verb has its own); at the
     end, even after an error, ``skipped.csv`` (when files were left out) and one line of counts."""
-    policy = AudioPolicy(getattr(args, "on_bad_audio", None) or default, say=print_warning,
-                         max_seconds=getattr(args, "max_seconds", DEFAULT_MAX_SECONDS))
+    policy = AudioPolicy(
+        getattr(args, "on_bad_audio", None) or default,
+        say=print_warning,
+        max_seconds=getattr(args, "max_seconds", DEFAULT_MAX_SECONDS),
+    )
     try:
         with policy.active():
             yield policy

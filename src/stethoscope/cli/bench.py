@@ -1,4 +1,5 @@
 """``bench``: the K-fold benchmark of one or several systems (`workflows.bench`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,21 +15,32 @@ from .flags import DEFAULT_SYSTEM, add_data, add_runtime, add_system
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="K-fold cross-validated benchmark on small labelled sets",
-                       description="K-fold cross-validated benchmark on small labelled sets. A "
-                                   "joint system (marked in `list`) is fitted once per fold over "
-                                   "the fold's training normals of every set; each set is scored "
-                                   "by its machine type's model.")
+    p = sub.add_parser(
+        "bench",
+        help="K-fold cross-validated benchmark on small labelled sets",
+        description="K-fold cross-validated benchmark on small labelled sets. A "
+        "joint system (marked in `list`) is fitted once per fold over "
+        "the fold's training normals of every set; each set is scored "
+        "by its machine type's model.",
+    )
     p.add_argument("--data", required=True, help="folder of labelled clips (any supported layout)")
-    p.add_argument("--system", default=DEFAULT_SYSTEM,
-                   help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over "
-                        "all sets. Several, comma-separated (a,b@variant,c@file.yaml): each "
-                        "benchmarked on the same folds into OUT/<name>/, compared with paired "
-                        "bootstrap intervals of every AUC difference in OUT/comparison.json")
+    p.add_argument(
+        "--system",
+        default=DEFAULT_SYSTEM,
+        help=f"system name (default {DEFAULT_SYSTEM}); joint: one fit per fold over "
+        "all sets. Several, comma-separated (a,b@variant,c@file.yaml): each "
+        "benchmarked on the same folds into OUT/<name>/, compared with paired "
+        "bootstrap intervals of every AUC difference in OUT/comparison.json",
+    )
     p.add_argument("--folds", type=int, default=5, help="folds over the normal clips (default 5)")
-    p.add_argument("--group", default="machine", choices=("machine", "section"), help="what one set is")
-    p.add_argument("--score-modes", help="e.g. mse,mahala: train each fold once, score in every "
-                                         "mode, write OUT/<mode>/bench.json")
+    p.add_argument(
+        "--group", default="machine", choices=("machine", "section"), help="what one set is"
+    )
+    p.add_argument(
+        "--score-modes",
+        help="e.g. mse,mahala: train each fold once, score in every "
+        "mode, write OUT/<mode>/bench.json",
+    )
     p.add_argument("--out", required=True, help="output folder for bench.json")
     add_data(p)
     add_system(p)
@@ -45,8 +57,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     meta = {"data": str(args.data)}
     if len(specs) > 1:
         if args.score_modes:
-            raise ConfigError("--score-modes works with one system; name each mode as its own "
-                              "system (e.g. dcase_ae,dcase_ae@mahala)")
+            raise ConfigError(
+                "--score-modes works with one system; name each mode as its own "
+                "system (e.g. dcase_ae,dcase_ae@mahala)"
+            )
         comparison = bench_systems(clips, specs, out, ctx, args.folds, args.group, meta, say=say)
         for spec in specs:
             print_bench(spec.label, json.loads((out / spec.folder / "bench.json").read_text()))
@@ -63,12 +77,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def print_bench(title: str, report: dict[str, Any]) -> None:
     """One system's table: clips, AUC, pAUC and the per-domain AUCs of every set, then the means."""
+
     def f(v: float | None) -> str:
         return f"{v:8.3f}" if v is not None else f"{'-':>8}"
 
     print(title)
     print(f"{'set':<16}{'normal':>8}{'anom':>6}{'AUC':>8}{'pAUC':>8}{'AUC-s':>8}{'AUC-t':>8}")
     for name, st in report["sets"].items():
-        print(f"{name:<16}{st['n_normal']:>8}{st['n_anomaly']:>6}{f(st['auc'])}{f(st['pauc'])}"
-              f"{f(st['auc_source'])}{f(st['auc_target'])}")
+        print(
+            f"{name:<16}{st['n_normal']:>8}{st['n_anomaly']:>6}{f(st['auc'])}{f(st['pauc'])}"
+            f"{f(st['auc_source'])}{f(st['auc_target'])}"
+        )
     print(f"{'mean':<30}{f(report.get('mean_auc'))}{f(report.get('mean_pauc'))}")

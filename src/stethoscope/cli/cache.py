@@ -1,5 +1,6 @@
 """``stethoscope cache info|clear``: what the feature cache holds, and emptying it
 (docs/cache.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,24 @@ def cmd_cache(args: argparse.Namespace) -> int:
     print(f"size    {human_bytes(usage.bytes)}")
     for ns in sorted(set(NAMESPACES) | set(usage.by_namespace)):
         print(f"  {ns:<12}{human_bytes(usage.by_namespace.get(ns, 0)):>10}")
-    print(f"cap     {human_bytes(cap)} ($STETHOSCOPE_CACHE_MAX_GB); least recently used files are "
-          "removed beyond it")
+    print(
+        f"cap     {human_bytes(cap)} ($STETHOSCOPE_CACHE_MAX_GB); least recently used files are "
+        "removed beyond it"
+    )
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="show (info) or empty (clear) the feature cache")
-    p.add_argument("action", choices=("info", "clear"),
-                   help="info: folder, files, size per kind and the cap; clear: remove every "
-                        "cached feature")
-    p.add_argument("--cache", metavar="DIR", help="cache folder (default $STETHOSCOPE_CACHE or "
-                                                  "~/.cache/stethoscope)")
+    p.add_argument(
+        "action",
+        choices=("info", "clear"),
+        help="info: folder, files, size per kind and the cap; clear: remove every cached feature",
+    )
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="cache folder (default $STETHOSCOPE_CACHE or ~/.cache/stethoscope)",
+    )
     add_quiet(p)
     p.set_defaults(func=cmd_cache)

@@ -1,5 +1,6 @@
 """What the CLI verbs share at run time: info lines, the run context from the flags, the
 system a verb's flags name."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,20 +24,30 @@ def info(args: argparse.Namespace) -> Callable[[str], None]:
     return (lambda message: None) if getattr(args, "quiet", False) else print_info
 
 
-def run_context(args: argparse.Namespace, checkpoints: Path | None = None, progress: bool | None = None,
-                local_device: bool = True) -> RunContext:
+def run_context(
+    args: argparse.Namespace,
+    checkpoints: Path | None = None,
+    progress: bool | None = None,
+    local_device: bool = True,
+) -> RunContext:
     """The runtime settings of this command from its flags (never from a system config).
     ``local_device=False``: the device is checked where the work runs (Ray workers), not here."""
     every = getattr(args, "checkpoint_every", 1)
     if every < 0:
         raise ConfigError(f"--checkpoint-every must be >= 0 (0 = no checkpoints), got {every}")
-    ctx = RunContext(device=args.device, precision=getattr(args, "precision", "fp32"), seed=args.seed,
-                     threads=args.threads, progress=not args.quiet if progress is None else progress,
-                     cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
-                     checkpoint_dir=checkpoints if every else None, checkpoint_every=max(every, 1),
-                     resume=getattr(args, "resume", False),
-                     data_parallel=getattr(args, "data_parallel", 1),
-                     weights_dirs=weights_dirs(args))
+    ctx = RunContext(
+        device=args.device,
+        precision=getattr(args, "precision", "fp32"),
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.quiet if progress is None else progress,
+        cache_dir=None if args.no_cache else Path(args.cache or default_cache_dir()),
+        checkpoint_dir=checkpoints if every else None,
+        checkpoint_every=max(every, 1),
+        resume=getattr(args, "resume", False),
+        data_parallel=getattr(args, "data_parallel", 1),
+        weights_dirs=weights_dirs(args),
+    )
     if ctx.data_parallel > 1:
         from ..engine.launch import require_ray
 
@@ -59,4 +70,6 @@ def weights_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
 def spec_from(args: argparse.Namespace, variant: str | None = None) -> SystemSpec:
     """The system of ``--system`` with its packaged config (or ``variant``), ``--config`` and
     ``--set``, checked before any audio is read."""
-    return system_spec(args.system, getattr(args, "config", None), getattr(args, "set", None) or (), variant)
+    return system_spec(
+        args.system, getattr(args, "config", None), getattr(args, "set", None) or (), variant
+    )

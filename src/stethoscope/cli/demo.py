@@ -1,5 +1,6 @@
 """``demo``: toy-factory data, a model per machine type, their evaluation and report
 (`workflows.demo`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,13 +14,20 @@ from .flags import DEFAULT_SYSTEM, add_runtime, add_system
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="toy-factory data, train, evaluate, print a table, write "
-                                    "report.html (seconds "
-                                     "with the default mel_stats)")
-    p.add_argument("--out", default="stethoscope-demo", help="output folder (default "
-                                                             "./stethoscope-demo)")
-    p.add_argument("--system", default=DEFAULT_SYSTEM, help="system name (default "
-                                                            f"{DEFAULT_SYSTEM}); see `list`")
+    p = sub.add_parser(
+        "demo",
+        help="toy-factory data, train, evaluate, print a table, write "
+        "report.html (seconds "
+        "with the default mel_stats)",
+    )
+    p.add_argument(
+        "--out", default="stethoscope-demo", help="output folder (default ./stethoscope-demo)"
+    )
+    p.add_argument(
+        "--system",
+        default=DEFAULT_SYSTEM,
+        help=f"system name (default {DEFAULT_SYSTEM}); see `list`",
+    )
     p.add_argument("--n-train", type=int, default=40, help="training clips per machine type")
     p.add_argument("--n-test", type=int, default=30, help="test clips per machine type")
     add_system(p)

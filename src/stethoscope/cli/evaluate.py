@@ -1,5 +1,6 @@
 """``evaluate``: DCASE metrics and result CSVs, from trained models or from submission CSVs
 (`workflows.scoring`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,9 @@ from .flags import add_data, add_runtime
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="DCASE metrics and result CSVs, from models or from "
-                                        "submission CSVs")
+    p = sub.add_parser(
+        "evaluate", help="DCASE metrics and result CSVs, from models or from submission CSVs"
+    )
     p.add_argument("--data", help="data root to score with --models")
     p.add_argument("--models", help="folder of trained models (one per machine type) or one model")
     p.add_argument("--scores", help="folder of anomaly_score_*/decision_result_* CSVs to evaluate")
@@ -32,11 +34,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise StethoscopeError("--scores needs --ground-truth DIR")
         result = evaluate_submission(args.scores, args.ground_truth, out)
     elif not (args.data and args.models):
-        raise StethoscopeError("evaluate needs --data ROOT --models DIR, or --scores DIR "
-                               "--ground-truth DIR")
+        raise StethoscopeError(
+            "evaluate needs --data ROOT --models DIR, or --scores DIR --ground-truth DIR"
+        )
     else:
-        result = evaluate_folder(args.data, Path(args.models), out, run_context(args), args.layout, args.machine,
-                                 args.channel)
+        result = evaluate_folder(
+            args.data,
+            Path(args.models),
+            out,
+            run_context(args),
+            args.layout,
+            args.machine,
+            args.channel,
+        )
     print(format_table(result))
     info(args)(f"results: {out / 'results.json'}")
     return 0

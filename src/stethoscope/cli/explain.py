@@ -1,4 +1,5 @@
 """``explain``: the anomaly map (input, reconstruction, difference) of one file as a PNG."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ from .flags import add_channel, add_runtime
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="anomaly map (input, reconstruction, difference) of one "
-                                       "file as PNG")
+    p = sub.add_parser(
+        "explain", help="anomaly map (input, reconstruction, difference) of one file as PNG"
+    )
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("file", help="audio file to explain")
     p.add_argument("--out", required=True, help="PNG path")
@@ -29,11 +31,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     system = load_system(args.model)
     if not system.has_anomaly_map:
-        raise ConfigError(f"system {system.name!r} has no anomaly map; explain needs a "
-                          "reconstruction system")
+        raise ConfigError(
+            f"system {system.name!r} has no anomaly map; explain needs a reconstruction system"
+        )
     ctx = run_context(args, progress=False)
-    clips = audio_clips([args.file], resolve_channel(args.channel, system), "unknown",
-                        system.feature_request().min_seconds, headers=False)
+    clips = audio_clips(
+        [args.file],
+        resolve_channel(args.channel, system),
+        "unknown",
+        system.feature_request().min_seconds,
+        headers=False,
+    )
     try:
         if not clips:
             return 0  # left out by --on-bad-audio: the run's last line says so

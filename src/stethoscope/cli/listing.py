@@ -1,4 +1,5 @@
 """``list``: the registered systems, encoders and detectors."""
+
 from __future__ import annotations
 
 import argparse

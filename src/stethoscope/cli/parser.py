@@ -1,4 +1,5 @@
 """The argument parser: one sub-command per verb of `verbs.VERBS`, each declaring its own flags."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ def _version() -> str:
 
     from .. import __version__
 
-    return f"stethoscope {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    return (
+        f"stethoscope {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,10 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __doc__ as doc
 
     parser = argparse.ArgumentParser(prog="stethoscope", description=doc)
-    parser.add_argument("--version", action="version", version=_version(),
-                        help="print the stethoscope, torch and Python versions and exit")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (VERB "
-                                                                                 "--help for more)")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=_version(),
+        help="print the stethoscope, torch and Python versions and exit",
+    )
+    sub = parser.add_subparsers(
+        dest="verb", required=True, metavar="VERB", help="what to do (VERB --help for more)"
+    )
     for verb, module in VERBS.items():
         module.add_parser(sub)
         if verb not in sub.choices:

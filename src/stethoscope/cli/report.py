@@ -1,4 +1,5 @@
 """``report``: a self-contained HTML (and Markdown) report of an evaluation or bench folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,12 @@ from .flags import add_quiet
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="self-contained HTML (and Markdown) report of an "
-                                      "evaluation or bench folder")
-    p.add_argument("--results", required=True, help="folder written by `evaluate`, `demo` or "
-                                                    "`bench`")
+    p = sub.add_parser(
+        "report", help="self-contained HTML (and Markdown) report of an evaluation or bench folder"
+    )
+    p.add_argument(
+        "--results", required=True, help="folder written by `evaluate`, `demo` or `bench`"
+    )
     p.add_argument("--out", required=True, help="report.html path")
     add_quiet(p)
     p.set_defaults(func=cmd_report)

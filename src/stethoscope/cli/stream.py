@@ -1,5 +1,6 @@
 """``stream``: a recording replayed as a live stream, a score every ``--hop`` seconds
 (`realtime`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,14 @@ from .flags import add_channel, add_runtime
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stream", help="replay a recording as a live stream: a score every --hop "
-                                      "seconds")
+    p = sub.add_parser(
+        "stream", help="replay a recording as a live stream: a score every --hop seconds"
+    )
     p.add_argument("--model", required=True, help="model folder written by `train`")
     p.add_argument("file", help="recording to replay in 1,024-sample chunks")
-    p.add_argument("--window", type=float, default=10.0, help="seconds of audio per score "
-                                                              "(default 10)")
+    p.add_argument(
+        "--window", type=float, default=10.0, help="seconds of audio per score (default 10)"
+    )
     p.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
     add_channel(p, model=True)
     add_runtime(p)
@@ -30,11 +33,16 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from ..realtime import StreamingScorer, stream_file
 
     if args.hop <= 0 or args.window <= 0:
-        raise ConfigError(f"--window and --hop must be positive seconds, got {args.window} and "
-                          f"{args.hop}")
+        raise ConfigError(
+            f"--window and --hop must be positive seconds, got {args.window} and {args.hop}"
+        )
     system = load_system(args.model)
-    scorer = StreamingScorer(system, window_seconds=args.window, hop_seconds=args.hop,
-                             ctx=run_context(args, progress=False))
+    scorer = StreamingScorer(
+        system,
+        window_seconds=args.window,
+        hop_seconds=args.hop,
+        ctx=run_context(args, progress=False),
+    )
     min_seconds = system.feature_request().min_seconds
     channel = resolve_channel(args.channel, system)
     try:
@@ -50,5 +58,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         flag = "ANOMALY" if result.decision else "normal"
         print(f"{result.end_seconds:8.2f}  {result.score:12.6g}  {flag}", flush=True)
     if n == 0:
-        print(f"{args.file}: shorter than one {args.window} s window; nothing scored", file=sys.stderr)
+        print(
+            f"{args.file}: shorter than one {args.window} s window; nothing scored", file=sys.stderr
+        )
     return 0

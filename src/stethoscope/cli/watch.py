@@ -6,6 +6,7 @@ running ``serve`` (its /events, /alarms and dashboard show them). See docs/monit
 Ctrl-C and SIGTERM stop it cleanly: the file being scored is finished (or left unmarked, to be
 scored at the next start), the sound card is closed, and the exit code is 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,11 @@ Say = Callable[[str], None]
 
 def _require_store() -> None:
     if importlib.util.find_spec("sqlalchemy") is None:
-        raise StethoscopeError("`stethoscope watch` needs the event store of the serve extra "
-                               "(sqlalchemy missing): "
-                               "pip install 'stethoscope[serve]'")
+        raise StethoscopeError(
+            "`stethoscope watch` needs the event store of the serve extra "
+            "(sqlalchemy missing): "
+            "pip install 'stethoscope[serve]'"
+        )
 
 
 @contextmanager
@@ -43,7 +46,10 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stop.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield stop
     finally:
@@ -53,15 +59,24 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 def _check_modes(args: argparse.Namespace) -> None:
     if args.mic == (args.dir is not None):
-        raise ConfigError("give a folder to watch (stethoscope watch DIR --models M) or --mic, "
-                          "not both")
+        raise ConfigError(
+            "give a folder to watch (stethoscope watch DIR --models M) or --mic, not both"
+        )
     if args.mic:
         if args.machine is None:
-            raise ConfigError("--mic needs --machine: the machine whose model scores the sound "
-                              "card's input")
-        if args.recursive or args.poll is not None or args.on_bad_audio is not None or args.channel is not None:
-            raise ConfigError("--recursive, --poll, --on-bad-audio and --channel are for "
-                              "watching a folder, not --mic")
+            raise ConfigError(
+                "--mic needs --machine: the machine whose model scores the sound card's input"
+            )
+        if (
+            args.recursive
+            or args.poll is not None
+            or args.on_bad_audio is not None
+            or args.channel is not None
+        ):
+            raise ConfigError(
+                "--recursive, --poll, --on-bad-audio and --channel are for "
+                "watching a folder, not --mic"
+            )
         if args.max_lag is not None:
             from ..monitor.mic import check_max_lag
 
@@ -77,8 +92,10 @@ def _check_modes(args: argparse.Namespace) -> None:
     try:
         torch.device(args.device)
     except RuntimeError:
-        raise ConfigError(f"--device {args.device!r} is not a torch device (cpu, cuda or cuda:N)"
-                          + ("; the sound card is --input-device" if args.mic else "")) from None
+        raise ConfigError(
+            f"--device {args.device!r} is not a torch device (cpu, cuda or cuda:N)"
+            + ("; the sound card is --input-device" if args.mic else "")
+        ) from None
     if args.keep_audio_mb is not None and args.keep_audio_mb < 0:
         raise ConfigError(f"--keep-audio-mb must be >= 0, got {args.keep_audio_mb}")
 
@@ -94,9 +111,10 @@ def _mic_settings(args: argparse.Namespace) -> tuple[int | str | None, int, str]
     try:
         found = sd.query_devices(device, "input")
     except (ValueError, sd.PortAudioError) as err:
-        raise MicError(f"--input-device {given or '(default)'}: {err}; list devices with `python3 "
-                       "-m sounddevice`") \
-            from None
+        raise MicError(
+            f"--input-device {given or '(default)'}: {err}; list devices with `python3 "
+            "-m sounddevice`"
+        ) from None
     rate = args.rate or int(found["default_samplerate"])
     return device, rate, f"mic:{found['name']}"[:200]
 
@@ -105,19 +123,29 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _require_store()
     _check_modes(args)
     alarm = parse_alarm(args.alarm)
-    mic = _mic_settings(args) if args.mic else None  # a missing sounddevice fails before models load
+    mic = (
+        _mic_settings(args) if args.mic else None
+    )  # a missing sounddevice fails before models load
     notify = load_notify_file(args.notify)
     from ..monitor.db import database_url
     from ..monitor.service import Monitor
 
     say = info(args)
-    ctx = RunContext(device=args.device, threads=args.threads, progress=False,
-                     weights_dirs=weights_dirs(args))
+    ctx = RunContext(
+        device=args.device, threads=args.threads, progress=False, weights_dirs=weights_dirs(args)
+    )
     ctx.check_device()
     ctx.apply_threads()
-    monitor = Monitor.open(args.models, database_url(args.db), ctx, args.sync, alarm, say,
-                           max_seconds=args.max_seconds,
-                           keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20))
+    monitor = Monitor.open(
+        args.models,
+        database_url(args.db),
+        ctx,
+        args.sync,
+        alarm,
+        say,
+        max_seconds=args.max_seconds,
+        keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20),
+    )
     try:
         start_notifier(monitor, notify, say)
         with _stop_on_signals() as stop:
@@ -130,102 +158,190 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch_folder(args: argparse.Namespace, monitor: Monitor, stop: threading.Event, say: Say) -> None:
+def _watch_folder(
+    args: argparse.Namespace, monitor: Monitor, stop: threading.Event, say: Say
+) -> None:
     from ..data.policy import print_warning
     from ..monitor.watch import FolderWatcher
 
-    watcher = FolderWatcher(monitor, args.dir, machine=args.machine, recursive=args.recursive, settle=args.settle,
-                            poll=args.poll, on_bad_audio=args.on_bad_audio, channel=args.channel,
-                            max_file_mb=args.max_file_mb, say=say, warn=print_warning)
+    watcher = FolderWatcher(
+        monitor,
+        args.dir,
+        machine=args.machine,
+        recursive=args.recursive,
+        settle=args.settle,
+        poll=args.poll,
+        on_bad_audio=args.on_bad_audio,
+        channel=args.channel,
+        max_file_mb=args.max_file_mb,
+        say=say,
+        warn=print_warning,
+    )
     how = f"rescanning every {args.poll:g} s" if args.poll else "watchdog"
     whose = args.machine or "the machine named by each sub-folder"
-    say(f"watching {watcher.root} ({how}; settle {args.settle:g} s) for {whose}; event store "
-        f"{monitor.store.where}")
+    say(
+        f"watching {watcher.root} ({how}; settle {args.settle:g} s) for {whose}; event store "
+        f"{monitor.store.where}"
+    )
     stats = watcher.run(stop)
-    say(f"stopped: {stats.scored} file(s) scored, {stats.skipped} skipped, {stats.already} done "
-        "by another watcher")
+    say(
+        f"stopped: {stats.scored} file(s) scored, {stats.skipped} skipped, {stats.already} done "
+        "by another watcher"
+    )
 
 
-def _listen(args: argparse.Namespace, monitor: Monitor, stop: threading.Event, say: Say,
-            device: int | str | None, rate: int, source: str) -> None:
+def _listen(
+    args: argparse.Namespace,
+    monitor: Monitor,
+    stop: threading.Event,
+    say: Say,
+    device: int | str | None,
+    rate: int,
+    source: str,
+) -> None:
     from ..data.policy import print_warning
     from ..monitor.mic import QUEUE_SECONDS, MicError, MicListener
 
     def show(event: ScoreEvent, end: float) -> None:
-        say(f"{end:8.2f} s  {event.score:12.6g}  {'ANOMALY' if event.decision else 'normal'}  "
-            f"event {event.id}")
+        say(
+            f"{end:8.2f} s  {event.score:12.6g}  {'ANOMALY' if event.decision else 'normal'}  "
+            f"event {event.id}"
+        )
 
     lag = QUEUE_SECONDS if args.max_lag is None else args.max_lag
-    listener = MicListener(monitor, args.machine, rate, args.window, args.hop, device, source,
-                           queue_seconds=lag, warn=print_warning, on_score=show)
-    say(f"listening to {source} at {rate} Hz for {args.machine}: a {args.window:g} s window every "
-        f"{args.hop:g} s")
+    listener = MicListener(
+        monitor,
+        args.machine,
+        rate,
+        args.window,
+        args.hop,
+        device,
+        source,
+        queue_seconds=lag,
+        warn=print_warning,
+        on_score=show,
+    )
+    say(
+        f"listening to {source} at {rate} Hz for {args.machine}: a {args.window:g} s window every "
+        f"{args.hop:g} s"
+    )
     stats = listener.run(stop)
-    say(f"stopped: {stats.scores} score(s); {stats.overflows} input overflow(s), "
-        f"{stats.dropped_blocks} block(s) dropped")
+    say(
+        f"stopped: {stats.scores} score(s); {stats.overflows} input overflow(s), "
+        f"{stats.dropped_blocks} block(s) dropped"
+    )
     if not stop.is_set():
         raise MicError(f"the input stream of {source} stopped (device unplugged?)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("watch", help="score every new audio file in a folder exactly once (or "
-                                     "--mic: a sound card) "
-                                     "into serve's event store",
-                       description="Score every new audio file a recorder drops into DIR, "
-                                   "exactly once even across "
-                                   "restarts, or with --mic a sound card's input every --hop "
-                                   "seconds. Scores and "
-                                   "alarms go to the event store of `serve` (docs/monitor.md).")
-    p.add_argument("dir", nargs="?", metavar="DIR", help="folder to watch: "
-                                                         "DIR/<machine>/clip.wav, or any file "
-                                                         "with --machine")
-    p.add_argument("--models", required=True, help="folder written by `train --out` (one "
-                                                   "sub-folder per machine)")
-    p.add_argument("--db", default=DEFAULT_DB, help="SQLite file or SQLAlchemy URL of the event "
-                                                    "store "
-                                                    f"(default ./{DEFAULT_DB}; may be serve's)")
-    p.add_argument("--machine", help="score every file (or the microphone) with this machine's "
-                                     "model; default: the file's sub-folder name")
-    p.add_argument("--alarm", metavar="K/N", help="alarm rule of every served machine: K of the "
-                                                  "last N decisions anomalous (default: a new "
-                                                  "machine gets 3/5, a known one keeps its)")
-    p.add_argument("--keep-audio-mb", type=float, metavar="MB", help="a byte budget for all "
-                                                                     "audio kept in the "
-                   "event store (as serve's): past it the oldest clips' audio is dropped first "
-                   "(default: none)")
-    p.add_argument("--sync", default="full", choices=("full", "normal"),
-                   help="SQLite commit durability: full (default; survives power loss) or normal "
-                        "(survives a killed process, not a power cut)")
+    p = sub.add_parser(
+        "watch",
+        help="score every new audio file in a folder exactly once (or "
+        "--mic: a sound card) "
+        "into serve's event store",
+        description="Score every new audio file a recorder drops into DIR, "
+        "exactly once even across "
+        "restarts, or with --mic a sound card's input every --hop "
+        "seconds. Scores and "
+        "alarms go to the event store of `serve` (docs/monitor.md).",
+    )
+    p.add_argument(
+        "dir",
+        nargs="?",
+        metavar="DIR",
+        help="folder to watch: DIR/<machine>/clip.wav, or any file with --machine",
+    )
+    p.add_argument(
+        "--models",
+        required=True,
+        help="folder written by `train --out` (one sub-folder per machine)",
+    )
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        help="SQLite file or SQLAlchemy URL of the event "
+        "store "
+        f"(default ./{DEFAULT_DB}; may be serve's)",
+    )
+    p.add_argument(
+        "--machine",
+        help="score every file (or the microphone) with this machine's "
+        "model; default: the file's sub-folder name",
+    )
+    p.add_argument(
+        "--alarm",
+        metavar="K/N",
+        help="alarm rule of every served machine: K of the "
+        "last N decisions anomalous (default: a new "
+        "machine gets 3/5, a known one keeps its)",
+    )
+    p.add_argument(
+        "--keep-audio-mb",
+        type=float,
+        metavar="MB",
+        help="a byte budget for all "
+        "audio kept in the "
+        "event store (as serve's): past it the oldest clips' audio is dropped first "
+        "(default: none)",
+    )
+    p.add_argument(
+        "--sync",
+        default="full",
+        choices=("full", "normal"),
+        help="SQLite commit durability: full (default; survives power loss) or normal "
+        "(survives a killed process, not a power cut)",
+    )
     add_notify(p)
     folder = p.add_argument_group("watching a folder")
-    folder.add_argument("--recursive", action="store_true", help="also files deeper than "
-                                                                 "DIR/<sub-folder>/ (the machine "
-                                                                 "is still the first sub-folder)")
-    folder.add_argument("--settle", type=float, default=2.0, help="seconds a file's size and "
-                                                                  "mtime must stay "
-                                                                  "unchanged before it is scored "
-                                                                  "(default 2)")
-    folder.add_argument("--poll", type=float, help="rescan every POLL seconds instead of "
-                                                   "watching with watchdog (network shares, "
-                                                   "where change events do not arrive)")
-    folder.add_argument("--max-file-mb", type=float, default=256.0, metavar="MB",
-                        help="skip files larger than MB unread (default 256; --max-seconds "
-                             "bounds the decoded audio)")
+    folder.add_argument(
+        "--recursive",
+        action="store_true",
+        help="also files deeper than DIR/<sub-folder>/ (the machine is still the first sub-folder)",
+    )
+    folder.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds a file's size and mtime must stay unchanged before it is scored (default 2)",
+    )
+    folder.add_argument(
+        "--poll",
+        type=float,
+        help="rescan every POLL seconds instead of "
+        "watching with watchdog (network shares, "
+        "where change events do not arrive)",
+    )
+    folder.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="skip files larger than MB unread (default 256; --max-seconds "
+        "bounds the decoded audio)",
+    )
     add_channel(folder, model=True)
     add_audio_flag(folder)
     mic = p.add_argument_group("--mic: a sound card (needs the mic extra)")
-    mic.add_argument("--mic", action="store_true", help="score a sound card's input instead of a "
-                                                        "folder")
-    mic.add_argument("--input-device", metavar="DEVICE",
-                     help="the sound card: its index or part of its name (python3 -m sounddevice "
-                          "lists them; "
-                          "default: the system's default input); --device is the torch device")
+    mic.add_argument(
+        "--mic", action="store_true", help="score a sound card's input instead of a folder"
+    )
+    mic.add_argument(
+        "--input-device",
+        metavar="DEVICE",
+        help="the sound card: its index or part of its name (python3 -m sounddevice "
+        "lists them; "
+        "default: the system's default input); --device is the torch device",
+    )
     mic.add_argument("--rate", type=int, help="sample rate in Hz (default: the device's own)")
     mic.add_argument("--window", type=float, default=10.0, help="seconds per score (default 10)")
     mic.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
-    mic.add_argument("--max-lag", type=float, metavar="SECONDS",
-                     help="how far scoring may fall behind the sound card before input is dropped, counted "
-                          "and said (default 30)")
+    mic.add_argument(
+        "--max-lag",
+        type=float,
+        metavar="SECONDS",
+        help="how far scoring may fall behind the sound card before input is dropped, counted "
+        "and said (default 30)",
+    )
     add_runtime(p, seed=False, cache=False, audio=False, threads=1)
     p.set_defaults(func=cmd_watch)
-

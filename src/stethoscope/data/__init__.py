@@ -1,4 +1,5 @@
 """Data: the `Clip` record, audio loading, layout scanners and the synthetic toy factory."""
+
 from .audio import load_audio
 from .clip import Clip
 from .layouts import LAYOUTS, detect_layout, scan

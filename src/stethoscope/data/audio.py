@@ -1,5 +1,6 @@
 """Audio loading with soundfile + soxr: every format this libsndfile decodes, each file
 checked by the audio policy (`data.policy`) on the samples decoded once, errors naming the file."""
+
 from __future__ import annotations
 
 import io
@@ -27,7 +28,15 @@ from .quality import (
 
 SAMPLE_RATE = 16_000
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time: every channel of one block is in memory at once
-__all__ = ["AUDIO_SUFFIXES", "SAMPLE_RATE", "audio_info", "decode_audio", "decode_checked", "load_audio", "read_file"]
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "SAMPLE_RATE",
+    "audio_info",
+    "decode_audio",
+    "decode_checked",
+    "load_audio",
+    "read_file",
+]
 
 
 def read_file(path: str | Path, policy: AudioPolicy | None = None) -> bytes:
@@ -43,8 +52,12 @@ def read_file(path: str | Path, policy: AudioPolicy | None = None) -> bytes:
         policy.refuse(path, Problem(f"cannot read file ({err.strerror or err})", unreadable=True))
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0,
-               min_seconds: float = 0.0) -> np.ndarray:
+def load_audio(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    channel: int | None = 0,
+    min_seconds: float = 0.0,
+) -> np.ndarray:
     """Read one file as float32 mono at ``sample_rate``.
 
     ``channel`` picks one channel of a multichannel file (MIMII raw has 8); ``None`` averages
@@ -55,14 +68,25 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | 
     return decode_audio(read_file(path), path, sample_rate, channel, min_seconds)
 
 
-def decode_audio(raw: bytes, path: str | Path, sample_rate: int = SAMPLE_RATE, channel: int | None = 0,
-                 min_seconds: float = 0.0) -> np.ndarray:
+def decode_audio(
+    raw: bytes,
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    channel: int | None = 0,
+    min_seconds: float = 0.0,
+) -> np.ndarray:
     """`load_audio` on a file's bytes already in memory (``path`` names it in messages)."""
     return decode_checked(raw, path, sample_rate, channel, min_seconds)[0]
 
 
-def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPLE_RATE, channel: int | None = 0,
-                   min_seconds: float = 0.0, policy: AudioPolicy | None = None) -> tuple[np.ndarray, WaveStats]:
+def decode_checked(
+    raw: bytes,
+    path: str | Path,
+    sample_rate: int | None = SAMPLE_RATE,
+    channel: int | None = 0,
+    min_seconds: float = 0.0,
+    policy: AudioPolicy | None = None,
+) -> tuple[np.ndarray, WaveStats]:
     """Decode once, check the header and the samples (at the file's own rate, before
     resampling), apply the policy, resample (``sample_rate=None``: keep the file's rate):
     (waveform, its `WaveStats`). A file whose header promises more than the policy's
@@ -80,26 +104,41 @@ def decode_checked(raw: bytes, path: str | Path, sample_rate: int | None = SAMPL
         refuse(truncated)
     try:
         with sf.SoundFile(io.BytesIO(raw)) as handle:
-            header = AudioHeader(Path(path), handle.format, handle.subtype, handle.samplerate, handle.channels,
-                                 handle.frames)
+            header = AudioHeader(
+                Path(path),
+                handle.format,
+                handle.subtype,
+                handle.samplerate,
+                handle.channels,
+                handle.frames,
+            )
             if channel is not None and not 0 <= channel < header.channels:
                 refuse(f"channel {channel} requested but the file has {header.channels} channel(s)")
             long = too_long(header, policy.max_seconds)
             if long:
                 refuse(long.reason)  # from the header: nothing decoded
-            wave = _read_bounded(handle, channel, max_frames(policy.max_seconds, header.sample_rate,
-                                                             header.channels))
+            wave = _read_bounded(
+                handle, channel, max_frames(policy.max_seconds, header.sample_rate, header.channels)
+            )
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        reason = str(err).rsplit(": ", 1)[-1]  # drop libsndfile's "Error opening <BytesIO ...>" prefix
+        reason = str(err).rsplit(": ", 1)[
+            -1
+        ]  # drop libsndfile's "Error opening <BytesIO ...>" prefix
         refuse(f"not a readable audio file ({reason})")
     if wave is None:
-        said = "" if header.frames >= UNKNOWN_FRAMES else f" (its header says {header.frames} frames)"
-        refuse(f"decodes to more than the --max-seconds {policy.max_seconds:g} limit "
-               f"allows{said}; decoding stopped there")
+        said = (
+            "" if header.frames >= UNKNOWN_FRAMES else f" (its header says {header.frames} frames)"
+        )
+        refuse(
+            f"decodes to more than the --max-seconds {policy.max_seconds:g} limit "
+            f"allows{said}; decoding stopped there"
+        )
     stats = WaveStats.of(wave, header.sample_rate)
     sample_problems = stats.problems(min_seconds)
     unreadable = any(p.unreadable for p in sample_problems)
-    policy.require(path, sample_problems if unreadable else header_problems(header) + sample_problems)
+    policy.require(
+        path, sample_problems if unreadable else header_problems(header) + sample_problems
+    )
     if sample_rate is not None and header.sample_rate != sample_rate:
         wave = soxr.resample(wave, header.sample_rate, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(wave, dtype=np.float32), stats
@@ -112,7 +151,9 @@ def _read_bounded(handle: sf.SoundFile, channel: int | None, limit: int) -> np.n
     parts: list[np.ndarray] = []
     total = 0
     while True:
-        block = handle.read(frames=min(BLOCK_FRAMES, limit + 1 - total), dtype="float32", always_2d=True)
+        block = handle.read(
+            frames=min(BLOCK_FRAMES, limit + 1 - total), dtype="float32", always_2d=True
+        )
         if not len(block):
             break
         total += len(block)

@@ -1,4 +1,5 @@
 """The `Clip` record: one audio file and what its name and attribute files say about it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,7 +44,11 @@ class Clip:
     @property
     def section_tag(self) -> str:
         """``id_XX`` for the 2020 / MIMII layouts, ``section_XX`` otherwise (used in CSV names)."""
-        return f"id_{self.section}" if self.layout in ("dcase2020", "mimii") else f"section_{self.section}"
+        return (
+            f"id_{self.section}"
+            if self.layout in ("dcase2020", "mimii")
+            else f"section_{self.section}"
+        )
 
     @property
     def is_target(self) -> bool:

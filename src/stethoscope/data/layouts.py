@@ -20,6 +20,7 @@ one)
 (normals)
 * ``manifest``: a CSV file ``path,label[,machine,section,domain,split]``
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,7 +40,9 @@ LAYOUTS = ("dcase2020", "dcase2021", "dcase2022", "mimii", "folder", "manifest")
 _LABELS = {"normal": NORMAL, "anomaly": ANOMALY, "abnormal": ANOMALY}
 
 _RE_2020 = re.compile(r"^(?:(normal|anomaly)_)?id_(\d+)_(\d+)$")
-_RE_SECTION = re.compile(r"^section_(\d+)_(source|target)_(train|test)_(normal|anomaly)_(\d+)(?:_(.*))?$")
+_RE_SECTION = re.compile(
+    r"^section_(\d+)_(source|target)_(train|test)_(normal|anomaly)_(\d+)(?:_(.*))?$"
+)
 _RE_SUPPLEMENTAL = re.compile(r"^section_(\d+)_([A-Za-z]+)_(\d+)(?:_(.*))?$")
 _RE_2021_EVAL = re.compile(r"^section_(\d+)_(source|target)_test_(\d+)$")
 _RE_2022_EVAL = re.compile(r"^section_(\d+)_(\d+)$")
@@ -74,11 +77,14 @@ def _name_attributes(tail: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def _mismatch(path: Path, layout: str, expected: str) -> LayoutError:
-    return LayoutError(f"{path}: file name/location does not match the {layout} layout (expected "
-                       f"{expected})")
+    return LayoutError(
+        f"{path}: file name/location does not match the {layout} layout (expected {expected})"
+    )
 
 
-def _scan_files(root: Path, layout: str, channel: int | None, files: list[Path] | None = None) -> list[Clip]:
+def _scan_files(
+    root: Path, layout: str, channel: int | None, files: list[Path] | None = None
+) -> list[Clip]:
     root = _existing_dir(root, layout)
     files = audio_files(root) if files is None else files
     if not files:
@@ -113,7 +119,17 @@ def _parser_dcase2020(base: Path, channel: int | None) -> Parser:
         label = _LABELS[state] if state else None
         if split == "train" and label != NORMAL:
             return None
-        return Clip(path, path.parent.parent.name, _section(ident), None, split, label, (), "dcase2020", channel)
+        return Clip(
+            path,
+            path.parent.parent.name,
+            _section(ident),
+            None,
+            split,
+            label,
+            (),
+            "dcase2020",
+            channel,
+        )
 
     return parse
 
@@ -124,7 +140,9 @@ def scan_dcase2020(root: str | Path, channel: int | None = 0) -> list[Clip]:
     return _scan_files(Path(root), "dcase2020", channel)
 
 
-def _labelled_section(stem: str) -> tuple[str, str, str, int, tuple[tuple[str, str], ...], bool] | None:
+def _labelled_section(
+    stem: str,
+) -> tuple[str, str, str, int, tuple[tuple[str, str], ...], bool] | None:
     """(section, domain, split, label, name attributes, attributes hidden) of a labelled DCASE
     2021+ file name."""
     m = _RE_SECTION.match(stem)
@@ -151,7 +169,18 @@ def _parser_dcase2021(base: Path, channel: int | None) -> Parser:
         expected_folder = "train" if split == "train" else f"{domain}_test"
         if folder not in (expected_folder, split):  # also accept a plain test/ folder
             return None
-        return Clip(path, machine, _section(section), domain, split, label, attrs, "dcase2021", channel, hidden)
+        return Clip(
+            path,
+            machine,
+            _section(section),
+            domain,
+            split,
+            label,
+            attrs,
+            "dcase2021",
+            channel,
+            hidden,
+        )
 
     return parse
 
@@ -174,8 +203,9 @@ def read_attribute_csvs(type_dir: Path) -> dict[str, tuple[tuple[str, str], ...]
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header or header[0].strip() != "file_name":
-                raise LayoutError(f"{csv_path}: attribute file must start with a 'file_name' "
-                                  "column")
+                raise LayoutError(
+                    f"{csv_path}: attribute file must start with a 'file_name' column"
+                )
             for row in reader:
                 if not row or not row[0].strip():
                     continue
@@ -213,8 +243,18 @@ def _parser_dcase2022(base: Path, channel: int | None) -> Parser:
         from_csv = attributes_of(path)
         if from_csv is not None and any(p == HIDDEN or v == HIDDEN for p, v in from_csv):
             hidden, from_csv, attrs = True, (), ()  # the attribute file withholds them
-        return Clip(path, machine, _section(section), domain, split, label,
-                    from_csv if from_csv else attrs, "dcase2022", channel, hidden)
+        return Clip(
+            path,
+            machine,
+            _section(section),
+            domain,
+            split,
+            label,
+            from_csv if from_csv else attrs,
+            "dcase2022",
+            channel,
+            hidden,
+        )
 
     return parse
 
@@ -229,7 +269,18 @@ def _supplemental(path: Path, machine: str, channel: int | None) -> Clip:
     if m is not None:
         section, kind, _, tail = m.groups()
         attrs, hidden = (("kind", kind), *_name_attributes(tail)), tail == HIDDEN
-    return Clip(path, machine, _section(section), None, SUPPLEMENTAL, None, attrs, "dcase2022", channel, hidden)
+    return Clip(
+        path,
+        machine,
+        _section(section),
+        None,
+        SUPPLEMENTAL,
+        None,
+        attrs,
+        "dcase2022",
+        channel,
+        hidden,
+    )
 
 
 def scan_dcase2022(root: str | Path, channel: int | None = 0) -> list[Clip]:
@@ -245,8 +296,17 @@ def _parser_mimii(base: Path, channel: int | None) -> Parser:
         state, ident = path.parent.name, _RE_ID.match(path.parent.parent.name)
         if state not in ("normal", "abnormal") or ident is None or not path.stem.isdigit():
             return None
-        return Clip(path, path.parent.parent.parent.name, _section(ident.group(1)), None, "test",
-                    _LABELS[state], (), "mimii", channel)
+        return Clip(
+            path,
+            path.parent.parent.parent.name,
+            _section(ident.group(1)),
+            None,
+            "test",
+            _LABELS[state],
+            (),
+            "mimii",
+            channel,
+        )
 
     return parse
 
@@ -258,8 +318,12 @@ def scan_mimii(root: str | Path, channel: int | None = 0) -> list[Clip]:
 
 
 # -- plain folder -----------------------------------------------------------------------------
-_FOLDER_SPLITS = {"normal": ("test", NORMAL), "anomaly": ("test", ANOMALY), "abnormal": ("test", ANOMALY),
-                  "train": ("train", NORMAL)}
+_FOLDER_SPLITS = {
+    "normal": ("test", NORMAL),
+    "anomaly": ("test", ANOMALY),
+    "abnormal": ("test", ANOMALY),
+    "train": ("train", NORMAL),
+}
 
 
 def _parser_folder(base: Path, channel: int | None) -> Parser:
@@ -280,23 +344,30 @@ def scan_folder(root: str | Path, channel: int | None = 0) -> list[Clip]:
 
 
 PARSERS: dict[str, Callable[[Path, int | None], Parser]] = {
-    "dcase2020": _parser_dcase2020, "dcase2021": _parser_dcase2021, "dcase2022": _parser_dcase2022,
-    "mimii": _parser_mimii, "folder": _parser_folder,
+    "dcase2020": _parser_dcase2020,
+    "dcase2021": _parser_dcase2021,
+    "dcase2022": _parser_dcase2022,
+    "mimii": _parser_mimii,
+    "folder": _parser_folder,
 }
 EXPECTED = {
     "dcase2020": "<type>/{train,test}/[normal|anomaly]_id_XX_NNNNNNNN.wav",
     "dcase2021": "<type>/{train,source_test,target_test}/section_XX_{source,target}_{train,test}_"
-                 "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav",
+    "{normal,anomaly}_NNNN[_attrs].wav or section_XX_{source,target}_test_NNNN.wav",
     "dcase2022": "<type>/{train,test}/section_XX_{source,target}_{train,test}_"
-                 "{normal,anomaly}_NNNN_<attrs>.wav, <type>/test/section_XX_NNNN.wav"
-                 " or <type>/supplemental/<file>",
+    "{normal,anomaly}_NNNN_<attrs>.wav, <type>/test/section_XX_NNNN.wav"
+    " or <type>/supplemental/<file>",
     "mimii": "<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav",
     "folder": "<root>/{train,normal,anomaly,abnormal}/<file>.wav",
 }
 
 SCANNERS: dict[str, Callable[..., list[Clip]]] = {
-    "dcase2020": scan_dcase2020, "dcase2021": scan_dcase2021, "dcase2022": scan_dcase2022,
-    "mimii": scan_mimii, "folder": scan_folder, "manifest": scan_manifest,
+    "dcase2020": scan_dcase2020,
+    "dcase2021": scan_dcase2021,
+    "dcase2022": scan_dcase2022,
+    "mimii": scan_mimii,
+    "folder": scan_folder,
+    "manifest": scan_manifest,
 }
 
 
@@ -304,7 +375,10 @@ SCANNERS: dict[str, Callable[..., list[Clip]]] = {
 _TRIED = ("mimii", "dcase2021", "dcase2022", "dcase2020", "folder")
 # where both fit every file, the more specific layout wins: names say more than folders, and
 # DCASE 2021's plain test/ folder is a leniency, while DCASE 2022+ is built on it
-_REFINED_BY = {"folder": ("mimii", "dcase2020", "dcase2021", "dcase2022"), "dcase2021": ("dcase2022",)}
+_REFINED_BY = {
+    "folder": ("mimii", "dcase2020", "dcase2021", "dcase2022"),
+    "dcase2021": ("dcase2022",),
+}
 _FLAGS = ", ".join(f"--layout {name}" for name in (*_TRIED, "manifest"))
 
 
@@ -329,15 +403,18 @@ def detect(root: str | Path) -> Detection:
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return Detection("manifest", "a .csv file is a manifest")
-        raise LayoutError(f"{root}: a file that is not a .csv manifest; give a data folder or a "
-                          "manifest")
+        raise LayoutError(
+            f"{root}: a file that is not a .csv manifest; give a data folder or a manifest"
+        )
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder or file")
     files = audio_files(root)
     n = len(files)
     if not files:
-        raise LayoutError(f"{root}: no audio files found; tried layouts {', '.join(_TRIED)} "
-                          "(a manifest must be given as the .csv file itself)")
+        raise LayoutError(
+            f"{root}: no audio files found; tried layouts {', '.join(_TRIED)} "
+            "(a manifest must be given as the .csv file itself)"
+        )
     fitted: dict[str, set[Path]] = {}
     for layout in _TRIED:
         parse = PARSERS[layout](root, 0)
@@ -351,21 +428,30 @@ def detect(root: str | Path) -> Detection:
         more = f" ({', '.join(also)} fit too; {best[0]} is more specific)" if also else ""
         return found(best[0], f"all {n} audio files fit its names and folders{more}")
     if best:
-        raise LayoutError(f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio "
-                          f"files; choose one with {' or '.join(f'--layout {b}' for b in best)}")
+        raise LayoutError(
+            f"{root}: ambiguous layout: {' and '.join(best)} each fit all {n} audio "
+            f"files; choose one with {' or '.join(f'--layout {b}' for b in best)}"
+        )
     partial = [name for name in _TRIED if fits[name]]
     if not partial:
-        raise LayoutError(f"{root}: no known layout matches (tried {', '.join(_TRIED)}, manifest); "
-                          f"e.g. {files[0].relative_to(root)} fits none of them")
+        raise LayoutError(
+            f"{root}: no known layout matches (tried {', '.join(_TRIED)}, manifest); "
+            f"e.g. {files[0].relative_to(root)} fits none of them"
+        )
     widest = [a for a in partial if all(fitted[b] <= fitted[a] for b in partial)]
     if widest:  # every file some layout fits, this one fits too: the others explain nothing more
-        return found(widest[0], f"{fits[widest[0]]} of {n} audio files fit its names and folders, "
-                                "and no other layout fits a file it does not")
+        return found(
+            widest[0],
+            f"{fits[widest[0]]} of {n} audio files fit its names and folders, "
+            "and no other layout fits a file it does not",
+        )
     listed = ", ".join(f"{name} fits {fits[name]} of {n}" for name in partial)
-    raise LayoutError(f"{root}: no single layout fits every audio file ({listed}); scan each part "
-                      "on its own (one folder per layout), or choose one with "
-                      f"{' or '.join(f'--layout {p}' for p in partial)} to have the files it does "
-                      "not fit named")
+    raise LayoutError(
+        f"{root}: no single layout fits every audio file ({listed}); scan each part "
+        "on its own (one folder per layout), or choose one with "
+        f"{' or '.join(f'--layout {p}' for p in partial)} to have the files it does "
+        "not fit named"
+    )
 
 
 def detect_layout(root: str | Path) -> str:
@@ -373,8 +459,13 @@ def detect_layout(root: str | Path) -> str:
     return detect(root).layout
 
 
-def scan(root: str | Path, layout: str = "auto", machine: str | None = None, split: str | None = None,
-         channel: int | None = 0) -> list[Clip]:
+def scan(
+    root: str | Path,
+    layout: str = "auto",
+    machine: str | None = None,
+    split: str | None = None,
+    channel: int | None = 0,
+) -> list[Clip]:
     """All clips under ``root`` (a folder, or a .csv manifest), sorted by path.
 
     ``layout`` is one of `LAYOUTS` or "auto" (see `detect`); ``machine`` and ``split`` keep
@@ -385,8 +476,9 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     if layout not in SCANNERS:
         raise LayoutError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
     if channel is not None and channel < 0:
-        raise LayoutError("channel must be >= 0 (or None for the mean of all channels), got "
-                          f"{channel}")
+        raise LayoutError(
+            f"channel must be >= 0 (or None for the mean of all channels), got {channel}"
+        )
     try:
         if detection and layout != "manifest":  # the files detection listed, not a second walk
             clips = _scan_files(Path(root), layout, channel, list(detection.files))
@@ -395,19 +487,25 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, spl
     except LayoutError as err:
         if detection is None:
             raise
-        raise LayoutError(f"{err} [layout auto-detected as {layout}: {detection.reason}; "
-                          "a folder mixing layouts must be scanned one part at a time; "
-                          f"otherwise name its layout: {_FLAGS}]") from err
+        raise LayoutError(
+            f"{err} [layout auto-detected as {layout}: {detection.reason}; "
+            "a folder mixing layouts must be scanned one part at a time; "
+            f"otherwise name its layout: {_FLAGS}]"
+        ) from err
     if machine is not None:
         kept = [c for c in clips if c.machine == machine]
         if not kept:
-            raise LayoutError(f"{root}: no {layout} clips of machine {machine!r}; machines "
-                              f"present: {', '.join(sorted({c.machine for c in clips}))}")
+            raise LayoutError(
+                f"{root}: no {layout} clips of machine {machine!r}; machines "
+                f"present: {', '.join(sorted({c.machine for c in clips}))}"
+            )
         clips = kept
     if split is not None:
         kept = [c for c in clips if c.split == split]
         if not kept:
-            raise LayoutError(f"{root}: no {layout} clips in split {split!r}; splits present: "
-                              f"{', '.join(sorted({c.split for c in clips}))}")
+            raise LayoutError(
+                f"{root}: no {layout} clips in split {split!r}; splits present: "
+                f"{', '.join(sorted({c.split for c in clips}))}"
+            )
         clips = kept
     return sorted(clips, key=lambda c: str(c.path))

@@ -14,6 +14,7 @@ The policy in force is the one made `active` (the CLI does this per run, from
 `AudioWarning` warnings. It records every finding once per file and reason, so a file
 decoded once per fold warns once, and ends a run with one line of counts and ``skipped.csv``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -75,16 +76,24 @@ class Finding:
 class AudioPolicy:
     """What bad audio does in this run, and what it did (see the module docstring)."""
 
-    def __init__(self, on_bad_audio: str | None = None, say: Callable[[str], None] = _python_warning,
-                 max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
+    def __init__(
+        self,
+        on_bad_audio: str | None = None,
+        say: Callable[[str], None] = _python_warning,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+    ) -> None:
         if on_bad_audio not in (None, *ON_BAD_AUDIO):
-            raise ConfigError(f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got "
-                              f"{on_bad_audio!r}")
+            raise ConfigError(
+                f"--on-bad-audio must be one of {', '.join(ON_BAD_AUDIO)}, got {on_bad_audio!r}"
+            )
         if not 0 < max_seconds < float("inf"):
-            raise ConfigError("--max-seconds must be a positive number of seconds, got "
-                              f"{max_seconds}")
+            raise ConfigError(
+                f"--max-seconds must be a positive number of seconds, got {max_seconds}"
+            )
         self.on_bad_audio = on_bad_audio
-        self.max_seconds = float(max_seconds)  # longest audio decoded: a runtime limit, never a hyperparameter
+        self.max_seconds = float(
+            max_seconds
+        )  # longest audio decoded: a runtime limit, never a hyperparameter
         self._say = say
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()
@@ -92,7 +101,7 @@ class AudioPolicy:
         self.findings: list[Finding] = []
 
     def action(self, unreadable: bool) -> str:
-        """"error", "skip" or "warn" for a finding of this kind."""
+        """ "error", "skip" or "warn" for a finding of this kind."""
         if self.on_bad_audio is None:
             return "error" if unreadable else "warn"
         if self.on_bad_audio == "warn" and unreadable:
@@ -158,8 +167,10 @@ class AudioPolicy:
         if not skipped and not warned:
             return None
         where = f"; list in {skipped_csv}" if skipped and skipped_csv else ""
-        return (f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with "
-                f"warnings{where} (--on-bad-audio {self.on_bad_audio or 'default'})")
+        return (
+            f"audio checks: {len(skipped)} file(s) skipped, {len(warned)} kept with "
+            f"warnings{where} (--on-bad-audio {self.on_bad_audio or 'default'})"
+        )
 
     def write_skipped(self, path: Path) -> Path | None:
         """``skipped.csv`` (file, reason) of the files left out; None (and no file) when none
@@ -194,8 +205,10 @@ class AudioPolicy:
 def not_finite(score: float) -> str:
     """Why a file whose score is NaN or infinite is left out (`AudioPolicy.leave_out`): such a
     score is never stored (every scoring path: score, evaluate, Ray, serve, watch)."""
-    return (f"the model's score is {score} (not finite): the audio cannot be scored "
-            "(samples far beyond full scale?)")
+    return (
+        f"the model's score is {score} (not finite): the audio cannot be scored "
+        "(samples far beyond full scale?)"
+    )
 
 
 _ACTIVE: ContextVar[AudioPolicy | None] = ContextVar("stethoscope_audio_policy", default=None)
@@ -245,21 +258,28 @@ def audio_paths(paths: Sequence[str | Path], policy: AudioPolicy | None = None) 
             for bad, refusal in refused:
                 policy.judge(bad, [refusal])
             if not files and not refused:
-                raise LayoutError(f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, "
-                                  "...)")
+                raise LayoutError(
+                    f"{path}: folder holds no audio files (.wav, .flac, .ogg, .mp3, ...)"
+                )
             out += files
             continue
         problem = entry_problem(path)
         if problem is None and not is_audio_name(path.name):
-            problem = Problem("not an audio file name (expected .wav, .flac, .ogg, .mp3, ...)", unreadable=True)
+            problem = Problem(
+                "not an audio file name (expected .wav, .flac, .ogg, .mp3, ...)", unreadable=True
+            )
         if problem is None or policy.judge(path, [problem]):
             out.append(path)
     return out
 
 
 # -- header checks of a set of clips ------------------------------------------------------------
-def screen(clips: Sequence[Clip], min_seconds: float = 0.0, policy: AudioPolicy | None = None,
-           by: Callable[[Clip], str] = lambda c: c.machine) -> tuple[list[Clip], dict[Path, AudioHeader]]:
+def screen(
+    clips: Sequence[Clip],
+    min_seconds: float = 0.0,
+    policy: AudioPolicy | None = None,
+    by: Callable[[Clip], str] = lambda c: c.machine,
+) -> tuple[list[Clip], dict[Path, AudioHeader]]:
     """Header-level checks of every clip before any is decoded: readable, suffix vs content,
     sample rate, long enough for ``min_seconds``, not longer than the policy's ``max_seconds``
     (refused unread), duration within `quality.DURATION_RANGE` of its group's median (groups:
@@ -279,7 +299,11 @@ def screen(clips: Sequence[Clip], min_seconds: float = 0.0, policy: AudioPolicy 
     for c in clips:
         groups.setdefault(by(c), []).append(Path(c.path))
     for paths in groups.values():
-        fine = list(dict.fromkeys(p for p in paths if p in headers and not any(x.unreadable for x in problems[p])))
+        fine = list(
+            dict.fromkeys(
+                p for p in paths if p in headers and not any(x.unreadable for x in problems[p])
+            )
+        )
         if len(fine) < 3:
             continue  # a median of one or two clips says nothing
         median = statistics.median(headers[p].seconds for p in fine)

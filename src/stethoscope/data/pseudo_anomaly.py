@@ -11,6 +11,7 @@ building blocks are the toy factory's (`data.toy_sounds`).
 Whether detection of these predicts detection of real faults is an empirical question,
 measured in docs/RESULTS.md section 14.3 (`benchmarks/pseudo_validation.py`), not assumed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +40,11 @@ def tone(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) -> 
     """A steady whine (300 Hz - 6 kHz) switched on for part of the clip."""
     t = np.arange(len(wave)) / sr
     f = np.exp(rng.uniform(np.log(300.0), np.log(6000.0)))
-    added = np.sqrt(2) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) * _gate(rng, len(wave), sr)
+    added = (
+        np.sqrt(2)
+        * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+        * _gate(rng, len(wave), sr)
+    )
     return wave + added * _rms(wave) * 10 ** (_ADD_DB[severity - 1] / 20)
 
 
@@ -48,8 +53,14 @@ def harmonics(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int
     part."""
     t = np.arange(len(wave)) / sr
     f0 = rng.uniform(80.0, 400.0)
-    added = sum((np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 7) if k * f0 < sr / 2),
-                np.zeros(len(wave)))
+    added = sum(
+        (
+            np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k
+            for k in range(1, 7)
+            if k * f0 < sr / 2
+        ),
+        np.zeros(len(wave)),
+    )
     added = added / _rms(added) * _gate(rng, len(wave), sr)
     return wave + added * _rms(wave) * 10 ** (_ADD_DB[severity - 1] / 20)
 
@@ -71,14 +82,18 @@ def impacts(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) 
     return wave + ring(n, sr, times, (0.25, 0.5, 1.0)[severity - 1] * _rms(wave), kernel)
 
 
-def amplitude_modulation(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) -> np.ndarray:
+def amplitude_modulation(
+    wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int
+) -> np.ndarray:
     """The level swings at 2-15 Hz (an imbalance or a rubbing contact), depth 0.2 / 0.4 / 0.7."""
     t = np.arange(len(wave)) / sr
     depth = (0.2, 0.4, 0.7)[severity - 1]
     return wave * (1 + depth * np.sin(2 * np.pi * rng.uniform(2.0, 15.0) * t))
 
 
-def frequency_modulation(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int) -> np.ndarray:
+def frequency_modulation(
+    wave: np.ndarray, severity: int, rng: np.random.Generator, sr: int
+) -> np.ndarray:
     """The speed wobbles at 1-8 Hz by 0.5 / 1 / 2 %: the clip read at a periodically varying
     rate."""
     n = len(wave)
@@ -121,14 +136,22 @@ def level_shift(wave: np.ndarray, severity: int, rng: np.random.Generator, sr: i
 
 
 KINDS: dict[str, Callable[[np.ndarray, int, np.random.Generator, int], np.ndarray]] = {
-    "tone": tone, "harmonics": harmonics, "clicks": clicks, "impacts": impacts, "am": amplitude_modulation,
-    "fm": frequency_modulation, "tilt": spectral_tilt, "band_noise": band_noise, "time_stretch": time_stretch,
+    "tone": tone,
+    "harmonics": harmonics,
+    "clicks": clicks,
+    "impacts": impacts,
+    "am": amplitude_modulation,
+    "fm": frequency_modulation,
+    "tilt": spectral_tilt,
+    "band_noise": band_noise,
+    "time_stretch": time_stretch,
     "level": level_shift,
 }
 
 
-def pseudo_anomaly(wave: np.ndarray, kind: str, severity: int, rng: np.random.Generator,
-                   sample_rate: int = 16_000) -> np.ndarray:
+def pseudo_anomaly(
+    wave: np.ndarray, kind: str, severity: int, rng: np.random.Generator, sample_rate: int = 16_000
+) -> np.ndarray:
     """``wave`` altered by one fault ``kind`` at ``severity`` (1-3), float32 in [-1, 1]."""
     if kind not in KINDS:
         raise ValueError(f"unknown pseudo-anomaly kind {kind!r}; known: {', '.join(KINDS)}")
@@ -138,9 +161,13 @@ def pseudo_anomaly(wave: np.ndarray, kind: str, severity: int, rng: np.random.Ge
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def pseudo_anomalies(waves: Sequence[np.ndarray], seed: int = 0, kinds: Sequence[str] = tuple(KINDS),
-                     severities: Sequence[int] = SEVERITIES, sample_rate: int = 16_000
-                     ) -> Iterator[tuple[int, str, int, np.ndarray]]:
+def pseudo_anomalies(
+    waves: Sequence[np.ndarray],
+    seed: int = 0,
+    kinds: Sequence[str] = tuple(KINDS),
+    severities: Sequence[int] = SEVERITIES,
+    sample_rate: int = 16_000,
+) -> Iterator[tuple[int, str, int, np.ndarray]]:
     """(source clip index, kind, severity, waveform) for every clip, kind and severity, each
     from its own generator seeded by ``seed`` and the triple (reproducible, order-independent)."""
     for i, wave in enumerate(waves):

@@ -7,6 +7,7 @@ the file decodes, but a practitioner wants a word (wrong extension for its conte
 low sample rate, DC offset, clipping, near silence, a constant signal, an odd duration).
 `data.policy` decides what each kind of finding does (error, skip or warn).
 """
+
 from __future__ import annotations
 
 import io
@@ -21,25 +22,43 @@ import soundfile as sf
 
 # file-name suffix -> the libsndfile formats its content may have ("" = libsndfile cannot decode it)
 _SUFFIX_FORMATS: dict[str, tuple[str, ...]] = {
-    ".wav": ("WAV", "WAVEX", "RF64", "W64"), ".flac": ("FLAC",), ".ogg": ("OGG",), ".oga": ("OGG",),
-    ".opus": ("OGG",), ".mp3": ("MP3",), ".aif": ("AIFF",), ".aiff": ("AIFF",), ".aifc": ("AIFF",),
-    ".m4a": (), ".aac": (), ".wma": (),
+    ".wav": ("WAV", "WAVEX", "RF64", "W64"),
+    ".flac": ("FLAC",),
+    ".ogg": ("OGG",),
+    ".oga": ("OGG",),
+    ".opus": ("OGG",),
+    ".mp3": ("MP3",),
+    ".aif": ("AIFF",),
+    ".aiff": ("AIFF",),
+    ".aifc": ("AIFF",),
+    ".m4a": (),
+    ".aac": (),
+    ".wma": (),
 }
 _DECODABLE = set(sf.available_formats())
 KNOWN_SUFFIXES = tuple(_SUFFIX_FORMATS)
 AUDIO_SUFFIXES = tuple(s for s, formats in _SUFFIX_FORMATS.items() if _DECODABLE & set(formats))
 
-MIN_SAMPLE_RATE = 8_000          # Hz: below this, half of the 16 kHz model input band is empty
-DURATION_RANGE = (0.5, 3.0)      # a clip outside these multiples of its set's median duration is flagged
-DC_OFFSET = 0.01                 # |mean sample| (full scale 1.0): -40 dBFS of DC, and over a tenth of the AC level
-CLIPPED_FRACTION = 0.003         # share of samples at full scale (|x| >= 0.999); uniform random bytes: 0.001
-SILENCE_DBFS = -70.0             # AC level under which a clip is near silence (1-LSB noise is -90)
-LOUD_DBFS = -10.0                # AC level over which uncorrelated samples are full-scale white noise
-WHITE_CORRELATION = 0.1          # |lag-1 autocorrelation| under which samples look uncorrelated (random bytes)
-CONSTANT_FRACTION = 0.5          # share of samples equal to the previous one
-DEFAULT_MAX_SECONDS = 600.0      # longest audio decoded (--max-seconds): bounds a file's decoded size
-UNKNOWN_FRAMES = 2**63 - 1      # libsndfile's frame count of a stream whose header gives no length
-SAMPLES_PER_SECOND_CAP = 384_000  # frames x channels per allowed second (192 kHz stereo, 48 kHz x 8 channels)
+MIN_SAMPLE_RATE = 8_000  # Hz: below this, half of the 16 kHz model input band is empty
+DURATION_RANGE = (
+    0.5,
+    3.0,
+)  # a clip outside these multiples of its set's median duration is flagged
+DC_OFFSET = 0.01  # |mean sample| (full scale 1.0): -40 dBFS of DC, and over a tenth of the AC level
+CLIPPED_FRACTION = (
+    0.003  # share of samples at full scale (|x| >= 0.999); uniform random bytes: 0.001
+)
+SILENCE_DBFS = -70.0  # AC level under which a clip is near silence (1-LSB noise is -90)
+LOUD_DBFS = -10.0  # AC level over which uncorrelated samples are full-scale white noise
+WHITE_CORRELATION = (
+    0.1  # |lag-1 autocorrelation| under which samples look uncorrelated (random bytes)
+)
+CONSTANT_FRACTION = 0.5  # share of samples equal to the previous one
+DEFAULT_MAX_SECONDS = 600.0  # longest audio decoded (--max-seconds): bounds a file's decoded size
+UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's frame count of a stream whose header gives no length
+SAMPLES_PER_SECOND_CAP = (
+    384_000  # frames x channels per allowed second (192 kHz stereo, 48 kHz x 8 channels)
+)
 
 
 @dataclass(frozen=True)
@@ -74,12 +93,21 @@ def entry_problem(path: str | Path) -> Problem | None:
         try:
             st = path.stat()
         except FileNotFoundError:
-            return Problem(f"a broken symbolic link (its target {os.readlink(path)} does not "
-                           "exist)", unreadable=True)
+            return Problem(
+                f"a broken symbolic link (its target {os.readlink(path)} does not exist)",
+                unreadable=True,
+            )
         except OSError as err:
-            return Problem(f"a symbolic link that cannot be followed ({err.strerror or err})", unreadable=True)
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+            return Problem(
+                f"a symbolic link that cannot be followed ({err.strerror or err})", unreadable=True
+            )
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
     for test, kind in kinds:
         if test(st.st_mode):
             return Problem(f"{kind}, not an audio file (not opened)", unreadable=True)
@@ -90,9 +118,12 @@ def entry_problem(path: str | Path) -> Problem | None:
     suffix = path.suffix.lower()
     if suffix in _SUFFIX_FORMATS and suffix not in AUDIO_SUFFIXES:
         names = "/".join(_SUFFIX_FORMATS[suffix]) or suffix[1:].upper()
-        return Problem(f"{names} files cannot be decoded by this libsndfile "
-                       f"({sf.__libsndfile_version__}); "
-                       "convert it to WAV or FLAC", unreadable=True)
+        return Problem(
+            f"{names} files cannot be decoded by this libsndfile "
+            f"({sf.__libsndfile_version__}); "
+            "convert it to WAV or FLAC",
+            unreadable=True,
+        )
     return None
 
 
@@ -104,12 +135,19 @@ def wav_truncation(head: bytes, size: int) -> str | None:
         return None  # not RIFF/WAV (FLAC, RF64, garbage): soundfile judges it
     offset = 12
     while offset + 8 <= min(len(head), size):
-        chunk, length = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
+        chunk, length = (
+            head[offset : offset + 4],
+            int.from_bytes(head[offset + 4 : offset + 8], "little"),
+        )
         available = size - offset - 8
         if chunk == b"data":
-            if length not in (0, 0xFFFFFFFF) and available < length:  # 0 / -1: size unknown (streamed)
-                return (f"truncated WAV: data chunk declares {length} bytes but only {available} "
-                        "are present")
+            if (
+                length not in (0, 0xFFFFFFFF) and available < length
+            ):  # 0 / -1: size unknown (streamed)
+                return (
+                    f"truncated WAV: data chunk declares {length} bytes but only {available} "
+                    "are present"
+                )
             return None
         offset += 8 + length + (length & 1)
     if offset < size and offset + 8 > len(head):
@@ -148,7 +186,9 @@ def read_header(path: str | Path) -> tuple[AudioHeader | None, list[Problem]]:
     except OSError as err:
         return None, [Problem(f"cannot read file ({err.strerror or err})", unreadable=True)]
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        return None, [Problem(f"not a readable audio file ({_soundfile_reason(err)})", unreadable=True)]
+        return None, [
+            Problem(f"not a readable audio file ({_soundfile_reason(err)})", unreadable=True)
+        ]
     return _judged_header(path, info, truncated)
 
 
@@ -166,12 +206,15 @@ def header_of(raw: bytes, path: str | Path) -> tuple[AudioHeader | None, list[Pr
     return _judged_header(path, info, wav_truncation(raw, len(raw)))
 
 
-def _judged_header(path: Path, info: Any,
-                   truncated: str | None) -> tuple[AudioHeader | None, list[Problem]]:
+def _judged_header(
+    path: Path, info: Any, truncated: str | None
+) -> tuple[AudioHeader | None, list[Problem]]:
     """The header ``soundfile.info`` gave (None when ``truncated`` says why) and its findings."""
     if truncated:
         return None, [Problem(truncated, unreadable=True)]
-    header = AudioHeader(path, info.format, info.subtype, info.samplerate, info.channels, info.frames)
+    header = AudioHeader(
+        path, info.format, info.subtype, info.samplerate, info.channels, info.frames
+    )
     if header.frames == 0:
         return header, [Problem("empty audio (0 samples)", unreadable=True)]
     return header, header_problems(header)
@@ -182,11 +225,19 @@ def header_problems(header: AudioHeader) -> list[Problem]:
     out = []
     expected = _SUFFIX_FORMATS.get(header.path.suffix.lower(), ())
     if expected and header.format not in expected:
-        out.append(Problem(f"the content is {header.format} ({header.subtype}), not {expected[0]} "
-                           "as its name says"))
+        out.append(
+            Problem(
+                f"the content is {header.format} ({header.subtype}), not {expected[0]} "
+                "as its name says"
+            )
+        )
     if header.sample_rate < MIN_SAMPLE_RATE:
-        out.append(Problem(f"sample rate {header.sample_rate} Hz is under {MIN_SAMPLE_RATE} Hz "
-                           f"(nothing above {header.sample_rate // 2} Hz was recorded)"))
+        out.append(
+            Problem(
+                f"sample rate {header.sample_rate} Hz is under {MIN_SAMPLE_RATE} Hz "
+                f"(nothing above {header.sample_rate // 2} Hz was recorded)"
+            )
+        )
     return out
 
 
@@ -194,15 +245,23 @@ def too_short(seconds: float, min_seconds: float) -> Problem | None:
     """An unreadable finding when a clip is shorter than the model's shortest input."""
     if seconds >= min_seconds:
         return None
-    return Problem(f"too short: {seconds:.4g} s of audio, at least "
-                   f"{min_seconds:.3g} s needed for the model's input", unreadable=True)
+    return Problem(
+        f"too short: {seconds:.4g} s of audio, at least "
+        f"{min_seconds:.3g} s needed for the model's input",
+        unreadable=True,
+    )
 
 
 def max_frames(max_seconds: float, sample_rate: int, channels: int) -> int:
     """The most frames of a file at ``sample_rate`` with ``channels`` that may be decoded:
     ``max_seconds`` of audio, and no more than ``max_seconds`` x `SAMPLES_PER_SECOND_CAP`
     samples over all channels (a header claiming a huge rate or channel count gains nothing)."""
-    return int(min(max_seconds * max(sample_rate, 1), max_seconds * SAMPLES_PER_SECOND_CAP / max(channels, 1)))
+    return int(
+        min(
+            max_seconds * max(sample_rate, 1),
+            max_seconds * SAMPLES_PER_SECOND_CAP / max(channels, 1),
+        )
+    )
 
 
 def too_long(header: AudioHeader, max_seconds: float) -> Problem | None:
@@ -210,12 +269,16 @@ def too_long(header: AudioHeader, max_seconds: float) -> Problem | None:
     ``--max-seconds`` limit (its frames x channels are over what that limit allows). A header
     that does not know its length (libsndfile's `UNKNOWN_FRAMES`: a FLAC written as a stream) is
     no finding: decoding stops at the limit instead (`data.audio`)."""
-    if header.frames >= UNKNOWN_FRAMES or header.frames <= max_frames(max_seconds, header.sample_rate, header.channels):
+    if header.frames >= UNKNOWN_FRAMES or header.frames <= max_frames(
+        max_seconds, header.sample_rate, header.channels
+    ):
         return None
-    return Problem(f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} "
-                   f"channel(s) at {header.sample_rate} Hz) is over the --max-seconds "
-                   f"{max_seconds:g} limit; not decoded",
-                   unreadable=True)
+    return Problem(
+        f"{header.seconds:.6g} s of audio ({header.frames} frames x {header.channels} "
+        f"channel(s) at {header.sample_rate} Hz) is over the --max-seconds "
+        f"{max_seconds:g} limit; not decoded",
+        unreadable=True,
+    )
 
 
 def duration_problem(seconds: float, median: float) -> Problem | None:
@@ -223,8 +286,10 @@ def duration_problem(seconds: float, median: float) -> Problem | None:
     low, high = DURATION_RANGE
     if median <= 0 or low * median <= seconds <= high * median:
         return None
-    return Problem(f"duration {seconds:.4g} s is far from the set's median {median:.4g} s "
-                   f"(outside {low:g}x-{high:g}x)")
+    return Problem(
+        f"duration {seconds:.4g} s is far from the set's median {median:.4g} s "
+        f"(outside {low:g}x-{high:g}x)"
+    )
 
 
 def _soundfile_reason(err: Exception) -> str:
@@ -242,17 +307,29 @@ class WaveStats:
     peak: float
     mean: float
     ac_rms: float
-    clipped: float    # share of samples with |x| >= 0.999
-    repeated: float   # share of samples equal to the previous one
-    lag1: float       # lag-1 autocorrelation of the AC part (about 0 for random bytes, near 1 for sound)
+    clipped: float  # share of samples with |x| >= 0.999
+    repeated: float  # share of samples equal to the previous one
+    lag1: float  # lag-1 autocorrelation of the AC part (about 0 for random bytes, near 1 for sound)
 
     @classmethod
     def of(cls, wave: np.ndarray, sample_rate: int) -> WaveStats:
         wave = np.asarray(wave, dtype=np.float32)
         n = len(wave)
         if n == 0 or not np.isfinite(wave).all():
-            return cls(n, sample_rate, n > 0 and bool(np.isfinite(wave).all()), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        with np.errstate(over="ignore", invalid="ignore"):  # samples near 1e25 overflow float32: inf, no warning
+            return cls(
+                n,
+                sample_rate,
+                n > 0 and bool(np.isfinite(wave).all()),
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            )
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # samples near 1e25 overflow float32: inf, no warning
             return cls._finite(wave, n, sample_rate)
 
     @classmethod
@@ -260,10 +337,17 @@ class WaveStats:
         mean = float(wave.mean(dtype=np.float64))
         ac = wave - np.float32(mean)
         power = float(np.dot(ac, ac))
-        return cls(n, sample_rate, True, float(np.abs(wave).max()), mean, float(np.sqrt(power / n)),
-                   float(np.count_nonzero(np.abs(wave) >= 0.999) / n),
-                   float(np.count_nonzero(wave[1:] == wave[:-1]) / max(n - 1, 1)),
-                   float(np.dot(ac[1:], ac[:-1]) / power) if power > 0 else 0.0)
+        return cls(
+            n,
+            sample_rate,
+            True,
+            float(np.abs(wave).max()),
+            mean,
+            float(np.sqrt(power / n)),
+            float(np.count_nonzero(np.abs(wave) >= 0.999) / n),
+            float(np.count_nonzero(wave[1:] == wave[:-1]) / max(n - 1, 1)),
+            float(np.dot(ac[1:], ac[:-1]) / power) if power > 0 else 0.0,
+        )
 
     def as_array(self) -> np.ndarray:
         return np.array(astuple(self), dtype=np.float64)
@@ -291,19 +375,32 @@ class WaveStats:
             return [short]
         out, level = [], 20 * np.log10(max(self.ac_rms, 1e-12))
         if self.peak > 1.0:
-            out.append(Problem(f"samples exceed full scale: peak {self.peak:.4g} (float samples "
-                               "should lie within -1..1)"))
+            out.append(
+                Problem(
+                    f"samples exceed full scale: peak {self.peak:.4g} (float samples "
+                    "should lie within -1..1)"
+                )
+            )
         elif self.clipped >= CLIPPED_FRACTION:
             out.append(Problem(f"clipped: {100 * self.clipped:.2g}% of samples at full scale"))
         if self.repeated >= CONSTANT_FRACTION:
-            out.append(Problem(f"mostly constant: {100 * self.repeated:.3g}% of samples repeat "
-                               "the previous one (a stuck or DC-only signal)"))
+            out.append(
+                Problem(
+                    f"mostly constant: {100 * self.repeated:.3g}% of samples repeat "
+                    "the previous one (a stuck or DC-only signal)"
+                )
+            )
         elif level < SILENCE_DBFS:
-            out.append(Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} "
-                               "dBFS)"))
+            out.append(
+                Problem(f"near silence: level {level:.0f} dBFS (under {SILENCE_DBFS:.0f} dBFS)")
+            )
         if abs(self.mean) >= max(DC_OFFSET, 0.1 * self.ac_rms):
             out.append(Problem(f"DC offset: mean sample value {self.mean:.3g}"))
         if level >= LOUD_DBFS and abs(self.lag1) < WHITE_CORRELATION and self.peak <= 1.0:
-            out.append(Problem(f"full-scale white noise: level {level:.1f} dBFS with "
-                               "uncorrelated samples (random bytes rather than a recording?)"))
+            out.append(
+                Problem(
+                    f"full-scale white noise: level {level:.1f} dBFS with "
+                    "uncorrelated samples (random bytes rather than a recording?)"
+                )
+            )
         return out

@@ -5,6 +5,7 @@ generated in seconds, and whose anomalies are known in time and frequency (for c
 anomaly maps). `toy_clip` synthesises one clip; `make_toy_dataset` writes a DCASE 2022+
 folder tree of them plus ``fault_regions.csv``. See ``docs/toy_factory.md`` for the physics.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,7 +70,6 @@ class FaultRegion:
     f1: float
 
 
-
 # -- anomalies ---------------------------------------------------------------------------------
 # Per-kind strength per severity level 1, 2, 3 (calibrated: see docs/toy_factory.md). Impact,
 # burst and click amplitudes are in multiples of the healthy clip's RMS (machine + background).
@@ -82,8 +82,16 @@ _STRENGTH = {
 }
 
 
-def _inject(kind: str, severity: int, m: MachineState, level: float, rng: np.random.Generator, n: int,
-            sr: int, seconds: float) -> tuple[np.ndarray, FaultRegion]:
+def _inject(
+    kind: str,
+    severity: int,
+    m: MachineState,
+    level: float,
+    rng: np.random.Generator,
+    n: int,
+    sr: int,
+    seconds: float,
+) -> tuple[np.ndarray, FaultRegion]:
     """The fault signal to add to a normal clip (of RMS ``level``) and the region it occupies."""
     s = _STRENGTH[kind][severity - 1] * (level if kind in ("bearing", "rubbing", "clicks") else 1.0)
     dur = rng.uniform(0.4, 0.7) * seconds
@@ -93,7 +101,9 @@ def _inject(kind: str, severity: int, m: MachineState, level: float, rng: np.ran
     if kind == "bearing":  # outer-race defect: impacts at BPFO ringing a resonance
         f_def = m.bearing_order * m.f_shaft
         times = np.arange(t0, t1, 1 / f_def)
-        times = times + rng.normal(0, 0.0005, len(times))  # slip: defect impacts are not exactly periodic
+        times = times + rng.normal(
+            0, 0.0005, len(times)
+        )  # slip: defect impacts are not exactly periodic
         amps = s * (1 + 0.5 * np.cos(2 * np.pi * m.f_shaft * times))  # load-zone modulation by 1x
         sig = ring(n, sr, times, amps, damped_kernel(sr, m.resonance, 0.002))
         bw = 1 / (np.pi * 0.002)
@@ -107,7 +117,7 @@ def _inject(kind: str, severity: int, m: MachineState, level: float, rng: np.ran
         env = np.zeros(n)
         burst = np.hanning(int(0.02 * sr))
         for st in (starts * sr).astype(int):
-            env[st: st + len(burst)] += burst[: n - st]
+            env[st : st + len(burst)] += burst[: n - st]
         lo, hi = 1000.0, 6000.0
         sig = s * env * coloured_noise(rng, n, sr, slope=0.0, band=(lo, hi))
         return sig, FaultRegion(kind, severity, t0, t1, lo, hi)
@@ -138,9 +148,17 @@ def draw_attributes(machine: str, domain: str, rng: np.random.Generator) -> Attr
     return {key: values[rng.integers(len(values))] for key, values in choices.items()}
 
 
-def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = None, severity: int = 1,
-             seed: int = 0, seconds: float = 10.0, sample_rate: int = 16_000, section: int = 0,
-             attributes: Attributes | None = None) -> tuple[np.ndarray, FaultRegion | None]:
+def toy_clip(
+    machine: str,
+    domain: str = "source",
+    anomaly_kind: str | None = None,
+    severity: int = 1,
+    seed: int = 0,
+    seconds: float = 10.0,
+    sample_rate: int = 16_000,
+    section: int = 0,
+    attributes: Attributes | None = None,
+) -> tuple[np.ndarray, FaultRegion | None]:
     """One float32 waveform in [-1, 1] and the fault region (None for a normal clip).
 
     Deterministic in ``seed``. ``attributes`` (speed/load/bg) default to a draw from ``domain``.
@@ -154,7 +172,9 @@ def toy_clip(machine: str, domain: str = "source", anomaly_kind: str | None = No
     rng = np.random.default_rng(seed)
     attrs = attributes if attributes is not None else draw_attributes(machine, domain, rng)
     n = round(seconds * sample_rate)
-    wave, m = MACHINE_SOUNDS[machine](rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section)
+    wave, m = MACHINE_SOUNDS[machine](
+        rng, n, sample_rate, float(attrs["speed"]), float(attrs["load"]), section
+    )
     wave += BG_LEVEL[domain] * coloured_noise(rng, n, sample_rate, BG_SLOPE[str(attrs["bg"])])
     region = None
     if anomaly_kind is not None:
@@ -209,18 +229,39 @@ def _write_clip(job: _ClipJob) -> tuple[str, Attributes, FaultRegion | None]:
     """Synthesise and write one clip; (file name, attributes, fault region). Nothing is kept."""
     rng = np.random.default_rng(job.seed)
     attrs = draw_attributes(job.sound, job.domain, rng)
-    wave, region = toy_clip(job.sound, job.domain, job.kind, job.severity, seed=int(rng.integers(2**63)),
-                            seconds=job.seconds, sample_rate=job.sample_rate, section=job.section_index,
-                            attributes=attrs)
+    wave, region = toy_clip(
+        job.sound,
+        job.domain,
+        job.kind,
+        job.severity,
+        seed=int(rng.integers(2**63)),
+        seconds=job.seconds,
+        sample_rate=job.sample_rate,
+        section=job.section_index,
+        attributes=attrs,
+    )
     state = "normal" if job.kind is None else "anomaly"
-    name = (f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_"
-            f"{_attr_tag(attrs)}.wav")
+    name = (
+        f"section_{job.section}_{job.domain}_{job.split}_{state}_{job.number:04d}_"
+        f"{_attr_tag(attrs)}.wav"
+    )
     atomic_write_bytes(job.directory / job.split / name, _wav_bytes(wave, job.sample_rate))
     return name, attrs, region
 
 
-def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, section: str, n_train: int,
-                  n_test: int, seed: int, seconds: float, sample_rate: int) -> list[_ClipJob]:
+def _section_jobs(
+    mdir: Path,
+    machine: str,
+    sound: str,
+    mi: int,
+    si: int,
+    section: str,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    seconds: float,
+    sample_rate: int,
+) -> list[_ClipJob]:
     """One section's clips in file order: seeds, fault kinds and per-(split, domain, state)
     numbers."""
     jobs: list[_ClipJob] = []
@@ -235,16 +276,38 @@ def _section_jobs(mdir: Path, machine: str, sound: str, mi: int, si: int, sectio
         key = (split, domain, label)
         number = counters.get(key, 0)
         counters[key] = number + 1
-        jobs.append(_ClipJob(mdir, sound, split, domain, section, si, number, kind, severity,
-                             np.random.SeedSequence([seed, mi, si, ci, sum(map(ord, machine))]), seconds,
-                             sample_rate))
+        jobs.append(
+            _ClipJob(
+                mdir,
+                sound,
+                split,
+                domain,
+                section,
+                si,
+                number,
+                kind,
+                severity,
+                np.random.SeedSequence([seed, mi, si, ci, sum(map(ord, machine))]),
+                seconds,
+                sample_rate,
+            )
+        )
     return jobs
 
 
-def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbox"), n_train: int = 20,
-                     n_test: int = 20, seconds: float = 10.0, sample_rate: int = 16_000, seed: int = 0,
-                     sections: Sequence[str] = ("00",), sounds: Mapping[str, str] | None = None,
-                     workers: int = 1, progress: bool = False) -> Path:
+def make_toy_dataset(
+    root: str | Path,
+    machines: Sequence[str] = ("fan", "gearbox"),
+    n_train: int = 20,
+    n_test: int = 20,
+    seconds: float = 10.0,
+    sample_rate: int = 16_000,
+    seed: int = 0,
+    sections: Sequence[str] = ("00",),
+    sounds: Mapping[str, str] | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> Path:
     """Write a DCASE 2022+ style data set of toy machines under ``root`` and return ``root``.
 
     Per machine: ``train/`` (normal, ~10% target domain), ``test/`` (half anomalies, half
@@ -259,8 +322,10 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
     sounds = dict(sounds or {})
     for machine in machines:
         if sounds.get(machine, machine) not in MACHINE_SOUNDS:
-            raise ValueError(f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
-                             f"type {machine!r}; known sounds: {MACHINES}")
+            raise ValueError(
+                f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
+                f"type {machine!r}; known sounds: {MACHINES}"
+            )
     root = Path(root)
     total = len(machines) * len(sections) * (n_train + n_test)
     bar = show_progress(desc="toy", unit="clip", total=total, enabled=progress)
@@ -270,20 +335,48 @@ def make_toy_dataset(root: str | Path, machines: Sequence[str] = ("fan", "gearbo
             mdir = root / machine
             faults: list[list[object]] = []
             for si, section in enumerate(sections):
-                jobs = _section_jobs(mdir, machine, sounds.get(machine, machine), mi, si, section, n_train,
-                                     n_test, seed, seconds, sample_rate)
-                results = pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
+                jobs = _section_jobs(
+                    mdir,
+                    machine,
+                    sounds.get(machine, machine),
+                    mi,
+                    si,
+                    section,
+                    n_train,
+                    n_test,
+                    seed,
+                    seconds,
+                    sample_rate,
+                )
+                results = (
+                    pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
+                )
                 attr_rows: list[list[object]] = []
                 for job, (name, attrs, region) in zip(jobs, results, strict=True):
-                    attr_rows.append([f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv])
+                    attr_rows.append(
+                        [f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv]
+                    )
                     if region is not None:
-                        faults.append([f"{job.split}/{name}", region.kind, region.severity, f"{region.t0:.3f}",
-                                       f"{region.t1:.3f}", f"{region.f0:.1f}", f"{region.f1:.1f}"])
+                        faults.append(
+                            [
+                                f"{job.split}/{name}",
+                                region.kind,
+                                region.severity,
+                                f"{region.t0:.3f}",
+                                f"{region.t1:.3f}",
+                                f"{region.f0:.1f}",
+                                f"{region.f1:.1f}",
+                            ]
+                        )
                     bar.update()
-                header = ["file_name"] + [f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"]
+                header = ["file_name"] + [
+                    f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"
+                ]
                 atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header, *attr_rows]))
-            atomic_write_text(mdir / "fault_regions.csv",
-                              _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"], *faults]))
+            atomic_write_text(
+                mdir / "fault_regions.csv",
+                _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"], *faults]),
+            )
     finally:
         bar.close()
         if pool:

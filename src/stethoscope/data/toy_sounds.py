@@ -2,6 +2,7 @@
 coloured noise, speed profiles, harmonics, damped resonances. `toy_factory` adds the
 background, the domains' attributes and the faults; ``docs/toy_factory.md`` has the physics.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,8 +13,9 @@ import scipy.fft
 
 
 # -- building blocks -------------------------------------------------------------------------
-def coloured_noise(rng: np.random.Generator, n: int, sr: int, slope: float,
-                    band: tuple[float, float] | None = None) -> np.ndarray:
+def coloured_noise(
+    rng: np.random.Generator, n: int, sr: int, slope: float, band: tuple[float, float] | None = None
+) -> np.ndarray:
     """Unit-RMS Gaussian noise with power spectrum ~ 1/f**slope, optionally band-limited."""
     spec = rng.standard_normal((n // 2 + 1, 2), dtype=np.float32).view(np.complex64)[:, 0]
     freqs = np.fft.rfftfreq(n, 1 / sr).astype(np.float32)
@@ -30,7 +32,9 @@ def sin_at(phase: np.ndarray, order: float = 1.0, offset: float = 0.0) -> np.nda
     return np.sin(np.mod(order * phase + offset, 2 * np.pi).astype(np.float32))
 
 
-def speed_profile(rng: np.random.Generator, n: int, sr: int, f_shaft: float, jitter: float) -> np.ndarray:
+def speed_profile(
+    rng: np.random.Generator, n: int, sr: int, f_shaft: float, jitter: float
+) -> np.ndarray:
     """Instantaneous shaft frequency (Hz per sample): nominal plus a slow random wander."""
     knots = rng.standard_normal(int(n / sr * 4) + 2)  # 4 knots per second -> slow wander
     wander = np.interp(np.linspace(0, len(knots) - 1, n), np.arange(len(knots)), knots)
@@ -43,15 +47,24 @@ def damped_kernel(sr: int, freq: float, decay_s: float) -> np.ndarray:
     return np.exp(-t / decay_s) * np.sin(2 * np.pi * freq * t)
 
 
-def ring(n: int, sr: int, times: np.ndarray, amps: np.ndarray | float, kernel: np.ndarray) -> np.ndarray:
+def ring(
+    n: int, sr: int, times: np.ndarray, amps: np.ndarray | float, kernel: np.ndarray
+) -> np.ndarray:
     """Sum of ``kernel`` copies started at ``times`` (s) scaled by ``amps``: impacts exciting a
     resonance. Sparse impacts make this cheaper than a full-length convolution."""
     times = np.asarray(times, dtype=np.float64)
     starts = np.clip((times * sr).astype(np.int64), 0, n - 1)
     idx = starts[:, None] + np.arange(len(kernel))
-    weights = np.broadcast_to(np.asarray(amps, dtype=np.float64).reshape(-1, 1) if np.ndim(amps) else amps,
-                              (len(times), 1)) * kernel
-    return np.bincount(idx.ravel(), weights.ravel(), minlength=n + len(kernel))[:n].astype(np.float32)
+    weights = (
+        np.broadcast_to(
+            np.asarray(amps, dtype=np.float64).reshape(-1, 1) if np.ndim(amps) else amps,
+            (len(times), 1),
+        )
+        * kernel
+    )
+    return np.bincount(idx.ravel(), weights.ravel(), minlength=n + len(kernel))[:n].astype(
+        np.float32
+    )
 
 
 def time_window(n: int, sr: int, t0: float, t1: float, ramp_s: float = 0.05) -> np.ndarray:
@@ -78,8 +91,12 @@ class MachineState:
     resonance: float  # structural resonance excited by impacts (Hz)
 
 
-def harmonic_stack(phase: np.ndarray, base_order: float, amps: Sequence[float] | np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
+def harmonic_stack(
+    phase: np.ndarray,
+    base_order: float,
+    amps: Sequence[float] | np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """sum_k amps[k-1] * sin(k * base_order * phase + random phase), by complex powers (fast)."""
     arg = np.mod(base_order * phase, 2 * np.pi).astype(np.float32)
     z = np.cos(arg) + np.complex64(1j) * np.sin(arg)
@@ -91,7 +108,9 @@ def harmonic_stack(phase: np.ndarray, base_order: float, amps: Sequence[float] |
     return out
 
 
-def _fan(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, MachineState]:
+def _fan(
+    rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int
+) -> tuple[np.ndarray, MachineState]:
     """Blade-pass harmonics (with speed jitter) over amplitude-modulated broadband flow noise."""
     blades = 7 + section  # each section is a fan model with another blade count
     f_inst = speed_profile(rng, n, sr, rpm / 60, jitter=0.004)
@@ -103,10 +122,14 @@ def _fan(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, sec
     tonal += one_x * sin_at(phase, offset=rng.uniform(0, 2 * np.pi))
     flow = coloured_noise(rng, n, sr, slope=0.7, band=(60, 7000))
     flow *= 0.05 * (0.4 + load / 100) * (1 + 0.15 * sin_at(phase, blades))
-    return tonal + flow, MachineState(f_inst, phase, rpm / 60, 2 * blades, amps[1], one_x, 3.57, 3000.0)
+    return tonal + flow, MachineState(
+        f_inst, phase, rpm / 60, 2 * blades, amps[1], one_x, 3.57, 3000.0
+    )
 
 
-def _gearbox(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, MachineState]:
+def _gearbox(
+    rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int
+) -> tuple[np.ndarray, MachineState]:
     """Gear-mesh harmonics amplitude-modulated by the shaft (sidebands) plus one weak
     impact per revolution exciting a housing resonance."""
     teeth = 27 + 2 * section
@@ -114,17 +137,29 @@ def _gearbox(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float,
     phase = 2 * np.pi * np.cumsum(f_inst) / sr
     k = np.arange(1, 6)
     amps = 0.05 * (0.6 + load / 100) * k**-0.8 * rng.uniform(0.8, 1.2, len(k))
-    am = 1 + 0.3 * sin_at(phase, 1, np.pi / 2) + 0.1 * sin_at(phase, 2, 1.0 + np.pi / 2)  # sidebands at mesh +- 1x, 2x
+    am = (
+        1 + 0.3 * sin_at(phase, 1, np.pi / 2) + 0.1 * sin_at(phase, 2, 1.0 + np.pi / 2)
+    )  # sidebands at mesh +- 1x, 2x
     tonal = am * harmonic_stack(phase, teeth, amps, rng)
     one_x = 0.01
     tonal += one_x * sin_at(phase)
     rev_times = np.flatnonzero(np.diff(np.floor(phase / (2 * np.pi))) > 0) / sr
-    impacts = ring(n, sr, rev_times, 0.1 * rng.uniform(0.8, 1.2, len(rev_times)), damped_kernel(sr, 2200.0, 0.004))
+    impacts = ring(
+        n,
+        sr,
+        rev_times,
+        0.1 * rng.uniform(0.8, 1.2, len(rev_times)),
+        damped_kernel(sr, 2200.0, 0.004),
+    )
     noise = 0.015 * (0.5 + load / 100) * coloured_noise(rng, n, sr, slope=1.0, band=(50, 7500))
-    return tonal + impacts + noise, MachineState(f_inst, phase, rpm / 60, teeth * 2, amps[1], one_x, 4.1, 4200.0)
+    return tonal + impacts + noise, MachineState(
+        f_inst, phase, rpm / 60, teeth * 2, amps[1], one_x, 4.1, 4200.0
+    )
 
 
-def _pump(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int) -> tuple[np.ndarray, MachineState]:
+def _pump(
+    rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, section: int
+) -> tuple[np.ndarray, MachineState]:
     """Vane-pass harmonics plus turbulent flow noise whose level follows the load."""
     vanes = 5 + section
     f_inst = speed_profile(rng, n, sr, rpm / 60, jitter=0.003)
@@ -135,7 +170,9 @@ def _pump(rng: np.random.Generator, n: int, sr: int, rpm: float, load: float, se
     one_x = 0.01
     tonal += one_x * sin_at(phase)
     flow = 0.04 * (0.3 + load / 100) * coloured_noise(rng, n, sr, slope=0.4, band=(100, 6000))
-    return tonal + flow, MachineState(f_inst, phase, rpm / 60, 2 * vanes, amps[1], one_x, 3.05, 3500.0)
+    return tonal + flow, MachineState(
+        f_inst, phase, rpm / 60, 2 * vanes, amps[1], one_x, 3.05, 3500.0
+    )
 
 
 MACHINE_SOUNDS = {"fan": _fan, "gearbox": _gearbox, "pump": _pump}

@@ -1,4 +1,5 @@
 """Outlier detectors on embeddings and their registry."""
+
 from __future__ import annotations
 
 import inspect
@@ -16,8 +17,9 @@ def get_detector(name: str, **params: Any) -> Detector:
     cls = DETECTORS[name]
     unknown = sorted(set(params) - set(cls.param_names))
     if unknown:
-        raise ConfigError(f"detector {name!r} has no parameter(s) {unknown}; parameters: "
-                          f"{list(cls.param_names)}")
+        raise ConfigError(
+            f"detector {name!r} has no parameter(s) {unknown}; parameters: {list(cls.param_names)}"
+        )
     return cls(**params)
 
 
@@ -26,8 +28,13 @@ def list_detectors() -> list[dict[str, Any]]:
     rows = []
     for name, cls in DETECTORS.items():
         sig = inspect.signature(cls.__init__).parameters
-        rows.append({"name": name, "params": {p: sig[p].default for p in cls.param_names},
-                     "description": (cls.__doc__ or "").strip().splitlines()[0]})
+        rows.append(
+            {
+                "name": name,
+                "params": {p: sig[p].default for p in cls.param_names},
+                "description": (cls.__doc__ or "").strip().splitlines()[0],
+            }
+        )
     return rows
 
 

@@ -19,6 +19,7 @@ A clip whose section is unknown (in-memory waveforms) or has no bank of its own 
 against every bank. Nothing is pickled: `state` gives arrays and `index` JSON, and
 `from_state` rebuilds the same back-end (exact neighbour search, seeded GMMs).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,17 +53,35 @@ class Bank:
     model: Any = None
 
     def meta(self) -> dict[str, Any]:
-        return {"group": self.group, "domain": self.domain, "n_real": self.n_real, "n_rows": len(self.rows)}
+        return {
+            "group": self.group,
+            "domain": self.domain,
+            "n_real": self.n_real,
+            "n_rows": len(self.rows),
+        }
 
 
 class EmbeddingBackend:
     """Fit on a machine type's training embeddings with their sections and domains."""
 
-    def __init__(self, kind: str = "knn", n_neighbors: int = 1, smote: bool = True, smote_ratio: float = 1.0,
-                 per_section: bool = False, gmm_components: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        kind: str = "knn",
+        n_neighbors: int = 1,
+        smote: bool = True,
+        smote_ratio: float = 1.0,
+        per_section: bool = False,
+        gmm_components: int = 1,
+        seed: int = 0,
+    ) -> None:
         if kind not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {kind!r}")
-        self.kind, self.n_neighbors, self.smote, self.smote_ratio = kind, n_neighbors, smote, smote_ratio
+        self.kind, self.n_neighbors, self.smote, self.smote_ratio = (
+            kind,
+            n_neighbors,
+            smote,
+            smote_ratio,
+        )
         self.per_section, self.gmm_components, self.seed = per_section, gmm_components, seed
         self.banks: list[Bank] = []
         self.centres: np.ndarray | None = None
@@ -70,8 +89,14 @@ class EmbeddingBackend:
         self._fit_rows: tuple[np.ndarray, list[str], list[str]] | None = None
 
     # -- fitting ------------------------------------------------------------------------
-    def fit(self, embeddings: np.ndarray, sections: Sequence[str], domains: Sequence[str | None],
-            centres: np.ndarray | None = None, centre_sections: Sequence[str] = ()) -> EmbeddingBackend:
+    def fit(
+        self,
+        embeddings: np.ndarray,
+        sections: Sequence[str],
+        domains: Sequence[str | None],
+        centres: np.ndarray | None = None,
+        centre_sections: Sequence[str] = (),
+    ) -> EmbeddingBackend:
         """``centres`` (n, d) and their sections are needed by the ``centres`` kind only."""
         X = l2_normalise(embeddings)
         doms = [d or "source" for d in domains]
@@ -84,7 +109,10 @@ class EmbeddingBackend:
             self.centres, self.centre_sections = l2_normalise(centres), list(centre_sections)
             return self
         for group in sorted(set(groups)):
-            rows = {d: X[[i for i in range(len(X)) if groups[i] == group and doms[i] == d]] for d in ("source", "target")}
+            rows = {
+                d: X[[i for i in range(len(X)) if groups[i] == group and doms[i] == d]]
+                for d in ("source", "target")
+            }
             if self.kind == "gmm":
                 rows = self._gmm_rows(rows, group)
             for domain in ("source", "target"):
@@ -102,32 +130,53 @@ class EmbeddingBackend:
             if len(rows[small]) == 1 and len(rows[other]):
                 rows = {other: np.vstack([rows[other], rows[small]]), small: rows[small][:0]}
         if sum(len(r) for r in rows.values()) < 2:
-            where, fix = ("machine type", "") if group == ALL else (f"section ({group})", "set per_section "
-                                                                                          "false, ")
-            raise ConfigError(f"the gmm back-end needs at least 2 training clips per {where}; "
-                              f"{fix}or use backend knn or centres")
+            where, fix = (
+                ("machine type", "")
+                if group == ALL
+                else (f"section ({group})", "set per_section false, ")
+            )
+            raise ConfigError(
+                f"the gmm back-end needs at least 2 training clips per {where}; "
+                f"{fix}or use backend knn or centres"
+            )
         return rows
 
     def _oversample(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Target rows plus SMOTE's synthetic ones (only where SMOTE can and should add any)."""
         n_s, n_t = len(source), len(target)
-        if self.kind != "knn" or not self.smote or n_t < 2 or n_s == 0 or n_t >= self.smote_ratio * n_s:
+        if (
+            self.kind != "knn"
+            or not self.smote
+            or n_t < 2
+            or n_s == 0
+            or n_t >= self.smote_ratio * n_s
+        ):
             return target
-        sampler = SMOTE(sampling_strategy=self.smote_ratio, k_neighbors=min(5, n_t - 1), random_state=self.seed)
-        X, y = sampler.fit_resample(np.vstack([source, target]), np.r_[np.zeros(n_s, int), np.ones(n_t, int)])
-        synthetic = X[n_s + n_t:][y[n_s + n_t:] == 1]  # imbalanced-learn appends the new rows
+        sampler = SMOTE(
+            sampling_strategy=self.smote_ratio, k_neighbors=min(5, n_t - 1), random_state=self.seed
+        )
+        X, y = sampler.fit_resample(
+            np.vstack([source, target]), np.r_[np.zeros(n_s, int), np.ones(n_t, int)]
+        )
+        synthetic = X[n_s + n_t :][y[n_s + n_t :] == 1]  # imbalanced-learn appends the new rows
         return np.vstack([target, l2_normalise(synthetic)])
 
     def _build(self, bank: Bank) -> Bank:
         if self.kind == "knn":
             bank.model = NearestNeighbors(metric="cosine", algorithm="brute").fit(bank.rows)
         else:
-            bank.model = GMM(n_components=self.gmm_components, covariance_type="diag", seed=self.seed,
-                             standardize=False).fit(bank.rows)
+            bank.model = GMM(
+                n_components=self.gmm_components,
+                covariance_type="diag",
+                seed=self.seed,
+                standardize=False,
+            ).fit(bank.rows)
         return bank
 
     # -- scoring ------------------------------------------------------------------------
-    def _bank_scores(self, bank: Bank, X: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    def _bank_scores(
+        self, bank: Bank, X: np.ndarray, exclude: np.ndarray | None = None
+    ) -> np.ndarray:
         """Score of every row of X against one bank; ``exclude[i]`` = a bank row that row i
         must not count as its own neighbour (-1: none; leave-one-out training scores)."""
         if self.kind == "gmm":
@@ -143,7 +192,9 @@ class EmbeddingBackend:
             out[i] = others[:kk].mean() if kk > 0 else np.inf
         return out
 
-    def score(self, embeddings: np.ndarray, sections: Sequence[str | None] | None = None) -> np.ndarray:
+    def score(
+        self, embeddings: np.ndarray, sections: Sequence[str | None] | None = None
+    ) -> np.ndarray:
         """Anomaly score per embedding (higher = more anomalous)."""
         X = l2_normalise(embeddings)
         secs = list(sections) if sections is not None else [None] * len(X)
@@ -153,7 +204,9 @@ class EmbeddingBackend:
             allowed = self._allowed(self.centre_sections, secs)
             return 1.0 - np.where(allowed, sims, -np.inf).max(axis=1)
         scores = np.stack([self._bank_scores(b, X) for b in self.banks], axis=1)
-        return np.where(self._allowed([b.group for b in self.banks], secs), scores, np.inf).min(axis=1)
+        return np.where(self._allowed([b.group for b in self.banks], secs), scores, np.inf).min(
+            axis=1
+        )
 
     def _allowed(self, owners: Sequence[str], sections: Sequence[str | None]) -> np.ndarray:
         """(n, len(owners)): which banks / centres each row is scored against."""
@@ -177,7 +230,9 @@ class EmbeddingBackend:
             return self.score(X, [g if g != ALL else None for g in groups])
         cols = []
         for bank in self.banks:
-            members = [i for i in range(len(X)) if groups[i] == bank.group and doms[i] == bank.domain]
+            members = [
+                i for i in range(len(X)) if groups[i] == bank.group and doms[i] == bank.domain
+            ]
             exclude = np.full(len(X), -1)
             exclude[members] = np.arange(len(members))
             cols.append(self._bank_scores(bank, X, exclude))
@@ -195,15 +250,32 @@ class EmbeddingBackend:
         return {f"bank{i}": b.rows for i, b in enumerate(self.banks)}
 
     def index(self) -> dict[str, Any]:
-        return {"kind": self.kind, "banks": [b.meta() for b in self.banks], "centre_sections": self.centre_sections}
+        return {
+            "kind": self.kind,
+            "banks": [b.meta() for b in self.banks],
+            "centre_sections": self.centre_sections,
+        }
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], index: dict[str, Any], **params: Any) -> EmbeddingBackend:
+    def from_state(
+        cls, state: dict[str, np.ndarray], index: dict[str, Any], **params: Any
+    ) -> EmbeddingBackend:
         backend = cls(**params)
         if backend.kind == "centres":
-            backend.centres, backend.centre_sections = np.asarray(state["centres"]), list(index["centre_sections"])
+            backend.centres, backend.centre_sections = (
+                np.asarray(state["centres"]),
+                list(index["centre_sections"]),
+            )
             return backend
-        backend.banks = [backend._build(Bank(m["group"], m["domain"], np.asarray(state[f"bank{i}"], np.float64),
-                                             int(m["n_real"])))
-                         for i, m in enumerate(index["banks"])]
+        backend.banks = [
+            backend._build(
+                Bank(
+                    m["group"],
+                    m["domain"],
+                    np.asarray(state[f"bank{i}"], np.float64),
+                    int(m["n_real"]),
+                )
+            )
+            for i, m in enumerate(index["banks"])
+        ]
         return backend

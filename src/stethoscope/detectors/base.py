@@ -1,4 +1,5 @@
 """The `Detector` contract (PyOD-like): fit on normal embeddings, score new ones."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -18,12 +19,10 @@ class Detector(ABC):
     name: str
 
     @abstractmethod
-    def fit(self, X: np.ndarray) -> Detector:
-        ...
+    def fit(self, X: np.ndarray) -> Detector: ...
 
     @abstractmethod
-    def score(self, X: np.ndarray) -> np.ndarray:
-        ...
+    def score(self, X: np.ndarray) -> np.ndarray: ...
 
     def train_scores(self) -> np.ndarray:
         """Scores of the training rows (leave-one-out where the method allows it)."""

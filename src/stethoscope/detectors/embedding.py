@@ -11,6 +11,7 @@ SOS note: PyOD's ``SOS.decision_function(X)`` scores the rows of ``X`` against e
 only, not against the training data. `SOS` here scores a new point against the training
 set (see its docstring); its training scores equal PyOD's ``decision_scores_``.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -53,8 +54,9 @@ class TrainingSetDetector(Detector):
     def fit(self, X: np.ndarray) -> TrainingSetDetector:
         X = _check(X)
         if len(X) < self.min_train:
-            raise ValueError(f"{self.name} needs at least {self.min_train} training rows, got "
-                             f"{len(X)}")
+            raise ValueError(
+                f"{self.name} needs at least {self.min_train} training rows, got {len(X)}"
+            )
         self.train_ = X
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
         self._fit(self._transform(X))
@@ -66,7 +68,9 @@ class TrainingSetDetector(Detector):
     def score(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "train_"):
             raise RuntimeError(f"{self.name}: fit before scoring")
-        return np.asarray(self._score(self._transform(_check(X, self.train_.shape[1]))), dtype=np.float64)
+        return np.asarray(
+            self._score(self._transform(_check(X, self.train_.shape[1]))), dtype=np.float64
+        )
 
     def train_scores(self) -> np.ndarray:
         return np.asarray(self._train_scores(), dtype=np.float64)
@@ -89,11 +93,17 @@ class TrainingSetDetector(Detector):
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], **params: Any) -> TrainingSetDetector:
         det = cls(**params).fit(np.asarray(state["train"]))
-        if det.scaler_ is not None and "scaler_mean" in state and not (
+        if (
+            det.scaler_ is not None
+            and "scaler_mean" in state
+            and not (
                 np.allclose(det.scaler_.mean_, state["scaler_mean"])
-                and np.allclose(det.scaler_.scale_, state["scaler_scale"])):
-                raise CheckpointError(f"{cls.name}: saved scaler statistics do not match the "
-                                      "saved training rows")
+                and np.allclose(det.scaler_.scale_, state["scaler_scale"])
+            )
+        ):
+            raise CheckpointError(
+                f"{cls.name}: saved scaler statistics do not match the saved training rows"
+            )
         return det
 
 
@@ -104,7 +114,9 @@ class KNN(TrainingSetDetector):
     min_train = 2
     param_names = ("n_neighbors", "method", "standardize")
 
-    def __init__(self, n_neighbors: int = 2, method: str = "largest", standardize: bool = True) -> None:
+    def __init__(
+        self, n_neighbors: int = 2, method: str = "largest", standardize: bool = True
+    ) -> None:
         super().__init__(standardize)
         if method not in ("largest", "mean", "median"):
             raise ConfigError(f"knn method must be largest, mean or median, got {method!r}")
@@ -112,6 +124,7 @@ class KNN(TrainingSetDetector):
 
     def _fit(self, X: np.ndarray) -> None:
         from pyod.models.knn import KNN as PyodKNN
+
         self.k_ = max(1, min(self.n_neighbors, len(X) - 1))
         self.model_ = PyodKNN(n_neighbors=self.k_, method=self.method).fit(X)
 
@@ -135,7 +148,9 @@ class LOF(TrainingSetDetector):
 
     def _fit(self, X: np.ndarray) -> None:
         self.k_ = max(1, min(self.n_neighbors, len(X) - 1))
-        self.model_ = LocalOutlierFactor(n_neighbors=self.k_, novelty=True, algorithm="brute").fit(X)
+        self.model_ = LocalOutlierFactor(n_neighbors=self.k_, novelty=True, algorithm="brute").fit(
+            X
+        )
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return -self.model_.score_samples(X)
@@ -150,16 +165,25 @@ class GMM(TrainingSetDetector):
     name = "gmm"
     param_names = ("n_components", "covariance_type", "reg_covar", "seed", "standardize")
 
-    def __init__(self, n_components: int = 1, covariance_type: str = "diag", reg_covar: float = 1e-3,
-                 seed: int = 0, standardize: bool = True) -> None:
+    def __init__(
+        self,
+        n_components: int = 1,
+        covariance_type: str = "diag",
+        reg_covar: float = 1e-3,
+        seed: int = 0,
+        standardize: bool = True,
+    ) -> None:
         super().__init__(standardize)
         self.n_components, self.covariance_type = n_components, covariance_type
         self.reg_covar, self.seed = reg_covar, seed
 
     def _fit(self, X: np.ndarray) -> None:
-        self.model_ = GaussianMixture(n_components=max(1, min(self.n_components, len(X))),
-                                      covariance_type=self.covariance_type, reg_covar=self.reg_covar,
-                                      random_state=self.seed).fit(X)
+        self.model_ = GaussianMixture(
+            n_components=max(1, min(self.n_components, len(X))),
+            covariance_type=self.covariance_type,
+            reg_covar=self.reg_covar,
+            random_state=self.seed,
+        ).fit(X)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return -self.model_.score_samples(X)
@@ -204,9 +228,15 @@ class _WoodburyLedoitWolf:
         if ridge <= 0:  # constant features only, or no shrinkage: the general inverse
             self._precision = np.linalg.pinv(np.cov(centred, rowvar=False, bias=True))
             return
-        inner = (ridge * n / (1.0 - shrinkage)) * np.eye(n) + centred @ centred.T if shrinkage < 1 else None
+        inner = (
+            (ridge * n / (1.0 - shrinkage)) * np.eye(n) + centred @ centred.T
+            if shrinkage < 1
+            else None
+        )
         eye = np.eye(d)
-        self._precision = (eye if inner is None else eye - centred.T @ np.linalg.solve(inner, centred)) / ridge
+        self._precision = (
+            eye if inner is None else eye - centred.T @ np.linalg.solve(inner, centred)
+        ) / ridge
 
     def get_precision(self) -> np.ndarray:
         return self._precision
@@ -247,7 +277,9 @@ class SOS(TrainingSetDetector):
         self.X_ = X
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        a = np.exp(-pairwise_distances(self.X_, X, metric="euclidean") * self.beta_[:, None])  # (n_train, n)
+        a = np.exp(
+            -pairwise_distances(self.X_, X, metric="euclidean") * self.beta_[:, None]
+        )  # (n_train, n)
         b = a / (self.row_sums_[:, None] + a)
         return np.exp(np.log1p(-np.clip(b, 0.0, 1.0 - 1e-15)).sum(axis=0))
 
@@ -255,7 +287,9 @@ class SOS(TrainingSetDetector):
         return self.train_scores_
 
 
-def _perplexity_beta(distances: np.ndarray, perplexity: float, tol: float = 1e-5, max_tries: int = 5000) -> float:
+def _perplexity_beta(
+    distances: np.ndarray, perplexity: float, tol: float = 1e-5, max_tries: int = 5000
+) -> float:
     """Precision beta with entropy of softmax(-d * beta) equal to log(perplexity) (PyOD's
     search)."""
     log_u = np.log(perplexity)
@@ -281,4 +315,6 @@ def _perplexity_beta(distances: np.ndarray, perplexity: float, tol: float = 1e-5
     return float(beta)
 
 
-DETECTORS: dict[str, type[TrainingSetDetector]] = {c.name: c for c in (KNN, LOF, GMM, SOS, Mahalanobis)}
+DETECTORS: dict[str, type[TrainingSetDetector]] = {
+    c.name: c for c in (KNN, LOF, GMM, SOS, Mahalanobis)
+}

@@ -1,5 +1,6 @@
 """A fitted detector's ``score`` as a torch module (float64), for systems that score in torch
 and for ONNX export: the learned state is held as buffers, so the module is self-contained."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,12 +47,18 @@ class DetectorModule(nn.Module):
         super().__init__()
         self.kind = det.name
         scaler = det.scaler_
-        self.register_buffer("shift", f64(scaler.mean_ if scaler is not None else np.zeros(det.train_.shape[1])))
-        self.register_buffer("scale", f64(scaler.scale_ if scaler is not None else np.ones(det.train_.shape[1])))
+        self.register_buffer(
+            "shift", f64(scaler.mean_ if scaler is not None else np.zeros(det.train_.shape[1]))
+        )
+        self.register_buffer(
+            "scale", f64(scaler.scale_ if scaler is not None else np.ones(det.train_.shape[1]))
+        )
         if isinstance(det, KNN):
             self.k, self.method = det.k_, det.method
             self.register_buffer("rows", f64(det._transform(det.train_)))
-        elif isinstance(det, LOF):  # sklearn's fitted state: k-distances and densities of the training rows
+        elif isinstance(
+            det, LOF
+        ):  # sklearn's fitted state: k-distances and densities of the training rows
             model = det.model_
             self.k = model.n_neighbors_
             self.register_buffer("rows", f64(det._transform(det.train_)))
@@ -60,15 +67,23 @@ class DetectorModule(nn.Module):
         elif isinstance(det, GMM):
             model = det.model_
             if model.covariance_type != "diag":
-                raise ConfigError(f"gmm with covariance_type {model.covariance_type!r} cannot be "
-                                  "exported (diag only)")
+                raise ConfigError(
+                    f"gmm with covariance_type {model.covariance_type!r} cannot be "
+                    "exported (diag only)"
+                )
             prec_chol = np.asarray(model.precisions_cholesky_, np.float64)
-            precisions = prec_chol ** 2
-            self.register_buffer("const", f64(np.sum(model.means_ ** 2 * precisions, axis=1)))
+            precisions = prec_chol**2
+            self.register_buffer("const", f64(np.sum(model.means_**2 * precisions, axis=1)))
             self.register_buffer("cross", f64((model.means_ * precisions).T))
             self.register_buffer("precisions", f64(precisions.T))
-            self.register_buffer("bias", f64(np.sum(np.log(prec_chol), axis=1) + np.log(model.weights_)
-                                              - 0.5 * model.means_.shape[1] * np.log(2 * np.pi)))
+            self.register_buffer(
+                "bias",
+                f64(
+                    np.sum(np.log(prec_chol), axis=1)
+                    + np.log(model.weights_)
+                    - 0.5 * model.means_.shape[1] * np.log(2 * np.pi)
+                ),
+            )
         elif isinstance(det, SOS):
             self.register_buffer("rows", f64(det.X_))
             self.register_buffer("beta", f64(det.beta_))
@@ -82,7 +97,9 @@ class DetectorModule(nn.Module):
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         x = (rows - self.shift) / self.scale
         if self.kind == "knn":
-            near = torch.topk(_pairwise(x, self.rows), self.k, dim=1, largest=False).values  # ascending
+            near = torch.topk(
+                _pairwise(x, self.rows), self.k, dim=1, largest=False
+            ).values  # ascending
             if self.method == "largest":
                 return near[:, -1]
             if self.method == "mean":

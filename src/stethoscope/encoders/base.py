@@ -1,4 +1,5 @@
 """The `Encoder` contract: a frozen pretrained waveform model that turns clips into vectors."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -11,6 +11,7 @@ Weights: only a user's local official checkpoint (``BEATs_iter3*.pt``: a dict ho
 ``cfg`` and ``model``), loaded with ``torch.load(weights_only=True)`` and ``strict=True``.
 Key names follow the official code; they are NOT checked against a real checkpoint here.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,15 +63,23 @@ class BEATsConfig:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def relative_buckets(query_len: int, key_len: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+def relative_buckets(
+    query_len: int, key_len: int, num_buckets: int, max_distance: int
+) -> torch.Tensor:
     """T5-style bidirectional buckets of (key - query) offsets: exact near, logarithmic far."""
     offset = torch.arange(key_len)[None, :] - torch.arange(query_len)[:, None]
     half = num_buckets // 2
     buckets = (offset > 0).long() * half
     distance = offset.abs()
     exact = half // 2
-    far = exact + (torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
-                   * (half - exact)).long()
+    far = (
+        exact
+        + (
+            torch.log(distance.float().clamp(min=1) / exact)
+            / math.log(max_distance / exact)
+            * (half - exact)
+        ).long()
+    )
     far = torch.clamp(far, max=half - 1)
     return buckets + torch.where(distance < exact, distance, far)
 
@@ -146,7 +155,11 @@ class TransformerEncoder(nn.Module):
         self.cfg = cfg
         dim = cfg.encoder_embed_dim
         self.pos_conv = nn.Sequential(WeightNormConv1d(dim, cfg.conv_pos, cfg.conv_pos_groups))
-        table = nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads) if cfg.relative_position_embedding else None
+        table = (
+            nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads)
+            if cfg.relative_position_embedding
+            else None
+        )
         # one bias table shared by every layer (the state_dict lists it under each layer)
         self.layers = nn.ModuleList([EncoderLayer(cfg, table) for _ in range(cfg.encoder_layers)])
         self.layer_norm = nn.LayerNorm(dim)
@@ -160,7 +173,9 @@ class TransformerEncoder(nn.Module):
         table = cast(EncoderLayer, self.layers[0]).self_attn.relative_attention_bias
         if table is not None:
             n = x.shape[1]
-            bias = table(relative_buckets(n, n, self.cfg.num_buckets, self.cfg.max_distance).to(x.device))
+            bias = table(
+                relative_buckets(n, n, self.cfg.num_buckets, self.cfg.max_distance).to(x.device)
+            )
             bias = bias.permute(2, 0, 1)  # (H, n, n)
         for layer in self.layers:
             x = layer(x, bias)
@@ -176,10 +191,15 @@ class BEATsBackbone(nn.Module):
         p = cfg.input_patch_size
         self.patch_embedding = nn.Conv2d(1, cfg.embed_dim, p, p, bias=cfg.conv_bias)
         self.layer_norm = nn.LayerNorm(cfg.embed_dim)
-        self.post_extract_proj = (nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim)
-                                  if cfg.embed_dim != cfg.encoder_embed_dim else None)
+        self.post_extract_proj = (
+            nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim)
+            if cfg.embed_dim != cfg.encoder_embed_dim
+            else None
+        )
         self.encoder = TransformerEncoder(cfg)
-        self.predictor = nn.Linear(cfg.encoder_embed_dim, cfg.predictor_class) if cfg.finetuned_model else None
+        self.predictor = (
+            nn.Linear(cfg.encoder_embed_dim, cfg.predictor_class) if cfg.finetuned_model else None
+        )
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
         x = self.patch_embedding(fbank[:, None])  # (B, C, T/16, F/16)
@@ -220,17 +240,28 @@ class BEATsEncoder(Encoder):
 
     name = "beats_iter3"
 
-    def __init__(self, device: str = "cpu", weights_path: str | None = None, config: BEATsConfig | None = None,
-                 seed: int = 0, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        weights_path: str | None = None,
+        config: BEATsConfig | None = None,
+        seed: int = 0,
+        batch_size: int = 4,
+    ) -> None:
         self.device = torch.device(device)
         self.batch_size = batch_size
         if weights_path is None:
             weights_path = str(locate_local(BEATS_FILE, BEATS_URL, "the official .pt"))
         if weights_path == "random":
             torch.manual_seed(seed)
-            self.model, self.weights, self.weights_sha256 = BEATsBackbone(config or BEATsConfig()), "random", "random"
+            self.model, self.weights, self.weights_sha256 = (
+                BEATsBackbone(config or BEATsConfig()),
+                "random",
+                "random",
+            )
         else:
             from .weights import sha256_of
+
             self.model, self.weights = load_beats_checkpoint(weights_path), "pretrained"
             self.weights_sha256 = sha256_of(weights_path)
         self.dim = self.model.cfg.encoder_embed_dim
@@ -253,8 +284,12 @@ class BEATsEncoder(Encoder):
             by_len.setdefault(f.shape[0], []).append(i)
         for idx in by_len.values():
             for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
-                out = self.model(torch.stack([feats[i] for i in chunk]).to(self.device)).mean(dim=1).cpu()
+                chunk = idx[start : start + self.batch_size]
+                out = (
+                    self.model(torch.stack([feats[i] for i in chunk]).to(self.device))
+                    .mean(dim=1)
+                    .cpu()
+                )
                 for j, i in enumerate(chunk):
                     rows[i] = out[j]
         if not rows:

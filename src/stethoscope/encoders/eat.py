@@ -11,6 +11,7 @@ norm2,mlp.fc1,mlp.fc2}.*``; fine-tuned heads ``fc_norm`` / ``head`` are ignored)
 layout was reconstructed from public re-implementations; it has NOT been checked against a
 real checkpoint here (none is reachable). See docs/encoders.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,12 +58,15 @@ class EATConfig:
 def sincos_2d(embed_dim: int, n_time: int, n_freq: int) -> torch.Tensor:
     """(n_time * n_freq, embed_dim) fixed positions, time-major; first half of the channels
     encodes the frequency patch index, second half the time index (MAE convention)."""
+
     def one_d(dim: int, pos: np.ndarray) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
         angles = np.outer(pos.reshape(-1), omega)
         return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
-    freq_idx, time_idx = np.meshgrid(np.arange(n_freq, dtype=np.float32), np.arange(n_time, dtype=np.float32))
+    freq_idx, time_idx = np.meshgrid(
+        np.arange(n_freq, dtype=np.float32), np.arange(n_time, dtype=np.float32)
+    )
     emb = np.concatenate([one_d(embed_dim // 2, freq_idx), one_d(embed_dim // 2, time_idx)], axis=1)
     return torch.from_numpy(emb).float()
 
@@ -137,7 +141,9 @@ class EATBackbone(nn.Module):
         """(B, 1, T, F) normalised fbank -> (B, 1 + patches, D) token features."""
         x = self.local_encoder(fbank)
         if x.shape[1] > self.positions.shape[1]:
-            raise ValueError(f"{x.shape[1]} patches exceed the {self.positions.shape[1]} positions of the model")
+            raise ValueError(
+                f"{x.shape[1]} patches exceed the {self.positions.shape[1]} positions of the model"
+            )
         x = x + self.positions[:, : x.shape[1]]
         x = torch.cat([self.extra_tokens.expand(len(x), -1, -1), x], dim=1)
         x = self.pre_norm(x)
@@ -149,16 +155,20 @@ class EATBackbone(nn.Module):
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         return {f"model.{k}": v for k, v in self.state_dict().items()}
 
-    def load_official_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    def load_official_state_dict(
+        self, state: dict[str, torch.Tensor], source: str = "checkpoint"
+    ) -> None:
         own = {}
         for key, value in state.items():
-            key = key[len("model."):] if key.startswith("model.") else key
+            key = key[len("model.") :] if key.startswith("model.") else key
             if key.startswith(IGNORED_KEYS):
                 continue
             if key == "fixed_positional_encoder.positions":  # stored by some exports: must agree
                 n = min(value.shape[1], self.positions.shape[1])
                 if not torch.allclose(value[0, :n].float(), self.positions[0, :n], atol=1e-4):
-                    raise CheckpointError(f"{source}: stored positions differ from the 2-D sin-cos table")
+                    raise CheckpointError(
+                        f"{source}: stored positions differ from the 2-D sin-cos table"
+                    )
                 continue
             own[key] = value
         try:
@@ -174,9 +184,15 @@ def load_eat_checkpoint(path: str | Path) -> EATBackbone:
     path = Path(path)
     weights = path / "model.safetensors" if path.is_dir() else path
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: EAT checkpoint not found (expected a Hugging Face model.safetensors)")
+        raise CheckpointError(
+            f"{weights}: EAT checkpoint not found (expected a Hugging Face model.safetensors)"
+        )
     config_file = weights.parent / "config.json"
-    cfg = EATConfig.from_dict(json.loads(config_file.read_text())) if config_file.is_file() else EATConfig()
+    cfg = (
+        EATConfig.from_dict(json.loads(config_file.read_text()))
+        if config_file.is_file()
+        else EATConfig()
+    )
     model = EATBackbone(cfg)
     try:
         state = load_file(str(weights))
@@ -192,7 +208,10 @@ def save_eat_checkpoint(model: EATBackbone, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.official_state_dict().items()}, str(directory / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.official_state_dict().items()},
+        str(directory / "model.safetensors"),
+    )
     (directory / "config.json").write_text(json.dumps(asdict(model.cfg), indent=2))
     return directory / "model.safetensors"
 
@@ -202,12 +221,20 @@ class EATEncoder(Encoder):
 
     name = "eat_base"
 
-    def __init__(self, device: str = "cpu", weights_path: str | None = None, config: EATConfig | None = None,
-                 seed: int = 0, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        weights_path: str | None = None,
+        config: EATConfig | None = None,
+        seed: int = 0,
+        batch_size: int = 4,
+    ) -> None:
         self.device = torch.device(device)
         self.batch_size = batch_size
         if weights_path is None:
-            weights_path = str(locate_local(EAT_DIR_NAME, EAT_URL, "a folder with model.safetensors + config.json"))
+            weights_path = str(
+                locate_local(EAT_DIR_NAME, EAT_URL, "a folder with model.safetensors + config.json")
+            )
         if weights_path == "random":
             torch.manual_seed(seed)
             self.model, self.weights = EATBackbone(config or EATConfig()), "random"
@@ -215,6 +242,7 @@ class EATEncoder(Encoder):
         else:
             self.model, self.weights = load_eat_checkpoint(weights_path), "pretrained"
             from .weights import sha256_of
+
             p = Path(weights_path)
             self.weights_sha256 = sha256_of(p / "model.safetensors" if p.is_dir() else p)
         self.dim = self.model.cfg.embed_dim
@@ -235,6 +263,12 @@ class EATEncoder(Encoder):
             raise ValueError(f"EAT expects 16 kHz input, got {sample_rate} Hz")
         rows = []
         for start in range(0, len(waveforms), self.batch_size):
-            batch = torch.stack([self.features(w) for w in waveforms[start:start + self.batch_size]]).to(self.device)
+            batch = torch.stack(
+                [self.features(w) for w in waveforms[start : start + self.batch_size]]
+            ).to(self.device)
             rows.append(self.model(batch)[:, 0].cpu())
-        return torch.cat(rows).numpy().astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
+        return (
+            torch.cat(rows).numpy().astype(np.float32)
+            if rows
+            else np.zeros((0, self.dim), np.float32)
+        )

@@ -10,6 +10,7 @@ banks 0-15 kHz, ``log(mel + 1e-5)``, ``(x + 4.5) / 5``.
 Outputs: the 384-d globally pooled feature (clip embedding), the 512-d hidden layer of the
 classifier head, the 527 AudioSet logits, and a frame-level feature map pooled over frequency.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,18 +40,35 @@ class EfficientATMel(nn.Module):
     window: torch.Tensor
     banks: torch.Tensor
 
-    def __init__(self, n_mels: int = 128, sample_rate: int = 32_000, n_fft: int = 1024, win_length: int = 800,
-                 hop_length: int = 320, fmin: float = 0.0, fmax: float = 15_000.0) -> None:
+    def __init__(
+        self,
+        n_mels: int = 128,
+        sample_rate: int = 32_000,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        hop_length: int = 320,
+        fmin: float = 0.0,
+        fmax: float = 15_000.0,
+    ) -> None:
         super().__init__()
         self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
-        self.register_buffer("window", torch.hann_window(win_length, periodic=False), persistent=False)
+        self.register_buffer(
+            "window", torch.hann_window(win_length, periodic=False), persistent=False
+        )
         banks = kaldi_mel_banks(n_mels, n_fft, sample_rate, fmin, fmax)
         self.register_buffer("banks", nn.functional.pad(banks, (0, 1)), persistent=False)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         emphasised = waves[:, 1:] - 0.97 * waves[:, :-1]
-        spec = torch.stft(emphasised, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
-                          window=self.window, center=True, return_complex=True)
+        spec = torch.stft(
+            emphasised,
+            self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window,
+            center=True,
+            return_complex=True,
+        )
         power = spec.real.pow(2) + spec.imag.pow(2)
         mel = torch.matmul(self.banks, power)
         return ((mel + 1e-5).log() + 4.5) / 5.0
@@ -99,8 +117,14 @@ def _activation(kind: str) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "RE" else nn.Hardswish(inplace=True)
 
 
-def conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1,
-                activation: str | None = None) -> nn.Sequential:
+def conv_bn_act(
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    activation: str | None = None,
+) -> nn.Sequential:
     """Conv (no bias) + BatchNorm (eps 1e-3) + optional activation, named 0 / 1 / 2."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
@@ -130,7 +154,9 @@ class SEBlock(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
         super().__init__()
-        self.conc_se_layers = nn.ModuleList([ChannelSE(channels, make_divisible(channels // reduction, 8))])
+        self.conc_se_layers = nn.ModuleList(
+            [ChannelSE(channels, make_divisible(channels // reduction, 8))]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conc_se_layers[0](x)
@@ -141,12 +167,18 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, spec: BlockSpec, width: float) -> None:
         super().__init__()
-        in_ch, mid_ch, out_ch = (make_divisible(c * width) for c in (spec.in_ch, spec.expand_ch, spec.out_ch))
+        in_ch, mid_ch, out_ch = (
+            make_divisible(c * width) for c in (spec.in_ch, spec.expand_ch, spec.out_ch)
+        )
         self.use_residual = spec.stride == 1 and in_ch == out_ch
         layers: list[nn.Module] = []
         if mid_ch != in_ch:
             layers.append(conv_bn_act(in_ch, mid_ch, 1, activation=spec.activation))
-        layers.append(conv_bn_act(mid_ch, mid_ch, spec.kernel, spec.stride, groups=mid_ch, activation=spec.activation))
+        layers.append(
+            conv_bn_act(
+                mid_ch, mid_ch, spec.kernel, spec.stride, groups=mid_ch, activation=spec.activation
+            )
+        )
         if spec.use_se:
             layers.append(SEBlock(mid_ch))
         layers.append(conv_bn_act(mid_ch, out_ch, 1))
@@ -242,8 +274,15 @@ class EfficientATEncoder(Encoder):
     name = "efficientat_mn04"
     sample_rate = 32_000
 
-    def __init__(self, device: str = "cpu", weights_path: str | None = None, layer: str = "pooled",
-                 pretrained: bool = True, seed: int = 0, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        weights_path: str | None = None,
+        layer: str = "pooled",
+        pretrained: bool = True,
+        seed: int = 0,
+        batch_size: int = 16,
+    ) -> None:
         if layer not in ("pooled", "hidden"):
             raise ValueError(f"layer must be 'pooled' or 'hidden', got {layer!r}")
         self.device = torch.device(device)
@@ -257,8 +296,14 @@ class EfficientATEncoder(Encoder):
             try:
                 self.model.load_state_dict(load_mn04_state(str(path)), strict=True)
             except RuntimeError as err:
-                raise CheckpointError(f"{path}: does not match the mn04 architecture ({err})") from err
-            self.weights, self.weights_file, self.weights_sha256 = "pretrained", str(path), MN04_SHA256
+                raise CheckpointError(
+                    f"{path}: does not match the mn04 architecture ({err})"
+                ) from err
+            self.weights, self.weights_file, self.weights_sha256 = (
+                "pretrained",
+                str(path),
+                MN04_SHA256,
+            )
         else:
             self.weights = "random"
         self.dim = self.model.embed_dim if layer == "pooled" else self.model.hidden_dim
@@ -274,13 +319,17 @@ class EfficientATEncoder(Encoder):
             raise ValueError(f"EfficientAT expects 16 kHz (or 32 kHz) input, got {sample_rate} Hz")
         out = []
         for wave in waveforms:
-            wave32 = resample_16k_to_32k(wave) if sample_rate == 16_000 else np.asarray(wave, np.float32)
+            wave32 = (
+                resample_16k_to_32k(wave) if sample_rate == 16_000 else np.asarray(wave, np.float32)
+            )
             with torch.no_grad():
                 out.append(self.frontend(torch.from_numpy(wave32)[None].to(self.device)))
         return out
 
     @torch.no_grad()
-    def forward_all(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> list[MobileNetOutput]:
+    def forward_all(
+        self, waveforms: Sequence[np.ndarray], sample_rate: int
+    ) -> list[MobileNetOutput]:
         """Model outputs per batch of equal-length clips, in input order (one entry per clip)."""
         mels = self.preprocess(waveforms, sample_rate)
         results: list[MobileNetOutput | None] = [None] * len(mels)
@@ -289,11 +338,15 @@ class EfficientATEncoder(Encoder):
             by_len.setdefault(mel.shape[-1], []).append(i)
         for idx in by_len.values():
             for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
+                chunk = idx[start : start + self.batch_size]
                 out = self.model(torch.cat([mels[i] for i in chunk])[:, None])
                 for j, i in enumerate(chunk):
-                    results[i] = MobileNetOutput(out.feature_map[j:j + 1], out.embedding[j:j + 1],
-                                                 out.hidden[j:j + 1], out.logits[j:j + 1])
+                    results[i] = MobileNetOutput(
+                        out.feature_map[j : j + 1],
+                        out.embedding[j : j + 1],
+                        out.hidden[j : j + 1],
+                        out.logits[j : j + 1],
+                    )
         return results  # type: ignore[return-value]
 
     def embed(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
@@ -309,4 +362,7 @@ class EfficientATEncoder(Encoder):
 
     def embed_frames(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> list[np.ndarray]:
         """Per clip (frames', 384) feature map averaged over frequency (32x time down-sampling)."""
-        return [o.feature_map.mean(dim=2)[0].T.cpu().numpy() for o in self.forward_all(waveforms, sample_rate)]
+        return [
+            o.feature_map.mean(dim=2)[0].T.cpu().numpy()
+            for o in self.forward_all(waveforms, sample_rate)
+        ]

@@ -8,6 +8,7 @@ spectrum, Kaldi/HTK-mel triangular banks from ``low_freq`` to ``high_freq`` (<= 
 relative to Nyquist) and ``log(max(energy, float32 eps))``. Dither is 0, energy is not used.
 Also gives the Kaldi mel banks that EfficientAT's front end uses.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,21 +31,27 @@ def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
     return 1127.0 * math.log(1.0 + freq / 700.0)
 
 
-def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float) -> torch.Tensor:
+def kaldi_mel_banks(
+    n_mels: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float
+) -> torch.Tensor:
     """(n_mels, n_fft // 2) triangular filters in the mel domain, as Kaldi builds them
     (no VTLN warping). Callers pad one zero column for the Nyquist bin."""
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
         high_freq += nyquist
     if not 0.0 <= low_freq < high_freq <= nyquist:
-        raise ValueError(f"bad mel range low={low_freq} high={high_freq} for sample rate {sample_rate}")
+        raise ValueError(
+            f"bad mel range low={low_freq} high={high_freq} for sample rate {sample_rate}"
+        )
     mel_low, mel_high = mel_scale(low_freq), mel_scale(high_freq)
     delta = (mel_high - mel_low) / (n_mels + 1)
     index = torch.arange(n_mels, dtype=torch.float32).unsqueeze(1)
     left = mel_low + index * delta
     center = mel_low + (index + 1.0) * delta
     right = mel_low + (index + 2.0) * delta
-    mel = mel_scale((sample_rate / n_fft) * torch.arange(n_fft // 2, dtype=torch.float32)).unsqueeze(0)
+    mel = mel_scale(
+        (sample_rate / n_fft) * torch.arange(n_fft // 2, dtype=torch.float32)
+    ).unsqueeze(0)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     return torch.clamp(torch.minimum(up, down), min=0.0)
@@ -78,7 +85,11 @@ class FbankParams:
 
     def n_frames(self, n_samples: int) -> int:
         """Whole frames only (``snip_edges``)."""
-        return 0 if n_samples < self.frame_length else 1 + (n_samples - self.frame_length) // self.frame_shift
+        return (
+            0
+            if n_samples < self.frame_length
+            else 1 + (n_samples - self.frame_length) // self.frame_shift
+        )
 
 
 class KaldiFbank(torch.nn.Module):
@@ -97,14 +108,18 @@ class KaldiFbank(torch.nn.Module):
         if params.window == "povey":
             window = window.pow(0.85)
         self.register_buffer("window", window, persistent=False)
-        banks = kaldi_mel_banks(params.n_mels, params.n_fft, params.sample_rate, params.low_freq, params.high_freq)
+        banks = kaldi_mel_banks(
+            params.n_mels, params.n_fft, params.sample_rate, params.low_freq, params.high_freq
+        )
         self.register_buffer("banks", torch.nn.functional.pad(banks, (0, 1)), persistent=False)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         p = self.params
         if waves.shape[-1] < p.frame_length:
-            raise ValueError(f"waveform of {waves.shape[-1]} samples is shorter than one frame "
-                             f"({p.frame_length})")
+            raise ValueError(
+                f"waveform of {waves.shape[-1]} samples is shorter than one frame "
+                f"({p.frame_length})"
+            )
         frames = waves.unfold(-1, p.frame_length, p.frame_shift)  # (B, T, L)
         if p.remove_dc_offset:
             frames = frames - frames.mean(dim=-1, keepdim=True)

@@ -10,6 +10,7 @@ download from the official URL with the sha256 check (temporary file, atomic ren
 are cached by path, size and modification time (``sha256-index.json`` in the cache folder), so
 a folder is hashed once. Without the file the error names it, its sha256 and where to put it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,16 +56,22 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def candidate_paths(file_name: str, weights_path: str | Path | None = None,
-                    dirs: Sequence[str | Path] = ()) -> list[Path]:
+def candidate_paths(
+    file_name: str, weights_path: str | Path | None = None, dirs: Sequence[str | Path] = ()
+) -> list[Path]:
     """Where `find_weights` looks, in order: the explicit path, then ``file_name`` in each
     of `weights_dirs`."""
     paths = [Path(weights_path).expanduser()] if weights_path is not None else []
     return paths + [d / file_name for d in weights_dirs(dirs)]
 
 
-def locate_local(name: str, url: str, what: str, weights_path: str | Path | None = None,
-                 dirs: Sequence[str | Path] = ()) -> Path:
+def locate_local(
+    name: str,
+    url: str,
+    what: str,
+    weights_path: str | Path | None = None,
+    dirs: Sequence[str | Path] = (),
+) -> Path:
     """First existing candidate for a file or folder that is never downloaded automatically
     (model-hub checkpoints); `CheckpointError` naming where to put it otherwise."""
     for path in candidate_paths(name, weights_path, dirs):
@@ -95,8 +102,13 @@ def download(url: str, dest: Path) -> None:
             handle.write(block)
 
 
-def find_weights(file_name: str, sha256: str | None, url: str | None,
-                 weights_path: str | Path | None = None, dirs: Sequence[str | Path] = ()) -> Path:
+def find_weights(
+    file_name: str,
+    sha256: str | None,
+    url: str | None,
+    weights_path: str | Path | None = None,
+    dirs: Sequence[str | Path] = (),
+) -> Path:
     """Path of a verified local copy of ``file_name``, downloading it when absent.
 
     An explicit ``weights_path`` that does not exist is an error (never silently replaced
@@ -104,7 +116,9 @@ def find_weights(file_name: str, sha256: str | None, url: str | None,
     """
     explicit = Path(weights_path).expanduser() if weights_path is not None else None
     if explicit is not None and not explicit.is_file():
-        raise CheckpointError(f"{explicit}: weight file not found (given explicitly as weights_path)")
+        raise CheckpointError(
+            f"{explicit}: weight file not found (given explicitly as weights_path)"
+        )
     for path in candidate_paths(file_name, weights_path, dirs):
         if path.is_file():
             verify_sha256(path, sha256)
@@ -114,8 +128,13 @@ def find_weights(file_name: str, sha256: str | None, url: str | None,
     return _download_checked(file_name, sha256, url)
 
 
-def find_by_sha256(sha256: str, file_name: str, dirs: Sequence[str | Path] = (),
-                   hint: str | Path | None = None, url: str | None = None) -> Path:
+def find_by_sha256(
+    sha256: str,
+    file_name: str,
+    dirs: Sequence[str | Path] = (),
+    hint: str | Path | None = None,
+    url: str | None = None,
+) -> Path:
     """A local file whose sha256 is ``sha256``: ``file_name`` in each of `weights_dirs`, the
     ``hint`` (a path an older model folder recorded; ignored when absent or different), any
     file in the folders or their sub-folders, else a download from ``url`` (checked).
@@ -131,13 +150,16 @@ def find_by_sha256(sha256: str, file_name: str, dirs: Sequence[str | Path] = (),
         index.save()
     if url is not None:
         return _download_checked(file_name, sha256, url)
-    raise CheckpointError(f"{file_name} (sha256 {sha256}): weight file not found in "
-                          f"{', '.join(map(str, weights_dirs(dirs)))}; {_hint(file_name, None)} "
-                          "(any file name: it is found by its sha256)")
+    raise CheckpointError(
+        f"{file_name} (sha256 {sha256}): weight file not found in "
+        f"{', '.join(map(str, weights_dirs(dirs)))}; {_hint(file_name, None)} "
+        "(any file name: it is found by its sha256)"
+    )
 
 
-def _candidates(file_name: str, dirs: Sequence[str | Path],
-                hint: str | Path | None) -> Iterator[Path]:
+def _candidates(
+    file_name: str, dirs: Sequence[str | Path], hint: str | Path | None
+) -> Iterator[Path]:
     """Files that may hold the weights, likeliest first, each once."""
     seen: set[Path] = set()
     named = [d / file_name for d in weights_dirs(dirs)]
@@ -217,8 +239,10 @@ class _HashIndex:
 
 
 def _hint(file_name: str, url: str | None) -> str:
-    return (f"put {file_name} in a folder given by --weights-dir DIR or ${WEIGHTS_DIR_ENV}, or at "
-            f"{weights_cache_dir() / file_name}" + (f"; download it from {url}" if url else ""))
+    return (
+        f"put {file_name} in a folder given by --weights-dir DIR or ${WEIGHTS_DIR_ENV}, or at "
+        f"{weights_cache_dir() / file_name}" + (f"; download it from {url}" if url else "")
+    )
 
 
 def _download_checked(file_name: str, sha256: str | None, url: str) -> Path:
@@ -239,6 +263,7 @@ def _download_checked(file_name: str, sha256: str | None, url: str) -> Path:
     except Exception as err:  # no network, HTTP error, disk full: say where to put the file
         tmp.unlink(missing_ok=True)
         named = f"{file_name} (sha256 {sha256})" if sha256 else file_name
-        raise CheckpointError(f"{named}: weight file not found and download failed ({err}); "
-                              f"{_hint(file_name, url)}") from err
+        raise CheckpointError(
+            f"{named}: weight file not found and download failed ({err}); {_hint(file_name, url)}"
+        ) from err
     return target

@@ -8,6 +8,7 @@ epoch wherever a run is killed (one shared tensors file would already hold epoch
 the JSON still said k). The fingerprint is a sha256 of the system's hyperparameters, the
 seed and the training clip list: a checkpoint resumes only the run it was made for.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,11 @@ def fingerprint(system: str, params: dict[str, Any], seed: int, clips: Sequence[
     """sha256 of what determines a training run: system, hyperparameters, seed, and the
     sorted list of training clips (path, channel, size)."""
     listing = sorted(f"{c.path}|{c.channel}|{_size(c.path)}" for c in clips)
-    blob = json.dumps({"system": system, "params": params, "seed": seed, "clips": listing},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"system": system, "params": params, "seed": seed, "clips": listing},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -51,9 +55,16 @@ def _size(path: Path) -> int:
         return -1
 
 
-def save_checkpoint(directory: Path, module: torch.nn.Module, optimisers: dict[str, torch.optim.Optimizer],
-                    generators: dict[str, torch.Generator], epoch: int, history: list[dict[str, float]],
-                    fingerprint_: str, extra: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    directory: Path,
+    module: torch.nn.Module,
+    optimisers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+    epoch: int,
+    history: list[dict[str, float]],
+    fingerprint_: str,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write the training state after ``epoch`` completed epochs (``extra``: more tensors, e.g. the
     other data-parallel ranks' random states)."""
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
@@ -73,8 +84,16 @@ def save_checkpoint(directory: Path, module: torch.nn.Module, optimisers: dict[s
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     name = _tensors_name(epoch, fingerprint_)
     atomic_write_bytes(directory / name, save(tensors))
-    atomic_write_json(directory / META, {"epoch": epoch, "fingerprint": fingerprint_, "history": history,
-                                         "param_groups": groups, "tensors": name})
+    atomic_write_json(
+        directory / META,
+        {
+            "epoch": epoch,
+            "fingerprint": fingerprint_,
+            "history": history,
+            "param_groups": groups,
+            "tensors": name,
+        },
+    )
     for old in [directory / TENSORS, *directory.glob("checkpoint-*.safetensors")]:
         if old.name != name:  # earlier epochs, now that the JSON names this one
             old.unlink(missing_ok=True)
@@ -89,12 +108,20 @@ def read_meta(directory: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to start fresh") from err
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({err}); delete it to start fresh"
+        ) from err
 
 
-def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Module,
-                    optimisers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator],
-                    rank: int = 0, shared: Sequence[str] = ()) -> None:
+def load_checkpoint(
+    directory: Path,
+    meta: dict[str, Any],
+    module: torch.nn.Module,
+    optimisers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+    rank: int = 0,
+    shared: Sequence[str] = (),
+) -> None:
     """Restore what `save_checkpoint` wrote into freshly built objects.
 
     Data-parallel rank ``rank`` > 0 restores its own random streams (``rng.rank<r>.*``, kept by
@@ -104,7 +131,9 @@ def load_checkpoint(directory: Path, meta: dict[str, Any], module: torch.nn.Modu
     try:
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for truncated files
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to start fresh") from err
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({err}); delete it to start fresh"
+        ) from err
     device = next(module.parameters()).device
     module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, opt in optimisers.items():
@@ -137,7 +166,9 @@ def prune_checkpoints(root: Path | None) -> None:
     discarded; folders that still hold a checkpoint (a failed or interrupted run) stay."""
     if root is None or not root.is_dir():
         return
-    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    for folder in sorted(
+        (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    ):
         _rmdir_if_empty(folder)
     _rmdir_if_empty(root)
 

@@ -6,6 +6,7 @@ saved as hyperparameters. The CLI
 builds one context from its flags and hands it to `fit` / `score`; the API's default is a
 quiet-enough CPU run with no cache and no checkpoints.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,9 @@ class RunContext:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.data_parallel < 1:
-            raise ConfigError("data_parallel (--data-parallel) must be >= 1 worker, got "
-                              f"{self.data_parallel}")
+            raise ConfigError(
+                f"data_parallel (--data-parallel) must be >= 1 worker, got {self.data_parallel}"
+            )
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for name in ("cache_dir", "checkpoint_dir"):
@@ -99,8 +101,9 @@ class RunContext:
     def torch_device(self) -> torch.device:
         """The device; a clear error when CUDA is asked for but absent."""
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use "
-                              "--device cpu")
+            raise ConfigError(
+                f"device {self.device!r} requested but CUDA is not available; use --device cpu"
+            )
         return torch.device(self.device)
 
     def check_device(self) -> None:
@@ -120,7 +123,9 @@ class RunContext:
         np.random.seed(self.seed % 2**32)
         torch.manual_seed(self.seed)
 
-    def generator(self, offset: int = 0, device: torch.device | str | None = None) -> torch.Generator:
+    def generator(
+        self, offset: int = 0, device: torch.device | str | None = None
+    ) -> torch.Generator:
         """A generator on ``device`` (default: the run's device) seeded with seed + offset:
         random draws happen where the tensors live, never on a CPU generator for a GPU tensor."""
         gen = torch.Generator(device=device or self.torch_device)
@@ -143,7 +148,10 @@ class RunContext:
     def metadata(self) -> dict[str, Any]:
         """What the run record keeps of the runtime (beside, never inside, the hyperparameters);
         not where the weights are: a model folder names them by sha256, never by a local path."""
-        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-               if k != "weights_dirs"}
+        out = {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(self).items()
+            if k != "weights_dirs"
+        }
         out["torch_threads"] = torch.get_num_threads()
         return out

@@ -11,6 +11,7 @@ optimiser group's gradient with its own ``backward(inputs=...)`` (and a GAN's gr
 differentiates inside ``forward``), which DDP's reducer, built on one backward per forward over
 every parameter, does not follow. See docs/data_parallel.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,10 @@ from torch import nn
 
 from ..errors import ConfigError
 
-MODEL_STREAM_STRIDE = 1000  # rank r's model generator is seeded at offset 2 + r * stride: rank 0 keeps a
-                            # single process's stream, the other ranks get streams of their own
+MODEL_STREAM_STRIDE = (
+    1000  # rank r's model generator is seeded at offset 2 + r * stride: rank 0 keeps a
+)
+# single process's stream, the other ranks get streams of their own
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class World:
     rank: int
     size: int
 
-    def shard(self, batch: tuple[torch.Tensor, ...], min_size: int) -> tuple[tuple[torch.Tensor, ...] | None, float]:
+    def shard(
+        self, batch: tuple[torch.Tensor, ...], min_size: int
+    ) -> tuple[tuple[torch.Tensor, ...] | None, float]:
         """This rank's part of a global batch and its weight (its share of the samples).
 
         The batch is cut into contiguous parts whose sizes differ by at most one; when it is too
@@ -57,14 +62,17 @@ def world_of(data_parallel: int) -> World | None:
     if data_parallel == 1:
         return None
     if not (dist.is_available() and dist.is_initialized()):
-        raise ConfigError(f"data_parallel={data_parallel} needs a torch.distributed process group "
-                          "of "
-                          f"{data_parallel} workers: train with `stethoscope train --data-parallel "
-                          f"{data_parallel}` (Ray Train) or start the processes with torchrun")
+        raise ConfigError(
+            f"data_parallel={data_parallel} needs a torch.distributed process group "
+            "of "
+            f"{data_parallel} workers: train with `stethoscope train --data-parallel "
+            f"{data_parallel}` (Ray Train) or start the processes with torchrun"
+        )
     size = dist.get_world_size()
     if size != data_parallel:
-        raise ConfigError(f"data_parallel={data_parallel}, but the process group has {size} "
-                          "workers")
+        raise ConfigError(
+            f"data_parallel={data_parallel}, but the process group has {size} workers"
+        )
     return World(dist.get_rank(), size)
 
 
@@ -95,8 +103,12 @@ def average_gradients(params: Sequence[nn.Parameter], weight: float) -> None:
     it).
     A rank that sat the step out sends zeros."""
     device = params[0].device
-    chunks = [p.grad.detach().reshape(-1).float() * weight if p.grad is not None
-              else torch.zeros(p.numel(), device=device) for p in params]
+    chunks = [
+        p.grad.detach().reshape(-1).float() * weight
+        if p.grad is not None
+        else torch.zeros(p.numel(), device=device)
+        for p in params
+    ]
     flags = torch.tensor([float(p.grad is not None) for p in params], device=device)
     flat = torch.cat([*chunks, flags])
     dist.all_reduce(flat)
@@ -105,7 +117,7 @@ def average_gradients(params: Sequence[nn.Parameter], weight: float) -> None:
     offset = 0
     for p, has in zip(params, present, strict=True):
         size = p.numel()
-        p.grad = flat[offset:offset + size].view_as(p).to(p.dtype) if has else None
+        p.grad = flat[offset : offset + size].view_as(p).to(p.dtype) if has else None
         offset += size
 
 
@@ -124,18 +136,22 @@ def average_buffers(module: nn.Module, world: World) -> None:
     flat /= world.size
     offset = 0
     for b in buffers:
-        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
         offset += b.numel()
 
 
-def sum_over_ranks(sums: dict[str, torch.Tensor], count: int, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+def sum_over_ranks(
+    sums: dict[str, torch.Tensor], count: int, device: torch.device
+) -> tuple[dict[str, torch.Tensor], int]:
     """An epoch's summed losses and sample count over every rank (the keys of all ranks)."""
     keys: list[list[str]] = [[] for _ in range(dist.get_world_size())]
     dist.all_gather_object(keys, sorted(sums))
     names = sorted(set().union(*keys))
     zero = torch.zeros((), device=device)
-    flat = torch.stack([sums.get(k, zero).double() for k in names] + [torch.tensor(float(count), device=device,
-                                                                                  dtype=torch.float64)])
+    flat = torch.stack(
+        [sums.get(k, zero).double() for k in names]
+        + [torch.tensor(float(count), device=device, dtype=torch.float64)]
+    )
     dist.all_reduce(flat)
     return dict(zip(names, flat[:-1], strict=True)), int(flat[-1].item())
 
@@ -149,4 +165,6 @@ def gather_rng_states(model: torch.Generator, world: World) -> dict[str, torch.T
         mine["torch_cuda"] = torch.cuda.get_rng_state()
     everyone: list[dict[str, torch.Tensor]] = [{} for _ in range(world.size)]
     dist.all_gather_object(everyone, {k: v.cpu() for k, v in mine.items()})
-    return {f"rng.rank{r}.{k}": v for r, states in enumerate(everyone) if r for k, v in states.items()}
+    return {
+        f"rng.rank{r}.{k}": v for r, states in enumerate(everyone) if r for k, v in states.items()
+    }

@@ -7,6 +7,7 @@ folder rank 0's function returns comes back to the caller through a Ray checkpoi
 may run on another node. Ray is optional (``pip install 'stethoscope[ray]'``); without it the
 request fails with a clear message. See docs/data_parallel.md.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,14 +26,18 @@ WorkerFn = Callable[[RunContext], "Path | None"]
 INSTALL_HINT = "pip install 'stethoscope[ray]'"
 
 
-def require_ray(flag: str = "--data-parallel", module: str = "ray.train.torch", what: str = "Ray Train") -> ModuleType:
+def require_ray(
+    flag: str = "--data-parallel", module: str = "ray.train.torch", what: str = "Ray Train"
+) -> ModuleType:
     """The ``ray`` module once ``module`` imports, else a clear error (exit 2 from the CLI) naming
     the ``flag`` that needs it and the extra to install."""
     try:
         ray = importlib.import_module("ray")
         importlib.import_module(module)
     except ImportError as err:
-        raise ConfigError(f"{flag} needs {what}, which is not installed: {INSTALL_HINT} ({err})") from None
+        raise ConfigError(
+            f"{flag} needs {what}, which is not installed: {INSTALL_HINT} ({err})"
+        ) from None
     return ray
 
 
@@ -53,18 +58,26 @@ def run_workers(fn: WorkerFn, ctx: RunContext, storage: Path, name: str = "fit")
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
     _check_resources(ray.cluster_resources(), ctx.data_parallel, gpu)
     trainer = TorchTrainer(
-        _worker, train_loop_config={"fn": fn, "ctx": ctx},
-        scaling_config=ScalingConfig(num_workers=ctx.data_parallel, use_gpu=gpu,
-                                     resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1}),
+        _worker,
+        train_loop_config={"fn": fn, "ctx": ctx},
+        scaling_config=ScalingConfig(
+            num_workers=ctx.data_parallel,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1},
+        ),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve())))
+        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve())),
+    )
     try:
         result = trainer.fit()
     except KeyboardInterrupt as err:
         meta = read_meta(ctx.checkpoint_dir) if ctx.checkpoint_dir is not None else None
-        raise TrainingInterrupted(str(ctx.checkpoint_dir) if meta else None,
-                                  int(meta["epoch"]) if meta else 0) from err
-    except Exception as err:  # Ray wraps a worker's exception; a StethoscopeError is the user's to see
+        raise TrainingInterrupted(
+            str(ctx.checkpoint_dir) if meta else None, int(meta["epoch"]) if meta else 0
+        ) from err
+    except (
+        Exception
+    ) as err:  # Ray wraps a worker's exception; a StethoscopeError is the user's to see
         user = _user_error(err)
         if user is None:
             raise
@@ -97,7 +110,9 @@ def _worker(config: dict[str, Any]) -> None:
         ray.train.report({"rank": rank})
         return
     try:
-        ray.train.report({"rank": rank}, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        ray.train.report(
+            {"rank": rank}, checkpoint=ray.train.Checkpoint.from_directory(str(folder))
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -107,8 +122,10 @@ def _check_resources(resources: dict[str, float], workers: int, gpu: bool) -> No
     kind = "GPU" if gpu else "CPU"
     have = int(resources.get(kind, 0))
     if have < workers:
-        raise ConfigError(f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster "
-                          f"(one per worker); it has {have}")
+        raise ConfigError(
+            f"--data-parallel {workers} needs {workers} {kind}s in the Ray cluster "
+            f"(one per worker); it has {have}"
+        )
 
 
 def _user_error(err: BaseException) -> StethoscopeError | None:

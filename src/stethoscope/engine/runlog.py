@@ -4,6 +4,7 @@ Rewritten atomically after every change, so that an interrupted ``train`` shows 
 were trained, which one was running and which were not reached, and a resumed run can skip
 the trained ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ class RunLog:
 
     Each item's record holds its status plus extra fields (times, ``seconds``, model path...)."""
 
-    def __init__(self, path: str | Path, entries: Sequence[str], meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, entries: Sequence[str], meta: dict[str, Any] | None = None
+    ) -> None:
         self.path = Path(path)
         self.started = _now()
         self.resumed: list[str] = []
@@ -39,7 +42,9 @@ class RunLog:
         self._write()
 
     @classmethod
-    def resume(cls, path: str | Path, entries: Sequence[str], meta: dict[str, Any] | None = None) -> RunLog:
+    def resume(
+        cls, path: str | Path, entries: Sequence[str], meta: dict[str, Any] | None = None
+    ) -> RunLog:
         """Continue the run recorded in ``path`` (a new one if there is none).
 
         Trained items keep their record, also those not in ``entries`` (their models are still
@@ -83,9 +88,15 @@ class RunLog:
         return item
 
     def _write(self) -> None:
-        atomic_write_json(self.path, {
-            "started": self.started, "resumed": self.resumed, "meta": self.meta, "items": self.items,
-        })
+        atomic_write_json(
+            self.path,
+            {
+                "started": self.started,
+                "resumed": self.resumed,
+                "meta": self.meta,
+                "items": self.items,
+            },
+        )
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -93,11 +104,21 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt run log ({err}); delete it to start the run over") from err
+        raise CheckpointError(
+            f"{path}: corrupt run log ({err}); delete it to start the run over"
+        ) from err
     items = data.get("items") if isinstance(data, dict) else None
-    if not (isinstance(items, dict) and isinstance(data.get("started"), str)
-            and isinstance(data.get("resumed", []), list) and isinstance(data.get("meta", {}), dict)
-            and all(isinstance(rec, dict) and isinstance(rec.get("status"), str) for rec in items.values())):
-        raise CheckpointError(f"{path}: not a run log (needs 'started' and 'items' with a "
-                              "'status' each); delete it to start the run over")
+    if not (
+        isinstance(items, dict)
+        and isinstance(data.get("started"), str)
+        and isinstance(data.get("resumed", []), list)
+        and isinstance(data.get("meta", {}), dict)
+        and all(
+            isinstance(rec, dict) and isinstance(rec.get("status"), str) for rec in items.values()
+        )
+    ):
+        raise CheckpointError(
+            f"{path}: not a run log (needs 'started' and 'items' with a "
+            "'status' each); delete it to start the run over"
+        )
     return data

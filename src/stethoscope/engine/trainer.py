@@ -14,6 +14,7 @@ checkpoints and resume; systems own their data and what happens after training. 
 part of every batch with gradients averaged over the workers (`engine.distributed`); rank 0
 alone shows progress and writes checkpoints.
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,8 +62,8 @@ class OptimiserSpec:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]]   # per epoch: mean of every logged loss, and seconds
-    resumed_from: int                 # epochs loaded from a checkpoint (0 = fresh)
+    history: list[dict[str, float]]  # per epoch: mean of every logged loss, and seconds
+    resumed_from: int  # epochs loaded from a checkpoint (0 = fresh)
 
 
 def optimiser_groups(module: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -71,8 +72,15 @@ def optimiser_groups(module: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups() if groups else {"loss": list(module.parameters())}
 
 
-def train(module: nn.Module, batches: Batches, epochs: int, optimiser: OptimiserSpec, ctx: RunContext,
-          fingerprint: str, name: str = "train") -> TrainResult:
+def train(
+    module: nn.Module,
+    batches: Batches,
+    epochs: int,
+    optimiser: OptimiserSpec,
+    ctx: RunContext,
+    fingerprint: str,
+    name: str = "train",
+) -> TrainResult:
     """Train ``module`` (already on ``ctx``'s device) for ``epochs`` epochs.
 
     ``batches(generator)`` yields tuples of CPU tensors for one epoch, shuffled with the
@@ -92,25 +100,47 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     fused = device.type in ("cpu", "cuda")
     opts: dict[str, torch.optim.Optimizer] = {
         g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas, fused=fused)
-        for g, params in groups.items()}
+        for g, params in groups.items()
+    }
     # the data order is shared by every rank; the module's own draws are each rank's own stream
-    gens = {"data": ctx.generator(offset=1, device="cpu"),
-            "model": ctx.generator(offset=2 + rank * MODEL_STREAM_STRIDE, device=device)}
+    gens = {
+        "data": ctx.generator(offset=1, device="cpu"),
+        "model": ctx.generator(offset=2 + rank * MODEL_STREAM_STRIDE, device=device),
+    }
     history: list[dict[str, float]] = []
     start = _resume(module, opts, gens, ctx, fingerprint, history, epochs, rank)
     if world:
         broadcast_module(module)
-    bar = progress(range(start, epochs), desc=name, unit="epoch", total=epochs, initial=start,
-                   enabled=ctx.progress and rank == 0)
+    bar = progress(
+        range(start, epochs),
+        desc=name,
+        unit="epoch",
+        total=epochs,
+        initial=start,
+        enabled=ctx.progress and rank == 0,
+    )
     try:
         for epoch in bar:
             history.append(_epoch(module, batches, opts, gens, ctx, device, world))
             bar.set_postfix({k: f"{v:.4g}" for k, v in history[-1].items() if k in groups})
-            if ctx.checkpoint_dir is not None and ((epoch + 1) % ctx.checkpoint_every == 0 or epoch + 1 == epochs):
+            if ctx.checkpoint_dir is not None and (
+                (epoch + 1) % ctx.checkpoint_every == 0 or epoch + 1 == epochs
+            ):
                 extra = gather_rng_states(gens["model"], world) if world else None
                 if rank == 0:
-                    save_checkpoint(ctx.checkpoint_dir, module, opts, gens, epoch + 1, history, fingerprint, extra)
-                if world:  # no rank goes on (e.g. to resume from it) before the checkpoint is complete
+                    save_checkpoint(
+                        ctx.checkpoint_dir,
+                        module,
+                        opts,
+                        gens,
+                        epoch + 1,
+                        history,
+                        fingerprint,
+                        extra,
+                    )
+                if (
+                    world
+                ):  # no rank goes on (e.g. to resume from it) before the checkpoint is complete
                     barrier()
     except KeyboardInterrupt as err:
         meta = read_meta(ctx.checkpoint_dir) if ctx.checkpoint_dir is not None else None
@@ -122,16 +152,29 @@ def train(module: nn.Module, batches: Batches, epochs: int, optimiser: Optimiser
     return TrainResult(history=history, resumed_from=start)
 
 
-def _epoch(module: nn.Module, batches: Batches, opts: dict[str, torch.optim.Optimizer],
-           gens: dict[str, torch.Generator], ctx: RunContext, device: torch.device,
-           world: World | None = None) -> dict[str, float]:
+def _epoch(
+    module: nn.Module,
+    batches: Batches,
+    opts: dict[str, torch.optim.Optimizer],
+    gens: dict[str, torch.Generator],
+    ctx: RunContext,
+    device: torch.device,
+    world: World | None = None,
+) -> dict[str, float]:
     started = time.perf_counter()
     module.train()
     sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per batch
     count = 0
     smallest = min_shard(module) if world else 1
-    every = (list({id(p): p for opt in opts.values() for g in opt.param_groups for p in g["params"]}.values())
-             if world else [])  # what gradient averaging covers, in a process group only
+    every = (
+        list(
+            {
+                id(p): p for opt in opts.values() for g in opt.param_groups for p in g["params"]
+            }.values()
+        )
+        if world
+        else []
+    )  # what gradient averaging covers, in a process group only
     for batch in batches(gens["data"]):
         part, weight = world.shard(batch, smallest) if world else (batch, 1.0)
         if part is None:  # this rank sits the step out: it sends zero gradients
@@ -157,22 +200,35 @@ def _epoch(module: nn.Module, batches: Batches, opts: dict[str, torch.optim.Opti
     return out
 
 
-def _backward(module: nn.Module, batch: tuple[torch.Tensor, ...], opts: dict[str, torch.optim.Optimizer],
-              generator: torch.Generator, ctx: RunContext) -> dict[str, torch.Tensor]:
+def _backward(
+    module: nn.Module,
+    batch: tuple[torch.Tensor, ...],
+    opts: dict[str, torch.optim.Optimizer],
+    generator: torch.Generator,
+    ctx: RunContext,
+) -> dict[str, torch.Tensor]:
     """One forward; every group's gradient of its own loss with respect to its own parameters."""
     with ctx.autocast():
         losses = module(*batch, generator=generator)
     names = list(opts)
     for i, group in enumerate(names):  # every gradient first: a step would change weights
-        opt = opts[group]              # that the later groups' backward passes still need
+        opt = opts[group]  # that the later groups' backward passes still need
         opt.zero_grad(set_to_none=True)
         params = [p for g in opt.param_groups for p in g["params"]]
         losses[group].float().mean().backward(inputs=params, retain_graph=i + 1 < len(names))
     return losses
 
 
-def _resume(module: nn.Module, opts: dict[str, torch.optim.Optimizer], gens: dict[str, torch.Generator],
-            ctx: RunContext, fingerprint: str, history: list[dict[str, float]], epochs: int, rank: int = 0) -> int:
+def _resume(
+    module: nn.Module,
+    opts: dict[str, torch.optim.Optimizer],
+    gens: dict[str, torch.Generator],
+    ctx: RunContext,
+    fingerprint: str,
+    history: list[dict[str, float]],
+    epochs: int,
+    rank: int = 0,
+) -> int:
     """Epochs already done according to a matching checkpoint (0 for a fresh start); only rank 0
     of a data-parallel run says what it found (every rank reads the same checkpoint)."""
     if ctx.checkpoint_dir is None or not ctx.resume:
@@ -183,12 +239,16 @@ def _resume(module: nn.Module, opts: dict[str, torch.optim.Optimizer], gens: dic
         say(f"resume: no checkpoint in {ctx.checkpoint_dir}; starting fresh")
         return 0
     if meta.get("fingerprint") != fingerprint:
-        say(f"resume: the checkpoint in {ctx.checkpoint_dir} was made for other hyperparameters, "
-            "seed or training clips; starting fresh")
+        say(
+            f"resume: the checkpoint in {ctx.checkpoint_dir} was made for other hyperparameters, "
+            "seed or training clips; starting fresh"
+        )
         return 0
     if int(meta["epoch"]) > epochs:
-        say(f"resume: the checkpoint in {ctx.checkpoint_dir} is at epoch {meta['epoch']}, past "
-            f"the {epochs} epochs asked for; starting fresh")
+        say(
+            f"resume: the checkpoint in {ctx.checkpoint_dir} is at epoch {meta['epoch']}, past "
+            f"the {epochs} epochs asked for; starting fresh"
+        )
         return 0
     load_checkpoint(ctx.checkpoint_dir, meta, module, opts, gens, rank=rank, shared=("data",))
     history.extend(meta["history"])

@@ -13,6 +13,7 @@ differences; a difference whose interval contains 0 is *within noise*.
 Anomalies are tested in every fold, so the folds of a set are not independent samples; the
 resampling treats them as if they were, which is the usual approximation for K-fold results.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -31,8 +32,13 @@ def _auc(normal: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
     return (diff > 0).mean(axis=(-2, -1)) + 0.5 * (diff == 0).mean(axis=(-2, -1))
 
 
-def _resampled_aucs(normal: np.ndarray, anomalous: np.ndarray, n_boot: int, rng: np.random.Generator,
-                    chunk: int = 100) -> np.ndarray:
+def _resampled_aucs(
+    normal: np.ndarray,
+    anomalous: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    chunk: int = 100,
+) -> np.ndarray:
     """(n_boot, systems) AUCs of resampled clips, the same clips for every system; in chunks of
     replicates so that memory stays bounded on large folds."""
     out = np.empty((n_boot, normal.shape[0]))
@@ -40,7 +46,9 @@ def _resampled_aucs(normal: np.ndarray, anomalous: np.ndarray, n_boot: int, rng:
         n = min(chunk, n_boot - start)
         ni = rng.integers(0, normal.shape[1], size=(n, normal.shape[1]))
         ai = rng.integers(0, anomalous.shape[1], size=(n, anomalous.shape[1]))
-        out[start:start + n] = _auc(np.transpose(normal[:, ni], (1, 0, 2)), np.transpose(anomalous[:, ai], (1, 0, 2)))
+        out[start : start + n] = _auc(
+            np.transpose(normal[:, ni], (1, 0, 2)), np.transpose(anomalous[:, ai], (1, 0, 2))
+        )
     return out
 
 
@@ -49,17 +57,21 @@ def _fold_table(reports: Mapping[str, Mapping[str, Any]], set_name: str) -> list
     systems = list(reports)
     per_system = [reports[s]["sets"][set_name]["folds"] for s in systems]
     if len({len(f) for f in per_system}) != 1:
-        raise StethoscopeError(f"set {set_name!r}: the systems were benchmarked on different "
-                               "numbers of folds")
+        raise StethoscopeError(
+            f"set {set_name!r}: the systems were benchmarked on different numbers of folds"
+        )
     table = []
     for k, folds in enumerate(zip(*per_system, strict=True)):
         if any("scores" not in f for f in folds):
-            raise StethoscopeError(f"set {set_name!r} fold {k}: no per-clip scores recorded "
-                                   "(rerun `bench`)")
+            raise StethoscopeError(
+                f"set {set_name!r} fold {k}: no per-clip scores recorded (rerun `bench`)"
+            )
         clips = [f.get("clips") for f in folds]
         if any(c != clips[0] for c in clips):
-            raise StethoscopeError(f"set {set_name!r} fold {k}: the systems scored different test "
-                                   "clips; benchmark them with the same data, folds and seed")
+            raise StethoscopeError(
+                f"set {set_name!r} fold {k}: the systems scored different test "
+                "clips; benchmark them with the same data, folds and seed"
+            )
         labels = np.asarray(folds[0]["labels"])
         scores = np.asarray([f["scores"] for f in folds], dtype=np.float64)  # (systems, clips)
         keep = np.isfinite(scores).all(axis=0)
@@ -67,8 +79,9 @@ def _fold_table(reports: Mapping[str, Mapping[str, Any]], set_name: str) -> list
     return table
 
 
-def paired_bootstrap(reports: Mapping[str, Mapping[str, Any]], n_boot: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, Any]:
+def paired_bootstrap(
+    reports: Mapping[str, Mapping[str, Any]], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """Per pair of systems: the difference of mean AUCs (first minus second) over the sets all
     of them have, its paired bootstrap interval, and the same per set.
 
@@ -86,28 +99,49 @@ def paired_bootstrap(reports: Mapping[str, Mapping[str, Any]], n_boot: int = 200
     for j, name in enumerate(sets):
         folds = _fold_table(reports, name)
         for fold in folds:
-            normal, anomalous = fold["scores"][:, fold["labels"] == 0], fold["scores"][:, fold["labels"] == 1]
+            normal, anomalous = (
+                fold["scores"][:, fold["labels"] == 0],
+                fold["scores"][:, fold["labels"] == 1],
+            )
             if normal.shape[1] == 0 or anomalous.shape[1] == 0:
-                raise StethoscopeError(f"set {name!r}: a fold has no scored normal or no scored "
-                                       "anomalous clip")
+                raise StethoscopeError(
+                    f"set {name!r}: a fold has no scored normal or no scored anomalous clip"
+                )
             observed[:, j] += _auc(normal, anomalous) / len(folds)
             replicas[:, :, j] += _resampled_aucs(normal, anomalous, n_boot, rng) / len(folds)
     tail = 100 * (1 - level) / 2
     pairs = []
     for a, b in combinations(range(len(systems)), 2):
+
         def interval(d_obs: float, d_rep: np.ndarray) -> dict[str, Any]:
             low, high = np.percentile(d_rep, [tail, 100 - tail])
-            return {"diff": float(d_obs), "low": float(low), "high": float(high),
-                    "within_noise": bool(low <= 0 <= high)}
-        per_set = {name: interval(observed[a, j] - observed[b, j], replicas[:, a, j] - replicas[:, b, j])
-                   for j, name in enumerate(sets)}
-        overall = interval(observed[a].mean() - observed[b].mean(), replicas[:, a].mean(axis=1)
-                           - replicas[:, b].mean(axis=1))
+            return {
+                "diff": float(d_obs),
+                "low": float(low),
+                "high": float(high),
+                "within_noise": bool(low <= 0 <= high),
+            }
+
+        per_set = {
+            name: interval(observed[a, j] - observed[b, j], replicas[:, a, j] - replicas[:, b, j])
+            for j, name in enumerate(sets)
+        }
+        overall = interval(
+            observed[a].mean() - observed[b].mean(),
+            replicas[:, a].mean(axis=1) - replicas[:, b].mean(axis=1),
+        )
         pairs.append({"a": systems[a], "b": systems[b], **overall, "per_set": per_set})
     lo, hi = np.percentile(replicas.mean(axis=2), [tail, 100 - tail], axis=0)
-    return {"method": "paired bootstrap, clips resampled within folds (normals and anomalies "
-                      "separately)",
-            "n_boot": n_boot, "seed": seed, "level": level, "compared_sets": sets,
-            "mean_auc": {s: {"auc": float(observed[i].mean()), "low": float(lo[i]), "high": float(hi[i])}
-                         for i, s in enumerate(systems)},
-            "pairs": pairs}
+    return {
+        "method": "paired bootstrap, clips resampled within folds (normals and anomalies "
+        "separately)",
+        "n_boot": n_boot,
+        "seed": seed,
+        "level": level,
+        "compared_sets": sets,
+        "mean_auc": {
+            s: {"auc": float(observed[i].mean()), "low": float(lo[i]), "high": float(hi[i])}
+            for i, s in enumerate(systems)
+        },
+        "pairs": pairs,
+    }

@@ -8,6 +8,7 @@ These rank clips, which no threshold changes, so each fold's system fits its thr
 in-sample rather than training ``threshold_folds`` more models for a cross-fitted one.
 A joint system (`System.joint`) is benchmarked over every set at once (`cross_validate_joint`).
 """
+
 from __future__ import annotations
 
 import time
@@ -56,9 +57,15 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], folds: int = 5,
-                   ctx: RunContext | None = None, score_modes: Sequence[str] | None = None,
-                   name: str = "set", own_threshold: bool = False) -> dict[str, Any]:
+def cross_validate(
+    clips: Sequence[Clip],
+    make_system: Callable[[], System],
+    folds: int = 5,
+    ctx: RunContext | None = None,
+    score_modes: Sequence[str] | None = None,
+    name: str = "set",
+    own_threshold: bool = False,
+) -> dict[str, Any]:
     """Run the protocol on one set; ``make_system()`` builds a fresh, unfitted system.
 
     Fold k trains with seed ``ctx.seed + k`` and checkpoints in ``<checkpoint_dir>/<name>/fold<k>``,
@@ -81,8 +88,11 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
     fold_results: dict[str | None, list[dict]] = {m: [] for m in modes}
     score_ms: dict[str | None, list[float]] = {m: [] for m in modes}
     train_s = []
-    for k, test_idx in enumerate(progress(normal_folds(normals, folds, ctx.seed), desc="folds", unit="fold",
-                                          enabled=ctx.progress)):
+    for k, test_idx in enumerate(
+        progress(
+            normal_folds(normals, folds, ctx.seed), desc="folds", unit="fold", enabled=ctx.progress
+        )
+    ):
         test_set = set(test_idx.tolist())
         train = [c for i, c in enumerate(normals) if i not in test_set]
         test = [normals[i] for i in test_idx] + anomalies
@@ -96,21 +106,33 @@ def cross_validate(clips: Sequence[Clip], make_system: Callable[[], System], fol
         discard_checkpoint(fold_ctx.checkpoint_dir)
         _score_fold(system, test, fold_ctx, modes, len(train), fold_results, score_ms)
     has_domains = any(c.domain for c in clips)
-    return _per_mode({m: _summary(len(normals), len(anomalies), fold_results[m], train_s, score_ms[m],
-                                  has_domains) for m in modes}, score_modes)
+    return _per_mode(
+        {
+            m: _summary(
+                len(normals), len(anomalies), fold_results[m], train_s, score_ms[m], has_domains
+            )
+            for m in modes
+        },
+        score_modes,
+    )
 
 
-def _per_mode(results: dict[str | None, dict[str, Any]],
-              score_modes: Sequence[str] | None) -> dict[str, Any]:
+def _per_mode(
+    results: dict[str | None, dict[str, Any]], score_modes: Sequence[str] | None
+) -> dict[str, Any]:
     """mode -> result when score modes were asked for, else the one result."""
     if not score_modes:
         return results[None]
     return {m: results[m] for m in score_modes}
 
 
-def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callable[[], System], folds: int = 5,
-                         ctx: RunContext | None = None, score_modes: Sequence[str] | None = None
-                         ) -> tuple[dict[str, Any], dict[str, System]]:
+def cross_validate_joint(
+    sets: Mapping[str, Sequence[Clip]],
+    make_system: Callable[[], System],
+    folds: int = 5,
+    ctx: RunContext | None = None,
+    score_modes: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, System]]:
     """The protocol for a joint system (`System.joint`), over all ``sets`` at once.
 
     Each set keeps the folds `cross_validate` gives it (same seed). Fold k fits one joint model
@@ -131,8 +153,12 @@ def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callab
         if not anomalies:
             raise ValueError(f"{name}: cross-validation needs at least one anomalous clip")
         plan[name] = (normals, anomalies, normal_folds(normals, folds, ctx.seed))
-    fold_results: dict[str, dict[str | None, list[dict]]] = {name: {m: [] for m in modes} for name in plan}
-    score_ms: dict[str, dict[str | None, list[float]]] = {name: {m: [] for m in modes} for name in plan}
+    fold_results: dict[str, dict[str | None, list[dict]]] = {
+        name: {m: [] for m in modes} for name in plan
+    }
+    score_ms: dict[str, dict[str | None, list[float]]] = {
+        name: {m: [] for m in modes} for name in plan
+    }
     train_s: list[float] = []
     systems: dict[str, System] = {}
     n_folds = max(len(test_folds) for _, _, test_folds in plan.values())
@@ -153,18 +179,44 @@ def cross_validate_joint(sets: Mapping[str, Sequence[Clip]], make_system: Callab
         train_s.append(time.perf_counter() - t0)
         discard_checkpoint(fold_ctx.checkpoint_dir)
         for name, (test, n_train) in tests.items():
-            _score_fold(systems[plan[name][0][0].machine], test, fold_ctx, modes, n_train, fold_results[name],
-                        score_ms[name])
+            _score_fold(
+                systems[plan[name][0][0].machine],
+                test,
+                fold_ctx,
+                modes,
+                n_train,
+                fold_results[name],
+                score_ms[name],
+            )
     out = {}
     for name, (normals, anomalies, _) in plan.items():
         has_domains = any(c.domain for c in sets[name])
-        out[name] = _per_mode({m: _summary(len(normals), len(anomalies), fold_results[name][m], train_s,
-                                           score_ms[name][m], has_domains) for m in modes}, score_modes)
+        out[name] = _per_mode(
+            {
+                m: _summary(
+                    len(normals),
+                    len(anomalies),
+                    fold_results[name][m],
+                    train_s,
+                    score_ms[name][m],
+                    has_domains,
+                )
+                for m in modes
+            },
+            score_modes,
+        )
     return out, systems
 
 
-def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Sequence[str | None], n_train: int,
-                fold_results: dict[str | None, list[dict]], score_ms: dict[str | None, list[float]]) -> None:
+def _score_fold(
+    system: System,
+    test: Sequence[Clip],
+    ctx: RunContext,
+    modes: Sequence[str | None],
+    n_train: int,
+    fold_results: dict[str | None, list[dict]],
+    score_ms: dict[str | None, list[float]],
+) -> None:
     """Score one fold's test clips in every mode; append its metrics and scoring time."""
     for mode in modes:
         if mode is not None:
@@ -177,21 +229,36 @@ def _score_fold(system: System, test: Sequence[Clip], ctx: RunContext, modes: Se
         labels = np.array([test[i].label for i in kept])
         m = section_metrics(labels, scores[kept], [test[i].domain for i in kept])
         decided = system.decide(scores[kept])
-        fold_results[mode].append({"auc": m["auc"], "pauc": m["pauc"], "auc_source": m["auc_source"],
-                                   "auc_target": m["auc_target"], "n_train": n_train, "n_test": len(test),
-                                   "false_alarm": float(decided[labels == 0].mean()) if (labels == 0).any() else None,
-                                   "detected": float(decided[labels == 1].mean()) if (labels == 1).any() else None,
-                                   # per clip, for paired comparisons of systems
-                                   # (`evaluation.compare`)
-                                   "clips": [test[i].name for i in range(len(test))],
-                                   "labels": [test[i].label for i in range(len(test))],
-                                   "scores": [float(v) if v == v else None for v in scores]})
+        fold_results[mode].append(
+            {
+                "auc": m["auc"],
+                "pauc": m["pauc"],
+                "auc_source": m["auc_source"],
+                "auc_target": m["auc_target"],
+                "n_train": n_train,
+                "n_test": len(test),
+                "false_alarm": float(decided[labels == 0].mean()) if (labels == 0).any() else None,
+                "detected": float(decided[labels == 1].mean()) if (labels == 1).any() else None,
+                # per clip, for paired comparisons of systems
+                # (`evaluation.compare`)
+                "clips": [test[i].name for i in range(len(test))],
+                "labels": [test[i].label for i in range(len(test))],
+                "scores": [float(v) if v == v else None for v in scores],
+            }
+        )
 
 
-def _summary(n_normal: int, n_anomaly: int, folds: list[dict], train_s: list[float], score_ms: list[float],
-             has_domains: bool) -> dict[str, Any]:
+def _summary(
+    n_normal: int,
+    n_anomaly: int,
+    folds: list[dict],
+    train_s: list[float],
+    score_ms: list[float],
+    has_domains: bool,
+) -> dict[str, Any]:
     return {
-        "n_normal": n_normal, "n_anomaly": n_anomaly,
+        "n_normal": n_normal,
+        "n_anomaly": n_anomaly,
         "auc": _mean([f["auc"] for f in folds]),
         "pauc": _mean([f["pauc"] for f in folds]),
         "auc_source": _mean([f["auc_source"] for f in folds]) if has_domains else None,

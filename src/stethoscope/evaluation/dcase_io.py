@@ -1,5 +1,6 @@
 """DCASE result files: anomaly scores and decisions per machine and section, and the
 official evaluator's ground-truth folders."""
+
 from __future__ import annotations
 
 import csv
@@ -28,15 +29,21 @@ class ScoredClip:
 
     @property
     def section_tag(self) -> str:
-        return f"id_{self.section}" if self.layout in ("dcase2020", "mimii") else f"section_{self.section}"
+        return (
+            f"id_{self.section}"
+            if self.layout in ("dcase2020", "mimii")
+            else f"section_{self.section}"
+        )
 
 
 def result_file_names(machine: str, section_tag: str) -> tuple[str, str]:
     """(anomaly score file, decision file) names: ``..._section_XX_test.csv`` or 2020's
     ``..._id_XX.csv``."""
     suffix = "" if section_tag.startswith("id_") else "_test"
-    return (f"anomaly_score_{machine}_{section_tag}{suffix}.csv",
-            f"decision_result_{machine}_{section_tag}{suffix}.csv")
+    return (
+        f"anomaly_score_{machine}_{section_tag}{suffix}.csv",
+        f"decision_result_{machine}_{section_tag}{suffix}.csv",
+    )
 
 
 def _csv_text(rows: Sequence[Sequence[object]]) -> str:
@@ -54,8 +61,12 @@ def write_result_csvs(out_dir: str | Path, results: Sequence[ScoredClip]) -> lis
     written = []
     for (machine, tag), rows in sorted(groups.items()):
         score_name, decision_name = result_file_names(machine, tag)
-        atomic_write_text(out_dir / score_name, _csv_text([(r.file, repr(float(r.score))) for r in rows]))
-        atomic_write_text(out_dir / decision_name, _csv_text([(r.file, int(r.decision)) for r in rows]))
+        atomic_write_text(
+            out_dir / score_name, _csv_text([(r.file, repr(float(r.score))) for r in rows])
+        )
+        atomic_write_text(
+            out_dir / decision_name, _csv_text([(r.file, int(r.decision)) for r in rows])
+        )
         written += [out_dir / score_name, out_dir / decision_name]
     return written
 
@@ -85,10 +96,13 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
     """
     scores_dir, gt_dir = Path(scores_dir), Path(ground_truth_dir)
     data_dir = gt_dir / "ground_truth_data"
-    gt_files = sorted(data_dir.glob("ground_truth_*_section_*_test.csv")) if data_dir.is_dir() else []
+    gt_files = (
+        sorted(data_dir.glob("ground_truth_*_section_*_test.csv")) if data_dir.is_dir() else []
+    )
     if not gt_files:
-        raise LayoutError(f"{gt_dir}: no "
-                          "ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv files")
+        raise LayoutError(
+            f"{gt_dir}: no ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv files"
+        )
     out: list[ScoredClip] = []
     for gt_path in gt_files:
         m = _GT.search(gt_path.name)
@@ -102,7 +116,10 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
         attr_path = gt_dir / "ground_truth_attributes" / gt_path.name
         rename = {}
         if attr_path.exists():  # maps submitted (renamed) names back to ground-truth names
-            rename = {f"{orig}.wav" if not orig.endswith(".wav") else orig: new for new, orig in read_pairs(attr_path).items()}
+            rename = {
+                f"{orig}.wav" if not orig.endswith(".wav") else orig: new
+                for new, orig in read_pairs(attr_path).items()
+            }
         score_name, decision_name = result_file_names(machine, f"section_{section}")
         score_path, decision_path = scores_dir / score_name, scores_dir / decision_name
         for p in (score_path, decision_path):
@@ -113,10 +130,20 @@ def read_submission(scores_dir: str | Path, ground_truth_dir: str | Path) -> lis
         for name, table in (("anomaly scores", scores), ("decisions", decisions)):
             missing = sorted(set(labels) - set(table))
             if missing:
-                raise LayoutError(f"{scores_dir}: {name} for {machine} section {section} lack "
-                                  f"{len(missing)} ground-truth file(s), e.g. {missing[0]}")
+                raise LayoutError(
+                    f"{scores_dir}: {name} for {machine} section {section} lack "
+                    f"{len(missing)} ground-truth file(s), e.g. {missing[0]}"
+                )
         for file in sorted(labels):
-            out.append(ScoredClip(file=file, machine=machine, section=section, label=int(float(labels[file])),
-                                  domain="target" if int(float(domains[file])) == 1 else "source",
-                                  score=float(scores[file]), decision=int(float(decisions[file]))))
+            out.append(
+                ScoredClip(
+                    file=file,
+                    machine=machine,
+                    section=section,
+                    label=int(float(labels[file])),
+                    domain="target" if int(float(domains[file])) == 1 else "source",
+                    score=float(scores[file]),
+                    decision=int(float(decisions[file])),
+                )
+            )
     return out

@@ -8,6 +8,7 @@
 * 2020: per machine id, AUC and pAUC; arithmetic means per machine type.
 * 95% confidence intervals by jackknife over clips, as the DCASE 2024 evaluator.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,8 +39,13 @@ def _prf(y_true: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float
     return float(prec), float(rec), float(2.0 * prec * rec / max(prec + rec, EPS))
 
 
-def section_metrics(y_true: Labels, scores: Scores, domains: Sequence[str | None] | None = None,
-                    decisions: Sequence[int] | None = None, max_fpr: float = MAX_FPR) -> dict[str, float | int | None]:
+def section_metrics(
+    y_true: Labels,
+    scores: Scores,
+    domains: Sequence[str | None] | None = None,
+    decisions: Sequence[int] | None = None,
+    max_fpr: float = MAX_FPR,
+) -> dict[str, float | int | None]:
     """Metrics of one section (or machine id). ``domains`` holds "source"/"target"/None per clip.
 
     Keys: auc, pauc, auc_source, auc_target (None without that domain's normals),
@@ -51,8 +57,12 @@ def section_metrics(y_true: Labels, scores: Scores, domains: Sequence[str | None
         raise ValueError(f"{len(y)} labels but {len(s)} scores")
     if not (y == 0).any() or not (y == 1).any():
         raise ValueError("AUC needs both normal and anomalous clips")
-    out: dict[str, float | int | None] = {"n_normal": int((y == 0).sum()), "n_anomaly": int((y == 1).sum()),
-                                          "auc": auc(y, s), "pauc": pauc(y, s, max_fpr)}
+    out: dict[str, float | int | None] = {
+        "n_normal": int((y == 0).sum()),
+        "n_anomaly": int((y == 1).sum()),
+        "auc": auc(y, s),
+        "pauc": pauc(y, s, max_fpr),
+    }
     dom = np.asarray([d or "" for d in domains]) if domains is not None else np.full(len(y), "")
     dec = np.asarray(decisions, dtype=int) if decisions is not None else None
     if dec is not None:
@@ -90,8 +100,12 @@ def official_score(sections: Sequence[dict]) -> float | None:
     return hmean(values) if values else None
 
 
-def jackknife_ci95(fn: Callable[[np.ndarray, np.ndarray], float], y_true: Labels,
-                   scores: Scores, dcase_evaluator: bool = False) -> tuple[float, float]:
+def jackknife_ci95(
+    fn: Callable[[np.ndarray, np.ndarray], float],
+    y_true: Labels,
+    scores: Scores,
+    dcase_evaluator: bool = False,
+) -> tuple[float, float]:
     """(jackknife estimate, 95% half-width) of ``fn(y, s)`` over clips (Mesaros et al. 2019).
 
     The standard jackknife standard error is sqrt((n-1)/n * sum((theta_i - mean)^2)).

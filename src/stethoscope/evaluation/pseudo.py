@@ -8,6 +8,7 @@ in-memory waveforms, so that both sides go through the same scoring path. The AU
 pseudo-anomalies against held-out normals, averaged over folds, is the system's pseudo AUC;
 it is also given per kind of pseudo-anomaly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -27,19 +28,28 @@ if TYPE_CHECKING:  # systems import this module (`auto`): no import at run time,
     from ..systems.base import System
 
 
-def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], ctx: RunContext | None = None,
-                    folds: int = 3, kinds: Sequence[str] = tuple(KINDS), severities: Sequence[int] = SEVERITIES,
-                    max_sources: int = 8) -> dict[str, Any]:
+def pseudo_validate(
+    make_system: Callable[[], System],
+    normals: Sequence[Clip],
+    ctx: RunContext | None = None,
+    folds: int = 3,
+    kinds: Sequence[str] = tuple(KINDS),
+    severities: Sequence[int] = SEVERITIES,
+    max_sources: int = 8,
+) -> dict[str, Any]:
     """The pseudo AUC of the systems ``make_system()`` builds, from ``normals`` alone.
 
     At most ``max_sources`` held-out normals per fold give pseudo-anomalies (every kind and
     severity of each), which bounds the scoring cost on large sets."""
     ctx = ctx or RunContext()
     if len(normals) < 3:
-        raise ConfigError("pseudo-anomaly validation needs at least 3 normal clips, got "
-                          f"{len(normals)}")
+        raise ConfigError(
+            f"pseudo-anomaly validation needs at least 3 normal clips, got {len(normals)}"
+        )
     waves: list[np.ndarray] = [np.empty(0)] * len(normals)
-    for part in iter_decoded(normals, FeatureRequest(wave=True, min_frames=2), ctx.cache_dir, progress=False):
+    for part in iter_decoded(
+        normals, FeatureRequest(wave=True, min_frames=2), ctx.cache_dir, progress=False
+    ):
         for i, w in zip(part.index or [], part.waves or [], strict=True):
             waves[i] = w
     usable = np.array([i for i, w in enumerate(waves) if len(w)])
@@ -54,16 +64,24 @@ def pseudo_validate(make_system: Callable[[], System], normals: Sequence[Clip], 
         system.fit([normals[i] for i in usable[rest]], ctx=fold_ctx)
         held_waves = [waves[i] for i in usable[held]]
         normal_scores = system.score_waveforms(held_waves, ctx=fold_ctx)
-        made = list(pseudo_anomalies(held_waves[:max_sources], seed=ctx.seed + f, kinds=kinds,
-                                     severities=severities))
+        made = list(
+            pseudo_anomalies(
+                held_waves[:max_sources], seed=ctx.seed + f, kinds=kinds, severities=severities
+            )
+        )
         anomaly_scores = system.score_waveforms([w for *_, w in made], ctx=fold_ctx)
         per_fold.append(_auc(normal_scores, anomaly_scores))
         for kind in kinds:
             mine = np.array([m[1] == kind for m in made])
             per_kind[kind].append(_auc(normal_scores, anomaly_scores[mine]))
-    return {"auc": float(np.mean(per_fold)), "folds": per_fold,
-            "per_kind": {kind: float(np.mean(v)) for kind, v in per_kind.items()},
-            "n_normal": len(usable), "kinds": list(kinds), "severities": list(severities)}
+    return {
+        "auc": float(np.mean(per_fold)),
+        "folds": per_fold,
+        "per_kind": {kind: float(np.mean(v)) for kind, v in per_kind.items()},
+        "n_normal": len(usable),
+        "kinds": list(kinds),
+        "severities": list(severities),
+    }
 
 
 def _auc(normal: np.ndarray, anomalous: np.ndarray) -> float:

@@ -15,6 +15,7 @@ the torch system and by the ONNX runtime, and a relative difference above `CHECK
 Systems whose scoring noise or percentiles are fixed per clip length (ldgan, tldiffgan,
 mel_stats) are exported for one length (``seconds``, default 10).
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,10 @@ def require_onnx() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise StethoscopeError(f"ONNX export needs {', '.join(missing)}: pip install 'stethoscope[onnx]' "
-                               f"(or pip install onnx onnxruntime onnxscript)")
+        raise StethoscopeError(
+            f"ONNX export needs {', '.join(missing)}: pip install 'stethoscope[onnx]' "
+            f"(or pip install onnx onnxruntime onnxscript)"
+        )
 
 
 def exportable_systems() -> list[str]:
@@ -60,8 +63,9 @@ def exportable_systems() -> list[str]:
     return [name for name, cls in list_systems().items() if cls.no_export is None]
 
 
-def _plan(system: Any, seconds: float | None,
-          ctx: RunContext | None) -> tuple[ExportPlan, list[Any]]:
+def _plan(
+    system: Any, seconds: float | None, ctx: RunContext | None
+) -> tuple[ExportPlan, list[Any]]:
     """The system's export plan (ConfigError with its own reason where it has none) and its
     front ends."""
     from ..systems.export_plan import EFFICIENTAT_MEL
@@ -69,8 +73,10 @@ def _plan(system: Any, seconds: float | None,
 
     system.refuse_export()
     plan = system.export_plan(seconds, ctx)
-    fronts = [efficientat_frontend(name) if spec == EFFICIENTAT_MEL else dcase_frontend(spec, name)
-              for name, spec in plan.frontends.items()]
+    fronts = [
+        efficientat_frontend(name) if spec == EFFICIENTAT_MEL else dcase_frontend(spec, name)
+        for name, spec in plan.frontends.items()
+    ]
     return plan, fronts
 
 
@@ -80,19 +86,31 @@ def _export_graph(plan: ExportPlan, opset: int) -> Any:
 
     module = copy.deepcopy(plan.module).cpu().eval()
 
-    quiet = {n: logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")}
+    quiet = {
+        n: logging.getLogger(n)
+        for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
+    }
     levels = {n: q.level for n, q in quiet.items()}
     try:
         for q in quiet.values():
             q.setLevel(logging.ERROR)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, tuple(plan.inputs.values()), dynamo=True,
-                                        verbose=False, opset_version=opset,
-                                        input_names=list(plan.inputs),
-                                        output_names=plan.outputs, dynamic_shapes=plan.dynamic, report=False)
+            program = torch.onnx.export(
+                module,
+                tuple(plan.inputs.values()),
+                dynamo=True,
+                verbose=False,
+                opset_version=opset,
+                input_names=list(plan.inputs),
+                output_names=plan.outputs,
+                dynamic_shapes=plan.dynamic,
+                report=False,
+            )
     except Exception as err:  # the exporter raises many types; name the cause
-        raise StethoscopeError(f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+        raise StethoscopeError(
+            f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from err
     finally:
         for n, q in quiet.items():
             q.setLevel(levels[n])
@@ -119,28 +137,43 @@ def _check_args(out: Path, frontend: str, opset: int, seconds: float | None) -> 
     """A `ConfigError` naming the flag that is out of range, or an ``out`` that is not an
     earlier export (or empty)."""
     if frontend not in FRONTEND_MODES:
-        raise ConfigError(f"--frontend must be one of {', '.join(FRONTEND_MODES)}, got {frontend!r}")
+        raise ConfigError(
+            f"--frontend must be one of {', '.join(FRONTEND_MODES)}, got {frontend!r}"
+        )
     if opset < 17:
         raise ConfigError(f"--opset must be >= 17 (the STFT operator), got {opset}")
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(f"--seconds must be a positive number, got {seconds}")
-    if out.exists() and (not out.is_dir()
-                         or (any(out.iterdir()) and not (out / "export.json").is_file())):
-        raise ConfigError(f"--out {out}: exists and is not an ONNX export folder; "
-                          "give a new or empty folder")
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / "export.json").is_file())
+    ):
+        raise ConfigError(
+            f"--out {out}: exists and is not an ONNX export folder; give a new or empty folder"
+        )
 
 
 def _io_record(values: Any) -> list[dict[str, Any]]:
     """Name, numpy dtype and shape of each of a graph's inputs or outputs."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    return [{"name": v.name, "dtype": tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-             "shape": _shape(v)} for v in values]
+    return [
+        {
+            "name": v.name,
+            "dtype": tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            "shape": _shape(v),
+        }
+        for v in values
+    ]
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside",
-                seconds: float | None = None, opset: int = OPSET,
-                ctx: RunContext | None = None) -> dict[str, Any]:
+def export_onnx(
+    model_dir: str | Path,
+    out: str | Path,
+    frontend: str = "outside",
+    seconds: float | None = None,
+    opset: int = OPSET,
+    ctx: RunContext | None = None,
+) -> dict[str, Any]:
     """Export the model in ``model_dir`` to the folder ``out`` (written atomically); returns
     the export.json record. ``seconds``: clip length of fixed-length exports (default 10);
     ``ctx``: the runtime (where pretrained encoder weights are found; default `RunContext()`).
@@ -167,14 +200,25 @@ def export_onnx(model_dir: str | Path, out: str | Path, frontend: str = "outside
         model = add_to_graph(model, fronts)
     min_samples = math.ceil(system.feature_request().min_seconds * SAMPLE_RATE)
     record: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "system": system.name, **plan.details,
-        "threshold": float(system.threshold_), "frontend": frontend, "sample_rate": SAMPLE_RATE,
-        "min_samples": plan.clip_samples or min_samples, "clip_samples": plan.clip_samples,
-        "inputs": _io_record(model.graph.input), "outputs": _io_record(model.graph.output),
-        "opset": opset, "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnx {onnx.__version__})",
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "system": system.name,
+        **plan.details,
+        "threshold": float(system.threshold_),
+        "frontend": frontend,
+        "sample_rate": SAMPLE_RATE,
+        "min_samples": plan.clip_samples or min_samples,
+        "clip_samples": plan.clip_samples,
+        "inputs": _io_record(model.graph.input),
+        "outputs": _io_record(model.graph.output),
+        "opset": opset,
+        "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnx {onnx.__version__})",
         "stethoscope_version": __version__,
-        "source_model": {"path": str(model_dir.resolve()), "system": system.name,
-                         "sha256": {f: _sha256(model_dir / f) for f in (CONFIG_FILE, WEIGHTS_FILE)}},
+        "source_model": {
+            "path": str(model_dir.resolve()),
+            "system": system.name,
+            "sha256": {f: _sha256(model_dir / f) for f in (CONFIG_FILE, WEIGHTS_FILE)},
+        },
         "frontends": [],
     }
     with atomic_directory(out) as tmp:
@@ -200,7 +244,14 @@ def _verify(system: Any, edge: Any, samples: int, ctx: RunContext) -> dict[str, 
     diff = abs(got - expected)
     rel = diff / max(abs(expected), 1e-12)
     if not rel <= CHECK_RTOL:
-        raise StethoscopeError(f"ONNX export check failed: torch scores the check clip {expected:.9g}, "
-                               f"ONNX {got:.9g} (relative difference {rel:.3g} > {CHECK_RTOL})")
-    return {"clip": f"seeded noise, {samples} samples", "torch_score": expected, "onnx_score": got,
-            "abs_diff": diff, "rel_diff": rel}
+        raise StethoscopeError(
+            f"ONNX export check failed: torch scores the check clip {expected:.9g}, "
+            f"ONNX {got:.9g} (relative difference {rel:.3g} > {CHECK_RTOL})"
+        )
+    return {
+        "clip": f"seeded noise, {samples} samples",
+        "torch_score": expected,
+        "onnx_score": got,
+        "abs_diff": diff,
+        "rel_diff": rel,
+    }

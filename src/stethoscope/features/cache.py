@@ -6,6 +6,7 @@ A hit refreshes the entry's modification time; when the cache outgrows its cap
 (``$STETHOSCOPE_CACHE_MAX_GB``, default 2), the least recently used entries are removed
 until it is under 90% of the cap. `stethoscope cache info|clear` shows and empties it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,14 +31,18 @@ def default_cache_dir() -> Path:
 
 def max_cache_bytes() -> int:
     """The cap: ``$STETHOSCOPE_CACHE_MAX_GB`` gigabytes (default 2)."""
-    return int(env_number("STETHOSCOPE_CACHE_MAX_GB", DEFAULT_MAX_GB, strict=True, unit=" GB") * 1e9)
+    return int(
+        env_number("STETHOSCOPE_CACHE_MAX_GB", DEFAULT_MAX_GB, strict=True, unit=" GB") * 1e9
+    )
 
 
 class FeatureCache:
     """Arrays stored as .npy under a key made of the file's content hash and the parameters."""
 
     def __init__(self, root: str | Path, namespace: str, params: dict) -> None:
-        tag = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=8).hexdigest()
+        tag = hashlib.blake2b(
+            json.dumps(params, sort_keys=True).encode(), digest_size=8
+        ).hexdigest()
         self.root = Path(root)
         self.dir = self.root / namespace / tag
         self.params = params
@@ -63,7 +68,9 @@ class FeatureCache:
         os.replace(tmp, p)
         cap = max_cache_bytes()
         written = _written_since_check.get(self.root, 0) + p.stat().st_size
-        if written > cap // 20 or self.root not in _written_since_check:  # check every 5% of the cap
+        if (
+            written > cap // 20 or self.root not in _written_since_check
+        ):  # check every 5% of the cap
             evict(self.root, cap)
             written = 0
         _written_since_check[self.root] = written

@@ -1,5 +1,6 @@
 """Decoding and log-mel extraction: each file read and decoded once, batched torch maths,
 an optional on-disk cache keyed by content."""
+
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +86,9 @@ class Decoded:
     def required_logmels(self) -> list[np.ndarray]:
         """``logmels``, for code whose request asked for them (a clear error where it did not)."""
         if self.logmels is None:
-            raise StethoscopeError("internal: this chunk has no log-mels (its request asked for "
-                                   "none)")
+            raise StethoscopeError(
+                "internal: this chunk has no log-mels (its request asked for none)"
+            )
         return self.logmels
 
     def required_clips(self) -> tuple[Sequence[Clip], list[int]]:
@@ -119,8 +121,11 @@ def _decoded(wave: np.ndarray | None) -> np.ndarray:
     return wave
 
 
-def _chunk_logmels(loaded: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
-                   params: LogMelParams, cache: FeatureCache | None) -> list[np.ndarray]:
+def _chunk_logmels(
+    loaded: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
+    params: LogMelParams,
+    cache: FeatureCache | None,
+) -> list[np.ndarray]:
     """Log-mels of one chunk of (key, cache hit, wave): the hits as read, the misses in one
     batch (each then cached)."""
     misses = [(key, _decoded(wave)) for key, hit, wave in loaded if hit is None]
@@ -142,10 +147,13 @@ class _ClipLoader:
         self.stats_cache: FeatureCache | None = None
         if cache_dir is not None and request.logmel is not None:
             self.cache = FeatureCache(cache_dir, "logmel", request.logmel.as_dict())
-            self.stats_cache = FeatureCache(cache_dir, "wavestats",
-                                            {"fields": list(WaveStats.__dataclass_fields__)})
+            self.stats_cache = FeatureCache(
+                cache_dir, "wavestats", {"fields": list(WaveStats.__dataclass_fields__)}
+            )
         self.sample_rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
-        self.policy = current_policy()  # read here: the worker threads do not see the caller's context
+        self.policy = (
+            current_policy()
+        )  # read here: the worker threads do not see the caller's context
 
     def checked_hit(self, clip: Clip, key: str, raw: bytes) -> np.ndarray | None:
         """A cached log-mel whose file passes the policy on its cached stats and its header
@@ -169,8 +177,9 @@ class _ClipLoader:
             hit = self.checked_hit(clip, key, raw) if not request.wave else None
             wave = None
             if hit is None or request.wave:
-                wave, stats = decode_checked(raw, clip.path, self.sample_rate, clip.channel,
-                                             request.min_seconds, policy)
+                wave, stats = decode_checked(
+                    raw, clip.path, self.sample_rate, clip.channel, request.min_seconds, policy
+                )
                 if self.stats_cache:
                     self.stats_cache.put(key, stats.as_array())
         except AudioSkipped:
@@ -178,8 +187,14 @@ class _ClipLoader:
         return key, hit, wave
 
 
-def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
-                 progress: bool = True, chunk: int = 32, workers: int = 2) -> Iterator[Decoded]:
+def iter_decoded(
+    clips: Sequence[Clip],
+    request: FeatureRequest,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    chunk: int = 32,
+    workers: int = 2,
+) -> Iterator[Decoded]:
     """`Decoded` chunks of ``clips`` in input order.
 
     Files are read (and hashed, when a cache is used) in threads while the previous chunk
@@ -197,7 +212,11 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
         for n, part in enumerate(chunks):
             if pool:  # the next chunk's files are read and decoded while this one is transformed
                 results = [f.result() for f in pending]
-                pending = [pool.submit(load, clips[i]) for i in chunks[n + 1]] if n + 1 < len(chunks) else []
+                pending = (
+                    [pool.submit(load, clips[i]) for i in chunks[n + 1]]
+                    if n + 1 < len(chunks)
+                    else []
+                )
             else:
                 results = [load(clips[i]) for i in part]
             bar.update(len(part))
@@ -205,7 +224,9 @@ def iter_decoded(clips: Sequence[Clip], request: FeatureRequest, cache_dir: str 
             if not index:
                 continue
             loaded = [r for r in results if r is not None]
-            out = Decoded(keys=[k for k, _, _ in loaded], clips=[clips[i] for i in index], index=index)
+            out = Decoded(
+                keys=[k for k, _, _ in loaded], clips=[clips[i] for i in index], index=index
+            )
             if request.wave:
                 out.waves = [_decoded(w) for _, _, w in loaded]
             if request.logmel is not None:
@@ -235,14 +256,20 @@ def decode_waves(waves: Sequence[np.ndarray], sample_rate: int, request: Feature
     return out
 
 
-def decoded_logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(),
-                    cache_dir: str | Path | None = None, progress: bool = True,
-                    min_frames: int = 1) -> tuple[list[Clip], list[np.ndarray]]:
+def decoded_logmels(
+    clips: Sequence[Clip],
+    params: LogMelParams = LogMelParams(),
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    min_frames: int = 1,
+) -> tuple[list[Clip], list[np.ndarray]]:
     """(clips, their log-mels (n_mels, frames) float32) in input order, for the clips the
     audio policy kept (all of them unless it skips files)."""
     kept: list[Clip] = []
     mels: list[np.ndarray] = []
-    for part in iter_decoded(clips, FeatureRequest(logmel=params, min_frames=min_frames), cache_dir, progress):
+    for part in iter_decoded(
+        clips, FeatureRequest(logmel=params, min_frames=min_frames), cache_dir, progress
+    ):
         kept += part.required_clips()[0]
         mels += part.required_logmels()
     if clips and not kept:
@@ -250,16 +277,21 @@ def decoded_logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams()
     return kept, mels
 
 
-def logmels(clips: Sequence[Clip], params: LogMelParams = LogMelParams(), cache_dir: str | Path | None = None,
-            progress: bool = True) -> list[np.ndarray]:
+def logmels(
+    clips: Sequence[Clip],
+    params: LogMelParams = LogMelParams(),
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[np.ndarray]:
     """Log-mel (n_mels, frames) float32 for every clip the audio policy kept, in input order
     (`decoded_logmels` says which clips those are)."""
     return decoded_logmels(clips, params, cache_dir, progress)[1]
 
 
 def _nothing_left(n: int) -> StethoscopeError:
-    return StethoscopeError(f"all {n} clips were left out by the audio checks (--on-bad-audio); "
-                            "nothing to use")
+    return StethoscopeError(
+        f"all {n} clips were left out by the audio checks (--on-bad-audio); nothing to use"
+    )
 
 
 def expected_frames(clip: Clip, params: LogMelParams) -> int:
@@ -288,7 +320,9 @@ class MelStore:
     clips the audio policy kept, in order (None when built from arrays).
     """
 
-    def __init__(self, frames: np.ndarray, lengths: Sequence[int], clips: list[Clip] | None = None) -> None:
+    def __init__(
+        self, frames: np.ndarray, lengths: Sequence[int], clips: list[Clip] | None = None
+    ) -> None:
         self.array = frames
         self.frames = torch.from_numpy(frames)
         self.lengths = list(lengths)
@@ -305,26 +339,36 @@ class MelStore:
 
     def mel(self, i: int) -> np.ndarray:
         """Clip i's log-mel, (n_mels, frames): a view, no copy."""
-        return self.array[self.offsets[i]:self.offsets[i] + self.lengths[i]].T
+        return self.array[self.offsets[i] : self.offsets[i] + self.lengths[i]].T
 
     def mels(self) -> list[np.ndarray]:
         return [self.mel(i) for i in range(len(self))]
 
     @classmethod
-    def from_mels(cls, mels: Sequence[np.ndarray], spill_dir: str | Path | None = None,
-                  clips: list[Clip] | None = None) -> MelStore:
+    def from_mels(
+        cls,
+        mels: Sequence[np.ndarray],
+        spill_dir: str | Path | None = None,
+        clips: list[Clip] | None = None,
+    ) -> MelStore:
         if not mels:
             raise ValueError("MelStore needs at least one clip")
         lengths = [m.shape[1] for m in mels]
         frames = float32_array(int(sum(lengths)), mels[0].shape[0], spill_dir)
         for offset, mel in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), mels, strict=True):
-            frames[offset:offset + mel.shape[1]] = np.asarray(mel, dtype=np.float32).T
+            frames[offset : offset + mel.shape[1]] = np.asarray(mel, dtype=np.float32).T
         return cls(frames, lengths, clips)
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None = None,
-                   progress: bool = True, each: Callable[[Decoded], T] | None = None,
-                   spill_dir: str | Path | None = None) -> tuple[MelStore, list[T]]:
+    def from_clips(
+        cls,
+        clips: Sequence[Clip],
+        request: FeatureRequest,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+        each: Callable[[Decoded], T] | None = None,
+        spill_dir: str | Path | None = None,
+    ) -> tuple[MelStore, list[T]]:
         """Extract log-mels straight into one array sized from the file headers, so that peak
         memory holds every frame once (not a list of arrays plus their copy); ``each`` is called
         on every `Decoded` chunk (e.g. to embed its waveforms) and its results are returned.
@@ -341,7 +385,7 @@ class MelStore:
             for i, mel in zip(part.required_clips()[1], part.required_logmels(), strict=True):
                 if mel.shape[1] != lengths[i]:  # a header that lied: start again the simple way
                     return cls._listed(clips, request, cache_dir, progress, each, spill_dir)
-                frames[offsets[i]:offsets[i] + lengths[i]] = mel.T
+                frames[offsets[i] : offsets[i] + lengths[i]] = mel.T
                 kept.append(i)
             if each is not None:
                 results.append(each(part))
@@ -355,9 +399,15 @@ class MelStore:
         return cls(frames, [lengths[i] for i in kept], [clips[i] for i in kept]), results
 
     @classmethod
-    def _listed(cls, clips: Sequence[Clip], request: FeatureRequest, cache_dir: str | Path | None,
-                progress: bool, each: Callable[[Decoded], T] | None,
-                spill_dir: str | Path | None) -> tuple[MelStore, list[T]]:
+    def _listed(
+        cls,
+        clips: Sequence[Clip],
+        request: FeatureRequest,
+        cache_dir: str | Path | None,
+        progress: bool,
+        each: Callable[[Decoded], T] | None,
+        spill_dir: str | Path | None,
+    ) -> tuple[MelStore, list[T]]:
         kept: list[Clip] = []
         mels: list[np.ndarray] = []
         results: list[T] = []
@@ -383,21 +433,39 @@ class FrameBank:
         store = mels if isinstance(mels, MelStore) else MelStore.from_mels(mels)
         if min(store.lengths) < n_frames:
             raise ValueError(f"a clip has fewer than {n_frames} frames")
-        self.store, self.frames, self.n_frames, self.n_mels = store, store.frames, n_frames, store.n_mels
+        self.store, self.frames, self.n_frames, self.n_mels = (
+            store,
+            store.frames,
+            n_frames,
+            store.n_mels,
+        )
         self.clips = store.clips  # the clips the audio policy kept (None when built from arrays)
         counts = [n - n_frames + 1 for n in store.lengths]
-        self.starts = torch.from_numpy(np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts, strict=True)]))
+        self.starts = torch.from_numpy(
+            np.concatenate([o + np.arange(c) for o, c in zip(store.offsets, counts, strict=True)])
+        )
         self.clip_index = torch.from_numpy(np.repeat(np.arange(len(store)), counts))
         self._window = torch.arange(n_frames)
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], params: LogMelParams, n_frames: int = 5,
-                   cache_dir: str | Path | None = None, progress: bool = True) -> FrameBank:
+    def from_clips(
+        cls,
+        clips: Sequence[Clip],
+        params: LogMelParams,
+        n_frames: int = 5,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> FrameBank:
         """A bank extracted straight into one array (`MelStore.from_clips`); past the RAM budget
         that array is memory-mapped in the feature cache folder (or the temporary folder).
         Clips shorter than ``n_frames`` frames are unreadable to the audio policy."""
-        store, _ = MelStore.from_clips(clips, FeatureRequest(logmel=params, min_frames=n_frames), cache_dir,
-                                       progress, spill_dir=cache_dir)
+        store, _ = MelStore.from_clips(
+            clips,
+            FeatureRequest(logmel=params, min_frames=n_frames),
+            cache_dir,
+            progress,
+            spill_dir=cache_dir,
+        )
         return cls(store, n_frames)
 
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 Matches the official baselines' ``librosa.feature.melspectrogram`` (centred STFT with zero
 padding, periodic Hann window, Slaney mel scale and norm) followed by ``10 * log10``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,10 +27,14 @@ def _hz_to_mel(freq: float | np.ndarray) -> np.ndarray:
 def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     mels = np.asarray(mels, dtype=np.float64)
     f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
-    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+    return np.where(
+        mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels
+    )
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) Slaney-normalised triangular filters, equal to
     librosa.filters.mel."""
     fmax = sample_rate / 2 if fmax is None else fmax
@@ -75,14 +80,23 @@ class LogMel(torch.nn.Module):
         if params.log_floor not in ("max", "add"):
             raise ValueError(f"log_floor must be 'max' or 'add', got {params.log_floor!r}")
         self.params = params
-        self.register_buffer("window", torch.hann_window(params.n_fft, periodic=True), persistent=False)
+        self.register_buffer(
+            "window", torch.hann_window(params.n_fft, periodic=True), persistent=False
+        )
         fb = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels)
         self.register_buffer("filters", torch.from_numpy(fb), persistent=False)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         p = self.params
-        spec = torch.stft(waves, n_fft=p.n_fft, hop_length=p.hop_length, window=self.window,
-                          center=True, pad_mode="constant", return_complex=True)
+        spec = torch.stft(
+            waves,
+            n_fft=p.n_fft,
+            hop_length=p.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         power = spec.real.square() + spec.imag.square()  # |X|^2 without the slow complex abs
         mag = power if p.power == 2.0 else power.pow(p.power / 2)
         mel = torch.matmul(self.filters, mag)

@@ -9,6 +9,7 @@ larger than RAM still trains. The file has no name (it disappears with the array
 after a crash) and lives in the feature cache folder when there is one, else in the
 system's temporary folder (``$TMPDIR``).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -36,4 +37,3 @@ def float32_array(rows: int, cols: int, spill_dir: str | Path | None = None) -> 
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=folder) as handle:  # the mapping keeps its own descriptor
         return np.memmap(handle, dtype=np.float32, mode="w+", shape=(rows, cols))
-

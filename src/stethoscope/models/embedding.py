@@ -7,6 +7,7 @@ hidden-layer embedding, as the encoder's ``layer`` says); `EmbeddingScorer` feed
 network (`encoders.embed_decoded`, cached) and scores with the fitted detector, of which
 `DetectorModule` is the torch form (equal to 1e-9, tests/detectors/test_module.py).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,10 @@ def encoder_refusal(owner: str, encoder: str) -> str | None:
     """Why ``owner``'s encoder has no scoring module (one line), or None."""
     if encoder in EXPORTABLE_ENCODERS:
         return None
-    return (f"{owner} with encoder={encoder!r} cannot be exported to ONNX; exportable encoders: "
-            f"{', '.join(EXPORTABLE_ENCODERS)}")
+    return (
+        f"{owner} with encoder={encoder!r} cannot be exported to ONNX; exportable encoders: "
+        f"{', '.join(EXPORTABLE_ENCODERS)}"
+    )
 
 
 class EncoderNet(nn.Module):

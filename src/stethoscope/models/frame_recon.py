@@ -12,6 +12,7 @@ precisions of the MAHALA score. Its pieces are what the system's scoring runs, a
 * `spread`: per-vector values (V, n, n_mels) averaged over the vectors covering each
   (frame, mel): the anomaly map (squared residual) and the reconstruction.
 """
+
 from __future__ import annotations
 
 from functools import reduce
@@ -25,9 +26,15 @@ from torch import nn
 class FrameReconScorer(nn.Module):
     """log-mel (B, n_mels, T) -> (score (B,) float64, anomaly map (B, n_mels, T) float32)."""
 
-    def __init__(self, model: nn.Module, n_frames: int, score_mode: str,
-                 precision_source: torch.Tensor | None, precision_target: torch.Tensor | None,
-                 latent: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        n_frames: int,
+        score_mode: str,
+        precision_source: torch.Tensor | None,
+        precision_target: torch.Tensor | None,
+        latent: str | None = None,
+    ) -> None:
         super().__init__()
         self.net: Any = model
         self.n, self.mode, self.latent = n_frames, score_mode, latent
@@ -44,7 +51,9 @@ class FrameReconScorer(nn.Module):
         """(B, V, n * n_mels): vector i holds frames i..i+n-1, frame-major."""
         b, m, t = logmel.shape
         v = t - self.n + 1
-        stacked = torch.stack([logmel[:, :, k:k + v] for k in range(self.n)], dim=2)  # (B, M, n, V)
+        stacked = torch.stack(
+            [logmel[:, :, k : k + v] for k in range(self.n)], dim=2
+        )  # (B, M, n, V)
         return stacked.permute(0, 3, 2, 1).reshape(b, v, self.n * m)
 
     def score_from_stats(self, mse: torch.Tensor, mean_diff: torch.Tensor) -> torch.Tensor:

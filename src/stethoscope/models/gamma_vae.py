@@ -8,6 +8,7 @@ docs/gamma_vae.md). The decoder mirrors the encoder: 8 -> 4 x [Linear 128, BN, R
 Linear 640. Training samples the latent with the reparameterised ``Gamma.rsample``; scoring
 decodes the latent mean alpha / beta by default so that scores are deterministic.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -23,16 +24,23 @@ POSITIVITY = ("softplus", "softmax")
 LATENT_CHOICES = ("mean", "sample")
 
 
-def kl_gamma(concentration_q: torch.Tensor, rate_q: torch.Tensor,
-             concentration_p: torch.Tensor, rate_p: torch.Tensor) -> torch.Tensor:
+def kl_gamma(
+    concentration_q: torch.Tensor,
+    rate_q: torch.Tensor,
+    concentration_p: torch.Tensor,
+    rate_p: torch.Tensor,
+) -> torch.Tensor:
     """Closed-form KL(Gamma(a_q, b_q) || Gamma(a_p, b_p)), shape/rate parameterisation, elementwise.
 
     KL = (a_q - a_p) psi(a_q) - lnG(a_q) + lnG(a_p) + a_p (ln b_q - ln b_p) + a_q (b_p - b_q) / b_q
     """
-    return ((concentration_q - concentration_p) * torch.digamma(concentration_q)
-            - torch.lgamma(concentration_q) + torch.lgamma(concentration_p)
-            + concentration_p * (torch.log(rate_q) - torch.log(rate_p))
-            + concentration_q * (rate_p - rate_q) / rate_q)
+    return (
+        (concentration_q - concentration_p) * torch.digamma(concentration_q)
+        - torch.lgamma(concentration_q)
+        + torch.lgamma(concentration_p)
+        + concentration_p * (torch.log(rate_q) - torch.log(rate_p))
+        + concentration_q * (rate_p - rate_q) / rate_q
+    )
 
 
 class GammaVAELoss(NamedTuple):
@@ -55,21 +63,34 @@ class GammaVAE(nn.Module):
     prior_concentration: torch.Tensor
     prior_rate: torch.Tensor
 
-    def __init__(self, input_dim: int = 640, hidden: int = 128, latent: int = 8, n_hidden: int = 4,
-                 positivity: str = "softplus", min_param: float = 1e-3,
-                 prior_concentration: float = 1.0, prior_rate: float = 1.0, kl_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        input_dim: int = 640,
+        hidden: int = 128,
+        latent: int = 8,
+        n_hidden: int = 4,
+        positivity: str = "softplus",
+        min_param: float = 1e-3,
+        prior_concentration: float = 1.0,
+        prior_rate: float = 1.0,
+        kl_weight: float = 1.0,
+    ) -> None:
         super().__init__()
         if positivity not in POSITIVITY:
             raise ValueError(f"positivity must be one of {POSITIVITY}, got {positivity!r}")
         if prior_concentration <= 0 or prior_rate <= 0:
             raise ValueError("the Gamma prior needs positive concentration and rate")
         self.positivity, self.min_param, self.kl_weight = positivity, min_param, kl_weight
-        self.encoder = nn.Sequential(*[mlp_block(input_dim if i == 0 else hidden, hidden) for i in range(n_hidden)])
-        self.fc_mu = nn.Linear(hidden, latent)   # -> concentration (shape, alpha)
+        self.encoder = nn.Sequential(
+            *[mlp_block(input_dim if i == 0 else hidden, hidden) for i in range(n_hidden)]
+        )
+        self.fc_mu = nn.Linear(hidden, latent)  # -> concentration (shape, alpha)
         self.fc_var = nn.Linear(hidden, latent)  # -> rate (beta = 1 / scale)
         dec = [mlp_block(latent if i == 0 else hidden, hidden) for i in range(n_hidden)]
         self.decoder = nn.Sequential(*dec, nn.Linear(hidden, input_dim))
-        self.register_buffer("prior_concentration", torch.full((latent,), float(prior_concentration)))
+        self.register_buffer(
+            "prior_concentration", torch.full((latent,), float(prior_concentration))
+        )
         self.register_buffer("prior_rate", torch.full((latent,), float(prior_rate)))
 
     def _positive(self, h: torch.Tensor) -> torch.Tensor:
@@ -94,11 +115,17 @@ class GammaVAE(nn.Module):
         kl = kl_gamma(concentration, rate, self.prior_concentration, self.prior_rate).sum(dim=1)
         return GammaVAELoss((recon - x).pow(2).mean(dim=1), kl)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-vector training losses: ``loss`` = recon + kl_weight * kl, and both terms."""
         del generator
         terms = self.loss(x)
-        return {"loss": terms.recon + self.kl_weight * terms.kl, "recon": terms.recon, "kl": terms.kl}
+        return {
+            "loss": terms.recon + self.kl_weight * terms.kl,
+            "recon": terms.recon,
+            "kl": terms.kl,
+        }
 
     def reconstruct(self, x: torch.Tensor, latent: str = "mean") -> torch.Tensor:
         """Reconstruction for scoring: from the latent mean alpha / beta (deterministic) or a

@@ -10,6 +10,7 @@ smallest over the groups it may belong to) and spreads each feature's squared st
 deviation over the frames that drive it: the anomaly map. Score, map and ONNX export all run
 this one module.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,9 @@ class OrderStats:
         ranks = sorted({r for s in stats for r in self.ranks(s)})
         low = [r for r in ranks if r < frames / 2]
         high = [r for r in ranks if r >= frames / 2]
-        self.low = torch.topk(x, max(low) + 1, dim=-1, largest=False).values if low else None  # ascending
+        self.low = (
+            torch.topk(x, max(low) + 1, dim=-1, largest=False).values if low else None
+        )  # ascending
         self.high = torch.topk(x, frames - min(high), dim=-1).values if high else None  # descending
 
     def ranks(self, name: str) -> tuple[int, ...]:
@@ -75,11 +78,15 @@ class MelStatsFeatures(nn.Module):
     all bins of the first statistic, then the next), then ``modulation_bands`` x
     ``modulation_bins`` log modulation powers."""
 
-    def __init__(self, n_mels: int, stats: Sequence[str], modulation_bands: int = 0, modulation_bins: int = 8) -> None:
+    def __init__(
+        self, n_mels: int, stats: Sequence[str], modulation_bands: int = 0, modulation_bins: int = 8
+    ) -> None:
         super().__init__()
         unknown = [s for s in stats if s not in STATISTICS]
         if unknown or not stats:
-            raise ValueError(f"statistics must be a non-empty list of {STATISTICS}, got {list(stats)}")
+            raise ValueError(
+                f"statistics must be a non-empty list of {STATISTICS}, got {list(stats)}"
+            )
         self.n_mels, self.stats = n_mels, list(stats)
         self.bands = _band_edges(n_mels, modulation_bands) if modulation_bands else []
         self.modulation_bins = modulation_bins if modulation_bands else 0
@@ -115,13 +122,19 @@ class MelStatsFeatures(nn.Module):
         edges = np.logspace(np.log10(lo), np.log10(hi), self.modulation_bins + 1)
         pool = np.zeros((len(freqs), self.modulation_bins))
         for j in range(self.modulation_bins):
-            inside = (freqs >= edges[j]) & ((freqs < edges[j + 1]) if j < self.modulation_bins - 1 else (freqs <= hi))
+            inside = (freqs >= edges[j]) & (
+                (freqs < edges[j + 1]) if j < self.modulation_bins - 1 else (freqs <= hi)
+            )
             if not inside.any():  # short clips: too few DFT bins for the low bands
                 centre = np.sqrt(edges[j] * edges[j + 1])
                 inside = np.abs(freqs - centre) == np.abs(freqs - centre).min()
             pool[:, j] = inside / inside.sum()
         angle = 2 * np.pi * np.outer(np.arange(frames), np.arange(len(freqs))) / frames
-        return torch.from_numpy(np.cos(angle)), torch.from_numpy(np.sin(angle)), torch.from_numpy(pool)
+        return (
+            torch.from_numpy(np.cos(angle)),
+            torch.from_numpy(np.sin(angle)),
+            torch.from_numpy(pool),
+        )
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         x = logmel.double()
@@ -134,7 +147,9 @@ class MelStatsFeatures(nn.Module):
             parts.append(torch.log10(power @ pool + 1e-6).flatten(1))
         return torch.cat(parts, dim=-1)
 
-    def frame_weights(self, logmel: torch.Tensor, normal_mean: torch.Tensor | None = None) -> torch.Tensor:
+    def frame_weights(
+        self, logmel: torch.Tensor, normal_mean: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, n_mels x stats, T) which frames drive each bin statistic, each row summing to 1
         (a modulation feature drives every frame alike: no rows for those). A mean: the frames
         that lie beyond the normal mean (``normal_mean``, (B, n_mels)) on the side the clip's mean
@@ -154,9 +169,13 @@ class MelStatsFeatures(nn.Module):
             elif name == "std":
                 w = (x - x.mean(dim=-1, keepdim=True)).square() + 1e-12
             elif name == "dstd":  # the frames on either side of each change, by its squared size
-                step = (x[..., 1:] - x[..., :-1])
+                step = x[..., 1:] - x[..., :-1]
                 step = (step - step.mean(dim=-1, keepdim=True)).square()
-                w = torch.nn.functional.pad(step, (0, 1)) + torch.nn.functional.pad(step, (1, 0)) + 1e-12
+                w = (
+                    torch.nn.functional.pad(step, (0, 1))
+                    + torch.nn.functional.pad(step, (1, 0))
+                    + 1e-12
+                )
             elif name in ("min", "max"):
                 w = (x == self._stat(x, order, name)[..., None]).double()
             else:
@@ -171,7 +190,7 @@ class MelStatsFeatures(nn.Module):
         its band's bins sharing it equally."""
         w = torch.zeros(len(self.bands) * self.modulation_bins, self.n_mels, dtype=torch.float64)
         for j, (a, b) in enumerate(self.bands):
-            w[j * self.modulation_bins:(j + 1) * self.modulation_bins, a:b] = 1.0 / (b - a)
+            w[j * self.modulation_bins : (j + 1) * self.modulation_bins, a:b] = 1.0 / (b - a)
         return w
 
 
@@ -187,8 +206,12 @@ class MelStatsScorer(nn.Module):
     scale: torch.Tensor
     band_bins: torch.Tensor
 
-    def __init__(self, features: MelStatsFeatures, detectors: Sequence[DetectorModule],
-                 scales: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(
+        self,
+        features: MelStatsFeatures,
+        detectors: Sequence[DetectorModule],
+        scales: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
         super().__init__()
         self.features = features
         self.detectors = nn.ModuleList(detectors)
@@ -200,8 +223,9 @@ class MelStatsScorer(nn.Module):
         """(B, G) every detector's score."""
         return torch.stack([det(feats) for det in self.detectors], dim=1)
 
-    def score(self, logmel: torch.Tensor, groups: Sequence[int] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def score(
+        self, logmel: torch.Tensor, groups: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(score (B,), the detector that gave it (B,), the features (B, D)): no map."""
         feats = self.features(logmel)
         scores = self.group_scores(feats)
@@ -212,24 +236,31 @@ class MelStatsScorer(nn.Module):
             which = torch.tensor(list(groups), dtype=torch.long)[which]
         return best, which, feats
 
-    def forward(self, logmel: torch.Tensor, groups: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, logmel: torch.Tensor, groups: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         best, which, feats = self.score(logmel, groups)
         return best, self.anomaly_map(logmel, feats, which)
 
-    def anomaly_map(self, logmel: torch.Tensor, feats: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    def anomaly_map(
+        self, logmel: torch.Tensor, feats: torch.Tensor, which: torch.Tensor
+    ) -> torch.Tensor:
         """(B, n_mels, T) float32: each feature's squared standardised deviation under detector
         ``which``, spread over the frames that drive it (`MelStatsFeatures.frame_weights`) and
         over its mel bins; the map sums to the clip's total squared deviation."""
         n, k = self.features.n_mels, len(self.features.stats)
         means = self.features.stats.index("mean") if "mean" in self.features.stats else None
-        normal_mean = self.shift[which][:, means * n:(means + 1) * n] if means is not None else None
+        normal_mean = (
+            self.shift[which][:, means * n : (means + 1) * n] if means is not None else None
+        )
         z2 = ((feats - self.shift[which]) / self.scale[which]).square()  # (B, D)
         weights = self.features.frame_weights(logmel, normal_mean)  # (B, n * k, T)
         b, t = weights.shape[0], weights.shape[-1]
-        amap = (z2[:, :n * k, None] * weights).reshape(b, k, n, t).sum(dim=1)
+        amap = (z2[:, : n * k, None] * weights).reshape(b, k, n, t).sum(dim=1)
         if self.features.bands:  # modulation features: their band's bins, every frame alike
-            amap = amap + (z2[:, n * k:] @ self.band_bins)[..., None] / t
+            amap = amap + (z2[:, n * k :] @ self.band_bins)[..., None] / t
         return amap.float()
+
 
 def features_of(module: MelStatsFeatures, logmels: Sequence[np.ndarray]) -> np.ndarray:
     """(n, D) float64 features of log-mels (dB) of any lengths; equal lengths share one batch."""

@@ -9,10 +9,12 @@
 * `TLDiffGANScorer`: the whole scoring network, log-mel (and EfficientAT mel) in, score and
   the LDGAN branch's anomaly map out (the ONNX export).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,13 +26,16 @@ from .ldgan.scorer import LDGANScorer
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-def fuse(parts: Sequence[torch.Tensor], scalers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-         balance: bool) -> torch.Tensor:
+def fuse(
+    parts: Sequence[torch.Tensor],
+    scalers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    balance: bool,
+) -> torch.Tensor:
     """(n, joint dim) float64: ``weight * (X - mean) / scale`` per branch, concatenated."""
     dims = [int(mean.shape[0]) for mean, _ in scalers]
     total = sum(dims)
     out = []
-    for X, (mean, scale), dim in zip(parts, scalers, dims):
+    for X, (mean, scale), dim in zip(parts, scalers, dims, strict=True):
         weight = math.sqrt(total / (len(dims) * dim)) if balance else 1.0
         out.append(weight * (X - mean) / scale)
     return torch.cat(out, dim=1)
@@ -63,10 +68,16 @@ class FusionScorer(nn.Module):
     detectors (only ``forward`` needs them); ``references``: each candidate's held-out training
     scores (the ensemble's CDFs)."""
 
-    def __init__(self, scalers: Mapping[str, tuple[np.ndarray, np.ndarray]], balance: bool,
-                 names: Sequence[str], recon: str, ensemble: bool,
-                 references: Mapping[str, np.ndarray],
-                 detectors: Mapping[str, DetectorModule] | None = None) -> None:
+    def __init__(
+        self,
+        scalers: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        balance: bool,
+        names: Sequence[str],
+        recon: str,
+        ensemble: bool,
+        references: Mapping[str, np.ndarray],
+        detectors: Mapping[str, DetectorModule] | None = None,
+    ) -> None:
         super().__init__()
         self.branches, self.balance, self.names = list(scalers), balance, list(names)
         self.recon, self.ensemble = recon, ensemble
@@ -98,8 +109,9 @@ class FusionScorer(nn.Module):
 
     def forward(self, recon: torch.Tensor, *parts: torch.Tensor) -> torch.Tensor:
         joint = self.fuse(parts)
-        return self.combine({n: recon if n == self.recon else self.detectors[n](joint)
-                             for n in self.names})
+        return self.combine(
+            {n: recon if n == self.recon else self.detectors[n](joint) for n in self.names}
+        )
 
 
 class TLDiffGANScorer(nn.Module):
@@ -107,13 +119,19 @@ class TLDiffGANScorer(nn.Module):
     branch's anomaly map in dB²). Branches: the LDGAN mel embedding, the waveform encoder's
     embedding (``encoder``) and the per-bin log-mel statistics (``stats``), where present."""
 
-    def __init__(self, mel: LDGANScorer, encoder: nn.Module | None, fusion: FusionScorer,
-                 stats: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        mel: LDGANScorer,
+        encoder: nn.Module | None,
+        fusion: FusionScorer,
+        stats: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.mel, self.encoder, self.fusion, self.stats = mel, encoder, fusion, stats
 
-    def forward(self, logmel: torch.Tensor,
-                mn04_mel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, logmel: torch.Tensor, mn04_mel: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         recon, amap, mel_emb = self.mel(logmel)
         parts = [mel_emb.double()]
         if self.encoder is not None:

@@ -12,6 +12,7 @@ accepted, with an explicit Content-Type (415); bytes that do not decode get 422.
 their own small thread pool with a bounded queue (503 past it), so that readers never take a
 scoring worker. No error answer carries a traceback, the database's location or a token.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,9 +45,9 @@ from .views import MAX_ID, add_dashboard
 
 __all__ = ["MAX_WINDOW_S", "MIN_HOP_S", "create_app"]
 MAX_BODY_BYTES = 50 * 1024 * 1024
-BODY_TIMEOUT_S = 60.0     # a posted body must arrive within this (a slow upload holds a connection)
-READ_WORKERS = 2          # reads (events, pictures, audio) at once, in their own threads
-READ_QUEUE = 64           # reads waiting beyond these get 503 at once
+BODY_TIMEOUT_S = 60.0  # a posted body must arrive within this (a slow upload holds a connection)
+READ_WORKERS = 2  # reads (events, pictures, audio) at once, in their own threads
+READ_QUEUE = 64  # reads waiting beyond these get 503 at once
 AUDIO_TYPES = ("audio/", "application/octet-stream")
 log = logging.getLogger("stethoscope.serve")
 
@@ -90,7 +91,9 @@ class Readers:
         if self.limiter is None:
             self.limiter = anyio.CapacityLimiter(self.capacity)
         if self.waiting >= self.capacity + self.queue:
-            raise HTTPException(503, "too many reads at once; try again shortly", headers={"Retry-After": "1"})
+            raise HTTPException(
+                503, "too many reads at once; try again shortly", headers={"Retry-After": "1"}
+            )
         self.waiting += 1
         try:
             return await anyio.to_thread.run_sync(call, limiter=self.limiter)
@@ -107,11 +110,21 @@ def _validation_detail(err: RequestValidationError) -> str:
     return "; ".join(said) or "invalid request"
 
 
-def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX_BODY_BYTES, workers: int = 2,
-               protect_reads: bool = False, window: float = 10.0, hop: float = 1.0,
-               allow_origins: Sequence[str] = (), allowed_hosts: Sequence[str] | None = None,
-               max_streams: int = MAX_STREAMS, read_workers: int = READ_WORKERS,
-               body_timeout: float = BODY_TIMEOUT_S, streams: StreamSettings | None = None) -> FastAPI:
+def create_app(
+    monitor: Monitor,
+    token: str | Tokens | None,
+    max_body: int = MAX_BODY_BYTES,
+    workers: int = 2,
+    protect_reads: bool = False,
+    window: float = 10.0,
+    hop: float = 1.0,
+    allow_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
+    max_streams: int = MAX_STREAMS,
+    read_workers: int = READ_WORKERS,
+    body_timeout: float = BODY_TIMEOUT_S,
+    streams: StreamSettings | None = None,
+) -> FastAPI:
     """The app serving ``monitor``; ``token=None`` means writes need no token (``--no-token``),
     a string is the one token (every scope), `Tokens` the named, scoped ones (``--tokens``).
     At most ``workers`` clips are decoded and scored at once (the rest wait their turn), and
@@ -128,8 +141,13 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
         limiter.append(anyio.CapacityLimiter(workers))
         yield
 
-    app = FastAPI(title="stethoscope monitor", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json")
+    app = FastAPI(
+        title="stethoscope monitor",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHosts, allowed_hosts=list(allowed_hosts), www_redirect=False)
@@ -138,10 +156,23 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
     served = sorted(monitor.models)
     # the security schemes declare the token (and the read cookie) in the OpenAPI document;
     # guard checks them
-    bearer_scheme = [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
-    cookie_scheme = [Depends(APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard's login "
-                                                                                   "cookie (POST /login)"))]
-    read_guard = [*bearer_scheme, *cookie_scheme, Depends(guard.need_reader)] if protect_reads and token else []
+    bearer_scheme = (
+        [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
+    )
+    cookie_scheme = [
+        Depends(
+            APIKeyCookie(
+                name=COOKIE,
+                auto_error=False,
+                description="the dashboard's login cookie (POST /login)",
+            )
+        )
+    ]
+    read_guard = (
+        [*bearer_scheme, *cookie_scheme, Depends(guard.need_reader)]
+        if protect_reads and token
+        else []
+    )
     read_errors = schema.errors(400, 401, 503) if read_guard else schema.errors(400, 503)
     write_guard = [Depends(guard.same_origin), *bearer_scheme, Depends(guard.need_token)]
 
@@ -159,9 +190,19 @@ def create_app(monitor: Monitor, token: str | Tokens | None, max_body: int = MAX
     _add_read_routes(app, routes, metrics)
     _add_score_routes(app, routes, metrics, scoring, max_body, body_timeout)
     add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
-    add_operator_routes(app, monitor, guard, [*bearer_scheme, *cookie_scheme], read_guard,
-                        read_errors, readers.run, blocking)
-    add_stream(app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring)
+    add_operator_routes(
+        app,
+        monitor,
+        guard,
+        [*bearer_scheme, *cookie_scheme],
+        read_guard,
+        read_errors,
+        readers.run,
+        blocking,
+    )
+    add_stream(
+        app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring
+    )
     return app
 
 
@@ -191,7 +232,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StethoscopeError)
     async def _known(request: Request, err: StethoscopeError) -> JSONResponse:
-        if isinstance(err, StoreError):  # its message names the database: for the log, not the client
+        if isinstance(
+            err, StoreError
+        ):  # its message names the database: for the log, not the client
             log.error("%s %s: %s", request.method, request.url.path, err)
             return JSONResponse({"detail": STORE_DOWN}, status_code=503)
         return JSONResponse({"detail": str(err)}, status_code=_status(err))
@@ -199,16 +242,24 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=err)
-        return JSONResponse({"detail": f"internal error ({type(err).__name__}); the server log has the details"},
-                            status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(err).__name__}); the server log has the details"},
+            status_code=500,
+        )
 
 
 def _add_read_routes(app: FastAPI, routes: _Routes, metrics: Metrics) -> None:
     """``/health``, ``/metrics``, ``/machines``, ``/events`` and ``/alarms``."""
     monitor = routes.monitor
 
-    @app.get("/health", response_model=schema.Health,
-             responses={400: routes.read_errors[400], 503: {"model": schema.Health, "description": "degraded or error"}})
+    @app.get(
+        "/health",
+        response_model=schema.Health,
+        responses={
+            400: routes.read_errors[400],
+            503: {"model": schema.Health, "description": "degraded or error"},
+        },
+    )
     async def health() -> JSONResponse:
         """ok; degraded (503) while writes to the store fail; error (503) when it does not answer.
         Never the database's path or the error text (those go to the log)."""
@@ -219,76 +270,146 @@ def _add_read_routes(app: FastAPI, routes: _Routes, metrics: Metrics) -> None:
             return JSONResponse({"status": "error", "detail": STORE_DOWN}, status_code=503)
         state = monitor.health
         if state.degraded:
-            since = datetime.fromtimestamp(state.failing_since or 0, timezone.utc).isoformat(timespec="seconds")
-            return JSONResponse({"status": "degraded", "machines": sorted(monitor.models),
-                                 "detail": f"writes to the event store fail since {since} ({state.failures} "
-                                           f"failure(s)); scores are refused with 503 until a write succeeds"},
-                                status_code=503)
-        answer = {"status": "ok", "machines": sorted(monitor.models), "schema_version": monitor.store.version}
-        if monitor.notifier is not None:  # the outbox backlog per channel (--notify); never an error text
+            since = datetime.fromtimestamp(state.failing_since or 0, timezone.utc).isoformat(
+                timespec="seconds"
+            )
+            return JSONResponse(
+                {
+                    "status": "degraded",
+                    "machines": sorted(monitor.models),
+                    "detail": f"writes to the event store fail since {since} ({state.failures} "
+                    f"failure(s)); scores are refused with 503 until a write succeeds",
+                },
+                status_code=503,
+            )
+        answer = {
+            "status": "ok",
+            "machines": sorted(monitor.models),
+            "schema_version": monitor.store.version,
+        }
+        if (
+            monitor.notifier is not None
+        ):  # the outbox backlog per channel (--notify); never an error text
             answer["notify"] = await routes.blocking(monitor.notifier.backlog)
         return JSONResponse(answer)
 
-    @app.get("/metrics", dependencies=routes.read_guard,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description":
-                              "Prometheus text format"}, **routes.read_errors})
+    @app.get(
+        "/metrics",
+        dependencies=routes.read_guard,
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            },
+            **routes.read_errors,
+        },
+    )
     async def prometheus() -> Response:
         body = await routes.read(partial(generate_latest, metrics.registry))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/machines", dependencies=routes.read_guard, response_model=list[schema.Machine], responses=routes.read_errors)
+    @app.get(
+        "/machines",
+        dependencies=routes.read_guard,
+        response_model=list[schema.Machine],
+        responses=routes.read_errors,
+    )
     async def machines() -> JSONResponse:
         return JSONResponse(await routes.read(monitor.describe))
 
-    @app.get("/events", dependencies=routes.read_guard, response_model=list[schema.Event],
-             responses={**routes.read_errors, **schema.errors(404, 422)})
-    async def events(machine: str | None = schema.machine_query(routes.served), since: float | datetime | None = SINCE,
-                     after_id: int | None = Query(None, ge=0, le=MAX_ID),
-                     limit: int = Query(100, ge=1, le=MAX_LIMIT),
-                     order: str = Query("desc", pattern="^(asc|desc)$")) -> JSONResponse:
+    @app.get(
+        "/events",
+        dependencies=routes.read_guard,
+        response_model=list[schema.Event],
+        responses={**routes.read_errors, **schema.errors(404, 422)},
+    )
+    async def events(
+        machine: str | None = schema.machine_query(routes.served),
+        since: float | datetime | None = SINCE,
+        after_id: int | None = Query(None, ge=0, le=MAX_ID),
+        limit: int = Query(100, ge=1, le=MAX_LIMIT),
+        order: str = Query("desc", pattern="^(asc|desc)$"),
+    ) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
-        return JSONResponse(await routes.read(partial(monitor.store.events, machine, _since(since), after_id, limit,
-                                                      order == "desc")))
+        return JSONResponse(
+            await routes.read(
+                partial(
+                    monitor.store.events, machine, _since(since), after_id, limit, order == "desc"
+                )
+            )
+        )
 
-    @app.get("/alarms", dependencies=routes.read_guard, response_model=list[schema.Alarm],
-             responses={**routes.read_errors, **schema.errors(404, 422)})
-    async def alarms(machine: str | None = schema.machine_query(routes.served), active: bool | None = None,
-                     limit: int = Query(100, ge=1, le=MAX_LIMIT)) -> JSONResponse:
+    @app.get(
+        "/alarms",
+        dependencies=routes.read_guard,
+        response_model=list[schema.Alarm],
+        responses={**routes.read_errors, **schema.errors(404, 422)},
+    )
+    async def alarms(
+        machine: str | None = schema.machine_query(routes.served),
+        active: bool | None = None,
+        limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    ) -> JSONResponse:
         if machine is not None:
             monitor.model(machine)
+
         def listed() -> list[dict[str, Any]]:
             rows = monitor.store.alarms(machine, active, limit)
             acks = monitor.operators.acks([row["id"] for row in rows])
             return [{**row, "ack": acks.get(row["id"])} for row in rows]
+
         return JSONResponse(await routes.read(listed))
 
 
-def _add_score_routes(app: FastAPI, routes: _Routes, metrics: Metrics,
-                      scoring: Callable[[Callable[[], Any]], Awaitable[Any]], max_body: int,
-                      body_timeout: float) -> None:
+def _add_score_routes(
+    app: FastAPI,
+    routes: _Routes,
+    metrics: Metrics,
+    scoring: Callable[[Callable[[], Any]], Awaitable[Any]],
+    max_body: int,
+    body_timeout: float,
+) -> None:
     """The writes: ``PUT /machines/{machine}/alarm`` and ``POST /score`` (the body bounded in
     size and time before any decoding)."""
     monitor = routes.monitor
 
-    @app.put("/machines/{machine}/alarm", dependencies=routes.write_guard, response_model=schema.AlarmRuleSet,
-             responses=schema.errors(400, 401, 403, 404, 422, 503))
-    async def set_alarm(rule: AlarmRule, machine: str = schema.machine_path(routes.served)) -> JSONResponse:
+    @app.put(
+        "/machines/{machine}/alarm",
+        dependencies=routes.write_guard,
+        response_model=schema.AlarmRuleSet,
+        responses=schema.errors(400, 401, 403, 404, 422, 503),
+    )
+    async def set_alarm(
+        rule: AlarmRule, machine: str = schema.machine_path(routes.served)
+    ) -> JSONResponse:
         monitor.model(machine)
         check_alarm_rule(rule.k, rule.n)
         await routes.blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
         return JSONResponse({"machine": machine, "k": rule.k, "n": rule.n})
 
-    @app.post("/score", dependencies=routes.write_guard, response_model=schema.ScoreEvent, openapi_extra=schema.AUDIO_BODY,
-              responses=schema.errors(400, 401, 403, 404, 408, 413, 415, 422, 503))
-    async def score(request: Request, machine: str = schema.machine_query(routes.served, required=True),
-                    source: str = Query("", max_length=200), channel: int = Query(0, ge=0, le=255)) -> JSONResponse:
+    @app.post(
+        "/score",
+        dependencies=routes.write_guard,
+        response_model=schema.ScoreEvent,
+        openapi_extra=schema.AUDIO_BODY,
+        responses=schema.errors(400, 401, 403, 404, 408, 413, 415, 422, 503),
+    )
+    async def score(
+        request: Request,
+        machine: str = schema.machine_query(routes.served, required=True),
+        source: str = Query("", max_length=200),
+        channel: int = Query(0, ge=0, le=255),
+    ) -> JSONResponse:
         monitor.model(machine)  # 404/422 before the body is read
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if not kind.startswith(AUDIO_TYPES):
             said = repr(kind[:60]) if kind else "none"
-            raise HTTPException(415, f"the body must be one audio clip (WAV, FLAC, ...) sent as raw bytes with "
-                                     f"Content-Type audio/* (e.g. audio/wav) or application/octet-stream, not {said}")
+            raise HTTPException(
+                415,
+                f"the body must be one audio clip (WAV, FLAC, ...) sent as raw bytes with "
+                f"Content-Type audio/* (e.g. audio/wav) or application/octet-stream, not {said}",
+            )
         try:
             with anyio.fail_after(body_timeout):
                 raw = await _read_body(request, max_body)
@@ -308,7 +429,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes: by its
     declared length, or while its bytes arrive (chunked uploads declare none)."""
     declared = request.headers.get("content-length")
-    too_big = HTTPException(413, f"body over the {limit // (1024 * 1024)} MB limit: send one clip per request")
+    too_big = HTTPException(
+        413, f"body over the {limit // (1024 * 1024)} MB limit: send one clip per request"
+    )
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks, total = [], 0

@@ -16,6 +16,7 @@ below turn it off and emit ``BEGIN`` themselves (the recipe of SQLAlchemy's SQLi
 migrations are atomic and writers take the write lock up front (``BEGIN IMMEDIATE``) instead
 of failing on a lock upgrade when two processes write to one file.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,22 +51,32 @@ def make_engine(url: str, sync: str = "full") -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as err:
-        raise ConfigError(f"--db {url!r} is neither a file path nor a SQLAlchemy URL ({err})") from err
+        raise ConfigError(
+            f"--db {url!r} is neither a file path nor a SQLAlchemy URL ({err})"
+        ) from err
     if parsed.get_backend_name() != "sqlite":
         try:
             return create_engine(parsed, pool_pre_ping=True)
         except (ArgumentError, ModuleNotFoundError) as err:
-            raise ConfigError(f"--db {parsed.render_as_string(hide_password=True)}: no usable database driver "
-                              f"({err}); install it (e.g. pip install psycopg for postgresql+psycopg://)") from err
+            raise ConfigError(
+                f"--db {parsed.render_as_string(hide_password=True)}: no usable database driver "
+                f"({err}); install it (e.g. pip install psycopg for postgresql+psycopg://)"
+            ) from err
     if parsed.database in (None, "", ":memory:"):
-        raise ConfigError("the event store needs an SQLite file (an in-memory database loses every event on exit)")
+        raise ConfigError(
+            "the event store needs an SQLite file (an in-memory database loses every event on exit)"
+        )
     _create_private(Path(parsed.database))
-    engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+    engine = create_engine(
+        parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
         del record
-        dbapi_connection.isolation_level = None  # no implicit BEGIN from pysqlite: the hook below emits it
+        dbapi_connection.isolation_level = (
+            None  # no implicit BEGIN from pysqlite: the hook below emits it
+        )
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={sync.upper()}")
@@ -74,7 +85,9 @@ def make_engine(url: str, sync: str = "full") -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
+        )
 
     return engine
 
@@ -89,7 +102,9 @@ def _create_private(path: Path) -> None:
     except FileExistsError:
         pass
     except OSError as err:
-        raise ConfigError(f"--db {path}: cannot create the event store ({err.strerror or err})") from err
+        raise ConfigError(
+            f"--db {path}: cannot create the event store ({err.strerror or err})"
+        ) from err
 
 
 @contextmanager

@@ -9,6 +9,7 @@ changes or the service restarts, and a stolen cookie never reveals the token. It
 token's scope up to ``operate`` (reads and operator actions, never clips or streams). It is
 ``HttpOnly`` (no script reads it) and ``SameSite=Strict`` (no other site's page sends it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,9 +53,17 @@ def normal_origin(origin: str) -> str:
 def check_origin(origin: str) -> str:
     """An ``--allow-origin`` value, normalised, or a `ConfigError`: ``http(s)://host[:port]``."""
     parts = urlsplit(normal_origin(origin))
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or "*" in origin:
-        raise ConfigError(f"--allow-origin must be an origin like https://console.plant.example:8443 (scheme, "
-                          f"host, optional port; no path, no wildcard), got {origin[:80]!r}")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or parts.path
+        or parts.query
+        or "*" in origin
+    ):
+        raise ConfigError(
+            f"--allow-origin must be an origin like https://console.plant.example:8443 (scheme, "
+            f"host, optional port; no path, no wildcard), got {origin[:80]!r}"
+        )
     return normal_origin(origin)
 
 
@@ -85,8 +94,9 @@ class Guard:
         assert self.tokens is not None
         entry = self.tokens.entry(name)
         secret = entry.sha256.hex() if entry else ""
-        return hmac.new(self._key, f"dashboard-session:{name}:{expiry}:{secret}".encode(),
-                        hashlib.sha256).hexdigest()
+        return hmac.new(
+            self._key, f"dashboard-session:{name}:{expiry}:{secret}".encode(), hashlib.sha256
+        ).hexdigest()
 
     def session(self, name: str = ADMIN, now: float | None = None) -> str:
         """A new login cookie's value for the token named ``name``, valid `SESSION_S` seconds."""
@@ -120,10 +130,13 @@ class Guard:
 
     def need_reader(self, request: Request) -> None:
         """A dependency for protected reads: the bearer token or a valid login cookie, or 401."""
-        if (self.identify(bearer(request.headers.get("authorization")))
-                or self.cookie_ok(request.cookies.get(COOKIE))):
+        if self.identify(bearer(request.headers.get("authorization"))) or self.cookie_ok(
+            request.cookies.get(COOKIE)
+        ):
             return
-        raise HTTPException(401, NO_TOKEN + " (or log in on the dashboard)", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, NO_TOKEN + " (or log in on the dashboard)", headers={"WWW-Authenticate": "Bearer"}
+        )
 
     def need_operator(self, request: Request) -> Identity:
         """A dependency for operator actions: a bearer token or a login cookie whose scope
@@ -145,13 +158,20 @@ class Guard:
         if wanted in self.allow_origins:
             return True
         parts = urlsplit(wanted)
-        return parts.scheme in ("http", "https") and bool(host) and parts.netloc == (host or "").lower()
+        return (
+            parts.scheme in ("http", "https")
+            and bool(host)
+            and parts.netloc == (host or "").lower()
+        )
 
     def same_origin(self, request: Request) -> None:
         """A dependency for every write: a foreign ``Origin`` gets 403 before anything is read."""
         if not self.origin_ok(request.headers.get("origin"), request.headers.get("host")):
-            raise HTTPException(403, "this origin may not write here (a page from another site); "
-                                     "serve --allow-origin adds one")
+            raise HTTPException(
+                403,
+                "this origin may not write here (a page from another site); "
+                "serve --allow-origin adds one",
+            )
 
 
 def _allowed(found: Identity | None, need: str, hint: str) -> Identity:
@@ -159,8 +179,9 @@ def _allowed(found: Identity | None, need: str, hint: str) -> Identity:
     if found is None:
         raise HTTPException(401, NO_TOKEN + hint, headers={"WWW-Authenticate": "Bearer"})
     if not found.allows(need):
-        raise HTTPException(403, f"the token {found.name!r} has the scope {found.scope!r}; "
-                                 f"this needs {need!r}")
+        raise HTTPException(
+            403, f"the token {found.name!r} has the scope {found.scope!r}; this needs {need!r}"
+        )
     return found
 
 
@@ -170,10 +191,16 @@ def trusted_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
     ``--allowed-host`` (``*`` turns the check off)."""
     names: list[str] = list(extra)
     for name in extra:
-        if name != "*" and ("*" in name[1:] or (name.startswith("*") and not name.startswith("*.")) or not name
-                            or "/" in name):
-            raise ConfigError(f"--allowed-host must be a host name or address ('*.example.com' for a domain, "
-                              f"'*' for any), got {name[:80]!r}")
+        if name != "*" and (
+            "*" in name[1:]
+            or (name.startswith("*") and not name.startswith("*."))
+            or not name
+            or "/" in name
+        ):
+            raise ConfigError(
+                f"--allowed-host must be a host name or address ('*.example.com' for a domain, "
+                f"'*' for any), got {name[:80]!r}"
+            )
     if host in WILDCARD_BINDS:
         names += [*LOOPBACK_NAMES, socket.gethostname()]
     else:
@@ -192,12 +219,21 @@ class TrustedHosts(TrustedHostMiddleware):
             await self.app(scope, receive, send)
             return
         name = Headers(scope=scope).get("host", "")
-        host = (name.rsplit("]", 1)[0].lstrip("[") if name.startswith("[") else name.rsplit(":", 1)[0]).lower()
-        if any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed_hosts):
+        host = (
+            name.rsplit("]", 1)[0].lstrip("[") if name.startswith("[") else name.rsplit(":", 1)[0]
+        ).lower()
+        if any(
+            host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed_hosts
+        ):
             await self.app(scope, receive, send)
             return
-        await JSONResponse({"detail": f"this service does not answer to the Host {name[:80]!r}; serve "
-                                      f"--allowed-host adds a name"}, status_code=400)(scope, receive, send)
+        await JSONResponse(
+            {
+                "detail": f"this service does not answer to the Host {name[:80]!r}; serve "
+                f"--allowed-host adds a name"
+            },
+            status_code=400,
+        )(scope, receive, send)
 
 
 class RedactTokens(logging.Filter):
@@ -206,8 +242,10 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(TOKEN_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                                for a in record.args)
+            record.args = tuple(
+                TOKEN_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
         if isinstance(record.msg, str):
             record.msg = TOKEN_IN_URL.sub(r"\1[redacted]", record.msg)
         return True

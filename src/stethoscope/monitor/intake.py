@@ -2,6 +2,7 @@
 watched folder (no symbolic link on the way, nothing that resolves outside it), be a regular
 file and not exceed the size cap; it is opened without following a link and read up to the cap.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,10 @@ def refusal(root: Path, path: Path, size: int, max_bytes: int) -> str | None:
     below = path.relative_to(root)
     for depth in range(len(below.parts), 0, -1):
         if (root / Path(*below.parts[:depth])).is_symlink():
-            return ("a symbolic link (not followed: the watcher reads only files that lie in "
-                    "its folder)")
+            return (
+                "a symbolic link (not followed: the watcher reads only files that lie in "
+                "its folder)"
+            )
     try:
         path.resolve(strict=True).relative_to(root)
     except (OSError, ValueError):

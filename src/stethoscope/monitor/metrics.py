@@ -2,6 +2,7 @@
 requests and their latency per route, scores per machine and decision, open streams, and, as
 the store has them at scrape time, the active alarms and each machine's newest score next to its
 decision threshold (deploy/grafana/ draws these)."""
+
 from __future__ import annotations
 
 import time
@@ -14,9 +15,26 @@ from prometheus_client.registry import Collector
 
 from .service import Monitor
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
 class _ActiveAlarms(Collector):
@@ -27,8 +45,11 @@ class _ActiveAlarms(Collector):
         self.monitor = monitor
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("stethoscope_alarms_active", "1 while an alarm of the machine is active",
-                                   labels=["machine"])
+        family = GaugeMetricFamily(
+            "stethoscope_alarms_active",
+            "1 while an alarm of the machine is active",
+            labels=["machine"],
+        )
         for row in self.monitor.store.machines():
             family.add_metric([row["name"]], 0.0 if row["active_alarm"] is None else 1.0)
         yield family
@@ -44,14 +65,21 @@ class _LastScores(Collector):
         self.monitor = monitor
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        last = GaugeMetricFamily("stethoscope_score_last",
-                                 "newest stored anomaly score of the machine", labels=["machine"])
-        when = GaugeMetricFamily("stethoscope_score_last_timestamp_seconds",
-                                 "Unix time of the newest stored score of the machine",
-                                 labels=["machine"])
-        threshold = GaugeMetricFamily("stethoscope_threshold",
-                                      "decision threshold of the machine's served model: a score "
-                                      "above it is anomalous", labels=["machine"])
+        last = GaugeMetricFamily(
+            "stethoscope_score_last",
+            "newest stored anomaly score of the machine",
+            labels=["machine"],
+        )
+        when = GaugeMetricFamily(
+            "stethoscope_score_last_timestamp_seconds",
+            "Unix time of the newest stored score of the machine",
+            labels=["machine"],
+        )
+        threshold = GaugeMetricFamily(
+            "stethoscope_threshold",
+            "decision threshold of the machine's served model: a score above it is anomalous",
+            labels=["machine"],
+        )
         for machine, served in sorted(self.monitor.models.items()):
             threshold.add_metric([machine], served.threshold)
             newest = self.monitor.store.events(machine, limit=1)
@@ -66,15 +94,35 @@ class Metrics:
 
     def __init__(self, monitor: Monitor) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("stethoscope_http_requests", "HTTP requests answered",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("stethoscope_http_request_duration_seconds", "HTTP request latency",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.scores = Counter("stethoscope_scores", "scores recorded by this process",
-                              ["machine", "decision"], registry=self.registry)
-        self.scoring = Histogram("stethoscope_scoring_duration_seconds", "decode, score and commit of one posted clip",
-                                 ["machine"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.streams = Gauge("stethoscope_streams_open", "websocket streams open", registry=self.registry)
+        self.requests = Counter(
+            "stethoscope_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "stethoscope_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.scores = Counter(
+            "stethoscope_scores",
+            "scores recorded by this process",
+            ["machine", "decision"],
+            registry=self.registry,
+        )
+        self.scoring = Histogram(
+            "stethoscope_scoring_duration_seconds",
+            "decode, score and commit of one posted clip",
+            ["machine"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.streams = Gauge(
+            "stethoscope_streams_open", "websocket streams open", registry=self.registry
+        )
         self.registry.register(_ActiveAlarms(monitor))
         self.registry.register(_LastScores(monitor))
         if monitor.notifier is not None:  # the outbox backlog per channel (--notify)
@@ -93,8 +141,12 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -14,6 +14,7 @@ The stream comes from a factory called like ``sounddevice.InputStream(samplerate
 device=, channels=1, dtype="float32", callback=)``; the object needs ``start()``, ``stop()``,
 ``close()`` and ``active``. Tests inject a fake one where no sound card exists.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,9 @@ def sounddevice_module() -> Any:
 def check_max_lag(seconds: float) -> float:
     """``seconds`` if it is a usable queue length (``--max-lag``), else `ConfigError`."""
     if not BLOCK_SECONDS <= seconds <= MAX_QUEUE_SECONDS:
-        raise ConfigError(f"--max-lag must be {BLOCK_SECONDS:g} to {MAX_QUEUE_SECONDS:g} seconds, "
-                          f"got {seconds:g}")
+        raise ConfigError(
+            f"--max-lag must be {BLOCK_SECONDS:g} to {MAX_QUEUE_SECONDS:g} seconds, got {seconds:g}"
+        )
     return seconds
 
 
@@ -91,19 +93,36 @@ class MicStats:
 class MicListener:
     """Scores ``machine`` from an input device (see the module docstring)."""
 
-    def __init__(self, monitor: Monitor, machine: str, rate: int, window: float = 10.0, hop: float = 1.0,
-                 device: int | str | None = None, source: str = "mic", factory: StreamFactory | None = None,
-                 queue_seconds: float = QUEUE_SECONDS, warn: Callable[[str], None] = lambda message: None,
-                 on_score: Callable[[ScoreEvent, float], None] = lambda event, end: None) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        machine: str,
+        rate: int,
+        window: float = 10.0,
+        hop: float = 1.0,
+        device: int | str | None = None,
+        source: str = "mic",
+        factory: StreamFactory | None = None,
+        queue_seconds: float = QUEUE_SECONDS,
+        warn: Callable[[str], None] = lambda message: None,
+        on_score: Callable[[ScoreEvent, float], None] = lambda event, end: None,
+    ) -> None:
         if not 1_000 <= rate <= 384_000:
             raise ConfigError(f"--rate must be a sample rate in Hz (1000 to 384000), got {rate}")
-        self.monitor, self.machine, self.rate, self.device, self.source = monitor, machine, rate, device, source
+        self.monitor, self.machine, self.rate, self.device, self.source = (
+            monitor,
+            machine,
+            rate,
+            device,
+            source,
+        )
         self.window, self.hop = window, hop
         self.scorer = self._scorer()  # checks machine, window and hop now, before any device opens
         self.factory = factory
         self.blocksize = max(1, round(rate * BLOCK_SECONDS))
         self._queue: queue.Queue[tuple[np.ndarray, bool]] = queue.Queue(
-            maxsize=max(1, math.ceil(check_max_lag(queue_seconds) / BLOCK_SECONDS)))
+            maxsize=max(1, math.ceil(check_max_lag(queue_seconds) / BLOCK_SECONDS))
+        )
         self._gap = False  # touched by the callback's thread only
         self._whole = True  # the next kept clip is the whole window (start, or after a gap)
         self.warn, self.on_score = warn, on_score
@@ -132,15 +151,25 @@ class MicListener:
         factory = self.factory or sounddevice_module().InputStream
         stream = None
         try:
-            stream = factory(samplerate=self.rate, blocksize=self.blocksize, device=self.device, channels=1,
-                             dtype="float32", callback=self.callback)
+            stream = factory(
+                samplerate=self.rate,
+                blocksize=self.blocksize,
+                device=self.device,
+                channels=1,
+                dtype="float32",
+                callback=self.callback,
+            )
             stream.start()
-        except Exception as err:  # PortAudioError, ValueError (no such device): the library's own message
+        except (
+            Exception
+        ) as err:  # PortAudioError, ValueError (no such device): the library's own message
             if stream is not None:
                 stream.close()
-            raise MicError("cannot record from input device "
-                           f"{self.device if self.device is not None else 'default'}"
-                           f" at {self.rate} Hz: {err}; list devices with `python3 -m sounddevice`") from None
+            raise MicError(
+                "cannot record from input device "
+                f"{self.device if self.device is not None else 'default'}"
+                f" at {self.rate} Hz: {err}; list devices with `python3 -m sounddevice`"
+            ) from None
         return stream
 
     def run(self, stop: threading.Event) -> MicStats:
@@ -163,10 +192,12 @@ class MicListener:
     def _take(self, block: np.ndarray, gap: bool) -> None:
         if gap:
             self.stats.gaps += 1
-            self.warn(f"input lost before {self.received / self.rate:.1f} s "
-                      f"({self.stats.overflows} PortAudio input overflow(s), "
-                      f"{self.stats.dropped_blocks} block(s) dropped by a full queue so far); the "
-                      f"{self.window:g} s window starts afresh")
+            self.warn(
+                f"input lost before {self.received / self.rate:.1f} s "
+                f"({self.stats.overflows} PortAudio input overflow(s), "
+                f"{self.stats.dropped_blocks} block(s) dropped by a full queue so far); the "
+                f"{self.window:g} s window starts afresh"
+            )
             self.scorer = self._scorer()
             self._whole = True
         self.stats.blocks += 1
@@ -175,14 +206,20 @@ class MicListener:
         for result in self.scorer.push(block):
             new = result.window
             if new is not None and not self._whole:
-                new = new[len(new) - self.scorer.hop:]
+                new = new[len(new) - self.scorer.hop :]
             try:
-                event = self.monitor.record(self.machine, result.score, result.decision, self.source,
-                                            audio=self.monitor.audio_to_keep(new, self.rate))
-            except AudioError as err:  # a window whose score is not finite: said, not stored, not fatal
+                event = self.monitor.record(
+                    self.machine,
+                    result.score,
+                    result.decision,
+                    self.source,
+                    audio=self.monitor.audio_to_keep(new, self.rate),
+                )
+            except (
+                AudioError
+            ) as err:  # a window whose score is not finite: said, not stored, not fatal
                 self.warn(f"window ending at {result.end_seconds:.1f} s: {err.problem}")
                 continue
             self._whole = False
             self.stats.scores += 1
             self.on_score(event, result.end_seconds)
-

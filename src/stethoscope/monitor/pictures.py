@@ -5,6 +5,7 @@ in a small in-memory LRU cache (a clicked event is usually looked at a few times
 One `System.explain_waveform` pass gives both pictures, so both are drawn (and cached) when
 either is asked for. Systems without an anomaly map still get their spectrogram.
 """
+
 from __future__ import annotations
 
 import io
@@ -37,9 +38,18 @@ def kept_audio(monitor: Monitor, event_id: int) -> tuple[dict[str, Any], bytes]:
         raise NotKept(f"no event {event_id}")
     audio = monitor.store.clip_audio(event_id)
     if audio is None:
-        why = "audio keeping is off (--keep-audio 0)" if monitor.keep_audio == 0 else (
-            f"only the newest {monitor.keep_audio} clips per machine are kept (--keep-audio)"
-            + ("" if monitor.keep_bytes is None else f", within {monitor.keep_bytes / 2**20:g} MB in all (--keep-audio-mb)"))
+        why = (
+            "audio keeping is off (--keep-audio 0)"
+            if monitor.keep_audio == 0
+            else (
+                f"only the newest {monitor.keep_audio} clips per machine are kept (--keep-audio)"
+                + (
+                    ""
+                    if monitor.keep_bytes is None
+                    else f", within {monitor.keep_bytes / 2**20:g} MB in all (--keep-audio-mb)"
+                )
+            )
+        )
         raise NotKept(f"no audio kept for event {event_id}: {why}")
     return event, audio
 
@@ -52,8 +62,8 @@ class EventPictures:
     def __init__(self, monitor: Monitor, size: int = CACHE_SIZE) -> None:
         self.monitor, self.size = monitor, size
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()      # guards the cache
-        self._drawing = threading.Lock()   # one event drawn at a time (matplotlib, and the cores)
+        self._lock = threading.Lock()  # guards the cache
+        self._drawing = threading.Lock()  # one event drawn at a time (matplotlib, and the cores)
 
     def png(self, event_id: int, kind: str) -> bytes:
         """The ``kind`` ("map" or "spectrogram") picture of event ``event_id``."""
@@ -71,8 +81,10 @@ class EventPictures:
                             self._cache.popitem(last=False)
         picture = pictures[kind]
         if picture is None:
-            raise NotKept(f"event {event_id}: its machine's model ({pictures['system']!r}) "
-                          "gives no anomaly map")
+            raise NotKept(
+                f"event {event_id}: its machine's model ({pictures['system']!r}) "
+                "gives no anomaly map"
+            )
         return picture
 
     def _cached(self, event_id: int) -> dict[str, Any] | None:
@@ -86,8 +98,10 @@ class EventPictures:
         event, audio = kept_audio(self.monitor, event_id)
         served = self.monitor.models.get(event["machine"])
         if served is None:
-            raise NotKept(f"event {event_id}: machine {event['machine']!r} is no longer served; "
-                          "no model to draw with")
+            raise NotKept(
+                f"event {event_id}: machine {event['machine']!r} is no longer served; "
+                "no model to draw with"
+            )
         wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
         system = served.system
         params = system.feature_request().logmel or LogMelParams()
@@ -98,12 +112,22 @@ class EventPictures:
         else:
             logmel = decode_waves([wave], rate, FeatureRequest(logmel=params)).logmels[0]  # type: ignore[index]
         where = f"event {event_id} · {event['machine']} · model {served.version}"
-        return {"system": system.name, "spectrogram": _picture(logmel, None, params, f"{where} · log-mel input"),
-                "map": None if amap is None else _picture(None, amap, params, f"{where} · anomaly map", unit)}
+        return {
+            "system": system.name,
+            "spectrogram": _picture(logmel, None, params, f"{where} · log-mel input"),
+            "map": None
+            if amap is None
+            else _picture(None, amap, params, f"{where} · anomaly map", unit),
+        }
 
 
-def _picture(logmel: np.ndarray | None, amap: np.ndarray | None, params: LogMelParams, title: str,
-             unit: str = "") -> bytes:
+def _picture(
+    logmel: np.ndarray | None,
+    amap: np.ndarray | None,
+    params: LogMelParams,
+    title: str,
+    unit: str = "",
+) -> bytes:
     """One panel (a spectrogram, or an anomaly map when ``amap`` is given) as PNG bytes."""
     from ..reports.maps import figure_png_bytes, new_figure, plot_anomaly_map, plot_logmel
 

@@ -113,7 +113,9 @@ def add_operator_routes(
     ops = monitor.operators
     served = sorted(monitor.models)
     acting = [Depends(guard.same_origin), *security]
-    refused: dict[int | str, dict[str, Any]] = {409: {"model": schema.Detail, "description": "done already, or over"}}
+    refused: dict[int | str, dict[str, Any]] = {
+        409: {"model": schema.Detail, "description": "done already, or over"}
+    }
     act_errors = {**schema.errors(400, 401, 403, 404, 422, 503), **refused}
     list_errors = {**read_errors, **schema.errors(404, 422)}
     operator = Depends(guard.need_operator)

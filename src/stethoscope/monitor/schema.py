@@ -3,6 +3,7 @@ models, for the document only: the routes build their JSON themselves) and every
 route can give, so that a client generated from ``/openapi.json`` understands each answer.
 Every error body is ``{"detail": "<one sentence>"}``, request validation errors included.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -95,7 +96,9 @@ class ChannelBacklog(BaseModel):
     """One notification channel's outbox (``--notify``)."""
 
     pending: int
-    oldest_s: float | None = Field(None, description="age of the oldest undelivered message, seconds")
+    oldest_s: float | None = Field(
+        None, description="age of the oldest undelivered message, seconds"
+    )
     failing: bool = Field(False, description="the last delivery try failed (the log says why)")
 
 
@@ -106,16 +109,24 @@ class Health(BaseModel):
     machines: list[str] | None = None
     schema_version: int | None = None
     detail: str | None = None
-    notify: dict[str, ChannelBacklog] | None = Field(None, description="with --notify: the outbox per channel")
+    notify: dict[str, ChannelBacklog] | None = Field(
+        None, description="with --notify: the outbox per channel"
+    )
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for error ``codes``, each a `Detail` body."""
-    said = {400: "bad Host header", 401: "missing or wrong token",
-            403: "a foreign Origin, or a token whose scope does not allow this",
-            404: "no such machine or event, or its audio is not kept", 408: "the body did not arrive in time",
-            413: "body too large", 415: "not an audio Content-Type",
-            422: "invalid parameters, or audio that cannot be used", 503: "busy, or the event store is unavailable"}
+    said = {
+        400: "bad Host header",
+        401: "missing or wrong token",
+        403: "a foreign Origin, or a token whose scope does not allow this",
+        404: "no such machine or event, or its audio is not kept",
+        408: "the body did not arrive in time",
+        413: "body too large",
+        415: "not an audio Content-Type",
+        422: "invalid parameters, or audio that cannot be used",
+        503: "busy, or the event store is unavailable",
+    }
     return {code: {"model": Detail, "description": said[code]} for code in codes}
 
 
@@ -124,11 +135,28 @@ def binary(*types: str) -> dict[str, Any]:
     return {kind: {"schema": {"type": "string", "format": "binary"}} for kind in types}
 
 
-LOGIN_BODY = {"requestBody": {"required": True, "description": "the dashboard's login form", "content": {
-    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"],
-                                                     "properties": {"token": {"type": "string"}}}}}}}
-AUDIO_BODY = {"requestBody": {"required": True, "description": "one clip (WAV, FLAC, ...) as raw bytes",
-                              "content": binary("audio/wav", "audio/flac", "application/octet-stream")}}
+LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the dashboard's login form",
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["token"],
+                    "properties": {"token": {"type": "string"}},
+                }
+            }
+        },
+    }
+}
+AUDIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "one clip (WAV, FLAC, ...) as raw bytes",
+        "content": binary("audio/wav", "audio/flac", "application/octet-stream"),
+    }
+}
 
 
 def machine_query(served: list[str], required: bool = False) -> Any:
@@ -136,12 +164,20 @@ def machine_query(served: list[str], required: bool = False) -> Any:
     one that cannot be a machine name, 422)."""
     from fastapi import Query
 
-    return Query(... if required else None, pattern=MACHINE_PATTERN, description="a served machine's name",
-                 json_schema_extra={"enum": served})
+    return Query(
+        ... if required else None,
+        pattern=MACHINE_PATTERN,
+        description="a served machine's name",
+        json_schema_extra={"enum": served},
+    )
 
 
 def machine_path(served: list[str]) -> Any:
     """The ``{machine}`` path parameter (see `machine_query`)."""
     from fastapi import Path
 
-    return Path(pattern=MACHINE_PATTERN, description="a served machine's name", json_schema_extra={"enum": served})
+    return Path(
+        pattern=MACHINE_PATTERN,
+        description="a served machine's name",
+        json_schema_extra={"enum": served},
+    )

@@ -4,6 +4,7 @@
 `MAX_HEADER_BYTES` long, idle keep-alive connections closed after `KEEP_ALIVE_S`, websocket
 frames of at most `WS_MAX_BYTES`, and tokens redacted from every log line (`guard`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +17,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .guard import redact_uvicorn_logs
 
-HEADER_TIMEOUT_S = 10.0     # a client has this long to send a request's headers (slowloris)
-KEEP_ALIVE_S = 5            # an idle keep-alive connection is closed after this long
+HEADER_TIMEOUT_S = 10.0  # a client has this long to send a request's headers (slowloris)
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
 MAX_HEADER_BYTES = 16 * 1024  # h11's largest incomplete event: the request line and headers
 WS_MAX_BYTES = 1024 * 1024  # the largest websocket frame (1 s of 192 kHz float32 PCM is 768 KiB)
-MAX_CONNECTIONS = 64        # default --max-connections
+MAX_CONNECTIONS = 64  # default --max-connections
 
 
 class GuardedH11(H11Protocol):
@@ -61,8 +62,10 @@ class GuardedH11(H11Protocol):
     def _header_timeout(self) -> None:
         self._header_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.logger.warning("closed a connection whose request headers were not complete in %g s",
-                                self.header_timeout)
+            self.logger.warning(
+                "closed a connection whose request headers were not complete in %g s",
+                self.header_timeout,
+            )
             self.transport.close()
 
 
@@ -77,15 +80,26 @@ class Limits:
     ws_max_bytes: int = WS_MAX_BYTES
 
 
-def config(app: Any, host: str, port: int, limits: Limits = Limits(), quiet: bool = False) -> uvicorn.Config:
+def config(
+    app: Any, host: str, port: int, limits: Limits = Limits(), quiet: bool = False
+) -> uvicorn.Config:
     """uvicorn's configuration of ``app`` with ``limits`` (h11 with its header timeout; the
     websockets implementation with its frame limit)."""
     protocol = type("GuardedH11Limited", (GuardedH11,), {"header_timeout": limits.header_timeout})
-    cfg = uvicorn.Config(app, host=host, port=port, http=protocol, ws="websockets-sansio", ws_max_size=limits.ws_max_bytes,
-                         limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive,
-                         h11_max_incomplete_event_size=limits.max_header_bytes,
-                         log_level="warning" if quiet else "info", access_log=not quiet,
-                         timeout_graceful_shutdown=10)
+    cfg = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        ws="websockets-sansio",
+        ws_max_size=limits.ws_max_bytes,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        log_level="warning" if quiet else "info",
+        access_log=not quiet,
+        timeout_graceful_shutdown=10,
+    )
     redact_uvicorn_logs()  # after uvicorn configured its loggers
     return cfg
 

@@ -5,6 +5,7 @@ machine, and recording every score in the event store before anyone is told abou
 runs, and what a folder watcher reuses; `Monitor.stream` gives the `realtime.StreamingScorer`
 behind the ``stream`` verb, so that a websocket scores exactly as that verb does.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SOURCE_MAX = 200
 DEFAULT_KEEP_AUDIO = 1000
-WRITE_TRIES = 3          # a score's write is tried this often before its client hears 503
-WRITE_BACKOFF_S = 0.1    # ... waiting this long, doubled after each failure, between tries
+WRITE_TRIES = 3  # a score's write is tried this often before its client hears 503
+WRITE_BACKOFF_S = 0.1  # ... waiting this long, doubled after each failure, between tries
 
 
 class UnknownMachine(StethoscopeError):
@@ -51,8 +52,10 @@ def check_machine_name(name: str) -> str:
     """``name`` when it can be a machine name (letters, digits, ``_ . -``; no ``..``, no
     slash, at most 64 characters), else `ConfigError`: no request names a path."""
     if not MACHINE_NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"invalid machine name {name[:80]!r}: use letters, digits, '_', '.' or '-' "
-                          f"(at most 64, no '..')")
+        raise ConfigError(
+            f"invalid machine name {name[:80]!r}: use letters, digits, '_', '.' or '-' "
+            f"(at most 64, no '..')"
+        )
     return name
 
 
@@ -155,34 +158,55 @@ def check_score(score: float, name: str) -> float:
     """``score`` when finite, else an `AudioError` naming the clip: a NaN or infinite score says
     the audio cannot be used (e.g. samples far beyond full scale) and is never stored."""
     if not math.isfinite(score):
-        raise AudioError(name, f"the model's score is {score} (not finite): the audio cannot be scored (samples "
-                               f"far beyond full scale?); nothing was stored")
+        raise AudioError(
+            name,
+            f"the model's score is {score} (not finite): the audio cannot be scored (samples "
+            f"far beyond full scale?); nothing was stored",
+        )
     return score
 
 
 class Monitor:
     """The served models and the event store (see the module docstring)."""
 
-    def __init__(self, models: dict[str, ServedModel], store: EventStore, ctx: RunContext,
-                 keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS,
-                 keep_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        store: EventStore,
+        ctx: RunContext,
+        keep_audio: int = DEFAULT_KEEP_AUDIO,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        keep_bytes: int | None = None,
+    ) -> None:
         if keep_bytes is not None and keep_bytes < 0:
             raise ConfigError(f"--keep-audio-mb must be 0 or more, got {keep_bytes / 2**20:g}")
         if keep_audio < 0:
-            raise ConfigError(f"--keep-audio must be 0 (keep none) or more clips per machine, got {keep_audio}")
+            raise ConfigError(
+                f"--keep-audio must be 0 (keep none) or more clips per machine, got {keep_audio}"
+            )
         AudioPolicy(max_seconds=max_seconds)  # a ConfigError now for a bad limit
         self.models, self.store, self.ctx, self.keep_audio = models, store, ctx, keep_audio
         self.max_seconds = max_seconds  # longest clip decoded (--max-seconds), a runtime setting
-        self.keep_bytes = keep_bytes    # all kept audio fits in this many bytes (--keep-audio-mb); None: no budget
+        self.keep_bytes = (
+            keep_bytes  # all kept audio fits in this many bytes (--keep-audio-mb); None: no budget
+        )
         self.health = StoreHealth()
         self.notifier: Notifier | None = None  # set by --notify: the outbox rows each event adds
         self.operators = Operators(store)
 
     @classmethod
-    def open(cls, models_dir: str | Path, db: str, ctx: RunContext, sync: str = "full",
-             alarm: tuple[int, int] | None = None, say: Callable[[str], None] = lambda message: None,
-             keep_audio: int = DEFAULT_KEEP_AUDIO, max_seconds: float = DEFAULT_MAX_SECONDS,
-             keep_bytes: int | None = None) -> Monitor:
+    def open(
+        cls,
+        models_dir: str | Path,
+        db: str,
+        ctx: RunContext,
+        sync: str = "full",
+        alarm: tuple[int, int] | None = None,
+        say: Callable[[str], None] = lambda message: None,
+        keep_audio: int = DEFAULT_KEEP_AUDIO,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        keep_bytes: int | None = None,
+    ) -> Monitor:
         """Load every model of ``models_dir`` (warmed up with one score each) and open ``db``;
         the newest ``keep_audio`` scored clips of each machine keep their audio (0: none), all
         of it within ``keep_bytes`` (None: no byte budget; oldest dropped first); no clip over
@@ -199,8 +223,10 @@ class Monitor:
             model_id = store.register_model(machine, system.name, version, system.threshold_)
             models[machine] = ServedModel(machine, system, version, model_id)
             _warm_up(system, ctx)
-            say(f"[{machine}] {system.name} model {version} "
-                f"(threshold {system.threshold_:.6g}) from {folder}")
+            say(
+                f"[{machine}] {system.name} model {version} "
+                f"(threshold {system.threshold_:.6g}) from {folder}"
+            )
         return cls(models, store, ctx, keep_audio, max_seconds, keep_bytes)
 
     def close(self) -> None:
@@ -211,33 +237,59 @@ class Monitor:
     def model(self, machine: str) -> ServedModel:
         served = self.models.get(check_machine_name(machine))
         if served is None:
-            raise UnknownMachine(f"no model for machine {machine!r}; served: {', '.join(sorted(self.models))}")
+            raise UnknownMachine(
+                f"no model for machine {machine!r}; served: {', '.join(sorted(self.models))}"
+            )
         return served
 
-    def score_clip(self, machine: str, raw: bytes, source: str = "", channel: int = 0) -> ScoreEvent:
+    def score_clip(
+        self, machine: str, raw: bytes, source: str = "", channel: int = 0
+    ) -> ScoreEvent:
         """Decode one clip (WAV, FLAC, anything libsndfile reads) from memory, score it for
         ``machine`` and record it; `AudioError` names what is wrong with unusable audio."""
         served = self.model(machine)
         check_source(source)
         found: list[str] = []
         try:
-            wave, _ = decode_checked(raw, "request body", SAMPLE_RATE, channel,
-                                     served.system.feature_request().min_seconds,
-                                     AudioPolicy(say=found.append, max_seconds=self.max_seconds))
+            wave, _ = decode_checked(
+                raw,
+                "request body",
+                SAMPLE_RATE,
+                channel,
+                served.system.feature_request().min_seconds,
+                AudioPolicy(say=found.append, max_seconds=self.max_seconds),
+            )
         except AudioError as err:  # the CLI's hint about --on-bad-audio means nothing to a client
             raise AudioError(err.path, err.problem.removesuffix(SKIP_HINT)) from None
         return self.score_wave(machine, wave, SAMPLE_RATE, source, found, name="request body")
 
-    def score_wave(self, machine: str, wave: np.ndarray, sample_rate: int, source: str = "",
-                   warnings: list[str] | None = None, mark: FileMark | None = None, name: str = "") -> ScoreEvent:
+    def score_wave(
+        self,
+        machine: str,
+        wave: np.ndarray,
+        sample_rate: int,
+        source: str = "",
+        warnings: list[str] | None = None,
+        mark: FileMark | None = None,
+        name: str = "",
+    ) -> ScoreEvent:
         """Score one in-memory mono waveform for ``machine`` and record it (with its audio,
         unless ``keep_audio`` is 0, and a watched file's ``mark``, see `record`); a score that
         is not finite is an `AudioError` naming the clip (``name``, else ``source``)."""
         served = self.model(machine)
-        score = check_score(float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0]),
-                            name or source or "clip")
-        return self.record(machine, score, int(served.system.decide(np.array([score]))[0]), source, warnings,
-                           self.audio_to_keep(wave, sample_rate), mark)
+        score = check_score(
+            float(served.system.score_waveforms([wave], sample_rate, self.ctx)[0]),
+            name or source or "clip",
+        )
+        return self.record(
+            machine,
+            score,
+            int(served.system.decide(np.array([score]))[0]),
+            source,
+            warnings,
+            self.audio_to_keep(wave, sample_rate),
+            mark,
+        )
 
     def audio_to_keep(self, wave: np.ndarray | None, sample_rate: int) -> bytes | None:
         """What the store keeps of a scored waveform: 16 kHz FLAC bytes, or None when audio
@@ -245,12 +297,21 @@ class Monitor:
         if wave is None or not self.keep_audio:
             return None
         if sample_rate != SAMPLE_RATE:
-            wave = soxr.resample(np.asarray(wave, dtype=np.float32), sample_rate, SAMPLE_RATE, quality="HQ")
+            wave = soxr.resample(
+                np.asarray(wave, dtype=np.float32), sample_rate, SAMPLE_RATE, quality="HQ"
+            )
         return flac_bytes(wave, SAMPLE_RATE)
 
-    def record(self, machine: str, score: float, decision: int, source: str = "",
-               warnings: list[str] | None = None, audio: bytes | None = None,
-               mark: FileMark | None = None) -> ScoreEvent:
+    def record(
+        self,
+        machine: str,
+        score: float,
+        decision: int,
+        source: str = "",
+        warnings: list[str] | None = None,
+        audio: bytes | None = None,
+        mark: FileMark | None = None,
+    ) -> ScoreEvent:
         """Commit a score of ``machine``'s served model (and ``audio``, FLAC bytes of the scored
         clip, when audio is kept) to the store; returns after the commit. ``mark`` (a watched
         file) commits in the same transaction (`EventStore.record_score`). A non-finite score is
@@ -263,9 +324,20 @@ class Monitor:
         muted = [False]
 
         def event(done: Recorded) -> ScoreEvent:
-            return ScoreEvent(done.id, done.time, machine, source, score, decision,
-                              served.threshold, served.system.name, served.version, done.alarm,
-                              list(warnings or []), muted[0])
+            return ScoreEvent(
+                done.id,
+                done.time,
+                machine,
+                source,
+                score,
+                decision,
+                served.threshold,
+                served.system.name,
+                served.version,
+                done.alarm,
+                list(warnings or []),
+                muted[0],
+            )
 
         notifier = self.notifier
         also = None if notifier is None else lambda conn, done: notifier.enqueue(conn, event(done))
@@ -273,9 +345,19 @@ class Monitor:
         def write() -> Any:  # the mute is read in each try: a store that fails is retried alike
             muted[0] = self.muted(machine) is not None
             return self.store.record_score(
-                machine, served.model_id, score, decision, source, audio=audio,
-                keep_audio=self.keep_audio, mark=mark, keep_bytes=self.keep_bytes,
-                raise_alarm=not muted[0], also=also)
+                machine,
+                served.model_id,
+                score,
+                decision,
+                source,
+                audio=audio,
+                keep_audio=self.keep_audio,
+                mark=mark,
+                keep_bytes=self.keep_bytes,
+                raise_alarm=not muted[0],
+                also=also,
+            )
+
         done = self.write(write, tries=1 if mark is not None else WRITE_TRIES)
         if notifier is not None:
             notifier.wake()
@@ -306,25 +388,43 @@ class Monitor:
                 self.health.ok()
                 return result
 
-    def stream(self, machine: str, sample_rate: int, window_seconds: float, hop_seconds: float) -> StreamingScorer:
+    def stream(
+        self, machine: str, sample_rate: int, window_seconds: float, hop_seconds: float
+    ) -> StreamingScorer:
         """The ``stream`` verb's scorer for ``machine``'s model (record its scores with
         `record`)."""
-        return StreamingScorer(self.model(machine).system, window_seconds, hop_seconds, sample_rate, self.ctx)
+        return StreamingScorer(
+            self.model(machine).system, window_seconds, hop_seconds, sample_rate, self.ctx
+        )
 
     def describe(self) -> list[dict[str, Any]]:
         """The served machines: model, threshold, alarm rule, stored score count, active alarm."""
         stored = {row["name"]: row for row in self.store.machines()}
-        return [{"machine": m, "system": s.system.name, "model_version": s.version, "threshold": s.threshold,
-                 "alarm_k": stored.get(m, {}).get("alarm_k"), "alarm_n": stored.get(m, {}).get("alarm_n"),
-                 "scores": stored.get(m, {}).get("scores", 0), "active_alarm": stored.get(m, {}).get("active_alarm")}
-                for m, s in sorted(self.models.items())]
+        return [
+            {
+                "machine": m,
+                "system": s.system.name,
+                "model_version": s.version,
+                "threshold": s.threshold,
+                "alarm_k": stored.get(m, {}).get("alarm_k"),
+                "alarm_n": stored.get(m, {}).get("alarm_n"),
+                "scores": stored.get(m, {}).get("scores", 0),
+                "active_alarm": stored.get(m, {}).get("active_alarm"),
+            }
+            for m, s in sorted(self.models.items())
+        ]
 
 
 def flac_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
     """A mono waveform as 16-bit FLAC bytes (lossless at 16 bits; what the store keeps)."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wave, dtype=np.float32).reshape(-1), -1.0, 1.0), sample_rate,
-             format="FLAC", subtype="PCM_16")
+    sf.write(
+        buf,
+        np.clip(np.asarray(wave, dtype=np.float32).reshape(-1), -1.0, 1.0),
+        sample_rate,
+        format="FLAC",
+        subtype="PCM_16",
+    )
     return buf.getvalue()
 
 

@@ -9,6 +9,7 @@ Alarm rule, per machine: an alarm is *raised* by the score that makes at least `
 machine's last ``n`` decisions anomalous while no alarm is active, and *cleared* by the score
 that makes fewer than ``k`` of the last ``n`` anomalous. Each episode is one row of ``alarms``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,31 +44,69 @@ from .db import database_url, make_engine, writing
 from .migrations import DEFAULT_ALARM_K, DEFAULT_ALARM_N, migrate
 
 METADATA = MetaData()
-MACHINES = Table("machines", METADATA,
-                 Column("id", Integer, primary_key=True), Column("name", String(64), nullable=False, unique=True),
-                 Column("created_at", Float, nullable=False), Column("alarm_k", Integer, nullable=False),
-                 Column("alarm_n", Integer, nullable=False))
-MODELS = Table("models", METADATA,
-               Column("id", Integer, primary_key=True), Column("machine_id", ForeignKey("machines.id")),
-               Column("system", String(64)), Column("version", String(64)), Column("threshold", Float),
-               Column("loaded_at", Float))
-SCORES = Table("scores", METADATA,
-               Column("id", Integer, primary_key=True), Column("time", Float), Column("machine_id", ForeignKey(
-                   "machines.id")), Column("model_id", ForeignKey("models.id")), Column("source", String(200)),
-               Column("score", Float), Column("decision", Integer))
-ALARMS = Table("alarms", METADATA,
-               Column("id", Integer, primary_key=True), Column("machine_id", ForeignKey("machines.id")),
-               Column("k", Integer), Column("n", Integer), Column("raised_at", Float),
-               Column("raised_score_id", ForeignKey("scores.id")), Column("cleared_at", Float),
-               Column("cleared_score_id", ForeignKey("scores.id")))
-WATCHED = Table("watched_files", METADATA,
-                Column("id", Integer, primary_key=True), Column("root", String(4096)), Column("path", String(4096)),
-                Column("size", Integer), Column("mtime_ns", Integer), Column("machine", String(64)),
-                Column("score_id", ForeignKey("scores.id")), Column("skip_reason", String(1000)),
-                Column("time", Float))
-CLIPS = Table("clips", METADATA,
-              Column("score_id", ForeignKey("scores.id"), primary_key=True),
-              Column("machine_id", ForeignKey("machines.id")), Column("flac", LargeBinary), Column("bytes", Integer))
+MACHINES = Table(
+    "machines",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("alarm_k", Integer, nullable=False),
+    Column("alarm_n", Integer, nullable=False),
+)
+MODELS = Table(
+    "models",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("machine_id", ForeignKey("machines.id")),
+    Column("system", String(64)),
+    Column("version", String(64)),
+    Column("threshold", Float),
+    Column("loaded_at", Float),
+)
+SCORES = Table(
+    "scores",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("time", Float),
+    Column("machine_id", ForeignKey("machines.id")),
+    Column("model_id", ForeignKey("models.id")),
+    Column("source", String(200)),
+    Column("score", Float),
+    Column("decision", Integer),
+)
+ALARMS = Table(
+    "alarms",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("machine_id", ForeignKey("machines.id")),
+    Column("k", Integer),
+    Column("n", Integer),
+    Column("raised_at", Float),
+    Column("raised_score_id", ForeignKey("scores.id")),
+    Column("cleared_at", Float),
+    Column("cleared_score_id", ForeignKey("scores.id")),
+)
+WATCHED = Table(
+    "watched_files",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("root", String(4096)),
+    Column("path", String(4096)),
+    Column("size", Integer),
+    Column("mtime_ns", Integer),
+    Column("machine", String(64)),
+    Column("score_id", ForeignKey("scores.id")),
+    Column("skip_reason", String(1000)),
+    Column("time", Float),
+)
+CLIPS = Table(
+    "clips",
+    METADATA,
+    Column("score_id", ForeignKey("scores.id"), primary_key=True),
+    Column("machine_id", ForeignKey("machines.id")),
+    Column("flac", LargeBinary),
+    Column("bytes", Integer),
+)
 MAX_LIMIT = 10_000
 
 
@@ -110,7 +149,9 @@ class Recorded:
 
 def check_alarm_rule(k: int, n: int) -> None:
     if not 1 <= k <= n <= 1000:
-        raise ConfigError(f"alarm rule must be k of the last n decisions with 1 <= k <= n <= 1000, got {k} of {n}")
+        raise ConfigError(
+            f"alarm rule must be k of the last n decisions with 1 <= k <= n <= 1000, got {k} of {n}"
+        )
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
@@ -129,7 +170,9 @@ class EventStore:
     server database the machine's row is locked for the alarm update, so that several
     processes may write to one store."""
 
-    def __init__(self, url: str, sync: str = "full", say: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(
+        self, url: str, sync: str = "full", say: Callable[[str], None] = lambda message: None
+    ) -> None:
         self.url, self.sync = database_url(url), sync
         self.engine: Engine = make_engine(self.url, sync)
         self._lock = threading.Lock()
@@ -144,7 +187,9 @@ class EventStore:
         try:
             return call()
         except SQLAlchemyError as err:
-            raise StoreError(f"event store {self.where}: {getattr(err, 'orig', None) or err}") from err
+            raise StoreError(
+                f"event store {self.where}: {getattr(err, 'orig', None) or err}"
+            ) from err
 
     def close(self) -> None:
         self.engine.dispose()
@@ -161,12 +206,21 @@ class EventStore:
                 row = conn.execute(select(MACHINES.c.id).where(MACHINES.c.name == name)).first()
                 if row is None:
                     k, n = alarm or (DEFAULT_ALARM_K, DEFAULT_ALARM_N)
-                    return inserted_id(conn.execute(MACHINES.insert().values(
-                        name=name, created_at=time.time(), alarm_k=k, alarm_n=n)))
+                    return inserted_id(
+                        conn.execute(
+                            MACHINES.insert().values(
+                                name=name, created_at=time.time(), alarm_k=k, alarm_n=n
+                            )
+                        )
+                    )
                 if alarm is not None:
-                    conn.execute(update(MACHINES).where(MACHINES.c.id == row.id).values(alarm_k=alarm[0],
-                                                                                        alarm_n=alarm[1]))
+                    conn.execute(
+                        update(MACHINES)
+                        .where(MACHINES.c.id == row.id)
+                        .values(alarm_k=alarm[0], alarm_n=alarm[1])
+                    )
                 return int(row.id)
+
         self._machine_ids[name] = self._guard(run)
         return self._machine_ids[name]
 
@@ -179,21 +233,43 @@ class EventStore:
 
         def run() -> int:
             with self._lock, writing(self.engine) as conn:
-                found = conn.execute(select(MODELS.c.id).where(MODELS.c.machine_id == machine_id,
-                                                               MODELS.c.version == version)).scalar()
+                found = conn.execute(
+                    select(MODELS.c.id).where(
+                        MODELS.c.machine_id == machine_id, MODELS.c.version == version
+                    )
+                ).scalar()
                 if found is not None:
                     return int(found)
-                return inserted_id(conn.execute(MODELS.insert().values(
-                    machine_id=machine_id, system=system, version=version, threshold=float(threshold),
-                    loaded_at=time.time())))
+                return inserted_id(
+                    conn.execute(
+                        MODELS.insert().values(
+                            machine_id=machine_id,
+                            system=system,
+                            version=version,
+                            threshold=float(threshold),
+                            loaded_at=time.time(),
+                        )
+                    )
+                )
+
         return self._guard(run)
 
     # -- scores -----------------------------------------------------------------------------
-    def record_score(self, machine: str, model_id: int, score: float, decision: int, source: str = "",
-                     at: float | None = None, audio: bytes | None = None, keep_audio: int = 0,
-                     mark: FileMark | None = None, keep_bytes: int | None = None,
-                     raise_alarm: bool = True,
-                     also: Callable[[Connection, Recorded], None] | None = None) -> Recorded:
+    def record_score(
+        self,
+        machine: str,
+        model_id: int,
+        score: float,
+        decision: int,
+        source: str = "",
+        at: float | None = None,
+        audio: bytes | None = None,
+        keep_audio: int = 0,
+        mark: FileMark | None = None,
+        keep_bytes: int | None = None,
+        raise_alarm: bool = True,
+        also: Callable[[Connection, Recorded], None] | None = None,
+    ) -> Recorded:
         """Insert one score and update its machine's alarm in one transaction; returns after
         the commit (the event is durable when this returns). ``audio`` (FLAC bytes) is kept
         with it in the same transaction when ``keep_audio`` > 0, and the machine's clips past
@@ -209,23 +285,44 @@ class EventStore:
 
         def run() -> Recorded:
             with self._lock, _once(mark), writing(self.engine) as conn:
-                rule = conn.execute(select(MACHINES.c.alarm_k, MACHINES.c.alarm_n)
-                                    .where(MACHINES.c.id == machine_id).with_for_update()).one()
-                event_id = inserted_id(conn.execute(SCORES.insert().values(
-                    time=now, machine_id=machine_id, model_id=model_id, source=source, score=float(score),
-                    decision=int(decision))))
+                rule = conn.execute(
+                    select(MACHINES.c.alarm_k, MACHINES.c.alarm_n)
+                    .where(MACHINES.c.id == machine_id)
+                    .with_for_update()
+                ).one()
+                event_id = inserted_id(
+                    conn.execute(
+                        SCORES.insert().values(
+                            time=now,
+                            machine_id=machine_id,
+                            model_id=model_id,
+                            source=source,
+                            score=float(score),
+                            decision=int(decision),
+                        )
+                    )
+                )
                 if mark is not None:
-                    conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, score_id=event_id, time=now))
+                    conn.execute(
+                        WATCHED.insert().values(
+                            **vars(mark), machine=machine, score_id=event_id, time=now
+                        )
+                    )
                 if audio is not None and keep_audio > 0:
                     self._keep_clip(conn, machine_id, event_id, audio, keep_audio)
                     if keep_bytes is not None:
                         self._fit_budget(conn, keep_bytes)
-                done = Recorded(event_id, now, self._update_alarm(conn, machine_id, rule.alarm_k,
-                                                                  rule.alarm_n, event_id, now,
-                                                                  raise_alarm))
+                done = Recorded(
+                    event_id,
+                    now,
+                    self._update_alarm(
+                        conn, machine_id, rule.alarm_k, rule.alarm_n, event_id, now, raise_alarm
+                    ),
+                )
                 if also is not None:
                     also(conn, done)
                 return done
+
         return self._guard(run)
 
     @contextmanager
@@ -248,16 +345,31 @@ class EventStore:
                     if relax:
                         raw.execute(f"PRAGMA synchronous={self.sync.upper()}")
         except SQLAlchemyError as err:
-            raise StoreError(f"event store {self.where}: {getattr(err, 'orig', None) or err}") from err
+            raise StoreError(
+                f"event store {self.where}: {getattr(err, 'orig', None) or err}"
+            ) from err
 
     @staticmethod
     def _keep_clip(conn: Any, machine_id: int, event_id: int, audio: bytes, keep: int) -> None:
         """Store one clip and delete the machine's clips older than its newest ``keep``."""
-        conn.execute(CLIPS.insert().values(score_id=event_id, machine_id=machine_id, flac=audio, bytes=len(audio)))
-        oldest_kept = conn.execute(select(CLIPS.c.score_id).where(CLIPS.c.machine_id == machine_id)
-                                   .order_by(CLIPS.c.score_id.desc()).offset(keep - 1).limit(1)).scalar()
+        conn.execute(
+            CLIPS.insert().values(
+                score_id=event_id, machine_id=machine_id, flac=audio, bytes=len(audio)
+            )
+        )
+        oldest_kept = conn.execute(
+            select(CLIPS.c.score_id)
+            .where(CLIPS.c.machine_id == machine_id)
+            .order_by(CLIPS.c.score_id.desc())
+            .offset(keep - 1)
+            .limit(1)
+        ).scalar()
         if oldest_kept is not None:
-            conn.execute(delete(CLIPS).where(CLIPS.c.machine_id == machine_id, CLIPS.c.score_id < oldest_kept))
+            conn.execute(
+                delete(CLIPS).where(
+                    CLIPS.c.machine_id == machine_id, CLIPS.c.score_id < oldest_kept
+                )
+            )
 
     @staticmethod
     def _fit_budget(conn: Any, budget: int) -> None:
@@ -267,7 +379,9 @@ class EventStore:
         if total <= budget:
             return
         cutoff = None
-        for score_id, size in conn.execute(select(CLIPS.c.score_id, CLIPS.c.bytes).order_by(CLIPS.c.score_id)):
+        for score_id, size in conn.execute(
+            select(CLIPS.c.score_id, CLIPS.c.bytes).order_by(CLIPS.c.score_id)
+        ):
             total -= int(size)
             cutoff = score_id
             if total <= budget:
@@ -276,32 +390,63 @@ class EventStore:
 
     def kept_bytes(self) -> int:
         """The bytes of all kept clip audio."""
+
         def run() -> int:
             with self.engine.connect() as conn:
-                return int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar_one())
+                return int(
+                    conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar_one()
+                )
+
         return self._guard(run)
 
     @staticmethod
-    def _update_alarm(conn: Any, machine_id: int, k: int, n: int, event_id: int, now: float,
-                      raise_alarm: bool = True) -> AlarmChange | None:
-        last = select(SCORES.c.decision).where(SCORES.c.machine_id == machine_id).order_by(
-            SCORES.c.id.desc()).limit(n).subquery()
+    def _update_alarm(
+        conn: Any,
+        machine_id: int,
+        k: int,
+        n: int,
+        event_id: int,
+        now: float,
+        raise_alarm: bool = True,
+    ) -> AlarmChange | None:
+        last = (
+            select(SCORES.c.decision)
+            .where(SCORES.c.machine_id == machine_id)
+            .order_by(SCORES.c.id.desc())
+            .limit(n)
+            .subquery()
+        )
         anomalous = int(conn.execute(select(func.coalesce(func.sum(last.c.decision), 0))).scalar())
-        active = conn.execute(select(ALARMS.c.id).where(ALARMS.c.machine_id == machine_id,
-                                                        ALARMS.c.cleared_at.is_(None))).scalar()
+        active = conn.execute(
+            select(ALARMS.c.id).where(
+                ALARMS.c.machine_id == machine_id, ALARMS.c.cleared_at.is_(None)
+            )
+        ).scalar()
         if active is None and anomalous >= k and raise_alarm:
-            alarm_id = conn.execute(ALARMS.insert().values(machine_id=machine_id, k=k, n=n, raised_at=now,
-                                                           raised_score_id=event_id)).inserted_primary_key[0]
+            alarm_id = conn.execute(
+                ALARMS.insert().values(
+                    machine_id=machine_id, k=k, n=n, raised_at=now, raised_score_id=event_id
+                )
+            ).inserted_primary_key[0]
             return AlarmChange(int(alarm_id), "raised")
         if active is not None and anomalous < k:
-            conn.execute(update(ALARMS).where(ALARMS.c.id == active).values(cleared_at=now,
-                                                                            cleared_score_id=event_id))
+            conn.execute(
+                update(ALARMS)
+                .where(ALARMS.c.id == active)
+                .values(cleared_at=now, cleared_score_id=event_id)
+            )
             return AlarmChange(int(active), "cleared")
         return AlarmChange(int(active), "active") if active is not None else None
 
     # -- reading --------------------------------------------------------------------------
-    def events(self, machine: str | None = None, since: float | None = None, after_id: int | None = None,
-               limit: int = 100, newest_first: bool = True) -> list[dict[str, Any]]:
+    def events(
+        self,
+        machine: str | None = None,
+        since: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
         """Scores (with machine name, model version and threshold), filtered; the newest
         ``limit`` ones (or, ``newest_first=False``, the oldest, for paging with ``after_id``)."""
         query = _event_query()
@@ -311,56 +456,96 @@ class EventStore:
             query = query.where(SCORES.c.time >= since)
         if after_id is not None:
             query = query.where(SCORES.c.id > after_id)
-        query = query.order_by(SCORES.c.id.desc() if newest_first else SCORES.c.id).limit(_limit(limit))
+        query = query.order_by(SCORES.c.id.desc() if newest_first else SCORES.c.id).limit(
+            _limit(limit)
+        )
         return self._rows(query)
 
     def event(self, event_id: int) -> dict[str, Any] | None:
         """One score as `events` gives it, plus ``has_audio``; None when there is no such event."""
-        query = (_event_query(CLIPS.c.score_id.is_not(None).label("has_audio"))
-                 .outerjoin(CLIPS, CLIPS.c.score_id == SCORES.c.id).where(SCORES.c.id == event_id))
+        query = (
+            _event_query(CLIPS.c.score_id.is_not(None).label("has_audio"))
+            .outerjoin(CLIPS, CLIPS.c.score_id == SCORES.c.id)
+            .where(SCORES.c.id == event_id)
+        )
         rows = self._rows(query)
         return {**rows[0], "has_audio": bool(rows[0]["has_audio"])} if rows else None
 
     def clip_audio(self, event_id: int) -> bytes | None:
         """The FLAC bytes kept for event ``event_id``, or None (not kept, pruned, or no such
         event)."""
+
         def run() -> bytes | None:
             with self.engine.connect() as conn:
-                found = conn.execute(select(CLIPS.c.flac).where(CLIPS.c.score_id == event_id)).scalar()
+                found = conn.execute(
+                    select(CLIPS.c.flac).where(CLIPS.c.score_id == event_id)
+                ).scalar()
                 return None if found is None else bytes(found)
+
         return self._guard(run)
 
-    def alarms(self, machine: str | None = None, active: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def alarms(
+        self, machine: str | None = None, active: bool | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         """Alarm episodes, newest first."""
-        query = select(ALARMS.c.id, MACHINES.c.name.label("machine"), ALARMS.c.k, ALARMS.c.n, ALARMS.c.raised_at,
-                       ALARMS.c.raised_score_id, ALARMS.c.cleared_at, ALARMS.c.cleared_score_id).join(
-            MACHINES, MACHINES.c.id == ALARMS.c.machine_id)
+        query = select(
+            ALARMS.c.id,
+            MACHINES.c.name.label("machine"),
+            ALARMS.c.k,
+            ALARMS.c.n,
+            ALARMS.c.raised_at,
+            ALARMS.c.raised_score_id,
+            ALARMS.c.cleared_at,
+            ALARMS.c.cleared_score_id,
+        ).join(MACHINES, MACHINES.c.id == ALARMS.c.machine_id)
         if machine is not None:
             query = query.where(MACHINES.c.name == machine)
         if active is not None:
-            query = query.where(ALARMS.c.cleared_at.is_(None) if active else ALARMS.c.cleared_at.is_not(None))
+            query = query.where(
+                ALARMS.c.cleared_at.is_(None) if active else ALARMS.c.cleared_at.is_not(None)
+            )
         rows = self._rows(query.order_by(ALARMS.c.id.desc()).limit(_limit(limit)))
         return [{**row, "active": row["cleared_at"] is None} for row in rows]
 
     def machines(self) -> list[dict[str, Any]]:
         """Every machine with its alarm rule, score count and whether an alarm is active."""
-        counts = select(SCORES.c.machine_id, func.count().label("scores")).group_by(SCORES.c.machine_id).subquery()
-        active = select(ALARMS.c.machine_id, ALARMS.c.id.label("active_alarm")).where(
-            ALARMS.c.cleared_at.is_(None)).subquery()
-        query = (select(MACHINES.c.name, MACHINES.c.alarm_k, MACHINES.c.alarm_n,
-                        func.coalesce(counts.c.scores, 0).label("scores"), active.c.active_alarm)
-                 .outerjoin(counts, counts.c.machine_id == MACHINES.c.id)
-                 .outerjoin(active, active.c.machine_id == MACHINES.c.id).order_by(MACHINES.c.name))
+        counts = (
+            select(SCORES.c.machine_id, func.count().label("scores"))
+            .group_by(SCORES.c.machine_id)
+            .subquery()
+        )
+        active = (
+            select(ALARMS.c.machine_id, ALARMS.c.id.label("active_alarm"))
+            .where(ALARMS.c.cleared_at.is_(None))
+            .subquery()
+        )
+        query = (
+            select(
+                MACHINES.c.name,
+                MACHINES.c.alarm_k,
+                MACHINES.c.alarm_n,
+                func.coalesce(counts.c.scores, 0).label("scores"),
+                active.c.active_alarm,
+            )
+            .outerjoin(counts, counts.c.machine_id == MACHINES.c.id)
+            .outerjoin(active, active.c.machine_id == MACHINES.c.id)
+            .order_by(MACHINES.c.name)
+        )
         return self._rows(query)
 
     # -- watched files ----------------------------------------------------------------------
     def mark_skipped(self, mark: FileMark, reason: str, machine: str | None = None) -> None:
         """Mark a watched recording done without a score, saying why; `AlreadyDone` when it has
         a mark already."""
+
         def run() -> None:
             with self._lock, _once(mark), writing(self.engine) as conn:
-                conn.execute(WATCHED.insert().values(**vars(mark), machine=machine, skip_reason=reason[:1000],
-                                                     time=time.time()))
+                conn.execute(
+                    WATCHED.insert().values(
+                        **vars(mark), machine=machine, skip_reason=reason[:1000], time=time.time()
+                    )
+                )
+
         self._guard(run)
 
     def done_files(self, root: str, paths: list[str]) -> dict[str, set[tuple[int, int]]]:
@@ -369,7 +554,8 @@ class EventStore:
         found: dict[str, set[tuple[int, int]]] = {}
         for start in range(0, len(paths), 500):  # keep each IN (...) list short
             query = select(WATCHED.c.path, WATCHED.c.size, WATCHED.c.mtime_ns).where(
-                WATCHED.c.root == root, WATCHED.c.path.in_(paths[start:start + 500]))
+                WATCHED.c.root == root, WATCHED.c.path.in_(paths[start : start + 500])
+            )
             for row in self._rows(query):
                 found.setdefault(row["path"], set()).add((row["size"], row["mtime_ns"]))
         return found
@@ -384,15 +570,18 @@ class EventStore:
 
     def ping(self) -> None:
         """Raise `StoreError` unless the database answers."""
+
         def run() -> None:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+
         self._guard(run)
 
     def _rows(self, query: Any) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:
             with self.engine.connect() as conn:
                 return [dict(row._mapping) for row in conn.execute(query)]
+
         return self._guard(run)
 
 
@@ -405,16 +594,29 @@ def _once(mark: FileMark | None) -> Iterator[None]:
     except IntegrityError as err:
         if mark is None or "watched_files" not in str(err.orig):
             raise
-        raise AlreadyDone(f"{mark.root}/{mark.path} ({mark.size} bytes, mtime {mark.mtime_ns}) is done "
-                          f"already") from None
+        raise AlreadyDone(
+            f"{mark.root}/{mark.path} ({mark.size} bytes, mtime {mark.mtime_ns}) is done already"
+        ) from None
 
 
 def _event_query(*extra: Any) -> Any:
     """Scores joined with their machine's name and their model (system, version, threshold)."""
-    return (select(SCORES.c.id, SCORES.c.time, MACHINES.c.name.label("machine"), SCORES.c.source, SCORES.c.score,
-                   SCORES.c.decision, MODELS.c.system, MODELS.c.version.label("model_version"), MODELS.c.threshold,
-                   *extra)
-            .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id).join(MODELS, MODELS.c.id == SCORES.c.model_id))
+    return (
+        select(
+            SCORES.c.id,
+            SCORES.c.time,
+            MACHINES.c.name.label("machine"),
+            SCORES.c.source,
+            SCORES.c.score,
+            SCORES.c.decision,
+            MODELS.c.system,
+            MODELS.c.version.label("model_version"),
+            MODELS.c.threshold,
+            *extra,
+        )
+        .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id)
+        .join(MODELS, MODELS.c.id == SCORES.c.model_id)
+    )
 
 
 def _limit(limit: int) -> int:

@@ -9,6 +9,7 @@ wall-clock second; a stream with no frame for `IDLE_TIMEOUT_S` is closed; a wind
 `MAX_WINDOW_SAMPLES` samples. Each event keeps only the audio new to it: the first event of a
 stream its whole window, every later one its hop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,7 @@ from .service import Monitor, ScoreEvent, UnknownMachine
 from .store import StoreError
 
 MIN_HOP_S, MAX_WINDOW_S = 0.1, 600.0
-MAX_WINDOW_SAMPLES = 600 * 16_000   # 600 s at 16 kHz, 50 s at 192 kHz: bounds a stream's buffer
+MAX_WINDOW_SAMPLES = 600 * 16_000  # 600 s at 16 kHz, 50 s at 192 kHz: bounds a stream's buffer
 MAX_WINDOWS_PER_FRAME = 20
 MAX_WINDOWS_PER_S = 20
 AUTH_TIMEOUT_S = 10.0
@@ -87,27 +88,43 @@ def check_stream(params: Any, window: float, hop: float) -> tuple[str, int, floa
     except ValueError as err:
         raise ConfigError(f"window and hop must be seconds ({str(err)[:60]})") from None
     if not MIN_HOP_S <= seconds[1] <= seconds[0] <= MAX_WINDOW_S:
-        raise ConfigError(f"need {MIN_HOP_S:g} <= hop <= window <= {MAX_WINDOW_S:g} seconds, got window "
-                          f"{seconds[0]:g} and hop {seconds[1]:g}")
+        raise ConfigError(
+            f"need {MIN_HOP_S:g} <= hop <= window <= {MAX_WINDOW_S:g} seconds, got window "
+            f"{seconds[0]:g} and hop {seconds[1]:g}"
+        )
     if seconds[0] * int(rate) > MAX_WINDOW_SAMPLES:
-        raise ConfigError(f"a window of {seconds[0]:g} s at {rate} Hz is over {MAX_WINDOW_SAMPLES:,} samples; "
-                          f"use a shorter window or a lower rate")
+        raise ConfigError(
+            f"a window of {seconds[0]:g} s at {rate} Hz is over {MAX_WINDOW_SAMPLES:,} samples; "
+            f"use a shorter window or a lower rate"
+        )
     return kind, int(rate), *seconds
 
 
-def add_stream(app: FastAPI, monitor: Monitor, guard: Guard, metrics: Metrics, settings: StreamSettings,
-               scoring: Callable[[Callable[[], Any]], Any]) -> None:
+def add_stream(
+    app: FastAPI,
+    monitor: Monitor,
+    guard: Guard,
+    metrics: Metrics,
+    settings: StreamSettings,
+    scoring: Callable[[Callable[[], Any]], Any],
+) -> None:
     """Add ``/stream/{machine}`` to ``app`` (see the module docstring)."""
     open_streams = [0]
 
     @app.websocket("/stream/{machine}")
     async def stream(ws: WebSocket, machine: str) -> None:
         if not guard.origin_ok(ws.headers.get("origin"), ws.headers.get("host")):
-            await deny(ws, 403, "this origin may not open a stream here; serve --allow-origin adds one")
+            await deny(
+                ws, 403, "this origin may not open a stream here; serve --allow-origin adds one"
+            )
             return
         if "token" in ws.query_params or "access_token" in ws.query_params:
-            await deny(ws, 401, "a token in the URL is refused (URLs end up in logs): send 'Authorization: "
-                                "Bearer <token>' or the first message {\"token\": \"...\"}")
+            await deny(
+                ws,
+                401,
+                "a token in the URL is refused (URLs end up in logs): send 'Authorization: "
+                'Bearer <token>\' or the first message {"token": "..."}',
+            )
             return
         presented = bearer(ws.headers.get("authorization"))
         if presented is not None and not guard.token_ok(presented):
@@ -124,16 +141,35 @@ def add_stream(app: FastAPI, monitor: Monitor, guard: Guard, metrics: Metrics, s
             await deny(ws, 404 if isinstance(err, UnknownMachine) else 422, str(err))
             return
         if open_streams[0] >= settings.max_streams:
-            await deny(ws, 503, f"{settings.max_streams} streams are open, the most this service takes "
-                                f"(serve --max-streams); try again later")
+            await deny(
+                ws,
+                503,
+                f"{settings.max_streams} streams are open, the most this service takes "
+                f"(serve --max-streams); try again later",
+            )
             return
         open_streams[0] += 1
         metrics.streams.inc()
         try:
             await ws.accept()
-            if presented is None and guard.tokens is not None and not await first_message_auth(ws, guard, settings):
+            if (
+                presented is None
+                and guard.tokens is not None
+                and not await first_message_auth(ws, guard, settings)
+            ):
                 return
-            await pump(ws, monitor, metrics, machine, scorer, PCM_FORMATS[kind], rate, source, scoring, settings)
+            await pump(
+                ws,
+                monitor,
+                metrics,
+                machine,
+                scorer,
+                PCM_FORMATS[kind],
+                rate,
+                source,
+                scoring,
+                settings,
+            )
         except WebSocketDisconnect:
             pass
         finally:
@@ -157,7 +193,7 @@ async def first_message_auth(ws: WebSocket, guard: Guard, settings: StreamSettin
     if message["type"] == "websocket.disconnect":
         return False
     if not isinstance(presented, str) or not guard.token_ok(presented):
-        await fail(ws, NO_TOKEN + " or the first message {\"token\": \"...\"}", 1008)
+        await fail(ws, NO_TOKEN + ' or the first message {"token": "..."}', 1008)
         return False
     return True
 
@@ -171,9 +207,18 @@ async def deny(ws: WebSocket, status: int, detail: str) -> None:
         await ws.close(code=1008, reason=detail[:120])
 
 
-async def pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, scorer: StreamingScorer,
-               dtype: np.dtype, rate: int, source: str, scoring: Callable[[Callable[[], Any]], Any],
-               settings: StreamSettings) -> None:
+async def pump(
+    ws: WebSocket,
+    monitor: Monitor,
+    metrics: Metrics,
+    machine: str,
+    scorer: StreamingScorer,
+    dtype: np.dtype,
+    rate: int,
+    source: str,
+    scoring: Callable[[Callable[[], Any]], Any],
+    settings: StreamSettings,
+) -> None:
     """Binary PCM frames in; for each hop completed, one JSON message out (after its score, and
     its new audio where audio is kept, is committed). Bad frames end the stream with a message
     and close code 1007; a frame completing too many windows, or silence, with 1008."""
@@ -191,12 +236,18 @@ async def pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, 
         if data is None:
             continue  # text frames (e.g. keep-alives) carry no audio
         if len(data) % dtype.itemsize:
-            await fail(ws, f"a frame of {len(data)} bytes is not whole {dtype.itemsize}-byte samples")
+            await fail(
+                ws, f"a frame of {len(data)} bytes is not whole {dtype.itemsize}-byte samples"
+            )
             return
         windows = scorer.windows_completed_by(len(data) // dtype.itemsize)
         if windows > settings.per_frame:
-            await fail(ws, f"a frame completing {windows} windows is over the {settings.per_frame} per frame "
-                           f"this service scores: send smaller frames", 1008)
+            await fail(
+                ws,
+                f"a frame completing {windows} windows is over the {settings.per_frame} per frame "
+                f"this service scores: send smaller frames",
+                1008,
+            )
             return
         await pacer.take(windows)
         samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
@@ -204,10 +255,24 @@ async def pump(ws: WebSocket, monitor: Monitor, metrics: Metrics, machine: str, 
         def score_and_record(chunk: np.ndarray) -> list[tuple[ScoreEvent, float]]:
             done = []
             for s in scorer.push(chunk):
-                new = s.window if first[0] or s.window is None else s.window[len(s.window) - scorer.hop:]
+                new = (
+                    s.window
+                    if first[0] or s.window is None
+                    else s.window[len(s.window) - scorer.hop :]
+                )
                 first[0] = False
-                done.append((monitor.record(machine, s.score, s.decision, source,
-                                            audio=monitor.audio_to_keep(new, rate)), s.end_seconds))
+                done.append(
+                    (
+                        monitor.record(
+                            machine,
+                            s.score,
+                            s.decision,
+                            source,
+                            audio=monitor.audio_to_keep(new, rate),
+                        ),
+                        s.end_seconds,
+                    )
+                )
             return done
 
         try:

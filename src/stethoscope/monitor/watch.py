@@ -19,6 +19,7 @@ other error of one file are marked skipped with the reason (so a restart does no
 again); none stops the watcher. A failing event store leaves files pending: they are tried
 again after a backoff (1 s doubling to a minute), and the monitor's health is degraded meanwhile.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,7 @@ from .store import AlreadyDone, FileMark, StoreError
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp")
 RESCAN_S = 60.0
-RETRY_MAX_S = 60.0        # longest wait between tries of a failing event store
+RETRY_MAX_S = 60.0  # longest wait between tries of a failing event store
 DEFAULT_MAX_FILE_MB = 256.0  # larger files are skipped unread (--max-file-mb)
 TICK_S = 0.2
 
@@ -60,7 +61,7 @@ def text_key(rel: str) -> str:
 def source_label(key: str) -> str:
     """The event's source: the file's path below the folder (its end, when too long)."""
     label = "".join(c if c.isprintable() else "?" for c in key)
-    return label if len(label) <= SOURCE_MAX else "..." + label[-(SOURCE_MAX - 3):]
+    return label if len(label) <= SOURCE_MAX else "..." + label[-(SOURCE_MAX - 3) :]
 
 
 @dataclass
@@ -112,15 +113,24 @@ class FolderWatcher:
         if self.machine is not None:
             self.monitor.model(self.machine)  # UnknownMachine names the served ones
         if self.settle < 0 or (self.poll is not None and self.poll <= 0):
-            raise ConfigError(f"need --settle >= 0 and --poll > 0 seconds, got {self.settle:g} and {self.poll}")
+            raise ConfigError(
+                f"need --settle >= 0 and --poll > 0 seconds, got {self.settle:g} and {self.poll}"
+            )
         AudioPolicy(self.on_bad_audio)  # a ConfigError now for an unknown policy
         if not 0 < self.max_file_mb < float("inf"):
-            raise ConfigError(f"--max-file-mb must be a positive number of MB, got {self.max_file_mb}")
+            raise ConfigError(
+                f"--max-file-mb must be a positive number of MB, got {self.max_file_mb}"
+            )
         self.max_file_bytes = int(self.max_file_mb * 2**20)
         self._backoff, self._retry_at = 0.0, 0.0
-        self._channels = {m: parse_channel(self.channel if self.channel is not None else
-                                           (s.system.run_ or {}).get("channel", 0))
-                          for m, s in self.monitor.models.items()}
+        self._channels = {
+            m: parse_channel(
+                self.channel
+                if self.channel is not None
+                else (s.system.run_ or {}).get("channel", 0)
+            )
+            for m, s in self.monitor.models.items()
+        }
         self._pending: dict[str, _Pending] = {}
         self._done: dict[str, tuple[int, int]] = {}  # key -> the (size, mtime_ns) known done
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -150,7 +160,11 @@ class FolderWatcher:
         for folder, dirs, names in os.walk(start):
             base = Path(folder)
             depth = len(base.relative_to(self.root).parts)
-            dirs[:] = [] if depth >= 1 and not self.recursive else sorted(d for d in dirs if not is_hidden(d))
+            dirs[:] = (
+                []
+                if depth >= 1 and not self.recursive
+                else sorted(d for d in dirs if not is_hidden(d))
+            )
             for name in names:
                 key = self._key(base / name)
                 if key is not None:
@@ -188,7 +202,9 @@ class FolderWatcher:
             except queue.Empty:
                 break
             if path.is_dir() and not path.is_symlink():
-                self.scan(path)  # a folder created or moved in: its files gave no events of their own
+                self.scan(
+                    path
+                )  # a folder created or moved in: its files gave no events of their own
                 continue
             key = self._key(path)
             if key is not None:
@@ -217,8 +233,10 @@ class FolderWatcher:
             return self.machine, ""
         parts = key.split("/")
         if len(parts) == 1:
-            return None, ("no machine: the file lies in the watched folder itself (put it in "
-                          "DIR/<machine>/ or pass --machine)")
+            return None, (
+                "no machine: the file lies in the watched folder itself (put it in "
+                "DIR/<machine>/ or pass --machine)"
+            )
         if parts[0] in self.monitor.models:
             return parts[0], ""
         served = ", ".join(sorted(self.monitor.models))
@@ -235,8 +253,14 @@ class FolderWatcher:
             except (StoreError, AlreadyDone):
                 raise
             except Exception as err:  # one file, whatever it does, never stops the watcher
-                reason = str(err) if isinstance(err, StethoscopeError) else f"{type(err).__name__}: {err}"
-                self._skip(key, mark, f"could not be scored ({reason[:800]})", self.machine_of(key)[0])
+                reason = (
+                    str(err)
+                    if isinstance(err, StethoscopeError)
+                    else f"{type(err).__name__}: {err}"
+                )
+                self._skip(
+                    key, mark, f"could not be scored ({reason[:800]})", self.machine_of(key)[0]
+                )
         except StoreError as err:
             self._store_failed(err)
             return
@@ -271,16 +295,25 @@ class FolderWatcher:
         policy, found = self._policy()
         served = self.monitor.model(machine)
         try:
-            wave, _ = decode_checked(raw, item.path, SAMPLE_RATE, self._channels[machine],
-                                     served.system.feature_request().min_seconds, policy)
+            wave, _ = decode_checked(
+                raw,
+                item.path,
+                SAMPLE_RATE,
+                self._channels[machine],
+                served.system.feature_request().min_seconds,
+                policy,
+            )
             del raw
             for message in found:
                 self.warn(message)
-            event = self.monitor.score_wave(machine, wave, SAMPLE_RATE, source_label(key), found, mark,
-                                            name=str(item.path))
+            event = self.monitor.score_wave(
+                machine, wave, SAMPLE_RATE, source_label(key), found, mark, name=str(item.path)
+            )
         except AudioError as err:
             skipped = [f.reason for f in policy.findings if f.action == "skipped"]
-            self._skip(key, mark, "; ".join(skipped) or err.problem.removesuffix(SKIP_HINT), machine)
+            self._skip(
+                key, mark, "; ".join(skipped) or err.problem.removesuffix(SKIP_HINT), machine
+            )
             return
         except AlreadyDone:
             self.stats.already += 1
@@ -301,11 +334,15 @@ class FolderWatcher:
     def _policy(self) -> tuple[AudioPolicy, list[str]]:
         """A fresh policy per file, so that a watcher running for months keeps no per-file state."""
         found: list[str] = []
-        return AudioPolicy(self.on_bad_audio, say=found.append, max_seconds=self.monitor.max_seconds), found
+        return AudioPolicy(
+            self.on_bad_audio, say=found.append, max_seconds=self.monitor.max_seconds
+        ), found
 
     def _skip(self, key: str, mark: FileMark, reason: str, machine: str | None) -> None:
         try:
-            self.monitor.write(lambda: self.monitor.store.mark_skipped(mark, reason, machine), tries=1)
+            self.monitor.write(
+                lambda: self.monitor.store.mark_skipped(mark, reason, machine), tries=1
+            )
         except AlreadyDone:
             self.stats.already += 1
         else:
@@ -331,7 +368,9 @@ class FolderWatcher:
                     try:
                         self.scan()
                         last_scan = now
-                    except StoreError as err:  # the marks could not be read: scan again after the backoff
+                    except (
+                        StoreError
+                    ) as err:  # the marks could not be read: scan again after the backoff
                         self._store_failed(err)
                 self.step(stop)
                 stop.wait(min(TICK_S, interval))
@@ -368,7 +407,9 @@ class FolderWatcher:
             from watchdog.observers import Observer
         except ImportError:
             self.poll = 2.0
-            self.warn("watchdog is not installed: rescanning the folder every 2 s (pip install watchdog)")
+            self.warn(
+                "watchdog is not installed: rescanning the folder every 2 s (pip install watchdog)"
+            )
             return None
         events = self._events
 
@@ -383,6 +424,8 @@ class FolderWatcher:
             observer.start()
         except OSError as err:  # e.g. the inotify watch limit
             self.poll = 2.0
-            self.warn(f"cannot watch {self.root} for changes ({err}): rescanning it every 2 s instead")
+            self.warn(
+                f"cannot watch {self.root} for changes ({err}): rescanning it every 2 s instead"
+            )
             return None
         return observer

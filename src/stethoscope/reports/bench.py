@@ -7,6 +7,7 @@ the mean over folds ± their standard deviation over folds (computed from the pe
 chart puts every set's fold AUCs side by side across modes. Same look, same self-contained
 HTML page and Markdown twin as the evaluation report.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,11 +93,22 @@ def _bench_set(name: str, entry: dict[str, Any]) -> BenchSet:
     for key, _ in METRICS:
         values = [v for v in (_number(f.get(key)) for f in folds) if v is not None]
         recorded = _number(entry.get(key))
-        means[key] = recorded if recorded is not None else (float(np.mean(values)) if values else None)
-        spreads[key] = float(np.std(values)) if len(values) > 1 else _number(entry.get(f"{key}_std"))
-    return BenchSet(name, entry.get("n_normal"), entry.get("n_anomaly"), means, spreads,
-                    [v for v in (_number(f.get("auc")) for f in folds) if v is not None],
-                    _number(entry.get("train_seconds")), _number(entry.get("score_ms_per_clip")))
+        means[key] = (
+            recorded if recorded is not None else (float(np.mean(values)) if values else None)
+        )
+        spreads[key] = (
+            float(np.std(values)) if len(values) > 1 else _number(entry.get(f"{key}_std"))
+        )
+    return BenchSet(
+        name,
+        entry.get("n_normal"),
+        entry.get("n_anomaly"),
+        means,
+        spreads,
+        [v for v in (_number(f.get("auc")) for f in folds) if v is not None],
+        _number(entry.get("train_seconds")),
+        _number(entry.get("score_ms_per_clip")),
+    )
 
 
 def read_bench(folder: Path) -> list[BenchMode]:
@@ -107,8 +119,9 @@ def read_bench(folder: Path) -> list[BenchMode]:
         sets = []
         for name, entry in (data.get("sets") or {}).items():
             if not isinstance(entry, dict):
-                raise StethoscopeError(f"{path}: sets.{name} is {type(entry).__name__}, not an "
-                                       "object")
+                raise StethoscopeError(
+                    f"{path}: sets.{name} is {type(entry).__name__}, not an object"
+                )
             sets.append(_bench_set(name, entry))
         modes.append(BenchMode(label, path, data, sets))
     return modes
@@ -130,19 +143,37 @@ def bench_chart(modes: Sequence[BenchMode]) -> Picture | None:
                 if s.means["auc"] is None:
                     continue
                 x = names.index(s.name) - 0.4 + width * (i + 0.5)
-                ax.bar(x, s.means["auc"], width * 0.9, color=colour, alpha=0.35, edgecolor=colour, label=label)
+                ax.bar(
+                    x,
+                    s.means["auc"],
+                    width * 0.9,
+                    color=colour,
+                    alpha=0.35,
+                    edgecolor=colour,
+                    label=label,
+                )
                 ax.scatter(np.full(len(s.fold_aucs), x), s.fold_aucs, s=14, color=colour, zorder=3)
                 label = None  # one legend entry per mode
         ax.axhline(0.5, color="#9ca3af", lw=1, ls=":", label="chance")
         tilt = len(names) > 4
-        ax.set_xticks(range(len(names)), names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
-        ax.set(ylim=(0, 1.02), ylabel="AUC", title="AUC per set: mean over folds (bar), each "
-                                                   "fold (dot)")
+        ax.set_xticks(
+            range(len(names)), names, rotation=30 if tilt else 0, ha="right" if tilt else "center"
+        )
+        ax.set(
+            ylim=(0, 1.02),
+            ylabel="AUC",
+            title="AUC per set: mean over folds (bar), each fold (dot)",
+        )
         fig.legend(fontsize=8.5, loc="outside lower center", ncols=min(len(modes) + 1, 4))
         png = figure_png_bytes(fig, dpi=120)
-    return Picture("bench/auc.png", "AUC per set and fold", "Bars: AUC averaged over folds; "
-                                                            "dots: each fold's AUC "
-                   "(its test normals against all the set's anomalies).", png)
+    return Picture(
+        "bench/auc.png",
+        "AUC per set and fold",
+        "Bars: AUC averaged over folds; "
+        "dots: each fold's AUC "
+        "(its test normals against all the set's anomalies).",
+        png,
+    )
 
 
 def _columns(mode: BenchMode) -> list[tuple[str, str]]:
@@ -161,87 +192,147 @@ def _notes(mode: BenchMode) -> list[str]:
 
 def _headline(modes: Sequence[BenchMode]) -> dict[str, Any]:
     first = modes[0].data
-    several = len({m.data.get("label") or m.data.get("system") for m in modes}) > 1 and first.get("label")
+    several = len({m.data.get("label") or m.data.get("system") for m in modes}) > 1 and first.get(
+        "label"
+    )
     system = ", ".join(str(m.data.get("label")) for m in modes) if several else first.get("system")
-    return {"system": system or "unknown system", "data": shown(first.get("data")),
-            "folds": shown(first.get("folds")), "sets": len({s.name for m in modes for s in m.sets})}
+    return {
+        "system": system or "unknown system",
+        "data": shown(first.get("data")),
+        "folds": shown(first.get("folds")),
+        "sets": len({s.name for m in modes for s in m.sets}),
+    }
 
 
-def render_bench_html(modes: Sequence[BenchMode], folder: Path, chart: Picture | None, page_dir: Path) -> str:
+def render_bench_html(
+    modes: Sequence[BenchMode], folder: Path, chart: Picture | None, page_dir: Path
+) -> str:
     """The page of a bench folder."""
     h = _headline(modes)
     comparison = read_comparison(folder)
-    kpis = [("main" if i == 0 else "", f"mean AUC{' · ' + m.title if m.label else ''}", fmt(m.mean("auc")),
-             f"pAUC {fmt(m.mean('pauc'))} · mean over {len(m.sets)} "
-             f"set{'s' if len(m.sets) != 1 else ''}")
-            for i, m in enumerate(modes)]
+    kpis = [
+        (
+            "main" if i == 0 else "",
+            f"mean AUC{' · ' + m.title if m.label else ''}",
+            fmt(m.mean("auc")),
+            f"pAUC {fmt(m.mean('pauc'))} · mean over {len(m.sets)} "
+            f"set{'s' if len(m.sets) != 1 else ''}",
+        )
+        for i, m in enumerate(modes)
+    ]
     kpis.append(("", "folds", h["folds"], f"{h['sets']} sets · ± = standard deviation over folds"))
     cards = []
     for m in modes:
         cols = _columns(m)
         head = "".join(f"<th>{label}</th>" for _, label in cols)
-        rows = "".join(f"<tr><td>{escape(s.name)}</td><td>{shown(s.n_normal)}</td><td>{shown(s.n_anomaly)}</td>"
-                       + "".join(metric_cell(s.means[k], s.spreads[k]) for k, _ in cols)
-                       + f"<td>{_seconds(s.train_seconds)}</td><td>{_seconds(s.score_ms)}</td></tr>" for s in m.sets)
-        cards.append(f'<section class="card" id="mode-{escape(m.label or "results")}"><div '
-                     'class="card-head">'
-                     f"<h2>{escape(m.title)}</h2></div><p "
-                     f"class=\"counts\"><code>{escape(str(m.path))}</code></p>"
-                     '<div '
-                     f'class="table-wrap"><table><thead><tr><th>set</th><th>normal</th><th>anom.</th>{head}'
-                     "<th>train s / fold</th><th>score ms / "
-                     f"clip</th></tr></thead><tbody>{rows}</tbody></table></div>"
-                     f"{notes_html(_notes(m))}</section>")
+        rows = "".join(
+            f"<tr><td>{escape(s.name)}</td><td>{shown(s.n_normal)}</td><td>{shown(s.n_anomaly)}</td>"
+            + "".join(metric_cell(s.means[k], s.spreads[k]) for k, _ in cols)
+            + f"<td>{_seconds(s.train_seconds)}</td><td>{_seconds(s.score_ms)}</td></tr>"
+            for s in m.sets
+        )
+        cards.append(
+            f'<section class="card" id="mode-{escape(m.label or "results")}"><div '
+            'class="card-head">'
+            f"<h2>{escape(m.title)}</h2></div><p "
+            f'class="counts"><code>{escape(str(m.path))}</code></p>'
+            "<div "
+            f'class="table-wrap"><table><thead><tr><th>set</th><th>normal</th><th>anom.</th>{head}'
+            "<th>train s / fold</th><th>score ms / "
+            f"clip</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            f"{notes_html(_notes(m))}</section>"
+        )
     r = reproducibility(modes[0].data, folder)
     config = modes[0].data.get("params") or r["config"]
     config_json = escape(json.dumps(config, indent=2, default=str))
-    charts = (f'<section class="card"><div class="grid">{figure_html(chart, page_dir)}</div></section>'
-              if chart else "")
+    charts = (
+        f'<section class="card"><div class="grid">{figure_html(chart, page_dir)}</div></section>'
+        if chart
+        else ""
+    )
     body = f"""<div class="eyebrow">Stethoscope · cross-validated benchmark</div>
-<h1>{escape(h['system'])}</h1>
-<p class="sub">data <code>{escape(h['data'])}</code> · per set, the normal clips are split into
+<h1>{escape(h["system"])}</h1>
+<p class="sub">data <code>{escape(h["data"])}</code> · per set, the normal clips are split into
 folds; each fold trains on the other normals and tests on its normals plus all anomalies. Metrics
 are means over folds ± their standard deviation over folds.</p>
 <div class="kpis">{kpis_html(kpis)}</div>
 {legend_html()}
 {charts}
-{comparison_html(comparison) if comparison else ''}
-{''.join(cards)}
+{comparison_html(comparison) if comparison else ""}
+{"".join(cards)}
 <footer><section class="card"><h2>Reproducibility</h2>
 <p class="counts">Regenerate this page with
 <code>stethoscope report --results {escape(str(folder))} --out report.html</code></p>
-<h3>Run</h3>{facts_html(r['facts'])}
+<h3>Run</h3>{facts_html(r["facts"])}
 <details><summary>Configuration</summary><pre>{config_json}</pre></details>
 </section><p>Made by Stethoscope. Self-contained: no external resources.</p></footer>"""
     return page(f"Stethoscope benchmark: {h['system']}", body)
 
 
-def render_bench_markdown(modes: Sequence[BenchMode], folder: Path, chart: Picture | None, files_dir: str) -> str:
+def render_bench_markdown(
+    modes: Sequence[BenchMode], folder: Path, chart: Picture | None, files_dir: str
+) -> str:
     """The Markdown twin of `render_bench_html`."""
     h = _headline(modes)
-    lines = [f"# Stethoscope benchmark: {h['system']}", "", f"Data: `{h['data']}` · {h['folds']} "
-                                                            "folds · "
-             f"{h['sets']} sets · metrics are means over folds ± their standard deviation over "
-             "folds", ""]
+    lines = [
+        f"# Stethoscope benchmark: {h['system']}",
+        "",
+        f"Data: `{h['data']}` · {h['folds']} "
+        "folds · "
+        f"{h['sets']} sets · metrics are means over folds ± their standard deviation over "
+        "folds",
+        "",
+    ]
     if chart:
         lines += [f"![{chart.alt}]({files_dir}/{chart.name})", "", f"*{chart.caption}*", ""]
     for m in modes:
         cols = _columns(m)
-        head = " | ".join(["set", "normal", "anom.", *(label for _, label in cols), "train s / fold",
-                           "score ms / clip"])
-        lines += [f"## {m.title}", "", f"Mean AUC **{fmt(m.mean('auc'))}** · mean pAUC "
-                                       f"{fmt(m.mean('pauc'))} "
-                  f"(`{m.path}`)", "", f"| {head} |", "| --- |" + " ---: |" * (len(cols) + 4)]
+        head = " | ".join(
+            [
+                "set",
+                "normal",
+                "anom.",
+                *(label for _, label in cols),
+                "train s / fold",
+                "score ms / clip",
+            ]
+        )
+        lines += [
+            f"## {m.title}",
+            "",
+            f"Mean AUC **{fmt(m.mean('auc'))}** · mean pAUC {fmt(m.mean('pauc'))} (`{m.path}`)",
+            "",
+            f"| {head} |",
+            "| --- |" + " ---: |" * (len(cols) + 4),
+        ]
         for s in m.sets:
-            cells = " | ".join(fmt(s.means[k]) + (f" ± {s.spreads[k]:.3f}" if s.spreads[k] is not None
-                                                   and s.means[k] is not None else "") for k, _ in cols)
-            lines.append(f"| {s.name} | {shown(s.n_normal)} | {shown(s.n_anomaly)} | {cells} | "
-                         f"{_seconds(s.train_seconds)} | {_seconds(s.score_ms)} |")
+            cells = " | ".join(
+                fmt(s.means[k])
+                + (
+                    f" ± {s.spreads[k]:.3f}"
+                    if s.spreads[k] is not None and s.means[k] is not None
+                    else ""
+                )
+                for k, _ in cols
+            )
+            lines.append(
+                f"| {s.name} | {shown(s.n_normal)} | {shown(s.n_anomaly)} | {cells} | "
+                f"{_seconds(s.train_seconds)} | {_seconds(s.score_ms)} |"
+            )
         lines += [""] + [f"> {n}" for n in _notes(m)] + ([""] if _notes(m) else [])
     comparison = read_comparison(folder)
     lines += comparison_markdown(comparison) if comparison else []
     r = reproducibility(modes[0].data, folder)
-    lines += ["## Reproducibility", ""] + [f"- {k}: `{v}`" for k, v in r["facts"]] + [
-        f"- regenerate: `stethoscope report --results {folder} --out report.html`", "",
-        "```json", json.dumps(modes[0].data.get("params") or r["config"], indent=2, default=str), "```", ""]
+    lines += (
+        ["## Reproducibility", ""]
+        + [f"- {k}: `{v}`" for k, v in r["facts"]]
+        + [
+            f"- regenerate: `stethoscope report --results {folder} --out report.html`",
+            "",
+            "```json",
+            json.dumps(modes[0].data.get("params") or r["config"], indent=2, default=str),
+            "```",
+            "",
+        ]
+    )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ the box keeps the rows that contain every typed word. Both are done by `SCRIPT`,
 inlined in the page (no library, nothing fetched). Scores sort by their exact value, kept in
 ``data-v``, while the cell shows them `readable`.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,15 @@ from .content import MISSING
 from .numbers import readable
 from .results import ScoreRow
 
-HEADERS = (("file", "text"), ("machine", "text"), ("section", "text"), ("domain", "text"), ("label", "text"),
-           ("score", "number"), ("decision", "text"))
+HEADERS = (
+    ("file", "text"),
+    ("machine", "text"),
+    ("section", "text"),
+    ("domain", "text"),
+    ("label", "text"),
+    ("score", "number"),
+    ("decision", "text"),
+)
 LABELS = {0: "normal", 1: "anomalous", None: MISSING}
 DECISIONS = {0: "normal", 1: "ANOMALY", None: MISSING}
 SCORE_DIGITS = 6  # close scores (180.41 vs 180.44) must stay apart
@@ -76,27 +84,39 @@ SCRIPT = """
 def _row(r: ScoreRow) -> str:
     value = repr(r.score) if math.isfinite(r.score) else ""
     decision_class = ' class="anom"' if r.decision == 1 else ""
-    cells = [escape(r.file), escape(r.machine), escape(r.section or MISSING), escape(r.domain or MISSING),
-             LABELS.get(r.label, str(r.label))]
-    return ("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
-            + f'<td data-v="{value}"{NUM}>{readable(r.score, SCORE_DIGITS)}</td>'
-            f"<td{decision_class}>{DECISIONS.get(r.decision, str(r.decision))}</td></tr>")
+    cells = [
+        escape(r.file),
+        escape(r.machine),
+        escape(r.section or MISSING),
+        escape(r.domain or MISSING),
+        LABELS.get(r.label, str(r.label)),
+    ]
+    return (
+        "<tr>"
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + f'<td data-v="{value}"{NUM}>{readable(r.score, SCORE_DIGITS)}</td>'
+        f"<td{decision_class}>{DECISIONS.get(r.decision, str(r.decision))}</td></tr>"
+    )
 
 
 def clip_table_html(rows: Sequence[ScoreRow]) -> str:
     """The card holding the table (empty when there are no rows); pair it with `SCRIPT`."""
     if not rows:
         return ""
-    head = "".join('<th scope="col" '
-                   f'data-type="{kind}"{NUM if kind == "number" else ""}>{name}</th>'
-                   for name, kind in HEADERS)
-    return (f'<section class="card" id="all-clips"><h2>All {len(rows)} clips</h2>'
-            '<p class="counts">Click a column header to sort by it (again to reverse); type '
-            'words to keep the '
-            "rows that contain all of them (e.g. <code>fan anomalous</code>). Higher score = "
-            "more anomalous.</p>"
-            '<div class="filter"><input id="clip-filter" type="search" placeholder="filter clips…" '
-            f'aria-label="filter clips"><span><b id="clip-count">{len(rows)}</b> of {len(rows)} '
-            'shown</span></div>'
-            f'<div class="clips-wrap"><table id="clips"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(_row(r) for r in rows) + "</tbody></table></div></section>")
+    head = "".join(
+        f'<th scope="col" data-type="{kind}"{NUM if kind == "number" else ""}>{name}</th>'
+        for name, kind in HEADERS
+    )
+    return (
+        f'<section class="card" id="all-clips"><h2>All {len(rows)} clips</h2>'
+        '<p class="counts">Click a column header to sort by it (again to reverse); type '
+        "words to keep the "
+        "rows that contain all of them (e.g. <code>fan anomalous</code>). Higher score = "
+        "more anomalous.</p>"
+        '<div class="filter"><input id="clip-filter" type="search" placeholder="filter clips…" '
+        f'aria-label="filter clips"><span><b id="clip-count">{len(rows)}</b> of {len(rows)} '
+        "shown</span></div>"
+        f'<div class="clips-wrap"><table id="clips"><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(_row(r) for r in rows)
+        + "</tbody></table></div></section>"
+    )

@@ -5,6 +5,7 @@ a `MachinePart` (metrics table, charts, anomaly maps, notes), the headline numbe
 reproducibility facts. Computing these once keeps the HTML page and its Markdown twin
 saying the same thing, down to how a missing value is printed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,8 +18,15 @@ from .figures import Picture, histogram_picture, roc_picture
 from .map_gallery import map_pictures
 from .results import ScoreRow
 
-COLUMNS = (("auc_source", "AUC-s"), ("auc_target", "AUC-t"), ("auc", "AUC"), ("pauc", "pAUC"),
-           ("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
+COLUMNS = (
+    ("auc_source", "AUC-s"),
+    ("auc_target", "AUC-t"),
+    ("auc", "AUC"),
+    ("pauc", "pAUC"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+)
 MISSING = "–"
 
 
@@ -32,7 +40,9 @@ class MachinePart:
     official_score: float | None = None
     official_meaning: str = ""
     columns: list[tuple[str, str]] = field(default_factory=list)
-    rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (label, kind, metrics)
+    rows: list[tuple[str, str, dict[str, Any]]] = field(
+        default_factory=list
+    )  # (label, kind, metrics)
     charts: list[Picture] = field(default_factory=list)
     maps: list[Picture] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -60,7 +70,9 @@ def _label_counts(rows: Sequence[ScoreRow]) -> tuple[int, int]:
     return labels.count(0), labels.count(1)
 
 
-def _table(entry: dict[str, Any], rows: Sequence[ScoreRow]) -> tuple[list[tuple[str, str]], list[tuple]]:
+def _table(
+    entry: dict[str, Any], rows: Sequence[ScoreRow]
+) -> tuple[list[tuple[str, str]], list[tuple]]:
     """Columns that hold at least one value, and rows: every section (evaluated or not, so that
     the counts add up to the card's), then the means of the evaluated ones."""
     sections = dict(entry.get("sections") or {})
@@ -78,8 +90,10 @@ def _table(entry: dict[str, Any], rows: Sequence[ScoreRow]) -> tuple[list[tuple[
             counts = {"n_normal": n_norm, "n_anomaly": n_anom, "tag": tag}
             table.append((f"{tag} (no metrics: {why})", "skipped", counts))
     if len(sections) > 1:
-        table += [("arithmetic mean", "mean", entry.get("mean") or {}),
-                  ("harmonic mean", "mean", entry.get("hmean") or {})]
+        table += [
+            ("arithmetic mean", "mean", entry.get("mean") or {}),
+            ("harmonic mean", "mean", entry.get("hmean") or {}),
+        ]
     cols = [(k, label) for k, label in COLUMNS if any(r[2].get(k) is not None for r in table)]
     return cols, table
 
@@ -87,18 +101,24 @@ def _table(entry: dict[str, Any], rows: Sequence[ScoreRow]) -> tuple[list[tuple[
 def _coverage_note(part: MachinePart, n_norm: int, n_anom: int) -> str | None:
     """Said when the metrics cover fewer labelled clips than the card counts."""
     evaluated = [m for _, kind, m in part.rows if kind == "section"]
-    e_norm, e_anom = sum(m.get("n_normal", 0) for m in evaluated), sum(m.get("n_anomaly", 0) for m in evaluated)
+    e_norm, e_anom = (
+        sum(m.get("n_normal", 0) for m in evaluated),
+        sum(m.get("n_anomaly", 0) for m in evaluated),
+    )
     if not evaluated or (e_norm, e_anom) == (n_norm, n_anom):
         return None
     skipped = [m["tag"] for _, kind, m in part.rows if kind == "skipped"]
-    return (f"Metrics cover {len(evaluated)} of {len(evaluated) + len(skipped)} sections: "
-            f"{e_norm} normal and "
-            f"{e_anom} anomalous of the {n_norm} normal and {n_anom} anomalous clips; "
-            f"{', '.join(skipped)} lack{'s' if len(skipped) == 1 else ''} one of the two labels.")
+    return (
+        f"Metrics cover {len(evaluated)} of {len(evaluated) + len(skipped)} sections: "
+        f"{e_norm} normal and "
+        f"{e_anom} anomalous of the {n_norm} normal and {n_anom} anomalous clips; "
+        f"{', '.join(skipped)} lack{'s' if len(skipped) == 1 else ''} one of the two labels."
+    )
 
 
-def machine_part(machine: str, key: str, results: dict[str, Any], rows: Sequence[ScoreRow],
-                 results_dir: Path) -> MachinePart:
+def machine_part(
+    machine: str, key: str, results: dict[str, Any], rows: Sequence[ScoreRow], results_dir: Path
+) -> MachinePart:
     """The table, charts, maps and notes of ``machine``; ``rows`` are its scored clips."""
     part = MachinePart(machine, key)
     entry = (results.get("machines") or {}).get(machine)
@@ -123,10 +143,14 @@ def machine_part(machine: str, key: str, results: dict[str, Any], rows: Sequence
         if roc:
             part.charts.append(roc)
     elif not entry:
-        part.notes.append("No clips with both labels: metrics and ROC curves need normal and "
-                          "anomalous clips; the histogram shows the scores only.")
+        part.notes.append(
+            "No clips with both labels: metrics and ROC curves need normal and "
+            "anomalous clips; the histogram shows the scores only."
+        )
     part.charts.append(histogram_picture(machine, key, rows, threshold))
-    maps, notes = map_pictures(machine, key, rows, (results.get("models") or {}).get(machine), results_dir)
+    maps, notes = map_pictures(
+        machine, key, rows, (results.get("models") or {}).get(machine), results_dir
+    )
     part.maps, part.notes = maps, part.notes + notes
     return part
 
@@ -136,11 +160,18 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     pooled AUC/pAUC, clip counts."""
     am = results.get("arithmetic_mean") or {}
     ci = results.get("ci95") or {}
-    return {"system": results.get("system") or "unknown system", "data": shown(results.get("data")),
-            "official": results.get("official_score"),
-            "official_meaning": describe_official_score(evaluated_sections(results)),
-            "auc": am.get("auc"), "pauc": am.get("pauc"), "ci_auc": ci.get("auc"), "ci_pauc": ci.get("pauc"),
-            "n_clips": shown(results.get("n_clips")), "n_labelled": results.get("n_labelled") or 0}
+    return {
+        "system": results.get("system") or "unknown system",
+        "data": shown(results.get("data")),
+        "official": results.get("official_score"),
+        "official_meaning": describe_official_score(evaluated_sections(results)),
+        "auc": am.get("auc"),
+        "pauc": am.get("pauc"),
+        "ci_auc": ci.get("auc"),
+        "ci_pauc": ci.get("pauc"),
+        "n_clips": shown(results.get("n_clips")),
+        "n_labelled": results.get("n_labelled") or 0,
+    }
 
 
 def reproducibility(results: dict[str, Any], results_dir: Path) -> dict[str, Any]:
@@ -148,9 +179,16 @@ def reproducibility(results: dict[str, Any], results_dir: Path) -> dict[str, Any
     top-level keys."""
     run = results.get("run") or {}
     cmd = run.get("command")
-    facts = [("seed", run.get("seed", results.get("seed"))),
-             ("command", " ".join(map(str, cmd)) if isinstance(cmd, list) else cmd), ("python", run.get("python")),
-             ("platform", run.get("platform")), ("run at (UTC)", run.get("time_utc")),
-             ("results folder", str(results_dir))]
-    return {"facts": [(k, str(v)) for k, v in facts if v is not None],
-            "config": run.get("config") or results.get("config") or {}, "versions": run.get("versions") or {}}
+    facts = [
+        ("seed", run.get("seed", results.get("seed"))),
+        ("command", " ".join(map(str, cmd)) if isinstance(cmd, list) else cmd),
+        ("python", run.get("python")),
+        ("platform", run.get("platform")),
+        ("run at (UTC)", run.get("time_utc")),
+        ("results folder", str(results_dir)),
+    ]
+    return {
+        "facts": [(k, str(v)) for k, v in facts if v is not None],
+        "config": run.get("config") or results.get("config") or {},
+        "versions": run.get("versions") or {},
+    }

@@ -5,6 +5,7 @@ rendering serves the HTML page (inlined as a data URI) and the Markdown twin (a 
 ``<stem>_files/<machine key>/``). Figures are drawn outside pyplot (`maps.new_figure`), in one
 plot style, with colours that stay apart under red-green colour blindness.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,11 +27,32 @@ if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
 
 MAX_FPR = 0.1
-NORMAL_COLOUR, ANOMALY_COLOUR = "#2563eb", "#ea580c"  # blue / orange: safe for red-green colour blindness
-SECTION_COLOURS = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#ca8a04", "#db2777", "#0891b2", "#4b5563")
-PLOT_STYLE: dict[RcKeyType, Any] = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-              "grid.color": "#e5e7eb", "grid.linewidth": 0.8, "axes.edgecolor": "#9ca3af",
-              "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
+NORMAL_COLOUR, ANOMALY_COLOUR = (
+    "#2563eb",
+    "#ea580c",
+)  # blue / orange: safe for red-green colour blindness
+SECTION_COLOURS = (
+    "#2563eb",
+    "#ea580c",
+    "#059669",
+    "#9333ea",
+    "#ca8a04",
+    "#db2777",
+    "#0891b2",
+    "#4b5563",
+)
+PLOT_STYLE: dict[RcKeyType, Any] = {
+    "font.size": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e5e7eb",
+    "grid.linewidth": 0.8,
+    "axes.edgecolor": "#9ca3af",
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "legend.frameon": False,
+}
 
 
 @dataclass
@@ -61,7 +83,9 @@ def unique_slugs(names: Iterable[str]) -> dict[str, str]:
     used: set[str] = set()
     for name in names:
         candidate, i = natural[name], 2
-        while candidate.lower() in used or (candidate != natural[name] and candidate.lower() in reserved):
+        while candidate.lower() in used or (
+            candidate != natural[name] and candidate.lower() in reserved
+        ):
             candidate, i = f"{natural[name]}-{i}", i + 1
         used.add(candidate.lower())
         out[name] = candidate
@@ -88,28 +112,38 @@ def roc_picture(machine: str, key: str, rows: Sequence[ScoreRow]) -> Picture | N
             colour = SECTION_COLOURS[(di if len(sections) == 1 else si) % len(SECTION_COLOURS)]
             style = "--" if d == "target" else "-"
             name = " ".join(p for p in (sec if len(sections) > 1 else "", d) if p) or "all clips"
-            curves.append((fpr, tpr, colour, style, f"{name}  AUC "
-                                                    f"{roc_auc_score(y[use], s[use]):.3f}"))
+            curves.append(
+                (fpr, tpr, colour, style, f"{name}  AUC {roc_auc_score(y[use], s[use]):.3f}")
+            )
     if not curves:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
         fig = new_figure((5.2, 4.4))
         ax = fig.subplots()
-        ax.axvspan(0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label="pAUC region (FPR ≤ "
-                                                                        f"{MAX_FPR:g})")
+        ax.axvspan(
+            0, MAX_FPR, color="#fde68a", alpha=0.45, lw=0, label=f"pAUC region (FPR ≤ {MAX_FPR:g})"
+        )
         ax.plot([0, 1], [0, 1], color="#9ca3af", lw=1, ls=":", label="chance")
         for fpr, tpr, colour, style, label in curves:
             ax.plot(fpr, tpr, color=colour, ls=style, lw=2, label=label, drawstyle="steps-post")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-               title=f"{machine}: ROC")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            title=f"{machine}: ROC",
+        )
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=8.5)
         png = figure_png_bytes(fig, dpi=120)
     has_domains = any(r.domain for r in rows)
-    caption = (("ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target "
-                "normals and all "
-                "anomalies (dashed). " if has_domains else "ROC curves per section. ")
-               + "The shaded band is the region the pAUC averages over.")
+    caption = (
+        "ROC curves; AUC-s uses source normals and all anomalies (solid), AUC-t target "
+        "normals and all "
+        "anomalies (dashed). "
+        if has_domains
+        else "ROC curves per section. "
+    ) + "The shaded band is the region the pAUC averages over."
     return Picture(f"{key}/roc.png", f"ROC curves of {machine}", caption, png)
 
 
@@ -129,37 +163,62 @@ def histogram_figure(machine: str, rows: Sequence[ScoreRow], threshold: float | 
         hi = lo + 1.0 if not log else lo * 2
     bins = np.geomspace(lo, hi, 31) if log else np.linspace(lo, hi, 31)
     labelled = any(r.label is not None for r in rows)
-    groups = ([("normal", NORMAL_COLOUR, [r.score for r in rows if r.label == 0]),
-               ("anomalous", ANOMALY_COLOUR, [r.score for r in rows if r.label == 1])]
-              if labelled else [("all clips (unlabelled)", "#4b5563", list(finite))])
+    groups = (
+        [
+            ("normal", NORMAL_COLOUR, [r.score for r in rows if r.label == 0]),
+            ("anomalous", ANOMALY_COLOUR, [r.score for r in rows if r.label == 1]),
+        ]
+        if labelled
+        else [("all clips (unlabelled)", "#4b5563", list(finite))]
+    )
     with matplotlib.rc_context(PLOT_STYLE):
         fig = new_figure((5.2, 4.6))
         ax = fig.subplots()
         for name, colour, vals in groups:
             if vals:
-                ax.hist(vals, bins=bins.tolist(), color=colour, alpha=0.55, label=f"{name} ({len(vals)})",
-                        edgecolor=colour, linewidth=0.8)
+                ax.hist(
+                    vals,
+                    bins=bins.tolist(),
+                    color=colour,
+                    alpha=0.55,
+                    label=f"{name} ({len(vals)})",
+                    edgecolor=colour,
+                    linewidth=0.8,
+                )
         if threshold is not None and np.isfinite(threshold):
-            ax.axvline(threshold, color="#111827", lw=1.8, ls="--", label="decision threshold "
-                                                                          f"{readable(threshold)}")
+            ax.axvline(
+                threshold,
+                color="#111827",
+                lw=1.8,
+                ls="--",
+                label=f"decision threshold {readable(threshold)}",
+            )
         if log:
             ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plain_formatter(log))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="clips",
-               title=f"{machine}: score distribution")
+        ax.set(
+            xlabel="anomaly score" + (" (log scale)" if log else ""),
+            ylabel="clips",
+            title=f"{machine}: score distribution",
+        )
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
         fig.legend(fontsize=8.5, loc="outside lower center", ncols=3)
     return fig
 
 
-def histogram_picture(machine: str, key: str, rows: Sequence[ScoreRow], threshold: float | None) -> Picture:
+def histogram_picture(
+    machine: str, key: str, rows: Sequence[ScoreRow], threshold: float | None
+) -> Picture:
     """`histogram_figure` as a report picture."""
     with matplotlib.rc_context(PLOT_STYLE):  # ticks and grid lines are made while drawing
         png = figure_png_bytes(histogram_figure(machine, rows, threshold), dpi=120)
-    caption = ("Clips to the right of the dashed line are called anomalous (gamma fit to "
-               "training scores, "
-               "90th percentile)." if threshold is not None else "No decision threshold was "
-                                                                 "recorded.")
+    caption = (
+        "Clips to the right of the dashed line are called anomalous (gamma fit to "
+        "training scores, "
+        "90th percentile)."
+        if threshold is not None
+        else "No decision threshold was recorded."
+    )
     return Picture(f"{key}/scores.png", f"score histogram of {machine}", caption, png)

@@ -18,6 +18,7 @@ in the report instead of failing it.
 This module only ties the steps together: `results` reads the folder, `content` (with
 `figures` and `map_gallery`) computes what to show, `html_page` and `markdown` render it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,10 +48,12 @@ def build_report(results_dir: str | Path, out_path: str | Path) -> Path:
         return _evaluation_report(results_dir, out_path)
     if bench_files(results_dir):
         return _bench_report(results_dir, out_path)
-    raise StethoscopeError(f"{results_dir}: neither an evaluation folder (results.json and "
-                           "scores.csv, written by `stethoscope evaluate` or `demo`) nor a "
-                           "benchmark folder (bench.json, or <mode>/bench.json per score mode, "
-                           "written by `stethoscope bench`)")
+    raise StethoscopeError(
+        f"{results_dir}: neither an evaluation folder (results.json and "
+        "scores.csv, written by `stethoscope evaluate` or `demo`) nor a "
+        "benchmark folder (bench.json, or <mode>/bench.json per score mode, "
+        "written by `stethoscope bench`)"
+    )
 
 
 def _evaluation_report(results_dir: Path, out_path: Path) -> Path:
@@ -66,7 +69,10 @@ def _evaluation_report(results_dir: Path, out_path: Path) -> Path:
         notes.append(f"{scores_file} is missing: tables only, no figures.")
     machines = sorted(set(results.get("machines") or {}) | {r.machine for r in rows})
     keys = unique_slugs(machines)
-    parts = [machine_part(m, keys[m], results, [r for r in rows if r.machine == m], results_dir) for m in machines]
+    parts = [
+        machine_part(m, keys[m], results, [r for r in rows if r.machine == m], results_dir)
+        for m in machines
+    ]
     files_dir = out_path.with_name(f"{out_path.stem}_files")
     html = render_html(results, parts, notes, results_dir, rows, out_path.parent)
     md = render_markdown(results, parts, notes, files_dir.name, results_dir, out_path.parent)

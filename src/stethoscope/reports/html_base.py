@@ -6,6 +6,7 @@ small inline script at most, nothing fetched from elsewhere, so they can be mail
 A clip above `AUDIO_EMBED_LIMIT` bytes is linked by its path relative to the page instead of
 embedded, to keep the page small; its player works while the audio stays where it was.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,14 @@ from .figures import Picture
 # MB) linked
 AUDIO_EMBED_LIMIT = 1_000_000
 AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
-QUALITY_BINS = ((0.5, "q-bad", "< 0.5"), (0.6, "q0", "0.5–0.6"), (0.7, "q1", "0.6–0.7"), (0.8, "q2", "0.7–0.8"),
-                (0.9, "q3", "0.8–0.9"), (None, "q4", "≥ 0.9"))
+QUALITY_BINS = (
+    (0.5, "q-bad", "< 0.5"),
+    (0.6, "q0", "0.5–0.6"),
+    (0.7, "q1", "0.6–0.7"),
+    (0.8, "q2", "0.7–0.8"),
+    (0.9, "q3", "0.8–0.9"),
+    (None, "q4", "≥ 0.9"),
+)
 
 CSS = """
 :root{--bg:#f5f6f8;--card:#fff;--ink:#1f2328;--muted:#5b6470;--line:#e3e6ea;--accent:#1d4ed8;
@@ -146,9 +153,11 @@ def notes_html(notes: Sequence[str]) -> str:
 
 def legend_html() -> str:
     """The key to the tables' cell colours."""
-    return ('<div class="legend">cell colours:' + "".join(f'<span class="sw {c}">{t}</span>'
-                                                          for _, c, t in QUALITY_BINS)
-            + "<span>· AUC 0.5 = chance</span></div>")
+    return (
+        '<div class="legend">cell colours:'
+        + "".join(f'<span class="sw {c}">{t}</span>' for _, c, t in QUALITY_BINS)
+        + "<span>· AUC 0.5 = chance</span></div>"
+    )
 
 
 def audio_src(path: Path, page_dir: Path) -> tuple[str, bool]:
@@ -168,30 +177,40 @@ def audio_html(path: Path, page_dir: Path) -> str:
     if embedded:
         return f'<audio controls preload="metadata" src="{escape(src)}"></audio>'
     size = path.stat().st_size / 1e6
-    return (f'<audio controls preload="none" src="{escape(src)}"></audio>'
-            f'<figcaption>{size:.1f} MB: linked from <code>{escape(str(path))}</code>, not '
-            'embedded</figcaption>')
+    return (
+        f'<audio controls preload="none" src="{escape(src)}"></audio>'
+        f"<figcaption>{size:.1f} MB: linked from <code>{escape(str(path))}</code>, not "
+        "embedded</figcaption>"
+    )
 
 
 def figure_html(p: Picture, page_dir: Path) -> str:
     """A figure with the PNG inlined, its caption and, when it shows a clip, a player of the
     clip."""
     player = audio_html(p.audio, page_dir) if p.audio is not None and p.audio.exists() else ""
-    return (f'<figure><img src="{data_uri(p.png)}" alt="{escape(p.alt)}">'
-            f"<figcaption>{escape(p.caption)}</figcaption>{player}</figure>")
+    return (
+        f'<figure><img src="{data_uri(p.png)}" alt="{escape(p.alt)}">'
+        f"<figcaption>{escape(p.caption)}</figcaption>{player}</figure>"
+    )
 
 
 def kpis_html(kpis: Sequence[tuple[str, str, str, str]]) -> str:
     """Headline tiles from ``(css class, label, value HTML, hint)``."""
-    return "".join(f'<div class="kpi {cls}"><div class="label">{escape(label)}</div><div '
-                   f'class="value">{value}</div>'
-                   f'<div class="hint">{escape(hint)}</div></div>' for cls, label, value, hint in kpis)
+    return "".join(
+        f'<div class="kpi {cls}"><div class="label">{escape(label)}</div><div '
+        f'class="value">{value}</div>'
+        f'<div class="hint">{escape(hint)}</div></div>'
+        for cls, label, value, hint in kpis
+    )
 
 
 def facts_html(facts: Sequence[tuple[str, str]]) -> str:
     """Label/value pairs as a definition list."""
-    return '<dl class="kv">' + "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(v)}</code></dd>"
-                                       for k, v in facts) + "</dl>"
+    return (
+        '<dl class="kv">'
+        + "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(v)}</code></dd>" for k, v in facts)
+        + "</dl>"
+    )
 
 
 def page(title: str, body: str, script: str = "") -> str:

@@ -7,6 +7,7 @@ that "what did it hear" and "where does it fail to reconstruct" compare between 
 Whatever prevents a map (no audio paths, no model, a system without maps, a missing file)
 becomes a note for the report instead of an error.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
 
 N_TOP_MAPS = 3
-MAP_STYLE: dict[RcKeyType, Any] = {"font.size": 9}  # set while the figures are made and drawn (tick labels are made at drawing)
+MAP_STYLE: dict[RcKeyType, Any] = {
+    "font.size": 9
+}  # set while the figures are made and drawn (tick labels are made at drawing)
 
 
 def _resolve_audio(path: str, results_dir: Path) -> Path | None:
@@ -66,20 +69,31 @@ def _load_model(model_dir: str | None) -> tuple[Any, str | None]:
         return None, f"the model in {directory} could not be loaded ({err})"
 
 
-def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: str | None,
-                 results_dir: Path) -> tuple[list[Picture], list[str]]:
+def map_pictures(
+    machine: str, key: str, rows: Sequence[ScoreRow], model_dir: str | None, results_dir: Path
+) -> tuple[list[Picture], list[str]]:
     """Anomaly maps of the top clips by score plus a typical normal clip, on shared colour scales;
     each picture carries its clip's audio path. ``key`` is the machine's folder in the files."""
     ranked = sorted(rows, key=lambda r: r.score, reverse=True)
     chosen = [(r, f"most anomalous #{i + 1}") for i, r in enumerate(ranked[:N_TOP_MAPS])]
-    normals = [r for r in ranked if r.label == 0] or ([] if any(r.label is not None for r in rows) else ranked)
+    normals = [r for r in ranked if r.label == 0] or (
+        [] if any(r.label is not None for r in rows) else ranked
+    )
     normals = [r for r in normals if r not in [c[0] for c in chosen]]
     if normals:
-        chosen.append((normals[len(normals) // 2], "typical normal clip (median score)" if normals[0].label == 0
-                       else "typical clip (median score)"))
+        chosen.append(
+            (
+                normals[len(normals) // 2],
+                "typical normal clip (median score)"
+                if normals[0].label == 0
+                else "typical clip (median score)",
+            )
+        )
     if not any(r.path for r in rows):
-        return [], ["scores.csv records no audio paths (scores read from submission files), so "
-                    "no anomaly maps."]
+        return [], [
+            "scores.csv records no audio paths (scores read from submission files), so "
+            "no anomaly maps."
+        ]
     system, reason = _load_model(model_dir)
     if system is None:
         return [], [f"No anomaly maps: {reason}."]
@@ -89,38 +103,65 @@ def map_pictures(machine: str, key: str, rows: Sequence[ScoreRow], model_dir: st
         if audio is None:
             notes.append(f"{row.file}: audio file {row.path or '(none)'} not found, no map.")
             continue
-        clip = Clip(path=audio, machine=machine, section=row.section.split("_")[-1], domain=row.domain, label=row.label)
+        clip = Clip(
+            path=audio,
+            machine=machine,
+            section=row.section.split("_")[-1],
+            domain=row.domain,
+            label=row.label,
+        )
         if not system.has_anomaly_map:
             return [], [f"The system {system.name!r} produces no anomaly maps."]
         try:
-            panels.append((row, role, audio, map_panels(system.explain(clip, RunContext(progress=False)))))
+            panels.append(
+                (row, role, audio, map_panels(system.explain(clip, RunContext(progress=False))))
+            )
         except StethoscopeError as err:
             notes.append(f"{row.file}: no map ({err}).")
     if not panels:
         return [], notes
     threshold = getattr(system, "threshold_", None)
     regions = [fault_regions_for(audio) for _, _, audio, _ in panels]
-    figures = shared_scale_figures([(decision_title(row.file, row.score, threshold), boxes, p)
-                                    for (row, _, _, p), boxes in zip(panels, regions, strict=True)])
+    figures = shared_scale_figures(
+        [
+            (decision_title(row.file, row.score, threshold), boxes, p)
+            for (row, _, _, p), boxes in zip(panels, regions, strict=True)
+        ]
+    )
     pictures = []
-    for i, ((row, role, audio, _), boxes, fig) in enumerate(zip(panels, regions, figures, strict=True)):
+    for i, ((row, role, audio, _), boxes, fig) in enumerate(
+        zip(panels, regions, figures, strict=True)
+    ):
         truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
         bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
         if boxes:
-            bits.append("dashed box: injected fault (" + ", ".join(r.kind for r in boxes if r.kind) + ")")
+            bits.append(
+                "dashed box: injected fault (" + ", ".join(r.kind for r in boxes if r.kind) + ")"
+            )
         with matplotlib.rc_context(MAP_STYLE):
             png = figure_png_bytes(fig, dpi=100)
-        pictures.append(Picture(f"{key}/map{i + 1}_{slug(Path(row.file).stem)}.png", f"anomaly map of {row.file}",
-                                " · ".join(bits), png, audio=audio))
+        pictures.append(
+            Picture(
+                f"{key}/map{i + 1}_{slug(Path(row.file).stem)}.png",
+                f"anomaly map of {row.file}",
+                " · ".join(bits),
+                png,
+                audio=audio,
+            )
+        )
     return pictures, notes
 
 
-def shared_scale_figures(items: Sequence[tuple[str, Sequence[FaultRegion], MapPanels]]) -> list[Figure]:
+def shared_scale_figures(
+    items: Sequence[tuple[str, Sequence[FaultRegion], MapPanels]],
+) -> list[Figure]:
     """One anomaly figure per ``(title, fault regions, panels)``, all on the same two colour scales:
     the dB range of every input and reconstruction, and the largest 99.5th percentile of the
     maps."""
     vmax = max(float(np.percentile(p.amap, 99.5)) for *_, p in items)
     spec_range = spectrogram_range([p for *_, p in items])
     with matplotlib.rc_context(MAP_STYLE):
-        return [anomaly_figure(p, title, boxes, map_vmax=vmax, width=6.2, spec_range=spec_range)
-                for title, boxes, p in items]
+        return [
+            anomaly_figure(p, title, boxes, map_vmax=vmax, width=6.2, spec_range=spec_range)
+            for title, boxes, p in items
+        ]

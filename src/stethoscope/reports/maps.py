@@ -6,6 +6,7 @@ Slaney mel scale that `stethoscope.features.logmel` uses), so a fault at 3 kHz s
 3 kHz tick whatever the number of mel bins. Where the toy factory's ``fault_regions.csv``
 lies beside the clip, the injected fault is outlined, to check localisation by eye.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,7 +64,9 @@ def mel_band_edges(n_mels: int = 128, sample_rate: int = 16_000) -> np.ndarray:
     points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2)
     centres = points[1:-1]
     step = points[1] - points[0]
-    edges = np.concatenate([[centres[0] - step / 2], (centres[:-1] + centres[1:]) / 2, [centres[-1] + step / 2]])
+    edges = np.concatenate(
+        [[centres[0] - step / 2], (centres[:-1] + centres[1:]) / 2, [centres[-1] + step / 2]]
+    )
     return np.clip(_mel_to_hz(edges), 0.0, sample_rate / 2)
 
 
@@ -86,15 +89,24 @@ def _mesh(ax: Axes, image: np.ndarray, sample_rate: int, hop_length: int, **kwar
     ax.set_yscale("function", functions=(_hz_to_mel, _mel_to_hz))
     ax.yaxis.set_major_locator(FixedLocator([f for f in HZ_TICKS if f <= sample_rate / 2]))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda f, _: f"{f / 1000:g}k" if f >= 1000 else f"{f:g}"))
+    ax.yaxis.set_major_formatter(
+        FuncFormatter(lambda f, _: f"{f / 1000:g}k" if f >= 1000 else f"{f:g}")
+    )
     ax.set_ylim(0, sample_rate / 2)
     ax.set_xlim(0, n_frames * hop_length / sample_rate)
     ax.set_ylabel("frequency (Hz)")
     return mesh
 
 
-def plot_logmel(ax: Axes, logmel: np.ndarray, sample_rate: int = 16_000, hop_length: int = 512,
-                vmin: float | None = None, vmax: float | None = None, colorbar: bool = True):
+def plot_logmel(
+    ax: Axes,
+    logmel: np.ndarray,
+    sample_rate: int = 16_000,
+    hop_length: int = 512,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+):
     """Draw a log-mel spectrogram (dB) on ``ax``; returns the mesh."""
     mesh = _mesh(ax, logmel, sample_rate, hop_length, cmap=SPEC_CMAP, vmin=vmin, vmax=vmax)
     if colorbar:
@@ -102,9 +114,16 @@ def plot_logmel(ax: Axes, logmel: np.ndarray, sample_rate: int = 16_000, hop_len
     return mesh
 
 
-def plot_anomaly_map(ax: Axes, amap: np.ndarray, sample_rate: int = 16_000, hop_length: int = 512,
-                     vmax: float | None = None, colorbar: bool = True,
-                     regions: Sequence[FaultRegion] = (), unit: str = "squared error (dB²)"):
+def plot_anomaly_map(
+    ax: Axes,
+    amap: np.ndarray,
+    sample_rate: int = 16_000,
+    hop_length: int = 512,
+    vmax: float | None = None,
+    colorbar: bool = True,
+    regions: Sequence[FaultRegion] = (),
+    unit: str = "squared error (dB²)",
+):
     """Draw an anomaly map (n_mels, frames) on ``ax``: brighter = worse reconstructed.
 
     ``vmax`` defaults to the map's 99.5th percentile so that one hot cell does not wash the
@@ -124,8 +143,17 @@ def plot_anomaly_map(ax: Axes, amap: np.ndarray, sample_rate: int = 16_000, hop_
 def draw_regions(ax: Axes, regions: Sequence[FaultRegion]) -> None:
     """Outline known fault regions (dashed cyan boxes, visible on magma and inferno)."""
     for r in regions:
-        ax.add_patch(Rectangle((r.t0, max(r.f0, 1.0)), r.t1 - r.t0, r.f1 - max(r.f0, 1.0), fill=False,
-                               edgecolor="#22d3ee", linewidth=1.4, linestyle=(0, (4, 2))))
+        ax.add_patch(
+            Rectangle(
+                (r.t0, max(r.f0, 1.0)),
+                r.t1 - r.t0,
+                r.f1 - max(r.f0, 1.0),
+                fill=False,
+                edgecolor="#22d3ee",
+                linewidth=1.4,
+                linestyle=(0, (4, 2)),
+            )
+        )
 
 
 def fault_regions_for(path: str | Path) -> list[FaultRegion]:
@@ -138,8 +166,13 @@ def fault_regions_for(path: str | Path) -> list[FaultRegion]:
     key = f"{path.parent.name}/{path.name}"
     try:
         rows = list(csv.DictReader(io.StringIO(table.read_text())))
-        return [FaultRegion(float(r["t0"]), float(r["t1"]), float(r["f0"]), float(r["f1"]), r.get("kind") or "")
-                for r in rows if r.get("file") == key]
+        return [
+            FaultRegion(
+                float(r["t0"]), float(r["t1"]), float(r["f0"]), float(r["f1"]), r.get("kind") or ""
+            )
+            for r in rows
+            if r.get("file") == key
+        ]
     except (KeyError, ValueError, OSError):
         return []  # a malformed ground-truth file only costs the outline
 
@@ -150,23 +183,35 @@ def map_panels(explanation: Explanation, params: LogMelParams = LogMelParams()) 
     if explanation.anomaly_map is None:
         raise ConfigError("this system produces no anomaly map")
     rec = explanation.reconstruction
-    return MapPanels(np.asarray(explanation.logmel, dtype=np.float32),
-                     None if rec is None else np.asarray(rec, dtype=np.float32),
-                     np.asarray(explanation.anomaly_map, dtype=np.float32), params.sample_rate, params.hop_length,
-                     explanation.map_title, explanation.map_unit)
+    return MapPanels(
+        np.asarray(explanation.logmel, dtype=np.float32),
+        None if rec is None else np.asarray(rec, dtype=np.float32),
+        np.asarray(explanation.anomaly_map, dtype=np.float32),
+        params.sample_rate,
+        params.hop_length,
+        explanation.map_title,
+        explanation.map_unit,
+    )
 
 
 def spectrogram_range(panels: Sequence[MapPanels]) -> tuple[float, float]:
     """The dB range (1st to 99.9th percentile) of the inputs and reconstructions of ``panels``,
     so that several figures can share one spectrogram colour scale."""
-    spec = np.concatenate([a.ravel() for p in panels for a in (p.logmel, p.reconstruction) if a is not None])
+    spec = np.concatenate(
+        [a.ravel() for p in panels for a in (p.logmel, p.reconstruction) if a is not None]
+    )
     lo, hi = np.percentile(spec, [1, 99.9])
     return float(lo), float(hi)
 
 
-def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRegion] = (),
-                   map_vmax: float | None = None, width: float = 10.0,
-                   spec_range: tuple[float, float] | None = None) -> Figure:
+def anomaly_figure(
+    panels: MapPanels,
+    title: str = "",
+    regions: Sequence[FaultRegion] = (),
+    map_vmax: float | None = None,
+    width: float = 10.0,
+    spec_range: tuple[float, float] | None = None,
+) -> Figure:
     """The stacked panels (input, [reconstruction,] difference) sharing time and frequency axes.
 
     ``spec_range`` (dB) and ``map_vmax`` fix the colour scales, to compare figures; by default
@@ -183,7 +228,9 @@ def anomaly_figure(panels: MapPanels, title: str = "", regions: Sequence[FaultRe
         plot_logmel(ax, image, sr, hop, vmin=vmin, vmax=vmax)
         draw_regions(ax, regions)
         ax.set_title(label, loc="left", fontsize=10)
-    plot_anomaly_map(axes[-1], panels.amap, sr, hop, vmax=map_vmax, regions=regions, unit=panels.map_unit)
+    plot_anomaly_map(
+        axes[-1], panels.amap, sr, hop, vmax=map_vmax, regions=regions, unit=panels.map_unit
+    )
     axes[-1].set_title(f"anomaly map: {panels.map_title}", loc="left", fontsize=10)
     axes[-1].set_xlabel("time (s)")
     if title:
@@ -199,12 +246,19 @@ def decision_title(name: str, score: float | None, threshold: float | None) -> s
     known = threshold if threshold is not None and np.isfinite(threshold) else None
     if score is not None:
         digits = 4  # more where 4 would print a score just above the threshold as equal to it
-        while (known is not None and score != known and digits < 12
-               and readable(score, digits) == readable(known, digits)):
+        while (
+            known is not None
+            and score != known
+            and digits < 12
+            and readable(score, digits) == readable(known, digits)
+        ):
             digits += 1
         parts.append(f"score {readable(score, digits)}")
         if known is not None:
-            parts += [f"threshold {readable(known, digits)}", "ANOMALY" if score > known else "normal"]
+            parts += [
+                f"threshold {readable(known, digits)}",
+                "ANOMALY" if score > known else "normal",
+            ]
     return "\n".join([name, "  ·  ".join(parts)]) if parts else name
 
 
@@ -222,8 +276,13 @@ def figure_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def save_anomaly_map_png(explanation: Explanation, clip: Clip, out_png: str | Path, threshold: float | None = None,
-                         regions: Sequence[FaultRegion] | Literal["auto"] = "auto") -> Path:
+def save_anomaly_map_png(
+    explanation: Explanation,
+    clip: Clip,
+    out_png: str | Path,
+    threshold: float | None = None,
+    regions: Sequence[FaultRegion] | Literal["auto"] = "auto",
+) -> Path:
     """Write the anomaly-map figure of one `System.explain` result to ``out_png``.
 
     The title names the file, its score, the decision threshold and the decision.

@@ -4,6 +4,7 @@ Scores span many magnitudes (a Mahalanobis score of 12,345, a reconstruction err
 0.00042); scientific notation makes them hard to compare at a glance, so titles, legends and
 tables print through `readable`, axis ticks through `plain_formatter`.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """Fleet scale on Ray (optional extra ``stethoscope[ray]``): batch scoring on Ray Data
 (`score_with_ray`) and one training task per machine type (`train_with_ray`). See
 docs/scale_out.md."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Ray as an optional dependency: the import check with the install hint, and one Ray session
 per run (a local Ray by default, an existing cluster with ``address``)."""
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,9 @@ def import_ray() -> ModuleType:
 
 
 @contextmanager
-def ray_session(address: str | None = None, cpus: int | None = None, progress: bool = False) -> Iterator[ModuleType]:
+def ray_session(
+    address: str | None = None, cpus: int | None = None, progress: bool = False
+) -> Iterator[ModuleType]:
     """Ray for the block: a session already started by the caller (a notebook, a test) is used as
     it is; else a connection to ``address`` (``auto``, ``ray://host:10001``) or a local Ray with
     ``cpus`` CPUs (default: the cores this process may use), shut down at the end. No
@@ -29,13 +32,21 @@ def ray_session(address: str | None = None, cpus: int | None = None, progress: b
     started = False
     if not ray.is_initialized():
         if address and cpus:
-            raise ConfigError("--ray-cpus sizes a local Ray; the cluster named by --address has its own CPUs")
-        options = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+            raise ConfigError(
+                "--ray-cpus sizes a local Ray; the cluster named by --address has its own CPUs"
+            )
+        options = {
+            "include_dashboard": False,
+            "logging_level": logging.ERROR,
+            "log_to_driver": False,
+        }
         if address:
             try:
                 ray.init(address=address, **options)
             except (ConnectionError, RuntimeError, ValueError) as err:
-                raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({err})") from None
+                raise ConfigError(
+                    f"--address {address}: cannot connect to a Ray cluster ({err})"
+                ) from None
         else:
             ray.init(num_cpus=cpus or available_cores(), **options)
         started = True

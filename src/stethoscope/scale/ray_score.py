@@ -14,6 +14,7 @@ The pipeline, streamed so that memory stays bounded whatever the number of files
    job naming the file; skipped and warned files are recorded once, as in a local run) and
    keeps one small row per file, written as Parquet and the usual CSVs.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,7 +59,9 @@ def model_spec(folder: str | Path, system: System, channel: int | str | None = N
     request = system.feature_request()
     recorded = (system.run_ or {}).get("channel", 0)
     rate = request.logmel.sample_rate if request.logmel else SAMPLE_RATE
-    return ModelSpec(str(folder), request, parse_channel(recorded if channel is None else channel), rate)
+    return ModelSpec(
+        str(folder), request, parse_channel(recorded if channel is None else channel), rate
+    )
 
 
 def _read(path: str, policy: AudioPolicy, filesystem: Any) -> bytes:
@@ -74,9 +77,13 @@ def _read(path: str, policy: AudioPolicy, filesystem: Any) -> bytes:
         policy.refuse(path, Problem(f"cannot read file ({err})", unreadable=True))
 
 
-def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], on_bad_audio: str | None,
-                 filesystem: Any = None,
-                 max_seconds: float = DEFAULT_MAX_SECONDS) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray],
+    specs: Mapping[str, ModelSpec],
+    on_bad_audio: str | None,
+    filesystem: Any = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> dict[str, np.ndarray]:
     """A Ray Data map task: read, decode, check and featurise a batch of files.
 
     Each file is read once (its bytes serve the header check, ``max_seconds`` included, and the
@@ -91,7 +98,9 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
         policy = AudioPolicy(on_bad_audio, say=lambda message: None, max_seconds=max_seconds)
         try:
             raw = _read(path, policy, filesystem)
-            waves[i] = decode_checked(raw, path, spec.sample_rate, spec.channel, spec.request.min_seconds, policy)[0]
+            waves[i] = decode_checked(
+                raw, path, spec.sample_rate, spec.channel, spec.request.min_seconds, policy
+            )[0]
         except AudioSkipped:
             pass
         except AudioError as err:
@@ -103,15 +112,24 @@ def decode_batch(batch: dict[str, np.ndarray], specs: Mapping[str, ModelSpec], o
         rows = [i for i in range(n) if ok[i] and batch["machine"][i] == machine]
         request = specs[machine].request
         if rows and request.logmel is not None:
-            mels = decode_waves([waves[i] for i in rows], specs[machine].sample_rate, request).logmels
+            mels = decode_waves(
+                [waves[i] for i in rows], specs[machine].sample_rate, request
+            ).logmels
             for i, mel in zip(rows, mels or [], strict=False):
                 logmels[i] = mel
         if not request.wave:
             for i in rows:
                 waves[i] = np.zeros(0, np.float32)  # not needed downstream: keep the blocks small
-    return {"index": batch["index"], "path": batch["path"], "machine": batch["machine"], "ok": ok,
-            "error": np.array(error, dtype=object), "problems": np.array(problems, dtype=object),
-            "wave": _ragged(waves), "logmel": _ragged(logmels)}
+    return {
+        "index": batch["index"],
+        "path": batch["path"],
+        "machine": batch["machine"],
+        "ok": ok,
+        "error": np.array(error, dtype=object),
+        "problems": np.array(problems, dtype=object),
+        "wave": _ragged(waves),
+        "logmel": _ragged(logmels),
+    }
 
 
 def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
@@ -137,23 +155,43 @@ class Scorer:
             if machine not in self.systems:
                 self.systems[machine] = load_system(self.specs[machine].folder)
             system, spec = self.systems[machine], self.specs[machine]
-            decoded = Decoded(keys=[""] * len(rows), clips=[Clip(path=batch["path"][i], machine=machine,
-                                                                 channel=spec.channel) for i in rows],
-                              index=list(range(len(rows))))
+            decoded = Decoded(
+                keys=[""] * len(rows),
+                clips=[
+                    Clip(path=batch["path"][i], machine=machine, channel=spec.channel) for i in rows
+                ],
+                index=list(range(len(rows))),
+            )
             if spec.request.wave:
                 decoded.waves = [np.asarray(batch["wave"][i], np.float32) for i in rows]
             if spec.request.logmel is not None:
                 decoded.logmels = [np.asarray(batch["logmel"][i], np.float32) for i in rows]
             scores[rows] = system.score_decoded(decoded, self.ctx)
             decisions[rows] = system.decide(scores[rows])
-        return {"index": batch["index"], "path": batch["path"], "machine": batch["machine"], "ok": batch["ok"],
-                "error": batch["error"], "problems": batch["problems"], "score": scores, "decision": decisions}
+        return {
+            "index": batch["index"],
+            "path": batch["path"],
+            "machine": batch["machine"],
+            "ok": batch["ok"],
+            "error": batch["error"],
+            "problems": batch["problems"],
+            "score": scores,
+            "decision": decisions,
+        }
 
 
-def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[str, str | Path],
-                   out: str | Path | None = None, *, ctx: RunContext | None = None,
-                   channel: int | str | None = None, actors: int | None = None, address: str | None = None,
-                   cpus: int | None = None, filesystem: Any = None) -> tuple[list[str], list[ScoredClip]]:
+def score_with_ray(
+    inputs: Sequence[str | Path],
+    models: str | Path | Mapping[str, str | Path],
+    out: str | Path | None = None,
+    *,
+    ctx: RunContext | None = None,
+    channel: int | str | None = None,
+    actors: int | None = None,
+    address: str | None = None,
+    cpus: int | None = None,
+    filesystem: Any = None,
+) -> tuple[list[str], list[ScoredClip]]:
     """Score every audio file of ``inputs`` (files, folders, URIs) with its machine type's model
     from ``models`` on Ray Data; returns (paths, rows) in input order, for the files the audio
     policy kept. With ``out``: ``scores.parquet``, ``scores.csv`` and the DCASE result CSVs.
@@ -162,13 +200,19 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     cuda). A Ray session the caller started is used, else one is started (``address``, or a
     local one of ``cpus`` CPUs) and shut down at the end."""
     ctx = ctx or RunContext(progress=False)
-    folders = ({str(m): Path(f) for m, f in models.items()} if isinstance(models, Mapping)
-               else model_folders(models, flag="--model"))
+    folders = (
+        {str(m): Path(f) for m, f in models.items()}
+        if isinstance(models, Mapping)
+        else model_folders(models, flag="--model")
+    )
     systems = {m: load_system(folder) for m, folder in folders.items()}
     specs = {m: model_spec(folders[m], s, channel) for m, s in systems.items()}
     files = list_inputs(inputs, filesystem)
     machines = assign_models(files, folders)
-    items = [{"index": i, "path": p, "machine": m} for i, (p, m) in enumerate(zip(files, machines, strict=True))]
+    items = [
+        {"index": i, "path": p, "machine": m}
+        for i, (p, m) in enumerate(zip(files, machines, strict=True))
+    ]
     policy = current_policy()
     kept: dict[int, tuple[str, ScoredClip]] = {}
     if items:
@@ -183,25 +227,47 @@ def score_with_ray(inputs: Sequence[str | Path], models: str | Path | Mapping[st
     return paths, rows
 
 
-def _pipeline(ray: Any, items: list[dict[str, Any]], specs: Mapping[str, ModelSpec], ctx: RunContext,
-              actors: int | None, policy: AudioPolicy, filesystem: Any) -> Any:
+def _pipeline(
+    ray: Any,
+    items: list[dict[str, Any]],
+    specs: Mapping[str, ModelSpec],
+    ctx: RunContext,
+    actors: int | None,
+    policy: AudioPolicy,
+    filesystem: Any,
+) -> Any:
     """The Ray Data dataset: blocks of `BATCH` files, decode tasks, scoring actors."""
     gpu = ctx.device.startswith("cuda")
     n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
     blocks = min(len(items), max(n_actors, math.ceil(len(items) / BATCH)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map_batches(decode_batch, batch_size=BATCH, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"specs": specs, "on_bad_audio": policy.on_bad_audio,
-                                   "filesystem": filesystem, "max_seconds": policy.max_seconds})
+    ds = ds.map_batches(
+        decode_batch,
+        batch_size=BATCH,
+        batch_format="numpy",
+        num_cpus=1,
+        fn_kwargs={
+            "specs": specs,
+            "on_bad_audio": policy.on_bad_audio,
+            "filesystem": filesystem,
+            "max_seconds": policy.max_seconds,
+        },
+    )
     # on CPUs Ray Data fuses the decode map into the actors (no features through the object
     # store); a GPU actor takes a GPU, and the decode tasks stay CPU tasks that feed it
-    return ds.map_batches(Scorer, batch_size=BATCH, batch_format="numpy",
-                          fn_constructor_kwargs={"specs": specs, "ctx": ctx.replace(cache_dir=None, progress=False)},
-                          compute=ray.data.ActorPoolStrategy(size=n_actors),
-                          **({"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}))
+    return ds.map_batches(
+        Scorer,
+        batch_size=BATCH,
+        batch_format="numpy",
+        fn_constructor_kwargs={"specs": specs, "ctx": ctx.replace(cache_dir=None, progress=False)},
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        **({"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}),
+    )
 
 
-def _judged(batch: Mapping[str, np.ndarray], policy: AudioPolicy) -> dict[int, tuple[str, ScoredClip]]:
+def _judged(
+    batch: Mapping[str, np.ndarray], policy: AudioPolicy
+) -> dict[int, tuple[str, ScoredClip]]:
     """{input index: (path, row)} of a result batch's files that ``policy`` keeps, after replaying
     each file's findings through it; the first file it refuses raises its `AudioError`. A score
     that is not finite is never kept: the file is left out as skipped, with the reason (as
@@ -211,19 +277,35 @@ def _judged(batch: Mapping[str, np.ndarray], policy: AudioPolicy) -> dict[int, t
         path = str(batch["path"][i])
         if batch["error"][i]:
             raise AudioError(path, str(batch["error"][i]))
-        found = [Problem(reason, unreadable) for reason, unreadable in json.loads(batch["problems"][i])]
+        found = [
+            Problem(reason, unreadable) for reason, unreadable in json.loads(batch["problems"][i])
+        ]
         if policy.judge(path, found) and batch["ok"][i]:
             if not np.isfinite(batch["score"][i]):
                 policy.leave_out(path, not_finite(float(batch["score"][i])))
                 continue
-            kept[int(batch["index"][i])] = (path, ScoredClip(
-                file=Path(path).name, machine=str(batch["machine"][i]), section="00", label=None, domain=None,
-                score=float(batch["score"][i]), decision=int(batch["decision"][i]), layout="folder"))
+            kept[int(batch["index"][i])] = (
+                path,
+                ScoredClip(
+                    file=Path(path).name,
+                    machine=str(batch["machine"][i]),
+                    section="00",
+                    label=None,
+                    domain=None,
+                    score=float(batch["score"][i]),
+                    decision=int(batch["decision"][i]),
+                    layout="folder",
+                ),
+            )
     return kept
 
 
-def write_outputs(out: Path, paths: Sequence[str], rows: Sequence[ScoredClip],
-                  thresholds: Mapping[str, float | None]) -> Path:
+def write_outputs(
+    out: Path,
+    paths: Sequence[str],
+    rows: Sequence[ScoredClip],
+    thresholds: Mapping[str, float | None],
+) -> Path:
     """``scores.parquet`` (path, file, machine, score, decision, threshold), ``scores.csv`` and the
     DCASE result CSVs in ``out``, each written atomically."""
     import pyarrow as pa
@@ -232,10 +314,16 @@ def write_outputs(out: Path, paths: Sequence[str], rows: Sequence[ScoredClip],
     from ..evaluation.outputs import write_scores_table
 
     out.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"path": list(paths), "file": [r.file for r in rows], "machine": [r.machine for r in rows],
-                      "score": pa.array([r.score for r in rows], pa.float64()),
-                      "decision": pa.array([r.decision for r in rows], pa.int8()),
-                      "threshold": pa.array([thresholds.get(r.machine) for r in rows], pa.float64())})
+    table = pa.table(
+        {
+            "path": list(paths),
+            "file": [r.file for r in rows],
+            "machine": [r.machine for r in rows],
+            "score": pa.array([r.score for r in rows], pa.float64()),
+            "decision": pa.array([r.decision for r in rows], pa.int8()),
+            "threshold": pa.array([thresholds.get(r.machine) for r in rows], pa.float64()),
+        }
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf)
     atomic_write_bytes(out / "scores.parquet", buf.getvalue())

@@ -1,6 +1,7 @@
 """Where a fleet's recordings are: local files and folders, or URIs that ``pyarrow.fs`` opens
 (``s3://``, ``gs://``, ``hdfs://``, ``file://``) or, for other schemes, fsspec; and which model
 scores each file."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -29,16 +30,21 @@ def resolve_filesystem(uri: str, filesystem: Any = None) -> tuple[Any, str]:
         return filesystem, uri
     try:
         return pafs.FileSystem.from_uri(uri)
-    except Exception as arrow_err:  # pyarrow raises ArrowInvalid / ArrowNotImplementedError per scheme
+    except (
+        Exception
+    ) as arrow_err:  # pyarrow raises ArrowInvalid / ArrowNotImplementedError per scheme
         try:
             import fsspec
         except ImportError:
-            raise ConfigError(f"{uri}: pyarrow cannot open this URI ({arrow_err}) and fsspec is not installed") \
-                from None
+            raise ConfigError(
+                f"{uri}: pyarrow cannot open this URI ({arrow_err}) and fsspec is not installed"
+            ) from None
         try:
             fs, path = fsspec.core.url_to_fs(uri)
         except (ImportError, ValueError) as err:
-            raise ConfigError(f"{uri}: neither pyarrow nor fsspec can open this URI ({arrow_err}; {err})") from None
+            raise ConfigError(
+                f"{uri}: neither pyarrow nor fsspec can open this URI ({arrow_err}; {err})"
+            ) from None
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
@@ -57,7 +63,11 @@ def _list_remote(uri: str, filesystem: Any) -> list[str]:
     found = []
     for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
         rel = PurePosixPath(entry.path).relative_to(PurePosixPath(root)).parts
-        if entry.type == pafs.FileType.File and is_audio_name(rel[-1]) and not any(map(is_hidden, rel)):
+        if (
+            entry.type == pafs.FileType.File
+            and is_audio_name(rel[-1])
+            and not any(map(is_hidden, rel))
+        ):
             found.append(prefix + entry.path)
     if not found:
         raise LayoutError(f"{uri}: folder holds no audio files (.wav, .flac, .ogg, .mp3, ...)")
@@ -84,7 +94,14 @@ def machine_of(path: str, machines: Sequence[str]) -> str | None:
         return machines[0]
     known = set(machines)
     tail = str(path).partition("://")[2] if is_uri(str(path)) else str(path)
-    return next((part for part in reversed(PurePosixPath(tail.replace("\\", "/")).parts[:-1]) if part in known), None)
+    return next(
+        (
+            part
+            for part in reversed(PurePosixPath(tail.replace("\\", "/")).parts[:-1])
+            if part in known
+        ),
+        None,
+    )
 
 
 def assign_models(files: Sequence[str], models: Mapping[str, Path]) -> list[str]:
@@ -95,7 +112,9 @@ def assign_models(files: Sequence[str], models: Mapping[str, Path]) -> list[str]
     for path in files:
         machine = machine_of(path, machines)
         if machine is None:
-            raise ConfigError(f"{path}: no enclosing folder is named after a model's machine type "
-                              f"({', '.join(machines)}); put each machine type's files under a folder of its name")
+            raise ConfigError(
+                f"{path}: no enclosing folder is named after a model's machine type "
+                f"({', '.join(machines)}); put each machine type's files under a folder of its name"
+            )
         out.append(machine)
     return out

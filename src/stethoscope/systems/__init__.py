@@ -1,4 +1,5 @@
 """Trainable systems; importing this package registers the built-in ones."""
+
 # ruff: noqa: I001  (one import line per system: the one line adding a system touches here)
 from .base import REGISTRY, System, get_system, list_systems, load_system, register
 from . import dcase_ae  # noqa: F401

@@ -15,6 +15,7 @@ scale. How they are combined is ``weighting``:
 The pseudo AUCs and the weights are kept in the model folder (``extra_state``) and the run
 record, so a user can see what was chosen and why.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,51 +40,85 @@ class AutoSystem(EnsembleSystem):
     """Candidates' normalised scores combined with equal weights or by pseudo-anomaly validation."""
 
     name = "auto"
-    description = "candidate systems' normalised scores, averaged (or weighted by pseudo-anomaly AUC)"
+    description = (
+        "candidate systems' normalised scores, averaged (or weighted by pseudo-anomaly AUC)"
+    )
     smoke_params: ClassVar[dict[str, Any]] = {
-        "members": ["mel_stats", "dcase_ae"], "weighting": "pseudo", "pseudo_folds": 2,
+        "members": ["mel_stats", "dcase_ae"],
+        "weighting": "pseudo",
+        "pseudo_folds": 2,
         "pseudo_severities": [3],
         "member_params": {"dcase_ae": {"epochs": 1, "batch_size": 64, "threshold_folds": 2}},
     }
-    param_rules: ClassVar[dict[str, Any]] = {"normalise": NORMALISE, "weighting": WEIGHTING, "pseudo_folds": "[2, inf)"}
-    no_export = ("its candidates each need their own front end and scoring module, and its score "
-                 "normalisation is not exported; export the candidates one by one")
+    param_rules: ClassVar[dict[str, Any]] = {
+        "normalise": NORMALISE,
+        "weighting": WEIGHTING,
+        "pseudo_folds": "[2, inf)",
+    }
+    no_export = (
+        "its candidates each need their own front end and scoring module, and its score "
+        "normalisation is not exported; export the candidates one by one"
+    )
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
     weighting: str
     pseudo_folds: int
     pseudo_severities: Sequence[int]
 
-    def __init__(self, *, members: Sequence[str] = ("mel_stats", "dcase_ae"),
-                 member_params: dict[str, dict[str, Any]] | None = None, normalise: str = "zscore",
-                 weighting: str = "equal", pseudo_folds: int = 3, pseudo_severities: Sequence[int] = SEVERITIES) -> None:
+    def __init__(
+        self,
+        *,
+        members: Sequence[str] = ("mel_stats", "dcase_ae"),
+        member_params: dict[str, dict[str, Any]] | None = None,
+        normalise: str = "zscore",
+        weighting: str = "equal",
+        pseudo_folds: int = 3,
+        pseudo_severities: Sequence[int] = SEVERITIES,
+    ) -> None:
         self.weights: list[float] | None = None  # learned here (weights_), never a hyperparameter
         self._set_params(locals())
         bad = [s for s in self.pseudo_severities if s not in SEVERITIES]
         if bad or not self.pseudo_severities:
-            raise ConfigError(f"auto: pseudo_severities must be a non-empty list of {list(SEVERITIES)}, "
-                              f"got {self.pseudo_severities}")
+            raise ConfigError(
+                f"auto: pseudo_severities must be a non-empty list of {list(SEVERITIES)}, "
+                f"got {self.pseudo_severities}"
+            )
         self._init_members()
         if self.joint:
-            raise ConfigError("auto: joint systems (fitted over all machine types at once) cannot be candidates")
+            raise ConfigError(
+                "auto: joint systems (fitted over all machine types at once) cannot be candidates"
+            )
         self.weights_: list[float] | None = None
         self.pseudo_: dict[str, Any] | None = None
 
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> AutoSystem:
+    def fit(
+        self,
+        train: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> AutoSystem:
         ctx = ctx or RunContext()
         self.weights_, self.pseudo_ = [1.0] * len(self.members), None
         if self.weighting != "equal":
             aucs = {}
             for i, name in enumerate(self.members):
-                res = pseudo_validate(partial(self._member, i), train, self._member_ctx(ctx, i),
-                                      folds=self.pseudo_folds, severities=self.pseudo_severities)
+                res = pseudo_validate(
+                    partial(self._member, i),
+                    train,
+                    self._member_ctx(ctx, i),
+                    folds=self.pseudo_folds,
+                    severities=self.pseudo_severities,
+                )
                 aucs[name] = res["auc"]
             self.pseudo_ = {"auc": aucs}
             self.weights_ = pseudo_weights([aucs[m] for m in self.members], self.weighting)
         super().fit(train, val, ctx)
-        self.run_ = {**(self.run_ or {}), "weighting": self.weighting, "weights": self.weights_,
-                     **({"pseudo_auc": self.pseudo_["auc"]} if self.pseudo_ else {})}
+        self.run_ = {
+            **(self.run_ or {}),
+            "weighting": self.weighting,
+            "weights": self.weights_,
+            **({"pseudo_auc": self.pseudo_["auc"]} if self.pseudo_ else {}),
+        }
         return self
 
     def _weights(self) -> np.ndarray:
@@ -95,9 +130,13 @@ class AutoSystem(EnsembleSystem):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         weights = state.get("weights")
-        if weights is not None and (not isinstance(weights, list) or len(weights) != len(self.members)):
-            raise ConfigError(f"auto: config.json's extra_state.weights must list one weight per member "
-                              f"{self.members}, got {weights!r}")
+        if weights is not None and (
+            not isinstance(weights, list) or len(weights) != len(self.members)
+        ):
+            raise ConfigError(
+                f"auto: config.json's extra_state.weights must list one weight per member "
+                f"{self.members}, got {weights!r}"
+            )
         self.weights_, self.pseudo_ = weights, state.get("pseudo")
 
 
@@ -112,4 +151,3 @@ def pseudo_weights(aucs: Sequence[float], weighting: str) -> list[float]:
 
 
 __all__ = ["WEIGHTING", "AutoSystem", "pseudo_weights"]
-

@@ -16,6 +16,7 @@ and threshold; each saves to its own folder (the network weights are duplicated 
 back-ends refitted on the other folds' embeddings (the network is not retrained per fold).
 Choices and sources: ``docs/aux_classifier.md``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -54,21 +55,50 @@ class AuxClassifierSystem(System):
     back-end."""
 
     name = "aux_classifier"
-    description = ("discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
-                   "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit")
-    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4, "crop_frames": 16, "width": 0.125,
-                    "n_mels": 32, "embedding_dim": 16}
+    description = (
+        "discriminative: STgram-MFN or fine-tuned mn04 classifying machine/section/attributes "
+        "(ArcFace / sub-cluster AdaCos, mixup, SpecAugment) + kNN with SMOTE per domain; joint fit"
+    )
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "epochs": 1,
+        "batch_size": 4,
+        "crop_frames": 16,
+        "width": 0.125,
+        "n_mels": 32,
+        "embedding_dim": 16,
+    }
     joint = True
-    no_export = ("its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
-                 "torch module")
+    no_export = (
+        "its back end (kNN with SMOTE, or GMM, per domain; detectors/backend.py) is not a "
+        "torch module"
+    )
     param_rules: ClassVar[dict[str, Any]] = {
-        "frontend": ("stgram", "mn04"), "n_mels": "[16, inf)", "width": "(0, 4]", "embedding_dim": "[2, inf)",
-        "finetune": FINETUNE_MODES, "last_blocks": "[1, 17]", "lora_rank": "[1, 64]", "mn04_weights": ("pretrained", "random"),
-        "loss": ("arcface", "subcluster_adacos"), "scale": "(0, inf)", "margin": "[0, 1.5]",
-        "sub_clusters": "[1, inf)", "mixup": MIX_MODES, "mixup_alpha": "(0, inf)", "specaug_masks": "[0, inf)",
-        "specaug_freq": "[0, inf)", "specaug_time": "[0, inf)", "classes": CLASS_MODES, "crop_frames": "[8, inf)",
-        "epochs": "[1, inf)", "batch_size": "[2, inf)", "learning_rate": "(0, inf)", "backend": BACKENDS,
-        "n_neighbors": "[1, inf)", "smote_ratio": "(0, 1]", "gmm_components": "[1, inf)",
+        "frontend": ("stgram", "mn04"),
+        "n_mels": "[16, inf)",
+        "width": "(0, 4]",
+        "embedding_dim": "[2, inf)",
+        "finetune": FINETUNE_MODES,
+        "last_blocks": "[1, 17]",
+        "lora_rank": "[1, 64]",
+        "mn04_weights": ("pretrained", "random"),
+        "loss": ("arcface", "subcluster_adacos"),
+        "scale": "(0, inf)",
+        "margin": "[0, 1.5]",
+        "sub_clusters": "[1, inf)",
+        "mixup": MIX_MODES,
+        "mixup_alpha": "(0, inf)",
+        "specaug_masks": "[0, inf)",
+        "specaug_freq": "[0, inf)",
+        "specaug_time": "[0, inf)",
+        "classes": CLASS_MODES,
+        "crop_frames": "[8, inf)",
+        "epochs": "[1, inf)",
+        "batch_size": "[2, inf)",
+        "learning_rate": "(0, inf)",
+        "backend": BACKENDS,
+        "n_neighbors": "[1, inf)",
+        "smote_ratio": "(0, 1]",
+        "gmm_components": "[1, inf)",
     }
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
@@ -103,20 +133,47 @@ class AuxClassifierSystem(System):
     per_section: bool
     gmm_components: int
 
-    def __init__(self, *, frontend: str = "stgram", n_mels: int = 128, width: float = 0.25, embedding_dim: int = 128,
-                 finetune: str = "last", last_blocks: int = 3, lora_rank: int = 8, mn04_weights: str = "pretrained",
-                 loss: str = "arcface", scale: float = 30.0, margin: float = 0.7,
-                 sub_clusters: int = 16, trainable_centres: bool = False, mixup: str = "noisy_arcmix",
-                 mixup_alpha: float = 0.5, specaugment: bool = True, specaug_masks: int = 2, specaug_freq: int = 16,
-                 specaug_time: int = 16, classes: str = "section_attributes", crop_frames: int = 64,
-                 epochs: int = 20, batch_size: int = 16, learning_rate: float = 1e-3, backend: str = "knn",
-                 n_neighbors: int = 1, smote: bool = True, smote_ratio: float = 1.0, per_section: bool = True,
-                 gmm_components: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        frontend: str = "stgram",
+        n_mels: int = 128,
+        width: float = 0.25,
+        embedding_dim: int = 128,
+        finetune: str = "last",
+        last_blocks: int = 3,
+        lora_rank: int = 8,
+        mn04_weights: str = "pretrained",
+        loss: str = "arcface",
+        scale: float = 30.0,
+        margin: float = 0.7,
+        sub_clusters: int = 16,
+        trainable_centres: bool = False,
+        mixup: str = "noisy_arcmix",
+        mixup_alpha: float = 0.5,
+        specaugment: bool = True,
+        specaug_masks: int = 2,
+        specaug_freq: int = 16,
+        specaug_time: int = 16,
+        classes: str = "section_attributes",
+        crop_frames: int = 64,
+        epochs: int = 20,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        backend: str = "knn",
+        n_neighbors: int = 1,
+        smote: bool = True,
+        smote_ratio: float = 1.0,
+        per_section: bool = True,
+        gmm_components: int = 1,
+    ) -> None:
         self._set_params(locals())
         if self.mixup == "noisy_arcmix" and self.loss != "arcface":
-            raise ConfigError(f"{self.name}: mixup 'noisy_arcmix' places an angular margin and "
-                              f"needs loss 'arcface' (got loss {self.loss!r}); use mixup 'mixup' "
-                              "(soft labels) or 'none'")
+            raise ConfigError(
+                f"{self.name}: mixup 'noisy_arcmix' places an angular margin and "
+                f"needs loss 'arcface' (got loss {self.loss!r}); use mixup 'mixup' "
+                "(soft labels) or 'none'"
+            )
         self.net_: AuxNet | None = None
         self.backend_: EmbeddingBackend | None = None
         self.classes_: list[str] = []
@@ -135,36 +192,57 @@ class AuxClassifierSystem(System):
         return self.frontend_weights_.get("weights_sha256")
 
     # -- the network ----------------------------------------------------------------------
-    def build_net(self, n_classes: int, pretrained: bool = False,
-                  weights_dirs: Sequence[Path] = ()) -> AuxNet:
+    def build_net(
+        self, n_classes: int, pretrained: bool = False, weights_dirs: Sequence[Path] = ()
+    ) -> AuxNet:
         """A fresh network for ``n_classes`` classes; ``pretrained`` loads the mn04 weights
         (found by sha256 in ``weights_dirs``, `encoders.weights`) or calibrates the ``random``
         control; a reload needs neither (the whole network is saved)."""
-        specaug = (self.specaug_masks, self.specaug_freq, self.specaug_time) if self.specaugment else None
+        specaug = (
+            (self.specaug_masks, self.specaug_freq, self.specaug_time) if self.specaugment else None
+        )
         if self.frontend == "stgram":
-            frontend: torch.nn.Module = STgramMFN(self.n_mels, self.width, self.embedding_dim, specaug)
+            frontend: torch.nn.Module = STgramMFN(
+                self.n_mels, self.width, self.embedding_dim, specaug
+            )
             if pretrained:
                 self.frontend_weights_ = {"frontend": "stgram", "init": "random"}
         else:
             state, calibrate = None, None
             if pretrained and self.mn04_weights == "pretrained":
-                path = find_by_sha256(MN04_SHA256, MN04_FILE, weights_dirs, self.weights_hint_,
-                                      MN04_URL)
+                path = find_by_sha256(
+                    MN04_SHA256, MN04_FILE, weights_dirs, self.weights_hint_, MN04_URL
+                )
                 state = load_mn04_state(str(path))
-                self.frontend_weights_ = {"frontend": "mn04", "init": "pretrained",
-                                          "weights_file": MN04_FILE, "weights_sha256": MN04_SHA256}
+                self.frontend_weights_ = {
+                    "frontend": "mn04",
+                    "init": "pretrained",
+                    "weights_file": MN04_FILE,
+                    "weights_sha256": MN04_SHA256,
+                }
             elif pretrained:
                 calibrate = self._seed
                 self.frontend_weights_ = {"frontend": "mn04", "init": "random"}
             try:
-                frontend = MN04Frontend(self.embedding_dim, self.finetune, self.last_blocks, specaug, state, calibrate,
-                                        self.lora_rank)
+                frontend = MN04Frontend(
+                    self.embedding_dim,
+                    self.finetune,
+                    self.last_blocks,
+                    specaug,
+                    state,
+                    calibrate,
+                    self.lora_rank,
+                )
             except RuntimeError as err:
-                raise CheckpointError(f"mn04 weights do not match the architecture ({err})") from err
+                raise CheckpointError(
+                    f"mn04 weights do not match the architecture ({err})"
+                ) from err
         if self.loss == "arcface":
             head: torch.nn.Module = ArcFace(self.embedding_dim, n_classes, self.scale, self.margin)
         else:
-            head = SubClusterAdaCos(self.embedding_dim, n_classes, self.sub_clusters, self.trainable_centres)
+            head = SubClusterAdaCos(
+                self.embedding_dim, n_classes, self.sub_clusters, self.trainable_centres
+            )
         return AuxNet(frontend, head, self.mixup)
 
     def _net_on(self, net: AuxNet, ctx: RunContext) -> AuxNet:
@@ -175,7 +253,9 @@ class AuxClassifierSystem(System):
             net.eval()
         return net
 
-    def embed_waves(self, waves: Sequence[np.ndarray], ctx: RunContext, net: AuxNet | None = None) -> np.ndarray:
+    def embed_waves(
+        self, waves: Sequence[np.ndarray], ctx: RunContext, net: AuxNet | None = None
+    ) -> np.ndarray:
         """(n, embedding_dim) embeddings of whole clips, batched by equal length."""
         net = net or self.net_
         if net is None:
@@ -187,15 +267,21 @@ class AuxClassifierSystem(System):
             by_length[len(wave)].append(i)
         for members in by_length.values():
             for start in range(0, len(members), self.batch_size):
-                part = members[start:start + self.batch_size]
-                x = ctx.to_device(torch.from_numpy(np.stack([waves[i] for i in part]).astype(np.float32)))
+                part = members[start : start + self.batch_size]
+                x = ctx.to_device(
+                    torch.from_numpy(np.stack([waves[i] for i in part]).astype(np.float32))
+                )
                 with ctx.autocast():
                     out[part] = net.embed(x).cpu().numpy()
         return out
 
     # -- training -------------------------------------------------------------------------
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> AuxClassifierSystem:
+    def fit(
+        self,
+        train: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> AuxClassifierSystem:
         """The joint fit of the given clips (all their machine types), kept in this object."""
         del val  # nothing is selected on validation data
         machines = sorted({c.machine for c in train})
@@ -203,16 +289,24 @@ class AuxClassifierSystem(System):
         self._fit_groups({key: list(train)}, ctx, {key: self})
         return self
 
-    def fit_joint(self, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None = None,
-                  ctx: RunContext | None = None) -> dict[str, System]:
+    def fit_joint(
+        self,
+        groups: Mapping[str, Sequence[Clip]],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> dict[str, System]:
         """One network over every machine type in ``groups``; one fitted system per type."""
         del val
         targets = {m: type(self)(**self.get_params()) for m in groups}
         self._fit_groups({m: list(c) for m, c in groups.items()}, ctx, targets)
         return dict(targets)
 
-    def _fit_groups(self, groups: Mapping[str, list[Clip]], ctx: RunContext | None,
-                    targets: Mapping[str, AuxClassifierSystem]) -> None:
+    def _fit_groups(
+        self,
+        groups: Mapping[str, list[Clip]],
+        ctx: RunContext | None,
+        targets: Mapping[str, AuxClassifierSystem],
+    ) -> None:
         """Train the network on every group's clips (checkpoints in ``ctx.checkpoint_dir``: the
         callers of `fit_joint` give a ``joint`` folder), then each target's back-end."""
         ctx = ctx or RunContext()
@@ -225,26 +319,56 @@ class AuxClassifierSystem(System):
         bank = WaveBank.from_clips(clips, ctx.cache_dir, ctx.progress)
         classes, labels = derive_classes(bank.clips, self.classes)
         if len(classes) < 2:
-            warnings.warn(f"{self.name}: the training clips form a single class ({classes[0]!r}): "
-                          "the classification loss is degenerate (constant) and the network learns "
-                          "nothing; train jointly over several machine types (fit_joint, or "
-                          "`stethoscope train` on the whole data folder) or use data "
-                          "with sections / attributes", stacklevel=3)
+            warnings.warn(
+                f"{self.name}: the training clips form a single class ({classes[0]!r}): "
+                "the classification loss is degenerate (constant) and the network learns "
+                "nothing; train jointly over several machine types (fit_joint, or "
+                "`stethoscope train` on the whole data folder) or use data "
+                "with sections / attributes",
+                stacklevel=3,
+            )
         net = self.build_net(len(classes), pretrained=True, weights_dirs=ctx.weights_dirs)
         net = net.to(ctx.torch_device)
-        batches = bank.batches(labels, self.batch_size, crop_samples(self.crop_frames), self.mixup, self.mixup_alpha)
-        result = train(net, batches, self.epochs, OptimiserSpec(self.learning_rate),
-                       ctx, self.fingerprint(clips, ctx), name=f"train {self.name}")
+        batches = bank.batches(
+            labels, self.batch_size, crop_samples(self.crop_frames), self.mixup, self.mixup_alpha
+        )
+        result = train(
+            net,
+            batches,
+            self.epochs,
+            OptimiserSpec(self.learning_rate),
+            ctx,
+            self.fingerprint(clips, ctx),
+            name=f"train {self.name}",
+        )
         embeddings = self.embed_waves(bank.waves, ctx, net)
         kept_owner = [owners[i] for i in bank.index]
         for machine, target in targets.items():
             rows = [i for i, owner in enumerate(kept_owner) if owner == machine]
             if not rows:
-                raise StethoscopeError(f"{self.name}: every {machine} clip was left out by the audio checks")
-            target.net_, target.classes_, target.machine_, target.machines_ = net, classes, machine, list(groups)
-            target.history_, target.frontend_weights_, target._seed = result.history, self.frontend_weights_, ctx.seed
-            target.run_ = {"runtime": ctx.metadata(), "n_train": len(groups[machine]),
-                           "joint": {"machines": list(groups), "n_classes": len(classes), "n_clips": len(bank)}}
+                raise StethoscopeError(
+                    f"{self.name}: every {machine} clip was left out by the audio checks"
+                )
+            target.net_, target.classes_, target.machine_, target.machines_ = (
+                net,
+                classes,
+                machine,
+                list(groups),
+            )
+            target.history_, target.frontend_weights_, target._seed = (
+                result.history,
+                self.frontend_weights_,
+                ctx.seed,
+            )
+            target.run_ = {
+                "runtime": ctx.metadata(),
+                "n_train": len(groups[machine]),
+                "joint": {
+                    "machines": list(groups),
+                    "n_classes": len(classes),
+                    "n_clips": len(bank),
+                },
+            }
             target._fit_backend(embeddings[rows], [bank.clips[i] for i in rows], ctx)
 
     def _machine_centres(self, clips: Sequence[Clip]) -> tuple[np.ndarray, list[str]]:
@@ -255,12 +379,21 @@ class AuxClassifierSystem(System):
         centres = head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
         sections = {class_key(c, self.classes): c.section for c in clips}
         idx = [self.classes_.index(k) for k in sorted(sections)]
-        return (centres[idx].reshape(-1, centres.shape[-1]),
-                [sections[self.classes_[i]] for i in idx for _ in range(centres.shape[1])])
+        return (
+            centres[idx].reshape(-1, centres.shape[-1]),
+            [sections[self.classes_[i]] for i in idx for _ in range(centres.shape[1])],
+        )
 
     def _new_backend(self) -> EmbeddingBackend:
-        return EmbeddingBackend(self.backend, self.n_neighbors, self.smote, self.smote_ratio, self.per_section,
-                                self.gmm_components, self._seed)
+        return EmbeddingBackend(
+            self.backend,
+            self.n_neighbors,
+            self.smote,
+            self.smote_ratio,
+            self.per_section,
+            self.gmm_components,
+            self._seed,
+        )
 
     def _fit_backend(self, embeddings: np.ndarray, clips: Sequence[Clip], ctx: RunContext) -> None:
         """This machine type's back-end, then the threshold (held out: back-ends refitted per
@@ -274,8 +407,13 @@ class AuxClassifierSystem(System):
             out = np.zeros(len(embeddings))
             for held in folds:
                 rest = np.setdiff1d(np.arange(len(embeddings)), held)
-                fold = self._new_backend().fit(embeddings[rest], [sections[i] for i in rest],
-                                               [domains[i] for i in rest], centres, owners)
+                fold = self._new_backend().fit(
+                    embeddings[rest],
+                    [sections[i] for i in rest],
+                    [domains[i] for i in rest],
+                    centres,
+                    owners,
+                )
                 out[held] = fold.score(embeddings[held], [sections[i] for i in held])
             return out
 
@@ -303,17 +441,25 @@ class AuxClassifierSystem(System):
         logmel = decoded.logmels[0]  # type: ignore[index]
         params = self._explain_request().logmel
         score, amap = occlusion_map(decoded.waves[0], score_waves, params)  # type: ignore[index,arg-type]
-        return Explanation(score=score, logmel=logmel, anomaly_map=amap,
-                           map_title="occlusion, how much deleting each region lowers the score",
-                           map_unit="score drop")
+        return Explanation(
+            score=score,
+            logmel=logmel,
+            anomaly_map=amap,
+            map_title="occlusion, how much deleting each region lowers the score",
+            map_unit="score drop",
+        )
 
     # -- persistence ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.net_ is None or self.backend_ is None:
             raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
         state = {f"net.{k}": v for k, v in self.net_.state_dict().items()}
-        state.update({f"backend.{k}": torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
-                      for k, v in self.backend_.state().items()})
+        state.update(
+            {
+                f"backend.{k}": torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
+                for k, v in self.backend_.state().items()
+            }
+        )
         return state
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -321,20 +467,37 @@ class AuxClassifierSystem(System):
             raise CheckpointError(f"{self.name}: the saved config lists no classes")
         self.net_ = self.build_net(len(self.classes_))
         try:
-            self.net_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+            self.net_.load_state_dict(
+                {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+            )
         except RuntimeError as err:
-            raise CheckpointError(f"{self.name}: saved weights do not match the configured network ({err})") from err
+            raise CheckpointError(
+                f"{self.name}: saved weights do not match the configured network ({err})"
+            ) from err
         self.net_.eval()
         backend = {k[8:]: v.numpy() for k, v in tensors.items() if k.startswith("backend.")}
-        self.backend_ = EmbeddingBackend.from_state(backend, self._backend_index, kind=self.backend,
-                                                    n_neighbors=self.n_neighbors, smote=self.smote,
-                                                    smote_ratio=self.smote_ratio, per_section=self.per_section,
-                                                    gmm_components=self.gmm_components, seed=self._seed)
+        self.backend_ = EmbeddingBackend.from_state(
+            backend,
+            self._backend_index,
+            kind=self.backend,
+            n_neighbors=self.n_neighbors,
+            smote=self.smote,
+            smote_ratio=self.smote_ratio,
+            per_section=self.per_section,
+            gmm_components=self.gmm_components,
+            seed=self._seed,
+        )
 
     def extra_state(self) -> dict[str, Any]:
-        return {"classes": self.classes_, "machine": self.machine_, "machines": self.machines_,
-                "history": self.history_, "frontend_weights": self.frontend_weights_,
-                "backend": self._backend_index, "seed": self._seed}
+        return {
+            "classes": self.classes_,
+            "machine": self.machine_,
+            "machines": self.machines_,
+            "history": self.history_,
+            "frontend_weights": self.frontend_weights_,
+            "backend": self._backend_index,
+            "seed": self._seed,
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.classes_ = list(state.get("classes", []))

@@ -1,5 +1,6 @@
 """Data glue of the auxiliary classifier: classes from clip metadata, the training
 waveforms, and the engine's batches (random crops, optional mixup)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -46,15 +47,21 @@ class WaveBank:
     """The 16 kHz waveforms of the clips the audio checks kept, in order (float32 in RAM:
     0.64 MB per 10 s clip), and seeded random crops of them."""
 
-    def __init__(self, waves: list[np.ndarray], clips: list[Clip], index: list[int] | None = None) -> None:
+    def __init__(
+        self, waves: list[np.ndarray], clips: list[Clip], index: list[int] | None = None
+    ) -> None:
         self.waves, self.clips = waves, clips
-        self.index = index if index is not None else list(range(len(clips)))  # positions in the input
+        self.index = (
+            index if index is not None else list(range(len(clips)))
+        )  # positions in the input
 
     def __len__(self) -> int:
         return len(self.waves)
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], cache_dir: str | Path | None = None, progress: bool = True) -> WaveBank:
+    def from_clips(
+        cls, clips: Sequence[Clip], cache_dir: str | Path | None = None, progress: bool = True
+    ) -> WaveBank:
         waves: list[np.ndarray] = []
         kept: list[Clip] = []
         index: list[int] = []
@@ -63,7 +70,9 @@ class WaveBank:
             kept += part.clips  # type: ignore[arg-type]
             index += part.index  # type: ignore[arg-type]
         if clips and not kept:
-            raise StethoscopeError(f"all {len(clips)} clips were left out by the audio checks (--on-bad-audio)")
+            raise StethoscopeError(
+                f"all {len(clips)} clips were left out by the audio checks (--on-bad-audio)"
+            )
         return cls(waves, kept, index)
 
     def crop(self, i: int, samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -72,19 +81,25 @@ class WaveBank:
         if len(wave) <= samples:
             return F.pad(wave, (0, samples - len(wave)))
         start = int(torch.randint(0, len(wave) - samples + 1, (1,), generator=generator))
-        return wave[start:start + samples]
+        return wave[start : start + samples]
 
-    def batches(self, labels: torch.Tensor, batch_size: int, samples: int, mix: str,
-                alpha: float) -> Callable[[torch.Generator], Iterator[tuple[torch.Tensor, ...]]]:
+    def batches(
+        self, labels: torch.Tensor, batch_size: int, samples: int, mix: str, alpha: float
+    ) -> Callable[[torch.Generator], Iterator[tuple[torch.Tensor, ...]]]:
         """The engine's ``batches(generator)``: shuffled crops, mixed when ``mix`` is not
         ``none``; (waves, y_a, y_b, lam) tuples. A last batch of one clip is skipped (BatchNorm)."""
+
         def batches(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
             order = torch.randperm(len(self), generator=generator)
             for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 if len(idx) < 2:
                     continue
                 waves = torch.stack([self.crop(int(i), samples, generator) for i in idx])
-                yield tuple(no_mix(waves, labels[idx]) if mix == "none"
-                            else mixup(waves, labels[idx], alpha, generator))
+                yield tuple(
+                    no_mix(waves, labels[idx])
+                    if mix == "none"
+                    else mixup(waves, labels[idx], alpha, generator)
+                )
+
         return batches

@@ -15,6 +15,7 @@ The decision threshold is fitted once here for every system (`System.fit_thresho
 cross-fitted held-out training scores by default, or in-sample as the DCASE baselines do
 (see `threshold`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,17 @@ from .threshold import (
     taking_threshold_params,
 )
 
-__all__ = ["CONFIG_FILE", "REGISTRY", "WEIGHTS_FILE", "Explanation", "System", "get_system", "list_systems",
-           "load_system", "register"]
+__all__ = [
+    "CONFIG_FILE",
+    "REGISTRY",
+    "WEIGHTS_FILE",
+    "Explanation",
+    "System",
+    "get_system",
+    "list_systems",
+    "load_system",
+    "register",
+]
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
 
@@ -102,7 +112,7 @@ class System(Exportable, ABC):
     # system, which may set its own where its hyperparameters decide (an ensemble with a joint
     # member)
     joint: bool = False
-    param_rules: ClassVar[dict[str, Any]] = {}   # key -> interval "[1, inf)" or tuple of choices
+    param_rules: ClassVar[dict[str, Any]] = {}  # key -> interval "[1, inf)" or tuple of choices
     # a composite's parts: key -> part class; the key nests the part's parameters (`part_params`)
     parts: ClassVar[dict[str, type[System]]] = {}
     # the smallest hyperparameters that still run end to end (over the constructor's defaults):
@@ -115,7 +125,9 @@ class System(Exportable, ABC):
     # (`ensemble`): {"clips": the training clips, "in_sample": their scores by the fitted model,
     # "heldout": their cross-fitted held-out scores, or None where the fit was in-sample}
     fit_scores_: dict[str, Any] | None = None
-    score_norm_: dict[str, Any] | None = None  # per-section (and domain) score statistics (`threshold.score_norm`)
+    score_norm_: dict[str, Any] | None = (
+        None  # per-section (and domain) score statistics (`threshold.score_norm`)
+    )
     score_norm: str
     threshold_fit: str
     threshold_folds: int
@@ -152,7 +164,9 @@ class System(Exportable, ABC):
     def _set_params(self, values: Mapping[str, Any]) -> None:
         """Check the constructor's arguments (types from its annotations, ranges from
         ``param_rules``) and store them as attributes of the same names."""
-        params = {k: values[k] for k in type(self).param_names() if k in values}  # a base class sets its share
+        params = {
+            k: values[k] for k in type(self).param_names() if k in values
+        }  # a base class sets its share
         hints = typing.get_type_hints(type(self).__init__)
         check_params(self.name, hints, params, self.param_rules)
         for key, value in params.items():
@@ -161,8 +175,12 @@ class System(Exportable, ABC):
     def _set_threshold_params(self, values: Mapping[str, Any]) -> None:
         """Check and store the threshold hyperparameters (defaults for those not given)."""
         params = {k: values.get(k, default) for k, (_, default, _) in THRESHOLD_PARAMS.items()}
-        check_params(self.name, {k: kind for k, (kind, _, _) in THRESHOLD_PARAMS.items()}, params,
-                     {k: rule for k, (_, _, rule) in THRESHOLD_PARAMS.items()})
+        check_params(
+            self.name,
+            {k: kind for k, (kind, _, _) in THRESHOLD_PARAMS.items()},
+            params,
+            {k: rule for k, (_, _, rule) in THRESHOLD_PARAMS.items()},
+        )
         for key, value in params.items():
             setattr(self, key, value)
 
@@ -172,13 +190,21 @@ class System(Exportable, ABC):
 
     # -- training -------------------------------------------------------------------------
     @abstractmethod
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> System:
+    def fit(
+        self,
+        train: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> System:
         """Learn from normal ``train`` clips; ``val`` may hold labelled clips for model
         selection."""
 
-    def fit_joint(self, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None = None,
-                  ctx: RunContext | None = None) -> dict[str, System]:
+    def fit_joint(
+        self,
+        groups: Mapping[str, Sequence[Clip]],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> dict[str, System]:
         """Fit over every machine type in ``groups`` (machine type -> its normal training clips);
         returns one fitted, self-contained system per machine type, which is saved to its own
         model folder and scores clips of its own type. ``val`` holds labelled clips of any type.
@@ -195,10 +221,14 @@ class System(Exportable, ABC):
             fitted[machine] = system
         return fitted
 
-    def _begin_fit(self, train: Sequence[Clip], ctx: RunContext | None, minimum: int = 1) -> RunContext:
+    def _begin_fit(
+        self, train: Sequence[Clip], ctx: RunContext | None, minimum: int = 1
+    ) -> RunContext:
         """Common start of `fit`: check the clip count, seed every generator, record the runtime."""
         if len(train) < minimum:
-            raise ConfigError(f"{self.name}: fit needs at least {minimum} training clip(s), got {len(train)}")
+            raise ConfigError(
+                f"{self.name}: fit needs at least {minimum} training clip(s), got {len(train)}"
+            )
         ctx = ctx or RunContext()
         ctx.seed_everything()
         self.run_ = {"runtime": ctx.metadata(), "n_train": len(train)}
@@ -209,7 +239,11 @@ class System(Exportable, ABC):
         ``epochs`` is left out: a run may be resumed to train for longer; so are the threshold
         hyperparameters, which do not change what the model learns. The pretrained weights
         enter by sha256 (`weights_sha256`), never by path."""
-        params = {k: v for k, v in self.get_params().items() if k != "epochs" and k not in THRESHOLD_PARAMS}
+        params = {
+            k: v
+            for k, v in self.get_params().items()
+            if k != "epochs" and k not in THRESHOLD_PARAMS
+        }
         for part in self.parts:
             params[part] = {k: v for k, v in params[part].items() if k != "epochs"}
         if self.weights_sha256():
@@ -256,8 +290,9 @@ class System(Exportable, ABC):
         """Raw scores of ``clips`` (None: in-memory waveforms) on the scale of ``score_norm``."""
         return apply_score_norm(scores, clips, self.score_norm_) if self.score_norm_ else scores
 
-    def score_waveforms(self, waves: Sequence[np.ndarray], sample_rate: int = 16_000,
-                        ctx: RunContext | None = None) -> np.ndarray:
+    def score_waveforms(
+        self, waves: Sequence[np.ndarray], sample_rate: int = 16_000, ctx: RunContext | None = None
+    ) -> np.ndarray:
         """Scores of in-memory mono waveforms (streams, uploads): no files, no cache writes."""
         ctx = ctx or RunContext()
         raw = self.score_decoded(decode_waves(waves, sample_rate, self.feature_request()), ctx)
@@ -266,21 +301,28 @@ class System(Exportable, ABC):
     def explain(self, clip: Clip, ctx: RunContext | None = None) -> Explanation:
         """Score, input, reconstruction and anomaly map of one clip, from one pass."""
         ctx = ctx or RunContext()
-        decoded = next(iter_decoded([clip], self._explain_request(), ctx.cache_dir, progress=False), None)
+        decoded = next(
+            iter_decoded([clip], self._explain_request(), ctx.cache_dir, progress=False), None
+        )
         if decoded is None:
-            raise AudioSkipped(clip.path, "left out by the audio checks (--on-bad-audio); nothing to explain")
+            raise AudioSkipped(
+                clip.path, "left out by the audio checks (--on-bad-audio); nothing to explain"
+            )
         return self._explained(self.explain_decoded(decoded, ctx), [clip])
 
     def _explained(self, ex: Explanation, clips: Sequence[Clip] | None) -> Explanation:
         ex.score = float(self.normalised(np.array([ex.score]), clips)[0])
         return ex
 
-    def explain_waveform(self, wave: np.ndarray, sample_rate: int = 16_000,
-                         ctx: RunContext | None = None) -> Explanation:
+    def explain_waveform(
+        self, wave: np.ndarray, sample_rate: int = 16_000, ctx: RunContext | None = None
+    ) -> Explanation:
         """`explain` of an in-memory mono waveform (a kept upload): no files, no cache writes."""
         ctx = ctx or RunContext()
-        return self._explained(self.explain_decoded(decode_waves([wave], sample_rate, self._explain_request()), ctx),
-                               None)
+        return self._explained(
+            self.explain_decoded(decode_waves([wave], sample_rate, self._explain_request()), ctx),
+            None,
+        )
 
     def _explain_request(self) -> FeatureRequest:
         """What `explain` decodes: the scoring request, with the log-mel always (the picture's
@@ -301,8 +343,14 @@ class System(Exportable, ABC):
             raise RuntimeError("the system is not fitted: no decision threshold")
         return (np.asarray(scores) > self.threshold_).astype(int)
 
-    def fit_threshold(self, train_scores: np.ndarray, train: Sequence[Clip], ctx: RunContext, minimum: int = 1,
-                      heldout: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+    def fit_threshold(
+        self,
+        train_scores: np.ndarray,
+        train: Sequence[Clip],
+        ctx: RunContext,
+        minimum: int = 1,
+        heldout: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    ) -> None:
         """Set `threshold_`: the gamma fit (at ``threshold_percentile``) of the fitted model's
         ``train_scores`` (in_sample) or of held-out scores of the ``train`` clips (crossfit).
 
@@ -311,26 +359,41 @@ class System(Exportable, ABC):
         clips for folds of at least ``minimum`` training clips the fit is in-sample, with a
         warning. The run record's ``threshold`` entry says which fit was used and summarises
         the scores."""
-        info: dict[str, Any] = {"fit": self.threshold_fit, "percentile": self.threshold_percentile,
-                                "in_sample_scores": score_summary(train_scores),
-                                "in_sample_threshold": gamma_threshold(train_scores, self.threshold_percentile)}
+        info: dict[str, Any] = {
+            "fit": self.threshold_fit,
+            "percentile": self.threshold_percentile,
+            "in_sample_scores": score_summary(train_scores),
+            "in_sample_threshold": gamma_threshold(train_scores, self.threshold_percentile),
+        }
         scores = in_sample = np.asarray(train_scores, dtype=np.float64)
         heldout_scores = None
         if self.threshold_fit == CROSSFIT:
-            folds = crossfit_folds(len(train), self.threshold_folds, ctx.seed, minimum,
-                                   groups=[c.domain or "none" for c in train])
+            folds = crossfit_folds(
+                len(train),
+                self.threshold_folds,
+                ctx.seed,
+                minimum,
+                groups=[c.domain or "none" for c in train],
+            )
             if folds is None:
-                info.update(fit=IN_SAMPLE, note=f"{len(train)} training clips are too few for cross-fitting "
-                                                f"(folds need {minimum}+ training clips); fitted in-sample")
+                info.update(
+                    fit=IN_SAMPLE,
+                    note=f"{len(train)} training clips are too few for cross-fitting "
+                    f"(folds need {minimum}+ training clips); fitted in-sample",
+                )
                 warnings.warn(f"{self.name}: {info['note']}", stacklevel=2)
             else:
                 scores = heldout(folds) if heldout else self.crossfit_scores(train, folds, ctx)
                 heldout_scores = scores = np.asarray(scores, dtype=np.float64)
                 info.update(folds=len(folds), heldout_scores=score_summary(scores))
-        self.score_norm_ = fit_score_norm(scores, train, self.score_norm)  # held-out statistics where there are
+        self.score_norm_ = fit_score_norm(
+            scores, train, self.score_norm
+        )  # held-out statistics where there are
         if self.score_norm_:
-            scores, in_sample = apply_score_norm(scores, train, self.score_norm_), apply_score_norm(
-                in_sample, train, self.score_norm_)
+            scores, in_sample = (
+                apply_score_norm(scores, train, self.score_norm_),
+                apply_score_norm(in_sample, train, self.score_norm_),
+            )
             heldout_scores = scores if heldout_scores is not None else None
             info["score_norm"] = self.score_norm_
         self.fit_scores_ = {"clips": list(train), "in_sample": in_sample, "heldout": heldout_scores}
@@ -342,9 +405,15 @@ class System(Exportable, ABC):
         """Hyperparameters of the copies that give held-out scores: the system's own, with an
         in-sample threshold (a fold's threshold is never used). Systems that choose something
         while fitting fix that choice here, so that every fold scores the way the system does."""
-        return {**self.get_params(), "threshold_fit": IN_SAMPLE, "score_norm": "none"}  # raw held-out scores
+        return {
+            **self.get_params(),
+            "threshold_fit": IN_SAMPLE,
+            "score_norm": "none",
+        }  # raw held-out scores
 
-    def crossfit_scores(self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext) -> np.ndarray:
+    def crossfit_scores(
+        self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext
+    ) -> np.ndarray:
         """Held-out score of every ``train`` clip: per fold, a copy trained by the engine on the
         other folds (seed ``ctx.seed + k``, checkpoints in ``threshold/fold<k>``) scores it."""
         out = np.zeros(len(train))
@@ -352,11 +421,15 @@ class System(Exportable, ABC):
             out[held] = system.score([train[i] for i in held], fold_ctx)
         return out
 
-    def crossfit_models(self, train: Sequence[Clip], folds: Sequence[np.ndarray],
-                        ctx: RunContext) -> typing.Iterator[tuple[np.ndarray, System, RunContext]]:
+    def crossfit_models(
+        self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext
+    ) -> typing.Iterator[tuple[np.ndarray, System, RunContext]]:
         """(held-out indices, the copy fitted on the other clips, its context) per fold."""
-        for k, held in enumerate(progress(folds, desc=f"threshold folds ({self.name})", unit="fold",
-                                          enabled=ctx.progress)):
+        for k, held in enumerate(
+            progress(
+                folds, desc=f"threshold folds ({self.name})", unit="fold", enabled=ctx.progress
+            )
+        ):
             fold_ctx = ctx.replace(seed=ctx.seed + k).for_run("threshold", f"fold{k}")
             rest = np.setdiff1d(np.arange(len(train)), held)
             system = type(self)(**self.fold_params())
@@ -401,8 +474,14 @@ class System(Exportable, ABC):
     def _config(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         seed = (self.run_ or {}).get("runtime", {}).get("seed")
         run = {**run_metadata(self.get_params(), seed), **(self.run_ or {}), **(metadata or {})}
-        return {"system": self.name, "params": self.get_params(), "threshold": self.threshold_,
-                "score_norm": self.score_norm_, "extra_state": self.extra_state(), "run": run}
+        return {
+            "system": self.name,
+            "params": self.get_params(),
+            "threshold": self.threshold_,
+            "score_norm": self.score_norm_,
+            "extra_state": self.extra_state(),
+            "run": run,
+        }
 
 
 def load_system(directory: str | Path) -> System:
@@ -410,12 +489,16 @@ def load_system(directory: str | Path) -> System:
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not cfg_path.exists() or not w_path.exists():
-        raise CheckpointError(f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise CheckpointError(
+            f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     try:
         cfg = json.loads(cfg_path.read_text())
         name, params = cfg["system"], dict(cfg["params"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{cfg_path}: corrupt model config ({type(err).__name__}: {err})") from err
+        raise CheckpointError(
+            f"{cfg_path}: corrupt model config ({type(err).__name__}: {err})"
+        ) from err
     system = system_from_saved(name, params)
     system.threshold_, system.score_norm_ = cfg.get("threshold"), cfg.get("score_norm")
     system.run_ = cfg.get("run")

@@ -1,4 +1,5 @@
 """The official DCASE autoencoder baseline as a `System`."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar

@@ -15,6 +15,7 @@ encoder's name / weights kind / weights file name and sha256 as JSON (never a pa
 refits the detector deterministically and finds the encoder's weights by that sha256 in the
 run's weights folders (`encoders.locate_encoder_weights`), whatever the file is called there.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,7 +47,10 @@ class EmbeddingKNNSystem(System):
     smoke_params: ClassVar[dict[str, Any]] = {"encoder": "random", "detector": "gmm"}
     no_export = None
 
-    param_rules: ClassVar[dict[str, Any]] = {"n_neighbors": "[1, inf)", "detector": tuple(DETECTORS)}
+    param_rules: ClassVar[dict[str, Any]] = {
+        "n_neighbors": "[1, inf)",
+        "detector": tuple(DETECTORS),
+    }
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
     encoder: str
@@ -54,8 +58,14 @@ class EmbeddingKNNSystem(System):
     n_neighbors: int
     standardize: bool
 
-    def __init__(self, *, encoder: str = "efficientat_mn04", detector: str = "knn", n_neighbors: int = 2,
-                 standardize: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: str = "efficientat_mn04",
+        detector: str = "knn",
+        n_neighbors: int = 2,
+        standardize: bool = True,
+    ) -> None:
         self._set_params(locals())
         self.detector_: TrainingSetDetector | None = None
         self.encoder_tag_: dict[str, Any] | None = None
@@ -65,8 +75,16 @@ class EmbeddingKNNSystem(System):
     # -- pieces -----------------------------------------------------------------------
     def _get_encoder(self, ctx: RunContext) -> Encoder:
         if self._encoder is None or self._encoder[0] != ctx.device:
-            self._encoder = (ctx.device, get_fitted_encoder(self.encoder, self.encoder_tag_, ctx.device,
-                                                            ctx.weights_dirs, self.weights_hint_))
+            self._encoder = (
+                ctx.device,
+                get_fitted_encoder(
+                    self.encoder,
+                    self.encoder_tag_,
+                    ctx.device,
+                    ctx.weights_dirs,
+                    self.weights_hint_,
+                ),
+            )
         return self._encoder[1]
 
     def _detector_params(self) -> dict[str, Any]:
@@ -84,11 +102,17 @@ class EmbeddingKNNSystem(System):
     def embed(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """(n, dim) clip embeddings from the (cached) encoder."""
         ctx = ctx or RunContext()
-        return embed_clips(self._get_encoder(ctx), clips, cache_dir=ctx.cache_dir, progress=ctx.progress)
+        return embed_clips(
+            self._get_encoder(ctx), clips, cache_dir=ctx.cache_dir, progress=ctx.progress
+        )
 
     # -- System contract --------------------------------------------------------------
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> EmbeddingKNNSystem:
+    def fit(
+        self,
+        train: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> EmbeddingKNNSystem:
         del val  # nothing is selected on validation data here
         ctx = self._begin_fit(train, ctx)
         self._seed = ctx.seed
@@ -99,14 +123,21 @@ class EmbeddingKNNSystem(System):
             kept += part.clips  # type: ignore[arg-type]
             parts.append(embed_decoded(encoder, part, ctx.cache_dir))
         if not kept:
-            raise ConfigError(f"{self.name}: all {len(train)} training clips were left out by the audio checks")
+            raise ConfigError(
+                f"{self.name}: all {len(train)} training clips were left out by the audio checks"
+            )
         X = np.concatenate(parts)
         self.encoder_tag_ = encoder_tag(encoder)
         detector = get_detector(self.detector, **self._detector_params())
         assert isinstance(detector, TrainingSetDetector)  # every `DETECTORS` entry is one
         self.detector_ = detector.fit(X)
-        self.fit_threshold(self.detector_.train_scores(), kept, ctx, minimum=detector.min_train,
-                           heldout=lambda folds: self._heldout_scores(X, folds))
+        self.fit_threshold(
+            self.detector_.train_scores(),
+            kept,
+            ctx,
+            minimum=detector.min_train,
+            heldout=lambda folds: self._heldout_scores(X, folds),
+        )
         return self
 
     def _heldout_scores(self, X: np.ndarray, folds: Sequence[np.ndarray]) -> np.ndarray:
@@ -114,7 +145,9 @@ class EmbeddingKNNSystem(System):
         out = np.zeros(len(X))
         for held in folds:
             rest = np.setdiff1d(np.arange(len(X)), held)
-            out[held] = get_detector(self.detector, **self._detector_params()).fit(X[rest]).score(X[held])
+            out[held] = (
+                get_detector(self.detector, **self._detector_params()).fit(X[rest]).score(X[held])
+            )
         return out
 
     def score_decoded(self, decoded: Decoded, ctx: RunContext) -> np.ndarray:
@@ -134,41 +167,69 @@ class EmbeddingKNNSystem(System):
     def export_refusal(self) -> str | None:
         return encoder_refusal(self.name, self.encoder) or super().export_refusal()
 
-    def export_plan(self, seconds: float | None = None,
-                    ctx: RunContext | None = None) -> ExportPlan:
+    def export_plan(
+        self, seconds: float | None = None, ctx: RunContext | None = None
+    ) -> ExportPlan:
         """Any clip length (``seconds`` unused): the encoder pools over time."""
         del seconds
         self.refuse_export()
         ctx = ctx or RunContext()
         module = self.scoring_module(ctx)
-        details = {"detector": self.detector, "encoder": self.encoder,
-                   "encoder_weights": self._get_encoder(ctx).weights}
-        return ExportPlan(module, {"mn04_mel": torch.randn(2, 128, 101)},
-                          {"mn04_mel": {0: batch_dim(), 2: torch.export.Dim("frames", min=32)}},
-                          {"mn04_mel": EFFICIENTAT_MEL}, ["score"], details=details)
+        details = {
+            "detector": self.detector,
+            "encoder": self.encoder,
+            "encoder_weights": self._get_encoder(ctx).weights,
+        }
+        return ExportPlan(
+            module,
+            {"mn04_mel": torch.randn(2, 128, 101)},
+            {"mn04_mel": {0: batch_dim(), 2: torch.export.Dim("frames", min=32)}},
+            {"mn04_mel": EFFICIENTAT_MEL},
+            ["score"],
+            details=details,
+        )
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.detector_ is None:
             raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
-        return {f"detector.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.detector_.state().items()}
+        return {
+            f"detector.{k}": torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in self.detector_.state().items()
+        }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        state = {k[len("detector."):]: v.numpy() for k, v in tensors.items() if k.startswith("detector.")}
+        state = {
+            k[len("detector.") :]: v.numpy()
+            for k, v in tensors.items()
+            if k.startswith("detector.")
+        }
         if "train" not in state:
             raise CheckpointError(f"{self.name}: saved weights hold no detector training matrix")
         self.detector_ = DETECTORS[self.detector].from_state(state, **self._detector_params())
 
     def extra_state(self) -> dict[str, Any]:
         tag = self.encoder_tag_ or {}
-        return {"encoder": tag.get("encoder", self.encoder), "encoder_weights": tag.get("weights"),
-                "encoder_weights_sha256": tag.get("weights_sha256"), "embedding_dim": tag.get("dim"),
-                "encoder_weights_file": ENCODERS[self.encoder].weights_file,
-                "detector": self.detector, "detector_params": self._detector_params(), "seed": self._seed}
+        return {
+            "encoder": tag.get("encoder", self.encoder),
+            "encoder_weights": tag.get("weights"),
+            "encoder_weights_sha256": tag.get("weights_sha256"),
+            "embedding_dim": tag.get("dim"),
+            "encoder_weights_file": ENCODERS[self.encoder].weights_file,
+            "detector": self.detector,
+            "detector_params": self._detector_params(),
+            "seed": self._seed,
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._seed = int(state.get("seed", 0))
         if state.get("encoder") not in (None, self.encoder):
-            raise CheckpointError(f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}")
+            raise CheckpointError(
+                f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}"
+            )
         if state.get("encoder_weights_sha256"):
-            self.encoder_tag_ = {"encoder": state["encoder"], "weights": state.get("encoder_weights"),
-                                 "weights_sha256": state["encoder_weights_sha256"], "dim": state.get("embedding_dim")}
+            self.encoder_tag_ = {
+                "encoder": state["encoder"],
+                "weights": state.get("encoder_weights"),
+                "weights_sha256": state["encoder_weights_sha256"],
+                "dim": state.get("embedding_dim"),
+            }

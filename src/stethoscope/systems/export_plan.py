@@ -6,6 +6,7 @@ implements `scoring_module` (the very module its `score` and `explain` run) and 
 `export` then needs no knowledge of any system. A system without one keeps a ``no_export``
 reason, said from its own class.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -76,16 +77,19 @@ class Exportable:
         if self.no_export:
             return f"system {self.name!r} cannot be exported to ONNX: {self.no_export}"
         if self.score_norm_:
-            return (f"{self.name} with score_norm={self.score_norm!r} cannot be exported to ONNX "
-                    "yet (the edge runtime does not apply per-section statistics)")
+            return (
+                f"{self.name} with score_norm={self.score_norm!r} cannot be exported to ONNX "
+                "yet (the edge runtime does not apply per-section statistics)"
+            )
         return None
 
     def scoring_module(self) -> nn.Module:
         """The fitted scoring network: front-end features in, score (and anomaly map) out."""
         raise ConfigError(f"system {self.name!r} has no scoring module: {self.no_export}")
 
-    def export_plan(self, seconds: float | None = None,
-                    ctx: RunContext | None = None) -> ExportPlan:
+    def export_plan(
+        self, seconds: float | None = None, ctx: RunContext | None = None
+    ) -> ExportPlan:
         """The scoring module (frozen for export) and its example inputs, dynamic axes and
         front ends; ``seconds``: the clip length of systems that score one length only; ``ctx``:
         where pretrained encoder weights are found."""

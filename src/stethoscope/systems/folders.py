@@ -1,6 +1,7 @@
 """The model folders of ``train --out``: one model (named by the machine type in its run record)
 or one sub-folder per machine type. Read by every consumer of a models folder (``serve``,
 ``watch``, ``score --engine ray``), so that all of them find the same models."""
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,16 @@ def model_folders(folder: str | Path, flag: str = "--models") -> dict[str, Path]
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
             raise CheckpointError(f"{root / CONFIG_FILE}: corrupt model config ({err})") from err
         return {str(run.get("data_machine") or root.resolve().name): root}
-    found = {sub.name: sub for sub in sorted(root.iterdir())
-             if sub.is_dir() and not is_hidden(sub.name) and (sub / CONFIG_FILE).is_file()}
+    found = {
+        sub.name: sub
+        for sub in sorted(root.iterdir())
+        if sub.is_dir() and not is_hidden(sub.name) and (sub / CONFIG_FILE).is_file()
+    }
     if not found:
-        raise CheckpointError(f"{flag} {root}: no trained model in it (expected {root}/{CONFIG_FILE} or "
-                              f"{root}/<machine>/{CONFIG_FILE}, as `stethoscope train --out` writes)")
+        raise CheckpointError(
+            f"{flag} {root}: no trained model in it (expected {root}/{CONFIG_FILE} or "
+            f"{root}/<machine>/{CONFIG_FILE}, as `stethoscope train --out` writes)"
+        )
     return found
 
 
@@ -39,4 +45,6 @@ def model_folder_for(folder: str | Path, machine: str) -> Path:
         return root
     if (root / machine / CONFIG_FILE).exists():
         return root / machine
-    raise CheckpointError(f"{root}: no model for machine type {machine!r} (expected {root / machine}/{CONFIG_FILE})")
+    raise CheckpointError(
+        f"{root}: no model for machine type {machine!r} (expected {root / machine}/{CONFIG_FILE})"
+    )

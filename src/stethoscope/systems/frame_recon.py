@@ -14,6 +14,7 @@ The scoring maths is `models.frame_recon.FrameReconScorer` (`scoring_module`): `
 streams the vectors through its reconstruction in fixed-size chunks and reduces with its
 `score_from_stats`; `explain` and the ONNX export run it whole.
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -42,9 +43,15 @@ class FrameReconstructionSystem(System):
 
     no_export = None
 
-    param_rules: ClassVar[dict[str, Any]] = {"score_mode": SCORE_MODES, "epochs": "[1, inf)", "batch_size": "[2, inf)",
-                   "learning_rate": "(0, inf)", "n_frames": "[1, inf)", "n_mels": "[1, inf)",
-                   "log_floor": ("max", "add")}
+    param_rules: ClassVar[dict[str, Any]] = {
+        "score_mode": SCORE_MODES,
+        "epochs": "[1, inf)",
+        "batch_size": "[2, inf)",
+        "learning_rate": "(0, inf)",
+        "n_frames": "[1, inf)",
+        "n_mels": "[1, inf)",
+        "log_floor": ("max", "add"),
+    }
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
     score_mode: str
@@ -55,8 +62,17 @@ class FrameReconstructionSystem(System):
     n_mels: int
     log_floor: str
 
-    def __init__(self, *, score_mode: str = "mse", epochs: int = 100, batch_size: int = 256,
-                 learning_rate: float = 1e-3, n_frames: int = 5, n_mels: int = 128, log_floor: str = "max") -> None:
+    def __init__(
+        self,
+        *,
+        score_mode: str = "mse",
+        epochs: int = 100,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        n_frames: int = 5,
+        n_mels: int = 128,
+        log_floor: str = "max",
+    ) -> None:
         self._set_params(locals())
         self.model: nn.Module | None = None
         self.precision_source_: torch.Tensor | None = None
@@ -78,8 +94,14 @@ class FrameReconstructionSystem(System):
         fitted model (shared, not copied) and residual precisions."""
         if self.model is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        return FrameReconScorer(self.model, self.n_frames, self.score_mode, self.precision_source_,
-                                self.precision_target_, self.score_latent_choice())
+        return FrameReconScorer(
+            self.model,
+            self.n_frames,
+            self.score_mode,
+            self.precision_source_,
+            self.precision_target_,
+            self.score_latent_choice(),
+        )
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction used for scoring (eval mode)."""
@@ -94,22 +116,35 @@ class FrameReconstructionSystem(System):
         return FeatureRequest(logmel=self.logmel_params, min_frames=self.n_frames)
 
     # -- training ---------------------------------------------------------------------
-    def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> FrameReconstructionSystem:
+    def fit(
+        self,
+        train_clips: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> FrameReconstructionSystem:
         del val  # reconstruction systems select nothing on validation data
         ctx = self._begin_fit(train_clips, ctx)
-        bank = FrameBank.from_clips(train_clips, self.logmel_params, self.n_frames, ctx.cache_dir, ctx.progress)
+        bank = FrameBank.from_clips(
+            train_clips, self.logmel_params, self.n_frames, ctx.cache_dir, ctx.progress
+        )
         self.model = self.build_model(bank.dim).to(ctx.torch_device)
 
         def batches(generator: torch.Generator) -> Iterator[tuple[torch.Tensor]]:
             order = torch.randperm(len(bank), generator=generator)
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 if len(idx) > 1:  # BatchNorm needs two samples; the official code skips too
                     yield (bank.vectors(idx),)
 
-        result = train(self.model, batches, self.epochs, OptimiserSpec(self.learning_rate), ctx,
-                       self.fingerprint(train_clips, ctx), name=f"train {self.name}")
+        result = train(
+            self.model,
+            batches,
+            self.epochs,
+            OptimiserSpec(self.learning_rate),
+            ctx,
+            self.fingerprint(train_clips, ctx),
+            name=f"train {self.name}",
+        )
         self.history_ = [h["loss"] for h in result.history]
         self.epoch_seconds_ = [h["seconds"] for h in result.history]
         kept = bank.clips or train_clips  # the clips the audio checks kept, in the bank's order
@@ -125,10 +160,13 @@ class FrameReconstructionSystem(System):
         target = torch.tensor([c.is_target for c in clips])[bank.clip_index]
         order = torch.randperm(len(bank), generator=ctx.generator(offset=3, device="cpu"))
         dim = bank.dim
-        sums = {False: torch.zeros(dim, dim, dtype=torch.float64), True: torch.zeros(dim, dim, dtype=torch.float64)}
+        sums = {
+            False: torch.zeros(dim, dim, dtype=torch.float64),
+            True: torch.zeros(dim, dim, dtype=torch.float64),
+        }
         counts = {False: 0, True: 0}
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             x = ctx.to_device(bank.vectors(idx))
             diff = (x - self.reconstruct(x)).double().cpu()
             for is_target in (False, True):
@@ -158,7 +196,9 @@ class FrameReconstructionSystem(System):
         return device
 
     @torch.no_grad()
-    def _residual_stats(self, bank: FrameBank, ctx: RunContext, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def _residual_stats(
+        self, bank: FrameBank, ctx: RunContext, chunk: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per clip: mean squared error and mean residual vector.
 
         Vectors go through the model in fixed-size chunks whatever the clip boundaries (BatchNorm
@@ -197,28 +237,39 @@ class FrameReconstructionSystem(System):
         device = self._model_device(ctx)
         scorer = self.scoring_module().to(device)
         score, amap, rec = scorer.explain(ctx.to_device(torch.from_numpy(mel)[None]))
-        return Explanation(score=float(score[0]), logmel=mel, reconstruction=rec[0].cpu().numpy(),
-                           anomaly_map=amap[0].cpu().numpy())
+        return Explanation(
+            score=float(score[0]),
+            logmel=mel,
+            reconstruction=rec[0].cpu().numpy(),
+            anomaly_map=amap[0].cpu().numpy(),
+        )
 
     # -- export -----------------------------------------------------------------------
     def export_refusal(self) -> str | None:
         latent = self.score_latent_choice()
         if latent not in (None, "mean"):
-            return (f"{self.name} with score_latent={latent!r} scores a random latent sample; "
-                    f"ONNX export needs score_latent=mean")
+            return (
+                f"{self.name} with score_latent={latent!r} scores a random latent sample; "
+                f"ONNX export needs score_latent=mean"
+            )
         return super().export_refusal()
 
-    def export_plan(self, seconds: float | None = None,
-                    ctx: RunContext | None = None) -> ExportPlan:
+    def export_plan(
+        self, seconds: float | None = None, ctx: RunContext | None = None
+    ) -> ExportPlan:
         """Any clip length (``seconds`` unused): the vectors are stacked in the graph."""
         del seconds
         self.refuse_export()
         frames = torch.export.Dim("frames", min=self.n_frames)
         example = torch.randn(2, self.n_mels, self.n_frames + 11)
-        return ExportPlan(self.scoring_module(), {"logmel": example},
-                          {"logmel": {0: batch_dim(), 2: frames}}, {"logmel": self.logmel_params},
-                          ["score", "anomaly_map"],
-                          details={"score_mode": self.score_mode, "n_frames": self.n_frames})
+        return ExportPlan(
+            self.scoring_module(),
+            {"logmel": example},
+            {"logmel": {0: batch_dim(), 2: frames}},
+            {"logmel": self.logmel_params},
+            ["score", "anomaly_map"],
+            details={"score_mode": self.score_mode, "n_frames": self.n_frames},
+        )
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ also what the ONNX export runs) per batch, which gives the score, the anomaly ma
 reconstruction, the mel embedding and the attention together.
 Every interpretation of the paper is argued in ``docs/tldiffgan.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,27 +39,53 @@ from .params import check_params
 
 AUX_LABELS = ("section_attributes", "section", "none")
 LDGAN_RULES: dict[str, Any] = {
-    "n_frames": "[1, inf)", "n_mels": "[1, inf)", "log_floor": ("max", "add"), "ae_channels": "[1, inf)",
-    "latent_channels": "[1, inf)", "n_down": "[0, 8]", "gen_channels": "[1, inf)", "gen_blocks": "[0, inf)",
-    "disc_channels": "[1, inf)", "n_steps": "[1, inf)", "schedule": SCHEDULES, "beta_min": "(0, inf)",
-    "beta_max": "(0, inf)", "prediction": PREDICTIONS, "x0_clip": "(0, inf)", "gp_type": GP_KINDS,
-    "gp_weight": "[0, inf)", "w_pred": "[0, inf)", "w_stat": "[0, inf)", "w_adv": "[0, inf)",
-    "aux_labels": AUX_LABELS, "aux_weight": "[0, inf)", "tmixup_alpha": "(0, inf)", "tau_low": "[0, 1]",
-    "tau_high": "[0, 1]", "score_step": "[0, inf)", "score_draws": "[1, inf)", "score_seed": "[0, inf)",
-    "score_reduction": REDUCTIONS, "score_topk": "(0, 1]", "epochs": "[1, inf)", "batch_size": "[1, inf)",
-    "learning_rate": "(0, inf)", "adam_beta1": "[0, 1)", "adam_beta2": "[0, 1)",
+    "n_frames": "[1, inf)",
+    "n_mels": "[1, inf)",
+    "log_floor": ("max", "add"),
+    "ae_channels": "[1, inf)",
+    "latent_channels": "[1, inf)",
+    "n_down": "[0, 8]",
+    "gen_channels": "[1, inf)",
+    "gen_blocks": "[0, inf)",
+    "disc_channels": "[1, inf)",
+    "n_steps": "[1, inf)",
+    "schedule": SCHEDULES,
+    "beta_min": "(0, inf)",
+    "beta_max": "(0, inf)",
+    "prediction": PREDICTIONS,
+    "x0_clip": "(0, inf)",
+    "gp_type": GP_KINDS,
+    "gp_weight": "[0, inf)",
+    "w_pred": "[0, inf)",
+    "w_stat": "[0, inf)",
+    "w_adv": "[0, inf)",
+    "aux_labels": AUX_LABELS,
+    "aux_weight": "[0, inf)",
+    "tmixup_alpha": "(0, inf)",
+    "tau_low": "[0, 1]",
+    "tau_high": "[0, 1]",
+    "score_step": "[0, inf)",
+    "score_draws": "[1, inf)",
+    "score_seed": "[0, inf)",
+    "score_reduction": REDUCTIONS,
+    "score_topk": "(0, 1]",
+    "epochs": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "learning_rate": "(0, inf)",
+    "adam_beta1": "[0, 1)",
+    "adam_beta2": "[0, 1)",
 }
 
 
 class BranchEval(NamedTuple):
     """Per-clip outputs of `MelBranch.evaluate` (maps only when asked for)."""
 
-    scores: np.ndarray                    # (n,)
-    embeddings: np.ndarray                # (n, latent_channels) float32
-    maps: list[np.ndarray] | None         # standardised squared error (n_mels, frames) per clip
-    maps_db: list[np.ndarray] | None      # the same in dB² (the anomaly map)
+    scores: np.ndarray  # (n,)
+    embeddings: np.ndarray  # (n, latent_channels) float32
+    maps: list[np.ndarray] | None  # standardised squared error (n_mels, frames) per clip
+    maps_db: list[np.ndarray] | None  # the same in dB² (the anomaly map)
     reconstructions: list[np.ndarray] | None  # reconstruction in dB (n_mels, frames) per clip
-    attention: list[np.ndarray] | None    # (frames,) per clip
+    attention: list[np.ndarray] | None  # (frames,) per clip
 
 
 class MelBranch:
@@ -78,7 +105,9 @@ class MelBranch:
 
     def build_model(self, n_classes: int) -> LDGAN:
         names = {f.name for f in dataclasses.fields(LDGANConfig)}
-        return LDGAN(LDGANConfig(**{k: v for k, v in self.hp.items() if k in names}, n_classes=n_classes))
+        return LDGAN(
+            LDGANConfig(**{k: v for k, v in self.hp.items() if k in names}, n_classes=n_classes)
+        )
 
     def class_key(self, clip: Clip) -> str:
         """Auxiliary class of a clip: its section (machine id) and, optionally, its attributes."""
@@ -96,7 +125,7 @@ class MelBranch:
         frames, want = mel.shape[1], self.hp["n_frames"]
         if frames > want:
             start = int(torch.randint(0, frames - want + 1, (1,), generator=generator))
-            return self._standardise(mel[:, start:start + want])
+            return self._standardise(mel[:, start : start + want])
         return F.pad(self._standardise(mel), (0, want - frames))
 
     def _fit_statistics(self, mels: Sequence[np.ndarray]) -> None:
@@ -114,32 +143,47 @@ class MelBranch:
         self.mel_std_ = torch.from_numpy(np.sqrt(squares / total)).float().clamp_min(1e-2)
 
     # -- training ---------------------------------------------------------------------
-    def fit(self, mels: Sequence[np.ndarray], clips: Sequence[Clip], ctx: RunContext, fingerprint: str,
-            name: str) -> None:
+    def fit(
+        self,
+        mels: Sequence[np.ndarray],
+        clips: Sequence[Clip],
+        ctx: RunContext,
+        fingerprint: str,
+        name: str,
+    ) -> None:
         """Standardisation statistics, auxiliary classes, then the engine's training loop."""
         self._fit_statistics(mels)
         keys = [self.class_key(c) for c in clips]
         self.classes_ = sorted(set(keys)) if self.hp["aux_labels"] != "none" else []
         n_classes = len(self.classes_) if len(self.classes_) > 1 else 0
-        labels = torch.tensor([self.classes_.index(k) for k in keys]) if n_classes else torch.zeros(len(clips),
-                                                                                                      dtype=torch.long)
+        labels = (
+            torch.tensor([self.classes_.index(k) for k in keys])
+            if n_classes
+            else torch.zeros(len(clips), dtype=torch.long)
+        )
         if self.hp["tmixup"] and not n_classes:
-            warnings.warn("ldgan: TMixup is off for this run: the training clips form a single "
-                          "auxiliary class (section/attributes), so nothing trains the attention "
-                          "pooling (docs/tldiffgan.md)",
-                          stacklevel=3)
+            warnings.warn(
+                "ldgan: TMixup is off for this run: the training clips form a single "
+                "auxiliary class (section/attributes), so nothing trains the attention "
+                "pooling (docs/tldiffgan.md)",
+                stacklevel=3,
+            )
         self.model = self.build_model(n_classes).to(ctx.torch_device)
         batch_size = self.hp["batch_size"]
 
         def batches(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             order = torch.randperm(len(mels), generator=generator)
             for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 x = torch.stack([self._crop(mels[i], generator) for i in idx.tolist()])
                 yield x, F.one_hot(labels[idx], max(n_classes, 1)).float()
 
-        spec = OptimiserSpec(self.hp["learning_rate"], (self.hp["adam_beta1"], self.hp["adam_beta2"]))
-        self.history_ = train(self.model, batches, self.hp["epochs"], spec, ctx, fingerprint, name).history
+        spec = OptimiserSpec(
+            self.hp["learning_rate"], (self.hp["adam_beta1"], self.hp["adam_beta2"])
+        )
+        self.history_ = train(
+            self.model, batches, self.hp["epochs"], spec, ctx, fingerprint, name
+        ).history
 
     # -- scoring ----------------------------------------------------------------------
     def _noises(self, frames: int, draw: int) -> list[torch.Tensor]:
@@ -162,7 +206,9 @@ class MelBranch:
         return LDGANScorer(self.model, self.mel_mean_, self.mel_std_, noises, embedding)
 
     @torch.no_grad()
-    def evaluate(self, mels: Sequence[np.ndarray], ctx: RunContext, maps: bool = False) -> BranchEval:
+    def evaluate(
+        self, mels: Sequence[np.ndarray], ctx: RunContext, maps: bool = False
+    ) -> BranchEval:
         """One scoring-module pass (`LDGANScorer.evaluate`) per batch of equal-length clips."""
         if self.model is None:
             raise RuntimeError("ldgan: fit or load the system before scoring")
@@ -180,9 +226,11 @@ class MelBranch:
         for frames, members in by_length.items():
             draws_cpu = [self._noises(frames, d) for d in range(self.hp["score_draws"])]
             for start in range(0, len(members), self.hp["batch_size"]):
-                idx = members[start:start + self.hp["batch_size"]]
+                idx = members[start : start + self.hp["batch_size"]]
                 x = ctx.to_device(torch.stack([torch.from_numpy(mels[i]) for i in idx]))
-                draws = [[z[None].expand(len(idx), -1, -1).to(device) for z in d] for d in draws_cpu]
+                draws = [
+                    [z[None].expand(len(idx), -1, -1).to(device) for z in d] for d in draws_cpu
+                ]
                 with ctx.autocast():
                     out = scorer.evaluate(x, draws)
                 scores[idx] = out.score.float().cpu().numpy()
@@ -199,8 +247,12 @@ class MelBranch:
         """Clip ``j``'s (standardised map, map in dB², reconstruction in dB, attention)."""
         amap = out.anomaly_map[j].float()
         rec = scorer.to_db(out.reconstruction[j].float())
-        return (amap.cpu().numpy(), scorer.map_db(amap).cpu().numpy(), rec.cpu().numpy(),
-                out.attention[j].float().cpu().numpy())
+        return (
+            amap.cpu().numpy(),
+            scorer.map_db(amap).cpu().numpy(),
+            rec.cpu().numpy(),
+            out.attention[j].float().cpu().numpy(),
+        )
 
     def explain(self, mel: np.ndarray, ctx: RunContext) -> Explanation:
         """One clip's score, reconstruction, map (squared error in dB^2) and attention."""
@@ -211,16 +263,23 @@ class MelBranch:
         replaces the branch's own (a system that scores otherwise, e.g. TLDiffGAN)."""
         assert out.maps is not None and out.maps_db is not None and out.reconstructions is not None
         assert out.attention is not None
-        return Explanation(score=float(out.scores[0] if score is None else score), logmel=mel,
-                           reconstruction=out.reconstructions[0], anomaly_map=out.maps_db[0],
-                           extras={"attention": out.attention[0], "anomaly_map_standardised": out.maps[0]})
+        return Explanation(
+            score=float(out.scores[0] if score is None else score),
+            logmel=mel,
+            reconstruction=out.reconstructions[0],
+            anomaly_map=out.maps_db[0],
+            extras={"attention": out.attention[0], "anomaly_map_standardised": out.maps[0]},
+        )
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.model is None or self.mel_mean_ is None or self.mel_std_ is None:
             raise RuntimeError("ldgan: nothing to save, the system is not fitted")
-        return {**{f"model.{k}": v for k, v in self.model.state_dict().items()},
-                "mel_mean": self.mel_mean_, "mel_std": self.mel_std_}
+        return {
+            **{f"model.{k}": v for k, v in self.model.state_dict().items()},
+            "mel_mean": self.mel_mean_,
+            "mel_std": self.mel_std_,
+        }
 
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         head = tensors.get("model.aux_head.weight")
@@ -230,8 +289,11 @@ class MelBranch:
         self.mel_mean_, self.mel_std_ = tensors["mel_mean"].float(), tensors["mel_std"].float()
 
     def extra_state(self) -> dict[str, Any]:
-        return {"classes": self.classes_, "history": self.history_,
-                "tmixup_active": bool(self.model is not None and self.model.tmixup_active)}
+        return {
+            "classes": self.classes_,
+            "history": self.history_,
+            "tmixup_active": bool(self.model is not None and self.model.tmixup_active),
+        }
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.classes_ = list(state.get("classes", []))
@@ -242,10 +304,14 @@ def check_ldgan_params(owner: str, params: Mapping[str, Any]) -> None:
     """Types and ranges of LDGAN hyperparameters, and the rules that tie two of them."""
     check_params(owner, typing.get_type_hints(LDGANSystem.__init__), params, LDGAN_RULES)
     if params["score_step"] > params["n_steps"]:
-        raise ConfigError(f"{owner}: score_step must be in [0, n_steps={params['n_steps']}], "
-                          f"got {params['score_step']}")
+        raise ConfigError(
+            f"{owner}: score_step must be in [0, n_steps={params['n_steps']}], "
+            f"got {params['score_step']}"
+        )
     if params["tau_low"] > params["tau_high"]:
-        raise ConfigError(f"{owner}: need tau_low <= tau_high, got {params['tau_low']}, {params['tau_high']}")
+        raise ConfigError(
+            f"{owner}: need tau_low <= tau_high, got {params['tau_low']}, {params['tau_high']}"
+        )
 
 
 @register
@@ -253,10 +319,20 @@ class LDGANSystem(System):
     """Latent diffusion-GAN reconstruction of log-mels (TLDiffGAN's mel branch)."""
 
     name = "ldgan"
-    description = "TLDiffGAN mel branch: latent diffusion-GAN reconstruction + TMixup (anomaly maps)"
-    smoke_params: ClassVar[dict[str, Any]] = {  # the CPU config (configs/ldgan_cpu.yaml), 2 epochs on 32-frame windows
-        "ae_channels": 32, "latent_channels": 8, "gen_channels": 32, "disc_channels": 32,
-        "epochs": 2, "batch_size": 4, "learning_rate": 0.001, "n_frames": 32,
+    description = (
+        "TLDiffGAN mel branch: latent diffusion-GAN reconstruction + TMixup (anomaly maps)"
+    )
+    smoke_params: ClassVar[
+        dict[str, Any]
+    ] = {  # the CPU config (configs/ldgan_cpu.yaml), 2 epochs on 32-frame windows
+        "ae_channels": 32,
+        "latent_channels": 8,
+        "gen_channels": 32,
+        "disc_channels": 32,
+        "epochs": 2,
+        "batch_size": 4,
+        "learning_rate": 0.001,
+        "n_frames": 32,
     }
     no_export = None
 
@@ -264,20 +340,47 @@ class LDGANSystem(System):
     score_step: int
     score_reduction: str
 
-    def __init__(self, *, n_frames: int = 313, n_mels: int = 128, log_floor: str = "max",
-                 latent_diffusion: bool = True, tmixup: bool = True,
-                 ae_channels: int = 64, latent_channels: int = 16, n_down: int = 2,
-                 gen_channels: int = 64, gen_blocks: int = 2, disc_channels: int = 64,
-                 n_steps: int = 4, schedule: str = "vp", beta_min: float = 0.1, beta_max: float = 20.0,
-                 prediction: str = "eps", x0_clip: float = 5.0,
-                 gp_type: str = "r1", gp_weight: float = 10.0,
-                 w_pred: float = 1.0, w_stat: float = 1.0, w_adv: float = 0.1,
-                 aux_labels: str = "section_attributes", aux_weight: float = 0.1,
-                 tmixup_alpha: float = 0.2, tau_low: float = 0.2, tau_high: float = 0.5,
-                 score_step: int = 2, score_draws: int = 1, score_seed: int = 0,
-                 score_reduction: str = "mean", score_topk: float = 0.1,
-                 epochs: int = 150, batch_size: int = 512, learning_rate: float = 1e-4,
-                 adam_beta1: float = 0.5, adam_beta2: float = 0.9) -> None:
+    def __init__(
+        self,
+        *,
+        n_frames: int = 313,
+        n_mels: int = 128,
+        log_floor: str = "max",
+        latent_diffusion: bool = True,
+        tmixup: bool = True,
+        ae_channels: int = 64,
+        latent_channels: int = 16,
+        n_down: int = 2,
+        gen_channels: int = 64,
+        gen_blocks: int = 2,
+        disc_channels: int = 64,
+        n_steps: int = 4,
+        schedule: str = "vp",
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        prediction: str = "eps",
+        x0_clip: float = 5.0,
+        gp_type: str = "r1",
+        gp_weight: float = 10.0,
+        w_pred: float = 1.0,
+        w_stat: float = 1.0,
+        w_adv: float = 0.1,
+        aux_labels: str = "section_attributes",
+        aux_weight: float = 0.1,
+        tmixup_alpha: float = 0.2,
+        tau_low: float = 0.2,
+        tau_high: float = 0.5,
+        score_step: int = 2,
+        score_draws: int = 1,
+        score_seed: int = 0,
+        score_reduction: str = "mean",
+        score_topk: float = 0.1,
+        epochs: int = 150,
+        batch_size: int = 512,
+        learning_rate: float = 1e-4,
+        adam_beta1: float = 0.5,
+        adam_beta2: float = 0.9,
+    ) -> None:
         params = {k: v for k, v in locals().items() if k != "self"}
         check_ldgan_params(self.name, params)
         self._set_params(params)
@@ -286,13 +389,22 @@ class LDGANSystem(System):
     def feature_request(self) -> FeatureRequest:
         return FeatureRequest(logmel=self.branch.logmel_params)
 
-    def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> LDGANSystem:
+    def fit(
+        self,
+        train_clips: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> LDGANSystem:
         """Train on normal clips, then fit the threshold (`System.fit_threshold`)."""
         del val  # nothing is selected on validation data in the mel branch
         ctx = self._begin_fit(train_clips, ctx)
-        store, _ = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
-                                       spill_dir=ctx.cache_dir)
+        store, _ = MelStore.from_clips(
+            train_clips,
+            self.feature_request(),
+            ctx.cache_dir,
+            ctx.progress,
+            spill_dir=ctx.cache_dir,
+        )
         mels, kept = store.mels(), store.clips
         assert kept is not None  # `from_clips` keeps the clips it decoded
         self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
@@ -309,8 +421,9 @@ class LDGANSystem(System):
         """`MelBranch.scoring_module`: with ``frames``, the scoring noise of that clip length."""
         return self.branch.scoring_module(frames, embedding=False)
 
-    def export_plan(self, seconds: float | None = None,
-                    ctx: RunContext | None = None) -> ExportPlan:
+    def export_plan(
+        self, seconds: float | None = None, ctx: RunContext | None = None
+    ) -> ExportPlan:
         """One clip length (``seconds``, default 10): the scoring noise is fixed per length."""
         self.refuse_export()
         samples = clip_samples(seconds)
@@ -318,14 +431,22 @@ class LDGANSystem(System):
         frames = params.n_frames(samples)
         example = torch.randn(2, params.n_mels, frames)
         details = {"score_reduction": self.score_reduction, "score_step": self.score_step}
-        return ExportPlan(self.scoring_module(frames), {"logmel": example},
-                          {"logmel": {0: batch_dim()}}, {"logmel": params},
-                          ["score", "anomaly_map"], samples, details)
+        return ExportPlan(
+            self.scoring_module(frames),
+            {"logmel": example},
+            {"logmel": {0: batch_dim()}},
+            {"logmel": params},
+            ["score", "anomaly_map"],
+            samples,
+            details,
+        )
 
     def mel_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """Attention-pooled latent of each (unmixed) clip: (n, latent_channels) float32."""
         ctx = ctx or RunContext()
-        return self.branch.evaluate(logmels(clips, self.branch.logmel_params, ctx.cache_dir, ctx.progress), ctx).embeddings
+        return self.branch.evaluate(
+            logmels(clips, self.branch.logmel_params, ctx.cache_dir, ctx.progress), ctx
+        ).embeddings
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.branch.state_tensors()

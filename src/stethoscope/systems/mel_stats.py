@@ -16,6 +16,7 @@ The scoring network is `models.mel_stats.MelStatsScorer`; `score`, `explain` and
 export all run it. Saved state: each group's training features (its detector is refitted on
 load, deterministically, as `embedding_knn` does) and the groups' sections and domains.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,12 +52,20 @@ class MelStatsSystem(System):
 
     name = "mel_stats"
     no_export = None
-    description = "per-bin log-mel statistics + Ledoit-Wolf Mahalanobis (or kNN / GMM); fits in seconds"
+    description = (
+        "per-bin log-mel statistics + Ledoit-Wolf Mahalanobis (or kNN / GMM); fits in seconds"
+    )
     smoke_params: ClassVar[dict[str, Any]] = {"modulation_bands": 4, "min_group_clips": 2}
-    param_rules: ClassVar[dict[str, Any]] = {"detector": DETECTOR_CHOICES, "n_neighbors": "[1, inf)", "n_components": "[1, inf)",
-                   "modulation_bands": "[0, 64]", "modulation_bins": "[1, 32]", "n_mels": "[1, inf)",
-                   "min_group_clips": "[2, inf)",
-                   "log_floor": ("max", "add")}
+    param_rules: ClassVar[dict[str, Any]] = {
+        "detector": DETECTOR_CHOICES,
+        "n_neighbors": "[1, inf)",
+        "n_components": "[1, inf)",
+        "modulation_bands": "[0, 64]",
+        "modulation_bins": "[1, 32]",
+        "n_mels": "[1, inf)",
+        "min_group_clips": "[2, inf)",
+        "log_floor": ("max", "add"),
+    }
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
     stats: Sequence[str]
@@ -71,14 +80,27 @@ class MelStatsSystem(System):
     n_mels: int
     log_floor: str
 
-    def __init__(self, *, stats: Sequence[str] = DEFAULT_STATS, modulation_bands: int = 0,
-                 modulation_bins: int = 8, detector: str = "mahalanobis", n_neighbors: int = 2,
-                 n_components: int = 1, per_section: bool = True, per_domain: bool = True,
-                 min_group_clips: int = 8, n_mels: int = 128, log_floor: str = "max") -> None:
+    def __init__(
+        self,
+        *,
+        stats: Sequence[str] = DEFAULT_STATS,
+        modulation_bands: int = 0,
+        modulation_bins: int = 8,
+        detector: str = "mahalanobis",
+        n_neighbors: int = 2,
+        n_components: int = 1,
+        per_section: bool = True,
+        per_domain: bool = True,
+        min_group_clips: int = 8,
+        n_mels: int = 128,
+        log_floor: str = "max",
+    ) -> None:
         self._set_params(locals())
         bad = [s for s in self.stats if s not in STATISTICS] if self.stats else ["(none)"]
         if bad or len(set(self.stats)) != len(self.stats):
-            raise ConfigError(f"mel_stats: stats must be distinct names from {list(STATISTICS)}, got {self.stats}")
+            raise ConfigError(
+                f"mel_stats: stats must be distinct names from {list(STATISTICS)}, got {self.stats}"
+            )
         self.groups_: list[dict[str, Any]] | None = None  # per group: section, domain, clip count
         self.detectors_: list[TrainingSetDetector] | None = None
         self.scorer_: MelStatsScorer | None = None
@@ -93,7 +115,9 @@ class MelStatsSystem(System):
         return FeatureRequest(logmel=self.logmel_params, min_frames=2)
 
     def _features_module(self) -> MelStatsFeatures:
-        return MelStatsFeatures(self.n_mels, self.stats, self.modulation_bands, self.modulation_bins)
+        return MelStatsFeatures(
+            self.n_mels, self.stats, self.modulation_bands, self.modulation_bins
+        )
 
     def _detector(self) -> TrainingSetDetector:
         params: dict[str, Any] = {"standardize": True}
@@ -114,30 +138,44 @@ class MelStatsSystem(System):
         sections: dict[str | None, list[int]] = {}
         for i, c in enumerate(clips):
             sections.setdefault(c.section if self.per_section else None, []).append(i)
-        if min(map(len, sections.values())) < self.min_group_clips:  # too few for a detector of its own
+        if (
+            min(map(len, sections.values())) < self.min_group_clips
+        ):  # too few for a detector of its own
             sections = {None: list(range(len(clips)))}
         plan = []
         for section, idx in sorted(sections.items(), key=lambda kv: str(kv[0])):
             domains: dict[str, list[int]] = {}
             for i in idx:
                 domains.setdefault(clips[i].domain or "", []).append(i)
-            split = (self.per_domain and len(domains) > 1 and "" not in domains
-                     and min(map(len, domains.values())) >= self.min_group_clips)
-            for domain, members in (sorted(domains.items()) if split else [(None, idx)]):
-                plan.append(({"section": section, "domain": domain, "n": len(members)}, np.asarray(members)))
+            split = (
+                self.per_domain
+                and len(domains) > 1
+                and "" not in domains
+                and min(map(len, domains.values())) >= self.min_group_clips
+            )
+            for domain, members in sorted(domains.items()) if split else [(None, idx)]:
+                plan.append(
+                    ({"section": section, "domain": domain, "n": len(members)}, np.asarray(members))
+                )
         return plan
 
-    def _fit_detectors(self, X: np.ndarray, plan: list[tuple[dict[str, Any], np.ndarray]]
-                       ) -> list[TrainingSetDetector]:
+    def _fit_detectors(
+        self, X: np.ndarray, plan: list[tuple[dict[str, Any], np.ndarray]]
+    ) -> list[TrainingSetDetector]:
         return [self._detector().fit(X[idx]) for _, idx in plan]
 
     def _build_scorer(self) -> None:
         assert self.detectors_ is not None
         scales = [(det.scaler_.mean_, det.scaler_.scale_) for det in self.detectors_]  # type: ignore[union-attr]
-        self.scorer_ = MelStatsScorer(self._features_module(), [DetectorModule(d) for d in self.detectors_],
-                                      [(torch.from_numpy(m), torch.from_numpy(s)) for m, s in scales])
+        self.scorer_ = MelStatsScorer(
+            self._features_module(),
+            [DetectorModule(d) for d in self.detectors_],
+            [(torch.from_numpy(m), torch.from_numpy(s)) for m, s in scales],
+        )
 
-    def groups_for(self, clip: Clip | None, groups: Sequence[dict[str, Any]] | None = None) -> list[int] | None:
+    def groups_for(
+        self, clip: Clip | None, groups: Sequence[dict[str, Any]] | None = None
+    ) -> list[int] | None:
         """The detectors (of ``groups``, default the fitted ones) that score ``clip``: its
         section's, or all (``None``) for a section not seen in training, a pooled fit or an
         in-memory waveform."""
@@ -148,8 +186,12 @@ class MelStatsSystem(System):
         return mine or None
 
     # -- System contract --------------------------------------------------------------
-    def fit(self, train: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> MelStatsSystem:
+    def fit(
+        self,
+        train: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> MelStatsSystem:
         del val  # nothing is selected on validation data
         ctx = self._begin_fit(train, ctx, minimum=2)
         self._seed = ctx.seed
@@ -159,7 +201,9 @@ class MelStatsSystem(System):
             kept += part.clips  # type: ignore[arg-type]
             mels += part.logmels  # type: ignore[arg-type]
         if len(kept) < 2:
-            raise ConfigError(f"{self.name}: needs 2+ training clips the audio checks keep, got {len(kept)}")
+            raise ConfigError(
+                f"{self.name}: needs 2+ training clips the audio checks keep, got {len(kept)}"
+            )
         X = self.features(mels)
         plan = self.plan_groups(kept)
         self.groups_ = [info for info, _ in plan]
@@ -168,24 +212,35 @@ class MelStatsSystem(System):
         in_sample = np.zeros(len(kept))
         for (_, idx), det in zip(plan, self.detectors_, strict=True):
             in_sample[idx] = det.train_scores()
-        self.fit_threshold(in_sample, kept, ctx, minimum=2, heldout=lambda folds: self._heldout(X, kept, folds))
+        self.fit_threshold(
+            in_sample, kept, ctx, minimum=2, heldout=lambda folds: self._heldout(X, kept, folds)
+        )
         return self
 
-    def _heldout(self, X: np.ndarray, clips: Sequence[Clip], folds: Sequence[np.ndarray]) -> np.ndarray:
+    def _heldout(
+        self, X: np.ndarray, clips: Sequence[Clip], folds: Sequence[np.ndarray]
+    ) -> np.ndarray:
         """Each fold's clips scored by detectors fitted on the other folds' features (min over
         the detectors of the clip's section, as in scoring)."""
         out = np.zeros(len(X))
         for held in folds:
             rest = np.setdiff1d(np.arange(len(X)), held)
             plan = [(info, rest[idx]) for info, idx in self.plan_groups([clips[i] for i in rest])]
-            scores = np.stack([d.score(X[held]) for d in self._fit_detectors(X, plan)], axis=1)  # (held, groups)
+            scores = np.stack(
+                [d.score(X[held]) for d in self._fit_detectors(X, plan)], axis=1
+            )  # (held, groups)
             infos = [info for info, _ in plan]
             for row, i in enumerate(held):
                 out[i] = scores[row, self.groups_for(clips[i], infos) or slice(None)].min()
         return out
 
-    def _scores(self, logmels: Sequence[np.ndarray], clips: Sequence[Clip] | None, ctx: RunContext,
-                maps_too: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _scores(
+        self,
+        logmels: Sequence[np.ndarray],
+        clips: Sequence[Clip] | None,
+        ctx: RunContext,
+        maps_too: bool = False,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         if self.scorer_ is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         scores, maps = np.zeros(len(logmels)), [np.empty(0)] * len(logmels)
@@ -210,10 +265,16 @@ class MelStatsSystem(System):
 
     def explain_decoded(self, decoded: Decoded, ctx: RunContext) -> Explanation:
         """The score and each (mel bin, frame)'s share of the squared standardised deviations."""
-        scores, maps = self._scores(decoded.logmels or [], decoded.clips, ctx, maps_too=True)
-        return Explanation(score=float(scores[0]), logmel=decoded.logmels[0], anomaly_map=maps[0],  # type: ignore[index]
-                           map_title="squared standardised deviation of the bin statistics, spread over frames",
-                           map_unit="squared z per frame")
+        logmels = decoded.required_logmels()
+        scores, maps = self._scores(logmels, decoded.clips, ctx, maps_too=True)
+        assert maps is not None  # maps_too=True returns them
+        return Explanation(
+            score=float(scores[0]),
+            logmel=logmels[0],
+            anomaly_map=maps[0],
+            map_title="squared standardised deviation of the bin statistics, spread over frames",
+            map_unit="squared z per frame",
+        )
 
     # -- scoring module and export ----------------------------------------------------
     def scoring_module(self) -> MelStatsScorer:
@@ -222,33 +283,47 @@ class MelStatsSystem(System):
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         return self.scorer_
 
-    def export_plan(self, seconds: float | None = None,
-                    ctx: RunContext | None = None) -> ExportPlan:
+    def export_plan(
+        self, seconds: float | None = None, ctx: RunContext | None = None
+    ) -> ExportPlan:
         """One clip length (``seconds``, default 10): the percentiles index frames. Every
         section's detectors score, the smallest score wins (as an in-memory waveform)."""
         self.refuse_export()
         samples = clip_samples(seconds)
         frames = self.logmel_params.n_frames(samples)
         details = {"detector": self.detector, "stats": self.stats, "groups": self.groups_}
-        return ExportPlan(self.scoring_module(), {"logmel": torch.randn(2, self.n_mels, frames)},
-                          {"logmel": {0: batch_dim()}}, {"logmel": self.logmel_params},
-                          ["score", "anomaly_map"], samples, details)
+        return ExportPlan(
+            self.scoring_module(),
+            {"logmel": torch.randn(2, self.n_mels, frames)},
+            {"logmel": {0: batch_dim()}},
+            {"logmel": self.logmel_params},
+            ["score", "anomaly_map"],
+            samples,
+            details,
+        )
 
     # -- persistence ------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.detectors_ is None:
             raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
-        return {f"g{g}.{k}": torch.from_numpy(np.ascontiguousarray(v))
-                for g, det in enumerate(self.detectors_) for k, v in det.state().items()}
+        return {
+            f"g{g}.{k}": torch.from_numpy(np.ascontiguousarray(v))
+            for g, det in enumerate(self.detectors_)
+            for k, v in det.state().items()
+        }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.groups_ is None:
             raise CheckpointError(f"{self.name}: config.json holds no detector groups")
         dets = []
         for g in range(len(self.groups_)):
-            state = {k.split(".", 1)[1]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{g}.")}
+            state = {
+                k.split(".", 1)[1]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{g}.")
+            }
             if "train" not in state:
-                raise CheckpointError(f"{self.name}: saved weights hold no training features of group {g}")
+                raise CheckpointError(
+                    f"{self.name}: saved weights hold no training features of group {g}"
+                )
             dets.append(type(self._detector()).from_state(state, **self._detector().get_params()))
         self.detectors_ = dets
         self._build_scorer()
@@ -260,6 +335,7 @@ class MelStatsSystem(System):
         self._seed = int(state.get("seed", 0))
         groups = state.get("groups")
         if not isinstance(groups, list) or not groups:
-            raise CheckpointError(f"{self.name}: config.json's extra_state.groups is missing or empty")
+            raise CheckpointError(
+                f"{self.name}: config.json's extra_state.groups is missing or empty"
+            )
         self.groups_ = groups
-

@@ -12,6 +12,7 @@ shape, constant within each region; one explanation costs ``bands * chunks + 1``
 in batches (Zeiler and Fergus, "Visualizing and understanding convolutional networks",
 ECCV 2014, occlusion sensitivity).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -31,16 +32,30 @@ def _edges(total: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in pairwise(cuts) if b > a]
 
 
-def occlusion_map(wave: np.ndarray, score_waves: Callable[[Sequence[np.ndarray]], np.ndarray],
-                  params: LogMelParams, bands: int = BANDS, chunks: int = CHUNKS) -> tuple[float, np.ndarray]:
+def occlusion_map(
+    wave: np.ndarray,
+    score_waves: Callable[[Sequence[np.ndarray]], np.ndarray],
+    params: LogMelParams,
+    bands: int = BANDS,
+    chunks: int = CHUNKS,
+) -> tuple[float, np.ndarray]:
     """(score of ``wave``, map of shape (n_mels, frames)); ``score_waves`` scores a list of
     waveforms of ``wave``'s length (higher = more anomalous)."""
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     window = torch.hann_window(params.n_fft)
-    spec = torch.stft(x, params.n_fft, params.hop_length, window=window, center=True, pad_mode="constant",
-                      return_complex=True)  # (n_fft // 2 + 1, frames)
+    spec = torch.stft(
+        x,
+        params.n_fft,
+        params.hop_length,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )  # (n_fft // 2 + 1, frames)
     filters = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels)  # (n_mels, bins)
-    owner = np.where(filters.sum(axis=0) > 0, filters.argmax(axis=0), -1)  # each bin's strongest mel band
+    owner = np.where(
+        filters.sum(axis=0) > 0, filters.argmax(axis=0), -1
+    )  # each bin's strongest mel band
     mel_parts, frame_parts = _edges(params.n_mels, bands), _edges(spec.shape[1], chunks)
     regions, waves = [], [np.asarray(wave, dtype=np.float32)]
     for m0, m1 in mel_parts:
@@ -48,8 +63,16 @@ def occlusion_map(wave: np.ndarray, score_waves: Callable[[Sequence[np.ndarray]]
         for f0, f1 in frame_parts:
             cut = spec.clone()
             cut[bins, f0:f1] = 0
-            waves.append(torch.istft(cut, params.n_fft, params.hop_length, window=window, center=True,
-                                     length=len(wave)).numpy())
+            waves.append(
+                torch.istft(
+                    cut,
+                    params.n_fft,
+                    params.hop_length,
+                    window=window,
+                    center=True,
+                    length=len(wave),
+                ).numpy()
+            )
             regions.append((m0, m1, f0, f1))
     scores = np.asarray(score_waves(waves), dtype=np.float64)
     full = float(scores[0])

@@ -7,6 +7,7 @@ refused unless the interval includes ``inf``. Errors name the system, the key, t
 values and what was given. A string given for a list-typed parameter is read as a comma
 list (`split_comma_lists`): ``--set members=dcase_ae,embedding_knn``.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -22,18 +23,36 @@ import yaml
 from ..errors import ConfigError
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])\s*$")
-RUNTIME_KEYS = ("device", "seed", "progress", "cache_dir", "checkpoint_dir", "checkpoint_every", "threads", "precision",
-                "data_parallel", "weights_path")
+RUNTIME_KEYS = (
+    "device",
+    "seed",
+    "progress",
+    "cache_dir",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "threads",
+    "precision",
+    "data_parallel",
+    "weights_path",
+)
 # the CLI flag that sets each runtime key (several have no flag of the same name)
-RUNTIME_FLAGS = {"device": "--device", "seed": "--seed", "progress": "--quiet", "cache_dir": "--cache DIR / --no-cache",
-                 "checkpoint_dir": "--out (checkpoints go to OUT/.checkpoints)", "checkpoint_every": "--checkpoint-every",
-                 "threads": "--threads", "precision": "--precision",
-                 "data_parallel": "--data-parallel",
-                 "weights_path": "--weights-dir DIR or $STETHOSCOPE_WEIGHTS_DIR (a folder)"}
+RUNTIME_FLAGS = {
+    "device": "--device",
+    "seed": "--seed",
+    "progress": "--quiet",
+    "cache_dir": "--cache DIR / --no-cache",
+    "checkpoint_dir": "--out (checkpoints go to OUT/.checkpoints)",
+    "checkpoint_every": "--checkpoint-every",
+    "threads": "--threads",
+    "precision": "--precision",
+    "data_parallel": "--data-parallel",
+    "weights_path": "--weights-dir DIR or $STETHOSCOPE_WEIGHTS_DIR (a folder)",
+}
 
 
-def check_params(owner: str, hints: Mapping[str, Any], values: Mapping[str, Any],
-                 rules: Mapping[str, Any]) -> None:
+def check_params(
+    owner: str, hints: Mapping[str, Any], values: Mapping[str, Any], rules: Mapping[str, Any]
+) -> None:
     """Raise `ConfigError` for the first value whose type, range or choice is wrong."""
     for key, value in values.items():
         kind = hints.get(key)
@@ -60,7 +79,9 @@ def split_comma_lists(hints: Mapping[str, Any], values: Mapping[str, Any]) -> di
         if item is None or not isinstance(value, str):
             continue
         parts = [part.strip() for part in value.split(",")]
-        out[key] = parts if item is str else [yaml.safe_load(part) if part else None for part in parts]
+        out[key] = (
+            parts if item is str else [yaml.safe_load(part) if part else None for part in parts]
+        )
     return out
 
 
@@ -78,8 +99,11 @@ def _list_item_type(kind: Any) -> Any:
 def runtime_key_error(owner: str, keys: Sequence[str]) -> ConfigError:
     """The error for runtime settings given as hyperparameters (they are flags, not config)."""
     flags = ", ".join(RUNTIME_FLAGS.get(k, f"--{k.replace('_', '-')}") for k in keys)
-    what = "is a runtime setting, not a hyperparameter" if len(keys) == 1 else \
-        "are runtime settings, not hyperparameters"
+    what = (
+        "is a runtime setting, not a hyperparameter"
+        if len(keys) == 1
+        else "are runtime settings, not hyperparameters"
+    )
     return ConfigError(f"{owner}: {', '.join(keys)} {what}; use {flags} (or RunContext in the API)")
 
 
@@ -89,13 +113,25 @@ def _check_type(owner: str, key: str, value: Any, kind: Any, rule: Any = None) -
         if type(None) not in args:
             raise ConfigError(f"{owner}: {key} must not be null")
         return
-    options = [a for a in args if a is not type(None)] if typing.get_origin(kind) in (typing.Union, UnionType) else [kind]
+    options = (
+        [a for a in args if a is not type(None)]
+        if typing.get_origin(kind) in (typing.Union, UnionType)
+        else [kind]
+    )
     for option in options:
         if _matches(value, option):
             return
-    allowed = f" in {rule}" if isinstance(rule, str) else f" among {list(rule)}" if isinstance(rule, tuple) else ""
-    raise ConfigError(f"{owner}: {key} must be {_describe(options)}{allowed}, "
-                      f"got {value!r} ({type(value).__name__})")
+    allowed = (
+        f" in {rule}"
+        if isinstance(rule, str)
+        else f" among {list(rule)}"
+        if isinstance(rule, tuple)
+        else ""
+    )
+    raise ConfigError(
+        f"{owner}: {key} must be {_describe(options)}{allowed}, "
+        f"got {value!r} ({type(value).__name__})"
+    )
 
 
 def _matches(value: Any, kind: Any) -> bool:
@@ -110,14 +146,18 @@ def _matches(value: Any, kind: Any) -> bool:
         return isinstance(value, str)
     if origin in (list, tuple, collections.abc.Sequence):
         inner = typing.get_args(kind)[:1] or (Any,)
-        return isinstance(value, (list, tuple)) and all(inner[0] is Any or _matches(v, inner[0]) for v in value)
+        return isinstance(value, (list, tuple)) and all(
+            inner[0] is Any or _matches(v, inner[0]) for v in value
+        )
     return True  # anything richer is the constructor's own business
 
 
 def _describe(options: list[Any]) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return " or ".join(names.get(o, "a list" if typing.get_origin(o) else getattr(o, "__name__", str(o)))
-                       for o in options)
+    return " or ".join(
+        names.get(o, "a list" if typing.get_origin(o) else getattr(o, "__name__", str(o)))
+        for o in options
+    )
 
 
 def _in_interval(value: float, rule: str) -> bool:
@@ -131,4 +171,3 @@ def _in_interval(value: float, rule: str) -> bool:
     above = value > lo_v or (left == "[" and value == lo_v)
     below = value < hi_v or (right == "]" and value == hi_v)
     return above and below
-

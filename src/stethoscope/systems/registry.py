@@ -2,6 +2,7 @@
 builds one from its name and hyperparameters, refusing runtime keys and unknown ones;
 `part_params` checks a composite's nested part parameters; `system_from_saved` rebuilds a
 system from a model folder's saved hyperparameters, migrating older layouts."""
+
 from __future__ import annotations
 
 import typing
@@ -37,8 +38,10 @@ def get_system(name: str, **params: Any) -> System:
     known = cls.param_names()
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ConfigError(f"system {name!r} has no parameter(s) {unknown}; parameters: {known}"
-                          + _part_hint(cls, unknown))
+        raise ConfigError(
+            f"system {name!r} has no parameter(s) {unknown}; parameters: {known}"
+            + _part_hint(cls, unknown)
+        )
     return cls(**params)
 
 
@@ -47,8 +50,10 @@ def _part_hint(cls: type[System], unknown: list[str]) -> str:
     for part, part_cls in cls.parts.items():
         theirs = [k for k in unknown if k in part_cls.constructor_param_names()]
         if theirs:
-            return (f"; {theirs} belong to its {part!r} part: nest them under {part} (YAML "
-                    f"'{part}: {{{theirs[0]}: ...}}', --set {part}.{theirs[0]}=...)")
+            return (
+                f"; {theirs} belong to its {part!r} part: nest them under {part} (YAML "
+                f"'{part}: {{{theirs[0]}: ...}}', --set {part}.{theirs[0]}=...)"
+            )
     return ""
 
 
@@ -60,18 +65,21 @@ def part_params(owner: str, key: str, part: type[System], given: Any) -> dict[st
     if given is None:
         given = {}
     if not isinstance(given, Mapping):
-        raise ConfigError(f"{owner}: {key} must be a mapping of {part.name} parameters, "
-                          f"got {given!r}")
+        raise ConfigError(
+            f"{owner}: {key} must be a mapping of {part.name} parameters, got {given!r}"
+        )
     names = part.constructor_param_names()
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise ConfigError(f"{owner}: unknown {key} parameter(s) {[f'{key}.{k}' for k in unknown]}; "
-                          f"{key} parameters: {names}")
+        raise ConfigError(
+            f"{owner}: unknown {key} parameter(s) {[f'{key}.{k}' for k in unknown]}; "
+            f"{key} parameters: {names}"
+        )
     try:
         built = part(**split_comma_lists(typing.get_type_hints(part.__init__), given))
     except ConfigError as err:  # "ldgan: epochs must be" -> "tldiffgan: ldgan.epochs must be"
         text, prefix = str(err), f"{part.name}: "
-        text = f"{key}.{text[len(prefix):]}" if text.startswith(prefix) else f"{key}: {text}"
+        text = f"{key}.{text[len(prefix) :]}" if text.startswith(prefix) else f"{key}: {text}"
         raise ConfigError(f"{owner}: {text}") from err
     return {k: getattr(built, k) for k in names}
 
@@ -81,8 +89,11 @@ def nest_flat_parts(cls: type[System], params: dict[str, Any]) -> dict[str, Any]
     written before parts were nested) moved into the part's mapping."""
     own = set(cls.param_names())
     for part, part_cls in cls.parts.items():
-        flat = {k: params.pop(k) for k in list(params)
-                if k not in own and k in part_cls.constructor_param_names()}
+        flat = {
+            k: params.pop(k)
+            for k in list(params)
+            if k not in own and k in part_cls.constructor_param_names()
+        }
         if flat:
             params[part] = {**flat, **(params.get(part) or {})}
     return params

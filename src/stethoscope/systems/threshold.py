@@ -21,6 +21,7 @@ constructor (`System.__init_subclass__` wraps each with `taking_threshold_params
   the smallest of its section's domain z-scores (the DCASE 2023 baseline's rule); a clip of a
   section not seen in training, or an in-memory waveform, the pooled statistics.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,7 +44,9 @@ THRESHOLD_PARAMS: dict[str, tuple[type, Any, Any]] = {
     "threshold_percentile": (float, 0.9, "(0, 1)"),
     "score_norm": (str, "none", ("none", "section", "section_domain")),
 }
-MIN_NORM_CLIPS = 3  # a group with fewer training scores borrows its section's (or the pooled) statistics
+MIN_NORM_CLIPS = (
+    3  # a group with fewer training scores borrows its section's (or the pooled) statistics
+)
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
@@ -56,8 +59,9 @@ def gamma_threshold(scores: np.ndarray, percentile: float = 0.9) -> float:
     return float(scipy.stats.gamma.ppf(q=percentile, a=shape, loc=loc, scale=scale))
 
 
-def crossfit_folds(n: int, folds: int, seed: int, minimum: int = 1,
-                   groups: Sequence[str] | None = None) -> list[np.ndarray] | None:
+def crossfit_folds(
+    n: int, folds: int, seed: int, minimum: int = 1, groups: Sequence[str] | None = None
+) -> list[np.ndarray] | None:
     """Held-out index sets of ``min(folds, n)`` shuffled folds over ``n`` clips (fixed by ``seed``);
     None when a fold's training part would hold fewer than ``minimum`` clips.
 
@@ -70,17 +74,27 @@ def crossfit_folds(n: int, folds: int, seed: int, minimum: int = 1,
     index = np.arange(n)
     if groups is not None and len(set(groups)) > 1 and max(Counter(groups).values()) >= k:
         with warnings.catch_warnings():  # a group smaller than k is spread over folds, as wanted
-            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="The least populated class", category=UserWarning
+            )
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
             return [held for _, held in splitter.split(index, list(groups))]
-    return [held for _, held in KFold(n_splits=k, shuffle=True, random_state=seed % 2**32).split(index)]
+    return [
+        held for _, held in KFold(n_splits=k, shuffle=True, random_state=seed % 2**32).split(index)
+    ]
 
 
 def score_summary(scores: np.ndarray) -> dict[str, float | int]:
     """What the run record keeps of a set of scores."""
     scores = np.asarray(scores, dtype=np.float64)
-    return {"n": len(scores), "min": float(scores.min()), "median": float(np.median(scores)),
-            "mean": float(scores.mean()), "p90": float(np.percentile(scores, 90)), "max": float(scores.max())}
+    return {
+        "n": len(scores),
+        "min": float(scores.min()),
+        "median": float(np.median(scores)),
+        "mean": float(scores.mean()),
+        "p90": float(np.percentile(scores, 90)),
+        "max": float(scores.max()),
+    }
 
 
 def false_alarm_rate(normal_scores: np.ndarray, threshold: float) -> float:
@@ -105,7 +119,9 @@ def fit_score_norm(scores: np.ndarray, clips: Sequence[Any], mode: str) -> dict[
         keys.setdefault(clip.section, []).append(i)
         if mode == "section_domain" and clip.domain:
             keys.setdefault(f"{clip.section}/{clip.domain}", []).append(i)
-    groups = {k: _stats(scores[idx]) for k, idx in sorted(keys.items()) if len(idx) >= MIN_NORM_CLIPS}
+    groups = {
+        k: _stats(scores[idx]) for k, idx in sorted(keys.items()) if len(idx) >= MIN_NORM_CLIPS
+    }
     return {"mode": mode, "pooled": _stats(scores), "groups": groups}
 
 
@@ -113,7 +129,9 @@ def _zscore(score: float, stats: dict[str, Any]) -> float:
     return (score - stats["mean"]) / stats["std"]
 
 
-def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict[str, Any] | None) -> np.ndarray:
+def apply_score_norm(
+    scores: np.ndarray, clips: Sequence[Any] | None, norm: dict[str, Any] | None
+) -> np.ndarray:
     """``scores`` as z-scores under `fit_score_norm`'s statistics (unchanged without them)."""
     scores = np.asarray(scores, dtype=np.float64)
     if norm is None:
@@ -123,8 +141,12 @@ def apply_score_norm(scores: np.ndarray, clips: Sequence[Any] | None, norm: dict
         clip = clips[i] if clips is not None else None
         section = groups.get(clip.section) if clip is not None else None
         if clip is not None and norm["mode"] == "section_domain":
-            mine = [st for k, st in groups.items() if k.startswith(f"{clip.section}/")
-                    and (clip.domain is None or k == f"{clip.section}/{clip.domain}")]
+            mine = [
+                st
+                for k, st in groups.items()
+                if k.startswith(f"{clip.section}/")
+                and (clip.domain is None or k == f"{clip.section}/{clip.domain}")
+            ]
             if mine:
                 out[i] = min(_zscore(s, st) for st in mine)
                 continue
@@ -151,7 +173,9 @@ def signature_with_threshold_params(cls: type) -> inspect.Signature:
     """A system class's signature: its constructor's parameters, then the threshold ones
     (before ``**kwargs``)."""
     own = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
-    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-             for k, (kind, default, _) in THRESHOLD_PARAMS.items()]
+    extra = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for k, (kind, default, _) in THRESHOLD_PARAMS.items()
+    ]
     var_kw = [p for p in own if p.kind is inspect.Parameter.VAR_KEYWORD]
     return inspect.Signature([p for p in own if p not in var_kw] + extra + var_kw)

@@ -27,6 +27,7 @@ Per machine type (one system each):
 
 The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 """
+
 from __future__ import annotations
 
 import math
@@ -64,13 +65,21 @@ class TLDiffGANSystem(System):
     """Dual-branch TLDiffGAN: LDGAN reconstruction + mel/wave joint embeddings + detector bank."""
 
     name = "tldiffgan"
-    description = ("TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector "
-                   "selected per machine")
-    smoke_params: ClassVar[dict[str, Any]] = {"ldgan": LDGANSystem.smoke_params, "encoder": "random",
-                    "detectors": ["knn", "gmm"]}
+    description = (
+        "TLDiffGAN: LDGAN mel branch + frozen waveform encoder, fused, detector "
+        "selected per machine"
+    )
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "ldgan": LDGANSystem.smoke_params,
+        "encoder": "random",
+        "detectors": ["knn", "gmm"],
+    }
     no_export = None
 
-    param_rules: ClassVar[dict[str, Any]] = {"n_neighbors": "[1, inf)", "holdout_fraction": "(0, 0.5]"}
+    param_rules: ClassVar[dict[str, Any]] = {
+        "n_neighbors": "[1, inf)",
+        "holdout_fraction": "(0, 0.5]",
+    }
     parts: ClassVar[dict[str, type[System]]] = {"ldgan": LDGANSystem}
 
     # hyperparameters: the constructor's arguments, stored by `_set_params`
@@ -83,20 +92,32 @@ class TLDiffGANSystem(System):
     holdout_fraction: float
     mel_stats_branch: bool
 
-    def __init__(self, *, encoder: str = "efficientat_mn04", use_wave_branch: bool = True,
-                 balance_branches: bool = True,
-                 detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"), n_neighbors: int = 2,
-                 selection: str = "validation", holdout_fraction: float = 0.2,
-                 mel_stats_branch: bool = False, ldgan: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: str = "efficientat_mn04",
+        use_wave_branch: bool = True,
+        balance_branches: bool = True,
+        detectors: Sequence[str] = ("knn", "lof", "gmm", "sos"),
+        n_neighbors: int = 2,
+        selection: str = "validation",
+        holdout_fraction: float = 0.2,
+        mel_stats_branch: bool = False,
+        ldgan: dict[str, Any] | None = None,
+    ) -> None:
         own = {k: v for k, v in locals().items() if k not in ("self", "ldgan", "__class__")}
         detectors = list(detectors)
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown or not detectors or len(set(detectors)) != len(detectors):
-            raise ConfigError(f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, "
-                              f"got {detectors}")
+            raise ConfigError(
+                f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, "
+                f"got {detectors}"
+            )
         allowed = (*SELECTION_RULES, RECON, *detectors)
         if selection not in allowed:
-            raise ConfigError(f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}")
+            raise ConfigError(
+                f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}"
+            )
         mel_params = part_params(self.name, "ldgan", LDGANSystem, ldgan)
         self._set_params({**own, "ldgan": mel_params})
         self.branch = MelBranch(mel_params)
@@ -105,7 +126,9 @@ class TLDiffGANSystem(System):
         self.scalers_: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # branch -> (mean, scale)
         self.joint_train_: np.ndarray | None = None
         self.detectors_: dict[str, TrainingSetDetector] = {}
-        self.reference_: dict[str, np.ndarray] = {}  # candidate -> held-out scores of the training clips
+        self.reference_: dict[
+            str, np.ndarray
+        ] = {}  # candidate -> held-out scores of the training clips
         self.selection_: dict[str, Any] = {}
         self._seed = 0  # the fitting run's seed: detectors and cross-fitting folds use it
 
@@ -126,17 +149,29 @@ class TLDiffGANSystem(System):
         if not self.use_wave_branch:
             raise ConfigError("tldiffgan: the waveform branch is off (use_wave_branch=false)")
         if self._encoder is None or self._encoder[0] != ctx.device:
-            self._encoder = (ctx.device, get_fitted_encoder(self.encoder, self.encoder_tag_, ctx.device,
-                                                            ctx.weights_dirs, self.weights_hint_))
+            self._encoder = (
+                ctx.device,
+                get_fitted_encoder(
+                    self.encoder,
+                    self.encoder_tag_,
+                    ctx.device,
+                    ctx.weights_dirs,
+                    self.weights_hint_,
+                ),
+            )
         return self._encoder[1]
 
-    def _branches(self, decoded: Decoded, ctx: RunContext, mel: BranchEval | None = None) -> dict[str, Any]:
+    def _branches(
+        self, decoded: Decoded, ctx: RunContext, mel: BranchEval | None = None
+    ) -> dict[str, Any]:
         """Every branch of one decoded chunk from one pass: the LDGAN evaluation (reconstruction
         score and mel embedding) and, with the waveform branch, the encoder embedding."""
         mel = mel or self.branch.evaluate(decoded.logmels, ctx)  # type: ignore[arg-type]
         out: dict[str, Any] = {"recon": mel.scores, "mel": mel.embeddings.astype(np.float64)}
         if self.use_wave_branch:
-            out["wave"] = embed_decoded(self._get_encoder(ctx), decoded, ctx.cache_dir).astype(np.float64)
+            out["wave"] = embed_decoded(self._get_encoder(ctx), decoded, ctx.cache_dir).astype(
+                np.float64
+            )
         if self.mel_stats_branch:
             out["stats"] = self._stats(decoded.logmels)  # type: ignore[arg-type]
         return out
@@ -152,7 +187,9 @@ class TLDiffGANSystem(System):
         """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
         return self.explain(clip, ctx).extras["attention"]
 
-    def _fuse(self, branches: dict[str, np.ndarray], scalers: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def _fuse(
+        self, branches: dict[str, np.ndarray], scalers: dict[str, tuple[np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
         """Standardise each branch, weight it (``balance_branches``), concatenate: (n, joint dim)
         (`models.tldiffgan.fuse`, what the scoring module runs)."""
         stats = []
@@ -167,8 +204,10 @@ class TLDiffGANSystem(System):
         if not self.scalers_:
             raise RuntimeError(f"{self.name}: fit or load the system before embedding")
         ctx = ctx or RunContext()
-        parts = [self._fuse(_drop_recon(self._branches(d, ctx)), self.scalers_)
-                 for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress)]
+        parts = [
+            self._fuse(_drop_recon(self._branches(d, ctx)), self.scalers_)
+            for d in iter_decoded(clips, self.feature_request(), ctx.cache_dir, ctx.progress)
+        ]
         return np.concatenate(parts)
 
     # -- detectors ------------------------------------------------------------------------
@@ -200,8 +239,12 @@ class TLDiffGANSystem(System):
         return out
 
     # -- fitting and selection --------------------------------------------------------------
-    def fit(self, train_clips: Sequence[Clip], val: Sequence[Clip] | None = None,
-            ctx: RunContext | None = None) -> TLDiffGANSystem:
+    def fit(
+        self,
+        train_clips: Sequence[Clip],
+        val: Sequence[Clip] | None = None,
+        ctx: RunContext | None = None,
+    ) -> TLDiffGANSystem:
         """Train the LDGAN branch, fit the fusion and detectors, select the scorer, set the
         threshold."""
         ctx = self._begin_fit(train_clips, ctx, minimum=MIN_TRAIN_CLIPS)
@@ -209,21 +252,35 @@ class TLDiffGANSystem(System):
         if self.use_wave_branch:  # fail fast on missing encoder weights, before LDGAN training
             self.encoder_tag_ = encoder_tag(self._get_encoder(ctx))
 
-        def embed(part: Decoded) -> np.ndarray:  # each chunk as it is decoded: waveforms are never kept
+        def embed(
+            part: Decoded,
+        ) -> np.ndarray:  # each chunk as it is decoded: waveforms are never kept
             return embed_decoded(self._get_encoder(ctx), part, ctx.cache_dir).astype(np.float64)
 
-        store, waves = MelStore.from_clips(train_clips, self.feature_request(), ctx.cache_dir, ctx.progress,
-                                           embed if self.use_wave_branch else None, spill_dir=ctx.cache_dir)
+        store, waves = MelStore.from_clips(
+            train_clips,
+            self.feature_request(),
+            ctx.cache_dir,
+            ctx.progress,
+            embed if self.use_wave_branch else None,
+            spill_dir=ctx.cache_dir,
+        )
         mels, kept = store.mels(), store.clips
         assert kept is not None  # `from_clips` keeps the clips it decoded
         self.branch.fit(mels, kept, ctx, self.fingerprint(train_clips, ctx), f"train {self.name}")
         mel = self.branch.evaluate(mels, ctx)
-        branches = {"mel": mel.embeddings.astype(np.float64), **({"wave": np.concatenate(waves)} if waves else {}),
-                    **({"stats": self._stats(mels)} if self.mel_stats_branch else {})}
+        branches = {
+            "mel": mel.embeddings.astype(np.float64),
+            **({"wave": np.concatenate(waves)} if waves else {}),
+            **({"stats": self._stats(mels)} if self.mel_stats_branch else {}),
+        }
         self.scalers_ = {key: _scaler(X) for key, X in branches.items()}
         self.joint_train_ = self._fuse(branches, self.scalers_)
         self.detectors_ = {d: self._detector(d).fit(self.joint_train_) for d in self.detectors}
-        self.reference_ = {RECON: np.asarray(mel.scores, np.float64), **self._heldout_scores(branches)}
+        self.reference_ = {
+            RECON: np.asarray(mel.scores, np.float64),
+            **self._heldout_scores(branches),
+        }
         self.selection_ = self._select(val, ctx)
         chosen = self.selection_["chosen"]
         in_sample = self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen]
@@ -237,7 +294,11 @@ class TLDiffGANSystem(System):
     def _select(self, val: Sequence[Clip] | None, ctx: RunContext) -> dict[str, Any]:
         """Which scorer `score` uses, and why."""
         if self.selection not in SELECTION_RULES:
-            return {"rule": "fixed", "chosen": self.selection, "reason": f"fixed by selection={self.selection!r}"}
+            return {
+                "rule": "fixed",
+                "chosen": self.selection,
+                "reason": f"fixed by selection={self.selection!r}",
+            }
         labelled = [c for c in (val or []) if c.label in (0, 1)]
         labels = np.array([c.label for c in labelled], dtype=int)
         n_norm, n_anom = int((labels == 0).sum()), int((labels == 1).sum())
@@ -246,21 +307,33 @@ class TLDiffGANSystem(System):
         elif not labelled:
             reason = "ensemble: no labelled validation data"
         elif n_norm == 0 or n_anom == 0:
-            reason = ("ensemble: validation data needs normal and anomalous clips "
-                      f"(got {n_norm} and {n_anom})")
+            reason = (
+                "ensemble: validation data needs normal and anomalous clips "
+                f"(got {n_norm} and {n_anom})"
+            )
         else:
             scores = self.candidate_scores(labelled, ctx=ctx)
             kept = np.isfinite(scores[self.candidates[0]])  # NaN: left out by the audio checks
             aucs = {c: float(roc_auc_score(labels[kept], s[kept])) for c, s in scores.items()}
             chosen = max(self.candidates, key=lambda c: aucs[c])  # ties: the earlier candidate
-            return {"rule": "validation", "chosen": chosen, "validation_auc": aucs, "n_val_normal": n_norm,
-                    "n_val_anomaly": n_anom, "reason": f"best validation AUC ({aucs[chosen]:.4f}) of "
-                                                      f"{n_norm} normal + {n_anom} anomalous clips"}
+            return {
+                "rule": "validation",
+                "chosen": chosen,
+                "validation_auc": aucs,
+                "n_val_normal": n_norm,
+                "n_val_anomaly": n_anom,
+                "reason": f"best validation AUC ({aucs[chosen]:.4f}) of "
+                f"{n_norm} normal + {n_anom} anomalous clips",
+            }
         return {"rule": ENSEMBLE, "chosen": ENSEMBLE, "reason": reason}
 
     # -- scoring --------------------------------------------------------------------------
-    def candidate_scores(self, clips: Sequence[Clip], names: Sequence[str] | None = None,
-                         ctx: RunContext | None = None) -> dict[str, np.ndarray]:
+    def candidate_scores(
+        self,
+        clips: Sequence[Clip],
+        names: Sequence[str] | None = None,
+        ctx: RunContext | None = None,
+    ) -> dict[str, np.ndarray]:
         """Raw scores of the named candidates (default all), higher = more anomalous; NaN for
         clips the audio checks left out."""
         ctx = ctx or RunContext()
@@ -270,8 +343,13 @@ class TLDiffGANSystem(System):
                 out[n][d.index] = values
         return out
 
-    def _candidates_decoded(self, decoded: Decoded, ctx: RunContext, names: Sequence[str] | None = None,
-                            mel: BranchEval | None = None) -> dict[str, np.ndarray]:
+    def _candidates_decoded(
+        self,
+        decoded: Decoded,
+        ctx: RunContext,
+        names: Sequence[str] | None = None,
+        mel: BranchEval | None = None,
+    ) -> dict[str, np.ndarray]:
         if not self.detectors_:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
         names = list(names or self.candidates)
@@ -294,7 +372,9 @@ class TLDiffGANSystem(System):
         return cdf.mean(axis=1)
 
     def _loo_ensemble(self) -> np.ndarray:
-        return np.mean([self._cdf(c, self.reference_[c], exclude_self=True) for c in self.candidates], axis=0)
+        return np.mean(
+            [self._cdf(c, self.reference_[c], exclude_self=True) for c in self.candidates], axis=0
+        )
 
     def _combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
         """The chosen candidate's score or the ensemble's mean CDF position (`FusionScorer`)."""
@@ -304,28 +384,41 @@ class TLDiffGANSystem(System):
         """The fusion and scorer choice of the fitted system; ``torch_detectors``: with the
         chosen detectors as torch modules (the whole scoring network, `scoring_module`)."""
         names = self._needed()
-        dets = ({n: DetectorModule(self.detectors_[n]) for n in names if n != RECON}
-                if torch_detectors else None)
-        return FusionScorer(self.scalers_, self.balance_branches, names, RECON,
-                            self.selection_["chosen"] == ENSEMBLE, self.reference_, dets)
+        dets = (
+            {n: DetectorModule(self.detectors_[n]) for n in names if n != RECON}
+            if torch_detectors
+            else None
+        )
+        return FusionScorer(
+            self.scalers_,
+            self.balance_branches,
+            names,
+            RECON,
+            self.selection_["chosen"] == ENSEMBLE,
+            self.reference_,
+            dets,
+        )
 
-    def scoring_module(self, frames: int | None = None,
-                       ctx: RunContext | None = None) -> TLDiffGANScorer:
+    def scoring_module(
+        self, frames: int | None = None, ctx: RunContext | None = None
+    ) -> TLDiffGANScorer:
         """LDGAN branch (with the scoring noise of ``frames``-frame clips), the waveform encoder's
         network, fusion, chosen detectors or ensemble: `models.tldiffgan.TLDiffGANScorer`."""
         encoder = None
         if self.use_wave_branch:
             encoder = EncoderNet(self._get_encoder(ctx or RunContext()))
         stats = self._stats_module() if self.mel_stats_branch else None
-        return TLDiffGANScorer(self.branch.scoring_module(frames), encoder,
-                               self._fusion(torch_detectors=True), stats)
+        return TLDiffGANScorer(
+            self.branch.scoring_module(frames), encoder, self._fusion(torch_detectors=True), stats
+        )
 
     def export_refusal(self) -> str | None:
         refusal = encoder_refusal(self.name, self.encoder) if self.use_wave_branch else None
         return refusal or super().export_refusal()
 
-    def export_plan(self, seconds: float | None = None,
-                    ctx: RunContext | None = None) -> ExportPlan:
+    def export_plan(
+        self, seconds: float | None = None, ctx: RunContext | None = None
+    ) -> ExportPlan:
         """One clip length (``seconds``, default 10): its LDGAN noise is fixed per length."""
         self.refuse_export()
         samples = clip_samples(seconds)
@@ -338,8 +431,15 @@ class TLDiffGANSystem(System):
             inputs["mn04_mel"] = torch.randn(2, 128, efficientat_frames(samples))
             fronts["mn04_mel"] = EFFICIENTAT_MEL
         details = {"selection": self.selection_["chosen"], "candidates": module.fusion.names}
-        return ExportPlan(module, inputs, {k: {0: batch_dim()} for k in inputs}, fronts,
-                          ["score", "anomaly_map"], samples, details)
+        return ExportPlan(
+            module,
+            inputs,
+            {k: {0: batch_dim()} for k in inputs},
+            fronts,
+            ["score", "anomaly_map"],
+            samples,
+            details,
+        )
 
     def _needed(self) -> list[str]:
         if not self.selection_:
@@ -363,46 +463,75 @@ class TLDiffGANSystem(System):
             raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
         state = {f"ldgan.{k}": v for k, v in self.branch.state_tensors().items()}
         for key, (mean, scale) in self.scalers_.items():
-            state[f"scaler.{key}.mean"], state[f"scaler.{key}.scale"] = _tensor(mean), _tensor(scale)
-        state["joint_train"] = _tensor(self.joint_train_)  # every detector's training matrix, stored once
+            state[f"scaler.{key}.mean"], state[f"scaler.{key}.scale"] = (
+                _tensor(mean),
+                _tensor(scale),
+            )
+        state["joint_train"] = _tensor(
+            self.joint_train_
+        )  # every detector's training matrix, stored once
         for name, det in self.detectors_.items():
-            state.update({f"detector.{name}.{k}": _tensor(v) for k, v in det.state().items() if k != "train"})
+            state.update(
+                {f"detector.{name}.{k}": _tensor(v) for k, v in det.state().items() if k != "train"}
+            )
         state.update({f"reference.{c}": _tensor(r) for c, r in self.reference_.items()})
         return state
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "joint_train" not in tensors:
             raise CheckpointError(f"{self.name}: saved weights hold no joint training matrix")
-        self.branch.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("ldgan.")})
-        branches = ["mel", *(["wave"] if self.use_wave_branch else []), *(["stats"] if self.mel_stats_branch else [])]
-        self.scalers_ = {b: (tensors[f"scaler.{b}.mean"].numpy(), tensors[f"scaler.{b}.scale"].numpy())
-                         for b in branches}
+        self.branch.load_state_tensors(
+            {k[6:]: v for k, v in tensors.items() if k.startswith("ldgan.")}
+        )
+        branches = [
+            "mel",
+            *(["wave"] if self.use_wave_branch else []),
+            *(["stats"] if self.mel_stats_branch else []),
+        ]
+        self.scalers_ = {
+            b: (tensors[f"scaler.{b}.mean"].numpy(), tensors[f"scaler.{b}.scale"].numpy())
+            for b in branches
+        }
         self.joint_train_ = tensors["joint_train"].numpy()
         self.detectors_ = {}
         for name in self.detectors:
             prefix = f"detector.{name}."
-            state = {k[len(prefix):]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
-            self.detectors_[name] = DETECTORS[name].from_state({"train": self.joint_train_, **state},
-                                                                 **self._detector(name).get_params())
+            state = {
+                k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)
+            }
+            self.detectors_[name] = DETECTORS[name].from_state(
+                {"train": self.joint_train_, **state}, **self._detector(name).get_params()
+            )
         self.reference_ = {c: tensors[f"reference.{c}"].numpy() for c in self.candidates}
 
     def extra_state(self) -> dict[str, Any]:
         tag = self.encoder_tag_ or {}
-        return {"ldgan": self.branch.extra_state(), "selection": self.selection_, "seed": self._seed,
-                "candidates": self.candidates, "encoder": tag.get("encoder"),
-                "encoder_weights": tag.get("weights"), "encoder_weights_sha256": tag.get("weights_sha256"),
-                "encoder_weights_file": ENCODERS[self.encoder].weights_file if tag else None,
-                "dims": {b: int(m.shape[0]) for b, (m, _) in self.scalers_.items()}}
+        return {
+            "ldgan": self.branch.extra_state(),
+            "selection": self.selection_,
+            "seed": self._seed,
+            "candidates": self.candidates,
+            "encoder": tag.get("encoder"),
+            "encoder_weights": tag.get("weights"),
+            "encoder_weights_sha256": tag.get("weights_sha256"),
+            "encoder_weights_file": ENCODERS[self.encoder].weights_file if tag else None,
+            "dims": {b: int(m.shape[0]) for b, (m, _) in self.scalers_.items()},
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.branch.load_extra_state(state.get("ldgan", {}))
         self.selection_ = dict(state.get("selection", {}))
         self._seed = int(state.get("seed", 0))
         if state.get("encoder") not in (None, self.encoder):
-            raise CheckpointError(f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}")
+            raise CheckpointError(
+                f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}"
+            )
         if state.get("encoder_weights_sha256"):
-            self.encoder_tag_ = {"encoder": state["encoder"], "weights": state.get("encoder_weights"),
-                                 "weights_sha256": state["encoder_weights_sha256"]}
+            self.encoder_tag_ = {
+                "encoder": state["encoder"],
+                "weights": state.get("encoder_weights"),
+                "weights_sha256": state["encoder_weights_sha256"],
+            }
 
 
 def _drop_recon(branches: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ systems on the same folds (same data, seed and fold count), each into ``OUT/<lab
 compares them with paired bootstrap intervals of every AUC difference (`evaluation.compare`)
 into ``OUT/comparison.json``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -24,12 +25,27 @@ from ..utils import run_metadata
 from .spec import SystemSpec, system_specs
 
 COMPARISON_FILE = "comparison.json"
-__all__ = ["COMPARISON_FILE", "SystemSpec", "bench", "bench_systems", "comparison_table", "system_specs"]
+__all__ = [
+    "COMPARISON_FILE",
+    "SystemSpec",
+    "bench",
+    "bench_systems",
+    "comparison_table",
+    "system_specs",
+]
 
 
-def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, folds: int = 5,
-          group: str = "machine", score_modes: Sequence[str] | None = None, meta: dict[str, Any] | None = None,
-          say: Callable[[str], None] = lambda _: None) -> dict[str | None, dict[str, Any]]:
+def bench(
+    clips: Sequence[Clip],
+    spec: SystemSpec,
+    out: Path,
+    ctx: RunContext,
+    folds: int = 5,
+    group: str = "machine",
+    score_modes: Sequence[str] | None = None,
+    meta: dict[str, Any] | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str | None, dict[str, Any]]:
     """The K-fold protocol for one system on every set of ``clips``; writes ``out/bench.json``
     (or ``out/<mode>/bench.json``) as it goes and returns the reports by mode."""
     probe = spec.build()
@@ -37,7 +53,9 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
     modes: list[str | None] = list(score_modes) if score_modes else [None]
     reports = {m: _new_report(spec, probe, m, folds, ctx.seed, meta) for m in modes}
     paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
-    latest: list[System] = [probe]  # the latest fold's system only (earlier ones are freed), for its encoder tag
+    latest: list[System] = [
+        probe
+    ]  # the latest fold's system only (earlier ones are freed), for its encoder tag
 
     def make() -> System:
         latest[:] = [spec.build()]
@@ -52,19 +70,25 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
         per_mode: dict[str | None, Any] = {None: res}
         if score_modes:
             per_mode = {m: res[m] for m in score_modes}
-        encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
+        encoder = {
+            k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")
+        }
         for m in modes:
             reports[m]["sets"][name] = per_mode[m]
             reports[m].update(encoder)
             r = per_mode[m]
-            say(f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
-                f"(train {r['train_seconds']:.1f} s/fold)")
+            say(
+                f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
+                f"(train {r['train_seconds']:.1f} s/fold)"
+            )
 
     joint_sets: dict[str, list[Clip]] = {}  # a joint system: every set in one run of folds
     for name, set_clips in sets.items():
         if sum(c.label == 0 for c in set_clips) < 2 or not any(c.label == 1 for c in set_clips):
             for m in modes:
-                reports[m].setdefault("skipped", {})[name] = "needs at least 2 normal and 1 anomalous clip"
+                reports[m].setdefault("skipped", {})[name] = (
+                    "needs at least 2 normal and 1 anomalous clip"
+                )
             continue
         if probe.joint:
             joint_sets[name] = set_clips
@@ -74,9 +98,13 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
         record(name, res, latest[0])
         write()
     if joint_sets:
-        say(f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} "
-            "set(s), one joint fit per fold")
-        results, fitted = cross_validate_joint(joint_sets, make, folds, ctx, score_modes=score_modes)
+        say(
+            f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} "
+            "set(s), one joint fit per fold"
+        )
+        results, fitted = cross_validate_joint(
+            joint_sets, make, folds, ctx, score_modes=score_modes
+        )
         for m in modes:
             reports[m]["joint_fit"] = True
         for name, res in results.items():
@@ -88,13 +116,26 @@ def bench(clips: Sequence[Clip], spec: SystemSpec, out: Path, ctx: RunContext, f
     return reports
 
 
-def _new_report(spec: SystemSpec, probe: System, mode: str | None, folds: int, seed: int,
-                meta: dict[str, Any] | None) -> dict[str, Any]:
+def _new_report(
+    spec: SystemSpec,
+    probe: System,
+    mode: str | None,
+    folds: int,
+    seed: int,
+    meta: dict[str, Any] | None,
+) -> dict[str, Any]:
     """A bench report before any set is run: the system, its parameters (with ``mode``), the
     protocol."""
     params = {**probe.get_params(), **({"score_mode": mode} if mode else {})}
-    return {"system": spec.name, "label": spec.label, "params": params, "folds": folds, "seed": seed,
-            **(meta or {}), "sets": {}}
+    return {
+        "system": spec.name,
+        "label": spec.label,
+        "params": params,
+        "folds": folds,
+        "seed": seed,
+        **(meta or {}),
+        "sets": {},
+    }
 
 
 def _add_means(report: dict[str, Any]) -> None:
@@ -104,17 +145,32 @@ def _add_means(report: dict[str, Any]) -> None:
     report["mean_pauc"] = float(np.mean([s["pauc"] for s in sets])) if sets else None
 
 
-def bench_systems(clips: Sequence[Clip], specs: Sequence[SystemSpec], out: Path, ctx: RunContext, folds: int = 5,
-                  group: str = "machine", meta: dict[str, Any] | None = None, n_boot: int = 2000,
-                  say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def bench_systems(
+    clips: Sequence[Clip],
+    specs: Sequence[SystemSpec],
+    out: Path,
+    ctx: RunContext,
+    folds: int = 5,
+    group: str = "machine",
+    meta: dict[str, Any] | None = None,
+    n_boot: int = 2000,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Every system on the same folds into ``out/<label>/bench.json``, then their paired
     comparison into ``out/comparison.json``; returns the comparison."""
     reports = {}
     for spec in specs:
-        ctx_k = ctx.replace(checkpoint_dir=ctx.checkpoint_dir / spec.folder if ctx.checkpoint_dir else None)
-        reports[spec.label] = bench(clips, spec, out / spec.folder, ctx_k, folds, group, meta=meta, say=say)[None]
-    comparison = {**paired_bootstrap(reports, n_boot=n_boot, seed=ctx.seed),
-                  "folders": {s.label: s.folder for s in specs}, "data": (meta or {}).get("data")}
+        ctx_k = ctx.replace(
+            checkpoint_dir=ctx.checkpoint_dir / spec.folder if ctx.checkpoint_dir else None
+        )
+        reports[spec.label] = bench(
+            clips, spec, out / spec.folder, ctx_k, folds, group, meta=meta, say=say
+        )[None]
+    comparison = {
+        **paired_bootstrap(reports, n_boot=n_boot, seed=ctx.seed),
+        "folders": {s.label: s.folder for s in specs},
+        "data": (meta or {}).get("data"),
+    }
     atomic_write_json(out / COMPARISON_FILE, comparison)
     return comparison
 
@@ -127,7 +183,11 @@ def comparison_table(comparison: dict[str, Any]) -> str:
         lines.append(f"{name:<28}{m['auc']:>9.3f}   [{m['low']:.3f}, {m['high']:.3f}]")
     lines += ["", f"{'difference (a - b)':<44}{'diff':>7}   {level} % interval"]
     for p in comparison["pairs"]:
-        verdict = "within noise" if p["within_noise"] else ("a better" if p["diff"] > 0 else "b better")
-        lines.append(f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, "
-                     f"{p['high']:+.3f}]  {verdict}")
+        verdict = (
+            "within noise" if p["within_noise"] else ("a better" if p["diff"] > 0 else "b better")
+        )
+        lines.append(
+            f"{p['a'] + ' - ' + p['b']:<44}{p['diff']:>+7.3f}   [{p['low']:+.3f}, "
+            f"{p['high']:+.3f}]  {verdict}"
+        )
     return "\n".join(lines)

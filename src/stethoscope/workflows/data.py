@@ -1,5 +1,6 @@
 """The clips a workflow reads: data folders and files named by the user, screened by the audio
 policy in force (`data.policy`), split by machine type, and the channel each model reads."""
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,14 @@ def screened(clips: Sequence[Clip], min_seconds: float) -> list[Clip]:
     return screen(clips, min_seconds)[0]
 
 
-def scan(root: str | Path, layout: str = "auto", machine: str | None = None, channel: int | None = 0,
-         min_seconds: float = FeatureRequest().min_seconds, headers: bool = True) -> list[Clip]:
+def scan(
+    root: str | Path,
+    layout: str = "auto",
+    machine: str | None = None,
+    channel: int | None = 0,
+    min_seconds: float = FeatureRequest().min_seconds,
+    headers: bool = True,
+) -> list[Clip]:
     """The clips of a data folder that pass the audio policy's file and header checks
     (``headers=False``: the file checks only, see `audio_clips`)."""
     from ..data.layouts import scan as scan_layout
@@ -28,8 +35,13 @@ def scan(root: str | Path, layout: str = "auto", machine: str | None = None, cha
     return screened(clips, min_seconds) if headers else clips
 
 
-def audio_clips(paths: Sequence[str | Path], channel: int | None, machine: str, min_seconds: float,
-                headers: bool = True) -> list[Clip]:
+def audio_clips(
+    paths: Sequence[str | Path],
+    channel: int | None,
+    machine: str,
+    min_seconds: float,
+    headers: bool = True,
+) -> list[Clip]:
     """Files and folders named by the user as clips, after the policy's file and header checks.
 
     ``headers=False`` (the scoring paths) opens no file: only what ``stat`` tells is checked
@@ -50,8 +62,10 @@ def training_clips(clips: Sequence[Clip]) -> list[Clip]:
         return train
     normals = [c for c in clips if c.label == 0]
     if normals:
-        print(f"note: no training split found; training on the {len(normals)} clips labelled "
-              "normal", file=sys.stderr)
+        print(
+            f"note: no training split found; training on the {len(normals)} clips labelled normal",
+            file=sys.stderr,
+        )
     return normals
 
 
@@ -72,6 +86,8 @@ def resolve_channel(given: str | int | None, system: System | None = None) -> in
         return parse_channel(recorded)
     channel = parse_channel(given)
     if system is not None and channel_name(channel) != recorded:
-        warnings.warn(f"the model was trained on channel {recorded}; reading channel {given} as "
-                      "asked", stacklevel=2)
+        warnings.warn(
+            f"the model was trained on channel {recorded}; reading channel {given} as asked",
+            stacklevel=2,
+        )
     return channel

@@ -1,5 +1,6 @@
 """``stethoscope demo``: a toy-factory data set, one model per machine type, their evaluation
 and the HTML report, in one folder."""
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,14 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(spec: SystemSpec, out: Path, ctx: RunContext, n_train: int = 40, n_test: int = 30,
-             say: Say = say_on_stderr) -> DemoResult:
+def run_demo(
+    spec: SystemSpec,
+    out: Path,
+    ctx: RunContext,
+    n_train: int = 40,
+    n_test: int = 30,
+    say: Say = say_on_stderr,
+) -> DemoResult:
     """Write a toy-factory data set into ``out/data`` (seed ``ctx.seed``), train ``spec`` per
     machine type into ``out/models``, evaluate the test clips into ``out`` and build
     ``out/report.html``."""
@@ -41,18 +48,33 @@ def run_demo(spec: SystemSpec, out: Path, ctx: RunContext, n_train: int = 40, n_
     say(f"toy factory data set: {data}")
     groups = by_machine(scan(data))
     train = {m: [c for c in clips if c.split == "train"] for m, clips in groups.items()}
-    systems = train_machines(train, spec.build, out / "models", ctx, meta={"data": str(data)}, say=say)
+    systems = train_machines(
+        train, spec.build, out / "models", ctx, meta={"data": str(data)}, say=say
+    )
     rows: list[ScoredClip] = []
     paths: list[Path] = []
     models: dict[str, str] = {}
     thresholds: dict[str, float | None] = {}
     for machine, clips in groups.items():
         test = [c for c in clips if c.split == "test"]
-        models[machine], thresholds[machine] = str((out / "models" / machine).resolve()), systems[machine].threshold_
+        models[machine], thresholds[machine] = (
+            str((out / "models" / machine).resolve()),
+            systems[machine].threshold_,
+        )
         kept, scored_rows = scored(systems[machine], test, ctx)
         rows, paths = rows + scored_rows, paths + kept
-    results = finish_evaluation(out, rows, {"system": spec.name, "data": str(data), "models": models,
-                                            "thresholds": thresholds, "config": spec.build().get_params(),
-                                            "seed": ctx.seed}, paths)
+    results = finish_evaluation(
+        out,
+        rows,
+        {
+            "system": spec.name,
+            "data": str(data),
+            "models": models,
+            "thresholds": thresholds,
+            "config": spec.build().get_params(),
+            "seed": ctx.seed,
+        },
+        paths,
+    )
     report = build_report(out, out / "report.html")
     return DemoResult(Path(data), results, report, time.perf_counter() - started)

@@ -1,5 +1,6 @@
 """One fit and its save: what every executor of `workflows.train` runs for one machine type
 (or one joint fit), in this process or on ``ctx.data_parallel`` Ray Train workers."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,9 +22,16 @@ def say_on_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def fit_and_save(machine: str, train: Sequence[Clip], build: Callable[[], System], target: Path, ctx: RunContext,
-                 val: Sequence[Clip] | None = None, meta: Mapping[str, Any] | None = None,
-                 say: Callable[[str], None] = say_on_stderr) -> tuple[System, float]:
+def fit_and_save(
+    machine: str,
+    train: Sequence[Clip],
+    build: Callable[[], System],
+    target: Path,
+    ctx: RunContext,
+    val: Sequence[Clip] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    say: Callable[[str], None] = say_on_stderr,
+) -> tuple[System, float]:
     """Fit one machine type's system (``ctx``: its own, from `RunContext.for_run`; data-parallel
     with ``ctx.data_parallel`` > 1, Ray's hand-over in ``target/.ray``, removed before the save)
     and save it crash-safe to ``target``: (system, training seconds). Errors propagate."""
@@ -37,8 +45,13 @@ def fit_and_save(machine: str, train: Sequence[Clip], build: Callable[[], System
     return system, seconds
 
 
-def fit_system(system: System, train: Sequence[Clip], val: Sequence[Clip] | None, ctx: RunContext,
-               storage: Path) -> System:
+def fit_system(
+    system: System,
+    train: Sequence[Clip],
+    val: Sequence[Clip] | None,
+    ctx: RunContext,
+    storage: Path,
+) -> System:
     """``system.fit``; with ``ctx.data_parallel`` > 1 on that many workers, returning rank 0's
     fitted copy (``storage``: Ray's folder for the hand-over, removed afterwards)."""
     if ctx.data_parallel == 1:
@@ -48,11 +61,17 @@ def fit_system(system: System, train: Sequence[Clip], val: Sequence[Clip] | None
     def fit(wctx: RunContext) -> Mapping[str, System]:
         system.fit(train, val, wctx)
         return {"model": system}
+
     return _fit_in_workers(fit, ctx, storage)["model"]
 
 
-def fit_joint(system: System, groups: Mapping[str, Sequence[Clip]], val: Sequence[Clip] | None,
-              ctx: RunContext, storage: Path) -> dict[str, System]:
+def fit_joint(
+    system: System,
+    groups: Mapping[str, Sequence[Clip]],
+    val: Sequence[Clip] | None,
+    ctx: RunContext,
+    storage: Path,
+) -> dict[str, System]:
     """``system.fit_joint``; with ``ctx.data_parallel`` > 1 on that many workers (rank 0's
     systems)."""
     if ctx.data_parallel == 1:
@@ -60,8 +79,9 @@ def fit_joint(system: System, groups: Mapping[str, Sequence[Clip]], val: Sequenc
     return _fit_in_workers(lambda wctx: system.fit_joint(groups, val, wctx), ctx, storage)
 
 
-def _fit_in_workers(fit: Callable[[RunContext], Mapping[str, System]], ctx: RunContext,
-                    storage: Path) -> dict[str, System]:
+def _fit_in_workers(
+    fit: Callable[[RunContext], Mapping[str, System]], ctx: RunContext, storage: Path
+) -> dict[str, System]:
     """Run ``fit`` on every worker; rank 0 saves what it fitted, the caller loads it back. The
     run record keeps the worker's runtime and training facts, this process's command and
     versions."""

@@ -1,5 +1,6 @@
 """Which system a workflow trains: a registered name with its hyperparameters (`SystemSpec`),
 from packaged configs, a user's YAML file and ``KEY=VALUE`` overrides."""
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,9 @@ class SystemSpec:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label or self.name)
 
 
-def system_spec(name: str, config: str | None = None, overrides: Sequence[str] = (),
-                variant: str | None = None) -> SystemSpec:
+def system_spec(
+    name: str, config: str | None = None, overrides: Sequence[str] = (), variant: str | None = None
+) -> SystemSpec:
     """The packaged config of ``name`` (or its ``variant``), the user's ``config`` file, then
     ``overrides`` (``KEY=VALUE``); the hyperparameters are checked here, before any audio is
     read."""
@@ -50,7 +52,9 @@ def demo_variant(name: str, config: str | None) -> str | None:
     return "demo" if not config and packaged_config_path(f"{name}_demo").is_file() else None
 
 
-def system_specs(text: str, config: str | None = None, overrides: Sequence[str] = ()) -> list[SystemSpec]:
+def system_specs(
+    text: str, config: str | None = None, overrides: Sequence[str] = ()
+) -> list[SystemSpec]:
     """``a,b@variant,c@file.yaml`` -> specs: each a system with its packaged config, or the packaged
     variant ``<name>_<variant>.yaml``, or a YAML file. ``config`` and ``overrides`` (``--config``,
     ``--set``) apply to a single system only: several systems get theirs from ``@``."""
@@ -58,9 +62,11 @@ def system_specs(text: str, config: str | None = None, overrides: Sequence[str] 
     if not entries:
         raise ConfigError("--system: name at least one system")
     if len(entries) > 1 and (config or overrides):
-        raise ConfigError("--config and --set apply to one system; with several, give each its "
-                          "settings as name@variant (a packaged config such as tldiffgan@cpu) or "
-                          "name@file.yaml")
+        raise ConfigError(
+            "--config and --set apply to one system; with several, give each its "
+            "settings as name@variant (a packaged config such as tldiffgan@cpu) or "
+            "name@file.yaml"
+        )
     if len(set(entries)) != len(entries):
         raise ConfigError(f"--system names a system twice: {text!r}")
     specs = []

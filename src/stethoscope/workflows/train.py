@@ -19,6 +19,7 @@ to that type's folder, and ``run.json`` keeps one record per type as above. Resu
 skipped when every type is trained, else the joint fit runs again (continuing from its
 checkpoint) and every type's folder is written anew.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,24 +69,38 @@ class Executor(Protocol):
     ``run.json``) and yields each one's outcome; `skipped` gives the system of a type skipped on
     resume (or None); `train_joint` runs a joint system's one fit (run log included)."""
 
-    def run(self, jobs: Iterator[Job], build: Build, meta: Mapping[str, Any], say: Say) -> Iterator[Outcome]: ...
+    def run(
+        self, jobs: Iterator[Job], build: Build, meta: Mapping[str, Any], say: Say
+    ) -> Iterator[Outcome]: ...
 
     def skipped(self, target: Path) -> System | None: ...
 
-    def train_joint(self, groups: Mapping[str, Sequence[Clip]], build: Build, out: Path, ctx: RunContext,
-                    val: Sequence[Clip] | None, nested: bool, meta: Mapping[str, Any] | None,
-                    say: Say) -> dict[str, System]: ...
+    def train_joint(
+        self,
+        groups: Mapping[str, Sequence[Clip]],
+        build: Build,
+        out: Path,
+        ctx: RunContext,
+        val: Sequence[Clip] | None,
+        nested: bool,
+        meta: Mapping[str, Any] | None,
+        say: Say,
+    ) -> dict[str, System]: ...
 
 
 class LocalExecutor:
     """This process, one machine type after the other (data-parallel with ``ctx.data_parallel`` >
     1)."""
 
-    def run(self, jobs: Iterator[Job], build: Build, meta: Mapping[str, Any], say: Say) -> Iterator[Outcome]:
+    def run(
+        self, jobs: Iterator[Job], build: Build, meta: Mapping[str, Any], say: Say
+    ) -> Iterator[Outcome]:
         """Fit and save each job in turn; a `StethoscopeError` is its outcome, the others go on."""
         for job in jobs:
             try:
-                system, seconds = fit_and_save(job.machine, job.train, build, job.target, job.ctx, job.val, meta, say)
+                system, seconds = fit_and_save(
+                    job.machine, job.train, build, job.target, job.ctx, job.val, meta, say
+                )
             except TrainingInterrupted:
                 raise
             except StethoscopeError as err:
@@ -98,16 +113,32 @@ class LocalExecutor:
         """The saved model of a type skipped on resume, loaded."""
         return load_system(target)
 
-    def train_joint(self, groups: Mapping[str, Sequence[Clip]], build: Build, out: Path, ctx: RunContext,
-                    val: Sequence[Clip] | None, nested: bool, meta: Mapping[str, Any] | None,
-                    say: Say) -> dict[str, System]:
+    def train_joint(
+        self,
+        groups: Mapping[str, Sequence[Clip]],
+        build: Build,
+        out: Path,
+        ctx: RunContext,
+        val: Sequence[Clip] | None,
+        nested: bool,
+        meta: Mapping[str, Any] | None,
+        say: Say,
+    ) -> dict[str, System]:
         """A joint system's one fit here (see `train_joint_here`)."""
         return train_joint_here(groups, build, out, ctx, val, nested, meta, say)
 
 
-def train_machines(groups: Mapping[str, Sequence[Clip]], build: Build, out: str | Path, ctx: RunContext,
-                   val: Sequence[Clip] | None = None, nested: bool = True, meta: Mapping[str, Any] | None = None,
-                   say: Say = say_on_stderr, executor: Executor | None = None) -> dict[str, System]:
+def train_machines(
+    groups: Mapping[str, Sequence[Clip]],
+    build: Build,
+    out: str | Path,
+    ctx: RunContext,
+    val: Sequence[Clip] | None = None,
+    nested: bool = True,
+    meta: Mapping[str, Any] | None = None,
+    say: Say = say_on_stderr,
+    executor: Executor | None = None,
+) -> dict[str, System]:
     """Fit and save one system per machine type (``groups``: type -> its training clips) with
     ``executor`` (default `LocalExecutor`); returns the systems handed back (fitted here, or
     loaded when skipped on resume; none from a remote executor). A type that fails is recorded
@@ -120,7 +151,9 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Build, out: str 
         joint = False
     if joint:
         return executor.train_joint(groups, build, out, ctx, val, nested, meta, say)
-    log = (RunLog.resume if ctx.resume else RunLog)(out / "run.json", list(groups), dict(meta or {}))
+    log = (RunLog.resume if ctx.resume else RunLog)(
+        out / "run.json", list(groups), dict(meta or {})
+    )
     targets = {machine: out / machine if nested else out for machine in groups}
     systems: dict[str, System] = {}
     running: list[str] = []
@@ -136,16 +169,29 @@ def train_machines(groups: Mapping[str, Sequence[Clip]], build: Build, out: str 
                 continue
             log.start(machine)
             running.append(machine)
-            yield Job(machine, train, target, ctx.for_run(machine),
-                      [c for c in val if c.machine == machine] if val else None)
+            yield Job(
+                machine,
+                train,
+                target,
+                ctx.for_run(machine),
+                [c for c in val if c.machine == machine] if val else None,
+            )
 
-    failures = _record(executor.run(jobs(), build, dict(meta or {}), say), log, targets, systems, running, say)
+    failures = _record(
+        executor.run(jobs(), build, dict(meta or {}), say), log, targets, systems, running, say
+    )
     finish_training(groups, ctx, log, failures)
     return systems
 
 
-def _record(outcomes: Iterator[Outcome], log: RunLog, targets: Mapping[str, Path], systems: dict[str, System],
-            running: list[str], say: Say) -> dict[str, str]:
+def _record(
+    outcomes: Iterator[Outcome],
+    log: RunLog,
+    targets: Mapping[str, Path],
+    systems: dict[str, System],
+    running: list[str],
+    say: Say,
+) -> dict[str, str]:
     """Record each outcome in the run log as it comes; {type: reason} of the failed ones. An
     interruption marks the types still running ``failed: interrupted`` (checkpoints stay)."""
     failures: dict[str, str] = {}
@@ -155,17 +201,25 @@ def _record(outcomes: Iterator[Outcome], log: RunLog, targets: Mapping[str, Path
             running.remove(machine)
             if outcome.error is not None:
                 log.failed(machine, outcome.error)
-                if outcome.crash is not None:  # a bug in the job: recorded, then raised as it would be here
+                if (
+                    outcome.crash is not None
+                ):  # a bug in the job: recorded, then raised as it would be here
                     raise outcome.crash from None
                 failures[machine] = outcome.error
                 say(f"[{machine}] failed: {outcome.error}")
                 continue
-            log.done(machine, seconds=round(outcome.seconds, 3), model=str(targets[machine]),
-                     threshold=outcome.threshold)
+            log.done(
+                machine,
+                seconds=round(outcome.seconds, 3),
+                model=str(targets[machine]),
+                threshold=outcome.threshold,
+            )
             if outcome.system is not None:
                 systems[machine] = outcome.system
-            say(f"[{machine}] saved to {targets[machine]} ({outcome.seconds:.1f} s, threshold "
-                f"{outcome.threshold:.4g})")
+            say(
+                f"[{machine}] saved to {targets[machine]} ({outcome.seconds:.1f} s, threshold "
+                f"{outcome.threshold:.4g})"
+            )
     except (TrainingInterrupted, KeyboardInterrupt):
         for machine in running:
             log.failed(machine, "interrupted")
@@ -177,23 +231,36 @@ def _record(outcomes: Iterator[Outcome], log: RunLog, targets: Mapping[str, Path
     return failures
 
 
-def train_joint_here(groups: Mapping[str, Sequence[Clip]], build: Build, out: Path, ctx: RunContext,
-                     val: Sequence[Clip] | None, nested: bool, meta: Mapping[str, Any] | None,
-                     say: Say) -> dict[str, System]:
+def train_joint_here(
+    groups: Mapping[str, Sequence[Clip]],
+    build: Build,
+    out: Path,
+    ctx: RunContext,
+    val: Sequence[Clip] | None,
+    nested: bool,
+    meta: Mapping[str, Any] | None,
+    say: Say,
+) -> dict[str, System]:
     """`train_machines` for a joint system in this process: one `fit_joint` over every type,
     one folder per type."""
-    log = (RunLog.resume if ctx.resume else RunLog)(out / "run.json", list(groups), dict(meta or {}))
+    log = (RunLog.resume if ctx.resume else RunLog)(
+        out / "run.json", list(groups), dict(meta or {})
+    )
     targets = {machine: out / machine if nested else out for machine in groups}
-    if ctx.resume and all(log.status(m) == TRAINED and (t / CONFIG_FILE).exists() for m, t in targets.items()):
+    if ctx.resume and all(
+        log.status(m) == TRAINED and (t / CONFIG_FILE).exists() for m, t in targets.items()
+    ):
         say(f"[joint] every machine type already trained in {out}; skipped (--resume)")
         return {machine: load_system(target) for machine, target in targets.items()}
     for machine in groups:
         log.start(machine)
     jctx = ctx.for_run("joint")
     system = build()
-    say(f"[joint] training {system.name} on {sum(map(len, groups.values()))} clips of "
+    say(
+        f"[joint] training {system.name} on {sum(map(len, groups.values()))} clips of "
         f"{len(groups)} machine "
-        f"type(s): {', '.join(groups)}")
+        f"type(s): {', '.join(groups)}"
+    )
     started = time.perf_counter()
     failures: dict[str, str] = {}
     try:
@@ -211,30 +278,57 @@ def train_joint_here(groups: Mapping[str, Sequence[Clip]], build: Build, out: Pa
             failures.setdefault(machine, "the joint fit returned no system for it")
             log.failed(machine, failures[machine])
             continue
-        fitted[machine].save(target, {"data_machine": machine, "train_seconds": seconds,
-                                      "joint_machines": list(groups), **(meta or {})})
-        log.done(machine, seconds=round(seconds, 3), model=str(target), threshold=fitted[machine].threshold_,
-                 joint=True)
-        say(f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold "
-            f"{fitted[machine].threshold_:.4g})")
+        fitted[machine].save(
+            target,
+            {
+                "data_machine": machine,
+                "train_seconds": seconds,
+                "joint_machines": list(groups),
+                **(meta or {}),
+            },
+        )
+        log.done(
+            machine,
+            seconds=round(seconds, 3),
+            model=str(target),
+            threshold=fitted[machine].threshold_,
+            joint=True,
+        )
+        say(
+            f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold "
+            f"{fitted[machine].threshold_:.4g})"
+        )
     if not failures:
         discard_checkpoint(jctx.checkpoint_dir)
     finish_training(groups, ctx, log, failures)
     return {machine: fitted[machine] for machine in targets}
 
 
-def finish_training(groups: Iterable[str], ctx: RunContext, log: RunLog, failures: Mapping[str, str]) -> None:
+def finish_training(
+    groups: Iterable[str], ctx: RunContext, log: RunLog, failures: Mapping[str, str]
+) -> None:
     """The end of a training: remove empty checkpoint folders; raise naming every failed type."""
     prune_checkpoints(ctx.checkpoint_dir)
     if failures:
         listed = "; ".join(f"{m}: {r}" for m, r in failures.items())
-        raise StethoscopeError(f"{len(failures)} of {len(list(groups))} machine type(s) failed "
-                               f"({listed}); see {log.path}")
+        raise StethoscopeError(
+            f"{len(failures)} of {len(list(groups))} machine type(s) failed "
+            f"({listed}); see {log.path}"
+        )
 
 
-def train_folder(data: str | Path, build: Build, out: str | Path, ctx: RunContext, layout: str = "auto",
-                 machine: str | None = None, channel: str | None = None, val_data: str | Path | None = None,
-                 say: Say = say_on_stderr, executor: Executor | None = None) -> dict[str, System]:
+def train_folder(
+    data: str | Path,
+    build: Build,
+    out: str | Path,
+    ctx: RunContext,
+    layout: str = "auto",
+    machine: str | None = None,
+    channel: str | None = None,
+    val_data: str | Path | None = None,
+    say: Say = say_on_stderr,
+    executor: Executor | None = None,
+) -> dict[str, System]:
     """``stethoscope train``: the training clips of every machine type in ``data`` (or of
     ``machine``), one model each into ``out`` (sub-folders when there are several types); see
     `train_machines`. ``val_data``: labelled clips for systems that select on them."""
@@ -246,5 +340,8 @@ def train_folder(data: str | Path, build: Build, out: str | Path, ctx: RunContex
     empty = [m for m, train in groups.items() if not train]
     if empty:
         raise LayoutError(f"{data}: no training clips for machine type(s) {empty}")
-    nested, meta = not (machine or len(groups) == 1), {"data": str(data), "channel": channel_name(chosen)}
+    nested, meta = (
+        not (machine or len(groups) == 1),
+        {"data": str(data), "channel": channel_name(chosen)},
+    )
     return train_machines(groups, build, out, ctx, val, nested, meta, say, executor)

@@ -1,4 +1,5 @@
 """Fixtures of the download tests: a fresh local server holding the test archives."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

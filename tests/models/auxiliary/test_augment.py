@@ -1,4 +1,5 @@
 """Mixup draws and SpecAugment masks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,15 @@ def test_mixup_mixes_pairs_and_their_labels() -> None:
     out = mixup(waves, labels, 0.5, torch.Generator().manual_seed(3))
     assert out.waves.shape == waves.shape and out.y_a.tolist() == labels.tolist()
     partner = out.y_b  # labels are the row indices, so y_b names each row's partner
-    torch.testing.assert_close(out.waves, out.lam[:, None] * waves + (1 - out.lam[:, None]) * waves[partner])
+    torch.testing.assert_close(
+        out.waves, out.lam[:, None] * waves + (1 - out.lam[:, None]) * waves[partner]
+    )
     plain = no_mix(waves, labels)
-    assert torch.equal(plain.waves, waves) and torch.equal(plain.y_b, labels) and (plain.lam == 1).all()
+    assert (
+        torch.equal(plain.waves, waves)
+        and torch.equal(plain.y_b, labels)
+        and (plain.lam == 1).all()
+    )
 
 
 def test_spec_augment_masks_bands_with_the_clip_mean() -> None:

@@ -1,4 +1,5 @@
 """STgram-MFN and the fine-tuned mn04 front-end: shapes, frame alignment, resampling, freezing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,10 +47,14 @@ def test_upsample_equals_scipy_resample_poly() -> None:
     np.testing.assert_allclose(ours, scipy.signal.resample_poly(x, 2, 1, axis=1), atol=1e-5)
 
 
-def _mn04_step(finetune: str) -> tuple[MN04Frontend, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _mn04_step(
+    finetune: str,
+) -> tuple[MN04Frontend, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One engine epoch of an mn04 classifier (random control weights); states before and after."""
     torch.manual_seed(0)
-    frontend = MN04Frontend(embedding_dim=8, finetune=finetune, last_blocks=2, specaug=(1, 4, 4), calibrate_seed=0)
+    frontend = MN04Frontend(
+        embedding_dim=8, finetune=finetune, last_blocks=2, specaug=(1, 4, 4), calibrate_seed=0
+    )
     net = AuxNet(frontend, ArcFace(8, 3), "mixup")
     before = {k: v.clone() for k, v in frontend.state_dict().items()}
     waves, labels = torch.randn(4, 8_000), torch.tensor([0, 1, 2, 0])
@@ -77,8 +82,12 @@ def test_last_blocks_mn04_trains_the_end_of_the_network() -> None:
     for key in before:
         if key.startswith("features.") and "num_batches" not in key:
             moved = not torch.equal(before[key], after[key])
-            assert moved == any(key.startswith(t) for t in trained) or ("running" in key and not moved), key
-    assert frontend.features[0].training is False and frontend.features[n - 1].training is False  # after train(): eval
+            assert moved == any(key.startswith(t) for t in trained) or (
+                "running" in key and not moved
+            ), key
+    assert (
+        frontend.features[0].training is False and frontend.features[n - 1].training is False
+    )  # after train(): eval
 
 
 def test_lora_mn04_starts_as_the_frozen_network_and_trains_only_adapters_and_head() -> None:
@@ -109,7 +118,10 @@ def test_pretrained_mn04_loads(shared: Path) -> None:
     if not path.is_file():
         pytest.skip("mn04 weights not in ../shared/weights")
     from stethoscope.encoders.efficientat import load_mn04_state
-    frontend = MN04Frontend(embedding_dim=8, finetune="frozen", state=load_mn04_state(str(path))).eval()
+
+    frontend = MN04Frontend(
+        embedding_dim=8, finetune="frozen", state=load_mn04_state(str(path))
+    ).eval()
     with torch.no_grad():
         out = frontend(torch.randn(2, 16_000) * 0.1)
     assert out.shape == (2, 8) and torch.isfinite(out).all()

@@ -1,4 +1,5 @@
 """ArcFace and sub-cluster AdaCos heads: margins, mixup modes, the adaptive scale, gradients."""
+
 from __future__ import annotations
 
 import math
@@ -62,11 +63,15 @@ def test_arcface_mix_modes(batch: tuple) -> None:
 
     arcmix = head(emb, y_a, y_b, lam, "mixup")
     torch.testing.assert_close(arcmix, lam * ce(logits_a, y_a) + (1 - lam) * ce(logits_b, y_b))
-    noisy = head(emb, y_a, y_b, lam, "noisy_arcmix")  # the margin on y_a only, both terms share the logits
+    noisy = head(
+        emb, y_a, y_b, lam, "noisy_arcmix"
+    )  # the margin on y_a only, both terms share the logits
     torch.testing.assert_close(noisy, lam * ce(logits_a, y_a) + (1 - lam) * ce(logits_a, y_b))
     assert not torch.allclose(noisy, arcmix)
-    torch.testing.assert_close(head(emb, y_a, y_a, torch.ones(len(y_a)), "noisy_arcmix"),
-                               head(emb, y_a, y_a, torch.ones(len(y_a)), "none"))
+    torch.testing.assert_close(
+        head(emb, y_a, y_a, torch.ones(len(y_a)), "noisy_arcmix"),
+        head(emb, y_a, y_a, torch.ones(len(y_a)), "none"),
+    )
 
 
 def test_adacos_initial_scale_and_class_probability(batch: tuple) -> None:
@@ -95,7 +100,9 @@ def test_adacos_adaptive_scale_formula(batch: tuple) -> None:
     assert float(head.scale) == pytest.approx(expected, rel=1e-4)
     head.eval()
     head(emb, y_a, y_b, lam)
-    assert float(head.scale) == pytest.approx(expected, rel=1e-4)  # evaluation leaves the scale alone
+    assert float(head.scale) == pytest.approx(
+        expected, rel=1e-4
+    )  # evaluation leaves the scale alone
 
 
 @pytest.mark.parametrize("trainable", [False, True])

@@ -8,6 +8,7 @@ unpacked into a hidden staging folder beside its destination first and only then
 in the data folders: the staging folder is removed and the error names the archive. Members
 that fit no known place go to ``<into>/.unplaced/<archive>/`` (hidden from the scanners).
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,7 +30,9 @@ _ATTRIBUTES = re.compile(r"^attributes_\d+\.csv$")
 _MIMII_ID = re.compile(r"^id_\d+$")
 OFFICIAL_NAMES = "eval_official_names.csv"
 _OFFICIAL = re.compile(r"^section_(\d{2})_(\d{4})\.wav$")
-_LABELLED = re.compile(r"^section_(\d{2})_(?:source|target)_test_(?:normal|anomaly)_(\d{4})(?:_[^/\\]*)?\.wav$")
+_LABELLED = re.compile(
+    r"^section_(\d{2})_(?:source|target)_test_(?:normal|anomaly)_(\d{4})(?:_[^/\\]*)?\.wav$"
+)
 _MOVE_LOCK = threading.Lock()
 
 
@@ -41,9 +44,11 @@ def relocate(parts: tuple[str, ...], layout: str) -> PurePosixPath | None:
         if layout == "mimii":
             hit = is_folder and bool(_MIMII_ID.match(name))
         else:
-            hit = (is_folder and name in SPLIT_FOLDERS) or (not is_folder and bool(_ATTRIBUTES.match(name)))
+            hit = (is_folder and name in SPLIT_FOLDERS) or (
+                not is_folder and bool(_ATTRIBUTES.match(name))
+            )
         if hit:
-            return PurePosixPath(*parts[i - 1:])
+            return PurePosixPath(*parts[i - 1 :])
     return None
 
 
@@ -51,8 +56,9 @@ def _member_parts(name: str, archive: Path) -> tuple[str, ...]:
     path = PurePosixPath(name.replace("\\", "/"))
     parts = tuple(p for p in path.parts if p not in ("", "."))
     if path.is_absolute() or ".." in parts or not parts:
-        raise DownloadError(f"{archive}: member {name!r} points outside the archive; refusing to "
-                            "unpack it")
+        raise DownloadError(
+            f"{archive}: member {name!r} points outside the archive; refusing to unpack it"
+        )
     return parts
 
 
@@ -80,8 +86,10 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         if err.errno in DISK_FULL:
-            raise DownloadError(disk_full_message(staging, err, f"unpacking {archive.name}") +
-                                "; nothing of this archive was kept in the data folder") from None
+            raise DownloadError(
+                disk_full_message(staging, err, f"unpacking {archive.name}")
+                + "; nothing of this archive was kept in the data folder"
+            ) from None
         raise DownloadError(f"{archive}: cannot unpack ({err.strerror or err})") from err
     except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)
@@ -89,19 +97,26 @@ def extract_archive(archive: Path, into: Path, layout: str, discard: bool = True
             archive.unlink(missing_ok=True)
         if isinstance(err, DownloadError):
             raise
-        gone = ("; the archive was deleted: run again to fetch it afresh" if discard else
-                "; the archive matches its published checksum, so the published file itself is "
-                "damaged")
-        raise DownloadError(f"{archive}: not a readable zip archive ({_reason(err)}); "
-                            f"nothing of it was unpacked{gone}") from err
+        gone = (
+            "; the archive was deleted: run again to fetch it afresh"
+            if discard
+            else "; the archive matches its published checksum, so the published file itself is "
+            "damaged"
+        )
+        raise DownloadError(
+            f"{archive}: not a readable zip archive ({_reason(err)}); "
+            f"nothing of it was unpacked{gone}"
+        ) from err
     try:
         with _MOVE_LOCK:  # archives unpacked in parallel may share a folder (and attributes_XX.csv)
             for rel in placed:  # renames within one file system: no copy, no new space needed
                 _place(staging / rel, into / rel)
     except OSError as err:
-        raise DownloadError(f"{into}: moving the files of {archive.name} in failed "
-                            f"({err.strerror or err}); "
-                            "its files may be partly in place: run the same command again") from err
+        raise DownloadError(
+            f"{into}: moving the files of {archive.name} in failed "
+            f"({err.strerror or err}); "
+            "its files may be partly in place: run the same command again"
+        ) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return len(placed)
@@ -125,16 +140,24 @@ def _place(source: Path, target: Path) -> None:
     if target.exists() and _ATTRIBUTES.match(target.name):
         text = target.read_text(encoding="utf-8")
         have = set(text.splitlines())
-        rows = [line for line in source.read_text(encoding="utf-8").splitlines()[1:] if line and line not in have]
+        rows = [
+            line
+            for line in source.read_text(encoding="utf-8").splitlines()[1:]
+            if line and line not in have
+        ]
         if rows:
             with open(target, "a", encoding="utf-8") as handle:
-                handle.write(("\n" if text and not text.endswith("\n") else "") + "\n".join(rows) + "\n")
+                handle.write(
+                    ("\n" if text and not text.endswith("\n") else "") + "\n".join(rows) + "\n"
+                )
         source.unlink()
         return
     os.replace(source, target)
 
 
-def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None) -> dict[str, list[tuple[str, str]]]:
+def read_ground_truth(
+    path: Path, fmt: str = "list", machine: str | None = None
+) -> dict[str, list[tuple[str, str]]]:
     """A ground-truth table -> {type: [(official name, labelled name), ...]}.
 
     ``list``: the baseline's ``eval_data_list_YYYY.csv``, a machine-type line, then
@@ -143,7 +166,9 @@ def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None)
     whose labelled name may lack ``.wav``; every line must pair ``section_XX_NNNN.wav`` with
     ``section_XX_{source,target}_test_{normal,anomaly}_NNNN[_attributes]`` (same section and
     number), or the table is refused with the line named."""
-    table: dict[str, list[tuple[str, str]]] = {machine: []} if fmt == "evaluator" and machine else {}
+    table: dict[str, list[tuple[str, str]]] = (
+        {machine: []} if fmt == "evaluator" and machine else {}
+    )
     current = machine if fmt == "evaluator" else None
     with open(path, newline="", encoding="utf-8") as handle:
         for number, row in enumerate(csv.reader(handle), 1):
@@ -162,21 +187,28 @@ def read_ground_truth(path: Path, fmt: str = "list", machine: str | None = None)
                     labelled = labelled if labelled.endswith(".wav") else labelled + ".wav"
                     a, b = _OFFICIAL.match(official), _LABELLED.match(labelled)
                     if not (a and b and a.groups() == b.groups()):
-                        raise DownloadError(f"{path}: line {number} ({','.join(cells[:2])}) does "
-                                            "not pair an evaluation clip section_XX_NNNN.wav "
-                                            "with its labelled name of the same section and "
-                                            "number; the table is not used")
+                        raise DownloadError(
+                            f"{path}: line {number} ({','.join(cells[:2])}) does "
+                            "not pair an evaluation clip section_XX_NNNN.wav "
+                            "with its labelled name of the same section and "
+                            "number; the table is not used"
+                        )
                 table[current].append((official, labelled))
             elif cells and fmt == "evaluator":
-                raise DownloadError(f"{path}: line {number} has one value, expected "
-                                    "official,labelled names")
+                raise DownloadError(
+                    f"{path}: line {number} has one value, expected official,labelled names"
+                )
     if fmt == "evaluator" and machine and not table[machine]:
         raise DownloadError(f"{path}: no clip lines; the table is not used")
     return table
 
 
-def apply_ground_truth(table: dict[str, list[tuple[str, str]]], eval_dir: Path, machines: list[str],
-                       say: Callable[[str], None]) -> dict[str, int]:
+def apply_ground_truth(
+    table: dict[str, list[tuple[str, str]]],
+    eval_dir: Path,
+    machines: list[str],
+    say: Callable[[str], None],
+) -> dict[str, int]:
     """Rename each machine type's evaluation clips to their labelled names (the official name
     list stays in ``<type>/eval_official_names.csv``); {type: clips renamed}. Already renamed
     clips are left alone, so a second run changes nothing."""
@@ -185,7 +217,12 @@ def apply_ground_truth(table: dict[str, list[tuple[str, str]]], eval_dir: Path, 
         folder = eval_dir / machine
         if machine not in table or not folder.is_dir():
             continue
-        present = {p.name: p for sub in TEST_FOLDERS if (folder / sub).is_dir() for p in (folder / sub).iterdir()}
+        present = {
+            p.name: p
+            for sub in TEST_FOLDERS
+            if (folder / sub).is_dir()
+            for p in (folder / sub).iterdir()
+        }
         renamed = missing = 0
         for official, labelled in table[machine]:
             source = present.get(official)
@@ -199,7 +236,9 @@ def apply_ground_truth(table: dict[str, list[tuple[str, str]]], eval_dir: Path, 
             writer.writerow(["official_name", "labelled_name"])
             writer.writerows(table[machine])
         if missing:
-            say(f"warning: {machine}: {missing} evaluation clip(s) of the ground truth list are "
-                f"not in {folder}")
+            say(
+                f"warning: {machine}: {missing} evaluation clip(s) of the ground truth list are "
+                f"not in {folder}"
+            )
         done[machine] = renamed
     return done

@@ -6,6 +6,7 @@ A file that fails its checksum is deleted (a resume would only extend the wrong 
 one cut short keeps its ``.part`` so the next run resumes it. A full disk (ENOSPC, EFBIG,
 EDQUOT) stops at once: retrying cannot help.
 """
+
 from __future__ import annotations
 
 import errno
@@ -41,10 +42,14 @@ class _DiskFull(Exception):
 
 def disk_full_message(path: Path, err: OSError, what: str) -> str:
     """The user-facing text of a write that found no room (or hit the file size limit)."""
-    cause = {errno.EFBIG: "file too large for this file system or the process's file size limit",
-             errno.EDQUOT: "disk quota exceeded"}.get(err.errno or 0, "no space left on the device")
-    return (f"{path}: {cause} while {what} ({err.strerror or err}); free some space and run the "
-            "same command again")
+    cause = {
+        errno.EFBIG: "file too large for this file system or the process's file size limit",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(err.errno or 0, "no space left on the device")
+    return (
+        f"{path}: {cause} while {what} ({err.strerror or err}); free some space and run the "
+        "same command again"
+    )
 
 
 def file_digests(path: Path, chunk: int = 1 << 20) -> tuple[str, str]:
@@ -72,10 +77,12 @@ def verify(path: Path, remote: Remote) -> bool:
             problem = f"sha256 {sha}, expected {remote.sha256}"
     if problem:
         path.unlink(missing_ok=True)
-        raise ChecksumError(f"{remote.file}: checksum mismatch ({problem}; checksum from "
-                            f"{', '.join(remote.sources)}); the file was deleted. Run the command "
-                            "again to download "
-                            "it afresh; if it fails again, the record or the mirror has changed")
+        raise ChecksumError(
+            f"{remote.file}: checksum mismatch ({problem}; checksum from "
+            f"{', '.join(remote.sources)}); the file was deleted. Run the command "
+            "again to download "
+            "it afresh; if it fails again, the record or the mirror has changed"
+        )
     return remote.verifiable
 
 
@@ -101,7 +108,9 @@ class Fetcher:
         try:
             part.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise DownloadError(f"{part.parent}: cannot create the folder ({err.strerror or err})") from err
+            raise DownloadError(
+                f"{part.parent}: cannot create the folder ({err.strerror or err})"
+            ) from err
         if part.exists():
             self.on_bytes(part.stat().st_size)
         last = ""
@@ -110,7 +119,9 @@ class Fetcher:
                 self._attempt(url, part, remote.size)
                 break
             except _DiskFull as full:
-                raise DownloadError(disk_full_message(full.path, full.err, f"downloading {remote.file}")) from None
+                raise DownloadError(
+                    disk_full_message(full.path, full.err, f"downloading {remote.file}")
+                ) from None
             except HTTPError as err:
                 if err.code < 500 and err.code != 429:
                     raise DownloadError(
@@ -121,15 +132,20 @@ class Fetcher:
                 last = str(err) or type(err).__name__
             if attempt == self.retries:
                 kept = part.stat().st_size if part.exists() else 0
-                raise DownloadError(f"{remote.file}: gave up after {attempt + 1} attempts "
-                                    f"({last}); {part} keeps the "
-                                    f"{kept} bytes received: run the same command again to resume")
-            delay = self.backoff * 2 ** attempt
-            self.say(f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in "
-                     f"{delay:.3g} s")
+                raise DownloadError(
+                    f"{remote.file}: gave up after {attempt + 1} attempts "
+                    f"({last}); {part} keeps the "
+                    f"{kept} bytes received: run the same command again to resume"
+                )
+            delay = self.backoff * 2**attempt
+            self.say(
+                f"warning: {remote.file}: {last}; retry {attempt + 1} of {self.retries} in "
+                f"{delay:.3g} s"
+            )
             if self.stop.wait(delay):
-                raise DownloadError(f"{remote.file}: interrupted; run the same command again to "
-                                    "resume")
+                raise DownloadError(
+                    f"{remote.file}: interrupted; run the same command again to resume"
+                )
         verified = verify(part, remote)
         part.replace(dest)
         return verified
@@ -154,16 +170,19 @@ class Fetcher:
                 match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
                 if match is None or int(match.group(1)) != offset:
                     part.unlink()
-                    raise _Retry(f"the server sent a range other than the one asked for "
-                                 f"({response.headers.get('Content-Range')!r}); starting over")
+                    raise _Retry(
+                        f"the server sent a range other than the one asked for "
+                        f"({response.headers.get('Content-Range')!r}); starting over"
+                    )
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             received = 0
             with _open_part(part, append) as handle:
                 while block := response.read(self.chunk):
                     if self.stop.is_set():
-                        raise DownloadError(f"{part.name}: interrupted; run the same command "
-                                            "again to resume")
+                        raise DownloadError(
+                            f"{part.name}: interrupted; run the same command again to resume"
+                        )
                     try:
                         handle.write(block)
                     except OSError as err:

@@ -8,6 +8,7 @@ upload. The archive is then verified against them exactly as against a pinned on
 ``.done.json`` names the record it was read from. A record that cannot be read, or that does
 not list the file, leaves the archive unverified (``--allow-unverified`` decides).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -66,8 +67,13 @@ def _get(url: str, timeout: float) -> dict[str, tuple[str, int | None]]:
         return parse_record(json.loads(response.read(LIMIT)))
 
 
-def read_record(record: int, base: str | None = None, attempts: int = 3, backoff: float = 1.0,
-                timeout: float = 30.0) -> dict[str, tuple[str, int | None]]:
+def read_record(
+    record: int,
+    base: str | None = None,
+    attempts: int = 3,
+    backoff: float = 1.0,
+    timeout: float = 30.0,
+) -> dict[str, tuple[str, int | None]]:
     """The record's {file: (md5, size)}, from its metadata or else its ``/files`` listing;
     `OSError` saying why when neither gives one. Server errors and dropped connections are
     retried with exponential backoff; a 404 or a listing without checksums is not."""
@@ -94,12 +100,16 @@ def read_record(record: int, base: str | None = None, attempts: int = 3, backoff
         if not retry:
             break
         if attempt + 1 < attempts:
-            time.sleep(backoff * 2 ** attempt)
+            time.sleep(backoff * 2**attempt)
     raise OSError(last)
 
 
-def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | None], base: str | None,
-                          say: Callable[[str], None]) -> list[Remote]:
+def with_record_checksums(
+    remotes: Iterable[Remote],
+    records: dict[str, int | None],
+    base: str | None,
+    say: Callable[[str], None],
+) -> list[Remote]:
     """``remotes`` with the record's md5 (and size) filled in wherever the registry has none.
 
     ``records``: the Zenodo record of each split. One request per record; an archive the
@@ -111,8 +121,10 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
         try:
             read[record] = read_record(record, base)
         except OSError as err:
-            say(f"warning: Zenodo record {record}: its metadata could not be read ({err}); its "
-                "archives have no checksum to be verified against")
+            say(
+                f"warning: Zenodo record {record}: its metadata could not be read ({err}); its "
+                "archives have no checksum to be verified against"
+            )
     out = []
     for remote in remotes:
         rec = records.get(remote.split)
@@ -121,11 +133,20 @@ def with_record_checksums(remotes: Iterable[Remote], records: dict[str, int | No
             continue
         listed = read[rec].get(remote.file)
         if listed is None:
-            say(f"warning: {remote.file}: not listed in Zenodo record {rec}'s metadata; no "
-                "checksum to verify")
+            say(
+                f"warning: {remote.file}: not listed in Zenodo record {rec}'s metadata; no "
+                "checksum to verify"
+            )
             out.append(remote)
         else:
             md5, size = listed
-            out.append(replace(remote, md5=md5, size=remote.size or size, sources=(source_name(rec, base),),
-                               reason=None))
+            out.append(
+                replace(
+                    remote,
+                    md5=md5,
+                    size=remote.size or size,
+                    sources=(source_name(rec, base),),
+                    reason=None,
+                )
+            )
     return out

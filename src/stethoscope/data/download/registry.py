@@ -4,6 +4,7 @@ and checksum, and where each checksum was read (a packaged YAML file, `registry.
 Loading checks every entry, so a registry of one's own (``--registry FILE``: a mirror, a
 test server) fails early with the key and value named, never half-way through a download.
 """
+
 from __future__ import annotations
 
 import re
@@ -111,26 +112,40 @@ class Registry:
 def _need(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     value = table.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{where}: key {key!r} must be {getattr(kind, '__name__', kind)}, got "
-                          f"{value!r}")
+        raise ConfigError(
+            f"{where}: key {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}"
+        )
     return value
 
 
-def _remote(entry: Mapping[str, Any], where: str, dataset: str, split: str, record: int | None, into: str,
-            machine: str | None, default_reason: str | None, sources: Mapping[str, str]) -> Remote:
+def _remote(
+    entry: Mapping[str, Any],
+    where: str,
+    dataset: str,
+    split: str,
+    record: int | None,
+    into: str,
+    machine: str | None,
+    default_reason: str | None,
+    sources: Mapping[str, str],
+) -> Remote:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
     name = _need(entry, "file", where, str)
     if not _SAFE_NAME.match(name):
-        raise ConfigError(f"{where}: file name {name!r} must be a plain name (letters, digits, _ "
-                          ". -)")
+        raise ConfigError(
+            f"{where}: file name {name!r} must be a plain name (letters, digits, _ . -)"
+        )
     host = entry.get("host", "zenodo")
     if host not in HOSTS:
         raise ConfigError(f"{where}: host {host!r} is not one of {', '.join(HOSTS)}")
-    path = entry.get("path") or (f"records/{record}/files/{name}?download=1" if host == "zenodo" and record else None)
+    path = entry.get("path") or (
+        f"records/{record}/files/{name}?download=1" if host == "zenodo" and record else None
+    )
     if not isinstance(path, str) or ".." in path.split("/"):
-        raise ConfigError(f"{where}: needs a 'path' (relative to the {host} base URL), got "
-                          f"{path!r}")
+        raise ConfigError(
+            f"{where}: needs a 'path' (relative to the {host} base URL), got {path!r}"
+        )
     md5, sha256, size = entry.get("md5"), entry.get("sha256"), entry.get("size")
     if md5 is not None and not (isinstance(md5, str) and _MD5.match(md5)):
         raise ConfigError(f"{where}: md5 {md5!r} is not 32 lowercase hex digits")
@@ -145,16 +160,37 @@ def _remote(entry: Mapping[str, Any], where: str, dataset: str, split: str, reco
     reason = entry.get("reason", default_reason)
     if md5 is None and sha256 is None:
         if not reason:
-            raise ConfigError(f"{where}: no checksum and no 'reason' saying why (a checksum is "
-                              "never guessed)")
+            raise ConfigError(
+                f"{where}: no checksum and no 'reason' saying why (a checksum is never guessed)"
+            )
     elif not cited:
         raise ConfigError(f"{where}: a checksum needs 'sources' saying where it was read")
-    return Remote(dataset, split, machine, name, host, path, into, size, md5, sha256, cited,
-                  None if (md5 or sha256) else str(reason))
+    return Remote(
+        dataset,
+        split,
+        machine,
+        name,
+        host,
+        path,
+        into,
+        size,
+        md5,
+        sha256,
+        cited,
+        None if (md5 or sha256) else str(reason),
+    )
 
 
-def _truths(entry: Any, where: str, dataset: str, split: str, record: int | None, into: str, machines: list[str],
-            sources: Mapping[str, str]) -> tuple[Remote, ...]:
+def _truths(
+    entry: Any,
+    where: str,
+    dataset: str,
+    split: str,
+    record: int | None,
+    into: str,
+    machines: list[str],
+    sources: Mapping[str, str],
+) -> tuple[Remote, ...]:
     """A split's ground-truth tables: one, or with ``per_machine: true`` one per machine type of
     the split (``{machine}`` in ``file`` and ``path``). A table without a checksum must name a
     full git commit in its path, so that what is fetched cannot change."""
@@ -171,13 +207,21 @@ def _truths(entry: Any, where: str, dataset: str, split: str, record: int | None
     expand = machines if per_machine else [None]
     out = []
     for machine in expand:
-        filled = {k: (v.replace("{machine}", machine) if machine and isinstance(v, str) else v)
-                  for k, v in entry.items() if k not in ("format", "per_machine")}
-        truth = replace(_remote(filled, where, dataset, split, record, into, None, None, sources), format=fmt,
-                        labels=machine)
+        filled = {
+            k: (v.replace("{machine}", machine) if machine and isinstance(v, str) else v)
+            for k, v in entry.items()
+            if k not in ("format", "per_machine")
+        }
+        truth = replace(
+            _remote(filled, where, dataset, split, record, into, None, None, sources),
+            format=fmt,
+            labels=machine,
+        )
         if not truth.verifiable and truth.pinned_commit is None:
-            raise ConfigError(f"{where}: a ground-truth table without a checksum must name a full "
-                              f"40-digit git commit in its path, got {truth.path!r}")
+            raise ConfigError(
+                f"{where}: a ground-truth table without a checksum must name a full "
+                f"40-digit git commit in its path, got {truth.path!r}"
+            )
         out.append(truth)
     return tuple(out)
 
@@ -202,18 +246,49 @@ def parse_registry(data: Any, origin: str) -> Registry:
             archives = []
             for i, entry in enumerate(_need(sbody, "archives", swhere, list)):
                 machine = _need(entry, "machine", f"{swhere}.archives[{i}]", str)
-                archives.append(_remote(entry, f"{swhere}.archives[{i}]", str(dname), str(sname), record, into,
-                                        machine, sbody.get("missing_reason"), sources))
+                archives.append(
+                    _remote(
+                        entry,
+                        f"{swhere}.archives[{i}]",
+                        str(dname),
+                        str(sname),
+                        record,
+                        into,
+                        machine,
+                        sbody.get("missing_reason"),
+                        sources,
+                    )
+                )
             names = [a.file for a in archives]
             if len(set(names)) != len(names):
                 raise ConfigError(f"{swhere}: an archive is listed twice")
-            truths = _truths(sbody.get("ground_truth"), f"{swhere}.ground_truth", str(dname), str(sname), record,
-                             into, [a.machine for a in archives if a.machine], sources)
-            splits[str(sname)] = Split(str(sname), record, str(sbody.get("title", sname)), into, tuple(archives),
-                                       truths, sbody.get("ground_truth_missing"))
-        datasets[str(dname)] = Dataset(str(dname), str(body.get("title", dname)), _need(body, "layout", where, str),
-                                       str(body.get("licence", "unknown")), str(body.get("licence_source", "")),
-                                       splits)
+            truths = _truths(
+                sbody.get("ground_truth"),
+                f"{swhere}.ground_truth",
+                str(dname),
+                str(sname),
+                record,
+                into,
+                [a.machine for a in archives if a.machine],
+                sources,
+            )
+            splits[str(sname)] = Split(
+                str(sname),
+                record,
+                str(sbody.get("title", sname)),
+                into,
+                tuple(archives),
+                truths,
+                sbody.get("ground_truth_missing"),
+            )
+        datasets[str(dname)] = Dataset(
+            str(dname),
+            str(body.get("title", dname)),
+            _need(body, "layout", where, str),
+            str(body.get("licence", "unknown")),
+            str(body.get("licence_source", "")),
+            splits,
+        )
     return Registry(datasets, sources, origin)
 
 
@@ -235,8 +310,12 @@ def load_registry(path: str | Path | None = None) -> Registry:
     return parse_registry(data, origin)
 
 
-def select(registry: Registry, dataset: str, splits: list[str] | None = None,
-           machines: list[str] | None = None) -> tuple[Dataset, list[Split], list[Remote]]:
+def select(
+    registry: Registry,
+    dataset: str,
+    splits: list[str] | None = None,
+    machines: list[str] | None = None,
+) -> tuple[Dataset, list[Split], list[Remote]]:
     """The data set, its chosen splits and the archives of the chosen machine types (case does
     not matter); unknown names are a `ConfigError` listing the known ones."""
     if dataset not in registry.datasets:
@@ -251,12 +330,15 @@ def select(registry: Registry, dataset: str, splits: list[str] | None = None,
         known = {m.lower(): m for m in ds.machines()}
         missing = [m for m in machines if m.lower() not in known]
         if missing:
-            raise ConfigError(f"{dataset}: unknown machine type(s) {missing}; known: "
-                              f"{', '.join(ds.machines())}")
+            raise ConfigError(
+                f"{dataset}: unknown machine type(s) {missing}; known: {', '.join(ds.machines())}"
+            )
         wanted = {known[m.lower()] for m in machines}
     split_objs = [ds.splits[s] for s in chosen]
     archives = [a for s in split_objs for a in s.archives if wanted is None or a.machine in wanted]
     if not archives:
-        raise ConfigError(f"{dataset}: no archive of machine type(s) {sorted(wanted or [])} in "
-                          f"split(s) {', '.join(chosen)}")
+        raise ConfigError(
+            f"{dataset}: no archive of machine type(s) {sorted(wanted or [])} in "
+            f"split(s) {', '.join(chosen)}"
+        )
     return ds, split_objs, archives

@@ -6,6 +6,7 @@ and their ``.part`` files wait in ``OUT/<dataset>/.download/`` (hidden from the 
 an archive counts as done once ``.download/<archive>.done.json`` exists, written after it
 was verified and unpacked, so a rerun fetches only what is missing and resumes what was cut.
 """
+
 from __future__ import annotations
 
 import sys
@@ -76,8 +77,11 @@ class Plan:
 def make_plan(registry: Registry, dataset: str, opts: Options) -> Plan:
     ds, splits, archives = select(registry, dataset, opts.splits, opts.machines)
     chosen = {a.machine for a in archives}
-    truths = [t for s in splits for t in s.ground_truths if t.labels is None or t.labels in chosen] \
-        if opts.ground_truth else []
+    truths = (
+        [t for s in splits for t in s.ground_truths if t.labels is None or t.labels in chosen]
+        if opts.ground_truth
+        else []
+    )
     return Plan(ds, splits, archives, truths, Path(opts.out) / dataset)
 
 
@@ -124,13 +128,22 @@ def dry_run(plan: Plan, opts: Options) -> int:
     files = [*plan.archives, *plan.truths]
     unknown = [r for r in files if r.size is None]
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        asked = dict(zip(unknown, pool.map(lambda r: remote_size(r.url(opts.base_url)), unknown), strict=True))
+        asked = dict(
+            zip(
+                unknown, pool.map(lambda r: remote_size(r.url(opts.base_url)), unknown), strict=True
+            )
+        )
     total, n_unknown, n_done = 0, 0, 0
     for split in [s for s in plan.splits if any(a.split == s.name for a in plan.archives)]:
-        where = f"record {split.record} (https://doi.org/{split.doi})" if split.record else "no Zenodo record"
+        where = (
+            f"record {split.record} (https://doi.org/{split.doi})"
+            if split.record
+            else "no Zenodo record"
+        )
         print(f"  {split.name}: {split.title}; {where} -> {plan.root / split.into}")
-        for remote in [a for a in plan.archives if a.split == split.name] + \
-                [t for t in plan.truths if t.split == split.name]:
+        for remote in [a for a in plan.archives if a.split == split.name] + [
+            t for t in plan.truths if t.split == split.name
+        ]:
             size = remote.size if remote.size is not None else asked.get(remote)
             done = plan.marker(remote).exists()
             n_done += done
@@ -139,10 +152,14 @@ def dry_run(plan: Plan, opts: Options) -> int:
                 n_unknown += size is None
             said = human(size) + (" (server)" if remote.size is None and size is not None else "")
             state = "already done" if done else said
-            print(f"    {remote.file:<42} {remote.machine or 'ground truth':<20} {state:<20} "
-                  f"{_check_line(remote)}")
+            print(
+                f"    {remote.file:<42} {remote.machine or 'ground truth':<20} {state:<20} "
+                f"{_check_line(remote)}"
+            )
             print(f"      {remote.url(opts.base_url)}")
-        reasons = dict.fromkeys(a.reason for a in plan.archives if a.split == split.name and a.reason)
+        reasons = dict.fromkeys(
+            a.reason for a in plan.archives if a.split == split.name and a.reason
+        )
         for reason in reasons:
             print(f"    no checksum: {reason}")
         if not split.ground_truths and split.ground_truth_missing:
@@ -152,8 +169,10 @@ def dry_run(plan: Plan, opts: Options) -> int:
     print(f"would fetch {todo} file(s), {human(total)}{more}; {n_done} already done")
     unverified = [r.file for r in plan.archives if not r.verifiable]
     if unverified:
-        print(f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's "
-              "metadata; downloading them needs --allow-unverified")
+        print(
+            f"{len(unverified)} archive(s) have no checksum, pinned or in their Zenodo record's "
+            "metadata; downloading them needs --allow-unverified"
+        )
     return 0
 
 
@@ -163,24 +182,40 @@ def _allow_unverifiable(dataset: str, todo: Sequence[Remote], opts: Options) -> 
     unverifiable = [a.file for a in todo if not a.verifiable]
     if unverifiable and not opts.allow_unverified:
         reason = next(a.reason for a in todo if not a.verifiable)
-        raise DownloadError(f"{dataset}: no published checksum is known for {len(unverifiable)} "
-                            f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo "
-                            "record's metadata gave none either (see the warnings). Nothing was "
-                            "downloaded. Run again with --allow-unverified to fetch them anyway "
-                            "(each zip member's CRC is still checked)")
+        raise DownloadError(
+            f"{dataset}: no published checksum is known for {len(unverifiable)} "
+            f"archive(s) ({', '.join(unverifiable)}): {reason}; their Zenodo "
+            "record's metadata gave none either (see the warnings). Nothing was "
+            "downloaded. Run again with --allow-unverified to fetch them anyway "
+            "(each zip member's CRC is still checked)"
+        )
     for name in unverifiable:
-        opts.say(f"warning: {name}: no published checksum; it will be kept UNVERIFIED "
-                 "(--allow-unverified)")
+        opts.say(
+            f"warning: {name}: no published checksum; it will be kept UNVERIFIED "
+            "(--allow-unverified)"
+        )
 
 
-def _install(plan: Plan, remote: Remote, archive: Path, label: bool | str, base_url: str | None) -> None:
+def _install(
+    plan: Plan, remote: Remote, archive: Path, label: bool | str, base_url: str | None
+) -> None:
     """Unpack a fetched archive into its split's folder, then write its ``.done.json`` marker
     (``label``: True, False or `SELF_ATTESTED`; an archive not verified is not kept whole)."""
     n = extract_archive(archive, plan.into(remote), plan.dataset.layout, discard=label is not True)
-    atomic_write_json(plan.marker(remote), {
-        "file": remote.file, "split": remote.split, "machine": remote.machine,
-        "into": str(plan.into(remote)), "files": n, "verified": label, "md5": remote.md5,
-        "sources": list(remote.sources), "url": remote.url(base_url)})
+    atomic_write_json(
+        plan.marker(remote),
+        {
+            "file": remote.file,
+            "split": remote.split,
+            "machine": remote.machine,
+            "into": str(plan.into(remote)),
+            "files": n,
+            "verified": label,
+            "md5": remote.md5,
+            "sources": list(remote.sources),
+            "url": remote.url(base_url),
+        },
+    )
 
 
 def download(plan: Plan, opts: Options) -> dict[str, int]:
@@ -193,12 +228,20 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     plan = with_checksums(plan, opts)
     # a checksum read from the record on the mirror that also serves the archive proves only that
     # the mirror agrees with itself: such an archive is "self-attested", never "verified"
-    attested = {a.file for a in plan.archives if a.verifiable and a.file not in pinned} if opts.base_url else set()
+    attested = (
+        {a.file for a in plan.archives if a.verifiable and a.file not in pinned}
+        if opts.base_url
+        else set()
+    )
     todo = [a for a in plan.archives if not plan.marker(a).exists()]
     _allow_unverifiable(plan.dataset.name, todo, opts)
     lock = threading.Lock()
-    bar = progress(desc=f"download {plan.dataset.name}", unit="B", enabled=opts.show_progress,
-                   total=sum(a.size for a in todo if a.size) or None)
+    bar = progress(
+        desc=f"download {plan.dataset.name}",
+        unit="B",
+        enabled=opts.show_progress,
+        total=sum(a.size for a in todo if a.size) or None,
+    )
 
     def received(n: int) -> None:
         with lock:
@@ -233,13 +276,21 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     renamed = 0 if failures else _ground_truth(plan, opts, fetcher)
     if failures:
         listed = "\n  ".join(failures.values())
-        raise DownloadError(f"{len(failures)} of {len(todo)} archive(s) failed (the others are in "
-                            f"place):\n  {listed}")
+        raise DownloadError(
+            f"{len(failures)} of {len(todo)} archive(s) failed (the others are in "
+            f"place):\n  {listed}"
+        )
     if unverified:
-        say(f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): "
-            f"{', '.join(unverified)}")
-    return {"archives": len(todo), "already": len(plan.archives) - len(todo), "unverified": len(unverified),
-            "renamed": renamed}
+        say(
+            f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): "
+            f"{', '.join(unverified)}"
+        )
+    return {
+        "archives": len(todo),
+        "already": len(plan.archives) - len(todo),
+        "unverified": len(unverified),
+        "renamed": renamed,
+    }
 
 
 def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
@@ -247,8 +298,11 @@ def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
     and a check of every line) and rename the evaluation clips."""
     renamed = 0
     for truth in plan.truths:
-        machines = [truth.labels] if truth.labels else \
-            [a.machine for a in plan.archives if a.split == truth.split and a.machine]
+        machines = (
+            [truth.labels]
+            if truth.labels
+            else [a.machine for a in plan.archives if a.split == truth.split and a.machine]
+        )
         table_path = plan.state / truth.file
         verified = fetcher.fetch(truth, truth.url(opts.base_url), table_path)
         try:
@@ -257,15 +311,19 @@ def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
             table_path.unlink(missing_ok=True)  # fetched afresh next time
             raise
         if not verified:
-            opts.say(f"warning: ground truth ({truth.file}): no checksum was published; it comes "
-                     "from a URL pinned to "
-                     f"commit {truth.pinned_commit}, and every line was checked")
+            opts.say(
+                f"warning: ground truth ({truth.file}): no checksum was published; it comes "
+                "from a URL pinned to "
+                f"commit {truth.pinned_commit}, and every line was checked"
+            )
         into = plan.root / truth.into
         # the archive's own folder name is the machine type (registry names agree with it)
         done = apply_ground_truth(table, into, machines, opts.say)
         renamed += sum(done.values())
         if done:
-            opts.say(f"ground truth ({truth.file}): {sum(done.values())} evaluation clip(s) "
-                     "renamed to their "
-                     f"labelled names in {into} (official names in <type>/eval_official_names.csv)")
+            opts.say(
+                f"ground truth ({truth.file}): {sum(done.values())} evaluation clip(s) "
+                "renamed to their "
+                f"labelled names in {into} (official names in <type>/eval_official_names.csv)"
+            )
     return renamed

@@ -4,6 +4,7 @@ Mixup draws happen on the CPU with the engine's data generator (the batches func
 that a run is reproducible from its seed on any device; SpecAugment draws on the model's
 generator, on the device where the log-mels live.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -16,10 +17,10 @@ from scipy.special import betaincinv
 class MixedBatch(NamedTuple):
     """Waveforms after mixing and what the heads need: ``waves = lam * x_a + (1 - lam) * x_b``."""
 
-    waves: torch.Tensor   # (B, samples)
-    y_a: torch.Tensor     # (B,) class of the first clip of each pair
-    y_b: torch.Tensor     # (B,) class of the second clip
-    lam: torch.Tensor     # (B,) weight of the first clip
+    waves: torch.Tensor  # (B, samples)
+    y_a: torch.Tensor  # (B,) class of the first clip of each pair
+    y_b: torch.Tensor  # (B,) class of the second clip
+    lam: torch.Tensor  # (B,) weight of the first clip
 
 
 def beta_sample(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -33,7 +34,9 @@ def no_mix(waves: torch.Tensor, labels: torch.Tensor) -> MixedBatch:
     return MixedBatch(waves, labels, labels, torch.ones(len(labels)))
 
 
-def mixup(waves: torch.Tensor, labels: torch.Tensor, alpha: float, generator: torch.Generator) -> MixedBatch:
+def mixup(
+    waves: torch.Tensor, labels: torch.Tensor, alpha: float, generator: torch.Generator
+) -> MixedBatch:
     """Each clip mixed with a random partner of the batch, one ``lam ~ Beta(alpha, alpha)``
     per clip (Zhang et al. 2018 draw one per batch; per clip gives the same expectation with
     more variety in small batches)."""
@@ -43,8 +46,9 @@ def mixup(waves: torch.Tensor, labels: torch.Tensor, alpha: float, generator: to
     return MixedBatch(mixed, labels, labels[partner], lam)
 
 
-def spec_augment(mel: torch.Tensor, n_masks: int, max_freq: int, max_time: int,
-                 generator: torch.Generator | None) -> torch.Tensor:
+def spec_augment(
+    mel: torch.Tensor, n_masks: int, max_freq: int, max_time: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """SpecAugment masks (Park et al. 2019) on a (B, n_mels, frames) log-mel: ``n_masks``
     frequency bands of width U[0, max_freq] and ``n_masks`` time spans of width
     U[0, max_time] per clip, set to the clip's mean (the value a standardised input would
@@ -55,8 +59,12 @@ def spec_augment(mel: torch.Tensor, n_masks: int, max_freq: int, max_time: int,
     for size, max_width, axis in ((n_freq, max_freq, 1), (n_time, max_time, 2)):
         ar = torch.arange(size, device=device)
         for _ in range(n_masks):
-            width = torch.randint(0, min(max_width, size) + 1, (batch,), generator=generator, device=device)
-            start = (torch.rand(batch, generator=generator, device=device) * (size - width + 1)).long()
+            width = torch.randint(
+                0, min(max_width, size) + 1, (batch,), generator=generator, device=device
+            )
+            start = (
+                torch.rand(batch, generator=generator, device=device) * (size - width + 1)
+            ).long()
             band = (ar[None] >= start[:, None]) & (ar[None] < (start + width)[:, None])
             masked |= band[:, :, None] if axis == 1 else band[:, None, :]
     fill = mel.mean(dim=(1, 2), keepdim=True).expand_as(mel)

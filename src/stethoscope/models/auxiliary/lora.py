@@ -6,6 +6,7 @@ and ``B`` (out x rank) trained. ``B`` starts at zero, so an adapted network star
 pretrained one. ASDKit fine-tunes BEATs and EAT this way; on mn04 the 1x1 convolutions (expansion,
 projection, squeeze-excitation) hold most of the weights, so they are the ones adapted.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ class LoRAConv1x1(nn.Module):
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float | None = None) -> None:
         super().__init__()
         self.base = base.requires_grad_(False)
-        self.down = nn.Conv2d(base.in_channels, rank, 1, stride=(base.stride[0], base.stride[1]), bias=False)
+        self.down = nn.Conv2d(
+            base.in_channels, rank, 1, stride=(base.stride[0], base.stride[1]), bias=False
+        )
         self.up = nn.Conv2d(rank, base.out_channels, 1, bias=False)
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.up.weight)
@@ -33,8 +36,12 @@ class LoRAConv1x1(nn.Module):
 def add_lora(module: nn.Module, rank: int) -> int:
     """Replace every ungrouped 1x1 convolution inside ``module`` by a `LoRAConv1x1` (in place);
     returns how many were adapted."""
-    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.groups == 1]
+    targets = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.groups == 1
+    ]
     for parent, name, child in targets:
         setattr(parent, name, LoRAConv1x1(child, rank))
     return len(targets)

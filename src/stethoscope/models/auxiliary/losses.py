@@ -5,6 +5,7 @@ mixing weights ``lam`` (``lam = 1`` and ``y_b = y_a`` when no mixup is used) and
 loss per sample, as the engine's training loop expects. Heads run in float32 (the cosines
 and their scale do not survive bf16). Sources and every choice are in ``docs/aux_classifier.md``.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,12 +46,21 @@ class ArcFace(nn.Module):
         """Scaled logits with the angular margin on each row's ``labels`` class."""
         target = cos.gather(1, labels[:, None])
         theta = torch.acos(target.clamp(-1 + EPS, 1 - EPS))
-        shifted = torch.where(theta + self.margin < math.pi, torch.cos(theta + self.margin),
-                              target - self.margin * math.sin(self.margin))
+        shifted = torch.where(
+            theta + self.margin < math.pi,
+            torch.cos(theta + self.margin),
+            target - self.margin * math.sin(self.margin),
+        )
         return self.scale * cos.scatter(1, labels[:, None], shifted)
 
-    def forward(self, embeddings: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor,
-                mode: str = "none") -> torch.Tensor:
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        y_a: torch.Tensor,
+        y_b: torch.Tensor,
+        lam: torch.Tensor,
+        mode: str = "none",
+    ) -> torch.Tensor:
         cos = cosines(embeddings, self.weight)
         logits_a = self.margin_logits(cos, y_a)
         logits_b = logits_a if mode == "noisy_arcmix" else self.margin_logits(cos, y_b)
@@ -79,10 +89,14 @@ class SubClusterAdaCos(nn.Module):
 
     scale: torch.Tensor  # a buffer (typed here: nn.Module's attribute lookup is untyped)
 
-    def __init__(self, dim: int, n_classes: int, sub_clusters: int = 16, trainable: bool = False) -> None:
+    def __init__(
+        self, dim: int, n_classes: int, sub_clusters: int = 16, trainable: bool = False
+    ) -> None:
         super().__init__()
         self.n_classes, self.sub_clusters = n_classes, sub_clusters
-        self.centres = nn.Parameter(torch.empty(n_classes * sub_clusters, dim), requires_grad=trainable)
+        self.centres = nn.Parameter(
+            torch.empty(n_classes * sub_clusters, dim), requires_grad=trainable
+        )
         nn.init.xavier_uniform_(self.centres)
         self.register_buffer("scale", torch.tensor(self.initial_scale(n_classes * sub_clusters)))
 
@@ -98,20 +112,30 @@ class SubClusterAdaCos(nn.Module):
     @torch.no_grad()
     def adapt_scale(self, cos: torch.Tensor, target: torch.Tensor) -> None:
         """The AdaCos update of ``scale`` from one batch (cosines to every centre, soft labels)."""
-        theta = torch.acos(cos.clamp(-1 + EPS, 1 - EPS)).view(len(cos), self.n_classes, self.sub_clusters)
+        theta = torch.acos(cos.clamp(-1 + EPS, 1 - EPS)).view(
+            len(cos), self.n_classes, self.sub_clusters
+        )
         theta_target = (target * theta.min(dim=2).values).sum(dim=1)
         theta_med = torch.median(theta_target).clamp(max=math.pi / 4)
         log_b_avg = torch.logsumexp(self.scale * cos, dim=1).logsumexp(dim=0) - math.log(len(cos))
         self.scale.copy_(log_b_avg / torch.cos(theta_med))
 
-    def forward(self, embeddings: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor,
-                mode: str = "none") -> torch.Tensor:
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        y_a: torch.Tensor,
+        y_b: torch.Tensor,
+        lam: torch.Tensor,
+        mode: str = "none",
+    ) -> torch.Tensor:
         del mode  # no margin: mixup is soft labels whatever the mode
         cos = cosines(embeddings, self.centres)
         target = self.soft_labels(y_a, y_b, lam)
         if self.training:
             self.adapt_scale(cos, target)
-        log_p = F.log_softmax(self.scale * cos, dim=1).view(len(cos), self.n_classes, self.sub_clusters)
+        log_p = F.log_softmax(self.scale * cos, dim=1).view(
+            len(cos), self.n_classes, self.sub_clusters
+        )
         return -(target * torch.logsumexp(log_p, dim=2)).sum(dim=1)
 
     def class_centres(self) -> torch.Tensor:

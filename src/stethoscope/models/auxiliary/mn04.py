@@ -10,6 +10,7 @@ gradients. The 16 -> 32 kHz resampling runs in torch, on the device, with the fi
 scipy's ``resample_poly(x, 2, 1)`` (Kaiser-windowed FIR, 41 taps), so that training and
 scoring share one path.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,13 +36,20 @@ class Upsample2(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         taps = scipy.signal.firwin(2 * self.half_len + 1, 0.5, window=("kaiser", 5.0)) * 2
-        self.register_buffer("taps", torch.from_numpy(np.ascontiguousarray(taps[::-1], dtype=np.float32)),
-                             persistent=False)
+        self.register_buffer(
+            "taps",
+            torch.from_numpy(np.ascontiguousarray(taps[::-1], dtype=np.float32)),
+            persistent=False,
+        )
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        stuffed = torch.zeros(waves.shape[0], 2 * waves.shape[1], dtype=waves.dtype, device=waves.device)
+        stuffed = torch.zeros(
+            waves.shape[0], 2 * waves.shape[1], dtype=waves.dtype, device=waves.device
+        )
         stuffed[:, ::2] = waves
-        return F.conv1d(stuffed[:, None], self.taps[None, None].to(waves.dtype), padding=self.half_len)[:, 0]
+        return F.conv1d(
+            stuffed[:, None], self.taps[None, None].to(waves.dtype), padding=self.half_len
+        )[:, 0]
 
 
 class MN04Frontend(nn.Module):
@@ -52,9 +60,16 @@ class MN04Frontend(nn.Module):
     given (the ``random`` control; a reload skips it, the saved weights replace them).
     """
 
-    def __init__(self, embedding_dim: int = 128, finetune: str = "last", last_blocks: int = 3,
-                 specaug: tuple[int, int, int] | None = None, state: dict[str, torch.Tensor] | None = None,
-                 calibrate_seed: int | None = None, lora_rank: int = 8) -> None:
+    def __init__(
+        self,
+        embedding_dim: int = 128,
+        finetune: str = "last",
+        last_blocks: int = 3,
+        specaug: tuple[int, int, int] | None = None,
+        state: dict[str, torch.Tensor] | None = None,
+        calibrate_seed: int | None = None,
+        lora_rank: int = 8,
+    ) -> None:
         super().__init__()
         if finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}")
@@ -67,11 +82,15 @@ class MN04Frontend(nn.Module):
         self.features = net.features
         self.head = nn.Linear(net.embed_dim, embedding_dim)
         self.finetune, self.specaug = finetune, specaug
-        n_trained = {"all": len(self.features), "last": min(last_blocks, len(self.features))}.get(finetune, 0)
-        self.frozen = [m for m in list(self.features)[:len(self.features) - n_trained]]
+        n_trained = {"all": len(self.features), "last": min(last_blocks, len(self.features))}.get(
+            finetune, 0
+        )
+        self.frozen = [m for m in list(self.features)[: len(self.features) - n_trained]]
         for module in self.frozen:
             module.requires_grad_(False)
-        if finetune == "lora":  # after freezing: the adapters are the features' only trained weights
+        if (
+            finetune == "lora"
+        ):  # after freezing: the adapters are the features' only trained weights
             add_lora(self.features, lora_rank)
 
     def train(self, mode: bool = True) -> MN04Frontend:
@@ -81,7 +100,9 @@ class MN04Frontend(nn.Module):
             module.eval()
         return self
 
-    def forward(self, waves: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, waves: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         with torch.autocast(waves.device.type, enabled=False):
             mel = self.mel(self.upsample(waves.float()))
         if self.training and self.specaug is not None:

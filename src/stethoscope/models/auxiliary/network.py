@@ -1,5 +1,6 @@
 """`AuxNet`: a front-end that embeds waveforms and a margin head that classifies them; the
 module the engine trains (``forward`` returns per-sample losses)."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,14 @@ class AuxNet(nn.Module):
         """One group of every parameter that trains (frozen layers and fixed centres excluded)."""
         return {"loss": [p for p in self.parameters() if p.requires_grad]}
 
-    def forward(self, waves: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        waves: torch.Tensor,
+        y_a: torch.Tensor,
+        y_b: torch.Tensor,
+        lam: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         embeddings = self.frontend(waves, generator)
         with torch.autocast(waves.device.type, enabled=False):
             loss = self.head(embeddings.float(), y_a, y_b, lam.float(), self.mix_mode)

@@ -1,4 +1,5 @@
 """LDGAN, the log-mel branch of TLDiffGAN: latent diffusion-GAN reconstruction and TMixup."""
+
 from .autoencoder import ConvAutoencoder, LatentNorm
 from .diffusion import Diffusion, make_betas, timestep_embedding
 from .model import LDGAN, LDGANConfig, moment_loss

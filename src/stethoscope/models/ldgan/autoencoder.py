@@ -8,6 +8,7 @@ CPU and fully convolutional in time, so clips of any length can be encoded.
 Shapes: (batch, n_mels, frames) -> latent (batch, latent_channels, ceil(frames / 2**n_down))
 -> (batch, n_mels, frames).
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,7 +59,9 @@ class ConvAutoencoder(nn.Module):
     """Encoder: conv k5 -> n_down x (conv k4 stride 2) -> conv k3 to the latent channels.
     Decoder mirrors it with transposed convolutions. LeakyReLU(0.2) between layers."""
 
-    def __init__(self, n_mels: int = 128, channels: int = 64, latent_channels: int = 16, n_down: int = 2) -> None:
+    def __init__(
+        self, n_mels: int = 128, channels: int = 64, latent_channels: int = 16, n_down: int = 2
+    ) -> None:
         super().__init__()
         self.n_down = n_down
         enc: list[nn.Module] = [nn.Conv1d(n_mels, channels, 5, padding=2), nn.LeakyReLU(0.2)]
@@ -66,16 +69,22 @@ class ConvAutoencoder(nn.Module):
             enc += [nn.Conv1d(channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         enc.append(nn.Conv1d(channels, latent_channels, 3, padding=1))
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv1d(latent_channels, channels, 3, padding=1), nn.LeakyReLU(0.2)]
+        dec: list[nn.Module] = [
+            nn.Conv1d(latent_channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+        ]
         for _ in range(n_down):
-            dec += [nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            dec += [
+                nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1),
+                nn.LeakyReLU(0.2),
+            ]
         dec.append(nn.Conv1d(channels, n_mels, 5, padding=2))
         self.decoder = nn.Sequential(*dec)
         self.latent_norm = LatentNorm(latent_channels)
 
     @property
     def stride(self) -> int:
-        return 2 ** self.n_down
+        return 2**self.n_down
 
     def latent_frames(self, frames: int) -> int:
         return -(-frames // self.stride)

@@ -9,6 +9,7 @@ Schedules:
   for ``s = k / T`` (k = 1..T, the first point moved to 1e-3 as DDGAN does).
 * ``linear``: DDPM's linear betas from ``beta_min`` to ``beta_max`` (both as per-step betas).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,9 @@ from torch import nn
 SCHEDULES = ("vp", "linear")
 
 
-def make_betas(n_steps: int, schedule: str = "vp", beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
+def make_betas(
+    n_steps: int, schedule: str = "vp", beta_min: float = 0.1, beta_max: float = 20.0
+) -> torch.Tensor:
     """Per-step betas for steps 1..T (length T), float64."""
     if schedule == "vp":
         s = torch.arange(1, n_steps + 1, dtype=torch.float64) / n_steps
@@ -29,7 +32,9 @@ def make_betas(n_steps: int, schedule: str = "vp", beta_min: float = 0.1, beta_m
         return 1.0 - alpha_bar[1:] / alpha_bar[:-1]
     if schedule == "linear":
         if not 0 < beta_min <= beta_max < 1:
-            raise ValueError(f"linear schedule needs 0 < beta_min <= beta_max < 1, got {beta_min}, {beta_max}")
+            raise ValueError(
+                f"linear schedule needs 0 < beta_min <= beta_max < 1, got {beta_min}, {beta_max}"
+            )
         return torch.linspace(beta_min, beta_max, n_steps, dtype=torch.float64)
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
@@ -49,10 +54,14 @@ class Diffusion(nn.Module):
     posterior_coef_z0: torch.Tensor
     posterior_coef_zt: torch.Tensor
 
-    def __init__(self, n_steps: int = 4, schedule: str = "vp", beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+    def __init__(
+        self, n_steps: int = 4, schedule: str = "vp", beta_min: float = 0.1, beta_max: float = 20.0
+    ) -> None:
         super().__init__()
         self.n_steps = n_steps
-        betas = torch.cat([torch.zeros(1, dtype=torch.float64), make_betas(n_steps, schedule, beta_min, beta_max)])
+        betas = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), make_betas(n_steps, schedule, beta_min, beta_max)]
+        )
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
         prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
@@ -62,8 +71,13 @@ class Diffusion(nn.Module):
         coef_z0 = betas * prev.sqrt() / denom
         coef_zt = (1.0 - prev) * alphas.sqrt() / denom
         coef_z0[0], coef_zt[0], post_var[0] = 1.0, 0.0, 0.0
-        for name, value in (("betas", betas), ("alphas_cumprod", alphas_cumprod), ("posterior_variance", post_var),
-                            ("posterior_coef_z0", coef_z0), ("posterior_coef_zt", coef_zt)):
+        for name, value in (
+            ("betas", betas),
+            ("alphas_cumprod", alphas_cumprod),
+            ("posterior_variance", post_var),
+            ("posterior_coef_z0", coef_z0),
+            ("posterior_coef_zt", coef_zt),
+        ):
             self.register_buffer(name, value.float(), persistent=False)
 
     def q_sample(self, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -76,8 +90,9 @@ class Diffusion(nn.Module):
         beta = _at(self.betas, t, z_prev)
         return (1.0 - beta).sqrt() * z_prev + beta.sqrt() * noise
 
-    def q_sample_pairs(self, z0: torch.Tensor, t: torch.Tensor,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_sample_pairs(
+        self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A real pair (z_{t-1}, z_t) from the forward process, t >= 1 (DDGAN's real sample);
         ``generator`` lives on z0's device."""
         n1 = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
@@ -85,7 +100,9 @@ class Diffusion(nn.Module):
         z_prev = self.q_sample(z0, t - 1, n1)
         return z_prev, self.q_step(z_prev, t, n2)
 
-    def posterior(self, z0: torch.Tensor, zt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior(
+        self, z0: torch.Tensor, zt: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(z_{t-1} | z_t, z_0):
         mean = beta_t sqrt(ab_{t-1}) / (1 - ab_t) z_0
                + (1 - ab_{t-1}) sqrt(alpha_t) / (1 - ab_t) z_t,
@@ -93,7 +110,9 @@ class Diffusion(nn.Module):
         mean = _at(self.posterior_coef_z0, t, z0) * z0 + _at(self.posterior_coef_zt, t, zt) * zt
         return mean, _at(self.posterior_variance, t, z0)
 
-    def posterior_sample(self, z0: torch.Tensor, zt: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def posterior_sample(
+        self, z0: torch.Tensor, zt: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """z_{t-1} ~ q(z_{t-1} | z_t, z_0) with the given standard-normal ``noise`` (no noise at
         t = 1)."""
         mean, var = self.posterior(z0, zt, t)
@@ -113,7 +132,11 @@ class Diffusion(nn.Module):
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
     """Sinusoidal embedding of integer steps (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half, 1))
+    freqs = torch.exp(
+        -math.log(max_period)
+        * torch.arange(half, device=t.device, dtype=torch.float32)
+        / max(half, 1)
+    )
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
     return torch.nn.functional.pad(emb, (0, dim - 2 * half))

@@ -14,6 +14,7 @@ With ``latent_diffusion=False`` (ablation) the model is a plain adversarial auto
 discriminator judges log-mel reconstructions against their inputs, the decoder is the
 generator, and there is no ``g`` group.
 """
+
 from __future__ import annotations
 
 import functools
@@ -78,11 +79,11 @@ class LDGANConfig:
 class LDGANEval(NamedTuple):
     """`LDGAN.evaluate` of a batch (standardised log-mel domain)."""
 
-    score: torch.Tensor           # (B,) reduced per-frame squared error
-    anomaly_map: torch.Tensor     # (B, n_mels, T) squared error
+    score: torch.Tensor  # (B,) reduced per-frame squared error
+    anomaly_map: torch.Tensor  # (B, n_mels, T) squared error
     reconstruction: torch.Tensor  # (B, n_mels, T)
-    embedding: torch.Tensor       # (B, latent_channels) attention-pooled latent
-    attention: torch.Tensor       # (B, T) temporal attention in [0, 1]
+    embedding: torch.Tensor  # (B, latent_channels) attention-pooled latent
+    attention: torch.Tensor  # (B, T) temporal attention in [0, 1]
 
 
 def moment_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -100,18 +101,23 @@ class LDGAN(nn.Module):
         if cfg.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {cfg.prediction!r}")
         self.cfg = cfg
-        self.autoencoder = ConvAutoencoder(cfg.n_mels, cfg.ae_channels, cfg.latent_channels, cfg.n_down)
+        self.autoencoder = ConvAutoencoder(
+            cfg.n_mels, cfg.ae_channels, cfg.latent_channels, cfg.n_down
+        )
         self.attention = AttentionPooling(cfg.latent_channels)
         self.aux_head = nn.Linear(cfg.latent_channels, cfg.n_classes) if cfg.n_classes > 1 else None
         self.diffusion = Diffusion(cfg.n_steps, cfg.schedule, cfg.beta_min, cfg.beta_max)
         self.generator: Denoiser | None
         if cfg.latent_diffusion:
             self.generator = Denoiser(cfg.latent_channels, cfg.gen_channels, cfg.gen_blocks)
-            self.discriminator = Discriminator(cfg.latent_channels, cfg.latent_channels, cfg.disc_channels,
-                                               n_down=1, use_step=True)
+            self.discriminator = Discriminator(
+                cfg.latent_channels, cfg.latent_channels, cfg.disc_channels, n_down=1, use_step=True
+            )
         else:
             self.generator = None
-            self.discriminator = Discriminator(cfg.n_mels, 0, cfg.disc_channels, n_down=cfg.n_down, use_step=False)
+            self.discriminator = Discriminator(
+                cfg.n_mels, 0, cfg.disc_channels, n_down=cfg.n_down, use_step=False
+            )
 
     @property
     def tmixup_active(self) -> bool:
@@ -119,8 +125,10 @@ class LDGAN(nn.Module):
         return self.cfg.tmixup and self.aux_head is not None
 
     def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {"ae": [*self.autoencoder.parameters(), *self.attention.parameters()],
-                  "d": list(self.discriminator.parameters())}
+        groups = {
+            "ae": [*self.autoencoder.parameters(), *self.attention.parameters()],
+            "d": list(self.discriminator.parameters()),
+        }
         if self.aux_head is not None:
             groups["ae"] += list(self.aux_head.parameters())
         if self.generator is not None:
@@ -152,7 +160,9 @@ class LDGAN(nn.Module):
             return z0, out
         return out, self.diffusion.noise_from_z0(out, zt, t)
 
-    def sample_step(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample_step(
+        self, z0: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Draw t ~ U{1..T}, a real pair (z_{t-1}, z_t) and the generator's fake z_{t-1};
         every draw on z0's device."""
         b = z0.shape[0]
@@ -161,11 +171,25 @@ class LDGAN(nn.Module):
         z0_hat, eps_hat = self.predict_z0(zt, t)
         noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         fake_prev = self.diffusion.posterior_sample(z0_hat, zt, t, noise)
-        return {"t": t, "zt": zt, "real_prev": z_prev, "fake_prev": fake_prev, "z0_hat": z0_hat, "eps_hat": eps_hat,
-                "eps": self.diffusion.noise_from_z0(z0, zt, t), "z0": z0}
+        return {
+            "t": t,
+            "zt": zt,
+            "real_prev": z_prev,
+            "fake_prev": fake_prev,
+            "z0_hat": z0_hat,
+            "eps_hat": eps_hat,
+            "eps": self.diffusion.noise_from_z0(z0, zt, t),
+            "z0": z0,
+        }
 
-    def _critic_losses(self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor | None,
-                       t: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def _critic_losses(
+        self,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        cond: torch.Tensor | None,
+        t: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
         """Per-sample D loss (GAN loss + gradient penalty) and the fake side's adversarial loss.
         D judges ``fake`` once; the engine keeps each loss's gradient to its own group."""
         cfg = self.cfg
@@ -175,13 +199,24 @@ class LDGAN(nn.Module):
 
         real_in = real.detach().requires_grad_(cfg.gp_type == "r1")
         real_logit, fake_logit = critic(real_in), critic(fake)
-        gp = gradient_penalty(critic, real_in, fake, cfg.gp_type, cfg.gp_weight, generator, real_logit=real_logit)
+        gp = gradient_penalty(
+            critic, real_in, fake, cfg.gp_type, cfg.gp_weight, generator, real_logit=real_logit
+        )
         d_adv = discriminator_loss(real_logit, fake_logit, cfg.gp_type)
-        return {"d": d_adv + gp, "d_adv": d_adv, "d_gp": gp, "adv": generator_adv_loss(fake_logit, cfg.gp_type)}
+        return {
+            "d": d_adv + gp,
+            "d_adv": d_adv,
+            "d_gp": gp,
+            "adv": generator_adv_loss(fake_logit, cfg.gp_type),
+        }
 
     # -- the training step ------------------------------------------------------------
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per-sample losses of one training batch: ``ae``, ``d`` and (with latent diffusion)
         ``g`` are the optimiser groups' totals; the other keys are their terms, for logs.
 
@@ -207,19 +242,37 @@ class LDGAN(nn.Module):
         if not cfg.latent_diffusion:  # adversarial autoencoder: D judges reconstructions
             critic = self._critic_losses(x, x_rec, None, None, generator)
             stat = moment_loss(x_rec, x)
-            out.update(ae=ae + cfg.w_stat * stat + cfg.w_adv * critic["adv"], d=critic["d"], d_adv=critic["d_adv"],
-                       d_gp=critic["d_gp"], g_stat=stat, g_adv=critic["adv"])
+            out.update(
+                ae=ae + cfg.w_stat * stat + cfg.w_adv * critic["adv"],
+                d=critic["d"],
+                d_adv=critic["d_adv"],
+                d_gp=critic["d_gp"],
+                g_stat=stat,
+                g_adv=critic["adv"],
+            )
             return out
-        step = self.sample_step(z0.detach(), generator)  # the diffusion part does not move the latent
-        critic = self._critic_losses(step["real_prev"], step["fake_prev"], step["zt"], step["t"], generator)
+        step = self.sample_step(
+            z0.detach(), generator
+        )  # the diffusion part does not move the latent
+        critic = self._critic_losses(
+            step["real_prev"], step["fake_prev"], step["zt"], step["t"], generator
+        )
         if cfg.prediction == "eps":
             pred = (step["eps_hat"] - step["eps"]).pow(2).flatten(1).mean(dim=1)
         else:
             pred = (step["z0_hat"] - step["z0"]).pow(2).flatten(1).mean(dim=1)
         stat = moment_loss(step["fake_prev"], step["real_prev"])
         g = cfg.w_pred * pred + cfg.w_stat * stat + cfg.w_adv * critic["adv"]
-        out.update(ae=ae, d=critic["d"], g=g, d_adv=critic["d_adv"], d_gp=critic["d_gp"], g_pred=pred, g_stat=stat,
-                   g_adv=critic["adv"])
+        out.update(
+            ae=ae,
+            d=critic["d"],
+            g=g,
+            d_adv=critic["d_adv"],
+            d_gp=critic["d_gp"],
+            g_pred=pred,
+            g_stat=stat,
+            g_adv=critic["adv"],
+        )
         return out
 
     # -- the scoring pass ---------------------------------------------------------------
@@ -238,8 +291,10 @@ class LDGAN(nn.Module):
         embedding, weights = self.embed(z0)
         if cfg.score_step > 0 and cfg.latent_diffusion:
             if not draws or any(len(d) < cfg.score_step + 1 for d in draws):
-                raise ValueError(f"evaluate needs draws of {cfg.score_step + 1} noise tensors "
-                                 f"for score_step={cfg.score_step}")
+                raise ValueError(
+                    f"evaluate needs draws of {cfg.score_step + 1} noise tensors "
+                    f"for score_step={cfg.score_step}"
+                )
             recs = (self.decode(self._denoise(z0, d), x.shape[-1]) for d in draws)
             rec = functools.reduce(torch.add, recs) / len(draws)
         else:
@@ -256,7 +311,9 @@ class LDGAN(nn.Module):
     def _denoise(self, z0: torch.Tensor, noises: Sequence[torch.Tensor]) -> torch.Tensor:
         """Jump the clean latent to ``score_step`` with ``noises[0]``, then walk back to step 0."""
         b, step = z0.shape[0], self.cfg.score_step
-        z = self.diffusion.q_sample(z0, torch.full((b,), step, dtype=torch.long, device=z0.device), noises[0])
+        z = self.diffusion.q_sample(
+            z0, torch.full((b,), step, dtype=torch.long, device=z0.device), noises[0]
+        )
         for k in range(step, 0, -1):
             t = torch.full((b,), k, dtype=torch.long, device=z0.device)
             z0_hat, _ = self.predict_z0(z, t)

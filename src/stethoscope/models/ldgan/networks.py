@@ -3,6 +3,7 @@
 Both are 1-D convolutional nets over time (channels = latent channels, or mel bins for the
 no-diffusion ablation), fully convolutional so any clip length works.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,10 +35,14 @@ class ResBlock(nn.Module):
 class Denoiser(nn.Module):
     """G(z_t, t): predicts the noise (``eps``) or the clean latent (``x0``) of a noisy latent."""
 
-    def __init__(self, latent_channels: int = 16, channels: int = 64, n_blocks: int = 2, emb_dim: int = 32) -> None:
+    def __init__(
+        self, latent_channels: int = 16, channels: int = 64, n_blocks: int = 2, emb_dim: int = 32
+    ) -> None:
         super().__init__()
         self.emb_dim = emb_dim
-        self.emb_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.emb_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         self.conv_in = nn.Conv1d(latent_channels, channels, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(channels, emb_dim) for _ in range(n_blocks))
         self.conv_out = nn.Conv1d(channels, latent_channels, 3, padding=1)
@@ -57,17 +62,28 @@ class Discriminator(nn.Module):
     discriminator of DDGAN). Without (ablation): x = a log-mel, no cond, no step.
     """
 
-    def __init__(self, in_channels: int, cond_channels: int = 0, channels: int = 64, n_down: int = 2,
-                 use_step: bool = True, emb_dim: int = 32) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        cond_channels: int = 0,
+        channels: int = 64,
+        n_down: int = 2,
+        use_step: bool = True,
+        emb_dim: int = 32,
+    ) -> None:
         super().__init__()
         self.use_step, self.emb_dim = use_step, emb_dim
         self.conv_in = spectral_norm(nn.Conv1d(in_channels + cond_channels, channels, 3, padding=1))
         self.step_emb = spectral_norm(nn.Linear(emb_dim, channels)) if use_step else None
-        self.down = nn.ModuleList(spectral_norm(nn.Conv1d(channels, channels, 4, stride=2, padding=1))
-                                  for _ in range(n_down))
+        self.down = nn.ModuleList(
+            spectral_norm(nn.Conv1d(channels, channels, 4, stride=2, padding=1))
+            for _ in range(n_down)
+        )
         self.head = spectral_norm(nn.Linear(channels, 1))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None, t: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.conv_in(x if cond is None else torch.cat([x, cond], dim=1))
         if self.step_emb is not None:
             assert t is not None, "this discriminator is conditioned on the diffusion step"
@@ -78,10 +94,15 @@ class Discriminator(nn.Module):
         return self.head(h.mean(dim=2)).squeeze(1)
 
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
-                     fake: torch.Tensor | None = None, kind: str = "r1", weight: float = 10.0,
-                     generator: torch.Generator | None = None,
-                     real_logit: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor | None = None,
+    kind: str = "r1",
+    weight: float = 10.0,
+    generator: torch.Generator | None = None,
+    real_logit: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Gradient penalty per sample.
 
     ``r1`` (Mescheder et al. 2018, as DDGAN / StyleGAN): weight / 2 * ||grad D(real)||^2; pass
@@ -97,8 +118,12 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     elif kind == "wgan-gp":
         if fake is None:
             raise ValueError("wgan-gp needs fake samples")
-        u = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device,
-                       dtype=real.dtype)
+        u = torch.rand(
+            (real.shape[0],) + (1,) * (real.dim() - 1),
+            generator=generator,
+            device=real.device,
+            dtype=real.dtype,
+        )
         point = (u * real.detach() + (1 - u) * fake.detach()).requires_grad_(True)
         logit = critic(point)
     else:
@@ -110,7 +135,9 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return weight * (sq_norm.add(1e-12).sqrt() - 1.0).pow(2)
 
 
-def discriminator_loss(real_logit: torch.Tensor, fake_logit: torch.Tensor, kind: str) -> torch.Tensor:
+def discriminator_loss(
+    real_logit: torch.Tensor, fake_logit: torch.Tensor, kind: str
+) -> torch.Tensor:
     """Per-sample non-saturating logistic loss (with R1) or Wasserstein critic loss (with
     WGAN-GP)."""
     if kind == "r1":

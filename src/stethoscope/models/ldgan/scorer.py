@@ -6,9 +6,10 @@ anomaly map and reconstruction are brought back to dB units. `systems.ldgan.MelB
 through `evaluate`; ``forward`` runs the same pass with the scoring noise of one clip length
 held as buffers (the ONNX export, whose noise is fixed per length).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,8 +25,14 @@ class LDGANScorer(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, model: LDGAN, mel_mean: torch.Tensor, mel_std: torch.Tensor,
-                 noises: Sequence[Sequence[torch.Tensor]] = (), embedding: bool = True) -> None:
+    def __init__(
+        self,
+        model: LDGAN,
+        mel_mean: torch.Tensor,
+        mel_std: torch.Tensor,
+        noises: Sequence[Sequence[torch.Tensor]] = (),
+        embedding: bool = True,
+    ) -> None:
         super().__init__()
         self.model, self.embedding, self.n_draws = model, embedding, len(noises)
         self.steps = len(noises[0]) if noises else 0
@@ -38,8 +45,9 @@ class LDGANScorer(nn.Module):
     def standardise(self, logmel: torch.Tensor) -> torch.Tensor:
         return (logmel - self.mean[:, None]) / self.std[:, None]
 
-    def evaluate(self, logmel: torch.Tensor,
-                 draws: Sequence[Sequence[torch.Tensor]] = ()) -> LDGANEval:
+    def evaluate(
+        self, logmel: torch.Tensor, draws: Sequence[Sequence[torch.Tensor]] = ()
+    ) -> LDGANEval:
         """`LDGAN.evaluate` of log-mels in dB (maps and reconstruction standardised)."""
         return self.model.evaluate(self.standardise(logmel), draws)
 
@@ -53,8 +61,10 @@ class LDGANScorer(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b = logmel.shape[0]
-        draws = [[getattr(self, f"noise_{d}_{k}")[None].expand(b, -1, -1)
-                  for k in range(self.steps)] for d in range(self.n_draws)]
+        draws = [
+            [getattr(self, f"noise_{d}_{k}")[None].expand(b, -1, -1) for k in range(self.steps)]
+            for d in range(self.n_draws)
+        ]
         out = self.evaluate(logmel, draws)
         amap = self.map_db(out.anomaly_map)
         if self.embedding:

@@ -10,6 +10,7 @@ with another clip of the batch, lambda ~ Beta(alpha, alpha):
 
 The pooled latent (the attention-weighted mean of latent frames) is the mel embedding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ class AttentionPooling(nn.Module):
 
     def __init__(self, channels: int, hidden: int = 32) -> None:
         super().__init__()
-        self.score = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1))
+        self.score = nn.Sequential(
+            nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1)
+        )
 
     def weights(self, h: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> softmax weights over frames (B, T)."""
@@ -52,11 +55,11 @@ def temporal_mask(attention: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 class TMixupBatch:
     """A mixed batch and how it was made (partner index, lambda, tau, mask)."""
 
-    mixed: torch.Tensor        # (B, F, T)
-    mask: torch.Tensor         # (B, T) bool
-    lam: torch.Tensor          # (B,) weight of the clip itself inside the mask
-    tau: torch.Tensor          # (B,)
-    partner: torch.Tensor      # (B,) index of the clip mixed in
+    mixed: torch.Tensor  # (B, F, T)
+    mask: torch.Tensor  # (B, T) bool
+    lam: torch.Tensor  # (B,) weight of the clip itself inside the mask
+    tau: torch.Tensor  # (B,)
+    partner: torch.Tensor  # (B,) index of the clip mixed in
 
     @property
     def partner_share(self) -> torch.Tensor:
@@ -69,13 +72,20 @@ class TMixupBatch:
         return (1.0 - share) * onehot + share * onehot[self.partner]
 
 
-def tmixup(x: torch.Tensor, attention: torch.Tensor, alpha: float = 0.2, tau_range: tuple[float, float] = (0.2, 0.5),
-           generator: torch.Generator | None = None) -> TMixupBatch:
+def tmixup(
+    x: torch.Tensor,
+    attention: torch.Tensor,
+    alpha: float = 0.2,
+    tau_range: tuple[float, float] = (0.2, 0.5),
+    generator: torch.Generator | None = None,
+) -> TMixupBatch:
     """Mix every clip of ``x`` (B, F, T) with a random partner inside its attention mask;
     every draw on ``x``'s device (``generator`` must live there)."""
     b, device = x.shape[0], x.device
     partner = torch.randperm(b, generator=generator, device=device)
-    tau = tau_range[0] + (tau_range[1] - tau_range[0]) * torch.rand(b, generator=generator, device=device)
+    tau = tau_range[0] + (tau_range[1] - tau_range[0]) * torch.rand(
+        b, generator=generator, device=device
+    )
     # lambda ~ Beta(alpha, alpha) as a ratio of Gammas: torch's Beta sampler takes no generator
     g1, g2 = _gamma(alpha, b, generator, device), _gamma(alpha, b, generator, device)
     lam = (g1 / (g1 + g2).clamp_min(1e-12)).to(x.dtype)
@@ -86,8 +96,12 @@ def tmixup(x: torch.Tensor, attention: torch.Tensor, alpha: float = 0.2, tau_ran
     return TMixupBatch(mixed=mixed, mask=mask, lam=lam, tau=tau, partner=partner)
 
 
-def _gamma(concentration: float, n: int, generator: torch.Generator | None,
-           device: torch.device | str = "cpu") -> torch.Tensor:
+def _gamma(
+    concentration: float,
+    n: int,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Gamma(concentration, 1) samples from ``generator`` (torch's sampler takes no generator).
 
     Marsaglia-Tsang for shape >= 1; for shape < 1 the boost Gamma(a + 1) * U^(1/a).
@@ -101,10 +115,15 @@ def _gamma(concentration: float, n: int, generator: torch.Generator | None,
         z = torch.randn(2 * n, generator=generator, dtype=torch.float64, device=device)
         u = torch.rand(2 * n, generator=generator, dtype=torch.float64, device=device)
         v = (1.0 + c * z) ** 3
-        ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+        ok = (v > 0) & (
+            torch.log(u.clamp_min(1e-300))
+            < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-300))
+        )
         take = (d * v)[ok][: n - filled]
-        out[filled:filled + len(take)] = take
+        out[filled : filled + len(take)] = take
         filled += len(take)
     if concentration < 1.0:
-        out = out * torch.rand(n, generator=generator, dtype=torch.float64, device=device) ** (1.0 / concentration)
+        out = out * torch.rand(n, generator=generator, dtype=torch.float64, device=device) ** (
+            1.0 / concentration
+        )
     return out
