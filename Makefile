@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the suite);
+# `make lint` (ruff and mypy) is what CI runs before the suite.
 # Each creates .venv with the CPU build of torch (scripts/setup.sh) when it is missing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
