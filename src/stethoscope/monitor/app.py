@@ -16,20 +16,16 @@ scoring worker. No error answer carries a traceback, the database's location or 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import partial
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
 
 from ..errors import AudioError, ConfigError, StethoscopeError
 from . import schema
@@ -37,24 +33,20 @@ from .guard import COOKIE, Guard, TrustedHosts
 from .metrics import Metrics, MetricsMiddleware
 from .pictures import NotKept
 from .routes_operator import add_operator_routes
-from .service import Monitor, ScoreEvent, UnknownMachine
-from .store import MAX_LIMIT, StoreError, check_alarm_rule
+from .routes_read import Readers, Routes, add_read_routes
+from .routes_score import add_score_routes
+from .service import Monitor, UnknownMachine
+from .store import StoreError
 from .streams import MAX_STREAMS, MAX_WINDOW_S, MIN_HOP_S, STORE_DOWN, StreamSettings, add_stream
 from .tokens import Tokens
-from .views import MAX_ID, add_dashboard
+from .views import add_dashboard
 
-__all__ = ["MAX_WINDOW_S", "MIN_HOP_S", "create_app"]
+__all__ = ["MAX_WINDOW_S", "MIN_HOP_S", "Readers", "create_app"]
 MAX_BODY_BYTES = 50 * 1024 * 1024
 BODY_TIMEOUT_S = 60.0  # a posted body must arrive within this (a slow upload holds a connection)
 READ_WORKERS = 2  # reads (events, pictures, audio) at once, in their own threads
 READ_QUEUE = 64  # reads waiting beyond these get 503 at once
-AUDIO_TYPES = ("audio/", "application/octet-stream")
 log = logging.getLogger("stethoscope.serve")
-
-
-class AlarmRule(BaseModel):
-    k: int = Field(ge=1, le=1000, description="alarm when at least k ...")
-    n: int = Field(ge=1, le=1000, description="... of the last n decisions are anomalous")
 
 
 def _status(err: Exception) -> int:
@@ -65,40 +57,6 @@ def _status(err: Exception) -> int:
     if isinstance(err, (AudioError, ConfigError)):
         return 422
     return 400
-
-
-def _since(value: float | datetime | None) -> float | None:
-    """``since`` as Unix seconds, from Unix seconds or an ISO 8601 time (UTC when it has no
-    zone)."""
-    if value is None or isinstance(value, float):
-        return value
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-
-
-SINCE = Query(None, description="Unix seconds, or an ISO 8601 time (UTC when it has no zone)")
-
-
-class Readers:
-    """Reads run here: ``capacity`` threads of their own (never a scoring worker), at most
-    ``queue`` more waiting; past that a read gets 503 at once instead of holding a connection."""
-
-    def __init__(self, capacity: int, queue: int) -> None:
-        self.capacity, self.queue, self.waiting = capacity, queue, 0
-        self.limiter: anyio.CapacityLimiter | None = None
-
-    async def run(self, call: Callable[[], Any]) -> Any:
-        """``call()`` in a reader thread, or 503 when too many reads wait."""
-        if self.limiter is None:
-            self.limiter = anyio.CapacityLimiter(self.capacity)
-        if self.waiting >= self.capacity + self.queue:
-            raise HTTPException(
-                503, "too many reads at once; try again shortly", headers={"Retry-After": "1"}
-            )
-        self.waiting += 1
-        try:
-            return await anyio.to_thread.run_sync(call, limiter=self.limiter)
-        finally:
-            self.waiting -= 1
 
 
 def _validation_detail(err: RequestValidationError) -> str:
@@ -134,6 +92,44 @@ def create_app(
     metrics, guard = Metrics(monitor), Guard(token, allow_origins)
     limiter: list[anyio.CapacityLimiter] = []
     readers = Readers(read_workers, READ_QUEUE)
+    app = _new_app(workers, limiter, metrics, allowed_hosts)
+    app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
+    guards = _Guards.of(guard, bool(token), protect_reads)
+
+    async def scoring(call: Callable[[], Any]) -> Any:
+        """Decode, score and record in a worker thread, at most ``workers`` at once."""
+        return await anyio.to_thread.run_sync(call, limiter=limiter[0])
+
+    async def blocking(call: Callable[[], Any]) -> Any:
+        """A database write or health check in a thread (never waiting behind the scorers or
+        readers)."""
+        return await anyio.to_thread.run_sync(call)
+
+    _add_error_handlers(app)
+    served = sorted(monitor.models)
+    read_guard, read_errors = guards.read, guards.read_errors
+    routes = Routes(monitor, served, read_guard, read_errors, guards.write, readers.run, blocking)
+    add_read_routes(app, routes, metrics)
+    add_score_routes(app, routes, metrics, scoring, max_body, body_timeout)
+    add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
+    add_operator_routes(
+        app, monitor, guard, guards.schemes, read_guard, read_errors, readers.run, blocking
+    )
+    add_stream(
+        app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring
+    )
+    return app
+
+
+def _new_app(
+    workers: int,
+    limiter: list[anyio.CapacityLimiter],
+    metrics: Metrics,
+    allowed_hosts: Sequence[str] | None,
+) -> FastAPI:
+    """The bare app: its lifespan makes the scorers' limiter (``workers`` at once) in the
+    running event loop, its metrics middleware counts every request, and only
+    ``allowed_hosts`` (None: any) are answered."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,74 +147,44 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHosts, allowed_hosts=list(allowed_hosts), www_redirect=False)
-    app.state.monitor, app.state.metrics, app.state.guard = monitor, metrics, guard
-
-    served = sorted(monitor.models)
-    # the security schemes declare the token (and the read cookie) in the OpenAPI document;
-    # guard checks them
-    bearer_scheme = (
-        [Depends(HTTPBearer(auto_error=False, description="the service's token"))] if token else []
-    )
-    cookie_scheme = [
-        Depends(
-            APIKeyCookie(
-                name=COOKIE,
-                auto_error=False,
-                description="the dashboard's login cookie (POST /login)",
-            )
-        )
-    ]
-    read_guard = (
-        [*bearer_scheme, *cookie_scheme, Depends(guard.need_reader)]
-        if protect_reads and token
-        else []
-    )
-    read_errors = schema.errors(400, 401, 503) if read_guard else schema.errors(400, 503)
-    write_guard = [Depends(guard.same_origin), *bearer_scheme, Depends(guard.need_token)]
-
-    async def scoring(call: Callable[[], Any]) -> Any:
-        """Decode, score and record in a worker thread, at most ``workers`` at once."""
-        return await anyio.to_thread.run_sync(call, limiter=limiter[0])
-
-    async def blocking(call: Callable[[], Any]) -> Any:
-        """A database write or health check in a thread (never waiting behind the scorers or
-        readers)."""
-        return await anyio.to_thread.run_sync(call)
-
-    _add_error_handlers(app)
-    routes = _Routes(monitor, served, read_guard, read_errors, write_guard, readers.run, blocking)
-    _add_read_routes(app, routes, metrics)
-    _add_score_routes(app, routes, metrics, scoring, max_body, body_timeout)
-    add_dashboard(app, monitor, guard, read_guard, read_errors, readers.run)
-    add_operator_routes(
-        app,
-        monitor,
-        guard,
-        [*bearer_scheme, *cookie_scheme],
-        read_guard,
-        read_errors,
-        readers.run,
-        blocking,
-    )
-    add_stream(
-        app, monitor, guard, metrics, streams or StreamSettings(window, hop, max_streams), scoring
-    )
     return app
 
 
 @dataclass(frozen=True)
-class _Routes:
-    """What the route groups share: the monitor, its served machines, the read and write
-    guards (and the errors they add to the schema), the readers' pool, and the thread for
-    database writes and health checks."""
+class _Guards:
+    """The routes' dependencies: ``schemes`` declare the token (and the read cookie) in the
+    OpenAPI document, ``read`` and ``write`` are what `guard.Guard` checks, and ``read_errors``
+    the answers a guarded read adds to the schema."""
 
-    monitor: Monitor
-    served: list[str]
-    read_guard: list[Any]
+    schemes: list[Any]
+    read: list[Any]
     read_errors: dict[int | str, dict[str, Any]]
-    write_guard: list[Any]
-    read: Callable[[Callable[[], Any]], Awaitable[Any]]
-    blocking: Callable[[Callable[[], Any]], Awaitable[Any]]
+    write: list[Any]
+
+    @classmethod
+    def of(cls, guard: Guard, token: bool, protect_reads: bool) -> _Guards:
+        bearer_scheme = (
+            [Depends(HTTPBearer(auto_error=False, description="the service's token"))]
+            if token
+            else []
+        )
+        cookie_scheme = [
+            Depends(
+                APIKeyCookie(
+                    name=COOKIE,
+                    auto_error=False,
+                    description="the dashboard's login cookie (POST /login)",
+                )
+            )
+        ]
+        read_guard = (
+            [*bearer_scheme, *cookie_scheme, Depends(guard.need_reader)]
+            if protect_reads and token
+            else []
+        )
+        read_errors = schema.errors(400, 401, 503) if read_guard else schema.errors(400, 503)
+        write_guard = [Depends(guard.same_origin), *bearer_scheme, Depends(guard.need_token)]
+        return cls([*bearer_scheme, *cookie_scheme], read_guard, read_errors, write_guard)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -246,198 +212,3 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"detail": f"internal error ({type(err).__name__}); the server log has the details"},
             status_code=500,
         )
-
-
-def _add_read_routes(app: FastAPI, routes: _Routes, metrics: Metrics) -> None:
-    """``/health``, ``/metrics``, ``/machines``, ``/events`` and ``/alarms``."""
-    monitor = routes.monitor
-
-    @app.get(
-        "/health",
-        response_model=schema.Health,
-        responses={
-            400: routes.read_errors[400],
-            503: {"model": schema.Health, "description": "degraded or error"},
-        },
-    )
-    async def health() -> JSONResponse:
-        """ok; degraded (503) while writes to the store fail; error (503) when it does not answer.
-        Never the database's path or the error text (those go to the log)."""
-        try:
-            await routes.blocking(monitor.store.ping)
-        except StoreError as err:
-            log.error("health: %s", err)
-            return JSONResponse({"status": "error", "detail": STORE_DOWN}, status_code=503)
-        state = monitor.health
-        if state.degraded:
-            since = datetime.fromtimestamp(state.failing_since or 0, timezone.utc).isoformat(
-                timespec="seconds"
-            )
-            return JSONResponse(
-                {
-                    "status": "degraded",
-                    "machines": sorted(monitor.models),
-                    "detail": f"writes to the event store fail since {since} ({state.failures} "
-                    f"failure(s)); scores are refused with 503 until a write succeeds",
-                },
-                status_code=503,
-            )
-        answer = {
-            "status": "ok",
-            "machines": sorted(monitor.models),
-            "schema_version": monitor.store.version,
-        }
-        if (
-            monitor.notifier is not None
-        ):  # the outbox backlog per channel (--notify); never an error text
-            answer["notify"] = await routes.blocking(monitor.notifier.backlog)
-        return JSONResponse(answer)
-
-    @app.get(
-        "/metrics",
-        dependencies=routes.read_guard,
-        responses={
-            200: {
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-                "description": "Prometheus text format",
-            },
-            **routes.read_errors,
-        },
-    )
-    async def prometheus() -> Response:
-        body = await routes.read(partial(generate_latest, metrics.registry))
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    @app.get(
-        "/machines",
-        dependencies=routes.read_guard,
-        response_model=list[schema.Machine],
-        responses=routes.read_errors,
-    )
-    async def machines() -> JSONResponse:
-        return JSONResponse(await routes.read(monitor.describe))
-
-    @app.get(
-        "/events",
-        dependencies=routes.read_guard,
-        response_model=list[schema.Event],
-        responses={**routes.read_errors, **schema.errors(404, 422)},
-    )
-    async def events(
-        machine: str | None = schema.machine_query(routes.served),
-        since: float | datetime | None = SINCE,
-        after_id: int | None = Query(None, ge=0, le=MAX_ID),
-        limit: int = Query(100, ge=1, le=MAX_LIMIT),
-        order: str = Query("desc", pattern="^(asc|desc)$"),
-    ) -> JSONResponse:
-        if machine is not None:
-            monitor.model(machine)
-        return JSONResponse(
-            await routes.read(
-                partial(
-                    monitor.store.events, machine, _since(since), after_id, limit, order == "desc"
-                )
-            )
-        )
-
-    @app.get(
-        "/alarms",
-        dependencies=routes.read_guard,
-        response_model=list[schema.Alarm],
-        responses={**routes.read_errors, **schema.errors(404, 422)},
-    )
-    async def alarms(
-        machine: str | None = schema.machine_query(routes.served),
-        active: bool | None = None,
-        limit: int = Query(100, ge=1, le=MAX_LIMIT),
-    ) -> JSONResponse:
-        if machine is not None:
-            monitor.model(machine)
-
-        def listed() -> list[dict[str, Any]]:
-            rows = monitor.store.alarms(machine, active, limit)
-            acks = monitor.operators.acks([row["id"] for row in rows])
-            return [{**row, "ack": acks.get(row["id"])} for row in rows]
-
-        return JSONResponse(await routes.read(listed))
-
-
-def _add_score_routes(
-    app: FastAPI,
-    routes: _Routes,
-    metrics: Metrics,
-    scoring: Callable[[Callable[[], Any]], Awaitable[Any]],
-    max_body: int,
-    body_timeout: float,
-) -> None:
-    """The writes: ``PUT /machines/{machine}/alarm`` and ``POST /score`` (the body bounded in
-    size and time before any decoding)."""
-    monitor = routes.monitor
-
-    @app.put(
-        "/machines/{machine}/alarm",
-        dependencies=routes.write_guard,
-        response_model=schema.AlarmRuleSet,
-        responses=schema.errors(400, 401, 403, 404, 422, 503),
-    )
-    async def set_alarm(
-        rule: AlarmRule, machine: str = schema.machine_path(routes.served)
-    ) -> JSONResponse:
-        monitor.model(machine)
-        check_alarm_rule(rule.k, rule.n)
-        await routes.blocking(partial(monitor.store.set_alarm_rule, machine, rule.k, rule.n))
-        return JSONResponse({"machine": machine, "k": rule.k, "n": rule.n})
-
-    @app.post(
-        "/score",
-        dependencies=routes.write_guard,
-        response_model=schema.ScoreEvent,
-        openapi_extra=schema.AUDIO_BODY,
-        responses=schema.errors(400, 401, 403, 404, 408, 413, 415, 422, 503),
-    )
-    async def score(
-        request: Request,
-        machine: str = schema.machine_query(routes.served, required=True),
-        source: str = Query("", max_length=200),
-        channel: int = Query(0, ge=0, le=255),
-    ) -> JSONResponse:
-        monitor.model(machine)  # 404/422 before the body is read
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not kind.startswith(AUDIO_TYPES):
-            said = repr(kind[:60]) if kind else "none"
-            raise HTTPException(
-                415,
-                f"the body must be one audio clip (WAV, FLAC, ...) sent as raw bytes with "
-                f"Content-Type audio/* (e.g. audio/wav) or application/octet-stream, not {said}",
-            )
-        try:
-            with anyio.fail_after(body_timeout):
-                raw = await _read_body(request, max_body)
-        except TimeoutError:
-            raise HTTPException(408, f"the body did not arrive within {body_timeout:g} s") from None
-
-        def score_and_record() -> ScoreEvent:
-            with metrics.scoring.labels(machine).time():
-                return monitor.score_clip(machine, raw, source, channel)
-
-        event: ScoreEvent = await scoring(score_and_record)
-        metrics.scored(machine, event.decision)
-        return JSONResponse(event.as_json())
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes: by its
-    declared length, or while its bytes arrive (chunked uploads declare none)."""
-    declared = request.headers.get("content-length")
-    too_big = HTTPException(
-        413, f"body over the {limit // (1024 * 1024)} MB limit: send one clip per request"
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -28,7 +28,9 @@ from sqlalchemy import (
 
 from ..errors import ConfigError, StethoscopeError
 from .db import writing
-from .store import ALARMS, CLIPS, MACHINES, MODELS, SCORES, EventStore, _limit
+from .store import EventStore
+from .store_queries import checked_limit
+from .store_tables import ALARMS, CLIPS, MACHINES, MODELS, SCORES
 
 METADATA = MetaData()
 ACKS = Table(
@@ -306,7 +308,7 @@ class Operators:
         if current is not None:
             live = (MUTES.c.cancelled_at.is_(None)) & (MUTES.c.ends_at > time.time())
             query = query.where(live if current else ~live)
-        return self._rows(query.order_by(MUTES.c.id.desc()).limit(_limit(limit)))
+        return self._rows(query.order_by(MUTES.c.id.desc()).limit(checked_limit(limit)))
 
     def labels(
         self, machine: str | None = None, label: str | None = None, limit: int = 100
@@ -324,7 +326,7 @@ class Operators:
             query = query.where(MACHINES.c.name == machine)
         if label is not None:
             query = query.where(LABELS.c.label == label)
-        return self._rows(query.order_by(LABELS.c.time.desc()).limit(_limit(limit)))
+        return self._rows(query.order_by(LABELS.c.time.desc()).limit(checked_limit(limit)))
 
     def acks(self, alarm_ids: list[int]) -> dict[int, dict[str, Any]]:
         """{alarm id: its acknowledgement (time, author, note)} of those acknowledged."""
@@ -342,7 +344,7 @@ class Operators:
             query = query.where(ACTIONS.c.machine == machine)
         if author is not None:
             query = query.where(ACTIONS.c.author == author)
-        rows = self._rows(query.order_by(ACTIONS.c.id.desc()).limit(_limit(limit)))
+        rows = self._rows(query.order_by(ACTIONS.c.id.desc()).limit(checked_limit(limit)))
         return [{**row, "detail": json.loads(row["detail"])} for row in rows]
 
     def labelled_clips(self, machine: str, label: str = "normal") -> list[dict[str, Any]]:

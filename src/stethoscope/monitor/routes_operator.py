@@ -6,6 +6,7 @@ is stored with its author, the token's name (`operators`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -110,26 +111,57 @@ def add_operator_routes(
     """Add the routes to ``app``: actions need ``operate`` (``security`` declares the token and
     cookie in the OpenAPI document), reads follow ``read_guard``; ``read`` and ``write`` run
     blocking store calls in threads."""
-    ops = monitor.operators
-    served = sorted(monitor.models)
-    acting = [Depends(guard.same_origin), *security]
     refused: dict[int | str, dict[str, Any]] = {
         409: {"model": schema.Detail, "description": "done already, or over"}
     }
-    act_errors = {**schema.errors(400, 401, 403, 404, 422, 503), **refused}
-    list_errors = {**read_errors, **schema.errors(404, 422)}
-    operator = Depends(guard.need_operator)
+    kit = _Kit(
+        monitor,
+        sorted(monitor.models),
+        [Depends(guard.same_origin), *security],
+        {**schema.errors(400, 401, 403, 404, 422, 503), **refused},
+        Depends(guard.need_operator),
+        read_guard,
+        {**read_errors, **schema.errors(404, 422)},
+        read,
+        write,
+    )
 
     @app.exception_handler(ActionRefused)
     async def _refused(request: Request, err: ActionRefused) -> JSONResponse:
         del request
         return JSONResponse({"detail": str(err)}, status_code=err.status)
 
+    _add_alarm_and_event_actions(app, kit)
+    _add_mute_actions(app, kit)
+    _add_operator_reads(app, kit)
+
+
+@dataclass(frozen=True)
+class _Kit:
+    """What the operator's route groups share: the monitor and its served machines, the
+    actions' dependencies (same origin, token schemes; ``operator`` resolves the author) and
+    errors, the reads' guard and errors, and the threads for store reads and writes."""
+
+    monitor: Monitor
+    served: list[str]
+    acting: list[Any]
+    act_errors: dict[int | str, dict[str, Any]]
+    operator: Any
+    read_guard: list[Any]
+    list_errors: dict[Any, Any]
+    read: Callable[[Callable[[], Any]], Any]
+    write: Callable[[Callable[[], Any]], Any]
+
+
+def _add_alarm_and_event_actions(app: FastAPI, kit: _Kit) -> None:
+    """``POST /alarms/{alarm_id}/ack`` and ``POST /events/{event_id}/label``."""
+    ops, write, operator = kit.monitor.operators, kit.write, kit.operator
+
     @app.post(
         "/alarms/{alarm_id}/ack",
-        dependencies=acting,
+        dependencies=kit.acting,
         response_model=Acknowledgement,
-        responses=act_errors,
+        responses=kit.act_errors,
     )
     async def acknowledge(
         body: AckBody, alarm_id: int = _id("alarm"), who: Identity = operator
@@ -138,7 +170,10 @@ def add_operator_routes(
         return JSONResponse(await write(lambda: ops.acknowledge(alarm_id, who.name, body.note)))
 
     @app.post(
-        "/events/{event_id}/label", dependencies=acting, response_model=Label, responses=act_errors
+        "/events/{event_id}/label",
+        dependencies=kit.acting,
+        response_model=Label,
+        responses=kit.act_errors,
     )
     async def label(
         body: LabelBody, event_id: int = _id("event"), who: Identity = operator
@@ -148,15 +183,20 @@ def add_operator_routes(
             await write(lambda: ops.label(event_id, body.label, who.name, body.note))
         )
 
+
+def _add_mute_actions(app: FastAPI, kit: _Kit) -> None:
+    """``POST /machines/{machine}/mutes`` and ``POST /mutes/{mute_id}/cancel``."""
+    monitor, ops, write, operator = kit.monitor, kit.monitor.operators, kit.write, kit.operator
+
     @app.post(
         "/machines/{machine}/mutes",
-        dependencies=acting,
+        dependencies=kit.acting,
         response_model=Mute,
         status_code=201,
-        responses=act_errors,
+        responses=kit.act_errors,
     )
     async def mute(
-        body: MuteBody, machine: str = schema.machine_path(served), who: Identity = operator
+        body: MuteBody, machine: str = schema.machine_path(kit.served), who: Identity = operator
     ) -> JSONResponse:
         """Mute a machine from ``start`` (default now) to ``end``: its clips are still scored and
         stored, but no alarm is raised while the mute lasts."""
@@ -169,15 +209,25 @@ def add_operator_routes(
         )
 
     @app.post(
-        "/mutes/{mute_id}/cancel", dependencies=acting, response_model=Mute, responses=act_errors
+        "/mutes/{mute_id}/cancel",
+        dependencies=kit.acting,
+        response_model=Mute,
+        responses=kit.act_errors,
     )
     async def cancel(mute_id: int = _id("mute"), who: Identity = operator) -> JSONResponse:
         """End a mute now."""
         return JSONResponse(await write(lambda: ops.cancel_mute(mute_id, who.name)))
 
-    @app.get("/mutes", dependencies=read_guard, response_model=list[Mute], responses=list_errors)
+
+def _add_operator_reads(app: FastAPI, kit: _Kit) -> None:
+    """``GET /mutes``, ``/labels`` and ``/actions`` (the audit log), like every read."""
+    monitor, ops, read = kit.monitor, kit.monitor.operators, kit.read
+
+    @app.get(
+        "/mutes", dependencies=kit.read_guard, response_model=list[Mute], responses=kit.list_errors
+    )
     async def mutes(
-        machine: str | None = schema.machine_query(served),
+        machine: str | None = schema.machine_query(kit.served),
         current: bool | None = Query(None, description="true: in force or to come; false: over"),
         limit: int = Query(100, ge=1, le=MAX_LIMIT),
     ) -> JSONResponse:
@@ -185,9 +235,14 @@ def add_operator_routes(
             monitor.model(machine)
         return JSONResponse(await read(lambda: ops.mutes(machine, current, limit)))
 
-    @app.get("/labels", dependencies=read_guard, response_model=list[Label], responses=list_errors)
+    @app.get(
+        "/labels",
+        dependencies=kit.read_guard,
+        response_model=list[Label],
+        responses=kit.list_errors,
+    )
     async def labels(
-        machine: str | None = schema.machine_query(served),
+        machine: str | None = schema.machine_query(kit.served),
         label: Literal["normal", "fault"] | None = None,
         limit: int = Query(100, ge=1, le=MAX_LIMIT),
     ) -> JSONResponse:
@@ -196,10 +251,13 @@ def add_operator_routes(
         return JSONResponse(await read(lambda: ops.labels(machine, label, limit)))
 
     @app.get(
-        "/actions", dependencies=read_guard, response_model=list[Action], responses=list_errors
+        "/actions",
+        dependencies=kit.read_guard,
+        response_model=list[Action],
+        responses=kit.list_errors,
     )
     async def actions(
-        machine: str | None = schema.machine_query(served),
+        machine: str | None = schema.machine_query(kit.served),
         author: str | None = Query(None, pattern=f"^{NAME.pattern}$"),
         limit: int = Query(100, ge=1, le=MAX_LIMIT),
     ) -> JSONResponse:

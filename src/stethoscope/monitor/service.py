@@ -8,12 +8,8 @@ behind the ``stream`` verb, so that a websocket scores exactly as that verb does
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,83 +23,44 @@ from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.policy import SKIP_HINT, AudioPolicy
 from ..data.quality import DEFAULT_MAX_SECONDS
 from ..engine import RunContext
-from ..errors import AudioError, CheckpointError, ConfigError, StethoscopeError
+from ..errors import AudioError, CheckpointError, ConfigError
 from ..realtime import StreamingScorer
-from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, System, load_system
-from ..systems.folders import model_folders
+from ..systems.base import load_system
 from .operators import Operators
-from .store import AlarmChange, EventStore, FileMark, Recorded, StoreError
+from .served import (
+    SOURCE_MAX,
+    ServedModel,
+    UnknownMachine,
+    check_machine_name,
+    check_source,
+    find_models,
+    model_version,
+    warm_up,
+)
+from .store import AlarmChange, EventStore, FileMark, Recorded
+from .store_health import WRITE_TRIES, StoreHealth, retry_write
 
 if TYPE_CHECKING:
     from .notify import Notifier
 
-MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-SOURCE_MAX = 200
+__all__ = [  # the served-model names live in `served`, the write retry in `store_health`
+    "DEFAULT_KEEP_AUDIO",
+    "SOURCE_MAX",
+    "WRITE_TRIES",
+    "Monitor",
+    "ScoreEvent",
+    "ServedModel",
+    "StoreHealth",
+    "UnknownMachine",
+    "check_machine_name",
+    "check_score",
+    "check_source",
+    "find_models",
+    "flac_bytes",
+    "model_version",
+]
+
 DEFAULT_KEEP_AUDIO = 1000
-WRITE_TRIES = 3  # a score's write is tried this often before its client hears 503
-WRITE_BACKOFF_S = 0.1  # ... waiting this long, doubled after each failure, between tries
-
-
-class UnknownMachine(StethoscopeError):
-    """A request named a machine that has no model in the served folder."""
-
-
-def check_machine_name(name: str) -> str:
-    """``name`` when it can be a machine name (letters, digits, ``_ . -``; no ``..``, no
-    slash, at most 64 characters), else `ConfigError`: no request names a path."""
-    if not MACHINE_NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(
-            f"invalid machine name {name[:80]!r}: use letters, digits, '_', '.' or '-' "
-            f"(at most 64, no '..')"
-        )
-    return name
-
-
-def check_source(source: str) -> str:
-    """A free-text source label (microphone, file name): printable, at most 200 characters."""
-    if len(source) > SOURCE_MAX or not source.isprintable():
-        raise ConfigError(f"source must be at most {SOURCE_MAX} printable characters")
-    return source
-
-
-def model_version(folder: Path) -> str:
-    """A content hash of a model folder (config and weights): a retrained or recalibrated
-    model is a new version."""
-    digest = hashlib.sha256()
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        with open(folder / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def find_models(folder: str | Path) -> dict[str, Path]:
-    """{machine: model folder} of a folder written by ``train --out`` (`systems.folders`), each
-    machine name checked: requests name machines, never paths."""
-    found = model_folders(folder)
-    if (Path(folder) / CONFIG_FILE).is_file():  # one model, named by its run record
-        return {check_machine_name(name): path for name, path in found.items()}
-    checked = {}
-    for name, sub in found.items():
-        try:
-            checked[check_machine_name(name)] = sub
-        except ConfigError as err:
-            raise CheckpointError(f"{sub}: {err}") from err
-    return checked
-
-
-@dataclass
-class ServedModel:
-    """One machine's model as served: the system, its content version and its store id."""
-
-    machine: str
-    system: System
-    version: str
-    model_id: int
-
-    @property
-    def threshold(self) -> float:
-        return float(self.system.threshold_)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -127,31 +84,6 @@ class ScoreEvent:
         out = asdict(self)
         out["anomaly"] = bool(self.decision)
         return out
-
-
-class StoreHealth:
-    """Whether writes to the event store work: *degraded* from a failed write until the next
-    one that succeeds (what ``/health`` reports; a watcher retries meanwhile)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.failing_since: float | None = None
-        self.failures = 0
-        self.last_error = ""
-
-    def failed(self, err: StoreError) -> None:
-        with self._lock:
-            self.failing_since = self.failing_since or time.time()
-            self.failures += 1
-            self.last_error = str(err)
-
-    def ok(self) -> None:
-        with self._lock:
-            self.failing_since, self.failures, self.last_error = None, 0, ""
-
-    @property
-    def degraded(self) -> bool:
-        return self.failing_since is not None
 
 
 def check_score(score: float, name: str) -> float:
@@ -222,7 +154,7 @@ class Monitor:
             version = model_version(folder)
             model_id = store.register_model(machine, system.name, version, system.threshold_)
             models[machine] = ServedModel(machine, system, version, model_id)
-            _warm_up(system, ctx)
+            warm_up(system, ctx)
             say(
                 f"[{machine}] {system.name} model {version} "
                 f"(threshold {system.threshold_:.6g}) from {folder}"
@@ -372,21 +304,9 @@ class Monitor:
         return self.operators.active_mute(machine, at)
 
     def write(self, call: Callable[[], Any], tries: int = WRITE_TRIES) -> Any:
-        """Run one store write, tried up to ``tries`` times while it raises `StoreError` (waiting
-        `WRITE_BACKOFF_S`, doubled each time); `health` follows the outcome."""
-        wait = WRITE_BACKOFF_S
-        for attempt in range(1, tries + 1):
-            try:
-                result = call()
-            except StoreError as err:
-                self.health.failed(err)
-                if attempt == tries:
-                    raise
-                time.sleep(wait)
-                wait *= 2
-            else:
-                self.health.ok()
-                return result
+        """Run one store write with `store_health.retry_write` (retried on `StoreError`, with
+        backoff); `health` follows the outcome."""
+        return retry_write(call, self.health, tries)
 
     def stream(
         self, machine: str, sample_rate: int, window_seconds: float, hop_seconds: float
@@ -426,11 +346,3 @@ def flac_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
         subtype="PCM_16",
     )
     return buf.getvalue()
-
-
-def _warm_up(system: System, ctx: RunContext) -> None:
-    """Score a little noise once, so that lazy set-up (device moves, eval mode) happens before
-    requests score concurrently."""
-    seconds = max(2.0, system.feature_request().min_seconds + 1.0)
-    noise = np.random.default_rng(0).normal(0, 0.01, int(seconds * SAMPLE_RATE)).astype(np.float32)
-    system.score_waveforms([noise], SAMPLE_RATE, ctx)

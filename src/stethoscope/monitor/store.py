@@ -5,9 +5,9 @@ A score is written in one transaction together with what it does to its machine'
 a score after this call (the HTTP service answers 200) knows it is on disk (see `db` for what
 "on disk" means for SQLite). The schema is versioned (`migrations`); opening a store migrates it.
 
-Alarm rule, per machine: an alarm is *raised* by the score that makes at least ``k`` of the
-machine's last ``n`` decisions anomalous while no alarm is active, and *cleared* by the score
-that makes fewer than ``k`` of the last ``n`` anomalous. Each episode is one row of ``alarms``.
+The alarm rule (k of the last n decisions; one row of ``alarms`` per episode) is in
+`store_alarms`; the tables, read queries and clip pruning are in `store_tables`,
+`store_queries` and `store_clips`.
 """
 
 from __future__ import annotations
@@ -19,95 +19,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    CursorResult,
-    Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    delete,
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..errors import ConfigError, StethoscopeError
+from ..errors import StethoscopeError
 from .db import database_url, make_engine, writing
 from .migrations import DEFAULT_ALARM_K, DEFAULT_ALARM_N, migrate
+from .store_alarms import AlarmChange, check_alarm_rule, update_alarm
+from .store_clips import fit_budget, keep_clip
+from .store_queries import MAX_LIMIT, alarm_query, checked_limit, event_query, machine_query
+from .store_tables import CLIPS, MACHINES, MODELS, SCORES, WATCHED, inserted_id
 
-METADATA = MetaData()
-MACHINES = Table(
-    "machines",
-    METADATA,
-    Column("id", Integer, primary_key=True),
-    Column("name", String(64), nullable=False, unique=True),
-    Column("created_at", Float, nullable=False),
-    Column("alarm_k", Integer, nullable=False),
-    Column("alarm_n", Integer, nullable=False),
-)
-MODELS = Table(
-    "models",
-    METADATA,
-    Column("id", Integer, primary_key=True),
-    Column("machine_id", ForeignKey("machines.id")),
-    Column("system", String(64)),
-    Column("version", String(64)),
-    Column("threshold", Float),
-    Column("loaded_at", Float),
-)
-SCORES = Table(
-    "scores",
-    METADATA,
-    Column("id", Integer, primary_key=True),
-    Column("time", Float),
-    Column("machine_id", ForeignKey("machines.id")),
-    Column("model_id", ForeignKey("models.id")),
-    Column("source", String(200)),
-    Column("score", Float),
-    Column("decision", Integer),
-)
-ALARMS = Table(
-    "alarms",
-    METADATA,
-    Column("id", Integer, primary_key=True),
-    Column("machine_id", ForeignKey("machines.id")),
-    Column("k", Integer),
-    Column("n", Integer),
-    Column("raised_at", Float),
-    Column("raised_score_id", ForeignKey("scores.id")),
-    Column("cleared_at", Float),
-    Column("cleared_score_id", ForeignKey("scores.id")),
-)
-WATCHED = Table(
-    "watched_files",
-    METADATA,
-    Column("id", Integer, primary_key=True),
-    Column("root", String(4096)),
-    Column("path", String(4096)),
-    Column("size", Integer),
-    Column("mtime_ns", Integer),
-    Column("machine", String(64)),
-    Column("score_id", ForeignKey("scores.id")),
-    Column("skip_reason", String(1000)),
-    Column("time", Float),
-)
-CLIPS = Table(
-    "clips",
-    METADATA,
-    Column("score_id", ForeignKey("scores.id"), primary_key=True),
-    Column("machine_id", ForeignKey("machines.id")),
-    Column("flac", LargeBinary),
-    Column("bytes", Integer),
-)
-MAX_LIMIT = 10_000
+__all__ = [
+    "MAX_LIMIT",
+    "AlarmChange",
+    "AlreadyDone",
+    "EventStore",
+    "FileMark",
+    "Recorded",
+    "StoreError",
+    "check_alarm_rule",
+    "inserted_id",
+]
 
 
 class StoreError(StethoscopeError):
@@ -131,36 +64,12 @@ class FileMark:
 
 
 @dataclass(frozen=True)
-class AlarmChange:
-    """What a score did to its machine's alarm: ``state`` is "raised", "active" or "cleared"."""
-
-    id: int
-    state: str
-
-
-@dataclass(frozen=True)
 class Recorded:
     """A committed score: its event id and time, and the alarm it raised, kept or cleared."""
 
     id: int
     time: float
     alarm: AlarmChange | None
-
-
-def check_alarm_rule(k: int, n: int) -> None:
-    if not 1 <= k <= n <= 1000:
-        raise ConfigError(
-            f"alarm rule must be k of the last n decisions with 1 <= k <= n <= 1000, got {k} of {n}"
-        )
-
-
-def inserted_id(result: CursorResult[Any]) -> int:
-    """The primary key of the row a single-row INSERT wrote (SQLAlchemy types it optional: it
-    is None only for a statement that inserted no row)."""
-    key = result.inserted_primary_key
-    if key is None:
-        raise StethoscopeError("the database gave no primary key for the row just inserted")
-    return int(key[0])
 
 
 class EventStore:
@@ -290,32 +199,23 @@ class EventStore:
                     .where(MACHINES.c.id == machine_id)
                     .with_for_update()
                 ).one()
-                event_id = inserted_id(
-                    conn.execute(
-                        SCORES.insert().values(
-                            time=now,
-                            machine_id=machine_id,
-                            model_id=model_id,
-                            source=source,
-                            score=float(score),
-                            decision=int(decision),
-                        )
-                    )
+                values = dict(
+                    time=now,
+                    machine_id=machine_id,
+                    model_id=model_id,
+                    source=source,
+                    score=float(score),
+                    decision=int(decision),
                 )
-                if mark is not None:
-                    conn.execute(
-                        WATCHED.insert().values(
-                            **vars(mark), machine=machine, score_id=event_id, time=now
-                        )
-                    )
+                event_id = _insert_score(conn, values, machine, mark)
                 if audio is not None and keep_audio > 0:
-                    self._keep_clip(conn, machine_id, event_id, audio, keep_audio)
+                    keep_clip(conn, machine_id, event_id, audio, keep_audio)
                     if keep_bytes is not None:
-                        self._fit_budget(conn, keep_bytes)
+                        fit_budget(conn, keep_bytes)
                 done = Recorded(
                     event_id,
                     now,
-                    self._update_alarm(
+                    update_alarm(
                         conn, machine_id, rule.alarm_k, rule.alarm_n, event_id, now, raise_alarm
                     ),
                 )
@@ -349,45 +249,6 @@ class EventStore:
                 f"event store {self.where}: {getattr(err, 'orig', None) or err}"
             ) from err
 
-    @staticmethod
-    def _keep_clip(conn: Any, machine_id: int, event_id: int, audio: bytes, keep: int) -> None:
-        """Store one clip and delete the machine's clips older than its newest ``keep``."""
-        conn.execute(
-            CLIPS.insert().values(
-                score_id=event_id, machine_id=machine_id, flac=audio, bytes=len(audio)
-            )
-        )
-        oldest_kept = conn.execute(
-            select(CLIPS.c.score_id)
-            .where(CLIPS.c.machine_id == machine_id)
-            .order_by(CLIPS.c.score_id.desc())
-            .offset(keep - 1)
-            .limit(1)
-        ).scalar()
-        if oldest_kept is not None:
-            conn.execute(
-                delete(CLIPS).where(
-                    CLIPS.c.machine_id == machine_id, CLIPS.c.score_id < oldest_kept
-                )
-            )
-
-    @staticmethod
-    def _fit_budget(conn: Any, budget: int) -> None:
-        """Delete the oldest clips (any machine) until the kept audio is at most ``budget``
-        bytes."""
-        total = int(conn.execute(select(func.coalesce(func.sum(CLIPS.c.bytes), 0))).scalar())
-        if total <= budget:
-            return
-        cutoff = None
-        for score_id, size in conn.execute(
-            select(CLIPS.c.score_id, CLIPS.c.bytes).order_by(CLIPS.c.score_id)
-        ):
-            total -= int(size)
-            cutoff = score_id
-            if total <= budget:
-                break
-        conn.execute(delete(CLIPS).where(CLIPS.c.score_id <= cutoff))
-
     def kept_bytes(self) -> int:
         """The bytes of all kept clip audio."""
 
@@ -398,45 +259,6 @@ class EventStore:
                 )
 
         return self._guard(run)
-
-    @staticmethod
-    def _update_alarm(
-        conn: Any,
-        machine_id: int,
-        k: int,
-        n: int,
-        event_id: int,
-        now: float,
-        raise_alarm: bool = True,
-    ) -> AlarmChange | None:
-        last = (
-            select(SCORES.c.decision)
-            .where(SCORES.c.machine_id == machine_id)
-            .order_by(SCORES.c.id.desc())
-            .limit(n)
-            .subquery()
-        )
-        anomalous = int(conn.execute(select(func.coalesce(func.sum(last.c.decision), 0))).scalar())
-        active = conn.execute(
-            select(ALARMS.c.id).where(
-                ALARMS.c.machine_id == machine_id, ALARMS.c.cleared_at.is_(None)
-            )
-        ).scalar()
-        if active is None and anomalous >= k and raise_alarm:
-            alarm_id = conn.execute(
-                ALARMS.insert().values(
-                    machine_id=machine_id, k=k, n=n, raised_at=now, raised_score_id=event_id
-                )
-            ).inserted_primary_key[0]
-            return AlarmChange(int(alarm_id), "raised")
-        if active is not None and anomalous < k:
-            conn.execute(
-                update(ALARMS)
-                .where(ALARMS.c.id == active)
-                .values(cleared_at=now, cleared_score_id=event_id)
-            )
-            return AlarmChange(int(active), "cleared")
-        return AlarmChange(int(active), "active") if active is not None else None
 
     # -- reading --------------------------------------------------------------------------
     def events(
@@ -449,7 +271,7 @@ class EventStore:
     ) -> list[dict[str, Any]]:
         """Scores (with machine name, model version and threshold), filtered; the newest
         ``limit`` ones (or, ``newest_first=False``, the oldest, for paging with ``after_id``)."""
-        query = _event_query()
+        query = event_query()
         if machine is not None:
             query = query.where(MACHINES.c.name == machine)
         if since is not None:
@@ -457,14 +279,14 @@ class EventStore:
         if after_id is not None:
             query = query.where(SCORES.c.id > after_id)
         query = query.order_by(SCORES.c.id.desc() if newest_first else SCORES.c.id).limit(
-            _limit(limit)
+            checked_limit(limit)
         )
         return self._rows(query)
 
     def event(self, event_id: int) -> dict[str, Any] | None:
         """One score as `events` gives it, plus ``has_audio``; None when there is no such event."""
         query = (
-            _event_query(CLIPS.c.score_id.is_not(None).label("has_audio"))
+            event_query(CLIPS.c.score_id.is_not(None).label("has_audio"))
             .outerjoin(CLIPS, CLIPS.c.score_id == SCORES.c.id)
             .where(SCORES.c.id == event_id)
         )
@@ -488,49 +310,13 @@ class EventStore:
         self, machine: str | None = None, active: bool | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Alarm episodes, newest first."""
-        query = select(
-            ALARMS.c.id,
-            MACHINES.c.name.label("machine"),
-            ALARMS.c.k,
-            ALARMS.c.n,
-            ALARMS.c.raised_at,
-            ALARMS.c.raised_score_id,
-            ALARMS.c.cleared_at,
-            ALARMS.c.cleared_score_id,
-        ).join(MACHINES, MACHINES.c.id == ALARMS.c.machine_id)
-        if machine is not None:
-            query = query.where(MACHINES.c.name == machine)
-        if active is not None:
-            query = query.where(
-                ALARMS.c.cleared_at.is_(None) if active else ALARMS.c.cleared_at.is_not(None)
-            )
-        rows = self._rows(query.order_by(ALARMS.c.id.desc()).limit(_limit(limit)))
+        query = alarm_query(machine, active)
+        rows = self._rows(query.limit(checked_limit(limit)))
         return [{**row, "active": row["cleared_at"] is None} for row in rows]
 
     def machines(self) -> list[dict[str, Any]]:
         """Every machine with its alarm rule, score count and whether an alarm is active."""
-        counts = (
-            select(SCORES.c.machine_id, func.count().label("scores"))
-            .group_by(SCORES.c.machine_id)
-            .subquery()
-        )
-        active = (
-            select(ALARMS.c.machine_id, ALARMS.c.id.label("active_alarm"))
-            .where(ALARMS.c.cleared_at.is_(None))
-            .subquery()
-        )
-        query = (
-            select(
-                MACHINES.c.name,
-                MACHINES.c.alarm_k,
-                MACHINES.c.alarm_n,
-                func.coalesce(counts.c.scores, 0).label("scores"),
-                active.c.active_alarm,
-            )
-            .outerjoin(counts, counts.c.machine_id == MACHINES.c.id)
-            .outerjoin(active, active.c.machine_id == MACHINES.c.id)
-            .order_by(MACHINES.c.name)
-        )
+        query = machine_query()
         return self._rows(query)
 
     # -- watched files ----------------------------------------------------------------------
@@ -566,7 +352,7 @@ class EventStore:
         query = select(WATCHED)
         if root is not None:
             query = query.where(WATCHED.c.root == root)
-        return self._rows(query.order_by(WATCHED.c.id.desc()).limit(_limit(limit)))
+        return self._rows(query.order_by(WATCHED.c.id.desc()).limit(checked_limit(limit)))
 
     def ping(self) -> None:
         """Raise `StoreError` unless the database answers."""
@@ -585,6 +371,20 @@ class EventStore:
         return self._guard(run)
 
 
+def _insert_score(
+    conn: Connection, values: dict[str, Any], machine: str, mark: FileMark | None
+) -> int:
+    """Insert one score row and, with ``mark``, its watched file's mark; the score's id."""
+    event_id = inserted_id(conn.execute(SCORES.insert().values(**values)))
+    if mark is not None:
+        conn.execute(
+            WATCHED.insert().values(
+                **vars(mark), machine=machine, score_id=event_id, time=values["time"]
+            )
+        )
+    return event_id
+
+
 @contextmanager
 def _once(mark: FileMark | None) -> Iterator[None]:
     """Turn the unique-key failure of a second mark of one recording into `AlreadyDone` (the
@@ -597,29 +397,3 @@ def _once(mark: FileMark | None) -> Iterator[None]:
         raise AlreadyDone(
             f"{mark.root}/{mark.path} ({mark.size} bytes, mtime {mark.mtime_ns}) is done already"
         ) from None
-
-
-def _event_query(*extra: Any) -> Any:
-    """Scores joined with their machine's name and their model (system, version, threshold)."""
-    return (
-        select(
-            SCORES.c.id,
-            SCORES.c.time,
-            MACHINES.c.name.label("machine"),
-            SCORES.c.source,
-            SCORES.c.score,
-            SCORES.c.decision,
-            MODELS.c.system,
-            MODELS.c.version.label("model_version"),
-            MODELS.c.threshold,
-            *extra,
-        )
-        .join(MACHINES, MACHINES.c.id == SCORES.c.machine_id)
-        .join(MODELS, MODELS.c.id == SCORES.c.model_id)
-    )
-
-
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    return limit

@@ -113,25 +113,9 @@ def add_stream(
 
     @app.websocket("/stream/{machine}")
     async def stream(ws: WebSocket, machine: str) -> None:
-        if not guard.origin_ok(ws.headers.get("origin"), ws.headers.get("host")):
-            await deny(
-                ws, 403, "this origin may not open a stream here; serve --allow-origin adds one"
-            )
-            return
-        if "token" in ws.query_params or "access_token" in ws.query_params:
-            await deny(
-                ws,
-                401,
-                "a token in the URL is refused (URLs end up in logs): send 'Authorization: "
-                'Bearer <token>\' or the first message {"token": "..."}',
-            )
-            return
-        presented = bearer(ws.headers.get("authorization"))
-        if presented is not None and not guard.token_ok(presented):
-            if guard.identify(presented) is not None:  # a token whose scope does not stream
-                await deny(ws, 403, "streams need a token with the 'write' scope")
-                return
-            await deny(ws, 401, NO_TOKEN)
+        refused = refusal(ws, guard)
+        if refused is not None:
+            await deny(ws, *refused)
             return
         try:
             kind, rate, window, hop = check_stream(ws.query_params, settings.window, settings.hop)
@@ -153,7 +137,7 @@ def add_stream(
         try:
             await ws.accept()
             if (
-                presented is None
+                bearer(ws.headers.get("authorization")) is None
                 and guard.tokens is not None
                 and not await first_message_auth(ws, guard, settings)
             ):
@@ -175,6 +159,26 @@ def add_stream(
         finally:
             open_streams[0] -= 1
             metrics.streams.dec()
+
+
+def refusal(ws: WebSocket, guard: Guard) -> tuple[int, str] | None:
+    """Why a stream may not open, as (HTTP status, detail), from its ``Origin`` and the token
+    in its headers or URL; None when it may (a missing token may still come as its first
+    message, `first_message_auth`)."""
+    if not guard.origin_ok(ws.headers.get("origin"), ws.headers.get("host")):
+        return 403, "this origin may not open a stream here; serve --allow-origin adds one"
+    if "token" in ws.query_params or "access_token" in ws.query_params:
+        return (
+            401,
+            "a token in the URL is refused (URLs end up in logs): send 'Authorization: "
+            'Bearer <token>\' or the first message {"token": "..."}',
+        )
+    presented = bearer(ws.headers.get("authorization"))
+    if presented is not None and not guard.token_ok(presented):
+        if guard.identify(presented) is not None:  # a token whose scope does not stream
+            return 403, "streams need a token with the 'write' scope"
+        return 401, NO_TOKEN
+    return None
 
 
 async def first_message_auth(ws: WebSocket, guard: Guard, settings: StreamSettings) -> bool:
@@ -225,20 +229,8 @@ async def pump(
     scale = 1.0 / 32768.0 if dtype.kind == "i" else 1.0
     pacer, first = Pacer(settings.per_second), [True]
     while True:
-        try:
-            message = await asyncio.wait_for(ws.receive(), settings.idle_timeout)
-        except asyncio.TimeoutError:
-            await fail(ws, f"no frame for {settings.idle_timeout:g} s; closed", 1008)
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        data = message.get("bytes")
+        data = await next_frame(ws, dtype, settings)
         if data is None:
-            continue  # text frames (e.g. keep-alives) carry no audio
-        if len(data) % dtype.itemsize:
-            await fail(
-                ws, f"a frame of {len(data)} bytes is not whole {dtype.itemsize}-byte samples"
-            )
             return
         windows = scorer.windows_completed_by(len(data) // dtype.itemsize)
         if windows > settings.per_frame:
@@ -251,32 +243,10 @@ async def pump(
             return
         await pacer.take(windows)
         samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
-
-        def score_and_record(chunk: np.ndarray) -> list[tuple[ScoreEvent, float]]:
-            done = []
-            for s in scorer.push(chunk):
-                new = (
-                    s.window
-                    if first[0] or s.window is None
-                    else s.window[len(s.window) - scorer.hop :]
-                )
-                first[0] = False
-                done.append(
-                    (
-                        monitor.record(
-                            machine,
-                            s.score,
-                            s.decision,
-                            source,
-                            audio=monitor.audio_to_keep(new, rate),
-                        ),
-                        s.end_seconds,
-                    )
-                )
-            return done
-
         try:
-            events = await scoring(partial(score_and_record, samples))
+            events = await scoring(
+                partial(score_and_record, monitor, scorer, machine, source, rate, first, samples)
+            )
         except StoreError as err:
             log.error("stream %s: %s", machine, err)
             await fail(ws, STORE_DOWN)
@@ -287,6 +257,60 @@ async def pump(
         for event, end in events:
             metrics.scored(machine, event.decision)
             await ws.send_text(json.dumps({**event.as_json(), "end_seconds": end}))
+
+
+async def next_frame(ws: WebSocket, dtype: np.dtype, settings: StreamSettings) -> bytes | None:
+    """The stream's next binary frame of whole samples (text frames, e.g. keep-alives, carry no
+    audio and are passed over); None when the stream is over: the client left, or it was
+    closed here for silence (1008) or a frame of partial samples (1007)."""
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.receive(), settings.idle_timeout)
+        except asyncio.TimeoutError:
+            await fail(ws, f"no frame for {settings.idle_timeout:g} s; closed", 1008)
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        data = message.get("bytes")
+        if data is None:
+            continue  # text frames (e.g. keep-alives) carry no audio
+        if len(data) % dtype.itemsize:
+            await fail(
+                ws, f"a frame of {len(data)} bytes is not whole {dtype.itemsize}-byte samples"
+            )
+            return None
+        return data
+
+
+def score_and_record(
+    monitor: Monitor,
+    scorer: StreamingScorer,
+    machine: str,
+    source: str,
+    rate: int,
+    first: list[bool],
+    chunk: np.ndarray,
+) -> list[tuple[ScoreEvent, float]]:
+    """Push ``chunk`` into the stream's scorer and record every window it completes, each
+    with the audio new to it (the whole window for the stream's first, else its hop); (event,
+    end in stream seconds) for each. Runs in a scoring worker thread."""
+    done = []
+    for s in scorer.push(chunk):
+        new = s.window if first[0] or s.window is None else s.window[len(s.window) - scorer.hop :]
+        first[0] = False
+        done.append(
+            (
+                monitor.record(
+                    machine,
+                    s.score,
+                    s.decision,
+                    source,
+                    audio=monitor.audio_to_keep(new, rate),
+                ),
+                s.end_seconds,
+            )
+        )
+    return done
 
 
 async def fail(ws: WebSocket, detail: str, code: int = 1007) -> None:

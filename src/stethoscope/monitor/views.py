@@ -64,8 +64,13 @@ def add_dashboard(
     data); the event routes follow ``read_guard`` like every read (``read_errors`` are their
     error answers). ``run`` runs blocking work (decoding, drawing) in the readers' threads."""
     folder = resources.files("stethoscope.monitor").joinpath("dashboard")
-    assets = {name: folder.joinpath(name).read_bytes() for name in ASSETS}
-    pictures = EventPictures(monitor)
+    _add_page(app, {name: folder.joinpath(name).read_bytes() for name in ASSETS})
+    _add_login(app, guard)
+    _add_event_media(app, monitor, read_guard, read_errors, run)
+
+
+def _add_page(app: FastAPI, assets: dict[str, bytes]) -> None:
+    """The page and its script and style sheet, from ``assets`` (read once at start)."""
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
@@ -78,6 +83,10 @@ def add_dashboard(
     @app.get("/dashboard/dashboard.css", include_in_schema=False)
     async def style() -> Response:
         return _asset("dashboard.css", assets["dashboard.css"])
+
+
+def _add_login(app: FastAPI, guard: Guard) -> None:
+    """``POST /login`` (the login form's token for the login cookie) and ``POST /logout``."""
 
     @app.post(
         "/login",
@@ -132,6 +141,16 @@ def add_dashboard(
         answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return answer
 
+
+def _add_event_media(
+    app: FastAPI,
+    monitor: Monitor,
+    read_guard: list[Any],
+    read_errors: dict[Any, Any],
+    run: Callable[[Callable[[], Any]], Any],
+) -> None:
+    """Per event: its kept audio (FLAC), anomaly map and spectrogram (PNG), like every read."""
+    pictures = EventPictures(monitor)
     media: dict[str, dict[int | str, dict[str, Any]]] = {
         "audio": {200: {"content": schema.binary("audio/flac"), "description": "the kept clip"}},
         "png": {200: {"content": schema.binary("image/png"), "description": "the picture"}},

@@ -22,40 +22,28 @@ again after a backoff (1 s doubling to a minute), and the monitor's health is de
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..data.audio import SAMPLE_RATE, decode_checked
 from ..data.clip import parse_channel
 from ..data.policy import SKIP_HINT, AudioPolicy
-from ..data.quality import is_audio_name, is_hidden
 from ..errors import AudioError, ConfigError, StethoscopeError
 from .intake import read_capped, refusal, too_big
 from .service import SOURCE_MAX, Monitor
 from .store import AlreadyDone, FileMark, StoreError
+from .watch_scan import FolderScanner, Pending, is_watched_name
 
-TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp")
+__all__ = ["DEFAULT_MAX_FILE_MB", "FolderWatcher", "WatchStats", "is_watched_name", "source_label"]
+
 RESCAN_S = 60.0
 RETRY_MAX_S = 60.0  # longest wait between tries of a failing event store
 DEFAULT_MAX_FILE_MB = 256.0  # larger files are skipped unread (--max-file-mb)
 TICK_S = 0.2
-
-
-def is_watched_name(name: str) -> bool:
-    """A visible, non-temporary name with an audio suffix."""
-    lowered = name.lower()
-    return is_audio_name(name) and not lowered.endswith(TEMP_SUFFIXES) and not lowered.endswith("~")
-
-
-def text_key(rel: str) -> str:
-    """A relative path as storable text: names that are not UTF-8 keep their bytes as escapes."""
-    return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def source_label(key: str) -> str:
@@ -74,15 +62,7 @@ class WatchStats:
 
 
 @dataclass
-class _Pending:
-    path: Path
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time since which size and mtime are unchanged
-
-
-@dataclass
-class FolderWatcher:
+class FolderWatcher(FolderScanner):
     """Watches ``folder`` for ``monitor``'s machines (see the module docstring).
 
     ``machine`` scores every file for that machine; without it a file's machine is the name of
@@ -131,100 +111,10 @@ class FolderWatcher:
             )
             for m, s in self.monitor.models.items()
         }
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, Pending] = {}
         self._done: dict[str, tuple[int, int]] = {}  # key -> the (size, mtime_ns) known done
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._gone = False
-
-    # -- finding files --------------------------------------------------------------------
-    def _key(self, path: Path) -> str | None:
-        """The file's key below the folder, or None when it is not watched (depth, name)."""
-        try:
-            parts = path.relative_to(self.root).parts
-        except ValueError:
-            return None
-        if not parts or (len(parts) > 2 and not self.recursive) or any(is_hidden(p) for p in parts):
-            return None
-        return text_key("/".join(parts)) if is_watched_name(parts[-1]) else None
-
-    def scan(self, below: Path | None = None) -> None:
-        """Consider every watched file below ``below`` (default: the whole folder)."""
-        start = below or self.root
-        if not self.root.is_dir():
-            if not self._gone:
-                self.warn(f"watch {self.root}: the folder is gone; waiting for it to come back")
-            self._gone = True
-            return
-        self._gone = False
-        found: dict[str, Path] = {}
-        for folder, dirs, names in os.walk(start):
-            base = Path(folder)
-            depth = len(base.relative_to(self.root).parts)
-            dirs[:] = (
-                []
-                if depth >= 1 and not self.recursive
-                else sorted(d for d in dirs if not is_hidden(d))
-            )
-            for name in names:
-                key = self._key(base / name)
-                if key is not None:
-                    found[key] = base / name
-        if below is None:  # forget done files that left the folder: memory stays bounded
-            self._done = {k: v for k, v in self._done.items() if k in found}
-        self._consider(found)
-
-    def _consider(self, files: dict[str, Path]) -> None:
-        """Add files that are neither pending nor done to the pending set."""
-        fresh: dict[str, tuple[Path, int, int]] = {}
-        for key, path in files.items():
-            if key in self._pending:
-                continue
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # gone already
-            identity = (st.st_size, st.st_mtime_ns)
-            if self._done.get(key) != identity:
-                fresh[key] = (path, *identity)
-        done = self.monitor.store.done_files(str(self.root), list(fresh)) if fresh else {}
-        now = time.monotonic()
-        for key, (path, size, mtime_ns) in fresh.items():
-            if (size, mtime_ns) in done.get(key, ()):
-                self._done[key] = (size, mtime_ns)
-            else:
-                self._pending[key] = _Pending(path, size, mtime_ns, now)
-
-    def _drain_events(self) -> None:
-        files: dict[str, Path] = {}
-        while True:
-            try:
-                path = Path(self._events.get_nowait())
-            except queue.Empty:
-                break
-            if path.is_dir() and not path.is_symlink():
-                self.scan(
-                    path
-                )  # a folder created or moved in: its files gave no events of their own
-                continue
-            key = self._key(path)
-            if key is not None:
-                files[key] = path
-        self._consider(files)
-
-    def _ready(self) -> list[tuple[str, _Pending]]:
-        """Pending files whose size and mtime held still for ``settle`` seconds, oldest first."""
-        now, ready = time.monotonic(), []
-        for key, item in list(self._pending.items()):
-            try:
-                st = item.path.stat()
-            except OSError:
-                del self._pending[key]  # removed before it settled
-                continue
-            if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
-                self._pending[key] = _Pending(item.path, st.st_size, st.st_mtime_ns, now)
-            elif now - item.since >= self.settle:
-                ready.append((key, item))
-        return sorted(ready, key=lambda pair: (pair[1].mtime_ns, pair[0]))
 
     # -- scoring one file -------------------------------------------------------------------
     def machine_of(self, key: str) -> tuple[str | None, str]:
@@ -242,7 +132,7 @@ class FolderWatcher:
         served = ", ".join(sorted(self.monitor.models))
         return None, f"no served model for machine folder {parts[0]!r} (served: {served})"
 
-    def process(self, key: str, item: _Pending) -> None:
+    def process(self, key: str, item: Pending) -> None:
         """Score a settled file and mark it done, or mark it skipped with the reason. Any error
         of this one file is recorded against it (so a restart does not retry it forever) and
         the watcher goes on; a failing event store leaves the file pending and backs off."""
@@ -268,7 +158,7 @@ class FolderWatcher:
             self.say("event store: writes work again")
             self._backoff = 0.0
 
-    def _process(self, key: str, item: _Pending, mark: FileMark) -> None:
+    def _process(self, key: str, item: Pending, mark: FileMark) -> None:
         machine, why = self.machine_of(key)
         if machine is None:
             self._skip(key, mark, why, None)
@@ -287,7 +177,7 @@ class FolderWatcher:
             self._skip(key, mark, f"cannot read file ({err.strerror or err})", machine)
             return
         if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
-            self._pending[key] = _Pending(item.path, st.st_size, st.st_mtime_ns, time.monotonic())
+            self._pending[key] = Pending(item.path, st.st_size, st.st_mtime_ns, time.monotonic())
             return  # written to again: wait for it to settle anew
         if len(raw) > self.max_file_bytes:
             self._skip(key, mark, too_big(len(raw), self.max_file_bytes), machine)
@@ -397,35 +287,3 @@ class FolderWatcher:
             self.process(key, item)
             handled += 1
         return handled
-
-    def _observe(self) -> Any:
-        """A started watchdog observer feeding `_events`, or None (polling)."""
-        if self.poll is not None:
-            return None
-        try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:
-            self.poll = 2.0
-            self.warn(
-                "watchdog is not installed: rescanning the folder every 2 s (pip install watchdog)"
-            )
-            return None
-        events = self._events
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                if event.event_type in ("created", "modified", "moved", "closed"):
-                    events.put(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
-
-        observer = Observer()
-        try:
-            observer.schedule(Handler(), str(self.root), recursive=True)
-            observer.start()
-        except OSError as err:  # e.g. the inotify watch limit
-            self.poll = 2.0
-            self.warn(
-                f"cannot watch {self.root} for changes ({err}): rescanning it every 2 s instead"
-            )
-            return None
-        return observer
