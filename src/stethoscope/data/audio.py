@@ -17,7 +17,6 @@ from .quality import (
     UNKNOWN_FRAMES,
     AudioHeader,
     Problem,
-    WaveStats,
     entry_problem,
     header_problems,
     max_frames,
@@ -25,6 +24,7 @@ from .quality import (
     too_long,
     wav_truncation,
 )
+from .samples import WaveStats
 
 SAMPLE_RATE = 16_000
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time: every channel of one block is in memory at once

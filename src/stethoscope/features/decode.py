@@ -18,7 +18,8 @@ import torch
 from ..data.audio import SAMPLE_RATE, decode_checked, read_file
 from ..data.clip import Clip
 from ..data.policy import AudioPolicy, current_policy
-from ..data.quality import WaveStats, header_of
+from ..data.quality import header_of
+from ..data.samples import WaveStats
 from ..errors import AudioSkipped, StethoscopeError
 from ..progress import progress as show_progress
 from .cache import FeatureCache
