@@ -22,7 +22,7 @@ from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
 from .common import info, weights_dirs
 from .flags import add_audio_flag, add_channel, add_runtime
-from .serve import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
+from .monitoring import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
 
 if TYPE_CHECKING:
     from ..monitor.service import Monitor, ScoreEvent
