@@ -12,11 +12,11 @@ import soundfile as sf
 
 from stethoscope.data.quality import (
     AUDIO_SUFFIXES,
-    WaveStats,
     duration_problem,
     entry_problem,
     read_header,
 )
+from stethoscope.data.samples import WaveStats
 from tests.conftest import write_wav
 
 SR = 16_000

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.audio import decode_checked, read_file
-from ..data.clip import SUPPLEMENTAL, channel_name
+from ..data.clip import SUPPLEMENTAL, Clip, channel_name
 from ..data.layouts import detect, scan
 from ..data.policy import current_policy, screen
 from ..errors import AudioSkipped
@@ -80,6 +80,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         others = [f"{name} {n}" for name, n in detection.fits.items() if name != layout and n]
         if others:
             print(f"  files other layouts fit: {', '.join(others)} of {detection.n_files}")
+    _print_clips(clips)
+    _print_audio(clips, channel, args.headers_only)
+    return 0
+
+
+def _print_clips(clips: list[Clip]) -> None:
+    """The clips per machine, section, domain, split and label; their roles and attributes."""
     print(f"{len(clips)} clips, {len({c.machine for c in clips})} machine type(s)")
     print(
         f"  {'machine':<16}{'section':<12}{'domain':<8}{'split':<13}{'label':<11}"
@@ -117,6 +124,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"{len(clips) - n_attrs - n_hidden} with none"
     )
 
+
+def _print_audio(clips: list[Clip], channel: int | None, headers_only: bool) -> None:
+    """The formats, rates, channels and durations of the files, and the quality findings of
+    their header (and, unless ``headers_only``, sample) checks."""
     min_seconds = FeatureRequest().min_seconds
     kept, headers = screen(clips, min_seconds)
     facts = list(headers.values())
@@ -129,7 +140,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     print(f"  durations: {_spread([h.seconds for h in facts], 's')}")
     policy = current_policy()
-    if not args.headers_only:
+    if not headers_only:
         for path in dict.fromkeys(
             Path(c.path) for c in kept
         ):  # each file decoded once, at its own rate
@@ -139,8 +150,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 continue
     flagged = {f.path for f in policy.findings}
     kinds = Counter(re.split(r"[:(]", f.reason)[0].strip() for f in policy.findings)
-    checked = "header" if args.headers_only else "header and sample"
+    checked = "header" if headers_only else "header and sample"
     print(f"quality ({checked} checks): {len(flagged)} file(s) flagged")
     for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<40}{n:>6}")
-    return 0

@@ -12,25 +12,19 @@ name is the author of operator actions; ``--token`` is one token named ``admin``
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import ipaddress
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine import RunContext
 from ..engine.context import available_cores
 from ..errors import ConfigError, StethoscopeError
 from .common import print_info, weights_dirs
 from .flags import add_max_seconds, add_runtime
-
-if TYPE_CHECKING:
-    from ..monitor.notify import Notify
-    from ..monitor.service import Monitor
+from .monitoring import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
 
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
 MIN_TOKEN = 16
-DEFAULT_DB = "stethoscope-events.db"
 DEFAULT_KEEP_AUDIO = (
     1000  # monitor.service.DEFAULT_KEEP_AUDIO (not imported: the serve extra may be missing)
 )
@@ -92,51 +86,6 @@ def reads_protected(args: argparse.Namespace) -> bool:
     return args.protect_reads or not (args.public_reads or _is_loopback(args.host))
 
 
-def parse_alarm(value: str | None) -> tuple[int, int] | None:
-    """``"3/5"`` -> (3, 5): alarm when 3 of the last 5 decisions are anomalous."""
-    if value is None:
-        return None
-    k, _, n = value.partition("/")
-    if not (k.strip().isdigit() and n.strip().isdigit()):
-        raise ConfigError(
-            f"--alarm must be K/N, e.g. 3/5 (3 of the last 5 decisions anomalous), got {value!r}"
-        )
-    from ..monitor.store import check_alarm_rule
-
-    check_alarm_rule(int(k), int(n))
-    return int(k), int(n)
-
-
-def load_notify_file(path: str | None) -> Notify | None:
-    """The checked ``--notify`` file (None without one): read before any model loads, so that a
-    bad key fails at once."""
-    if path is None:
-        return None
-    from ..monitor.notify import load_notify
-
-    notify = load_notify(path)
-    if notify.section.mqtt is not None and importlib.util.find_spec("paho") is None:
-        raise StethoscopeError(
-            f"--notify {path}: notify.mqtt needs paho-mqtt: pip install 'stethoscope[serve]'"
-        )
-    return notify
-
-
-def start_notifier(monitor: Monitor, notify: Notify | None, say: Callable[[str], None]) -> None:
-    """Give ``monitor`` the notifier of ``notify`` and start its dispatchers (warnings to
-    stderr)."""
-    if notify is None:
-        return
-    from ..data.policy import print_warning
-    from ..monitor.notify import Notifier
-
-    monitor.notifier = Notifier(notify, monitor.store, print_warning).start()
-    say(
-        f"notifying {', '.join(c.describe() for c in monitor.notifier.channels)} "
-        "through the outbox of the event store"
-    )
-
-
 def _require_extra() -> None:
     missing = []
     for module in ("fastapi", "uvicorn", "sqlalchemy", "prometheus_client", "websockets"):
@@ -151,10 +100,8 @@ def _require_extra() -> None:
         )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    _require_extra()
-    token = resolve_token(args)
-    alarm = parse_alarm(args.alarm)
+def _check_limits(args: argparse.Namespace) -> None:
+    """The numeric flags in range, or a `ConfigError` naming them and their values."""
     if args.workers < 1 or args.threads < 1 or args.max_body_mb <= 0 or not 0 <= args.port <= 65535:
         raise ConfigError(
             "need --workers >= 1, --threads >= 1, --max-body-mb > 0 and a port in "
@@ -176,6 +123,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ">= 1; got "
             f"{args.keep_audio_mb}, {args.max_connections} and {args.max_streams}"
         )
+
+
+def _access(token: Any, protect: bool) -> str:
+    """Who may write and read, in words, for the start-up line."""
+    writes = "writes need the token" if token else "writes are OPEN (--no-token)"
+    if token is not None and not isinstance(token, str):
+        writes = f"tokens {token.describe()}"
+    return writes + ("; reads need it too" if protect and token else "; reads are open")
+
+
+def _context(args: argparse.Namespace) -> RunContext:
+    """The checked run context of the scoring (device and threads applied)."""
+    ctx = RunContext(
+        device=args.device, threads=args.threads, progress=False, weights_dirs=weights_dirs(args)
+    )
+    ctx.check_device()
+    ctx.apply_threads()
+    return ctx
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_extra()
+    token = resolve_token(args)
+    alarm = parse_alarm(args.alarm)
+    _check_limits(args)
     from ..monitor import server
     from ..monitor.app import MAX_WINDOW_S, MIN_HOP_S, create_app
     from ..monitor.db import database_url
@@ -187,16 +159,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"need {MIN_HOP_S:g} <= --hop <= --window <= {MAX_WINDOW_S:g} seconds, "
             f"got {args.hop:g} and {args.window:g}"
         )
-    hosts, origins = (
-        trusted_hosts(args.host, args.allowed_host),
-        [check_origin(o) for o in args.allow_origin],
-    )
+    hosts = trusted_hosts(args.host, args.allowed_host)
+    origins = [check_origin(o) for o in args.allow_origin]
     say = (lambda message: None) if args.quiet else print_info
-    ctx = RunContext(
-        device=args.device, threads=args.threads, progress=False, weights_dirs=weights_dirs(args)
-    )
-    ctx.check_device()
-    ctx.apply_threads()
+    ctx = _context(args)
     protect = reads_protected(args)
     notify = load_notify_file(args.notify)
     keep_bytes = None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20)
@@ -225,57 +191,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allowed_hosts=hosts,
             max_streams=args.max_streams,
         )
-        writes = "writes need the token" if token else "writes are OPEN (--no-token)"
-        if token is not None and not isinstance(token, str):
-            writes = f"tokens {token.describe()}"
-        writes += "; reads need it too" if protect and token else "; reads are open"
         say(
             f"serving {len(monitor.models)} machine(s) ({', '.join(sorted(monitor.models))}) on "
             f"http://{args.host}:{args.port}; event store {monitor.store.where} (schema "
-            f"v{monitor.store.version}); {writes}"
+            f"v{monitor.store.version}); {_access(token, protect)}"
         )
-        server.run(
-            app,
-            args.host,
-            args.port,
-            server.Limits(max_connections=args.max_connections),
-            args.quiet,
-        )
+        limits = server.Limits(max_connections=args.max_connections)
+        server.run(app, args.host, args.port, limits, args.quiet)
     finally:
         monitor.close()
     return 0
 
 
-def add_notify(p: argparse.ArgumentParser) -> None:
-    """``--notify FILE`` (serve and watch)."""
-    p.add_argument(
-        "--notify",
-        metavar="FILE",
-        help="YAML file with a notify: section: send scores and alarms to "
-        "MQTT, webhooks and e-mail through a persistent outbox (docs/monitor.md, Notifications); "
-        "secrets come from the environment variables it names",
-    )
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="HTTP service: score clips and PCM streams per machine, "
-        "keep every score "
-        "and alarm in an event store (needs the serve extra)",
-    )
-    p.add_argument(
-        "--models",
-        required=True,
-        help="folder written by `train --out` (one "
-        "sub-folder per machine type, or one model); "
-        "requests name machines, never paths",
-    )
+def _add_store_flags(p: argparse.ArgumentParser) -> None:
+    """Where the event store lives, what it keeps, and the alarm rule."""
     p.add_argument(
         "--db",
         default=DEFAULT_DB,
         help=f"SQLite file or SQLAlchemy URL of the event store (default ./{DEFAULT_DB})",
     )
+    p.add_argument(
+        "--alarm",
+        metavar="K/N",
+        help="alarm rule for every served machine: K of the "
+        "last N decisions anomalous (default: a new "
+        "machine gets 3/5, a known one keeps its)",
+    )
+    p.add_argument(
+        "--keep-audio",
+        type=int,
+        default=DEFAULT_KEEP_AUDIO,
+        metavar="N",
+        help="keep the audio (FLAC, in the event store) of each machine's newest N "
+        "scored clips, for the dashboard's player and pictures (default "
+        f"{DEFAULT_KEEP_AUDIO}; 0 = keep none)",
+    )
+    p.add_argument(
+        "--keep-audio-mb",
+        type=float,
+        metavar="MB",
+        help="a byte budget for all kept "
+        "audio: past it "
+        "the oldest clips' audio (any machine) is dropped first (default: no budget "
+        "beyond --keep-audio)",
+    )
+    p.add_argument(
+        "--sync",
+        default="full",
+        choices=("full", "normal"),
+        help="SQLite commit durability: full (default; survives power loss) or normal "
+        "(survives a killed process, not a power cut)",
+    )
+
+
+def _add_access_flags(p: argparse.ArgumentParser) -> None:
+    """Address, tokens and who may read and write."""
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -310,31 +280,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "everyone who can reach the address, on purpose (plant audio included)",
     )
     p.add_argument(
-        "--alarm",
-        metavar="K/N",
-        help="alarm rule for every served machine: K of the "
-        "last N decisions anomalous (default: a new "
-        "machine gets 3/5, a known one keeps its)",
-    )
-    p.add_argument(
-        "--keep-audio",
-        type=int,
-        default=DEFAULT_KEEP_AUDIO,
-        metavar="N",
-        help="keep the audio (FLAC, in the event store) of each machine's newest N "
-        "scored clips, for the dashboard's player and pictures (default "
-        f"{DEFAULT_KEEP_AUDIO}; 0 = keep none)",
-    )
-    p.add_argument(
-        "--keep-audio-mb",
-        type=float,
-        metavar="MB",
-        help="a byte budget for all kept "
-        "audio: past it "
-        "the oldest clips' audio (any machine) is dropped first (default: no budget "
-        "beyond --keep-audio)",
-    )
-    p.add_argument(
         "--allow-origin",
         action="append",
         default=[],
@@ -350,6 +295,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a Host name the service answers to besides --host (a DNS name, the LAN "
         "address of a 0.0.0.0 bind; '*' turns the check off); repeatable",
     )
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Bounds on connections, streams, stream windows, workers and bodies."""
     p.add_argument(
         "--max-connections",
         type=int,
@@ -374,15 +323,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-body-mb", type=float, default=50.0, help="largest request body in MB (default 50)"
     )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service: score clips and PCM streams per machine, "
+        "keep every score "
+        "and alarm in an event store (needs the serve extra)",
+    )
+    p.add_argument(
+        "--models",
+        required=True,
+        help="folder written by `train --out` (one "
+        "sub-folder per machine type, or one model); "
+        "requests name machines, never paths",
+    )
+    _add_store_flags(p)
+    _add_access_flags(p)
+    _add_limit_flags(p)
     add_max_seconds(p)
     add_notify(p)
-    p.add_argument(
-        "--sync",
-        default="full",
-        choices=("full", "normal"),
-        help="SQLite commit durability: full (default; survives power loss) or normal "
-        "(survives a killed process, not a power cut)",
-    )
     add_runtime(
         p, seed=False, cache=False, audio=False, threads=1
     )  # --threads per scoring: requests side by side

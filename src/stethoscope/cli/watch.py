@@ -22,7 +22,7 @@ from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
 from .common import info, weights_dirs
 from .flags import add_audio_flag, add_channel, add_runtime
-from .serve import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
+from .monitoring import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
 
 if TYPE_CHECKING:
     from ..monitor.service import Monitor, ScoreEvent
@@ -234,6 +234,91 @@ def _listen(
         raise MicError(f"the input stream of {source} stopped (device unplugged?)")
 
 
+def _add_folder_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of watching a folder: recursion, settling, polling, file size, channel, audio."""
+    folder = p.add_argument_group("watching a folder")
+    folder.add_argument(
+        "--recursive",
+        action="store_true",
+        help="also files deeper than DIR/<sub-folder>/ (the machine is still the first sub-folder)",
+    )
+    folder.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds a file's size and mtime must stay unchanged before it is scored (default 2)",
+    )
+    folder.add_argument(
+        "--poll",
+        type=float,
+        help="rescan every POLL seconds instead of "
+        "watching with watchdog (network shares, "
+        "where change events do not arrive)",
+    )
+    folder.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="skip files larger than MB unread (default 256; --max-seconds "
+        "bounds the decoded audio)",
+    )
+    add_channel(folder, model=True)
+    add_audio_flag(folder)
+
+
+def _add_mic_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``--mic``: the sound card, its rate, the stream window and the lag bound."""
+    mic = p.add_argument_group("--mic: a sound card (needs the mic extra)")
+    mic.add_argument(
+        "--mic", action="store_true", help="score a sound card's input instead of a folder"
+    )
+    mic.add_argument(
+        "--input-device",
+        metavar="DEVICE",
+        help="the sound card: its index or part of its name (python3 -m sounddevice "
+        "lists them; "
+        "default: the system's default input); --device is the torch device",
+    )
+    mic.add_argument("--rate", type=int, help="sample rate in Hz (default: the device's own)")
+    mic.add_argument("--window", type=float, default=10.0, help="seconds per score (default 10)")
+    mic.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
+    mic.add_argument(
+        "--max-lag",
+        type=float,
+        metavar="SECONDS",
+        help="how far scoring may fall behind the sound card before input is dropped, counted "
+        "and said (default 30)",
+    )
+
+
+def _add_store_flags(p: argparse.ArgumentParser) -> None:
+    """The alarm rule and what the event store keeps and how durably."""
+    p.add_argument(
+        "--alarm",
+        metavar="K/N",
+        help="alarm rule of every served machine: K of the "
+        "last N decisions anomalous (default: a new "
+        "machine gets 3/5, a known one keeps its)",
+    )
+    p.add_argument(
+        "--keep-audio-mb",
+        type=float,
+        metavar="MB",
+        help="a byte budget for all "
+        "audio kept in the "
+        "event store (as serve's): past it the oldest clips' audio is dropped first "
+        "(default: none)",
+    )
+    p.add_argument(
+        "--sync",
+        default="full",
+        choices=("full", "normal"),
+        help="SQLite commit durability: full (default; survives power loss) or normal "
+        "(survives a killed process, not a power cut)",
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "watch",
@@ -269,79 +354,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="score every file (or the microphone) with this machine's "
         "model; default: the file's sub-folder name",
     )
-    p.add_argument(
-        "--alarm",
-        metavar="K/N",
-        help="alarm rule of every served machine: K of the "
-        "last N decisions anomalous (default: a new "
-        "machine gets 3/5, a known one keeps its)",
-    )
-    p.add_argument(
-        "--keep-audio-mb",
-        type=float,
-        metavar="MB",
-        help="a byte budget for all "
-        "audio kept in the "
-        "event store (as serve's): past it the oldest clips' audio is dropped first "
-        "(default: none)",
-    )
-    p.add_argument(
-        "--sync",
-        default="full",
-        choices=("full", "normal"),
-        help="SQLite commit durability: full (default; survives power loss) or normal "
-        "(survives a killed process, not a power cut)",
-    )
+    _add_store_flags(p)
     add_notify(p)
-    folder = p.add_argument_group("watching a folder")
-    folder.add_argument(
-        "--recursive",
-        action="store_true",
-        help="also files deeper than DIR/<sub-folder>/ (the machine is still the first sub-folder)",
-    )
-    folder.add_argument(
-        "--settle",
-        type=float,
-        default=2.0,
-        help="seconds a file's size and mtime must stay unchanged before it is scored (default 2)",
-    )
-    folder.add_argument(
-        "--poll",
-        type=float,
-        help="rescan every POLL seconds instead of "
-        "watching with watchdog (network shares, "
-        "where change events do not arrive)",
-    )
-    folder.add_argument(
-        "--max-file-mb",
-        type=float,
-        default=256.0,
-        metavar="MB",
-        help="skip files larger than MB unread (default 256; --max-seconds "
-        "bounds the decoded audio)",
-    )
-    add_channel(folder, model=True)
-    add_audio_flag(folder)
-    mic = p.add_argument_group("--mic: a sound card (needs the mic extra)")
-    mic.add_argument(
-        "--mic", action="store_true", help="score a sound card's input instead of a folder"
-    )
-    mic.add_argument(
-        "--input-device",
-        metavar="DEVICE",
-        help="the sound card: its index or part of its name (python3 -m sounddevice "
-        "lists them; "
-        "default: the system's default input); --device is the torch device",
-    )
-    mic.add_argument("--rate", type=int, help="sample rate in Hz (default: the device's own)")
-    mic.add_argument("--window", type=float, default=10.0, help="seconds per score (default 10)")
-    mic.add_argument("--hop", type=float, default=1.0, help="seconds between scores (default 1)")
-    mic.add_argument(
-        "--max-lag",
-        type=float,
-        metavar="SECONDS",
-        help="how far scoring may fall behind the sound card before input is dropped, counted "
-        "and said (default 30)",
-    )
+    _add_folder_flags(p)
+    _add_mic_flags(p)
     add_runtime(p, seed=False, cache=False, audio=False, threads=1)
     p.set_defaults(func=cmd_watch)

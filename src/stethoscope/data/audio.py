@@ -17,7 +17,6 @@ from .quality import (
     UNKNOWN_FRAMES,
     AudioHeader,
     Problem,
-    WaveStats,
     entry_problem,
     header_problems,
     max_frames,
@@ -25,6 +24,7 @@ from .quality import (
     too_long,
     wav_truncation,
 )
+from .samples import WaveStats
 
 SAMPLE_RATE = 16_000
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time: every channel of one block is in memory at once
@@ -93,6 +93,24 @@ def decode_checked(
     ``max_seconds`` is refused before any sample is decoded; one that decodes to more than its
     header said is cut off at that limit and refused."""
     policy = policy or current_policy()
+    wave, header = _decode(raw, path, channel, policy)
+    stats = WaveStats.of(wave, header.sample_rate)
+    sample_problems = stats.problems(min_seconds)
+    unreadable = any(p.unreadable for p in sample_problems)
+    policy.require(
+        path, sample_problems if unreadable else header_problems(header) + sample_problems
+    )
+    if sample_rate is not None and header.sample_rate != sample_rate:
+        wave = soxr.resample(wave, header.sample_rate, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(wave, dtype=np.float32), stats
+
+
+def _decode(
+    raw: bytes, path: str | Path, channel: int | None, policy: AudioPolicy
+) -> tuple[np.ndarray, AudioHeader]:
+    """The samples of ``channel`` (None: the mean) at the file's own rate, and its header;
+    refused through ``policy`` where the bytes are empty, truncated, undecodable, lack the
+    channel or hold more audio than ``max_seconds``."""
 
     def refuse(reason: str) -> NoReturn:
         policy.refuse(path, Problem(reason, unreadable=True))
@@ -133,15 +151,7 @@ def decode_checked(
             f"decodes to more than the --max-seconds {policy.max_seconds:g} limit "
             f"allows{said}; decoding stopped there"
         )
-    stats = WaveStats.of(wave, header.sample_rate)
-    sample_problems = stats.problems(min_seconds)
-    unreadable = any(p.unreadable for p in sample_problems)
-    policy.require(
-        path, sample_problems if unreadable else header_problems(header) + sample_problems
-    )
-    if sample_rate is not None and header.sample_rate != sample_rate:
-        wave = soxr.resample(wave, header.sample_rate, sample_rate, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(wave, dtype=np.float32), stats
+    return wave, header
 
 
 def _read_bounded(handle: sf.SoundFile, channel: int | None, limit: int) -> np.ndarray | None:

@@ -14,21 +14,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from ..fsutil import atomic_write_bytes, atomic_write_text
 from ..progress import progress as show_progress
-from .toy_sounds import (
-    MACHINE_SOUNDS,
-    MachineState,
-    coloured_noise,
-    damped_kernel,
-    ring,
-    sin_at,
-    time_window,
-)
+from .toy_faults import FaultRegion, inject
+from .toy_sounds import MACHINE_SOUNDS, coloured_noise
 
 MACHINES = ("fan", "gearbox", "pump")
 DOMAINS = ("source", "target")
@@ -56,85 +50,6 @@ DOMAIN_ATTRIBUTES: dict[str, dict[str, dict[str, tuple]]] = {
 }
 BG_LEVEL = {"source": 0.012, "target": 0.016}  # background RMS before gain; target plant is louder
 BG_SLOPE = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f**slope
-
-
-@dataclass(frozen=True)
-class FaultRegion:
-    """Where an injected fault lives: seconds [t0, t1] and Hz [f0, f1]."""
-
-    kind: str
-    severity: int
-    t0: float
-    t1: float
-    f0: float
-    f1: float
-
-
-# -- anomalies ---------------------------------------------------------------------------------
-# Per-kind strength per severity level 1, 2, 3 (calibrated: see docs/toy_factory.md). Impact,
-# burst and click amplitudes are in multiples of the healthy clip's RMS (machine + background).
-_STRENGTH = {
-    "bearing": (0.25, 0.5, 1.0),  # impact amplitude / level
-    "imbalance": (1.0, 2.0, 4.0),  # added 1x amplitude, in multiples of the healthy 1x
-    "rubbing": (0.25, 0.5, 1.0),  # burst RMS / level
-    "drift": (0.03, 0.06, 0.10),  # final relative detuning of one harmonic
-    "clicks": (1.5, 3.0, 6.0),  # click amplitude / level
-}
-
-
-def _inject(
-    kind: str,
-    severity: int,
-    m: MachineState,
-    level: float,
-    rng: np.random.Generator,
-    n: int,
-    sr: int,
-    seconds: float,
-) -> tuple[np.ndarray, FaultRegion]:
-    """The fault signal to add to a normal clip (of RMS ``level``) and the region it occupies."""
-    s = _STRENGTH[kind][severity - 1] * (level if kind in ("bearing", "rubbing", "clicks") else 1.0)
-    dur = rng.uniform(0.4, 0.7) * seconds
-    t0 = float(rng.uniform(0, seconds - dur))
-    t1 = t0 + dur
-    gate = time_window(n, sr, t0, t1)
-    if kind == "bearing":  # outer-race defect: impacts at BPFO ringing a resonance
-        f_def = m.bearing_order * m.f_shaft
-        times = np.arange(t0, t1, 1 / f_def)
-        times = times + rng.normal(
-            0, 0.0005, len(times)
-        )  # slip: defect impacts are not exactly periodic
-        amps = s * (1 + 0.5 * np.cos(2 * np.pi * m.f_shaft * times))  # load-zone modulation by 1x
-        sig = ring(n, sr, times, amps, damped_kernel(sr, m.resonance, 0.002))
-        bw = 1 / (np.pi * 0.002)
-        return sig, FaultRegion(kind, severity, t0, t1, m.resonance - 3 * bw, m.resonance + 3 * bw)
-    if kind == "imbalance":  # mass imbalance: the 1x component grows
-        sig = gate * s * m.one_x_amp * sin_at(m.phase)
-        return sig, FaultRegion(kind, severity, t0, t1, 0.8 * m.f_inst.min(), 1.2 * m.f_inst.max())
-    if kind == "rubbing":  # rotor touches stator: short broadband bursts, about once per revolution
-        starts = np.arange(t0, t1 - 0.03, 1 / m.f_shaft)
-        starts = starts[rng.random(len(starts)) < 0.6]
-        env = np.zeros(n)
-        burst = np.hanning(int(0.02 * sr))
-        for st in (starts * sr).astype(int):
-            env[st : st + len(burst)] += burst[: n - st]
-        lo, hi = 1000.0, 6000.0
-        sig = s * env * coloured_noise(rng, n, sr, slope=0.0, band=(lo, hi))
-        return sig, FaultRegion(kind, severity, t0, t1, lo, hi)
-    if kind == "drift":  # one harmonic slowly detunes from the others (e.g. a loosening part)
-        ramp = np.clip((np.arange(n) / sr - t0) / dur, 0, 1)
-        base = m.tone_order * m.f_inst
-        detuned = base * (1 + s * ramp)
-        sig = 0.6 * m.tone_amp * gate * sin_at(np.cumsum(detuned), 2 * np.pi / sr)
-        f_nom = m.tone_order * m.f_shaft
-        return sig, FaultRegion(kind, severity, t0, t1, 0.98 * f_nom, (1 + s) * 1.02 * f_nom)
-    if kind == "clicks":  # intermittent loose-part clicks at random times
-        count = rng.poisson(3 * dur) + 1
-        times = np.sort(rng.uniform(t0, t1, count))
-        kernel = damped_kernel(sr, 5000.0, 0.0004)
-        sig = ring(n, sr, times, s * rng.uniform(0.6, 1.0, count), kernel)
-        return sig, FaultRegion(kind, severity, t0, t1, 2000.0, 8000.0)
-    raise AssertionError(f"unhandled anomaly kind {kind!r}")
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -179,7 +94,7 @@ def toy_clip(
     region = None
     if anomaly_kind is not None:
         level = float(np.sqrt(np.mean(wave**2)))
-        fault, region = _inject(anomaly_kind, severity, m, level, rng, n, sample_rate, seconds)
+        fault, region = inject(anomaly_kind, severity, m, level, rng, n, sample_rate, seconds)
         wave += fault
     # no per-clip normalisation: levels (load, imbalance, background) must stay meaningful
     return np.clip(wave, -1.0, 1.0).astype(np.float32), region
@@ -295,6 +210,18 @@ def _section_jobs(
     return jobs
 
 
+def _sounds(machines: Sequence[str], sounds: Mapping[str, str] | None) -> dict[str, str]:
+    """``sounds`` as a dict, checked: every machine type's toy sound must be known."""
+    sounds = dict(sounds or {})
+    for machine in machines:
+        if sounds.get(machine, machine) not in MACHINE_SOUNDS:
+            raise ValueError(
+                f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
+                f"type {machine!r}; known sounds: {MACHINES}"
+            )
+    return sounds
+
+
 def make_toy_dataset(
     root: str | Path,
     machines: Sequence[str] = ("fan", "gearbox"),
@@ -319,13 +246,7 @@ def make_toy_dataset(
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got {n_train} and {n_test}")
-    sounds = dict(sounds or {})
-    for machine in machines:
-        if sounds.get(machine, machine) not in MACHINE_SOUNDS:
-            raise ValueError(
-                f"unknown toy machine {sounds.get(machine, machine)!r} for machine "
-                f"type {machine!r}; known sounds: {MACHINES}"
-            )
+    sounds = _sounds(machines, sounds)
     root = Path(root)
     total = len(machines) * len(sections) * (n_train + n_test)
     bar = show_progress(desc="toy", unit="clip", total=total, enabled=progress)
@@ -348,31 +269,7 @@ def make_toy_dataset(
                     seconds,
                     sample_rate,
                 )
-                results = (
-                    pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
-                )
-                attr_rows: list[list[object]] = []
-                for job, (name, attrs, region) in zip(jobs, results, strict=True):
-                    attr_rows.append(
-                        [f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv]
-                    )
-                    if region is not None:
-                        faults.append(
-                            [
-                                f"{job.split}/{name}",
-                                region.kind,
-                                region.severity,
-                                f"{region.t0:.3f}",
-                                f"{region.t1:.3f}",
-                                f"{region.f0:.1f}",
-                                f"{region.f1:.1f}",
-                            ]
-                        )
-                    bar.update()
-                header = ["file_name"] + [
-                    f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"
-                ]
-                atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header, *attr_rows]))
+                faults += _write_section(pool, jobs, machine, mdir, section, bar)
             atomic_write_text(
                 mdir / "fault_regions.csv",
                 _csv([["file", "kind", "severity", "t0", "t1", "f0", "f1"], *faults]),
@@ -382,6 +279,43 @@ def make_toy_dataset(
         if pool:
             pool.shutdown(cancel_futures=True)
     return root
+
+
+def _write_section(
+    pool: ProcessPoolExecutor | None,
+    jobs: list[_ClipJob],
+    machine: str,
+    mdir: Path,
+    section: str,
+    bar: Any,
+) -> list[list[object]]:
+    """Write one section's clips (in ``pool`` when given) and its ``attributes_XX.csv``;
+    the ``fault_regions.csv`` rows of its anomalous clips."""
+    results = pool.map(_write_clip, jobs, chunksize=16) if pool else map(_write_clip, jobs)
+    attr_rows: list[list[object]] = []
+    faults: list[list[object]] = []
+    for job, (name, attrs, region) in zip(jobs, results, strict=True):
+        attr_rows.append(
+            [f"{machine}/{job.split}/{name}"] + [x for kv in attrs.items() for x in kv]
+        )
+        if region is not None:
+            faults.append(
+                [
+                    f"{job.split}/{name}",
+                    region.kind,
+                    region.severity,
+                    f"{region.t0:.3f}",
+                    f"{region.t1:.3f}",
+                    f"{region.f0:.1f}",
+                    f"{region.f1:.1f}",
+                ]
+            )
+        bar.update()
+    header = ["file_name"] + [
+        f"d{i}{c}" for i in range(1, len(attr_rows[0]) // 2 + 1) for c in "pv"
+    ]
+    atomic_write_text(mdir / f"attributes_{section}.csv", _csv([header, *attr_rows]))
+    return faults
 
 
 def _csv(rows: Sequence[Sequence[object]]) -> str:

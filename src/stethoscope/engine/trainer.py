@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -95,13 +96,7 @@ def train(
     world = world_of(ctx.data_parallel)
     rank = world.rank if world else 0
     groups = optimiser_groups(module)
-    # fused Adam: one kernel per step instead of several per tensor (about 30 % of a DCASE AE
-    # step on 2 CPU cores, RESULTS 7.1); both the CPU and the CUDA build have it
-    fused = device.type in ("cpu", "cuda")
-    opts: dict[str, torch.optim.Optimizer] = {
-        g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas, fused=fused)
-        for g, params in groups.items()
-    }
+    opts = _adam(groups, optimiser, device)
     # the data order is shared by every rank; the module's own draws are each rank's own stream
     gens = {
         "data": ctx.generator(offset=1, device="cpu"),
@@ -126,22 +121,9 @@ def train(
             if ctx.checkpoint_dir is not None and (
                 (epoch + 1) % ctx.checkpoint_every == 0 or epoch + 1 == epochs
             ):
-                extra = gather_rng_states(gens["model"], world) if world else None
-                if rank == 0:
-                    save_checkpoint(
-                        ctx.checkpoint_dir,
-                        module,
-                        opts,
-                        gens,
-                        epoch + 1,
-                        history,
-                        fingerprint,
-                        extra,
-                    )
-                if (
-                    world
-                ):  # no rank goes on (e.g. to resume from it) before the checkpoint is complete
-                    barrier()
+                _checkpoint(
+                    ctx.checkpoint_dir, module, opts, gens, epoch + 1, history, fingerprint, world
+                )
     except KeyboardInterrupt as err:
         meta = read_meta(ctx.checkpoint_dir) if ctx.checkpoint_dir is not None else None
         saved = str(ctx.checkpoint_dir) if meta else None
@@ -150,6 +132,38 @@ def train(
         bar.close()
     module.eval()
     return TrainResult(history=history, resumed_from=start)
+
+
+def _adam(
+    groups: dict[str, list[nn.Parameter]], optimiser: OptimiserSpec, device: torch.device
+) -> dict[str, torch.optim.Optimizer]:
+    """One Adam optimiser per parameter group."""
+    # fused Adam: one kernel per step instead of several per tensor (about 30 % of a DCASE AE
+    # step on 2 CPU cores, RESULTS 7.1); both the CPU and the CUDA build have it
+    fused = device.type in ("cpu", "cuda")
+    return {
+        g: torch.optim.Adam(params, lr=optimiser.learning_rate, betas=optimiser.betas, fused=fused)
+        for g, params in groups.items()
+    }
+
+
+def _checkpoint(
+    folder: Path,
+    module: nn.Module,
+    opts: dict[str, torch.optim.Optimizer],
+    gens: dict[str, torch.Generator],
+    epochs_done: int,
+    history: list[dict[str, float]],
+    fingerprint: str,
+    world: World | None,
+) -> None:
+    """Save the full training state after ``epochs_done`` epochs: rank 0 writes it (with every
+    rank's model stream state); no rank goes on (e.g. to resume from it) before it is complete."""
+    extra = gather_rng_states(gens["model"], world) if world else None
+    if (world.rank if world else 0) == 0:
+        save_checkpoint(folder, module, opts, gens, epochs_done, history, fingerprint, extra)
+    if world:
+        barrier()
 
 
 def _epoch(

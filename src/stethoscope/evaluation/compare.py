@@ -79,6 +79,40 @@ def _fold_table(reports: Mapping[str, Mapping[str, Any]], set_name: str) -> list
     return table
 
 
+def _add_set_aucs(
+    reports: Mapping[str, Mapping[str, Any]],
+    name: str,
+    observed: np.ndarray,
+    replicas: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
+    """Add set ``name``'s fold-mean AUC per system to ``observed`` (systems,) and its bootstrap
+    replicas to ``replicas`` (n_boot, systems), in place."""
+    folds = _fold_table(reports, name)
+    for fold in folds:
+        normal, anomalous = (
+            fold["scores"][:, fold["labels"] == 0],
+            fold["scores"][:, fold["labels"] == 1],
+        )
+        if normal.shape[1] == 0 or anomalous.shape[1] == 0:
+            raise StethoscopeError(
+                f"set {name!r}: a fold has no scored normal or no scored anomalous clip"
+            )
+        observed += _auc(normal, anomalous) / len(folds)
+        replicas += _resampled_aucs(normal, anomalous, len(replicas), rng) / len(folds)
+
+
+def _interval(d_obs: float, d_rep: np.ndarray, tail: float) -> dict[str, Any]:
+    """A difference and its percentile interval (``tail`` percent cut off at each end)."""
+    low, high = np.percentile(d_rep, [tail, 100 - tail])
+    return {
+        "diff": float(d_obs),
+        "low": float(low),
+        "high": float(high),
+        "within_noise": bool(low <= 0 <= high),
+    }
+
+
 def paired_bootstrap(
     reports: Mapping[str, Mapping[str, Any]], n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
@@ -97,38 +131,20 @@ def paired_bootstrap(
     observed = np.zeros((len(systems), len(sets)))
     replicas = np.zeros((n_boot, len(systems), len(sets)))
     for j, name in enumerate(sets):
-        folds = _fold_table(reports, name)
-        for fold in folds:
-            normal, anomalous = (
-                fold["scores"][:, fold["labels"] == 0],
-                fold["scores"][:, fold["labels"] == 1],
-            )
-            if normal.shape[1] == 0 or anomalous.shape[1] == 0:
-                raise StethoscopeError(
-                    f"set {name!r}: a fold has no scored normal or no scored anomalous clip"
-                )
-            observed[:, j] += _auc(normal, anomalous) / len(folds)
-            replicas[:, :, j] += _resampled_aucs(normal, anomalous, n_boot, rng) / len(folds)
+        _add_set_aucs(reports, name, observed[:, j], replicas[:, :, j], rng)
     tail = 100 * (1 - level) / 2
     pairs = []
     for a, b in combinations(range(len(systems)), 2):
-
-        def interval(d_obs: float, d_rep: np.ndarray) -> dict[str, Any]:
-            low, high = np.percentile(d_rep, [tail, 100 - tail])
-            return {
-                "diff": float(d_obs),
-                "low": float(low),
-                "high": float(high),
-                "within_noise": bool(low <= 0 <= high),
-            }
-
         per_set = {
-            name: interval(observed[a, j] - observed[b, j], replicas[:, a, j] - replicas[:, b, j])
+            name: _interval(
+                observed[a, j] - observed[b, j], replicas[:, a, j] - replicas[:, b, j], tail
+            )
             for j, name in enumerate(sets)
         }
-        overall = interval(
+        overall = _interval(
             observed[a].mean() - observed[b].mean(),
             replicas[:, a].mean(axis=1) - replicas[:, b].mean(axis=1),
+            tail,
         )
         pairs.append({"a": systems[a], "b": systems[b], **overall, "per_set": per_set})
     lo, hi = np.percentile(replicas.mean(axis=2), [tail, 100 - tail], axis=0)

@@ -126,6 +126,37 @@ def _per_mode(
     return {m: results[m] for m in score_modes}
 
 
+_Plan = dict[str, tuple[list[Clip], list[Clip], list[np.ndarray]]]
+
+
+def _joint_plan(sets: Mapping[str, Sequence[Clip]], folds: int, seed: int) -> _Plan:
+    """Each set's (normals, anomalies, its normals' test folds), as `cross_validate` folds them."""
+    plan = {}
+    for name, clips in sets.items():
+        normals = [c for c in clips if c.label == 0]
+        anomalies = [c for c in clips if c.label == 1]
+        if not anomalies:
+            raise ValueError(f"{name}: cross-validation needs at least one anomalous clip")
+        plan[name] = (normals, anomalies, normal_folds(normals, folds, seed))
+    return plan
+
+
+def _joint_fold(
+    plan: _Plan, k: int
+) -> tuple[dict[str, list[Clip]], dict[str, tuple[list[Clip], int]]]:
+    """Fold ``k``: the training normals grouped by machine type, and each set's (test clips,
+    number of training normals) where it has a fold ``k``."""
+    groups: dict[str, list[Clip]] = {}
+    tests: dict[str, tuple[list[Clip], int]] = {}
+    for name, (normals, anomalies, test_folds) in plan.items():
+        held = set(test_folds[k].tolist()) if k < len(test_folds) else set()
+        train = [c for i, c in enumerate(normals) if i not in held]
+        groups.setdefault(normals[0].machine, []).extend(train)
+        if held:
+            tests[name] = ([normals[i] for i in test_folds[k]] + anomalies, len(train))
+    return groups, tests
+
+
 def cross_validate_joint(
     sets: Mapping[str, Sequence[Clip]],
     make_system: Callable[[], System],
@@ -146,13 +177,7 @@ def cross_validate_joint(
     """
     ctx = ctx or RunContext()
     modes = list(score_modes) if score_modes else [None]
-    plan = {}
-    for name, clips in sets.items():
-        normals = [c for c in clips if c.label == 0]
-        anomalies = [c for c in clips if c.label == 1]
-        if not anomalies:
-            raise ValueError(f"{name}: cross-validation needs at least one anomalous clip")
-        plan[name] = (normals, anomalies, normal_folds(normals, folds, ctx.seed))
+    plan = _joint_plan(sets, folds, ctx.seed)
     fold_results: dict[str, dict[str | None, list[dict]]] = {
         name: {m: [] for m in modes} for name in plan
     }
@@ -163,14 +188,7 @@ def cross_validate_joint(
     systems: dict[str, System] = {}
     n_folds = max(len(test_folds) for _, _, test_folds in plan.values())
     for k in progress(range(n_folds), desc="joint folds", unit="fold", enabled=ctx.progress):
-        groups: dict[str, list[Clip]] = {}
-        tests: dict[str, tuple[list[Clip], int]] = {}
-        for name, (normals, anomalies, test_folds) in plan.items():
-            held = set(test_folds[k].tolist()) if k < len(test_folds) else set()
-            train = [c for i, c in enumerate(normals) if i not in held]
-            groups.setdefault(normals[0].machine, []).extend(train)
-            if held:
-                tests[name] = ([normals[i] for i in test_folds[k]] + anomalies, len(train))
+        groups, tests = _joint_fold(plan, k)
         fold_ctx = ctx.replace(seed=ctx.seed + k).for_run("joint", f"fold{k}")
         system = make_system()
         system.threshold_fit = "in_sample"  # AUCs ignore the threshold: no extra fold models
@@ -188,24 +206,33 @@ def cross_validate_joint(
                 fold_results[name],
                 score_ms[name],
             )
-    out = {}
-    for name, (normals, anomalies, _) in plan.items():
-        has_domains = any(c.domain for c in sets[name])
-        out[name] = _per_mode(
-            {
-                m: _summary(
-                    len(normals),
-                    len(anomalies),
-                    fold_results[name][m],
-                    train_s,
-                    score_ms[name][m],
-                    has_domains,
-                )
-                for m in modes
-            },
-            score_modes,
+    out = {
+        name: _joint_result(
+            sets[name], normals, anomalies, fold_results[name], score_ms[name], train_s, score_modes
         )
+        for name, (normals, anomalies, _) in plan.items()
+    }
     return out, systems
+
+
+def _joint_result(
+    clips: Sequence[Clip],
+    normals: list[Clip],
+    anomalies: list[Clip],
+    fold_results: dict[str | None, list[dict]],
+    score_ms: dict[str | None, list[float]],
+    train_s: list[float],
+    score_modes: Sequence[str] | None,
+) -> dict[str, Any]:
+    """One set's result of the joint protocol, as `cross_validate` gives it."""
+    has_domains = any(c.domain for c in clips)
+    return _per_mode(
+        {
+            m: _summary(len(normals), len(anomalies), results, train_s, score_ms[m], has_domains)
+            for m, results in fold_results.items()
+        },
+        score_modes,
+    )
 
 
 def _score_fold(

@@ -204,6 +204,29 @@ def _headline(modes: Sequence[BenchMode]) -> dict[str, Any]:
     }
 
 
+def _mode_card(m: BenchMode) -> str:
+    """One score mode's card: its results folder and a table row per set, then its notes."""
+    cols = _columns(m)
+    head = "".join(f"<th>{label}</th>" for _, label in cols)
+    rows = "".join(
+        f"<tr><td>{escape(s.name)}</td><td>{shown(s.n_normal)}</td><td>{shown(s.n_anomaly)}</td>"
+        + "".join(metric_cell(s.means[k], s.spreads[k]) for k, _ in cols)
+        + f"<td>{_seconds(s.train_seconds)}</td><td>{_seconds(s.score_ms)}</td></tr>"
+        for s in m.sets
+    )
+    return (
+        f'<section class="card" id="mode-{escape(m.label or "results")}"><div '
+        'class="card-head">'
+        f"<h2>{escape(m.title)}</h2></div><p "
+        f'class="counts"><code>{escape(str(m.path))}</code></p>'
+        "<div "
+        f'class="table-wrap"><table><thead><tr><th>set</th><th>normal</th><th>anom.</th>{head}'
+        "<th>train s / fold</th><th>score ms / "
+        f"clip</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        f"{notes_html(_notes(m))}</section>"
+    )
+
+
 def render_bench_html(
     modes: Sequence[BenchMode], folder: Path, chart: Picture | None, page_dir: Path
 ) -> str:
@@ -221,27 +244,7 @@ def render_bench_html(
         for i, m in enumerate(modes)
     ]
     kpis.append(("", "folds", h["folds"], f"{h['sets']} sets · ± = standard deviation over folds"))
-    cards = []
-    for m in modes:
-        cols = _columns(m)
-        head = "".join(f"<th>{label}</th>" for _, label in cols)
-        rows = "".join(
-            f"<tr><td>{escape(s.name)}</td><td>{shown(s.n_normal)}</td><td>{shown(s.n_anomaly)}</td>"
-            + "".join(metric_cell(s.means[k], s.spreads[k]) for k, _ in cols)
-            + f"<td>{_seconds(s.train_seconds)}</td><td>{_seconds(s.score_ms)}</td></tr>"
-            for s in m.sets
-        )
-        cards.append(
-            f'<section class="card" id="mode-{escape(m.label or "results")}"><div '
-            'class="card-head">'
-            f"<h2>{escape(m.title)}</h2></div><p "
-            f'class="counts"><code>{escape(str(m.path))}</code></p>'
-            "<div "
-            f'class="table-wrap"><table><thead><tr><th>set</th><th>normal</th><th>anom.</th>{head}'
-            "<th>train s / fold</th><th>score ms / "
-            f"clip</th></tr></thead><tbody>{rows}</tbody></table></div>"
-            f"{notes_html(_notes(m))}</section>"
-        )
+    cards = [_mode_card(m) for m in modes]
     r = reproducibility(modes[0].data, folder)
     config = modes[0].data.get("params") or r["config"]
     config_json = escape(json.dumps(config, indent=2, default=str))
@@ -269,6 +272,45 @@ are means over folds ± their standard deviation over folds.</p>
     return page(f"Stethoscope benchmark: {h['system']}", body)
 
 
+def _mode_markdown(m: BenchMode) -> list[str]:
+    """One score mode's Markdown section: its mean AUC and pAUC, a table row per set, notes."""
+    cols = _columns(m)
+    head = " | ".join(
+        [
+            "set",
+            "normal",
+            "anom.",
+            *(label for _, label in cols),
+            "train s / fold",
+            "score ms / clip",
+        ]
+    )
+    lines = [
+        f"## {m.title}",
+        "",
+        f"Mean AUC **{fmt(m.mean('auc'))}** · mean pAUC {fmt(m.mean('pauc'))} (`{m.path}`)",
+        "",
+        f"| {head} |",
+        "| --- |" + " ---: |" * (len(cols) + 4),
+    ]
+    for s in m.sets:
+        cells = " | ".join(
+            fmt(s.means[k])
+            + (
+                f" ± {s.spreads[k]:.3f}"
+                if s.spreads[k] is not None and s.means[k] is not None
+                else ""
+            )
+            for k, _ in cols
+        )
+        lines.append(
+            f"| {s.name} | {shown(s.n_normal)} | {shown(s.n_anomaly)} | {cells} | "
+            f"{_seconds(s.train_seconds)} | {_seconds(s.score_ms)} |"
+        )
+    lines += [""] + [f"> {n}" for n in _notes(m)] + ([""] if _notes(m) else [])
+    return lines
+
+
 def render_bench_markdown(
     modes: Sequence[BenchMode], folder: Path, chart: Picture | None, files_dir: str
 ) -> str:
@@ -286,40 +328,7 @@ def render_bench_markdown(
     if chart:
         lines += [f"![{chart.alt}]({files_dir}/{chart.name})", "", f"*{chart.caption}*", ""]
     for m in modes:
-        cols = _columns(m)
-        head = " | ".join(
-            [
-                "set",
-                "normal",
-                "anom.",
-                *(label for _, label in cols),
-                "train s / fold",
-                "score ms / clip",
-            ]
-        )
-        lines += [
-            f"## {m.title}",
-            "",
-            f"Mean AUC **{fmt(m.mean('auc'))}** · mean pAUC {fmt(m.mean('pauc'))} (`{m.path}`)",
-            "",
-            f"| {head} |",
-            "| --- |" + " ---: |" * (len(cols) + 4),
-        ]
-        for s in m.sets:
-            cells = " | ".join(
-                fmt(s.means[k])
-                + (
-                    f" ± {s.spreads[k]:.3f}"
-                    if s.spreads[k] is not None and s.means[k] is not None
-                    else ""
-                )
-                for k, _ in cols
-            )
-            lines.append(
-                f"| {s.name} | {shown(s.n_normal)} | {shown(s.n_anomaly)} | {cells} | "
-                f"{_seconds(s.train_seconds)} | {_seconds(s.score_ms)} |"
-            )
-        lines += [""] + [f"> {n}" for n in _notes(m)] + ([""] if _notes(m) else [])
+        lines += _mode_markdown(m)
     comparison = read_comparison(folder)
     lines += comparison_markdown(comparison) if comparison else []
     r = reproducibility(modes[0].data, folder)

@@ -88,19 +88,8 @@ def _html_machine(part: MachinePart, page_dir: Path) -> str:
     return "".join(out)
 
 
-def render_html(
-    results: dict[str, Any],
-    parts: Sequence[MachinePart],
-    notes: Sequence[str],
-    results_dir: Path,
-    rows: Sequence[ScoreRow],
-    page_dir: Path,
-) -> str:
-    """The whole page; ``notes`` are report-wide (skipped sets, missing scores), ``rows`` every
-    scored
-    clip, ``page_dir`` the folder the page is written to (audio too large to embed is linked from
-    it)."""
-    h = headline(results)
+def _kpis(h: dict[str, Any], n_parts: int) -> list[tuple[str, str, Any, str]]:
+    """The headline cards: official score, AUC and pAUC (with their 95% CI), clip count."""
     ci_auc = f" <small>± {h['ci_auc']:.3f}</small>" if h["ci_auc"] is not None else ""
     ci_pauc = f" <small>± {h['ci_pauc']:.3f}</small>" if h["ci_pauc"] is not None else ""
     kpis = [
@@ -116,10 +105,25 @@ def render_html(
             "",
             "clips",
             h["n_clips"],
-            f"{h['n_labelled']} labelled · {len(parts)} machine "
-            f"type{'s' if len(parts) != 1 else ''}",
+            f"{h['n_labelled']} labelled · {n_parts} machine type{'s' if n_parts != 1 else ''}",
         ),
     ]
+    return kpis
+
+
+def render_html(
+    results: dict[str, Any],
+    parts: Sequence[MachinePart],
+    notes: Sequence[str],
+    results_dir: Path,
+    rows: Sequence[ScoreRow],
+    page_dir: Path,
+) -> str:
+    """The whole page; ``notes`` are report-wide (skipped sets, missing scores), ``rows`` every
+    scored clip, ``page_dir`` the folder the page is written to (audio too large to embed is
+    linked from it)."""
+    h = headline(results)
+    kpis = _kpis(h, len(parts))
     toc = "".join(
         f'<a href="#m-{escape(p.key)}">{escape(p.name)}<span>{fmt(p.official_score)}</span></a>'
         for p in parts

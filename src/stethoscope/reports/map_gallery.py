@@ -69,11 +69,9 @@ def _load_model(model_dir: str | None) -> tuple[Any, str | None]:
         return None, f"the model in {directory} could not be loaded ({err})"
 
 
-def map_pictures(
-    machine: str, key: str, rows: Sequence[ScoreRow], model_dir: str | None, results_dir: Path
-) -> tuple[list[Picture], list[str]]:
-    """Anomaly maps of the top clips by score plus a typical normal clip, on shared colour scales;
-    each picture carries its clip's audio path. ``key`` is the machine's folder in the files."""
+def _chosen(rows: Sequence[ScoreRow]) -> list[tuple[ScoreRow, str]]:
+    """The clips to map, each with its role: the top ``N_TOP_MAPS`` by score, then the median
+    normal clip (the median clip where none is labelled)."""
     ranked = sorted(rows, key=lambda r: r.score, reverse=True)
     chosen = [(r, f"most anomalous #{i + 1}") for i, r in enumerate(ranked[:N_TOP_MAPS])]
     normals = [r for r in ranked if r.label == 0] or (
@@ -89,6 +87,32 @@ def map_pictures(
                 else "typical clip (median score)",
             )
         )
+    return chosen
+
+
+def _caption(row: ScoreRow, role: str, boxes: Sequence[FaultRegion]) -> str:
+    """A map's caption: its role, its label, its domain and the faults boxed on it."""
+    truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
+    bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
+    if boxes:
+        bits.append(
+            "dashed box: injected fault (" + ", ".join(r.kind for r in boxes if r.kind) + ")"
+        )
+    return " · ".join(bits)
+
+
+def _map_png(fig: Figure) -> bytes:
+    """A map figure as PNG bytes, in the maps' style."""
+    with matplotlib.rc_context(MAP_STYLE):
+        return figure_png_bytes(fig, dpi=100)
+
+
+def map_pictures(
+    machine: str, key: str, rows: Sequence[ScoreRow], model_dir: str | None, results_dir: Path
+) -> tuple[list[Picture], list[str]]:
+    """Anomaly maps of the top clips by score plus a typical normal clip, on shared colour scales;
+    each picture carries its clip's audio path. ``key`` is the machine's folder in the files."""
+    chosen = _chosen(rows)
     if not any(r.path for r in rows):
         return [], [
             "scores.csv records no audio paths (scores read from submission files), so "
@@ -132,23 +156,10 @@ def map_pictures(
     for i, ((row, role, audio, _), boxes, fig) in enumerate(
         zip(panels, regions, figures, strict=True)
     ):
-        truth = {0: "labelled normal", 1: "labelled anomalous", None: "unlabelled"}[row.label]
-        bits = [role, truth] + ([f"{row.domain} domain"] if row.domain else [])
-        if boxes:
-            bits.append(
-                "dashed box: injected fault (" + ", ".join(r.kind for r in boxes if r.kind) + ")"
-            )
-        with matplotlib.rc_context(MAP_STYLE):
-            png = figure_png_bytes(fig, dpi=100)
-        pictures.append(
-            Picture(
-                f"{key}/map{i + 1}_{slug(Path(row.file).stem)}.png",
-                f"anomaly map of {row.file}",
-                " · ".join(bits),
-                png,
-                audio=audio,
-            )
-        )
+        name = f"{key}/map{i + 1}_{slug(Path(row.file).stem)}.png"
+        caption = _caption(row, role, boxes)
+        png = _map_png(fig)
+        pictures.append(Picture(name, f"anomaly map of {row.file}", caption, png, audio=audio))
     return pictures, notes
 
 

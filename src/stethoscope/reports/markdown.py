@@ -36,6 +36,22 @@ def _figure(p: Picture, files_dir: str, page_dir: Path) -> list[str]:
     return [f"![{p.alt}]({files_dir}/{p.name})", "", f"*{p.caption}*{listen}", ""]
 
 
+def _part_table(part: MachinePart) -> list[str]:
+    """A machine's table: one row per section (means in bold, skipped ones in italics)."""
+    if not part.rows:
+        return []
+    lines = [
+        "| section | " + " | ".join(label for _, label in part.columns) + " | normal / anom. |",
+        "| --- |" + " ---: |" * (len(part.columns) + 1),
+    ]
+    for label, kind, m in part.rows:
+        name = f"**{label}**" if kind == "mean" else f"*{label}*" if kind == "skipped" else label
+        cells = " | ".join(fmt(m.get(k)) for k, _ in part.columns)
+        lines.append(f"| {name} | {cells} | {clip_counts(m)} |")
+    lines.append("")
+    return lines
+
+
 def render_markdown(
     results: dict[str, Any],
     parts: Sequence[MachinePart],
@@ -69,24 +85,7 @@ def render_markdown(
             ]
         else:
             lines += [f"{part.counts} test clips", ""]
-        if part.rows:
-            lines.append(
-                "| section | "
-                + " | ".join(label for _, label in part.columns)
-                + " | normal / anom. |"
-            )
-            lines.append("| --- |" + " ---: |" * (len(part.columns) + 1))
-            for label, kind, m in part.rows:
-                name = (
-                    f"**{label}**"
-                    if kind == "mean"
-                    else f"*{label}*"
-                    if kind == "skipped"
-                    else label
-                )
-                cells = " | ".join(fmt(m.get(k)) for k, _ in part.columns)
-                lines.append(f"| {name} | {cells} | {clip_counts(m)} |")
-            lines.append("")
+        lines += _part_table(part)
         lines += _quoted(part.notes)
         for p in part.charts + part.maps:
             lines += _figure(p, files_dir, page_dir)

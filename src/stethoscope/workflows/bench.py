@@ -49,7 +49,6 @@ def bench(
     """The K-fold protocol for one system on every set of ``clips``; writes ``out/bench.json``
     (or ``out/<mode>/bench.json``) as it goes and returns the reports by mode."""
     probe = spec.build()
-    sets = group_sets(clips, group)
     modes: list[str | None] = list(score_modes) if score_modes else [None]
     reports = {m: _new_report(spec, probe, m, folds, ctx.seed, meta) for m in modes}
     paths = {m: out / m / "bench.json" if m else out / "bench.json" for m in modes}
@@ -61,32 +60,11 @@ def bench(
         latest[:] = [spec.build()]
         return latest[0]
 
-    def write() -> None:
-        for m in modes:
-            run = {**run_metadata(reports[m]["params"], ctx.seed), "runtime": ctx.metadata()}
-            atomic_write_json(paths[m], {**reports[m], "run": run})
-
-    def record(name: str, res: dict[str, Any], fitted: System) -> None:
-        per_mode: dict[str | None, Any] = {None: res}
-        if score_modes:
-            per_mode = {m: res[m] for m in score_modes}
-        encoder = {
-            k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")
-        }
-        for m in modes:
-            reports[m]["sets"][name] = per_mode[m]
-            reports[m].update(encoder)
-            r = per_mode[m]
-            say(
-                f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
-                f"(train {r['train_seconds']:.1f} s/fold)"
-            )
-
     joint_sets: dict[str, list[Clip]] = {}  # a joint system: every set in one run of folds
-    for name, set_clips in sets.items():
+    for name, set_clips in group_sets(clips, group).items():
         if sum(c.label == 0 for c in set_clips) < 2 or not any(c.label == 1 for c in set_clips):
-            for m in modes:
-                reports[m].setdefault("skipped", {})[name] = (
+            for report in reports.values():
+                report.setdefault("skipped", {})[name] = (
                     "needs at least 2 normal and 1 anomalous clip"
                 )
             continue
@@ -95,8 +73,8 @@ def bench(
             continue
         say(f"[{name}] {folds}-fold benchmark of {spec.label or spec.name}")
         res = cross_validate(set_clips, make, folds, ctx, score_modes=score_modes, name=name)
-        record(name, res, latest[0])
-        write()
+        _record(reports, score_modes, name, res, latest[0], say)
+        _write(reports, paths, ctx)
     if joint_sets:
         say(
             f"[joint] {folds}-fold benchmark of {spec.label or spec.name} over {len(joint_sets)} "
@@ -105,15 +83,48 @@ def bench(
         results, fitted = cross_validate_joint(
             joint_sets, make, folds, ctx, score_modes=score_modes
         )
-        for m in modes:
-            reports[m]["joint_fit"] = True
+        for report in reports.values():
+            report["joint_fit"] = True
         for name, res in results.items():
-            record(name, res, next(iter(fitted.values())))
+            _record(reports, score_modes, name, res, next(iter(fitted.values())), say)
     prune_checkpoints(ctx.checkpoint_dir)
     for rep in reports.values():
         _add_means(rep)
-    write()
+    _write(reports, paths, ctx)
     return reports
+
+
+def _write(
+    reports: dict[str | None, dict[str, Any]], paths: dict[str | None, Path], ctx: RunContext
+) -> None:
+    """Every mode's report, with its run metadata, to its ``bench.json`` (crash-safe)."""
+    for m, report in reports.items():
+        run = {**run_metadata(report["params"], ctx.seed), "runtime": ctx.metadata()}
+        atomic_write_json(paths[m], {**report, "run": run})
+
+
+def _record(
+    reports: dict[str | None, dict[str, Any]],
+    score_modes: Sequence[str] | None,
+    name: str,
+    res: dict[str, Any],
+    fitted: System,
+    say: Callable[[str], None],
+) -> None:
+    """One set's cross-validated result (per score mode) into the reports, with the encoder
+    tag of the system that produced it."""
+    per_mode: dict[str | None, Any] = {None: res}
+    if score_modes:
+        per_mode = {m: res[m] for m in score_modes}
+    encoder = {k: v for k, v in fitted.extra_state().items() if k in ("encoder", "encoder_weights")}
+    for m, report in reports.items():
+        report["sets"][name] = per_mode[m]
+        report.update(encoder)
+        r = per_mode[m]
+        say(
+            f"[{name}]{' ' + m if m else ''} AUC {r['auc']:.3f}  pAUC {r['pauc']:.3f}  "
+            f"(train {r['train_seconds']:.1f} s/fold)"
+        )
 
 
 def _new_report(

@@ -273,6 +273,25 @@ def train_joint_here(
         say(f"[joint] failed: {err}")
         fitted, failures = {}, {machine: f"joint fit: {err}" for machine in groups}
     seconds = time.perf_counter() - started
+    saved_meta = {"joint_machines": list(groups), **(meta or {})}
+    _save_joint(fitted, targets, seconds, saved_meta, log, failures, say)
+    if not failures:
+        discard_checkpoint(jctx.checkpoint_dir)
+    finish_training(groups, ctx, log, failures)
+    return {machine: fitted[machine] for machine in targets}
+
+
+def _save_joint(
+    fitted: Mapping[str, System],
+    targets: Mapping[str, Path],
+    seconds: float,
+    meta: Mapping[str, Any],
+    log: RunLog,
+    failures: dict[str, str],
+    say: Say,
+) -> None:
+    """Save each type's system of a joint fit to its folder and log it; a type the fit returned
+    no system for is logged failed (into ``failures``)."""
     for machine, target in targets.items():
         if machine not in fitted:
             failures.setdefault(machine, "the joint fit returned no system for it")
@@ -280,12 +299,7 @@ def train_joint_here(
             continue
         fitted[machine].save(
             target,
-            {
-                "data_machine": machine,
-                "train_seconds": seconds,
-                "joint_machines": list(groups),
-                **(meta or {}),
-            },
+            {"data_machine": machine, "train_seconds": seconds, **meta},
         )
         log.done(
             machine,
@@ -298,10 +312,6 @@ def train_joint_here(
             f"[{machine}] saved to {target} (joint fit {seconds:.1f} s, threshold "
             f"{fitted[machine].threshold_:.4g})"
         )
-    if not failures:
-        discard_checkpoint(jctx.checkpoint_dir)
-    finish_training(groups, ctx, log, failures)
-    return {machine: fitted[machine] for machine in targets}
 
 
 def finish_training(

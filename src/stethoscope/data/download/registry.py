@@ -118,6 +118,18 @@ def _need(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[typ
     return value
 
 
+def _checksums(entry: Mapping[str, Any], where: str) -> tuple[Any, Any, Any]:
+    """An archive entry's (md5, sha256, size), each None or well formed."""
+    md5, sha256, size = entry.get("md5"), entry.get("sha256"), entry.get("size")
+    if md5 is not None and not (isinstance(md5, str) and _MD5.match(md5)):
+        raise ConfigError(f"{where}: md5 {md5!r} is not 32 lowercase hex digits")
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
+        raise ConfigError(f"{where}: sha256 {sha256!r} is not 64 lowercase hex digits")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ConfigError(f"{where}: size {size!r} must be a positive number of bytes or null")
+    return md5, sha256, size
+
+
 def _remote(
     entry: Mapping[str, Any],
     where: str,
@@ -146,13 +158,7 @@ def _remote(
         raise ConfigError(
             f"{where}: needs a 'path' (relative to the {host} base URL), got {path!r}"
         )
-    md5, sha256, size = entry.get("md5"), entry.get("sha256"), entry.get("size")
-    if md5 is not None and not (isinstance(md5, str) and _MD5.match(md5)):
-        raise ConfigError(f"{where}: md5 {md5!r} is not 32 lowercase hex digits")
-    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
-        raise ConfigError(f"{where}: sha256 {sha256!r} is not 64 lowercase hex digits")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise ConfigError(f"{where}: size {size!r} must be a positive number of bytes or null")
+    md5, sha256, size = _checksums(entry, where)
     cited = tuple(entry.get("sources") or ())
     unknown = [s for s in cited if s not in sources]
     if unknown:
@@ -226,6 +232,55 @@ def _truths(
     return tuple(out)
 
 
+def _split(dname: str, sname: str, sbody: Any, where: str, sources: Mapping[str, str]) -> Split:
+    """One checked split of a data set: its record, folder, archives and ground truth."""
+    swhere = f"{where}.splits.{sname}"
+    record = sbody.get("record")
+    if record is not None and (not isinstance(record, int) or isinstance(record, bool)):
+        raise ConfigError(f"{swhere}: record {record!r} must be a Zenodo record number")
+    into = str(sbody.get("into", sname))
+    if not _SAFE_NAME.match(into):
+        raise ConfigError(f"{swhere}: 'into' {into!r} must be a plain folder name")
+    archives = []
+    for i, entry in enumerate(_need(sbody, "archives", swhere, list)):
+        machine = _need(entry, "machine", f"{swhere}.archives[{i}]", str)
+        archives.append(
+            _remote(
+                entry,
+                f"{swhere}.archives[{i}]",
+                dname,
+                sname,
+                record,
+                into,
+                machine,
+                sbody.get("missing_reason"),
+                sources,
+            )
+        )
+    names = [a.file for a in archives]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{swhere}: an archive is listed twice")
+    truths = _truths(
+        sbody.get("ground_truth"),
+        f"{swhere}.ground_truth",
+        dname,
+        sname,
+        record,
+        into,
+        [a.machine for a in archives if a.machine],
+        sources,
+    )
+    return Split(
+        sname,
+        record,
+        str(sbody.get("title", sname)),
+        into,
+        tuple(archives),
+        truths,
+        sbody.get("ground_truth_missing"),
+    )
+
+
 def parse_registry(data: Any, origin: str) -> Registry:
     """Check a registry document (see `registry.yaml`) and build it; errors name the entry."""
     if not isinstance(data, Mapping) or data.get("version") != 1:
@@ -236,51 +291,7 @@ def parse_registry(data: Any, origin: str) -> Registry:
         where = f"{origin}: datasets.{dname}"
         splits: dict[str, Split] = {}
         for sname, sbody in _need(body, "splits", where, dict).items():
-            swhere = f"{where}.splits.{sname}"
-            record = sbody.get("record")
-            if record is not None and (not isinstance(record, int) or isinstance(record, bool)):
-                raise ConfigError(f"{swhere}: record {record!r} must be a Zenodo record number")
-            into = str(sbody.get("into", sname))
-            if not _SAFE_NAME.match(into):
-                raise ConfigError(f"{swhere}: 'into' {into!r} must be a plain folder name")
-            archives = []
-            for i, entry in enumerate(_need(sbody, "archives", swhere, list)):
-                machine = _need(entry, "machine", f"{swhere}.archives[{i}]", str)
-                archives.append(
-                    _remote(
-                        entry,
-                        f"{swhere}.archives[{i}]",
-                        str(dname),
-                        str(sname),
-                        record,
-                        into,
-                        machine,
-                        sbody.get("missing_reason"),
-                        sources,
-                    )
-                )
-            names = [a.file for a in archives]
-            if len(set(names)) != len(names):
-                raise ConfigError(f"{swhere}: an archive is listed twice")
-            truths = _truths(
-                sbody.get("ground_truth"),
-                f"{swhere}.ground_truth",
-                str(dname),
-                str(sname),
-                record,
-                into,
-                [a.machine for a in archives if a.machine],
-                sources,
-            )
-            splits[str(sname)] = Split(
-                str(sname),
-                record,
-                str(sbody.get("title", sname)),
-                into,
-                tuple(archives),
-                truths,
-                sbody.get("ground_truth_missing"),
-            )
+            splits[str(sname)] = _split(str(dname), str(sname), sbody, where, sources)
         datasets[str(dname)] = Dataset(
             str(dname),
             str(body.get("title", dname)),

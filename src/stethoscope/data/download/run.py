@@ -235,6 +235,33 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     )
     todo = [a for a in plan.archives if not plan.marker(a).exists()]
     _allow_unverifiable(plan.dataset.name, todo, opts)
+    fetcher, failures, unverified = _fetch_all(plan, todo, attested, opts)
+    renamed = 0 if failures else _ground_truth(plan, opts, fetcher)
+    if failures:
+        listed = "\n  ".join(failures.values())
+        raise DownloadError(
+            f"{len(failures)} of {len(todo)} archive(s) failed (the others are in "
+            f"place):\n  {listed}"
+        )
+    if unverified:
+        say(
+            f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): "
+            f"{', '.join(unverified)}"
+        )
+    return {
+        "archives": len(todo),
+        "already": len(plan.archives) - len(todo),
+        "unverified": len(unverified),
+        "renamed": renamed,
+    }
+
+
+def _fetch_all(
+    plan: Plan, todo: Sequence[Remote], attested: set[str], opts: Options
+) -> tuple[Fetcher, dict[str, str], list[str]]:
+    """Fetch, verify and install ``todo`` (``opts.jobs`` at a time, one progress bar):
+    (the fetcher, {file: why it failed}, the files kept unverified). Ctrl-C stops the
+    transfers; their .part files stay for a resume."""
     lock = threading.Lock()
     bar = progress(
         desc=f"download {plan.dataset.name}",
@@ -247,7 +274,7 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
         with lock:
             bar.update(n)
 
-    fetcher = Fetcher(retries=opts.retries, backoff=opts.backoff, on_bytes=received, say=say)
+    fetcher = Fetcher(retries=opts.retries, backoff=opts.backoff, on_bytes=received, say=opts.say)
     failures: dict[str, str] = {}
     unverified: list[str] = []
 
@@ -273,24 +300,7 @@ def download(plan: Plan, opts: Options) -> dict[str, int]:
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    renamed = 0 if failures else _ground_truth(plan, opts, fetcher)
-    if failures:
-        listed = "\n  ".join(failures.values())
-        raise DownloadError(
-            f"{len(failures)} of {len(todo)} archive(s) failed (the others are in "
-            f"place):\n  {listed}"
-        )
-    if unverified:
-        say(
-            f"warning: {len(unverified)} archive(s) kept UNVERIFIED (no published checksum): "
-            f"{', '.join(unverified)}"
-        )
-    return {
-        "archives": len(todo),
-        "already": len(plan.archives) - len(todo),
-        "unverified": len(unverified),
-        "renamed": renamed,
-    }
+    return fetcher, failures, unverified
 
 
 def _ground_truth(plan: Plan, opts: Options, fetcher: Fetcher) -> int:
