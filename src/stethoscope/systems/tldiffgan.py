@@ -50,7 +50,8 @@ from ..models.tldiffgan import FusionScorer, TLDiffGANScorer
 from . import tldiffgan_state
 from .base import Explanation, System, register
 from .export_plan import ExportPlan, clip_samples
-from .ldgan import BranchEval, LDGANSystem, MelBranch
+from .ldgan import LDGANSystem
+from .ldgan_branch import BranchEval, MelBranch
 from .registry import part_params
 from .tldiffgan_fusion import (
     ENSEMBLE,
