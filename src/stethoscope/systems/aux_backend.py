@@ -26,7 +26,7 @@ def machine_centres(
     """The head's centres of the classes these clips belong to (``classes``: the network's
     class keys, `aux_data.derive_classes`), and each centre's section."""
     head = net.head
-    assert isinstance(head, (ArcFace, SubClusterAdaCos))  # the heads `aux_net.build_net` makes
+    assert isinstance(head, (ArcFace, SubClusterAdaCos))  # the heads `aux_net.make_net` makes
     centres = head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
     sections = {class_key(c, class_mode): c.section for c in clips}
     idx = [list(classes).index(k) for k in sorted(sections)]

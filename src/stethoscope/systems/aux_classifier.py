@@ -37,9 +37,9 @@ from ..models.auxiliary import (
     MIX_MODES,
     AuxNet,
 )
-from . import aux_net
 from .aux_backend import fit_backend, machine_centres
 from .aux_data import CLASS_MODES, WaveBank, crop_samples, derive_classes
+from .aux_net import embed_by_length, load_net, make_net
 from .base import Explanation, System, register
 from .occlusion import occlusion_map
 
@@ -193,7 +193,7 @@ class AuxClassifierSystem(System):
         """A fresh network for ``n_classes`` classes; ``pretrained`` loads the mn04 weights
         (found by sha256 in ``weights_dirs``, `encoders.weights`) or calibrates the ``random``
         control, and records them; a reload needs neither (the whole network is saved)."""
-        net, weights = aux_net.build_net(self, n_classes, pretrained, weights_dirs)
+        net, weights = make_net(self, n_classes, pretrained, weights_dirs)
         if weights is not None:
             self.frontend_weights_ = weights
         return net
@@ -205,7 +205,7 @@ class AuxClassifierSystem(System):
         net = net or self.net_
         if net is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        return aux_net.embed_waves(net, waves, self.batch_size, self.embedding_dim, ctx)
+        return embed_by_length(net, waves, self.batch_size, self.embedding_dim, ctx)
 
     # -- training -------------------------------------------------------------------------
     def fit(
@@ -374,7 +374,7 @@ class AuxClassifierSystem(System):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if not self.classes_:
             raise CheckpointError(f"{self.name}: the saved config lists no classes")
-        self.net_ = aux_net.load_net(self.build_net(len(self.classes_)), tensors, self.name)
+        self.net_ = load_net(self.build_net(len(self.classes_)), tensors, self.name)
         backend = {k[8:]: v.numpy() for k, v in tensors.items() if k.startswith("backend.")}
         self.backend_ = EmbeddingBackend.from_state(
             backend, self._backend_index, **self._backend_params()

@@ -1,9 +1,9 @@
 """The auxiliary classifier's network (`systems.aux_classifier`; not a system).
 
-`build_net` assembles it from the system's hyperparameters: the front end (STgram-MFN, or
+`make_net` assembles it from the system's hyperparameters: the front end (STgram-MFN, or
 EfficientAT mn04 with its pretrained weights found by sha256, `encoders.weights`) and the
 angular-margin head (ArcFace or sub-cluster AdaCos); `load_net` restores a saved one.
-`embed_waves` embeds whole clips with it, batched by equal length.
+`embed_by_length` embeds whole clips with it, batched by equal length.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .aux_classifier import AuxClassifierSystem
 
 
-def build_net(
+def make_net(
     system: AuxClassifierSystem,
     n_classes: int,
     pretrained: bool = False,
@@ -93,7 +93,7 @@ def net_on(net: AuxNet, ctx: RunContext) -> AuxNet:
     return net
 
 
-def embed_waves(
+def embed_by_length(
     net: AuxNet, waves: Sequence[np.ndarray], batch_size: int, dim: int, ctx: RunContext
 ) -> np.ndarray:
     """(n, ``dim``) embeddings of whole clips by ``net``, batched by equal length."""

@@ -47,7 +47,6 @@ from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
 from ..models.embedding import EncoderNet, encoder_refusal
 from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
 from ..models.tldiffgan import FusionScorer, TLDiffGANScorer
-from . import tldiffgan_state
 from .base import Explanation, System, register
 from .export_plan import ExportPlan, clip_samples
 from .ldgan import LDGANSystem
@@ -63,6 +62,12 @@ from .tldiffgan_fusion import (
     loo_ensemble,
     plan_export,
     select_scorer,
+)
+from .tldiffgan_state import (
+    restore_extra_state,
+    restore_tensors,
+    saved_extra_state,
+    saved_tensors,
 )
 
 MIN_TRAIN_CLIPS = 2  # the detectors' cross-fitting needs two
@@ -377,16 +382,16 @@ class TLDiffGANSystem(System):
 
     # -- persistence (`tldiffgan_state`: tensor names and config keys) ----------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return tldiffgan_state.state_tensors(self)
+        return saved_tensors(self)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        tldiffgan_state.load_state_tensors(self, tensors)
+        restore_tensors(self, tensors)
 
     def extra_state(self) -> dict[str, Any]:
-        return tldiffgan_state.extra_state(self)
+        return saved_extra_state(self)
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        tldiffgan_state.load_extra_state(self, state)
+        restore_extra_state(self, state)
 
 
 def _drop_recon(branches: dict[str, Any]) -> dict[str, np.ndarray]:

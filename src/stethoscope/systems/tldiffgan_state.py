@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .tldiffgan_fusion import Scalers
 
 
-def state_tensors(system: TLDiffGANSystem) -> dict[str, torch.Tensor]:
+def saved_tensors(system: TLDiffGANSystem) -> dict[str, torch.Tensor]:
     """Everything the fitted system learned, as named tensors (`TLDiffGANSystem.state_tensors`)."""
     if system.joint_train_ is None:
         raise RuntimeError(f"{system.name}: nothing to save, the system is not fitted")
@@ -35,8 +35,8 @@ def state_tensors(system: TLDiffGANSystem) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_tensors(system: TLDiffGANSystem, tensors: dict[str, torch.Tensor]) -> None:
-    """Restore what `state_tensors` saved into ``system`` (configured as it was saved)."""
+def restore_tensors(system: TLDiffGANSystem, tensors: dict[str, torch.Tensor]) -> None:
+    """Restore what `saved_tensors` saved into ``system`` (configured as it was saved)."""
     if "joint_train" not in tensors:
         raise CheckpointError(f"{system.name}: saved weights hold no joint training matrix")
     system.branch.load_state_tensors(
@@ -53,7 +53,7 @@ def load_state_tensors(system: TLDiffGANSystem, tensors: dict[str, torch.Tensor]
     )
 
 
-def extra_state(system: TLDiffGANSystem) -> dict[str, Any]:
+def saved_extra_state(system: TLDiffGANSystem) -> dict[str, Any]:
     """The system's learned JSON state (``config.json``'s ``extra_state``)."""
     tag = system.encoder_tag_ or {}
     return {
@@ -69,8 +69,8 @@ def extra_state(system: TLDiffGANSystem) -> dict[str, Any]:
     }
 
 
-def load_extra_state(system: TLDiffGANSystem, state: dict[str, Any]) -> None:
-    """Restore what `extra_state` saved; clear error for a model saved with another encoder."""
+def restore_extra_state(system: TLDiffGANSystem, state: dict[str, Any]) -> None:
+    """Restore what `saved_extra_state` saved; clear error for a model of another encoder."""
     system.branch.load_extra_state(state.get("ldgan", {}))
     system.selection_ = dict(state.get("selection", {}))
     system._seed = int(state.get("seed", 0))
