@@ -13,7 +13,7 @@ from stethoscope.errors import ConfigError
 from stethoscope.features.extract import FrameBank, logmels
 from stethoscope.models.ae import DcaseAE
 from stethoscope.systems import get_system, load_system
-from stethoscope.systems.base import gamma_threshold
+from stethoscope.systems.threshold import gamma_threshold
 from tests.conftest import write_wav
 
 

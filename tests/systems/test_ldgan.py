@@ -19,8 +19,8 @@ from stethoscope.engine import RunContext, TrainingInterrupted
 from stethoscope.engine import trainer as engine_trainer
 from stethoscope.errors import ConfigError
 from stethoscope.systems import get_system, load_system
-from stethoscope.systems.base import gamma_threshold
 from stethoscope.systems.ldgan import LDGANSystem
+from stethoscope.systems.threshold import gamma_threshold
 from tests.conftest import write_wav
 
 TINY = {

@@ -22,10 +22,9 @@ from stethoscope.engine import RunContext
 from stethoscope.errors import CheckpointError, ConfigError
 from stethoscope.features.extract import logmels
 from stethoscope.systems import get_system, load_system
-from stethoscope.systems.base import gamma_threshold
 from stethoscope.systems.ldgan import LDGANSystem
 from stethoscope.systems.params import RUNTIME_KEYS
-from stethoscope.systems.threshold import THRESHOLD_PARAMS
+from stethoscope.systems.threshold import THRESHOLD_PARAMS, gamma_threshold
 from stethoscope.systems.tldiffgan import TLDiffGANSystem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "stethoscope" / "configs"

@@ -178,13 +178,9 @@ def export_onnx(
     the export.json record. ``seconds``: clip length of fixed-length exports (default 10);
     ``ctx``: the runtime (where pretrained encoder weights are found; default `RunContext()`).
     An existing ``out`` is replaced only when it is an earlier export (or empty)."""
-    import onnx
-    import torch
-
-    from .. import __version__
     from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
-    from ..onnx_runtime import FORMAT, FORMAT_VERSION, EdgeModel
-    from ..systems.base import CONFIG_FILE, WEIGHTS_FILE, load_system
+    from ..onnx_runtime import EdgeModel
+    from ..systems.base import load_system
     from .frontends import add_to_graph
 
     require_onnx()
@@ -198,8 +194,36 @@ def export_onnx(
     model = _export_graph(plan, opset)
     if frontend == "inside":
         model = add_to_graph(model, fronts)
+    record = _record(system, plan, model, frontend, opset, model_dir)
+    with atomic_directory(out) as tmp:
+        atomic_write_bytes(tmp / "model.onnx", model.SerializeToString())
+        for fe in fronts:
+            files = {}
+            if frontend == "outside":
+                for key, array in fe.arrays.items():
+                    files[key] = f"{fe.input}_{key}.npy"
+                    np.save(tmp / files[key], array, allow_pickle=False)
+            record["frontends"].append(fe.record(files))
+        atomic_write_json(tmp / "export.json", record)
+        record["check"] = _verify(system, EdgeModel(tmp), plan.clip_samples or 4 * SAMPLE_RATE, ctx)
+        atomic_write_json(tmp / "export.json", record)
+    return record
+
+
+def _record(
+    system: Any, plan: ExportPlan, model: Any, frontend: str, opset: int, model_dir: Path
+) -> dict[str, Any]:
+    """export.json's record of the exported ``model``, before its front ends' files and its
+    check (`_verify`) are added."""
+    import onnx
+    import torch
+
+    from .. import __version__
+    from ..onnx_runtime import FORMAT, FORMAT_VERSION
+    from ..systems.base import CONFIG_FILE, WEIGHTS_FILE
+
     min_samples = math.ceil(system.feature_request().min_seconds * SAMPLE_RATE)
-    record: dict[str, Any] = {
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "system": system.name,
@@ -221,19 +245,6 @@ def export_onnx(
         },
         "frontends": [],
     }
-    with atomic_directory(out) as tmp:
-        atomic_write_bytes(tmp / "model.onnx", model.SerializeToString())
-        for fe in fronts:
-            files = {}
-            if frontend == "outside":
-                for key, array in fe.arrays.items():
-                    files[key] = f"{fe.input}_{key}.npy"
-                    np.save(tmp / files[key], array, allow_pickle=False)
-            record["frontends"].append(fe.record(files))
-        atomic_write_json(tmp / "export.json", record)
-        record["check"] = _verify(system, EdgeModel(tmp), plan.clip_samples or 4 * SAMPLE_RATE, ctx)
-        atomic_write_json(tmp / "export.json", record)
-    return record
 
 
 def _verify(system: Any, edge: Any, samples: int, ctx: RunContext) -> dict[str, Any]:

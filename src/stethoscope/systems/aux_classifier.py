@@ -20,7 +20,6 @@ Choices and sources: ``docs/aux_classifier.md``.
 from __future__ import annotations
 
 import warnings
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,21 +29,17 @@ import torch
 
 from ..data.clip import Clip
 from ..detectors.backend import BACKENDS, EmbeddingBackend
-from ..encoders.efficientat import MN04_FILE, MN04_SHA256, MN04_URL, load_mn04_state
-from ..encoders.weights import find_by_sha256
 from ..engine import OptimiserSpec, RunContext, train
 from ..errors import CheckpointError, ConfigError, StethoscopeError
 from ..features.extract import Decoded, FeatureRequest
 from ..models.auxiliary import (
     FINETUNE_MODES,
     MIX_MODES,
-    ArcFace,
     AuxNet,
-    MN04Frontend,
-    STgramMFN,
-    SubClusterAdaCos,
 )
-from .aux_data import CLASS_MODES, WaveBank, class_key, crop_samples, derive_classes
+from .aux_backend import fit_backend, machine_centres
+from .aux_data import CLASS_MODES, WaveBank, crop_samples, derive_classes
+from .aux_net import embed_by_length, load_net, make_net
 from .base import Explanation, System, register
 from .occlusion import occlusion_map
 
@@ -197,60 +192,10 @@ class AuxClassifierSystem(System):
     ) -> AuxNet:
         """A fresh network for ``n_classes`` classes; ``pretrained`` loads the mn04 weights
         (found by sha256 in ``weights_dirs``, `encoders.weights`) or calibrates the ``random``
-        control; a reload needs neither (the whole network is saved)."""
-        specaug = (
-            (self.specaug_masks, self.specaug_freq, self.specaug_time) if self.specaugment else None
-        )
-        if self.frontend == "stgram":
-            frontend: torch.nn.Module = STgramMFN(
-                self.n_mels, self.width, self.embedding_dim, specaug
-            )
-            if pretrained:
-                self.frontend_weights_ = {"frontend": "stgram", "init": "random"}
-        else:
-            state, calibrate = None, None
-            if pretrained and self.mn04_weights == "pretrained":
-                path = find_by_sha256(
-                    MN04_SHA256, MN04_FILE, weights_dirs, self.weights_hint_, MN04_URL
-                )
-                state = load_mn04_state(str(path))
-                self.frontend_weights_ = {
-                    "frontend": "mn04",
-                    "init": "pretrained",
-                    "weights_file": MN04_FILE,
-                    "weights_sha256": MN04_SHA256,
-                }
-            elif pretrained:
-                calibrate = self._seed
-                self.frontend_weights_ = {"frontend": "mn04", "init": "random"}
-            try:
-                frontend = MN04Frontend(
-                    self.embedding_dim,
-                    self.finetune,
-                    self.last_blocks,
-                    specaug,
-                    state,
-                    calibrate,
-                    self.lora_rank,
-                )
-            except RuntimeError as err:
-                raise CheckpointError(
-                    f"mn04 weights do not match the architecture ({err})"
-                ) from err
-        if self.loss == "arcface":
-            head: torch.nn.Module = ArcFace(self.embedding_dim, n_classes, self.scale, self.margin)
-        else:
-            head = SubClusterAdaCos(
-                self.embedding_dim, n_classes, self.sub_clusters, self.trainable_centres
-            )
-        return AuxNet(frontend, head, self.mixup)
-
-    def _net_on(self, net: AuxNet, ctx: RunContext) -> AuxNet:
-        device = ctx.torch_device
-        if next(net.parameters()).device != device:
-            net.to(device)
-        if net.training:
-            net.eval()
+        control, and records them; a reload needs neither (the whole network is saved)."""
+        net, weights = make_net(self, n_classes, pretrained, weights_dirs)
+        if weights is not None:
+            self.frontend_weights_ = weights
         return net
 
     def embed_waves(
@@ -260,20 +205,7 @@ class AuxClassifierSystem(System):
         net = net or self.net_
         if net is None:
             raise RuntimeError(f"{self.name}: fit or load the system before scoring")
-        net = self._net_on(net, ctx)
-        out = np.zeros((len(waves), self.embedding_dim), np.float32)
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for i, wave in enumerate(waves):
-            by_length[len(wave)].append(i)
-        for members in by_length.values():
-            for start in range(0, len(members), self.batch_size):
-                part = members[start : start + self.batch_size]
-                x = ctx.to_device(
-                    torch.from_numpy(np.stack([waves[i] for i in part]).astype(np.float32))
-                )
-                with ctx.autocast():
-                    out[part] = net.embed(x).cpu().numpy()
-        return out
+        return embed_by_length(net, waves, self.batch_size, self.embedding_dim, ctx)
 
     # -- training -------------------------------------------------------------------------
     def fit(
@@ -317,6 +249,34 @@ class AuxClassifierSystem(System):
         ctx.seed_everything()
         self._seed = ctx.seed
         bank = WaveBank.from_clips(clips, ctx.cache_dir, ctx.progress)
+        net, classes, history = self._train_net(bank, clips, ctx)
+        embeddings = self.embed_waves(bank.waves, ctx, net)
+        kept_owner = [owners[i] for i in bank.index]
+        for machine, target in targets.items():
+            rows = [i for i, owner in enumerate(kept_owner) if owner == machine]
+            if not rows:
+                raise StethoscopeError(
+                    f"{self.name}: every {machine} clip was left out by the audio checks"
+                )
+            target.net_, target.classes_, target.history_ = net, classes, history
+            target.machine_, target.machines_ = machine, list(groups)
+            target.frontend_weights_, target._seed = self.frontend_weights_, ctx.seed
+            target.run_ = {
+                "runtime": ctx.metadata(),
+                "n_train": len(groups[machine]),
+                "joint": {
+                    "machines": list(groups),
+                    "n_classes": len(classes),
+                    "n_clips": len(bank),
+                },
+            }
+            target._fit_backend(embeddings[rows], [bank.clips[i] for i in rows], ctx)
+
+    def _train_net(
+        self, bank: WaveBank, clips: Sequence[Clip], ctx: RunContext
+    ) -> tuple[AuxNet, list[str], list[dict[str, float]]]:
+        """The network trained to classify the ``bank``'s clips: (network, classes, history);
+        ``clips`` (all given, before the audio checks) enter the checkpoint's fingerprint."""
         classes, labels = derive_classes(bank.clips, self.classes)
         if len(classes) < 2:
             warnings.warn(
@@ -325,7 +285,7 @@ class AuxClassifierSystem(System):
                 "nothing; train jointly over several machine types (fit_joint, or "
                 "`stethoscope train` on the whole data folder) or use data "
                 "with sections / attributes",
-                stacklevel=3,
+                stacklevel=4,
             )
         net = self.build_net(len(classes), pretrained=True, weights_dirs=ctx.weights_dirs)
         net = net.to(ctx.torch_device)
@@ -341,82 +301,31 @@ class AuxClassifierSystem(System):
             self.fingerprint(clips, ctx),
             name=f"train {self.name}",
         )
-        embeddings = self.embed_waves(bank.waves, ctx, net)
-        kept_owner = [owners[i] for i in bank.index]
-        for machine, target in targets.items():
-            rows = [i for i, owner in enumerate(kept_owner) if owner == machine]
-            if not rows:
-                raise StethoscopeError(
-                    f"{self.name}: every {machine} clip was left out by the audio checks"
-                )
-            target.net_, target.classes_, target.machine_, target.machines_ = (
-                net,
-                classes,
-                machine,
-                list(groups),
-            )
-            target.history_, target.frontend_weights_, target._seed = (
-                result.history,
-                self.frontend_weights_,
-                ctx.seed,
-            )
-            target.run_ = {
-                "runtime": ctx.metadata(),
-                "n_train": len(groups[machine]),
-                "joint": {
-                    "machines": list(groups),
-                    "n_classes": len(classes),
-                    "n_clips": len(bank),
-                },
-            }
-            target._fit_backend(embeddings[rows], [bank.clips[i] for i in rows], ctx)
+        return net, classes, result.history
 
-    def _machine_centres(self, clips: Sequence[Clip]) -> tuple[np.ndarray, list[str]]:
-        """The head's centres of the classes these clips belong to, and each centre's section."""
-        assert self.net_ is not None
-        head = self.net_.head
-        assert isinstance(head, (ArcFace, SubClusterAdaCos))  # the heads `build_net` makes
-        centres = head.class_centres().cpu().numpy()  # (classes, sub_clusters, dim)
-        sections = {class_key(c, self.classes): c.section for c in clips}
-        idx = [self.classes_.index(k) for k in sorted(sections)]
-        return (
-            centres[idx].reshape(-1, centres.shape[-1]),
-            [sections[self.classes_[i]] for i in idx for _ in range(centres.shape[1])],
-        )
-
-    def _new_backend(self) -> EmbeddingBackend:
-        return EmbeddingBackend(
-            self.backend,
-            self.n_neighbors,
-            self.smote,
-            self.smote_ratio,
-            self.per_section,
-            self.gmm_components,
-            self._seed,
-        )
+    def _backend_params(self) -> dict[str, Any]:
+        """The back-end's constructor arguments (`detectors.backend.EmbeddingBackend`)."""
+        return {
+            "kind": self.backend,
+            "n_neighbors": self.n_neighbors,
+            "smote": self.smote,
+            "smote_ratio": self.smote_ratio,
+            "per_section": self.per_section,
+            "gmm_components": self.gmm_components,
+            "seed": self._seed,
+        }
 
     def _fit_backend(self, embeddings: np.ndarray, clips: Sequence[Clip], ctx: RunContext) -> None:
         """This machine type's back-end, then the threshold (held out: back-ends refitted per
-        fold)."""
-        sections, domains = [c.section for c in clips], [c.domain for c in clips]
-        centres, owners = self._machine_centres(clips) if self.backend == "centres" else (None, [])
-        self.backend_ = self._new_backend().fit(embeddings, sections, domains, centres, owners)
+        fold, `aux_backend.fit_backend`)."""
+        centres: np.ndarray | None = None
+        owners: list[str] = []
+        if self.backend == "centres":
+            assert self.net_ is not None  # the network is trained before any back-end
+            centres, owners = machine_centres(self.net_, self.classes_, clips, self.classes)
+        params = self._backend_params()
+        self.backend_, heldout = fit_backend(params, embeddings, clips, centres, owners)
         self._backend_index = self.backend_.index()
-
-        def heldout(folds: Sequence[np.ndarray]) -> np.ndarray:
-            out = np.zeros(len(embeddings))
-            for held in folds:
-                rest = np.setdiff1d(np.arange(len(embeddings)), held)
-                fold = self._new_backend().fit(
-                    embeddings[rest],
-                    [sections[i] for i in rest],
-                    [domains[i] for i in rest],
-                    centres,
-                    owners,
-                )
-                out[held] = fold.score(embeddings[held], [sections[i] for i in held])
-            return out
-
         self.fit_threshold(self.backend_.train_scores(), clips, ctx, minimum=2, heldout=heldout)
 
     # -- scoring --------------------------------------------------------------------------
@@ -465,27 +374,10 @@ class AuxClassifierSystem(System):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if not self.classes_:
             raise CheckpointError(f"{self.name}: the saved config lists no classes")
-        self.net_ = self.build_net(len(self.classes_))
-        try:
-            self.net_.load_state_dict(
-                {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-            )
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"{self.name}: saved weights do not match the configured network ({err})"
-            ) from err
-        self.net_.eval()
+        self.net_ = load_net(self.build_net(len(self.classes_)), tensors, self.name)
         backend = {k[8:]: v.numpy() for k, v in tensors.items() if k.startswith("backend.")}
         self.backend_ = EmbeddingBackend.from_state(
-            backend,
-            self._backend_index,
-            kind=self.backend,
-            n_neighbors=self.n_neighbors,
-            smote=self.smote,
-            smote_ratio=self.smote_ratio,
-            per_section=self.per_section,
-            gmm_components=self.gmm_components,
-            seed=self._seed,
+            backend, self._backend_index, **self._backend_params()
         )
 
     def extra_state(self) -> dict[str, Any]:

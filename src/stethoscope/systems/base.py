@@ -8,59 +8,45 @@ seed, threads, cache, checkpoints, progress) arrive separately as a `RunContext`
 Every scoring path decodes each clip once: `score`, `score_waveforms` and `explain` build
 `Decoded` chunks holding what the system's `feature_request` asks for, and the system's
 `score_decoded` / `explain_decoded` feed every branch from them. A model directory holds
-``config.json`` (system name, hyperparameters, threshold, learned JSON state, run record)
-and ``weights.safetensors``; nothing is pickled.
+``config.json`` and ``weights.safetensors``; nothing is pickled (`persistence`, a mixin).
 
-The decision threshold is fitted once here for every system (`System.fit_threshold`): to
-cross-fitted held-out training scores by default, or in-sample as the DCASE baselines do
-(see `threshold`).
+The decision threshold is fitted once for every system (`System.fit_threshold`, from the
+`crossfit` mixin): to cross-fitted held-out training scores by default, or in-sample as the
+DCASE baselines do (see `threshold`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import typing
-import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save
 
 from ..data.clip import Clip
 from ..engine.checkpoint import fingerprint
 from ..engine.context import RunContext
-from ..errors import AudioSkipped, CheckpointError, ConfigError
+from ..errors import AudioSkipped, ConfigError
 from ..features.extract import Decoded, FeatureRequest, decode_waves, iter_decoded
 from ..features.logmel import LogMelParams
-from ..fsutil import atomic_directory, atomic_write_bytes, atomic_write_json
-from ..progress import progress
-from ..utils import run_metadata
+from .crossfit import ThresholdFitting
 from .export_plan import Exportable
 from .params import check_params
+from .persistence import CONFIG_FILE, WEIGHTS_FILE, Persistent, load_system
 from .registry import (
     REGISTRY,
     get_system,
     list_systems,
     nest_flat_parts,
     register,
-    system_from_saved,
 )
 from .threshold import (
-    CROSSFIT,
-    IN_SAMPLE,
     THRESHOLD_PARAMS,
     apply_score_norm,
-    crossfit_folds,
-    fit_score_norm,
-    gamma_threshold,
-    score_summary,
     signature_with_threshold_params,
     taking_threshold_params,
 )
@@ -77,8 +63,6 @@ __all__ = [
     "register",
 ]
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
-
 
 @dataclass
 class Explanation:
@@ -94,7 +78,7 @@ class Explanation:
     map_unit: str = "squared error (dB²)"
 
 
-class System(Exportable, ABC):
+class System(Exportable, ThresholdFitting, Persistent, ABC):
     """Base class: subclasses set ``name``, take their hyperparameters as keyword arguments
     (passed to `_set_params`), say what they read (`feature_request`) and implement `fit`
     (ending with `fit_threshold`), `score_decoded`, `state_tensors` and `load_state_tensors`.
@@ -119,19 +103,8 @@ class System(Exportable, ABC):
     # the contract test (tests/systems/test_every_system.py) and quick trials use them
     smoke_params: ClassVar[dict[str, Any]] = {}
     weights_hint_: str | None = None  # where an older model folder said its weights were (a hint)
-    threshold_: float | None = None
-    run_: dict[str, Any] | None = None
-    # what `fit_threshold` was given, kept after a fit (never saved) for systems built on others
-    # (`ensemble`): {"clips": the training clips, "in_sample": their scores by the fitted model,
-    # "heldout": their cross-fitted held-out scores, or None where the fit was in-sample}
-    fit_scores_: dict[str, Any] | None = None
-    score_norm_: dict[str, Any] | None = (
-        None  # per-section (and domain) score statistics (`threshold.score_norm`)
-    )
-    score_norm: str
-    threshold_fit: str
-    threshold_folds: int
-    threshold_percentile: float
+    # the threshold state (`threshold_`, `score_norm_`, `fit_scores_`) and hyperparameters are
+    # declared by `crossfit.ThresholdFitting`; the run record `run_` by both mixins
 
     @taking_threshold_params
     def __init__(self) -> None:
@@ -342,170 +315,3 @@ class System(Exportable, ABC):
         if self.threshold_ is None:
             raise RuntimeError("the system is not fitted: no decision threshold")
         return (np.asarray(scores) > self.threshold_).astype(int)
-
-    def fit_threshold(
-        self,
-        train_scores: np.ndarray,
-        train: Sequence[Clip],
-        ctx: RunContext,
-        minimum: int = 1,
-        heldout: Callable[[list[np.ndarray]], np.ndarray] | None = None,
-    ) -> None:
-        """Set `threshold_`: the gamma fit (at ``threshold_percentile``) of the fitted model's
-        ``train_scores`` (in_sample) or of held-out scores of the ``train`` clips (crossfit).
-
-        Held-out scores come from ``heldout(folds)`` where a system can compute them cheaply
-        (e.g. refitting a detector on embeddings), else from `crossfit_scores`. With too few
-        clips for folds of at least ``minimum`` training clips the fit is in-sample, with a
-        warning. The run record's ``threshold`` entry says which fit was used and summarises
-        the scores."""
-        info: dict[str, Any] = {
-            "fit": self.threshold_fit,
-            "percentile": self.threshold_percentile,
-            "in_sample_scores": score_summary(train_scores),
-            "in_sample_threshold": gamma_threshold(train_scores, self.threshold_percentile),
-        }
-        scores = in_sample = np.asarray(train_scores, dtype=np.float64)
-        heldout_scores = None
-        if self.threshold_fit == CROSSFIT:
-            folds = crossfit_folds(
-                len(train),
-                self.threshold_folds,
-                ctx.seed,
-                minimum,
-                groups=[c.domain or "none" for c in train],
-            )
-            if folds is None:
-                info.update(
-                    fit=IN_SAMPLE,
-                    note=f"{len(train)} training clips are too few for cross-fitting "
-                    f"(folds need {minimum}+ training clips); fitted in-sample",
-                )
-                warnings.warn(f"{self.name}: {info['note']}", stacklevel=2)
-            else:
-                scores = heldout(folds) if heldout else self.crossfit_scores(train, folds, ctx)
-                heldout_scores = scores = np.asarray(scores, dtype=np.float64)
-                info.update(folds=len(folds), heldout_scores=score_summary(scores))
-        self.score_norm_ = fit_score_norm(
-            scores, train, self.score_norm
-        )  # held-out statistics where there are
-        if self.score_norm_:
-            scores, in_sample = (
-                apply_score_norm(scores, train, self.score_norm_),
-                apply_score_norm(in_sample, train, self.score_norm_),
-            )
-            heldout_scores = scores if heldout_scores is not None else None
-            info["score_norm"] = self.score_norm_
-        self.fit_scores_ = {"clips": list(train), "in_sample": in_sample, "heldout": heldout_scores}
-        self.threshold_ = gamma_threshold(scores, self.threshold_percentile)
-        info["threshold"] = self.threshold_
-        self.run_ = {**(self.run_ or {}), "threshold": info}
-
-    def fold_params(self) -> dict[str, Any]:
-        """Hyperparameters of the copies that give held-out scores: the system's own, with an
-        in-sample threshold (a fold's threshold is never used). Systems that choose something
-        while fitting fix that choice here, so that every fold scores the way the system does."""
-        return {
-            **self.get_params(),
-            "threshold_fit": IN_SAMPLE,
-            "score_norm": "none",
-        }  # raw held-out scores
-
-    def crossfit_scores(
-        self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext
-    ) -> np.ndarray:
-        """Held-out score of every ``train`` clip: per fold, a copy trained by the engine on the
-        other folds (seed ``ctx.seed + k``, checkpoints in ``threshold/fold<k>``) scores it."""
-        out = np.zeros(len(train))
-        for held, system, fold_ctx in self.crossfit_models(train, folds, ctx):
-            out[held] = system.score([train[i] for i in held], fold_ctx)
-        return out
-
-    def crossfit_models(
-        self, train: Sequence[Clip], folds: Sequence[np.ndarray], ctx: RunContext
-    ) -> typing.Iterator[tuple[np.ndarray, System, RunContext]]:
-        """(held-out indices, the copy fitted on the other clips, its context) per fold."""
-        for k, held in enumerate(
-            progress(
-                folds, desc=f"threshold folds ({self.name})", unit="fold", enabled=ctx.progress
-            )
-        ):
-            fold_ctx = ctx.replace(seed=ctx.seed + k).for_run("threshold", f"fold{k}")
-            rest = np.setdiff1d(np.arange(len(train)), held)
-            system = type(self)(**self.fold_params())
-            system.fit([train[i] for i in rest], ctx=fold_ctx)
-            yield held, system, fold_ctx
-
-    # -- persistence ------------------------------------------------------------------------
-    @abstractmethod
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Everything learned, as named tensors (saved as safetensors)."""
-
-    @abstractmethod
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what `state_tensors` returned."""
-
-    def extra_state(self) -> dict[str, Any]:
-        """JSON-serialisable learned state that is not a tensor (e.g. a chosen detector)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        del state
-
-    def save(self, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write the model directory atomically: readers see the old one or the new one."""
-        directory = Path(directory)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        with atomic_directory(directory) as tmp:
-            atomic_write_bytes(tmp / WEIGHTS_FILE, save(tensors))
-            atomic_write_json(tmp / CONFIG_FILE, self._config(metadata))
-        return directory
-
-    def save_config(self, directory: str | Path) -> Path:
-        """Rewrite only ``config.json`` (threshold, run record) of this system's saved folder,
-        atomically: the weights are unchanged, and files beside the model stay (a single-type
-        `train` keeps its ``run.json`` in the model folder)."""
-        path = Path(directory) / CONFIG_FILE
-        if not path.exists():
-            raise CheckpointError(f"{directory}: not a model directory (no {CONFIG_FILE})")
-        atomic_write_json(path, self._config())
-        return Path(directory)
-
-    def _config(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-        seed = (self.run_ or {}).get("runtime", {}).get("seed")
-        run = {**run_metadata(self.get_params(), seed), **(self.run_ or {}), **(metadata or {})}
-        return {
-            "system": self.name,
-            "params": self.get_params(),
-            "threshold": self.threshold_,
-            "score_norm": self.score_norm_,
-            "extra_state": self.extra_state(),
-            "run": run,
-        }
-
-
-def load_system(directory: str | Path) -> System:
-    """Rebuild a saved system from its folder; clear errors for missing or corrupt files."""
-    directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not cfg_path.exists() or not w_path.exists():
-        raise CheckpointError(
-            f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
-        )
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        name, params = cfg["system"], dict(cfg["params"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"{cfg_path}: corrupt model config ({type(err).__name__}: {err})"
-        ) from err
-    system = system_from_saved(name, params)
-    system.threshold_, system.score_norm_ = cfg.get("threshold"), cfg.get("score_norm")
-    system.run_ = cfg.get("run")
-    system.load_extra_state(cfg.get("extra_state", {}))
-    try:
-        tensors = load_file(str(w_path))
-    except Exception as err:  # safetensors raises its own error type for truncated or foreign files
-        raise CheckpointError(f"{w_path}: corrupt weights file ({err})") from err
-    system.load_state_tensors(tensors)
-    return system

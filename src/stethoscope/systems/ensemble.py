@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.stats
 import torch
 
 from ..config import packaged_config
@@ -41,10 +40,9 @@ from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
 from ..features.extract import Decoded, FeatureRequest, decode_waves
 from .base import System, get_system, list_systems, register
+from .ensemble_norm import NORMALISE, normalisation_stats, normalise
 from .registry import system_from_saved
 from .threshold import CROSSFIT
-
-NORMALISE = ("zscore", "gamma")
 
 
 @register
@@ -355,27 +353,6 @@ def _checked_member_params(members: Sequence[str], member_params: Any) -> dict[s
             f"ensemble: member_params names {stray}, which are not members {list(members)}"
         )
     return {name: dict(values) for name, values in params.items()}
-
-
-def normalisation_stats(heldout: np.ndarray, kind: str) -> dict[str, Any]:
-    """What `normalise` needs, from a member's held-out training scores. A gamma fit of
-    scores without spread is impossible; those are z-scored with unit spread."""
-    h = np.asarray(heldout, dtype=np.float64)
-    if kind == "gamma" and len(h) >= 2 and np.ptp(h) > 0:
-        shape, loc, scale = scipy.stats.gamma.fit(h)
-        return {"kind": "gamma", "shape": float(shape), "loc": float(loc), "scale": float(scale)}
-    std = float(h.std())
-    return {"kind": "zscore", "mean": float(h.mean()), "std": std if std > 0 else 1.0}
-
-
-def normalise(scores: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
-    """A member's scores on the common scale (see the module docstring)."""
-    s = np.asarray(scores, dtype=np.float64)
-    if stats["kind"] == "gamma":
-        return -scipy.stats.gamma.logsf(
-            s, stats["shape"], loc=stats["loc"], scale=stats["scale"]
-        ) / math.log(10)
-    return (s - stats["mean"]) / stats["std"]
 
 
 def _view(decoded: Decoded, want: FeatureRequest, have: FeatureRequest) -> Decoded:

@@ -30,33 +30,46 @@ The rules are written out in docs/tldiffgan.md ("TLDiffGAN system").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
 from ..detectors.module import DetectorModule
-from ..encoders import ENCODERS, embed_decoded, encoder_tag, get_fitted_encoder
+from ..encoders import embed_decoded, encoder_tag, get_fitted_encoder
 from ..encoders.base import Encoder
 from ..engine import RunContext
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..features.extract import Decoded, FeatureRequest, MelStore, iter_decoded
 from ..models.embedding import EncoderNet, encoder_refusal
 from ..models.mel_stats import DEFAULT_STATS, MelStatsFeatures, features_of
-from ..models.tldiffgan import FusionScorer, TLDiffGANScorer, fuse, kernel_cdf, logistic_scale
+from ..models.tldiffgan import FusionScorer, TLDiffGANScorer
 from .base import Explanation, System, register
-from .export_plan import EFFICIENTAT_MEL, ExportPlan, batch_dim, clip_samples, efficientat_frames
-from .ldgan import BranchEval, LDGANSystem, MelBranch
+from .export_plan import ExportPlan, clip_samples
+from .ldgan import LDGANSystem
+from .ldgan_branch import BranchEval, MelBranch
 from .registry import part_params
+from .tldiffgan_fusion import (
+    ENSEMBLE,
+    RECON,
+    Scalers,
+    check_candidates,
+    fit_fusion,
+    fuse_branches,
+    loo_ensemble,
+    plan_export,
+    select_scorer,
+)
+from .tldiffgan_state import (
+    restore_extra_state,
+    restore_tensors,
+    saved_extra_state,
+    saved_tensors,
+)
 
-RECON = "recon"
-SELECTION_RULES = ("validation", "ensemble")
-ENSEMBLE = "ensemble"
 MIN_TRAIN_CLIPS = 2  # the detectors' cross-fitting needs two
 
 
@@ -106,29 +119,17 @@ class TLDiffGANSystem(System):
         ldgan: dict[str, Any] | None = None,
     ) -> None:
         own = {k: v for k, v in locals().items() if k not in ("self", "ldgan", "__class__")}
-        detectors = list(detectors)
-        unknown = [d for d in detectors if d not in DETECTORS]
-        if unknown or not detectors or len(set(detectors)) != len(detectors):
-            raise ConfigError(
-                f"tldiffgan: detectors must be distinct names from {list(DETECTORS)}, "
-                f"got {detectors}"
-            )
-        allowed = (*SELECTION_RULES, RECON, *detectors)
-        if selection not in allowed:
-            raise ConfigError(
-                f"tldiffgan: selection must be one of {list(allowed)}, got {selection!r}"
-            )
+        check_candidates(list(detectors), selection)
         mel_params = part_params(self.name, "ldgan", LDGANSystem, ldgan)
         self._set_params({**own, "ldgan": mel_params})
         self.branch = MelBranch(mel_params)
         self._encoder: tuple[str, Encoder] | None = None  # (device, encoder)
         self.encoder_tag_: dict[str, Any] | None = None
-        self.scalers_: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # branch -> (mean, scale)
+        self.scalers_: Scalers = {}
         self.joint_train_: np.ndarray | None = None
         self.detectors_: dict[str, TrainingSetDetector] = {}
-        self.reference_: dict[
-            str, np.ndarray
-        ] = {}  # candidate -> held-out scores of the training clips
+        # candidate -> held-out scores of the training clips
+        self.reference_: dict[str, np.ndarray] = {}
         self.selection_: dict[str, Any] = {}
         self._seed = 0  # the fitting run's seed: detectors and cross-fitting folds use it
 
@@ -187,17 +188,9 @@ class TLDiffGANSystem(System):
         """TMixup's temporal attention map of one clip, (frames,) in [0, 1]."""
         return self.explain(clip, ctx).extras["attention"]
 
-    def _fuse(
-        self, branches: dict[str, np.ndarray], scalers: dict[str, tuple[np.ndarray, np.ndarray]]
-    ) -> np.ndarray:
-        """Standardise each branch, weight it (``balance_branches``), concatenate: (n, joint dim)
-        (`models.tldiffgan.fuse`, what the scoring module runs)."""
-        stats = []
-        for key in branches:
-            mean, scale = scalers[key]
-            stats.append((torch.from_numpy(mean), torch.from_numpy(scale)))
-        parts = [torch.from_numpy(X) for X in branches.values()]
-        return fuse(parts, stats, self.balance_branches).numpy()
+    def _fuse(self, branches: dict[str, np.ndarray], scalers: Scalers) -> np.ndarray:
+        """The joint embedding of ``branches`` under ``scalers`` (`fuse_branches`)."""
+        return fuse_branches(branches, scalers, self.balance_branches)
 
     def joint_embedding(self, clips: Sequence[Clip], ctx: RunContext | None = None) -> np.ndarray:
         """The fused embedding the detectors see: (n, mel dim [+ wave dim]) float64."""
@@ -219,24 +212,6 @@ class TLDiffGANSystem(System):
         if "seed" in cls.param_names:
             params["seed"] = self._seed
         return cls(**params)
-
-    def _heldout_scores(self, branches: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Cross-fitted detector scores of every training clip: folds of ``holdout_fraction``
-        of the clips are held out in turn; scalers and detectors are fitted on the rest.
-        With fewer than 3 clips, the full fit's leave-one-out training scores stand in."""
-        n = len(next(iter(branches.values())))
-        k = min(max(2, round(1 / self.holdout_fraction)), n)
-        if n - math.ceil(n / k) < 2:
-            return {d: self.detectors_[d].train_scores() for d in self.detectors}
-        order = np.random.default_rng(self._seed).permutation(n)
-        out = {d: np.zeros(n) for d in self.detectors}
-        for held in np.array_split(order, k):
-            rest = np.setdiff1d(order, held)
-            scalers = {key: _scaler(X[rest]) for key, X in branches.items()}
-            joint = self._fuse(branches, scalers)
-            for d in self.detectors:
-                out[d][held] = self._detector(d).fit(joint[rest]).score(joint[held])
-        return out
 
     # -- fitting and selection --------------------------------------------------------------
     def fit(
@@ -274,13 +249,15 @@ class TLDiffGANSystem(System):
             **({"wave": np.concatenate(waves)} if waves else {}),
             **({"stats": self._stats(mels)} if self.mel_stats_branch else {}),
         }
-        self.scalers_ = {key: _scaler(X) for key, X in branches.items()}
-        self.joint_train_ = self._fuse(branches, self.scalers_)
-        self.detectors_ = {d: self._detector(d).fit(self.joint_train_) for d in self.detectors}
-        self.reference_ = {
-            RECON: np.asarray(mel.scores, np.float64),
-            **self._heldout_scores(branches),
-        }
+        self.scalers_, self.joint_train_, self.detectors_, heldout = fit_fusion(
+            branches,
+            self._detector,
+            self.detectors,
+            self.holdout_fraction,
+            self._seed,
+            self.balance_branches,
+        )
+        self.reference_ = {RECON: np.asarray(mel.scores, np.float64), **heldout}
         self.selection_ = self._select(val, ctx)
         chosen = self.selection_["chosen"]
         in_sample = self._loo_ensemble() if chosen == ENSEMBLE else self.reference_[chosen]
@@ -292,40 +269,13 @@ class TLDiffGANSystem(System):
         return {**super().fold_params(), "selection": self.selection_["chosen"]}
 
     def _select(self, val: Sequence[Clip] | None, ctx: RunContext) -> dict[str, Any]:
-        """Which scorer `score` uses, and why."""
-        if self.selection not in SELECTION_RULES:
-            return {
-                "rule": "fixed",
-                "chosen": self.selection,
-                "reason": f"fixed by selection={self.selection!r}",
-            }
-        labelled = [c for c in (val or []) if c.label in (0, 1)]
-        labels = np.array([c.label for c in labelled], dtype=int)
-        n_norm, n_anom = int((labels == 0).sum()), int((labels == 1).sum())
-        if self.selection == ENSEMBLE:
-            reason = "ensemble: fixed by selection='ensemble'"
-        elif not labelled:
-            reason = "ensemble: no labelled validation data"
-        elif n_norm == 0 or n_anom == 0:
-            reason = (
-                "ensemble: validation data needs normal and anomalous clips "
-                f"(got {n_norm} and {n_anom})"
-            )
-        else:
-            scores = self.candidate_scores(labelled, ctx=ctx)
-            kept = np.isfinite(scores[self.candidates[0]])  # NaN: left out by the audio checks
-            aucs = {c: float(roc_auc_score(labels[kept], s[kept])) for c, s in scores.items()}
-            chosen = max(self.candidates, key=lambda c: aucs[c])  # ties: the earlier candidate
-            return {
-                "rule": "validation",
-                "chosen": chosen,
-                "validation_auc": aucs,
-                "n_val_normal": n_norm,
-                "n_val_anomaly": n_anom,
-                "reason": f"best validation AUC ({aucs[chosen]:.4f}) of "
-                f"{n_norm} normal + {n_anom} anomalous clips",
-            }
-        return {"rule": ENSEMBLE, "chosen": ENSEMBLE, "reason": reason}
+        """Which scorer `score` uses, and why (`tldiffgan_fusion.select_scorer`)."""
+        return select_scorer(
+            self.selection,
+            self.candidates,
+            val,
+            lambda clips: self.candidate_scores(clips, ctx=ctx),
+        )
 
     # -- scoring --------------------------------------------------------------------------
     def candidate_scores(
@@ -360,21 +310,9 @@ class TLDiffGANSystem(System):
             out.update({n: self.detectors_[n].score(joint) for n in names if n != RECON})
         return {n: out[n] for n in names}
 
-    def _cdf(self, name: str, scores: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-        """Kernel-smoothed empirical CDF of ``scores`` among the candidate's held-out training
-        scores (logistic kernel, Silverman bandwidth); ``exclude_self`` = leave-one-out for
-        the reference scores themselves."""
-        ref = self.reference_[name]
-        cdf = kernel_cdf(scores, ref, logistic_scale(ref))
-        if exclude_self:
-            np.fill_diagonal(cdf, 0.0)
-            return cdf.sum(axis=1) / (len(ref) - 1)
-        return cdf.mean(axis=1)
-
     def _loo_ensemble(self) -> np.ndarray:
-        return np.mean(
-            [self._cdf(c, self.reference_[c], exclude_self=True) for c in self.candidates], axis=0
-        )
+        """The ensemble's leave-one-out scores of the training clips (`loo_ensemble`)."""
+        return loo_ensemble(self.reference_, self.candidates)
 
     def _combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
         """The chosen candidate's score or the ensemble's mean CDF position (`FusionScorer`)."""
@@ -423,23 +361,8 @@ class TLDiffGANSystem(System):
         self.refuse_export()
         samples = clip_samples(seconds)
         params = self.branch.logmel_params
-        frames = params.n_frames(samples)
-        module = self.scoring_module(frames, ctx)
-        inputs = {"logmel": torch.randn(2, params.n_mels, frames)}
-        fronts: dict[str, Any] = {"logmel": params}
-        if self.use_wave_branch:
-            inputs["mn04_mel"] = torch.randn(2, 128, efficientat_frames(samples))
-            fronts["mn04_mel"] = EFFICIENTAT_MEL
-        details = {"selection": self.selection_["chosen"], "candidates": module.fusion.names}
-        return ExportPlan(
-            module,
-            inputs,
-            {k: {0: batch_dim()} for k in inputs},
-            fronts,
-            ["score", "anomaly_map"],
-            samples,
-            details,
-        )
+        module = self.scoring_module(params.n_frames(samples), ctx)
+        return plan_export(module, params, samples, self.use_wave_branch, self.selection_["chosen"])
 
     def _needed(self) -> list[str]:
         if not self.selection_:
@@ -457,92 +380,19 @@ class TLDiffGANSystem(System):
         score = float(self._combine(self._candidates_decoded(decoded, ctx, self._needed(), mel))[0])
         return self.branch.explain_from(decoded.logmels[0], score, mel)  # type: ignore[index]
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- persistence (`tldiffgan_state`: tensor names and config keys) ----------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        if self.joint_train_ is None:
-            raise RuntimeError(f"{self.name}: nothing to save, the system is not fitted")
-        state = {f"ldgan.{k}": v for k, v in self.branch.state_tensors().items()}
-        for key, (mean, scale) in self.scalers_.items():
-            state[f"scaler.{key}.mean"], state[f"scaler.{key}.scale"] = (
-                _tensor(mean),
-                _tensor(scale),
-            )
-        state["joint_train"] = _tensor(
-            self.joint_train_
-        )  # every detector's training matrix, stored once
-        for name, det in self.detectors_.items():
-            state.update(
-                {f"detector.{name}.{k}": _tensor(v) for k, v in det.state().items() if k != "train"}
-            )
-        state.update({f"reference.{c}": _tensor(r) for c, r in self.reference_.items()})
-        return state
+        return saved_tensors(self)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        if "joint_train" not in tensors:
-            raise CheckpointError(f"{self.name}: saved weights hold no joint training matrix")
-        self.branch.load_state_tensors(
-            {k[6:]: v for k, v in tensors.items() if k.startswith("ldgan.")}
-        )
-        branches = [
-            "mel",
-            *(["wave"] if self.use_wave_branch else []),
-            *(["stats"] if self.mel_stats_branch else []),
-        ]
-        self.scalers_ = {
-            b: (tensors[f"scaler.{b}.mean"].numpy(), tensors[f"scaler.{b}.scale"].numpy())
-            for b in branches
-        }
-        self.joint_train_ = tensors["joint_train"].numpy()
-        self.detectors_ = {}
-        for name in self.detectors:
-            prefix = f"detector.{name}."
-            state = {
-                k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)
-            }
-            self.detectors_[name] = DETECTORS[name].from_state(
-                {"train": self.joint_train_, **state}, **self._detector(name).get_params()
-            )
-        self.reference_ = {c: tensors[f"reference.{c}"].numpy() for c in self.candidates}
+        restore_tensors(self, tensors)
 
     def extra_state(self) -> dict[str, Any]:
-        tag = self.encoder_tag_ or {}
-        return {
-            "ldgan": self.branch.extra_state(),
-            "selection": self.selection_,
-            "seed": self._seed,
-            "candidates": self.candidates,
-            "encoder": tag.get("encoder"),
-            "encoder_weights": tag.get("weights"),
-            "encoder_weights_sha256": tag.get("weights_sha256"),
-            "encoder_weights_file": ENCODERS[self.encoder].weights_file if tag else None,
-            "dims": {b: int(m.shape[0]) for b, (m, _) in self.scalers_.items()},
-        }
+        return saved_extra_state(self)
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.branch.load_extra_state(state.get("ldgan", {}))
-        self.selection_ = dict(state.get("selection", {}))
-        self._seed = int(state.get("seed", 0))
-        if state.get("encoder") not in (None, self.encoder):
-            raise CheckpointError(
-                f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}"
-            )
-        if state.get("encoder_weights_sha256"):
-            self.encoder_tag_ = {
-                "encoder": state["encoder"],
-                "weights": state.get("encoder_weights"),
-                "weights_sha256": state["encoder_weights_sha256"],
-            }
+        restore_extra_state(self, state)
 
 
 def _drop_recon(branches: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: v for k, v in branches.items() if k != "recon"}
-
-
-def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """StandardScaler statistics (population std; constant dimensions get scale 1)."""
-    scale = X.std(axis=0)
-    return X.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
