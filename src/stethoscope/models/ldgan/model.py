@@ -211,6 +211,16 @@ class LDGAN(nn.Module):
         }
 
     # -- the training step ------------------------------------------------------------
+    def _tmixup(
+        self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TMixup: the batch mixed inside its frame-attention masks, the targets likewise."""
+        cfg = self.cfg
+        with torch.no_grad():
+            attention = self.frame_attention(x)
+        mix = tmixup(x, attention, cfg.tmixup_alpha, (cfg.tau_low, cfg.tau_high), generator)
+        return mix.mixed, mix.mix_targets(targets)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -226,10 +236,7 @@ class LDGAN(nn.Module):
         """
         cfg = self.cfg
         if self.tmixup_active and targets is not None:
-            with torch.no_grad():
-                attention = self.frame_attention(x)
-            mix = tmixup(x, attention, cfg.tmixup_alpha, (cfg.tau_low, cfg.tau_high), generator)
-            x, targets = mix.mixed, mix.mix_targets(targets)
+            x, targets = self._tmixup(x, targets, generator)
         z0 = self.encode(x)
         x_rec = self.decode(z0, x.shape[-1])
         recon = (x_rec - x).pow(2).flatten(1).mean(dim=1)
@@ -251,9 +258,8 @@ class LDGAN(nn.Module):
                 g_adv=critic["adv"],
             )
             return out
-        step = self.sample_step(
-            z0.detach(), generator
-        )  # the diffusion part does not move the latent
+        # the diffusion part does not move the latent
+        step = self.sample_step(z0.detach(), generator)
         critic = self._critic_losses(
             step["real_prev"], step["fake_prev"], step["zt"], step["t"], generator
         )

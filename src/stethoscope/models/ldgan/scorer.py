@@ -2,7 +2,7 @@
 
 `LDGANScorer` wraps a fitted `LDGAN` (shared, not copied) with the per-mel-bin standardisation
 of its training log-mels: log-mels in dB are standardised, scored by `LDGAN.evaluate` and the
-anomaly map and reconstruction are brought back to dB units. `systems.ldgan.MelBranch` scores
+anomaly map and reconstruction are brought back to dB units. `systems.ldgan_branch.MelBranch` scores
 through `evaluate`; ``forward`` runs the same pass with the scoring noise of one clip length
 held as buffers (the ONNX export, whose noise is fixed per length).
 """
