@@ -1,0 +1,1 @@
+"""DCASE metrics, result files, the K-fold benchmark protocol and paired comparisons."""

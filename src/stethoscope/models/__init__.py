@@ -1,0 +1,1 @@
+"""Plain `nn.Module`s: training networks (their `forward` returns losses) and each system's scoring module."""
