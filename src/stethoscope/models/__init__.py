@@ -1,1 +1,1 @@
-"""Plain `nn.Module`s: training networks (`forward` returns losses), each system's scoring module."""
+"""Plain `nn.Module`s: training networks (`forward` returns losses), each system's scorer."""
