@@ -56,6 +56,22 @@ def test_each_score_and_alarm_change_gets_its_rows(monitor, quiet_notifier) -> N
     assert all(r["delivered_at"] is None and r["attempts"] == 0 for r in rows)
 
 
+def test_a_muted_machine_sends_its_scores_but_raises_no_alarm_to_send(
+    monitor, quiet_notifier
+) -> None:
+    """The mute (operator's workflow) and the outbox meet in one write: a muted machine's
+    anomalous scores are stored and queued as scores, and no alarm is raised, so none is sent;
+    after the mute is cancelled the next anomalous score raises and sends it."""
+    monitor.operators.mute("fan", None, time.time() + 600, "bearing change", "alice")
+    monitor.store.set_alarm_rule("fan", 1, 1)
+    assert monitor.record("fan", 9.0, 1, source="muted").muted
+    assert [r["kind"] for r in outbox.messages(monitor.store, "webhook:1")] == ["score"]
+    monitor.operators.cancel_mute(monitor.muted("fan")["id"], "alice")
+    monitor.record("fan", 9.0, 1, source="after")
+    kinds = [r["kind"] for r in outbox.messages(monitor.store, "webhook:1")]
+    assert kinds == ["score", "score", "alarm"] and len(monitor.store.alarms("fan")) == 1
+
+
 def test_a_rolled_back_score_leaves_no_row(monitor, quiet_notifier, tmp_path: Path) -> None:
     mark = FileMark(str(tmp_path), "fan/a.wav", 10, 1)
     monitor.record("fan", 1.0, 0, mark=mark)
