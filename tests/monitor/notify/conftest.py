@@ -48,13 +48,22 @@ class Broker:
         tls: tuple[Path, Path] | None = None,
         persist: bool = False,
     ):
-        self.folder, self.port = folder, free_port()
+        self.folder, self._port, self.port_given = folder, free_port(), False
         self.password_file, self.tls, self.persist = password_file, tls, persist
         self.proc: subprocess.Popen | None = None
-        self.log = folder / f"mosquitto-{self.port}.log"
+
+    @property
+    def port(self) -> int:
+        """The broker's port; once a test has read it, `start` never moves the broker."""
+        self.port_given = True
+        return self._port
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"mosquitto-{self._port}.log"
 
     def _config(self) -> Path:
-        lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}"]
+        lines = [f"listener {self._port} 127.0.0.1", f"user {getpass.getuser()}"]
         lines += (
             ["persistence true", f"persistence_location {self.folder}/"]
             if self.persist
@@ -66,28 +75,37 @@ class Broker:
             lines.append("allow_anonymous true")
         if self.tls is not None:
             lines += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]
-        path = self.folder / f"mosquitto-{self.port}.conf"
+        path = self.folder / f"mosquitto-{self._port}.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout: float = 15.0) -> Broker:
+    def start(self, timeout: float = 15.0, tries: int = 3) -> Broker:
+        """Start it; a broker that exits or does not listen in time (another process took its
+        port between `free_port` and the bind, or a loaded machine) is tried again, on a new
+        port unless a test already holds this one, and skipped only after ``tries`` tries."""
         if not Path(MOSQUITTO).exists():
             pytest.skip(f"mosquitto is not installed ({MOSQUITTO}; apt-get install mosquitto)")
+        for _ in range(tries):
+            if self._started(timeout):
+                return self
+            self.stop()
+            if not self.port_given:
+                self._port = free_port()
+        pytest.skip(f"mosquitto did not start in {tries} tries: {self.log.read_text()[-500:]}")
+
+    def _started(self, timeout: float) -> bool:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self._config())], stdout=log, stderr=log
             )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.skip(f"mosquitto cannot start here: {self.log.read_text()[-500:]}")
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
+                socket.create_connection(("127.0.0.1", self._port), timeout=0.5).close()
+                return True
             except OSError:
                 time.sleep(0.05)
-        self.stop()
-        pytest.skip(f"mosquitto did not listen on {self.port} in {timeout:g} s")
+        return False
 
     def stop(self) -> None:
         """SIGTERM: a persistent broker saves its sessions and queued messages."""
