@@ -1,5 +1,6 @@
-"""What ``serve`` and ``watch`` share: the event store's default file, the ``--alarm K/N`` rule
-and the ``--notify FILE`` notifications (checked before any model loads)."""
+"""What ``serve`` and ``watch`` share: the event store's default file, the ``--alarm K/N`` rule,
+the ``--notify FILE`` notifications (checked before any model loads) and opening the scoring
+core from their common flags."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError, StethoscopeError
 
 if TYPE_CHECKING:
+    from ..engine import RunContext
     from ..monitor.notify import Notify
     from ..monitor.service import Monitor
 
@@ -45,6 +47,33 @@ def load_notify_file(path: str | None) -> Notify | None:
             f"--notify {path}: notify.mqtt needs paho-mqtt: pip install 'stethoscope[serve]'"
         )
     return notify
+
+
+def open_monitor(
+    args: argparse.Namespace,
+    ctx: RunContext,
+    alarm: tuple[int, int] | None,
+    say: Callable[[str], None],
+    keep_audio: int | None = None,
+) -> Monitor:
+    """The scoring core on ``--models`` and ``--db`` with the shared flags (``--sync``,
+    ``--max-seconds``, ``--keep-audio-mb``); ``keep_audio`` clips per machine keep their audio
+    (None: the core's default)."""
+    from ..monitor.db import database_url
+    from ..monitor.service import Monitor
+
+    keep = {} if keep_audio is None else {"keep_audio": keep_audio}
+    return Monitor.open(
+        args.models,
+        database_url(args.db),
+        ctx,
+        args.sync,
+        alarm,
+        say,
+        max_seconds=args.max_seconds,
+        keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20),
+        **keep,
+    )
 
 
 def start_notifier(monitor: Monitor, notify: Notify | None, say: Callable[[str], None]) -> None:

@@ -21,7 +21,14 @@ from ..engine.context import available_cores
 from ..errors import ConfigError, StethoscopeError
 from .common import print_info, weights_dirs
 from .flags import add_max_seconds, add_runtime
-from .monitoring import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
+from .monitoring import (
+    DEFAULT_DB,
+    add_notify,
+    load_notify_file,
+    open_monitor,
+    parse_alarm,
+    start_notifier,
+)
 
 TOKEN_ENV = "STETHOSCOPE_TOKEN"
 MIN_TOKEN = 16
@@ -150,9 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_limits(args)
     from ..monitor import server
     from ..monitor.app import MAX_WINDOW_S, MIN_HOP_S, create_app
-    from ..monitor.db import database_url
     from ..monitor.guard import check_origin, trusted_hosts
-    from ..monitor.service import Monitor
 
     if not MIN_HOP_S <= args.hop <= args.window <= MAX_WINDOW_S:
         raise ConfigError(
@@ -165,18 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ctx = _context(args)
     protect = reads_protected(args)
     notify = load_notify_file(args.notify)
-    keep_bytes = None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20)
-    monitor = Monitor.open(
-        args.models,
-        database_url(args.db),
-        ctx,
-        args.sync,
-        alarm,
-        say,
-        args.keep_audio,
-        args.max_seconds,
-        keep_bytes,
-    )
+    monitor = open_monitor(args, ctx, alarm, say, args.keep_audio)
     try:
         start_notifier(monitor, notify, say)
         app = create_app(

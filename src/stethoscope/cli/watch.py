@@ -22,7 +22,14 @@ from ..engine import RunContext
 from ..errors import ConfigError, StethoscopeError
 from .common import info, weights_dirs
 from .flags import add_audio_flag, add_channel, add_runtime
-from .monitoring import DEFAULT_DB, add_notify, load_notify_file, parse_alarm, start_notifier
+from .monitoring import (
+    DEFAULT_DB,
+    add_notify,
+    load_notify_file,
+    open_monitor,
+    parse_alarm,
+    start_notifier,
+)
 
 if TYPE_CHECKING:
     from ..monitor.service import Monitor, ScoreEvent
@@ -127,25 +134,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
         _mic_settings(args) if args.mic else None
     )  # a missing sounddevice fails before models load
     notify = load_notify_file(args.notify)
-    from ..monitor.db import database_url
-    from ..monitor.service import Monitor
-
     say = info(args)
     ctx = RunContext(
         device=args.device, threads=args.threads, progress=False, weights_dirs=weights_dirs(args)
     )
     ctx.check_device()
     ctx.apply_threads()
-    monitor = Monitor.open(
-        args.models,
-        database_url(args.db),
-        ctx,
-        args.sync,
-        alarm,
-        say,
-        max_seconds=args.max_seconds,
-        keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20),
-    )
+    monitor = open_monitor(args, ctx, alarm, say)
     try:
         start_notifier(monitor, notify, say)
         with _stop_on_signals() as stop:
