@@ -278,17 +278,21 @@ def poll_until_all_have_data(
     timeout: float = 90.0,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each query's result once every one has series (rates need two scrapes; a hang guard,
-    not a timing)."""
+    not a timing). Until Prometheus says it is ready (``/-/ready``), it answers 503 "Service
+    Unavailable" in plain text while it opens its database: not yet an answer to judge."""
     deadline = time.monotonic() + timeout
     results: dict[str, list[dict[str, Any]]] = {}
+    ready = api.removesuffix("/api/v1") + "/-/ready"
     while True:
         if prometheus.poll() is not None:
             pytest.fail(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()[-3000:]}")
         try:
-            for query in queries:
-                answer = httpx.get(f"{api}/query", params={"query": query}, timeout=10).json()
-                assert answer["status"] == "success", (query, answer)
-                results[query] = answer["data"]["result"]
+            if httpx.get(ready, timeout=10).status_code == 200:
+                for query in queries:
+                    answer = httpx.get(f"{api}/query", params={"query": query}, timeout=10)
+                    assert answer.status_code == 200, (query, answer.status_code, answer.text)
+                    assert answer.json()["status"] == "success", (query, answer.text)
+                    results[query] = answer.json()["data"]["result"]
         except httpx.TransportError:
             results = {}
         empty = [q for q in queries if not results.get(q)]
