@@ -60,9 +60,8 @@ def open_monitor(
     ``--max-seconds``, ``--keep-audio-mb``); ``keep_audio`` clips per machine keep their audio
     (None: the core's default)."""
     from ..monitor.db import database_url
-    from ..monitor.service import Monitor
+    from ..monitor.service import DEFAULT_KEEP_AUDIO, Monitor
 
-    keep = {} if keep_audio is None else {"keep_audio": keep_audio}
     return Monitor.open(
         args.models,
         database_url(args.db),
@@ -70,9 +69,9 @@ def open_monitor(
         args.sync,
         alarm,
         say,
-        max_seconds=args.max_seconds,
-        keep_bytes=None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20),
-        **keep,
+        DEFAULT_KEEP_AUDIO if keep_audio is None else keep_audio,
+        args.max_seconds,
+        None if args.keep_audio_mb is None else int(args.keep_audio_mb * 2**20),
     )
 
 
