@@ -168,6 +168,25 @@ def encoder_tag(encoder: Encoder) -> dict[str, Any]:
     }
 
 
+def restore_encoder_tag(
+    owner: str, configured: str, state: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The `encoder_tag` a saved system recorded (its ``encoder`` and ``encoder_weights*`` keys),
+    None when it recorded no weights hash; a clear error when ``owner`` was saved with another
+    encoder than the ``configured`` one."""
+    if state.get("encoder") not in (None, configured):
+        raise CheckpointError(
+            f"{owner}: saved with encoder {state['encoder']!r}, configured {configured!r}"
+        )
+    if not state.get("encoder_weights_sha256"):
+        return None
+    return {
+        "encoder": state["encoder"],
+        "weights": state.get("encoder_weights"),
+        "weights_sha256": state["encoder_weights_sha256"],
+    }
+
+
 def locate_encoder_weights(
     name: str,
     sha256: str | None = None,

@@ -28,7 +28,14 @@ from ..data.clip import Clip
 from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
 from ..detectors.module import DetectorModule
-from ..encoders import ENCODERS, embed_clips, embed_decoded, encoder_tag, get_fitted_encoder
+from ..encoders import (
+    ENCODERS,
+    embed_clips,
+    embed_decoded,
+    encoder_tag,
+    get_fitted_encoder,
+    restore_encoder_tag,
+)
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import CheckpointError, ConfigError
@@ -222,14 +229,6 @@ class EmbeddingKNNSystem(System):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._seed = int(state.get("seed", 0))
-        if state.get("encoder") not in (None, self.encoder):
-            raise CheckpointError(
-                f"{self.name}: saved with encoder {state['encoder']!r}, configured {self.encoder!r}"
-            )
-        if state.get("encoder_weights_sha256"):
-            self.encoder_tag_ = {
-                "encoder": state["encoder"],
-                "weights": state.get("encoder_weights"),
-                "weights_sha256": state["encoder_weights_sha256"],
-                "dim": state.get("embedding_dim"),
-            }
+        tag = restore_encoder_tag(self.name, self.encoder, state)
+        if tag is not None:
+            self.encoder_tag_ = {**tag, "dim": state.get("embedding_dim")}

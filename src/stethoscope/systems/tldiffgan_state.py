@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import ENCODERS
+from ..encoders import ENCODERS, restore_encoder_tag
 from ..errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -74,16 +74,9 @@ def restore_extra_state(system: TLDiffGANSystem, state: dict[str, Any]) -> None:
     system.branch.load_extra_state(state.get("ldgan", {}))
     system.selection_ = dict(state.get("selection", {}))
     system._seed = int(state.get("seed", 0))
-    if state.get("encoder") not in (None, system.encoder):
-        raise CheckpointError(
-            f"{system.name}: saved with encoder {state['encoder']!r}, configured {system.encoder!r}"
-        )
-    if state.get("encoder_weights_sha256"):
-        system.encoder_tag_ = {
-            "encoder": state["encoder"],
-            "weights": state.get("encoder_weights"),
-            "weights_sha256": state["encoder_weights_sha256"],
-        }
+    tag = restore_encoder_tag(system.name, system.encoder, state)
+    if tag is not None:
+        system.encoder_tag_ = tag
 
 
 def fusion_state(
