@@ -4,7 +4,9 @@ Used to check that a refactor changed no figure (docs/RESULTS.md section 16): th
 ``bench_ablation.py`` command, run on two versions of the code into two folders, must give
 the same per-fold AUCs, pAUCs, false alarms and detections, to the last bit. Keys naming a
 time (``*seconds*``, ``*time*``, ``*_ms*``) and the ``run`` record (dates, versions, paths)
-are left out. Exit code 1 when a number or a key differs, or a file is missing.
+are left out; ``--skip KEY`` leaves out more top-level keys (``--skip params`` where a
+refactor renamed or nested a system's parameters). Exit code 1 when a number or a key
+differs, or a file is missing.
 
     python benchmarks/compare_bench.py runs/after/grid-a runs/before/grid-a
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,13 @@ def numbers(obj: Any, path: str = "") -> Iterator[tuple[str, float]]:
         yield path, obj
 
 
-def compare(a: Path, b: Path) -> tuple[int, int, list[str]]:
+def load(path: Path, skip: Sequence[str]) -> dict[str, float]:
+    """The numbers of one bench.json, without the top-level keys in ``skip``."""
+    tree = json.loads(path.read_text())
+    return dict(numbers({k: v for k, v in tree.items() if k not in skip}))
+
+
+def compare(a: Path, b: Path, skip: Sequence[str] = ()) -> tuple[int, int, list[str]]:
     """(files compared, numbers compared, differences) between two grid folders."""
     files = count = 0
     problems: list[str] = []
@@ -45,8 +53,7 @@ def compare(a: Path, b: Path) -> tuple[int, int, list[str]]:
         if not file_b.exists():
             problems.append(f"{rel}: missing in {b}")
             continue
-        na = dict(numbers(json.loads(file_a.read_text())))
-        nb = dict(numbers(json.loads(file_b.read_text())))
+        na, nb = load(file_a, skip), load(file_b, skip)
         files += 1
         problems += [f"{rel}: key {k} in one file only" for k in sorted(na.keys() ^ nb.keys())]
         for key in sorted(na.keys() & nb.keys()):
@@ -60,8 +67,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="one grid folder (bench_ablation.py --out)")
     parser.add_argument("b", type=Path, help="the other")
+    parser.add_argument("--skip", nargs="*", default=[], help="top-level keys to leave out")
     args = parser.parse_args()
-    files, count, problems = compare(args.a, args.b)
+    files, count, problems = compare(args.a, args.b, args.skip)
     for line in problems[:20]:
         print(line)
     print(f"{files} bench.json files, {count} numbers compared, {len(problems)} differences")
