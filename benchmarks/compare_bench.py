@@ -69,6 +69,9 @@ def main() -> int:
     parser.add_argument("b", type=Path, help="the other")
     parser.add_argument("--skip", nargs="*", default=[], help="top-level keys to leave out")
     args = parser.parse_args()
+    for folder in (args.a, args.b):
+        if not folder.is_dir():
+            parser.error(f"{folder}: not a folder")
     files, count, problems = compare(args.a, args.b, args.skip)
     for line in problems[:20]:
         print(line)
