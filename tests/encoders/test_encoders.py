@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from stethoscope.encoders import embed_clips, get_encoder, list_encoders
+from stethoscope.encoders import (
+    embed_clips,
+    encoder_tag,
+    get_encoder,
+    list_encoders,
+    restore_encoder_tag,
+    saved_encoder_tag,
+)
 from stethoscope.encoders import weights as W
 from stethoscope.encoders.fbank import FbankParams, KaldiFbank
 from stethoscope.errors import CheckpointError, ConfigError
@@ -102,6 +109,38 @@ def test_mn04_strict_load_rejects_wrong_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(efficientat, "MN04_SHA256", W.sha256_of(bad))
     with pytest.raises(CheckpointError, match="does not match the mn04 architecture"):
         efficientat.EfficientATEncoder(weights_path=str(bad))
+
+
+# -- what a saved model records of its encoder ---------------------------------------------
+def test_saved_encoder_tag_round_trips_and_names_the_official_file():
+    sha = "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c"
+    tag = {
+        "encoder": "efficientat_mn04",
+        "weights": "pretrained",
+        "weights_sha256": sha,
+        "dim": 384,
+    }
+    saved = saved_encoder_tag(tag)
+    assert saved == {
+        "encoder": "efficientat_mn04",
+        "encoder_weights": "pretrained",
+        "encoder_weights_sha256": sha,
+        "encoder_weights_file": "mn04_as_mAP_432.pt",
+    }
+    assert restore_encoder_tag("x", "efficientat_mn04", saved) == {
+        k: tag[k] for k in ("encoder", "weights", "weights_sha256")
+    }
+    random_tag = encoder_tag(get_encoder("random"))
+    assert saved_encoder_tag(random_tag)["encoder_weights_file"] is None
+    assert restore_encoder_tag("x", "random", saved_encoder_tag(random_tag)) == {
+        "encoder": "random",
+        "weights": "random",
+        "weights_sha256": "random",
+    }
+    none = saved_encoder_tag(None)  # a system that used no encoder (TLDiffGAN without wave)
+    assert set(none.values()) == {None} and restore_encoder_tag("x", "random", none) is None
+    with pytest.raises(CheckpointError, match="saved with encoder 'efficientat_mn04'"):
+        restore_encoder_tag("x", "random", saved)
 
 
 # -- random encoder and registry ---------------------------------------------------------

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,20 @@ def encoder_tag(encoder: Encoder) -> dict[str, Any]:
     }
 
 
+def saved_encoder_tag(tag: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``encoder`` and ``encoder_weights*`` keys a system saves for ``tag`` (an
+    `encoder_tag`; all None when it used no encoder), read back by `restore_encoder_tag`. The
+    official weights file name goes with the sha256, so another machine can find or fetch it."""
+    tag = tag or {}
+    name = tag.get("encoder")
+    return {
+        "encoder": name,
+        "encoder_weights": tag.get("weights"),
+        "encoder_weights_sha256": tag.get("weights_sha256"),
+        "encoder_weights_file": ENCODERS[name].weights_file if name else None,
+    }
+
+
 def restore_encoder_tag(
     owner: str, configured: str, state: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -285,4 +299,6 @@ __all__ = [
     "get_encoder",
     "list_encoders",
     "locate_encoder_weights",
+    "restore_encoder_tag",
+    "saved_encoder_tag",
 ]

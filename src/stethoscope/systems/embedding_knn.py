@@ -29,12 +29,12 @@ from ..detectors import get_detector
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
 from ..detectors.module import DetectorModule
 from ..encoders import (
-    ENCODERS,
     embed_clips,
     embed_decoded,
     encoder_tag,
     get_fitted_encoder,
     restore_encoder_tag,
+    saved_encoder_tag,
 )
 from ..encoders.base import Encoder
 from ..engine import RunContext
@@ -215,13 +215,9 @@ class EmbeddingKNNSystem(System):
         self.detector_ = DETECTORS[self.detector].from_state(state, **self._detector_params())
 
     def extra_state(self) -> dict[str, Any]:
-        tag = self.encoder_tag_ or {}
         return {
-            "encoder": tag.get("encoder", self.encoder),
-            "encoder_weights": tag.get("weights"),
-            "encoder_weights_sha256": tag.get("weights_sha256"),
-            "embedding_dim": tag.get("dim"),
-            "encoder_weights_file": ENCODERS[self.encoder].weights_file,
+            **saved_encoder_tag(self.encoder_tag_),
+            "embedding_dim": (self.encoder_tag_ or {}).get("dim"),
             "detector": self.detector,
             "detector_params": self._detector_params(),
             "seed": self._seed,

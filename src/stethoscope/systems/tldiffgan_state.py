@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
-from ..encoders import ENCODERS, restore_encoder_tag
+from ..encoders import restore_encoder_tag, saved_encoder_tag
 from ..errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -55,16 +55,12 @@ def restore_tensors(system: TLDiffGANSystem, tensors: dict[str, torch.Tensor]) -
 
 def saved_extra_state(system: TLDiffGANSystem) -> dict[str, Any]:
     """The system's learned JSON state (``config.json``'s ``extra_state``)."""
-    tag = system.encoder_tag_ or {}
     return {
         "ldgan": system.branch.extra_state(),
         "selection": system.selection_,
         "seed": system._seed,
         "candidates": system.candidates,
-        "encoder": tag.get("encoder"),
-        "encoder_weights": tag.get("weights"),
-        "encoder_weights_sha256": tag.get("weights_sha256"),
-        "encoder_weights_file": ENCODERS[system.encoder].weights_file if tag else None,
+        **saved_encoder_tag(system.encoder_tag_),
         "dims": {b: int(m.shape[0]) for b, (m, _) in system.scalers_.items()},
     }
 
