@@ -12,6 +12,7 @@ import torch
 from stethoscope.encoders import (
     embed_clips,
     encoder_tag,
+    fitted_encoder_on,
     get_encoder,
     list_encoders,
     restore_encoder_tag,
@@ -141,6 +142,15 @@ def test_saved_encoder_tag_round_trips_and_names_the_official_file():
     assert set(none.values()) == {None} and restore_encoder_tag("x", "random", none) is None
     with pytest.raises(CheckpointError, match="saved with encoder 'efficientat_mn04'"):
         restore_encoder_tag("x", "random", saved)
+
+
+def test_fitted_encoder_on_keeps_the_pair_of_its_device():
+    tag = encoder_tag(get_encoder("random"))
+    pair = fitted_encoder_on(None, "random", tag, "cpu")
+    assert pair[0] == "cpu" and encoder_tag(pair[1]) == tag
+    assert fitted_encoder_on(pair, "random", tag, "cpu") is pair  # kept, not loaded again
+    moved = fitted_encoder_on(("cuda", pair[1]), "random", tag, "cpu")  # another device: anew
+    assert moved[0] == "cpu" and moved[1] is not pair[1]
 
 
 # -- random encoder and registry ---------------------------------------------------------

@@ -247,6 +247,21 @@ def get_fitted_encoder(
     return encoder
 
 
+def fitted_encoder_on(
+    cached: tuple[str, Encoder] | None,
+    name: str,
+    fitted_tag: dict[str, Any] | None,
+    device: str,
+    dirs: Sequence[str | Path] = (),
+    hint: str | Path | None = None,
+) -> tuple[str, Encoder]:
+    """A system's kept (device, encoder) pair: ``cached`` when it is on ``device``, else
+    `get_fitted_encoder` there (loading and checking weights is slow, so a system keeps it)."""
+    if cached is not None and cached[0] == device:
+        return cached
+    return device, get_fitted_encoder(name, fitted_tag, device, dirs, hint)
+
+
 def embed_decoded(
     encoder: Encoder, decoded: Decoded, cache_dir: str | Path | None = None, batch_size: int = 16
 ) -> np.ndarray:
@@ -296,6 +311,7 @@ __all__ = [
     "embed_clips",
     "embed_decoded",
     "encoder_tag",
+    "fitted_encoder_on",
     "get_encoder",
     "list_encoders",
     "locate_encoder_weights",

@@ -32,7 +32,7 @@ from ..encoders import (
     embed_clips,
     embed_decoded,
     encoder_tag,
-    get_fitted_encoder,
+    fitted_encoder_on,
     restore_encoder_tag,
     saved_encoder_tag,
 )
@@ -81,17 +81,14 @@ class EmbeddingKNNSystem(System):
 
     # -- pieces -----------------------------------------------------------------------
     def _get_encoder(self, ctx: RunContext) -> Encoder:
-        if self._encoder is None or self._encoder[0] != ctx.device:
-            self._encoder = (
-                ctx.device,
-                get_fitted_encoder(
-                    self.encoder,
-                    self.encoder_tag_,
-                    ctx.device,
-                    ctx.weights_dirs,
-                    self.weights_hint_,
-                ),
-            )
+        self._encoder = fitted_encoder_on(
+            self._encoder,
+            self.encoder,
+            self.encoder_tag_,
+            ctx.device,
+            ctx.weights_dirs,
+            self.weights_hint_,
+        )
         return self._encoder[1]
 
     def _detector_params(self) -> dict[str, Any]:

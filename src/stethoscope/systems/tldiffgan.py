@@ -39,7 +39,7 @@ import torch
 from ..data.clip import Clip
 from ..detectors.embedding import DETECTORS, TrainingSetDetector
 from ..detectors.module import DetectorModule
-from ..encoders import embed_decoded, encoder_tag, get_fitted_encoder
+from ..encoders import embed_decoded, encoder_tag, fitted_encoder_on
 from ..encoders.base import Encoder
 from ..engine import RunContext
 from ..errors import ConfigError
@@ -149,17 +149,14 @@ class TLDiffGANSystem(System):
     def _get_encoder(self, ctx: RunContext) -> Encoder:
         if not self.use_wave_branch:
             raise ConfigError("tldiffgan: the waveform branch is off (use_wave_branch=false)")
-        if self._encoder is None or self._encoder[0] != ctx.device:
-            self._encoder = (
-                ctx.device,
-                get_fitted_encoder(
-                    self.encoder,
-                    self.encoder_tag_,
-                    ctx.device,
-                    ctx.weights_dirs,
-                    self.weights_hint_,
-                ),
-            )
+        self._encoder = fitted_encoder_on(
+            self._encoder,
+            self.encoder,
+            self.encoder_tag_,
+            ctx.device,
+            ctx.weights_dirs,
+            self.weights_hint_,
+        )
         return self._encoder[1]
 
     def _branches(
