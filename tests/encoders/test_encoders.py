@@ -19,6 +19,7 @@ from stethoscope.encoders import (
     saved_encoder_tag,
 )
 from stethoscope.encoders import weights as W
+from stethoscope.encoders.efficientat import MN04_SHA256
 from stethoscope.encoders.fbank import FbankParams, KaldiFbank
 from stethoscope.errors import CheckpointError, ConfigError
 
@@ -114,7 +115,7 @@ def test_mn04_strict_load_rejects_wrong_checkpoint(tmp_path, monkeypatch):
 
 # -- what a saved model records of its encoder ---------------------------------------------
 def test_saved_encoder_tag_round_trips_and_names_the_official_file():
-    sha = "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c"
+    sha = MN04_SHA256
     tag = {
         "encoder": "efficientat_mn04",
         "weights": "pretrained",
